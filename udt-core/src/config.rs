@@ -1,0 +1,107 @@
+//! Per-connection configuration with documented defaults.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cc::{CongestionControlFactory, NativeCcFactory};
+
+/// Whether a connection carries a byte stream or whole messages.
+///
+/// On the wire (handshake word 1) UDT4 uses 1 for stream and 2 for datagram
+/// (message) sockets; the draft's 0/1 is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SocketType {
+    /// A reliable byte stream (`SOCK_STREAM`); handshake value 1.
+    Stream,
+    /// Reliable or partially reliable messages with boundaries (`SOCK_DGRAM`); handshake value 2.
+    Message,
+}
+
+impl SocketType {
+    /// The handshake encoding of this type.
+    pub const fn to_wire(self) -> u32 {
+        match self {
+            SocketType::Stream => 1,
+            SocketType::Message => 2,
+        }
+    }
+
+    /// Decodes a handshake socket type; `None` for values UDT4 never sends.
+    pub const fn from_wire(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(SocketType::Stream),
+            2 => Some(SocketType::Message),
+            _ => None,
+        }
+    }
+}
+
+/// Configuration of a connection. `Config::default()` gives the documented
+/// defaults; build a variant with struct update syntax.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Maximum segment size in bytes, IP and UDP headers included, as UDT4
+    /// counts it. Payload per data packet is `mss - 44`. Default 1500.
+    pub mss: u32,
+    /// Send buffer capacity in packets. Default 8192 (UDT4 `UDT_SNDBUF`).
+    pub send_buffer_packets: u32,
+    /// Receive buffer capacity in packets. Default 8192 (UDT4 `UDT_RCVBUF`).
+    pub recv_buffer_packets: u32,
+    /// Maximum flow window in packets (UDT4 `UDT_FC`). Default 25600.
+    /// The handshake advertises `min(recv_buffer_packets, flow_window)`.
+    pub flow_window: u32,
+    /// Stream or message mode. Default stream.
+    pub socket_type: SocketType,
+    /// How long `close` waits for unacknowledged data; `None` abandons it at
+    /// once. Default 30 s (UDT4: 180 s).
+    pub linger: Option<Duration>,
+    /// How long a caller tries to connect. Default 3 s (as UDT4).
+    pub connect_timeout: Duration,
+    /// How long a rendezvous connect tries. Default 30 s (as UDT4).
+    pub rendezvous_timeout: Duration,
+    /// A connection whose peer has been silent this long is declared dead.
+    /// Default 10 s (UDT4 needs ~47 s with its EXP counting).
+    pub peer_idle_timeout: Duration,
+    /// Cap on the sending rate in bytes per second; `None` for no cap
+    /// (UDT4 `UDT_MAXBW` = -1).
+    pub max_bandwidth: Option<u64>,
+    /// Builds the congestion controller of each connection. Default: native UDT.
+    pub congestion: Arc<dyn CongestionControlFactory>,
+}
+
+impl Config {
+    /// Bytes of payload in a full data packet: MSS minus the 28-byte IP/UDP
+    /// headers UDT4 assumes and the 16-byte UDT header.
+    pub fn payload_size(&self) -> usize {
+        (self.mss as usize).saturating_sub(44)
+    }
+
+    /// The flow window this side advertises in its handshake.
+    pub fn advertised_window(&self) -> u32 {
+        self.recv_buffer_packets.min(self.flow_window)
+    }
+}
+
+/// The smallest MSS accepted (UDT4 rejects below 76 bytes).
+pub const MIN_MSS: u32 = 76;
+
+/// The largest MSS accepted: the largest UDP datagram over IPv4.
+pub const MAX_MSS: u32 = 65_535;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mss: 1500,
+            send_buffer_packets: 8192,
+            recv_buffer_packets: 8192,
+            flow_window: 25_600,
+            socket_type: SocketType::Stream,
+            linger: Some(Duration::from_secs(30)),
+            connect_timeout: Duration::from_secs(3),
+            rendezvous_timeout: Duration::from_secs(30),
+            peer_idle_timeout: Duration::from_secs(10),
+            max_bandwidth: None,
+            congestion: Arc::new(NativeCcFactory),
+        }
+    }
+}

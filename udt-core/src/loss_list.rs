@@ -1,0 +1,1 @@
+//! loss_list: being written.

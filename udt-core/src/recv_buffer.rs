@@ -1,0 +1,1 @@
+//! recv_buffer: being written.
