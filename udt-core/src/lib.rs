@@ -16,14 +16,16 @@
 //! - [`cc`]: the congestion-control trait and the native UDT controller.
 //! - [`connection`]: one connection tying the above together.
 //! - [`sched`]: the indexed min-heap the drivers use to order send times.
-//! - [`sim`]: a deterministic network simulator (feature `sim`).
+//! - `sim`: a deterministic network simulator (feature `sim`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod ack_window;
 pub mod cc;
 pub mod config;
 pub mod connection;
+pub mod error;
 pub mod estimate;
 pub mod handshake;
 pub mod loss_list;
@@ -39,4 +41,6 @@ pub mod stats;
 pub mod time;
 
 pub use config::{Config, SocketType};
+pub use connection::{Connection, Event, State, Transmit, TransmitKind};
+pub use error::{ConnectionError, ReadError, WriteError};
 pub use seq::{AckSeqNumber, MsgNumber, SeqNumber, SocketId};

@@ -273,7 +273,10 @@ mod tests {
         let m = MsgNumber::new(MsgNumber::MASK - 1);
         assert_eq!(m.next(), MsgNumber::FIRST);
         assert_eq!(MsgNumber::new(5).offset_from(MsgNumber::new(3)), 2);
-        assert_eq!(MsgNumber::new(1).offset_from(MsgNumber::new(MsgNumber::MASK)), 2);
+        assert_eq!(
+            MsgNumber::new(1).offset_from(MsgNumber::new(MsgNumber::MASK)),
+            2
+        );
     }
 
     #[test]

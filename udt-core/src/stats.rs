@@ -1,1 +1,114 @@
-//! stats: being written.
+//! Per-connection statistics: counters that only grow, plus a snapshot of
+//! the estimators and control state at the time they were read.
+
+use std::time::Duration;
+
+/// Packets the connection received and threw away, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropStats {
+    /// Datagrams that failed to decode (too short, bad lengths).
+    pub malformed: u64,
+    /// Datagrams from an address other than the peer's.
+    pub wrong_source: u64,
+    /// Data packets outside the receive window.
+    pub out_of_window: u64,
+    /// Data packets that were already received.
+    pub duplicate: u64,
+    /// Data packets of a message the sender had asked us to drop.
+    pub dropped_message: u64,
+    /// Control packets with impossible values (an ACK beyond what was sent, a
+    /// reversed NAK range, a drop request beyond the window, ...).
+    pub invalid_control: u64,
+    /// Control packets of a type we do not handle (unknown types, user-defined).
+    pub unknown_control: u64,
+    /// Handshakes that arrived after the connection was set up and needed no answer.
+    pub stray_handshake: u64,
+    /// Control packets not sent because the outgoing control queue was full.
+    pub control_queue_full: u64,
+}
+
+/// A snapshot of one connection's statistics (see [`crate::connection::Connection::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Time since the connection was established.
+    pub elapsed: Duration,
+    /// Data packets sent, first transmissions and retransmissions.
+    pub packets_sent: u64,
+    /// Payload bytes sent, retransmissions included.
+    pub bytes_sent: u64,
+    /// Data packets retransmitted.
+    pub packets_retransmitted: u64,
+    /// Payload bytes retransmitted.
+    pub bytes_retransmitted: u64,
+    /// Data packets received and stored (duplicates and drops excluded).
+    pub packets_received: u64,
+    /// Payload bytes received and stored.
+    pub bytes_received: u64,
+    /// Sequence numbers the receiver found missing (gaps detected).
+    pub packets_lost: u64,
+    /// Sequence numbers the peer reported lost to us in NAKs.
+    pub packets_reported_lost: u64,
+    /// Control packets sent / received, by kind.
+    pub acks_sent: u64,
+    /// Light ACKs sent.
+    pub light_acks_sent: u64,
+    /// Full and medium ACKs received.
+    pub acks_received: u64,
+    /// ACK2s sent.
+    pub ack2s_sent: u64,
+    /// NAK packets sent.
+    pub naks_sent: u64,
+    /// NAK packets received.
+    pub naks_received: u64,
+    /// Keep-alives sent.
+    pub keepalives_sent: u64,
+    /// Retransmission (EXP) timeouts with data outstanding.
+    pub timeouts: u64,
+    /// Messages this side dropped because their TTL expired before delivery.
+    pub messages_dropped_sent: u64,
+    /// Message-drop requests received from the peer.
+    pub messages_dropped_received: u64,
+    /// Received packets discarded, by reason.
+    pub dropped: DropStats,
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Round-trip time variation.
+    pub rtt_var: Duration,
+    /// The peer's estimate of the link capacity towards it, packets/s.
+    pub link_capacity_pps: u32,
+    /// The peer's measured arrival rate of our packets, packets/s.
+    pub recv_rate_pps: u32,
+    /// Our own measurement of the arrival rate of the peer's packets, packets/s.
+    pub local_recv_rate_pps: u32,
+    /// The current inter-packet sending period.
+    pub send_period: Duration,
+    /// The flow window granted by the peer, packets.
+    pub flow_window: u32,
+    /// The congestion window, packets.
+    pub congestion_window: f64,
+    /// Packets sent and not yet acknowledged.
+    pub packets_in_flight: u32,
+    /// Bytes the application may still write before the send buffer is full.
+    pub send_buffer_free_bytes: usize,
+}
+
+impl Stats {
+    /// The sending rate implied by the pacing period, in megabits per second
+    /// of payload, given the payload size per packet.
+    pub fn send_rate_mbps(&self, payload_size: usize) -> f64 {
+        let secs = self.send_period.as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        payload_size as f64 * 8.0 / secs / 1e6
+    }
+
+    /// The fraction of sent packets that had to be retransmitted.
+    pub fn retransmit_ratio(&self) -> f64 {
+        if self.packets_sent == 0 {
+            0.0
+        } else {
+            self.packets_retransmitted as f64 / self.packets_sent as f64
+        }
+    }
+}

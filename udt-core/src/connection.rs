@@ -1,1 +1,0 @@
-//! connection: being written.

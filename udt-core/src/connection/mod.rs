@@ -1,0 +1,592 @@
+//! One established UDT connection, as a sans-I/O state machine.
+//!
+//! The public surface lives here; the logic is split by concern:
+//! [`sender`](self) state in `sender.rs`, receiver state in `receiver.rs`,
+//! packet input in `input.rs`, packet output in `output.rs` and the
+//! protocol timers in `timers.rs`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::cc::{CcContext, CongestionControl};
+use crate::config::{Config, SocketType};
+use crate::error::{ConnectionError, ReadError, WriteError};
+use crate::estimate::RttEstimator;
+use crate::handshake::ConnectParams;
+use crate::loss_list::{RecvLossList, SendLossList};
+use crate::packet::Handshake;
+use crate::recv_buffer::RecvBuffer;
+use crate::send_buffer::{SendBuffer, SendBufferError};
+use crate::seq::SocketId;
+use crate::stats::Stats;
+
+mod input;
+mod output;
+mod receiver;
+mod sender;
+mod timers;
+
+pub use output::{Transmit, TransmitKind};
+pub use timers::Timer;
+
+use output::ControlItem;
+use receiver::Receiver;
+use sender::Sender;
+
+/// The most control packets waiting to be sent. Control packets are
+/// produced by input and timers and drained right after by the driver, so
+/// the queue only fills when a driver stops draining; beyond this bound new
+/// items are dropped and counted.
+const CONTROL_QUEUE_LIMIT: usize = 256;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Data flows both ways.
+    Connected,
+    /// `close` was called: the last data is being delivered before a
+    /// shutdown is sent, until `deadline` (the linger time).
+    Closing {
+        /// When to give up; `None` never happens in practice (linger off
+        /// closes at once) but keeps the type honest.
+        deadline: Option<Instant>,
+    },
+    /// The connection is over; data already received can still be read.
+    Closed(ConnectionError),
+}
+
+/// Something the application may want to react to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// New data or a whole message can be read.
+    Readable,
+    /// Send buffer space was freed.
+    Writable,
+    /// The connection ended for this reason.
+    Closed(ConnectionError),
+}
+
+/// One UDT connection after its handshake.
+///
+/// # Driving it
+///
+/// The driver (udt-mux, or the simulator) owns the socket and the clock and
+/// calls, in this order after any input:
+/// 1. inputs: [`handle_datagram`](Self::handle_datagram) for each datagram
+///    addressed to this connection, [`handle_timeout`](Self::handle_timeout)
+///    when [`poll_timeout`](Self::poll_timeout) has passed (extra calls are
+///    harmless no-ops);
+/// 2. [`poll_transmit`](Self::poll_transmit) until it returns `None`, sending
+///    each datagram;
+/// 3. [`next_send_time`](Self::next_send_time) (the send-queue key: when the
+///    next data packet may leave; a time in the past means "now") and
+///    [`poll_timeout`](Self::poll_timeout) (the protocol timers);
+/// 4. [`poll_event`](Self::poll_event) until `None`, to wake the application.
+///
+/// Application commands ([`write`](Self::write), [`read`](Self::read),
+/// [`send_msg`](Self::send_msg), [`recv_msg`](Self::recv_msg),
+/// [`close`](Self::close)) never block; after them the driver runs steps 2–4
+/// again. `now` must never go backwards between calls.
+///
+/// Bad input from the network never returns an error: it is counted in
+/// [`Stats::dropped`] and logged at debug level.
+pub struct Connection {
+    config: Arc<Config>,
+    local_id: SocketId,
+    peer_id: SocketId,
+    peer_addr: SocketAddr,
+    socket_type: SocketType,
+    rendezvous: bool,
+    mss: u32,
+    payload_size: usize,
+    /// Listener side: the final handshake response, re-sent when the
+    /// caller repeats its request because our first answer was lost.
+    response: Option<Handshake>,
+    /// Our own handshake values, for `-2` replies in rendezvous mode.
+    send_isn: crate::seq::SeqNumber,
+    /// The reflexive address the peer reported for us, if any.
+    self_ip: Option<std::net::IpAddr>,
+    /// Epoch of the 32-bit wire timestamps.
+    start: Instant,
+    /// The latest `now` seen, for commands that take no time argument.
+    last_now: Instant,
+    state: State,
+    sender: Sender,
+    receiver: Receiver,
+    rtt: RttEstimator,
+    cc: Box<dyn CongestionControl>,
+    control: VecDeque<ControlItem>,
+    /// A periodic full NAK is queued (at most one at a time).
+    nak_list_queued: bool,
+    /// Last time any packet arrived from the peer.
+    last_heard: Instant,
+    /// Last time any packet left for the peer.
+    last_send_time: Instant,
+    /// Base and count of the EXP backoff.
+    exp_base: Instant,
+    exp_count: u32,
+    counters: Stats,
+    readable_pending: bool,
+    writable_pending: bool,
+    closed_pending: bool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("local_id", &self.local_id)
+            .field("peer_id", &self.peer_id)
+            .field("peer_addr", &self.peer_addr)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Creates the connection a finished handshake describes.
+    pub fn new(params: ConnectParams, config: Arc<Config>, now: Instant) -> Self {
+        let mss = params
+            .mss
+            .clamp(crate::config::MIN_MSS, crate::config::MAX_MSS);
+        let payload_size = mss as usize - 44;
+        let send_capacity = config.send_buffer_packets.max(2);
+        let recv_capacity = config.recv_buffer_packets.max(2);
+        let sender = Sender::new(
+            SendBuffer::new(send_capacity, payload_size, params.send_isn),
+            SendLossList::new(send_capacity),
+            params.send_isn,
+            params.peer_flow_window.max(2),
+            now,
+        );
+        let receiver = Receiver::new(
+            RecvBuffer::new(recv_capacity, payload_size, params.recv_isn),
+            RecvLossList::new(recv_capacity),
+            params.recv_isn,
+            now,
+        );
+        let mut conn = Connection {
+            cc: config.congestion.build(),
+            config,
+            local_id: params.local_socket_id,
+            peer_id: params.peer_socket_id,
+            peer_addr: params.peer_addr,
+            socket_type: params.socket_type,
+            rendezvous: params.rendezvous,
+            mss,
+            payload_size,
+            response: params.response,
+            send_isn: params.send_isn,
+            self_ip: params.self_ip,
+            start: now,
+            last_now: now,
+            state: State::Connected,
+            sender,
+            receiver,
+            rtt: RttEstimator::new(),
+            control: VecDeque::with_capacity(32),
+            nak_list_queued: false,
+            last_heard: now,
+            last_send_time: now,
+            exp_base: now,
+            exp_count: 1,
+            counters: Stats::default(),
+            readable_pending: false,
+            writable_pending: false,
+            closed_pending: false,
+        };
+        let ctx = conn.cc_context(now);
+        conn.cc.init(&ctx);
+        conn.apply_cc();
+        log::debug!(
+            "{} connected to {} (peer id {}, mss {}, send isn {:?}, cc {})",
+            conn.local_id,
+            conn.peer_addr,
+            conn.peer_id,
+            mss,
+            params.send_isn,
+            conn.cc.name()
+        );
+        conn
+    }
+
+    // ----- (A) getters -----
+
+    /// This side's socket ID (the destination of the peer's packets).
+    pub fn socket_id(&self) -> SocketId {
+        self.local_id
+    }
+
+    /// The peer's socket ID.
+    pub fn peer_socket_id(&self) -> SocketId {
+        self.peer_id
+    }
+
+    /// The peer's address; packets from any other address are dropped.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Our own address as the peer saw it during the handshake, if it said.
+    pub fn reflexive_ip(&self) -> Option<std::net::IpAddr> {
+        self.self_ip
+    }
+
+    /// Stream or message mode.
+    pub fn socket_type(&self) -> SocketType {
+        self.socket_type
+    }
+
+    /// True for a connection set up by rendezvous.
+    pub fn is_rendezvous(&self) -> bool {
+        self.rendezvous
+    }
+
+    /// The negotiated MSS, headers included.
+    pub fn mss(&self) -> u32 {
+        self.mss
+    }
+
+    /// Payload bytes per full data packet.
+    pub fn payload_size(&self) -> usize {
+        self.payload_size
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// True once the connection has ended (data may still be readable).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed(_))
+    }
+
+    /// True once the connection has ended and has nothing left to send: the
+    /// driver may forget it once the application has read what it wants.
+    pub fn is_finished(&self) -> bool {
+        self.is_closed() && self.control.is_empty()
+    }
+
+    /// True when [`read`](Self::read) or [`recv_msg`](Self::recv_msg) would
+    /// return something other than `WouldBlock`.
+    pub fn is_readable(&self) -> bool {
+        self.is_closed()
+            || match self.socket_type {
+                SocketType::Stream => self.receiver.buffer.readable_bytes() > 0,
+                SocketType::Message => self.receiver.buffer.has_message(),
+            }
+    }
+
+    /// True when a write of at least one packet would be accepted, or the
+    /// connection is closed (so the write would fail at once).
+    pub fn is_writable(&self) -> bool {
+        !matches!(self.state, State::Connected) || self.sender.buffer.free_packets() > 0
+    }
+
+    /// Bytes that can be written right now without `WouldBlock`.
+    pub fn send_buffer_free(&self) -> usize {
+        self.sender.buffer.free_bytes()
+    }
+
+    /// True when every byte written has been acknowledged by the peer.
+    pub fn is_send_buffer_empty(&self) -> bool {
+        self.sender.buffer.is_empty()
+    }
+
+    /// A snapshot of this connection's statistics.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.counters;
+        s.elapsed = self.last_now.saturating_duration_since(self.start);
+        s.rtt = self.rtt.rtt();
+        s.rtt_var = self.rtt.rtt_var();
+        s.link_capacity_pps = self.sender.rates.bandwidth();
+        s.recv_rate_pps = self.sender.rates.recv_rate();
+        s.local_recv_rate_pps = self.receiver.arrivals.recv_speed();
+        s.send_period = self.sender.period;
+        s.flow_window = self.sender.flow_window;
+        s.congestion_window = self.sender.cwnd;
+        s.packets_in_flight = self.sender.in_flight();
+        s.send_buffer_free_bytes = self.sender.buffer.free_bytes();
+        s
+    }
+
+    // ----- (B) inputs -----
+
+    /// Processes one datagram the driver routed to this connection.
+    /// Malformed or unexpected packets are counted and dropped.
+    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, datagram: &[u8]) {
+        self.observe_time(now);
+        if remote != self.peer_addr {
+            self.counters.dropped.wrong_source += 1;
+            log::debug!(
+                "{} dropped a datagram from {remote}: peer is {}",
+                self.local_id,
+                self.peer_addr
+            );
+            return;
+        }
+        self.on_datagram(now, datagram);
+    }
+
+    /// Fires the protocol timers that are due. Calling it early is a no-op.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.observe_time(now);
+        self.fire_due_timers(now);
+    }
+
+    // ----- (C) application commands -----
+
+    /// Queues stream data; returns how many bytes were accepted.
+    ///
+    /// # Errors
+    /// `WouldBlock` when the send buffer is full, `WrongMode` on a message
+    /// connection, `Closed` once `close` was called or the connection ended.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
+        if self.socket_type != SocketType::Stream {
+            return Err(WriteError::WrongMode);
+        }
+        self.check_writable()?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = self.sender.buffer.write_stream(data, self.last_now);
+        if n == 0 {
+            return Err(WriteError::WouldBlock);
+        }
+        Ok(n)
+    }
+
+    /// Queues one message with an optional time-to-live; `in_order` asks the
+    /// receiver to deliver it only after every earlier in-order message.
+    ///
+    /// # Errors
+    /// `WouldBlock` when it does not fit now, `MessageTooLarge` when it can
+    /// never fit, `WrongMode` on a stream connection, `Closed` after close.
+    pub fn send_msg(
+        &mut self,
+        now: Instant,
+        msg: &[u8],
+        ttl: Option<Duration>,
+        in_order: bool,
+    ) -> Result<(), WriteError> {
+        self.observe_time(now);
+        if self.socket_type != SocketType::Message {
+            return Err(WriteError::WrongMode);
+        }
+        self.check_writable()?;
+        match self.sender.buffer.write_message(msg, ttl, in_order, now) {
+            Ok(()) => Ok(()),
+            Err(SendBufferError::Full) => Err(WriteError::WouldBlock),
+            Err(SendBufferError::MessageTooLarge) => Err(WriteError::MessageTooLarge {
+                size: msg.len(),
+                max: self.config.send_buffer_packets as usize * self.payload_size,
+            }),
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), WriteError> {
+        match self.state {
+            State::Connected => Ok(()),
+            State::Closing { .. } => Err(WriteError::Closed(ConnectionError::LocallyClosed)),
+            State::Closed(e) => Err(WriteError::Closed(e)),
+        }
+    }
+
+    /// Reads stream data in order. Returns `Ok(0)` at the end of the stream
+    /// after the peer's orderly close, once everything has been read.
+    ///
+    /// # Errors
+    /// `WouldBlock` when nothing is readable yet, `WrongMode` on a message
+    /// connection, `Closed` when the connection ended any other way and all
+    /// data has been read.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
+        if self.socket_type != SocketType::Stream {
+            return Err(ReadError::WrongMode);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.receiver.buffer.read(buf);
+        if n > 0 {
+            self.after_read();
+            return Ok(n);
+        }
+        match self.state {
+            State::Closed(ConnectionError::PeerClosed) => Ok(0),
+            State::Closed(e) => Err(ReadError::Closed(e)),
+            _ => Err(ReadError::WouldBlock),
+        }
+    }
+
+    /// Receives one whole message into `out` (cleared first); returns its length.
+    ///
+    /// # Errors
+    /// As [`recv_msg`](Self::recv_msg).
+    pub fn recv_msg_into(&mut self, out: &mut Vec<u8>) -> Result<usize, ReadError> {
+        if self.socket_type != SocketType::Message {
+            return Err(ReadError::WrongMode);
+        }
+        if self.receiver.buffer.read_message(out) {
+            self.after_read();
+            return Ok(out.len());
+        }
+        match self.state {
+            State::Closed(e) => Err(ReadError::Closed(e)),
+            _ => Err(ReadError::WouldBlock),
+        }
+    }
+
+    /// Receives one whole message.
+    ///
+    /// # Errors
+    /// `WouldBlock` when no complete message is ready, `WrongMode` on a
+    /// stream connection, `Closed` once the connection ended and every
+    /// delivered message has been read.
+    pub fn recv_msg(&mut self) -> Result<Bytes, ReadError> {
+        let mut out = Vec::new();
+        self.recv_msg_into(&mut out)?;
+        Ok(Bytes::from(out))
+    }
+
+    /// Starts an orderly close: data already written is still delivered
+    /// (for at most the configured linger time), then a shutdown is sent.
+    /// With linger off, or nothing left to deliver, the shutdown goes at once.
+    pub fn close(&mut self, now: Instant) {
+        self.observe_time(now);
+        if self.state != State::Connected {
+            return;
+        }
+        match self.config.linger {
+            Some(linger) if !self.sender.buffer.is_empty() => {
+                log::debug!(
+                    "{} closing: lingering up to {linger:?} for {} packets",
+                    self.local_id,
+                    self.sender.unacked()
+                );
+                self.state = State::Closing {
+                    deadline: Some(now + linger),
+                };
+            }
+            _ => {
+                self.queue_shutdown(now);
+                self.enter_closed(now, ConnectionError::LocallyClosed);
+            }
+        }
+    }
+
+    // ----- (D) outputs -----
+
+    /// When the next data packet may be sent, or `None` when the sender has
+    /// nothing to send (the send queue forgets the connection until an
+    /// input or a command changes that). A time in the past means now.
+    pub fn next_send_time(&self) -> Option<Instant> {
+        if !self.control.is_empty() {
+            return Some(self.start);
+        }
+        if !self.may_send_data() || !self.sender.has_work() {
+            return None;
+        }
+        Some(self.sender.next_slot)
+    }
+
+    /// The earliest protocol timer deadline (ACK, NAK, EXP, keep-alive,
+    /// idle, linger), or `None` once the connection is closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Timer::ALL
+            .iter()
+            .filter_map(|&t| self.timer_deadline(t))
+            .min()
+    }
+
+    /// The next application event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if self.readable_pending {
+            self.readable_pending = false;
+            return Some(Event::Readable);
+        }
+        if self.writable_pending {
+            self.writable_pending = false;
+            return Some(Event::Writable);
+        }
+        if self.closed_pending {
+            self.closed_pending = false;
+            if let State::Closed(e) = self.state {
+                return Some(Event::Closed(e));
+            }
+        }
+        None
+    }
+
+    // ----- internals shared by the submodules -----
+
+    fn observe_time(&mut self, now: Instant) {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+    }
+
+    fn may_send_data(&self) -> bool {
+        matches!(self.state, State::Connected | State::Closing { .. })
+    }
+
+    fn cc_context(&self, now: Instant) -> CcContext {
+        CcContext {
+            now,
+            mss: self.mss,
+            rtt: self.rtt.rtt(),
+            recv_rate: self.sender.rates.recv_rate(),
+            bandwidth: self.sender.rates.bandwidth(),
+            send_current_seq: self.sender.current,
+            max_window: self.sender.flow_window,
+        }
+    }
+
+    /// Copies the controller's period and window into the sender, applying
+    /// the configured bandwidth cap (UDT4 `CCUpdate`).
+    fn apply_cc(&mut self) {
+        let mut period_us = self.cc.send_period_us();
+        if !period_us.is_finite() || period_us < 0.0 {
+            period_us = 1.0;
+        }
+        if let Some(max_bw) = self.config.max_bandwidth {
+            if max_bw > 0 {
+                let floor = 1e6 * f64::from(self.mss) / max_bw as f64;
+                period_us = period_us.max(floor);
+            }
+        }
+        // A period over a second would starve the EXP and keep-alive logic.
+        period_us = period_us.min(1e6);
+        self.sender.period = Duration::from_nanos((period_us * 1000.0) as u64);
+        self.sender.cwnd = self.cc.congestion_window();
+    }
+
+    fn enter_closed(&mut self, now: Instant, reason: ConnectionError) {
+        if matches!(self.state, State::Closed(_)) {
+            return;
+        }
+        log::info!(
+            "{} closed after {:?}: {reason}",
+            self.local_id,
+            now.saturating_duration_since(self.start)
+        );
+        self.state = State::Closed(reason);
+        self.closed_pending = true;
+        self.readable_pending = true;
+        self.writable_pending = true;
+    }
+
+    /// After the application consumed data: reopen the window promptly if
+    /// the last advertisement was nearly closed, instead of waiting for the
+    /// sender's EXP timer (a divergence that a UDT4 sender simply sees as
+    /// an earlier ACK).
+    fn after_read(&mut self) {
+        let avail = self.receiver.buffer.available_packets();
+        if self.receiver.last_advertised < 32 && avail >= 32 {
+            self.receiver.ack_now = true;
+        }
+    }
+}

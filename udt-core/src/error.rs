@@ -1,0 +1,140 @@
+//! Errors of the application-facing operations of a connection.
+
+use std::fmt;
+use std::io;
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionError {
+    /// The peer was silent for longer than the configured peer-idle timeout.
+    TimedOut,
+    /// The peer closed the connection (it sent a shutdown).
+    PeerClosed,
+    /// This side closed the connection.
+    LocallyClosed,
+    /// Close gave up: the linger time passed with data still unacknowledged.
+    LingerExpired,
+    /// The peer sent something a correct peer never sends.
+    ProtocolViolation(&'static str),
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionError::TimedOut => {
+                f.write_str("connection timed out: the peer stopped answering")
+            }
+            ConnectionError::PeerClosed => f.write_str("the peer closed the connection"),
+            ConnectionError::LocallyClosed => f.write_str("the connection was closed locally"),
+            ConnectionError::LingerExpired => f.write_str(
+                "close gave up waiting for the peer to acknowledge data (linger time expired)",
+            ),
+            ConnectionError::ProtocolViolation(what) => {
+                write!(f, "protocol violation by the peer: {what}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConnectionError {}
+
+impl From<ConnectionError> for io::Error {
+    fn from(e: ConnectionError) -> io::Error {
+        let kind = match e {
+            ConnectionError::TimedOut => io::ErrorKind::TimedOut,
+            ConnectionError::PeerClosed => io::ErrorKind::ConnectionReset,
+            ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
+            ConnectionError::LingerExpired => io::ErrorKind::TimedOut,
+            ConnectionError::ProtocolViolation(_) => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Why a write or a message send did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// The send buffer is full; try again once the connection is writable.
+    WouldBlock,
+    /// The message is larger than the whole send buffer and can never be sent.
+    MessageTooLarge {
+        /// Size of the message in bytes.
+        size: usize,
+        /// The largest message the send buffer can hold.
+        max: usize,
+    },
+    /// Stream writes on a message connection or the other way round.
+    WrongMode,
+    /// The connection is closing or closed.
+    Closed(ConnectionError),
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::WouldBlock => f.write_str("send buffer full"),
+            WriteError::MessageTooLarge { size, max } => write!(
+                f,
+                "message of {size} bytes is larger than the send buffer ({max} bytes); raise send_buffer_packets"
+            ),
+            WriteError::WrongMode => f.write_str(
+                "operation does not match the socket type (stream calls on a message connection or vice versa)",
+            ),
+            WriteError::Closed(e) => write!(f, "cannot write: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+impl From<WriteError> for io::Error {
+    fn from(e: WriteError) -> io::Error {
+        match e {
+            WriteError::WouldBlock => io::Error::new(io::ErrorKind::WouldBlock, e),
+            WriteError::MessageTooLarge { .. } | WriteError::WrongMode => {
+                io::Error::new(io::ErrorKind::InvalidInput, e)
+            }
+            WriteError::Closed(c) => match c {
+                ConnectionError::PeerClosed | ConnectionError::LocallyClosed => {
+                    io::Error::new(io::ErrorKind::BrokenPipe, e)
+                }
+                other => other.into(),
+            },
+        }
+    }
+}
+
+/// Why a read or a message receive returned nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// Nothing to read yet; try again once the connection is readable.
+    WouldBlock,
+    /// Stream reads on a message connection or the other way round.
+    WrongMode,
+    /// The connection ended and everything it delivered has been read.
+    Closed(ConnectionError),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::WouldBlock => f.write_str("no data available yet"),
+            ReadError::WrongMode => f.write_str(
+                "operation does not match the socket type (stream calls on a message connection or vice versa)",
+            ),
+            ReadError::Closed(e) => write!(f, "cannot read: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<ReadError> for io::Error {
+    fn from(e: ReadError) -> io::Error {
+        match e {
+            ReadError::WouldBlock => io::Error::new(io::ErrorKind::WouldBlock, e),
+            ReadError::WrongMode => io::Error::new(io::ErrorKind::InvalidInput, e),
+            ReadError::Closed(c) => c.into(),
+        }
+    }
+}
