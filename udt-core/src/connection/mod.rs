@@ -255,6 +255,12 @@ impl Connection {
         self.payload_size
     }
 
+    /// When the last packet from the peer arrived; the connection is
+    /// declared dead `peer_idle_timeout` after it.
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.state
