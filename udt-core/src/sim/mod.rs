@@ -20,10 +20,12 @@
 
 mod link;
 mod loss;
+mod udt_node;
 mod wakeup;
 
 pub use link::{LinkConfig, LinkStats, DEFAULT_DELAY, MAX_DATAGRAM};
 pub use loss::Loss;
+pub use udt_node::UdtNode;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
