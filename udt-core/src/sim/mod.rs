@@ -18,6 +18,7 @@
 //! datagram buffers come from a free list, in-flight datagrams live in a
 //! reused slab and the event heap keeps its capacity.
 
+pub mod harness;
 mod link;
 mod loss;
 mod udt_node;
