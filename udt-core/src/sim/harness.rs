@@ -31,11 +31,17 @@ pub fn fill_pattern(stream: u64, offset: u64, buf: &mut [u8]) {
 }
 
 /// Two nodes, A (caller) and B (listener), joined by one link.
+#[derive(Debug)]
 pub struct Pair {
+    /// The simulator holding both nodes.
     pub sim: Sim<UdtNode>,
+    /// Node A, the caller.
     pub a: NodeId,
+    /// Node B, the listener.
     pub b: NodeId,
+    /// A's address (192.0.2.1:9000).
     pub a_addr: SocketAddr,
+    /// B's address (198.51.100.7:9000).
     pub b_addr: SocketAddr,
 }
 
@@ -114,9 +120,13 @@ impl Pair {
 /// What a finished transfer looked like.
 #[derive(Debug)]
 pub struct TransferReport {
+    /// Bytes transferred and verified.
     pub bytes: u64,
+    /// Virtual time from the first write to the receiver's EOF.
     pub elapsed: Duration,
+    /// The sender's statistics at the end.
     pub sender: Stats,
+    /// The receiver's statistics at the end.
     pub receiver: Stats,
 }
 
@@ -128,14 +138,44 @@ impl TransferReport {
 }
 
 /// Streams `total` pattern bytes from (`from`, `from_id`) to (`to`, `to_id`),
-/// closes the sender, and checks every byte and the EOF on the receiver.
-/// Panics with the seed on any mismatch or when `limit` of virtual time passes.
+/// closes the sender right after the last write (so the close lingers),
+/// and checks every byte and the EOF on the receiver.
+///
+/// # Panics
+/// With the seed in the message, on any mismatch, a failed read or write,
+/// or when `limit` of virtual time passes.
 pub fn stream_transfer(
+    sim: &mut Sim<UdtNode>,
+    from: (NodeId, SocketId),
+    to: (NodeId, SocketId),
+    total: u64,
+    limit: Duration,
+) -> TransferReport {
+    transfer(sim, from, to, total, limit, true)
+}
+
+/// Like [`stream_transfer`] but leaves the connection open: it returns
+/// once the receiver has read and checked all `total` bytes.
+///
+/// # Panics
+/// As [`stream_transfer`].
+pub fn stream_bytes(
+    sim: &mut Sim<UdtNode>,
+    from: (NodeId, SocketId),
+    to: (NodeId, SocketId),
+    total: u64,
+    limit: Duration,
+) -> TransferReport {
+    transfer(sim, from, to, total, limit, false)
+}
+
+fn transfer(
     sim: &mut Sim<UdtNode>,
     (from, from_id): (NodeId, SocketId),
     (to, to_id): (NodeId, SocketId),
     total: u64,
     limit: Duration,
+    close: bool,
 ) -> TransferReport {
     let seed = sim.seed();
     let start = sim.now();
@@ -167,7 +207,8 @@ pub fn stream_transfer(
                     }
                 }
             }
-            if written == total && !closed {
+            if close && written == total && !closed {
+                // The last byte is written: close now, lingering.
                 closed = true;
                 sim.node_mut(from).with_connection(from_id, |c| c.close(now));
             }
@@ -201,7 +242,7 @@ pub fn stream_transfer(
                 }
             }
             sim.poke(to);
-            eof
+            eof || (!close && read == total)
         },
         limit,
     );

@@ -471,6 +471,13 @@ impl<N: Endpoint> Sim<N> {
 
     /// One step, not going past `deadline`.
     fn step_until(&mut self, deadline: Option<Instant>) -> Stepped {
+        // Nodes the test changed between steps (poke, node_mut) are
+        // drained at the current instant first, without a step of their
+        // own: a test that touches a node after every step must not look
+        // like a simulation stuck in time.
+        if !self.touched.is_empty() {
+            self.drain_touched();
+        }
         let next = if self.touched.is_empty() {
             let arrival = self.events.peek().map(|Reverse((t, _, _))| *t);
             let wakeup = self.wakeups.peek().map(|(t, _)| t);
@@ -514,9 +521,15 @@ impl<N: Endpoint> Sim<N> {
             self.mark_touched(node);
         }
 
-        // 3. Drain every touched node into the links, in the order they
-        // were touched, then re-read its wakeup. Draining only schedules
-        // arrivals; it touches no other node, so the list is stable here.
+        // 3. Drain every touched node into the links.
+        self.drain_touched();
+        Stepped::Processed
+    }
+
+    /// Drains every touched node into the links, in the order they were
+    /// touched, then re-reads its wakeup. Draining only schedules arrivals;
+    /// it touches no other node, so the list is stable here.
+    fn drain_touched(&mut self) {
         for i in 0..self.touched.len() {
             let node = self.touched[i];
             let is_drained = self.drain(node);
@@ -526,7 +539,6 @@ impl<N: Endpoint> Sim<N> {
         }
         let nodes = &self.nodes;
         self.touched.retain(|&node| nodes[node].is_touched);
-        Stepped::Processed
     }
 
     fn mark_touched(&mut self, node: usize) {

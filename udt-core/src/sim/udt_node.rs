@@ -61,7 +61,7 @@ impl Pending {
     fn peer(&self) -> Option<SocketAddr> {
         match self {
             Pending::Caller(_) => None,
-            Pending::Rendezvous(r) => Some(r.peer()),
+            Pending::Rendezvous(r) => Some(r.peer_addr()),
         }
     }
 }
