@@ -28,7 +28,11 @@ fn main() {
                 let l = link(
                     mbps,
                     Duration::from_micros(rtt * 500),
-                    if loss > 0.0 { Loss::Bernoulli(loss) } else { Loss::None },
+                    if loss > 0.0 {
+                        Loss::Bernoulli(loss)
+                    } else {
+                        Loss::None
+                    },
                 );
                 let mut p = Pair::new(seed, l.clone(), l, Config::default());
                 let (a, b) = p.connect();

@@ -24,7 +24,13 @@ fn caller_and_listener_connect_and_carry_data() {
     assert_eq!(cb.peer_addr(), p.a_addr);
     // The listener reported the caller's reflexive address.
     assert_eq!(ca.reflexive_ip(), Some(p.a_addr.ip()));
-    stream_transfer(&mut p.sim, (p.a, a), (p.b, b), 1 << 20, Duration::from_secs(60));
+    stream_transfer(
+        &mut p.sim,
+        (p.a, a),
+        (p.b, b),
+        1 << 20,
+        Duration::from_secs(60),
+    );
 }
 
 #[test]
@@ -33,7 +39,13 @@ fn handshake_survives_heavy_loss_by_retrying() {
     let l = link(100, Duration::from_millis(20), Loss::Bernoulli(0.4));
     let mut p = Pair::new(32, l.clone(), l, Config::default());
     let (a, b) = p.connect();
-    stream_transfer(&mut p.sim, (p.a, a), (p.b, b), 256 << 10, Duration::from_secs(600));
+    stream_transfer(
+        &mut p.sim,
+        (p.a, a),
+        (p.b, b),
+        256 << 10,
+        Duration::from_secs(600),
+    );
 }
 
 #[test]
@@ -46,9 +58,15 @@ fn connect_to_nobody_times_out_after_the_connect_timeout() {
     p.sim.poke(p.a);
     let a = p.a;
     p.sim
-        .run_until(|sim| sim.node(a).connect_error(id).is_some(), Duration::from_secs(10))
+        .run_until(
+            |sim| sim.node(a).connect_error(id).is_some(),
+            Duration::from_secs(10),
+        )
         .unwrap();
-    assert!(matches!(p.sim.node(a).connect_error(id), Some(ConnectError::TimedOut)));
+    assert!(matches!(
+        p.sim.node(a).connect_error(id),
+        Some(ConnectError::TimedOut)
+    ));
     let took = p.sim.now() - start;
     assert!(
         took >= Duration::from_secs(3) && took < Duration::from_millis(3300),
@@ -71,10 +89,19 @@ fn socket_type_mismatch_is_rejected() {
     p.sim.poke(p.a);
     let a = p.a;
     p.sim
-        .run_until(|sim| sim.node(a).connect_error(id).is_some(), Duration::from_secs(10))
+        .run_until(
+            |sim| sim.node(a).connect_error(id).is_some(),
+            Duration::from_secs(10),
+        )
         .unwrap();
-    assert!(matches!(p.sim.node(a).connect_error(id), Some(ConnectError::Rejected)));
-    assert!(p.sim.now() - now < Duration::from_secs(1), "rejection is immediate");
+    assert!(matches!(
+        p.sim.node(a).connect_error(id),
+        Some(ConnectError::Rejected)
+    ));
+    assert!(
+        p.sim.now() - now < Duration::from_secs(1),
+        "rejection is immediate"
+    );
 }
 
 fn rendezvous(seed: u64, late: Duration, l: LinkConfig) {
@@ -96,20 +123,38 @@ fn rendezvous(seed: u64, late: Duration, l: LinkConfig) {
         )
         .unwrap_or_else(|e| panic!("seed={seed}: rendezvous did not complete: {e}"));
     assert!(p.sim.node(a).connection(ida).unwrap().is_rendezvous());
-    stream_transfer(&mut p.sim, (a, ida), (b, idb), 1 << 20, Duration::from_secs(120));
+    stream_transfer(
+        &mut p.sim,
+        (a, ida),
+        (b, idb),
+        1 << 20,
+        Duration::from_secs(120),
+    );
 }
 
 #[test]
 fn rendezvous_simultaneous() {
-    rendezvous(35, Duration::ZERO, link(100, Duration::from_millis(20), Loss::None));
+    rendezvous(
+        35,
+        Duration::ZERO,
+        link(100, Duration::from_millis(20), Loss::None),
+    );
 }
 
 #[test]
 fn rendezvous_one_side_five_seconds_late() {
-    rendezvous(36, Duration::from_secs(5), link(100, Duration::from_millis(20), Loss::None));
+    rendezvous(
+        36,
+        Duration::from_secs(5),
+        link(100, Duration::from_millis(20), Loss::None),
+    );
 }
 
 #[test]
 fn rendezvous_under_loss() {
-    rendezvous(37, Duration::from_millis(700), link(100, Duration::from_millis(30), Loss::Bernoulli(0.3)));
+    rendezvous(
+        37,
+        Duration::from_millis(700),
+        link(100, Duration::from_millis(30), Loss::Bernoulli(0.3)),
+    );
 }

@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::{init_logs, link, stream_bytes, stream_transfer, Pair};
-use udt_core::packet::{self, Ack, AckRates, Control, ControlPacket, DataHeader, Packet, PacketPosition};
+use udt_core::packet::{
+    self, Ack, AckRates, Control, ControlPacket, DataHeader, Packet, PacketPosition,
+};
 use udt_core::rng::Rng;
 use udt_core::sim::Loss;
 use udt_core::{AckSeqNumber, Config, MsgNumber, SeqNumber, SocketId};
@@ -36,7 +38,12 @@ fn hostile_datagrams(dest: SocketId, rng: &mut Rng) -> Vec<Vec<u8>> {
     }
     let far = SeqNumber::new(rng.next_u32());
     // ACKs beyond anything sent, full and light.
-    for ack in [far, far.add(1 << 30), SeqNumber::new(0), SeqNumber::new(SeqNumber::MAX)] {
+    for ack in [
+        far,
+        far.add(1 << 30),
+        SeqNumber::new(0),
+        SeqNumber::new(SeqNumber::MAX),
+    ] {
         v.push(control(
             dest,
             Control::Ack(Ack {
@@ -60,7 +67,13 @@ fn hostile_datagrams(dest: SocketId, rng: &mut Rng) -> Vec<Vec<u8>> {
     v.push(nak.clone());
     packet::encode_nak(0, dest, [(far, far.add(1 << 30))].into_iter(), 64, &mut nak);
     v.push(nak.clone());
-    packet::encode_nak(0, dest, [(SeqNumber::new(0), SeqNumber::new(SeqNumber::MAX))].into_iter(), 64, &mut nak);
+    packet::encode_nak(
+        0,
+        dest,
+        [(SeqNumber::new(0), SeqNumber::new(SeqNumber::MAX))].into_iter(),
+        64,
+        &mut nak,
+    );
     v.push(nak.clone());
     let mut dangling = nak.clone();
     dangling.truncate(20);
@@ -82,7 +95,13 @@ fn hostile_datagrams(dest: SocketId, rng: &mut Rng) -> Vec<Vec<u8>> {
         ));
     }
     // Unknown and user-defined control types, an ACK2 for an ACK never sent.
-    v.push(control(dest, Control::Unknown { type_code: 9, info: 1 }));
+    v.push(control(
+        dest,
+        Control::Unknown {
+            type_code: 9,
+            info: 1,
+        },
+    ));
     v.push(control(
         dest,
         Control::UserDefined {
@@ -139,8 +158,20 @@ fn hostile_datagrams_are_counted_and_harmless() {
     let mut p = Pair::new(51, l.clone(), l, Config::default());
     let (a, b) = p.connect();
     // Some traffic first so the connection has state to corrupt.
-    stream_bytes(&mut p.sim, (p.a, a), (p.b, b), 1 << 20, Duration::from_secs(60));
-    stream_bytes(&mut p.sim, (p.b, b), (p.a, a), 1 << 20, Duration::from_secs(60));
+    stream_bytes(
+        &mut p.sim,
+        (p.a, a),
+        (p.b, b),
+        1 << 20,
+        Duration::from_secs(60),
+    );
+    stream_bytes(
+        &mut p.sim,
+        (p.b, b),
+        (p.a, a),
+        1 << 20,
+        Duration::from_secs(60),
+    );
     let mut rng = Rng::new(51);
     for (node, id, from) in [(p.a, a, p.b_addr), (p.b, b, p.a_addr)] {
         let before = p.sim.node(node).connection(id).unwrap().stats();
@@ -177,7 +208,13 @@ fn hostile_datagrams_are_counted_and_harmless() {
     let alive = !p.sim.node(p.a).connection(a).unwrap().is_closed()
         && !p.sim.node(p.b).connection(b).unwrap().is_closed();
     if alive {
-        stream_transfer(&mut p.sim, (p.a, a), (p.b, b), 1 << 20, Duration::from_secs(60));
+        stream_transfer(
+            &mut p.sim,
+            (p.a, a),
+            (p.b, b),
+            1 << 20,
+            Duration::from_secs(60),
+        );
     }
 }
 
@@ -203,7 +240,13 @@ fn forged_ack_and_nak_do_not_move_the_sender() {
     let mut nak = Vec::new();
     packet::encode_nak(0, a, [(far, far.add(1000))].into_iter(), 64, &mut nak);
     let mut reversed = Vec::new();
-    packet::encode_nak(0, a, [(SeqNumber::new(1010), SeqNumber::new(1000))].into_iter(), 64, &mut reversed);
+    packet::encode_nak(
+        0,
+        a,
+        [(SeqNumber::new(1010), SeqNumber::new(1000))].into_iter(),
+        64,
+        &mut reversed,
+    );
     let now = p.sim.now();
     let b_addr = p.b_addr;
     let before = p.sim.node(p.a).connection(a).unwrap().stats();
@@ -213,11 +256,23 @@ fn forged_ack_and_nak_do_not_move_the_sender() {
         c.handle_datagram(now, b_addr, &reversed);
     });
     let after = p.sim.node(p.a).connection(a).unwrap().stats();
-    assert_eq!(after.dropped.invalid_control, before.dropped.invalid_control + 3);
-    assert_eq!(after.flow_window, before.flow_window, "a forged ACK must not shrink the window");
+    assert_eq!(
+        after.dropped.invalid_control,
+        before.dropped.invalid_control + 3
+    );
+    assert_eq!(
+        after.flow_window, before.flow_window,
+        "a forged ACK must not shrink the window"
+    );
     assert_eq!(after.packets_in_flight, 0);
     let idle = p.sim.node(p.a).connection(a).unwrap().next_send_time();
     assert_eq!(idle, None, "the forged NAK queued no retransmissions");
     p.sim.poke(p.a);
-    stream_transfer(&mut p.sim, (p.a, a), (p.b, b), 1 << 20, Duration::from_secs(60));
+    stream_transfer(
+        &mut p.sim,
+        (p.a, a),
+        (p.b, b),
+        1 << 20,
+        Duration::from_secs(60),
+    );
 }

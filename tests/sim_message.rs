@@ -31,12 +31,24 @@ fn make_message(index: u64, len: usize, out: &mut Vec<u8>) {
 
 /// Checks one received message; returns its index.
 fn check_message(msg: &[u8]) -> u64 {
-    assert!(msg.len() >= 12, "message of {} bytes is too short", msg.len());
+    assert!(
+        msg.len() >= 12,
+        "message of {} bytes is too short",
+        msg.len()
+    );
     let index = u64::from_le_bytes(msg[..8].try_into().unwrap());
     let len = u32::from_le_bytes(msg[8..12].try_into().unwrap()) as usize;
-    assert_eq!(msg.len(), len, "message {index} delivered with the wrong length");
+    assert_eq!(
+        msg.len(),
+        len,
+        "message {index} delivered with the wrong length"
+    );
     for (k, &b) in msg.iter().enumerate().skip(12) {
-        assert_eq!(b, pattern_byte(index, k as u64), "message {index} byte {k} differs");
+        assert_eq!(
+            b,
+            pattern_byte(index, k as u64),
+            "message {index} byte {k} differs"
+        );
     }
     index
 }
@@ -119,9 +131,20 @@ fn in_order_messages_arrive_whole_and_in_order_over_loss() {
     let l = link(100, Duration::from_millis(10), Loss::Bernoulli(0.05));
     let mut p = Pair::new(21, l.clone(), l, message_config());
     let (a, b) = p.connect();
-    let out = exchange(&mut p.sim, (p.a, a), (p.b, b), 2000, None, true, Duration::ZERO);
+    let out = exchange(
+        &mut p.sim,
+        (p.a, a),
+        (p.b, b),
+        2000,
+        None,
+        true,
+        Duration::ZERO,
+    );
     let expected: Vec<u64> = (0..2000).collect();
-    assert_eq!(out.received, expected, "every message, in order, exactly once");
+    assert_eq!(
+        out.received, expected,
+        "every message, in order, exactly once"
+    );
 }
 
 #[test]
@@ -130,12 +153,23 @@ fn out_of_order_messages_may_overtake_but_all_arrive_whole() {
     let l = link(100, Duration::from_millis(10), Loss::Bernoulli(0.05));
     let mut p = Pair::new(22, l.clone(), l, message_config());
     let (a, b) = p.connect();
-    let out = exchange(&mut p.sim, (p.a, a), (p.b, b), 2000, None, false, Duration::ZERO);
+    let out = exchange(
+        &mut p.sim,
+        (p.a, a),
+        (p.b, b),
+        2000,
+        None,
+        false,
+        Duration::ZERO,
+    );
     let set: BTreeSet<u64> = out.received.iter().copied().collect();
     assert_eq!(set.len(), out.received.len(), "no message delivered twice");
     assert_eq!(set, (0..2000).collect::<BTreeSet<u64>>());
     let overtaken = out.received.windows(2).filter(|w| w[1] < w[0]).count();
-    assert!(overtaken > 0, "with 5% loss some complete messages overtake lost ones");
+    assert!(
+        overtaken > 0,
+        "with 5% loss some complete messages overtake lost ones"
+    );
 }
 
 #[test]
@@ -158,9 +192,15 @@ fn expired_messages_are_dropped_on_both_sides_never_partially_delivered() {
     assert_eq!(out.sent, 1500);
     // check_message already proved each delivered message whole; in-order
     // delivery means strictly increasing indices with gaps for drops.
-    assert!(out.received.windows(2).all(|w| w[0] < w[1]), "in order, no repeats");
+    assert!(
+        out.received.windows(2).all(|w| w[0] < w[1]),
+        "in order, no repeats"
+    );
     assert!(!out.received.is_empty());
-    assert!((out.received.len() as u64) < out.sent, "some messages must have expired");
+    assert!(
+        (out.received.len() as u64) < out.sent,
+        "some messages must have expired"
+    );
     let sender = p.sim.node(p.a).connection(a).unwrap().stats();
     let receiver = p.sim.node(p.b).connection(b).unwrap().stats();
     assert!(sender.messages_dropped_sent > 0, "{sender:?}");
@@ -173,9 +213,17 @@ fn stream_calls_on_a_message_connection_are_refused() {
     let l = link(100, Duration::from_millis(1), Loss::None);
     let mut p = Pair::new(24, l.clone(), l, message_config());
     let (a, _) = p.connect();
-    let r = p.sim.node_mut(p.a).with_connection(a, |c| c.write(b"abc")).unwrap();
+    let r = p
+        .sim
+        .node_mut(p.a)
+        .with_connection(a, |c| c.write(b"abc"))
+        .unwrap();
     assert_eq!(r, Err(WriteError::WrongMode));
     let mut buf = [0u8; 8];
-    let r = p.sim.node_mut(p.a).with_connection(a, |c| c.read(&mut buf)).unwrap();
+    let r = p
+        .sim
+        .node_mut(p.a)
+        .with_connection(a, |c| c.read(&mut buf))
+        .unwrap();
     assert_eq!(r, Err(ReadError::WrongMode));
 }

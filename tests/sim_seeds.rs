@@ -44,8 +44,20 @@ fn scenario(seed: u64) {
     eprintln!("seed={seed}: {mbps} Mbit/s, delay {delay:?}, {l:?}");
     let mut p = Pair::new(seed, l.clone(), l, Config::default());
     let (a, b) = p.connect();
-    stream_transfer(&mut p.sim, (p.a, a), (p.b, b), 2 << 20, Duration::from_secs(1800));
-    stream_transfer(&mut p.sim, (p.b, b), (p.a, a), 2 << 20, Duration::from_secs(1800));
+    stream_transfer(
+        &mut p.sim,
+        (p.a, a),
+        (p.b, b),
+        2 << 20,
+        Duration::from_secs(1800),
+    );
+    stream_transfer(
+        &mut p.sim,
+        (p.b, b),
+        (p.a, a),
+        2 << 20,
+        Duration::from_secs(1800),
+    );
 }
 
 #[test]

@@ -32,9 +32,16 @@ fn run(seed: u64, ab: LinkConfig, ba: LinkConfig, total: u64) -> common::Transfe
 fn clean_link_64_mib() {
     let l = link(1000, Duration::from_millis(5), Loss::None);
     let r = run(1, l.clone(), l, MIB_64);
-    assert_eq!(r.sender.packets_retransmitted, 0, "nothing is lost on a clean link");
+    assert_eq!(
+        r.sender.packets_retransmitted, 0,
+        "nothing is lost on a clean link"
+    );
     // A clean 1 Gbit/s link must be used well, not trickled.
-    assert!(r.goodput_mbps() > 300.0, "goodput {:.1} Mbit/s", r.goodput_mbps());
+    assert!(
+        r.goodput_mbps() > 300.0,
+        "goodput {:.1} Mbit/s",
+        r.goodput_mbps()
+    );
 }
 
 #[test]
@@ -60,7 +67,10 @@ fn thirty_percent_loss_with_duplication_and_reordering() {
         ..link(100, Duration::from_millis(10), Loss::Bernoulli(0.30))
     };
     let r = run(4, l.clone(), l, MIB_64);
-    assert!(r.receiver.dropped.duplicate > 0, "duplicates must have been seen and dropped");
+    assert!(
+        r.receiver.dropped.duplicate > 0,
+        "duplicates must have been seen and dropped"
+    );
 }
 
 #[test]
@@ -95,7 +105,11 @@ fn timestamps_wrap_during_transfer() {
     // The 32-bit microsecond timestamp wraps after 4294.97 s: idle until
     // just before that, then transfer across it.
     p.sim.run_for(Duration::from_secs(4292));
-    assert!(p.sim.node(p.a).connection(a_id).is_some_and(|c| !c.is_closed()));
+    assert!(p
+        .sim
+        .node(p.a)
+        .connection(a_id)
+        .is_some_and(|c| !c.is_closed()));
     let r = stream_transfer(&mut p.sim, (p.a, a_id), (p.b, b_id), MIB_64, LIMIT);
     assert!(r.sender.elapsed > Duration::from_micros(u32::MAX as u64));
 }

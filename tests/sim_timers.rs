@@ -51,10 +51,20 @@ fn dead_peer_declared_exactly_at_the_idle_timeout() {
     assert_eq!(c.state(), State::Closed(ConnectionError::TimedOut));
     let heard = c.last_heard();
     assert!(heard <= cut, "nothing arrives through the blackhole");
-    assert!(cut - heard < Duration::from_millis(1100), "keep-alives flowed before the cut");
+    assert!(
+        cut - heard < Duration::from_millis(1100),
+        "keep-alives flowed before the cut"
+    );
     let closed_at = p.sim.now();
-    assert_eq!(closed_at, heard + timeout, "declared dead exactly at the timeout");
-    assert!(last_alive < closed_at, "still alive one event before the deadline");
+    assert_eq!(
+        closed_at,
+        heard + timeout,
+        "declared dead exactly at the timeout"
+    );
+    assert!(
+        last_alive < closed_at,
+        "still alive one event before the deadline"
+    );
 }
 
 #[test]
@@ -99,7 +109,13 @@ fn outage_shorter_than_the_idle_timeout_is_survived_mid_transfer() {
         .unwrap();
     assert!(!p.sim.node(na).connection(a).unwrap().is_closed());
     assert!(!p.sim.node(nb).connection(b).unwrap().is_closed());
-    stream_transfer(&mut p.sim, (na, a), (nb, b), 1 << 20, Duration::from_secs(60));
+    stream_transfer(
+        &mut p.sim,
+        (na, a),
+        (nb, b),
+        1 << 20,
+        Duration::from_secs(60),
+    );
 }
 
 #[test]
@@ -124,11 +140,20 @@ fn close_delivers_everything_then_peer_sees_eof() {
     let (a, b) = p.connect();
     // stream_transfer closes the sender after the last write and requires
     // Ok(0) (EOF) after every byte on the receiver.
-    let r = stream_transfer(&mut p.sim, (p.a, a), (p.b, b), 8 << 20, Duration::from_secs(120));
+    let r = stream_transfer(
+        &mut p.sim,
+        (p.a, a),
+        (p.b, b),
+        8 << 20,
+        Duration::from_secs(120),
+    );
     assert_eq!(r.bytes, 8 << 20);
     let na = p.a;
     p.sim
-        .run_until(|sim| sim.node(na).connection(a).unwrap().is_closed(), Duration::from_secs(30))
+        .run_until(
+            |sim| sim.node(na).connection(a).unwrap().is_closed(),
+            Duration::from_secs(30),
+        )
         .unwrap();
     assert_eq!(
         p.sim.node(na).connection(a).unwrap().state(),

@@ -31,6 +31,7 @@ pub mod estimate;
 pub mod handshake;
 pub mod loss_list;
 pub mod packet;
+mod payload_pool;
 pub mod recv_buffer;
 pub mod rng;
 pub mod sched;

@@ -43,7 +43,7 @@ use std::collections::VecDeque;
 use std::error::Error;
 use std::fmt;
 
-use crate::send_buffer::pool::{PayloadPool, CHUNK_SLOTS};
+use crate::payload_pool::{PayloadPool, CHUNK_SLOTS};
 use crate::send_buffer::{ends_message, starts_message, PacketPosition, MAX_CAPACITY_PACKETS};
 use crate::seq::{MsgNumber, SeqNumber};
 

@@ -40,11 +40,9 @@ use std::time::{Duration, Instant};
 
 use crate::seq::{MsgNumber, SeqNumber};
 
-pub(crate) mod pool;
+use crate::payload_pool::{PayloadPool, CHUNK_SLOTS};
 
-use pool::{PayloadPool, CHUNK_SLOTS};
-
-pub use position::PacketPosition;
+pub use crate::packet::PacketPosition;
 
 /// The largest buffer capacity in packets. Offsets inside a buffer must stay
 /// below 2^30 for [`SeqNumber::offset_from`] to compare them correctly.
@@ -439,23 +437,6 @@ pub(crate) fn starts_message(p: PacketPosition) -> bool {
 /// True for the last block of a message (Last or Only).
 pub(crate) fn ends_message(p: PacketPosition) -> bool {
     matches!(p, PacketPosition::Last | PacketPosition::Only)
-}
-
-// INTEGRATION: replace with crate::packet::PacketPosition
-mod position {
-    /// Where a data packet sits inside its message: header word 1 bits `ff`
-    /// (udt4-protocol.md §2.1). Variants are in wire order 0b00..0b11.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-    pub enum PacketPosition {
-        /// `00`: neither first nor last.
-        Middle,
-        /// `01`: the last packet of a multi-packet message.
-        Last,
-        /// `10`: the first packet of a multi-packet message.
-        First,
-        /// `11`: the whole message in one packet.
-        Only,
-    }
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ impl Connection {
             // Listener side: the caller repeats its final request because
             // our response was lost. Answer with the same response.
             if hs.req_type == ReqType::Response && hs.socket_id == self.peer_id {
-                let response = response.clone();
+                let response = *response;
                 self.queue_control(ControlItem::Handshake(response));
                 return;
             }

@@ -88,7 +88,10 @@ impl Pair {
     pub fn connect_with_isn(&mut self, isn: SeqNumber) -> (SocketId, SocketId) {
         let now = self.sim.now();
         self.sim.node_mut(self.b).listen(now);
-        let id = self.sim.node_mut(self.a).connect_with_isn(now, self.b_addr, isn);
+        let id = self
+            .sim
+            .node_mut(self.a)
+            .connect_with_isn(now, self.b_addr, isn);
         self.sim.poke(self.a);
         self.finish_connect(id)
     }
@@ -210,7 +213,8 @@ fn transfer(
             if close && written == total && !closed {
                 // The last byte is written: close now, lingering.
                 closed = true;
-                sim.node_mut(from).with_connection(from_id, |c| c.close(now));
+                sim.node_mut(from)
+                    .with_connection(from_id, |c| c.close(now));
             }
             sim.poke(from);
             // Reader: drain and verify.
@@ -247,14 +251,24 @@ fn transfer(
         limit,
     );
     if let Err(e) = result {
-        panic!("seed={seed}: transfer stopped at {read}/{total} bytes read ({written} written): {e}");
+        panic!(
+            "seed={seed}: transfer stopped at {read}/{total} bytes read ({written} written): {e}"
+        );
     }
     if let Some(f) = failure {
         panic!("seed={seed}: {f}");
     }
     assert_eq!(read, total, "seed={seed}: EOF before all data arrived");
-    let sender = sim.node(from).connection(from_id).map(|c| c.stats()).unwrap_or_default();
-    let receiver = sim.node(to).connection(to_id).map(|c| c.stats()).unwrap_or_default();
+    let sender = sim
+        .node(from)
+        .connection(from_id)
+        .map(|c| c.stats())
+        .unwrap_or_default();
+    let receiver = sim
+        .node(to)
+        .connection(to_id)
+        .map(|c| c.stats())
+        .unwrap_or_default();
     TransferReport {
         bytes: total,
         elapsed: sim.now() - start,
