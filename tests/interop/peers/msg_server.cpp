@@ -1,0 +1,64 @@
+// UDT4 message (SOCK_DGRAM) server for the interop tests: accepts one
+// connection and receives --count messages, checking each message's size and
+// content against its index (--mode recv, the default), or sends them
+// (--mode send) with the in-order flag of --inorder.
+//
+// msg_server --bind 127.0.0.1:0 [--mode recv|send] --count N [--min B] [--max B]
+//            [--inorder 0|1] [--seed S] [--mss M] [--timeout SECONDS]
+// Prints READY addr=IP:PORT, then RESULT. Exits 0 on success.
+
+#include "common.h"
+
+using namespace peer;
+
+int main(int argc, char** argv) {
+    Args args(argc, argv);
+    watchdog(args);
+    UDT::startup();
+    sockaddr_storage addr;
+    int addr_len = 0;
+    if (!parse_addr(args.str("bind", "127.0.0.1:0"), &addr, &addr_len)) {
+        printf("ERROR stage=args code=0 msg=\"bad --bind\"\n");
+        return 64;
+    }
+    UDTSOCKET listener = make_socket(addr.ss_family, SOCK_DGRAM, args);
+    if (UDT::bind(listener, (sockaddr*)&addr, addr_len) == UDT::ERROR) fail("bind");
+    if (UDT::listen(listener, 8) == UDT::ERROR) fail("listen");
+    printf("READY addr=%s\n", sock_name(listener).c_str());
+    fflush(stdout);
+    sockaddr_storage from;
+    int from_len = sizeof(from);
+    UDTSOCKET u = UDT::accept(listener, (sockaddr*)&from, &from_len);
+    if (u == UDT::INVALID_SOCK) fail("accept");
+
+    std::string mode = args.str("mode", "recv");
+    uint64_t seed = (uint64_t)args.num("seed", 1);
+    long long count = args.num("count", 0);
+    int min = (int)args.num("min", 8), max = (int)args.num("max", 4096);
+    bool inorder = args.num("inorder", 0) != 0;
+    double start = now_ms();
+    std::string sock = sock_name(u), peer_addr = peer_name(u);
+    std::string detail;
+    bool ok;
+    if (mode == "send") {
+        Fnv fnv;
+        int error = 0;
+        long long sent = send_messages(u, seed, count, min, max, inorder, fnv, &error);
+        char text[128];
+        snprintf(text, sizeof(text), " msgs=%lld err=%d fnv=%016llx", sent, error, (unsigned long long)fnv.value());
+        detail = text;
+        ok = error == 0;
+    } else {
+        MessageTally t = recv_messages(u, seed, count, min, max);
+        detail = tally_text(t);
+        ok = t.bad == 0 && t.dups == 0 && t.distinct == count && (!inorder || t.out_of_order == 0);
+    }
+    std::string perf = perf_text(u);
+    int close_rc = UDT::close(u);
+    printf("RESULT role=msg_server mode=%s inorder=%d%s close=%d sock=%s peer=%s elapsed_ms=%.1f%s\n", mode.c_str(),
+           inorder ? 1 : 0, detail.c_str(), close_rc, sock.c_str(), peer_addr.c_str(), now_ms() - start, perf.c_str());
+    fflush(stdout);
+    UDT::close(listener);
+    UDT::cleanup();
+    return ok ? 0 : 1;
+}
