@@ -53,7 +53,7 @@ pub struct Config {
     /// Stream or message mode. Default stream.
     pub socket_type: SocketType,
     /// How long `close` waits for unacknowledged data; `None` abandons it at
-    /// once. Default 30 s (UDT4: 180 s).
+    /// once. Default 180 s (as UDT4).
     pub linger: Option<Duration>,
     /// How long a caller tries to connect. Default 3 s (as UDT4).
     pub connect_timeout: Duration,
@@ -96,7 +96,7 @@ impl Default for Config {
             recv_buffer_packets: 8192,
             flow_window: 25_600,
             socket_type: SocketType::Stream,
-            linger: Some(Duration::from_secs(30)),
+            linger: Some(Duration::from_secs(180)),
             connect_timeout: Duration::from_secs(3),
             rendezvous_timeout: Duration::from_secs(30),
             peer_idle_timeout: Duration::from_secs(10),

@@ -13,6 +13,7 @@
 //! - [`send_buffer`], [`recv_buffer`]: application data in flight.
 //! - [`loss_list`]: sender and receiver loss lists as ranges.
 //! - [`estimate`]: RTT, arrival speed and link capacity estimators.
+//! - [`ack_window`]: ACKs awaiting their ACK2, for RTT samples.
 //! - [`cc`]: the congestion-control trait and the native UDT controller.
 //! - [`connection`]: one connection tying the above together.
 //! - [`sched`]: the indexed min-heap the drivers use to order send times.
@@ -30,6 +31,7 @@ pub mod estimate;
 pub mod handshake;
 pub mod loss_list;
 pub mod packet;
+mod payload_pool;
 pub mod recv_buffer;
 pub mod rng;
 pub mod sched;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::output::ControlItem;
 use super::{Connection, State};
+use crate::config::SocketType;
 use crate::error::ConnectionError;
 use crate::packet::{self, Ack, Control, DataHeader, Handshake, LossRanges, Packet, ReqType};
 use crate::recv_buffer::InsertError;
@@ -13,6 +14,10 @@ use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber};
 /// The largest RTT sample believed from an ACK: beyond it the value is
 /// garbage (or hostile) and would stall the timers.
 const MAX_RTT_SAMPLE: Duration = Duration::from_secs(60);
+
+/// How many times a closed connection answers the peer with a repeated
+/// shutdown.
+const MAX_SHUTDOWN_REPEATS: u32 = 16;
 
 impl Connection {
     pub(super) fn on_datagram(&mut self, now: Instant, datagram: &[u8]) {
@@ -24,9 +29,24 @@ impl Connection {
                 return;
             }
         };
-        if let State::Closed(_) = self.state {
-            // Nothing more to do for a finished connection; the driver
-            // forgets it soon.
+        if let State::Closed(reason) = self.state {
+            // UDT4 sends one shutdown and never repeats it, so a lost
+            // shutdown leaves the peer waiting for its idle timeout. While
+            // the driver keeps a closed connection around, any packet from
+            // the peer (a keep-alive, an ACK) is answered with another
+            // shutdown, a bounded number of times.
+            let closed_here = matches!(
+                reason,
+                ConnectionError::LocallyClosed | ConnectionError::LingerExpired
+            );
+            let is_shutdown = matches!(
+                &packet,
+                Packet::Control(c) if matches!(c.control, Control::Shutdown)
+            );
+            if closed_here && !is_shutdown && self.shutdowns_repeated < MAX_SHUTDOWN_REPEATS {
+                self.shutdowns_repeated += 1;
+                self.queue_control(ControlItem::Shutdown);
+            }
             return;
         }
         self.last_heard = now;
@@ -134,7 +154,7 @@ impl Connection {
             // Listener side: the caller repeats its final request because
             // our response was lost. Answer with the same response.
             if hs.req_type == ReqType::Response && hs.socket_id == self.peer_id {
-                let response = response.clone();
+                let response = *response;
                 self.queue_control(ControlItem::Handshake(response));
                 return;
             }
@@ -177,9 +197,6 @@ impl Connection {
     /// Full or medium ACK (UDT4 `processCtrl` case 2, §6.5).
     fn on_ack(&mut self, now: Instant, ack: &Ack) {
         self.counters.acks_received += 1;
-        // Always confirm, so the receiver learns its RTT sample.
-        self.queue_control(ControlItem::Ack2(ack.ack_seq));
-        self.counters.ack2s_sent += 1;
         let s = &mut self.sender;
         let seq = ack.ack;
         if seq.is_after(s.current.next()) || !seq.is_comparable(s.current) {
@@ -193,6 +210,11 @@ impl Connection {
             );
             return;
         }
+        // Confirm every plausible ACK, repeated ones too, so the receiver
+        // gets its RTT sample (UDT4 sends one ACK2 per full/medium ACK).
+        self.queue_control(ControlItem::Ack2(ack.ack_seq));
+        self.counters.ack2s_sent += 1;
+        let s = &mut self.sender;
         if !seq.is_before(s.last_ack) {
             s.flow_window = ack.available_buffer;
             s.last_ack = seq;
@@ -275,16 +297,28 @@ impl Connection {
     /// Message drop request (UDT4 `processCtrl` case 7, §11), bounded: the
     /// range is clipped to the receive window before anything is touched.
     fn on_drop_request(&mut self, msg: MsgNumber, first: SeqNumber, last: SeqNumber) {
-        self.counters.messages_dropped_received += 1;
-        let r = &mut self.receiver;
-        let window_end = r
-            .buffer
-            .contiguous_end()
-            .add(self.config.recv_buffer_packets.saturating_sub(1));
-        if first.is_after(last) || !first.is_comparable(r.current) || first.is_after(window_end) {
+        if self.socket_type == SocketType::Stream {
+            // Stream data has no TTL: a UDT4 sender never drops any (its
+            // send() and sendfile() use an infinite TTL), so a drop request
+            // on a stream could only corrupt the byte stream.
             self.counters.dropped.invalid_control += 1;
             return;
         }
+        self.counters.messages_dropped_received += 1;
+        let r = &mut self.receiver;
+        let window_start = r.buffer.contiguous_end();
+        let window_end = window_start.add(self.config.recv_buffer_packets.saturating_sub(1));
+        if first.is_after(last)
+            || !first.is_comparable(r.current)
+            || !last.is_comparable(r.current)
+            || first.is_after(window_end)
+            || last.is_before(window_start)
+        {
+            self.counters.dropped.invalid_control += 1;
+            return;
+        }
+        // What was already received in order cannot be dropped any more.
+        let first = first.max_of(window_start);
         let last = last.min_of(window_end);
         r.buffer.drop_message(msg, first, last);
         r.loss.remove_range(first, last);

@@ -130,6 +130,8 @@ pub struct Connection {
     exp_base: Instant,
     exp_count: u32,
     counters: Stats,
+    /// Shutdowns re-sent after close, in answer to a peer that missed ours.
+    shutdowns_repeated: u32,
     readable_pending: bool,
     writable_pending: bool,
     closed_pending: bool,
@@ -194,6 +196,7 @@ impl Connection {
             exp_base: now,
             exp_count: 1,
             counters: Stats::default(),
+            shutdowns_repeated: 0,
             readable_pending: false,
             writable_pending: false,
             closed_pending: false,
@@ -253,6 +256,12 @@ impl Connection {
     /// Payload bytes per full data packet.
     pub fn payload_size(&self) -> usize {
         self.payload_size
+    }
+
+    /// When the last packet from the peer arrived; the connection is
+    /// declared dead `peer_idle_timeout` after it.
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
     }
 
     /// The current state.

@@ -12,9 +12,7 @@ use std::time::Instant;
 use super::Endpoint;
 use crate::config::Config;
 use crate::connection::Connection;
-use crate::handshake::{
-    Caller, ConnectError, ConnectParams, Listener, ListenerOutput, Rendezvous,
-};
+use crate::handshake::{Caller, ConnectError, ConnectParams, Listener, ListenerOutput, Rendezvous};
 use crate::packet;
 use crate::rng::Rng;
 use crate::sched::{ConnectionHandle, SendSchedule};
@@ -61,7 +59,7 @@ impl Pending {
     fn peer(&self) -> Option<SocketAddr> {
         match self {
             Pending::Caller(_) => None,
-            Pending::Rendezvous(r) => Some(r.peer()),
+            Pending::Rendezvous(r) => Some(r.peer_addr()),
         }
     }
 }
@@ -193,7 +191,10 @@ impl UdtNode {
 
     /// The error a failed connect ended with, if it failed.
     pub fn connect_error(&self, id: SocketId) -> Option<ConnectError> {
-        self.failed.iter().find(|(i, _)| *i == id).map(|(_, e)| e.clone())
+        self.failed
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, e)| *e)
     }
 
     /// IDs of every established connection.
@@ -212,7 +213,13 @@ impl UdtNode {
         id
     }
 
-    fn route_to_connection(&mut self, now: Instant, h: ConnectionHandle, from: SocketAddr, d: &[u8]) {
+    fn route_to_connection(
+        &mut self,
+        now: Instant,
+        h: ConnectionHandle,
+        from: SocketAddr,
+        d: &[u8],
+    ) {
         if let Some(Some(conn)) = self.conns.get_mut(h.0 as usize) {
             conn.handle_datagram(now, from, d);
             let next = conn.next_send_time();
@@ -279,7 +286,11 @@ impl Endpoint for UdtNode {
         if dest == SocketId::HANDSHAKE {
             // Rendezvous handshakes are matched by peer address first
             // (udt4-protocol.md §4.2), then the listener takes the rest.
-            if let Some((_, p)) = self.pending.iter_mut().find(|(_, p)| p.peer() == Some(from)) {
+            if let Some((_, p)) = self
+                .pending
+                .iter_mut()
+                .find(|(_, p)| p.peer() == Some(from))
+            {
                 p.handle_datagram(now, from, datagram);
             } else if !self.on_listener_datagram(now, from, datagram) {
                 // An established rendezvous connection still answers the
@@ -308,7 +319,8 @@ impl Endpoint for UdtNode {
             if let Some(conn) = slot {
                 if conn.poll_timeout().is_some_and(|t| t <= now) {
                     conn.handle_timeout(now);
-                    self.sched.set(ConnectionHandle(i as u32), conn.next_send_time());
+                    self.sched
+                        .set(ConnectionHandle(i as u32), conn.next_send_time());
                 }
             }
         }

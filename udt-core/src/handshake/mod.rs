@@ -1,0 +1,334 @@
+//! Connection set-up as sans-I/O state machines: [`Caller`], [`Listener`]
+//! (stateless SYN cookie) and [`Rendezvous`] (udt4-protocol.md §4).
+//!
+//! Each machine turns datagrams and time into datagrams to send and, at the
+//! end, a [`ConnectParams`] from which the driver builds the connection.
+//! None of them reads a clock or touches a socket.
+//!
+//! # Driving a [`Caller`] or a [`Rendezvous`]
+//!
+//! Both have the shape of a connection. After `new`, loop:
+//!
+//! 1. `while let Some(to) = m.poll_transmit(now, &mut buf)`: send `buf` to `to`;
+//! 2. `if let Some(result) = m.poll_result()`: build the connection (or
+//!    report the error) and drop the machine;
+//! 3. wait for a datagram or until `m.poll_timeout()`, then call
+//!    `m.handle_datagram(now, from, &datagram)` or `m.handle_timeout(now)`.
+//!
+//! After the result, the connection (not these machines) answers further
+//! handshakes from the peer: see [`ConnectParams::connected_reply`].
+//!
+//! # Driving the [`Listener`]
+//!
+//! Feed it every handshake addressed to socket ID 0; it answers through a
+//! caller-owned buffer and keeps no per-peer state until a caller proves,
+//! with a valid cookie, that it receives at its address.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, SocketType, MIN_MSS};
+use crate::packet::{decode, Control, ControlPacket, Handshake, Packet, PeerIp, ReqType};
+use crate::seq::{SeqNumber, SocketId};
+
+mod caller;
+mod cookie;
+mod listener;
+mod rendezvous;
+
+pub use caller::Caller;
+pub use listener::{AcceptRequest, Listener, ListenerOutput};
+pub use rendezvous::Rendezvous;
+
+/// How often an unanswered handshake request is repeated (UDT4
+/// `CUDT::connect` and `CRendezvousQueue::updateConnStatus`: 250 ms).
+pub const REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Width of a SYN-cookie time bucket. A cookie stays valid in the bucket it
+/// was issued in and the next one, so for 60 to 120 s. (UDT4 uses minutes
+/// since the listener opened too, but its previous-minute check never
+/// matches, udt4-protocol.md §4.1.)
+pub const COOKIE_BUCKET: Duration = Duration::from_secs(60);
+
+/// Everything a connection needs from a finished handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectParams {
+    /// Our socket ID: the destination of every packet the peer sends us.
+    pub local_socket_id: SocketId,
+    /// The peer's socket ID: the destination of every packet we send.
+    pub peer_socket_id: SocketId,
+    /// The peer's address; packets from any other address are not ours.
+    pub peer_addr: SocketAddr,
+    /// The first sequence number we send.
+    pub send_isn: SeqNumber,
+    /// The first sequence number we expect from the peer.
+    pub recv_isn: SeqNumber,
+    /// The negotiated MSS, IP and UDP headers included.
+    pub mss: u32,
+    /// The peer's flight flag size: our initial flow window, in packets.
+    /// Raw from the wire; the connection bounds it by its own buffers.
+    pub peer_flow_window: u32,
+    /// Stream or message mode.
+    pub socket_type: SocketType,
+    /// True for a rendezvous connection (it answers late handshakes with −2).
+    pub rendezvous: bool,
+    /// Our own IP as the peer sees it (the peer-IP field of its handshake,
+    /// what UDT4's `getsockname` reports); `None` when the peer sent zeros.
+    pub self_ip: Option<IpAddr>,
+    /// Listener side only: the −1 response we sent. The driver resends it
+    /// when the caller repeats its −1 request (our response was lost).
+    pub response: Option<Handshake>,
+}
+
+impl ConnectParams {
+    /// The handshake a connected socket sends when one more handshake
+    /// arrives from its peer, or `None` when UDT4 stays silent.
+    ///
+    /// UDT4 `processCtrl` case 0 answers every handshake whose request type
+    /// is positive, or, on a rendezvous socket, anything but −2; the answer
+    /// has request type −2 (rendezvous) or −1, our ISN, MSS and ID
+    /// (udt4-protocol.md §4.2 step 5). A rendezvous peer still waiting
+    /// completes on it.
+    ///
+    /// Conscious divergences from UDT4, all invisible to a UDT4 peer (it
+    /// checks none of these fields in a reply): version 4 and our socket type
+    /// instead of 0 and 0; the peer's IP instead of zeros; the advertised
+    /// window `min(recv buffer, flow window)` instead of the raw flow window.
+    pub fn connected_reply(&self, config: &Config, incoming: &Handshake) -> Option<Handshake> {
+        let req = incoming.req_type;
+        let answer = req.to_wire() > 0 || (self.rendezvous && req != ReqType::RendezvousConnected);
+        if !answer {
+            return None;
+        }
+        Some(Handshake {
+            version: Handshake::VERSION,
+            socket_type: self.socket_type.to_wire(),
+            isn: self.send_isn,
+            mss: self.mss,
+            flow_window: config.advertised_window(),
+            req_type: if self.rendezvous {
+                ReqType::RendezvousConnected
+            } else {
+                ReqType::Response
+            },
+            socket_id: self.local_socket_id,
+            cookie: 0,
+            peer_ip: PeerIp::from_addr(self.peer_addr.ip()),
+        })
+    }
+}
+
+/// Why a connection attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectError {
+    /// No answer within the connect (or rendezvous) timeout (UDT4
+    /// `ENOSERVER`, 1001).
+    TimedOut,
+    /// The listener refused: wrong version or socket type, or its backlog is
+    /// full (handshake request type 1002, UDT4 `ECONNREJ`).
+    Rejected,
+    /// The listener's response carried another initial sequence number than
+    /// ours (UDT4 `ESECFAIL`, 1004): a stale or forged response.
+    IsnMismatch,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::TimedOut => {
+                write!(
+                    f,
+                    "connection timed out: the peer did not answer the handshake"
+                )
+            }
+            ConnectError::Rejected => write!(
+                f,
+                "connection rejected by the peer (version or socket type mismatch, or backlog full)"
+            ),
+            ConnectError::IsnMismatch => write!(
+                f,
+                "handshake response carried a wrong initial sequence number (stale or forged)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl From<ConnectError> for io::Error {
+    fn from(e: ConnectError) -> Self {
+        let kind = match e {
+            ConnectError::TimedOut => io::ErrorKind::TimedOut,
+            ConnectError::Rejected => io::ErrorKind::ConnectionRefused,
+            ConnectError::IsnMismatch => io::ErrorKind::ConnectionAborted,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Where an attempt stands.
+#[derive(Debug)]
+enum Outcome {
+    /// Still trying.
+    Pending,
+    /// Finished; the result waits for `poll_result`.
+    Ready(Result<ConnectParams, ConnectError>),
+    /// Finished and the result was handed out.
+    Taken,
+}
+
+/// The part [`Caller`] and [`Rendezvous`] share: one handshake request,
+/// repeated every [`REQUEST_INTERVAL`] until an answer or the deadline.
+#[derive(Debug)]
+struct Attempt {
+    local_id: SocketId,
+    peer: SocketAddr,
+    /// The request as it is (re)sent now.
+    request: Handshake,
+    /// Header destination of the request: 0 until the peer's ID is known.
+    request_dest: SocketId,
+    /// When the request goes out next.
+    next_send: Instant,
+    /// The attempt fails with `TimedOut` at this instant; `None` when the
+    /// configured timeout is too large to represent (never times out).
+    deadline: Option<Instant>,
+    outcome: Outcome,
+}
+
+impl Attempt {
+    /// The first request of an attempt: §4.1 step 2 / §4.2 step 1.
+    fn new(
+        config: &Config,
+        local_id: SocketId,
+        peer: SocketAddr,
+        isn: SeqNumber,
+        req_type: ReqType,
+        now: Instant,
+        timeout: Duration,
+    ) -> Self {
+        let request = Handshake {
+            version: Handshake::VERSION,
+            socket_type: config.socket_type.to_wire(),
+            isn,
+            mss: config.mss,
+            flow_window: config.advertised_window(),
+            req_type,
+            socket_id: local_id,
+            cookie: 0,
+            // The address we send to (§3.1).
+            peer_ip: PeerIp::from_addr(peer.ip()),
+        };
+        Attempt {
+            local_id,
+            peer,
+            request,
+            request_dest: SocketId::HANDSHAKE,
+            next_send: now,
+            deadline: now.checked_add(timeout),
+            outcome: Outcome::Pending,
+        }
+    }
+
+    fn is_pending(&self) -> bool {
+        matches!(self.outcome, Outcome::Pending)
+    }
+
+    /// Fails the attempt once the deadline has passed.
+    fn check_deadline(&mut self, now: Instant) {
+        if self.is_pending() && self.deadline.is_some_and(|d| now >= d) {
+            log::debug!("[{}] handshake with {} timed out", self.local_id, self.peer);
+            self.outcome = Outcome::Ready(Err(ConnectError::TimedOut));
+        }
+    }
+
+    fn finish(&mut self, result: Result<ConnectParams, ConnectError>) {
+        if self.is_pending() {
+            log::debug!(
+                "[{}] handshake with {} finished: {:?}",
+                self.local_id,
+                self.peer,
+                result.as_ref().map(|p| p.peer_socket_id)
+            );
+            self.outcome = Outcome::Ready(result);
+        }
+    }
+
+    /// Schedules the request to go out at the next `poll_transmit`.
+    fn send_now(&mut self, now: Instant) {
+        self.next_send = now;
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.check_deadline(now);
+        if !self.is_pending() || now < self.next_send {
+            return None;
+        }
+        // UDT4 sends handshakes with timestamp 0 (§2.2).
+        self.request.encode(0, self.request_dest, buf);
+        self.next_send = now + REQUEST_INTERVAL;
+        Some(self.peer)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let deadline = self.deadline.unwrap_or(self.next_send);
+        self.is_pending().then(|| self.next_send.min(deadline))
+    }
+
+    fn poll_result(&mut self) -> Option<Result<ConnectParams, ConnectError>> {
+        match std::mem::replace(&mut self.outcome, Outcome::Taken) {
+            Outcome::Ready(r) => Some(r),
+            Outcome::Pending => {
+                self.outcome = Outcome::Pending;
+                None
+            }
+            Outcome::Taken => None,
+        }
+    }
+
+    /// The handshake in `datagram` if it comes from our peer, is addressed to
+    /// us (destination 0 or our ID, as UDT4's `CRendezvousQueue::retrieve`
+    /// matches connecting sockets) and we are still connecting.
+    fn incoming<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &'a [u8],
+    ) -> Option<Packet<'a>> {
+        self.check_deadline(now);
+        if !self.is_pending() || from != self.peer {
+            return None;
+        }
+        decode(datagram).ok()
+    }
+
+    /// Our IP as the peer reported it, decoded for the peer's family.
+    fn self_ip(&self, hs: &Handshake) -> Option<IpAddr> {
+        let is_v6 = self.peer.ip().to_canonical().is_ipv6();
+        (!hs.peer_ip.is_zero()).then(|| hs.peer_ip.to_addr(is_v6, None))
+    }
+}
+
+/// The handshake body of `packet` if it is a handshake addressed to socket
+/// ID 0 or to `local_id`.
+fn handshake_for(packet: &Packet<'_>, local_id: SocketId) -> Option<Handshake> {
+    match packet {
+        Packet::Control(ControlPacket {
+            dest,
+            control: Control::Handshake(hs),
+            ..
+        }) if *dest == SocketId::HANDSHAKE || *dest == local_id => Some(*hs),
+        _ => None,
+    }
+}
+
+/// Values from a peer's handshake that no correct peer sends: socket ID 0
+/// (reserved for requests) and an MSS below UDT4's minimum. Such handshakes
+/// are dropped rather than trusted.
+fn is_plausible(hs: &Handshake) -> bool {
+    hs.socket_id != SocketId::HANDSHAKE && hs.mss >= MIN_MSS
+}
+
+#[cfg(test)]
+mod tests;

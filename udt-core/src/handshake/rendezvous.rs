@@ -1,0 +1,194 @@
+//! Rendezvous set-up: two sockets that both connect to each other
+//! (udt4-protocol.md §4.2; UDT4 `CUDT::connect(const CPacket&)` with
+//! `m_bRendezvous`, and `CRendezvousQueue`).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{handshake_for, is_plausible, Attempt, ConnectError, ConnectParams};
+use crate::config::{Config, SocketType};
+use crate::packet::{Control, ControlPacket, Handshake, Packet, ReqType};
+use crate::seq::{SeqNumber, SocketId};
+
+/// One side of a rendezvous connection attempt.
+///
+/// The steps of §4.2, as UDT4 4.11 performs them:
+///
+/// 1. Send a request of type 0 (destination 0) at once and every 250 ms, for
+///    up to `config.rendezvous_timeout` (UDT4: 30 s).
+/// 2. While our type is 0, any handshake of type 0, −1 or −2 from the peer is
+///    stored, our type becomes −1, and the request goes out at once with
+///    destination = the peer's ID. (A type-0 handshake while we are at −1
+///    also triggers an immediate resend.)
+/// 3. While our type is −1, a handshake of type −1 or −2 completes the
+///    connection. Type 1 (a normal caller) is ignored.
+/// 4. With a peer handshake stored, a data packet or keep-alive from the peer
+///    (it is connected already) completes the connection from the stored
+///    handshake.
+///
+/// Negotiated: each side sends from its own ISN and expects the peer's; the
+/// flow window is the peer's flight flag size. **MSS is `min(ours, peer's)`**,
+/// where UDT4 adopts the peer's as is (and so may send datagrams the peer
+/// truncates); configure equal MSS on both sides when talking to UDT4.
+///
+/// Other divergences: handshakes of type 1002 or unknown types are ignored
+/// (UDT4 would complete on them in step 3 or advance in step 2).
+///
+/// When [`Rendezvous::handle_datagram`] completes the connection through
+/// step 4, the datagram that did it (data or keep-alive) also belongs to the
+/// new connection: the driver should hand it over once the connection
+/// exists.
+#[derive(Debug)]
+pub struct Rendezvous {
+    attempt: Attempt,
+    mss: u32,
+    socket_type: SocketType,
+    /// The latest plausible handshake from the peer (UDT4 `m_ConnRes`).
+    peer_handshake: Option<Handshake>,
+}
+
+impl Rendezvous {
+    /// Starts a rendezvous attempt from socket `local_id` to `peer`, sending
+    /// from `isn`. The first request is due at `now`.
+    pub fn new(
+        config: &Config,
+        local_id: SocketId,
+        peer: SocketAddr,
+        isn: SeqNumber,
+        now: Instant,
+    ) -> Self {
+        Rendezvous {
+            attempt: Attempt::new(
+                config,
+                local_id,
+                peer,
+                isn,
+                ReqType::Rendezvous,
+                now,
+                config.rendezvous_timeout,
+            ),
+            mss: config.mss,
+            socket_type: config.socket_type,
+            peer_handshake: None,
+        }
+    }
+
+    /// Processes one datagram. Anything not from the peer's exact address
+    /// (UDT4 matches IP and port) is ignored, as is everything once the
+    /// attempt has finished.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Some(packet) = self.attempt.incoming(now, from, datagram) else {
+            return;
+        };
+        let local_id = self.attempt.local_id;
+        if let Some(hs) = handshake_for(&packet, local_id) {
+            self.on_handshake(now, hs);
+            return;
+        }
+        // Step 4: the peer already counts as connected and sends us data or a
+        // keep-alive (UDT4 connect(const CPacket&): "a data packet or a
+        // keep-alive packet comes, which means the peer side is already
+        // connected").
+        let from_connected_peer = match packet {
+            Packet::Data { header, .. } => header.dest == local_id,
+            Packet::Control(ControlPacket {
+                dest,
+                control: Control::KeepAlive,
+                ..
+            }) => dest == local_id,
+            Packet::Control(_) => false,
+        };
+        if from_connected_peer {
+            if let Some(hs) = self.peer_handshake {
+                self.complete(&hs);
+            }
+        }
+    }
+
+    fn on_handshake(&mut self, now: Instant, hs: Handshake) {
+        match hs.req_type {
+            ReqType::Rendezvous | ReqType::Response | ReqType::RendezvousConnected => {}
+            // Step 3: "regular connect should NOT communicate with rendezvous
+            // connect" (UDT4). Rejections and unknown types: see type docs.
+            ReqType::Caller | ReqType::Rejected | ReqType::Other(_) => return,
+        }
+        if !is_plausible(&hs) {
+            log::debug!("implausible rendezvous handshake ignored: {hs:?}");
+            return;
+        }
+        self.peer_handshake = Some(hs);
+        let own = self.attempt.request.req_type;
+        if own == ReqType::Rendezvous || hs.req_type == ReqType::Rendezvous {
+            // Step 2: answer with −1, addressed to the peer's ID, at once.
+            if own == ReqType::Rendezvous {
+                log::debug!(
+                    "[{}] rendezvous peer {} seen, second phase",
+                    self.attempt.local_id,
+                    hs.socket_id
+                );
+            }
+            self.attempt.request.req_type = ReqType::Response;
+            self.attempt.request_dest = hs.socket_id;
+            self.attempt.send_now(now);
+        } else {
+            // Step 3: we are at −1 and the peer sent −1 or −2.
+            self.complete(&hs);
+        }
+    }
+
+    fn complete(&mut self, hs: &Handshake) {
+        let params = ConnectParams {
+            local_socket_id: self.attempt.local_id,
+            peer_socket_id: hs.socket_id,
+            peer_addr: self.attempt.peer,
+            send_isn: self.attempt.request.isn,
+            recv_isn: hs.isn,
+            mss: self.mss.min(hs.mss),
+            peer_flow_window: hs.flow_window,
+            socket_type: self.socket_type,
+            rendezvous: true,
+            self_ip: self.attempt.self_ip(hs),
+            response: None,
+        };
+        self.attempt.finish(Ok(params));
+    }
+
+    /// Fails the attempt if the rendezvous timeout has passed; otherwise a
+    /// no-op (resends happen in [`Rendezvous::poll_transmit`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.attempt.check_deadline(now);
+    }
+
+    /// Writes the next handshake into `buf` and returns where to send it, or
+    /// returns `None` when nothing is due (or the attempt finished).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.attempt.poll_transmit(now, buf)
+    }
+
+    /// When to call [`Rendezvous::handle_timeout`] and
+    /// [`Rendezvous::poll_transmit`] next. `None` once finished.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.attempt.poll_timeout()
+    }
+
+    /// The outcome, returned exactly once when the attempt has finished.
+    /// The only failure is [`ConnectError::TimedOut`].
+    pub fn poll_result(&mut self) -> Option<Result<ConnectParams, ConnectError>> {
+        self.attempt.poll_result()
+    }
+
+    /// True once the attempt has succeeded or failed.
+    pub fn is_finished(&self) -> bool {
+        !self.attempt.is_pending()
+    }
+
+    /// Our socket ID.
+    pub fn local_socket_id(&self) -> SocketId {
+        self.attempt.local_id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.attempt.peer
+    }
+}

@@ -1,1 +1,0 @@
-//! packet: being written.

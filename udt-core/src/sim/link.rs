@@ -1,0 +1,435 @@
+//! One direction of a simulated link: its configuration, its counters and
+//! the per-datagram decision of whether, when and how a datagram arrives.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::loss::{Loss, LossState};
+use crate::rng::Rng;
+
+/// The largest datagram an [`LinkConfig::ideal`] link carries: the biggest
+/// UDP payload over IPv6 jumbograms aside, nothing UDP can carry is larger.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// The one-way delay of `LinkConfig::default()`: a 20 ms round trip, long
+/// enough that RTT-driven timers see a real RTT and short enough that
+/// protocol tests finish in few virtual seconds.
+pub const DEFAULT_DELAY: Duration = Duration::from_millis(10);
+
+/// The impairments of one link direction. Every field may be changed
+/// mid-run through [`Sim::link_config_mut`](super::Sim::link_config_mut);
+/// the change applies to datagrams sent afterwards.
+///
+/// A datagram offered to the link goes through, in order: the MTU check,
+/// the blackhole, the bottleneck (serialization at `bandwidth_bps` behind a
+/// drop-tail queue of `queue_bytes`), random loss, duplication, corruption
+/// (each copy independently), then propagation (`delay` plus a uniform
+/// jitter in `[0, jitter]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkConfig {
+    /// Propagation delay.
+    pub delay: Duration,
+    /// Extra delay drawn uniformly from `[0, jitter]` per datagram; any
+    /// non-zero jitter reorders datagrams sent closer together than it.
+    pub jitter: Duration,
+    /// Random loss.
+    pub loss: Loss,
+    /// Probability that a delivered datagram arrives twice (the copy gets
+    /// its own jitter).
+    pub duplicate: f64,
+    /// Probability that one random bit of a datagram copy is flipped.
+    pub corrupt: f64,
+    /// Bottleneck rate in bits per second; `None` for an unlimited link.
+    /// `Some(0)` carries nothing (every datagram is a queue drop).
+    pub bandwidth_bps: Option<u64>,
+    /// Bytes that may wait at the bottleneck behind the datagram being
+    /// serialized; a datagram that does not fit is dropped (drop-tail).
+    /// A datagram reaching an idle bottleneck never waits, so 0 means "no
+    /// buffer". Unused without `bandwidth_bps`.
+    pub queue_bytes: usize,
+    /// Datagrams longer than this many bytes (UDP payload) are dropped.
+    pub mtu: usize,
+    /// Drop every datagram sent while set (an outage). Datagrams already in
+    /// flight still arrive.
+    pub blackhole: bool,
+}
+
+impl LinkConfig {
+    /// A link that only delays: no jitter, loss, duplication, corruption or
+    /// bandwidth limit, and an MTU of [`MAX_DATAGRAM`].
+    pub fn ideal(delay: Duration) -> Self {
+        LinkConfig {
+            delay,
+            jitter: Duration::ZERO,
+            loss: Loss::None,
+            duplicate: 0.0,
+            corrupt: 0.0,
+            bandwidth_bps: None,
+            queue_bytes: 0,
+            mtu: MAX_DATAGRAM,
+            blackhole: false,
+        }
+    }
+}
+
+impl Default for LinkConfig {
+    /// [`LinkConfig::ideal`] with [`DEFAULT_DELAY`].
+    fn default() -> Self {
+        LinkConfig::ideal(DEFAULT_DELAY)
+    }
+}
+
+/// Counters of one link direction. Each datagram offered is counted once in
+/// `sent` and ends in exactly one of `delivered`, `lost`, `queue_dropped`,
+/// `mtu_dropped` or `blackholed` (or is still in flight); a duplicate adds
+/// one to `duplicated` and then ends like any other copy, so
+/// `sent + duplicated == delivered + lost + queue_dropped + mtu_dropped +
+/// blackholed + in_flight()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Datagrams the sender offered to this direction.
+    pub sent: u64,
+    /// Bytes the sender offered.
+    pub sent_bytes: u64,
+    /// Datagram copies handed to the receiving endpoint.
+    pub delivered: u64,
+    /// Bytes handed to the receiving endpoint.
+    pub delivered_bytes: u64,
+    /// Datagrams lost by the random loss model.
+    pub lost: u64,
+    /// Datagrams dropped because the bottleneck queue was full.
+    pub queue_dropped: u64,
+    /// Extra copies created by duplication.
+    pub duplicated: u64,
+    /// Copies that had a bit flipped.
+    pub corrupted: u64,
+    /// Datagrams dropped for exceeding the MTU.
+    pub mtu_dropped: u64,
+    /// Datagrams dropped by the blackhole (or whose arrival time would not
+    /// fit in an `Instant`).
+    pub blackholed: u64,
+}
+
+impl LinkStats {
+    /// Datagram copies accepted by the link that have not arrived yet.
+    pub fn in_flight(&self) -> u64 {
+        (self.sent + self.duplicated).saturating_sub(
+            self.delivered + self.lost + self.queue_dropped + self.mtu_dropped + self.blackholed,
+        )
+    }
+}
+
+/// What a link decided for one datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Dropped (already counted).
+    Drop,
+    /// Arrives at `at`; a duplicate, if any, arrives at `copy_at`.
+    Deliver {
+        at: Instant,
+        copy_at: Option<Instant>,
+    },
+}
+
+/// One link direction with its state.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) config: LinkConfig,
+    pub(crate) stats: LinkStats,
+    /// The receiving node's index.
+    pub(crate) to: usize,
+    /// One generator per impairment, so that enabling, say, jitter does not
+    /// change which datagrams the loss model picks.
+    loss_rng: Rng,
+    jitter_rng: Rng,
+    duplicate_rng: Rng,
+    corrupt_rng: Rng,
+    loss_state: LossState,
+    bottleneck: Bottleneck,
+}
+
+impl Link {
+    /// A link direction whose random streams derive from `seed`, which the
+    /// caller makes unique per direction.
+    pub(crate) fn new(config: LinkConfig, to: usize, seed: u64) -> Self {
+        // Distinct odd multipliers give four unrelated SplitMix seeds.
+        let stream = |k: u64| Rng::new(seed ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        Link {
+            config,
+            stats: LinkStats::default(),
+            to,
+            loss_rng: stream(1),
+            jitter_rng: stream(2),
+            duplicate_rng: stream(3),
+            corrupt_rng: stream(4),
+            loss_state: LossState::default(),
+            bottleneck: Bottleneck::default(),
+        }
+    }
+
+    /// Decides the fate of a datagram of `len` bytes offered at `now`, and
+    /// counts it. Constant work (amortized) and no allocation once the
+    /// bottleneck queue has reached its largest size.
+    pub(crate) fn offer(&mut self, now: Instant, len: usize) -> Verdict {
+        let c = &self.config;
+        self.stats.sent += 1;
+        self.stats.sent_bytes += len as u64;
+        if len > c.mtu {
+            self.stats.mtu_dropped += 1;
+            return Verdict::Drop;
+        }
+        if c.blackhole {
+            self.stats.blackholed += 1;
+            return Verdict::Drop;
+        }
+        let departs = match c.bandwidth_bps {
+            None => now,
+            Some(bps) => match self.bottleneck.enqueue(now, len, bps, c.queue_bytes) {
+                Some(t) => t,
+                None => {
+                    self.stats.queue_dropped += 1;
+                    return Verdict::Drop;
+                }
+            },
+        };
+        if self.loss_state.is_lost(&c.loss, &mut self.loss_rng) {
+            self.stats.lost += 1;
+            return Verdict::Drop;
+        }
+        let is_duplicated = self.duplicate_rng.chance(c.duplicate);
+        let Some(at) = self.arrival(departs) else {
+            self.stats.blackholed += 1;
+            return Verdict::Drop;
+        };
+        let copy_at = if is_duplicated {
+            self.stats.duplicated += 1;
+            let copy_at = self.arrival(departs);
+            if copy_at.is_none() {
+                self.stats.blackholed += 1;
+            }
+            copy_at
+        } else {
+            None
+        };
+        Verdict::Deliver { at, copy_at }
+    }
+
+    /// Departure plus propagation delay plus jitter; `None` if that is
+    /// beyond what `Instant` can represent.
+    fn arrival(&mut self, departs: Instant) -> Option<Instant> {
+        let jitter_ns = u64::try_from(self.config.jitter.as_nanos()).unwrap_or(u64::MAX - 1);
+        let extra = if jitter_ns == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(self.jitter_rng.below(jitter_ns + 1))
+        };
+        departs.checked_add(self.config.delay)?.checked_add(extra)
+    }
+
+    /// Flips one random bit of `datagram` with the configured probability.
+    pub(crate) fn maybe_corrupt(&mut self, datagram: &mut [u8]) {
+        if datagram.is_empty() || !self.corrupt_rng.chance(self.config.corrupt) {
+            return;
+        }
+        let bit = self.corrupt_rng.below(datagram.len() as u64 * 8);
+        let (byte, shift) = ((bit / 8) as usize, bit % 8);
+        if let Some(b) = datagram.get_mut(byte) {
+            *b ^= 1 << shift;
+            self.stats.corrupted += 1;
+        }
+    }
+}
+
+/// The bottleneck of a link direction: a transmitter serializing at the
+/// configured rate behind a FIFO bounded in bytes.
+#[derive(Debug, Default)]
+struct Bottleneck {
+    /// When the transmitter finishes the last accepted datagram.
+    busy_until: Option<Instant>,
+    /// Accepted datagrams that had not started serializing when last
+    /// looked at: (start time, length), in start order.
+    waiting: VecDeque<(Instant, usize)>,
+    /// Sum of the lengths in `waiting`.
+    waiting_bytes: usize,
+    /// Remainder (in 1/bps ns) of the serialization times so far, carried
+    /// so the long-run rate is exact rather than rounded per datagram.
+    carry: u128,
+}
+
+impl Bottleneck {
+    /// Accepts a datagram of `len` bytes at `now`, returning when its last
+    /// bit leaves the transmitter, or `None` when the queue has no room.
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        len: usize,
+        bps: u64,
+        queue_bytes: usize,
+    ) -> Option<Instant> {
+        if bps == 0 {
+            return None;
+        }
+        // Datagrams whose serialization has begun no longer wait.
+        while let Some(&(start, l)) = self.waiting.front() {
+            if start > now {
+                break;
+            }
+            self.waiting_bytes -= l;
+            self.waiting.pop_front();
+        }
+        let start = match self.busy_until {
+            Some(t) if t > now => t,
+            _ => now,
+        };
+        if start > now {
+            if self.waiting_bytes.saturating_add(len) > queue_bytes {
+                return None;
+            }
+            self.waiting.push_back((start, len));
+            self.waiting_bytes += len;
+        }
+        // len·8 bits at bps: len·8·1e9/bps ns, with the remainder carried.
+        let numerator = len as u128 * 8 * 1_000_000_000 + self.carry;
+        let ns = numerator / bps as u128;
+        self.carry = numerator % bps as u128;
+        let finish = start.checked_add(Duration::from_nanos(u64::try_from(ns).ok()?))?;
+        self.busy_until = Some(finish);
+        Some(finish)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn bottleneck_serializes_exactly_and_drops_tail() {
+        let t0 = epoch();
+        let mut b = Bottleneck::default();
+        // 1000 bytes at 8 Mbit/s = 1 ms each; room for 2 waiting.
+        let finishes: Vec<_> = (0..5)
+            .map(|_| b.enqueue(t0, 1000, 8_000_000, 2000))
+            .collect();
+        let ms = Duration::from_millis(1);
+        assert_eq!(
+            finishes,
+            vec![
+                Some(t0 + ms),
+                Some(t0 + 2 * ms),
+                Some(t0 + 3 * ms),
+                None,
+                None
+            ]
+        );
+        // At 1 ms the second one starts, freeing its queue space.
+        assert_eq!(b.enqueue(t0 + ms, 1000, 8_000_000, 2000), Some(t0 + 4 * ms));
+        assert_eq!(b.enqueue(t0 + ms, 1000, 8_000_000, 2000), None);
+        // Idle again much later: no wait, no queue.
+        assert_eq!(
+            b.enqueue(t0 + 100 * ms, 1000, 8_000_000, 0),
+            Some(t0 + 101 * ms)
+        );
+        assert_eq!(b.enqueue(t0 + 100 * ms, 1, 8_000_000, 0), None);
+        assert_eq!(b.enqueue(t0, 1, 0, usize::MAX), None);
+    }
+
+    #[test]
+    fn bottleneck_carries_the_rounding_remainder() {
+        let t0 = epoch();
+        let mut b = Bottleneck::default();
+        // 1 byte at 3 bit/s is 2.666… s; 3 bytes must take exactly 8 s.
+        let mut last = None;
+        for _ in 0..3 {
+            last = b.enqueue(t0, 1, 3, usize::MAX);
+        }
+        assert_eq!(last, Some(t0 + Duration::from_secs(8)));
+    }
+
+    #[test]
+    fn offer_counts_and_orders_checks() {
+        let t0 = epoch();
+        let mut link = Link::new(
+            LinkConfig {
+                mtu: 100,
+                ..LinkConfig::ideal(Duration::from_millis(5))
+            },
+            1,
+            42,
+        );
+        assert_eq!(link.offer(t0, 101), Verdict::Drop);
+        assert_eq!(
+            link.offer(t0, 100),
+            Verdict::Deliver {
+                at: t0 + Duration::from_millis(5),
+                copy_at: None
+            }
+        );
+        link.config.blackhole = true;
+        assert_eq!(link.offer(t0, 0), Verdict::Drop);
+        link.config.blackhole = false;
+        link.config.delay = Duration::MAX;
+        assert_eq!(link.offer(t0, 10), Verdict::Drop);
+        let s = link.stats;
+        assert_eq!(
+            (s.sent, s.mtu_dropped, s.blackholed, s.sent_bytes),
+            (4, 1, 2, 211)
+        );
+        assert_eq!(s.in_flight(), 1);
+    }
+
+    #[test]
+    fn corrupt_flips_exactly_one_bit_and_ignores_empty() {
+        let mut link = Link::new(
+            LinkConfig {
+                corrupt: 1.0,
+                ..LinkConfig::default()
+            },
+            0,
+            7,
+        );
+        let mut empty: [u8; 0] = [];
+        link.maybe_corrupt(&mut empty);
+        assert_eq!(link.stats.corrupted, 0);
+        for _ in 0..1000 {
+            let mut d = [0u8; 13];
+            link.maybe_corrupt(&mut d);
+            let ones: u32 = d.iter().map(|b| b.count_ones()).sum();
+            assert_eq!(ones, 1);
+        }
+        assert_eq!(link.stats.corrupted, 1000);
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let t0 = epoch();
+        let mut link = Link::new(
+            LinkConfig {
+                jitter: Duration::from_micros(300),
+                ..LinkConfig::ideal(Duration::from_millis(1))
+            },
+            0,
+            3,
+        );
+        let (mut lo, mut hi) = (Duration::MAX, Duration::ZERO);
+        for _ in 0..10_000 {
+            let Verdict::Deliver { at, .. } = link.offer(t0, 10) else {
+                panic!("ideal link dropped");
+            };
+            lo = lo.min(at - t0);
+            hi = hi.max(at - t0);
+        }
+        assert!(
+            lo >= Duration::from_millis(1) && lo < Duration::from_micros(1010),
+            "{lo:?}"
+        );
+        assert!(
+            hi <= Duration::from_micros(1300) && hi > Duration::from_micros(1290),
+            "{hi:?}"
+        );
+    }
+}
