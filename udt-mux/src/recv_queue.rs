@@ -137,9 +137,10 @@ impl RecvThread {
     /// Reads until the socket is empty or the round budget is used (then
     /// the next poll does not wait).
     fn read_socket(&mut self) {
-        let counters = &self.router.mux.counters;
+        let mux = self.router.mux.clone();
+        let counters = &mux.counters;
         for _ in 0..READ_ROUNDS {
-            match self.input.recv(&self.router.mux.port) {
+            match self.input.recv(&mux.port) {
                 Ok(n) => {
                     Counters::add(&counters.recv_calls, 1);
                     Counters::add(&counters.datagrams_received, n as u64);
@@ -189,13 +190,14 @@ impl RecvThread {
 impl Router {
     /// Routes one datagram (udt4-protocol.md §13).
     fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        let counters = &self.mux.counters;
+        let mux = self.mux.clone();
+        let counters = &mux.counters;
         let Some(dest) = packet::peek_dest(data) else {
             Counters::add(&counters.malformed, 1);
             return;
         };
         let target = {
-            let mut reg = self.mux.registry.lock();
+            let mut reg = mux.registry.lock();
             if dest != SocketId::HANDSHAKE {
                 reg.by_id(dest).cloned()
             } else if let Some(c) = reg.by_peer(from) {

@@ -119,15 +119,6 @@ impl Registry {
         ConnectionHandle(h)
     }
 
-    /// Gives back a reserved handle that was never filled.
-    pub(crate) fn unreserve_handle(&mut self, h: ConnectionHandle) {
-        let i = h.0 as usize;
-        if self.slots.get(i).is_some_and(|s| s.is_none()) && self.reserved.get(i) == Some(&true) {
-            self.reserved[i] = false;
-            self.free.push(h.0);
-        }
-    }
-
     /// True when a rendezvous with `peer` already exists.
     pub(crate) fn has_rendezvous(&self, peer: SocketAddr) -> bool {
         self.by_peer.contains_key(&peer)
@@ -240,8 +231,6 @@ mod tests {
         let a = r.reserve_handle();
         let b = r.reserve_handle();
         assert_eq!((a.0, b.0), (0, 1));
-        r.unreserve_handle(a);
-        assert_eq!(r.reserve_handle().0, 0);
         assert_eq!(r.reserve_handle().0, 2);
     }
 

@@ -9,6 +9,7 @@
 //! own sends use `MSG_DONTWAIT` too so it never stalls behind a full buffer.
 
 use std::io;
+#[cfg(not(target_os = "linux"))]
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -94,10 +95,6 @@ impl UdpPort {
         self.socket.as_raw_fd()
     }
 
-    /// True for an IPv6 socket.
-    pub(crate) fn is_ipv6(&self) -> bool {
-        self.local.is_ipv6()
-    }
 }
 
 /// What one flush of a [`SendBatch`] did.
@@ -336,7 +333,8 @@ fn wait_writable(port: &UdpPort) {
     }
 }
 
-/// Sends one datagram without batching (listener replies, fallback).
+/// Sends one datagram without batching (the portable fallback).
+#[cfg(any(test, not(target_os = "linux")))]
 fn send_one(port: &UdpPort, data: &[u8], dest: &SockAddr, blocking: bool) -> io::Result<usize> {
     let flags = if blocking { 0 } else { libc::MSG_DONTWAIT };
     port.socket.send_to_with_flags(data, dest, flags)
@@ -362,6 +360,12 @@ mod linux {
         iovs: Vec<libc::iovec>,
         names: Vec<libc::sockaddr_storage>,
     }
+
+    // SAFETY: the raw pointers inside are scratch space, rewritten before
+    // every system call to point at buffers borrowed for that call only;
+    // they are never dereferenced by Rust code, so moving the struct to
+    // another thread cannot create shared access.
+    unsafe impl Send for MmsgScratch {}
 
     impl MmsgScratch {
         pub(super) fn new(count: usize) -> MmsgScratch {
@@ -592,9 +596,9 @@ mod portable {
     }
 }
 
+#[cfg(test)]
 impl UdpPort {
-    /// Sends one datagram at once (handshake replies on rarely used paths).
-    /// Errors are counted by the caller and otherwise ignored: UDT recovers.
+    /// Sends one datagram at once.
     pub(crate) fn send_now(&self, data: &[u8], dest: SocketAddr) -> io::Result<usize> {
         let dest = SockAddr::from(dest);
         loop {
