@@ -182,10 +182,13 @@ impl Endpoint {
     /// let a = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
     /// let b = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
     /// let (a_addr, b_addr) = (a.local_addr(), b.local_addr());
-    /// let t = thread::spawn(move || b.rendezvous(a_addr).map(|s| s.peer_addr()));
+    /// // Keep both streams alive until both sides are connected: a side
+    /// // that closes at once can leave the other without its last answer.
+    /// let t = thread::spawn(move || b.rendezvous(a_addr));
     /// let stream = a.rendezvous(b_addr)?;
+    /// let other = t.join().unwrap()?;
     /// assert_eq!(stream.peer_addr(), b_addr);
-    /// assert_eq!(t.join().unwrap()?, a_addr);
+    /// assert_eq!(other.peer_addr(), a_addr);
     /// # Ok(())
     /// # }
     /// ```

@@ -366,13 +366,18 @@ impl Router {
                     Phase::Connecting(_) => {}
                 }
             }
-            // Send what is ready now: control packets above all. What does
-            // not fit is left to the send thread (the connection then
-            // reports an immediate send time).
-            while let Some(buf) = self.out.slot() {
-                match g.phase.poll_transmit(now, buf) {
-                    Some(dest) => self.out.push(dest),
-                    None => break,
+            // Handshake packets go out from here. An established
+            // connection's packets all leave through the send thread: were
+            // both threads to send its data, two batches could overtake
+            // each other and the peer would see reordering as loss. Its
+            // control packets make `next_send_time` immediate, which the
+            // settle below reports to the send thread.
+            if let Phase::Connecting(_) = g.phase {
+                while let Some(buf) = self.out.slot() {
+                    match g.phase.poll_transmit(now, buf) {
+                        Some(dest) => self.out.push(dest),
+                        None => break,
+                    }
                 }
             }
             let mut wake = g.settle(&self.mux, Role::Recv);
