@@ -291,6 +291,8 @@ pub(crate) struct ConnShared {
     /// reports an event.
     pub(crate) cond: Condvar,
     pub(crate) watchers: Watchers,
+    /// The receive thread will notify waiters at its next flush.
+    pub(crate) notify_deferred: AtomicBool,
 }
 
 /// The arguments of [`ConnShared::new`].
@@ -336,6 +338,7 @@ impl ConnShared {
             }),
             cond: Condvar::new(),
             watchers: Watchers::default(),
+            notify_deferred: AtomicBool::new(false),
         })
     }
 

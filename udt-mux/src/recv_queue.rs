@@ -19,7 +19,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use udt_core::connection::Connection;
 use udt_core::handshake::ListenerOutput;
-use udt_core::packet;
+use udt_core::packet::{self, Control, ControlPacket, Packet};
 use udt_core::sched::SendSchedule;
 use udt_core::SocketId;
 
@@ -61,6 +61,8 @@ struct Router {
     timers: SendSchedule,
     out: SendBatch,
     scratch: Vec<u8>,
+    /// Connections whose waiters are woken at the next flush.
+    deferred: Vec<Arc<ConnShared>>,
 }
 
 impl RecvThread {
@@ -85,6 +87,7 @@ impl RecvThread {
                 timers: SendSchedule::new(),
                 out,
                 scratch: Vec::with_capacity(128),
+                deferred: Vec::with_capacity(64),
             },
             more_to_read: true,
         })
@@ -220,6 +223,9 @@ impl Router {
         };
         let Some(conn) = target else {
             Counters::add(&counters.unknown_destination, 1);
+            if dest != SocketId::HANDSHAKE {
+                self.answer_from_grave(now, dest, from, data);
+            }
             return;
         };
         if conn.peer != from {
@@ -232,6 +238,45 @@ impl Router {
         if self.out.is_full() {
             self.flush();
         }
+    }
+
+    /// A packet for a connection that finished recently: its peer missed
+    /// our shutdown (sent once, never acknowledged, udt4-protocol.md §12),
+    /// so send another instead of letting it wait for its idle timeout.
+    /// At most one answer per 50 ms per connection, never to a shutdown.
+    fn answer_from_grave(&mut self, now: Instant, dest: SocketId, from: SocketAddr, data: &[u8]) {
+        const REPLY_GAP: Duration = Duration::from_millis(50);
+        if matches!(
+            packet::decode(data),
+            Ok(Packet::Control(ControlPacket {
+                control: Control::Shutdown,
+                ..
+            }))
+        ) {
+            return;
+        }
+        let peer_id = {
+            let mut reg = self.mux.registry.lock();
+            let Some(t) = reg.tombstone(dest, now) else {
+                return;
+            };
+            if t.peer != from || t.last_reply.is_some_and(|at| now < at + REPLY_GAP) {
+                return;
+            }
+            t.last_reply = Some(now);
+            t.peer_id
+        };
+        let Some(buf) = self.out.slot() else {
+            return;
+        };
+        Packet::Control(ControlPacket {
+            timestamp: 0,
+            dest: peer_id,
+            control: Control::Shutdown,
+        })
+        .encode(buf);
+        self.out.push(from);
+        log::debug!("{dest} is closed: repeated the shutdown to {from}");
     }
 
     /// Runs the listener on a dest-0 datagram, under the registry lock.
@@ -392,10 +437,23 @@ impl Router {
                 .send_command(SendCmd::Register(conn.handle, conn.clone()));
         }
         let reap = wake.reapable;
-        conn.run_wake(wake, Role::Recv);
+        self.run_wake(conn, wake);
         if reap {
             self.reap(conn);
         }
+    }
+
+    /// Like [`ConnShared::run_wake`], but application wake-ups wait until
+    /// the batch is flushed: a reader is woken once per batch, not once
+    /// per packet.
+    fn run_wake(&mut self, conn: &Arc<ConnShared>, mut wake: crate::conn::Wake) {
+        if wake.notify {
+            wake.notify = false;
+            if !conn.notify_deferred.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                self.deferred.push(conn.clone());
+            }
+        }
+        conn.run_wake(wake, Role::Recv);
     }
 
     /// Fires every protocol timer that is due.
@@ -416,11 +474,22 @@ impl Router {
     fn reap(&mut self, conn: &Arc<ConnShared>) {
         {
             let mut reg = self.mux.registry.lock();
-            if !conn.inner.lock().is_reapable() {
-                return;
-            }
+            let peer_id = {
+                let g = conn.inner.lock();
+                if !g.is_reapable() {
+                    return;
+                }
+                g.phase.connection_ref().map(|c| c.peer_socket_id())
+            };
             if !reg.remove(conn) {
                 return;
+            }
+            if let Some(peer_id) = peer_id {
+                let lifetime = conn
+                    .config
+                    .peer_idle_timeout
+                    .clamp(Duration::from_secs(1), Duration::from_secs(60));
+                reg.bury(conn.socket_id, conn.peer, peer_id, Instant::now(), lifetime);
             }
         }
         self.timers.remove(conn.handle);
@@ -456,6 +525,12 @@ impl Router {
             // dropped control packet is recovered by the protocol.
             let f = self.out.flush(&self.mux.port, false);
             self.mux.counters.on_flush(f);
+        }
+        for conn in self.deferred.drain(..) {
+            conn.notify_deferred
+                .store(false, std::sync::atomic::Ordering::Release);
+            conn.cond.notify_all();
+            conn.watchers.notify();
         }
     }
 }

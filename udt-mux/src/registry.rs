@@ -4,10 +4,11 @@
 //! which comes before any connection lock.
 
 use std::collections::hash_map::{Entry, RandomState};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use udt_core::handshake::Listener;
 use udt_core::rng::Rng;
@@ -28,6 +29,22 @@ pub(crate) struct ListenerEntry {
     pub(crate) config: Arc<Config>,
 }
 
+/// The most tombstones kept; the oldest go first beyond it.
+const MAX_TOMBSTONES: usize = 4096;
+
+/// What is left of a finished connection for a while: enough to answer a
+/// peer that missed our shutdown (it is sent once and never acknowledged,
+/// udt4-protocol.md §12) with another one, so it ends promptly instead of
+/// waiting for its idle timeout.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tombstone {
+    pub(crate) peer: SocketAddr,
+    pub(crate) peer_id: SocketId,
+    expires: Instant,
+    /// When we last answered, to answer a stream of packets only now and then.
+    pub(crate) last_reply: Option<Instant>,
+}
+
 /// Connection tables of one multiplexer.
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -46,6 +63,8 @@ pub(crate) struct Registry {
     /// The listener, if any.
     pub(crate) listener: Option<ListenerEntry>,
     live: usize,
+    tombstones: HashMap<SocketId, Tombstone>,
+    tombstone_order: VecDeque<(Instant, SocketId)>,
     /// Like UDT4, socket IDs count down from a random start (§3).
     next_id: u32,
     rng: Rng,
@@ -73,6 +92,8 @@ impl Registry {
             accepted: HashMap::new(),
             listener: None,
             live: 0,
+            tombstones: HashMap::new(),
+            tombstone_order: VecDeque::new(),
             next_id,
             rng,
         }
@@ -86,7 +107,7 @@ impl Registry {
                 self.next_id = 0x7FFF_FFFF;
             }
             let id = SocketId(self.next_id);
-            if !self.by_id.contains_key(&id) {
+            if !self.by_id.contains_key(&id) && !self.tombstones.contains_key(&id) {
                 return id;
             }
         }
@@ -195,6 +216,49 @@ impl Registry {
         true
     }
 
+    /// Remembers a finished connection for `lifetime`.
+    pub(crate) fn bury(&mut self, id: SocketId, peer: SocketAddr, peer_id: SocketId, now: Instant, lifetime: Duration) {
+        self.expire_tombstones(now);
+        while self.tombstones.len() >= MAX_TOMBSTONES {
+            match self.tombstone_order.pop_front() {
+                Some((_, old)) => {
+                    self.tombstones.remove(&old);
+                }
+                None => break,
+            }
+        }
+        let expires = now + lifetime;
+        self.tombstones.insert(
+            id,
+            Tombstone {
+                peer,
+                peer_id,
+                expires,
+                last_reply: None,
+            },
+        );
+        self.tombstone_order.push_back((expires, id));
+    }
+
+    /// The tombstone of a finished connection, while it lasts.
+    pub(crate) fn tombstone(&mut self, id: SocketId, now: Instant) -> Option<&mut Tombstone> {
+        self.expire_tombstones(now);
+        self.tombstones.get_mut(&id)
+    }
+
+    /// Drops expired tombstones; O(1) amortised (oldest first).
+    fn expire_tombstones(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.tombstone_order.front() {
+            if at > now {
+                break;
+            }
+            self.tombstone_order.pop_front();
+            if self.tombstones.get(&id).is_some_and(|t| t.expires <= now) {
+                self.tombstones.remove(&id);
+            }
+        }
+    }
+
     /// How many connections and handshakes are registered.
     pub(crate) fn live(&self) -> usize {
         self.live
@@ -207,6 +271,8 @@ impl Registry {
         self.accepted.clear();
         self.free.clear();
         self.reserved.clear();
+        self.tombstones.clear();
+        self.tombstone_order.clear();
         self.live = 0;
         self.slots.drain(..).flatten().collect()
     }
@@ -226,12 +292,28 @@ mod tests {
     }
 
     #[test]
-    fn handles_are_reused_densely() {
+    fn handles_are_dense() {
         let mut r = Registry::new(1);
         let a = r.reserve_handle();
         let b = r.reserve_handle();
         assert_eq!((a.0, b.0), (0, 1));
         assert_eq!(r.reserve_handle().0, 2);
+    }
+
+    #[test]
+    fn tombstones_expire_and_stay_bounded() {
+        let mut r = Registry::new(3);
+        let t0 = Instant::now();
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        r.bury(SocketId(5), peer, SocketId(6), t0, Duration::from_secs(1));
+        assert_eq!(r.tombstone(SocketId(5), t0).map(|t| t.peer_id), Some(SocketId(6)));
+        assert!(r.tombstone(SocketId(5), t0 + Duration::from_secs(2)).is_none());
+        for i in 0..(MAX_TOMBSTONES as u32 + 10) {
+            r.bury(SocketId(100 + i), peer, SocketId(1), t0, Duration::from_secs(60));
+        }
+        assert!(r.tombstones.len() <= MAX_TOMBSTONES);
+        assert!(r.tombstone(SocketId(100), t0).is_none(), "oldest evicted");
+        assert!(r.tombstone(SocketId(100 + MAX_TOMBSTONES as u32), t0).is_some());
     }
 
     #[test]

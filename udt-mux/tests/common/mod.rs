@@ -50,6 +50,36 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// The same bytes as [`pattern`], produced piece by piece so that large
+/// transfers need no copy of the whole payload.
+pub struct PatternStream {
+    rng: Rng,
+    word: [u8; 8],
+    used: usize,
+}
+
+impl PatternStream {
+    pub fn new(seed: u64) -> PatternStream {
+        PatternStream {
+            rng: Rng::new(seed),
+            word: [0; 8],
+            used: 8,
+        }
+    }
+
+    /// Fills `out` with the next bytes of the pattern.
+    pub fn fill(&mut self, out: &mut [u8]) {
+        for b in out {
+            if self.used == 8 {
+                self.word = self.rng.next_u64().to_le_bytes();
+                self.used = 0;
+            }
+            *b = self.word[self.used];
+            self.used += 1;
+        }
+    }
+}
+
 /// Spawns a named thread with a small stack (tests start hundreds).
 pub fn spawn<T: Send + 'static>(name: String, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     std::thread::Builder::new()
