@@ -52,6 +52,8 @@ impl Connection {
         self.last_heard = now;
         self.exp_base = now;
         self.exp_count = 1;
+        // Anything from the peer proves it finished connecting.
+        self.release_first_data_hold(now);
         match packet {
             Packet::Data { header, payload } => self.on_data(now, &header, payload),
             Packet::Control(c) => match c.control {

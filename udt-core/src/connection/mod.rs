@@ -28,6 +28,8 @@ mod input;
 mod output;
 mod receiver;
 mod sender;
+#[cfg(test)]
+mod tests;
 mod timers;
 
 pub use output::{Transmit, TransmitKind};
@@ -42,6 +44,24 @@ use sender::Sender;
 /// the queue only fills when a driver stops draining; beyond this bound new
 /// items are dropped and counted.
 const CONTROL_QUEUE_LIMIT: usize = 256;
+
+/// How long a listener-side or rendezvous connection holds back its first
+/// data packet unless the peer speaks first.
+///
+/// A UDT4 caller is not ready for data when our handshake response reaches
+/// it: its connecting thread must process the response and register the
+/// socket with the receive queue's hash (`CRcvQueue::setNewEntry`, inserted
+/// by the worker on its next loop), and until then UDT4 drops every data
+/// packet addressed to it (queue.cpp `CRcvQueue::worker`: no hash entry, and
+/// `storePkt` hands it to the connecting thread, which discards it; a
+/// rendezvous peer even consumes the first data packet to complete).
+/// Measured on Debian's libudt0: the first ~6 packets sent within 0.7 ms of
+/// the response were lost. The loss then ends slow start at the tiny rate
+/// measured so far, and the native controller takes many seconds to recover.
+/// A UDT4 listener never sends that early (its application must `accept`
+/// first). One SYN covers the caller's set-up with a wide margin and is
+/// released at once by any packet from the peer, which proves it is ready.
+const FIRST_DATA_HOLD: Duration = crate::time::SYN_INTERVAL;
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +152,9 @@ pub struct Connection {
     counters: Stats,
     /// Shutdowns re-sent after close, in answer to a peer that missed ours.
     shutdowns_repeated: u32,
+    /// The first data packet is held back ([`FIRST_DATA_HOLD`]) until the
+    /// peer is heard from or the hold expires.
+    first_data_hold: bool,
     readable_pending: bool,
     writable_pending: bool,
     closed_pending: bool,
@@ -197,6 +220,7 @@ impl Connection {
             exp_count: 1,
             counters: Stats::default(),
             shutdowns_repeated: 0,
+            first_data_hold: false,
             readable_pending: false,
             writable_pending: false,
             closed_pending: false,
@@ -204,6 +228,12 @@ impl Connection {
         let ctx = conn.cc_context(now);
         conn.cc.init(&ctx);
         conn.apply_cc();
+        // Only a caller knows the peer is ready when it connects: a UDT4
+        // listener registered the socket before answering.
+        if conn.response.is_some() || conn.rendezvous {
+            conn.first_data_hold = true;
+            conn.sender.next_slot = now + FIRST_DATA_HOLD;
+        }
         log::debug!(
             "{} connected to {} (peer id {}, mss {}, send isn {:?}, cc {})",
             conn.local_id,
@@ -537,6 +567,14 @@ impl Connection {
     fn observe_time(&mut self, now: Instant) {
         if now > self.last_now {
             self.last_now = now;
+        }
+    }
+
+    /// Ends the [`FIRST_DATA_HOLD`]: the peer is heard from, or data left.
+    fn release_first_data_hold(&mut self, now: Instant) {
+        if self.first_data_hold {
+            self.first_data_hold = false;
+            self.sender.next_slot = self.sender.next_slot.min(now);
         }
     }
 

@@ -154,6 +154,9 @@ impl Connection {
         if !self.sender.may_send_new() {
             return None;
         }
+        // The hold (if any) has expired: it must not pull the pacing slot
+        // back later.
+        self.first_data_hold = false;
         let block = self.sender.buffer.take_next()?;
         let seq = block.seq;
         let header = DataHeader {

@@ -1,0 +1,125 @@
+//! Connection-level tests of behaviour a UDT4 peer depends on.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::packet::{Control, ControlPacket, PeerIp, ReqType};
+use crate::seq::SeqNumber;
+
+#[allow(clippy::disallowed_methods)] // one real Instant as the tests' epoch
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+const PEER: SocketId = SocketId(0x2222);
+
+fn params(listener_side: bool, rendezvous: bool, isn: u32) -> ConnectParams {
+    let peer_addr: SocketAddr = (Ipv4Addr::LOCALHOST, 9000).into();
+    let isn = SeqNumber::new(isn);
+    ConnectParams {
+        local_socket_id: SocketId(0x1111),
+        peer_socket_id: PEER,
+        peer_addr,
+        send_isn: isn,
+        recv_isn: isn,
+        mss: 1500,
+        peer_flow_window: 8192,
+        socket_type: SocketType::Stream,
+        rendezvous,
+        self_ip: None,
+        response: listener_side.then(|| Handshake {
+            version: 4,
+            socket_type: 1,
+            isn,
+            mss: 1500,
+            flow_window: 8192,
+            req_type: ReqType::Response,
+            socket_id: SocketId(0x1111),
+            cookie: 7,
+            peer_ip: PeerIp::ZERO,
+        }),
+    }
+}
+
+/// Data packets `conn` emits at `now` (control packets are skipped).
+fn data_sent(conn: &mut Connection, now: Instant) -> usize {
+    let mut buf = Vec::new();
+    let mut n = 0;
+    while let Some(t) = conn.poll_transmit(now, &mut buf) {
+        if t.kind != TransmitKind::Control {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn keepalive_from_peer(local: SocketId) -> Vec<u8> {
+    let mut d = Vec::new();
+    ControlPacket {
+        timestamp: 0,
+        dest: local,
+        control: Control::KeepAlive,
+    }
+    .encode(&mut d);
+    d
+}
+
+#[test]
+fn caller_sends_data_at_once() {
+    let t0 = epoch();
+    let mut c = Connection::new(params(false, false, 100), Arc::new(Config::default()), t0);
+    c.write(&[1u8; 5000]).unwrap();
+    assert_eq!(c.next_send_time(), Some(t0));
+    assert!(data_sent(&mut c, t0) > 0);
+}
+
+#[test]
+fn listener_and_rendezvous_hold_first_data_one_syn() {
+    // Near the sequence wrap too: the hold concerns time, not numbers.
+    for (listener, rendezvous, isn) in [(true, false, 100), (false, true, 0x7FFF_FFFE)] {
+        let t0 = epoch();
+        let mut c = Connection::new(
+            params(listener, rendezvous, isn),
+            Arc::new(Config::default()),
+            t0,
+        );
+        c.write(&[1u8; 5000]).unwrap();
+        assert_eq!(c.next_send_time(), Some(t0 + FIRST_DATA_HOLD));
+        assert_eq!(data_sent(&mut c, t0), 0);
+        assert_eq!(data_sent(&mut c, t0 + Duration::from_millis(9)), 0);
+        let later = t0 + FIRST_DATA_HOLD;
+        assert!(data_sent(&mut c, later) > 0, "listener={listener}");
+        // Once data left, a packet from the peer does not disturb pacing.
+        c.handle_datagram(later, c.peer_addr(), &keepalive_from_peer(c.socket_id()));
+        assert!(c.next_send_time().is_none_or(|t| t >= later));
+    }
+}
+
+#[test]
+fn a_packet_from_the_peer_releases_the_hold() {
+    let t0 = epoch();
+    let mut c = Connection::new(params(true, false, 5), Arc::new(Config::default()), t0);
+    c.write(&[1u8; 3000]).unwrap();
+    let heard = t0 + Duration::from_millis(2);
+    c.handle_datagram(heard, c.peer_addr(), &keepalive_from_peer(c.socket_id()));
+    assert_eq!(c.next_send_time(), Some(heard));
+    let first = data_sent(&mut c, heard);
+    assert!(first >= 1);
+    // The rest follows at the pacing period (1 µs initially): 3000 bytes
+    // are three packets.
+    assert_eq!(
+        first + data_sent(&mut c, heard + Duration::from_millis(1)),
+        3
+    );
+}
+
+#[test]
+fn hostile_datagram_does_not_release_the_hold() {
+    let t0 = epoch();
+    let mut c = Connection::new(params(true, false, 5), Arc::new(Config::default()), t0);
+    c.write(&[1u8; 3000]).unwrap();
+    c.handle_datagram(t0, c.peer_addr(), &[0xFF; 7]);
+    assert_eq!(c.next_send_time(), Some(t0 + FIRST_DATA_HOLD));
+}
