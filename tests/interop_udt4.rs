@@ -1,0 +1,757 @@
+//! Wire compatibility with the UDT4 reference implementation (UDT 4.11,
+//! Debian's libudt0): our endpoint against real libudt peers, each in a fresh
+//! process (libudt caches RTT per peer IP process-wide, udt4-protocol.md §8.1).
+//!
+//! The peers are C++ programs in `tests/interop/peers/`, built here with g++
+//! against `-ludt`. Without libudt-dev these tests FAIL (they never skip):
+//! install it with `apt-get install -y libudt-dev g++` (.ci/run does).
+//!
+//! Tests run one at a time (`harness::serial`): they move hundreds of
+//! megabytes or time failure detection on a 2-core machine. Every peer has a
+//! time limit (its own alarm, and the harness kills it by PID).
+
+#[path = "interop/harness.rs"]
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use harness::{
+    args, build_message, pattern_fnv, read_pattern, serial, write_pattern, Fields, MessageChecker, Peer,
+};
+use udt::{Config, Endpoint, UdtMessageSocket, UdtStream};
+use udt_relay::{Impairment, Loss, Relay, RelayConfig};
+
+const MIB: u64 = 1 << 20;
+/// The large transfer of the issue: 256 MiB each way.
+const BIG: u64 = 256 * MIB;
+/// Hard limit of any one peer process.
+const PEER_LIMIT: Duration = Duration::from_secs(120);
+
+fn localhost() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn endpoint(addr: SocketAddr, config: Config) -> Endpoint {
+    Endpoint::bind(addr, config).expect("bind an endpoint")
+}
+
+fn s(v: impl ToString) -> String {
+    v.to_string()
+}
+
+/// A UDP port that was free a moment ago (for peers that must know each
+/// other's port in advance: rendezvous).
+fn free_port(ip: [u8; 4]) -> SocketAddr {
+    UdpSocket::bind(SocketAddr::from((ip, 0)))
+        .and_then(|s| s.local_addr())
+        .expect("find a free port")
+}
+
+/// Checks the result of our `close` on a lossy path. `ConnectionReset`
+/// means the peer closed before its last ACK reached us: a UDT4 receiver
+/// closes as soon as it has read everything, and one lost ACK followed by
+/// its (single) shutdown leaves our side unable to tell that everything
+/// arrived. The peer's own report is then what proves delivery.
+fn expect_closed_on_lossy_path(result: std::io::Result<()>) {
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            eprintln!("close: {e} (the peer closed before its last ACK arrived)")
+        }
+        Err(e) => panic!("close failed: {e}"),
+    }
+}
+
+fn mbit_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9) / 1e6
+}
+
+/// Asserts a UDT4 stream RESULT: `bytes` of pattern `seed`, intact, no error.
+fn assert_stream_result(r: &Fields, bytes: u64, seed: u64) {
+    assert_eq!(r.num("bytes") as u64, bytes, "UDT4 byte count: {}", r.line);
+    assert_eq!(r.num("mismatch"), -1, "UDT4 saw corrupted data: {}", r.line);
+    assert_eq!(r.hex("fnv"), pattern_fnv(seed, bytes), "UDT4 checksum: {}", r.line);
+}
+
+/// Reads from our stream, checking pattern `seed`, until `expect` bytes and
+/// then end of stream; asserts everything arrived intact.
+fn read_all_checked(stream: &mut UdtStream, seed: u64, expect: u64) {
+    let (got, err) = read_pattern(stream, seed, None);
+    assert!(err.is_none(), "read failed after {} bytes: {err:?}", got.bytes);
+    assert_eq!(got.bytes, expect, "bytes received");
+    assert_eq!(got.mismatch, None, "corrupted at offset {:?}", got.mismatch);
+    assert_eq!(got.fnv, pattern_fnv(seed, expect));
+}
+
+// ---------------------------------------------------------------------------
+// Streams, 256 MiB, both pairings, both directions.
+
+#[test]
+fn stream_ours_client_sends_256mib_to_udt4_server() {
+    let _serial = serial();
+    harness::init_logging();
+    let seed = 11;
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[("bind", s("127.0.0.1:0")), ("expect", s(BIG)), ("seed", s(seed))]),
+        PEER_LIMIT,
+    );
+    let addr = server.ready_addr();
+    let ep = endpoint(localhost(), Config::default());
+    let mut stream = ep.connect(addr).expect("connect to the UDT4 server");
+    let start = Instant::now();
+    let fnv = write_pattern(&mut stream, seed, BIG).expect("write 256 MiB");
+    stream.close().expect("orderly close: UDT4 acknowledged everything");
+    let elapsed = start.elapsed();
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    assert_stream_result(&r, BIG, seed);
+    assert_eq!(r.hex("fnv"), fnv);
+    server.expect_success(Duration::from_secs(10));
+    eprintln!("ours -> UDT4: 256 MiB in {elapsed:?} ({:.0} Mbit/s)", mbit_per_s(BIG, elapsed));
+}
+
+#[test]
+fn stream_udt4_server_sends_256mib_to_ours_client() {
+    let _serial = serial();
+    let seed = 12;
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[("bind", s("127.0.0.1:0")), ("mode", s("send")), ("bytes", s(BIG)), ("seed", s(seed))]),
+        PEER_LIMIT,
+    );
+    let addr = server.ready_addr();
+    let ep = endpoint(localhost(), Config::default());
+    let mut stream = ep.connect(addr).expect("connect to the UDT4 server");
+    let start = Instant::now();
+    read_all_checked(&mut stream, seed, BIG);
+    let elapsed = start.elapsed();
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    assert_eq!(r.num("err"), 0, "{}", r.line);
+    assert_eq!(r.num("bytes") as u64, BIG);
+    server.expect_success(Duration::from_secs(10));
+    eprintln!("UDT4 -> ours: 256 MiB in {elapsed:?} ({:.0} Mbit/s)", mbit_per_s(BIG, elapsed));
+}
+
+#[test]
+fn stream_udt4_client_sends_256mib_to_ours_server() {
+    let _serial = serial();
+    let seed = 13;
+    let ep = endpoint(localhost(), Config::default());
+    let listener = ep.listen(8).expect("listen");
+    let mut client = Peer::spawn(
+        "stream_client",
+        &args(&[("connect", s(ep.local_addr())), ("bytes", s(BIG)), ("seed", s(seed))]),
+        PEER_LIMIT,
+    );
+    let (mut stream, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept UDT4");
+    let start = Instant::now();
+    read_all_checked(&mut stream, seed, BIG);
+    let elapsed = start.elapsed();
+    let r = client.expect_line("RESULT", PEER_LIMIT);
+    assert_eq!(r.num("err"), 0, "{}", r.line);
+    assert_eq!(r.num("close"), 0, "{}", r.line);
+    client.expect_success(Duration::from_secs(10));
+    eprintln!("UDT4 client -> ours: 256 MiB in {elapsed:?} ({:.0} Mbit/s)", mbit_per_s(BIG, elapsed));
+}
+
+#[test]
+fn stream_ours_server_sends_256mib_to_udt4_client() {
+    let _serial = serial();
+    let seed = 14;
+    let ep = endpoint(localhost(), Config::default());
+    let listener = ep.listen(8).expect("listen");
+    let mut client = Peer::spawn(
+        "stream_client",
+        &args(&[("connect", s(ep.local_addr())), ("mode", s("recv")), ("expect", s(BIG)), ("seed", s(seed))]),
+        PEER_LIMIT,
+    );
+    let (mut stream, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept UDT4");
+    let start = Instant::now();
+    write_pattern(&mut stream, seed, BIG).expect("write 256 MiB");
+    stream.close().expect("orderly close");
+    let elapsed = start.elapsed();
+    let r = client.expect_line("RESULT", PEER_LIMIT);
+    assert_stream_result(&r, BIG, seed);
+    client.expect_success(Duration::from_secs(10));
+    eprintln!("ours server -> UDT4 client: 256 MiB in {elapsed:?} ({:.0} Mbit/s)", mbit_per_s(BIG, elapsed));
+}
+
+// ---------------------------------------------------------------------------
+// Message mode: boundaries and the in-order flag, both ways.
+
+const MSG_MIN: usize = 1;
+const MSG_MAX: usize = 16_000;
+
+/// Sends `count` messages of stream `seed` on our socket.
+fn send_messages(sock: &UdtMessageSocket, seed: u64, count: u64, min: usize, max: usize, in_order: bool) {
+    let mut msg = Vec::new();
+    for i in 0..count {
+        build_message(seed, i, min, max, &mut msg);
+        sock.send_msg(&msg, None, in_order)
+            .unwrap_or_else(|e| panic!("send_msg {i}: {e}"));
+    }
+}
+
+/// Receives `count` messages of stream `seed` on our socket and checks
+/// boundaries, content and (for in-order streams) order.
+fn recv_messages(sock: &UdtMessageSocket, seed: u64, count: u64, min: usize, max: usize, in_order: bool) {
+    sock.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut checker = MessageChecker::new(seed, count as usize, min, max);
+    let mut buf = Vec::new();
+    while checker.tally.msgs < count {
+        match sock.recv_msg_into(&mut buf) {
+            Ok(Some(_)) => checker.record(&buf),
+            Ok(None) => break,
+            Err(e) => panic!("recv_msg after {:?}: {e}", checker.tally),
+        }
+    }
+    assert!(checker.is_complete(), "messages: {:?}", checker.tally);
+    if in_order {
+        assert_eq!(checker.tally.out_of_order, 0, "in-order flag not honoured: {:?}", checker.tally);
+    }
+}
+
+/// Asserts a UDT4 message receiver's RESULT.
+fn assert_message_result(r: &Fields, count: u64, in_order: bool) {
+    assert_eq!(r.num("distinct") as u64, count, "{}", r.line);
+    assert_eq!(r.num("bad"), 0, "UDT4 saw a broken message boundary or content: {}", r.line);
+    assert_eq!(r.num("dups"), 0, "{}", r.line);
+    if in_order {
+        assert_eq!(r.num("out_of_order"), 0, "in-order flag not honoured: {}", r.line);
+    }
+}
+
+fn message_args(bind_or_connect: (&str, String), mode: &str, seed: u64, count: u64, min: usize, max: usize, in_order: bool) -> Vec<String> {
+    args(&[
+        bind_or_connect,
+        ("mode", s(mode)),
+        ("seed", s(seed)),
+        ("count", s(count)),
+        ("min", s(min)),
+        ("max", s(max)),
+        ("inorder", s(u8::from(in_order))),
+    ])
+}
+
+/// Our message client sends to a UDT4 message server (directly or through
+/// `via`); returns when UDT4 confirmed every message.
+fn messages_ours_to_udt4(seed: u64, count: u64, min: usize, max: usize, in_order: bool, path: Option<Impairment>) {
+    let lossy_path = path.is_some();
+    let mut server = Peer::spawn(
+        "msg_server",
+        &message_args(("bind", s("127.0.0.1:0")), "recv", seed, count, min, max, in_order),
+        PEER_LIMIT,
+    );
+    let addr = server.ready_addr();
+    let relay = path.map(|p| start_relay(addr, p, seed));
+    let target = relay.as_ref().map_or(addr, Relay::local_addr);
+    let ep = endpoint(localhost(), Config::default());
+    let sock = ep.connect_messages(target).expect("connect_messages to UDT4");
+    send_messages(&sock, seed, count, min, max, in_order);
+    if lossy_path {
+        expect_closed_on_lossy_path(sock.close());
+    } else {
+        sock.close().expect("orderly close after the messages");
+    }
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    assert_message_result(&r, count, in_order);
+    server.expect_success(Duration::from_secs(10));
+    report_relay(relay);
+}
+
+/// A UDT4 message client sends to our message listener (directly or
+/// through `path`).
+fn messages_udt4_to_ours(seed: u64, count: u64, min: usize, max: usize, in_order: bool, path: Option<Impairment>) {
+    let ep = endpoint(localhost(), Config::default());
+    let listener = ep.listen_messages(4).expect("listen_messages");
+    let relay = path.map(|p| start_relay(ep.local_addr(), p, seed));
+    let target = relay.as_ref().map_or(ep.local_addr(), Relay::local_addr);
+    let mut client = Peer::spawn(
+        "msg_client",
+        &message_args(("connect", s(target)), "send", seed, count, min, max, in_order),
+        PEER_LIMIT,
+    );
+    let (sock, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept UDT4");
+    recv_messages(&sock, seed, count, min, max, in_order);
+    let r = client.expect_line("RESULT", PEER_LIMIT);
+    assert_eq!(r.num("err"), 0, "{}", r.line);
+    assert_eq!(r.num("msgs") as u64, count, "{}", r.line);
+    client.expect_success(Duration::from_secs(10));
+    report_relay(relay);
+}
+
+#[test]
+fn messages_ours_to_udt4_in_order() {
+    let _serial = serial();
+    messages_ours_to_udt4(21, 2000, MSG_MIN, MSG_MAX, true, None);
+}
+
+#[test]
+fn messages_ours_to_udt4_out_of_order_allowed() {
+    let _serial = serial();
+    messages_ours_to_udt4(22, 2000, MSG_MIN, MSG_MAX, false, None);
+}
+
+#[test]
+fn messages_udt4_to_ours_in_order() {
+    let _serial = serial();
+    messages_udt4_to_ours(23, 2000, MSG_MIN, MSG_MAX, true, None);
+}
+
+#[test]
+fn messages_udt4_to_ours_out_of_order_allowed() {
+    let _serial = serial();
+    messages_udt4_to_ours(24, 2000, MSG_MIN, MSG_MAX, false, None);
+}
+
+// ---------------------------------------------------------------------------
+// Rendezvous.
+
+/// Rendezvous between our endpoint and a UDT4 peer (directly, or through a
+/// relay when `path` is given), then both send and receive at once.
+fn rendezvous_with_udt4(ours_to_udt4: u64, udt4_to_ours: u64, path: Option<Impairment>) {
+    let (seed_ours, seed_udt4) = (31, 32);
+    let ep = endpoint(localhost(), Config::default());
+    let udt4_addr = free_port([127, 0, 0, 1]);
+    // Through a relay, UDT4 aims at the relay's front and we aim at the
+    // relay's fixed upstream-facing address.
+    let (relay, udt4_target, our_target) = match path {
+        Some(p) => {
+            let fixed = free_port([127, 0, 0, 1]);
+            let relay = Relay::start(RelayConfig {
+                upstream_bind: Some(fixed),
+                seed: 33,
+                ..RelayConfig::new(ep.local_addr()).with_both(p)
+            })
+            .expect("start the relay");
+            let front = relay.local_addr();
+            (Some(relay), front, fixed)
+        }
+        None => (None, ep.local_addr(), udt4_addr),
+    };
+    let mut peer = Peer::spawn(
+        "rendezvous",
+        &args(&[
+            ("bind", s(udt4_addr)),
+            ("peer", s(udt4_target)),
+            ("bytes", s(udt4_to_ours)),
+            ("expect", s(ours_to_udt4)),
+            ("send-seed", s(seed_udt4)),
+            ("recv-seed", s(seed_ours)),
+        ]),
+        PEER_LIMIT,
+    );
+    let mut stream = ep.rendezvous(our_target).expect("rendezvous with UDT4");
+    let c = peer.expect_line("CONNECTED", Duration::from_secs(10));
+    assert_eq!(c.addr("peer"), udt4_target, "{}", c.line);
+    let mut writer = stream.try_clone().expect("clone the stream");
+    let send = thread::spawn(move || write_pattern(&mut writer, seed_ours, ours_to_udt4).expect("write"));
+    let (got, err) = read_pattern(&mut stream, seed_udt4, Some(udt4_to_ours));
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got.bytes, udt4_to_ours);
+    assert_eq!(got.mismatch, None);
+    assert_eq!(got.fnv, pattern_fnv(seed_udt4, udt4_to_ours));
+    send.join().expect("writer thread");
+    let r = peer.expect_line("RESULT", PEER_LIMIT);
+    assert_stream_result(&r, ours_to_udt4, seed_ours);
+    assert_eq!(r.num("send_err"), 0, "{}", r.line);
+    if relay.is_some() {
+        expect_closed_on_lossy_path(stream.close());
+    } else {
+        stream.close().expect("close after the exchange");
+    }
+    peer.expect_success(Duration::from_secs(10));
+    report_relay(relay);
+}
+
+#[test]
+fn rendezvous_ours_with_udt4() {
+    let _serial = serial();
+    rendezvous_with_udt4(16 * MIB, 16 * MIB, None);
+}
+
+// ---------------------------------------------------------------------------
+// Through the impairment relay: 1 % and 5 % loss, 20 ms RTT.
+
+fn lossy(loss: f64) -> Impairment {
+    Impairment {
+        loss: Loss::Random(loss),
+        delay: Duration::from_millis(10),
+        ..Impairment::default()
+    }
+}
+
+fn start_relay(upstream: SocketAddr, path: Impairment, seed: u64) -> Relay {
+    Relay::start(RelayConfig {
+        seed,
+        ..RelayConfig::new(upstream).with_both(path)
+    })
+    .expect("start the relay")
+}
+
+fn report_relay(relay: Option<Relay>) {
+    if let Some(r) = relay {
+        let stats = r.stop();
+        eprintln!("relay: to upstream {}; to client {}", stats.to_upstream, stats.to_client);
+        assert!(stats.to_upstream.dropped_loss + stats.to_client.dropped_loss > 0, "the relay lost nothing");
+    }
+}
+
+/// Our client sends `bytes` through the relay to a UDT4 server.
+fn relay_stream_ours_to_udt4(path: Impairment, bytes: u64, seed: u64) {
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[("bind", s("127.0.0.1:0")), ("expect", s(bytes)), ("seed", s(seed))]),
+        PEER_LIMIT,
+    );
+    let relay = start_relay(server.ready_addr(), path, seed);
+    let ep = endpoint(localhost(), Config::default());
+    let mut stream = ep.connect(relay.local_addr()).expect("connect through the relay");
+    let start = Instant::now();
+    write_pattern(&mut stream, seed, bytes).expect("write");
+    expect_closed_on_lossy_path(stream.close());
+    let elapsed = start.elapsed();
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    assert_stream_result(&r, bytes, seed);
+    server.expect_success(Duration::from_secs(10));
+    eprintln!("ours -> relay -> UDT4: {bytes} B in {elapsed:?} ({:.1} Mbit/s)", mbit_per_s(bytes, elapsed));
+    report_relay(Some(relay));
+}
+
+/// A UDT4 client sends `bytes` through the relay to our listener.
+fn relay_stream_udt4_to_ours(path: Impairment, bytes: u64, seed: u64) {
+    let ep = endpoint(localhost(), Config::default());
+    let listener = ep.listen(4).expect("listen");
+    let relay = start_relay(ep.local_addr(), path, seed);
+    let mut client = Peer::spawn(
+        "stream_client",
+        &args(&[("connect", s(relay.local_addr())), ("bytes", s(bytes)), ("seed", s(seed))]),
+        PEER_LIMIT,
+    );
+    let (mut stream, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept UDT4");
+    let start = Instant::now();
+    let (got, err) = read_pattern(&mut stream, seed, Some(bytes));
+    let elapsed = start.elapsed();
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(got.bytes, bytes);
+    assert_eq!(got.mismatch, None);
+    assert_eq!(got.fnv, pattern_fnv(seed, bytes));
+    let r = client.expect_line("RESULT", PEER_LIMIT);
+    assert_eq!(r.num("err"), 0, "UDT4 broke the connection: {}", r.line);
+    assert_eq!(r.num("close"), 0, "{}", r.line);
+    client.expect_success(Duration::from_secs(10));
+    eprintln!("UDT4 -> relay -> ours: {bytes} B in {elapsed:?} ({:.1} Mbit/s)", mbit_per_s(bytes, elapsed));
+    report_relay(Some(relay));
+}
+
+#[test]
+fn relay_1pct_stream_ours_to_udt4() {
+    let _serial = serial();
+    relay_stream_ours_to_udt4(lossy(0.01), 8 * MIB, 41);
+}
+
+#[test]
+fn relay_1pct_stream_udt4_to_ours() {
+    let _serial = serial();
+    relay_stream_udt4_to_ours(lossy(0.01), 8 * MIB, 42);
+}
+
+#[test]
+fn relay_5pct_stream_ours_to_udt4() {
+    let _serial = serial();
+    relay_stream_ours_to_udt4(lossy(0.05), 2 * MIB, 43);
+}
+
+#[test]
+fn relay_5pct_stream_udt4_to_ours() {
+    let _serial = serial();
+    relay_stream_udt4_to_ours(lossy(0.05), 2 * MIB, 44);
+}
+
+#[test]
+fn relay_1pct_messages_in_order_both_ways() {
+    let _serial = serial();
+    messages_ours_to_udt4(45, 400, 8, 8000, true, Some(lossy(0.01)));
+    messages_udt4_to_ours(46, 400, 8, 8000, true, Some(lossy(0.01)));
+}
+
+#[test]
+fn relay_5pct_messages_in_order_both_ways() {
+    let _serial = serial();
+    messages_ours_to_udt4(47, 200, 8, 8000, true, Some(lossy(0.05)));
+    messages_udt4_to_ours(48, 200, 8, 8000, true, Some(lossy(0.05)));
+}
+
+#[test]
+fn relay_1pct_rendezvous() {
+    let _serial = serial();
+    rendezvous_with_udt4(2 * MIB, 2 * MIB, Some(lossy(0.01)));
+}
+
+#[test]
+fn relay_5pct_rendezvous() {
+    let _serial = serial();
+    rendezvous_with_udt4(MIB / 2, MIB / 2, Some(lossy(0.05)));
+}
+
+/// Reordering, duplication and bursty loss on both paths: UDT4 as sender
+/// checks every ACK and NAK we send (an ACK beyond what it sent, or a NAK
+/// of something it never sent, breaks its connection: udt4-protocol.md
+/// §6.3, §6.5). Both transfers must end without UDT4 breaking.
+#[test]
+fn udt4_never_breaks_on_our_acks_and_naks_under_reordering() {
+    let _serial = serial();
+    let rough = Impairment {
+        loss: Loss::bursty(0.02, 3.0),
+        delay: Duration::from_millis(5),
+        jitter: Duration::from_millis(1),
+        duplicate: 0.02,
+        ..Impairment::default()
+    };
+    relay_stream_udt4_to_ours(rough.clone(), MIB, 51);
+    relay_stream_ours_to_udt4(rough.clone(), MIB, 52);
+    messages_udt4_to_ours(53, 200, 8, 8000, false, Some(rough));
+}
+
+// ---------------------------------------------------------------------------
+// Many clients on one port.
+
+/// 20 UDT4 client processes and 20 of our clients connect to one of our
+/// listeners at once; every stream arrives intact.
+#[test]
+fn twenty_udt4_and_twenty_ours_clients_on_one_listener_port() {
+    let _serial = serial();
+    const EACH: usize = 20;
+    let bytes = 2 * MIB;
+    let (seed_udt4, seed_ours) = (61u64, 62u64);
+    let server = endpoint(localhost(), Config::default());
+    let listener = server.listen(64).expect("listen");
+    let addr = server.local_addr();
+    let mut peers: Vec<Peer> = (0..EACH)
+        .map(|_| {
+            Peer::spawn(
+                "stream_client",
+                &args(&[("connect", s(addr)), ("bytes", s(bytes)), ("seed", s(seed_udt4))]),
+                PEER_LIMIT,
+            )
+        })
+        .collect();
+    let ours: Vec<_> = (0..EACH)
+        .map(|_| {
+            thread::spawn(move || {
+                let ep = endpoint(localhost(), Config::default());
+                let mut stream = ep.connect(addr).expect("our client connects");
+                write_pattern(&mut stream, seed_ours, bytes).expect("our client writes");
+                stream.close().expect("our client closes");
+            })
+        })
+        .collect();
+    let mut readers = Vec::new();
+    for _ in 0..2 * EACH {
+        let (mut stream, from) = listener.accept_timeout(Duration::from_secs(20)).expect("accept");
+        readers.push(thread::spawn(move || {
+            stream.set_read_timeout(Some(Duration::from_secs(60)));
+            // Exactly the bytes sent, not "until the end": a shutdown lost
+            // in a full socket buffer (UDT4 sends it once) would turn the
+            // end of stream into an idle timeout; closing is tested apart.
+            let (got, err) = read_pattern(&mut stream, 0, Some(bytes));
+            assert!(err.is_none(), "stream from {from}: {err:?} after {got:?}; {:?}", stream.stats());
+            (from, got.bytes, got.fnv)
+        }));
+    }
+    let (udt4_fnv, ours_fnv) = (pattern_fnv(seed_udt4, bytes), pattern_fnv(seed_ours, bytes));
+    let mut counts = (0, 0);
+    for r in readers {
+        let (from, got, fnv) = r.join().expect("reader thread");
+        assert_eq!(got, bytes, "stream from {from}");
+        if fnv == udt4_fnv {
+            counts.0 += 1;
+        } else if fnv == ours_fnv {
+            counts.1 += 1;
+        } else {
+            panic!("stream from {from} is corrupted");
+        }
+    }
+    assert_eq!(counts, (EACH, EACH));
+    for t in ours {
+        t.join().expect("our client thread");
+    }
+    for p in &mut peers {
+        let r = p.expect_line("RESULT", PEER_LIMIT);
+        assert_eq!(r.num("err"), 0, "{}", r.line);
+        assert_eq!(r.num("close"), 0, "{}", r.line);
+        p.expect_success(Duration::from_secs(10));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Orderly close, killed peers.
+
+/// A UDT4 client sends and closes at once (its close lingers until we
+/// acknowledged); we read every byte and then a clean end of stream.
+#[test]
+fn orderly_close_by_udt4_loses_nothing() {
+    let _serial = serial();
+    let ep = endpoint(localhost(), Config::default());
+    let listener = ep.listen(4).expect("listen");
+    for (i, bytes) in [1u64, 1000, 3 * MIB + 17].into_iter().enumerate() {
+        let seed = 70 + i as u64;
+        let mut client = Peer::spawn(
+            "stream_client",
+            &args(&[("connect", s(ep.local_addr())), ("bytes", s(bytes)), ("seed", s(seed))]),
+            PEER_LIMIT,
+        );
+        let (mut stream, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept");
+        read_all_checked(&mut stream, seed, bytes);
+        let r = client.expect_line("RESULT", PEER_LIMIT);
+        assert_eq!(r.num("close"), 0, "{}", r.line);
+        client.expect_success(Duration::from_secs(10));
+    }
+}
+
+/// We send and close at once; UDT4 receives every byte before it sees the
+/// connection end.
+#[test]
+fn orderly_close_by_ours_loses_nothing() {
+    let _serial = serial();
+    for (i, bytes) in [1u64, 1000, 3 * MIB + 17].into_iter().enumerate() {
+        let seed = 75 + i as u64;
+        // No --expect: UDT4 reads until the connection ends.
+        let mut server = Peer::spawn(
+            "stream_server",
+            &args(&[("bind", s("127.0.0.1:0")), ("seed", s(seed))]),
+            PEER_LIMIT,
+        );
+        let ep = endpoint(localhost(), Config::default());
+        let mut stream = ep.connect(server.ready_addr()).expect("connect");
+        write_pattern(&mut stream, seed, bytes).expect("write");
+        stream.close().expect("close returns once UDT4 acknowledged everything");
+        let r = server.expect_line("RESULT", PEER_LIMIT);
+        assert_stream_result(&r, bytes, seed);
+        // 2001 = ECONNLOST: how UDT4's recv reports the peer's close.
+        assert_eq!(r.num("err"), 2001, "{}", r.line);
+        server.expect_success(Duration::from_secs(10));
+    }
+}
+
+fn short_idle() -> Config {
+    Config {
+        peer_idle_timeout: Duration::from_secs(3),
+        ..Config::default()
+    }
+}
+
+/// A UDT4 sender killed mid-transfer: our reader fails (not a clean end of
+/// stream) within our idle timeout.
+#[test]
+fn killed_udt4_sender_is_detected_within_idle_timeout() {
+    let _serial = serial();
+    let config = short_idle();
+    let idle = config.peer_idle_timeout;
+    let ep = endpoint(localhost(), config);
+    let listener = ep.listen(4).expect("listen");
+    let mut client = Peer::spawn(
+        "stream_client",
+        &args(&[("connect", s(ep.local_addr())), ("bytes", s(-1)), ("seed", s(80))]),
+        PEER_LIMIT,
+    );
+    let (mut stream, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept");
+    let (got, err) = read_pattern(&mut stream, 80, Some(4 * MIB));
+    assert!(err.is_none() && got.mismatch.is_none());
+    client.kill();
+    let killed = Instant::now();
+    stream.set_read_timeout(Some(idle * 4));
+    let mut buf = vec![0u8; 1 << 16];
+    let err = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => panic!("a killed peer must not look like an orderly close"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    let detected = killed.elapsed();
+    eprintln!("killed UDT4 sender detected after {detected:?}: {err}");
+    assert_ne!(err.kind(), std::io::ErrorKind::WouldBlock);
+    assert!(detected <= idle + Duration::from_millis(1500), "{detected:?}");
+}
+
+/// A UDT4 receiver killed mid-transfer: our writer fails within our idle
+/// timeout (its buffer fills, then the silence ends the connection).
+#[test]
+fn killed_udt4_receiver_is_detected_within_idle_timeout() {
+    let _serial = serial();
+    let config = short_idle();
+    let idle = config.peer_idle_timeout;
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[("bind", s("127.0.0.1:0")), ("seed", s(81))]),
+        PEER_LIMIT,
+    );
+    let ep = endpoint(localhost(), config);
+    let mut stream = ep.connect(server.ready_addr()).expect("connect");
+    write_pattern(&mut stream, 81, 4 * MIB).expect("write before the kill");
+    server.kill();
+    let killed = Instant::now();
+    stream.set_write_timeout(Some(idle * 4));
+    let chunk = vec![0u8; 1 << 16];
+    let err = loop {
+        if let Err(e) = stream.write(&chunk) {
+            break e;
+        }
+    };
+    let detected = killed.elapsed();
+    eprintln!("killed UDT4 receiver detected after {detected:?}: {err}");
+    // The write timeout (4 × idle) cannot have fired this early.
+    assert!(detected <= idle + Duration::from_millis(1500), "{detected:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Addresses: the peer-IP field of our handshakes (udt4-protocol.md §3.1).
+
+/// A UDT4 caller's getsockname comes from the peer-IP field of our
+/// listener's response: with bytes in the wrong order it would read
+/// 6.5.4.127 instead of 127.4.5.6.
+#[test]
+fn udt4_caller_getsockname_and_getpeername_are_right() {
+    let _serial = serial();
+    let ep = endpoint(SocketAddr::from(([127, 1, 2, 3], 0)), Config::default());
+    let listener = ep.listen(4).expect("listen");
+    let mut client = Peer::spawn(
+        "stream_client",
+        &args(&[("connect", s(ep.local_addr())), ("bind", s("127.4.5.6:0")), ("bytes", s(1000)), ("seed", s(90))]),
+        PEER_LIMIT,
+    );
+    let c = client.expect_line("CONNECTED", Duration::from_secs(10));
+    let (mut stream, from) = listener.accept_timeout(Duration::from_secs(10)).expect("accept");
+    let sock = c.addr("sock");
+    assert_eq!(sock.ip().to_string(), "127.4.5.6", "UDT4 getsockname: {}", c.line);
+    assert_eq!(c.addr("peer"), ep.local_addr(), "UDT4 getpeername: {}", c.line);
+    assert_eq!(from, sock, "our accept() address");
+    assert_eq!(stream.peer_addr(), sock);
+    read_all_checked(&mut stream, 90, 1000);
+    client.expect_success(Duration::from_secs(10));
+}
+
+/// A UDT4 listener's accepted socket: getsockname from the peer-IP field
+/// of our request, getpeername our real address.
+#[test]
+fn udt4_listener_getsockname_and_getpeername_are_right() {
+    let _serial = serial();
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[("bind", s("127.4.5.6:0")), ("expect", s(1000)), ("seed", s(91))]),
+        PEER_LIMIT,
+    );
+    let addr = server.ready_addr();
+    let ep = endpoint(SocketAddr::from(([127, 1, 2, 3], 0)), Config::default());
+    let mut stream = ep.connect(addr).expect("connect");
+    write_pattern(&mut stream, 91, 1000).expect("write");
+    stream.close().expect("close");
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    assert_eq!(r.addr("sock"), addr, "UDT4 getsockname on the accepted socket: {}", r.line);
+    assert_eq!(r.addr("peer"), ep.local_addr(), "UDT4 getpeername: {}", r.line);
+    server.expect_success(Duration::from_secs(10));
+}
