@@ -559,6 +559,12 @@ fn twenty_udt4_and_twenty_ours_clients_on_one_listener_port() {
             // end of stream into an idle timeout; closing is tested apart.
             let (got, err) = read_pattern(&mut stream, 0, Some(bytes));
             assert!(err.is_none(), "stream from {from}: {err:?} after {got:?}; {:?}", stream.stats());
+            // Stay until the client's close completes (its last ACK must
+            // reach it before our side goes away).
+            let mut rest = [0u8; 64];
+            if let Ok(n) = stream.read(&mut rest) {
+                assert_eq!(n, 0, "more data than sent from {from}");
+            }
             (from, got.bytes, got.fnv)
         }));
     }
