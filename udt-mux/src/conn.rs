@@ -76,8 +76,9 @@ impl Pending {
 /// Where a connection is in its life, from the multiplexer's view.
 #[derive(Debug)]
 pub(crate) enum Phase {
-    /// The handshake runs.
-    Connecting(Pending),
+    /// The handshake runs (boxed: a handshake machine is large and the
+    /// phase lasts milliseconds).
+    Connecting(Box<Pending>),
     /// The core connection exists (it may have closed since).
     Established(Box<Connection>),
     /// The handshake failed.
@@ -151,7 +152,9 @@ impl Phase {
             return false;
         };
         *self = match result {
-            Ok(params) => Phase::Established(Box::new(Connection::new(params, config.clone(), now))),
+            Ok(params) => {
+                Phase::Established(Box::new(Connection::new(params, config.clone(), now)))
+            }
             Err(e) => Phase::Failed(e),
         };
         true
@@ -405,7 +408,10 @@ impl ConnShared {
     }
 
     /// Runs `f` on the connection under the lock and settles.
-    pub(crate) fn with_connection<T>(&self, f: impl FnOnce(&mut Connection, Instant) -> T) -> io::Result<T> {
+    pub(crate) fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&mut Connection, Instant) -> T,
+    ) -> io::Result<T> {
         let mut g = self.inner.lock();
         if g.aborted {
             return Err(error::aborted());

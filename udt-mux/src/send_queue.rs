@@ -35,10 +35,7 @@ pub(crate) struct SendThread {
 
 impl SendThread {
     pub(crate) fn new(mux: Arc<MuxShared>, rx: Receiver<SendCmd>) -> SendThread {
-        let batch = SendBatch::new(
-            mux.options.effective_batch(),
-            mux.config.mss as usize,
-        );
+        let batch = SendBatch::new(mux.options.effective_batch(), mux.config.mss as usize);
         let precise = mux.options.precise_wait;
         SendThread {
             mux,

@@ -101,10 +101,16 @@ fn connect_to_a_port_without_listener_times_out_clearly() {
     let err = client.connect(silent.local_addr().unwrap()).unwrap_err();
     let took = start.elapsed();
     assert!(matches!(err, ConnectError::TimedOut { .. }), "{err:?}");
-    assert!(took >= Duration::from_millis(800), "gave up early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(800),
+        "gave up early: {took:?}"
+    );
     assert!(took < Duration::from_millis(2000), "gave up late: {took:?}");
     let text = err.to_string();
-    assert!(text.contains(&silent.local_addr().unwrap().to_string()), "{text}");
+    assert!(
+        text.contains(&silent.local_addr().unwrap().to_string()),
+        "{text}"
+    );
     let io: io::Error = err.into();
     assert_eq!(io.kind(), io::ErrorKind::TimedOut);
     // The caller sent its request every 250 ms (UDT4 cadence): 4 in 800 ms.
@@ -125,7 +131,10 @@ fn listener_with_full_backlog_rejects() {
     let client = bind(config());
     let _first = client.connect(server.local_addr()).unwrap();
     let second = client.connect(server.local_addr()).unwrap_err();
-    assert!(matches!(second, ConnectError::Rejected { .. }), "{second:?}");
+    assert!(
+        matches!(second, ConnectError::Rejected { .. }),
+        "{second:?}"
+    );
     assert_eq!(server.stats().handshakes_rejected, 1);
 }
 
