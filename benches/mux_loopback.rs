@@ -103,9 +103,18 @@ fn bench_throughput(total: u64) {
 
     // UDT through two endpoints.
     let config = Config::default();
-    let server_ep = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config.clone()).unwrap();
+    let options = EndpointConfig {
+        precise_wait: Duration::from_micros(env("UDT_BENCH_PRECISE_US", 50)),
+        ..EndpointConfig::default()
+    };
+    let server_ep = Endpoint::bind_with(
+        "127.0.0.1:0".parse().unwrap(),
+        config.clone(),
+        options.clone(),
+    )
+    .unwrap();
     let listener = server_ep.listen(1).unwrap();
-    let client_ep = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let client_ep = Endpoint::bind_with("127.0.0.1:0".parse().unwrap(), config, options).unwrap();
     let client = client_ep.connect(server_ep.local_addr()).unwrap();
     let (server, _) = listener.accept().unwrap();
     let cpu0 = cpu_time();
