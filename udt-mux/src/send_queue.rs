@@ -211,6 +211,11 @@ impl SendThread {
     }
 
     fn flush(&mut self) {
+        if self.mux.is_aborted() {
+            // Aborted: nothing more leaves, as if the process had died.
+            let _ = self.batch.discard();
+            return;
+        }
         if !self.batch.is_empty() {
             let f = self.batch.flush(&self.mux.port, true);
             self.mux.counters.on_flush(f);
