@@ -473,8 +473,8 @@ mod tests {
             Some("127.0.0.1:2".parse().unwrap())
         );
         assert_eq!(
-            same_family(v6, "10.0.0.1:5".parse().unwrap()),
-            Some("[::ffff:10.0.0.1]:5".parse().unwrap())
+            same_family(v6, "192.0.2.1:5".parse().unwrap()),
+            Some("[::ffff:192.0.2.1]:5".parse().unwrap())
         );
     }
 }
