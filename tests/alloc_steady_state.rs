@@ -47,14 +47,29 @@ fn steady_state_transfer_does_not_allocate_per_packet() {
         let mut p = Pair::new(77, l.clone(), l, Config::default());
         let (a, b) = p.connect();
         // Warm-up: buffers, pools, heaps and loss lists reach their working size.
-        stream_bytes(&mut p.sim, (p.a, a), (p.b, b), 32 << 20, Duration::from_secs(600));
+        stream_bytes(
+            &mut p.sim,
+            (p.a, a),
+            (p.b, b),
+            32 << 20,
+            Duration::from_secs(600),
+        );
         let packets_before = p.sim.node(p.a).connection(a).unwrap().stats().packets_sent;
         let before = ALLOCATIONS.load(Ordering::Relaxed);
-        stream_bytes(&mut p.sim, (p.a, a), (p.b, b), 32 << 20, Duration::from_secs(600));
+        stream_bytes(
+            &mut p.sim,
+            (p.a, a),
+            (p.b, b),
+            32 << 20,
+            Duration::from_secs(600),
+        );
         let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
         let packets = p.sim.node(p.a).connection(a).unwrap().stats().packets_sent - packets_before;
         eprintln!("{name}: {allocations} allocations for {packets} data packets");
-        assert!(packets > 20_000, "{name}: the measured run moved {packets} packets");
+        assert!(
+            packets > 20_000,
+            "{name}: the measured run moved {packets} packets"
+        );
         // The driver allocates its two transfer buffers once per call; the
         // protocol path must add nothing that grows with the packet count.
         assert!(

@@ -76,8 +76,9 @@ impl Pending {
 /// Where a connection is in its life, from the multiplexer's view.
 #[derive(Debug)]
 pub(crate) enum Phase {
-    /// The handshake runs.
-    Connecting(Pending),
+    /// The handshake runs (boxed: a handshake machine is large and the
+    /// phase lasts milliseconds).
+    Connecting(Box<Pending>),
     /// The core connection exists (it may have closed since).
     Established(Box<Connection>),
     /// The handshake failed.
@@ -151,7 +152,9 @@ impl Phase {
             return false;
         };
         *self = match result {
-            Ok(params) => Phase::Established(Box::new(Connection::new(params, config.clone(), now))),
+            Ok(params) => {
+                Phase::Established(Box::new(Connection::new(params, config.clone(), now)))
+            }
             Err(e) => Phase::Failed(e),
         };
         true
@@ -376,7 +379,7 @@ impl ConnShared {
         let deadline = timeout(&g).map(|d| Instant::now() + d);
         let mut last_try = false;
         loop {
-            if g.aborted {
+            if g.aborted || self.mux.is_aborted() {
                 return Err(error::aborted());
             }
             let now = g.clock(Instant::now());
@@ -405,9 +408,12 @@ impl ConnShared {
     }
 
     /// Runs `f` on the connection under the lock and settles.
-    pub(crate) fn with_connection<T>(&self, f: impl FnOnce(&mut Connection, Instant) -> T) -> io::Result<T> {
+    pub(crate) fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&mut Connection, Instant) -> T,
+    ) -> io::Result<T> {
         let mut g = self.inner.lock();
-        if g.aborted {
+        if g.aborted || self.mux.is_aborted() {
             return Err(error::aborted());
         }
         let now = g.clock(Instant::now());
@@ -432,7 +438,9 @@ impl ConnShared {
     pub(crate) fn release_handle(&self) {
         let mut g = self.inner.lock();
         g.handles = g.handles.saturating_sub(1);
-        if g.handles == 0 && !g.aborted {
+        // After an abort nothing is closed in order: the peer must see
+        // silence, as from a killed process.
+        if g.handles == 0 && !g.aborted && !self.mux.is_aborted() {
             let now = g.clock(Instant::now());
             if let Some(c) = g.phase.connection() {
                 c.close(now);

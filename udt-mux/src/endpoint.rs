@@ -83,7 +83,11 @@ impl Endpoint {
     ///
     /// # Errors
     /// As [`bind`](Self::bind).
-    pub fn bind_with(addr: SocketAddr, config: Config, options: EndpointConfig) -> io::Result<Endpoint> {
+    pub fn bind_with(
+        addr: SocketAddr,
+        config: Config,
+        options: EndpointConfig,
+    ) -> io::Result<Endpoint> {
         Ok(Endpoint {
             mux: MuxRef::start(addr, config, options)?,
         })
@@ -150,7 +154,11 @@ impl Endpoint {
     ///
     /// # Errors
     /// As [`connect`](Self::connect).
-    pub fn connect_with(&self, peer: SocketAddr, config: Config) -> Result<UdtStream, ConnectError> {
+    pub fn connect_with(
+        &self,
+        peer: SocketAddr,
+        config: Config,
+    ) -> Result<UdtStream, ConnectError> {
         let conn = self.open(peer, config, SocketType::Stream, Setup::Caller)?;
         Ok(UdtStream::from_conn(conn, self.mux.clone()))
     }
@@ -160,7 +168,12 @@ impl Endpoint {
     /// # Errors
     /// As [`connect`](Self::connect).
     pub fn connect_messages(&self, peer: SocketAddr) -> Result<UdtMessageSocket, ConnectError> {
-        let conn = self.open(peer, self.config().clone(), SocketType::Message, Setup::Caller)?;
+        let conn = self.open(
+            peer,
+            self.config().clone(),
+            SocketType::Message,
+            Setup::Caller,
+        )?;
         Ok(UdtMessageSocket::from_conn(conn, self.mux.clone()))
     }
 
@@ -193,7 +206,12 @@ impl Endpoint {
     /// # }
     /// ```
     pub fn rendezvous(&self, peer: SocketAddr) -> Result<UdtStream, ConnectError> {
-        let conn = self.open(peer, self.config().clone(), SocketType::Stream, Setup::Rendezvous)?;
+        let conn = self.open(
+            peer,
+            self.config().clone(),
+            SocketType::Stream,
+            Setup::Rendezvous,
+        )?;
         Ok(UdtStream::from_conn(conn, self.mux.clone()))
     }
 
@@ -202,7 +220,12 @@ impl Endpoint {
     /// # Errors
     /// As [`rendezvous`](Self::rendezvous).
     pub fn rendezvous_messages(&self, peer: SocketAddr) -> Result<UdtMessageSocket, ConnectError> {
-        let conn = self.open(peer, self.config().clone(), SocketType::Message, Setup::Rendezvous)?;
+        let conn = self.open(
+            peer,
+            self.config().clone(),
+            SocketType::Message,
+            Setup::Rendezvous,
+        )?;
         Ok(UdtMessageSocket::from_conn(conn, self.mux.clone()))
     }
 
@@ -292,7 +315,7 @@ impl Endpoint {
                     rendezvous: setup == Setup::Rendezvous,
                     accept_key: None,
                     config,
-                    phase: Phase::Connecting(pending),
+                    phase: Phase::Connecting(Box::new(pending)),
                     handles: 1,
                     queued_for_accept: false,
                     now,
@@ -311,13 +334,15 @@ impl Endpoint {
             |g, _now| match &g.phase {
                 Phase::Connecting(_) => None,
                 Phase::Established(_) => Some(Ok(Ok(()))),
-                Phase::Failed(e) => Some(Ok(Err(e.clone()))),
+                Phase::Failed(e) => Some(Ok(Err(*e))),
             },
         );
         let result = match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(map_handshake_error(e, peer, timeout)),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => Err(ConnectError::EndpointClosed),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                Err(ConnectError::EndpointClosed)
+            }
             Err(_) => Err(ConnectError::TimedOut {
                 peer,
                 after: timeout,
@@ -336,10 +361,14 @@ impl Endpoint {
 }
 
 /// Names the core's handshake failures in the endpoint's terms.
-fn map_handshake_error(e: handshake::ConnectError, peer: SocketAddr, after: Duration) -> ConnectError {
+fn map_handshake_error(
+    e: handshake::ConnectError,
+    peer: SocketAddr,
+    after: Duration,
+) -> ConnectError {
     match e {
-        handshake::ConnectError::TimedOut { .. } => ConnectError::TimedOut { peer, after },
-        handshake::ConnectError::Rejected { .. } => ConnectError::Rejected { peer },
+        handshake::ConnectError::TimedOut => ConnectError::TimedOut { peer, after },
+        handshake::ConnectError::Rejected => ConnectError::Rejected { peer },
         other => ConnectError::Handshake(other),
     }
 }
@@ -350,7 +379,10 @@ fn map_handshake_error(e: handshake::ConnectError, peer: SocketAddr, after: Dura
 fn same_family(local: SocketAddr, peer: SocketAddr) -> Option<SocketAddr> {
     match (local.ip(), peer.ip()) {
         (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => Some(peer),
-        (IpAddr::V6(_), IpAddr::V4(v4)) => Some(SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), peer.port())),
+        (IpAddr::V6(_), IpAddr::V4(v4)) => Some(SocketAddr::new(
+            IpAddr::V6(v4.to_ipv6_mapped()),
+            peer.port(),
+        )),
         (IpAddr::V4(_), IpAddr::V6(v6)) => v6
             .to_ipv4_mapped()
             .map(|v4| SocketAddr::new(IpAddr::V4(v4), peer.port())),
@@ -360,6 +392,73 @@ fn same_family(local: SocketAddr, peer: SocketAddr) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+
+    /// Waits (bounded) for the threads of a multiplexer to stop.
+    fn stops(mux: &Arc<crate::mux::MuxShared>) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if mux.stopped.load(Ordering::SeqCst) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn threads_stop_once_everything_is_dropped_and_closed() {
+        let config = Config {
+            linger: Some(Duration::from_secs(5)),
+            ..Config::default()
+        };
+        let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config.clone()).unwrap();
+        let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        let listener = server.listen(1).unwrap();
+        let (server_mux, client_mux) = (server.mux.shared().clone(), client.mux.shared().clone());
+        let mut s = client.connect(server.local_addr()).unwrap();
+        let (mut a, _) = listener.accept().unwrap();
+        s.write_all(&[1u8; 100_000]).unwrap();
+        // Drop everything on the client side at once: the data must still
+        // arrive (background linger) and the client's threads stop after.
+        drop(s);
+        drop(client);
+        let mut got = Vec::new();
+        a.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), 100_000);
+        assert!(stops(&client_mux), "client threads still running");
+        assert!(!server_mux.stopped.load(Ordering::SeqCst));
+        drop(a);
+        drop(listener);
+        drop(server);
+        assert!(stops(&server_mux), "server threads still running");
+        assert_eq!(server_mux.registry.lock().live(), 0);
+    }
+
+    #[test]
+    fn abort_fails_every_handle_and_stops_the_threads() {
+        let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+        let listener = server.listen(1).unwrap();
+        let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+        let mut s = client.connect(server.local_addr()).unwrap();
+        let _accepted = listener.accept().unwrap();
+        let mux = server.mux.shared().clone();
+        server.abort();
+        assert!(stops(&mux));
+        assert!(server.is_aborted());
+        assert!(matches!(server.listen(1), Err(ListenError::EndpointClosed)));
+        assert!(matches!(
+            server.connect(client.local_addr()),
+            Err(ConnectError::EndpointClosed)
+        ));
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            io::ErrorKind::ConnectionAborted
+        );
+        // The other side is unaffected until its idle timeout.
+        s.write_all(b"still fine").unwrap();
+    }
 
     #[test]
     fn address_families() {
@@ -369,10 +468,13 @@ mod tests {
         assert_eq!(same_family(v4, v4), Some(v4));
         assert_eq!(same_family(v6, v6), Some(v6));
         assert_eq!(same_family(v4, v6), None);
-        assert_eq!(same_family(v4, mapped), Some("127.0.0.1:2".parse().unwrap()));
         assert_eq!(
-            same_family(v6, "10.0.0.1:5".parse().unwrap()),
-            Some("[::ffff:10.0.0.1]:5".parse().unwrap())
+            same_family(v4, mapped),
+            Some("127.0.0.1:2".parse().unwrap())
+        );
+        assert_eq!(
+            same_family(v6, "192.0.2.1:5".parse().unwrap()),
+            Some("[::ffff:192.0.2.1]:5".parse().unwrap())
         );
     }
 }

@@ -52,7 +52,12 @@
 //! sends and receives in batches with `sendmmsg`/`recvmmsg`; other Unix
 //! systems use one system call per datagram.
 
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 #[cfg(not(unix))]
 compile_error!("udt-mux supports Unix systems only");

@@ -98,7 +98,9 @@ impl ListenerShared {
             match deadline {
                 Some(d) => {
                     if self.cond.wait_until(&mut q, d).timed_out() && q.ready.is_empty() {
-                        return Err(error::timed_out("no connection arrived before the accept timeout"));
+                        return Err(error::timed_out(
+                            "no connection arrived before the accept timeout",
+                        ));
                     }
                 }
                 None => self.cond.wait(&mut q),
@@ -271,7 +273,10 @@ impl UdtMessageListener {
     /// As [`UdtListener::accept`].
     pub fn accept(&self) -> io::Result<(UdtMessageSocket, SocketAddr)> {
         let (conn, peer) = self.core.accept(None)?;
-        Ok((UdtMessageSocket::from_conn(conn, self.core.mux.clone()), peer))
+        Ok((
+            UdtMessageSocket::from_conn(conn, self.core.mux.clone()),
+            peer,
+        ))
     }
 
     /// Like [`accept`](Self::accept), giving up after `timeout`.
@@ -280,7 +285,10 @@ impl UdtMessageListener {
     /// As [`UdtListener::accept_timeout`].
     pub fn accept_timeout(&self, timeout: Duration) -> io::Result<(UdtMessageSocket, SocketAddr)> {
         let (conn, peer) = self.core.accept(Some(timeout))?;
-        Ok((UdtMessageSocket::from_conn(conn, self.core.mux.clone()), peer))
+        Ok((
+            UdtMessageSocket::from_conn(conn, self.core.mux.clone()),
+            peer,
+        ))
     }
 
     /// Makes `accept` return `WouldBlock` instead of waiting.

@@ -212,7 +212,11 @@ impl MuxRef {
     /// # Errors
     /// Socket errors from binding, or failure to create the poller or the
     /// threads.
-    pub(crate) fn start(addr: SocketAddr, config: Config, options: EndpointConfig) -> io::Result<MuxRef> {
+    pub(crate) fn start(
+        addr: SocketAddr,
+        config: Config,
+        options: EndpointConfig,
+    ) -> io::Result<MuxRef> {
         let port = UdpPort::bind(addr, &options)?;
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), crate::recv_queue::WAKER)?;

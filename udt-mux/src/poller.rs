@@ -277,10 +277,18 @@ impl Poller {
     ///
     /// # Errors
     /// `NotConnected` when the source is already gone.
-    pub fn register(&self, source: &impl Pollable, token: Token, interest: Interest) -> io::Result<()> {
+    pub fn register(
+        &self,
+        source: &impl Pollable,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
         let source = source.source();
         if !source.add_watcher(&self.shared, token.0) {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "the source is gone"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the source is gone",
+            ));
         }
         let old = {
             let mut st = self.shared.state.lock();
@@ -314,7 +322,10 @@ impl Poller {
         {
             let mut st = self.shared.state.lock();
             let Some(r) = st.regs.get_mut(&token.0) else {
-                return Err(io::Error::new(io::ErrorKind::NotFound, "token not registered"));
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "token not registered",
+                ));
             };
             r.interest = interest;
             let queue = !r.queued;
@@ -338,7 +349,10 @@ impl Poller {
                 r.source.remove_watcher(&self.shared);
                 Ok(())
             }
-            None => Err(io::Error::new(io::ErrorKind::NotFound, "token not registered")),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "token not registered",
+            )),
         }
     }
 
@@ -358,7 +372,11 @@ impl Poller {
     ///
     /// # Errors
     /// None at present; the `Result` leaves room for OS-level failures.
-    pub fn wait(&self, events: &mut Vec<PollEvent>, timeout: Option<Duration>) -> io::Result<usize> {
+    pub fn wait(
+        &self,
+        events: &mut Vec<PollEvent>,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
         events.clear();
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut candidates: Vec<(usize, Source, Interest)> = Vec::new();
@@ -371,7 +389,9 @@ impl Poller {
                     }
                     match deadline {
                         Some(d) => {
-                            if self.shared.cond.wait_until(&mut st, d).timed_out() && st.ready.is_empty() {
+                            if self.shared.cond.wait_until(&mut st, d).timed_out()
+                                && st.ready.is_empty()
+                            {
                                 return Ok(0);
                             }
                         }
@@ -431,7 +451,14 @@ impl Poller {
 
 impl Drop for Poller {
     fn drop(&mut self) {
-        let regs: Vec<Registration> = self.shared.state.lock().regs.drain().map(|(_, r)| r).collect();
+        let regs: Vec<Registration> = self
+            .shared
+            .state
+            .lock()
+            .regs
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
         for r in regs {
             r.source.remove_watcher(&self.shared);
         }

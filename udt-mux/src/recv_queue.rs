@@ -70,7 +70,11 @@ impl RecvThread {
     ///
     /// # Errors
     /// Failure to register with the OS poller.
-    pub(crate) fn new(mux: Arc<MuxShared>, poll: Poll, rx: Receiver<RecvCmd>) -> io::Result<RecvThread> {
+    pub(crate) fn new(
+        mux: Arc<MuxShared>,
+        poll: Poll,
+        rx: Receiver<RecvCmd>,
+    ) -> io::Result<RecvThread> {
         let fd: RawFd = mux.port.raw_fd();
         poll.registry()
             .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
@@ -168,7 +172,10 @@ impl RecvThread {
                     // ICMP errors surfacing on the socket and the like: count
                     // them and keep reading.
                     Counters::add(&counters.recv_errors, 1);
-                    log::debug!("receive error on {}: {e}", self.router.mux.port.local_addr());
+                    log::debug!(
+                        "receive error on {}: {e}",
+                        self.router.mux.port.local_addr()
+                    );
                 }
             }
         }
@@ -291,7 +298,10 @@ impl Router {
             return ListenerAction::Done;
         };
         self.scratch.clear();
-        match entry.machine.handle_datagram(now, from, data, &mut self.scratch) {
+        match entry
+            .machine
+            .handle_datagram(now, from, data, &mut self.scratch)
+        {
             ListenerOutput::Nothing => ListenerAction::Done,
             ListenerOutput::Reply => {
                 self.out.push_copy(from, &self.scratch);
@@ -406,7 +416,11 @@ impl Router {
                         }
                     }
                     Phase::Failed(e) => {
-                        log::debug!("{} handshake with {} failed: {e}", conn.socket_id, conn.peer);
+                        log::debug!(
+                            "{} handshake with {} failed: {e}",
+                            conn.socket_id,
+                            conn.peer
+                        );
                     }
                     Phase::Connecting(_) => {}
                 }
@@ -449,7 +463,10 @@ impl Router {
     fn run_wake(&mut self, conn: &Arc<ConnShared>, mut wake: crate::conn::Wake) {
         if wake.notify {
             wake.notify = false;
-            if !conn.notify_deferred.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            if !conn
+                .notify_deferred
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
                 self.deferred.push(conn.clone());
             }
         }
@@ -520,6 +537,9 @@ impl Router {
     }
 
     fn flush(&mut self) {
+        if self.mux.is_aborted() {
+            self.out.discard();
+        }
         if !self.out.is_empty() {
             // Never block the receive thread on a full send buffer: a
             // dropped control packet is recovered by the protocol.

@@ -217,7 +217,14 @@ impl Registry {
     }
 
     /// Remembers a finished connection for `lifetime`.
-    pub(crate) fn bury(&mut self, id: SocketId, peer: SocketAddr, peer_id: SocketId, now: Instant, lifetime: Duration) {
+    pub(crate) fn bury(
+        &mut self,
+        id: SocketId,
+        peer: SocketAddr,
+        peer_id: SocketId,
+        now: Instant,
+        lifetime: Duration,
+    ) {
         self.expire_tombstones(now);
         while self.tombstones.len() >= MAX_TOMBSTONES {
             match self.tombstone_order.pop_front() {
@@ -306,14 +313,27 @@ mod tests {
         let t0 = Instant::now();
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         r.bury(SocketId(5), peer, SocketId(6), t0, Duration::from_secs(1));
-        assert_eq!(r.tombstone(SocketId(5), t0).map(|t| t.peer_id), Some(SocketId(6)));
-        assert!(r.tombstone(SocketId(5), t0 + Duration::from_secs(2)).is_none());
+        assert_eq!(
+            r.tombstone(SocketId(5), t0).map(|t| t.peer_id),
+            Some(SocketId(6))
+        );
+        assert!(r
+            .tombstone(SocketId(5), t0 + Duration::from_secs(2))
+            .is_none());
         for i in 0..(MAX_TOMBSTONES as u32 + 10) {
-            r.bury(SocketId(100 + i), peer, SocketId(1), t0, Duration::from_secs(60));
+            r.bury(
+                SocketId(100 + i),
+                peer,
+                SocketId(1),
+                t0,
+                Duration::from_secs(60),
+            );
         }
         assert!(r.tombstones.len() <= MAX_TOMBSTONES);
         assert!(r.tombstone(SocketId(100), t0).is_none(), "oldest evicted");
-        assert!(r.tombstone(SocketId(100 + MAX_TOMBSTONES as u32), t0).is_some());
+        assert!(r
+            .tombstone(SocketId(100 + MAX_TOMBSTONES as u32), t0)
+            .is_some());
     }
 
     #[test]

@@ -251,7 +251,10 @@ impl UdtStream {
 }
 
 pub(crate) fn not_connected() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "the connection is not established")
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the connection is not established",
+    )
 }
 
 impl Read for UdtStream {

@@ -58,14 +58,24 @@ impl UdpPort {
         let local = socket
             .local_addr()?
             .as_socket()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::Other, "bound to a non-IP address"))?;
+            .ok_or_else(|| io::Error::other("bound to a non-IP address"))?;
         let send_buffer = socket.send_buffer_size().unwrap_or(0);
         let recv_buffer = socket.recv_buffer_size().unwrap_or(0);
         // Linux reports twice the requested size (it counts its own
         // bookkeeping); only a grant below the request is worth a note.
         for (name, asked, got, sysctl) in [
-            ("send", cfg.udp_send_buffer, send_buffer, "net.core.wmem_max"),
-            ("receive", cfg.udp_recv_buffer, recv_buffer, "net.core.rmem_max"),
+            (
+                "send",
+                cfg.udp_send_buffer,
+                send_buffer,
+                "net.core.wmem_max",
+            ),
+            (
+                "receive",
+                cfg.udp_recv_buffer,
+                recv_buffer,
+                "net.core.rmem_max",
+            ),
         ] {
             if let Some(asked) = asked {
                 if got < asked {
@@ -94,7 +104,6 @@ impl UdpPort {
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
-
 }
 
 /// What one flush of a [`SendBatch`] did.
@@ -136,7 +145,9 @@ impl SendBatch {
     pub(crate) fn new(capacity: usize, datagram: usize) -> SendBatch {
         let capacity = capacity.max(1);
         SendBatch {
-            bufs: (0..capacity).map(|_| Vec::with_capacity(datagram)).collect(),
+            bufs: (0..capacity)
+                .map(|_| Vec::with_capacity(datagram))
+                .collect(),
             dests: Vec::with_capacity(capacity),
             len: 0,
             #[cfg(target_os = "linux")]
@@ -182,6 +193,11 @@ impl SendBatch {
         buf.extend_from_slice(datagram);
         self.push(dest);
         true
+    }
+
+    /// Forgets everything queued; returns how many datagrams that was.
+    pub(crate) fn discard(&mut self) -> usize {
+        std::mem::take(&mut self.len)
     }
 
     /// Sends everything queued and empties the batch. `blocking` waits for
@@ -442,11 +458,11 @@ mod linux {
                 continue;
             }
             let sent = rc as usize;
-            for i in start..start + sent {
+            for buf in &bufs[start..(start + sent).min(n)] {
                 out.datagrams += 1;
-                out.bytes += bufs[i].len() as u64;
+                out.bytes += buf.len() as u64;
             }
-            start += sent.max(0);
+            start += sent;
             if sent == 0 {
                 // Nothing went and no error: do not spin.
                 out.errors += 1;
@@ -574,9 +590,8 @@ mod portable {
             };
             // SAFETY: u8 and MaybeUninit<u8> have the same layout, and the
             // kernel only writes initialised bytes.
-            let uninit: &mut [MaybeUninit<u8>] = unsafe {
-                std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast(), chunk.len())
-            };
+            let uninit: &mut [MaybeUninit<u8>] =
+                unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast(), chunk.len()) };
             match port
                 .socket
                 .recv_from_with_flags(uninit, libc::MSG_DONTWAIT | libc::MSG_TRUNC)

@@ -101,10 +101,16 @@ fn connect_to_a_port_without_listener_times_out_clearly() {
     let err = client.connect(silent.local_addr().unwrap()).unwrap_err();
     let took = start.elapsed();
     assert!(matches!(err, ConnectError::TimedOut { .. }), "{err:?}");
-    assert!(took >= Duration::from_millis(800), "gave up early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(800),
+        "gave up early: {took:?}"
+    );
     assert!(took < Duration::from_millis(2000), "gave up late: {took:?}");
     let text = err.to_string();
-    assert!(text.contains(&silent.local_addr().unwrap().to_string()), "{text}");
+    assert!(
+        text.contains(&silent.local_addr().unwrap().to_string()),
+        "{text}"
+    );
     let io: io::Error = err.into();
     assert_eq!(io.kind(), io::ErrorKind::TimedOut);
     // The caller sent its request every 250 ms (UDT4 cadence): 4 in 800 ms.
@@ -125,7 +131,10 @@ fn listener_with_full_backlog_rejects() {
     let client = bind(config());
     let _first = client.connect(server.local_addr()).unwrap();
     let second = client.connect(server.local_addr()).unwrap_err();
-    assert!(matches!(second, ConnectError::Rejected { .. }), "{second:?}");
+    assert!(
+        matches!(second, ConnectError::Rejected { .. }),
+        "{second:?}"
+    );
     assert_eq!(server.stats().handshakes_rejected, 1);
 }
 
@@ -287,4 +296,43 @@ fn ipv6_endpoints_connect() {
     assert_eq!(peer, client.local_addr());
     s.write_all(b"six").unwrap();
     expect_bytes(&mut a, b"six");
+}
+
+#[test]
+fn hostile_datagrams_are_counted_and_dropped() {
+    init();
+    let (server, mut accepted, _client, mut stream) = pair(config());
+    let target = server.local_addr();
+    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rng = udt_core::rng::Rng::new(99);
+    let id = accepted.socket_id().0.to_be_bytes();
+    for i in 0..5000u32 {
+        let len = rng.below(200) as usize;
+        let mut d: Vec<u8> = (0..len).map(|_| rng.next_u32() as u8).collect();
+        match i % 4 {
+            // A live connection's ID from the wrong address.
+            0 if d.len() >= 16 => d[12..16].copy_from_slice(&id),
+            // Handshake-looking garbage for the listener.
+            1 if d.len() >= 16 => {
+                d[0] = 0x80;
+                d[1] = 0;
+                d[12..16].copy_from_slice(&[0; 4]);
+            }
+            _ => {}
+        }
+        attacker.send_to(&d, target).unwrap();
+    }
+    // An oversized datagram (longer than any packet of the connection).
+    let mut big = vec![0u8; 65_000];
+    big[12..16].copy_from_slice(&id);
+    attacker.send_to(&big, target).unwrap();
+    // The connection still works.
+    stream.write_all(&pattern(5, 200_000)).unwrap();
+    expect_bytes(&mut accepted, &pattern(5, 200_000));
+    let s = server.stats();
+    eprintln!("{s:?}");
+    assert!(s.malformed > 0);
+    assert!(s.wrong_source > 0);
+    assert!(s.unknown_destination > 0);
+    assert_eq!(s.connections, 1);
 }

@@ -8,11 +8,15 @@ use std::time::{Duration, Instant};
 
 use common::{bind, config, init, spawn, PatternStream};
 
-static CONNECTIONS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| env("MANY_CONNS", 100));
+static CONNECTIONS: std::sync::LazyLock<usize> =
+    std::sync::LazyLock::new(|| env("MANY_CONNS", 100));
 static BYTES: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| env("MANY_BYTES", 4 << 20));
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Reads `BYTES` and compares them with the pattern of `seed`, chunk by
@@ -24,10 +28,15 @@ fn read_pattern(stream: &mut impl Read, seed: u64) {
     let mut expected = vec![0u8; 64 << 10];
     let mut at = 0;
     while at < total {
-        let n = stream.read(&mut buf[..(total - at).min(64 << 10)]).expect("read");
+        let n = stream
+            .read(&mut buf[..(total - at).min(64 << 10)])
+            .expect("read");
         assert!(n > 0, "stream {seed}: early end of stream at {at}");
         want.fill(&mut expected[..n]);
-        assert!(buf[..n] == expected[..n], "stream {seed}: bytes differ near {at}");
+        assert!(
+            buf[..n] == expected[..n],
+            "stream {seed}: bytes differ near {at}"
+        );
         at += n;
     }
 }
@@ -57,7 +66,9 @@ fn hundred_connections_four_mib_each_way() {
     let server_side = spawn("acceptor".into(), move || {
         let mut workers = Vec::new();
         for _ in 0..(*CONNECTIONS) {
-            let (stream, _) = listener.accept_timeout(Duration::from_secs(20)).expect("accept");
+            let (stream, _) = listener
+                .accept_timeout(Duration::from_secs(20))
+                .expect("accept");
             workers.push(spawn("server-conn".into(), move || {
                 // The client tells us its index first.
                 let mut stream = stream;
@@ -66,7 +77,9 @@ fn hundred_connections_four_mib_each_way() {
                 let i = u64::from_le_bytes(index);
                 let writer = {
                     let mut w = stream.try_clone().unwrap();
-                    spawn("server-writer".into(), move || write_pattern(&mut w, 2 * i + 1))
+                    spawn("server-writer".into(), move || {
+                        write_pattern(&mut w, 2 * i + 1)
+                    })
                 };
                 read_pattern(&mut stream, 2 * i);
                 writer.join().unwrap();

@@ -50,11 +50,15 @@ fn one_thread_serves_hundred_connections() {
     let mut conns: HashMap<usize, Echo> = HashMap::new();
     for _ in 0..CONNECTIONS {
         let (stream, peer) = listener.accept_timeout(Duration::from_secs(10)).unwrap();
-        let i = clients.iter().position(|c| c.local_addr() == peer && c.peer_addr() == server.local_addr());
+        let i = clients
+            .iter()
+            .position(|c| c.local_addr() == peer && c.peer_addr() == server.local_addr());
         assert!(i.is_some());
         stream.set_nonblocking(true);
         let token = conns.len();
-        poller.register(&stream, Token(token), Interest::READABLE).unwrap();
+        poller
+            .register(&stream, Token(token), Interest::READABLE)
+            .unwrap();
         conns.insert(
             token,
             Echo {
@@ -79,7 +83,9 @@ fn one_thread_serves_hundred_connections() {
     let mut writable_events = 0;
     while conns.values().any(|e| e.echoed < MESSAGE) {
         assert!(Instant::now() < deadline, "echo did not finish");
-        poller.wait(&mut events, Some(Duration::from_secs(1))).unwrap();
+        poller
+            .wait(&mut events, Some(Duration::from_secs(1)))
+            .unwrap();
         for ev in &events {
             let e = conns.get_mut(&ev.token.0).unwrap();
             assert!(ev.error.is_none() && !ev.hang_up, "{ev:?}");
@@ -111,7 +117,11 @@ fn one_thread_serves_hundred_connections() {
             let want = !e.pending.is_empty();
             if want != e.writable_interest {
                 e.writable_interest = want;
-                let interest = if want { Interest::BOTH } else { Interest::READABLE };
+                let interest = if want {
+                    Interest::BOTH
+                } else {
+                    Interest::READABLE
+                };
                 poller.reregister(ev.token, interest).unwrap();
             }
         }
@@ -139,7 +149,9 @@ fn one_thread_serves_hundred_connections() {
             started.elapsed() < idle + Duration::from_secs(3),
             "hang-ups/errors not reported in time"
         );
-        poller.wait(&mut events, Some(Duration::from_millis(500))).unwrap();
+        poller
+            .wait(&mut events, Some(Duration::from_millis(500)))
+            .unwrap();
         for ev in &events {
             if ev.hang_up || ev.error.is_some() {
                 let e = conns.get_mut(&ev.token.0).unwrap();
@@ -153,7 +165,10 @@ fn one_thread_serves_hundred_connections() {
         .values()
         .filter(|e| e.ended.unwrap().error == Some(udt_mux::ConnectionError::TimedOut))
         .count();
-    eprintln!("{hang_ups} hang-ups, {errors} errors after {:?}", started.elapsed());
+    eprintln!(
+        "{hang_ups} hang-ups, {errors} errors after {:?}",
+        started.elapsed()
+    );
     assert_eq!(hang_ups, CONNECTIONS / 2);
     assert_eq!(errors, CONNECTIONS / 2);
     // The hung-up connections read as end of stream, the failed ones as errors.

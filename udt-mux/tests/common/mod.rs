@@ -81,7 +81,10 @@ impl PatternStream {
 }
 
 /// Spawns a named thread with a small stack (tests start hundreds).
-pub fn spawn<T: Send + 'static>(name: String, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+pub fn spawn<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
     std::thread::Builder::new()
         .name(name)
         .stack_size(256 << 10)
@@ -106,7 +109,8 @@ impl Relay {
         let front = UdpSocket::bind(any_port()).unwrap();
         let back = UdpSocket::bind(any_port()).unwrap();
         for s in [&front, &back] {
-            s.set_read_timeout(Some(Duration::from_micros(500))).unwrap();
+            s.set_read_timeout(Some(Duration::from_micros(500)))
+                .unwrap();
         }
         let front_addr = front.local_addr().unwrap();
         let front = Arc::new(front);
@@ -117,8 +121,13 @@ impl Relay {
         let mut threads = Vec::new();
         {
             // client -> server, lossy
-            let (front, back, client, stop, dropped) =
-                (front.clone(), back.clone(), client.clone(), stop.clone(), dropped.clone());
+            let (front, back, client, stop, dropped) = (
+                front.clone(),
+                back.clone(),
+                client.clone(),
+                stop.clone(),
+                dropped.clone(),
+            );
             threads.push(spawn("relay-up".into(), move || {
                 let mut rng = Rng::new(seed);
                 pump(&front, &back, &stop, delay, |from, data| {
@@ -135,7 +144,8 @@ impl Relay {
         }
         {
             // server -> client
-            let (front, back, client, stop) = (front.clone(), back.clone(), client.clone(), stop.clone());
+            let (front, back, client, stop) =
+                (front.clone(), back.clone(), client.clone(), stop.clone());
             threads.push(spawn("relay-down".into(), move || {
                 pump(&back, &front, &stop, delay, |_, _| *client.lock());
             }));
