@@ -29,7 +29,7 @@ fn params(listener_side: bool, rendezvous: bool, isn: u32) -> ConnectParams {
         socket_type: SocketType::Stream,
         rendezvous,
         self_ip: None,
-        response: listener_side.then(|| Handshake {
+        response: listener_side.then_some(Handshake {
             version: 4,
             socket_type: 1,
             isn,
