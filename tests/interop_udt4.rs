@@ -19,7 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::{
-    args, build_message, pattern_fnv, read_pattern, serial, write_pattern, Fields, MessageChecker, Peer,
+    args, build_message, pattern_fnv, read_pattern, serial, write_pattern, Fields, MessageChecker,
+    Peer,
 };
 use udt::{Config, Endpoint, UdtMessageSocket, UdtStream};
 use udt_relay::{Impairment, Loss, Relay, RelayConfig};
@@ -73,14 +74,23 @@ fn mbit_per_s(bytes: u64, elapsed: Duration) -> f64 {
 fn assert_stream_result(r: &Fields, bytes: u64, seed: u64) {
     assert_eq!(r.num("bytes") as u64, bytes, "UDT4 byte count: {}", r.line);
     assert_eq!(r.num("mismatch"), -1, "UDT4 saw corrupted data: {}", r.line);
-    assert_eq!(r.hex("fnv"), pattern_fnv(seed, bytes), "UDT4 checksum: {}", r.line);
+    assert_eq!(
+        r.hex("fnv"),
+        pattern_fnv(seed, bytes),
+        "UDT4 checksum: {}",
+        r.line
+    );
 }
 
 /// Reads from our stream, checking pattern `seed`, until `expect` bytes and
 /// then end of stream; asserts everything arrived intact.
 fn read_all_checked(stream: &mut UdtStream, seed: u64, expect: u64) {
     let (got, err) = read_pattern(stream, seed, None);
-    assert!(err.is_none(), "read failed after {} bytes: {err:?}", got.bytes);
+    assert!(
+        err.is_none(),
+        "read failed after {} bytes: {err:?}",
+        got.bytes
+    );
     assert_eq!(got.bytes, expect, "bytes received");
     assert_eq!(got.mismatch, None, "corrupted at offset {:?}", got.mismatch);
     assert_eq!(got.fnv, pattern_fnv(seed, expect));
@@ -96,7 +106,11 @@ fn stream_ours_client_sends_256mib_to_udt4_server() {
     let seed = 11;
     let mut server = Peer::spawn(
         "stream_server",
-        &args(&[("bind", s("127.0.0.1:0")), ("expect", s(BIG)), ("seed", s(seed))]),
+        &args(&[
+            ("bind", s("127.0.0.1:0")),
+            ("expect", s(BIG)),
+            ("seed", s(seed)),
+        ]),
         PEER_LIMIT,
     );
     let addr = server.ready_addr();
@@ -104,13 +118,18 @@ fn stream_ours_client_sends_256mib_to_udt4_server() {
     let mut stream = ep.connect(addr).expect("connect to the UDT4 server");
     let start = Instant::now();
     let fnv = write_pattern(&mut stream, seed, BIG).expect("write 256 MiB");
-    stream.close().expect("orderly close: UDT4 acknowledged everything");
+    stream
+        .close()
+        .expect("orderly close: UDT4 acknowledged everything");
     let elapsed = start.elapsed();
     let r = server.expect_line("RESULT", PEER_LIMIT);
     assert_stream_result(&r, BIG, seed);
     assert_eq!(r.hex("fnv"), fnv);
     server.expect_success(Duration::from_secs(10));
-    eprintln!("ours -> UDT4: 256 MiB in {elapsed:?} ({:.0} Mbit/s)", mbit_per_s(BIG, elapsed));
+    eprintln!(
+        "ours -> UDT4: 256 MiB in {elapsed:?} ({:.0} Mbit/s)",
+        mbit_per_s(BIG, elapsed)
+    );
 }
 
 #[test]
@@ -119,7 +138,12 @@ fn stream_udt4_server_sends_256mib_to_ours_client() {
     let seed = 12;
     let mut server = Peer::spawn(
         "stream_server",
-        &args(&[("bind", s("127.0.0.1:0")), ("mode", s("send")), ("bytes", s(BIG)), ("seed", s(seed))]),
+        &args(&[
+            ("bind", s("127.0.0.1:0")),
+            ("mode", s("send")),
+            ("bytes", s(BIG)),
+            ("seed", s(seed)),
+        ]),
         PEER_LIMIT,
     );
     let addr = server.ready_addr();
@@ -132,7 +156,10 @@ fn stream_udt4_server_sends_256mib_to_ours_client() {
     assert_eq!(r.num("err"), 0, "{}", r.line);
     assert_eq!(r.num("bytes") as u64, BIG);
     server.expect_success(Duration::from_secs(10));
-    eprintln!("UDT4 -> ours: 256 MiB in {elapsed:?} ({:.0} Mbit/s)", mbit_per_s(BIG, elapsed));
+    eprintln!(
+        "UDT4 -> ours: 256 MiB in {elapsed:?} ({:.0} Mbit/s)",
+        mbit_per_s(BIG, elapsed)
+    );
 }
 
 #[test]
@@ -143,10 +170,16 @@ fn stream_udt4_client_sends_256mib_to_ours_server() {
     let listener = ep.listen(8).expect("listen");
     let mut client = Peer::spawn(
         "stream_client",
-        &args(&[("connect", s(ep.local_addr())), ("bytes", s(BIG)), ("seed", s(seed))]),
+        &args(&[
+            ("connect", s(ep.local_addr())),
+            ("bytes", s(BIG)),
+            ("seed", s(seed)),
+        ]),
         PEER_LIMIT,
     );
-    let (mut stream, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept UDT4");
+    let (mut stream, _) = listener
+        .accept_timeout(Duration::from_secs(10))
+        .expect("accept UDT4");
     let start = Instant::now();
     read_all_checked(&mut stream, seed, BIG);
     let elapsed = start.elapsed();
@@ -154,7 +187,10 @@ fn stream_udt4_client_sends_256mib_to_ours_server() {
     assert_eq!(r.num("err"), 0, "{}", r.line);
     assert_eq!(r.num("close"), 0, "{}", r.line);
     client.expect_success(Duration::from_secs(10));
-    eprintln!("UDT4 client -> ours: 256 MiB in {elapsed:?} ({:.0} Mbit/s)", mbit_per_s(BIG, elapsed));
+    eprintln!(
+        "UDT4 client -> ours: 256 MiB in {elapsed:?} ({:.0} Mbit/s)",
+        mbit_per_s(BIG, elapsed)
+    );
 }
 
 #[test]
@@ -165,10 +201,17 @@ fn stream_ours_server_sends_256mib_to_udt4_client() {
     let listener = ep.listen(8).expect("listen");
     let mut client = Peer::spawn(
         "stream_client",
-        &args(&[("connect", s(ep.local_addr())), ("mode", s("recv")), ("expect", s(BIG)), ("seed", s(seed))]),
+        &args(&[
+            ("connect", s(ep.local_addr())),
+            ("mode", s("recv")),
+            ("expect", s(BIG)),
+            ("seed", s(seed)),
+        ]),
         PEER_LIMIT,
     );
-    let (mut stream, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept UDT4");
+    let (mut stream, _) = listener
+        .accept_timeout(Duration::from_secs(10))
+        .expect("accept UDT4");
     let start = Instant::now();
     write_pattern(&mut stream, seed, BIG).expect("write 256 MiB");
     stream.close().expect("orderly close");
@@ -176,7 +219,10 @@ fn stream_ours_server_sends_256mib_to_udt4_client() {
     let r = client.expect_line("RESULT", PEER_LIMIT);
     assert_stream_result(&r, BIG, seed);
     client.expect_success(Duration::from_secs(10));
-    eprintln!("ours server -> UDT4 client: 256 MiB in {elapsed:?} ({:.0} Mbit/s)", mbit_per_s(BIG, elapsed));
+    eprintln!(
+        "ours server -> UDT4 client: 256 MiB in {elapsed:?} ({:.0} Mbit/s)",
+        mbit_per_s(BIG, elapsed)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -186,7 +232,14 @@ const MSG_MIN: usize = 1;
 const MSG_MAX: usize = 16_000;
 
 /// Sends `count` messages of stream `seed` on our socket.
-fn send_messages(sock: &UdtMessageSocket, seed: u64, count: u64, min: usize, max: usize, in_order: bool) {
+fn send_messages(
+    sock: &UdtMessageSocket,
+    seed: u64,
+    count: u64,
+    min: usize,
+    max: usize,
+    in_order: bool,
+) {
     let mut msg = Vec::new();
     for i in 0..count {
         build_message(seed, i, min, max, &mut msg);
@@ -197,7 +250,14 @@ fn send_messages(sock: &UdtMessageSocket, seed: u64, count: u64, min: usize, max
 
 /// Receives `count` messages of stream `seed` on our socket and checks
 /// boundaries, content and (for in-order streams) order.
-fn recv_messages(sock: &UdtMessageSocket, seed: u64, count: u64, min: usize, max: usize, in_order: bool) {
+fn recv_messages(
+    sock: &UdtMessageSocket,
+    seed: u64,
+    count: u64,
+    min: usize,
+    max: usize,
+    in_order: bool,
+) {
     sock.set_read_timeout(Some(Duration::from_secs(60)));
     let mut checker = MessageChecker::new(seed, count as usize, min, max);
     let mut buf = Vec::new();
@@ -210,21 +270,43 @@ fn recv_messages(sock: &UdtMessageSocket, seed: u64, count: u64, min: usize, max
     }
     assert!(checker.is_complete(), "messages: {:?}", checker.tally);
     if in_order {
-        assert_eq!(checker.tally.out_of_order, 0, "in-order flag not honoured: {:?}", checker.tally);
+        assert_eq!(
+            checker.tally.out_of_order, 0,
+            "in-order flag not honoured: {:?}",
+            checker.tally
+        );
     }
 }
 
 /// Asserts a UDT4 message receiver's RESULT.
 fn assert_message_result(r: &Fields, count: u64, in_order: bool) {
     assert_eq!(r.num("distinct") as u64, count, "{}", r.line);
-    assert_eq!(r.num("bad"), 0, "UDT4 saw a broken message boundary or content: {}", r.line);
+    assert_eq!(
+        r.num("bad"),
+        0,
+        "UDT4 saw a broken message boundary or content: {}",
+        r.line
+    );
     assert_eq!(r.num("dups"), 0, "{}", r.line);
     if in_order {
-        assert_eq!(r.num("out_of_order"), 0, "in-order flag not honoured: {}", r.line);
+        assert_eq!(
+            r.num("out_of_order"),
+            0,
+            "in-order flag not honoured: {}",
+            r.line
+        );
     }
 }
 
-fn message_args(bind_or_connect: (&str, String), mode: &str, seed: u64, count: u64, min: usize, max: usize, in_order: bool) -> Vec<String> {
+fn message_args(
+    bind_or_connect: (&str, String),
+    mode: &str,
+    seed: u64,
+    count: u64,
+    min: usize,
+    max: usize,
+    in_order: bool,
+) -> Vec<String> {
     args(&[
         bind_or_connect,
         ("mode", s(mode)),
@@ -238,18 +320,35 @@ fn message_args(bind_or_connect: (&str, String), mode: &str, seed: u64, count: u
 
 /// Our message client sends to a UDT4 message server (directly or through
 /// `via`); returns when UDT4 confirmed every message.
-fn messages_ours_to_udt4(seed: u64, count: u64, min: usize, max: usize, in_order: bool, path: Option<Impairment>) {
+fn messages_ours_to_udt4(
+    seed: u64,
+    count: u64,
+    min: usize,
+    max: usize,
+    in_order: bool,
+    path: Option<Impairment>,
+) {
     let lossy_path = path.is_some();
     let mut server = Peer::spawn(
         "msg_server",
-        &message_args(("bind", s("127.0.0.1:0")), "recv", seed, count, min, max, in_order),
+        &message_args(
+            ("bind", s("127.0.0.1:0")),
+            "recv",
+            seed,
+            count,
+            min,
+            max,
+            in_order,
+        ),
         PEER_LIMIT,
     );
     let addr = server.ready_addr();
     let relay = path.map(|p| start_relay(addr, p, seed));
     let target = relay.as_ref().map_or(addr, Relay::local_addr);
     let ep = endpoint(localhost(), Config::default());
-    let sock = ep.connect_messages(target).expect("connect_messages to UDT4");
+    let sock = ep
+        .connect_messages(target)
+        .expect("connect_messages to UDT4");
     send_messages(&sock, seed, count, min, max, in_order);
     if lossy_path {
         expect_closed_on_lossy_path(sock.close());
@@ -264,17 +363,34 @@ fn messages_ours_to_udt4(seed: u64, count: u64, min: usize, max: usize, in_order
 
 /// A UDT4 message client sends to our message listener (directly or
 /// through `path`).
-fn messages_udt4_to_ours(seed: u64, count: u64, min: usize, max: usize, in_order: bool, path: Option<Impairment>) {
+fn messages_udt4_to_ours(
+    seed: u64,
+    count: u64,
+    min: usize,
+    max: usize,
+    in_order: bool,
+    path: Option<Impairment>,
+) {
     let ep = endpoint(localhost(), Config::default());
     let listener = ep.listen_messages(4).expect("listen_messages");
     let relay = path.map(|p| start_relay(ep.local_addr(), p, seed));
     let target = relay.as_ref().map_or(ep.local_addr(), Relay::local_addr);
     let mut client = Peer::spawn(
         "msg_client",
-        &message_args(("connect", s(target)), "send", seed, count, min, max, in_order),
+        &message_args(
+            ("connect", s(target)),
+            "send",
+            seed,
+            count,
+            min,
+            max,
+            in_order,
+        ),
         PEER_LIMIT,
     );
-    let (sock, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept UDT4");
+    let (sock, _) = listener
+        .accept_timeout(Duration::from_secs(10))
+        .expect("accept UDT4");
     recv_messages(&sock, seed, count, min, max, in_order);
     let r = client.expect_line("RESULT", PEER_LIMIT);
     assert_eq!(r.num("err"), 0, "{}", r.line);
@@ -348,7 +464,8 @@ fn rendezvous_with_udt4(ours_to_udt4: u64, udt4_to_ours: u64, path: Option<Impai
     let c = peer.expect_line("CONNECTED", Duration::from_secs(10));
     assert_eq!(c.addr("peer"), udt4_target, "{}", c.line);
     let mut writer = stream.try_clone().expect("clone the stream");
-    let send = thread::spawn(move || write_pattern(&mut writer, seed_ours, ours_to_udt4).expect("write"));
+    let send =
+        thread::spawn(move || write_pattern(&mut writer, seed_ours, ours_to_udt4).expect("write"));
     let (got, err) = read_pattern(&mut stream, seed_udt4, Some(udt4_to_ours));
     assert!(err.is_none(), "{err:?}");
     assert_eq!(got.bytes, udt4_to_ours);
@@ -395,8 +512,14 @@ fn start_relay(upstream: SocketAddr, path: Impairment, seed: u64) -> Relay {
 fn report_relay(relay: Option<Relay>) {
     if let Some(r) = relay {
         let stats = r.stop();
-        eprintln!("relay: to upstream {}; to client {}", stats.to_upstream, stats.to_client);
-        assert!(stats.to_upstream.dropped_loss + stats.to_client.dropped_loss > 0, "the relay lost nothing");
+        eprintln!(
+            "relay: to upstream {}; to client {}",
+            stats.to_upstream, stats.to_client
+        );
+        assert!(
+            stats.to_upstream.dropped_loss + stats.to_client.dropped_loss > 0,
+            "the relay lost nothing"
+        );
     }
 }
 
@@ -404,12 +527,18 @@ fn report_relay(relay: Option<Relay>) {
 fn relay_stream_ours_to_udt4(path: Impairment, bytes: u64, seed: u64) {
     let mut server = Peer::spawn(
         "stream_server",
-        &args(&[("bind", s("127.0.0.1:0")), ("expect", s(bytes)), ("seed", s(seed))]),
+        &args(&[
+            ("bind", s("127.0.0.1:0")),
+            ("expect", s(bytes)),
+            ("seed", s(seed)),
+        ]),
         PEER_LIMIT,
     );
     let relay = start_relay(server.ready_addr(), path, seed);
     let ep = endpoint(localhost(), Config::default());
-    let mut stream = ep.connect(relay.local_addr()).expect("connect through the relay");
+    let mut stream = ep
+        .connect(relay.local_addr())
+        .expect("connect through the relay");
     let start = Instant::now();
     write_pattern(&mut stream, seed, bytes).expect("write");
     expect_closed_on_lossy_path(stream.close());
@@ -417,7 +546,10 @@ fn relay_stream_ours_to_udt4(path: Impairment, bytes: u64, seed: u64) {
     let r = server.expect_line("RESULT", PEER_LIMIT);
     assert_stream_result(&r, bytes, seed);
     server.expect_success(Duration::from_secs(10));
-    eprintln!("ours -> relay -> UDT4: {bytes} B in {elapsed:?} ({:.1} Mbit/s)", mbit_per_s(bytes, elapsed));
+    eprintln!(
+        "ours -> relay -> UDT4: {bytes} B in {elapsed:?} ({:.1} Mbit/s)",
+        mbit_per_s(bytes, elapsed)
+    );
     report_relay(Some(relay));
 }
 
@@ -428,10 +560,16 @@ fn relay_stream_udt4_to_ours(path: Impairment, bytes: u64, seed: u64) {
     let relay = start_relay(ep.local_addr(), path, seed);
     let mut client = Peer::spawn(
         "stream_client",
-        &args(&[("connect", s(relay.local_addr())), ("bytes", s(bytes)), ("seed", s(seed))]),
+        &args(&[
+            ("connect", s(relay.local_addr())),
+            ("bytes", s(bytes)),
+            ("seed", s(seed)),
+        ]),
         PEER_LIMIT,
     );
-    let (mut stream, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept UDT4");
+    let (mut stream, _) = listener
+        .accept_timeout(Duration::from_secs(10))
+        .expect("accept UDT4");
     let start = Instant::now();
     let (got, err) = read_pattern(&mut stream, seed, Some(bytes));
     let elapsed = start.elapsed();
@@ -443,7 +581,10 @@ fn relay_stream_udt4_to_ours(path: Impairment, bytes: u64, seed: u64) {
     assert_eq!(r.num("err"), 0, "UDT4 broke the connection: {}", r.line);
     assert_eq!(r.num("close"), 0, "{}", r.line);
     client.expect_success(Duration::from_secs(10));
-    eprintln!("UDT4 -> relay -> ours: {bytes} B in {elapsed:?} ({:.1} Mbit/s)", mbit_per_s(bytes, elapsed));
+    eprintln!(
+        "UDT4 -> relay -> ours: {bytes} B in {elapsed:?} ({:.1} Mbit/s)",
+        mbit_per_s(bytes, elapsed)
+    );
     report_relay(Some(relay));
 }
 
@@ -534,7 +675,11 @@ fn twenty_udt4_and_twenty_ours_clients_on_one_listener_port() {
         .map(|_| {
             Peer::spawn(
                 "stream_client",
-                &args(&[("connect", s(addr)), ("bytes", s(bytes)), ("seed", s(seed_udt4))]),
+                &args(&[
+                    ("connect", s(addr)),
+                    ("bytes", s(bytes)),
+                    ("seed", s(seed_udt4)),
+                ]),
                 PEER_LIMIT,
             )
         })
@@ -551,14 +696,20 @@ fn twenty_udt4_and_twenty_ours_clients_on_one_listener_port() {
         .collect();
     let mut readers = Vec::new();
     for _ in 0..2 * EACH {
-        let (mut stream, from) = listener.accept_timeout(Duration::from_secs(20)).expect("accept");
+        let (mut stream, from) = listener
+            .accept_timeout(Duration::from_secs(20))
+            .expect("accept");
         readers.push(thread::spawn(move || {
             stream.set_read_timeout(Some(Duration::from_secs(60)));
             // Exactly the bytes sent, not "until the end": a shutdown lost
             // in a full socket buffer (UDT4 sends it once) would turn the
             // end of stream into an idle timeout; closing is tested apart.
             let (got, err) = read_pattern(&mut stream, 0, Some(bytes));
-            assert!(err.is_none(), "stream from {from}: {err:?} after {got:?}; {:?}", stream.stats());
+            assert!(
+                err.is_none(),
+                "stream from {from}: {err:?} after {got:?}; {:?}",
+                stream.stats()
+            );
             // Stay until the client's close completes (its last ACK must
             // reach it before our side goes away).
             let mut rest = [0u8; 64];
@@ -607,10 +758,16 @@ fn orderly_close_by_udt4_loses_nothing() {
         let seed = 70 + i as u64;
         let mut client = Peer::spawn(
             "stream_client",
-            &args(&[("connect", s(ep.local_addr())), ("bytes", s(bytes)), ("seed", s(seed))]),
+            &args(&[
+                ("connect", s(ep.local_addr())),
+                ("bytes", s(bytes)),
+                ("seed", s(seed)),
+            ]),
             PEER_LIMIT,
         );
-        let (mut stream, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept");
+        let (mut stream, _) = listener
+            .accept_timeout(Duration::from_secs(10))
+            .expect("accept");
         read_all_checked(&mut stream, seed, bytes);
         let r = client.expect_line("RESULT", PEER_LIMIT);
         assert_eq!(r.num("close"), 0, "{}", r.line);
@@ -634,7 +791,9 @@ fn orderly_close_by_ours_loses_nothing() {
         let ep = endpoint(localhost(), Config::default());
         let mut stream = ep.connect(server.ready_addr()).expect("connect");
         write_pattern(&mut stream, seed, bytes).expect("write");
-        stream.close().expect("close returns once UDT4 acknowledged everything");
+        stream
+            .close()
+            .expect("close returns once UDT4 acknowledged everything");
         let r = server.expect_line("RESULT", PEER_LIMIT);
         assert_stream_result(&r, bytes, seed);
         // 2001 = ECONNLOST: how UDT4's recv reports the peer's close.
@@ -661,10 +820,16 @@ fn killed_udt4_sender_is_detected_within_idle_timeout() {
     let listener = ep.listen(4).expect("listen");
     let mut client = Peer::spawn(
         "stream_client",
-        &args(&[("connect", s(ep.local_addr())), ("bytes", s(-1)), ("seed", s(80))]),
+        &args(&[
+            ("connect", s(ep.local_addr())),
+            ("bytes", s(-1)),
+            ("seed", s(80)),
+        ]),
         PEER_LIMIT,
     );
-    let (mut stream, _) = listener.accept_timeout(Duration::from_secs(10)).expect("accept");
+    let (mut stream, _) = listener
+        .accept_timeout(Duration::from_secs(10))
+        .expect("accept");
     let (got, err) = read_pattern(&mut stream, 80, Some(4 * MIB));
     assert!(err.is_none() && got.mismatch.is_none());
     client.kill();
@@ -681,7 +846,10 @@ fn killed_udt4_sender_is_detected_within_idle_timeout() {
     let detected = killed.elapsed();
     eprintln!("killed UDT4 sender detected after {detected:?}: {err}");
     assert_ne!(err.kind(), std::io::ErrorKind::WouldBlock);
-    assert!(detected <= idle + Duration::from_millis(1500), "{detected:?}");
+    assert!(
+        detected <= idle + Duration::from_millis(1500),
+        "{detected:?}"
+    );
 }
 
 /// A UDT4 receiver killed mid-transfer: our writer fails within our idle
@@ -711,7 +879,10 @@ fn killed_udt4_receiver_is_detected_within_idle_timeout() {
     let detected = killed.elapsed();
     eprintln!("killed UDT4 receiver detected after {detected:?}: {err}");
     // The write timeout (4 × idle) cannot have fired this early.
-    assert!(detected <= idle + Duration::from_millis(1500), "{detected:?}");
+    assert!(
+        detected <= idle + Duration::from_millis(1500),
+        "{detected:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -727,14 +898,31 @@ fn udt4_caller_getsockname_and_getpeername_are_right() {
     let listener = ep.listen(4).expect("listen");
     let mut client = Peer::spawn(
         "stream_client",
-        &args(&[("connect", s(ep.local_addr())), ("bind", s("127.4.5.6:0")), ("bytes", s(1000)), ("seed", s(90))]),
+        &args(&[
+            ("connect", s(ep.local_addr())),
+            ("bind", s("127.4.5.6:0")),
+            ("bytes", s(1000)),
+            ("seed", s(90)),
+        ]),
         PEER_LIMIT,
     );
     let c = client.expect_line("CONNECTED", Duration::from_secs(10));
-    let (mut stream, from) = listener.accept_timeout(Duration::from_secs(10)).expect("accept");
+    let (mut stream, from) = listener
+        .accept_timeout(Duration::from_secs(10))
+        .expect("accept");
     let sock = c.addr("sock");
-    assert_eq!(sock.ip().to_string(), "127.4.5.6", "UDT4 getsockname: {}", c.line);
-    assert_eq!(c.addr("peer"), ep.local_addr(), "UDT4 getpeername: {}", c.line);
+    assert_eq!(
+        sock.ip().to_string(),
+        "127.4.5.6",
+        "UDT4 getsockname: {}",
+        c.line
+    );
+    assert_eq!(
+        c.addr("peer"),
+        ep.local_addr(),
+        "UDT4 getpeername: {}",
+        c.line
+    );
     assert_eq!(from, sock, "our accept() address");
     assert_eq!(stream.peer_addr(), sock);
     read_all_checked(&mut stream, 90, 1000);
@@ -748,7 +936,11 @@ fn udt4_listener_getsockname_and_getpeername_are_right() {
     let _serial = serial();
     let mut server = Peer::spawn(
         "stream_server",
-        &args(&[("bind", s("127.4.5.6:0")), ("expect", s(1000)), ("seed", s(91))]),
+        &args(&[
+            ("bind", s("127.4.5.6:0")),
+            ("expect", s(1000)),
+            ("seed", s(91)),
+        ]),
         PEER_LIMIT,
     );
     let addr = server.ready_addr();
@@ -757,7 +949,17 @@ fn udt4_listener_getsockname_and_getpeername_are_right() {
     write_pattern(&mut stream, 91, 1000).expect("write");
     stream.close().expect("close");
     let r = server.expect_line("RESULT", PEER_LIMIT);
-    assert_eq!(r.addr("sock"), addr, "UDT4 getsockname on the accepted socket: {}", r.line);
-    assert_eq!(r.addr("peer"), ep.local_addr(), "UDT4 getpeername: {}", r.line);
+    assert_eq!(
+        r.addr("sock"),
+        addr,
+        "UDT4 getsockname on the accepted socket: {}",
+        r.line
+    );
+    assert_eq!(
+        r.addr("peer"),
+        ep.local_addr(),
+        "UDT4 getpeername: {}",
+        r.line
+    );
     server.expect_success(Duration::from_secs(10));
 }

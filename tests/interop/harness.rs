@@ -17,7 +17,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// The C++ peer programs, one source file each in `tests/interop/peers/`.
-pub const PEERS: [&str; 5] = ["stream_server", "stream_client", "msg_server", "msg_client", "rendezvous"];
+pub const PEERS: [&str; 5] = [
+    "stream_server",
+    "stream_client",
+    "msg_server",
+    "msg_client",
+    "rendezvous",
+];
 
 const INSTALL_HINT: &str = "the UDT4 interop tests need Debian's libudt (UDT 4.11) and g++: \
      run `apt-get install -y libudt-dev g++` (.ci/run installs them)";
@@ -186,7 +192,9 @@ impl Peer {
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                log.lock().unwrap_or_else(|e| e.into_inner()).push(line.clone());
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line.clone());
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -234,7 +242,11 @@ impl Peer {
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.starts_with(word) => return Fields::parse(&line),
                 Ok(line) if line.starts_with("ERROR") => {
-                    panic!("UDT4 peer {} failed: {line}\n{}", self.name, self.transcript())
+                    panic!(
+                        "UDT4 peer {} failed: {line}\n{}",
+                        self.name,
+                        self.transcript()
+                    )
                 }
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => panic!(
@@ -256,7 +268,8 @@ impl Peer {
 
     /// `READY addr=` of a listening peer.
     pub fn ready_addr(&mut self) -> SocketAddr {
-        self.expect_line("READY", Duration::from_secs(10)).addr("addr")
+        self.expect_line("READY", Duration::from_secs(10))
+            .addr("addr")
     }
 
     /// Waits for the process to exit; kills it and panics after `timeout`.
@@ -556,7 +569,11 @@ pub struct Received {
 /// Reads from `r` until `expect` bytes (or end of stream with `None`),
 /// checking pattern `seed`. The error, if reading failed, comes with what
 /// had arrived.
-pub fn read_pattern(r: &mut impl Read, seed: u64, expect: Option<u64>) -> (Received, Option<io::Error>) {
+pub fn read_pattern(
+    r: &mut impl Read,
+    seed: u64,
+    expect: Option<u64>,
+) -> (Received, Option<io::Error>) {
     let mut p = Pattern::new(seed);
     let mut f = Fnv::default();
     let mut buf = vec![0u8; 1 << 16];
@@ -617,7 +634,8 @@ mod tests {
 
     #[test]
     fn fields_parse() {
-        let f = Fields::parse("ERROR stage=connect code=1001 msg=\"Connection setup failure: x\" b=2");
+        let f =
+            Fields::parse("ERROR stage=connect code=1001 msg=\"Connection setup failure: x\" b=2");
         assert_eq!(f.get("stage"), "connect");
         assert_eq!(f.num("code"), 1001);
         assert_eq!(f.get("msg"), "Connection setup failure: x");
