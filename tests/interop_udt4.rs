@@ -963,3 +963,53 @@ fn udt4_listener_getsockname_and_getpeername_are_right() {
     );
     server.expect_success(Duration::from_secs(10));
 }
+
+/// The same over IPv6, whose peer-IP layout is reversed word by word on
+/// x86-64 (udt4-protocol.md §3.1): both UDT4 roles report `::1`.
+#[test]
+fn ipv6_addresses_and_data_both_roles() {
+    let _serial = serial();
+    let loopback6: SocketAddr = "[::1]:0".parse().expect("IPv6 loopback");
+    // UDT4 caller, our listener.
+    let ep = endpoint(loopback6, Config::default());
+    let listener = ep.listen(4).expect("listen");
+    let mut client = Peer::spawn(
+        "stream_client",
+        &args(&[
+            ("connect", s(ep.local_addr())),
+            ("bytes", s(MIB)),
+            ("seed", s(92)),
+        ]),
+        PEER_LIMIT,
+    );
+    let c = client.expect_line("CONNECTED", Duration::from_secs(10));
+    let (mut stream, from) = listener
+        .accept_timeout(Duration::from_secs(10))
+        .expect("accept");
+    assert_eq!(
+        c.addr("sock"),
+        from,
+        "UDT4 getsockname over IPv6: {}",
+        c.line
+    );
+    assert_eq!(c.addr("peer"), ep.local_addr(), "{}", c.line);
+    read_all_checked(&mut stream, 92, MIB);
+    client.expect_success(Duration::from_secs(10));
+
+    // UDT4 listener, our caller.
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[("bind", s("[::1]:0")), ("expect", s(MIB)), ("seed", s(93))]),
+        PEER_LIMIT,
+    );
+    let addr = server.ready_addr();
+    let ep = endpoint(loopback6, Config::default());
+    let mut stream = ep.connect(addr).expect("connect over IPv6");
+    write_pattern(&mut stream, 93, MIB).expect("write");
+    stream.close().expect("close");
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    assert_stream_result(&r, MIB, 93);
+    assert_eq!(r.addr("sock"), addr, "{}", r.line);
+    assert_eq!(r.addr("peer"), ep.local_addr(), "{}", r.line);
+    server.expect_success(Duration::from_secs(10));
+}

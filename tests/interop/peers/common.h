@@ -250,18 +250,23 @@ inline int last_code() { return UDT::getlasterror().getErrorCode(); }
 
 // Sends `total` pattern bytes on a stream socket (total < 0: until an error
 // or until the process is killed). Returns the bytes sent; *error receives
-// the UDT error code (0 if all was sent).
-inline long long send_stream(UDTSOCKET u, Pattern& pattern, Fnv& fnv, long long total, int* error) {
+// the UDT error code (0 if all was sent). With verify false (benchmarks)
+// the same buffer is sent over and over and no checksum is computed.
+inline long long send_stream(UDTSOCKET u, Pattern& pattern, Fnv& fnv, long long total, int* error,
+                             bool verify = true) {
     std::vector<char> storage(1 << 16);
     char* buf = &storage[0];
     const int size = (int)storage.size();
     long long sent = 0;
     *error = 0;
+    if (!verify) pattern.fill(buf, size);
     while (total < 0 || sent < total) {
         int chunk = size;
         if (total >= 0 && total - sent < chunk) chunk = (int)(total - sent);
-        pattern.fill(buf, chunk);
-        fnv.update(buf, chunk);
+        if (verify) {
+            pattern.fill(buf, chunk);
+            fnv.update(buf, chunk);
+        }
         int off = 0;
         while (off < chunk) {
             int n = UDT::send(u, buf + off, chunk - off, 0);
@@ -277,10 +282,11 @@ inline long long send_stream(UDTSOCKET u, Pattern& pattern, Fnv& fnv, long long 
 }
 
 // Receives a stream until `expect` bytes (expect < 0: until the connection
-// ends), checking the pattern. *mismatch gets the first bad offset or -1,
-// *error the UDT error code that ended it (0 if `expect` was reached).
+// ends), checking the pattern unless verify is false (benchmarks). *mismatch
+// gets the first bad offset or -1, *error the UDT error code that ended it
+// (0 if `expect` was reached).
 inline long long recv_stream(UDTSOCKET u, Pattern& pattern, Fnv& fnv, long long expect, long long* mismatch,
-                             int* error) {
+                             int* error, bool verify = true) {
     std::vector<char> storage(1 << 16);
     char* buf = &storage[0];
     const int size = (int)storage.size();
@@ -295,9 +301,11 @@ inline long long recv_stream(UDTSOCKET u, Pattern& pattern, Fnv& fnv, long long 
             *error = last_code();
             break;
         }
-        fnv.update(buf, n);
-        long long bad = pattern.check(buf, n);
-        if (bad >= 0 && *mismatch < 0) *mismatch = got + bad;
+        if (verify) {
+            fnv.update(buf, n);
+            long long bad = pattern.check(buf, n);
+            if (bad >= 0 && *mismatch < 0) *mismatch = got + bad;
+        }
         got += n;
     }
     return got;

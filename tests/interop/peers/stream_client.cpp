@@ -3,7 +3,7 @@
 // receives and checks it (--mode recv).
 //
 // stream_client --connect IP:PORT [--bind IP:PORT] [--mode send|recv]
-//               [--bytes N] [--expect N] [--seed S] [--hold-ms MS] [--mss M]
+//               [--bytes N] [--expect N] [--seed S] [--hold-ms MS] [--mss M] [--verify 0|1]
 //               [--timeout SECONDS]
 // Prints CONNECTED sock=... peer=..., then RESULT. Exits 0 on success.
 
@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
     fflush(stdout);
 
     std::string mode = args.str("mode", "send");
+    bool verify = args.num("verify", 1) != 0;
     Pattern pattern((uint64_t)args.num("seed", 1));
     Fnv fnv;
     long long bytes = 0, mismatch = -1;
@@ -47,10 +48,10 @@ int main(int argc, char** argv) {
     start = now_ms();
     if (mode == "recv") {
         long long expect = args.num("expect", -1);
-        bytes = recv_stream(u, pattern, fnv, expect, &mismatch, &error);
+        bytes = recv_stream(u, pattern, fnv, expect, &mismatch, &error, verify);
         ok = mismatch < 0 && (expect < 0 || bytes == expect);
     } else {
-        bytes = send_stream(u, pattern, fnv, args.num("bytes", 0), &error);
+        bytes = send_stream(u, pattern, fnv, args.num("bytes", 0), &error, verify);
         ok = error == 0;
     }
     if (args.has("hold-ms")) usleep((useconds_t)(args.num("hold-ms", 0) * 1000));

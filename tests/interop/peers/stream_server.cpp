@@ -3,7 +3,7 @@
 // (--mode recv, the default) or sends --bytes of it (--mode send).
 //
 // stream_server --bind 127.0.0.1:0 [--mode recv|send] [--bytes N] [--expect N]
-//               [--seed S] [--conns K] [--mss M] [--timeout SECONDS]
+//               [--seed S] [--conns K] [--mss M] [--verify 0|1] [--timeout SECONDS]
 // Prints READY addr=IP:PORT, then one RESULT line per connection. Exits 0
 // when every connection did what was asked.
 
@@ -28,6 +28,7 @@ void* serve(void* arg) {
     Job* job = (Job*)arg;
     const Args& args = *job->args;
     std::string mode = args.str("mode", "recv");
+    bool verify = args.num("verify", 1) != 0;
     uint64_t seed = (uint64_t)args.num("seed", 1);
     Pattern pattern(seed);
     Fnv fnv;
@@ -37,11 +38,11 @@ void* serve(void* arg) {
     long long bytes = 0, mismatch = -1;
     int error = 0;
     if (mode == "send") {
-        bytes = send_stream(job->sock, pattern, fnv, args.num("bytes", 0), &error);
+        bytes = send_stream(job->sock, pattern, fnv, args.num("bytes", 0), &error, verify);
         job->ok = error == 0;
     } else {
         long long expect = args.num("expect", -1);
-        bytes = recv_stream(job->sock, pattern, fnv, expect, &mismatch, &error);
+        bytes = recv_stream(job->sock, pattern, fnv, expect, &mismatch, &error, verify);
         job->ok = mismatch < 0 && (expect < 0 || bytes == expect);
     }
     std::string perf = perf_text(job->sock);

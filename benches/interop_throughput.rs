@@ -1,0 +1,191 @@
+//! Loopback throughput of the UDT4 interop transfers, next to UDT4 ↔ UDT4
+//! (Debian's libudt0) and ours ↔ ours in the same run.
+//!
+//! `cargo bench --bench interop_throughput` (needs libudt-dev and g++, as
+//! the interop tests). Environment: `UDT_BENCH_MIB` (transfer size, default
+//! 256), `UDT_BENCH_REPS` (repetitions, default 3; the median is reported).
+//!
+//! Each transfer is one stream, client to server, with fresh processes for
+//! every libudt peer. Throughput is measured on the receiving side, from the
+//! accepted connection to the last byte, with no data checks on either side
+//! (the interop tests check the data). Figures go to `docs/interop.md`.
+
+#[path = "../tests/interop/harness.rs"]
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use harness::{args, Peer};
+use udt::{Config, Endpoint};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn localhost() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn endpoint() -> Endpoint {
+    Endpoint::bind(localhost(), Config::default()).expect("bind an endpoint")
+}
+
+/// A UDT4 server receiving `bytes` unchecked; returns its measured time.
+fn udt4_receiver(bytes: u64) -> (Peer, SocketAddr) {
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[
+            ("bind", "127.0.0.1:0".into()),
+            ("expect", bytes.to_string()),
+            ("verify", "0".into()),
+        ]),
+        LIMIT,
+    );
+    let addr = server.ready_addr();
+    (server, addr)
+}
+
+fn udt4_elapsed(server: &mut Peer, bytes: u64) -> Duration {
+    let r = server.expect_line("RESULT", LIMIT);
+    assert_eq!(r.num("bytes") as u64, bytes, "{}", r.line);
+    let ms: f64 = r.get("elapsed_ms").parse().expect("elapsed_ms");
+    server.expect_success(Duration::from_secs(30));
+    Duration::from_secs_f64(ms / 1000.0)
+}
+
+fn udt4_sender(to: SocketAddr, bytes: u64) -> Peer {
+    Peer::spawn(
+        "stream_client",
+        &args(&[
+            ("connect", to.to_string()),
+            ("bytes", bytes.to_string()),
+            ("verify", "0".into()),
+        ]),
+        LIMIT,
+    )
+}
+
+/// Our sender: one reused buffer, then an orderly close.
+fn ours_send(to: SocketAddr, bytes: u64) {
+    let ep = endpoint();
+    let mut stream = ep.connect(to).expect("connect");
+    let buf = vec![0x5Au8; 1 << 16];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        stream.write_all(&buf[..n]).expect("write");
+        left -= n as u64;
+    }
+    // The peer may close first once it has everything; that is fine here.
+    let _ = stream.close();
+}
+
+/// Our receiver: reads `bytes` from the next accepted stream; returns the
+/// time from accept to the last byte.
+fn ours_receive(listener: &udt::UdtListener, bytes: u64) -> Duration {
+    let (mut stream, _) = listener
+        .accept_timeout(Duration::from_secs(30))
+        .expect("accept");
+    let start = Instant::now();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "stream ended after {got} of {bytes} bytes");
+        got += n as u64;
+    }
+    let elapsed = start.elapsed();
+    // Stay until the sender's close is through.
+    let _ = stream.read(&mut buf);
+    elapsed
+}
+
+fn udt4_to_udt4(bytes: u64) -> Duration {
+    let (mut server, addr) = udt4_receiver(bytes);
+    let mut client = udt4_sender(addr, bytes);
+    let t = udt4_elapsed(&mut server, bytes);
+    client.expect_success(Duration::from_secs(30));
+    t
+}
+
+fn ours_to_udt4(bytes: u64) -> Duration {
+    let (mut server, addr) = udt4_receiver(bytes);
+    ours_send(addr, bytes);
+    udt4_elapsed(&mut server, bytes)
+}
+
+fn udt4_to_ours(bytes: u64) -> Duration {
+    let ep = endpoint();
+    let listener = ep.listen(4).expect("listen");
+    let mut client = udt4_sender(ep.local_addr(), bytes);
+    let t = ours_receive(&listener, bytes);
+    client.expect_success(Duration::from_secs(30));
+    t
+}
+
+fn ours_to_ours(bytes: u64) -> Duration {
+    let ep = endpoint();
+    let listener = ep.listen(4).expect("listen");
+    let to = ep.local_addr();
+    let sender = std::thread::spawn(move || ours_send(to, bytes));
+    let t = ours_receive(&listener, bytes);
+    sender.join().expect("sender thread");
+    t
+}
+
+fn mbps(bytes: u64, t: Duration) -> f64 {
+    bytes as f64 * 8.0 / t.as_secs_f64().max(1e-9) / 1e6
+}
+
+fn main() {
+    // `cargo bench` passes "--bench"; `cargo test --benches` would not run
+    // this (harness = false binaries get no test filter), so any argument
+    // set is fine.
+    let mib = env_or("UDT_BENCH_MIB", 256);
+    let reps = env_or("UDT_BENCH_REPS", 3).max(1);
+    let bytes = mib << 20;
+    // Build the peers before timing anything.
+    let _ = harness::peers_dir();
+    type Scenario = (&'static str, fn(u64) -> Duration);
+    let scenarios: [Scenario; 4] = [
+        ("UDT4 -> UDT4", udt4_to_udt4),
+        ("ours -> UDT4", ours_to_udt4),
+        ("UDT4 -> ours", udt4_to_ours),
+        ("ours -> ours", ours_to_ours),
+    ];
+    println!("loopback stream throughput, {mib} MiB per transfer, median of {reps} (Mbit/s, receiver side)");
+    let mut medians = Vec::new();
+    let mut rows = Vec::new();
+    // Interleave the scenarios so a slow phase of the machine hits all alike.
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
+    for _ in 0..reps {
+        for (i, (_, run)) in scenarios.iter().enumerate() {
+            samples[i].push(mbps(bytes, run(bytes)));
+        }
+    }
+    for (i, (name, _)) in scenarios.iter().enumerate() {
+        let mut s = samples[i].clone();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let median = s[s.len() / 2];
+        medians.push(median);
+        rows.push((name, median, s[0], s[s.len() - 1]));
+    }
+    let reference = medians[0];
+    println!(
+        "{:<14} {:>10} {:>10} {:>10} {:>14}",
+        "transfer", "median", "min", "max", "vs UDT4<->UDT4"
+    );
+    for (name, median, min, max) in rows {
+        println!(
+            "{name:<14} {median:>10.0} {min:>10.0} {max:>10.0} {:>13.2}x",
+            median / reference
+        );
+    }
+}
