@@ -2,13 +2,16 @@
 //! (Debian's libudt0) and ours ↔ ours in the same run.
 //!
 //! `cargo bench --bench interop_throughput` (needs libudt-dev and g++, as
-//! the interop tests). Environment: `UDT_BENCH_MIB` (transfer size, default
-//! 256), `UDT_BENCH_REPS` (repetitions, default 3; the median is reported).
+//! the interop tests). Environment: `UDT_BENCH_MIB` (loopback transfer size,
+//! default 256), `UDT_BENCH_REPS` (repetitions, default 3; the median is
+//! reported), `UDT_BENCH_LOSSY=0` skips the lossy-path rows.
 //!
 //! Each transfer is one stream, client to server, with fresh processes for
 //! every libudt peer. Throughput is measured on the receiving side, from the
 //! accepted connection to the last byte, with no data checks on either side
-//! (the interop tests check the data). Figures go to `docs/interop.md`.
+//! (the interop tests check the data). The lossy rows put the impairment
+//! relay (20 ms RTT, 1 % or 5 % random loss each way) between client and
+//! server. Figures go to `docs/interop.md`.
 
 #[path = "../tests/interop/harness.rs"]
 mod harness;
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use harness::{args, Peer};
 use udt::{Config, Endpoint};
+use udt_relay::{Impairment, Loss, Relay, RelayConfig};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -107,33 +111,51 @@ fn ours_receive(listener: &udt::UdtListener, bytes: u64) -> Duration {
     elapsed
 }
 
-fn udt4_to_udt4(bytes: u64) -> Duration {
+/// The relay in front of `server` for a lossy row, or nothing.
+fn path_to(server: SocketAddr, loss: Option<f64>) -> (Option<Relay>, SocketAddr) {
+    let Some(loss) = loss else {
+        return (None, server);
+    };
+    let path = Impairment {
+        loss: Loss::Random(loss),
+        delay: Duration::from_millis(10),
+        ..Impairment::default()
+    };
+    let relay = Relay::start(RelayConfig::new(server).with_both(path)).expect("start the relay");
+    let front = relay.local_addr();
+    (Some(relay), front)
+}
+
+fn udt4_to_udt4(bytes: u64, loss: Option<f64>) -> Duration {
     let (mut server, addr) = udt4_receiver(bytes);
-    let mut client = udt4_sender(addr, bytes);
+    let (_relay, to) = path_to(addr, loss);
+    let mut client = udt4_sender(to, bytes);
     let t = udt4_elapsed(&mut server, bytes);
-    client.expect_success(Duration::from_secs(30));
+    client.expect_success(Duration::from_secs(60));
     t
 }
 
-fn ours_to_udt4(bytes: u64) -> Duration {
+fn ours_to_udt4(bytes: u64, loss: Option<f64>) -> Duration {
     let (mut server, addr) = udt4_receiver(bytes);
-    ours_send(addr, bytes);
+    let (_relay, to) = path_to(addr, loss);
+    ours_send(to, bytes);
     udt4_elapsed(&mut server, bytes)
 }
 
-fn udt4_to_ours(bytes: u64) -> Duration {
+fn udt4_to_ours(bytes: u64, loss: Option<f64>) -> Duration {
     let ep = endpoint();
     let listener = ep.listen(4).expect("listen");
-    let mut client = udt4_sender(ep.local_addr(), bytes);
+    let (_relay, to) = path_to(ep.local_addr(), loss);
+    let mut client = udt4_sender(to, bytes);
     let t = ours_receive(&listener, bytes);
-    client.expect_success(Duration::from_secs(30));
+    client.expect_success(Duration::from_secs(60));
     t
 }
 
-fn ours_to_ours(bytes: u64) -> Duration {
+fn ours_to_ours(bytes: u64, loss: Option<f64>) -> Duration {
     let ep = endpoint();
     let listener = ep.listen(4).expect("listen");
-    let to = ep.local_addr();
+    let (_relay, to) = path_to(ep.local_addr(), loss);
     let sender = std::thread::spawn(move || ours_send(to, bytes));
     let t = ours_receive(&listener, bytes);
     sender.join().expect("sender thread");
@@ -145,47 +167,49 @@ fn mbps(bytes: u64, t: Duration) -> f64 {
 }
 
 fn main() {
-    // `cargo bench` passes "--bench"; `cargo test --benches` would not run
-    // this (harness = false binaries get no test filter), so any argument
-    // set is fine.
     let mib = env_or("UDT_BENCH_MIB", 256);
     let reps = env_or("UDT_BENCH_REPS", 3).max(1);
-    let bytes = mib << 20;
     // Build the peers before timing anything.
     let _ = harness::peers_dir();
-    type Scenario = (&'static str, fn(u64) -> Duration);
+    let mut paths: Vec<(String, u64, Option<f64>)> =
+        vec![(format!("loopback, {mib} MiB"), mib << 20, None)];
+    if env_or("UDT_BENCH_LOSSY", 1) != 0 {
+        paths.push(("20 ms RTT, 1 % loss, 16 MiB".into(), 16 << 20, Some(0.01)));
+        paths.push(("20 ms RTT, 5 % loss, 4 MiB".into(), 4 << 20, Some(0.05)));
+    }
+    type Scenario = (&'static str, fn(u64, Option<f64>) -> Duration);
     let scenarios: [Scenario; 4] = [
         ("UDT4 -> UDT4", udt4_to_udt4),
         ("ours -> UDT4", ours_to_udt4),
         ("UDT4 -> ours", udt4_to_ours),
         ("ours -> ours", ours_to_ours),
     ];
-    println!("loopback stream throughput, {mib} MiB per transfer, median of {reps} (Mbit/s, receiver side)");
-    let mut medians = Vec::new();
-    let mut rows = Vec::new();
-    // Interleave the scenarios so a slow phase of the machine hits all alike.
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
-    for _ in 0..reps {
-        for (i, (_, run)) in scenarios.iter().enumerate() {
-            samples[i].push(mbps(bytes, run(bytes)));
+    println!("stream throughput, median of {reps} (Mbit/s, measured at the receiver)");
+    for (title, bytes, loss) in paths {
+        // Interleave the scenarios so a slow phase of the machine hits all alike.
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
+        for _ in 0..reps {
+            for (i, (_, run)) in scenarios.iter().enumerate() {
+                samples[i].push(mbps(bytes, run(bytes, loss)));
+            }
         }
-    }
-    for (i, (name, _)) in scenarios.iter().enumerate() {
-        let mut s = samples[i].clone();
-        s.sort_by(|a, b| a.total_cmp(b));
-        let median = s[s.len() / 2];
-        medians.push(median);
-        rows.push((name, median, s[0], s[s.len() - 1]));
-    }
-    let reference = medians[0];
-    println!(
-        "{:<14} {:>10} {:>10} {:>10} {:>14}",
-        "transfer", "median", "min", "max", "vs UDT4<->UDT4"
-    );
-    for (name, median, min, max) in rows {
+        println!();
+        println!("{title}");
         println!(
-            "{name:<14} {median:>10.0} {min:>10.0} {max:>10.0} {:>13.2}x",
-            median / reference
+            "{:<14} {:>10} {:>10} {:>10} {:>15}",
+            "transfer", "median", "min", "max", "vs UDT4<->UDT4"
         );
+        let mut reference = None;
+        for ((name, _), mut s) in scenarios.iter().zip(samples) {
+            s.sort_by(|a, b| a.total_cmp(b));
+            let median = s[s.len() / 2];
+            let base = *reference.get_or_insert(median);
+            println!(
+                "{name:<14} {median:>10.1} {:>10.1} {:>10.1} {:>14.2}x",
+                s[0],
+                s[s.len() - 1],
+                median / base
+            );
+        }
     }
 }

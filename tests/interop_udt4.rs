@@ -1013,3 +1013,34 @@ fn ipv6_addresses_and_data_both_roles() {
     assert_eq!(r.addr("peer"), ep.local_addr(), "{}", r.line);
     server.expect_success(Duration::from_secs(10));
 }
+
+// ---------------------------------------------------------------------------
+// The harness itself.
+
+#[test]
+fn harness_pattern_is_offset_independent() {
+    let mut whole = vec![0u8; 1000];
+    harness::Pattern::new(9).fill(&mut whole);
+    let mut p = harness::Pattern::new(9);
+    let mut pieces = Vec::new();
+    for n in [1usize, 7, 8, 13, 971] {
+        let mut b = vec![0u8; n];
+        p.fill(&mut b);
+        pieces.extend_from_slice(&b);
+    }
+    assert_eq!(pieces, whole);
+    let mut c = harness::Pattern::new(9);
+    assert_eq!(c.check(&whole[..500]), None);
+    let mut corrupt = whole[500..].to_vec();
+    corrupt[77] ^= 1;
+    assert_eq!(c.check(&corrupt), Some(77));
+}
+
+#[test]
+fn harness_parses_peer_lines() {
+    let f = Fields::parse("ERROR stage=connect code=1001 msg=\"Connection setup failure: x\" b=2");
+    assert_eq!(f.get("stage"), "connect");
+    assert_eq!(f.num("code"), 1001);
+    assert_eq!(f.get("msg"), "Connection setup failure: x");
+    assert_eq!(f.num("b"), 2);
+}

@@ -608,37 +608,3 @@ pub fn read_pattern(
     got.fnv = f.value();
     (got, error)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pattern_is_offset_independent() {
-        let mut whole = vec![0u8; 1000];
-        Pattern::new(9).fill(&mut whole);
-        let mut p = Pattern::new(9);
-        let mut pieces = Vec::new();
-        for n in [1usize, 7, 8, 13, 971] {
-            let mut b = vec![0u8; n];
-            p.fill(&mut b);
-            pieces.extend_from_slice(&b);
-        }
-        assert_eq!(pieces, whole);
-        let mut c = Pattern::new(9);
-        assert_eq!(c.check(&whole[..500]), None);
-        let mut corrupt = whole[500..].to_vec();
-        corrupt[77] ^= 1;
-        assert_eq!(c.check(&corrupt), Some(77));
-    }
-
-    #[test]
-    fn fields_parse() {
-        let f =
-            Fields::parse("ERROR stage=connect code=1001 msg=\"Connection setup failure: x\" b=2");
-        assert_eq!(f.get("stage"), "connect");
-        assert_eq!(f.num("code"), 1001);
-        assert_eq!(f.get("msg"), "Connection setup failure: x");
-        assert_eq!(f.num("b"), 2);
-    }
-}
