@@ -323,10 +323,13 @@ struct MessageTally {
     Fnv fnv;                   // over every message, in arrival order
 };
 
-// Sends `count` messages (see message_size/message_seed) with sendmsg(ttl -1,
-// inorder). Returns the number sent; *error gets the UDT error code.
+// Sends `count` messages (see message_size/message_seed) with
+// sendmsg(ttl, inorder). With ttl >= 0 the last message is sent reliably
+// (ttl -1) and in order, so that a receiver knows when everything before it
+// was either delivered or dropped. Returns the number sent; *error gets the
+// UDT error code.
 inline long long send_messages(UDTSOCKET u, uint64_t seed, long long count, int min, int max, bool inorder,
-                               Fnv& fnv, int* error) {
+                               Fnv& fnv, int* error, int ttl = -1) {
     std::vector<char> buf((size_t)(max < 8 ? 8 : max) + 8);
     *error = 0;
     for (long long i = 0; i < count; ++i) {
@@ -336,7 +339,8 @@ inline long long send_messages(UDTSOCKET u, uint64_t seed, long long count, int 
         Pattern content(message_seed(seed, index));
         content.fill(&buf[8], (size_t)size - 8);
         fnv.update(&buf[0], (size_t)size);
-        int n = UDT::sendmsg(u, &buf[0], size, -1, inorder);
+        bool last = ttl >= 0 && i == count - 1;
+        int n = UDT::sendmsg(u, &buf[0], size, last ? -1 : ttl, last ? true : inorder);
         if (n == UDT::ERROR) {
             *error = last_code();
             return i;
@@ -351,9 +355,11 @@ inline long long send_messages(UDTSOCKET u, uint64_t seed, long long count, int 
     return count;
 }
 
-// Receives messages until `count` arrived or the connection ends, checking
-// each one's size and content against its index.
-inline MessageTally recv_messages(UDTSOCKET u, uint64_t seed, long long count, int min, int max) {
+// Receives messages until `count` arrived (or, with until_last, until the
+// last index arrived) or the connection ends, checking each one's size and
+// content against its index.
+inline MessageTally recv_messages(UDTSOCKET u, uint64_t seed, long long count, int min, int max,
+                                  bool until_last = false) {
     MessageTally t;
     std::vector<char> buf((size_t)(max < 8 ? 8 : max) + 64);
     std::vector<bool> seen((size_t)(count > 0 ? count : 0), false);
@@ -387,6 +393,7 @@ inline MessageTally recv_messages(UDTSOCKET u, uint64_t seed, long long count, i
         }
         if ((long long)index != last + 1) t.out_of_order++;
         last = (long long)index;
+        if (until_last && (long long)index == count - 1) break;
     }
     return t;
 }

@@ -3,7 +3,7 @@
 // default), or receives and checks them (--mode recv).
 //
 // msg_client --connect IP:PORT [--mode send|recv] --count N [--min B] [--max B]
-//            [--inorder 0|1] [--seed S] [--mss M] [--timeout SECONDS]
+//            [--inorder 0|1] [--ttl MS] [--seed S] [--mss M] [--timeout SECONDS]
 // Prints CONNECTED sock=... peer=..., then RESULT. Exits 0 on success.
 
 #include "common.h"
@@ -31,17 +31,21 @@ int main(int argc, char** argv) {
     long long count = args.num("count", 0);
     int min = (int)args.num("min", 8), max = (int)args.num("max", 4096);
     bool inorder = args.num("inorder", 0) != 0;
+    // --ttl MS: partial reliability; the last message is reliable and in
+    // order, and the receiver stops when it arrives.
+    int ttl = (int)args.num("ttl", -1);
     double start = now_ms();
     std::string detail;
     bool ok;
     if (mode == "recv") {
-        MessageTally t = recv_messages(u, seed, count, min, max);
+        MessageTally t = recv_messages(u, seed, count, min, max, ttl >= 0);
         detail = tally_text(t);
-        ok = t.bad == 0 && t.dups == 0 && t.distinct == count && (!inorder || t.out_of_order == 0);
+        ok = t.bad == 0 && t.dups == 0 && (!inorder || t.out_of_order == 0) &&
+             (ttl >= 0 ? t.error == 0 : t.distinct == count);
     } else {
         Fnv fnv;
         int error = 0;
-        long long sent = send_messages(u, seed, count, min, max, inorder, fnv, &error);
+        long long sent = send_messages(u, seed, count, min, max, inorder, fnv, &error, ttl);
         char text[128];
         snprintf(text, sizeof(text), " msgs=%lld err=%d fnv=%016llx", sent, error, (unsigned long long)fnv.value());
         detail = text;

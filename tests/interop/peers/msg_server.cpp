@@ -4,7 +4,7 @@
 // (--mode send) with the in-order flag of --inorder.
 //
 // msg_server --bind 127.0.0.1:0 [--mode recv|send] --count N [--min B] [--max B]
-//            [--inorder 0|1] [--seed S] [--mss M] [--timeout SECONDS]
+//            [--inorder 0|1] [--ttl MS] [--seed S] [--mss M] [--timeout SECONDS]
 // Prints READY addr=IP:PORT, then RESULT. Exits 0 on success.
 
 #include "common.h"
@@ -36,6 +36,9 @@ int main(int argc, char** argv) {
     long long count = args.num("count", 0);
     int min = (int)args.num("min", 8), max = (int)args.num("max", 4096);
     bool inorder = args.num("inorder", 0) != 0;
+    // --ttl MS: partial reliability; the last message is reliable and in
+    // order, and the receiver stops when it arrives.
+    int ttl = (int)args.num("ttl", -1);
     double start = now_ms();
     std::string sock = sock_name(u), peer_addr = peer_name(u);
     std::string detail;
@@ -43,15 +46,16 @@ int main(int argc, char** argv) {
     if (mode == "send") {
         Fnv fnv;
         int error = 0;
-        long long sent = send_messages(u, seed, count, min, max, inorder, fnv, &error);
+        long long sent = send_messages(u, seed, count, min, max, inorder, fnv, &error, ttl);
         char text[128];
         snprintf(text, sizeof(text), " msgs=%lld err=%d fnv=%016llx", sent, error, (unsigned long long)fnv.value());
         detail = text;
         ok = error == 0;
     } else {
-        MessageTally t = recv_messages(u, seed, count, min, max);
+        MessageTally t = recv_messages(u, seed, count, min, max, ttl >= 0);
         detail = tally_text(t);
-        ok = t.bad == 0 && t.dups == 0 && t.distinct == count && (!inorder || t.out_of_order == 0);
+        ok = t.bad == 0 && t.dups == 0 && (!inorder || t.out_of_order == 0) &&
+             (ttl >= 0 ? t.error == 0 : t.distinct == count);
     }
     std::string perf = perf_text(u);
     int close_rc = UDT::close(u);
