@@ -1,0 +1,3 @@
+//! The `udt` program (work in progress: commands land next).
+
+fn main() {}
