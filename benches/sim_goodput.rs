@@ -1,6 +1,6 @@
 //! Simulated goodput over bandwidth × RTT × loss, with the native UDT
 //! congestion control, printed as a Markdown table (kept in
-//! docs/goodput.md). Each cell is one 32 MiB byte-exact transfer through
+//! docs/goodput.md). Each cell is one 64 MiB byte-exact transfer through
 //! the deterministic simulator; "efficiency" is goodput divided by the
 //! link rate of the same cell, the baseline.
 //!
@@ -14,7 +14,7 @@ use udt_core::Config;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let size: u64 = if quick { 8 << 20 } else { 32 << 20 };
+    let size: u64 = if quick { 8 << 20 } else { 64 << 20 };
     let bandwidths = [100u64, 1000];
     let rtts_ms = [1u64, 50, 200];
     let losses = [0.0, 0.001, 0.01, 0.05];

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{init_logs, stream_transfer, Pair};
+use common::{init_logs, stream_bytes, stream_transfer, Pair};
 use udt_core::rng::Rng;
 use udt_core::sim::{random_seed, LinkConfig, Loss};
 use udt_core::Config;
@@ -44,7 +44,9 @@ fn scenario(seed: u64) {
     eprintln!("seed={seed}: {mbps} Mbit/s, delay {delay:?}, {l:?}");
     let mut p = Pair::new(seed, l.clone(), l, Config::default());
     let (a, b) = p.connect();
-    stream_transfer(
+    // One direction with the connection kept open, then the other,
+    // ending with an orderly close.
+    stream_bytes(
         &mut p.sim,
         (p.a, a),
         (p.b, b),

@@ -9,11 +9,17 @@ use common::{init_logs, link, stream_transfer, Pair, MIB_64};
 use udt_core::sim::{LinkConfig, Loss};
 use udt_core::{Config, SeqNumber};
 
-const LIMIT: Duration = Duration::from_secs(3600);
+const LIMIT: Duration = Duration::from_secs(4 * 3600);
 
 fn run(seed: u64, ab: LinkConfig, ba: LinkConfig, total: u64) -> common::TransferReport {
     init_logs();
-    let mut p = Pair::new(seed, ab, ba, Config::default());
+    // Slow lossy transfers may take longer than the default linger after
+    // the sender's close.
+    let config = Config {
+        linger: Some(LIMIT),
+        ..Config::default()
+    };
+    let mut p = Pair::new(seed, ab, ba, config);
     let (a_id, b_id) = p.connect();
     let report = stream_transfer(&mut p.sim, (p.a, a_id), (p.b, b_id), total, LIMIT);
     eprintln!(
@@ -30,11 +36,18 @@ fn run(seed: u64, ab: LinkConfig, ba: LinkConfig, total: u64) -> common::Transfe
 
 #[test]
 fn clean_link_64_mib() {
+    init_logs();
     let l = link(1000, Duration::from_millis(5), Loss::None);
-    let r = run(1, l.clone(), l, MIB_64);
-    assert_eq!(
-        r.sender.packets_retransmitted, 0,
-        "nothing is lost on a clean link"
+    let mut p = Pair::new(1, l.clone(), l, Config::default());
+    let (a_id, b_id) = p.connect();
+    let r = stream_transfer(&mut p.sim, (p.a, a_id), (p.b, b_id), MIB_64, LIMIT);
+    // The only losses on a clean link are drop-tail drops at its bottleneck
+    // queue when the sender probes above capacity.
+    let queue_drops = p.sim.link_stats(p.a, p.b).unwrap().queue_dropped;
+    assert!(
+        r.receiver.packets_lost <= queue_drops,
+        "{} lost but only {queue_drops} dropped by the queue",
+        r.receiver.packets_lost
     );
     // A clean 1 Gbit/s link must be used well, not trickled.
     assert!(

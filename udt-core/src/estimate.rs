@@ -247,6 +247,8 @@ impl Default for ArrivalWindow {
 pub struct RateSmoother {
     recv_rate: u32,
     bandwidth: u32,
+    recv_rate_measured: bool,
+    bandwidth_measured: bool,
 }
 
 impl RateSmoother {
@@ -255,6 +257,8 @@ impl RateSmoother {
         RateSmoother {
             recv_rate: 16,
             bandwidth: 1,
+            recv_rate_measured: false,
+            bandwidth_measured: false,
         }
     }
 
@@ -262,9 +266,19 @@ impl RateSmoother {
     /// and 6): `x = (7·x + v)/8` in integers, each only when its value is
     /// positive. UDT4 reads the fields as signed 32-bit integers, so values
     /// above `i32::MAX` are negative there and ignored; we ignore them too.
+    ///
+    /// Divergence (docs/congestion-control.md): the initial 16 and 1 are
+    /// placeholders, not measurements, so the first valid sample replaces
+    /// them instead of being averaged with them; UDT4 needs dozens of ACKs to
+    /// forget the placeholder.
     pub fn update(&mut self, recv_rate: u32, bandwidth: u32) {
-        self.recv_rate = smooth(self.recv_rate, recv_rate);
-        self.bandwidth = smooth(self.bandwidth, bandwidth);
+        self.recv_rate = smooth(self.recv_rate, recv_rate, &mut self.recv_rate_measured);
+        self.bandwidth = smooth(self.bandwidth, bandwidth, &mut self.bandwidth_measured);
+    }
+
+    /// True once a receiver has reported a real arrival rate.
+    pub fn is_recv_rate_measured(&self) -> bool {
+        self.recv_rate_measured
     }
 
     /// The smoothed packet arrival rate at the receiver, packets/s.
@@ -284,10 +298,15 @@ impl Default for RateSmoother {
     }
 }
 
-/// One 7/8 EWMA step, skipping values UDT4 would see as zero or negative.
-fn smooth(current: u32, value: u32) -> u32 {
+/// One 7/8 EWMA step, skipping values UDT4 would see as zero or negative;
+/// the first valid value replaces the placeholder.
+fn smooth(current: u32, value: u32, measured: &mut bool) -> u32 {
     if value == 0 || value > i32::MAX as u32 {
         return current;
+    }
+    if !*measured {
+        *measured = true;
+        return value;
     }
     // A weighted mean of two u32 values fits in u32.
     ((7 * u64::from(current) + u64::from(value)) / 8) as u32
@@ -564,17 +583,27 @@ mod tests {
     }
 
     #[test]
-    fn rate_smoother_follows_udt4() {
+    fn rate_smoother_replaces_placeholders_then_follows_udt4() {
         let mut s = RateSmoother::new();
         assert_eq!((s.recv_rate(), s.bandwidth()), (16, 1));
-        s.update(1000, 8001);
-        // (7·16 + 1000)/8 = 139; (7·1 + 8001)/8 = 1001.
-        assert_eq!((s.recv_rate(), s.bandwidth()), (139, 1001));
-        // Zero and "negative" values are ignored, each independently.
+        assert!(!s.is_recv_rate_measured());
+        // Zero and "negative" values are no measurement.
         s.update(0, 0x8000_0000);
-        assert_eq!((s.recv_rate(), s.bandwidth()), (139, 1001));
+        assert_eq!((s.recv_rate(), s.bandwidth()), (16, 1));
+        assert!(!s.is_recv_rate_measured());
+        // The first real sample replaces the placeholder (UDT4 would give
+        // (7·16 + 1000)/8 = 139 and (7·1 + 8001)/8 = 1001).
+        s.update(1000, 8001);
+        assert_eq!((s.recv_rate(), s.bandwidth()), (1000, 8001));
+        assert!(s.is_recv_rate_measured());
+        // Then the UDT4 7/8 EWMA, each field independently.
+        s.update(2000, 0);
+        assert_eq!(
+            (s.recv_rate(), s.bandwidth()),
+            ((7 * 1000 + 2000) / 8, 8001)
+        );
         s.update(u32::MAX, 9);
-        assert_eq!((s.recv_rate(), s.bandwidth()), (139, (7 * 1001 + 9) / 8));
+        assert_eq!((s.recv_rate(), s.bandwidth()), (1125, (7 * 8001 + 9) / 8));
         // Converges on a steady value.
         for _ in 0..200 {
             s.update(50_000, i32::MAX as u32);

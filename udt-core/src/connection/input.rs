@@ -271,7 +271,9 @@ impl Connection {
             let first = first.max_of(s.last_ack);
             let added = s.loss.insert(first, last);
             count += added;
-            if first_lost.is_none() {
+            // Only news is a congestion signal: our periodic NAK repeats
+            // losses already reported, which must not cut the rate again.
+            if added > 0 && first_lost.is_none() {
                 first_lost = Some(first);
             }
         }

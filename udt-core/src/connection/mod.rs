@@ -472,9 +472,11 @@ impl Connection {
         match self.config.linger {
             Some(linger) if !self.sender.buffer.is_empty() => {
                 log::debug!(
-                    "{} closing: lingering up to {linger:?} for {} packets",
+                    "{} closing: lingering up to {linger:?} for {} packets in flight and {} bytes unsent",
                     self.local_id,
-                    self.sender.unacked()
+                    self.sender.unacked(),
+                    self.sender.buffer.capacity() as usize * self.payload_size
+                        - self.sender.buffer.free_bytes()
                 );
                 self.state = State::Closing {
                     deadline: Some(now + linger),
@@ -547,7 +549,15 @@ impl Connection {
             now,
             mss: self.mss,
             rtt: self.rtt.rtt(),
-            recv_rate: self.sender.rates.recv_rate(),
+            // Until a receiver has measured it, the delivery rate is UDT4's
+            // placeholder of 16 packets/s; reporting 0 makes the controller
+            // leave slow start at the rate its window achieved instead of
+            // collapsing to 16 packets/s (docs/congestion-control.md).
+            recv_rate: if self.sender.rates.is_recv_rate_measured() {
+                self.sender.rates.recv_rate()
+            } else {
+                0
+            },
             bandwidth: self.sender.rates.bandwidth(),
             send_current_seq: self.sender.current,
             max_window: self.sender.flow_window,

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use super::{Connection, State, CONTROL_QUEUE_LIMIT};
 use crate::packet::{self, Ack, AckRates, Control, ControlPacket, DataHeader, Handshake, Packet};
-use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber};
+use crate::send_buffer::Block;
+use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber, SocketId};
 use crate::time::{wire_timestamp, SYN_INTERVAL};
 
 /// One datagram for the driver to send; the bytes are in the buffer that
@@ -50,6 +51,20 @@ pub(super) enum ControlItem {
         last: SeqNumber,
     },
     Handshake(Handshake),
+}
+
+/// Encodes one send-buffer block as a data packet; returns its payload length.
+fn encode_block(block: &Block<'_>, timestamp: u32, dest: SocketId, buf: &mut Vec<u8>) -> u64 {
+    let header = DataHeader {
+        seq: block.seq,
+        position: block.position,
+        in_order: block.in_order,
+        msg: block.msg,
+        timestamp,
+        dest,
+    };
+    packet::encode_data(&header, block.payload, buf);
+    block.payload.len() as u64
 }
 
 impl Connection {
@@ -132,22 +147,10 @@ impl Connection {
             let Some(block) = self.sender.buffer.block(seq) else {
                 continue;
             };
-            let header = DataHeader {
-                seq,
-                position: block.position,
-                in_order: block.in_order,
-                msg: block.msg,
-                timestamp,
-                dest: self.peer_id,
-            };
-            packet::encode_data(&header, block.payload, buf);
-            let len = block.payload.len() as u64;
-            self.counters.packets_sent += 1;
-            self.counters.bytes_sent += len;
+            let len = encode_block(&block, timestamp, self.peer_id, buf);
             self.counters.packets_retransmitted += 1;
             self.counters.bytes_retransmitted += len;
-            let ctx = self.cc_context(now);
-            self.cc.on_packet_sent(&ctx, seq);
+            self.on_data_sent(now, seq, len);
             self.sender.advance_slot(now);
             return Some(TransmitKind::Retransmit);
         }
@@ -156,27 +159,23 @@ impl Connection {
         }
         let block = self.sender.buffer.take_next()?;
         let seq = block.seq;
-        let header = DataHeader {
-            seq,
-            position: block.position,
-            in_order: block.in_order,
-            msg: block.msg,
-            timestamp,
-            dest: self.peer_id,
-        };
-        packet::encode_data(&header, block.payload, buf);
-        let len = block.payload.len() as u64;
+        let len = encode_block(&block, timestamp, self.peer_id, buf);
         self.sender.current = seq;
-        self.counters.packets_sent += 1;
-        self.counters.bytes_sent += len;
-        let ctx = self.cc_context(now);
-        self.cc.on_packet_sent(&ctx, seq);
+        self.on_data_sent(now, seq, len);
         // Packet pair: 16n and 16n+1 leave back to back so the receiver
         // can estimate the link capacity (§6.1 step 4, §8.3).
         if seq.value() & 0xF != 0 {
             self.sender.advance_slot(now);
         }
         Some(TransmitKind::Data)
+    }
+
+    /// Bookkeeping shared by first transmissions and retransmissions.
+    fn on_data_sent(&mut self, now: Instant, seq: SeqNumber, len: u64) {
+        self.counters.packets_sent += 1;
+        self.counters.bytes_sent += len;
+        let ctx = self.cc_context(now);
+        self.cc.on_packet_sent(&ctx, seq);
     }
 
     /// The message holding `seq` outlived its TTL: skip what is left of it

@@ -12,22 +12,52 @@ use crate::error::{ReadError, WriteError};
 use crate::seq::{SeqNumber, SocketId};
 use crate::stats::Stats;
 
-/// The byte at offset `i` of the test stream `stream`.
-pub fn pattern_byte(stream: u64, i: u64) -> u8 {
-    let mut z = (i / 8)
+/// The 8-byte word holding offset `i` of the test stream `stream`.
+fn pattern_word(stream: u64, word: u64) -> u64 {
+    let mut z = word
         .wrapping_add(stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> ((i % 8) * 8)) as u8
+    z ^ (z >> 31)
+}
+
+/// The byte at offset `i` of the test stream `stream`.
+pub fn pattern_byte(stream: u64, i: u64) -> u8 {
+    (pattern_word(stream, i / 8) >> ((i % 8) * 8)) as u8
 }
 
 /// Fills `buf` with the pattern starting at `offset`.
 pub fn fill_pattern(stream: u64, offset: u64, buf: &mut [u8]) {
-    for (k, b) in buf.iter_mut().enumerate() {
-        *b = pattern_byte(stream, offset + k as u64);
+    let mut i = offset;
+    let mut k = 0;
+    while k < buf.len() {
+        let word = pattern_word(stream, i / 8).to_le_bytes();
+        let start = (i % 8) as usize;
+        let n = (8 - start).min(buf.len() - k);
+        buf[k..k + n].copy_from_slice(&word[start..start + n]);
+        k += n;
+        i += n as u64;
     }
+}
+
+/// Index of the first byte of `data` that differs from the pattern at
+/// `offset`, if any.
+pub fn check_pattern(stream: u64, offset: u64, data: &[u8]) -> Option<u64> {
+    let mut expected = [0u8; 4096];
+    for (c, chunk) in data.chunks(expected.len()).enumerate() {
+        let at = offset + (c * expected.len()) as u64;
+        fill_pattern(stream, at, &mut expected[..chunk.len()]);
+        if chunk != &expected[..chunk.len()] {
+            let k = chunk
+                .iter()
+                .zip(expected.iter())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            return Some(at + k as u64);
+        }
+    }
+    None
 }
 
 /// Two nodes, A (caller) and B (listener), joined by one link.
@@ -193,9 +223,16 @@ fn transfer(
     let result = sim.run_until(
         |sim| {
             let now = sim.now();
-            // Writer: keep the send buffer full.
+            // Writer: keep the send buffer full, generating only what fits.
             while written < total && !closed {
-                let n = (total - written).min(chunk.len() as u64) as usize;
+                let free = sim
+                    .node(from)
+                    .connection(from_id)
+                    .map_or(0, |c| c.send_buffer_free());
+                let n = (total - written).min(chunk.len().min(free) as u64) as usize;
+                if n == 0 {
+                    break;
+                }
                 fill_pattern(stream, written, &mut chunk[..n]);
                 let r = sim
                     .node_mut(from)
@@ -229,12 +266,9 @@ fn transfer(
                         break;
                     }
                     Ok(n) => {
-                        for (k, &byte) in rbuf[..n].iter().enumerate() {
-                            let at = read + k as u64;
-                            if byte != pattern_byte(stream, at) {
-                                failure = Some(format!("byte {at} differs"));
-                                return true;
-                            }
+                        if let Some(at) = check_pattern(stream, read, &rbuf[..n]) {
+                            failure = Some(format!("byte {at} differs"));
+                            return true;
                         }
                         read += n as u64;
                     }
@@ -292,5 +326,25 @@ pub fn link(mbps: u64, delay: Duration, loss: Loss) -> LinkConfig {
         bandwidth_bps: Some(bps),
         queue_bytes: bdp.max(64 * 1500),
         ..LinkConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_fill_and_check_agree_at_any_offset() {
+        for offset in [0u64, 1, 7, 8, 13, 4095, 4097, 1 << 33] {
+            let mut buf = vec![0u8; 10_000];
+            fill_pattern(9, offset, &mut buf);
+            for (k, &b) in buf.iter().enumerate() {
+                assert_eq!(b, pattern_byte(9, offset + k as u64));
+            }
+            assert_eq!(check_pattern(9, offset, &buf), None);
+            buf[5000] ^= 1;
+            assert_eq!(check_pattern(9, offset, &buf), Some(offset + 5000));
+            assert!(check_pattern(10, offset, &buf).is_some(), "streams differ");
+        }
     }
 }

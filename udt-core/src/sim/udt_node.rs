@@ -191,10 +191,7 @@ impl UdtNode {
 
     /// The error a failed connect ended with, if it failed.
     pub fn connect_error(&self, id: SocketId) -> Option<ConnectError> {
-        self.failed
-            .iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, e)| *e)
+        self.failed.iter().find(|(i, _)| *i == id).map(|(_, e)| *e)
     }
 
     /// IDs of every established connection.
