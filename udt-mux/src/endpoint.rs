@@ -1,0 +1,413 @@
+//! `Endpoint`: one bound UDP port (one multiplexer) and the operations
+//! that create connections on it.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use udt_core::handshake::{self, Caller, Listener, Rendezvous};
+use udt_core::{Config, SocketType};
+
+use crate::config::EndpointConfig;
+use crate::conn::{ConnShared, NewConn, Pending, Phase};
+use crate::error::{ConnectError, ListenError};
+use crate::listener::{listener_type, ListenerShared, UdtListener, UdtMessageListener};
+use crate::message::UdtMessageSocket;
+use crate::mux::{EndpointStats, MuxRef};
+use crate::registry::ListenerEntry;
+use crate::stream::UdtStream;
+
+/// One UDP port carrying any number of UDT connections: a listener, the
+/// connections it accepted, outgoing and rendezvous connections, all on
+/// the same port (UDT4's multiplexer).
+///
+/// An endpoint owns a send thread and a receive thread. Cloning it is cheap
+/// and shares the port; the threads stop when every clone and every handle
+/// made from it are dropped and the last connection has finished closing.
+/// Two endpoints never share anything.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use udt_mux::{Config, Endpoint};
+///
+/// # fn main() -> std::io::Result<()> {
+/// // One port both accepts and connects.
+/// let hub = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+/// let listener = hub.listen(8)?;
+/// let other = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+/// let other_listener = other.listen(8)?;
+///
+/// let mut outgoing = hub.connect(other.local_addr())?;   // from the hub's port
+/// let mut incoming = other.connect(hub.local_addr())?;   // to the hub's port
+/// let (mut a, _) = listener.accept()?;
+/// let (mut b, _) = other_listener.accept()?;
+///
+/// outgoing.write_all(b"x")?;
+/// incoming.write_all(b"y")?;
+/// let mut buf = [0u8; 1];
+/// b.read_exact(&mut buf)?;
+/// assert_eq!(&buf, b"x");
+/// a.read_exact(&mut buf)?;
+/// assert_eq!(&buf, b"y");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    mux: MuxRef,
+}
+
+/// How a connection is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Setup {
+    Caller,
+    Rendezvous,
+}
+
+impl Endpoint {
+    /// Binds a UDP socket to `addr` (port 0: any free port) with default
+    /// [`EndpointConfig`] options; `config` is the default for connections
+    /// made through this endpoint.
+    ///
+    /// # Errors
+    /// The socket errors of binding (`AddrInUse`, `AddrNotAvailable`, ...)
+    /// or of starting the threads.
+    pub fn bind(addr: SocketAddr, config: Config) -> io::Result<Endpoint> {
+        Endpoint::bind_with(addr, config, EndpointConfig::default())
+    }
+
+    /// Like [`bind`](Self::bind), with explicit socket and thread options.
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind).
+    pub fn bind_with(
+        addr: SocketAddr,
+        config: Config,
+        options: EndpointConfig,
+    ) -> io::Result<Endpoint> {
+        Ok(Endpoint {
+            mux: MuxRef::start(addr, config, options)?,
+        })
+    }
+
+    /// The bound address, with the port the OS chose for port 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.mux.shared().port.local_addr()
+    }
+
+    /// The default configuration of connections made through this endpoint.
+    pub fn config(&self) -> &Config {
+        &self.mux.shared().config
+    }
+
+    /// Counters of the port: datagrams, system calls, drops by reason, and
+    /// the socket buffer sizes the kernel granted.
+    pub fn stats(&self) -> EndpointStats {
+        self.mux.shared().stats()
+    }
+
+    /// Starts accepting stream connections on this port, queueing at most
+    /// `backlog` not yet accepted (further callers are refused).
+    ///
+    /// # Errors
+    /// `AlreadyListening` when the endpoint has a listener (one per port, as
+    /// in UDT4); `EndpointClosed` after [`abort`](Self::abort).
+    pub fn listen(&self, backlog: usize) -> Result<UdtListener, ListenError> {
+        let shared = self.install_listener(backlog, self.config().clone(), false)?;
+        Ok(UdtListener::new(shared, self.mux.clone()))
+    }
+
+    /// Like [`listen`](Self::listen), with a configuration for the accepted
+    /// connections (its socket type is forced to stream).
+    ///
+    /// # Errors
+    /// As [`listen`](Self::listen).
+    pub fn listen_with(&self, backlog: usize, config: Config) -> Result<UdtListener, ListenError> {
+        let shared = self.install_listener(backlog, config, false)?;
+        Ok(UdtListener::new(shared, self.mux.clone()))
+    }
+
+    /// Starts accepting message-mode connections.
+    ///
+    /// # Errors
+    /// As [`listen`](Self::listen).
+    pub fn listen_messages(&self, backlog: usize) -> Result<UdtMessageListener, ListenError> {
+        let shared = self.install_listener(backlog, self.config().clone(), true)?;
+        Ok(UdtMessageListener::new(shared, self.mux.clone()))
+    }
+
+    /// Connects to a UDT listener at `peer` and waits for the handshake,
+    /// at most [`Config::connect_timeout`].
+    ///
+    /// # Errors
+    /// See [`ConnectError`]: `TimedOut` when nobody answers, `Rejected` when
+    /// the listener refuses.
+    pub fn connect(&self, peer: SocketAddr) -> Result<UdtStream, ConnectError> {
+        self.connect_with(peer, self.config().clone())
+    }
+
+    /// Like [`connect`](Self::connect) with a configuration for this
+    /// connection (its socket type is forced to stream).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub fn connect_with(
+        &self,
+        peer: SocketAddr,
+        config: Config,
+    ) -> Result<UdtStream, ConnectError> {
+        let conn = self.open(peer, config, SocketType::Stream, Setup::Caller)?;
+        Ok(UdtStream::from_conn(conn, self.mux.clone()))
+    }
+
+    /// Connects a message-mode connection to a listener at `peer`.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub fn connect_messages(&self, peer: SocketAddr) -> Result<UdtMessageSocket, ConnectError> {
+        let conn = self.open(
+            peer,
+            self.config().clone(),
+            SocketType::Message,
+            Setup::Caller,
+        )?;
+        Ok(UdtMessageSocket::from_conn(conn, self.mux.clone()))
+    }
+
+    /// Rendezvous connect: both sides call each other at the same time
+    /// (NAT traversal). Each side binds a known port and names the other's
+    /// exact address; waits at most [`Config::rendezvous_timeout`].
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), plus `RendezvousBusy` when this
+    /// endpoint already has a rendezvous with `peer`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::thread;
+    /// use udt_mux::{Config, Endpoint};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let a = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+    /// let b = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+    /// let (a_addr, b_addr) = (a.local_addr(), b.local_addr());
+    /// // Keep both streams alive until both sides are connected: a side
+    /// // that closes at once can leave the other without its last answer.
+    /// let t = thread::spawn(move || b.rendezvous(a_addr));
+    /// let stream = a.rendezvous(b_addr)?;
+    /// let other = t.join().unwrap()?;
+    /// assert_eq!(stream.peer_addr(), b_addr);
+    /// assert_eq!(other.peer_addr(), a_addr);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn rendezvous(&self, peer: SocketAddr) -> Result<UdtStream, ConnectError> {
+        let conn = self.open(
+            peer,
+            self.config().clone(),
+            SocketType::Stream,
+            Setup::Rendezvous,
+        )?;
+        Ok(UdtStream::from_conn(conn, self.mux.clone()))
+    }
+
+    /// Rendezvous connect in message mode.
+    ///
+    /// # Errors
+    /// As [`rendezvous`](Self::rendezvous).
+    pub fn rendezvous_messages(&self, peer: SocketAddr) -> Result<UdtMessageSocket, ConnectError> {
+        let conn = self.open(
+            peer,
+            self.config().clone(),
+            SocketType::Message,
+            Setup::Rendezvous,
+        )?;
+        Ok(UdtMessageSocket::from_conn(conn, self.mux.clone()))
+    }
+
+    /// Stops all I/O of this endpoint at once, like a process that dies:
+    /// no shutdown is sent, data not yet acknowledged is lost, every handle
+    /// made from it fails with `ConnectionAborted`, and peers notice only
+    /// through their idle timeout. Meant for tests and emergency exits;
+    /// for an orderly end, close the connections.
+    pub fn abort(&self) {
+        self.mux.shared().abort();
+    }
+
+    /// True once [`abort`](Self::abort) was called or the threads stopped.
+    pub fn is_aborted(&self) -> bool {
+        let mux = self.mux.shared();
+        mux.is_aborted() || mux.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn install_listener(
+        &self,
+        backlog: usize,
+        mut config: Config,
+        messages: bool,
+    ) -> Result<Arc<ListenerShared>, ListenError> {
+        if self.is_aborted() {
+            return Err(ListenError::EndpointClosed);
+        }
+        config.socket_type = listener_type(messages);
+        let config = Arc::new(config);
+        let mut reg = self.mux.shared().registry.lock();
+        if reg.listener.is_some() {
+            return Err(ListenError::AlreadyListening);
+        }
+        let secret = reg.new_secret();
+        let machine = Listener::new(&config, secret, Instant::now());
+        let shared = Arc::new(ListenerShared::new(backlog));
+        reg.listener = Some(ListenerEntry {
+            machine,
+            shared: shared.clone(),
+            config,
+        });
+        log::debug!("{} listening (backlog {backlog})", self.local_addr());
+        Ok(shared)
+    }
+
+    /// Registers a handshake and waits for its outcome.
+    fn open(
+        &self,
+        peer: SocketAddr,
+        mut config: Config,
+        socket_type: SocketType,
+        setup: Setup,
+    ) -> Result<Arc<ConnShared>, ConnectError> {
+        let mux = self.mux.shared();
+        if self.is_aborted() {
+            return Err(ConnectError::EndpointClosed);
+        }
+        let local = self.local_addr();
+        let peer = same_family(local, peer).ok_or(ConnectError::AddressFamily { local, peer })?;
+        config.socket_type = socket_type;
+        let timeout = match setup {
+            Setup::Caller => config.connect_timeout,
+            Setup::Rendezvous => config.rendezvous_timeout,
+        };
+        let config = Arc::new(config);
+        let now = Instant::now();
+        let conn = {
+            let mut reg = mux.registry.lock();
+            if setup == Setup::Rendezvous && reg.has_rendezvous(peer) {
+                return Err(ConnectError::RendezvousBusy { peer });
+            }
+            let id = reg.new_socket_id();
+            let isn = reg.new_isn();
+            let handle = reg.reserve_handle();
+            let pending = match setup {
+                Setup::Caller => Pending::Caller(Caller::new(&config, id, peer, isn, now)),
+                Setup::Rendezvous => {
+                    Pending::Rendezvous(Rendezvous::new(&config, id, peer, isn, now))
+                }
+            };
+            let conn = ConnShared::new(
+                mux.clone(),
+                NewConn {
+                    handle,
+                    socket_id: id,
+                    peer,
+                    rendezvous: setup == Setup::Rendezvous,
+                    accept_key: None,
+                    config,
+                    phase: Phase::Connecting(Box::new(pending)),
+                    handles: 1,
+                    queued_for_accept: false,
+                    now,
+                },
+            );
+            reg.insert(conn.clone());
+            conn
+        };
+        // The receive thread sends the first request and arms the retries.
+        mux.touch(conn.handle);
+        // The handshake machine times out by itself; the extra margin only
+        // guards against a stalled endpoint.
+        let outcome = conn.blocking(
+            |_| Some(timeout + Duration::from_secs(2)),
+            "handshake did not finish",
+            |g, _now| match &g.phase {
+                Phase::Connecting(_) => None,
+                Phase::Established(_) => Some(Ok(Ok(()))),
+                Phase::Failed(e) => Some(Ok(Err(*e))),
+            },
+        );
+        let result = match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(map_handshake_error(e, peer, timeout)),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                Err(ConnectError::EndpointClosed)
+            }
+            Err(_) => Err(ConnectError::TimedOut {
+                peer,
+                after: timeout,
+            }),
+        };
+        match result {
+            Ok(()) => Ok(conn),
+            Err(e) => {
+                // Drop our claim: the receive thread forgets the handshake
+                // (or closes the connection if it completed just now).
+                conn.release_handle();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Names the core's handshake failures in the endpoint's terms.
+fn map_handshake_error(
+    e: handshake::ConnectError,
+    peer: SocketAddr,
+    after: Duration,
+) -> ConnectError {
+    match e {
+        handshake::ConnectError::TimedOut => ConnectError::TimedOut { peer, after },
+        handshake::ConnectError::Rejected => ConnectError::Rejected { peer },
+        other => ConnectError::Handshake(other),
+    }
+}
+
+/// `peer` expressed in the local socket's address family, if reachable:
+/// IPv4 peers of an IPv6 socket become v4-mapped (dual stack), v4-mapped
+/// peers of an IPv4 socket become plain IPv4.
+fn same_family(local: SocketAddr, peer: SocketAddr) -> Option<SocketAddr> {
+    match (local.ip(), peer.ip()) {
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => Some(peer),
+        (IpAddr::V6(_), IpAddr::V4(v4)) => Some(SocketAddr::new(
+            IpAddr::V6(v4.to_ipv6_mapped()),
+            peer.port(),
+        )),
+        (IpAddr::V4(_), IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map(|v4| SocketAddr::new(IpAddr::V4(v4), peer.port())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_families() {
+        let v4: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let v6: SocketAddr = "[::1]:1".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:2".parse().unwrap();
+        assert_eq!(same_family(v4, v4), Some(v4));
+        assert_eq!(same_family(v6, v6), Some(v6));
+        assert_eq!(same_family(v4, v6), None);
+        assert_eq!(
+            same_family(v4, mapped),
+            Some("127.0.0.1:2".parse().unwrap())
+        );
+        assert_eq!(
+            same_family(v6, "10.0.0.1:5".parse().unwrap()),
+            Some("[::ffff:10.0.0.1]:5".parse().unwrap())
+        );
+    }
+}

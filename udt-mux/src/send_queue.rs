@@ -1,0 +1,214 @@
+//! The send thread: owns the send schedule (an indexed min-heap of
+//! connections keyed by `next_send_time`, UDT4 `CSndUList`), sleeps until
+//! its head is due, drains every due connection into one batch and sends
+//! the batch with as few system calls as the OS allows.
+//!
+//! Waiting: a coarse sleep on the command channel (`recv_deadline`, so a
+//! `Reschedule` to an earlier time wakes it), then a precise wait for the
+//! last [`EndpointConfig::precise_wait`](crate::EndpointConfig::precise_wait).
+//! With nothing scheduled it blocks on the channel: an idle endpoint costs
+//! no CPU.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use udt_core::sched::{ConnectionHandle, SendSchedule};
+
+use crate::conn::{ConnShared, Role};
+use crate::mux::{MuxShared, SendCmd};
+use crate::udp::SendBatch;
+
+/// State of the send thread.
+pub(crate) struct SendThread {
+    mux: Arc<MuxShared>,
+    rx: Receiver<SendCmd>,
+    sched: SendSchedule,
+    /// The send thread's own view of the connections, by handle, so it
+    /// never takes the registry lock.
+    conns: Vec<Option<Arc<ConnShared>>>,
+    /// Newest key generation applied per handle.
+    applied: Vec<u64>,
+    batch: SendBatch,
+    precise: Duration,
+}
+
+impl SendThread {
+    pub(crate) fn new(mux: Arc<MuxShared>, rx: Receiver<SendCmd>) -> SendThread {
+        let batch = SendBatch::new(mux.options.effective_batch(), mux.config.mss as usize);
+        let precise = mux.options.precise_wait;
+        SendThread {
+            mux,
+            rx,
+            sched: SendSchedule::new(),
+            conns: Vec::new(),
+            applied: Vec::new(),
+            batch,
+            precise,
+        }
+    }
+
+    /// The thread body; returns when told to stop.
+    pub(crate) fn run(mut self) {
+        reduce_timer_slack();
+        loop {
+            loop {
+                match self.rx.try_recv() {
+                    Ok(cmd) => {
+                        if !self.apply(cmd) {
+                            return;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            let Some((_, at)) = self.sched.peek() else {
+                // Nothing to send: sleep until someone has something.
+                match self.rx.recv() {
+                    Ok(cmd) => {
+                        if !self.apply(cmd) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(_) => return,
+                }
+            };
+            if at > Instant::now() {
+                if !self.wait_until(at) {
+                    return;
+                }
+                continue;
+            }
+            self.send_due(Instant::now());
+        }
+    }
+
+    /// Applies one command; false means stop.
+    fn apply(&mut self, cmd: SendCmd) -> bool {
+        match cmd {
+            SendCmd::Register(h, conn) => {
+                let i = h.0 as usize;
+                if self.conns.len() <= i {
+                    self.conns.resize(i + 1, None);
+                    self.applied.resize(i + 1, 0);
+                }
+                self.conns[i] = Some(conn.clone());
+                // Read the key fresh under the lock: it supersedes any
+                // message about this handle generated before.
+                let wake = {
+                    let mut g = conn.inner.lock();
+                    g.settle(&self.mux, Role::Send)
+                };
+                if let Some((at, generation)) = wake.reschedule {
+                    self.schedule(h, at, generation);
+                }
+                conn.run_wake(wake, Role::Send);
+            }
+            SendCmd::Reschedule(h, at, generation) => {
+                if self.conns.get(h.0 as usize).is_some_and(|c| c.is_some()) {
+                    self.schedule(h, at, generation);
+                }
+            }
+            SendCmd::Deregister(h) => {
+                if let Some(c) = self.conns.get_mut(h.0 as usize) {
+                    *c = None;
+                }
+                self.sched.remove(h);
+            }
+            SendCmd::Stop => return false,
+        }
+        true
+    }
+
+    fn schedule(&mut self, h: ConnectionHandle, at: Option<Instant>, generation: u64) {
+        let Some(applied) = self.applied.get_mut(h.0 as usize) else {
+            return;
+        };
+        if generation < *applied {
+            return;
+        }
+        *applied = generation;
+        self.sched.set(h, at);
+    }
+
+    /// Waits until `at` or a command; false means stop.
+    fn wait_until(&mut self, at: Instant) -> bool {
+        let now = Instant::now();
+        if at > now + self.precise {
+            match self.rx.recv_deadline(at - self.precise) {
+                Ok(cmd) => return self.apply(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        // The last stretch: the kernel's timers are too coarse for it.
+        let mut spins = 0u32;
+        while Instant::now() < at {
+            spins = spins.wrapping_add(1);
+            if spins % 16 == 0 {
+                match self.rx.try_recv() {
+                    Ok(cmd) => return self.apply(cmd),
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => return false,
+                }
+                // Let other threads of this process run on a busy core.
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        true
+    }
+
+    /// Drains every connection due at `now` into the batch and sends it.
+    fn send_due(&mut self, now: Instant) {
+        while let Some(h) = self.sched.pop_due(now) {
+            let Some(Some(conn)) = self.conns.get(h.0 as usize) else {
+                continue;
+            };
+            let conn = conn.clone();
+            let wake = {
+                let mut g = conn.inner.lock();
+                let now = g.clock(now);
+                if let Some(c) = g.phase.connection() {
+                    while let Some(buf) = self.batch.slot() {
+                        match c.poll_transmit(now, buf) {
+                            Some(t) => self.batch.push(t.destination),
+                            None => break,
+                        }
+                    }
+                }
+                g.settle(&self.mux, Role::Send)
+            };
+            if let Some((at, generation)) = wake.reschedule {
+                self.schedule(h, at, generation);
+            }
+            conn.run_wake(wake, Role::Send);
+            if self.batch.is_full() {
+                self.flush();
+            }
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let f = self.batch.flush(&self.mux.port, true);
+            self.mux.counters.on_flush(f);
+        }
+    }
+}
+
+/// Asks Linux for 1 µs timer slack on this thread (default 50 µs), so the
+/// coarse sleep already lands close to the deadline and the precise wait
+/// stays short.
+fn reduce_timer_slack() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only
+    // affects the calling thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong, 0, 0, 0);
+    }
+}
