@@ -6,4 +6,7 @@
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod cmd;
+pub mod net;
 pub mod proto;
+pub mod ui;
