@@ -25,6 +25,15 @@ pub enum Transport {
     Tcp,
 }
 
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udt => "UDT",
+            Transport::Tcp => "TCP",
+        })
+    }
+}
+
 /// Transport options shared by the commands.
 #[derive(Clone, Debug, Default)]
 pub struct NetOptions {
@@ -263,7 +272,11 @@ impl Conn {
     /// linger time passed).
     pub fn finish(self) -> io::Result<()> {
         match self {
-            Conn::Udt(s) => s.close(),
+            Conn::Udt(s) => {
+                let r = s.close();
+                shutdown_grace();
+                r
+            }
             Conn::Tcp(mut s) => {
                 s.shutdown(Shutdown::Write)?;
                 // Read until the peer closes too, so our last bytes are not
@@ -299,6 +312,15 @@ impl Write for Conn {
             Conn::Tcp(s) => s.flush(),
         }
     }
+}
+
+/// Gives the endpoint's send thread a moment to put the final shutdown
+/// packet on the wire: `close()` can return as soon as the shutdown is
+/// queued, and a process that exits at once may never send it, leaving the
+/// peer to wait for its idle timeout. (To be fixed in udt-mux: close should
+/// return only after the shutdown was handed to the kernel.)
+pub fn shutdown_grace() {
+    std::thread::sleep(Duration::from_millis(50));
 }
 
 /// A listening socket for byte streams.

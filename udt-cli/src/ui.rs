@@ -33,6 +33,14 @@ impl Output {
         }
     }
 
+    /// Prints a status line on stderr unless quiet, also in JSON mode
+    /// (whose output is on stdout): where a server listens, who connected.
+    pub fn status(&self, line: impl fmt::Display) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
     /// Prints `value` as one line of JSON on stdout (JSON mode only).
     pub fn json<T: Serialize>(&self, value: &T) {
         if self.json {

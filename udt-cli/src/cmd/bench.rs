@@ -134,13 +134,10 @@ pub fn server(args: &ServerArgs) -> Result<(), CliError> {
     let listener = Arc::new(
         Listener::bind(args.addr, &args.net).map_err(|e| CliError::io("cannot listen", e))?,
     );
-    args.output.say(format_args!(
-        "udt bench server on {} ({}); run: udt bench HOST:{}",
+    args.output.status(format_args!(
+        "udt bench: listening on {} ({}); run: udt bench HOST:{}",
         listener.local_addr(),
-        match args.net.transport {
-            Transport::Udt => "UDT",
-            Transport::Tcp => "TCP",
-        },
+        args.net.transport,
         listener.local_addr().port()
     ));
     let (done_tx, done_rx) = mpsc::channel::<(u64, u32)>();

@@ -90,7 +90,7 @@ fn run_in(args: &DemoArgs, scratch: &Path) -> Result<DemoSummary, CliError> {
     .map_err(|e| CliError::io("cannot listen on loopback", e))?;
     let addr = listener.local_addr();
     output.say(format_args!(
-        "udt demo: one {} file over {:?} on loopback ({addr}), receiver in this process",
+        "udt demo: one {} file over {} on loopback ({addr}), receiver in this process",
         ui::bytes(args.size),
         args.net.transport
     ));

@@ -72,13 +72,26 @@ impl TransferSummary {
         }
         eprintln!("{line}");
         if let Some(rtt) = self.link.rtt_ms {
-            let sent = self.link.packets_sent.unwrap_or(0);
-            let received = self.link.packets_received.unwrap_or(0);
-            eprintln!(
-                "  rtt {rtt:.3} ms, packets sent {sent}, received {received}, retransmitted {}, lost {}",
-                self.link.packets_retransmitted.unwrap_or(0),
-                self.link.loss().unwrap_or(0),
-            );
+            let n = |v: Option<u64>| v.unwrap_or(0);
+            if self.command == "send" {
+                let sent = n(self.link.packets_sent);
+                let retransmitted = n(self.link.packets_retransmitted);
+                let pct = if sent > 0 {
+                    retransmitted as f64 * 100.0 / sent as f64
+                } else {
+                    0.0
+                };
+                eprintln!(
+                    "  rtt {rtt:.3} ms, {sent} packets sent, {retransmitted} retransmitted ({pct:.2}%), {} reported lost",
+                    n(self.link.packets_reported_lost)
+                );
+            } else {
+                eprintln!(
+                    "  rtt {rtt:.3} ms, {} packets received, {} lost on the way (recovered)",
+                    n(self.link.packets_received),
+                    n(self.link.packets_lost)
+                );
+            }
         }
     }
 }
@@ -184,14 +197,11 @@ pub struct RecvArgs {
 pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
     let listener =
         Listener::bind(args.listen, &args.net).map_err(|e| CliError::io("cannot listen", e))?;
-    args.output.say(format_args!(
-        "udt: receiving into {} on {} ({}); send with: udt send PATH... HOST:{}",
-        args.options.out.display(),
+    args.output.status(format_args!(
+        "udt: listening on {} ({}), receiving into {}; send with: udt send PATH... HOST:{}",
         listener.local_addr(),
-        match args.net.transport {
-            Transport::Udt => "UDT",
-            Transport::Tcp => "TCP",
-        },
+        args.net.transport,
+        args.options.out.display(),
         listener.local_addr().port()
     ));
     loop {
@@ -221,7 +231,7 @@ pub fn serve_one(
     let start = Instant::now();
     let peer = conn.peer_addr();
     if let Some(p) = peer {
-        output.say(format_args!("udt: transfer from {p}"));
+        output.status(format_args!("udt: transfer from {p}"));
     }
     let reader = conn
         .try_clone()

@@ -95,15 +95,16 @@ pub fn listen(args: &PipeArgs) -> Result<PipeSummary, CliError> {
     let summary = if args.msg {
         let (ep, listener) =
             net::listen_messages(addr, &args.net).map_err(|e| CliError::io("cannot listen", e))?;
-        args.output.say(format_args!(
-            "udt: listening on {} (UDT message mode)",
+        args.output.status(format_args!(
+            "udt: listening on {} (UDT, message mode)",
             ep.local_addr()
         ));
         let (sock, peer) = listener
             .accept()
             .map_err(|e| CliError::io("accept failed", e))?;
         drop(listener);
-        args.output.say(format_args!("udt: connection from {peer}"));
+        args.output
+            .status(format_args!("udt: connection from {peer}"));
         let start = Instant::now();
         let (mut bytes, mut messages) = (0u64, 0u64);
         let mut buf = Vec::with_capacity(64 * 1024);
@@ -130,15 +131,18 @@ pub fn listen(args: &PipeArgs) -> Result<PipeSummary, CliError> {
     } else {
         let listener =
             Listener::bind(addr, &args.net).map_err(|e| CliError::io("cannot listen", e))?;
-        args.output
-            .say(format_args!("udt: listening on {}", listener.local_addr()));
+        args.output.status(format_args!(
+            "udt: listening on {} ({})",
+            listener.local_addr(),
+            args.net.transport
+        ));
         let mut conn = listener
             .accept()
             .map_err(|e| CliError::io("accept failed", e))?;
         drop(listener);
         let peer = conn.peer_addr();
         if let Some(p) = peer {
-            args.output.say(format_args!("udt: connection from {p}"));
+            args.output.status(format_args!("udt: connection from {p}"));
         }
         let start = Instant::now();
         let mut buf = vec![0u8; CHUNK];
@@ -212,6 +216,7 @@ pub fn connect(args: &PipeArgs) -> Result<PipeSummary, CliError> {
         let link = net::message_stats(&sock);
         sock.close()
             .map_err(|e| CliError::io("the peer did not acknowledge everything", e))?;
+        net::shutdown_grace();
         (bytes, messages, link, Some(peer))
     } else {
         let mut conn = Conn::connect(&args.addr, &args.net).map_err(connect_err)?;
