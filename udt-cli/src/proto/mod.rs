@@ -84,6 +84,8 @@ pub enum TransferError {
     Usage(String),
     /// The peer reported this failure (its class and message).
     Peer {
+        /// Who reported it: "sender" or "receiver".
+        from: &'static str,
         /// The peer's exit code class.
         class: u8,
         /// The peer's message.
@@ -147,7 +149,7 @@ impl fmt::Display for TransferError {
                  with --resume to continue"
             ),
             TransferError::Local { what, source } => write!(f, "{what}: {source}"),
-            TransferError::Peer { message, .. } => write!(f, "the peer reported: {message}"),
+            TransferError::Peer { from, message, .. } => write!(f, "the {from} reported: {message}"),
         }
     }
 }

@@ -201,6 +201,7 @@ fn receive_inner<R: Read, W: Write + ?Sized>(
             }
             Frame::Error { class, message } => {
                 return Err(TransferError::Peer {
+                    from: "sender",
                     class,
                     message: message.to_owned(),
                 })
@@ -258,6 +259,7 @@ fn read_list<R: Read>(
         }
         Frame::Error { class, message } => {
             return Err(TransferError::Peer {
+                from: "sender",
                 class,
                 message: message.to_owned(),
             })
@@ -331,6 +333,7 @@ fn read_list<R: Read>(
             Frame::ListEnd => break,
             Frame::Error { class, message } => {
                 return Err(TransferError::Peer {
+                    from: "sender",
                     class,
                     message: message.to_owned(),
                 })
@@ -548,6 +551,7 @@ fn receive_file<R: Read>(
             }
             Frame::Error { class, message } => {
                 return Err(TransferError::Peer {
+                    from: "sender",
                     class,
                     message: message.to_owned(),
                 })

@@ -301,6 +301,7 @@ where
             Frame::PlanEnd => break,
             Frame::Error { class, message } => {
                 return Err(TransferError::Peer {
+                    from: "receiver",
                     class,
                     message: message.to_owned(),
                 })
@@ -350,6 +351,7 @@ where
             let outcome = match frames.next_frame() {
                 Ok(Frame::Result { files, bytes }) => Ok((files, bytes)),
                 Ok(Frame::Error { class, message }) => Err(TransferError::Peer {
+                    from: "receiver",
                     class,
                     message: message.to_owned(),
                 }),

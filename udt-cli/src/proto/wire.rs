@@ -213,10 +213,14 @@ impl<R: Read> FrameReader<R> {
                 "frame type {kind:#04x} with length {len} (allowed {min}..={max})"
             )));
         }
-        // Bounded by `max` above: at most MAX_DATA bytes, once.
-        self.buf.resize(len, 0);
-        self.inner.read_exact(&mut self.buf)?;
-        decode(kind, &self.buf)
+        // Bounded by `max` above: grows to at most MAX_DATA bytes, once,
+        // and is never shrunk or re-zeroed afterwards.
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        let payload = &mut self.buf[..len];
+        self.inner.read_exact(payload)?;
+        decode(kind, payload)
     }
 }
 
