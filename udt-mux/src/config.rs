@@ -42,8 +42,10 @@ pub struct EndpointConfig {
     pub batch_size: usize,
     /// How long before a scheduled send the send thread stops sleeping and
     /// waits precisely (spinning with `yield`), for pacing accuracy below the
-    /// kernel's timer granularity. `Duration::ZERO` never spins (less CPU,
-    /// packets up to ~60 µs late and then sent in a burst). Default 50 µs.
+    /// kernel's wake-up latency. Only waits of at least ten times this long
+    /// end with a spin, so a fast flow (packets microseconds apart) never
+    /// makes the thread spin: its packets go out in batches instead.
+    /// `Duration::ZERO` never spins. Default 50 µs.
     pub precise_wait: Duration,
 }
 

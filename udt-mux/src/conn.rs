@@ -379,7 +379,7 @@ impl ConnShared {
         let deadline = timeout(&g).map(|d| Instant::now() + d);
         let mut last_try = false;
         loop {
-            if g.aborted {
+            if g.aborted || self.mux.is_aborted() {
                 return Err(error::aborted());
             }
             let now = g.clock(Instant::now());
@@ -413,7 +413,7 @@ impl ConnShared {
         f: impl FnOnce(&mut Connection, Instant) -> T,
     ) -> io::Result<T> {
         let mut g = self.inner.lock();
-        if g.aborted {
+        if g.aborted || self.mux.is_aborted() {
             return Err(error::aborted());
         }
         let now = g.clock(Instant::now());
@@ -438,7 +438,9 @@ impl ConnShared {
     pub(crate) fn release_handle(&self) {
         let mut g = self.inner.lock();
         g.handles = g.handles.saturating_sub(1);
-        if g.handles == 0 && !g.aborted {
+        // After an abort nothing is closed in order: the peer must see
+        // silence, as from a killed process.
+        if g.handles == 0 && !g.aborted && !self.mux.is_aborted() {
             let now = g.clock(Instant::now());
             if let Some(c) = g.phase.connection() {
                 c.close(now);

@@ -392,6 +392,73 @@ fn same_family(local: SocketAddr, peer: SocketAddr) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+
+    /// Waits (bounded) for the threads of a multiplexer to stop.
+    fn stops(mux: &Arc<crate::mux::MuxShared>) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if mux.stopped.load(Ordering::SeqCst) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn threads_stop_once_everything_is_dropped_and_closed() {
+        let config = Config {
+            linger: Some(Duration::from_secs(5)),
+            ..Config::default()
+        };
+        let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config.clone()).unwrap();
+        let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        let listener = server.listen(1).unwrap();
+        let (server_mux, client_mux) = (server.mux.shared().clone(), client.mux.shared().clone());
+        let mut s = client.connect(server.local_addr()).unwrap();
+        let (mut a, _) = listener.accept().unwrap();
+        s.write_all(&[1u8; 100_000]).unwrap();
+        // Drop everything on the client side at once: the data must still
+        // arrive (background linger) and the client's threads stop after.
+        drop(s);
+        drop(client);
+        let mut got = Vec::new();
+        a.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), 100_000);
+        assert!(stops(&client_mux), "client threads still running");
+        assert!(!server_mux.stopped.load(Ordering::SeqCst));
+        drop(a);
+        drop(listener);
+        drop(server);
+        assert!(stops(&server_mux), "server threads still running");
+        assert_eq!(server_mux.registry.lock().live(), 0);
+    }
+
+    #[test]
+    fn abort_fails_every_handle_and_stops_the_threads() {
+        let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+        let listener = server.listen(1).unwrap();
+        let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+        let mut s = client.connect(server.local_addr()).unwrap();
+        let _accepted = listener.accept().unwrap();
+        let mux = server.mux.shared().clone();
+        server.abort();
+        assert!(stops(&mux));
+        assert!(server.is_aborted());
+        assert!(matches!(server.listen(1), Err(ListenError::EndpointClosed)));
+        assert!(matches!(
+            server.connect(client.local_addr()),
+            Err(ConnectError::EndpointClosed)
+        ));
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            io::ErrorKind::ConnectionAborted
+        );
+        // The other side is unaffected until its idle timeout.
+        s.write_all(b"still fine").unwrap();
+    }
 
     #[test]
     fn address_families() {
@@ -406,8 +473,8 @@ mod tests {
             Some("127.0.0.1:2".parse().unwrap())
         );
         assert_eq!(
-            same_family(v6, "10.0.0.1:5".parse().unwrap()),
-            Some("[::ffff:10.0.0.1]:5".parse().unwrap())
+            same_family(v6, "192.0.2.1:5".parse().unwrap()),
+            Some("[::ffff:192.0.2.1]:5".parse().unwrap())
         );
     }
 }

@@ -537,6 +537,9 @@ impl Router {
     }
 
     fn flush(&mut self) {
+        if self.mux.is_aborted() {
+            self.out.discard();
+        }
         if !self.out.is_empty() {
             // Never block the receive thread on a full send buffer: a
             // dropped control packet is recovered by the protocol.

@@ -19,6 +19,11 @@ use crate::conn::{ConnShared, Role};
 use crate::mux::{MuxShared, SendCmd};
 use crate::udp::SendBatch;
 
+/// A wait is precise (sleep, then spin for `precise_wait`) only when it is
+/// at least this many times `precise_wait`, so spinning stays a small part
+/// of any wait.
+const SPIN_RATIO: u32 = 10;
+
 /// State of the send thread.
 pub(crate) struct SendThread {
     mux: Arc<MuxShared>,
@@ -134,10 +139,22 @@ impl SendThread {
     }
 
     /// Waits until `at` or a command; false means stop.
+    ///
+    /// Long waits sleep until `precise` before `at`, then spin (yielding)
+    /// for the rest. Short waits, as between the packets of a fast flow,
+    /// only sleep: a spin per packet would burn a core, and the wake-up
+    /// latency is absorbed by the connection's burst credit, which sends
+    /// every packet that fell due in one batch.
     fn wait_until(&mut self, at: Instant) -> bool {
         let now = Instant::now();
-        if at > now + self.precise {
-            match self.rx.recv_deadline(at - self.precise) {
+        let wait = at.saturating_duration_since(now);
+        let spin = if wait >= self.precise * SPIN_RATIO {
+            self.precise
+        } else {
+            Duration::ZERO
+        };
+        if wait > spin {
+            match self.rx.recv_deadline(at - spin) {
                 Ok(cmd) => return self.apply(cmd),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return false,
@@ -194,6 +211,11 @@ impl SendThread {
     }
 
     fn flush(&mut self) {
+        if self.mux.is_aborted() {
+            // Aborted: nothing more leaves, as if the process had died.
+            let _ = self.batch.discard();
+            return;
+        }
         if !self.batch.is_empty() {
             let f = self.batch.flush(&self.mux.port, true);
             self.mux.counters.on_flush(f);

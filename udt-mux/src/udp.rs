@@ -195,6 +195,11 @@ impl SendBatch {
         true
     }
 
+    /// Forgets everything queued; returns how many datagrams that was.
+    pub(crate) fn discard(&mut self) -> usize {
+        std::mem::take(&mut self.len)
+    }
+
     /// Sends everything queued and empties the batch. `blocking` waits for
     /// room in a full kernel buffer; otherwise such datagrams are dropped
     /// and counted as errors.

@@ -297,3 +297,42 @@ fn ipv6_endpoints_connect() {
     s.write_all(b"six").unwrap();
     expect_bytes(&mut a, b"six");
 }
+
+#[test]
+fn hostile_datagrams_are_counted_and_dropped() {
+    init();
+    let (server, mut accepted, _client, mut stream) = pair(config());
+    let target = server.local_addr();
+    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rng = udt_core::rng::Rng::new(99);
+    let id = accepted.socket_id().0.to_be_bytes();
+    for i in 0..5000u32 {
+        let len = rng.below(200) as usize;
+        let mut d: Vec<u8> = (0..len).map(|_| rng.next_u32() as u8).collect();
+        match i % 4 {
+            // A live connection's ID from the wrong address.
+            0 if d.len() >= 16 => d[12..16].copy_from_slice(&id),
+            // Handshake-looking garbage for the listener.
+            1 if d.len() >= 16 => {
+                d[0] = 0x80;
+                d[1] = 0;
+                d[12..16].copy_from_slice(&[0; 4]);
+            }
+            _ => {}
+        }
+        attacker.send_to(&d, target).unwrap();
+    }
+    // An oversized datagram (longer than any packet of the connection).
+    let mut big = vec![0u8; 65_000];
+    big[12..16].copy_from_slice(&id);
+    attacker.send_to(&big, target).unwrap();
+    // The connection still works.
+    stream.write_all(&pattern(5, 200_000)).unwrap();
+    expect_bytes(&mut accepted, &pattern(5, 200_000));
+    let s = server.stats();
+    eprintln!("{s:?}");
+    assert!(s.malformed > 0);
+    assert!(s.wrong_source > 0);
+    assert!(s.unknown_destination > 0);
+    assert_eq!(s.connections, 1);
+}
