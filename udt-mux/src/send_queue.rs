@@ -164,7 +164,7 @@ impl SendThread {
         let mut spins = 0u32;
         while Instant::now() < at {
             spins = spins.wrapping_add(1);
-            if spins % 16 == 0 {
+            if spins.is_multiple_of(16) {
                 match self.rx.try_recv() {
                     Ok(cmd) => return self.apply(cmd),
                     Err(TryRecvError::Empty) => {}

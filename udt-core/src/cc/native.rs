@@ -260,7 +260,7 @@ impl CongestionControl for NativeCc {
             self.dec_count = self.dec_count.saturating_add(1);
             if events <= MAX_EXTRA_DECREASES {
                 self.nak_count = self.nak_count.saturating_add(1);
-                if self.nak_count % self.dec_random.max(1) == 0 {
+                if self.nak_count.is_multiple_of(self.dec_random.max(1)) {
                     self.decrease();
                     self.last_dec_seq = ctx.send_current_seq;
                 }

@@ -31,7 +31,7 @@ impl<'a> LossRanges<'a> {
     /// [`DecodeError::BadLength`] (type 3) if `body` is empty or not a whole
     /// number of 32-bit words. UDT4 never sends either.
     pub fn new(body: &'a [u8]) -> Result<Self, DecodeError> {
-        if body.is_empty() || body.len() % 4 != 0 {
+        if body.is_empty() || !body.len().is_multiple_of(4) {
             return Err(DecodeError::BadLength {
                 type_code: 3,
                 len: body.len(),

@@ -1,0 +1,7 @@
+//! The commands of the `udt` program, one module each; `main.rs` maps
+//! arguments to their `*Args` structs.
+
+pub mod bench;
+pub mod demo;
+pub mod files;
+pub mod pipe;

@@ -1,0 +1,469 @@
+//! The transports the commands run over: UDT streams and message sockets
+//! from `udt-mux` (the real thing), and TCP (`--transport tcp`, to compare
+//! and to test the application protocol apart from UDT). Everything above
+//! this module sees a [`Conn`] that is `Read + Write` plus an orderly
+//! [`Conn::finish`] and a [`LinkStats`] snapshot.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::Serialize;
+use udt_mux::{
+    Config, Endpoint, EndpointConfig, UdtListener, UdtMessageListener, UdtMessageSocket, UdtStream,
+};
+
+/// Which transport to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// UDT4 over UDP (the default).
+    #[default]
+    Udt,
+    /// Plain TCP, for comparison and debugging.
+    Tcp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udt => "UDT",
+            Transport::Tcp => "TCP",
+        })
+    }
+}
+
+/// Transport options shared by the commands.
+#[derive(Clone, Debug, Default)]
+pub struct NetOptions {
+    /// UDT or TCP.
+    pub transport: Transport,
+    /// UDT maximum segment size (bytes, IP and UDP headers included).
+    pub mss: Option<u32>,
+    /// Cap on the sending rate, bytes per second.
+    pub max_rate: Option<u64>,
+    /// UDT send and receive buffers, in packets.
+    pub buffer_packets: Option<u32>,
+    /// How long to try to connect.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl NetOptions {
+    /// The UDT connection configuration these options describe.
+    pub fn udt_config(&self) -> Config {
+        let mut c = Config::default();
+        if let Some(mss) = self.mss {
+            c.mss = mss.clamp(udt_core::config::MIN_MSS, 65_535);
+        }
+        c.max_bandwidth = self.max_rate;
+        if let Some(p) = self.buffer_packets {
+            let p = p.max(32);
+            c.send_buffer_packets = p;
+            c.recv_buffer_packets = p;
+            c.flow_window = c.flow_window.max(p);
+        }
+        if let Some(t) = self.connect_timeout {
+            c.connect_timeout = t;
+        }
+        c
+    }
+
+    fn endpoint_config() -> EndpointConfig {
+        EndpointConfig {
+            udp_send_buffer: Some(8 << 20),
+            udp_recv_buffer: Some(8 << 20),
+            ..EndpointConfig::default()
+        }
+    }
+}
+
+/// Link-level counters for the summaries; `None` where the transport
+/// cannot tell (TCP).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LinkStats {
+    /// Smoothed round-trip time, milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Data packets sent, retransmissions included.
+    pub packets_sent: Option<u64>,
+    /// Data packets retransmitted.
+    pub packets_retransmitted: Option<u64>,
+    /// Data packets received.
+    pub packets_received: Option<u64>,
+    /// Packets this side found missing on arrival (gaps).
+    pub packets_lost: Option<u64>,
+    /// Packets the peer reported lost to us (NAKs).
+    pub packets_reported_lost: Option<u64>,
+    /// Retransmission timeouts.
+    pub timeouts: Option<u64>,
+    /// Payload bytes sent, retransmissions included.
+    pub bytes_sent: Option<u64>,
+    /// Payload bytes received.
+    pub bytes_received: Option<u64>,
+}
+
+impl LinkStats {
+    fn from_udt(s: &udt_mux::Stats) -> LinkStats {
+        LinkStats {
+            rtt_ms: Some(s.rtt.as_secs_f64() * 1e3),
+            packets_sent: Some(s.packets_sent),
+            packets_retransmitted: Some(s.packets_retransmitted),
+            packets_received: Some(s.packets_received),
+            packets_lost: Some(s.packets_lost),
+            packets_reported_lost: Some(s.packets_reported_lost),
+            timeouts: Some(s.timeouts),
+            bytes_sent: Some(s.bytes_sent),
+            bytes_received: Some(s.bytes_received),
+        }
+    }
+
+    /// Loss as seen by this side: packets found missing (receiver) plus
+    /// packets the peer reported lost (sender).
+    pub fn loss(&self) -> Option<u64> {
+        Some(self.packets_lost? + self.packets_reported_lost?)
+    }
+}
+
+/// Resolves `HOST:PORT` (or `[v6]:PORT`) to its addresses.
+///
+/// # Errors
+/// `InvalidInput` with a readable message when it does not resolve.
+pub fn resolve(target: &str) -> io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot resolve {target:?}: {e} (expected HOST:PORT)"),
+            )
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{target:?} resolves to no address"),
+        ));
+    }
+    Ok(addrs)
+}
+
+/// Parses a listen address: `PORT`, `:PORT`, `ADDR:PORT` or `[V6]:PORT`
+/// (a bare port listens on all IPv4 interfaces).
+///
+/// # Errors
+/// `InvalidInput` when it is none of these.
+pub fn listen_addr(spec: &str) -> io::Result<SocketAddr> {
+    let spec = spec.trim();
+    let port_only = spec.strip_prefix(':').unwrap_or(spec);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    resolve(spec)?.into_iter().next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad listen address {spec:?}"),
+        )
+    })
+}
+
+/// The wildcard address of `peer`'s family, port 0.
+fn any_for(peer: SocketAddr) -> SocketAddr {
+    match peer {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    }
+}
+
+/// One connected byte stream.
+pub enum Conn {
+    /// A UDT stream.
+    Udt(UdtStream),
+    /// A TCP stream.
+    Tcp(TcpStream),
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Conn::Udt(s) => write!(f, "Conn::Udt({} -> {})", s.local_addr(), s.peer_addr()),
+            Conn::Tcp(s) => write!(f, "Conn::Tcp({:?})", s.peer_addr().ok()),
+        }
+    }
+}
+
+impl Conn {
+    /// Connects to the first address of `target` that answers.
+    ///
+    /// # Errors
+    /// A readable error for each failure mode (does not resolve, timed
+    /// out, refused); the last one when every address failed.
+    pub fn connect(target: &str, opts: &NetOptions) -> io::Result<Conn> {
+        let mut last = None;
+        for addr in resolve(target)? {
+            let attempt = match opts.transport {
+                Transport::Udt => Endpoint::bind(any_for(addr), opts.udt_config())
+                    .and_then(|ep| ep.connect(addr).map_err(io::Error::from))
+                    .map(Conn::Udt),
+                Transport::Tcp => match opts.connect_timeout {
+                    Some(t) => TcpStream::connect_timeout(&addr, t),
+                    None => TcpStream::connect(addr),
+                }
+                .map(|s| {
+                    let _ = s.set_nodelay(true);
+                    Conn::Tcp(s)
+                }),
+            };
+            match attempt {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    log::debug!("connect to {addr} failed: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address to connect to")))
+    }
+
+    /// Another handle to the same connection (one thread reads while
+    /// another writes).
+    ///
+    /// # Errors
+    /// The transport's.
+    pub fn try_clone(&self) -> io::Result<Conn> {
+        Ok(match self {
+            Conn::Udt(s) => Conn::Udt(s.try_clone()?),
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+        })
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Conn::Udt(s) => Some(s.peer_addr()),
+            Conn::Tcp(s) => s.peer_addr().ok(),
+        }
+    }
+
+    /// A snapshot of the link counters.
+    pub fn stats(&self) -> LinkStats {
+        match self {
+            Conn::Udt(s) => LinkStats::from_udt(&s.stats()),
+            Conn::Tcp(_) => LinkStats::default(),
+        }
+    }
+
+    /// Sets how long a read may wait (`None`: forever).
+    pub fn set_read_timeout(&self, t: Option<Duration>) {
+        match self {
+            Conn::Udt(s) => s.set_read_timeout(t),
+            Conn::Tcp(s) => {
+                let _ = s.set_read_timeout(t);
+            }
+        }
+    }
+
+    /// Closes in order: returns when the peer has acknowledged everything
+    /// written (UDT), or after our side is shut down and the peer's rest
+    /// drained (TCP).
+    ///
+    /// # Errors
+    /// When the data may not all have arrived (the peer vanished, the
+    /// linger time passed).
+    pub fn finish(self) -> io::Result<()> {
+        match self {
+            Conn::Udt(s) => {
+                let r = s.close();
+                shutdown_grace();
+                r
+            }
+            Conn::Tcp(mut s) => {
+                s.shutdown(Shutdown::Write)?;
+                // Read until the peer closes too, so our last bytes are not
+                // lost to a reset; bounded in time.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut sink = [0u8; 4096];
+                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Udt(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Udt(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Udt(s) => s.flush(),
+            Conn::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+/// Gives the endpoint's send thread a moment to put the final shutdown
+/// packet on the wire: `close()` can return as soon as the shutdown is
+/// queued, and a process that exits at once may never send it, leaving the
+/// peer to wait for its idle timeout. (To be fixed in udt-mux: close should
+/// return only after the shutdown was handed to the kernel.)
+pub fn shutdown_grace() {
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+/// A listening socket for byte streams.
+pub enum Listener {
+    /// UDT: the endpoint (the UDP port) and its listener.
+    Udt(Endpoint, UdtListener),
+    /// TCP.
+    Tcp(TcpListener),
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Listener({})", self.local_addr())
+    }
+}
+
+impl Listener {
+    /// Binds `addr` and starts listening.
+    ///
+    /// # Errors
+    /// The bind errors (`AddrInUse`, ...).
+    pub fn bind(addr: SocketAddr, opts: &NetOptions) -> io::Result<Listener> {
+        match opts.transport {
+            Transport::Udt => {
+                let ep =
+                    Endpoint::bind_with(addr, opts.udt_config(), NetOptions::endpoint_config())
+                        .map_err(|e| bind_error(addr, e))?;
+                let l = ep.listen(64)?;
+                Ok(Listener::Udt(ep, l))
+            }
+            Transport::Tcp => Ok(Listener::Tcp(
+                TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?,
+            )),
+        }
+    }
+
+    /// The bound address (with the port chosen for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        match self {
+            Listener::Udt(ep, _) => ep.local_addr(),
+            Listener::Tcp(l) => l
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        }
+    }
+
+    /// Waits for the next connection.
+    ///
+    /// # Errors
+    /// The transport's accept errors.
+    pub fn accept(&self) -> io::Result<Conn> {
+        match self {
+            Listener::Udt(_, l) => l.accept().map(|(s, _)| Conn::Udt(s)),
+            Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                Conn::Tcp(s)
+            }),
+        }
+    }
+}
+
+fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+}
+
+/// Binds a UDT endpoint at `addr` accepting message-mode connections.
+///
+/// # Errors
+/// Bind errors.
+pub fn listen_messages(
+    addr: SocketAddr,
+    opts: &NetOptions,
+) -> io::Result<(Endpoint, UdtMessageListener)> {
+    let ep = Endpoint::bind_with(addr, opts.udt_config(), NetOptions::endpoint_config())
+        .map_err(|e| bind_error(addr, e))?;
+    let l = ep.listen_messages(64)?;
+    Ok((ep, l))
+}
+
+/// Connects a UDT message socket to the first address of `target` that
+/// answers.
+///
+/// # Errors
+/// As [`Conn::connect`].
+pub fn connect_messages(target: &str, opts: &NetOptions) -> io::Result<UdtMessageSocket> {
+    let mut last = None;
+    for addr in resolve(target)? {
+        match Endpoint::bind(any_for(addr), opts.udt_config())
+            .and_then(|ep| ep.connect_messages(addr).map_err(io::Error::from))
+        {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address to connect to")))
+}
+
+/// Link counters of a message socket.
+pub fn message_stats(s: &UdtMessageSocket) -> LinkStats {
+    LinkStats::from_udt(&s.stats())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_address_forms() {
+        assert_eq!(
+            listen_addr("9000").unwrap(),
+            "0.0.0.0:9000".parse().unwrap()
+        );
+        assert_eq!(
+            listen_addr(":9000").unwrap(),
+            "0.0.0.0:9000".parse().unwrap()
+        );
+        assert_eq!(
+            listen_addr("127.0.0.1:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(listen_addr("[::1]:9").unwrap(), "[::1]:9".parse().unwrap());
+        assert!(listen_addr("nonsense").is_err());
+    }
+
+    #[test]
+    fn udt_and_tcp_connections_carry_bytes() {
+        for transport in [Transport::Udt, Transport::Tcp] {
+            let opts = NetOptions {
+                transport,
+                ..NetOptions::default()
+            };
+            let l = Listener::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+            let addr = l.local_addr().to_string();
+            let t = std::thread::spawn(move || {
+                let mut c = l.accept().unwrap();
+                let mut got = Vec::new();
+                c.read_to_end(&mut got).unwrap();
+                got
+            });
+            let mut c = Conn::connect(&addr, &opts).unwrap();
+            c.write_all(&[7u8; 100_000]).unwrap();
+            c.finish().unwrap();
+            assert_eq!(t.join().unwrap(), vec![7u8; 100_000], "{transport:?}");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The file-transfer application protocol of `udt send` / `udt recv`, over
+//! any reliable byte stream (a UDT stream in the program, in-memory pipes and
+//! TCP in tests).
+//!
+//! One conversation moves one set of files and directories:
+//!
+//! ```text
+//! sender                                   receiver
+//! Hello {version, entries, total_bytes} →
+//! Entry {kind, mode, mtime, size, path} →  (× entries; parents first)
+//! ListEnd                               →  validates every name and limit,
+//!                                          checks for conflicts, creates dirs
+//!                                       ←  Have {index, len, hash, complete}
+//!                                          (× files it already has, --resume)
+//!                                       ←  PlanEnd
+//! FileStart {index, offset}             →  offset = 0, or a Have's len that
+//! Data × n                              →  the sender verified by hashing
+//! FileEnd {blake3 of the whole file}    →  its own prefix; the receiver
+//! … every file in list order …             checks the hash, fsyncs, renames
+//! Done                                  →
+//!                                       ←  Result {files, bytes}
+//! ```
+//! Either side may send `Error {class, message}` instead and stop. Framing
+//! is in [`wire`], name rules in [`names`].
+
+pub mod names;
+mod recv;
+mod send;
+pub mod wire;
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+pub use names::{Limits, NameError, RelPath};
+pub use recv::{receive, RecvOptions, RecvReport};
+pub use send::{scan, send_files, LocalEntry, SendReport};
+
+/// Exit codes of the `udt` program; also the `class` of an `Error` frame so
+/// both ends of a failed transfer exit with the same meaning.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Any failure not listed below.
+    pub const FAILURE: u8 = 1;
+    /// Bad command line or arguments (also clap's code).
+    pub const USAGE: u8 = 2;
+    /// The connection could not be made, or broke (refused, timed out,
+    /// peer vanished).
+    pub const NETWORK: u8 = 3;
+    /// Data did not match its BLAKE3 hash.
+    pub const VERIFY: u8 = 4;
+    /// The peer broke the protocol or sent something refused (hostile
+    /// names, limits).
+    pub const PROTOCOL: u8 = 5;
+    /// A local file-system error: disk full, permission denied, ...
+    pub const LOCAL_IO: u8 = 6;
+    /// A file exists and `--overwrite` was not given.
+    pub const EXISTS: u8 = 7;
+}
+
+/// Why a transfer failed. Every variant's message is one line meant for the
+/// user.
+#[derive(Debug)]
+pub enum TransferError {
+    /// The connection failed or the peer vanished.
+    Network(String),
+    /// The peer sent something malformed or out of order.
+    Protocol(String),
+    /// The receiver refused the file list (hostile or over a limit).
+    Refused(String),
+    /// A file already exists where one would be written.
+    Exists(String),
+    /// A file's contents did not match the sender's BLAKE3 hash.
+    Verify(String),
+    /// A local file-system error; `disk_full` for ENOSPC, EFBIG, EDQUOT.
+    Local {
+        /// What we were doing, with the path.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Bad local arguments (missing path, two roots with one name).
+    Usage(String),
+    /// The peer reported this failure (its class and message).
+    Peer {
+        /// Who reported it: "sender" or "receiver".
+        from: &'static str,
+        /// The peer's exit code class.
+        class: u8,
+        /// The peer's message.
+        message: String,
+    },
+}
+
+impl TransferError {
+    /// The exit code this failure maps to (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TransferError::Network(_) => exit::NETWORK,
+            TransferError::Protocol(_) | TransferError::Refused(_) => exit::PROTOCOL,
+            TransferError::Exists(_) => exit::EXISTS,
+            TransferError::Verify(_) => exit::VERIFY,
+            TransferError::Local { .. } => exit::LOCAL_IO,
+            TransferError::Usage(_) => exit::USAGE,
+            TransferError::Peer { class, .. } => match *class {
+                exit::OK => exit::FAILURE,
+                c => c,
+            },
+        }
+    }
+
+    /// True for a disk that is full (or a file-size or quota limit).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, TransferError::Local { source, .. } if is_disk_full(source))
+    }
+
+    /// A local error while doing `what` on `path`.
+    pub(crate) fn local(what: &str, path: &Path, source: io::Error) -> TransferError {
+        TransferError::Local {
+            what: format!("{what} {}", path.display()),
+            source,
+        }
+    }
+
+    /// A stream error: the connection failed.
+    pub(crate) fn network(e: &io::Error) -> TransferError {
+        TransferError::Network(match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                "the peer closed the connection in the middle of the transfer".into()
+            }
+            _ => format!("connection failed: {e}"),
+        })
+    }
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferError::Network(m)
+            | TransferError::Protocol(m)
+            | TransferError::Exists(m)
+            | TransferError::Verify(m)
+            | TransferError::Usage(m) => f.write_str(m),
+            TransferError::Refused(m) => write!(f, "refused the file list: {m}"),
+            TransferError::Local { what, source } if is_disk_full(source) => write!(
+                f,
+                "disk full (or file size limit) while {what}: {source}; free some space and run again \
+                 with --resume to continue"
+            ),
+            TransferError::Local { what, source } => write!(f, "{what}: {source}"),
+            TransferError::Peer { from, message, .. } => write!(f, "the {from} reported: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for TransferError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TransferError::Local { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<wire::WireError> for TransferError {
+    fn from(e: wire::WireError) -> Self {
+        match e {
+            wire::WireError::Io(e) => TransferError::network(&e),
+            wire::WireError::Malformed(m) => {
+                TransferError::Protocol(format!("malformed frame from the peer: {m}"))
+            }
+        }
+    }
+}
+
+/// True for the errors a full disk (or a quota, or `RLIMIT_FSIZE`) gives.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    // io::ErrorKind::StorageFull and FileTooLarge are newer than our MSRV.
+    #[cfg(unix)]
+    if let Some(code) = e.raw_os_error() {
+        return code == libc::ENOSPC || code == libc::EFBIG || code == libc::EDQUOT;
+    }
+    let _ = e;
+    false
+}
+
+/// Watches a transfer (progress bars, logs). Every method has a no-op
+/// default.
+pub trait Observer {
+    /// The plan is settled: `files` files of `bytes` bytes in total, of
+    /// which `already` are on the receiver and verified.
+    fn on_plan(&mut self, files: u64, bytes: u64, already: u64) {
+        let _ = (files, bytes, already);
+    }
+    /// File `name` of `size` bytes starts at `offset`.
+    fn on_file(&mut self, name: &RelPath, size: u64, offset: u64) {
+        let _ = (name, size, offset);
+    }
+    /// `n` more bytes of contents went through.
+    fn on_bytes(&mut self, n: u64) {
+        let _ = n;
+    }
+    /// Something the user should know that is not an error (a skipped
+    /// symlink, a partial file that did not match and is sent again).
+    fn on_note(&mut self, message: &str) {
+        let _ = message;
+    }
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+
+impl Observer for Quiet {}
+
+#[cfg(test)]
+mod tests;

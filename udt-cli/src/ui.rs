@@ -1,0 +1,307 @@
+//! What the user sees: progress bars, human-readable numbers, the
+//! `--quiet` / `--json` output modes, and the command error type that maps
+//! every failure to one line and an exit code.
+
+use std::fmt;
+use std::io::{self, IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::proto::{exit, Observer, RelPath, TransferError};
+
+/// How much a command prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Only errors, on stderr.
+    pub quiet: bool,
+    /// A JSON summary on stdout instead of the human one.
+    pub json: bool,
+}
+
+impl Output {
+    /// True when human-readable lines go to stderr.
+    pub fn is_human(&self) -> bool {
+        !self.quiet && !self.json
+    }
+
+    /// Prints a human line on stderr unless quiet or JSON.
+    pub fn say(&self, line: impl fmt::Display) {
+        if self.is_human() {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Prints a status line on stderr unless quiet, also in JSON mode
+    /// (whose output is on stdout): where a server listens, who connected.
+    pub fn status(&self, line: impl fmt::Display) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Prints `value` as one line of JSON on stdout (JSON mode only).
+    pub fn json<T: Serialize>(&self, value: &T) {
+        if self.json {
+            match serde_json::to_string(value) {
+                Ok(s) => {
+                    let mut out = io::stdout().lock();
+                    let _ = writeln!(out, "{s}");
+                    let _ = out.flush();
+                }
+                Err(e) => log::error!("cannot encode the JSON summary: {e}"),
+            }
+        }
+    }
+
+    /// A byte progress bar on stderr, hidden when quiet, in JSON mode, or
+    /// when stderr is not a terminal.
+    pub fn bar(&self, total: u64) -> ProgressBar {
+        let target = if self.is_human() && io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr_with_hz(10)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(Some(total), target);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner:.green} [{elapsed_precise}] [{wide_bar:.cyan/blue}] {bytes}/{total_bytes} \
+                 {binary_bytes_per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    }
+}
+
+/// A failed command: one line for the user and an exit code (see
+/// [`exit`]).
+#[derive(Debug)]
+pub struct CliError {
+    /// The process exit code.
+    pub code: u8,
+    /// The message, without the `udt: error:` prefix.
+    pub message: String,
+}
+
+impl CliError {
+    /// An error with an explicit code.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        CliError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A usage error (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError::new(exit::USAGE, message)
+    }
+
+    /// An I/O error in `context` with its exit code chosen by kind.
+    pub fn io(context: &str, e: io::Error) -> Self {
+        CliError::new(io_exit_code(&e), format!("{context}: {e}"))
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<TransferError> for CliError {
+    fn from(e: TransferError) -> Self {
+        CliError::new(e.exit_code(), e.to_string())
+    }
+}
+
+/// Exit code for an I/O error: network kinds → 3, disk full → 6.
+pub fn io_exit_code(e: &io::Error) -> u8 {
+    use io::ErrorKind::*;
+    if crate::proto::is_disk_full(e) {
+        return exit::LOCAL_IO;
+    }
+    match e.kind() {
+        ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | TimedOut
+        | BrokenPipe | UnexpectedEof | AddrNotAvailable => exit::NETWORK,
+        AddrInUse | InvalidInput => exit::USAGE,
+        _ => exit::FAILURE,
+    }
+}
+
+/// A progress bar as a transfer [`Observer`].
+#[derive(Debug)]
+pub struct BarObserver {
+    bar: ProgressBar,
+    output: Output,
+}
+
+impl BarObserver {
+    /// A hidden bar until the plan gives its length.
+    pub fn new(output: Output) -> Self {
+        BarObserver {
+            bar: output.bar(0),
+            output,
+        }
+    }
+
+    /// Ends the bar (leaves it on screen when it was drawn).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Observer for BarObserver {
+    fn on_plan(&mut self, _files: u64, bytes: u64, _already: u64) {
+        self.bar.set_length(bytes);
+        self.bar.set_position(0);
+        self.bar.reset_eta();
+    }
+    fn on_file(&mut self, name: &RelPath, _size: u64, offset: u64) {
+        self.bar.inc(offset);
+        let mut label = name.to_string();
+        if label.chars().count() > 40 {
+            let tail: String = label
+                .chars()
+                .rev()
+                .take(39)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            label = format!("…{tail}");
+        }
+        self.bar.set_message(label);
+    }
+    fn on_bytes(&mut self, n: u64) {
+        self.bar.inc(n);
+    }
+    fn on_note(&mut self, message: &str) {
+        if self.output.is_human() {
+            self.bar.suspend(|| eprintln!("udt: note: {message}"));
+        }
+    }
+}
+
+/// `n` bytes in binary units: `1.50 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[unit])
+    }
+}
+
+/// Bits per second in decimal units: `941.3 Mbit/s`.
+pub fn bitrate(bits_per_sec: f64) -> String {
+    let (v, unit) = if bits_per_sec >= 1e9 {
+        (bits_per_sec / 1e9, "Gbit/s")
+    } else if bits_per_sec >= 1e6 {
+        (bits_per_sec / 1e6, "Mbit/s")
+    } else if bits_per_sec >= 1e3 {
+        (bits_per_sec / 1e3, "kbit/s")
+    } else {
+        (bits_per_sec, "bit/s")
+    };
+    format!("{v:.1} {unit}")
+}
+
+/// Megabits per second of `bytes` over `elapsed` (0 for no time).
+pub fn mbps(bytes: u64, elapsed: Duration) -> f64 {
+    let s = elapsed.as_secs_f64();
+    if s <= 0.0 {
+        0.0
+    } else {
+        bytes as f64 * 8.0 / s / 1e6
+    }
+}
+
+/// Parses a byte count with an optional binary suffix: `1500`, `64K`,
+/// `256M`, `1G`, `2.5G` (K = 1024).
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    let mult: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "bad size {s:?}: use a number with an optional K, M, G or T suffix"
+            ))
+        }
+    };
+    let v: f64 = num.parse().map_err(|_| {
+        format!("bad size {s:?}: use a number with an optional K, M, G or T suffix")
+    })?;
+    let bytes = v * mult as f64;
+    if !(0.0..1.8e19).contains(&bytes) {
+        return Err(format!("size {s:?} out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1500"), Ok(1500));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5K"), Ok(1536));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn numbers_format() {
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.50 KiB");
+        assert_eq!(bytes(256 << 20), "256.00 MiB");
+        assert_eq!(bitrate(941.26e6), "941.3 Mbit/s");
+        assert_eq!(bitrate(2.5e9), "2.5 Gbit/s");
+        assert!((mbps(125_000_000, Duration::from_secs(1)) - 1000.0).abs() < 1e-9);
+        assert_eq!(mbps(1, Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn exit_codes_by_kind() {
+        assert_eq!(
+            io_exit_code(&io::Error::from(io::ErrorKind::ConnectionRefused)),
+            exit::NETWORK
+        );
+        assert_eq!(
+            io_exit_code(&io::Error::from(io::ErrorKind::TimedOut)),
+            exit::NETWORK
+        );
+        assert_eq!(
+            io_exit_code(&io::Error::from_raw_os_error(libc::ENOSPC)),
+            exit::LOCAL_IO
+        );
+        assert_eq!(io_exit_code(&io::Error::other("x")), exit::FAILURE);
+    }
+}

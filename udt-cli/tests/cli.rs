@@ -1,0 +1,540 @@
+//! The `udt` program as users run it: real processes on loopback, real UDT
+//! connections. Every wait is bounded; only processes started here are
+//! killed, by their own PID.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use common::*;
+use udt_cli::net::{Conn, NetOptions};
+use udt_cli::proto::wire::{self, EntryKind, EntryMeta, Frame, FrameReader};
+
+const T: Duration = Duration::from_secs(120);
+
+/// The tree of the issue: an empty file, an empty directory, a 256 MiB
+/// file, names with spaces and non-ASCII characters, odd modes and mtimes.
+#[test]
+fn tree_with_a_256_mib_file_arrives_byte_exact_with_modes_and_mtimes() {
+    let _heavy = heavy();
+    let base = scratch("tree");
+    let top = base.join("src/Projet été 2024");
+    fs::create_dir_all(top.join("empty dir")).unwrap();
+    fs::create_dir_all(top.join("données/子目录 with space")).unwrap();
+    fs::write(top.join("empty file"), b"").unwrap();
+    write_random(&top.join("données/big file.bin"), 256 << 20, 42);
+    fs::write(
+        top.join("données/子目录 with space/ça marche ✓.txt"),
+        "ünïcödé\n",
+    )
+    .unwrap();
+    set_mode(&top.join("empty file"), 0o600);
+    set_mode(&top.join("données/big file.bin"), 0o640);
+    set_mode(
+        &top.join("données/子目录 with space/ça marche ✓.txt"),
+        0o755,
+    );
+    set_mtime(
+        &top.join("données/big file.bin"),
+        UNIX_EPOCH + Duration::new(1_234_567_890, 987_654_321),
+    );
+    set_mtime(
+        &top.join("empty file"),
+        UNIX_EPOCH + Duration::from_secs(86_400),
+    );
+    set_mode(&top.join("empty dir"), 0o700);
+    set_mode(&top.join("données/子目录 with space"), 0o750);
+
+    let out = base.join("out");
+    let (mut recv, addr) = start_recv("recv", &out, &["--json"]);
+    let mut send = start_send("send", &[&top], addr, &[]);
+    assert_eq!(send.code(T), 0, "send failed:\n{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "recv failed:\n{}", recv.stderr());
+    let s = json_of(&mut send);
+    let r = json_of(&mut recv);
+    assert_eq!(s["files"], 3);
+    assert_eq!(s["dirs"], 4);
+    let total = (256u64 << 20) + "ünïcödé\n".len() as u64;
+    assert_eq!(s["bytes_transferred"], total);
+    assert_eq!(r["bytes_transferred"], total);
+    assert!(s["link"]["rtt_ms"].is_number(), "{s}");
+    assert!(s["throughput_mbps"].as_f64().unwrap() > 0.0);
+    assert_same_tree(&top, &out.join("Projet été 2024"));
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// The receiver dies mid-transfer; the sender reports the vanished peer;
+/// `--resume` continues a verified partial, and a tampered partial is
+/// detected and sent again.
+#[test]
+fn resume_after_the_receiver_is_killed_and_tampering_is_detected() {
+    let _heavy = heavy();
+    let base = scratch("resume");
+    let src = base.join("big.bin");
+    write_random(&src, 64 << 20, 7);
+    let out = base.join("out");
+    let partial = out.join(".big.bin.udt-partial");
+
+    // Run 1: slow sender, receiver killed once a part arrived.
+    let (mut recv, addr) = start_recv("recv1", &out, &[]);
+    let mut send = start_send("send1", &[&src], addr, &["--limit-rate", "16M"]);
+    let deadline = Instant::now() + T;
+    while fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 8 << 20 {
+        assert!(Instant::now() < deadline, "no progress:\n{}", send.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    recv.kill();
+    // The sender notices (UDT's idle timeout) and says so.
+    assert_eq!(send.code(T), 3, "{}", send.stderr());
+    assert!(send.stderr().contains("udt: error:"), "{}", send.stderr());
+    let have = fs::metadata(&partial).unwrap().len();
+    assert!((8 << 20..64 << 20).contains(&have), "{have}");
+    let saved = fs::read(&partial).unwrap();
+
+    // Run 2: the partial was tampered with: detected, sent again in full.
+    let mut tampered = saved.clone();
+    tampered[1000] ^= 1;
+    fs::write(&partial, &tampered).unwrap();
+    let (mut recv, addr) = start_recv("recv2", &out, &["--resume"]);
+    let mut send = start_send("send2", &[&src], addr, &[]);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    let s = json_of(&mut send);
+    assert_eq!(s["restarted_files"], 1, "{s}");
+    assert_eq!(s["bytes_resumed"], 0, "{s}");
+    assert_eq!(s["bytes_transferred"], 64u64 << 20, "{s}");
+    assert_eq!(hash(&out.join("big.bin")), hash(&src));
+    assert!(!partial.exists());
+
+    // Run 3: an intact partial is continued, not resent.
+    fs::remove_file(out.join("big.bin")).unwrap();
+    fs::write(&partial, &saved).unwrap();
+    let (mut recv, addr) = start_recv("recv3", &out, &["--resume"]);
+    let mut send = start_send("send3", &[&src], addr, &[]);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    let s = json_of(&mut send);
+    assert_eq!(s["bytes_resumed"], have, "{s}");
+    assert_eq!(s["bytes_transferred"], (64u64 << 20) - have, "{s}");
+    assert_eq!(hash(&out.join("big.bin")), hash(&src));
+
+    // Run 4: everything already there: nothing moves, exit 0.
+    let (mut recv, addr) = start_recv("recv4", &out, &["--resume"]);
+    let mut send = start_send("send4", &[&src], addr, &[]);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    assert_eq!(json_of(&mut send)["bytes_transferred"], 0);
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// A test program speaking our protocol with hostile names: refused,
+/// exit 5 on the receiver, and nothing written outside --out.
+#[test]
+fn malicious_sender_is_refused_and_nothing_escapes() {
+    let base = scratch("malicious");
+    let out = base.join("inside/out");
+    fs::create_dir_all(&out).unwrap();
+    let outside_abs = base.join("absolute-target");
+    let names: Vec<Vec<u8>> = vec![
+        b"../escaped".to_vec(),
+        b"../../escaped".to_vec(),
+        b"ok/../../escaped".to_vec(),
+        outside_abs.to_string_lossy().as_bytes().to_vec(),
+        b"/tmp/udt-cli-test-absolute".to_vec(),
+        b"a\0b".to_vec(),
+        vec![b'n'; 300],
+    ];
+    let (mut recv, addr) = start_recv("recv", &out, &["--keep-listening"]);
+    for name in &names {
+        let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+        let mut frames = Vec::new();
+        wire::encode(
+            &Frame::Hello {
+                version: wire::VERSION,
+                entries: 1,
+                total_bytes: 4,
+            },
+            &mut frames,
+        );
+        wire::encode(
+            &Frame::Entry {
+                meta: EntryMeta {
+                    kind: EntryKind::File,
+                    mode: 0o4755,
+                    mtime_secs: 0,
+                    mtime_nanos: 0,
+                    size: 4,
+                },
+                path: name,
+            },
+            &mut frames,
+        );
+        wire::encode(&Frame::ListEnd, &mut frames);
+        // Then the contents, as if the list had been accepted.
+        wire::encode(
+            &Frame::FileStart {
+                index: 0,
+                offset: 0,
+            },
+            &mut frames,
+        );
+        wire::encode(&Frame::Data(b"evil"), &mut frames);
+        wire::encode(
+            &Frame::FileEnd {
+                hash: *blake3::hash(b"evil").as_bytes(),
+            },
+            &mut frames,
+        );
+        wire::encode(&Frame::Done, &mut frames);
+        let _ = conn.write_all(&frames);
+        conn.set_read_timeout(Some(Duration::from_secs(20)));
+        let mut reader = FrameReader::new(conn.try_clone().unwrap());
+        match reader.next_frame() {
+            Ok(Frame::Error { class, message }) => {
+                assert_eq!(class, 5, "{message}");
+                assert!(message.contains("refused"), "{message}");
+            }
+            other => panic!(
+                "{:?}: expected a refusal, got {other:?}",
+                String::from_utf8_lossy(name)
+            ),
+        }
+        drop(reader);
+        let _ = conn.finish();
+    }
+    // Garbage instead of the protocol: refused too, and the receiver lives on.
+    let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+    let _ = conn.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    conn.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut reader = FrameReader::new(conn.try_clone().unwrap());
+    assert!(matches!(
+        reader.next_frame(),
+        Ok(Frame::Error { class: 5, .. })
+    ));
+    drop(reader);
+    let _ = conn.finish();
+
+    recv.kill();
+    assert!(
+        recv.stderr().matches("refused").count() >= names.len(),
+        "{}",
+        recv.stderr()
+    );
+    // Nothing anywhere but the empty output directory.
+    assert_eq!(
+        listing(&base),
+        [base.join("inside"), base.join("inside/out")]
+    );
+    assert!(!Path::new("/tmp/udt-cli-test-absolute").exists());
+    assert!(!base.parent().unwrap().join("escaped").exists());
+
+    // A one-shot receiver exits 5 on a refusal.
+    let (mut recv, addr) = start_recv("recv-once", &out, &[]);
+    let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+    let mut frames = Vec::new();
+    wire::encode(
+        &Frame::Hello {
+            version: wire::VERSION,
+            entries: 1,
+            total_bytes: 0,
+        },
+        &mut frames,
+    );
+    wire::encode(
+        &Frame::Entry {
+            meta: EntryMeta {
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                mtime_secs: 0,
+                mtime_nanos: 0,
+                size: 0,
+            },
+            path: b"../up",
+        },
+        &mut frames,
+    );
+    wire::encode(&Frame::ListEnd, &mut frames);
+    conn.write_all(&frames).unwrap();
+    assert_eq!(recv.code(T), 5, "{}", recv.stderr());
+    assert!(!base.join("inside/up").exists());
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// A file-size limit (RLIMIT_FSIZE) on the receiver stands in for a full
+/// disk: a clear error on both sides, a partial that --resume continues.
+#[test]
+fn full_disk_gives_a_clear_error_and_a_resumable_partial() {
+    let _heavy = heavy();
+    let base = scratch("full");
+    let src = base.join("f.bin");
+    write_random(&src, 24 << 20, 3);
+    let out = base.join("out");
+    fs::create_dir_all(&out).unwrap();
+
+    let mut cmd = udt();
+    cmd.arg("recv")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--out")
+        .arg(&out);
+    cmd.stdout(Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 8 << 20,
+                rlim_max: 8 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut recv = Proc::spawn("recv-limited", cmd);
+    let addr = recv.listening_addr(Duration::from_secs(20));
+    let mut send = start_send("send", &[&src], addr, &[]);
+    assert_eq!(recv.code(T), 6, "{}", recv.stderr());
+    assert!(recv.stderr().contains("disk full"), "{}", recv.stderr());
+    assert!(recv.stderr().contains("--resume"), "{}", recv.stderr());
+    // One line of error each.
+    assert_eq!(
+        recv.stderr().matches("udt: error:").count(),
+        1,
+        "{}",
+        recv.stderr()
+    );
+    assert_eq!(send.code(T), 6, "{}", send.stderr());
+    assert!(send.stderr().contains("disk full"), "{}", send.stderr());
+    let partial = out.join(".f.bin.udt-partial");
+    let have = fs::metadata(&partial).unwrap().len();
+    assert!(have > 0 && have <= 8 << 20, "{have}");
+    assert!(!out.join("f.bin").exists());
+
+    // Space again: --resume continues after the verified prefix.
+    let (mut recv, addr) = start_recv("recv-resume", &out, &["--resume"]);
+    let mut send = start_send("send2", &[&src], addr, &[]);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    assert_eq!(json_of(&mut send)["bytes_resumed"], have);
+    assert_eq!(hash(&out.join("f.bin")), hash(&src));
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// `udt listen` / `udt connect` move 100 MiB byte-exact between processes.
+#[test]
+fn listen_and_connect_pipe_100_mib() {
+    let _heavy = heavy();
+    let base = scratch("pipe");
+    let input = base.join("in.bin");
+    write_random(&input, 100 << 20, 9);
+    let output = base.join("out.bin");
+    let mut listen = udt();
+    listen
+        .arg("listen")
+        .arg("127.0.0.1:0")
+        .stdout(fs::File::create(&output).unwrap());
+    let mut listen = Proc::spawn("listen", listen);
+    let addr = listen.listening_addr(Duration::from_secs(20));
+    let mut connect = udt();
+    connect
+        .arg("connect")
+        .arg(addr.to_string())
+        .stdin(fs::File::open(&input).unwrap())
+        .stdout(Stdio::null());
+    let mut connect = Proc::spawn("connect", connect);
+    assert_eq!(connect.code(T), 0, "{}", connect.stderr());
+    assert_eq!(listen.code(T), 0, "{}", listen.stderr());
+    assert_eq!(fs::metadata(&output).unwrap().len(), 100 << 20);
+    assert_eq!(hash(&output), hash(&input));
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// Message mode: each line of stdin is one message, printed as it comes.
+#[test]
+fn listen_and_connect_in_message_mode() {
+    let mut listen = udt();
+    listen
+        .args(["listen", "--msg", "127.0.0.1:0"])
+        .stdout(Stdio::piped());
+    let mut listen = Proc::spawn("listen-msg", listen);
+    let addr = listen.listening_addr(Duration::from_secs(20));
+    let mut connect = udt();
+    connect
+        .args(["connect", "--msg"])
+        .arg(addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut connect = Proc::spawn("connect-msg", connect);
+    let text: String = (0..200).map(|i| format!("message number {i}\n")).collect();
+    connect
+        .child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert_eq!(connect.code(T), 0, "{}", connect.stderr());
+    assert_eq!(listen.code(T), 0, "{}", listen.stderr());
+    assert_eq!(listen.stdout_string(), text);
+    assert!(
+        listen.stderr().contains("200 messages"),
+        "{}",
+        listen.stderr()
+    );
+}
+
+#[test]
+fn demo_runs_to_completion() {
+    let _heavy = heavy();
+    let base = scratch("demo");
+    let mut demo = udt();
+    demo.args(["demo", "--dir"])
+        .arg(&base)
+        .stdout(Stdio::piped());
+    let mut demo = Proc::spawn("demo", demo);
+    assert_eq!(demo.code(T), 0, "{}", demo.stderr());
+    let err = demo.stderr();
+    assert!(err.contains("sent 1 file"), "{err}");
+    assert!(err.contains("verified"), "{err}");
+    assert_eq!(
+        fs::read_dir(&base).unwrap().count(),
+        0,
+        "scratch files removed"
+    );
+    let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
+fn bench_client_and_server() {
+    let _heavy = heavy();
+    let mut server = udt();
+    server
+        .args(["bench", "--server", "127.0.0.1:0", "--once"])
+        .stdout(Stdio::null());
+    let mut server = Proc::spawn("bench-server", server);
+    let addr = server.listening_addr(Duration::from_secs(20));
+    let mut client = udt();
+    client
+        .args(["bench", "--json", "--seconds", "2", "--parallel", "2"])
+        .arg(addr.to_string())
+        .stdout(Stdio::piped());
+    let mut client = Proc::spawn("bench-client", client);
+    assert_eq!(client.code(T), 0, "{}", client.stderr());
+    assert_eq!(server.code(T), 0, "{}", server.stderr());
+    let j = json_of(&mut client);
+    assert_eq!(j["sent_bytes"], j["received_bytes"], "{j}");
+    assert!(j["received_mbps"].as_f64().unwrap() > 1.0, "{j}");
+    assert!(j["intervals"].as_array().unwrap().len() >= 2, "{j}");
+    assert!(j["cpu_server_percent"].as_f64().unwrap() > 0.0, "{j}");
+    assert!(j["rtt_ms"].is_number(), "{j}");
+
+    // Message mode with the latency histogram.
+    let mut server = udt();
+    server
+        .args(["bench", "--server", "127.0.0.1:0", "--once"])
+        .stdout(Stdio::null());
+    let mut server = Proc::spawn("bench-server-msg", server);
+    let addr = server.listening_addr(Duration::from_secs(20));
+    let mut client = udt();
+    client
+        .args([
+            "bench",
+            "--json",
+            "--seconds",
+            "1",
+            "--msg",
+            "1K",
+            "--rate",
+            "2000",
+        ])
+        .arg(addr.to_string())
+        .stdout(Stdio::piped());
+    let mut client = Proc::spawn("bench-client-msg", client);
+    assert_eq!(client.code(T), 0, "{}", client.stderr());
+    assert_eq!(server.code(T), 0, "{}", server.stderr());
+    let j = json_of(&mut client);
+    let lat = &j["latency"];
+    assert!(lat["count"].as_u64().unwrap() > 500, "{j}");
+    assert!(
+        lat["p50_us"].as_u64().unwrap() <= lat["p99_us"].as_u64().unwrap(),
+        "{j}"
+    );
+}
+
+/// Nobody listening: a one-line error and exit 3, quickly.
+#[test]
+fn refused_connection_is_a_network_error() {
+    let base = scratch("refused");
+    let f = base.join("f");
+    fs::write(&f, b"x").unwrap();
+    // A UDP port with nobody behind it: bind one and keep it silent.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let mut send = start_send("send", &[&f], addr, &["--connect-timeout", "1"]);
+    assert_eq!(send.code(Duration::from_secs(30)), 3, "{}", send.stderr());
+    let err = send.stderr();
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("udt: error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains(&addr.to_string()), "{err}");
+    assert_eq!(json_of(&mut send)["exit_code"], 3);
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// An existing file is kept (exit 7 on both sides) unless --overwrite.
+#[test]
+fn existing_files_need_overwrite() {
+    let base = scratch("exists");
+    let f = base.join("f");
+    fs::write(&f, b"new").unwrap();
+    let out = base.join("out");
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join("f"), b"old").unwrap();
+    let (mut recv, addr) = start_recv("recv", &out, &[]);
+    let mut send = start_send("send", &[&f], addr, &[]);
+    assert_eq!(send.code(T), 7, "{}", send.stderr());
+    assert_eq!(recv.code(T), 7, "{}", recv.stderr());
+    assert!(recv.stderr().contains("--overwrite"), "{}", recv.stderr());
+    assert_eq!(fs::read(out.join("f")).unwrap(), b"old");
+    let (mut recv, addr) = start_recv("recv2", &out, &["--overwrite"]);
+    let mut send = start_send("send2", &[&f], addr, &[]);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    assert_eq!(fs::read(out.join("f")).unwrap(), b"new");
+    let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = udt().args(["send", "only-one-arg"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = udt()
+        .args(["send", "/definitely/not/here", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/definitely/not/here"));
+    let out = udt()
+        .args(["listen", "--msg", "--transport", "tcp", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = udt().arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Examples:") && help.contains("Exit codes:"),
+        "{help}"
+    );
+    let mut buf = String::new();
+    let _ = (&out.stdout[..]).read_to_string(&mut buf);
+}
