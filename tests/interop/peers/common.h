@@ -245,6 +245,15 @@ inline std::string perf_text(UDTSOCKET u) {
     return out;
 }
 
+// Ends the process after the result was printed. UDT::cleanup() is skipped
+// on purpose: every connection was already closed (with its linger) before
+// the RESULT line, and libudt's cleanup was seen to hang for over 10 s in
+// its garbage-collector join after a broken connection.
+inline int finish(bool ok) {
+    fflush(stdout);
+    _exit(ok ? 0 : 1);
+}
+
 // The UDT error code of the last failure (0 when none).
 inline int last_code() { return UDT::getlasterror().getErrorCode(); }
 

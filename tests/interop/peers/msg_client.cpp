@@ -56,6 +56,5 @@ int main(int argc, char** argv) {
     printf("RESULT role=msg_client mode=%s inorder=%d%s close=%d sock=%s peer=%s elapsed_ms=%.1f%s\n", mode.c_str(),
            inorder ? 1 : 0, detail.c_str(), close_rc, sock.c_str(), peer_addr.c_str(), now_ms() - start, perf.c_str());
     fflush(stdout);
-    UDT::cleanup();
-    return ok ? 0 : 1;
+    return finish(ok);
 }

@@ -63,6 +63,5 @@ int main(int argc, char** argv) {
            inorder ? 1 : 0, detail.c_str(), close_rc, sock.c_str(), peer_addr.c_str(), now_ms() - start, perf.c_str());
     fflush(stdout);
     UDT::close(listener);
-    UDT::cleanup();
-    return ok ? 0 : 1;
+    return finish(ok);
 }

@@ -106,6 +106,5 @@ int main(int argc, char** argv) {
            (unsigned long long)sender.fnv.value(), close_rc, sock.c_str(), peer_addr.c_str(), now_ms() - start,
            perf.c_str());
     fflush(stdout);
-    UDT::cleanup();
-    return ok ? 0 : 1;
+    return finish(ok);
 }

@@ -62,6 +62,5 @@ int main(int argc, char** argv) {
            mode.c_str(), bytes, (unsigned long long)fnv.value(), mismatch, error, close_rc, sock.c_str(),
            peer_addr.c_str(), elapsed, perf.c_str());
     fflush(stdout);
-    UDT::cleanup();
-    return ok ? 0 : 1;
+    return finish(ok);
 }

@@ -99,6 +99,5 @@ int main(int argc, char** argv) {
         ok = ok && jobs[i].ok;
     }
     UDT::close(listener);
-    UDT::cleanup();
-    return ok ? 0 : 1;
+    return finish(ok);
 }
