@@ -517,7 +517,9 @@ fn ttl_messages_udt4_to_ours_drop_cleanly() {
     let _serial = serial();
     let seed = 27;
     let count = 60;
-    let ep = endpoint(localhost(), Config::default());
+    // UDT4 sends its shutdown once; on this lossy path it may be lost, and
+    // then only our idle timeout ends the connection.
+    let ep = endpoint(localhost(), short_idle());
     let listener = ep.listen_messages(4).expect("listen_messages");
     let relay = start_relay(ep.local_addr(), ttl_path(), seed);
     let mut client = Peer::spawn(
@@ -553,6 +555,12 @@ fn ttl_messages_udt4_to_ours_drop_cleanly() {
             }
             // The peer closed after its (broken) drops: fine.
             Ok(None) => break true,
+            // The peer's single shutdown was lost: acceptable once the peer
+            // itself reports success below.
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                eprintln!("recv_msg: {e} (UDT4's shutdown was lost)");
+                break true;
+            }
             Err(e) => {
                 eprintln!("recv_msg: {e}");
                 break false;
