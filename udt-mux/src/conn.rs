@@ -462,7 +462,10 @@ impl ConnShared {
 /// The result of an orderly close, from the final state.
 pub(crate) fn close_result(c: &Connection) -> Option<io::Result<()>> {
     match c.state() {
-        State::Closed(ConnectionError::LocallyClosed) => Some(Ok(())),
+        // Done once the shutdown has left too (the send thread flushes it
+        // and then wakes us), so a process may exit right after `close`.
+        State::Closed(ConnectionError::LocallyClosed) if c.is_finished() => Some(Ok(())),
+        State::Closed(ConnectionError::LocallyClosed) => None,
         // The peer closed first: fine if it had everything we wrote.
         State::Closed(ConnectionError::PeerClosed) if c.is_send_buffer_empty() => Some(Ok(())),
         State::Closed(e) => Some(Err(e.into())),

@@ -164,7 +164,7 @@ impl SendThread {
         let mut spins = 0u32;
         while Instant::now() < at {
             spins = spins.wrapping_add(1);
-            if spins % 16 == 0 {
+            if spins.is_multiple_of(16) {
                 match self.rx.try_recv() {
                     Ok(cmd) => return self.apply(cmd),
                     Err(TryRecvError::Empty) => {}
@@ -186,7 +186,8 @@ impl SendThread {
                 continue;
             };
             let conn = conn.clone();
-            let wake = {
+            let mut finished = false;
+            let mut wake = {
                 let mut g = conn.inner.lock();
                 let now = g.clock(now);
                 if let Some(c) = g.phase.connection() {
@@ -196,11 +197,19 @@ impl SendThread {
                             None => break,
                         }
                     }
+                    finished = c.is_finished();
                 }
                 g.settle(&self.mux, Role::Send)
             };
             if let Some((at, generation)) = wake.reschedule {
                 self.schedule(h, at, generation);
+            }
+            if finished {
+                // The last packet of a closed connection (its shutdown) is
+                // in the batch: put it on the wire before waking a `close()`
+                // that waits for it, so a process may exit right after.
+                self.flush();
+                wake.notify = true;
             }
             conn.run_wake(wake, Role::Send);
             if self.batch.is_full() {
