@@ -272,11 +272,8 @@ impl Conn {
     /// linger time passed).
     pub fn finish(self) -> io::Result<()> {
         match self {
-            Conn::Udt(s) => {
-                let r = s.close();
-                shutdown_grace();
-                r
-            }
+            // `close` returns once the shutdown is on the wire.
+            Conn::Udt(s) => s.close(),
             Conn::Tcp(mut s) => {
                 s.shutdown(Shutdown::Write)?;
                 // Read until the peer closes too, so our last bytes are not
@@ -312,15 +309,6 @@ impl Write for Conn {
             Conn::Tcp(s) => s.flush(),
         }
     }
-}
-
-/// Gives the endpoint's send thread a moment to put the final shutdown
-/// packet on the wire: `close()` can return as soon as the shutdown is
-/// queued, and a process that exits at once may never send it, leaving the
-/// peer to wait for its idle timeout. (To be fixed in udt-mux: close should
-/// return only after the shutdown was handed to the kernel.)
-pub fn shutdown_grace() {
-    std::thread::sleep(Duration::from_millis(50));
 }
 
 /// A listening socket for byte streams.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use udt_core::connection::{Connection, State};
 use udt_core::handshake::{self, Caller, ConnectParams, Rendezvous};
 use udt_core::sched::ConnectionHandle;
@@ -189,6 +189,14 @@ pub(crate) struct Wake {
     pub(crate) reapable: bool,
 }
 
+impl Wake {
+    /// True when there is nothing to tell anyone (the receive thread's own
+    /// `timer` and `reapable` results aside, which it reads directly).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.reschedule.is_none() && !self.touch && !self.notify
+    }
+}
+
 /// Mutable per-connection state, behind [`ConnShared::inner`].
 #[derive(Debug)]
 pub(crate) struct ConnInner {
@@ -213,6 +221,11 @@ pub(crate) struct ConnInner {
     pub(crate) write_timeout: Option<Duration>,
     /// `shutdown(Read)` was called: reads return end of stream.
     pub(crate) read_shut: bool,
+    /// The send thread took this finished connection's last packets (its
+    /// shutdown) into a batch it has not yet handed to the kernel; `close`
+    /// waits until this clears (set and cleared by the send thread, under
+    /// this lock, followed by a notification).
+    pub(crate) final_unsent: bool,
 }
 
 impl ConnInner {
@@ -338,6 +351,7 @@ impl ConnShared {
                 read_timeout: None,
                 write_timeout: None,
                 read_shut: false,
+                final_unsent: false,
             }),
             cond: Condvar::new(),
             watchers: Watchers::default(),
@@ -383,11 +397,24 @@ impl ConnShared {
                 return Err(error::aborted());
             }
             let now = g.clock(Instant::now());
-            if let Some(result) = op(&mut g, now) {
-                let wake = g.settle(&self.mux, Role::App);
+            let result = op(&mut g, now);
+            // Settle even when `op` would block: it may have changed the
+            // core all the same (`close` queues the shutdown, or starts the
+            // linger timer, and then waits), and the threads must hear of
+            // it now, not at the next unrelated timer.
+            let wake = g.settle(&self.mux, Role::App);
+            if let Some(result) = result {
                 drop(g);
                 self.run_wake(wake, Role::App);
                 return result;
+            }
+            if !wake.is_empty() {
+                // Tell them with the lock released, then look again: they
+                // may already have answered (the shutdown left), and a
+                // notification sent before we wait would be missed. This
+                // ends: the next settle reports only what changed since.
+                MutexGuard::unlocked(&mut g, || self.run_wake(wake, Role::App));
+                continue;
             }
             if g.nonblocking {
                 return Err(error::would_block(what));
@@ -459,14 +486,24 @@ impl ConnShared {
     }
 }
 
-/// The result of an orderly close, from the final state.
-pub(crate) fn close_result(c: &Connection) -> Option<io::Result<()>> {
-    match c.state() {
-        State::Closed(ConnectionError::LocallyClosed) => Some(Ok(())),
+/// The result of an orderly close, once there is one: `None` while the
+/// connection is still open, or closed with packets not yet handed to the
+/// kernel (the shutdown waits in the core's control queue or in the send
+/// thread's batch). Returning only then lets a process exit right after
+/// `close` without leaving the peer to wait for its idle timeout.
+pub(crate) fn close_result(g: &ConnInner) -> Option<io::Result<()>> {
+    let c = g.phase.connection_ref()?;
+    let State::Closed(e) = c.state() else {
+        return None;
+    };
+    if !c.is_finished() || g.final_unsent {
+        return None;
+    }
+    match e {
+        ConnectionError::LocallyClosed => Some(Ok(())),
         // The peer closed first: fine if it had everything we wrote.
-        State::Closed(ConnectionError::PeerClosed) if c.is_send_buffer_empty() => Some(Ok(())),
-        State::Closed(e) => Some(Err(e.into())),
-        _ => None,
+        ConnectionError::PeerClosed if c.is_send_buffer_empty() => Some(Ok(())),
+        e => Some(Err(e.into())),
     }
 }
 
@@ -519,5 +556,107 @@ impl Watchers {
         for (p, token) in inline.into_iter().flatten().chain(overflow) {
             p.mark_ready(token);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    use crate::{Endpoint, UdtListener, UdtStream};
+
+    /// A connected pair on loopback, with its endpoints and listener.
+    fn pair() -> (Endpoint, Endpoint, UdtListener, UdtStream, UdtStream) {
+        let config = Config {
+            linger: Some(Duration::from_secs(5)),
+            ..Config::default()
+        };
+        let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config.clone()).unwrap();
+        let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        let listener = server.listen(1).unwrap();
+        let stream = client.connect(server.local_addr()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        (server, client, listener, stream, accepted)
+    }
+
+    /// Waits (bounded) until the send thread has nothing of `conn` left.
+    fn wait_idle(conn: &ConnShared) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            {
+                let g = conn.inner.lock();
+                if g.send_key.is_none() && g.phase.next_send_time().is_none() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("the connection never went idle");
+    }
+
+    #[test]
+    fn a_call_that_would_block_still_reports_what_it_changed() {
+        // The root cause of close() stalling until an unrelated protocol
+        // timer: `blocking` settled only when `op` completed, so the
+        // shutdown `close` had queued before waiting stayed unknown to the
+        // send thread.
+        let (_server, _client, _listener, mut stream, mut accepted) = pair();
+        stream.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        accepted.read_exact(&mut byte).unwrap();
+        stream
+            .wait_acknowledged(Some(Duration::from_secs(5)))
+            .unwrap();
+        let conn = stream.conn().clone();
+        wait_idle(&conn);
+        stream.set_nonblocking(true);
+        let r = conn.blocking(
+            |_| None,
+            "closing",
+            |g, now| {
+                g.phase.connection()?.close(now);
+                None::<io::Result<()>>
+            },
+        );
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        {
+            let g = conn.inner.lock();
+            // Queued (the send thread was told) or already sent.
+            assert_eq!(g.send_key, g.phase.next_send_time());
+        }
+        // And so the peer hears of it, long before its idle timeout.
+        let mut rest = Vec::new();
+        accepted.set_read_timeout(Some(Duration::from_secs(2)));
+        assert_eq!(accepted.read_to_end(&mut rest).unwrap(), 0);
+    }
+
+    #[test]
+    fn close_waits_until_the_send_thread_sent_the_shutdown() {
+        let (_server, _client, _listener, stream, mut accepted) = pair();
+        let conn = stream.conn().clone();
+        let r = conn.blocking(
+            |_| Some(Duration::from_secs(5)),
+            "closing",
+            |g, now| {
+                g.phase.connection()?.close(now);
+                close_result(g)
+            },
+        );
+        r.unwrap();
+        {
+            let mut g = conn.inner.lock();
+            let c = g.phase.connection_ref().unwrap();
+            assert!(c.is_finished(), "returned with the shutdown still queued");
+            assert!(!g.final_unsent);
+            assert!(matches!(close_result(&g), Some(Ok(()))));
+            // The shutdown taken into a batch not yet sent: not done.
+            g.final_unsent = true;
+            assert!(close_result(&g).is_none());
+            g.final_unsent = false;
+        }
+        let mut rest = Vec::new();
+        accepted.set_read_timeout(Some(Duration::from_secs(2)));
+        assert_eq!(accepted.read_to_end(&mut rest).unwrap(), 0);
     }
 }

@@ -178,7 +178,8 @@ impl UdtMessageSocket {
     }
 
     /// Closes the connection and waits until everything sent was
-    /// acknowledged or the linger time passed.
+    /// acknowledged or the linger time passed, and the final shutdown
+    /// packet has been handed to the kernel.
     ///
     /// # Errors
     /// As [`UdtStream::close`](crate::UdtStream::close).
@@ -189,9 +190,8 @@ impl UdtMessageSocket {
             |_| Some(limit),
             "the close did not finish in time",
             |g, now| {
-                let c = g.phase.connection()?;
-                c.close(now);
-                close_result(c)
+                g.phase.connection()?.close(now);
+                close_result(g)
             },
         )
     }

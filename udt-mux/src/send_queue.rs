@@ -186,21 +186,40 @@ impl SendThread {
                 continue;
             };
             let conn = conn.clone();
-            let wake = {
+            let mut last_taken = false;
+            let mut wake = {
                 let mut g = conn.inner.lock();
                 let now = g.clock(now);
                 if let Some(c) = g.phase.connection() {
+                    let mut taken = false;
                     while let Some(buf) = self.batch.slot() {
                         match c.poll_transmit(now, buf) {
-                            Some(t) => self.batch.push(t.destination),
+                            Some(t) => {
+                                self.batch.push(t.destination);
+                                taken = true;
+                            }
                             None => break,
                         }
                     }
+                    // Its last packet (the shutdown, after a close) is now
+                    // in our batch: `close` waits until it has left.
+                    last_taken = taken && c.is_finished();
+                }
+                if last_taken {
+                    g.final_unsent = true;
                 }
                 g.settle(&self.mux, Role::Send)
             };
             if let Some((at, generation)) = wake.reschedule {
                 self.schedule(h, at, generation);
+            }
+            if last_taken {
+                // Put it on the wire before waking the `close()` waiting
+                // for it, so a process may exit as soon as `close` returns
+                // (the flag changes under the lock: no lost wake-up).
+                self.flush();
+                conn.inner.lock().final_unsent = false;
+                wake.notify = true;
             }
             conn.run_wake(wake, Role::Send);
             if self.batch.is_full() {

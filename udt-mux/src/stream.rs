@@ -155,7 +155,8 @@ impl UdtStream {
 
     /// Closes the connection and waits until the peer has acknowledged
     /// everything written, or the linger time ([`Config::linger`](udt_core::Config::linger))
-    /// has passed.
+    /// has passed. It returns only once the final shutdown packet has been
+    /// handed to the kernel, so the process may exit right after.
     ///
     /// # Errors
     /// The reason the data may not all have arrived: `TimedOut` when the
@@ -173,9 +174,8 @@ impl UdtStream {
             |_| Some(limit),
             "the close did not finish in time",
             |g, now| {
-                let c = g.phase.connection()?;
-                c.close(now);
-                close_result(c)
+                g.phase.connection()?.close(now);
+                close_result(g)
             },
         )
     }

@@ -168,6 +168,26 @@ fn orderly_close_delivers_everything_then_eof() {
 }
 
 #[test]
+fn close_returns_only_after_the_shutdown_left() {
+    // A process may exit right after `close()`: the shutdown must already be
+    // on the wire, or the peer waits for its idle timeout. `abort()` stands
+    // in for the exit: it discards anything not yet sent.
+    init();
+    for round in 0..10u64 {
+        let (_server, mut accepted, client, mut stream) = pair(config());
+        let data = pattern(round, 64 << 10);
+        stream.write_all(&data).unwrap();
+        stream.close().expect("close reports success");
+        client.abort();
+        let mut got = Vec::new();
+        accepted
+            .read_to_end(&mut got)
+            .unwrap_or_else(|e| panic!("round {round}: the peer missed our shutdown: {e}"));
+        assert!(got == data, "round {round}: payload differs");
+    }
+}
+
+#[test]
 fn dropped_stream_still_delivers_in_the_background() {
     init();
     let server = bind(config());

@@ -216,7 +216,6 @@ pub fn connect(args: &PipeArgs) -> Result<PipeSummary, CliError> {
         let link = net::message_stats(&sock);
         sock.close()
             .map_err(|e| CliError::io("the peer did not acknowledge everything", e))?;
-        net::shutdown_grace();
         (bytes, messages, link, Some(peer))
     } else {
         let mut conn = Conn::connect(&args.addr, &args.net).map_err(connect_err)?;
