@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use udt_core::connection::{Connection, State};
-use udt_core::handshake::{self, Caller, ConnectParams, Rendezvous};
+use udt_core::handshake::{self, Connecting};
 use udt_core::sched::ConnectionHandle;
 use udt_core::{Config, ConnectionError, SeqNumber, SocketId};
 
@@ -27,58 +27,12 @@ use crate::poller::PollerShared;
 /// (UDT4 `newConnection`: peer address, peer socket ID, peer ISN).
 pub(crate) type AcceptKey = (SocketAddr, SocketId, SeqNumber);
 
-/// A handshake in progress.
-#[derive(Debug)]
-pub(crate) enum Pending {
-    /// We called a listener.
-    Caller(Caller),
-    /// Both sides call each other.
-    Rendezvous(Rendezvous),
-}
-
-impl Pending {
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        match self {
-            Pending::Caller(c) => c.handle_datagram(now, from, datagram),
-            Pending::Rendezvous(r) => r.handle_datagram(now, from, datagram),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            Pending::Caller(c) => c.handle_timeout(now),
-            Pending::Rendezvous(r) => r.handle_timeout(now),
-        }
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
-        match self {
-            Pending::Caller(c) => c.poll_transmit(now, buf),
-            Pending::Rendezvous(r) => r.poll_transmit(now, buf),
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        match self {
-            Pending::Caller(c) => c.poll_timeout(),
-            Pending::Rendezvous(r) => r.poll_timeout(),
-        }
-    }
-
-    fn poll_result(&mut self) -> Option<Result<ConnectParams, handshake::ConnectError>> {
-        match self {
-            Pending::Caller(c) => c.poll_result(),
-            Pending::Rendezvous(r) => r.poll_result(),
-        }
-    }
-}
-
 /// Where a connection is in its life, from the multiplexer's view.
 #[derive(Debug)]
 pub(crate) enum Phase {
     /// The handshake runs (boxed: a handshake machine is large and the
     /// phase lasts milliseconds).
-    Connecting(Box<Pending>),
+    Connecting(Box<Connecting>),
     /// The core connection exists (it may have closed since).
     Established(Box<Connection>),
     /// The handshake failed.

@@ -6,11 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use udt_core::handshake::{self, Caller, Listener, Rendezvous};
+use udt_core::handshake::{self, Caller, Connecting, Listener, Rendezvous};
 use udt_core::{Config, SocketType};
 
 use crate::config::EndpointConfig;
-use crate::conn::{ConnShared, NewConn, Pending, Phase};
+use crate::conn::{ConnShared, NewConn, Phase};
 use crate::error::{ConnectError, ListenError};
 use crate::listener::{listener_type, ListenerShared, UdtListener, UdtMessageListener};
 use crate::message::UdtMessageSocket;
@@ -301,9 +301,9 @@ impl Endpoint {
             let isn = reg.new_isn();
             let handle = reg.reserve_handle();
             let pending = match setup {
-                Setup::Caller => Pending::Caller(Caller::new(&config, id, peer, isn, now)),
+                Setup::Caller => Connecting::Caller(Caller::new(&config, id, peer, isn, now)),
                 Setup::Rendezvous => {
-                    Pending::Rendezvous(Rendezvous::new(&config, id, peer, isn, now))
+                    Connecting::Rendezvous(Rendezvous::new(&config, id, peer, isn, now))
                 }
             };
             let conn = ConnShared::new(

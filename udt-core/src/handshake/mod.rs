@@ -34,11 +34,13 @@ use crate::packet::{decode, Control, ControlPacket, Handshake, Packet, PeerIp, R
 use crate::seq::{SeqNumber, SocketId};
 
 mod caller;
+mod connecting;
 mod cookie;
 mod listener;
 mod rendezvous;
 
 pub use caller::Caller;
+pub use connecting::Connecting;
 pub use listener::{AcceptRequest, Listener, ListenerOutput};
 pub use rendezvous::Rendezvous;
 

@@ -12,57 +12,13 @@ use std::time::Instant;
 use super::Endpoint;
 use crate::config::Config;
 use crate::connection::Connection;
-use crate::handshake::{Caller, ConnectError, ConnectParams, Listener, ListenerOutput, Rendezvous};
+use crate::handshake::{
+    Caller, ConnectError, ConnectParams, Connecting, Listener, ListenerOutput, Rendezvous,
+};
 use crate::packet;
 use crate::rng::Rng;
 use crate::sched::{ConnectionHandle, SendSchedule};
 use crate::seq::{SeqNumber, SocketId};
-
-/// A handshake in progress on a node.
-#[derive(Debug)]
-enum Pending {
-    Caller(Caller),
-    Rendezvous(Rendezvous),
-}
-
-impl Pending {
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        match self {
-            Pending::Caller(c) => c.handle_datagram(now, from, datagram),
-            Pending::Rendezvous(r) => r.handle_datagram(now, from, datagram),
-        }
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            Pending::Caller(c) => c.handle_timeout(now),
-            Pending::Rendezvous(r) => r.handle_timeout(now),
-        }
-    }
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
-        match self {
-            Pending::Caller(c) => c.poll_transmit(now, buf),
-            Pending::Rendezvous(r) => r.poll_transmit(now, buf),
-        }
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        match self {
-            Pending::Caller(c) => c.poll_timeout(),
-            Pending::Rendezvous(r) => r.poll_timeout(),
-        }
-    }
-    fn poll_result(&mut self) -> Option<Result<ConnectParams, ConnectError>> {
-        match self {
-            Pending::Caller(c) => c.poll_result(),
-            Pending::Rendezvous(r) => r.poll_result(),
-        }
-    }
-    fn peer(&self) -> Option<SocketAddr> {
-        match self {
-            Pending::Caller(_) => None,
-            Pending::Rendezvous(r) => Some(r.peer_addr()),
-        }
-    }
-}
 
 /// A simulated UDT endpoint: one address, any number of connections.
 #[derive(Debug)]
@@ -72,7 +28,7 @@ pub struct UdtNode {
     rng: Rng,
     listener: Option<Listener>,
     backlog: VecDeque<SocketId>,
-    pending: Vec<(SocketId, Pending)>,
+    pending: Vec<(SocketId, Connecting)>,
     failed: Vec<(SocketId, ConnectError)>,
     conns: Vec<Option<Connection>>,
     by_id: HashMap<SocketId, ConnectionHandle>,
@@ -144,7 +100,7 @@ impl UdtNode {
     pub fn connect_with_isn(&mut self, now: Instant, peer: SocketAddr, isn: SeqNumber) -> SocketId {
         let id = self.new_socket_id();
         let caller = Caller::new(&self.config, id, peer, isn, now);
-        self.pending.push((id, Pending::Caller(caller)));
+        self.pending.push((id, Connecting::Caller(caller)));
         id
     }
 
@@ -153,7 +109,7 @@ impl UdtNode {
         let id = self.new_socket_id();
         let isn = self.new_isn();
         let r = Rendezvous::new(&self.config, id, peer, isn, now);
-        self.pending.push((id, Pending::Rendezvous(r)));
+        self.pending.push((id, Connecting::Rendezvous(r)));
         id
     }
 
@@ -286,7 +242,7 @@ impl Endpoint for UdtNode {
             if let Some((_, p)) = self
                 .pending
                 .iter_mut()
-                .find(|(_, p)| p.peer() == Some(from))
+                .find(|(_, p)| p.is_rendezvous() && p.peer_addr() == from)
             {
                 p.handle_datagram(now, from, datagram);
             } else if !self.on_listener_datagram(now, from, datagram) {
