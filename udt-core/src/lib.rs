@@ -3,7 +3,7 @@
 //! Nothing here opens a socket, starts a thread or reads a clock. Every
 //! entry point takes the current time as `now: Instant`; datagrams go in
 //! through `handle_datagram` and come out through `poll_transmit`. The
-//! driver (udt-mux on real sockets, [`sim`] in tests) owns the I/O and the
+//! driver (udt-mux on real sockets, the `sim` module in tests) owns the I/O and the
 //! clock. That one rule makes the protocol deterministic and testable.
 //!
 //! Modules, one concern each:

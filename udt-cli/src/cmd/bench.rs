@@ -1,6 +1,6 @@
 //! `udt bench`: an iperf3-like throughput and latency test.
 //!
-//! Stream mode: each of `--parallel` connections starts with a [`Header`],
+//! Stream mode: each of `--parallel` connections starts with a `Header`,
 //! then carries length-prefixed chunks for `--seconds`, then a zero length;
 //! the server answers with one JSON line ([`ServerReport`]) and both close.
 //!
