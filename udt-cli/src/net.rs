@@ -371,7 +371,7 @@ impl Listener {
 }
 
 fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+    io::Error::new(e.kind(), format!("{addr}: {e}"))
 }
 
 /// Binds a UDT endpoint at `addr` accepting message-mode connections.
