@@ -57,7 +57,7 @@ impl Connection {
         match packet {
             Packet::Data { header, payload } => self.on_data(now, &header, payload),
             Packet::Control(c) => match c.control {
-                Control::Handshake(hs) => self.on_handshake(now, &hs),
+                Control::Handshake(hs) => self.on_handshake(&hs),
                 Control::KeepAlive => {}
                 Control::LightAck { ack } => self.on_light_ack(ack),
                 Control::Ack(ack) => self.on_ack(now, &ack),
@@ -151,7 +151,7 @@ impl Connection {
     }
 
     /// A handshake on an established connection (udt4-protocol.md §4.1, §4.2 step 5).
-    fn on_handshake(&mut self, now: Instant, hs: &Handshake) {
+    fn on_handshake(&mut self, hs: &Handshake) {
         if let Some(response) = &self.response {
             // Listener side: the caller repeats its final request because
             // our response was lost. Answer with the same response.
@@ -178,7 +178,6 @@ impl Connection {
             self.queue_control(ControlItem::Handshake(reply));
             return;
         }
-        let _ = now;
         self.counters.dropped.stray_handshake += 1;
     }
 
@@ -243,7 +242,7 @@ impl Connection {
         self.apply_cc();
         if let State::Closing { .. } = self.state {
             if self.sender.buffer.is_empty() {
-                self.queue_shutdown(now);
+                self.queue_shutdown();
                 self.enter_closed(now, ConnectionError::LocallyClosed);
             }
         }

@@ -513,7 +513,7 @@ impl Connection {
                 };
             }
             _ => {
-                self.queue_shutdown(now);
+                self.queue_shutdown();
                 self.enter_closed(now, ConnectionError::LocallyClosed);
             }
         }

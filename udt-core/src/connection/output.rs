@@ -294,7 +294,7 @@ impl Connection {
         self.queue_control(ControlItem::KeepAlive);
     }
 
-    pub(super) fn queue_shutdown(&mut self, _now: Instant) {
+    pub(super) fn queue_shutdown(&mut self) {
         if !matches!(self.state, State::Closed(_)) {
             self.queue_control(ControlItem::Shutdown);
         }

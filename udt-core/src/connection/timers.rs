@@ -170,7 +170,7 @@ impl Connection {
                     self.local_id,
                     self.sender.unacked()
                 );
-                self.queue_shutdown(now);
+                self.queue_shutdown();
                 self.enter_closed(now, crate::error::ConnectionError::LingerExpired);
             }
         }
