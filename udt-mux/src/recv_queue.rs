@@ -425,19 +425,36 @@ impl Router {
                     Phase::Connecting(_) => {}
                 }
             }
-            // Handshake packets go out from here. An established
-            // connection's packets all leave through the send thread: were
-            // both threads to send its data, two batches could overtake
-            // each other and the peer would see reordering as loss. Its
-            // control packets make `next_send_time` immediate, which the
-            // settle below reports to the send thread.
-            if let Phase::Connecting(_) = g.phase {
-                while let Some(buf) = self.out.slot() {
-                    match g.phase.poll_transmit(now, buf) {
-                        Some(dest) => self.out.push(dest),
-                        None => break,
+            // Handshake packets go out from here, and so do the control
+            // packets (ACK, ACK2, NAK, keep-alive) a datagram or a timer
+            // made an open connection queue: they leave with this round's
+            // flush instead of waiting for a hop to the send thread. Data
+            // stays on the send thread: were both threads to send it, two
+            // batches could overtake each other and the peer would see
+            // reordering as loss; control packets may overtake data
+            // harmlessly. A closed connection's packets (its shutdown) also
+            // stay there: `close` returns once the send thread has put the
+            // last one on the wire (`final_unsent`). What does not fit in
+            // the batch keeps `next_send_time` immediate, which the settle
+            // below reports to the send thread.
+            match &mut g.phase {
+                Phase::Connecting(_) => {
+                    while let Some(buf) = self.out.slot() {
+                        match g.phase.poll_transmit(now, buf) {
+                            Some(dest) => self.out.push(dest),
+                            None => break,
+                        }
                     }
                 }
+                Phase::Established(c) if !c.is_closed() && !matches!(input, Input::Touch) => {
+                    while let Some(buf) = self.out.slot() {
+                        match c.poll_transmit_control(now, buf) {
+                            Some(t) => self.out.push(t.destination),
+                            None => break,
+                        }
+                    }
+                }
+                _ => {}
             }
             let mut wake = g.settle(&self.mux, Role::Recv);
             if established || matches!(g.phase, Phase::Failed(_)) {

@@ -87,6 +87,27 @@ impl Connection {
         })
     }
 
+    /// Writes the next pending control packet into `buf` (cleared first),
+    /// or returns `None` when none is queued; never a data packet.
+    ///
+    /// For a driver that sends control packets from another thread than
+    /// data: an ACK, ACK2 or NAK may overtake data packets harmlessly (UDT4
+    /// sends them from its receive thread too, core.cpp `processCtrl` and
+    /// `sendCtrl`), whereas data batches sent by two threads could reorder
+    /// and look like loss to the peer. [`poll_transmit`](Self::poll_transmit)
+    /// still returns both kinds, control first.
+    pub fn poll_transmit_control(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.observe_time(now);
+        let item = self.control.pop_front()?;
+        self.encode_control(now, item, buf);
+        self.last_send_time = now;
+        Some(Transmit {
+            destination: self.peer_addr,
+            size: buf.len(),
+            kind: TransmitKind::Control,
+        })
+    }
+
     pub(super) fn queue_control(&mut self, item: ControlItem) {
         if self.control.len() >= CONTROL_QUEUE_LIMIT {
             self.counters.dropped.control_queue_full += 1;

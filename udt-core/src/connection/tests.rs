@@ -123,3 +123,42 @@ fn hostile_datagram_does_not_release_the_hold() {
     c.handle_datagram(t0, c.peer_addr(), &[0xFF; 7]);
     assert_eq!(c.next_send_time(), Some(t0 + FIRST_DATA_HOLD));
 }
+
+#[test]
+fn poll_transmit_control_never_returns_data() {
+    // Near the sequence wrap: the data that stays queued crosses it.
+    let t0 = epoch();
+    let mut c = Connection::new(
+        params(false, false, 0x7FFF_FFFF),
+        Arc::new(Config::default()),
+        t0,
+    );
+    c.write(&[1u8; 5000]).unwrap();
+    let mut buf = Vec::new();
+    // Data due, no control queued: nothing, and the data stays.
+    assert_eq!(c.poll_transmit_control(t0, &mut buf), None);
+    assert_eq!(c.next_send_time(), Some(t0));
+    // A keep-alive falls due while the data still waits.
+    let t1 = t0 + timers::KEEPALIVE_INTERVAL;
+    c.handle_timeout(t1);
+    let mut controls = 0;
+    while let Some(t) = c.poll_transmit_control(t1, &mut buf) {
+        assert_eq!(t.kind, TransmitKind::Control);
+        assert_eq!(t.size, buf.len());
+        assert_eq!(t.destination, c.peer_addr());
+        controls += 1;
+        assert!(
+            controls <= CONTROL_QUEUE_LIMIT,
+            "control queue never drains"
+        );
+    }
+    assert!(controls >= 1, "the keep-alive was not returned");
+    // Only data is left, for the data path.
+    assert!(c.next_send_time().is_some_and(|t| t <= t1));
+    let mut kinds = Vec::new();
+    while let Some(t) = c.poll_transmit(t1, &mut buf) {
+        kinds.push(t.kind);
+    }
+    assert!(!kinds.is_empty());
+    assert!(kinds.iter().all(|k| *k == TransmitKind::Data), "{kinds:?}");
+}
