@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::rng::SplitMix64;
+use udt_core::rng::Rng;
 
 /// Bytes of IPv4 + UDP header counted for each datagram at the rate cap, so
 /// that the cap is a wire rate (UDT4 counts the same 28 bytes in its MSS).
@@ -256,7 +256,7 @@ pub struct Verdict {
 #[derive(Debug)]
 pub struct DirectionModel {
     impairment: Impairment,
-    rng: SplitMix64,
+    rng: Rng,
     /// Gilbert–Elliott state.
     is_bad: bool,
     /// When the bottleneck finishes serializing everything queued so far.
@@ -271,7 +271,7 @@ impl DirectionModel {
     pub fn new(impairment: Impairment, seed: u64) -> Self {
         DirectionModel {
             impairment,
-            rng: SplitMix64::new(seed),
+            rng: Rng::new(seed),
             is_bad: false,
             link_free_at: None,
             // Room for a full queue of large datagrams without growing later.
@@ -363,7 +363,7 @@ impl DirectionModel {
             leave = done;
         }
         let jitter = self.impairment.jitter.min(MAX_DELAY).as_nanos() as u64;
-        let extra = Duration::from_nanos(self.rng.up_to(jitter));
+        let extra = Duration::from_nanos(self.rng.below(jitter.saturating_add(1)));
         let delay = self.impairment.delay.min(MAX_DELAY) + extra;
         match leave.checked_add(delay) {
             Some(t) => Fate::Deliver(t),

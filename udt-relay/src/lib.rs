@@ -36,7 +36,6 @@
 
 mod impair;
 mod relay;
-mod rng;
 pub mod spec;
 mod stats;
 

@@ -25,13 +25,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use udt_core::rng::Rng;
+
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::impair::{DirectionModel, DropReason, Fate, Impairment};
-use crate::rng::derive_seed;
 use crate::stats::{add, bump, DirectionCounters, RelayStats};
 
 /// How a relay is set up. Build one with [`RelayConfig::new`] and adjust
@@ -160,7 +161,10 @@ impl Relay {
             down_registry,
             sessions: HashMap::with_capacity(config.max_sessions),
             sched: Scheduler::new(
-                DirectionModel::new(config.to_upstream.clone(), derive_seed(config.seed, 1)),
+                DirectionModel::new(
+                    config.to_upstream.clone(),
+                    Rng::new(config.seed ^ 1).next_u64(),
+                ),
                 config.max_pending,
             ),
             shared: Arc::clone(&shared),
@@ -171,7 +175,10 @@ impl Relay {
             front: front_send,
             ready: Vec::with_capacity(config.max_sessions),
             sched: Scheduler::new(
-                DirectionModel::new(config.to_client.clone(), derive_seed(config.seed, 2)),
+                DirectionModel::new(
+                    config.to_client.clone(),
+                    Rng::new(config.seed ^ 2).next_u64(),
+                ),
                 config.max_pending,
             ),
             shared: Arc::clone(&shared),
