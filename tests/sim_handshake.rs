@@ -158,3 +158,64 @@ fn rendezvous_under_loss() {
         link(100, Duration::from_millis(30), Loss::Bernoulli(0.3)),
     );
 }
+
+/// A rendezvous side may complete on the peer's first data packet (the
+/// peer already counts as connected, udt4-protocol.md §4.2 step 4). That
+/// packet is the first of the stream: the endpoint hands it to the new
+/// connection, so it is readable the instant the handshake completes.
+/// (The simulator's former router of its own dropped it; the data then
+/// arrived only with a retransmission.)
+#[test]
+fn the_data_packet_that_completes_a_rendezvous_is_delivered() {
+    init_logs();
+    let l = link(100, Duration::from_millis(20), Loss::None);
+    let mut p = Pair::new(38, l.clone(), l, Config::default());
+    let now = p.sim.now();
+    let (a_addr, b_addr) = (p.a_addr, p.b_addr);
+    let ida = p.sim.node_mut(p.a).rendezvous(now, b_addr);
+    p.sim.poke(p.a);
+    // B starts late: A answers B's first request at once and completes
+    // first, while B waits for a sign that A is connected.
+    p.sim.run_for(Duration::from_millis(100));
+    let now = p.sim.now();
+    let idb = p.sim.node_mut(p.b).rendezvous(now, a_addr);
+    p.sim.poke(p.b);
+    let (a, b) = (p.a, p.b);
+    p.sim
+        .run_until(
+            |sim| sim.node(a).is_connected(ida) || sim.node(b).is_connected(idb),
+            Duration::from_secs(10),
+        )
+        .expect("one side connects");
+    let ((first, first_id), (second, second_id)) = if p.sim.node(a).is_connected(ida) {
+        ((a, ida), (b, idb))
+    } else {
+        ((b, idb), (a, ida))
+    };
+    assert!(
+        !p.sim.node(second).is_connected(second_id),
+        "both completed on handshakes: the scenario did not happen"
+    );
+    let written = p
+        .sim
+        .node_mut(first)
+        .with_connection(first_id, |c| c.write(b"first words"))
+        .expect("connected")
+        .expect("write");
+    assert_eq!(written, 11);
+    p.sim.poke(first);
+    p.sim
+        .run_until(
+            |sim| sim.node(second).is_connected(second_id),
+            Duration::from_secs(10),
+        )
+        .expect("the data packet completes the rendezvous");
+    let mut buf = [0u8; 64];
+    let n = p
+        .sim
+        .node_mut(second)
+        .with_connection(second_id, |c| c.read(&mut buf))
+        .expect("connected")
+        .expect("the completing data packet is readable at once");
+    assert_eq!(&buf[..n], b"first words");
+}

@@ -16,6 +16,8 @@
 //! - [`ack_window`]: ACKs awaiting their ACK2, for RTT samples.
 //! - [`cc`]: the congestion-control trait and the native UDT controller.
 //! - [`connection`]: one connection tying the above together.
+//! - [`endpoint`]: routing above the connections: socket IDs, the listener,
+//!   rendezvous, tombstones and datagrams that are not UDT.
 //! - [`sched`]: the indexed min-heap the drivers use to order send times.
 //! - `sim`: a deterministic network simulator (feature `sim`).
 
@@ -26,6 +28,7 @@ pub mod ack_window;
 pub mod cc;
 pub mod config;
 pub mod connection;
+pub mod endpoint;
 pub mod error;
 pub mod estimate;
 pub mod handshake;

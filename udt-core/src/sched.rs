@@ -18,8 +18,8 @@ use std::time::Instant;
 pub struct ConnectionHandle(pub u32);
 
 impl ConnectionHandle {
-    /// The handle as an index into the position table.
-    fn index(self) -> usize {
+    /// The handle as an index into a table of connections.
+    pub fn index(self) -> usize {
         self.0 as usize
     }
 }

@@ -209,6 +209,8 @@ impl SocketId {
     /// Destination ID of connection requests (handshakes to a listener or a
     /// rendezvous peer that has not told us its ID yet).
     pub const HANDSHAKE: SocketId = SocketId(0);
+    /// The largest socket ID: IDs are positive 31-bit numbers, as UDT4's.
+    pub const MAX: u32 = 0x7FFF_FFFF;
 }
 
 impl fmt::Debug for SocketId {

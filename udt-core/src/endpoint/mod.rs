@@ -1,0 +1,628 @@
+//! Everything above one connection that is still protocol, in the role of
+//! quinn-proto's `Endpoint`: the socket-ID table, the listener (SYN cookie,
+//! backlog, accept de-duplication and queue), the rendezvous table,
+//! tombstones that answer late packets, and the hand-off of datagrams that
+//! are not UDT to a registered [`DatagramHandler`].
+//!
+//! Sans-I/O like the rest of the crate: a datagram goes in through
+//! [`Endpoint::handle`], which says where it belongs ([`DatagramEvent`]);
+//! the driver (udt-mux on real sockets, the simulator's
+//! [`UdtNode`](crate::sim::UdtNode) in tests) owns the [`Socket`]s by
+//! [`ConnectionHandle`] and feeds them. Both drivers run this same code, so
+//! the simulator tests the routing that runs on real sockets.
+//!
+//! Routing (udt4-protocol.md §13), in this order:
+//! 1. a destination socket ID of a live socket, from that socket's peer
+//!    address: [`DatagramEvent::Route`];
+//! 2. a datagram the registered handler recognises (STUN):
+//!    [`DatagramEvent::Handled`];
+//! 3. destination 0: a rendezvous socket registered for exactly that peer
+//!    address, else the listener (a cookie challenge, a rejection, a new
+//!    connection, or the existing connection of a repeated request);
+//! 4. a recently finished connection: a repeated shutdown, now and then;
+//! 5. anything else is dropped and counted.
+
+mod foreign;
+mod socket;
+#[cfg(test)]
+mod tests;
+mod tombstones;
+
+pub use foreign::{is_stun, DatagramHandler, STUN_HEADER_SIZE, STUN_MAGIC_COOKIE};
+pub use socket::{Progress, Socket};
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::handshake::{Caller, Connecting, Listener, ListenerOutput, Rendezvous};
+use crate::packet::{self, Control, ControlPacket, Packet};
+use crate::rng::Rng;
+pub use crate::sched::ConnectionHandle;
+use crate::seq::{SeqNumber, SocketId};
+use tombstones::{Tombstones, TOMBSTONE_LIFETIME};
+
+/// The key a listener uses to recognise a repeated connection request
+/// (UDT4 `newConnection`: peer address, peer socket ID, peer ISN).
+type AcceptKey = (SocketAddr, SocketId, SeqNumber);
+
+/// Where [`Endpoint::handle`] sends a datagram.
+#[derive(Debug)]
+#[must_use]
+pub enum DatagramEvent {
+    /// Feed the datagram to the socket with this handle
+    /// ([`Socket::handle_datagram`]).
+    Route(ConnectionHandle),
+    /// The listener accepted a new connection: the driver keeps `socket`
+    /// under `handle` (it is already queued for [`Endpoint::accept`]) and
+    /// sends the response in the buffer back to the datagram's source.
+    Accepted {
+        /// The new connection's handle.
+        handle: ConnectionHandle,
+        /// The new connection (boxed: a connection is large).
+        socket: Box<Socket>,
+    },
+    /// Send the buffer back to the datagram's source (a cookie challenge,
+    /// a rejection, a repeated shutdown).
+    Respond,
+    /// The registered [`DatagramHandler`] took it.
+    Handled,
+    /// Dropped, for this reason (counted in [`EndpointCounters`]).
+    Dropped(DropReason),
+}
+
+/// Why a datagram was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Too short to carry a UDT header.
+    Malformed,
+    /// For a socket ID nobody here has, or for ID 0 with no listener or
+    /// rendezvous for that peer, or a handshake the listener ignores.
+    UnknownDestination,
+    /// For a live socket ID, from another address than its peer's.
+    WrongSource,
+}
+
+/// Datagrams the endpoint dropped or answered by itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointCounters {
+    /// Datagrams too short to carry a UDT header.
+    pub malformed: u64,
+    /// Datagrams for nobody here (see [`DropReason::UnknownDestination`]).
+    pub unknown_destination: u64,
+    /// Datagrams for a live socket from another address than its peer.
+    pub wrong_source: u64,
+    /// Connection requests refused because the accept backlog was full.
+    pub handshakes_rejected: u64,
+    /// Shutdowns repeated to peers of finished connections.
+    pub tombstone_answers: u64,
+    /// Datagrams handed to the [`DatagramHandler`].
+    pub foreign: u64,
+}
+
+/// Why [`Endpoint::listen`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenError {
+    /// The endpoint already has a listener (one per port, as in UDT4).
+    AlreadyListening,
+}
+
+/// Why [`Endpoint::rendezvous`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RendezvousError {
+    /// A rendezvous with that peer address exists on this endpoint: dest-0
+    /// handshakes are matched by peer address, so a second one would be
+    /// ambiguous.
+    Busy,
+}
+
+/// Identifies one [`Endpoint::listen`] call, so a stale listener handle
+/// cannot close its successor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerId(u64);
+
+/// The listener and its accept queue.
+#[derive(Debug)]
+struct ListenerState {
+    id: ListenerId,
+    /// The stateless SYN-cookie machine.
+    machine: Listener,
+    /// Configuration of accepted connections.
+    config: Arc<Config>,
+    /// At most this many accepted connections wait for [`Endpoint::accept`].
+    backlog: usize,
+    queue: VecDeque<ConnectionHandle>,
+}
+
+/// What the endpoint knows of one socket for routing.
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    socket_id: SocketId,
+    peer: SocketAddr,
+    rendezvous: bool,
+    accept_key: Option<AcceptKey>,
+}
+
+/// The routing half of a UDT multiplexer, without I/O. See the module
+/// documentation.
+#[derive(Debug)]
+pub struct Endpoint {
+    rng: Rng,
+    /// Like UDT4, socket IDs count down from a random start (§3).
+    next_id: u32,
+    /// Dense handles, reused so the drivers' heaps stay small.
+    routes: Vec<Option<Route>>,
+    free: Vec<u32>,
+    live: usize,
+    by_id: HashMap<SocketId, ConnectionHandle>,
+    /// Rendezvous sockets (pending or established) by peer address: dest-0
+    /// handshakes from that address go to them (udt4-protocol.md §4.2).
+    by_peer: HashMap<SocketAddr, ConnectionHandle>,
+    /// Accepted connections by request key, so a repeated final request
+    /// reaches the connection instead of creating another (§4.1).
+    accepted: HashMap<AcceptKey, ConnectionHandle>,
+    listener: Option<ListenerState>,
+    listeners_made: u64,
+    tombstones: Tombstones,
+    handler: Option<Box<dyn DatagramHandler>>,
+    counters: EndpointCounters,
+}
+
+impl Endpoint {
+    /// An endpoint whose socket IDs, ISNs and cookie secrets come from
+    /// `seed` (draw it from the operating system's random source; tests and
+    /// the simulator pass fixed seeds to replay a run).
+    pub fn new(seed: u64) -> Endpoint {
+        let mut rng = Rng::new(seed);
+        // A positive 31-bit start in [2, 2^30 + 1], as UDT4's CUDTUnited.
+        let next_id = (rng.next_u32() & 0x3FFF_FFFF).max(1) + 1;
+        Endpoint {
+            rng,
+            next_id,
+            routes: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            by_id: HashMap::new(),
+            by_peer: HashMap::new(),
+            accepted: HashMap::new(),
+            listener: None,
+            listeners_made: 0,
+            tombstones: Tombstones::default(),
+            handler: None,
+            counters: EndpointCounters::default(),
+        }
+    }
+
+    // ----- sockets made by the application -----
+
+    /// Starts a handshake with the listener at `peer`. The driver keeps the
+    /// returned socket under the returned handle and drives it.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        config: Arc<Config>,
+    ) -> (ConnectionHandle, Socket) {
+        let isn = self.new_isn();
+        self.connect_with_isn(now, peer, config, isn)
+    }
+
+    /// Like [`connect`](Self::connect) with a chosen initial sequence
+    /// number (tests of the sequence wrap).
+    pub fn connect_with_isn(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        config: Arc<Config>,
+        isn: SeqNumber,
+    ) -> (ConnectionHandle, Socket) {
+        let id = self.new_socket_id();
+        let caller = Caller::new(&config, id, peer, isn, now);
+        let handle = self.insert(Route {
+            socket_id: id,
+            peer,
+            rendezvous: false,
+            accept_key: None,
+        });
+        (
+            handle,
+            Socket::connecting(config, id, Connecting::Caller(caller)),
+        )
+    }
+
+    /// Starts a rendezvous handshake with `peer` (both sides call).
+    ///
+    /// # Errors
+    /// [`RendezvousError::Busy`] when a rendezvous with `peer` exists.
+    pub fn rendezvous(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        config: Arc<Config>,
+    ) -> Result<(ConnectionHandle, Socket), RendezvousError> {
+        if self.by_peer.contains_key(&peer) {
+            return Err(RendezvousError::Busy);
+        }
+        let id = self.new_socket_id();
+        let isn = self.new_isn();
+        let r = Rendezvous::new(&config, id, peer, isn, now);
+        let handle = self.insert(Route {
+            socket_id: id,
+            peer,
+            rendezvous: true,
+            accept_key: None,
+        });
+        Ok((
+            handle,
+            Socket::connecting(config, id, Connecting::Rendezvous(r)),
+        ))
+    }
+
+    /// Starts accepting callers. `config` is the configuration of accepted
+    /// connections (its socket type is the one callers must ask for); at
+    /// most `backlog` (at least 1) accepted connections wait for
+    /// [`accept`](Self::accept), further callers are refused.
+    ///
+    /// # Errors
+    /// [`ListenError::AlreadyListening`] when a listener exists.
+    pub fn listen(
+        &mut self,
+        now: Instant,
+        config: Arc<Config>,
+        backlog: usize,
+    ) -> Result<ListenerId, ListenError> {
+        if self.listener.is_some() {
+            return Err(ListenError::AlreadyListening);
+        }
+        let mut secret = [0u8; 16];
+        secret[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        secret[8..].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        self.listeners_made += 1;
+        let id = ListenerId(self.listeners_made);
+        self.listener = Some(ListenerState {
+            id,
+            machine: Listener::new(&config, secret, now),
+            config,
+            backlog: backlog.max(1),
+            queue: VecDeque::new(),
+        });
+        Ok(id)
+    }
+
+    /// True while listener `id` is the endpoint's listener.
+    pub fn is_listening(&self, id: ListenerId) -> bool {
+        self.listener.as_ref().is_some_and(|l| l.id == id)
+    }
+
+    /// Stops listener `id` (nothing happens when another listener has
+    /// replaced it); returns the connections it accepted that nobody took,
+    /// which the driver closes (as UDT4 does).
+    pub fn close_listener(&mut self, id: ListenerId) -> Vec<ConnectionHandle> {
+        if !self.is_listening(id) {
+            return Vec::new();
+        }
+        self.listener
+            .take()
+            .map(|l| l.queue.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes the oldest accepted connection, if one waits.
+    pub fn accept(&mut self) -> Option<ConnectionHandle> {
+        self.listener.as_mut()?.queue.pop_front()
+    }
+
+    /// True when an accepted connection waits for [`accept`](Self::accept).
+    pub fn has_accepted(&self) -> bool {
+        self.listener.as_ref().is_some_and(|l| !l.queue.is_empty())
+    }
+
+    /// Forgets the socket at `handle` (it is finished, or its handshake
+    /// failed), and keeps a tombstone of a connection that existed, so
+    /// late packets from its peer get a repeated shutdown.
+    pub fn remove(&mut self, now: Instant, handle: ConnectionHandle, socket: &Socket) {
+        let Some(route) = self.routes.get_mut(handle.index()).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(handle.0);
+        self.live -= 1;
+        remove_if(&mut self.by_id, route.socket_id, handle);
+        if route.rendezvous {
+            remove_if(&mut self.by_peer, route.peer, handle);
+        }
+        if let Some(key) = route.accept_key {
+            remove_if(&mut self.accepted, key, handle);
+        }
+        if let Some(l) = self.listener.as_mut() {
+            l.queue.retain(|h| *h != handle);
+        }
+        if let Some(c) = socket.connection_ref() {
+            let (min, max) = TOMBSTONE_LIFETIME;
+            let lifetime = socket.config().peer_idle_timeout.clamp(min, max);
+            self.tombstones.bury(
+                route.socket_id,
+                route.peer,
+                c.peer_socket_id(),
+                now,
+                lifetime,
+            );
+        }
+    }
+
+    /// Forgets every socket, the listener and the tombstones (the driver
+    /// aborts); returns the handles that were live.
+    pub fn clear(&mut self) -> Vec<ConnectionHandle> {
+        let live = (0..self.routes.len())
+            .filter(|&i| self.routes[i].is_some())
+            .map(|i| ConnectionHandle(i as u32))
+            .collect();
+        self.routes.clear();
+        self.free.clear();
+        self.live = 0;
+        self.by_id.clear();
+        self.by_peer.clear();
+        self.accepted.clear();
+        self.listener = None;
+        self.tombstones.clear();
+        live
+    }
+
+    /// How many sockets (handshakes and connections) are registered.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// The handle of the socket with this local ID.
+    pub fn handle_of(&self, id: SocketId) -> Option<ConnectionHandle> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// Counters of datagrams dropped or answered by the endpoint itself.
+    pub fn counters(&self) -> EndpointCounters {
+        self.counters
+    }
+
+    // ----- datagrams that are not UDT -----
+
+    /// Registers the handler of datagrams that are not UDT (see
+    /// [`DatagramHandler`]); replaces and returns the previous one.
+    pub fn set_datagram_handler(
+        &mut self,
+        handler: Option<Box<dyn DatagramHandler>>,
+    ) -> Option<Box<dyn DatagramHandler>> {
+        std::mem::replace(&mut self.handler, handler)
+    }
+
+    /// The handler's next datagram to send, if any: written into `buf`,
+    /// destination returned.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        buf.clear();
+        self.handler.as_mut()?.poll_transmit(now, buf)
+    }
+
+    /// The handler's next timer.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.handler.as_ref()?.poll_timeout()
+    }
+
+    /// Fires the handler's timer when due (extra calls are harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(h) = self.handler.as_mut() {
+            if h.poll_timeout().is_some_and(|t| t <= now) {
+                h.handle_timeout(now);
+            }
+        }
+    }
+
+    // ----- routing -----
+
+    /// Decides where one datagram from `from` belongs (see the module
+    /// documentation). `buf` receives the datagram to send back to `from`
+    /// for [`DatagramEvent::Respond`] and [`DatagramEvent::Accepted`];
+    /// otherwise its contents are unspecified. Never fails: bad input is
+    /// dropped and counted.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> DatagramEvent {
+        let dest = packet::peek_dest(datagram);
+        let target = dest.and_then(|d| self.by_id.get(&d).copied());
+        if let Some(h) = target {
+            if self.route(h).is_some_and(|r| r.peer == from) && dest != Some(SocketId::HANDSHAKE) {
+                return DatagramEvent::Route(h);
+            }
+        }
+        if let Some(handler) = self.handler.as_mut() {
+            if handler.recognises(datagram) {
+                handler.handle_datagram(now, from, datagram);
+                self.counters.foreign += 1;
+                return DatagramEvent::Handled;
+            }
+        }
+        let Some(dest) = dest else {
+            return self.drop(DropReason::Malformed);
+        };
+        if target.is_some() {
+            // Every packet must come from the recorded peer (UDT4
+            // CRcvQueue::worker compares IP and port).
+            return self.drop(DropReason::WrongSource);
+        }
+        if dest != SocketId::HANDSHAKE {
+            return self.answer_from_grave(now, dest, from, datagram, buf);
+        }
+        if let Some(&h) = self.by_peer.get(&from) {
+            // Rendezvous handshakes are matched by exact peer address
+            // first; the listener takes the rest (§4.2, §13).
+            return DatagramEvent::Route(h);
+        }
+        self.on_listener(now, from, datagram, buf)
+    }
+
+    /// A dest-0 datagram for the listener.
+    fn on_listener(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> DatagramEvent {
+        let Some(l) = self.listener.as_mut() else {
+            return self.drop(DropReason::UnknownDestination);
+        };
+        let req = match l.machine.handle_datagram(now, from, datagram, buf) {
+            ListenerOutput::Nothing => return self.drop(DropReason::UnknownDestination),
+            ListenerOutput::Reply => return DatagramEvent::Respond,
+            ListenerOutput::Accept(req) => req,
+        };
+        let key = req.key();
+        if let Some(&existing) = self.accepted.get(&key) {
+            // A repeated final request: the connection answers it with its
+            // stored response.
+            return DatagramEvent::Route(existing);
+        }
+        if l.queue.len() >= l.backlog {
+            req.reject(buf);
+            self.counters.handshakes_rejected += 1;
+            log::debug!("accept backlog full: rejected {from}");
+            return DatagramEvent::Respond;
+        }
+        let config = l.config.clone();
+        let id = self.new_socket_id();
+        let params = req.accept(id, &config, buf);
+        let connection = Connection::new(params, config.clone(), now);
+        let handle = self.insert(Route {
+            socket_id: id,
+            peer: req.peer_addr,
+            rendezvous: false,
+            accept_key: Some(key),
+        });
+        if let Some(l) = self.listener.as_mut() {
+            l.queue.push_back(handle);
+        }
+        log::debug!("accepted {} from {from} as {id}", req.peer_socket_id);
+        DatagramEvent::Accepted {
+            handle,
+            socket: Box::new(Socket::connected(config, connection)),
+        }
+    }
+
+    /// A packet for a socket ID nobody has: if it belonged to a connection
+    /// that finished recently, its peer missed our shutdown, so send
+    /// another instead of letting it wait for its idle timeout (never in
+    /// answer to a shutdown, at most every
+    /// [`REPLY_GAP`](tombstones::REPLY_GAP)).
+    fn answer_from_grave(
+        &mut self,
+        now: Instant,
+        dest: SocketId,
+        from: SocketAddr,
+        datagram: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> DatagramEvent {
+        let is_shutdown = matches!(
+            packet::decode(datagram),
+            Ok(Packet::Control(ControlPacket {
+                control: Control::Shutdown,
+                ..
+            }))
+        );
+        let peer_id = if is_shutdown {
+            None
+        } else {
+            self.tombstones.answer(dest, from, now)
+        };
+        let Some(peer_id) = peer_id else {
+            return self.drop(DropReason::UnknownDestination);
+        };
+        buf.clear();
+        Packet::Control(ControlPacket {
+            timestamp: 0,
+            dest: peer_id,
+            control: Control::Shutdown,
+        })
+        .encode(buf);
+        self.counters.unknown_destination += 1;
+        self.counters.tombstone_answers += 1;
+        log::debug!("{dest} is closed: repeated the shutdown to {from}");
+        DatagramEvent::Respond
+    }
+
+    fn drop(&mut self, reason: DropReason) -> DatagramEvent {
+        let c = &mut self.counters;
+        match reason {
+            DropReason::Malformed => c.malformed += 1,
+            DropReason::UnknownDestination => c.unknown_destination += 1,
+            DropReason::WrongSource => c.wrong_source += 1,
+        }
+        DatagramEvent::Dropped(reason)
+    }
+
+    // ----- tables -----
+
+    fn route(&self, h: ConnectionHandle) -> Option<&Route> {
+        self.routes.get(h.index())?.as_ref()
+    }
+
+    fn insert(&mut self, route: Route) -> ConnectionHandle {
+        let handle = match self.free.pop() {
+            Some(h) => ConnectionHandle(h),
+            None => {
+                self.routes.push(None);
+                ConnectionHandle(self.routes.len() as u32 - 1)
+            }
+        };
+        self.by_id.insert(route.socket_id, handle);
+        if route.rendezvous {
+            self.by_peer.insert(route.peer, handle);
+        }
+        if let Some(key) = route.accept_key {
+            self.accepted.insert(key, handle);
+        }
+        if let Some(slot) = self.routes.get_mut(handle.index()) {
+            *slot = Some(route);
+        }
+        self.live += 1;
+        handle
+    }
+
+    /// A socket ID no live or recently finished connection of this endpoint
+    /// uses (never 0).
+    fn new_socket_id(&mut self) -> SocketId {
+        loop {
+            self.next_id = self.next_id.wrapping_sub(1) & SocketId::MAX;
+            if self.next_id == 0 {
+                self.next_id = SocketId::MAX;
+            }
+            let id = SocketId(self.next_id);
+            if !self.by_id.contains_key(&id) && !self.tombstones.contains(id) {
+                return id;
+            }
+        }
+    }
+
+    /// A random initial sequence number.
+    fn new_isn(&mut self) -> SeqNumber {
+        SeqNumber::new(self.rng.next_u32() & SeqNumber::MAX)
+    }
+}
+
+/// Removes `key` from `map` if it still maps to `handle` (a newer socket
+/// may have taken the key since).
+fn remove_if<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, ConnectionHandle>,
+    key: K,
+    handle: ConnectionHandle,
+) {
+    if let MapEntry::Occupied(e) = map.entry(key) {
+        if *e.get() == handle {
+            e.remove();
+        }
+    }
+}

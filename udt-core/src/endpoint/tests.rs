@@ -1,0 +1,315 @@
+//! Routing tests: datagrams in, events out, at a virtual time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::packet::{DataHeader, Handshake, PacketPosition, ReqType};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+fn config() -> Arc<Config> {
+    Arc::new(Config::default())
+}
+
+/// Drives a handshake machine's first datagram out.
+fn first_transmit(socket: &mut Socket, now: Instant) -> Vec<u8> {
+    let mut buf = Vec::new();
+    socket
+        .poll_transmit(now, &mut buf)
+        .expect("a first handshake");
+    buf
+}
+
+#[test]
+fn socket_ids_count_down_and_skip_zero() {
+    let mut e = Endpoint::new(7);
+    e.next_id = 2;
+    assert_eq!(e.new_socket_id(), SocketId(1));
+    assert_eq!(e.new_socket_id(), SocketId(0x7FFF_FFFF));
+    assert_eq!(e.new_socket_id(), SocketId(0x7FFF_FFFE));
+}
+
+#[test]
+fn handles_are_dense_and_reused() {
+    let mut e = Endpoint::new(1);
+    let now = Instant::now();
+    let (a, sa) = e.connect(now, addr("127.0.0.1:1"), config());
+    let (b, _) = e.connect(now, addr("127.0.0.1:2"), config());
+    assert_eq!((a.0, b.0), (0, 1));
+    e.remove(now, a, &sa);
+    let (c, _) = e.connect(now, addr("127.0.0.1:3"), config());
+    assert_eq!(c, a, "a freed handle is reused");
+    assert_eq!(e.live(), 2);
+}
+
+/// A full caller ↔ listener exchange through two endpoints, by hand.
+fn handshake(
+    server: &mut Endpoint,
+    client: &mut Endpoint,
+    now: Instant,
+) -> (ConnectionHandle, Socket, ConnectionHandle, Socket) {
+    let (s_addr, c_addr) = (addr("127.0.0.1:9000"), addr("127.0.0.1:9001"));
+    let (ch, mut caller) = client.connect(now, s_addr, config());
+    let mut buf = Vec::new();
+    let mut to_server = first_transmit(&mut caller, now);
+    loop {
+        match server.handle(now, c_addr, &to_server, &mut buf) {
+            DatagramEvent::Respond => {
+                let ev = client.handle(now, s_addr, &buf, &mut Vec::new());
+                assert!(matches!(ev, DatagramEvent::Route(h) if h == ch));
+                let _ = caller.handle_datagram(now, s_addr, &buf);
+                to_server = first_transmit(&mut caller, now);
+            }
+            DatagramEvent::Accepted { handle, socket } => {
+                let ev = client.handle(now, s_addr, &buf, &mut Vec::new());
+                assert!(matches!(ev, DatagramEvent::Route(h) if h == ch));
+                assert_eq!(
+                    caller.handle_datagram(now, s_addr, &buf),
+                    Progress::Connected
+                );
+                return (handle, *socket, ch, caller);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn listener_accepts_once_and_routes_repeats_to_the_connection() {
+    let now = Instant::now();
+    let mut server = Endpoint::new(1);
+    let mut client = Endpoint::new(2);
+    let lid = server.listen(now, config(), 4).expect("listen");
+    let (sh, _s, _ch, _c) = handshake(&mut server, &mut client, now);
+    assert_eq!(server.accept(), Some(sh));
+    assert_eq!(server.accept(), None);
+    assert!(server.is_listening(lid));
+    assert_eq!(
+        server.listen(now, config(), 1),
+        Err(ListenError::AlreadyListening)
+    );
+}
+
+#[test]
+fn a_full_backlog_rejects_and_counts() {
+    let now = Instant::now();
+    let mut server = Endpoint::new(1);
+    server.listen(now, config(), 1).expect("listen");
+    let mut c1 = Endpoint::new(2);
+    let _ = handshake(&mut server, &mut c1, now);
+    // The second caller gets its cookie, then a rejection.
+    let (s_addr, c_addr) = (addr("127.0.0.1:9000"), addr("127.0.0.1:9001"));
+    let mut c2 = Endpoint::new(3);
+    let (_, mut caller) = c2.connect(now, s_addr, config());
+    let mut buf = Vec::new();
+    let req = first_transmit(&mut caller, now);
+    assert!(matches!(
+        server.handle(now, c_addr, &req, &mut buf),
+        DatagramEvent::Respond
+    ));
+    let _ = caller.handle_datagram(now, s_addr, &buf);
+    let req = first_transmit(&mut caller, now);
+    assert!(matches!(
+        server.handle(now, c_addr, &req, &mut buf),
+        DatagramEvent::Respond
+    ));
+    assert_eq!(server.counters().handshakes_rejected, 1);
+    assert_eq!(caller.handle_datagram(now, s_addr, &buf), Progress::Failed);
+}
+
+#[test]
+fn packets_from_another_address_are_dropped() {
+    let now = Instant::now();
+    let mut server = Endpoint::new(1);
+    let mut client = Endpoint::new(2);
+    server.listen(now, config(), 4).expect("listen");
+    let (_sh, s, _ch, _c) = handshake(&mut server, &mut client, now);
+    let mut data = Vec::new();
+    Packet::Data {
+        header: DataHeader {
+            seq: SeqNumber::new(1),
+            position: PacketPosition::Only,
+            in_order: false,
+            msg: crate::seq::MsgNumber::new(1),
+            timestamp: 0,
+            dest: s.socket_id(),
+        },
+        payload: b"x",
+    }
+    .encode(&mut data);
+    let ev = server.handle(now, addr("127.0.0.1:4444"), &data, &mut Vec::new());
+    assert!(matches!(
+        ev,
+        DatagramEvent::Dropped(DropReason::WrongSource)
+    ));
+    let ev = server.handle(now, addr("127.0.0.1:9001"), &data, &mut Vec::new());
+    assert!(matches!(ev, DatagramEvent::Route(_)));
+    assert!(matches!(
+        server.handle(now, addr("127.0.0.1:9001"), &data[..10], &mut Vec::new()),
+        DatagramEvent::Dropped(DropReason::Malformed)
+    ));
+    assert_eq!(server.counters().wrong_source, 1);
+}
+
+#[test]
+fn a_finished_connection_answers_late_packets_with_a_shutdown() {
+    let now = Instant::now();
+    let mut server = Endpoint::new(1);
+    let mut client = Endpoint::new(2);
+    server.listen(now, config(), 4).expect("listen");
+    let (sh, s, _ch, _c) = handshake(&mut server, &mut client, now);
+    let peer_id = s.connection_ref().expect("connected").peer_socket_id();
+    let id = s.socket_id();
+    server.remove(now, sh, &s);
+    let mut keepalive = Vec::new();
+    Packet::Control(ControlPacket {
+        timestamp: 0,
+        dest: id,
+        control: Control::KeepAlive,
+    })
+    .encode(&mut keepalive);
+    let mut buf = Vec::new();
+    let ev = server.handle(now, addr("127.0.0.1:9001"), &keepalive, &mut buf);
+    assert!(matches!(ev, DatagramEvent::Respond));
+    assert!(matches!(
+        packet::decode(&buf),
+        Ok(Packet::Control(ControlPacket { dest, control: Control::Shutdown, .. })) if dest == peer_id
+    ));
+    // Not again at once, and never in answer to a shutdown.
+    let later = now + Duration::from_secs(1);
+    assert!(matches!(
+        server.handle(now, addr("127.0.0.1:9001"), &keepalive, &mut buf),
+        DatagramEvent::Dropped(DropReason::UnknownDestination)
+    ));
+    let mut shutdown = Vec::new();
+    Packet::Control(ControlPacket {
+        timestamp: 0,
+        dest: id,
+        control: Control::Shutdown,
+    })
+    .encode(&mut shutdown);
+    assert!(matches!(
+        server.handle(later, addr("127.0.0.1:9001"), &shutdown, &mut buf),
+        DatagramEvent::Dropped(DropReason::UnknownDestination)
+    ));
+    // The ID is not reused while its tombstone lasts.
+    for _ in 0..3 {
+        let (_, sock) = server.connect(now, addr("127.0.0.1:1"), config());
+        assert_ne!(sock.socket_id(), id);
+    }
+}
+
+#[test]
+fn rendezvous_is_matched_by_peer_address_and_is_exclusive() {
+    let now = Instant::now();
+    let (a_addr, b_addr) = (addr("127.0.0.1:7001"), addr("127.0.0.1:7002"));
+    let mut a = Endpoint::new(1);
+    let mut b = Endpoint::new(2);
+    let (ah, mut asock) = a.rendezvous(now, b_addr, config()).expect("rendezvous");
+    assert_eq!(
+        a.rendezvous(now, b_addr, config()).err(),
+        Some(RendezvousError::Busy)
+    );
+    let (bh, mut bsock) = b.rendezvous(now, a_addr, config()).expect("rendezvous");
+    // Exchange until both are connected.
+    let mut buf = Vec::new();
+    for i in 0..8 {
+        let now = now + crate::handshake::REQUEST_INTERVAL * i;
+        while let Some(to) = asock.poll_transmit(now, &mut buf) {
+            assert_eq!(to, b_addr);
+            if let DatagramEvent::Route(h) = b.handle(now, a_addr, &buf, &mut Vec::new()) {
+                assert_eq!(h, bh);
+                let _ = bsock.handle_datagram(now, a_addr, &buf);
+            }
+        }
+        while let Some(to) = bsock.poll_transmit(now, &mut buf) {
+            assert_eq!(to, a_addr);
+            if let DatagramEvent::Route(h) = a.handle(now, b_addr, &buf, &mut Vec::new()) {
+                assert_eq!(h, ah);
+                let _ = asock.handle_datagram(now, b_addr, &buf);
+            }
+        }
+    }
+    assert!(asock.connection_ref().is_some() && bsock.connection_ref().is_some());
+    // A dest-0 handshake from a stranger does not reach the rendezvous.
+    let mut hs = Vec::new();
+    Handshake {
+        version: Handshake::VERSION,
+        socket_type: 1,
+        isn: SeqNumber::new(5),
+        mss: 1500,
+        flow_window: 8192,
+        req_type: ReqType::Rendezvous,
+        socket_id: SocketId(99),
+        cookie: 0,
+        peer_ip: crate::packet::PeerIp::from_addr(a_addr.ip()),
+    }
+    .encode(0, SocketId::HANDSHAKE, &mut hs);
+    assert!(matches!(
+        a.handle(now, addr("127.0.0.1:7003"), &hs, &mut buf),
+        DatagramEvent::Dropped(DropReason::UnknownDestination)
+    ));
+}
+
+/// A handler that records what it got and answers each datagram once.
+#[derive(Debug, Default)]
+struct Echo {
+    got: Vec<(SocketAddr, Vec<u8>)>,
+    out: VecDeque<(SocketAddr, Vec<u8>)>,
+}
+
+impl DatagramHandler for Echo {
+    fn handle_datagram(&mut self, _now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.got.push((from, datagram.to_vec()));
+        self.out.push_back((from, datagram.to_vec()));
+    }
+
+    fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        let (to, d) = self.out.pop_front()?;
+        buf.extend_from_slice(&d);
+        Some(to)
+    }
+}
+
+#[test]
+fn stun_goes_to_the_handler_and_udt_does_not() {
+    let now = Instant::now();
+    let mut e = Endpoint::new(1);
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00];
+    stun.extend_from_slice(&STUN_MAGIC_COOKIE.to_be_bytes());
+    stun.extend_from_slice(&[3u8; 12]);
+    let from = addr("127.0.0.1:5000");
+    // No handler: it is not UDT either, so it is dropped.
+    assert!(matches!(
+        e.handle(now, from, &stun, &mut Vec::new()),
+        DatagramEvent::Dropped(_)
+    ));
+    assert!(e
+        .set_datagram_handler(Some(Box::<Echo>::default()))
+        .is_none());
+    assert!(matches!(
+        e.handle(now, from, &stun, &mut Vec::new()),
+        DatagramEvent::Handled
+    ));
+    let mut buf = Vec::new();
+    assert_eq!(e.poll_transmit(now, &mut buf), Some(from));
+    assert_eq!(buf, stun);
+    assert_eq!(e.poll_transmit(now, &mut buf), None);
+    assert_eq!(e.counters().foreign, 1);
+    // A UDT keep-alive is not offered to the handler.
+    let mut ka = Vec::new();
+    Packet::Control(ControlPacket {
+        timestamp: 0,
+        dest: SocketId(5),
+        control: Control::KeepAlive,
+    })
+    .encode(&mut ka);
+    assert!(matches!(
+        e.handle(now, from, &ka, &mut Vec::new()),
+        DatagramEvent::Dropped(DropReason::UnknownDestination)
+    ));
+}
