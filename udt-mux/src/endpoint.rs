@@ -6,17 +6,24 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use udt_core::handshake::{self, Caller, Connecting, Listener, Rendezvous};
+use udt_core::endpoint::{self as core_endpoint, DatagramHandler, ListenerId};
+use udt_core::handshake;
 use udt_core::{Config, SocketType};
 
+use crate::accept::AcceptSignal;
 use crate::config::EndpointConfig;
-use crate::conn::{ConnShared, NewConn, Phase};
+use crate::conn::ConnShared;
+use crate::counters::EndpointStats;
 use crate::error::{ConnectError, ListenError};
-use crate::listener::{listener_type, ListenerShared, UdtListener, UdtMessageListener};
+use crate::listener::{listener_type, UdtListener, UdtMessageListener};
 use crate::message::UdtMessageSocket;
-use crate::mux::{EndpointStats, MuxRef};
-use crate::registry::ListenerEntry;
+use crate::mux::{MuxRef, MuxShared};
+use crate::notify::{Notifier, SendCmd};
+use crate::recv_queue::{RecvThread, WAKER};
+use crate::registry::{random_u64, ListenerEntry, Registry};
+use crate::send_queue::SendThread;
 use crate::stream::UdtStream;
+use crate::udp::UdpPort;
 
 /// One UDP port carrying any number of UDT connections: a listener, the
 /// connections it accepted, outgoing and rendezvous connections, all on
@@ -89,18 +96,18 @@ impl Endpoint {
         options: EndpointConfig,
     ) -> io::Result<Endpoint> {
         Ok(Endpoint {
-            mux: MuxRef::start(addr, config, options)?,
+            mux: start(addr, config, options)?,
         })
     }
 
     /// The bound address, with the port the OS chose for port 0.
     pub fn local_addr(&self) -> SocketAddr {
-        self.mux.shared().port.local_addr()
+        self.mux.shared().local_addr()
     }
 
     /// The default configuration of connections made through this endpoint.
     pub fn config(&self) -> &Config {
-        &self.mux.shared().config
+        self.mux.shared().config()
     }
 
     /// Counters of the port: datagrams, system calls, drops by reason, and
@@ -116,8 +123,8 @@ impl Endpoint {
     /// `AlreadyListening` when the endpoint has a listener (one per port, as
     /// in UDT4); `EndpointClosed` after [`abort`](Self::abort).
     pub fn listen(&self, backlog: usize) -> Result<UdtListener, ListenError> {
-        let shared = self.install_listener(backlog, self.config().clone(), false)?;
-        Ok(UdtListener::new(shared, self.mux.clone()))
+        let (id, signal) = self.install_listener(backlog, self.config().clone(), false)?;
+        Ok(UdtListener::new(id, signal, self.mux.clone()))
     }
 
     /// Like [`listen`](Self::listen), with a configuration for the accepted
@@ -126,8 +133,8 @@ impl Endpoint {
     /// # Errors
     /// As [`listen`](Self::listen).
     pub fn listen_with(&self, backlog: usize, config: Config) -> Result<UdtListener, ListenError> {
-        let shared = self.install_listener(backlog, config, false)?;
-        Ok(UdtListener::new(shared, self.mux.clone()))
+        let (id, signal) = self.install_listener(backlog, config, false)?;
+        Ok(UdtListener::new(id, signal, self.mux.clone()))
     }
 
     /// Starts accepting message-mode connections.
@@ -135,8 +142,8 @@ impl Endpoint {
     /// # Errors
     /// As [`listen`](Self::listen).
     pub fn listen_messages(&self, backlog: usize) -> Result<UdtMessageListener, ListenError> {
-        let shared = self.install_listener(backlog, self.config().clone(), true)?;
-        Ok(UdtMessageListener::new(shared, self.mux.clone()))
+        let (id, signal) = self.install_listener(backlog, self.config().clone(), true)?;
+        Ok(UdtMessageListener::new(id, signal, self.mux.clone()))
     }
 
     /// Connects to a UDT listener at `peer` and waits for the handshake,
@@ -241,7 +248,24 @@ impl Endpoint {
     /// True once [`abort`](Self::abort) was called or the threads stopped.
     pub fn is_aborted(&self) -> bool {
         let mux = self.mux.shared();
-        mux.is_aborted() || mux.stopped.load(std::sync::atomic::Ordering::SeqCst)
+        mux.is_aborted() || mux.is_stopped()
+    }
+
+    /// Registers the handler of datagrams on this port that are not UDT
+    /// (STUN messages and NAT-punch probes by default, see
+    /// [`DatagramHandler::recognises`]); replaces and returns the previous
+    /// one. The receive thread feeds it, fires its timer and sends what it
+    /// has to send; it runs under the endpoint's routing lock, so it must
+    /// not block.
+    pub fn set_datagram_handler(
+        &self,
+        handler: Option<Box<dyn DatagramHandler>>,
+    ) -> Option<Box<dyn DatagramHandler>> {
+        let shared = self.mux.shared();
+        let old = shared.registry().endpoint.set_datagram_handler(handler);
+        // Its timer may be earlier than anything the receive thread waits for.
+        shared.notify().wake_recv();
+        old
     }
 
     fn install_listener(
@@ -249,26 +273,23 @@ impl Endpoint {
         backlog: usize,
         mut config: Config,
         messages: bool,
-    ) -> Result<Arc<ListenerShared>, ListenError> {
+    ) -> Result<(ListenerId, Arc<AcceptSignal>), ListenError> {
         if self.is_aborted() {
             return Err(ListenError::EndpointClosed);
         }
         config.socket_type = listener_type(messages);
-        let config = Arc::new(config);
-        let mut reg = self.mux.shared().registry.lock();
-        if reg.listener.is_some() {
-            return Err(ListenError::AlreadyListening);
-        }
-        let secret = reg.new_secret();
-        let machine = Listener::new(&config, secret, Instant::now());
-        let shared = Arc::new(ListenerShared::new(backlog));
+        let mut reg = self.mux.shared().registry();
+        let id = reg
+            .endpoint
+            .listen(Instant::now(), Arc::new(config), backlog)
+            .map_err(|core_endpoint::ListenError::AlreadyListening| ListenError::AlreadyListening)?;
+        let signal = Arc::new(AcceptSignal::default());
         reg.listener = Some(ListenerEntry {
-            machine,
-            shared: shared.clone(),
-            config,
+            id,
+            signal: signal.clone(),
         });
         log::debug!("{} listening (backlog {backlog})", self.local_addr());
-        Ok(shared)
+        Ok((id, signal))
     }
 
     /// Registers a handshake and waits for its outcome.
@@ -293,48 +314,33 @@ impl Endpoint {
         let config = Arc::new(config);
         let now = Instant::now();
         let conn = {
-            let mut reg = mux.registry.lock();
-            if setup == Setup::Rendezvous && reg.has_rendezvous(peer) {
-                return Err(ConnectError::RendezvousBusy { peer });
-            }
-            let id = reg.new_socket_id();
-            let isn = reg.new_isn();
-            let handle = reg.reserve_handle();
-            let pending = match setup {
-                Setup::Caller => Connecting::Caller(Caller::new(&config, id, peer, isn, now)),
-                Setup::Rendezvous => {
-                    Connecting::Rendezvous(Rendezvous::new(&config, id, peer, isn, now))
-                }
+            let mut reg = mux.registry();
+            let (handle, socket) = match setup {
+                Setup::Caller => reg.endpoint.connect(now, peer, config),
+                Setup::Rendezvous => reg
+                    .endpoint
+                    .rendezvous(now, peer, config)
+                    .map_err(|core_endpoint::RendezvousError::Busy| {
+                        ConnectError::RendezvousBusy { peer }
+                    })?,
             };
-            let conn = ConnShared::new(
-                mux.clone(),
-                NewConn {
-                    handle,
-                    socket_id: id,
-                    peer,
-                    rendezvous: setup == Setup::Rendezvous,
-                    accept_key: None,
-                    config,
-                    phase: Phase::Connecting(Box::new(pending)),
-                    handles: 1,
-                    queued_for_accept: false,
-                    now,
-                },
-            );
+            let conn = ConnShared::new(mux.notify().clone(), handle, socket, 1, false, now);
             reg.insert(conn.clone());
             conn
         };
         // The receive thread sends the first request and arms the retries.
-        mux.touch(conn.handle);
+        mux.notify().touch(conn.handle);
         // The handshake machine times out by itself; the extra margin only
         // guards against a stalled endpoint.
         let outcome = conn.blocking(
             |_| Some(timeout + Duration::from_secs(2)),
             "handshake did not finish",
-            |g, _now| match &g.phase {
-                Phase::Connecting(_) => None,
-                Phase::Established(_) => Some(Ok(Ok(()))),
-                Phase::Failed(e) => Some(Ok(Err(*e))),
+            |g, _now| {
+                if g.phase.is_connecting() {
+                    None
+                } else {
+                    Some(Ok(g.phase.failure().map_or(Ok(()), Err)))
+                }
             },
         );
         let result = match outcome {
@@ -358,6 +364,41 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// Binds the socket and starts the send and receive threads of a new
+/// multiplexer.
+///
+/// # Errors
+/// Socket errors from binding, or failure to create the poller or the
+/// threads.
+fn start(addr: SocketAddr, config: Config, options: EndpointConfig) -> io::Result<MuxRef> {
+    let port = UdpPort::bind(addr, &options)?;
+    let poll = mio::Poll::new()?;
+    let waker = mio::Waker::new(poll.registry(), WAKER)?;
+    let (notify, inboxes) = Notifier::new(waker);
+    let local = port.local_addr();
+    let shared = Arc::new(MuxShared::new(
+        port,
+        Registry::new(random_u64()),
+        config,
+        options,
+        notify,
+    ));
+    let recv = RecvThread::new(shared.clone(), poll, inboxes.recv)?;
+    let send = SendThread::new(shared.clone(), inboxes.send);
+    std::thread::Builder::new()
+        .name(format!("udt-send {local}"))
+        .spawn(move || send.run())?;
+    if let Err(e) = std::thread::Builder::new()
+        .name(format!("udt-recv {local}"))
+        .spawn(move || recv.run())
+    {
+        shared.notify().send_command(SendCmd::Stop);
+        return Err(e);
+    }
+    log::info!("endpoint bound to {local}");
+    Ok(MuxRef::first(shared))
 }
 
 /// Names the core's handshake failures in the endpoint's terms.
@@ -393,13 +434,12 @@ fn same_family(local: SocketAddr, peer: SocketAddr) -> Option<SocketAddr> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::sync::atomic::Ordering;
 
     /// Waits (bounded) for the threads of a multiplexer to stop.
     fn stops(mux: &Arc<crate::mux::MuxShared>) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if mux.stopped.load(Ordering::SeqCst) {
+            if mux.is_stopped() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -428,12 +468,12 @@ mod tests {
         a.read_to_end(&mut got).unwrap();
         assert_eq!(got.len(), 100_000);
         assert!(stops(&client_mux), "client threads still running");
-        assert!(!server_mux.stopped.load(Ordering::SeqCst));
+        assert!(!server_mux.is_stopped());
         drop(a);
         drop(listener);
         drop(server);
         assert!(stops(&server_mux), "server threads still running");
-        assert_eq!(server_mux.registry.lock().live(), 0);
+        assert_eq!(server_mux.registry().live(), 0);
     }
 
     #[test]

@@ -62,26 +62,36 @@
 #[cfg(not(unix))]
 compile_error!("udt-mux supports Unix systems only");
 
+// Layers, each importing only from those above it in this list:
+// udp, config, error, counters, watch (leaves) → notify (thread commands,
+// waker) → conn (connection state) → accept, registry → mux (shared state)
+// → app, send_queue, recv_queue (what each kind of thread does) → stream,
+// message, listener (handles) → poller → endpoint (binds, starts threads).
+mod accept;
+mod app;
 mod config;
 mod conn;
+mod counters;
 mod endpoint;
 mod error;
 mod listener;
 mod message;
 mod mux;
+mod notify;
 mod poller;
 mod recv_queue;
 mod registry;
 mod send_queue;
 mod stream;
 mod udp;
+mod watch;
 
 pub use config::EndpointConfig;
 pub use endpoint::Endpoint;
 pub use error::{ConnectError, ListenError};
 pub use listener::{UdtListener, UdtMessageListener};
 pub use message::UdtMessageSocket;
-pub use mux::EndpointStats;
+pub use counters::EndpointStats;
 pub use poller::{Interest, PollEvent, Pollable, Poller, Token};
 pub use stream::UdtStream;
 

@@ -1,126 +1,76 @@
-//! Listeners: the accept queue the receive thread fills and the
-//! application handles that take connections from it.
+//! Listeners: the application handles that take connections from the
+//! accept queue (the core endpoint's, filled by the receive thread).
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use udt_core::endpoint::ListenerId;
 use udt_core::SocketType;
 
-use crate::conn::{ConnShared, Watchers};
+use crate::accept::AcceptSignal;
+use crate::conn::ConnShared;
 use crate::error;
 use crate::message::UdtMessageSocket;
 use crate::mux::MuxRef;
 use crate::stream::UdtStream;
 
-/// The accept queue of a listener.
-#[derive(Debug, Default)]
-pub(crate) struct AcceptQueue {
-    ready: VecDeque<Arc<ConnShared>>,
-    closed: bool,
-    nonblocking: bool,
-}
-
-/// State shared by the receive thread (producer) and the listener handle.
-#[derive(Debug)]
-pub(crate) struct ListenerShared {
-    queue: Mutex<AcceptQueue>,
-    cond: Condvar,
-    backlog: usize,
-    pub(crate) watchers: Watchers,
-}
-
-impl ListenerShared {
-    pub(crate) fn new(backlog: usize) -> ListenerShared {
-        ListenerShared {
-            queue: Mutex::new(AcceptQueue::default()),
-            cond: Condvar::new(),
-            backlog: backlog.max(1),
-            watchers: Watchers::default(),
-        }
-    }
-
-    /// True while the queue can take another connection.
-    pub(crate) fn has_room(&self) -> bool {
-        let q = self.queue.lock();
-        !q.closed && q.ready.len() < self.backlog
-    }
-
-    /// Queues a new connection; false when the listener is closed.
-    pub(crate) fn push(&self, conn: Arc<ConnShared>) -> bool {
-        {
-            let mut q = self.queue.lock();
-            if q.closed {
-                return false;
-            }
-            q.ready.push_back(conn);
-        }
-        self.cond.notify_one();
-        self.watchers.notify();
-        true
-    }
-
-    /// True when `accept` would not block.
-    pub(crate) fn is_ready(&self) -> bool {
-        let q = self.queue.lock();
-        q.closed || !q.ready.is_empty()
-    }
-
-    /// Closes the queue; returns what was never accepted.
-    pub(crate) fn close(&self) -> Vec<Arc<ConnShared>> {
-        let rest = {
-            let mut q = self.queue.lock();
-            q.closed = true;
-            q.ready.drain(..).collect()
-        };
-        self.cond.notify_all();
-        self.watchers.notify();
-        rest
-    }
-
-    /// Takes the next connection, waiting at most `timeout` (`None`: forever).
-    fn pop(&self, timeout: Option<Duration>) -> io::Result<Arc<ConnShared>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut q = self.queue.lock();
-        loop {
-            if let Some(c) = q.ready.pop_front() {
-                return Ok(c);
-            }
-            if q.closed {
-                return Err(error::aborted());
-            }
-            if q.nonblocking {
-                return Err(error::would_block("no connection to accept yet"));
-            }
-            match deadline {
-                Some(d) => {
-                    if self.cond.wait_until(&mut q, d).timed_out() && q.ready.is_empty() {
-                        return Err(error::timed_out(
-                            "no connection arrived before the accept timeout",
-                        ));
-                    }
-                }
-                None => self.cond.wait(&mut q),
-            }
-        }
-    }
-}
-
 /// The shared part of both listener types.
 #[derive(Debug)]
 struct ListenerCore {
-    shared: Arc<ListenerShared>,
+    id: ListenerId,
+    signal: Arc<AcceptSignal>,
     mux: MuxRef,
     local: SocketAddr,
 }
 
 impl ListenerCore {
-    /// Takes a connection and turns its queue ownership into a handle.
+    fn new(id: ListenerId, signal: Arc<AcceptSignal>, mux: MuxRef) -> ListenerCore {
+        let local = mux.shared().local_addr();
+        ListenerCore {
+            id,
+            signal,
+            mux,
+            local,
+        }
+    }
+
+    /// Takes the next connection, waiting at most `timeout` (`None`:
+    /// forever), and turns its queue ownership into a handle.
     fn accept(&self, timeout: Option<Duration>) -> io::Result<(Arc<ConnShared>, SocketAddr)> {
-        let conn = self.shared.pop(timeout)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let shared = self.mux.shared();
+        let mut reg = shared.registry();
+        let conn = loop {
+            if !reg.endpoint.is_listening(self.id) || shared.is_aborted() {
+                return Err(error::aborted());
+            }
+            if let Some(h) = reg.endpoint.accept() {
+                let ready = reg.endpoint.has_accepted();
+                self.signal.set_ready(ready);
+                if let Some(conn) = reg.get(h).cloned() {
+                    break conn;
+                }
+                continue;
+            }
+            if self.signal.is_nonblocking() {
+                return Err(error::would_block("no connection to accept yet"));
+            }
+            match deadline {
+                Some(d) => {
+                    if self.signal.cond.wait_until(&mut reg, d).timed_out()
+                        && !reg.endpoint.has_accepted()
+                    {
+                        return Err(error::timed_out(
+                            "no connection arrived before the accept timeout",
+                        ));
+                    }
+                }
+                None => self.signal.cond.wait(&mut reg),
+            }
+        };
+        drop(reg);
         {
             let mut g = conn.inner.lock();
             g.queued_for_accept = false;
@@ -134,28 +84,19 @@ impl ListenerCore {
 impl Drop for ListenerCore {
     fn drop(&mut self) {
         let shared = self.mux.shared();
-        {
-            let mut reg = shared.registry.lock();
-            if reg
-                .listener
-                .as_ref()
-                .is_some_and(|l| Arc::ptr_eq(&l.shared, &self.shared))
-            {
+        let unaccepted: Vec<Arc<ConnShared>> = {
+            let mut reg = shared.registry();
+            let handles = reg.endpoint.close_listener(self.id);
+            if reg.listener.as_ref().is_some_and(|l| l.id == self.id) {
                 reg.listener = None;
             }
-        }
+            handles.into_iter().filter_map(|h| reg.get(h).cloned()).collect()
+        };
+        self.signal.set_ready(true);
         // Like UDT4, closing a listener closes what it never handed out.
-        for conn in self.shared.close() {
-            let wake = {
-                let mut g = conn.inner.lock();
-                g.queued_for_accept = false;
-                let now = g.clock(Instant::now());
-                if let Some(c) = g.phase.connection() {
-                    c.close(now);
-                }
-                g.settle(shared, crate::conn::Role::App)
-            };
-            conn.run_wake(wake, crate::conn::Role::App);
+        for conn in unaccepted {
+            conn.inner.lock().queued_for_accept = false;
+            conn.close_unused();
         }
     }
 }
@@ -189,10 +130,9 @@ pub struct UdtListener {
 }
 
 impl UdtListener {
-    pub(crate) fn new(shared: Arc<ListenerShared>, mux: MuxRef) -> UdtListener {
-        let local = mux.shared().port.local_addr();
+    pub(crate) fn new(id: ListenerId, signal: Arc<AcceptSignal>, mux: MuxRef) -> UdtListener {
         UdtListener {
-            core: ListenerCore { shared, mux, local },
+            core: ListenerCore::new(id, signal, mux),
         }
     }
 
@@ -217,7 +157,10 @@ impl UdtListener {
 
     /// Makes `accept` return `WouldBlock` instead of waiting.
     pub fn set_nonblocking(&self, nonblocking: bool) {
-        self.core.shared.queue.lock().nonblocking = nonblocking;
+        self.core
+            .signal
+            .nonblocking
+            .store(nonblocking, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The address the listener accepts on (the endpoint's).
@@ -231,8 +174,8 @@ impl UdtListener {
         std::iter::from_fn(move || Some(self.accept().map(|(s, _)| s)))
     }
 
-    pub(crate) fn shared(&self) -> &Arc<ListenerShared> {
-        &self.core.shared
+    pub(crate) fn signal(&self) -> &Arc<AcceptSignal> {
+        &self.core.signal
     }
 }
 
@@ -260,10 +203,9 @@ pub struct UdtMessageListener {
 }
 
 impl UdtMessageListener {
-    pub(crate) fn new(shared: Arc<ListenerShared>, mux: MuxRef) -> UdtMessageListener {
-        let local = mux.shared().port.local_addr();
+    pub(crate) fn new(id: ListenerId, signal: Arc<AcceptSignal>, mux: MuxRef) -> UdtMessageListener {
         UdtMessageListener {
-            core: ListenerCore { shared, mux, local },
+            core: ListenerCore::new(id, signal, mux),
         }
     }
 
@@ -293,7 +235,10 @@ impl UdtMessageListener {
 
     /// Makes `accept` return `WouldBlock` instead of waiting.
     pub fn set_nonblocking(&self, nonblocking: bool) {
-        self.core.shared.queue.lock().nonblocking = nonblocking;
+        self.core
+            .signal
+            .nonblocking
+            .store(nonblocking, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The address the listener accepts on (the endpoint's).
@@ -301,8 +246,8 @@ impl UdtMessageListener {
         self.core.local
     }
 
-    pub(crate) fn shared(&self) -> &Arc<ListenerShared> {
-        &self.core.shared
+    pub(crate) fn signal(&self) -> &Arc<AcceptSignal> {
+        &self.core.signal
     }
 }
 

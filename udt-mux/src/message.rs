@@ -130,7 +130,7 @@ impl UdtMessageSocket {
 
     /// The local address (the endpoint's).
     pub fn local_addr(&self) -> SocketAddr {
-        self.mux.shared().port.local_addr()
+        self.mux.shared().local_addr()
     }
 
     /// This connection's UDT socket ID.

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use udt_core::{ConnectionError, State};
 
+use crate::accept::AcceptSignal;
 use crate::conn::ConnShared;
-use crate::listener::{ListenerShared, UdtListener, UdtMessageListener};
+use crate::listener::{UdtListener, UdtMessageListener};
+use crate::watch::ReadyListener;
 use crate::message::UdtMessageSocket;
 use crate::stream::UdtStream;
 
@@ -91,11 +93,13 @@ pub struct Source(SourceKind);
 #[derive(Debug, Clone)]
 enum SourceKind {
     Conn(Weak<ConnShared>),
-    Listener(Weak<ListenerShared>),
+    Listener(Weak<AcceptSignal>),
 }
 
 impl Source {
     fn add_watcher(&self, poller: &Arc<PollerShared>, token: usize) -> bool {
+        let poller: Arc<dyn ReadyListener> = poller.clone();
+        let poller = &poller;
         match &self.0 {
             SourceKind::Conn(w) => w.upgrade().map(|c| c.watchers.add(poller, token)).is_some(),
             SourceKind::Listener(w) => w.upgrade().map(|l| l.watchers.add(poller, token)).is_some(),
@@ -103,6 +107,8 @@ impl Source {
     }
 
     fn remove_watcher(&self, poller: &Arc<PollerShared>) {
+        let poller: Arc<dyn ReadyListener> = poller.clone();
+        let poller = &poller;
         match &self.0 {
             SourceKind::Conn(w) => {
                 if let Some(c) = w.upgrade() {
@@ -179,13 +185,13 @@ impl Pollable for UdtMessageSocket {
 
 impl Pollable for UdtListener {
     fn source(&self) -> Source {
-        Source(SourceKind::Listener(Arc::downgrade(self.shared())))
+        Source(SourceKind::Listener(Arc::downgrade(self.signal())))
     }
 }
 
 impl Pollable for UdtMessageListener {
     fn source(&self) -> Source {
-        Source(SourceKind::Listener(Arc::downgrade(self.shared())))
+        Source(SourceKind::Listener(Arc::downgrade(self.signal())))
     }
 }
 
@@ -211,9 +217,9 @@ pub(crate) struct PollerShared {
     cond: Condvar,
 }
 
-impl PollerShared {
+impl ReadyListener for PollerShared {
     /// Queues `token` for a readiness check and wakes a waiter.
-    pub(crate) fn mark_ready(&self, token: usize) {
+    fn mark_ready(&self, token: usize) {
         {
             let mut st = self.state.lock();
             let queued = match st.regs.get_mut(&token) {

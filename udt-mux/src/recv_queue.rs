@@ -17,15 +17,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TryRecvError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use udt_core::connection::Connection;
-use udt_core::handshake::ListenerOutput;
-use udt_core::packet::{self, Control, ControlPacket, Packet};
+use udt_core::endpoint::{DatagramEvent, Progress};
 use udt_core::sched::SendSchedule;
-use udt_core::SocketId;
 
-use crate::conn::{ConnShared, NewConn, Phase, Role};
-use crate::listener::ListenerShared;
-use crate::mux::{Counters, MuxShared, RecvCmd, SendCmd};
+use crate::conn::{ConnShared, Wake};
+use crate::counters::Counters;
+use crate::mux::MuxShared;
+use crate::notify::{RecvCmd, SendCmd};
 use crate::udp::{RecvBatch, SendBatch};
 
 /// mio token of the UDP socket.
@@ -40,6 +38,15 @@ enum Input<'a> {
     Datagram(SocketAddr, &'a [u8]),
     Timeout,
     Touch,
+}
+
+/// Where a routed datagram goes next.
+enum Target {
+    Conn(Arc<ConnShared>),
+    /// A connection the listener just accepted.
+    Accepted(Arc<ConnShared>),
+    /// The endpoint's datagram handler took it and may answer.
+    Endpoint,
 }
 
 /// State of the receive thread.
@@ -75,12 +82,12 @@ impl RecvThread {
         poll: Poll,
         rx: Receiver<RecvCmd>,
     ) -> io::Result<RecvThread> {
-        let fd: RawFd = mux.port.raw_fd();
+        let fd: RawFd = mux.port().raw_fd();
         poll.registry()
             .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
-        let batch = mux.options.effective_batch();
-        let input = RecvBatch::new(batch, mux.options.effective_max_datagram());
-        let out = SendBatch::new(batch, mux.config.mss as usize);
+        let batch = mux.options().effective_batch();
+        let input = RecvBatch::new(batch, mux.options().effective_max_datagram());
+        let out = SendBatch::new(batch, mux.config().mss as usize);
         Ok(RecvThread {
             poll,
             events: Events::with_capacity(8),
@@ -112,9 +119,8 @@ impl RecvThread {
                 Some(Duration::ZERO)
             } else {
                 self.router
-                    .timers
-                    .peek()
-                    .map(|(_, at)| at.saturating_duration_since(Instant::now()))
+                    .next_timer()
+                    .map(|at| at.saturating_duration_since(Instant::now()))
             };
             if let Err(e) = self.poll.poll(&mut self.events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -124,30 +130,24 @@ impl RecvThread {
             }
             // Clear before draining the commands: a request queued after
             // this point wakes the poll again.
-            self.router
-                .mux
-                .recv_wake_pending
-                .store(false, std::sync::atomic::Ordering::SeqCst);
+            self.router.mux.notify().clear_recv_wake();
             self.read_socket();
             self.run_commands();
             self.router.fire_timers();
             self.router.flush();
         }
-        self.router.mux.send_command(SendCmd::Stop);
-        self.router
-            .mux
-            .stopped
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        log::info!("endpoint {} stopped", self.router.mux.port.local_addr());
+        self.router.mux.notify().send_command(SendCmd::Stop);
+        self.router.mux.mark_stopped();
+        log::info!("endpoint {} stopped", self.router.mux.local_addr());
     }
 
     /// Reads until the socket is empty or the round budget is used (then
     /// the next poll does not wait).
     fn read_socket(&mut self) {
         let mux = self.router.mux.clone();
-        let counters = &mux.counters;
+        let counters = mux.counters();
         for _ in 0..READ_ROUNDS {
-            match self.input.recv(&mux.port) {
+            match self.input.recv(mux.port()) {
                 Ok(n) => {
                     Counters::add(&counters.recv_calls, 1);
                     Counters::add(&counters.datagrams_received, n as u64);
@@ -172,10 +172,7 @@ impl RecvThread {
                     // ICMP errors surfacing on the socket and the like: count
                     // them and keep reading.
                     Counters::add(&counters.recv_errors, 1);
-                    log::debug!(
-                        "receive error on {}: {e}",
-                        self.router.mux.port.local_addr()
-                    );
+                    log::debug!("receive error on {}: {e}", self.router.mux.local_addr());
                 }
             }
         }
@@ -186,7 +183,7 @@ impl RecvThread {
         loop {
             match self.rx.try_recv() {
                 Ok(RecvCmd::Touch(h)) => {
-                    let conn = self.router.mux.registry.lock().slot(h).cloned();
+                    let conn = self.router.mux.registry().get(h).cloned();
                     if let Some(conn) = conn {
                         self.router.drive(&conn, Instant::now(), Input::Touch);
                     }
@@ -198,185 +195,48 @@ impl RecvThread {
 }
 
 impl Router {
-    /// Routes one datagram (udt4-protocol.md §13).
+    /// Routes one datagram through the core endpoint (udt4-protocol.md §13)
+    /// and acts on its verdict.
     fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let mux = self.mux.clone();
-        let counters = &mux.counters;
-        let Some(dest) = packet::peek_dest(data) else {
-            Counters::add(&counters.malformed, 1);
-            return;
-        };
         let target = {
-            let mut reg = mux.registry.lock();
-            if dest != SocketId::HANDSHAKE {
-                reg.by_id(dest).cloned()
-            } else if let Some(c) = reg.by_peer(from) {
-                // Rendezvous handshakes are matched by exact peer address
-                // first; the listener takes the rest (§4.2, §13).
-                Some(c.clone())
-            } else if reg.listener.is_some() {
-                match self.on_listener(&mut reg, now, from, data) {
-                    ListenerAction::Done => return,
-                    ListenerAction::Route(c) => Some(c),
-                    ListenerAction::Accepted(conn, queue) => {
-                        drop(reg);
-                        self.adopt_accepted(conn, queue, now);
-                        return;
+            let mut reg = mux.registry();
+            match reg.endpoint.handle(now, from, data, &mut self.scratch) {
+                DatagramEvent::Route(h) => reg.get(h).cloned().map(Target::Conn),
+                DatagramEvent::Accepted { handle, socket } => {
+                    // Shared and stored before the registry lock is
+                    // released: `accept` may take the handle at once.
+                    let conn =
+                        ConnShared::new(mux.notify().clone(), handle, *socket, 0, true, now);
+                    reg.insert(conn.clone());
+                    if let Some(l) = reg.listener.as_ref() {
+                        l.signal.set_ready(true);
                     }
+                    self.out.push_copy(from, &self.scratch);
+                    Some(Target::Accepted(conn))
                 }
-            } else {
-                None
+                DatagramEvent::Respond => {
+                    self.out.push_copy(from, &self.scratch);
+                    None
+                }
+                DatagramEvent::Handled => Some(Target::Endpoint),
+                DatagramEvent::Dropped(_) => None,
             }
         };
-        let Some(conn) = target else {
-            Counters::add(&counters.unknown_destination, 1);
-            if dest != SocketId::HANDSHAKE {
-                self.answer_from_grave(now, dest, from, data);
+        match target {
+            Some(Target::Conn(conn)) => self.drive(&conn, now, Input::Datagram(from, data)),
+            Some(Target::Accepted(conn)) => {
+                // Register goes to the send thread before the connection
+                // can have anything to send.
+                mux.notify()
+                    .send_command(SendCmd::Register(conn.handle, conn.clone()));
+                self.drive(&conn, now, Input::Touch);
             }
-            return;
-        };
-        if conn.peer != from {
-            // Every packet must come from the recorded peer (UDT4
-            // CRcvQueue::worker compares IP and port).
-            Counters::add(&counters.wrong_source, 1);
-            return;
+            Some(Target::Endpoint) => self.drain_endpoint(now),
+            None => {}
         }
-        self.drive(&conn, now, Input::Datagram(from, data));
         if self.out.is_full() {
             self.flush();
-        }
-    }
-
-    /// A packet for a connection that finished recently: its peer missed
-    /// our shutdown (sent once, never acknowledged, udt4-protocol.md §12),
-    /// so send another instead of letting it wait for its idle timeout.
-    /// At most one answer per 50 ms per connection, never to a shutdown.
-    fn answer_from_grave(&mut self, now: Instant, dest: SocketId, from: SocketAddr, data: &[u8]) {
-        const REPLY_GAP: Duration = Duration::from_millis(50);
-        if matches!(
-            packet::decode(data),
-            Ok(Packet::Control(ControlPacket {
-                control: Control::Shutdown,
-                ..
-            }))
-        ) {
-            return;
-        }
-        let peer_id = {
-            let mut reg = self.mux.registry.lock();
-            let Some(t) = reg.tombstone(dest, now) else {
-                return;
-            };
-            if t.peer != from || t.last_reply.is_some_and(|at| now < at + REPLY_GAP) {
-                return;
-            }
-            t.last_reply = Some(now);
-            t.peer_id
-        };
-        let Some(buf) = self.out.slot() else {
-            return;
-        };
-        Packet::Control(ControlPacket {
-            timestamp: 0,
-            dest: peer_id,
-            control: Control::Shutdown,
-        })
-        .encode(buf);
-        self.out.push(from);
-        log::debug!("{dest} is closed: repeated the shutdown to {from}");
-    }
-
-    /// Runs the listener on a dest-0 datagram, under the registry lock.
-    fn on_listener(
-        &mut self,
-        reg: &mut crate::registry::Registry,
-        now: Instant,
-        from: SocketAddr,
-        data: &[u8],
-    ) -> ListenerAction {
-        let Some(entry) = reg.listener.as_mut() else {
-            return ListenerAction::Done;
-        };
-        self.scratch.clear();
-        match entry
-            .machine
-            .handle_datagram(now, from, data, &mut self.scratch)
-        {
-            ListenerOutput::Nothing => ListenerAction::Done,
-            ListenerOutput::Reply => {
-                self.out.push_copy(from, &self.scratch);
-                ListenerAction::Done
-            }
-            ListenerOutput::Accept(req) => {
-                let key = (req.peer_addr, req.peer_socket_id, req.peer_isn);
-                if let Some(existing) = reg.accepted(&key) {
-                    // A repeated final request: the connection answers it
-                    // with its stored response.
-                    return ListenerAction::Route(existing.clone());
-                }
-                let Some(entry) = reg.listener.as_ref() else {
-                    return ListenerAction::Done;
-                };
-                let queue = entry.shared.clone();
-                let config = entry.config.clone();
-                if !queue.has_room() {
-                    req.reject(&mut self.scratch);
-                    self.out.push_copy(from, &self.scratch);
-                    Counters::add(&self.mux.counters.handshakes_rejected, 1);
-                    log::debug!("accept backlog full: rejected {from}");
-                    return ListenerAction::Done;
-                }
-                let id = reg.new_socket_id();
-                let handle = reg.reserve_handle();
-                let params = req.accept(id, &config, &mut self.scratch);
-                self.out.push_copy(from, &self.scratch);
-                let connection = Connection::new(params, config.clone(), now);
-                let conn = ConnShared::new(
-                    self.mux.clone(),
-                    NewConn {
-                        handle,
-                        socket_id: id,
-                        peer: req.peer_addr,
-                        rendezvous: false,
-                        accept_key: Some(key),
-                        config,
-                        phase: Phase::Established(Box::new(connection)),
-                        handles: 0,
-                        queued_for_accept: true,
-                        now,
-                    },
-                );
-                reg.insert(conn.clone());
-                log::debug!("accepted {} from {from} as {id}", req.peer_socket_id);
-                ListenerAction::Accepted(conn, queue)
-            }
-        }
-    }
-
-    /// Starts scheduling a just-accepted connection and queues it for
-    /// `accept`. Register goes to the send thread before anyone else can
-    /// know the handle.
-    fn adopt_accepted(&mut self, conn: Arc<ConnShared>, queue: Arc<ListenerShared>, now: Instant) {
-        self.mux
-            .send_command(SendCmd::Register(conn.handle, conn.clone()));
-        self.drive(&conn, now, Input::Touch);
-        if !queue.push(conn.clone()) {
-            // The listener closed meanwhile: nobody will accept it.
-            let wake = {
-                let mut g = conn.inner.lock();
-                g.queued_for_accept = false;
-                let now = g.clock(now);
-                if let Some(c) = g.phase.connection() {
-                    c.close(now);
-                }
-                g.settle(&self.mux, Role::Recv)
-            };
-            self.timers.set(conn.handle, wake.timer);
-            let reap = wake.reapable;
-            conn.run_wake(wake, Role::Recv);
-            if reap {
-                self.reap(&conn);
-            }
         }
     }
 
@@ -389,40 +249,17 @@ impl Router {
                 return;
             }
             let now = g.clock(now);
-            match input {
+            let progress = match input {
                 Input::Datagram(from, data) => g.phase.handle_datagram(now, from, data),
                 Input::Timeout => g.phase.handle_timeout(now),
-                Input::Touch => {}
-            }
-            let mut established = false;
-            if g.phase.complete_handshake(&conn.config, now) {
-                match &mut g.phase {
-                    Phase::Established(c) => {
-                        established = true;
-                        log::debug!("{} connected to {}", conn.socket_id, conn.peer);
-                        // A rendezvous may complete on the peer's first data
-                        // packet (§4.2 step 4): give it to the connection.
-                        if let Input::Datagram(from, data) = input {
-                            if !packet::is_control(data) {
-                                c.handle_datagram(now, from, data);
-                            }
-                        }
-                        if g.handles == 0 {
-                            // Nobody waits for it any more (the connect
-                            // call gave up): close it politely.
-                            if let Some(c) = g.phase.connection() {
-                                c.close(now);
-                            }
-                        }
-                    }
-                    Phase::Failed(e) => {
-                        log::debug!(
-                            "{} handshake with {} failed: {e}",
-                            conn.socket_id,
-                            conn.peer
-                        );
-                    }
-                    Phase::Connecting(_) => {}
+                Input::Touch => Progress::Unchanged,
+            };
+            let established = progress == Progress::Connected;
+            if established && g.handles == 0 {
+                // Nobody waits for it any more (the connect call gave up):
+                // close it politely.
+                if let Some(c) = g.phase.connection() {
+                    c.close(now);
                 }
             }
             // Handshake packets go out from here, and so do the control
@@ -437,16 +274,15 @@ impl Router {
             // last one on the wire (`final_unsent`). What does not fit in
             // the batch keeps `next_send_time` immediate, which the settle
             // below reports to the send thread.
-            match &mut g.phase {
-                Phase::Connecting(_) => {
-                    while let Some(buf) = self.out.slot() {
-                        match g.phase.poll_transmit(now, buf) {
-                            Some(dest) => self.out.push(dest),
-                            None => break,
-                        }
+            if g.phase.is_connecting() {
+                while let Some(buf) = self.out.slot() {
+                    match g.phase.poll_transmit(now, buf) {
+                        Some(dest) => self.out.push(dest),
+                        None => break,
                     }
                 }
-                Phase::Established(c) if !c.is_closed() && !matches!(input, Input::Touch) => {
+            } else if let Some(c) = g.phase.connection() {
+                if !c.is_closed() && !matches!(input, Input::Touch) {
                     while let Some(buf) = self.out.slot() {
                         match c.poll_transmit_control(now, buf) {
                             Some(t) => self.out.push(t.destination),
@@ -454,10 +290,9 @@ impl Router {
                         }
                     }
                 }
-                _ => {}
             }
-            let mut wake = g.settle(&self.mux, Role::Recv);
-            if established || matches!(g.phase, Phase::Failed(_)) {
+            let mut wake = g.settle_timers(self.mux.notify());
+            if progress != Progress::Unchanged {
                 wake.notify = true;
             }
             (wake, established)
@@ -465,36 +300,52 @@ impl Router {
         self.timers.set(conn.handle, wake.timer);
         if established {
             self.mux
+                .notify()
                 .send_command(SendCmd::Register(conn.handle, conn.clone()));
         }
         let reap = wake.reapable;
-        self.run_wake(conn, wake);
+        self.act(conn, wake);
         if reap {
             self.reap(conn);
         }
     }
 
-    /// Like [`ConnShared::run_wake`], but application wake-ups wait until
-    /// the batch is flushed: a reader is woken once per batch, not once
-    /// per packet.
-    fn run_wake(&mut self, conn: &Arc<ConnShared>, mut wake: crate::conn::Wake) {
-        if wake.notify {
-            wake.notify = false;
-            if !conn
+    /// Acts on a settle of the receive thread. Application wake-ups wait
+    /// until the batch is flushed: a reader is woken once per batch, not
+    /// once per packet.
+    fn act(&mut self, conn: &Arc<ConnShared>, wake: Wake) {
+        if let Some((at, generation)) = wake.reschedule {
+            self.mux
+                .notify()
+                .send_command(SendCmd::Reschedule(conn.handle, at, generation));
+        }
+        if wake.notify
+            && !conn
                 .notify_deferred
                 .swap(true, std::sync::atomic::Ordering::AcqRel)
-            {
-                self.deferred.push(conn.clone());
-            }
+        {
+            self.deferred.push(conn.clone());
         }
-        conn.run_wake(wake, Role::Recv);
+    }
+
+    /// The earliest protocol timer: a connection's, or the endpoint's
+    /// datagram handler's.
+    fn next_timer(&self) -> Option<Instant> {
+        let conns = self.timers.peek().map(|(_, at)| at);
+        let endpoint = self.mux.registry().endpoint.poll_timeout();
+        match (conns, endpoint) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Fires every protocol timer that is due.
     fn fire_timers(&mut self) {
         let now = Instant::now();
+        self.mux.registry().endpoint.handle_timeout(now);
+        self.drain_endpoint(now);
         while let Some(h) = self.timers.pop_due(now) {
-            let conn = self.mux.registry.lock().slot(h).cloned();
+            let conn = self.mux.registry().get(h).cloned();
             if let Some(conn) = conn {
                 self.drive(&conn, now, Input::Timeout);
             }
@@ -504,53 +355,59 @@ impl Router {
         }
     }
 
+    /// Sends what the endpoint's datagram handler has to send.
+    fn drain_endpoint(&mut self, now: Instant) {
+        let mux = self.mux.clone();
+        let mut reg = mux.registry();
+        loop {
+            if self.out.is_full() {
+                drop(reg);
+                self.flush();
+                reg = mux.registry();
+            }
+            let Some(buf) = self.out.slot() else {
+                return;
+            };
+            match reg.endpoint.poll_transmit(now, buf) {
+                Some(to) => self.out.push(to),
+                None => return,
+            }
+        }
+    }
+
     /// Removes a finished connection nobody holds any more.
     fn reap(&mut self, conn: &Arc<ConnShared>) {
         {
-            let mut reg = self.mux.registry.lock();
-            let peer_id = {
-                let g = conn.inner.lock();
-                if !g.is_reapable() {
-                    return;
-                }
-                g.phase.connection_ref().map(|c| c.peer_socket_id())
-            };
-            if !reg.remove(conn) {
+            let mut reg = self.mux.registry();
+            let g = conn.inner.lock();
+            if !g.is_reapable() || !reg.take(conn) {
                 return;
             }
-            if let Some(peer_id) = peer_id {
-                let lifetime = conn
-                    .config
-                    .peer_idle_timeout
-                    .clamp(Duration::from_secs(1), Duration::from_secs(60));
-                reg.bury(conn.socket_id, conn.peer, peer_id, Instant::now(), lifetime);
-            }
+            reg.endpoint.remove(Instant::now(), conn.handle, &g.phase);
         }
         self.timers.remove(conn.handle);
-        self.mux.send_command(SendCmd::Deregister(conn.handle));
+        self.mux
+            .notify()
+            .send_command(SendCmd::Deregister(conn.handle));
         log::debug!("{} removed", conn.socket_id);
     }
 
     /// True once no endpoint or handle refers to the multiplexer and every
     /// connection has finished: the threads may stop.
     fn is_unused(&self) -> bool {
-        self.mux.users() == 0 && self.mux.registry.lock().live() == 0
+        self.mux.users() == 0 && self.mux.registry().live() == 0
     }
 
     /// Aborts every connection: handles fail, nothing more is sent.
     fn abort_all(&mut self) {
-        let (conns, listener) = {
-            let mut reg = self.mux.registry.lock();
-            let listener = reg.listener.take();
-            (reg.drain(), listener)
-        };
+        let (conns, listener) = self.mux.registry().drain();
         for c in conns {
             c.abort();
         }
-        if let Some(l) = listener {
-            l.shared.close();
+        if let Some(signal) = listener {
+            signal.set_ready(true);
         }
-        log::info!("endpoint {} aborted", self.mux.port.local_addr());
+        log::info!("endpoint {} aborted", self.mux.local_addr());
     }
 
     fn flush(&mut self) {
@@ -560,24 +417,13 @@ impl Router {
         if !self.out.is_empty() {
             // Never block the receive thread on a full send buffer: a
             // dropped control packet is recovered by the protocol.
-            let f = self.out.flush(&self.mux.port, false);
-            self.mux.counters.on_flush(f);
+            let f = self.out.flush(self.mux.port(), false);
+            self.mux.counters().on_flush(f);
         }
         for conn in self.deferred.drain(..) {
             conn.notify_deferred
                 .store(false, std::sync::atomic::Ordering::Release);
-            conn.cond.notify_all();
-            conn.watchers.notify();
+            conn.wake_waiters();
         }
     }
-}
-
-/// What the listener made of a datagram.
-enum ListenerAction {
-    /// Answered or ignored.
-    Done,
-    /// A repeat for an existing connection: route it there.
-    Route(Arc<ConnShared>),
-    /// A new connection to queue for accept.
-    Accepted(Arc<ConnShared>, Arc<ListenerShared>),
 }

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use udt_core::sched::{ConnectionHandle, SendSchedule};
 
-use crate::conn::{ConnShared, Role};
-use crate::mux::{MuxShared, SendCmd};
+use crate::conn::{ConnShared, Wake};
+use crate::mux::MuxShared;
+use crate::notify::SendCmd;
 use crate::udp::SendBatch;
 
 /// A wait is precise (sleep, then spin for `precise_wait`) only when it is
@@ -27,7 +28,7 @@ const SPIN_RATIO: u32 = 10;
 /// State of the send thread.
 pub(crate) struct SendThread {
     mux: Arc<MuxShared>,
-    rx: Receiver<SendCmd>,
+    rx: Receiver<SendCmd<Arc<ConnShared>>>,
     sched: SendSchedule,
     /// The send thread's own view of the connections, by handle, so it
     /// never takes the registry lock.
@@ -39,9 +40,9 @@ pub(crate) struct SendThread {
 }
 
 impl SendThread {
-    pub(crate) fn new(mux: Arc<MuxShared>, rx: Receiver<SendCmd>) -> SendThread {
-        let batch = SendBatch::new(mux.options.effective_batch(), mux.config.mss as usize);
-        let precise = mux.options.precise_wait;
+    pub(crate) fn new(mux: Arc<MuxShared>, rx: Receiver<SendCmd<Arc<ConnShared>>>) -> SendThread {
+        let batch = SendBatch::new(mux.options().effective_batch(), mux.config().mss as usize);
+        let precise = mux.options().precise_wait;
         SendThread {
             mux,
             rx,
@@ -91,7 +92,7 @@ impl SendThread {
     }
 
     /// Applies one command; false means stop.
-    fn apply(&mut self, cmd: SendCmd) -> bool {
+    fn apply(&mut self, cmd: SendCmd<Arc<ConnShared>>) -> bool {
         match cmd {
             SendCmd::Register(h, conn) => {
                 let i = h.0 as usize;
@@ -102,14 +103,8 @@ impl SendThread {
                 self.conns[i] = Some(conn.clone());
                 // Read the key fresh under the lock: it supersedes any
                 // message about this handle generated before.
-                let wake = {
-                    let mut g = conn.inner.lock();
-                    g.settle(&self.mux, Role::Send)
-                };
-                if let Some((at, generation)) = wake.reschedule {
-                    self.schedule(h, at, generation);
-                }
-                conn.run_wake(wake, Role::Send);
+                let wake = conn.inner.lock().settle_sent(self.mux.notify());
+                self.act(&conn, wake);
             }
             SendCmd::Reschedule(h, at, generation) => {
                 if self.conns.get(h.0 as usize).is_some_and(|c| c.is_some()) {
@@ -208,11 +203,8 @@ impl SendThread {
                 if last_taken {
                     g.final_unsent = true;
                 }
-                g.settle(&self.mux, Role::Send)
+                g.settle_sent(self.mux.notify())
             };
-            if let Some((at, generation)) = wake.reschedule {
-                self.schedule(h, at, generation);
-            }
             if last_taken {
                 // Put it on the wire before waking the `close()` waiting
                 // for it, so a process may exit as soon as `close` returns
@@ -221,12 +213,26 @@ impl SendThread {
                 conn.inner.lock().final_unsent = false;
                 wake.notify = true;
             }
-            conn.run_wake(wake, Role::Send);
+            self.act(&conn, wake);
             if self.batch.is_full() {
                 self.flush();
             }
         }
         self.flush();
+    }
+
+    /// Acts on a settle of the send thread: the new key goes into its own
+    /// heap; a receive-thread touch and application wake-ups go out.
+    fn act(&mut self, conn: &ConnShared, wake: Wake) {
+        if let Some((at, generation)) = wake.reschedule {
+            self.schedule(conn.handle, at, generation);
+        }
+        if wake.touch {
+            conn.notify.touch(conn.handle);
+        }
+        if wake.notify {
+            conn.wake_waiters();
+        }
     }
 
     fn flush(&mut self) {
@@ -236,8 +242,8 @@ impl SendThread {
             return;
         }
         if !self.batch.is_empty() {
-            let f = self.batch.flush(&self.mux.port, true);
-            self.mux.counters.on_flush(f);
+            let f = self.batch.flush(self.mux.port(), true);
+            self.mux.counters().on_flush(f);
         }
     }
 }

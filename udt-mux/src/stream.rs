@@ -71,7 +71,7 @@ impl UdtStream {
 
     /// The local address (the endpoint's).
     pub fn local_addr(&self) -> SocketAddr {
-        self.mux.shared().port.local_addr()
+        self.mux.shared().local_addr()
     }
 
     /// This connection's UDT socket ID.

@@ -97,6 +97,7 @@ impl Tombstones {
     }
 
     /// How many are kept.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }

@@ -1,0 +1,253 @@
+//! How application threads drive a connection: lock, call the core, settle,
+//! unlock, then tell the send and receive threads what changed. Blocking
+//! calls wait on the connection's condition variable between attempts.
+//! Application threads never do socket I/O.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use parking_lot::MutexGuard;
+use udt_core::connection::Connection;
+
+use crate::conn::{ConnInner, ConnShared, Wake};
+use crate::error;
+use crate::notify::SendCmd;
+
+impl ConnShared {
+    /// Acts on a settle made by an application thread; call with no lock
+    /// held.
+    pub(crate) fn report(&self, wake: Wake) {
+        if let Some((at, generation)) = wake.reschedule {
+            self.notify
+                .send_command(SendCmd::Reschedule(self.handle, at, generation));
+        }
+        if wake.touch {
+            self.notify.touch(self.handle);
+        }
+        if wake.notify {
+            self.wake_waiters();
+        }
+    }
+
+    /// Runs `op` under the lock, waiting on the condition variable while it
+    /// returns `None` ("would block"), at most `timeout`.
+    ///
+    /// # Errors
+    /// What `op` returns; `WouldBlock` in non-blocking mode; `TimedOut`
+    /// after the timeout; `ConnectionAborted` once the endpoint is aborted.
+    pub(crate) fn blocking<T>(
+        &self,
+        timeout: impl Fn(&ConnInner) -> Option<Duration>,
+        what: &'static str,
+        mut op: impl FnMut(&mut ConnInner, Instant) -> Option<io::Result<T>>,
+    ) -> io::Result<T> {
+        let mut g = self.inner.lock();
+        let deadline = timeout(&g).map(|d| Instant::now() + d);
+        let mut last_try = false;
+        loop {
+            if g.aborted || self.notify.is_aborted() {
+                return Err(error::aborted());
+            }
+            let now = g.clock(Instant::now());
+            let result = op(&mut g, now);
+            // Settle even when `op` would block: it may have changed the
+            // core all the same (`close` queues the shutdown, or starts the
+            // linger timer, and then waits), and the threads must hear of
+            // it now, not at the next unrelated timer.
+            let wake = g.settle(&self.notify);
+            if let Some(result) = result {
+                drop(g);
+                self.report(wake);
+                return result;
+            }
+            if !wake.is_empty() {
+                // Tell them with the lock released, then look again: they
+                // may already have answered (the shutdown left), and a
+                // notification sent before we wait would be missed. This
+                // ends: the next settle reports only what changed since.
+                MutexGuard::unlocked(&mut g, || self.report(wake));
+                continue;
+            }
+            if g.nonblocking {
+                return Err(error::would_block(what));
+            }
+            if last_try {
+                return Err(error::timed_out(what));
+            }
+            match deadline {
+                Some(d) => {
+                    if self.cond.wait_until(&mut g, d).timed_out() {
+                        // One more look: the event may have raced the timeout.
+                        last_try = true;
+                    }
+                }
+                None => self.cond.wait(&mut g),
+            }
+        }
+    }
+
+    /// Runs `f` on the connection under the lock and settles.
+    ///
+    /// # Errors
+    /// `ConnectionAborted` after an abort, `NotConnected` before the
+    /// handshake finished.
+    pub(crate) fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&mut Connection, Instant) -> T,
+    ) -> io::Result<T> {
+        let mut g = self.inner.lock();
+        if g.aborted || self.notify.is_aborted() {
+            return Err(error::aborted());
+        }
+        let now = g.clock(Instant::now());
+        let Some(c) = g.phase.connection() else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "not connected"));
+        };
+        let r = f(c, now);
+        let wake = g.settle(&self.notify);
+        drop(g);
+        self.report(wake);
+        Ok(r)
+    }
+
+    /// Closes the connection in order (linger continues in the background)
+    /// and tells the threads; for connections nobody will use: a listener
+    /// closed with them still queued, or nobody waits for a handshake that
+    /// just finished.
+    pub(crate) fn close_unused(&self) {
+        let mut g = self.inner.lock();
+        self.close_locked(&mut g);
+        let wake = g.settle(&self.notify);
+        drop(g);
+        self.report(wake);
+    }
+
+    /// One application handle fewer. The last one starts an orderly close
+    /// that continues in the background (linger), and lets the receive
+    /// thread forget the connection once it is finished.
+    pub(crate) fn release_handle(&self) {
+        let mut g = self.inner.lock();
+        g.handles = g.handles.saturating_sub(1);
+        if g.handles == 0 {
+            self.close_locked(&mut g);
+        }
+        let wake = g.settle(&self.notify);
+        drop(g);
+        self.report(wake);
+    }
+
+    fn close_locked(&self, g: &mut ConnInner) {
+        // After an abort nothing is closed in order: the peer must see
+        // silence, as from a killed process.
+        if !g.aborted && !self.notify.is_aborted() {
+            let now = g.clock(Instant::now());
+            if let Some(c) = g.phase.connection() {
+                c.close(now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::close_result;
+    use udt_core::Config;
+    use std::io::{Read, Write};
+
+    use crate::{Endpoint, UdtListener, UdtStream};
+
+    /// A connected pair on loopback, with its endpoints and listener.
+    fn pair() -> (Endpoint, Endpoint, UdtListener, UdtStream, UdtStream) {
+        let config = Config {
+            linger: Some(Duration::from_secs(5)),
+            ..Config::default()
+        };
+        let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config.clone()).unwrap();
+        let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        let listener = server.listen(1).unwrap();
+        let stream = client.connect(server.local_addr()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        (server, client, listener, stream, accepted)
+    }
+
+    /// Waits (bounded) until the send thread has nothing of `conn` left.
+    fn wait_idle(conn: &ConnShared) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            {
+                let g = conn.inner.lock();
+                if g.is_send_idle() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("the connection never went idle");
+    }
+
+    #[test]
+    fn a_call_that_would_block_still_reports_what_it_changed() {
+        // The root cause of close() stalling until an unrelated protocol
+        // timer: `blocking` settled only when `op` completed, so the
+        // shutdown `close` had queued before waiting stayed unknown to the
+        // send thread.
+        let (_server, _client, _listener, mut stream, mut accepted) = pair();
+        stream.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        accepted.read_exact(&mut byte).unwrap();
+        stream
+            .wait_acknowledged(Some(Duration::from_secs(5)))
+            .unwrap();
+        let conn = stream.conn().clone();
+        wait_idle(&conn);
+        stream.set_nonblocking(true);
+        let r = conn.blocking(
+            |_| None,
+            "closing",
+            |g, now| {
+                g.phase.connection()?.close(now);
+                None::<io::Result<()>>
+            },
+        );
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        {
+            let g = conn.inner.lock();
+            // Queued (the send thread was told) or already sent.
+            assert!(g.send_key_is_current());
+        }
+        // And so the peer hears of it, long before its idle timeout.
+        let mut rest = Vec::new();
+        accepted.set_read_timeout(Some(Duration::from_secs(2)));
+        assert_eq!(accepted.read_to_end(&mut rest).unwrap(), 0);
+    }
+
+    #[test]
+    fn close_waits_until_the_send_thread_sent_the_shutdown() {
+        let (_server, _client, _listener, stream, mut accepted) = pair();
+        let conn = stream.conn().clone();
+        let r = conn.blocking(
+            |_| Some(Duration::from_secs(5)),
+            "closing",
+            |g, now| {
+                g.phase.connection()?.close(now);
+                close_result(g)
+            },
+        );
+        r.unwrap();
+        {
+            let mut g = conn.inner.lock();
+            let c = g.phase.connection_ref().unwrap();
+            assert!(c.is_finished(), "returned with the shutdown still queued");
+            assert!(!g.final_unsent);
+            assert!(matches!(close_result(&g), Some(Ok(()))));
+            // The shutdown taken into a batch not yet sent: not done.
+            g.final_unsent = true;
+            assert!(close_result(&g).is_none());
+            g.final_unsent = false;
+        }
+        let mut rest = Vec::new();
+        accepted.set_read_timeout(Some(Duration::from_secs(2)));
+        assert_eq!(accepted.read_to_end(&mut rest).unwrap(), 0);
+    }
+}
