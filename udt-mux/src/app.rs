@@ -152,8 +152,8 @@ impl ConnShared {
 mod tests {
     use super::*;
     use crate::conn::close_result;
-    use udt_core::Config;
     use std::io::{Read, Write};
+    use udt_core::Config;
 
     use crate::{Endpoint, UdtListener, UdtStream};
 

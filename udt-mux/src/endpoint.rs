@@ -282,7 +282,9 @@ impl Endpoint {
         let id = reg
             .endpoint
             .listen(Instant::now(), Arc::new(config), backlog)
-            .map_err(|core_endpoint::ListenError::AlreadyListening| ListenError::AlreadyListening)?;
+            .map_err(|core_endpoint::ListenError::AlreadyListening| {
+                ListenError::AlreadyListening
+            })?;
         let signal = Arc::new(AcceptSignal::default());
         reg.listener = Some(ListenerEntry {
             id,
@@ -317,12 +319,9 @@ impl Endpoint {
             let mut reg = mux.registry();
             let (handle, socket) = match setup {
                 Setup::Caller => reg.endpoint.connect(now, peer, config),
-                Setup::Rendezvous => reg
-                    .endpoint
-                    .rendezvous(now, peer, config)
-                    .map_err(|core_endpoint::RendezvousError::Busy| {
-                        ConnectError::RendezvousBusy { peer }
-                    })?,
+                Setup::Rendezvous => reg.endpoint.rendezvous(now, peer, config).map_err(
+                    |core_endpoint::RendezvousError::Busy| ConnectError::RendezvousBusy { peer },
+                )?,
             };
             let conn = ConnShared::new(mux.notify().clone(), handle, socket, 1, false, now);
             reg.insert(conn.clone());

@@ -87,11 +87,11 @@ mod udp;
 mod watch;
 
 pub use config::EndpointConfig;
+pub use counters::EndpointStats;
 pub use endpoint::Endpoint;
 pub use error::{ConnectError, ListenError};
 pub use listener::{UdtListener, UdtMessageListener};
 pub use message::UdtMessageSocket;
-pub use counters::EndpointStats;
 pub use poller::{Interest, PollEvent, Pollable, Poller, Token};
 pub use stream::UdtStream;
 

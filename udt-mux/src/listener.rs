@@ -90,7 +90,10 @@ impl Drop for ListenerCore {
             if reg.listener.as_ref().is_some_and(|l| l.id == self.id) {
                 reg.listener = None;
             }
-            handles.into_iter().filter_map(|h| reg.get(h).cloned()).collect()
+            handles
+                .into_iter()
+                .filter_map(|h| reg.get(h).cloned())
+                .collect()
         };
         self.signal.set_ready(true);
         // Like UDT4, closing a listener closes what it never handed out.
@@ -203,7 +206,11 @@ pub struct UdtMessageListener {
 }
 
 impl UdtMessageListener {
-    pub(crate) fn new(id: ListenerId, signal: Arc<AcceptSignal>, mux: MuxRef) -> UdtMessageListener {
+    pub(crate) fn new(
+        id: ListenerId,
+        signal: Arc<AcceptSignal>,
+        mux: MuxRef,
+    ) -> UdtMessageListener {
         UdtMessageListener {
             core: ListenerCore::new(id, signal, mux),
         }

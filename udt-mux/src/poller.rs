@@ -17,9 +17,9 @@ use udt_core::{ConnectionError, State};
 use crate::accept::AcceptSignal;
 use crate::conn::ConnShared;
 use crate::listener::{UdtListener, UdtMessageListener};
-use crate::watch::ReadyListener;
 use crate::message::UdtMessageSocket;
 use crate::stream::UdtStream;
+use crate::watch::ReadyListener;
 
 /// Identifies a registered source in the events a [`Poller`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

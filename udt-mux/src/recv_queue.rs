@@ -206,8 +206,7 @@ impl Router {
                 DatagramEvent::Accepted { handle, socket } => {
                     // Shared and stored before the registry lock is
                     // released: `accept` may take the handle at once.
-                    let conn =
-                        ConnShared::new(mux.notify().clone(), handle, *socket, 0, true, now);
+                    let conn = ConnShared::new(mux.notify().clone(), handle, *socket, 0, true, now);
                     reg.insert(conn.clone());
                     if let Some(l) = reg.listener.as_ref() {
                         l.signal.set_ready(true);

@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::packet::{DataHeader, Handshake, PacketPosition, ReqType};
 
+#[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
+fn epoch() -> Instant {
+    Instant::now()
+}
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("test address")
 }
@@ -36,7 +41,7 @@ fn socket_ids_count_down_and_skip_zero() {
 #[test]
 fn handles_are_dense_and_reused() {
     let mut e = Endpoint::new(1);
-    let now = Instant::now();
+    let now = epoch();
     let (a, sa) = e.connect(now, addr("127.0.0.1:1"), config());
     let (b, _) = e.connect(now, addr("127.0.0.1:2"), config());
     assert_eq!((a.0, b.0), (0, 1));
@@ -80,7 +85,7 @@ fn handshake(
 
 #[test]
 fn listener_accepts_once_and_routes_repeats_to_the_connection() {
-    let now = Instant::now();
+    let now = epoch();
     let mut server = Endpoint::new(1);
     let mut client = Endpoint::new(2);
     let lid = server.listen(now, config(), 4).expect("listen");
@@ -96,7 +101,7 @@ fn listener_accepts_once_and_routes_repeats_to_the_connection() {
 
 #[test]
 fn a_full_backlog_rejects_and_counts() {
-    let now = Instant::now();
+    let now = epoch();
     let mut server = Endpoint::new(1);
     server.listen(now, config(), 1).expect("listen");
     let mut c1 = Endpoint::new(2);
@@ -123,7 +128,7 @@ fn a_full_backlog_rejects_and_counts() {
 
 #[test]
 fn packets_from_another_address_are_dropped() {
-    let now = Instant::now();
+    let now = epoch();
     let mut server = Endpoint::new(1);
     let mut client = Endpoint::new(2);
     server.listen(now, config(), 4).expect("listen");
@@ -157,7 +162,7 @@ fn packets_from_another_address_are_dropped() {
 
 #[test]
 fn a_finished_connection_answers_late_packets_with_a_shutdown() {
-    let now = Instant::now();
+    let now = epoch();
     let mut server = Endpoint::new(1);
     let mut client = Endpoint::new(2);
     server.listen(now, config(), 4).expect("listen");
@@ -205,7 +210,7 @@ fn a_finished_connection_answers_late_packets_with_a_shutdown() {
 
 #[test]
 fn rendezvous_is_matched_by_peer_address_and_is_exclusive() {
-    let now = Instant::now();
+    let now = epoch();
     let (a_addr, b_addr) = (addr("127.0.0.1:7001"), addr("127.0.0.1:7002"));
     let mut a = Endpoint::new(1);
     let mut b = Endpoint::new(2);
@@ -277,7 +282,7 @@ impl DatagramHandler for Echo {
 
 #[test]
 fn stun_goes_to_the_handler_and_udt_does_not() {
-    let now = Instant::now();
+    let now = epoch();
     let mut e = Endpoint::new(1);
     let mut stun = vec![0x00, 0x01, 0x00, 0x00];
     stun.extend_from_slice(&STUN_MAGIC_COOKIE.to_be_bytes());

@@ -126,10 +126,15 @@ impl Tombstones {
 mod tests {
     use super::*;
 
+    #[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
     #[test]
     fn tombstones_expire_and_stay_bounded() {
         let mut r = Tombstones::default();
-        let t0 = Instant::now();
+        let t0 = epoch();
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         r.bury(SocketId(5), peer, SocketId(6), t0, Duration::from_secs(1));
         assert_eq!(r.answer(SocketId(5), peer, t0), Some(SocketId(6)));
@@ -154,7 +159,7 @@ mod tests {
     #[test]
     fn answers_only_the_peer_and_only_now_and_then() {
         let mut r = Tombstones::default();
-        let t0 = Instant::now();
+        let t0 = epoch();
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let stranger: SocketAddr = "127.0.0.1:10".parse().unwrap();
         r.bury(SocketId(5), peer, SocketId(6), t0, Duration::from_secs(10));

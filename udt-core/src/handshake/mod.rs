@@ -16,7 +16,7 @@
 //!    `m.handle_datagram(now, from, &datagram)` or `m.handle_timeout(now)`.
 //!
 //! After the result, the connection (not these machines) answers further
-//! handshakes from the peer: see [`ConnectParams::connected_reply`].
+//! handshakes from the peer (udt4-protocol.md §4.2 step 5).
 //!
 //! # Driving the [`Listener`]
 //!
@@ -82,44 +82,6 @@ pub struct ConnectParams {
     /// Listener side only: the −1 response we sent. The driver resends it
     /// when the caller repeats its −1 request (our response was lost).
     pub response: Option<Handshake>,
-}
-
-impl ConnectParams {
-    /// The handshake a connected socket sends when one more handshake
-    /// arrives from its peer, or `None` when UDT4 stays silent.
-    ///
-    /// UDT4 `processCtrl` case 0 answers every handshake whose request type
-    /// is positive, or, on a rendezvous socket, anything but −2; the answer
-    /// has request type −2 (rendezvous) or −1, our ISN, MSS and ID
-    /// (udt4-protocol.md §4.2 step 5). A rendezvous peer still waiting
-    /// completes on it.
-    ///
-    /// Conscious divergences from UDT4, all invisible to a UDT4 peer (it
-    /// checks none of these fields in a reply): version 4 and our socket type
-    /// instead of 0 and 0; the peer's IP instead of zeros; the advertised
-    /// window `min(recv buffer, flow window)` instead of the raw flow window.
-    pub fn connected_reply(&self, config: &Config, incoming: &Handshake) -> Option<Handshake> {
-        let req = incoming.req_type;
-        let answer = req.to_wire() > 0 || (self.rendezvous && req != ReqType::RendezvousConnected);
-        if !answer {
-            return None;
-        }
-        Some(Handshake {
-            version: Handshake::VERSION,
-            socket_type: self.socket_type.to_wire(),
-            isn: self.send_isn,
-            mss: self.mss,
-            flow_window: config.advertised_window(),
-            req_type: if self.rendezvous {
-                ReqType::RendezvousConnected
-            } else {
-                ReqType::Response
-            },
-            socket_id: self.local_socket_id,
-            cookie: 0,
-            peer_ip: PeerIp::from_addr(self.peer_addr.ip()),
-        })
-    }
 }
 
 /// Why a connection attempt failed.

@@ -810,8 +810,8 @@ fn rendezvous_times_out_after_rendezvous_timeout() {
 }
 
 /// One side of a simulated rendezvous: the handshake machine until it
-/// finishes, then a stand-in connection that answers handshakes the way
-/// [`ConnectParams::connected_reply`] says.
+/// finishes, then the real [`Connection`](crate::connection::Connection)
+/// built from its parameters, which answers the peer's late handshakes.
 struct Side {
     addr: SocketAddr,
     config: Config,
@@ -820,6 +820,7 @@ struct Side {
     start: Instant,
     machine: Option<Rendezvous>,
     params: Option<ConnectParams>,
+    conn: Option<crate::connection::Connection>,
 }
 
 /// Runs two rendezvous sides over a 5 ms, loss-free link until both are
@@ -859,17 +860,11 @@ fn run_rendezvous(
             };
             if let Some(m) = dst.machine.as_mut() {
                 m.handle_datagram(now, src, &d);
-            } else if let Some(p) = &dst.params {
-                if let Packet::Control(ControlPacket {
-                    control: Control::Handshake(hs),
-                    ..
-                }) = decode(&d).unwrap()
-                {
-                    if let Some(reply) = p.connected_reply(&dst.config, &hs) {
-                        let mut out = Vec::new();
-                        reply.encode(0, p.peer_socket_id, &mut out);
-                        wire.push_back((now + delay, 1 - to, out));
-                    }
+            } else if let Some(c) = dst.conn.as_mut() {
+                c.handle_datagram(now, src, &d);
+                let mut out = Vec::new();
+                while c.poll_transmit_control(now, &mut out).is_some() {
+                    wire.push_back((now + delay, 1 - to, std::mem::take(&mut out)));
                 }
             }
         }
@@ -882,7 +877,13 @@ fn run_rendezvous(
                     wire.push_back((now + delay, 1 - i, buf.clone()));
                 }
                 if let Some(r) = m.poll_result() {
-                    s.params = Some(r.expect("rendezvous failed"));
+                    let params = r.expect("rendezvous failed");
+                    s.conn = Some(crate::connection::Connection::new(
+                        params.clone(),
+                        std::sync::Arc::new(s.config.clone()),
+                        now,
+                    ));
+                    s.params = Some(params);
                     s.machine = None;
                 }
             }
@@ -927,6 +928,7 @@ fn side(addr: SocketAddr, id: u32, isn: u32, mss: u32, start: Instant) -> Side {
         start,
         machine: None,
         params: None,
+        conn: None,
     }
 }
 
@@ -963,8 +965,15 @@ fn rendezvous_in_both_orders_and_with_a_late_side() {
     }
 }
 
+/// How a connected socket answers one more handshake from its peer
+/// (UDT4 `processCtrl` case 0; udt4-protocol.md §4.2 step 5): a rendezvous
+/// socket answers anything but −2 with −2 and its own values; a caller
+/// answers nothing (requests go to socket ID 0, so a UDT4 peer never sends
+/// one to a connected caller); the listener side answers only a repeated
+/// final request, with its stored response (docs/divergences.md).
 #[test]
-fn connected_reply_follows_udt4() {
+fn a_connected_socket_answers_late_handshakes_as_udt4() {
+    let t0 = epoch();
     let params = ConnectParams {
         local_socket_id: SocketId(5),
         peer_socket_id: SocketId(6),
@@ -989,30 +998,69 @@ fn connected_reply_follows_udt4() {
         cookie: 0,
         peer_ip: PeerIp::ZERO,
     };
-    let config = Config::default();
-    for (req, rendezvous, answered) in [
-        (ReqType::Rendezvous, true, true),
-        (ReqType::Response, true, true),
-        (ReqType::RendezvousConnected, true, false),
-        (ReqType::Caller, true, true),
-        (ReqType::Caller, false, true),
-        (ReqType::Rejected, false, true),
-        (ReqType::Response, false, false),
-        (ReqType::Rendezvous, false, false),
+    let stored = Handshake {
+        req_type: ReqType::Response,
+        socket_id: SocketId(5),
+        ..incoming(ReqType::Response)
+    };
+    let config = std::sync::Arc::new(Config::default());
+    for (req, rendezvous, response, answered) in [
+        (
+            ReqType::Rendezvous,
+            true,
+            None,
+            Some(ReqType::RendezvousConnected),
+        ),
+        (
+            ReqType::Response,
+            true,
+            None,
+            Some(ReqType::RendezvousConnected),
+        ),
+        (ReqType::RendezvousConnected, true, None, None),
+        (
+            ReqType::Caller,
+            true,
+            None,
+            Some(ReqType::RendezvousConnected),
+        ),
+        (ReqType::Caller, false, None, None),
+        (ReqType::Response, false, None, None),
+        (
+            ReqType::Response,
+            false,
+            Some(stored),
+            Some(ReqType::Response),
+        ),
+        (ReqType::Caller, false, Some(stored), None),
     ] {
         let p = ConnectParams {
             rendezvous,
+            response,
             ..params.clone()
         };
-        let reply = p.connected_reply(&config, &incoming(req));
-        assert_eq!(reply.is_some(), answered, "{req:?} rendezvous={rendezvous}");
-        if let Some(r) = reply {
-            let expected = if rendezvous {
-                ReqType::RendezvousConnected
-            } else {
-                ReqType::Response
+        let mut c = crate::connection::Connection::new(p, config.clone(), t0);
+        let mut d = Vec::new();
+        incoming(req).encode(0, SocketId(5), &mut d);
+        c.handle_datagram(t0, addr(1, 1), &d);
+        let mut out = Vec::new();
+        let reply = c.poll_transmit_control(t0, &mut out).map(|_| {
+            let Ok(Packet::Control(ControlPacket {
+                control: Control::Handshake(hs),
+                ..
+            })) = decode(&out)
+            else {
+                panic!("{req:?}: the answer is not a handshake");
             };
-            assert_eq!(r.req_type, expected);
+            hs
+        });
+        assert_eq!(
+            reply.map(|r| r.req_type),
+            answered,
+            "{req:?} rendezvous={rendezvous} listener={}",
+            response.is_some()
+        );
+        if let Some(r) = reply.filter(|_| rendezvous) {
             assert_eq!(
                 (r.isn, r.mss, r.socket_id),
                 (SeqNumber::new(77), 1400, SocketId(5))
