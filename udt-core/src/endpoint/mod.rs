@@ -222,16 +222,7 @@ impl Endpoint {
     ) -> (ConnectionHandle, Socket) {
         let id = self.new_socket_id();
         let caller = Caller::new(&config, id, peer, isn, now);
-        let handle = self.insert(Route {
-            socket_id: id,
-            peer,
-            rendezvous: false,
-            accept_key: None,
-        });
-        (
-            handle,
-            Socket::connecting(config, id, Connecting::Caller(caller)),
-        )
+        self.start_handshake(config, Connecting::Caller(caller))
     }
 
     /// Starts a rendezvous handshake with `peer` (both sides call).
@@ -250,16 +241,23 @@ impl Endpoint {
         let id = self.new_socket_id();
         let isn = self.new_isn();
         let r = Rendezvous::new(&config, id, peer, isn, now);
+        Ok(self.start_handshake(config, Connecting::Rendezvous(r)))
+    }
+
+    /// Registers an outgoing handshake and wraps it in its socket.
+    fn start_handshake(
+        &mut self,
+        config: Arc<Config>,
+        handshake: Connecting,
+    ) -> (ConnectionHandle, Socket) {
+        let socket = Socket::connecting(config, handshake);
         let handle = self.insert(Route {
-            socket_id: id,
-            peer,
-            rendezvous: true,
+            socket_id: socket.socket_id(),
+            peer: socket.peer_addr(),
+            rendezvous: socket.is_rendezvous(),
             accept_key: None,
         });
-        Ok((
-            handle,
-            Socket::connecting(config, id, Connecting::Rendezvous(r)),
-        ))
+        (handle, socket)
     }
 
     /// Starts accepting callers. `config` is the configuration of accepted

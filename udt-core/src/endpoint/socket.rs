@@ -44,16 +44,18 @@ pub enum Progress {
 pub struct Socket {
     socket_id: SocketId,
     peer: SocketAddr,
+    rendezvous: bool,
     config: Arc<Config>,
     phase: Phase,
 }
 
 impl Socket {
     /// A socket whose handshake is under way.
-    pub(crate) fn connecting(config: Arc<Config>, socket_id: SocketId, c: Connecting) -> Socket {
+    pub(crate) fn connecting(config: Arc<Config>, c: Connecting) -> Socket {
         Socket {
-            socket_id,
+            socket_id: c.local_socket_id(),
             peer: c.peer_addr(),
+            rendezvous: c.is_rendezvous(),
             config,
             phase: Phase::Connecting(Box::new(c)),
         }
@@ -64,6 +66,7 @@ impl Socket {
         Socket {
             socket_id: c.socket_id(),
             peer: c.peer_addr(),
+            rendezvous: c.is_rendezvous(),
             config,
             phase: Phase::Connected(Box::new(c)),
         }
@@ -77,6 +80,11 @@ impl Socket {
     /// The peer's address, the only one packets are accepted from.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// True for a rendezvous socket (its peer is matched by address).
+    pub fn is_rendezvous(&self) -> bool {
+        self.rendezvous
     }
 
     /// The configuration of this socket.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{Caller, ConnectError, ConnectParams, Rendezvous};
+use crate::seq::SocketId;
 
 /// A caller or rendezvous handshake in progress.
 #[derive(Debug)]
@@ -55,6 +56,14 @@ impl Connecting {
         match self {
             Connecting::Caller(c) => c.poll_result(),
             Connecting::Rendezvous(r) => r.poll_result(),
+        }
+    }
+
+    /// Our socket ID.
+    pub fn local_socket_id(&self) -> SocketId {
+        match self {
+            Connecting::Caller(c) => c.local_socket_id(),
+            Connecting::Rendezvous(r) => r.local_socket_id(),
         }
     }
 
