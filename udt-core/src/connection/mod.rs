@@ -27,6 +27,8 @@ use crate::stats::Stats;
 mod input;
 mod output;
 mod receiver;
+#[cfg(test)]
+mod scripted_tests;
 mod sender;
 #[cfg(test)]
 mod tests;
