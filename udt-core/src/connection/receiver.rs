@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::ack_window::AckWindow;
 use crate::estimate::{ArrivalWindow, RttEstimator};
-use crate::loss_list::RecvLossList;
+use crate::loss_list::LossList;
 use crate::packet::{self, Ack, AckRates, DataHeader};
 use crate::recv_buffer::{InsertError, RecvBuffer};
 use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber, SocketId};
@@ -39,7 +39,7 @@ const MAX_NAK_DRAIN: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(super) struct Receiver {
     buffer: RecvBuffer,
-    loss: RecvLossList,
+    loss: LossList,
     /// The largest sequence number received (UDT4 `m_iRcvCurrSeqNo`).
     current: SeqNumber,
     /// The last ACK number sent in a full or medium ACK (UDT4 `m_iRcvLastAck`).
@@ -102,7 +102,7 @@ impl Receiver {
     pub(super) fn new(capacity: u32, payload_size: usize, isn: SeqNumber, now: Instant) -> Self {
         Receiver {
             buffer: RecvBuffer::new(capacity, payload_size, isn),
-            loss: RecvLossList::new(capacity),
+            loss: LossList::new(capacity),
             current: isn.prev(),
             last_ack: isn,
             last_ack_ack: isn,

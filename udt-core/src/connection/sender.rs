@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use crate::estimate::RateSmoother;
-use crate::loss_list::SendLossList;
+use crate::loss_list::LossList;
 use crate::packet::{self, Ack, DataHeader, LossRanges};
 use crate::send_buffer::{Block, SendBuffer, SendBufferError};
 use crate::seq::{MsgNumber, SeqNumber, SocketId};
@@ -29,7 +29,7 @@ pub(super) const INITIAL_CONGESTION_WINDOW: f64 = 16.0;
 #[derive(Debug)]
 pub(super) struct Sender {
     buffer: SendBuffer,
-    loss: SendLossList,
+    loss: LossList,
     /// Everything before this was acknowledged by a full, medium or light
     /// ACK (UDT4 `m_iSndLastAck`); the flow window counts from here.
     last_ack: SeqNumber,
@@ -108,7 +108,7 @@ impl Sender {
     ) -> Self {
         Sender {
             buffer: SendBuffer::new(capacity, payload_size, isn),
-            loss: SendLossList::new(capacity),
+            loss: LossList::new(capacity),
             last_ack: isn,
             last_data_ack: isn,
             current: isn.prev(),
