@@ -43,8 +43,9 @@ use std::collections::VecDeque;
 use std::error::Error;
 use std::fmt;
 
+use crate::packet::PacketPosition;
 use crate::payload_pool::{PayloadPool, CHUNK_SLOTS};
-use crate::send_buffer::{ends_message, starts_message, PacketPosition, MAX_CAPACITY_PACKETS};
+use crate::send_buffer::MAX_CAPACITY_PACKETS;
 use crate::seq::{MsgNumber, SeqNumber};
 
 /// Why [`RecvBuffer::insert`] did not store a packet. None of these is an
@@ -402,8 +403,8 @@ impl RecvBuffer {
                     && b.state == SlotState::Data
                     && a.msg == b.msg
                     && a.in_order == b.in_order
-                    && !ends_message(a.position)
-                    && !starts_message(b.position)
+                    && !a.position.is_last()
+                    && !b.position.is_first()
             }
             _ => false,
         }
@@ -438,7 +439,7 @@ impl RecvBuffer {
         let (Some(first), Some(last)) = (self.slots.get(s), self.slots.get(e)) else {
             return;
         };
-        if !first.in_order && starts_message(first.position) && ends_message(last.position) {
+        if !first.in_order && first.position.is_first() && last.position.is_last() {
             self.push_ready(start, first.msg);
         }
     }
@@ -460,15 +461,13 @@ impl RecvBuffer {
     /// index `idx`, if there is one.
     fn complete_at(&self, idx: usize) -> Option<(usize, usize)> {
         let first = self.slots.get(idx)?;
-        if first.state != SlotState::Data || !starts_message(first.position) {
+        if first.state != SlotState::Data || !first.position.is_first() {
             return None;
         }
         let end = self.index_of(first.other_end).filter(|&e| e >= idx)?;
         let last = self.slots.get(end)?;
         let first_seq = self.base.add(idx as u32);
-        (last.state == SlotState::Data
-            && ends_message(last.position)
-            && last.other_end == first_seq)
+        (last.state == SlotState::Data && last.position.is_last() && last.other_end == first_seq)
             .then_some((idx, end))
     }
 
@@ -628,9 +627,9 @@ impl RecvBuffer {
                         .filter(|&e| e >= idx)
                         .unwrap_or(idx);
                     let last = self.slots.get(end).copied().unwrap_or(slot);
-                    let skip = if !starts_message(slot.position) {
+                    let skip = if !slot.position.is_first() {
                         true // orphan: its First was released or dropped
-                    } else if ends_message(last.position) {
+                    } else if last.position.is_last() {
                         break; // complete: readable
                     } else if end + 1 >= self.capacity as usize {
                         // The message is longer than the window: it can only
@@ -715,18 +714,14 @@ impl RecvBuffer {
                 SlotState::Data if slot.msg == msg => {
                     let (end, n) = self.drop_chain(i);
                     dropped += n;
-                    if self
-                        .slots
-                        .get(end)
-                        .is_some_and(|s| ends_message(s.position))
-                    {
+                    if self.slots.get(end).is_some_and(|s| s.position.is_last()) {
                         ended = true;
                         break;
                     }
                     i = end + 1;
                 }
                 SlotState::Consumed if slot.msg == msg => {
-                    if ends_message(slot.position) {
+                    if slot.position.is_last() {
                         ended = true;
                         break;
                     }
@@ -757,7 +752,7 @@ impl RecvBuffer {
         self.slots.get(idx + 1).is_some_and(|n| {
             matches!(n.state, SlotState::Data | SlotState::Consumed)
                 && n.msg != msg
-                && !starts_message(n.position)
+                && !n.position.is_first()
         })
     }
 

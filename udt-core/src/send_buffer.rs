@@ -351,7 +351,7 @@ impl SendBuffer {
         let mut first = idx;
         while first > 0 {
             match (self.slots.get(first), self.slots.get(first - 1)) {
-                (Some(cur), Some(prev)) if !starts_message(cur.position) && prev.msg == msg => {
+                (Some(cur), Some(prev)) if !cur.position.is_first() && prev.msg == msg => {
                     first -= 1
                 }
                 _ => break,
@@ -360,9 +360,7 @@ impl SendBuffer {
         let mut last = idx;
         loop {
             match (self.slots.get(last), self.slots.get(last + 1)) {
-                (Some(cur), Some(next)) if !ends_message(cur.position) && next.msg == msg => {
-                    last += 1
-                }
+                (Some(cur), Some(next)) if !cur.position.is_last() && next.msg == msg => last += 1,
                 _ => break,
             }
         }
@@ -427,16 +425,6 @@ impl SendBuffer {
     fn allocated_slots(&self) -> u32 {
         self.pool.allocated()
     }
-}
-
-/// True for the first block of a message (First or Only).
-pub(crate) fn starts_message(p: PacketPosition) -> bool {
-    matches!(p, PacketPosition::First | PacketPosition::Only)
-}
-
-/// True for the last block of a message (Last or Only).
-pub(crate) fn ends_message(p: PacketPosition) -> bool {
-    matches!(p, PacketPosition::Last | PacketPosition::Only)
 }
 
 #[cfg(test)]
