@@ -15,6 +15,11 @@ mod native;
 
 pub use native::{NativeCc, NativeCcFactory};
 
+/// The congestion window every controller starts from, packets (UDT4's
+/// `CCC` constructor sets 16); the connection also holds it until the
+/// controller's `init` has run.
+pub(crate) const INITIAL_CONGESTION_WINDOW: f64 = 16.0;
+
 /// What a controller may read about its connection when an event arrives.
 #[derive(Clone, Copy, Debug)]
 pub struct CcContext {

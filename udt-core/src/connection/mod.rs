@@ -179,7 +179,8 @@ impl Connection {
         let mss = params
             .mss
             .clamp(crate::config::MIN_MSS, crate::config::MAX_MSS);
-        let payload_size = mss as usize - 44;
+        // MIN_MSS is larger than the overhead, so this never underflows.
+        let payload_size = mss as usize - crate::config::PACKET_OVERHEAD;
         let send_capacity = config.send_buffer_packets.max(2);
         let recv_capacity = config.recv_buffer_packets.max(2);
         let sender = Sender::new(

@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::cc::INITIAL_CONGESTION_WINDOW;
 use crate::estimate::RateSmoother;
 use crate::loss_list::LossList;
 use crate::packet::{self, Ack, DataHeader, LossRanges};
@@ -20,10 +21,6 @@ use crate::seq::{MsgNumber, SeqNumber, SocketId};
 /// interval" (udt4-protocol.md §6.1); an unbounded catch-up would turn a
 /// stalled driver into a line-rate burst, so the credit is capped.
 const BURST_CREDIT: Duration = Duration::from_millis(1);
-
-/// The congestion window before the controller first sets one, packets
-/// (UDT4's `CCC` starts every controller at 16).
-pub(super) const INITIAL_CONGESTION_WINDOW: f64 = 16.0;
 
 /// Sender-side state.
 #[derive(Debug)]
