@@ -3,8 +3,9 @@
 //!
 //! One concern: placing packets by sequence number inside the receive window
 //! and deciding what is readable. Loss detection, ACK and NAK generation
-//! belong to the connection; it learns from [`RecvBuffer::contiguous_end`]
-//! and [`RecvBuffer::available_packets`] what to advertise.
+//! belong to the connection's receiver half (`connection/receiver.rs`); it
+//! learns from [`RecvBuffer::contiguous_end`] and
+//! [`RecvBuffer::available_packets`] what to advertise.
 //!
 //! # Layout
 //!
@@ -13,7 +14,7 @@
 //! *empty*, *data*, *dropped* (covered by a message drop request) or
 //! *consumed* (an out-of-order message already read whose slots the window
 //! has not passed yet). Payload bytes live in a lazily grown, recycled pool
-//! (see `send_buffer::pool`); ring metadata grows by doubling up to the
+//! (the crate's `payload_pool`); ring metadata grows by doubling up to the
 //! capacity and is then reused, so the steady state does not allocate.
 //!
 //! Three frontiers move forward only, each passing every slot once, so all

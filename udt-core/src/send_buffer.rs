@@ -3,9 +3,10 @@
 //!
 //! One concern: turning application writes into numbered, fixed-size blocks
 //! and keeping each block until it is acknowledged, so that it can be
-//! retransmitted. Pacing, windows and loss lists live elsewhere; this buffer
-//! only answers "what is the next new block", "give me block `seq` again" and
-//! "release everything before `seq`".
+//! retransmitted. Pacing, windows and the loss list live in the connection's
+//! sender half (`connection/sender.rs`); this buffer only answers "what is
+//! the next new block", "give me block `seq` again" and "release everything
+//! before `seq`".
 //!
 //! # Layout
 //!
@@ -28,10 +29,9 @@
 //! ([`SendBuffer::is_expired`]), exactly as UDT4 `CSndBuffer::readData` does;
 //! a message whose first transmission goes out late is still sent.
 //!
-//! We deliberately do not offer UDT4-incompatible "discard expired messages
-//! before their first transmission" (`drop_expired_unsent` in the design
-//! brief): UDT4 never does it, and removing blocks from the middle of the
-//! unsent region would cost work proportional to the window.
+//! We deliberately do not discard expired messages before their first
+//! transmission: UDT4 never does it, and removing blocks from the middle of
+//! the unsent region would cost work proportional to the window.
 
 use std::collections::VecDeque;
 use std::error::Error;

@@ -30,7 +30,9 @@ pub struct CcContext {
     /// Smoothed round-trip time.
     pub rtt: Duration,
     /// Smoothed packet arrival rate reported by the receiver, packets/s
-    /// (UDT4 `m_iDeliveryRate`, starts at 16).
+    /// (UDT4 `m_iDeliveryRate`), or 0 until the receiver has reported one:
+    /// UDT4 starts it at a placeholder of 16, which is not a measurement
+    /// (docs/congestion-control.md).
     pub recv_rate: u32,
     /// Smoothed link capacity estimate reported by the receiver, packets/s
     /// (UDT4 `m_iBandwidth`, starts at 1).
