@@ -94,12 +94,15 @@ impl Connection {
         })
     }
 
-    pub(super) fn queue_control(&mut self, item: ControlItem) {
+    /// Queues a control packet; returns false when the queue was full and
+    /// the packet was dropped (and counted).
+    pub(super) fn queue_control(&mut self, item: ControlItem) -> bool {
         if self.control.len() >= CONTROL_QUEUE_LIMIT {
             self.counters.dropped.control_queue_full += 1;
-            return;
+            return false;
         }
         self.control.push_back(item);
+        true
     }
 
     fn encode_control(&mut self, now: Instant, item: ControlItem, buf: &mut Vec<u8>) {

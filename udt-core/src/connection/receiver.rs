@@ -374,6 +374,12 @@ impl Receiver {
         false
     }
 
+    /// The periodic NAK [`on_nak_timer`](Self::on_nak_timer) asked for
+    /// could not be queued: the next period asks again.
+    pub(super) fn nak_list_dropped(&mut self) {
+        self.nak_list_queued = false;
+    }
+
     /// Encodes the queued periodic NAK: as much of the loss list as fits in
     /// `max_words` words.
     pub(super) fn encode_nak_list(

@@ -231,10 +231,11 @@ fn keepalive(at: Duration) -> Vec<u8> {
     control(at, Control::KeepAlive)
 }
 
-/// A NAK we send, reporting the inclusive `ranges`.
+/// A NAK we send, reporting the inclusive `ranges` (at most one full
+/// payload of words).
 fn nak(at: Duration, ranges: &[(SeqNumber, SeqNumber)]) -> Vec<u8> {
     let mut d = Vec::new();
-    let written = packet::encode_nak(ts(at), PEER, ranges.iter().copied(), 64, &mut d);
+    let written = packet::encode_nak(ts(at), PEER, ranges.iter().copied(), FULL / 4, &mut d);
     assert_eq!(written, ranges.len());
     d
 }
@@ -530,5 +531,59 @@ fn window_update_ack_after_the_application_reads() {
     s.expect(
         ms(312),
         &[ack(ms(312), 3, ISN.add(20), (RTT0, VAR0), 39, Some(burst))],
+    );
+}
+
+/// Regression: a periodic NAK dropped because the control queue was full
+/// used to leave its "queued" flag set, so that no periodic NAK was ever
+/// sent again on that connection.
+#[test]
+fn periodic_nak_survives_a_full_control_queue() {
+    let mut s = Script::new(Config::default());
+    s.feed(ms(1), &data_in(ISN, FULL));
+    // Every other packet missing, and a driver that does not drain: the
+    // immediate NAKs fill the control queue and the rest are dropped.
+    let gaps = CONTROL_QUEUE_LIMIT as u32 + 4;
+    for k in 1..=gaps {
+        s.feed(ms(2), &data_in(ISN.add(2 * k), FULL));
+    }
+    // 260 NAKs and 4 light ACKs wanted the queue; 256 fit.
+    let dropped = s.conn.stats().dropped.control_queue_full;
+    assert_eq!(dropped, 8);
+    // The periodic NAK falls due while the queue is still full: lost too.
+    let due = s
+        .conn
+        .timer_deadline(Timer::Nak)
+        .expect("losses are pending");
+    s.conn.handle_timeout(due);
+    assert_eq!(
+        s.conn.stats().dropped.control_queue_full,
+        dropped + 2,
+        "the periodic NAK and the ACK"
+    );
+    let mut drained = 0;
+    while s.conn.poll_transmit(due, &mut s.buf).is_some() {
+        drained += 1;
+    }
+    assert_eq!(drained, CONTROL_QUEUE_LIMIT);
+    // The next period reports the whole loss list again.
+    let next = s
+        .conn
+        .timer_deadline(Timer::Nak)
+        .expect("losses are pending");
+    assert!(next > due);
+    let at = next.duration_since(s.t0);
+    let lost: Vec<_> = (1..=gaps)
+        .map(|k| (ISN.add(2 * k - 1), ISN.add(2 * k - 1)))
+        .collect();
+    s.conn.handle_timeout(next);
+    let mut sent = Vec::new();
+    while s.conn.poll_transmit(next, &mut s.buf).is_some() {
+        sent.push(s.buf.clone());
+    }
+    assert!(
+        sent.contains(&nak(at, &lost)),
+        "no periodic NAK after the queue drained: {:?}",
+        sent.iter().map(|d| packet::decode(d)).collect::<Vec<_>>()
     );
 }

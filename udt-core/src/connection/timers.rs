@@ -148,8 +148,9 @@ impl Connection {
 
     /// Periodic NAK of the whole loss list.
     fn on_nak_timer(&mut self, now: Instant) {
-        if self.receiver.on_nak_timer(now) {
-            self.queue_control(ControlItem::NakList);
+        if self.receiver.on_nak_timer(now) && !self.queue_control(ControlItem::NakList) {
+            // Dropped with the queue full: the next period must try again.
+            self.receiver.nak_list_dropped();
         }
     }
 
