@@ -41,7 +41,8 @@ impl SocketType {
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Maximum segment size in bytes, IP and UDP headers included, as UDT4
-    /// counts it. Payload per data packet is `mss - 44`. Default 1500.
+    /// counts it. Payload per data packet is `mss` less [`PACKET_OVERHEAD`]
+    /// (44 bytes). Default 1500.
     pub mss: u32,
     /// Send buffer capacity in packets. Default 8192 (UDT4 `UDT_SNDBUF`).
     pub send_buffer_packets: u32,
@@ -70,10 +71,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// Bytes of payload in a full data packet: MSS minus the 28-byte IP/UDP
-    /// headers UDT4 assumes and the 16-byte UDT header.
+    /// Bytes of payload in a full data packet: MSS less [`PACKET_OVERHEAD`].
     pub fn payload_size(&self) -> usize {
-        (self.mss as usize).saturating_sub(44)
+        (self.mss as usize).saturating_sub(PACKET_OVERHEAD)
     }
 
     /// The flow window this side advertises in its handshake.
@@ -82,8 +82,19 @@ impl Config {
     }
 }
 
+/// The IP and UDP header bytes UDT4 assumes every datagram carries (a
+/// 20-byte IPv4 header and an 8-byte UDP header): the MSS counts them.
+pub const IP_UDP_HEADER_SIZE: usize = 28;
+
+/// The bytes of an MSS that carry no payload: the IP and UDP headers plus
+/// the 16-byte UDT header (UDT4 `m_iPayloadSize = m_iMSS - 28 - 16`).
+pub const PACKET_OVERHEAD: usize = IP_UDP_HEADER_SIZE + crate::packet::HEADER_SIZE;
+
 /// The smallest MSS accepted (UDT4 rejects below 76 bytes).
 pub const MIN_MSS: u32 = 76;
+
+// Every accepted MSS leaves room for a payload.
+const _: () = assert!(MIN_MSS as usize > PACKET_OVERHEAD);
 
 /// The largest MSS accepted: the largest UDP datagram over IPv4.
 pub const MAX_MSS: u32 = 65_535;

@@ -14,8 +14,6 @@ pub enum ConnectionError {
     LocallyClosed,
     /// Close gave up: the linger time passed with data still unacknowledged.
     LingerExpired,
-    /// The peer sent something a correct peer never sends.
-    ProtocolViolation(&'static str),
 }
 
 impl fmt::Display for ConnectionError {
@@ -29,9 +27,6 @@ impl fmt::Display for ConnectionError {
             ConnectionError::LingerExpired => f.write_str(
                 "close gave up waiting for the peer to acknowledge data (linger time expired)",
             ),
-            ConnectionError::ProtocolViolation(what) => {
-                write!(f, "protocol violation by the peer: {what}")
-            }
         }
     }
 }
@@ -45,7 +40,6 @@ impl From<ConnectionError> for io::Error {
             ConnectionError::PeerClosed => io::ErrorKind::ConnectionReset,
             ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
             ConnectionError::LingerExpired => io::ErrorKind::TimedOut,
-            ConnectionError::ProtocolViolation(_) => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, e)
     }

@@ -1,16 +1,22 @@
-//! Sender and receiver loss lists: sequence numbers kept as sorted, merged,
-//! inclusive ranges.
+//! The loss list: sequence numbers kept as sorted, merged, inclusive ranges.
+//! One type, [`LossList`], serves both sides of a connection.
 //!
-//! The sender's list ([`SendLossList`]) is its retransmission queue: NAKs and
-//! EXP timeouts put numbers in, ACKs and message drops take them out, and the
-//! pacer pops the smallest one first (udt4-protocol.md §6.1, §6.3, §7). The
-//! receiver's list ([`RecvLossList`]) holds the gaps it is still missing: gap
-//! detection appends, arriving retransmissions and drop requests remove
-//! (§6.2, §11), and its smallest entry is the ACK point (§6.4).
+//! The sender's list is its retransmission queue (UDT4 `CSndLossList`):
+//! NAKs and EXP timeouts [`insert`](LossList::insert) ranges, ACKs
+//! [`remove_before`](LossList::remove_before) the acknowledged point, message
+//! drops [`remove_range`](LossList::remove_range), and the pacer retransmits
+//! [`pop_first`](LossList::pop_first) ahead of new data (udt4-protocol.md
+//! §6.1, §6.3, §7). The receiver's list holds the gaps it is still missing
+//! (UDT4 `CRcvLossList`): gap detection inserts `[RcvCurrSeqNo+1, seq−1]`,
+//! usually after the last range (§6.2); an arriving retransmission is
+//! [`remove`](LossList::remove)d, which may split a range; a drop request
+//! removes a whole range at once (§11). Its [`first`](LossList::first) entry,
+//! if any, is the ACK number (§6.4), and [`ranges`](LossList::ranges) is what
+//! a NAK encodes (§6.3).
 //!
-//! Both wrap one private `RangeSet`. Sequence numbers wrap at 2^31, so
-//! nothing is ordered by raw value: every comparison is an offset from the
-//! list's smallest number (UDT4 `seqoff`, udt4-protocol.md §5).
+//! Sequence numbers wrap at 2^31, so nothing is ordered by raw value: every
+//! comparison is an offset from the list's smallest number (UDT4 `seqoff`,
+//! udt4-protocol.md §5).
 //!
 //! # Bounds
 //!
@@ -44,15 +50,17 @@ const MAX_SPAN: u32 = 1 << 30;
 /// reservation it grows once to its high-water mark and then stops allocating.
 const INITIAL_RANGES: usize = 1024;
 
-/// Sorted, disjoint, non-adjacent inclusive ranges of sequence numbers, with
-/// a bounded span.
+/// A set of sequence numbers stored as sorted, disjoint, non-adjacent
+/// inclusive ranges, with a bounded span: the sender's and the receiver's
+/// loss list. See the [module docs](self) for how each side uses it, the
+/// capacity bound and the cost of each operation.
 ///
 /// Invariants: ranges are in increasing order of offset from the first
 /// range's start; consecutive ranges leave at least one number between them;
 /// every range has `first <= last`; `len` is the total count of numbers; the
 /// span from the first number to the last is at most `capacity`.
 #[derive(Clone, Debug)]
-struct RangeSet {
+pub struct LossList {
     ranges: VecDeque<(SeqNumber, SeqNumber)>,
     len: u32,
     capacity: u32,
@@ -89,25 +97,31 @@ fn count(first: SeqNumber, last: SeqNumber) -> u32 {
     first.len_to(last)
 }
 
-impl RangeSet {
-    fn new(capacity_packets: u32) -> Self {
+impl LossList {
+    /// Creates an empty list whose smallest and largest numbers are never
+    /// more than `capacity_packets` apart (inclusive). Capacities above 2^30
+    /// are lowered to 2^30; a capacity of 0 makes a list that stays empty.
+    pub fn new(capacity_packets: u32) -> Self {
         let capacity = capacity_packets.min(MAX_SPAN);
         let max_ranges = (capacity as usize).div_ceil(2);
-        RangeSet {
+        LossList {
             ranges: VecDeque::with_capacity(max_ranges.min(INITIAL_RANGES)),
             len: 0,
             capacity,
         }
     }
 
-    /// The smallest number, which every offset is taken from.
-    fn first(&self) -> Option<SeqNumber> {
+    /// The smallest number (the next to retransmit, or the receiver's ACK
+    /// point), without removing it. Every offset is taken from it.
+    pub fn first(&self) -> Option<SeqNumber> {
         self.ranges.front().map(|&(first, _)| first)
     }
 
-    /// Adds `[first, last]`, clipped to the capacity; returns how many numbers
-    /// were not already present.
-    fn insert(&mut self, first: SeqNumber, last: SeqNumber) -> u32 {
+    /// Adds every number in `[first, last]` (inclusive, in wrapping order)
+    /// and returns how many were not already present. A reversed range adds
+    /// nothing. Numbers that would make the list span more than its capacity
+    /// are left out, and are not counted.
+    pub fn insert(&mut self, first: SeqNumber, last: SeqNumber) -> u32 {
         if self.capacity == 0 {
             return 0;
         }
@@ -156,8 +170,17 @@ impl RangeSet {
         added
     }
 
-    /// Removes `[first, last]`; returns how many numbers were present.
-    fn remove_range(&mut self, first: SeqNumber, last: SeqNumber) -> u32 {
+    /// Removes `seq` (the receiver got its retransmission); returns whether
+    /// it was present.
+    pub fn remove(&mut self, seq: SeqNumber) -> bool {
+        self.remove_range(seq, seq) == 1
+    }
+
+    /// Removes every number in `[first, last]` (inclusive) and returns how
+    /// many were present. A reversed range removes nothing. The cost does not
+    /// depend on the width of the range, so a forged message-drop request
+    /// cannot stall the receiver (udt4-protocol.md §11).
+    pub fn remove_range(&mut self, first: SeqNumber, last: SeqNumber) -> u32 {
         let Some(base) = self.first() else {
             return 0;
         };
@@ -213,8 +236,9 @@ impl RangeSet {
         }
     }
 
-    /// Removes every number before `seq`.
-    fn remove_before(&mut self, seq: SeqNumber) {
+    /// Removes every number that comes before `seq` (an ACK of `seq`
+    /// acknowledges everything below it, udt4-protocol.md §6.5).
+    pub fn remove_before(&mut self, seq: SeqNumber) {
         let Some(base) = self.first() else {
             return;
         };
@@ -234,8 +258,8 @@ impl RangeSet {
         }
     }
 
-    /// Removes and returns the smallest number.
-    fn pop_first(&mut self) -> Option<SeqNumber> {
+    /// Removes and returns the smallest number, the next to retransmit.
+    pub fn pop_first(&mut self) -> Option<SeqNumber> {
         let front = self.ranges.front_mut()?;
         let seq = front.0;
         if front.0 == front.1 {
@@ -247,7 +271,8 @@ impl RangeSet {
         Some(seq)
     }
 
-    fn contains(&self, seq: SeqNumber) -> bool {
+    /// True when `seq` is in the list.
+    pub fn contains(&self, seq: SeqNumber) -> bool {
         let Some(base) = self.first() else {
             return false;
         };
@@ -259,186 +284,32 @@ impl RangeSet {
         self.ranges.get(i).is_some_and(|&(f, _)| off(base, f) <= at)
     }
 
-    fn clear(&mut self) {
+    /// Removes everything (the reserved memory is kept).
+    pub fn clear(&mut self) {
         self.ranges.clear();
         self.len = 0;
     }
 
-    fn ranges(&self) -> impl Iterator<Item = (SeqNumber, SeqNumber)> + '_ {
+    /// How many numbers the list holds.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// True when the list holds no number.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The capacity in packets, after clamping to 2^30.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The inclusive ranges held, smallest first. Ranges never overlap or
+    /// touch: consecutive ranges have at least one missing number between
+    /// them.
+    pub fn ranges(&self) -> impl Iterator<Item = (SeqNumber, SeqNumber)> + '_ {
         self.ranges.iter().copied()
-    }
-}
-
-/// The sender's loss list: sequence numbers waiting for retransmission
-/// (UDT4 `CSndLossList`).
-///
-/// NAKs and EXP timeouts [`insert`](Self::insert) ranges; ACKs
-/// [`remove_before`](Self::remove_before) the acknowledged point; message drops
-/// [`remove_range`](Self::remove_range); the pacer retransmits
-/// [`pop_first`](Self::pop_first) ahead of new data (udt4-protocol.md §6.1).
-/// See the [module docs](self) for the capacity bound and the cost of each
-/// operation.
-#[derive(Clone, Debug)]
-pub struct SendLossList {
-    set: RangeSet,
-}
-
-impl SendLossList {
-    /// Creates an empty list whose smallest and largest numbers are never
-    /// more than `capacity_packets` apart (inclusive). Capacities above 2^30
-    /// are lowered to 2^30; a capacity of 0 makes a list that stays empty.
-    pub fn new(capacity_packets: u32) -> Self {
-        SendLossList {
-            set: RangeSet::new(capacity_packets),
-        }
-    }
-
-    /// Adds every number in `[first, last]` (inclusive, in wrapping order)
-    /// and returns how many were not already present. A reversed range adds
-    /// nothing. Numbers that would make the list span more than its capacity
-    /// are left out, and are not counted.
-    pub fn insert(&mut self, first: SeqNumber, last: SeqNumber) -> u32 {
-        self.set.insert(first, last)
-    }
-
-    /// Removes every number that comes before `seq` (an ACK of `seq`
-    /// acknowledges everything below it, udt4-protocol.md §6.5).
-    pub fn remove_before(&mut self, seq: SeqNumber) {
-        self.set.remove_before(seq);
-    }
-
-    /// Removes every number in `[first, last]` (inclusive) and returns how
-    /// many were present. A reversed range removes nothing. Used when a
-    /// message whose TTL expired is dropped (udt4-protocol.md §11).
-    pub fn remove_range(&mut self, first: SeqNumber, last: SeqNumber) -> u32 {
-        self.set.remove_range(first, last)
-    }
-
-    /// Removes and returns the smallest number, the next to retransmit.
-    pub fn pop_first(&mut self) -> Option<SeqNumber> {
-        self.set.pop_first()
-    }
-
-    /// The smallest number, without removing it.
-    pub fn first(&self) -> Option<SeqNumber> {
-        self.set.first()
-    }
-
-    /// How many numbers the list holds.
-    pub fn len(&self) -> u32 {
-        self.set.len
-    }
-
-    /// True when the list holds no number.
-    pub fn is_empty(&self) -> bool {
-        self.set.len == 0
-    }
-
-    /// Removes everything (the reserved memory is kept).
-    pub fn clear(&mut self) {
-        self.set.clear();
-    }
-
-    /// The capacity in packets, after clamping to 2^30.
-    pub fn capacity(&self) -> u32 {
-        self.set.capacity
-    }
-
-    /// The inclusive ranges held, smallest first. Ranges never overlap or
-    /// touch: consecutive ranges have at least one missing number between
-    /// them.
-    pub fn ranges(&self) -> impl Iterator<Item = (SeqNumber, SeqNumber)> + '_ {
-        self.set.ranges()
-    }
-}
-
-/// The receiver's loss list: sequence numbers detected missing and not yet
-/// received (UDT4 `CRcvLossList`).
-///
-/// Gap detection [`insert`](Self::insert)s `[RcvCurrSeqNo+1, seq−1]`, usually
-/// after the last range (udt4-protocol.md §6.2); a retransmission that arrives
-/// is [`remove`](Self::remove)d, which may split a range; a drop request
-/// removes a whole range at once (§11). The [`first`](Self::first) entry, if
-/// any, is the ACK number (§6.4), and [`ranges`](Self::ranges) is what a NAK
-/// encodes (§6.3). See the [module docs](self) for the capacity bound and the
-/// cost of each operation.
-#[derive(Clone, Debug)]
-pub struct RecvLossList {
-    set: RangeSet,
-}
-
-impl RecvLossList {
-    /// Creates an empty list whose smallest and largest numbers are never
-    /// more than `capacity_packets` apart (inclusive). Capacities above 2^30
-    /// are lowered to 2^30; a capacity of 0 makes a list that stays empty.
-    pub fn new(capacity_packets: u32) -> Self {
-        RecvLossList {
-            set: RangeSet::new(capacity_packets),
-        }
-    }
-
-    /// Adds every number in `[first, last]` (inclusive, in wrapping order)
-    /// and returns how many were not already present. A reversed range adds
-    /// nothing. Numbers that would make the list span more than its capacity
-    /// are left out, and are not counted.
-    pub fn insert(&mut self, first: SeqNumber, last: SeqNumber) -> u32 {
-        self.set.insert(first, last)
-    }
-
-    /// Removes `seq` (its retransmission arrived); returns whether it was
-    /// present.
-    pub fn remove(&mut self, seq: SeqNumber) -> bool {
-        self.set.remove_range(seq, seq) == 1
-    }
-
-    /// Removes every number in `[first, last]` (inclusive) and returns how
-    /// many were present. A reversed range removes nothing. The cost does not
-    /// depend on the width of the range, so a forged message-drop request
-    /// cannot stall the receiver (udt4-protocol.md §11).
-    pub fn remove_range(&mut self, first: SeqNumber, last: SeqNumber) -> u32 {
-        self.set.remove_range(first, last)
-    }
-
-    /// Removes every number that comes before `seq`.
-    pub fn remove_before(&mut self, seq: SeqNumber) {
-        self.set.remove_before(seq);
-    }
-
-    /// True when `seq` is in the list.
-    pub fn contains(&self, seq: SeqNumber) -> bool {
-        self.set.contains(seq)
-    }
-
-    /// The smallest missing number.
-    pub fn first(&self) -> Option<SeqNumber> {
-        self.set.first()
-    }
-
-    /// How many numbers the list holds.
-    pub fn len(&self) -> u32 {
-        self.set.len
-    }
-
-    /// True when the list holds no number.
-    pub fn is_empty(&self) -> bool {
-        self.set.len == 0
-    }
-
-    /// Removes everything (the reserved memory is kept).
-    pub fn clear(&mut self) {
-        self.set.clear();
-    }
-
-    /// The capacity in packets, after clamping to 2^30.
-    pub fn capacity(&self) -> u32 {
-        self.set.capacity
-    }
-
-    /// The inclusive ranges held, smallest first. Ranges never overlap or
-    /// touch: consecutive ranges have at least one missing number between
-    /// them.
-    pub fn ranges(&self) -> impl Iterator<Item = (SeqNumber, SeqNumber)> + '_ {
-        self.set.ranges()
     }
 }
 
@@ -454,7 +325,7 @@ mod tests {
     }
 
     /// Checks every invariant of the set.
-    fn check(set: &RangeSet) {
+    fn check(set: &LossList) {
         let mut total = 0u64;
         let mut prev: Option<SeqNumber> = None;
         let base = set.first();
@@ -523,7 +394,7 @@ mod tests {
         }
     }
 
-    fn expand(set: &RangeSet) -> Vec<SeqNumber> {
+    fn expand(set: &LossList) -> Vec<SeqNumber> {
         let mut out = Vec::new();
         for (f, l) in set.ranges() {
             let mut x = f;
@@ -538,10 +409,10 @@ mod tests {
         out
     }
 
-    /// Runs random operations on both lists' shared set against the model.
+    /// Runs random operations on a list against the model.
     fn run_model(seed: u64, origin: SeqNumber, capacity: u32, window: i64, ops: usize) {
         let mut rng = Rng::new(seed);
-        let mut set = RangeSet::new(capacity);
+        let mut set = LossList::new(capacity);
         let mut model = Model {
             origin,
             items: BTreeSet::new(),
@@ -647,7 +518,7 @@ mod tests {
 
     #[test]
     fn zero_capacity_stays_empty() {
-        let mut list = SendLossList::new(0);
+        let mut list = LossList::new(0);
         assert_eq!(list.insert(s(1), s(10)), 0);
         assert!(list.is_empty());
         assert_eq!(list.pop_first(), None);
@@ -655,7 +526,7 @@ mod tests {
 
     #[test]
     fn merges_adjacent_and_overlapping() {
-        let mut list = SendLossList::new(1000);
+        let mut list = LossList::new(1000);
         assert_eq!(list.insert(s(10), s(12)), 3);
         assert_eq!(list.insert(s(14), s(15)), 2);
         assert_eq!(list.ranges().count(), 2);
@@ -671,14 +542,14 @@ mod tests {
 
     #[test]
     fn reversed_ranges_are_empty() {
-        let mut send = SendLossList::new(1000);
+        let mut send = LossList::new(1000);
         assert_eq!(send.insert(s(10), s(9)), 0);
         assert!(send.is_empty());
         send.insert(s(1), s(20));
         assert_eq!(send.remove_range(s(15), s(5)), 0);
         assert_eq!(send.len(), 20);
 
-        let mut recv = RecvLossList::new(1000);
+        let mut recv = LossList::new(1000);
         assert_eq!(recv.insert(s(3), s(0)), 0);
         recv.insert(s(1), s(20));
         assert_eq!(recv.remove_range(s(20), s(1)), 0);
@@ -687,7 +558,7 @@ mod tests {
 
     #[test]
     fn send_list_pops_in_wrapping_order() {
-        let mut list = SendLossList::new(100);
+        let mut list = LossList::new(100);
         let top = s(SeqNumber::MAX - 1);
         assert_eq!(list.insert(s(1), s(2)), 2);
         assert_eq!(list.insert(top, s(0)), 3);
@@ -701,7 +572,7 @@ mod tests {
 
     #[test]
     fn send_list_ack_across_the_wrap() {
-        let mut list = SendLossList::new(1000);
+        let mut list = LossList::new(1000);
         list.insert(s(SeqNumber::MAX - 5), s(SeqNumber::MAX - 3));
         list.insert(s(SeqNumber::MAX - 1), s(4));
         list.insert(s(8), s(9));
@@ -724,7 +595,7 @@ mod tests {
 
     #[test]
     fn recv_list_remove_splits_ranges() {
-        let mut list = RecvLossList::new(1000);
+        let mut list = LossList::new(1000);
         let base = s(SeqNumber::MAX - 2);
         // Gap detection appends after the last range.
         assert_eq!(list.insert(base, base.add(5)), 6);
@@ -756,7 +627,7 @@ mod tests {
 
     #[test]
     fn clipping_keeps_existing_entries_and_lower_numbers() {
-        let mut list = RecvLossList::new(10);
+        let mut list = LossList::new(10);
         assert_eq!(list.insert(s(100), s(104)), 5);
         // Beyond the span: only 105..=109 fit.
         assert_eq!(list.insert(s(103), s(200)), 5);
@@ -768,7 +639,7 @@ mod tests {
         assert_eq!(list.insert(s(90), s(104)), 5);
         assert_eq!(list.ranges().collect::<Vec<_>>(), vec![(s(100), s(109))]);
         // A fresh list clips a wide first range at its start.
-        let mut fresh = SendLossList::new(10);
+        let mut fresh = LossList::new(10);
         assert_eq!(fresh.insert(s(SeqNumber::MAX - 3), s(50)), 10);
         assert_eq!(
             fresh.ranges().collect::<Vec<_>>(),
@@ -778,14 +649,14 @@ mod tests {
 
     #[test]
     fn capacity_is_clamped_to_half_the_space() {
-        assert_eq!(SendLossList::new(u32::MAX).capacity(), 1 << 30);
-        assert_eq!(RecvLossList::new(5).capacity(), 5);
+        assert_eq!(LossList::new(u32::MAX).capacity(), 1 << 30);
+        assert_eq!(LossList::new(5).capacity(), 5);
     }
 
     #[test]
     fn range_wider_than_half_the_space_is_reversed() {
         // last - first = 2^30 reads as -2^30: the range is reversed, so empty.
-        let mut list = RecvLossList::new(u32::MAX);
+        let mut list = LossList::new(u32::MAX);
         assert_eq!(list.insert(s(7), s(7).add(1 << 30)), 0);
         assert!(list.is_empty());
         // 2^30 numbers exactly is the widest accepted range.
@@ -801,8 +672,8 @@ mod tests {
     fn forged_huge_ranges_are_cheap() {
         let mut rng = Rng::new(0xF0_12CE);
         let huge = (1u32 << 30) - 1;
-        let mut recv = RecvLossList::new(u32::MAX);
-        let mut send = SendLossList::new(u32::MAX);
+        let mut recv = LossList::new(u32::MAX);
+        let mut send = LossList::new(u32::MAX);
         for round in 0..2000u32 {
             let start = s(rng.next_u32());
             let half = 1 + rng.below(u64::from(huge)) as u32;
@@ -835,7 +706,7 @@ mod tests {
     #[test]
     fn many_ranges_then_one_huge_removal() {
         // Every other number missing: the worst case for the range count.
-        let mut list = RecvLossList::new(1 << 20);
+        let mut list = LossList::new(1 << 20);
         let base = s(SeqNumber::MAX - 5000);
         for k in 0..5000u32 {
             assert_eq!(list.insert(base.add(2 * k), base.add(2 * k)), 1);

@@ -3,9 +3,10 @@
 //!
 //! One concern: turning application writes into numbered, fixed-size blocks
 //! and keeping each block until it is acknowledged, so that it can be
-//! retransmitted. Pacing, windows and loss lists live elsewhere; this buffer
-//! only answers "what is the next new block", "give me block `seq` again" and
-//! "release everything before `seq`".
+//! retransmitted. Pacing, windows and the loss list live in the connection's
+//! sender half (`connection/sender.rs`); this buffer only answers "what is
+//! the next new block", "give me block `seq` again" and "release everything
+//! before `seq`".
 //!
 //! # Layout
 //!
@@ -28,10 +29,9 @@
 //! ([`SendBuffer::is_expired`]), exactly as UDT4 `CSndBuffer::readData` does;
 //! a message whose first transmission goes out late is still sent.
 //!
-//! We deliberately do not offer UDT4-incompatible "discard expired messages
-//! before their first transmission" (`drop_expired_unsent` in the design
-//! brief): UDT4 never does it, and removing blocks from the middle of the
-//! unsent region would cost work proportional to the window.
+//! We deliberately do not discard expired messages before their first
+//! transmission: UDT4 never does it, and removing blocks from the middle of
+//! the unsent region would cost work proportional to the window.
 
 use std::collections::VecDeque;
 use std::error::Error;
@@ -351,7 +351,7 @@ impl SendBuffer {
         let mut first = idx;
         while first > 0 {
             match (self.slots.get(first), self.slots.get(first - 1)) {
-                (Some(cur), Some(prev)) if !starts_message(cur.position) && prev.msg == msg => {
+                (Some(cur), Some(prev)) if !cur.position.is_first() && prev.msg == msg => {
                     first -= 1
                 }
                 _ => break,
@@ -360,9 +360,7 @@ impl SendBuffer {
         let mut last = idx;
         loop {
             match (self.slots.get(last), self.slots.get(last + 1)) {
-                (Some(cur), Some(next)) if !ends_message(cur.position) && next.msg == msg => {
-                    last += 1
-                }
+                (Some(cur), Some(next)) if !cur.position.is_last() && next.msg == msg => last += 1,
                 _ => break,
             }
         }
@@ -427,16 +425,6 @@ impl SendBuffer {
     fn allocated_slots(&self) -> u32 {
         self.pool.allocated()
     }
-}
-
-/// True for the first block of a message (First or Only).
-pub(crate) fn starts_message(p: PacketPosition) -> bool {
-    matches!(p, PacketPosition::First | PacketPosition::Only)
-}
-
-/// True for the last block of a message (Last or Only).
-pub(crate) fn ends_message(p: PacketPosition) -> bool {
-    matches!(p, PacketPosition::Last | PacketPosition::Only)
 }
 
 #[cfg(test)]

@@ -15,6 +15,11 @@ mod native;
 
 pub use native::{NativeCc, NativeCcFactory};
 
+/// The congestion window every controller starts from, packets (UDT4's
+/// `CCC` constructor sets 16); the connection also holds it until the
+/// controller's `init` has run.
+pub(crate) const INITIAL_CONGESTION_WINDOW: f64 = 16.0;
+
 /// What a controller may read about its connection when an event arrives.
 #[derive(Clone, Copy, Debug)]
 pub struct CcContext {
@@ -25,7 +30,9 @@ pub struct CcContext {
     /// Smoothed round-trip time.
     pub rtt: Duration,
     /// Smoothed packet arrival rate reported by the receiver, packets/s
-    /// (UDT4 `m_iDeliveryRate`, starts at 16).
+    /// (UDT4 `m_iDeliveryRate`), or 0 until the receiver has reported one:
+    /// UDT4 starts it at a placeholder of 16, which is not a measurement
+    /// (docs/congestion-control.md).
     pub recv_rate: u32,
     /// Smoothed link capacity estimate reported by the receiver, packets/s
     /// (UDT4 `m_iBandwidth`, starts at 1).

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{CcContext, CongestionControl, CongestionControlFactory};
+use super::{CcContext, CongestionControl, CongestionControlFactory, INITIAL_CONGESTION_WINDOW};
 use crate::rng::Rng;
 use crate::seq::SeqNumber;
 use crate::time::SYN_INTERVAL;
@@ -26,9 +26,6 @@ const RC_INTERVAL: Duration = SYN_INTERVAL;
 
 /// [`RC_INTERVAL`] in microseconds, as the formulas use it.
 const RC_INTERVAL_US: f64 = 10_000.0;
-
-/// Initial congestion window, packets (UDT4 `CCC` constructor and `init`).
-const INITIAL_WINDOW: f64 = 16.0;
 
 /// Initial period, µs: in slow start only the window limits sending.
 const INITIAL_PERIOD_US: f64 = 1.0;
@@ -95,7 +92,7 @@ impl NativeCc {
     pub fn new() -> Self {
         NativeCc {
             period_us: INITIAL_PERIOD_US,
-            cwnd: INITIAL_WINDOW,
+            cwnd: INITIAL_CONGESTION_WINDOW,
             last_rc_time: None,
             slow_start: true,
             loss: false,
@@ -166,7 +163,7 @@ impl CongestionControl for NativeCc {
         self.avg_nak_num = 0;
         self.nak_count = 0;
         self.dec_random = 1;
-        self.cwnd = INITIAL_WINDOW;
+        self.cwnd = INITIAL_CONGESTION_WINDOW;
         self.period_us = INITIAL_PERIOD_US;
     }
 
@@ -193,8 +190,8 @@ impl CongestionControl for NativeCc {
                 return;
             }
         } else {
-            self.cwnd =
-                f64::from(ctx.recv_rate) / 1e6 * (rtt_us(ctx) + RC_INTERVAL_US) + INITIAL_WINDOW;
+            self.cwnd = f64::from(ctx.recv_rate) / 1e6 * (rtt_us(ctx) + RC_INTERVAL_US)
+                + INITIAL_CONGESTION_WINDOW;
         }
 
         // Step 4: no increase in the interval right after a loss.

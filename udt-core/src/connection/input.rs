@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use super::output::ControlItem;
+use super::receiver::DataOutcome;
+use super::sender::AckOutcome;
 use super::{Connection, State};
 use crate::config::SocketType;
 use crate::error::ConnectionError;
 use crate::packet::{self, Ack, Control, DataHeader, Handshake, LossRanges, Packet, ReqType};
-use crate::recv_buffer::InsertError;
 use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber};
 
 /// The largest RTT sample believed from an ACK: beyond it the value is
@@ -53,7 +54,7 @@ impl Connection {
         self.exp_base = now;
         self.exp_count = 1;
         // Anything from the peer proves it finished connecting.
-        self.release_first_data_hold(now);
+        self.sender.release_hold(now);
         match packet {
             Packet::Data { header, payload } => self.on_data(now, &header, payload),
             Packet::Control(c) => match c.control {
@@ -90,58 +91,43 @@ impl Connection {
 
     /// UDT4 `processData` (udt4-protocol.md §6.2).
     fn on_data(&mut self, now: Instant, header: &DataHeader, payload: &[u8]) {
-        let seq = header.seq;
-        self.receiver.arrivals.on_data(now, seq);
         let ctx = self.cc_context(now);
-        self.cc.on_packet_received(&ctx, seq);
-        if payload.len() > self.payload_size {
-            self.counters.dropped.malformed += 1;
-            return;
-        }
-        let r = &mut self.receiver;
-        match r
-            .buffer
-            .insert(seq, header.position, header.in_order, header.msg, payload)
-        {
-            Ok(()) => {
-                self.counters.packets_received += 1;
-                self.counters.bytes_received += payload.len() as u64;
+        self.cc.on_packet_received(&ctx, header.seq);
+        let outcome = self
+            .receiver
+            .on_data(now, header, payload, self.payload_size);
+        let (gap, light_ack) = match outcome {
+            DataOutcome::Oversized => {
+                self.counters.dropped.malformed += 1;
+                return;
             }
-            Err(InsertError::Duplicate) => {
+            DataOutcome::Duplicate => {
                 self.counters.dropped.duplicate += 1;
                 return;
             }
-            Err(InsertError::OutOfWindow) => {
+            DataOutcome::OutOfWindow => {
                 self.counters.dropped.out_of_window += 1;
                 return;
             }
-            Err(InsertError::Dropped) => {
-                self.counters.dropped.dropped_message += 1;
+            DataOutcome::Accepted {
+                dropped_message,
+                gap,
+                light_ack,
+            } => {
+                if dropped_message {
+                    self.counters.dropped.dropped_message += 1;
+                } else {
+                    self.counters.packets_received += 1;
+                    self.counters.bytes_received += payload.len() as u64;
+                }
+                (gap, light_ack)
             }
+        };
+        if let Some(gap) = gap {
+            self.counters.packets_lost += u64::from(gap.added);
+            self.queue_control(ControlItem::Nak(gap.first, gap.last));
         }
-        // Gap detection: everything between the largest sequence number
-        // seen and this one is missing; report it at once.
-        if seq.is_after(r.current.next()) {
-            let (first, last) = (r.current.next(), seq.prev());
-            let added = r.loss.insert(first, last);
-            self.counters.packets_lost += u64::from(added);
-            self.queue_control(ControlItem::Nak(first, last));
-        }
-        let r = &mut self.receiver;
-        if seq.is_after(r.current) {
-            r.current = seq;
-        } else {
-            r.loss.remove(seq);
-        }
-        // A short packet usually ends a message: acknowledge at once.
-        if payload.len() < self.payload_size {
-            r.ack_now = true;
-        }
-        r.packets_since_ack += 1;
-        if r.packets_since_ack >= 64 {
-            // UDT4's light-ACK self clock (m_iSelfClockInterval = 64).
-            r.packets_since_ack = 0;
-            let ack = r.ack_number();
+        if let Some(ack) = light_ack {
             self.queue_control(ControlItem::LightAck(ack));
             self.counters.light_acks_sent += 1;
         }
@@ -183,31 +169,22 @@ impl Connection {
 
     /// Light ACK: moves the flow window, releases nothing (§6.5).
     fn on_light_ack(&mut self, ack: SeqNumber) {
-        let s = &mut self.sender;
-        if ack.is_after(s.current.next()) {
+        if !self.sender.on_light_ack(ack) {
             self.counters.dropped.invalid_control += 1;
-            return;
-        }
-        if !ack.is_before(s.last_ack) {
-            let advanced = ack.offset_from(s.last_ack) as u32;
-            s.flow_window = s.flow_window.saturating_sub(advanced);
-            s.last_ack = ack;
         }
     }
 
     /// Full or medium ACK (UDT4 `processCtrl` case 2, §6.5).
     fn on_ack(&mut self, now: Instant, ack: &Ack) {
         self.counters.acks_received += 1;
-        let s = &mut self.sender;
-        let seq = ack.ack;
-        if seq.is_after(s.current.next()) || !seq.is_comparable(s.current) {
-            // UDT4 breaks the connection here; a forged or corrupted ACK
-            // must not kill a healthy connection, so we drop the packet.
+        let outcome = self.sender.on_ack(ack);
+        if outcome == AckOutcome::Invalid {
             self.counters.dropped.invalid_control += 1;
             log::debug!(
-                "{} ignored an ACK for {seq:?} beyond what was sent ({:?})",
+                "{} ignored an ACK for {:?} beyond what was sent ({:?})",
                 self.local_id,
-                s.current
+                ack.ack,
+                self.sender.current()
             );
             return;
         }
@@ -215,33 +192,19 @@ impl Connection {
         // gets its RTT sample (UDT4 sends one ACK2 per full/medium ACK).
         self.queue_control(ControlItem::Ack2(ack.ack_seq));
         self.counters.ack2s_sent += 1;
-        let s = &mut self.sender;
-        if !seq.is_before(s.last_ack) {
-            s.flow_window = ack.available_buffer;
-            s.last_ack = seq;
-        }
-        if !seq.is_after(s.last_data_ack) {
-            // A repeated ACK: UDT4 stops here (no RTT or rate update).
+        if outcome == AckOutcome::Repeated {
             return;
         }
-        s.buffer.ack(seq);
-        s.loss.remove_before(seq);
-        s.last_data_ack = seq;
         self.writable_pending = true;
-        let sample = Duration::from_micros(u64::from(ack.rtt_us)).min(MAX_RTT_SAMPLE);
         if ack.rtt_us > 0 {
+            let sample = Duration::from_micros(u64::from(ack.rtt_us)).min(MAX_RTT_SAMPLE);
             self.rtt.update(sample);
         }
-        if let Some(rates) = ack.rates {
-            self.sender
-                .rates
-                .update(rates.recv_rate, rates.link_capacity);
-        }
         let ctx = self.cc_context(now);
-        self.cc.on_ack(&ctx, seq);
+        self.cc.on_ack(&ctx, ack.ack);
         self.apply_cc();
         if let State::Closing { .. } = self.state {
-            if self.sender.buffer.is_empty() {
+            if self.sender.buffer().is_empty() {
                 self.queue_shutdown();
                 self.enter_closed(now, ConnectionError::LocallyClosed);
             }
@@ -251,49 +214,20 @@ impl Connection {
     /// NAK (UDT4 `processCtrl` case 3, §6.3): queue retransmissions.
     fn on_nak(&mut self, now: Instant, ranges: &LossRanges<'_>) {
         self.counters.naks_received += 1;
-        let mut first_lost: Option<SeqNumber> = None;
-        let mut count = 0u32;
-        for item in ranges.iter() {
-            let Ok((first, last)) = item else {
-                self.counters.dropped.invalid_control += 1;
-                break;
-            };
-            let s = &mut self.sender;
-            // Reversed ranges and anything beyond what was sent are
-            // impossible from a correct receiver; UDT4 breaks the
-            // connection, we ignore the entry.
-            if first.is_after(last) || last.is_after(s.current) || !last.is_comparable(s.current) {
-                self.counters.dropped.invalid_control += 1;
-                continue;
-            }
-            if last.is_before(s.last_ack) {
-                continue;
-            }
-            let first = first.max_of(s.last_ack);
-            let added = s.loss.insert(first, last);
-            count += added;
-            // Only news is a congestion signal: our periodic NAK repeats
-            // losses already reported, which must not cut the rate again.
-            if added > 0 && first_lost.is_none() {
-                first_lost = Some(first);
-            }
-        }
-        self.counters.packets_reported_lost += u64::from(count);
-        if let Some(first) = first_lost {
+        let outcome = self.sender.on_nak(ranges);
+        self.counters.dropped.invalid_control += outcome.invalid;
+        self.counters.packets_reported_lost += u64::from(outcome.added);
+        if let Some(first) = outcome.first_lost {
             let ctx = self.cc_context(now);
-            self.cc.on_loss(&ctx, first, count);
+            self.cc.on_loss(&ctx, first, outcome.added);
             self.apply_cc();
         }
     }
 
     /// ACK2: an RTT sample for the receiver side (§6.6).
     fn on_ack2(&mut self, now: Instant, ack_seq: AckSeqNumber) {
-        let r = &mut self.receiver;
-        if let Some((ack, rtt)) = r.ack_window.acknowledge(ack_seq, now) {
+        if let Some(rtt) = self.receiver.on_ack2(now, ack_seq) {
             self.rtt.update(rtt.min(MAX_RTT_SAMPLE));
-            if ack.is_after(r.last_ack_ack) {
-                r.last_ack_ack = ack;
-            }
         }
     }
 
@@ -308,26 +242,10 @@ impl Connection {
             return;
         }
         self.counters.messages_dropped_received += 1;
-        let r = &mut self.receiver;
-        let window_start = r.buffer.contiguous_end();
-        let window_end = window_start.add(self.config.recv_buffer_packets.saturating_sub(1));
-        if first.is_after(last)
-            || !first.is_comparable(r.current)
-            || !last.is_comparable(r.current)
-            || first.is_after(window_end)
-            || last.is_before(window_start)
-        {
+        let window = self.config.recv_buffer_packets;
+        if !self.receiver.on_drop_request(msg, first, last, window) {
             self.counters.dropped.invalid_control += 1;
             return;
-        }
-        // What was already received in order cannot be dropped any more.
-        let first = first.max_of(window_start);
-        let last = last.min_of(window_end);
-        r.buffer.drop_message(msg, first, last);
-        r.loss.remove_range(first, last);
-        // The sender skipped the rest of the message: do not wait for it.
-        if !first.is_after(r.current.next()) && last.is_after(r.current) {
-            r.current = last;
         }
         if self.is_readable() {
             self.readable_pending = true;

@@ -1,9 +1,16 @@
 //! One established UDT connection, as a sans-I/O state machine.
 //!
-//! The public surface lives here; the logic is split by concern:
-//! [`sender`](self) state in `sender.rs`, receiver state in `receiver.rs`,
-//! packet input in `input.rs`, packet output in `output.rs` and the
-//! protocol timers in `timers.rs`.
+//! The public surface lives here; the protocol logic is split by concern:
+//! - `sender.rs`: the sending half as a component: ACK, light-ACK and NAK
+//!   processing, loss detection on timeout, pacing and packing data;
+//! - `receiver.rs`: the receiving half as a component: storing data, gap
+//!   detection, building ACKs and NAKs and deciding when they are due;
+//! - `input.rs`: decodes a datagram and dispatches it to the components;
+//! - `output.rs`: the control queue and the data path;
+//! - `timers.rs`: the protocol timers.
+//!
+//! The connection owns what both halves share: the RTT estimator, the
+//! congestion controller, the control queue, the counters and the state.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,16 +24,16 @@ use crate::config::{Config, SocketType};
 use crate::error::{ConnectionError, ReadError, WriteError};
 use crate::estimate::RttEstimator;
 use crate::handshake::ConnectParams;
-use crate::loss_list::{RecvLossList, SendLossList};
 use crate::packet::Handshake;
-use crate::recv_buffer::RecvBuffer;
-use crate::send_buffer::{SendBuffer, SendBufferError};
+use crate::send_buffer::SendBufferError;
 use crate::seq::SocketId;
 use crate::stats::Stats;
 
 mod input;
 mod output;
 mod receiver;
+#[cfg(test)]
+mod scripted_tests;
 mod sender;
 #[cfg(test)]
 mod tests;
@@ -140,8 +147,6 @@ pub struct Connection {
     rtt: RttEstimator,
     cc: Box<dyn CongestionControl>,
     control: VecDeque<ControlItem>,
-    /// A periodic full NAK is queued (at most one at a time).
-    nak_list_queued: bool,
     /// Last time any packet arrived from the peer.
     last_heard: Instant,
     /// Last time any packet left for the peer.
@@ -152,9 +157,6 @@ pub struct Connection {
     counters: Stats,
     /// Shutdowns re-sent after close, in answer to a peer that missed ours.
     shutdowns_repeated: u32,
-    /// The first data packet is held back ([`FIRST_DATA_HOLD`]) until the
-    /// peer is heard from or the hold expires.
-    first_data_hold: bool,
     readable_pending: bool,
     writable_pending: bool,
     closed_pending: bool,
@@ -177,22 +179,18 @@ impl Connection {
         let mss = params
             .mss
             .clamp(crate::config::MIN_MSS, crate::config::MAX_MSS);
-        let payload_size = mss as usize - 44;
+        // MIN_MSS is larger than the overhead, so this never underflows.
+        let payload_size = mss as usize - crate::config::PACKET_OVERHEAD;
         let send_capacity = config.send_buffer_packets.max(2);
         let recv_capacity = config.recv_buffer_packets.max(2);
         let sender = Sender::new(
-            SendBuffer::new(send_capacity, payload_size, params.send_isn),
-            SendLossList::new(send_capacity),
+            send_capacity,
+            payload_size,
             params.send_isn,
             params.peer_flow_window.max(2),
             now,
         );
-        let receiver = Receiver::new(
-            RecvBuffer::new(recv_capacity, payload_size, params.recv_isn),
-            RecvLossList::new(recv_capacity),
-            params.recv_isn,
-            now,
-        );
+        let receiver = Receiver::new(recv_capacity, payload_size, params.recv_isn, now);
         let mut conn = Connection {
             cc: config.congestion.build(),
             config,
@@ -213,14 +211,12 @@ impl Connection {
             receiver,
             rtt: RttEstimator::new(),
             control: VecDeque::with_capacity(32),
-            nak_list_queued: false,
             last_heard: now,
             last_send_time: now,
             exp_base: now,
             exp_count: 1,
             counters: Stats::default(),
             shutdowns_repeated: 0,
-            first_data_hold: false,
             readable_pending: false,
             writable_pending: false,
             closed_pending: false,
@@ -231,8 +227,7 @@ impl Connection {
         // Only a caller knows the peer is ready when it connects: a UDT4
         // listener registered the socket before answering.
         if conn.response.is_some() || conn.rendezvous {
-            conn.first_data_hold = true;
-            conn.sender.next_slot = now + FIRST_DATA_HOLD;
+            conn.sender.hold_first_data(now + FIRST_DATA_HOLD);
         }
         log::debug!(
             "{} connected to {} (peer id {}, mss {}, send isn {:?}, cc {})",
@@ -315,25 +310,25 @@ impl Connection {
     pub fn is_readable(&self) -> bool {
         self.is_closed()
             || match self.socket_type {
-                SocketType::Stream => self.receiver.buffer.readable_bytes() > 0,
-                SocketType::Message => self.receiver.buffer.has_message(),
+                SocketType::Stream => self.receiver.buffer().readable_bytes() > 0,
+                SocketType::Message => self.receiver.buffer().has_message(),
             }
     }
 
     /// True when a write of at least one packet would be accepted, or the
     /// connection is closed (so the write would fail at once).
     pub fn is_writable(&self) -> bool {
-        !matches!(self.state, State::Connected) || self.sender.buffer.free_packets() > 0
+        !matches!(self.state, State::Connected) || self.sender.buffer().free_packets() > 0
     }
 
     /// Bytes that can be written right now without `WouldBlock`.
     pub fn send_buffer_free(&self) -> usize {
-        self.sender.buffer.free_bytes()
+        self.sender.buffer().free_bytes()
     }
 
     /// True when every byte written has been acknowledged by the peer.
     pub fn is_send_buffer_empty(&self) -> bool {
-        self.sender.buffer.is_empty()
+        self.sender.buffer().is_empty()
     }
 
     /// A snapshot of this connection's statistics.
@@ -342,14 +337,14 @@ impl Connection {
         s.elapsed = self.last_now.saturating_duration_since(self.start);
         s.rtt = self.rtt.rtt();
         s.rtt_var = self.rtt.rtt_var();
-        s.link_capacity_pps = self.sender.rates.bandwidth();
-        s.recv_rate_pps = self.sender.rates.recv_rate();
-        s.local_recv_rate_pps = self.receiver.arrivals.recv_speed();
-        s.send_period = self.sender.period;
-        s.flow_window = self.sender.flow_window;
-        s.congestion_window = self.sender.cwnd;
+        s.link_capacity_pps = self.sender.rates().bandwidth();
+        s.recv_rate_pps = self.sender.rates().recv_rate();
+        s.local_recv_rate_pps = self.receiver.recv_speed();
+        s.send_period = self.sender.period();
+        s.flow_window = self.sender.flow_window();
+        s.congestion_window = self.sender.cwnd();
         s.packets_in_flight = self.sender.in_flight();
-        s.send_buffer_free_bytes = self.sender.buffer.free_bytes();
+        s.send_buffer_free_bytes = self.sender.buffer().free_bytes();
         s
     }
 
@@ -392,7 +387,7 @@ impl Connection {
         if data.is_empty() {
             return Ok(0);
         }
-        let n = self.sender.buffer.write_stream(data, self.last_now);
+        let n = self.sender.write_stream(data, self.last_now);
         if n == 0 {
             return Err(WriteError::WouldBlock);
         }
@@ -417,7 +412,7 @@ impl Connection {
             return Err(WriteError::WrongMode);
         }
         self.check_writable()?;
-        match self.sender.buffer.write_message(msg, ttl, in_order, now) {
+        match self.sender.write_message(msg, ttl, in_order, now) {
             Ok(()) => Ok(()),
             Err(SendBufferError::Full) => Err(WriteError::WouldBlock),
             Err(SendBufferError::MessageTooLarge) => Err(WriteError::MessageTooLarge {
@@ -449,9 +444,8 @@ impl Connection {
         if buf.is_empty() {
             return Ok(0);
         }
-        let n = self.receiver.buffer.read(buf);
+        let n = self.receiver.read(buf);
         if n > 0 {
-            self.after_read();
             return Ok(n);
         }
         match self.state {
@@ -469,8 +463,7 @@ impl Connection {
         if self.socket_type != SocketType::Message {
             return Err(ReadError::WrongMode);
         }
-        if self.receiver.buffer.read_message(out) {
-            self.after_read();
+        if self.receiver.read_message(out) {
             return Ok(out.len());
         }
         match self.state {
@@ -500,13 +493,13 @@ impl Connection {
             return;
         }
         match self.config.linger {
-            Some(linger) if !self.sender.buffer.is_empty() => {
+            Some(linger) if !self.sender.buffer().is_empty() => {
                 log::debug!(
                     "{} closing: lingering up to {linger:?} for {} packets in flight and {} bytes unsent",
                     self.local_id,
                     self.sender.unacked(),
-                    self.sender.buffer.capacity() as usize * self.payload_size
-                        - self.sender.buffer.free_bytes()
+                    self.sender.buffer().capacity() as usize * self.payload_size
+                        - self.sender.buffer().free_bytes()
                 );
                 self.state = State::Closing {
                     deadline: Some(now + linger),
@@ -531,7 +524,7 @@ impl Connection {
         if !self.may_send_data() || !self.sender.has_work() {
             return None;
         }
-        Some(self.sender.next_slot)
+        Some(self.sender.next_slot())
     }
 
     /// The earliest protocol timer deadline (ACK, NAK, EXP, keep-alive,
@@ -570,14 +563,6 @@ impl Connection {
         }
     }
 
-    /// Ends the [`FIRST_DATA_HOLD`]: the peer is heard from, or data left.
-    fn release_first_data_hold(&mut self, now: Instant) {
-        if self.first_data_hold {
-            self.first_data_hold = false;
-            self.sender.next_slot = self.sender.next_slot.min(now);
-        }
-    }
-
     fn may_send_data(&self) -> bool {
         matches!(self.state, State::Connected | State::Closing { .. })
     }
@@ -591,14 +576,14 @@ impl Connection {
             // placeholder of 16 packets/s; reporting 0 makes the controller
             // leave slow start at the rate its window achieved instead of
             // collapsing to 16 packets/s (docs/congestion-control.md).
-            recv_rate: if self.sender.rates.is_recv_rate_measured() {
-                self.sender.rates.recv_rate()
+            recv_rate: if self.sender.rates().is_recv_rate_measured() {
+                self.sender.rates().recv_rate()
             } else {
                 0
             },
-            bandwidth: self.sender.rates.bandwidth(),
-            send_current_seq: self.sender.current,
-            max_window: self.sender.flow_window,
+            bandwidth: self.sender.rates().bandwidth(),
+            send_current_seq: self.sender.current(),
+            max_window: self.sender.flow_window(),
         }
     }
 
@@ -617,8 +602,8 @@ impl Connection {
         }
         // A period over a second would starve the EXP and keep-alive logic.
         period_us = period_us.min(1e6);
-        self.sender.period = Duration::from_nanos((period_us * 1000.0) as u64);
-        self.sender.cwnd = self.cc.congestion_window();
+        let period = Duration::from_nanos((period_us * 1000.0) as u64);
+        self.sender.set_pacing(period, self.cc.congestion_window());
     }
 
     fn enter_closed(&mut self, now: Instant, reason: ConnectionError) {
@@ -634,16 +619,5 @@ impl Connection {
         self.closed_pending = true;
         self.readable_pending = true;
         self.writable_pending = true;
-    }
-
-    /// After the application consumed data: reopen the window promptly if
-    /// the last advertisement was nearly closed, instead of waiting for the
-    /// sender's EXP timer (a divergence that a UDT4 sender simply sees as
-    /// an earlier ACK).
-    fn after_read(&mut self) {
-        let avail = self.receiver.buffer.available_packets();
-        if self.receiver.last_advertised < 32 && avail >= 32 {
-            self.receiver.ack_now = true;
-        }
     }
 }

@@ -1,54 +1,108 @@
 //! The receiving half of a connection: receive buffer, receiver loss list,
 //! ACK bookkeeping and arrival estimators (UDT4 `processData` and the ACK
-//! side of `sendCtrl`).
+//! and NAK sides of `sendCtrl`).
+//!
+//! The receiver stores data, detects gaps, builds ACKs and NAKs and decides
+//! when they are due; it reports what happened so the connection can queue
+//! the control packets and keep its counters.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::ack_window::AckWindow;
-use crate::estimate::ArrivalWindow;
-use crate::loss_list::RecvLossList;
-use crate::recv_buffer::RecvBuffer;
-use crate::seq::{AckSeqNumber, SeqNumber};
+use crate::estimate::{ArrivalWindow, RttEstimator};
+use crate::loss_list::LossList;
+use crate::packet::{self, Ack, AckRates, DataHeader};
+use crate::recv_buffer::{InsertError, RecvBuffer};
+use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber, SocketId};
+use crate::time::SYN_INTERVAL;
+
+/// Data packets between two light ACKs (UDT4's self clock,
+/// `m_iSelfClockInterval`).
+const LIGHT_ACK_INTERVAL: u32 = 64;
+
+/// A window advertised below this many packets is "nearly closed": once the
+/// application frees this many, an ACK reopens it at once instead of
+/// leaving the sender to discover it on its EXP timer (docs/divergences.md).
+const WINDOW_UPDATE_THRESHOLD: u32 = 32;
+
+/// UDT4 never advertises less than this "to break deadlock".
+const MIN_ADVERTISED_WINDOW: u32 = 2;
+
+/// The shortest periodic NAK interval.
+const MIN_NAK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The longest time allowed for receiving the lost packets in the periodic
+/// NAK interval.
+const MAX_NAK_DRAIN: Duration = Duration::from_secs(1);
 
 /// Receiver-side state.
 #[derive(Debug)]
-pub(crate) struct Receiver {
-    pub(crate) buffer: RecvBuffer,
-    pub(crate) loss: RecvLossList,
+pub(super) struct Receiver {
+    buffer: RecvBuffer,
+    loss: LossList,
     /// The largest sequence number received (UDT4 `m_iRcvCurrSeqNo`).
-    pub(crate) current: SeqNumber,
+    current: SeqNumber,
     /// The last ACK number sent in a full or medium ACK (UDT4 `m_iRcvLastAck`).
-    pub(crate) last_ack: SeqNumber,
+    last_ack: SeqNumber,
     /// The highest ACK number the sender confirmed with ACK2 (UDT4 `m_iRcvLastAckAck`).
-    pub(crate) last_ack_ack: SeqNumber,
+    last_ack_ack: SeqNumber,
     /// Sequence number of the next full/medium ACK.
-    pub(crate) next_ack_seq: AckSeqNumber,
-    pub(crate) ack_window: AckWindow,
-    pub(crate) arrivals: ArrivalWindow,
+    next_ack_seq: AckSeqNumber,
+    ack_window: AckWindow,
+    arrivals: ArrivalWindow,
     /// When the last full or medium ACK left.
-    pub(crate) last_ack_time: Instant,
+    last_ack_time: Instant,
     /// When the last full ACK (with rate fields) left.
-    pub(crate) last_full_ack_time: Instant,
+    last_full_ack_time: Instant,
     /// Data packets since the last ACK, for the light-ACK self-clock.
-    pub(crate) packets_since_ack: u32,
-    /// A short packet arrived: ACK at once (UDT4 sets the ACK timer to now).
-    pub(crate) ack_now: bool,
+    packets_since_ack: u32,
+    /// ACK at once: a short packet arrived (UDT4 sets the ACK timer to
+    /// now), or the application reopened a nearly closed window.
+    ack_now: bool,
     /// When the whole loss list was last reported.
-    pub(crate) last_nak_time: Instant,
+    last_nak_time: Instant,
+    /// A periodic NAK of the whole loss list is queued (at most one at a time).
+    nak_list_queued: bool,
     /// The window we advertised in the last ACK, to decide on window updates.
-    pub(crate) last_advertised: u32,
+    last_advertised: u32,
+}
+
+/// A gap detected on arrival: `[first, last]` is missing, `added` of it
+/// newly recorded in the loss list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Gap {
+    pub(super) first: SeqNumber,
+    pub(super) last: SeqNumber,
+    pub(super) added: u32,
+}
+
+/// What a data packet did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DataOutcome {
+    /// Longer than the negotiated payload size: dropped.
+    Oversized,
+    /// Already received: dropped.
+    Duplicate,
+    /// Outside the receive window: dropped.
+    OutOfWindow,
+    /// Accepted. `dropped_message` when its message had been dropped (the
+    /// payload is discarded but the sequence number still counts).
+    Accepted {
+        dropped_message: bool,
+        /// A gap it revealed, to be reported with an immediate NAK.
+        gap: Option<Gap>,
+        /// A light ACK of this number is due (every 64 packets).
+        light_ack: Option<SeqNumber>,
+    },
 }
 
 impl Receiver {
-    pub(crate) fn new(
-        buffer: RecvBuffer,
-        loss: RecvLossList,
-        isn: SeqNumber,
-        now: Instant,
-    ) -> Self {
+    /// A receiver expecting `isn` first, with a buffer of `capacity`
+    /// packets of `payload_size` bytes.
+    pub(super) fn new(capacity: u32, payload_size: usize, isn: SeqNumber, now: Instant) -> Self {
         Receiver {
-            buffer,
-            loss,
+            buffer: RecvBuffer::new(capacity, payload_size, isn),
+            loss: LossList::new(capacity),
             current: isn.prev(),
             last_ack: isn,
             last_ack_ack: isn,
@@ -60,17 +114,288 @@ impl Receiver {
             packets_since_ack: 0,
             ack_now: false,
             last_nak_time: now,
+            nak_list_queued: false,
             last_advertised: u32::MAX,
         }
     }
 
+    // ----- queries -----
+
+    /// The receive buffer, for what is readable.
+    pub(super) fn buffer(&self) -> &RecvBuffer {
+        &self.buffer
+    }
+
+    /// The data arrival speed, packets/s (0 until measurable).
+    pub(super) fn recv_speed(&self) -> u32 {
+        self.arrivals.recv_speed()
+    }
+
     /// The ACK number: the first missing packet (UDT4 `sendCtrl(2)`).
-    pub(crate) fn ack_number(&self) -> SeqNumber {
+    fn ack_number(&self) -> SeqNumber {
         self.loss.first().unwrap_or(self.current.next())
     }
 
     /// True when the sender has not yet confirmed everything we received.
-    pub(crate) fn has_unconfirmed(&self) -> bool {
+    fn has_unconfirmed(&self) -> bool {
         self.ack_number() != self.last_ack_ack
     }
+
+    // ----- data -----
+
+    /// A data packet arrived (UDT4 `processData`, udt4-protocol.md §6.2):
+    /// stores it, detects a gap before it and counts it for the light ACK.
+    pub(super) fn on_data(
+        &mut self,
+        now: Instant,
+        header: &DataHeader,
+        payload: &[u8],
+        payload_size: usize,
+    ) -> DataOutcome {
+        let seq = header.seq;
+        self.arrivals.on_data(now, seq);
+        if payload.len() > payload_size {
+            return DataOutcome::Oversized;
+        }
+        let dropped_message =
+            match self
+                .buffer
+                .insert(seq, header.position, header.in_order, header.msg, payload)
+            {
+                Ok(()) => false,
+                Err(InsertError::Duplicate) => return DataOutcome::Duplicate,
+                Err(InsertError::OutOfWindow) => return DataOutcome::OutOfWindow,
+                Err(InsertError::Dropped) => true,
+            };
+        // Gap detection: everything between the largest sequence number
+        // seen and this one is missing; report it at once.
+        let mut gap = None;
+        if seq.is_after(self.current.next()) {
+            let (first, last) = (self.current.next(), seq.prev());
+            let added = self.loss.insert(first, last);
+            gap = Some(Gap { first, last, added });
+        }
+        if seq.is_after(self.current) {
+            self.current = seq;
+        } else {
+            self.loss.remove(seq);
+        }
+        // A short packet usually ends a message: acknowledge at once.
+        if payload.len() < payload_size {
+            self.ack_now = true;
+        }
+        self.packets_since_ack += 1;
+        let mut light_ack = None;
+        if self.packets_since_ack >= LIGHT_ACK_INTERVAL {
+            self.packets_since_ack = 0;
+            light_ack = Some(self.ack_number());
+        }
+        DataOutcome::Accepted {
+            dropped_message,
+            gap,
+            light_ack,
+        }
+    }
+
+    /// Stream read; returns how many bytes were copied.
+    pub(super) fn read(&mut self, buf: &mut [u8]) -> usize {
+        let n = self.buffer.read(buf);
+        if n > 0 {
+            self.after_read();
+        }
+        n
+    }
+
+    /// Reads one whole message into `out`; returns false when none is ready.
+    pub(super) fn read_message(&mut self, out: &mut Vec<u8>) -> bool {
+        let read = self.buffer.read_message(out);
+        if read {
+            self.after_read();
+        }
+        read
+    }
+
+    /// After the application consumed data: reopen the window promptly if
+    /// the last advertisement was nearly closed, instead of waiting for the
+    /// sender's EXP timer (a divergence that a UDT4 sender simply sees as
+    /// an earlier ACK).
+    fn after_read(&mut self) {
+        let avail = self.buffer.available_packets();
+        if self.last_advertised < WINDOW_UPDATE_THRESHOLD && avail >= WINDOW_UPDATE_THRESHOLD {
+            self.ack_now = true;
+        }
+    }
+
+    /// Message drop request (UDT4 `processCtrl` case 7, §11), bounded: the
+    /// range is clipped to the receive window of `window` packets before
+    /// anything is touched. Returns false for an impossible range, which
+    /// changes nothing.
+    pub(super) fn on_drop_request(
+        &mut self,
+        msg: MsgNumber,
+        first: SeqNumber,
+        last: SeqNumber,
+        window: u32,
+    ) -> bool {
+        let window_start = self.buffer.contiguous_end();
+        let window_end = window_start.add(window.saturating_sub(1));
+        if first.is_after(last)
+            || !first.is_comparable(self.current)
+            || !last.is_comparable(self.current)
+            || first.is_after(window_end)
+            || last.is_before(window_start)
+        {
+            return false;
+        }
+        // What was already received in order cannot be dropped any more.
+        let first = first.max_of(window_start);
+        let last = last.min_of(window_end);
+        self.buffer.drop_message(msg, first, last);
+        self.loss.remove_range(first, last);
+        // The sender skipped the rest of the message: do not wait for it.
+        if !first.is_after(self.current.next()) && last.is_after(self.current) {
+            self.current = last;
+        }
+        true
+    }
+
+    // ----- ACK -----
+
+    /// When the next full or medium ACK is due, or `None` while the sender
+    /// has confirmed everything. `period` is the ACK period (one SYN, or
+    /// shorter if the congestion controller asks); `now` the latest time seen.
+    pub(super) fn ack_deadline(
+        &self,
+        now: Instant,
+        rtt: &RttEstimator,
+        period: Duration,
+    ) -> Option<Instant> {
+        if self.ack_now {
+            return Some(self.last_ack_time.min(now));
+        }
+        if !self.has_unconfirmed() {
+            return None;
+        }
+        if self.ack_number() == self.last_ack {
+            // Sent already and not confirmed: UDT4 repeats a full ACK after
+            // RTT + 4·RTTVar (udt4-protocol.md §6.4).
+            Some(self.last_ack_time + resend_after(rtt).max(period))
+        } else {
+            Some(self.last_ack_time + period)
+        }
+    }
+
+    /// The ACK timer fired (UDT4 `sendCtrl(2)`, §6.4): builds the full or
+    /// medium ACK to send, if one is due, and records it for its ACK2.
+    pub(super) fn build_ack(&mut self, now: Instant, rtt: &RttEstimator) -> Option<Ack> {
+        let window_update = self.ack_now && self.last_advertised < WINDOW_UPDATE_THRESHOLD;
+        self.ack_now = false;
+        let ack = self.ack_number();
+        if ack == self.last_ack_ack && !window_update {
+            return None;
+        }
+        if ack.is_after(self.last_ack) {
+            self.last_ack = ack;
+        } else if ack == self.last_ack {
+            if !window_update && now < self.last_ack_time + resend_after(rtt) {
+                return None;
+            }
+        } else {
+            return None;
+        }
+        let ack_seq = self.next_ack_seq;
+        self.next_ack_seq = ack_seq.next();
+        let full = now.saturating_duration_since(self.last_full_ack_time) >= SYN_INTERVAL;
+        let available = self.buffer.available_packets().max(MIN_ADVERTISED_WINDOW);
+        self.last_advertised = available;
+        let rates = full.then(|| AckRates {
+            recv_rate: self.arrivals.recv_speed(),
+            link_capacity: self.arrivals.link_capacity(),
+        });
+        self.ack_window.store(ack_seq, ack, now);
+        self.last_ack_time = now;
+        if full {
+            self.last_full_ack_time = now;
+        }
+        self.packets_since_ack = 0;
+        Some(Ack {
+            ack_seq,
+            ack,
+            rtt_us: rtt.rtt_us(),
+            rtt_var_us: rtt.rtt_var_us(),
+            available_buffer: available,
+            rates,
+        })
+    }
+
+    /// ACK2 (§6.6): the sender confirmed the ACK numbered `ack_seq`. Returns
+    /// the round-trip time since that ACK left, if it is one we are waiting
+    /// for.
+    pub(super) fn on_ack2(&mut self, now: Instant, ack_seq: AckSeqNumber) -> Option<Duration> {
+        let (ack, rtt) = self.ack_window.acknowledge(ack_seq, now)?;
+        if ack.is_after(self.last_ack_ack) {
+            self.last_ack_ack = ack;
+        }
+        Some(rtt)
+    }
+
+    // ----- NAK -----
+
+    /// When the periodic NAK is due, or `None` while nothing is missing.
+    pub(super) fn nak_deadline(&self, rtt: &RttEstimator) -> Option<Instant> {
+        if self.loss.is_empty() {
+            None
+        } else {
+            Some(self.last_nak_time + self.nak_interval(rtt))
+        }
+    }
+
+    /// UDT4's NAK interval formula (computed but unused in 4.11):
+    /// RTT + 4·RTTVar plus the time to receive the lost packets at the
+    /// current arrival rate.
+    fn nak_interval(&self, rtt: &RttEstimator) -> Duration {
+        let speed = self.arrivals.recv_speed();
+        let drain = if speed > 0 {
+            Duration::from_micros(u64::from(self.loss.len()) * 1_000_000 / u64::from(speed))
+        } else {
+            Duration::ZERO
+        };
+        (resend_after(rtt) + drain.min(MAX_NAK_DRAIN)).max(MIN_NAK_INTERVAL)
+    }
+
+    /// The periodic NAK timer fired: returns true when a NAK of the whole
+    /// loss list should be queued (there are losses and none is queued).
+    pub(super) fn on_nak_timer(&mut self, now: Instant) -> bool {
+        self.last_nak_time = now;
+        if !self.nak_list_queued && !self.loss.is_empty() {
+            self.nak_list_queued = true;
+            return true;
+        }
+        false
+    }
+
+    /// The periodic NAK [`on_nak_timer`](Self::on_nak_timer) asked for
+    /// could not be queued: the next period asks again.
+    pub(super) fn nak_list_dropped(&mut self) {
+        self.nak_list_queued = false;
+    }
+
+    /// Encodes the queued periodic NAK: as much of the loss list as fits in
+    /// `max_words` words.
+    pub(super) fn encode_nak_list(
+        &mut self,
+        timestamp: u32,
+        dest: SocketId,
+        max_words: usize,
+        buf: &mut Vec<u8>,
+    ) {
+        self.nak_list_queued = false;
+        packet::encode_nak(timestamp, dest, self.loss.ranges(), max_words, buf);
+    }
+}
+
+/// How long an unconfirmed ACK or a reported loss waits before it is sent
+/// again: RTT + 4·RTTVar.
+fn resend_after(rtt: &RttEstimator) -> Duration {
+    rtt.rtt() + 4 * rtt.rtt_var()
 }

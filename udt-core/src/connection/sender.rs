@@ -1,13 +1,20 @@
 //! The sending half of a connection: send buffer, sender loss list, flow
 //! and congestion windows, and pacing (UDT4 `packData` and the sender side
-//! of `processCtrl`).
+//! of `processCtrl` and `checkTimers`).
+//!
+//! The sender reacts to ACKs, light ACKs and NAKs, detects losses on a
+//! timeout and packs the next data packet; it reports what happened so the
+//! connection can feed its RTT estimator, congestion controller and
+//! counters, which both halves share.
 
 use std::time::{Duration, Instant};
 
+use crate::cc::INITIAL_CONGESTION_WINDOW;
 use crate::estimate::RateSmoother;
-use crate::loss_list::SendLossList;
-use crate::send_buffer::SendBuffer;
-use crate::seq::SeqNumber;
+use crate::loss_list::LossList;
+use crate::packet::{self, Ack, DataHeader, LossRanges};
+use crate::send_buffer::{Block, SendBuffer, SendBufferError};
+use crate::seq::{MsgNumber, SeqNumber, SocketId};
 
 /// How far behind schedule the pacer may fall and still catch up with a
 /// burst. UDT4's Debian build sends "immediately when behind by at least one
@@ -17,62 +24,149 @@ const BURST_CREDIT: Duration = Duration::from_millis(1);
 
 /// Sender-side state.
 #[derive(Debug)]
-pub(crate) struct Sender {
-    pub(crate) buffer: SendBuffer,
-    pub(crate) loss: SendLossList,
+pub(super) struct Sender {
+    buffer: SendBuffer,
+    loss: LossList,
     /// Everything before this was acknowledged by a full, medium or light
     /// ACK (UDT4 `m_iSndLastAck`); the flow window counts from here.
-    pub(crate) last_ack: SeqNumber,
+    last_ack: SeqNumber,
     /// Everything before this was released from the buffer (UDT4 `m_iSndLastDataAck`).
-    pub(crate) last_data_ack: SeqNumber,
+    last_data_ack: SeqNumber,
     /// The largest sequence number sent (UDT4 `m_iSndCurrSeqNo`).
-    pub(crate) current: SeqNumber,
+    current: SeqNumber,
     /// Packets the receiver can still take, from its last ACK.
-    pub(crate) flow_window: u32,
+    flow_window: u32,
     /// Congestion window from the controller, packets.
-    pub(crate) cwnd: f64,
+    cwnd: f64,
     /// Inter-packet period from the controller (after the bandwidth cap).
-    pub(crate) period: Duration,
+    period: Duration,
     /// When the next data packet may leave.
-    pub(crate) next_slot: Instant,
+    next_slot: Instant,
+    /// The first data packet is held back until the peer is heard from or
+    /// the hold expires (see `FIRST_DATA_HOLD` in the connection).
+    first_data_hold: bool,
     /// Smoothed receive rate and link capacity reported in full ACKs.
-    pub(crate) rates: RateSmoother,
+    rates: RateSmoother,
+}
+
+/// What a full or medium ACK did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AckOutcome {
+    /// It acknowledges data never sent, or is not comparable with what was:
+    /// dropped without effect.
+    Invalid,
+    /// Plausible, but releases nothing new (a repeated or reordered ACK): at
+    /// most the flow window moved. It still deserves an ACK2.
+    Repeated,
+    /// It released data from the send buffer: the RTT it carries and the
+    /// congestion controller's `on_ack` apply.
+    Advanced,
+}
+
+/// What a NAK did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct NakOutcome {
+    /// Malformed or impossible entries, ignored.
+    pub(super) invalid: u64,
+    /// Sequence numbers newly queued for retransmission.
+    pub(super) added: u32,
+    /// The first newly reported loss, if the NAK brought news: only then is
+    /// it a congestion signal.
+    pub(super) first_lost: Option<SeqNumber>,
+}
+
+/// What [`Sender::pack`] produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Packed {
+    /// A first transmission of `seq` with `len` payload bytes is in the buffer.
+    New { seq: SeqNumber, len: u64 },
+    /// A retransmission of `seq` with `len` payload bytes is in the buffer.
+    Retransmit { seq: SeqNumber, len: u64 },
+    /// Nothing was written: the message holding a packet due for
+    /// retransmission outlived its TTL and was skipped. The receiver must be
+    /// told to drop `[first, last]` (§11); call `pack` again for a packet.
+    Expired {
+        msg: MsgNumber,
+        first: SeqNumber,
+        last: SeqNumber,
+    },
 }
 
 impl Sender {
-    pub(crate) fn new(
-        buffer: SendBuffer,
-        loss: SendLossList,
+    /// A sender whose first packet will be `isn`, with a buffer of
+    /// `capacity` packets of `payload_size` bytes, allowed `flow_window`
+    /// packets in flight by the handshake.
+    pub(super) fn new(
+        capacity: u32,
+        payload_size: usize,
         isn: SeqNumber,
         flow_window: u32,
         now: Instant,
     ) -> Self {
         Sender {
-            buffer,
-            loss,
+            buffer: SendBuffer::new(capacity, payload_size, isn),
+            loss: LossList::new(capacity),
             last_ack: isn,
             last_data_ack: isn,
             current: isn.prev(),
             flow_window,
-            cwnd: 16.0,
+            cwnd: INITIAL_CONGESTION_WINDOW,
             period: Duration::from_micros(1),
             next_slot: now,
+            first_data_hold: false,
             rates: RateSmoother::new(),
         }
     }
 
+    // ----- queries -----
+
+    /// The send buffer, for its fill level.
+    pub(super) fn buffer(&self) -> &SendBuffer {
+        &self.buffer
+    }
+
+    /// The receive and capacity rates the peer reported.
+    pub(super) fn rates(&self) -> &RateSmoother {
+        &self.rates
+    }
+
+    /// The largest sequence number sent.
+    pub(super) fn current(&self) -> SeqNumber {
+        self.current
+    }
+
+    /// Packets the receiver can still take.
+    pub(super) fn flow_window(&self) -> u32 {
+        self.flow_window
+    }
+
+    /// The congestion window in force, packets.
+    pub(super) fn cwnd(&self) -> f64 {
+        self.cwnd
+    }
+
+    /// The inter-packet period in force.
+    pub(super) fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// When the next data packet may leave.
+    pub(super) fn next_slot(&self) -> Instant {
+        self.next_slot
+    }
+
     /// Packets sent and not yet acknowledged.
-    pub(crate) fn in_flight(&self) -> u32 {
+    pub(super) fn in_flight(&self) -> u32 {
         self.current.next().offset_from(self.last_ack).max(0) as u32
     }
 
     /// Packets sent and not yet released from the buffer.
-    pub(crate) fn unacked(&self) -> u32 {
+    pub(super) fn unacked(&self) -> u32 {
         self.current.next().offset_from(self.last_data_ack).max(0) as u32
     }
 
     /// How many packets may be in flight (UDT4: `min(flow window, (int)cwnd)`).
-    pub(crate) fn window(&self) -> u32 {
+    fn window(&self) -> u32 {
         let cwnd = if self.cwnd.is_finite() && self.cwnd > 0.0 {
             self.cwnd as u32
         } else {
@@ -82,19 +176,236 @@ impl Sender {
     }
 
     /// True when a new packet could go out now if the pacer allows.
-    pub(crate) fn may_send_new(&self) -> bool {
+    fn may_send_new(&self) -> bool {
         self.buffer.next_unsent().is_some() && self.in_flight() < self.window()
     }
 
     /// True when the pacer has anything to send.
-    pub(crate) fn has_work(&self) -> bool {
+    pub(super) fn has_work(&self) -> bool {
         !self.loss.is_empty() || self.may_send_new()
     }
 
+    // ----- application data -----
+
+    /// Queues stream data; returns how many bytes were accepted.
+    pub(super) fn write_stream(&mut self, data: &[u8], now: Instant) -> usize {
+        self.buffer.write_stream(data, now)
+    }
+
+    /// Queues one whole message.
+    ///
+    /// # Errors
+    /// As [`SendBuffer::write_message`].
+    pub(super) fn write_message(
+        &mut self,
+        msg: &[u8],
+        ttl: Option<Duration>,
+        in_order: bool,
+        now: Instant,
+    ) -> Result<(), SendBufferError> {
+        self.buffer.write_message(msg, ttl, in_order, now)
+    }
+
+    // ----- pacing -----
+
+    /// Installs the controller's period and window.
+    pub(super) fn set_pacing(&mut self, period: Duration, cwnd: f64) {
+        self.period = period;
+        self.cwnd = cwnd;
+    }
+
+    /// Holds the first data packet back until `until`.
+    pub(super) fn hold_first_data(&mut self, until: Instant) {
+        self.first_data_hold = true;
+        self.next_slot = until;
+    }
+
+    /// Ends the first-data hold early: the peer proved it is ready.
+    pub(super) fn release_hold(&mut self, now: Instant) {
+        if self.first_data_hold {
+            self.first_data_hold = false;
+            self.next_slot = self.next_slot.min(now);
+        }
+    }
+
     /// Moves the pacing slot past the packet just sent.
-    pub(crate) fn advance_slot(&mut self, now: Instant) {
+    fn advance_slot(&mut self, now: Instant) {
         let next = self.next_slot + self.period;
         let floor = now.checked_sub(BURST_CREDIT).unwrap_or(now);
         self.next_slot = next.max(floor);
     }
+
+    // ----- feedback from the receiver -----
+
+    /// Light ACK: moves the flow window, releases nothing (§6.5). Returns
+    /// false for an ACK beyond what was sent, which changes nothing.
+    pub(super) fn on_light_ack(&mut self, ack: SeqNumber) -> bool {
+        if ack.is_after(self.current.next()) {
+            return false;
+        }
+        if !ack.is_before(self.last_ack) {
+            let advanced = ack.offset_from(self.last_ack) as u32;
+            self.flow_window = self.flow_window.saturating_sub(advanced);
+            self.last_ack = ack;
+        }
+        true
+    }
+
+    /// Full or medium ACK (UDT4 `processCtrl` case 2, §6.5): takes the
+    /// advertised window and releases the acknowledged data and losses.
+    pub(super) fn on_ack(&mut self, ack: &Ack) -> AckOutcome {
+        let seq = ack.ack;
+        if seq.is_after(self.current.next()) || !seq.is_comparable(self.current) {
+            // UDT4 breaks the connection here; a forged or corrupted ACK
+            // must not kill a healthy connection, so we drop the packet.
+            return AckOutcome::Invalid;
+        }
+        if !seq.is_before(self.last_ack) {
+            self.flow_window = ack.available_buffer;
+            self.last_ack = seq;
+        }
+        if !seq.is_after(self.last_data_ack) {
+            // A repeated ACK: UDT4 stops here (no RTT or rate update).
+            return AckOutcome::Repeated;
+        }
+        self.buffer.ack(seq);
+        self.loss.remove_before(seq);
+        self.last_data_ack = seq;
+        if let Some(rates) = ack.rates {
+            self.rates.update(rates.recv_rate, rates.link_capacity);
+        }
+        AckOutcome::Advanced
+    }
+
+    /// NAK (UDT4 `processCtrl` case 3, §6.3): queues the reported losses
+    /// for retransmission.
+    pub(super) fn on_nak(&mut self, ranges: &LossRanges<'_>) -> NakOutcome {
+        let mut out = NakOutcome::default();
+        for item in ranges.iter() {
+            let Ok((first, last)) = item else {
+                out.invalid += 1;
+                break;
+            };
+            // Reversed ranges and anything beyond what was sent are
+            // impossible from a correct receiver; UDT4 breaks the
+            // connection, we ignore the entry.
+            if first.is_after(last)
+                || last.is_after(self.current)
+                || !last.is_comparable(self.current)
+            {
+                out.invalid += 1;
+                continue;
+            }
+            if last.is_before(self.last_ack) {
+                continue;
+            }
+            let first = first.max_of(self.last_ack);
+            let added = self.loss.insert(first, last);
+            out.added += added;
+            // Only news is a congestion signal: our periodic NAK repeats
+            // losses already reported, which must not cut the rate again.
+            if added > 0 && out.first_lost.is_none() {
+                out.first_lost = Some(first);
+            }
+        }
+        out
+    }
+
+    /// The EXP timer expired (UDT4 `checkTimers`, §7). With data
+    /// outstanding and no loss known, everything unacknowledged is presumed
+    /// lost; the retransmission may leave at once. Returns whether data was
+    /// outstanding (a timeout for the congestion controller).
+    pub(super) fn on_timeout(&mut self, now: Instant) -> bool {
+        if self.unacked() == 0 {
+            return false;
+        }
+        if self.loss.is_empty() {
+            // Nothing known lost, yet nothing acknowledged: resend all that
+            // is unacknowledged.
+            let first = self.last_ack.max_of(self.last_data_ack);
+            if !first.is_after(self.current) {
+                self.loss.insert(first, self.current);
+            }
+        }
+        // Send the retransmission now rather than at a stale slot.
+        self.next_slot = self.next_slot.min(now);
+        true
+    }
+
+    // ----- the paced data path -----
+
+    /// Writes the next data packet into `buf` if the pacer allows at `now`:
+    /// retransmissions first, then new data within the windows (UDT4
+    /// `packData`, §6.1).
+    pub(super) fn pack(
+        &mut self,
+        now: Instant,
+        timestamp: u32,
+        dest: SocketId,
+        buf: &mut Vec<u8>,
+    ) -> Option<Packed> {
+        if now < self.next_slot {
+            return None;
+        }
+        while let Some(seq) = self.loss.pop_first() {
+            if seq.is_before(self.last_data_ack) {
+                continue;
+            }
+            if self.buffer.is_expired(seq, now) {
+                match self.skip_expired_message(seq) {
+                    Some(expired) => return Some(expired),
+                    None => continue,
+                }
+            }
+            let Some(block) = self.buffer.block(seq) else {
+                continue;
+            };
+            let len = encode_block(&block, timestamp, dest, buf);
+            self.advance_slot(now);
+            return Some(Packed::Retransmit { seq, len });
+        }
+        if !self.may_send_new() {
+            return None;
+        }
+        // The hold (if any) has expired: it must not pull the pacing slot
+        // back later.
+        self.first_data_hold = false;
+        let block = self.buffer.take_next()?;
+        let seq = block.seq;
+        let len = encode_block(&block, timestamp, dest, buf);
+        self.current = seq;
+        // Packet pair: 16n and 16n+1 leave back to back so the receiver
+        // can estimate the link capacity (§6.1 step 4, §8.3).
+        if seq.value() & 0xF != 0 {
+            self.advance_slot(now);
+        }
+        Some(Packed::New { seq, len })
+    }
+
+    /// The message holding `seq` outlived its TTL: skips what is left of it
+    /// and returns the range the receiver must drop (§11). Unlike UDT4 the
+    /// range ends at the message's real last packet (no off-by-one).
+    fn skip_expired_message(&mut self, seq: SeqNumber) -> Option<Packed> {
+        let (msg, first, _) = self.buffer.message_span(seq)?;
+        let last = self.buffer.skip_message(seq);
+        if last.is_after(self.current) {
+            self.current = last;
+        }
+        self.loss.remove_range(first, last);
+        Some(Packed::Expired { msg, first, last })
+    }
+}
+
+/// Encodes one send-buffer block as a data packet; returns its payload length.
+fn encode_block(block: &Block<'_>, timestamp: u32, dest: SocketId, buf: &mut Vec<u8>) -> u64 {
+    let header = DataHeader {
+        seq: block.seq,
+        position: block.position,
+        in_order: block.in_order,
+        msg: block.msg,
+        timestamp,
+        dest,
+    };
+    packet::encode_data(&header, block.payload, buf);
+    block.payload.len() as u64
 }

@@ -1,9 +1,11 @@
 //! The per-connection protocol timers on the SYN scale: ACK, NAK, EXP,
-//! keep-alive, peer-idle and linger. Deadlines are derived from connection
-//! state each time they are asked for, so no timer can go stale.
+//! keep-alive, peer-idle and linger, and what each does when it fires.
+//! Deadlines are derived from connection state each time they are asked
+//! for, so no timer can go stale.
 
 use std::time::{Duration, Instant};
 
+use super::output::ControlItem;
 use super::{Connection, State};
 use crate::time::{MIN_EXP_INTERVAL, SYN_INTERVAL};
 
@@ -45,9 +47,6 @@ impl Timer {
 /// and is still far below any peer's dead-peer detection).
 pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The shortest periodic NAK interval.
-const MIN_NAK_INTERVAL: Duration = Duration::from_millis(20);
-
 impl Connection {
     /// When `timer` is next due, or `None` when it is not armed.
     pub fn timer_deadline(&self, timer: Timer) -> Option<Instant> {
@@ -55,14 +54,15 @@ impl Connection {
             return None;
         }
         match timer {
-            Timer::Ack => self.ack_deadline(),
-            Timer::Nak => {
-                if self.receiver.loss.is_empty() {
-                    None
-                } else {
-                    Some(self.receiver.last_nak_time + self.nak_interval())
-                }
+            Timer::Ack => {
+                let period = self
+                    .cc
+                    .ack_period()
+                    .unwrap_or(SYN_INTERVAL)
+                    .min(SYN_INTERVAL);
+                self.receiver.ack_deadline(self.last_now, &self.rtt, period)
             }
+            Timer::Nak => self.receiver.nak_deadline(&self.rtt),
             Timer::Exp => {
                 if self.sender.unacked() == 0 {
                     None
@@ -77,44 +77,6 @@ impl Connection {
                 _ => None,
             },
         }
-    }
-
-    fn ack_deadline(&self) -> Option<Instant> {
-        let r = &self.receiver;
-        if r.ack_now {
-            return Some(r.last_ack_time.min(self.last_now));
-        }
-        if !r.has_unconfirmed() {
-            return None;
-        }
-        let period = self
-            .cc
-            .ack_period()
-            .unwrap_or(SYN_INTERVAL)
-            .min(SYN_INTERVAL);
-        if r.ack_number() == r.last_ack {
-            // Sent already and not confirmed: UDT4 repeats a full ACK after
-            // RTT + 4·RTTVar (udt4-protocol.md §6.4).
-            Some(r.last_ack_time + (self.rtt.rtt() + 4 * self.rtt.rtt_var()).max(period))
-        } else {
-            Some(r.last_ack_time + period)
-        }
-    }
-
-    /// UDT4's NAK interval formula (computed but unused in 4.11):
-    /// RTT + 4·RTTVar plus the time to receive the lost packets at the
-    /// current arrival rate.
-    fn nak_interval(&self) -> Duration {
-        let base = self.rtt.rtt() + 4 * self.rtt.rtt_var();
-        let speed = self.receiver.arrivals.recv_speed();
-        let drain = if speed > 0 {
-            Duration::from_micros(
-                u64::from(self.receiver.loss.len()) * 1_000_000 / u64::from(speed),
-            )
-        } else {
-            Duration::ZERO
-        };
-        (base + drain.min(Duration::from_secs(1))).max(MIN_NAK_INTERVAL)
     }
 
     /// UDT4 EXP interval: `max(n·(RTT + 4·RTTVar + SYN), n·300 ms)` for the
@@ -174,5 +136,49 @@ impl Connection {
                 self.enter_closed(now, crate::error::ConnectionError::LingerExpired);
             }
         }
+    }
+
+    /// The ACK timer (UDT4 `sendCtrl(2)`, §6.4).
+    fn send_ack(&mut self, now: Instant) {
+        if let Some(ack) = self.receiver.build_ack(now, &self.rtt) {
+            self.queue_control(ControlItem::Ack(ack));
+            self.counters.acks_sent += 1;
+        }
+    }
+
+    /// Periodic NAK of the whole loss list.
+    fn on_nak_timer(&mut self, now: Instant) {
+        if self.receiver.on_nak_timer(now) && !self.queue_control(ControlItem::NakList) {
+            // Dropped with the queue full: the next period must try again.
+            self.receiver.nak_list_dropped();
+        }
+    }
+
+    /// The EXP timer (UDT4 `checkTimers`, §7): a retransmission timeout if
+    /// data is outstanding, and one more backoff step either way.
+    fn on_exp(&mut self, now: Instant) {
+        if self.sender.on_timeout(now) {
+            self.counters.timeouts += 1;
+            let ctx = self.cc_context(now);
+            self.cc.on_timeout(&ctx);
+            self.apply_cc();
+        }
+        log::debug!(
+            "{} EXP #{} after {:?}",
+            self.local_id,
+            self.exp_count,
+            now.saturating_duration_since(self.exp_base)
+        );
+        self.exp_count = self.exp_count.saturating_add(1);
+        self.exp_base = now;
+    }
+
+    /// The keep-alive timer: something must reach the peer.
+    fn queue_keepalive(&mut self, now: Instant) {
+        // Mark the time now so the timer does not fire again before the
+        // driver drains the queue.
+        self.last_send_time = now;
+        self.counters.keepalives_sent += 1;
+        self.queue_control(ControlItem::KeepAlive);
     }
 }

@@ -1,0 +1,589 @@
+//! Scripted packet-in / packets-out tests: each one feeds encoded packets to
+//! one [`Connection`] at given virtual times and asserts the exact datagrams
+//! it sends back, byte for byte (the style of smoltcp's socket tests).
+//!
+//! Times are offsets from the connection's creation, which is also the epoch
+//! of its wire timestamps, so an expected packet's timestamp is the time of
+//! the step that sends it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::packet::{self, Ack, AckRates, Control, ControlPacket, DataHeader, PacketPosition};
+use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber};
+
+const LOCAL: SocketId = SocketId(0x1111);
+const PEER: SocketId = SocketId(0x2222);
+
+/// Both directions start here (an arbitrary number, away from the wrap).
+const ISN: SeqNumber = SeqNumber::new(1000);
+
+/// Payload of a full data packet at the default MSS of 1500.
+const FULL: usize = 1456;
+
+/// The RTT and variance a connection starts with (UDT4's defaults), in µs,
+/// as ACKs carry them until a sample arrives.
+const RTT0: u32 = 100_000;
+const VAR0: u32 = 50_000;
+
+/// The rate fields of a full ACK while the arrival estimators are still at
+/// their initial values (intervals of 1 s, probe intervals of 1 ms) or have
+/// only seen intervals the median filter discards.
+const INITIAL_RATES: AckRates = AckRates {
+    recv_rate: 1,
+    link_capacity: 1000,
+};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn us(n: u64) -> Duration {
+    Duration::from_micros(n)
+}
+
+#[allow(clippy::disallowed_methods)] // one real Instant as the script's epoch
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+/// A connection under test and its virtual clock.
+struct Script {
+    conn: Connection,
+    t0: Instant,
+    buf: Vec<u8>,
+}
+
+impl Script {
+    /// A caller-side stream connection (no first-data hold) with `config`.
+    fn new(config: Config) -> Self {
+        let t0 = epoch();
+        let params = ConnectParams {
+            local_socket_id: LOCAL,
+            peer_socket_id: PEER,
+            peer_addr: peer_addr(),
+            send_isn: ISN,
+            recv_isn: ISN,
+            mss: 1500,
+            peer_flow_window: 8192,
+            socket_type: SocketType::Stream,
+            rendezvous: false,
+            self_ip: None,
+            response: None,
+        };
+        Script {
+            conn: Connection::new(params, Arc::new(config), t0),
+            t0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The peer's datagram `datagram` arrives at `at`.
+    fn feed(&mut self, at: Duration, datagram: &[u8]) {
+        self.conn
+            .handle_datagram(self.t0 + at, peer_addr(), datagram);
+    }
+
+    /// At `at`, the timers due fire and everything the connection wants to
+    /// send is drained through `poll_transmit`: it must be exactly
+    /// `expected`, in order.
+    #[track_caller]
+    fn expect(&mut self, at: Duration, expected: &[Vec<u8>]) {
+        let now = self.t0 + at;
+        self.conn.handle_timeout(now);
+        let mut out = Vec::new();
+        while let Some(t) = self.conn.poll_transmit(now, &mut self.buf) {
+            assert_eq!(t.destination, peer_addr());
+            assert_eq!(t.size, self.buf.len());
+            out.push(self.buf.clone());
+            assert!(out.len() <= 1000, "poll_transmit never returns None");
+        }
+        assert_same(at, &out, expected);
+    }
+
+    /// As [`expect`](Self::expect), through `poll_transmit_control`.
+    #[track_caller]
+    fn expect_control(&mut self, at: Duration, expected: &[Vec<u8>]) {
+        let now = self.t0 + at;
+        self.conn.handle_timeout(now);
+        let mut out = Vec::new();
+        while let Some(t) = self.conn.poll_transmit_control(now, &mut self.buf) {
+            assert_eq!(t.kind, TransmitKind::Control);
+            out.push(self.buf.clone());
+            assert!(
+                out.len() <= 1000,
+                "poll_transmit_control never returns None"
+            );
+        }
+        assert_same(at, &out, expected);
+    }
+}
+
+fn peer_addr() -> SocketAddr {
+    (Ipv4Addr::LOCALHOST, 9000).into()
+}
+
+/// Compares datagrams byte for byte; on a mismatch shows both lists decoded.
+#[track_caller]
+fn assert_same(at: Duration, got: &[Vec<u8>], want: &[Vec<u8>]) {
+    if got != want {
+        let show = |list: &[Vec<u8>]| {
+            list.iter()
+                .map(|d| format!("  {:?}", packet::decode(d)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        panic!(
+            "at {at:?}:\n sent:\n{}\n expected:\n{}",
+            show(got),
+            show(want)
+        );
+    }
+}
+
+/// Microseconds since the connection started, as a wire timestamp.
+fn ts(at: Duration) -> u32 {
+    at.as_micros() as u32
+}
+
+fn control(at: Duration, control: Control<'_>) -> Vec<u8> {
+    let mut d = Vec::new();
+    ControlPacket {
+        timestamp: ts(at),
+        dest: PEER,
+        control,
+    }
+    .encode(&mut d);
+    d
+}
+
+/// A data packet from the peer: `len` bytes, one message of its own.
+fn data_in(seq: SeqNumber, len: usize) -> Vec<u8> {
+    let header = DataHeader {
+        seq,
+        position: PacketPosition::Only,
+        in_order: false,
+        msg: MsgNumber::FIRST,
+        timestamp: 0,
+        dest: LOCAL,
+    };
+    let mut d = Vec::new();
+    packet::encode_data(&header, &vec![0xAB; len], &mut d);
+    d
+}
+
+/// Our data packet carrying `payload`, the first message of a stream.
+fn data_out(at: Duration, seq: SeqNumber, payload: &[u8]) -> Vec<u8> {
+    let header = DataHeader {
+        seq,
+        position: PacketPosition::Only,
+        in_order: false,
+        msg: MsgNumber::FIRST,
+        timestamp: ts(at),
+        dest: PEER,
+    };
+    let mut d = Vec::new();
+    packet::encode_data(&header, payload, &mut d);
+    d
+}
+
+/// An ACK2 from the peer.
+fn ack2_in(ack_seq: u32) -> Vec<u8> {
+    let mut d = Vec::new();
+    ControlPacket {
+        timestamp: 0,
+        dest: LOCAL,
+        control: Control::Ack2(AckSeqNumber::new(ack_seq)),
+    }
+    .encode(&mut d);
+    d
+}
+
+/// A full (with `rates`) or medium ACK we send.
+fn ack(
+    at: Duration,
+    ack_seq: u32,
+    ack: SeqNumber,
+    (rtt_us, rtt_var_us): (u32, u32),
+    available_buffer: u32,
+    rates: Option<AckRates>,
+) -> Vec<u8> {
+    control(
+        at,
+        Control::Ack(Ack {
+            ack_seq: AckSeqNumber::new(ack_seq),
+            ack,
+            rtt_us,
+            rtt_var_us,
+            available_buffer,
+            rates,
+        }),
+    )
+}
+
+fn light_ack(at: Duration, ack: SeqNumber) -> Vec<u8> {
+    control(at, Control::LightAck { ack })
+}
+
+fn keepalive(at: Duration) -> Vec<u8> {
+    control(at, Control::KeepAlive)
+}
+
+/// A NAK we send, reporting the inclusive `ranges` (at most one full
+/// payload of words).
+fn nak(at: Duration, ranges: &[(SeqNumber, SeqNumber)]) -> Vec<u8> {
+    let mut d = Vec::new();
+    let written = packet::encode_nak(ts(at), PEER, ranges.iter().copied(), FULL / 4, &mut d);
+    assert_eq!(written, ranges.len());
+    d
+}
+
+/// The receive window a default connection advertises with `held` packets
+/// buffered: the capacity less one (UDT4 keeps one slot free).
+fn window(held: u32) -> u32 {
+    8192 - held - 1
+}
+
+#[test]
+fn full_ack_every_syn() {
+    let mut s = Script::new(Config::default());
+    s.feed(ms(1), &data_in(ISN, FULL));
+    // Full-size data does not ask for an ACK at once: the ACK timer runs
+    // one SYN (10 ms) from the connection's start.
+    s.expect(us(9_999), &[]);
+    s.expect(
+        ms(10),
+        &[ack(
+            ms(10),
+            1,
+            ISN.next(),
+            (RTT0, VAR0),
+            window(1),
+            Some(INITIAL_RATES),
+        )],
+    );
+    s.feed(ms(12), &data_in(ISN.add(1), FULL));
+    s.feed(ms(13), &data_in(ISN.add(2), FULL));
+    // The next ACK waits for the next SYN after the last one, and is full
+    // again (rates included) because a whole SYN has passed.
+    s.expect(us(19_999), &[]);
+    s.expect(
+        ms(20),
+        &[ack(
+            ms(20),
+            2,
+            ISN.add(3),
+            (RTT0, VAR0),
+            window(3),
+            Some(INITIAL_RATES),
+        )],
+    );
+    // Nothing new and the sender has not confirmed: the same ACK number is
+    // repeated only after RTT + 4·RTTVar (300 ms), not every SYN.
+    s.expect(ms(30), &[]);
+    s.expect(us(319_999), &[]);
+    s.expect(
+        ms(320),
+        &[ack(
+            ms(320),
+            3,
+            ISN.add(3),
+            (RTT0, VAR0),
+            window(3),
+            Some(INITIAL_RATES),
+        )],
+    );
+}
+
+#[test]
+fn light_ack_every_64_packets() {
+    let mut s = Script::new(Config::default());
+    let t = ms(1);
+    for i in 0..63 {
+        s.feed(t, &data_in(ISN.add(i), FULL));
+    }
+    s.expect_control(t, &[]);
+    s.feed(t, &data_in(ISN.add(63), FULL));
+    s.expect_control(t, &[light_ack(t, ISN.add(64))]);
+    for i in 64..127 {
+        s.feed(t, &data_in(ISN.add(i), FULL));
+    }
+    s.expect_control(t, &[]);
+    s.feed(t, &data_in(ISN.add(127), FULL));
+    s.expect_control(t, &[light_ack(t, ISN.add(128))]);
+}
+
+#[test]
+fn immediate_nak_on_a_sequence_gap() {
+    let mut s = Script::new(Config::default());
+    s.feed(ms(1), &data_in(ISN, FULL));
+    s.expect_control(ms(1), &[]);
+    // Two packets missing: one range, sent at once, no timer involved.
+    s.feed(ms(2), &data_in(ISN.add(3), FULL));
+    s.expect_control(ms(2), &[nak(ms(2), &[(ISN.add(1), ISN.add(2))])]);
+    // One packet missing: a single number.
+    s.feed(ms(3), &data_in(ISN.add(5), FULL));
+    s.expect_control(ms(3), &[nak(ms(3), &[(ISN.add(4), ISN.add(4))])]);
+    // A retransmission filling part of a gap reveals no new gap.
+    s.feed(ms(4), &data_in(ISN.add(1), FULL));
+    s.expect_control(ms(4), &[]);
+}
+
+#[test]
+fn periodic_nak_repeats_the_loss_list() {
+    let mut s = Script::new(Config::default());
+    s.feed(ms(1), &data_in(ISN, FULL));
+    s.feed(ms(2), &data_in(ISN.add(3), FULL));
+    let lost = [(ISN.add(1), ISN.add(2))];
+    s.expect(ms(2), &[nak(ms(2), &lost)]);
+    // The ACK timer acknowledges up to the first loss meanwhile.
+    s.expect(
+        ms(10),
+        &[ack(
+            ms(10),
+            1,
+            ISN.next(),
+            (RTT0, VAR0),
+            window(1),
+            Some(INITIAL_RATES),
+        )],
+    );
+    // The NAK period is RTT + 4·RTTVar (300 ms) plus the time to receive
+    // the 2 lost packets at the measured arrival speed (1 packet/s), capped
+    // at 1 s: 1.3 s after the last report, counted from the start. Until
+    // then only the repeated ACK (after 300 ms) and a keep-alive (1 s of
+    // silence) go out.
+    s.expect(
+        ms(1299),
+        &[
+            ack(
+                ms(1299),
+                2,
+                ISN.next(),
+                (RTT0, VAR0),
+                window(1),
+                Some(INITIAL_RATES),
+            ),
+            keepalive(ms(1299)),
+        ],
+    );
+    s.expect(ms(1300), &[nak(ms(1300), &lost)]);
+    // And again one period later, for as long as the loss lasts.
+    s.expect(
+        ms(2599),
+        &[
+            ack(
+                ms(2599),
+                3,
+                ISN.next(),
+                (RTT0, VAR0),
+                window(1),
+                Some(INITIAL_RATES),
+            ),
+            keepalive(ms(2599)),
+        ],
+    );
+    s.expect(ms(2600), &[nak(ms(2600), &lost)]);
+    // Once the retransmissions arrive, the loss list is empty: no more NAKs.
+    s.feed(ms(2601), &data_in(ISN.add(1), FULL));
+    s.feed(ms(2601), &data_in(ISN.add(2), FULL));
+    s.expect_control(ms(2601), &[]);
+    let ack4 = ack(
+        ms(2609),
+        4,
+        ISN.add(4),
+        (RTT0, VAR0),
+        window(4),
+        Some(INITIAL_RATES),
+    );
+    s.expect(ms(2609), &[ack4]);
+    assert_eq!(s.conn.timer_deadline(Timer::Nak), None);
+    s.expect(
+        ms(3900),
+        &[
+            ack(
+                ms(3900),
+                5,
+                ISN.add(4),
+                (RTT0, VAR0),
+                window(4),
+                Some(INITIAL_RATES),
+            ),
+            keepalive(ms(3900)),
+        ],
+    );
+}
+
+#[test]
+fn exp_backs_off_and_retransmits_unacknowledged_data() {
+    let mut s = Script::new(Config::default());
+    let payload = [0x5A; 100];
+    assert_eq!(s.conn.write(&payload), Ok(100));
+    s.expect(ms(0), &[data_out(ms(0), ISN, &payload)]);
+    // The n-th expiry comes n·(RTT + 4·RTTVar + SYN) = n·310 ms after the
+    // previous one (UDT4 checkTimers; at least n·300 ms), and each resends
+    // everything unacknowledged.
+    let mut at = ms(0);
+    for n in 1..=3u64 {
+        at += ms(310 * n);
+        s.expect(at - us(1), &[]);
+        s.expect(at, &[data_out(at, ISN, &payload)]);
+        assert_eq!(s.conn.stats().timeouts, n);
+    }
+    assert_eq!(at, ms(1860));
+    // An ACK of everything stops the timer: only keep-alives remain.
+    let mut d = Vec::new();
+    ControlPacket {
+        timestamp: 0,
+        dest: LOCAL,
+        control: Control::Ack(Ack {
+            ack_seq: AckSeqNumber::new(1),
+            ack: ISN.next(),
+            rtt_us: RTT0,
+            rtt_var_us: VAR0,
+            available_buffer: 8000,
+            rates: None,
+        }),
+    }
+    .encode(&mut d);
+    s.feed(ms(1900), &d);
+    s.expect(
+        ms(1900),
+        &[control(ms(1900), Control::Ack2(AckSeqNumber::new(1)))],
+    );
+    assert_eq!(s.conn.timer_deadline(Timer::Exp), None);
+    s.expect(ms(2899), &[]);
+    s.expect(ms(2900), &[keepalive(ms(2900))]);
+    assert_eq!(s.conn.stats().timeouts, 3);
+}
+
+#[test]
+fn ack2_gives_an_rtt_sample() {
+    let mut s = Script::new(Config::default());
+    s.feed(ms(1), &data_in(ISN, FULL));
+    let first = ack(
+        ms(10),
+        1,
+        ISN.next(),
+        (RTT0, VAR0),
+        window(1),
+        Some(INITIAL_RATES),
+    );
+    s.expect(ms(10), &[first]);
+    // The ACK2 for ACK 1 arrives 20 ms after it: one sample of 20 ms.
+    // var = (3·50 + |20 − 100|)/4 = 57.5 ms, rtt = (7·100 + 20)/8 = 90 ms.
+    s.feed(ms(30), &ack2_in(1));
+    // It also confirms ACK number ISN+1: nothing to acknowledge now.
+    s.expect(ms(30), &[]);
+    assert_eq!(s.conn.timer_deadline(Timer::Ack), None);
+    // A repeated ACK2 is no second sample.
+    s.feed(ms(31), &ack2_in(1));
+    s.feed(ms(32), &data_in(ISN.add(1), FULL));
+    s.expect(
+        ms(32),
+        &[ack(
+            ms(32),
+            2,
+            ISN.add(2),
+            (90_000, 57_500),
+            window(2),
+            Some(INITIAL_RATES),
+        )],
+    );
+}
+
+#[test]
+fn window_update_ack_after_the_application_reads() {
+    let config = Config {
+        recv_buffer_packets: 40,
+        ..Config::default()
+    };
+    let mut s = Script::new(config);
+    for i in 0..20 {
+        s.feed(ms(1), &data_in(ISN.add(i), FULL));
+    }
+    // 20 of 40 slots held, one kept free: 19 advertised, under 32. The
+    // arrivals in one instant count as 1 µs apart: 10^6 packets/s.
+    let burst = AckRates {
+        recv_rate: 1_000_000,
+        link_capacity: 1000,
+    };
+    let ack1 = ack(ms(10), 1, ISN.add(20), (RTT0, VAR0), 19, Some(burst));
+    s.expect(ms(10), &[ack1]);
+    // Reading a little leaves the window under 32: no update.
+    let mut buf = vec![0u8; 5 * FULL];
+    assert_eq!(s.conn.read(&mut buf), Ok(5 * FULL));
+    s.expect(ms(11), &[]);
+    // Reading the rest opens it to 39: an ACK goes at once, although its
+    // ACK number is the one just sent and unconfirmed (a medium ACK: less
+    // than a SYN since the last full one).
+    let mut rest = vec![0u8; 15 * FULL];
+    assert_eq!(s.conn.read(&mut rest), Ok(15 * FULL));
+    s.expect(
+        ms(12),
+        &[ack(ms(12), 2, ISN.add(20), (RTT0, VAR0), 39, None)],
+    );
+    // The window stays open: later reads send no more updates, and the
+    // unconfirmed ACK is repeated only after RTT + 4·RTTVar.
+    s.expect(us(311_999), &[]);
+    s.expect(
+        ms(312),
+        &[ack(ms(312), 3, ISN.add(20), (RTT0, VAR0), 39, Some(burst))],
+    );
+}
+
+/// Regression: a periodic NAK dropped because the control queue was full
+/// used to leave its "queued" flag set, so that no periodic NAK was ever
+/// sent again on that connection.
+#[test]
+fn periodic_nak_survives_a_full_control_queue() {
+    let mut s = Script::new(Config::default());
+    s.feed(ms(1), &data_in(ISN, FULL));
+    // Every other packet missing, and a driver that does not drain: the
+    // immediate NAKs fill the control queue and the rest are dropped.
+    let gaps = CONTROL_QUEUE_LIMIT as u32 + 4;
+    for k in 1..=gaps {
+        s.feed(ms(2), &data_in(ISN.add(2 * k), FULL));
+    }
+    // 260 NAKs and 4 light ACKs wanted the queue; 256 fit.
+    let dropped = s.conn.stats().dropped.control_queue_full;
+    assert_eq!(dropped, 8);
+    // The periodic NAK falls due while the queue is still full: lost too.
+    let due = s
+        .conn
+        .timer_deadline(Timer::Nak)
+        .expect("losses are pending");
+    s.conn.handle_timeout(due);
+    assert_eq!(
+        s.conn.stats().dropped.control_queue_full,
+        dropped + 2,
+        "the periodic NAK and the ACK"
+    );
+    let mut drained = 0;
+    while s.conn.poll_transmit(due, &mut s.buf).is_some() {
+        drained += 1;
+    }
+    assert_eq!(drained, CONTROL_QUEUE_LIMIT);
+    // The next period reports the whole loss list again.
+    let next = s
+        .conn
+        .timer_deadline(Timer::Nak)
+        .expect("losses are pending");
+    assert!(next > due);
+    let at = next.duration_since(s.t0);
+    let lost: Vec<_> = (1..=gaps)
+        .map(|k| (ISN.add(2 * k - 1), ISN.add(2 * k - 1)))
+        .collect();
+    s.conn.handle_timeout(next);
+    let mut sent = Vec::new();
+    while s.conn.poll_transmit(next, &mut s.buf).is_some() {
+        sent.push(s.buf.clone());
+    }
+    assert!(
+        sent.contains(&nak(at, &lost)),
+        "no periodic NAK after the queue drained: {:?}",
+        sent.iter().map(|d| packet::decode(d)).collect::<Vec<_>>()
+    );
+}
