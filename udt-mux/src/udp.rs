@@ -1,7 +1,8 @@
 //! The UDP socket of a multiplexer: `socket2` set-up (IPv4/IPv6, buffer
-//! sizes) and batched send/receive. All `unsafe` code of the crate lives
-//! here: the `sendmmsg`/`recvmmsg` calls on Linux, with a portable
-//! one-datagram-per-call fallback elsewhere.
+//! sizes) and batched send/receive. The `sendmmsg`/`recvmmsg` calls on
+//! Linux live here, with a portable one-datagram-per-call fallback
+//! elsewhere; they and the send thread's timer-slack `prctl` are the
+//! crate's only `unsafe` code.
 //!
 //! The socket stays in blocking mode so that the send thread gets
 //! backpressure from a full kernel send buffer; the receive thread reads
@@ -356,8 +357,9 @@ fn send_one(port: &UdpPort, data: &[u8], dest: &SockAddr, blocking: bool) -> io:
     port.socket.send_to_with_flags(data, dest, flags)
 }
 
-/// True for send errors that concern one datagram (drop it and go on),
-/// as opposed to "try again".
+/// True for errors after which the same call is simply made again (a
+/// signal interrupted it); any other error concerns the datagram at hand,
+/// which is dropped and counted.
 fn is_retryable(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::Interrupted)
 }
