@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use harness::{args, Peer};
-use udt::{Config, Endpoint};
+use udt::Endpoint;
 use udt_relay::{Impairment, Loss, Relay, RelayConfig};
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -38,7 +38,7 @@ fn localhost() -> SocketAddr {
 }
 
 fn endpoint() -> Endpoint {
-    Endpoint::bind(localhost(), Config::default()).expect("bind an endpoint")
+    Endpoint::bind(localhost()).expect("bind an endpoint")
 }
 
 /// A UDT4 server receiving `bytes` unchecked; returns its measured time.

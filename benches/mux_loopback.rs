@@ -103,18 +103,11 @@ fn bench_throughput(total: u64) {
 
     // UDT through two endpoints.
     let config = Config::default();
-    let options = EndpointConfig {
-        precise_wait: Duration::from_micros(env("UDT_BENCH_PRECISE_US", 50)),
-        ..EndpointConfig::default()
-    };
-    let server_ep = Endpoint::bind_with(
-        "127.0.0.1:0".parse().unwrap(),
-        config.clone(),
-        options.clone(),
-    )
-    .unwrap();
+    let mut options = EndpointConfig::default();
+    options.precise_wait = Duration::from_micros(env("UDT_BENCH_PRECISE_US", 50));
+    let server_ep = Endpoint::bind_with("127.0.0.1:0", config.clone(), options.clone()).unwrap();
     let listener = server_ep.listen(1).unwrap();
-    let client_ep = Endpoint::bind_with("127.0.0.1:0".parse().unwrap(), config, options).unwrap();
+    let client_ep = Endpoint::bind_with("127.0.0.1:0", config, options).unwrap();
     let client = client_ep.connect(server_ep.local_addr()).unwrap();
     let (server, _) = listener.accept().unwrap();
     let cpu0 = cpu_time();
@@ -145,16 +138,9 @@ fn bench_throughput(total: u64) {
 
 fn bench_idle(connections: usize, secs: u64) {
     let rss_before = rss_kib();
-    let options = EndpointConfig::default();
-    let config = Config::default();
-    let server = Endpoint::bind_with(
-        "127.0.0.1:0".parse().unwrap(),
-        config.clone(),
-        options.clone(),
-    )
-    .unwrap();
+    let server = Endpoint::bind("127.0.0.1:0").unwrap();
     let listener = server.listen(connections).unwrap();
-    let client = Endpoint::bind_with("127.0.0.1:0".parse().unwrap(), config, options).unwrap();
+    let client = Endpoint::bind("127.0.0.1:0").unwrap();
     let rss_endpoints = rss_kib();
     let mut streams = Vec::new();
     for _ in 0..connections {

@@ -14,7 +14,7 @@
 mod harness;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use harness::{
     args, build_message, pattern_fnv, read_pattern, serial, write_pattern, Fields, MessageChecker,
     Peer,
 };
-use udt::{Config, Endpoint, UdtMessageSocket, UdtStream};
+use udt::{Config, Endpoint, EndpointConfig, MessageOptions, Options, UdtMessageSocket, UdtStream};
 use udt_relay::{Impairment, Loss, Relay, RelayConfig};
 
 const MIB: u64 = 1 << 20;
@@ -35,8 +35,8 @@ fn localhost() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-fn endpoint(addr: SocketAddr, config: Config) -> Endpoint {
-    Endpoint::bind(addr, config).expect("bind an endpoint")
+fn endpoint(addr: impl ToSocketAddrs, config: Config) -> Endpoint {
+    Endpoint::bind_with(addr, config, EndpointConfig::default()).expect("bind an endpoint")
 }
 
 fn s(v: impl ToString) -> String {
@@ -248,7 +248,7 @@ fn send_messages(
     let mut msg = Vec::new();
     for i in 0..count {
         build_message(seed, i, min, max, &mut msg);
-        sock.send_msg(&msg, None, in_order)
+        sock.send_msg_with(&msg, MessageOptions::new().ordered(in_order))
             .unwrap_or_else(|e| panic!("send_msg {i}: {e}"));
     }
 }
@@ -351,8 +351,8 @@ fn messages_ours_to_udt4(
     let target = relay.as_ref().map_or(addr, Relay::local_addr);
     let ep = endpoint(localhost(), Config::default());
     let sock = ep
-        .connect_messages(target)
-        .expect("connect_messages to UDT4");
+        .connect_with(target, Options::messages())
+        .expect("connect a message socket to UDT4");
     send_messages(&sock, seed, count, min, max, in_order);
     // libudt 4.11 can lose acknowledged messages that its application has
     // not read yet when the sender's shutdown arrives (seen with
@@ -378,7 +378,9 @@ fn messages_udt4_to_ours(
     path: Option<Impairment>,
 ) {
     let ep = endpoint(localhost(), Config::default());
-    let listener = ep.listen_messages(4).expect("listen_messages");
+    let listener = ep
+        .listen_with(4, Options::messages())
+        .expect("listen for messages");
     let relay = path.map(|p| start_relay(ep.local_addr(), p, seed));
     let target = relay.as_ref().map_or(ep.local_addr(), Relay::local_addr);
     let mut client = Peer::spawn(
@@ -462,18 +464,20 @@ fn ttl_messages_ours_to_udt4_drop_cleanly() {
     let relay = start_relay(server.ready_addr(), ttl_path(), seed);
     let ep = endpoint(localhost(), Config::default());
     let sock = ep
-        .connect_messages(relay.local_addr())
-        .expect("connect_messages");
+        .connect_with(relay.local_addr(), Options::messages())
+        .expect("connect a message socket");
     let mut msg = Vec::new();
     for i in 0..TTL_COUNT {
         build_message(seed, i, TTL_MIN, TTL_MAX, &mut msg);
         // A lost packet's retransmission comes ≥ 20 ms later: past 2 ms.
-        let (ttl, in_order) = if i + 1 == TTL_COUNT {
-            (None, true)
+        let options = if i + 1 == TTL_COUNT {
+            MessageOptions::new()
         } else {
-            (Some(Duration::from_millis(2)), false)
+            MessageOptions::new()
+                .ttl(Duration::from_millis(2))
+                .unordered()
         };
-        sock.send_msg(&msg, ttl, in_order).expect("send_msg");
+        sock.send_msg_with(&msg, options).expect("send_msg");
     }
     let r = server.expect_line("RESULT", PEER_LIMIT);
     let stats = sock.stats();
@@ -515,7 +519,9 @@ fn ttl_messages_udt4_to_ours_drop_cleanly() {
     // UDT4 sends its shutdown once; on this lossy path it may be lost, and
     // then only our idle timeout ends the connection.
     let ep = endpoint(localhost(), short_idle());
-    let listener = ep.listen_messages(4).expect("listen_messages");
+    let listener = ep
+        .listen_with(4, Options::messages())
+        .expect("listen for messages");
     let relay = start_relay(ep.local_addr(), ttl_path(), seed);
     let mut client = Peer::spawn(
         "msg_client",
@@ -964,10 +970,9 @@ fn orderly_close_by_ours_loses_nothing() {
 }
 
 fn short_idle() -> Config {
-    Config {
-        peer_idle_timeout: Duration::from_secs(3),
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.peer_idle_timeout = Duration::from_secs(3);
+    config
 }
 
 /// A UDT4 sender killed mid-transfer: our reader fails (not a clean end of
@@ -1130,7 +1135,7 @@ fn udt4_listener_getsockname_and_getpeername_are_right() {
 #[test]
 fn ipv6_addresses_and_data_both_roles() {
     let _serial = serial();
-    let loopback6: SocketAddr = "[::1]:0".parse().expect("IPv6 loopback");
+    let loopback6 = "[::1]:0";
     // UDT4 caller, our listener.
     let ep = endpoint(loopback6, Config::default());
     let listener = ep.listen(4).expect("listen");

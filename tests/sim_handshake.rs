@@ -78,10 +78,7 @@ fn connect_to_nobody_times_out_after_the_connect_timeout() {
 fn socket_type_mismatch_is_rejected() {
     init_logs();
     let l = link(100, Duration::from_millis(5), Loss::None);
-    let msg = Config {
-        socket_type: SocketType::Message,
-        ..Config::default()
-    };
+    let msg = Config::default().with_socket_type(SocketType::Message);
     let mut p = Pair::with_configs(34, l.clone(), l, Config::default(), msg);
     let now = p.sim.now();
     p.sim.node_mut(p.b).listen(now);

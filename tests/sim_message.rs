@@ -12,10 +12,7 @@ use udt_core::sim::{Loss, NodeId, Sim, UdtNode};
 use udt_core::{Config, ReadError, SocketId, SocketType, WriteError};
 
 fn message_config() -> Config {
-    Config {
-        socket_type: SocketType::Message,
-        ..Config::default()
-    }
+    Config::default().with_socket_type(SocketType::Message)
 }
 
 /// Message `index` of length `len`: an 12-byte header (index, length) and

@@ -15,10 +15,8 @@ fn run(seed: u64, ab: LinkConfig, ba: LinkConfig, total: u64) -> common::Transfe
     init_logs();
     // Slow lossy transfers may take longer than the default linger after
     // the sender's close.
-    let config = Config {
-        linger: Some(LIMIT),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.linger = Some(LIMIT);
     let mut p = Pair::new(seed, ab, ba, config);
     let (a_id, b_id) = p.connect();
     let report = stream_transfer(&mut p.sim, (p.a, a_id), (p.b, b_id), total, LIMIT);

@@ -10,10 +10,9 @@ use udt_core::sim::Loss;
 use udt_core::{Config, ConnectionError, State};
 
 fn idle_config(timeout: Duration) -> Config {
-    Config {
-        peer_idle_timeout: timeout,
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.peer_idle_timeout = timeout;
+    config
 }
 
 fn blackhole(p: &mut Pair, on: bool) {

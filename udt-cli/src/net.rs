@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use udt_mux::{
-    Config, Endpoint, EndpointConfig, UdtListener, UdtMessageListener, UdtMessageSocket, UdtStream,
+    Config, Endpoint, EndpointConfig, Options, UdtListener, UdtMessageListener, UdtMessageSocket,
+    UdtStream,
 };
 
 /// Which transport to use.
@@ -70,11 +71,15 @@ impl NetOptions {
     }
 
     fn endpoint_config() -> EndpointConfig {
-        EndpointConfig {
-            udp_send_buffer: Some(8 << 20),
-            udp_recv_buffer: Some(8 << 20),
-            ..EndpointConfig::default()
-        }
+        let mut options = EndpointConfig::default();
+        options.udp_send_buffer = Some(8 << 20);
+        options.udp_recv_buffer = Some(8 << 20);
+        options
+    }
+
+    /// An endpoint of these options on `addr`.
+    fn bind_udt(&self, addr: SocketAddr) -> io::Result<Endpoint> {
+        Endpoint::bind_with(addr, self.udt_config(), NetOptions::endpoint_config())
     }
 }
 
@@ -201,7 +206,8 @@ impl Conn {
         let mut last = None;
         for addr in resolve(target)? {
             let attempt = match opts.transport {
-                Transport::Udt => Endpoint::bind(any_for(addr), opts.udt_config())
+                Transport::Udt => opts
+                    .bind_udt(any_for(addr))
                     .and_then(|ep| ep.connect(addr).map_err(io::Error::from))
                     .map(Conn::Udt),
                 Transport::Tcp => match opts.connect_timeout {
@@ -333,9 +339,7 @@ impl Listener {
     pub fn bind(addr: SocketAddr, opts: &NetOptions) -> io::Result<Listener> {
         match opts.transport {
             Transport::Udt => {
-                let ep =
-                    Endpoint::bind_with(addr, opts.udt_config(), NetOptions::endpoint_config())
-                        .map_err(|e| bind_error(addr, e))?;
+                let ep = opts.bind_udt(addr).map_err(|e| bind_error(addr, e))?;
                 let l = ep.listen(64)?;
                 Ok(Listener::Udt(ep, l))
             }
@@ -382,9 +386,8 @@ pub fn listen_messages(
     addr: SocketAddr,
     opts: &NetOptions,
 ) -> io::Result<(Endpoint, UdtMessageListener)> {
-    let ep = Endpoint::bind_with(addr, opts.udt_config(), NetOptions::endpoint_config())
-        .map_err(|e| bind_error(addr, e))?;
-    let l = ep.listen_messages(64)?;
+    let ep = opts.bind_udt(addr).map_err(|e| bind_error(addr, e))?;
+    let l = ep.listen_with(64, Options::messages())?;
     Ok((ep, l))
 }
 
@@ -396,9 +399,10 @@ pub fn listen_messages(
 pub fn connect_messages(target: &str, opts: &NetOptions) -> io::Result<UdtMessageSocket> {
     let mut last = None;
     for addr in resolve(target)? {
-        match Endpoint::bind(any_for(addr), opts.udt_config())
-            .and_then(|ep| ep.connect_messages(addr).map_err(io::Error::from))
-        {
+        match opts.bind_udt(any_for(addr)).and_then(|ep| {
+            ep.connect_with(addr, Options::messages())
+                .map_err(io::Error::from)
+        }) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use crate::cc::{CongestionControlFactory, NativeCcFactory};
 
+mod validate;
+
+pub use validate::{ConfigError, MAX_BUFFER_PACKETS, MIN_BUFFER_PACKETS};
+
 /// Whether a connection carries a byte stream or whole messages.
 ///
 /// On the wire (handshake word 1) UDT4 uses 1 for stream and 2 for datagram
@@ -37,8 +41,24 @@ impl SocketType {
 }
 
 /// Configuration of a connection. `Config::default()` gives the documented
-/// defaults; build a variant with struct update syntax.
+/// defaults; change the fields you need on a mutable copy, and check the
+/// result with [`Config::validate`] (udt-mux does when you hand it one).
+///
+/// ```
+/// use std::time::Duration;
+/// use udt_core::Config;
+///
+/// let mut config = Config::default();
+/// config.mss = 1400;
+/// config.linger = Some(Duration::from_secs(5));
+/// assert!(config.validate().is_ok());
+/// ```
+///
+/// New fields may be added in any release (the type is
+/// `#[non_exhaustive]`), so it cannot be built with a struct literal
+/// outside this crate.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Maximum segment size in bytes, IP and UDP headers included, as UDT4
     /// counts it. Payload per data packet is `mss` less [`PACKET_OVERHEAD`]
@@ -51,8 +71,10 @@ pub struct Config {
     /// Maximum flow window in packets (UDT4 `UDT_FC`). Default 25600.
     /// The handshake advertises `min(recv_buffer_packets, flow_window)`.
     pub flow_window: u32,
-    /// Stream or message mode. Default stream.
-    pub socket_type: SocketType,
+    /// Stream or message mode of the handshake machines built from this
+    /// configuration. Not a user option: a driver sets it for the kind of
+    /// socket it opens ([`Config::with_socket_type`]).
+    pub(crate) socket_type: SocketType,
     /// How long `close` waits for unacknowledged data; `None` abandons it at
     /// once. Default 180 s (as UDT4).
     pub linger: Option<Duration>,
@@ -79,6 +101,23 @@ impl Config {
     /// The flow window this side advertises in its handshake.
     pub fn advertised_window(&self) -> u32 {
         self.recv_buffer_packets.min(self.flow_window)
+    }
+
+    /// This configuration for handshakes of `socket_type`: the
+    /// [`Caller`](crate::handshake::Caller), [`Listener`](crate::handshake::Listener)
+    /// and [`Rendezvous`](crate::handshake::Rendezvous) machines offer (and a
+    /// listener accepts) that type. For code that drives those machines
+    /// itself; a driver such as udt-mux sets it from the kind of socket the
+    /// application opens, so applications never set it.
+    pub fn with_socket_type(mut self, socket_type: SocketType) -> Config {
+        self.socket_type = socket_type;
+        self
+    }
+
+    /// The socket type handshakes built from this configuration use
+    /// (default [`SocketType::Stream`]).
+    pub fn socket_type(&self) -> SocketType {
+        self.socket_type
     }
 }
 

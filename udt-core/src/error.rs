@@ -5,6 +5,7 @@ use std::io;
 
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnectionError {
     /// The peer was silent for longer than the configured peer-idle timeout.
     TimedOut,
@@ -47,6 +48,7 @@ impl From<ConnectionError> for io::Error {
 
 /// Why a write or a message send did not happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteError {
     /// The send buffer is full; try again once the connection is writable.
     WouldBlock,
@@ -100,6 +102,7 @@ impl From<WriteError> for io::Error {
 
 /// Why a read or a message receive returned nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadError {
     /// Nothing to read yet; try again once the connection is readable.
     WouldBlock,

@@ -155,16 +155,15 @@ mod tests {
     use std::io::{Read, Write};
     use udt_core::Config;
 
-    use crate::{Endpoint, UdtListener, UdtStream};
+    use crate::{Endpoint, EndpointConfig, UdtListener, UdtStream};
 
     /// A connected pair on loopback, with its endpoints and listener.
     fn pair() -> (Endpoint, Endpoint, UdtListener, UdtStream, UdtStream) {
-        let config = Config {
-            linger: Some(Duration::from_secs(5)),
-            ..Config::default()
-        };
-        let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config.clone()).unwrap();
-        let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        let mut config = Config::default();
+        config.linger = Some(Duration::from_secs(5));
+        let bind = |config| Endpoint::bind_with("127.0.0.1:0", config, EndpointConfig::default());
+        let server = bind(config.clone()).unwrap();
+        let client = bind(config).unwrap();
         let listener = server.listen(1).unwrap();
         let stream = client.connect(server.local_addr()).unwrap();
         let (accepted, _) = listener.accept().unwrap();

@@ -3,20 +3,41 @@
 
 use std::time::Duration;
 
+use udt_core::config::{ConfigError, MIN_MSS};
+use udt_core::Config;
+
+/// Bytes of IP and UDP headers UDT4 counts in the MSS: a full packet of a
+/// connection is a datagram of `mss - 28` bytes.
+const IP_UDP_HEADERS: u32 = 28;
+
+/// The most datagrams one `sendmmsg` call takes (Linux `UIO_MAXIOV`).
+const MAX_BATCH: usize = 1024;
+
+/// The smallest datagram slot: the smallest legal UDT packet.
+const MIN_DATAGRAM: usize = 64;
+
+/// The largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+
 /// Options of an [`Endpoint`](crate::Endpoint)'s UDP socket and threads.
 ///
-/// `EndpointConfig::default()` gives the documented defaults; change fields
-/// with struct update syntax:
+/// `EndpointConfig::default()` gives the documented defaults; change the
+/// fields you need on a mutable copy (new fields may come in any release,
+/// so the type cannot be built with a struct literal):
 ///
 /// ```
-/// use udt_mux::EndpointConfig;
-/// let options = EndpointConfig {
-///     udp_recv_buffer: Some(8 << 20),
-///     ..EndpointConfig::default()
-/// };
-/// assert_eq!(options.udp_recv_buffer, Some(8 << 20));
+/// use udt_mux::{Config, Endpoint, EndpointConfig};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mut options = EndpointConfig::default();
+/// options.udp_recv_buffer = Some(8 << 20);
+/// let endpoint = Endpoint::bind_with("127.0.0.1:0", Config::default(), options)?;
+/// # let _ = endpoint;
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EndpointConfig {
     /// Kernel send buffer (`SO_SNDBUF`) to request, in bytes; `None` keeps
     /// the system default. Default 4 MiB. The kernel caps it at
@@ -34,11 +55,12 @@ pub struct EndpointConfig {
     /// IPv4 addresses. Default `None`.
     pub only_v6: Option<bool>,
     /// The largest datagram the receive thread accepts, in bytes; longer ones
-    /// are counted as truncated and dropped. Must be at least the largest
-    /// MSS of any connection on the endpoint minus 28. Default 65 507.
+    /// are counted as truncated and dropped. Between 64 and 65 535, and at
+    /// least the MSS of every connection on the endpoint minus 28 (checked
+    /// when the endpoint or connection is created). Default 65 507.
     pub max_datagram: usize,
     /// Datagrams per `sendmmsg`/`recvmmsg` call (one call per datagram where
-    /// the OS has no batch call). Default 32.
+    /// the OS has no batch call), between 1 and 1024. Default 32.
     pub batch_size: usize,
     /// How long before a scheduled send the send thread stops sleeping and
     /// waits precisely (spinning with `yield`), for pacing accuracy below the
@@ -63,15 +85,135 @@ impl Default for EndpointConfig {
 }
 
 impl EndpointConfig {
+    /// Checks the fields against their ranges: `batch_size` 1 to 1024,
+    /// `max_datagram` 64 to 65 535.
+    ///
+    /// # Errors
+    /// The first field out of range, with its allowed range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        out_of_range(
+            "EndpointConfig.batch_size",
+            self.batch_size as u64,
+            1,
+            MAX_BATCH as u64,
+        )?;
+        out_of_range(
+            "EndpointConfig.max_datagram",
+            self.max_datagram as u64,
+            MIN_DATAGRAM as u64,
+            MAX_DATAGRAM as u64,
+        )
+    }
+
+    /// Checks that a connection of `config` fits this endpoint: the
+    /// configuration is valid and its full packets fit in `max_datagram`.
+    pub(crate) fn check_connection(&self, config: &Config) -> Result<(), ConfigError> {
+        config.validate()?;
+        let fits = self.effective_max_datagram() as u64 + u64::from(IP_UDP_HEADERS);
+        out_of_range(
+            "Config.mss (at most EndpointConfig.max_datagram + 28)",
+            config.mss.into(),
+            MIN_MSS.into(),
+            fits,
+        )
+    }
+
     /// The batch size actually used: at least 1, at most 1024 (the Linux
     /// `UIO_MAXIOV` limit of one `sendmmsg` call).
     pub(crate) fn effective_batch(&self) -> usize {
-        self.batch_size.clamp(1, 1024)
+        self.batch_size.clamp(1, MAX_BATCH)
     }
 
     /// The receive slot size actually used: between the smallest legal UDT
     /// packet and the largest UDP payload.
     pub(crate) fn effective_max_datagram(&self) -> usize {
-        self.max_datagram.clamp(64, 65_535)
+        self.max_datagram.clamp(MIN_DATAGRAM, MAX_DATAGRAM)
+    }
+}
+
+/// `Ok` when `value` is in `min..=max`, else the error naming `field`.
+fn out_of_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            field,
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_fit_the_default_connection() {
+        let options = EndpointConfig::default();
+        assert_eq!(options.validate(), Ok(()));
+        assert_eq!(options.check_connection(&Config::default()), Ok(()));
+        let mut biggest = Config::default();
+        biggest.mss = udt_core::config::MAX_MSS;
+        assert_eq!(options.check_connection(&biggest), Ok(()));
+    }
+
+    #[test]
+    fn out_of_range_fields_are_named() {
+        let mut options = EndpointConfig {
+            batch_size: 0,
+            ..EndpointConfig::default()
+        };
+        assert!(matches!(
+            options.validate(),
+            Err(ConfigError::OutOfRange {
+                field: "EndpointConfig.batch_size",
+                value: 0,
+                ..
+            })
+        ));
+        options.batch_size = 1024;
+        assert_eq!(options.validate(), Ok(()));
+        options.batch_size = 1025;
+        assert!(options.validate().is_err());
+        options.batch_size = 32;
+        options.max_datagram = 63;
+        assert!(matches!(
+            options.validate(),
+            Err(ConfigError::OutOfRange {
+                field: "EndpointConfig.max_datagram",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_connection_whose_packets_do_not_fit_is_refused() {
+        let options = EndpointConfig {
+            max_datagram: 1472,
+            ..EndpointConfig::default()
+        };
+        let mut config = Config::default();
+        config.mss = 1500;
+        assert_eq!(options.check_connection(&config), Ok(()));
+        config.mss = 1501;
+        assert!(matches!(
+            options.check_connection(&config),
+            Err(ConfigError::OutOfRange {
+                value: 1501,
+                max: 1500,
+                ..
+            })
+        ));
+        // An invalid configuration is reported as such first.
+        config.mss = 10;
+        assert!(matches!(
+            options.check_connection(&config),
+            Err(ConfigError::OutOfRange {
+                field: "Config.mss",
+                ..
+            })
+        ));
     }
 }

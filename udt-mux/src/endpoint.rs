@@ -2,7 +2,7 @@
 //! that create connections on it.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,16 +14,21 @@ use crate::accept::AcceptSignal;
 use crate::config::EndpointConfig;
 use crate::conn::ConnShared;
 use crate::counters::EndpointStats;
-use crate::error::{ConnectError, ListenError};
-use crate::listener::{listener_type, UdtListener, UdtMessageListener};
-use crate::message::UdtMessageSocket;
+use crate::error::{self, ConnectError, ListenError};
+use crate::handle::UdtSocket;
+use crate::listener::{listener_type, UdtListener};
+use crate::mode::Mode;
 use crate::mux::{MuxRef, MuxShared};
 use crate::notify::{Notifier, SendCmd};
+use crate::options::Options;
 use crate::recv_queue::{RecvThread, WAKER};
 use crate::registry::{random_u64, ListenerEntry, Registry};
 use crate::send_queue::SendThread;
 use crate::stream::UdtStream;
 use crate::udp::UdpPort;
+
+#[cfg(doc)]
+use crate::{ConfigError, UdtMessageSocket};
 
 /// One UDP port carrying any number of UDT connections: a listener, the
 /// connections it accepted, outgoing and rendezvous connections, all on
@@ -34,17 +39,29 @@ use crate::udp::UdpPort;
 /// made from it are dropped and the last connection has finished closing.
 /// Two endpoints never share anything.
 ///
+/// Connections are byte streams unless [`Options`] say otherwise:
+///
+/// | to open | stream ([`UdtStream`]) | messages ([`UdtMessageSocket`]) |
+/// |---|---|---|
+/// | listener | `listen(backlog)` | `listen_with(backlog, Options::messages())` |
+/// | connection to a listener | `connect(addr)` | `connect_with(addr, Options::messages())` |
+/// | rendezvous | `rendezvous(addr)` | `rendezvous_with(addr, Options::messages())` |
+///
+/// The `_with` forms also take a [`Config`] for that connection
+/// (`Options::stream().config(c)`); the others use the endpoint's default,
+/// given at [`bind_with`](Self::bind_with).
+///
 /// # Examples
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use udt_mux::{Config, Endpoint};
+/// use udt_mux::Endpoint;
 ///
 /// # fn main() -> std::io::Result<()> {
 /// // One port both accepts and connects.
-/// let hub = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+/// let hub = Endpoint::bind("127.0.0.1:0")?;
 /// let listener = hub.listen(8)?;
-/// let other = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+/// let other = Endpoint::bind("127.0.0.1:0")?;
 /// let other_listener = other.listen(8)?;
 ///
 /// let mut outgoing = hub.connect(other.local_addr())?;   // from the hub's port
@@ -75,29 +92,54 @@ enum Setup {
 }
 
 impl Endpoint {
-    /// Binds a UDP socket to `addr` (port 0: any free port) with default
-    /// [`EndpointConfig`] options; `config` is the default for connections
-    /// made through this endpoint.
+    /// Binds a UDP socket to `addr` (port 0: any free port) with the
+    /// default [`Config`] for its connections and default
+    /// [`EndpointConfig`] options. When `addr` resolves to several
+    /// addresses, the first that can be bound is used.
     ///
     /// # Errors
-    /// The socket errors of binding (`AddrInUse`, `AddrNotAvailable`, ...)
-    /// or of starting the threads.
-    pub fn bind(addr: SocketAddr, config: Config) -> io::Result<Endpoint> {
-        Endpoint::bind_with(addr, config, EndpointConfig::default())
+    /// `InvalidInput` when `addr` resolves to no address; otherwise the
+    /// socket errors of binding the last address tried (`AddrInUse`,
+    /// `AddrNotAvailable`, ...) or of starting the threads.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Endpoint> {
+        Endpoint::bind_with(addr, Config::default(), EndpointConfig::default())
     }
 
-    /// Like [`bind`](Self::bind), with explicit socket and thread options.
+    /// Like [`bind`](Self::bind), with the default `config` of connections
+    /// made through this endpoint and explicit socket and thread `options`.
     ///
     /// # Errors
-    /// As [`bind`](Self::bind).
+    /// As [`bind`](Self::bind), and `InvalidInput` with a
+    /// [`ConfigError`] inside (see [`io::Error::get_ref`]) when `config` or
+    /// `options` is out of range.
     pub fn bind_with(
-        addr: SocketAddr,
+        addr: impl ToSocketAddrs,
         config: Config,
         options: EndpointConfig,
     ) -> io::Result<Endpoint> {
-        Ok(Endpoint {
-            mux: start(addr, config, options)?,
-        })
+        options.validate().map_err(error::invalid_config)?;
+        options
+            .check_connection(&config)
+            .map_err(error::invalid_config)?;
+        let addrs = addr.to_socket_addrs().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot resolve the bind address: {e}"))
+        })?;
+        let mut last = None;
+        for addr in addrs {
+            match start(addr, config.clone(), options.clone()) {
+                Ok(mux) => return Ok(Endpoint { mux }),
+                Err(e) => {
+                    log::debug!("cannot bind {addr}: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the bind address resolves to no address",
+            )
+        }))
     }
 
     /// The bound address, with the port the OS chose for port 0.
@@ -123,117 +165,131 @@ impl Endpoint {
     /// `AlreadyListening` when the endpoint has a listener (one per port, as
     /// in UDT4); `EndpointClosed` after [`abort`](Self::abort).
     pub fn listen(&self, backlog: usize) -> Result<UdtListener, ListenError> {
-        let (id, signal) = self.install_listener(backlog, self.config().clone(), false)?;
+        self.listen_with(backlog, Options::stream())
+    }
+
+    /// Starts accepting connections of the kind `options` name (streams or
+    /// messages; callers of the other kind are refused), with the
+    /// configuration `options` give for the accepted connections.
+    ///
+    /// ```
+    /// use udt_mux::{Endpoint, Options};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = Endpoint::bind("127.0.0.1:0")?;
+    /// let listener = server.listen_with(16, Options::messages())?;
+    /// # let _ = listener;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`listen`](Self::listen), and `InvalidConfig` when the
+    /// configuration is out of range.
+    pub fn listen_with<M: Mode>(
+        &self,
+        backlog: usize,
+        options: Options<M>,
+    ) -> Result<UdtListener<M>, ListenError> {
+        let config = options.config_or(self.config());
+        self.mux
+            .shared()
+            .options()
+            .check_connection(&config)
+            .map_err(ListenError::InvalidConfig)?;
+        let messages = M::SOCKET_TYPE == SocketType::Message;
+        let (id, signal) = self.install_listener(backlog, config, messages)?;
         Ok(UdtListener::new(id, signal, self.mux.clone()))
     }
 
-    /// Like [`listen`](Self::listen), with a configuration for the accepted
-    /// connections (its socket type is forced to stream).
-    ///
-    /// # Errors
-    /// As [`listen`](Self::listen).
-    pub fn listen_with(&self, backlog: usize, config: Config) -> Result<UdtListener, ListenError> {
-        let (id, signal) = self.install_listener(backlog, config, false)?;
-        Ok(UdtListener::new(id, signal, self.mux.clone()))
-    }
-
-    /// Starts accepting message-mode connections.
-    ///
-    /// # Errors
-    /// As [`listen`](Self::listen).
-    pub fn listen_messages(&self, backlog: usize) -> Result<UdtMessageListener, ListenError> {
-        let (id, signal) = self.install_listener(backlog, self.config().clone(), true)?;
-        Ok(UdtMessageListener::new(id, signal, self.mux.clone()))
-    }
-
-    /// Connects to a UDT listener at `peer` and waits for the handshake,
-    /// at most [`Config::connect_timeout`].
+    /// Connects a byte stream to a UDT listener at `addr` and waits for the
+    /// handshake, at most [`Config::connect_timeout`] per address. When
+    /// `addr` resolves to several addresses, each is tried in turn until
+    /// one connects.
     ///
     /// # Errors
     /// See [`ConnectError`]: `TimedOut` when nobody answers, `Rejected` when
-    /// the listener refuses.
-    pub fn connect(&self, peer: SocketAddr) -> Result<UdtStream, ConnectError> {
-        self.connect_with(peer, self.config().clone())
+    /// the listener refuses, `Resolve` when `addr` resolves to no address;
+    /// when every address failed, the error of the last one tried.
+    pub fn connect(&self, addr: impl ToSocketAddrs) -> Result<UdtStream, ConnectError> {
+        self.connect_with(addr, Options::stream())
     }
 
-    /// Like [`connect`](Self::connect) with a configuration for this
-    /// connection (its socket type is forced to stream).
+    /// Connects a connection of the kind and configuration `options` name.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use udt_mux::{Config, Endpoint, Options};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = Endpoint::bind("127.0.0.1:0")?;
+    /// let _listener = server.listen(1)?;
+    /// let client = Endpoint::bind("127.0.0.1:0")?;
+    /// let mut config = client.config().clone();
+    /// config.connect_timeout = Duration::from_secs(1);
+    /// let stream = client.connect_with(server.local_addr(), Options::stream().config(config))?;
+    /// assert_eq!(stream.peer_addr(), server.local_addr());
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
-    /// As [`connect`](Self::connect).
-    pub fn connect_with(
+    /// As [`connect`](Self::connect), and `InvalidConfig` when the
+    /// configuration is out of range.
+    pub fn connect_with<M: Mode>(
         &self,
-        peer: SocketAddr,
-        config: Config,
-    ) -> Result<UdtStream, ConnectError> {
-        let conn = self.open(peer, config, SocketType::Stream, Setup::Caller)?;
-        Ok(UdtStream::from_conn(conn, self.mux.clone()))
+        addr: impl ToSocketAddrs,
+        options: Options<M>,
+    ) -> Result<UdtSocket<M>, ConnectError> {
+        let conn = self.open_each(addr, options, Setup::Caller)?;
+        Ok(UdtSocket::from_conn(conn, self.mux.clone()))
     }
 
-    /// Connects a message-mode connection to a listener at `peer`.
-    ///
-    /// # Errors
-    /// As [`connect`](Self::connect).
-    pub fn connect_messages(&self, peer: SocketAddr) -> Result<UdtMessageSocket, ConnectError> {
-        let conn = self.open(
-            peer,
-            self.config().clone(),
-            SocketType::Message,
-            Setup::Caller,
-        )?;
-        Ok(UdtMessageSocket::from_conn(conn, self.mux.clone()))
-    }
-
-    /// Rendezvous connect: both sides call each other at the same time
-    /// (NAT traversal). Each side binds a known port and names the other's
-    /// exact address; waits at most [`Config::rendezvous_timeout`].
+    /// Rendezvous connect of a byte stream: both sides call each other at
+    /// the same time (NAT traversal). Each side binds a known port and names
+    /// the other's exact address; waits at most [`Config::rendezvous_timeout`]
+    /// per address (several resolved addresses are tried in turn).
     ///
     /// # Errors
     /// As [`connect`](Self::connect), plus `RendezvousBusy` when this
-    /// endpoint already has a rendezvous with `peer`.
+    /// endpoint already has a rendezvous with the peer.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::thread;
-    /// use udt_mux::{Config, Endpoint};
+    /// use udt_mux::Endpoint;
     ///
     /// # fn main() -> std::io::Result<()> {
-    /// let a = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
-    /// let b = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+    /// let a = Endpoint::bind("127.0.0.1:0")?;
+    /// let b = Endpoint::bind("127.0.0.1:0")?;
     /// let (a_addr, b_addr) = (a.local_addr(), b.local_addr());
     /// // Keep both streams alive until both sides are connected: a side
     /// // that closes at once can leave the other without its last answer.
     /// let t = thread::spawn(move || b.rendezvous(a_addr));
     /// let stream = a.rendezvous(b_addr)?;
-    /// let other = t.join().unwrap()?;
+    /// let other = t.join().expect("rendezvous thread")?;
     /// assert_eq!(stream.peer_addr(), b_addr);
     /// assert_eq!(other.peer_addr(), a_addr);
     /// # Ok(())
     /// # }
     /// ```
-    pub fn rendezvous(&self, peer: SocketAddr) -> Result<UdtStream, ConnectError> {
-        let conn = self.open(
-            peer,
-            self.config().clone(),
-            SocketType::Stream,
-            Setup::Rendezvous,
-        )?;
-        Ok(UdtStream::from_conn(conn, self.mux.clone()))
+    pub fn rendezvous(&self, addr: impl ToSocketAddrs) -> Result<UdtStream, ConnectError> {
+        self.rendezvous_with(addr, Options::stream())
     }
 
-    /// Rendezvous connect in message mode.
+    /// Rendezvous connect of the kind and configuration `options` name.
     ///
     /// # Errors
-    /// As [`rendezvous`](Self::rendezvous).
-    pub fn rendezvous_messages(&self, peer: SocketAddr) -> Result<UdtMessageSocket, ConnectError> {
-        let conn = self.open(
-            peer,
-            self.config().clone(),
-            SocketType::Message,
-            Setup::Rendezvous,
-        )?;
-        Ok(UdtMessageSocket::from_conn(conn, self.mux.clone()))
+    /// As [`rendezvous`](Self::rendezvous), and `InvalidConfig` when the
+    /// configuration is out of range.
+    pub fn rendezvous_with<M: Mode>(
+        &self,
+        addr: impl ToSocketAddrs,
+        options: Options<M>,
+    ) -> Result<UdtSocket<M>, ConnectError> {
+        let conn = self.open_each(addr, options, Setup::Rendezvous)?;
+        Ok(UdtSocket::from_conn(conn, self.mux.clone()))
     }
 
     /// Stops all I/O of this endpoint at once, like a process that dies:
@@ -268,16 +324,53 @@ impl Endpoint {
         old
     }
 
+    /// Checks the configuration, resolves `addr` and opens a connection to
+    /// each address in turn until one succeeds.
+    fn open_each<M: Mode>(
+        &self,
+        addr: impl ToSocketAddrs,
+        options: Options<M>,
+        setup: Setup,
+    ) -> Result<Arc<ConnShared>, ConnectError> {
+        let config = options.config_or(self.config());
+        self.mux
+            .shared()
+            .options()
+            .check_connection(&config)
+            .map_err(ConnectError::InvalidConfig)?;
+        let addrs: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|e| ConnectError::Resolve(Arc::new(e)))?
+            .collect();
+        let mut failure = None;
+        for peer in addrs {
+            match self.open(peer, config.clone(), M::SOCKET_TYPE, setup) {
+                Ok(conn) => return Ok(conn),
+                Err(ConnectError::EndpointClosed) => return Err(ConnectError::EndpointClosed),
+                Err(e) => {
+                    log::debug!("{peer}: {e}");
+                    failure = Some(more_telling(failure, e));
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| {
+            ConnectError::Resolve(Arc::new(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the address resolves to no address",
+            )))
+        }))
+    }
+
     fn install_listener(
         &self,
         backlog: usize,
-        mut config: Config,
+        config: Config,
         messages: bool,
     ) -> Result<(ListenerId, Arc<AcceptSignal>), ListenError> {
         if self.is_aborted() {
             return Err(ListenError::EndpointClosed);
         }
-        config.socket_type = listener_type(messages);
+        let config = config.with_socket_type(listener_type(messages));
         let mut reg = self.mux.shared().registry();
         let id = reg
             .endpoint
@@ -298,7 +391,7 @@ impl Endpoint {
     fn open(
         &self,
         peer: SocketAddr,
-        mut config: Config,
+        config: Config,
         socket_type: SocketType,
         setup: Setup,
     ) -> Result<Arc<ConnShared>, ConnectError> {
@@ -308,7 +401,7 @@ impl Endpoint {
         }
         let local = self.local_addr();
         let peer = same_family(local, peer).ok_or(ConnectError::AddressFamily { local, peer })?;
-        config.socket_type = socket_type;
+        let config = config.with_socket_type(socket_type);
         let timeout = match setup {
             Setup::Caller => config.connect_timeout,
             Setup::Rendezvous => config.rendezvous_timeout,
@@ -400,6 +493,21 @@ fn start(addr: SocketAddr, config: Config, options: EndpointConfig) -> io::Resul
     Ok(MuxRef::first(shared))
 }
 
+/// Of two failures to connect, the one to report: an address of the wrong
+/// family says less than an attempt that reached the network, so it gives
+/// way to any later error; otherwise the latest wins (as for
+/// `std::net::TcpStream::connect`).
+fn more_telling(earlier: Option<ConnectError>, later: ConnectError) -> ConnectError {
+    match (earlier, later) {
+        (Some(earlier), ConnectError::AddressFamily { .. })
+            if !matches!(earlier, ConnectError::AddressFamily { .. }) =>
+        {
+            earlier
+        }
+        (_, later) => later,
+    }
+}
+
 /// Names the core's handshake failures in the endpoint's terms.
 fn map_handshake_error(
     e: handshake::ConnectError,
@@ -434,6 +542,8 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
+    use crate::ConfigError;
+
     /// Waits (bounded) for the threads of a multiplexer to stop.
     fn stops(mux: &Arc<crate::mux::MuxShared>) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -446,14 +556,16 @@ mod tests {
         false
     }
 
+    fn bind_with(config: Config) -> Endpoint {
+        Endpoint::bind_with("127.0.0.1:0", config, EndpointConfig::default()).unwrap()
+    }
+
     #[test]
     fn threads_stop_once_everything_is_dropped_and_closed() {
-        let config = Config {
-            linger: Some(Duration::from_secs(5)),
-            ..Config::default()
-        };
-        let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config.clone()).unwrap();
-        let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        let mut config = Config::default();
+        config.linger = Some(Duration::from_secs(5));
+        let server = bind_with(config.clone());
+        let client = bind_with(config);
         let listener = server.listen(1).unwrap();
         let (server_mux, client_mux) = (server.mux.shared().clone(), client.mux.shared().clone());
         let mut s = client.connect(server.local_addr()).unwrap();
@@ -477,9 +589,9 @@ mod tests {
 
     #[test]
     fn abort_fails_every_handle_and_stops_the_threads() {
-        let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+        let server = Endpoint::bind("127.0.0.1:0").unwrap();
         let listener = server.listen(1).unwrap();
-        let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+        let client = Endpoint::bind("127.0.0.1:0").unwrap();
         let mut s = client.connect(server.local_addr()).unwrap();
         let _accepted = listener.accept().unwrap();
         let mux = server.mux.shared().clone();
@@ -497,6 +609,112 @@ mod tests {
         );
         // The other side is unaffected until its idle timeout.
         s.write_all(b"still fine").unwrap();
+    }
+
+    /// A UDP socket that never answers, and a config that gives up on it
+    /// quickly.
+    fn silent_peer() -> (std::net::UdpSocket, Config) {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut config = Config::default();
+        config.connect_timeout = Duration::from_millis(200);
+        (silent, config)
+    }
+
+    #[test]
+    fn addresses_that_do_not_resolve_are_reported_as_such() {
+        let client = Endpoint::bind(("127.0.0.1", 0)).unwrap();
+        let err = client.connect("no port here").unwrap_err();
+        assert!(matches!(err, ConnectError::Resolve(_)), "{err:?}");
+        let none: &[SocketAddr] = &[];
+        let err = client.connect(none).unwrap_err();
+        assert!(matches!(err, ConnectError::Resolve(_)), "{err:?}");
+        assert!(err.to_string().contains("no address"), "{err}");
+        let err = Endpoint::bind(none).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let err = Endpoint::bind("no port here").unwrap_err();
+        assert!(err.to_string().contains("bind address"), "{err}");
+    }
+
+    #[test]
+    fn each_resolved_address_is_tried_until_one_connects() {
+        let server = Endpoint::bind("127.0.0.1:0").unwrap();
+        let listener = server.listen(4).unwrap();
+        let (silent, config) = silent_peer();
+        let client = bind_with(config);
+        let unreachable: SocketAddr = "[::1]:9".parse().unwrap();
+        let dead = silent.local_addr().unwrap();
+        let addrs = [unreachable, dead, server.local_addr()];
+        let stream = client.connect(&addrs[..]).unwrap();
+        assert_eq!(stream.peer_addr(), server.local_addr());
+        let (_accepted, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr());
+        // When all fail, the attempt that reached the network is reported,
+        // not the address of the wrong family that came after it.
+        let err = client.connect(&[dead, unreachable][..]).unwrap_err();
+        assert!(
+            matches!(err, ConnectError::TimedOut { peer, .. } if peer == dead),
+            "{err:?}"
+        );
+        let err = client.connect(unreachable).unwrap_err();
+        assert!(matches!(err, ConnectError::AddressFamily { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn configurations_are_checked_where_they_enter() {
+        let mut bad = Config::default();
+        bad.peer_idle_timeout = Duration::ZERO;
+        let err =
+            Endpoint::bind_with("127.0.0.1:0", bad.clone(), EndpointConfig::default()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<ConfigError>());
+        assert!(
+            matches!(
+                inner,
+                Some(ConfigError::DurationOutOfRange {
+                    field: "Config.peer_idle_timeout",
+                    ..
+                })
+            ),
+            "{err}"
+        );
+        let options = EndpointConfig {
+            batch_size: 0,
+            ..EndpointConfig::default()
+        };
+        let err = Endpoint::bind_with("127.0.0.1:0", Config::default(), options).unwrap_err();
+        assert!(
+            err.to_string().contains("EndpointConfig.batch_size"),
+            "{err}"
+        );
+
+        let endpoint = Endpoint::bind("127.0.0.1:0").unwrap();
+        let err = endpoint
+            .connect_with("127.0.0.1:9", Options::stream().config(bad.clone()))
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::InvalidConfig(_)), "{err:?}");
+        let err = endpoint
+            .rendezvous_with("127.0.0.1:9", Options::messages().config(bad.clone()))
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::InvalidConfig(_)), "{err:?}");
+        let err = endpoint
+            .listen_with(1, Options::messages().config(bad))
+            .unwrap_err();
+        assert!(matches!(err, ListenError::InvalidConfig(_)), "{err:?}");
+        // Nothing was installed: a valid listener can still be made.
+        assert!(endpoint.listen(1).is_ok());
+
+        // Packets larger than the endpoint's datagram slots are refused.
+        let small = EndpointConfig {
+            max_datagram: 1472,
+            ..EndpointConfig::default()
+        };
+        let endpoint = Endpoint::bind_with("127.0.0.1:0", Config::default(), small).unwrap();
+        let mut jumbo = Config::default();
+        jumbo.mss = 9000;
+        let err = endpoint
+            .connect_with("127.0.0.1:9", Options::stream().config(jumbo))
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::InvalidConfig(_)), "{err:?}");
     }
 
     #[test]

@@ -7,25 +7,34 @@
 //! # The API in one page
 //!
 //! - [`Endpoint::bind`] binds a UDP port (one multiplexer: a send thread and
-//!   a receive thread). Everything below shares that port.
+//!   a receive thread). Everything below shares that port. Addresses are
+//!   anything [`ToSocketAddrs`](std::net::ToSocketAddrs): `"host:port"`,
+//!   `("host", port)`, a `SocketAddr`.
 //! - [`Endpoint::listen`] → [`UdtListener::accept`]: incoming connections.
 //! - [`Endpoint::connect`] / [`Endpoint::rendezvous`]: outgoing ones.
-//! - [`UdtStream`]: `std::io::Read + Write`, timeouts, non-blocking mode,
-//!   [`close`](UdtStream::close) with linger.
-//! - [`UdtMessageSocket`]: whole messages with TTL and ordering flag.
+//! - The `_with` forms take [`Options`]: message connections instead of
+//!   streams ([`Options::messages`]) and a per-connection [`Config`].
+//! - [`UdtStream`]: `std::io::Read + Write`.
+//! - [`UdtMessageSocket`]: whole messages, each optionally with a
+//!   time-to-live or out of order ([`MessageOptions`]).
+//! - Both are a [`UdtSocket`], which has what every connection has:
+//!   addresses, statistics, timeouts, non-blocking mode, shutdown,
+//!   [`wait_acknowledged`](UdtSocket::wait_acknowledged) and
+//!   [`close`](UdtSocket::close) with linger.
 //! - [`Poller`]: readiness of many connections from one thread, with error
 //!   and hang-up events.
 //! - [`Config`] (per connection, from udt-core) and [`EndpointConfig`] (the
-//!   port: UDP buffer sizes, batching, pacing precision).
+//!   port: UDP buffer sizes, batching, pacing precision). Both are checked
+//!   when an endpoint or connection is created ([`ConfigError`]).
 //!
 //! ```
 //! use std::io::{Read, Write};
-//! use udt_mux::{Config, Endpoint};
+//! use udt_mux::Endpoint;
 //!
 //! # fn main() -> std::io::Result<()> {
-//! let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+//! let server = Endpoint::bind("127.0.0.1:0")?;
 //! let listener = server.listen(16)?;
-//! let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+//! let client = Endpoint::bind("127.0.0.1:0")?;
 //!
 //! let mut stream = client.connect(server.local_addr())?;
 //! let (mut peer, _) = listener.accept()?;
@@ -34,6 +43,52 @@
 //! let mut text = String::new();
 //! peer.read_to_string(&mut text)?;
 //! assert_eq!(text, "hello over UDT");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Errors
+//!
+//! Operations return `std::io::Error` (or, for `connect`, `rendezvous` and
+//! `listen`, a [`ConnectError`] or [`ListenError`] that converts into
+//! one). The `io::Error` keeps the typed error: get it back with
+//! [`get_ref`](std::io::Error::get_ref) and `downcast_ref`. A connection
+//! that ended makes every later call fail with its [`ConnectionError`]
+//! inside; a bad configuration gives a [`ConfigError`].
+//!
+//! ```
+//! use std::io;
+//! use std::net::UdpSocket;
+//! use std::time::Duration;
+//! use udt_mux::{Config, ConnectError, Endpoint, EndpointConfig};
+//!
+//! fn connect_quickly(endpoint: &Endpoint, to: std::net::SocketAddr) -> io::Result<()> {
+//!     let mut config = endpoint.config().clone();
+//!     config.connect_timeout = Duration::from_millis(300);
+//!     let options = udt_mux::Options::stream().config(config);
+//!     let _stream = endpoint.connect_with(to, options)?; // ConnectError -> io::Error
+//!     Ok(())
+//! }
+//!
+//! # fn main() -> io::Result<()> {
+//! let endpoint = Endpoint::bind("127.0.0.1:0")?;
+//! let silent = UdpSocket::bind("127.0.0.1:0")?; // nobody answers there
+//! let err = connect_quickly(&endpoint, silent.local_addr()?).unwrap_err();
+//! assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+//! match err.get_ref().and_then(|inner| inner.downcast_ref::<ConnectError>()) {
+//!     Some(ConnectError::TimedOut { peer, after }) => {
+//!         assert_eq!(*peer, silent.local_addr()?);
+//!         assert_eq!(*after, Duration::from_millis(300));
+//!     }
+//!     other => panic!("expected a connect timeout, got {other:?}"),
+//! }
+//!
+//! // A configuration out of range is refused when the endpoint is made.
+//! let mut config = Config::default();
+//! config.mss = 20;
+//! let err = Endpoint::bind_with("127.0.0.1:0", config, EndpointConfig::default()).unwrap_err();
+//! let inner = err.get_ref().and_then(|e| e.downcast_ref::<udt_mux::ConfigError>());
+//! assert!(inner.is_some(), "{err}");
 //! # Ok(())
 //! # }
 //! ```
@@ -65,8 +120,9 @@ compile_error!("udt-mux supports Unix systems only");
 // Layers, each importing only from those above it in this list:
 // udp, config, error, counters, watch (leaves) → notify (thread commands,
 // waker) → conn (connection state) → accept, registry → mux (shared state)
-// → app, send_queue, recv_queue (what each kind of thread does) → stream,
-// message, listener (handles) → poller → endpoint (binds, starts threads).
+// → app, send_queue, recv_queue (what each kind of thread does) → mode,
+// options, handle, stream, message, listener (handles) → poller → endpoint
+// (binds, starts threads).
 mod accept;
 mod app;
 mod config;
@@ -74,10 +130,13 @@ mod conn;
 mod counters;
 mod endpoint;
 mod error;
+mod handle;
 mod listener;
 mod message;
+mod mode;
 mod mux;
 mod notify;
+mod options;
 mod poller;
 mod recv_queue;
 mod registry;
@@ -90,13 +149,17 @@ pub use config::EndpointConfig;
 pub use counters::EndpointStats;
 pub use endpoint::Endpoint;
 pub use error::{ConnectError, ListenError};
+pub use handle::UdtSocket;
 pub use listener::{UdtListener, UdtMessageListener};
 pub use message::UdtMessageSocket;
+pub use mode::{MessageMode, Mode, StreamMode};
+pub use options::{MessageOptions, Options};
 pub use poller::{Interest, PollEvent, Pollable, Poller, Token};
 pub use stream::UdtStream;
 
+pub use udt_core::config::ConfigError;
 pub use udt_core::stats::Stats;
-pub use udt_core::{Config, ConnectionError, SocketType};
+pub use udt_core::{Config, ConnectionError, ReadError, WriteError};
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,9 @@
 //! Listeners: the application handles that take connections from the
 //! accept queue (the core endpoint's, filled by the receive thread).
 
+use std::fmt;
 use std::io;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +14,9 @@ use udt_core::SocketType;
 use crate::accept::AcceptSignal;
 use crate::conn::ConnShared;
 use crate::error;
-use crate::message::UdtMessageSocket;
+use crate::handle::UdtSocket;
+use crate::mode::{MessageMode, Mode, StreamMode};
 use crate::mux::MuxRef;
-use crate::stream::UdtStream;
 
 /// The shared part of both listener types.
 #[derive(Debug)]
@@ -104,19 +106,21 @@ impl Drop for ListenerCore {
     }
 }
 
-/// Accepts stream connections on an endpoint's port. Dropping it stops
-/// accepting and closes connections that were queued but never accepted.
+/// Accepts connections of kind `M` on an endpoint's port: streams
+/// (`UdtListener`, the default) or message sockets
+/// ([`UdtMessageListener`]). Dropping it stops accepting and closes
+/// connections that were queued but never accepted.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::io::{Read, Write};
-/// use udt_mux::{Config, Endpoint};
+/// use udt_mux::Endpoint;
 ///
 /// # fn main() -> std::io::Result<()> {
-/// let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+/// let server = Endpoint::bind("127.0.0.1:0")?;
 /// let listener = server.listen(16)?;
-/// let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+/// let client = Endpoint::bind("127.0.0.1:0")?;
 /// let mut stream = client.connect(server.local_addr())?;
 /// let (mut accepted, peer) = listener.accept()?;
 /// assert_eq!(peer, client.local_addr());
@@ -127,15 +131,45 @@ impl Drop for ListenerCore {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
-pub struct UdtListener {
+pub struct UdtListener<M: Mode = StreamMode> {
     core: ListenerCore,
+    mode: PhantomData<M>,
 }
 
-impl UdtListener {
-    pub(crate) fn new(id: ListenerId, signal: Arc<AcceptSignal>, mux: MuxRef) -> UdtListener {
+/// Accepts message-mode connections ([`UdtMessageSocket`](crate::UdtMessageSocket)).
+///
+/// # Examples
+///
+/// ```
+/// use udt_mux::{Endpoint, Options};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let server = Endpoint::bind("127.0.0.1:0")?;
+/// let listener = server.listen_with(16, Options::messages())?;
+/// let client = Endpoint::bind("127.0.0.1:0")?;
+/// let socket = client.connect_with(server.local_addr(), Options::messages())?;
+/// let (accepted, _) = listener.accept()?;
+/// socket.send_msg(b"one message")?;
+/// assert_eq!(accepted.recv_msg()?.as_deref(), Some(&b"one message"[..]));
+/// # Ok(())
+/// # }
+/// ```
+pub type UdtMessageListener = UdtListener<MessageMode>;
+
+impl<M: Mode> fmt::Debug for UdtListener<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdtListener")
+            .field("mode", &std::any::type_name::<M>())
+            .field("local", &self.core.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Mode> UdtListener<M> {
+    pub(crate) fn new(id: ListenerId, signal: Arc<AcceptSignal>, mux: MuxRef) -> UdtListener<M> {
         UdtListener {
             core: ListenerCore::new(id, signal, mux),
+            mode: PhantomData,
         }
     }
 
@@ -144,18 +178,18 @@ impl UdtListener {
     /// # Errors
     /// `WouldBlock` in non-blocking mode when none is queued;
     /// `ConnectionAborted` after the endpoint was aborted.
-    pub fn accept(&self) -> io::Result<(UdtStream, SocketAddr)> {
+    pub fn accept(&self) -> io::Result<(UdtSocket<M>, SocketAddr)> {
         let (conn, peer) = self.core.accept(None)?;
-        Ok((UdtStream::from_conn(conn, self.core.mux.clone()), peer))
+        Ok((UdtSocket::from_conn(conn, self.core.mux.clone()), peer))
     }
 
     /// Like [`accept`](Self::accept), giving up after `timeout`.
     ///
     /// # Errors
     /// `TimedOut` when no connection arrived in time; otherwise as `accept`.
-    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<(UdtStream, SocketAddr)> {
+    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<(UdtSocket<M>, SocketAddr)> {
         let (conn, peer) = self.core.accept(Some(timeout))?;
-        Ok((UdtStream::from_conn(conn, self.core.mux.clone()), peer))
+        Ok((UdtSocket::from_conn(conn, self.core.mux.clone()), peer))
     }
 
     /// Makes `accept` return `WouldBlock` instead of waiting.
@@ -173,84 +207,8 @@ impl UdtListener {
 
     /// An iterator over accepted connections (blocking), like
     /// `std::net::TcpListener::incoming`.
-    pub fn incoming(&self) -> impl Iterator<Item = io::Result<UdtStream>> + '_ {
+    pub fn incoming(&self) -> impl Iterator<Item = io::Result<UdtSocket<M>>> + '_ {
         std::iter::from_fn(move || Some(self.accept().map(|(s, _)| s)))
-    }
-
-    pub(crate) fn signal(&self) -> &Arc<AcceptSignal> {
-        &self.core.signal
-    }
-}
-
-/// Accepts message-mode connections (see [`UdtMessageSocket`]).
-///
-/// # Examples
-///
-/// ```
-/// use udt_mux::{Config, Endpoint};
-///
-/// # fn main() -> std::io::Result<()> {
-/// let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
-/// let listener = server.listen_messages(16)?;
-/// let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
-/// let socket = client.connect_messages(server.local_addr())?;
-/// let (accepted, _) = listener.accept()?;
-/// socket.send_msg(b"one message", None, true)?;
-/// assert_eq!(accepted.recv_msg()?.as_deref(), Some(&b"one message"[..]));
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct UdtMessageListener {
-    core: ListenerCore,
-}
-
-impl UdtMessageListener {
-    pub(crate) fn new(
-        id: ListenerId,
-        signal: Arc<AcceptSignal>,
-        mux: MuxRef,
-    ) -> UdtMessageListener {
-        UdtMessageListener {
-            core: ListenerCore::new(id, signal, mux),
-        }
-    }
-
-    /// Waits for the next connection; returns it and the peer's address.
-    ///
-    /// # Errors
-    /// As [`UdtListener::accept`].
-    pub fn accept(&self) -> io::Result<(UdtMessageSocket, SocketAddr)> {
-        let (conn, peer) = self.core.accept(None)?;
-        Ok((
-            UdtMessageSocket::from_conn(conn, self.core.mux.clone()),
-            peer,
-        ))
-    }
-
-    /// Like [`accept`](Self::accept), giving up after `timeout`.
-    ///
-    /// # Errors
-    /// As [`UdtListener::accept_timeout`].
-    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<(UdtMessageSocket, SocketAddr)> {
-        let (conn, peer) = self.core.accept(Some(timeout))?;
-        Ok((
-            UdtMessageSocket::from_conn(conn, self.core.mux.clone()),
-            peer,
-        ))
-    }
-
-    /// Makes `accept` return `WouldBlock` instead of waiting.
-    pub fn set_nonblocking(&self, nonblocking: bool) {
-        self.core
-            .signal
-            .nonblocking
-            .store(nonblocking, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The address the listener accepts on (the endpoint's).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.core.local
     }
 
     pub(crate) fn signal(&self) -> &Arc<AcceptSignal> {

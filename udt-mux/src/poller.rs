@@ -248,11 +248,11 @@ impl ReadyListener for PollerShared {
 /// ```
 /// use std::io::Write;
 /// use std::time::Duration;
-/// use udt_mux::{Config, Endpoint, Interest, Poller, Token};
+/// use udt_mux::{Endpoint, Interest, Poller, Token};
 ///
 /// # fn main() -> std::io::Result<()> {
-/// let a = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
-/// let b = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default())?;
+/// let a = Endpoint::bind("127.0.0.1:0")?;
+/// let b = Endpoint::bind("127.0.0.1:0")?;
 /// let listener = b.listen(4)?;
 /// let mut client = a.connect(b.local_addr())?;
 /// let (server, _) = listener.accept()?;

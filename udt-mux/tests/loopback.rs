@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{bind, config, init, pattern, spawn};
+use common::{bind, bind_at, config, init, pattern, spawn};
 use udt_mux::{Config, ConnectError, Endpoint, UdtStream};
 
 /// Reads exactly `want.len()` bytes and checks them.
@@ -92,10 +92,8 @@ fn connect_to_a_port_without_listener_times_out_clearly() {
     init();
     // A bound UDP socket that never answers: nobody listens there.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let cfg = Config {
-        connect_timeout: Duration::from_millis(800),
-        ..config()
-    };
+    let mut cfg = config();
+    cfg.connect_timeout = Duration::from_millis(800);
     let client = bind(cfg);
     let start = Instant::now();
     let err = client.connect(silent.local_addr().unwrap()).unwrap_err();
@@ -218,10 +216,8 @@ fn pair(cfg: Config) -> (Endpoint, UdtStream, Endpoint, UdtStream) {
 fn peer_killed_blocked_read_fails_within_idle_timeout() {
     init();
     let idle = Duration::from_millis(1500);
-    let cfg = Config {
-        peer_idle_timeout: idle,
-        ..config()
-    };
+    let mut cfg = config();
+    cfg.peer_idle_timeout = idle;
     let (_server, accepted, client, _stream) = pair(cfg);
     let reader = spawn("blocked-reader".into(), move || {
         let mut accepted = accepted;
@@ -242,10 +238,8 @@ fn peer_killed_blocked_read_fails_within_idle_timeout() {
 fn peer_killed_blocked_write_fails_within_idle_timeout() {
     init();
     let idle = Duration::from_millis(1500);
-    let cfg = Config {
-        peer_idle_timeout: idle,
-        ..config()
-    };
+    let mut cfg = config();
+    cfg.peer_idle_timeout = idle;
     let (_server, accepted, client, _stream) = pair(cfg);
     client.abort();
     let start = Instant::now();
@@ -305,12 +299,12 @@ fn timeouts_and_nonblocking_mode() {
 #[test]
 fn ipv6_endpoints_connect() {
     init();
-    let Ok(server) = Endpoint::bind("[::1]:0".parse().unwrap(), config()) else {
+    let Ok(server) = bind_at("[::1]:0", config()) else {
         eprintln!("no IPv6 loopback here: skipped");
         return;
     };
     let listener = server.listen(2).unwrap();
-    let client = Endpoint::bind("[::1]:0".parse().unwrap(), config()).unwrap();
+    let client = bind_at("[::1]:0", config()).unwrap();
     let mut s = client.connect(server.local_addr()).unwrap();
     let (mut a, peer) = listener.accept().unwrap();
     assert_eq!(peer, client.local_addr());

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{bind, config, init, pattern};
-use udt_mux::{Config, Interest, PollEvent, Poller, Token, UdtStream};
+use udt_mux::{Interest, PollEvent, Poller, Token, UdtStream};
 
 const CONNECTIONS: usize = 100;
 const MESSAGE: usize = 20_000;
@@ -26,15 +26,12 @@ struct Echo {
 fn one_thread_serves_hundred_connections() {
     init();
     let idle = Duration::from_millis(1500);
-    let cfg = Config {
-        peer_idle_timeout: idle,
-        ..config()
-    };
+    let mut cfg = config();
+    cfg.peer_idle_timeout = idle;
     // A tiny send buffer: echoes must wait for writability.
-    let server = bind(Config {
-        send_buffer_packets: 8,
-        ..cfg.clone()
-    });
+    let mut tiny = cfg.clone();
+    tiny.send_buffer_packets = 8;
+    let server = bind(tiny);
     let listener = server.listen(CONNECTIONS).unwrap();
     // Half the clients close in order, the other half die with their endpoint.
     let polite = bind(cfg.clone());

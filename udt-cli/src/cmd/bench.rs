@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use udt_mux::MessageOptions;
 
 use crate::net::{self, Conn, LinkStats, Listener, NetOptions, Transport};
 use crate::proto::exit;
@@ -290,11 +291,13 @@ fn serve_messages(
         workers.push(thread::spawn(move || -> (u64, u64, LinkStats) {
             let mut buf = Vec::with_capacity(64 * 1024);
             let (mut bytes, mut messages) = (0u64, 0u64);
+            // Echoes are latency probes: deliver them as soon as complete.
+            let unordered = MessageOptions::new().unordered();
             while let Ok(Some(n)) = sock.recv_msg_into(&mut buf) {
                 bytes += n as u64;
                 messages += 1;
                 let echo = &buf[..n.min(MSG_HEADER)];
-                if sock.send_msg(echo, None, false).is_err() {
+                if sock.send_msg_with(echo, unordered).is_err() {
                     break;
                 }
             }
@@ -745,7 +748,7 @@ fn run_messages(
                     }
                     msg[..8].copy_from_slice(&seq.to_be_bytes());
                     msg[8..16].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
-                    sock.send_msg(&msg, None, false)
+                    sock.send_msg_with(&msg, MessageOptions::new().unordered())
                         .map_err(|e| CliError::io("the message connection broke", e))?;
                     seq += 1;
                     shared_w.bytes.fetch_add(u64::from(size), Ordering::Relaxed);

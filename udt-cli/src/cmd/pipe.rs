@@ -208,7 +208,7 @@ pub fn connect(args: &PipeArgs) -> Result<PipeSummary, CliError> {
             if line.is_empty() {
                 break;
             }
-            sock.send_msg(&line, None, true)
+            sock.send_msg(&line)
                 .map_err(|e| CliError::io("send failed", e))?;
             bytes += line.len() as u64;
             messages += 1;

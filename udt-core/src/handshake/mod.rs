@@ -86,6 +86,7 @@ pub struct ConnectParams {
 
 /// Why a connection attempt failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// No answer within the connect (or rendezvous) timeout (UDT4
     /// `ENOSERVER`, 1001).

@@ -11,32 +11,36 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use udt_core::rng::Rng;
-use udt_mux::{Config, Endpoint};
+use udt_mux::{Config, Endpoint, EndpointConfig};
 
 pub fn init() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
 
 pub fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 /// A configuration for tests: small buffers (many connections stay cheap)
 /// and short timeouts (failures show up fast).
 pub fn config() -> Config {
-    Config {
-        send_buffer_packets: 1024,
-        recv_buffer_packets: 1024,
-        linger: Some(Duration::from_secs(10)),
-        connect_timeout: Duration::from_secs(2),
-        rendezvous_timeout: Duration::from_secs(5),
-        peer_idle_timeout: Duration::from_secs(3),
-        ..Config::default()
-    }
+    let mut c = Config::default();
+    c.send_buffer_packets = 1024;
+    c.recv_buffer_packets = 1024;
+    c.linger = Some(Duration::from_secs(10));
+    c.connect_timeout = Duration::from_secs(2);
+    c.rendezvous_timeout = Duration::from_secs(5);
+    c.peer_idle_timeout = Duration::from_secs(3);
+    c
 }
 
 pub fn bind(config: Config) -> Endpoint {
-    Endpoint::bind(any_port(), config).expect("bind 127.0.0.1:0")
+    bind_at(any_port(), config).expect("bind 127.0.0.1:0")
+}
+
+/// An endpoint at `addr` whose connections use `config` by default.
+pub fn bind_at(addr: impl std::net::ToSocketAddrs, config: Config) -> std::io::Result<Endpoint> {
+    Endpoint::bind_with(addr, config, EndpointConfig::default())
 }
 
 /// `len` deterministic bytes for stream `seed`: every stream differs.
