@@ -4,7 +4,7 @@
 //!
 //! The peers are C++ programs in `tests/interop/peers/`, built here with g++
 //! against `-ludt`. Without libudt-dev these tests FAIL (they never skip):
-//! install it with `apt-get install -y libudt-dev g++` (.ci/run does).
+//! install it with `apt-get install -y libudt-dev g++` (scripts/test.sh does).
 //!
 //! Tests run one at a time (`harness::serial`): they move hundreds of
 //! megabytes or time failure detection on a 2-core machine. Every peer has a

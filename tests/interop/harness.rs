@@ -26,7 +26,7 @@ pub const PEERS: [&str; 5] = [
 ];
 
 const INSTALL_HINT: &str = "the UDT4 interop tests need Debian's libudt (UDT 4.11) and g++: \
-     run `apt-get install -y libudt-dev g++` (.ci/run installs them)";
+     run `apt-get install -y libudt-dev g++` (scripts/test.sh installs them)";
 
 /// Serializes the interop tests of one binary: each one moves hundreds of
 /// megabytes or measures time, and two at once on a 2-core machine would
