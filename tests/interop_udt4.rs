@@ -4,7 +4,7 @@
 //!
 //! The peers are C++ programs in `tests/interop/peers/`, built here with g++
 //! against `-ludt`. Without libudt-dev these tests FAIL (they never skip):
-//! install it with `apt-get install -y libudt-dev g++` (.ci/run does).
+//! install it with `apt-get install -y libudt-dev g++` (scripts/test.sh does).
 //!
 //! Tests run one at a time (`harness::serial`): they move hundreds of
 //! megabytes or time failure detection on a 2-core machine. Every peer has a
@@ -639,14 +639,16 @@ fn rendezvous_with_udt4(ours_to_udt4: u64, udt4_to_ours: u64, path: Option<Impai
     assert_eq!(got.mismatch, None);
     assert_eq!(got.fnv, pattern_fnv(seed_udt4, udt4_to_ours));
     send.join().expect("writer thread");
-    let r = peer.expect_line("RESULT", PEER_LIMIT);
-    assert_stream_result(&r, ours_to_udt4, seed_ours);
-    assert_eq!(r.num("send_err"), 0, "{}", r.line);
+    // UDT4 closes only after our close (it waits for it once it has every
+    // byte: common.h `await_close`), so our close comes first.
     if relay.is_some() {
         expect_closed_on_lossy_path(stream.close());
     } else {
         stream.close().expect("close after the exchange");
     }
+    let r = peer.expect_line("RESULT", PEER_LIMIT);
+    assert_stream_result(&r, ours_to_udt4, seed_ours);
+    assert_eq!(r.num("send_err"), 0, "{}", r.line);
     peer.expect_success(Duration::from_secs(10));
     report_relay(relay);
 }
@@ -1112,6 +1114,9 @@ fn udt4_listener_getsockname_and_getpeername_are_right() {
     let addr = server.ready_addr();
     let ep = endpoint(SocketAddr::from(([127, 1, 2, 3], 0)), Config::default());
     let mut stream = ep.connect(addr).expect("connect");
+    // libudt answers getsockname/getpeername only while the connection is
+    // open: our side closes once UDT4 has asked for them.
+    server.accepted();
     write_pattern(&mut stream, 91, 1000).expect("write");
     stream.close().expect("close");
     let r = server.expect_line("RESULT", PEER_LIMIT);
@@ -1128,6 +1133,56 @@ fn udt4_listener_getsockname_and_getpeername_are_right() {
         r.line
     );
     server.expect_success(Duration::from_secs(10));
+}
+
+/// Far longer than a connect, 1000 bytes and a close on loopback, even on a
+/// loaded machine.
+const HANDLER_DELAY: Duration = Duration::from_secs(2);
+
+/// Issue 16: libudt's stream server used to ask for its socket names in
+/// the handler thread it starts after `accept`; on a loaded machine that
+/// thread ran after our side had closed, and libudt refused the names. Here
+/// the handler is held back on purpose until well after our close: the
+/// names must still be right, and our close must still be orderly.
+#[test]
+fn udt4_listener_reports_names_even_when_its_handler_starts_after_our_close() {
+    let _serial = serial();
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[
+            ("bind", s("127.4.5.6:0")),
+            ("expect", s(1000)),
+            ("seed", s(94)),
+            ("handler-delay-ms", s(HANDLER_DELAY.as_millis())),
+        ]),
+        PEER_LIMIT,
+    );
+    let addr = server.ready_addr();
+    let ep = endpoint(SocketAddr::from(([127, 1, 2, 3], 0)), Config::default());
+    // UDT4 accepts after this instant, so its handler starts after
+    // `started + HANDLER_DELAY`.
+    let started = Instant::now();
+    let mut stream = ep.connect(addr).expect("connect");
+    let a = server.accepted();
+    write_pattern(&mut stream, 94, 1000).expect("write");
+    stream
+        .close()
+        .expect("UDT4's receive thread acknowledges without its handler");
+    let closed_after = started.elapsed();
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    assert_eq!(a.addr("sock"), addr, "{}", a.line);
+    assert_eq!(a.addr("peer"), ep.local_addr(), "{}", a.line);
+    assert_eq!(r.addr("sock"), addr, "{}", r.line);
+    assert_eq!(r.addr("peer"), ep.local_addr(), "{}", r.line);
+    assert_stream_result(&r, 1000, 94);
+    assert_eq!(r.num("extra"), 0, "{}", r.line);
+    server.expect_success(Duration::from_secs(10));
+    // Otherwise the handler may have started before our close and the test
+    // proves nothing.
+    assert!(
+        closed_after < HANDLER_DELAY,
+        "connect, write and close took {closed_after:?}"
+    );
 }
 
 /// The same over IPv6, whose peer-IP layout is reversed word by word on
@@ -1171,6 +1226,7 @@ fn ipv6_addresses_and_data_both_roles() {
     let addr = server.ready_addr();
     let ep = endpoint(loopback6, Config::default());
     let mut stream = ep.connect(addr).expect("connect over IPv6");
+    server.accepted();
     write_pattern(&mut stream, 93, MIB).expect("write");
     stream.close().expect("close");
     let r = server.expect_line("RESULT", PEER_LIMIT);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// The C++ peer programs, one source file each in `tests/interop/peers/`.
@@ -26,7 +26,7 @@ pub const PEERS: [&str; 5] = [
 ];
 
 const INSTALL_HINT: &str = "the UDT4 interop tests need Debian's libudt (UDT 4.11) and g++: \
-     run `apt-get install -y libudt-dev g++` (.ci/run installs them)";
+     run `apt-get install -y libudt-dev g++` (scripts/test.sh installs them)";
 
 /// Serializes the interop tests of one binary: each one moves hundreds of
 /// megabytes or measures time, and two at once on a 2-core machine would
@@ -169,6 +169,9 @@ pub struct Peer {
     child: Child,
     lines: Receiver<String>,
     transcript: Arc<Mutex<Vec<String>>>,
+    /// The stdout and stderr readers; they end when the process has exited
+    /// and its pipes are closed.
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Peer {
@@ -189,7 +192,7 @@ impl Peer {
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
         let log = Arc::clone(&transcript);
-        thread::spawn(move || {
+        let out_reader = thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 log.lock()
@@ -202,7 +205,7 @@ impl Peer {
         });
         let mut stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::clone(&transcript);
-        thread::spawn(move || {
+        let err_reader = thread::spawn(move || {
             let mut text = String::new();
             let _ = stderr.read_to_string(&mut text);
             if !text.is_empty() {
@@ -216,6 +219,7 @@ impl Peer {
             child,
             lines,
             transcript,
+            readers: vec![out_reader, err_reader],
         }
     }
 
@@ -266,6 +270,14 @@ impl Peer {
         }
     }
 
+    /// `ACCEPTED` of a listening peer: it has accepted a connection and
+    /// asked libudt for its socket names. libudt refuses them once the
+    /// connection is broken, so a test that checks the names waits for this
+    /// line before its side closes.
+    pub fn accepted(&mut self) -> Fields {
+        self.expect_line("ACCEPTED", Duration::from_secs(10))
+    }
+
     /// `READY addr=` of a listening peer.
     pub fn ready_addr(&mut self) -> SocketAddr {
         self.expect_line("READY", Duration::from_secs(10))
@@ -294,8 +306,11 @@ impl Peer {
     /// Waits for exit and asserts success.
     pub fn expect_success(&mut self, timeout: Duration) {
         let status = self.wait_exit(timeout);
-        // Give the reader threads a moment to collect the last lines.
-        thread::sleep(Duration::from_millis(20));
+        // The process is gone, so its pipes are at end of file: once the
+        // readers have finished, the transcript holds every last line.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
         assert!(
             status.success(),
             "UDT4 peer {} exited with {status}:\n{}",

@@ -5,8 +5,15 @@
 // IP process-wide, udt4-protocol.md §8.1), read its stdout and parse:
 //
 //   READY addr=IP:PORT                 a listening peer is ready
+//   ACCEPTED conn=N sock=... peer=...  a listening peer accepted connection N;
+//                                      its libudt getsockname/getpeername
+//   CONNECTED sock=... peer=...        a calling or rendezvous peer is connected
 //   RESULT key=value key=value ...     what it sent/received (one per connection)
 //   ERROR stage=... code=N msg=...     a UDT call failed (the exit status is non-zero)
+//
+// Socket names are asked for at once after accept/connect and reported
+// again in RESULT: libudt refuses them once the peer has closed, so a test
+// that checks them waits for ACCEPTED before it closes its side.
 //
 // The data pattern and checksum are the ones the Rust side uses
 // (tests/interop/harness.rs): byte i of a stream seeded with S is byte
@@ -318,6 +325,24 @@ inline long long recv_stream(UDTSOCKET u, Pattern& pattern, Fnv& fnv, long long 
         got += n;
     }
     return got;
+}
+
+// Called by a stream receiver once it has every byte it expected: waits for
+// the sender's close (recv then fails, ECONNLOST) and only then lets the
+// caller close. A receiver that closed at once would race libudt itself:
+// its ACK path makes data readable and wakes recv *before* it sends the ACK
+// covering that data, so the receiver's shutdown can leave first and the
+// sender sees its last bytes unacknowledged at the close (a reset). Returns
+// the UDT error code that ended the connection; *extra gets the bytes that
+// arrived beyond the expected ones (they should be none).
+inline int await_close(UDTSOCKET u, long long* extra) {
+    std::vector<char> storage(1 << 16);
+    *extra = 0;
+    for (;;) {
+        int n = UDT::recv(u, &storage[0], (int)storage.size(), 0);
+        if (n == UDT::ERROR) return last_code();
+        *extra += n;
+    }
 }
 
 // Tally of a received message stream.

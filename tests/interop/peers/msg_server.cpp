@@ -5,7 +5,8 @@
 //
 // msg_server --bind 127.0.0.1:0 [--mode recv|send] --count N [--min B] [--max B]
 //            [--inorder 0|1] [--ttl MS] [--seed S] [--mss M] [--timeout SECONDS]
-// Prints READY addr=IP:PORT, then RESULT. Exits 0 on success.
+// Prints READY addr=IP:PORT, ACCEPTED conn=0 sock=... peer=..., then RESULT.
+// Exits 0 on success.
 
 #include "common.h"
 
@@ -30,6 +31,10 @@ int main(int argc, char** argv) {
     int from_len = sizeof(from);
     UDTSOCKET u = UDT::accept(listener, (sockaddr*)&from, &from_len);
     if (u == UDT::INVALID_SOCK) fail("accept");
+    // Asked for at once: libudt refuses them once the peer has closed.
+    std::string sock = sock_name(u), peer_addr = peer_name(u);
+    printf("ACCEPTED conn=0 sock=%s peer=%s\n", sock.c_str(), peer_addr.c_str());
+    fflush(stdout);
 
     std::string mode = args.str("mode", "recv");
     uint64_t seed = (uint64_t)args.num("seed", 1);
@@ -40,7 +45,6 @@ int main(int argc, char** argv) {
     // order, and the receiver stops when it arrives.
     int ttl = (int)args.num("ttl", -1);
     double start = now_ms();
-    std::string sock = sock_name(u), peer_addr = peer_name(u);
     std::string detail;
     bool ok;
     if (mode == "send") {
