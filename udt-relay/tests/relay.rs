@@ -6,6 +6,8 @@
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -113,9 +115,33 @@ fn random_loss_rate_within_tolerance() {
     );
     let client = udp();
     let n = 20_000;
-    let sink_thread =
-        thread::spawn(move || collect(&sink, Duration::from_millis(500), Duration::from_secs(30)));
+    // No quiet gap decides when the sink is done (a loaded machine can
+    // starve either thread for longer than any gap): the sink reads until
+    // it has what the relay says it forwarded, once the relay has handled
+    // every datagram.
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sink_target = target.clone();
+    let sink_thread = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while (got.len() as u64) < sink_target.load(Ordering::Acquire) && Instant::now() < deadline
+        {
+            if let Ok((len, _)) = sink.recv_from(&mut buf) {
+                got.push(index_of(&buf[..len]));
+            }
+        }
+        got
+    });
     send_paced(&client, relay.local_addr(), n, 64);
+    let handled = |s: &udt_relay::RelayStats| {
+        let u = &s.to_upstream;
+        u.received == n && u.forwarded + u.dropped() + u.send_errors == n
+    };
+    while !handled(&relay.stats()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    target.store(relay.stats().to_upstream.forwarded, Ordering::Release);
     let got = sink_thread.join().unwrap();
     let stats = relay.stop();
     assert_eq!(stats.to_upstream.received, n);
