@@ -37,11 +37,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::handshake::{Caller, Connecting, Listener, ListenerOutput, Rendezvous};
 use crate::packet::{self, Control, ControlPacket, Packet};
-use crate::rng::Rng;
 pub use crate::sched::ConnectionHandle;
 use crate::seq::{SeqNumber, SocketId};
 use tombstones::{Tombstones, TOMBSTONE_LIFETIME};
@@ -151,9 +153,10 @@ struct Route {
 /// documentation.
 #[derive(Debug)]
 pub struct Endpoint {
-    rng: Rng,
-    /// Like UDT4, socket IDs count down from a random start (§3).
-    next_id: u32,
+    /// Socket IDs, ISNs and cookie secrets. A CSPRNG: one connection's
+    /// values must not reveal another's (issue 10 item 1), which UDT4's
+    /// counting-down IDs did.
+    rng: ChaCha20Rng,
     /// Dense handles, reused so the drivers' heaps stay small.
     routes: Vec<Option<Route>>,
     free: Vec<u32>,
@@ -173,16 +176,26 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint whose socket IDs, ISNs and cookie secrets come from
-    /// `seed` (draw it from the operating system's random source; tests and
-    /// the simulator pass fixed seeds to replay a run).
+    /// An endpoint whose socket IDs, ISNs and cookie secrets are drawn
+    /// from a ChaCha20 generator keyed with `key`. A driver on a real
+    /// network passes 32 bytes from the operating system's random source
+    /// (udt-mux uses `getrandom`): the values are then unpredictable to
+    /// anyone who does not see the traffic.
+    pub fn with_key(key: [u8; 32]) -> Endpoint {
+        Endpoint::from_rng(ChaCha20Rng::from_seed(key))
+    }
+
+    /// A replayable endpoint for tests and the simulator: the same `seed`
+    /// gives the same socket IDs, ISNs and cookie secrets. 64 bits are
+    /// too few to keep them secret: real drivers use
+    /// [`with_key`](Self::with_key).
     pub fn new(seed: u64) -> Endpoint {
-        let mut rng = Rng::new(seed);
-        // A positive 31-bit start in [2, 2^30 + 1], as UDT4's CUDTUnited.
-        let next_id = (rng.next_u32() & 0x3FFF_FFFF).max(1) + 1;
+        Endpoint::from_rng(ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    fn from_rng(rng: ChaCha20Rng) -> Endpoint {
         Endpoint {
             rng,
-            next_id,
             routes: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -277,8 +290,7 @@ impl Endpoint {
             return Err(ListenError::AlreadyListening);
         }
         let mut secret = [0u8; 16];
-        secret[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
-        secret[8..].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        self.rng.fill_bytes(&mut secret);
         self.listeners_made += 1;
         let id = ListenerId(self.listeners_made);
         self.listener = Some(ListenerState {
@@ -590,16 +602,18 @@ impl Endpoint {
         handle
     }
 
-    /// A socket ID no live or recently finished connection of this endpoint
-    /// uses (never 0).
+    /// A random socket ID no live or recently finished connection of this
+    /// endpoint uses (never 0). UDT4 counts IDs down from a random start,
+    /// so one handshake revealed every other connection's ID; random IDs
+    /// keep an off-path attacker guessing among 2^31 values (the ID is
+    /// what a spoofed shutdown or keep-alive needs, with the address).
     fn new_socket_id(&mut self) -> SocketId {
         loop {
-            self.next_id = self.next_id.wrapping_sub(1) & SocketId::MAX;
-            if self.next_id == 0 {
-                self.next_id = SocketId::MAX;
-            }
-            let id = SocketId(self.next_id);
-            if !self.by_id.contains_key(&id) && !self.tombstones.contains(id) {
+            let id = SocketId(self.rng.next_u32() & SocketId::MAX);
+            if id != SocketId::HANDSHAKE
+                && !self.by_id.contains_key(&id)
+                && !self.tombstones.contains(id)
+            {
                 return id;
             }
         }

@@ -30,12 +30,50 @@ fn first_transmit(socket: &mut Socket, now: Instant) -> Vec<u8> {
 }
 
 #[test]
-fn socket_ids_count_down_and_skip_zero() {
+fn socket_ids_are_random_and_never_zero() {
+    // UDT4 counts IDs down by one, so whoever connects once learns the IDs
+    // of the connections made before and after (issue 10 item 1).
     let mut e = Endpoint::new(7);
-    e.next_id = 2;
-    assert_eq!(e.new_socket_id(), SocketId(1));
-    assert_eq!(e.new_socket_id(), SocketId(0x7FFF_FFFF));
-    assert_eq!(e.new_socket_id(), SocketId(0x7FFF_FFFE));
+    let ids: Vec<u32> = (0..1000).map(|_| e.new_socket_id().0).collect();
+    assert!(ids.iter().all(|&i| i != 0 && i <= SocketId::MAX));
+    let strides: std::collections::HashSet<u32> =
+        ids.windows(2).map(|w| w[0].wrapping_sub(w[1])).collect();
+    assert!(strides.len() > 990, "IDs follow a pattern: {:?}", &ids[..8]);
+    // Spread over the whole 31-bit space, not a small range.
+    assert!(ids.iter().any(|&i| i > 0x6000_0000) && ids.iter().any(|&i| i < 0x2000_0000));
+}
+
+#[test]
+fn keyed_endpoints_draw_different_values_and_seeded_ones_replay() {
+    let mut a = Endpoint::with_key([1; 32]);
+    let mut b = Endpoint::with_key([2; 32]);
+    let va: Vec<_> = (0..4).map(|_| (a.new_socket_id(), a.new_isn())).collect();
+    let vb: Vec<_> = (0..4).map(|_| (b.new_socket_id(), b.new_isn())).collect();
+    assert_ne!(va, vb);
+    let mut c = Endpoint::new(3);
+    let mut d = Endpoint::new(3);
+    assert_eq!(c.new_socket_id(), d.new_socket_id());
+    assert_eq!(c.new_isn(), d.new_isn());
+}
+
+#[test]
+fn accepted_socket_ids_are_not_consecutive() {
+    // The listener's response reveals the accepted connection's ID: the
+    // next connection's must not follow from it.
+    let now = epoch();
+    let mut server = Endpoint::new(1);
+    server.listen(now, config(), 64).expect("listen");
+    let mut ids = Vec::new();
+    for seed in 0..16 {
+        let mut client = Endpoint::new(100 + seed);
+        let (_, s, _, _) = handshake(&mut server, &mut client, now);
+        ids.push(s.socket_id().0);
+    }
+    let consecutive = ids
+        .windows(2)
+        .filter(|w| w[0].abs_diff(w[1]) <= 16)
+        .count();
+    assert_eq!(consecutive, 0, "accepted IDs {ids:?}");
 }
 
 #[test]
