@@ -9,8 +9,13 @@ use std::io;
 pub enum ConnectionError {
     /// The peer was silent for longer than the configured peer-idle timeout.
     TimedOut,
-    /// The peer closed the connection (it sent a shutdown).
+    /// The peer closed the connection (it sent a shutdown) after
+    /// everything it sent had arrived: a clean end of stream.
     PeerClosed,
+    /// The peer ended the connection with some of its data missing here (a
+    /// shutdown with gaps before it, an abortive close, an error signal, or
+    /// a forged shutdown): what was read is incomplete.
+    PeerAborted,
     /// This side closed the connection.
     LocallyClosed,
     /// Close gave up: the linger time passed with data still unacknowledged.
@@ -24,6 +29,9 @@ impl fmt::Display for ConnectionError {
                 f.write_str("connection timed out: the peer stopped answering")
             }
             ConnectionError::PeerClosed => f.write_str("the peer closed the connection"),
+            ConnectionError::PeerAborted => f.write_str(
+                "the peer ended the connection before all its data arrived (the data is incomplete)",
+            ),
             ConnectionError::LocallyClosed => f.write_str("the connection was closed locally"),
             ConnectionError::LingerExpired => f.write_str(
                 "close gave up waiting for the peer to acknowledge data (linger time expired)",
@@ -39,6 +47,7 @@ impl From<ConnectionError> for io::Error {
         let kind = match e {
             ConnectionError::TimedOut => io::ErrorKind::TimedOut,
             ConnectionError::PeerClosed => io::ErrorKind::ConnectionReset,
+            ConnectionError::PeerAborted => io::ErrorKind::ConnectionAborted,
             ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
             ConnectionError::LingerExpired => io::ErrorKind::TimedOut,
         };

@@ -324,6 +324,12 @@ impl SendBuffer {
         self.first_unacked.add(self.sent)
     }
 
+    /// One past the last block ever written, sent or not: where the data
+    /// of this connection ends if nothing more is written.
+    pub fn end_seq(&self) -> SeqNumber {
+        self.first_unacked.add(self.slots.len() as u32)
+    }
+
     fn index_of(&self, seq: SeqNumber) -> Option<usize> {
         let off = usize::try_from(seq.offset_from(self.first_unacked)).ok()?;
         (off < self.slots.len()).then_some(off)

@@ -50,9 +50,22 @@ impl Connection {
             }
             return;
         }
-        self.last_heard = now;
-        self.exp_base = now;
-        self.exp_count = 1;
+        let is_keepalive = matches!(
+            &packet,
+            Packet::Control(c) if matches!(c.control, Control::KeepAlive)
+        );
+        // A keep-alive proves the peer alive only while nothing is
+        // outstanding: with a hole to fill or data to be acknowledged, a
+        // live peer sends data or feedback, so keep-alives alone (spoofed,
+        // or from a peer that lost its state) must not hold the connection
+        // and its buffers open forever (issue 10 item 1).
+        if !is_keepalive
+            || (self.sender.unacked() == 0 && self.receiver.has_everything_before(None))
+        {
+            self.last_heard = now;
+            self.exp_base = now;
+            self.exp_count = 1;
+        }
         // Anything from the peer proves it finished connecting.
         self.sender.release_hold(now);
         match packet {
@@ -69,18 +82,28 @@ impl Connection {
                     log::debug!("{} ignored a congestion warning", self.local_id);
                 }
                 Control::Shutdown => {
-                    log::debug!("{} peer sent shutdown", self.local_id);
-                    self.enter_closed(now, ConnectionError::PeerClosed);
+                    // An end of stream only when nothing the peer sent is
+                    // missing; otherwise (an abortive close, an injected
+                    // shutdown) the reader must see an error, not a
+                    // truncated stream (issue 10 item 2).
+                    let end = packet::shutdown_end(datagram);
+                    let reason = if self.receiver.has_everything_before(end) {
+                        ConnectionError::PeerClosed
+                    } else {
+                        ConnectionError::PeerAborted
+                    };
+                    log::debug!("{} peer sent shutdown: {reason}", self.local_id);
+                    self.enter_closed(now, reason);
                 }
                 Control::Ack2(ack_seq) => self.on_ack2(now, ack_seq),
                 Control::MsgDropRequest { msg, first, last } => {
                     self.on_drop_request(msg, first, last)
                 }
                 Control::ErrorSignal { code } => {
-                    // UDT4 treats it like a shutdown (its recvfile peer hit
-                    // a disk error).
+                    // UDT4 sends it when its recvfile peer hit a disk
+                    // error: never an orderly end.
                     log::info!("{} peer signalled error {code}", self.local_id);
-                    self.enter_closed(now, ConnectionError::PeerClosed);
+                    self.enter_closed(now, ConnectionError::PeerAborted);
                 }
                 Control::UserDefined { .. } | Control::Unknown { .. } => {
                     self.counters.dropped.unknown_control += 1;

@@ -431,12 +431,14 @@ impl Connection {
     }
 
     /// Reads stream data in order. Returns `Ok(0)` at the end of the stream
-    /// after the peer's orderly close, once everything has been read.
+    /// after the peer's orderly close, once everything has been read: only
+    /// when nothing the peer sent is missing ([`ConnectionError::PeerClosed`]).
     ///
     /// # Errors
     /// `WouldBlock` when nothing is readable yet, `WrongMode` on a message
     /// connection, `Closed` when the connection ended any other way and all
-    /// data has been read.
+    /// data has been read, including a shutdown with data still missing
+    /// ([`ConnectionError::PeerAborted`]): the stream is truncated.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
         if self.socket_type != SocketType::Stream {
             return Err(ReadError::WrongMode);

@@ -141,6 +141,14 @@ impl Receiver {
         self.ack_number() != self.last_ack_ack
     }
 
+    /// True when nothing the peer sent is known to be missing and, if the
+    /// peer said where its data ends (`end`, from its shutdown), every
+    /// packet before `end` has arrived. A UDT4 peer says nothing, so only
+    /// gaps already seen count (a lost tail stays invisible).
+    pub(super) fn has_everything_before(&self, end: Option<SeqNumber>) -> bool {
+        self.loss.is_empty() && end.is_none_or(|e| !e.is_after(self.current.next()))
+    }
+
     // ----- data -----
 
     /// A data packet arrived (UDT4 `processData`, udt4-protocol.md §6.2):

@@ -1,0 +1,244 @@
+//! Forged packets from the peer's own address (issue 10): a third party
+//! that knows a connection's socket IDs and spoofs the peer's address must
+//! not turn a truncated stream into a clean end of file, hold a dead
+//! connection open with keep-alives, wedge the sender with a forged ACK,
+//! or take over a rendezvous.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{init_logs, link, Pair};
+use udt_core::packet::{self, Control, ControlPacket, DataHeader, Packet, PacketPosition};
+use udt_core::sim::Loss;
+use udt_core::{Config, ConnectionError, MsgNumber, ReadError, SeqNumber, SocketId};
+
+const ISN: u32 = 5000;
+
+fn control(dest: SocketId, control: Control<'_>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    Packet::Control(ControlPacket {
+        timestamp: 0,
+        dest,
+        control,
+    })
+    .encode(&mut buf);
+    buf
+}
+
+fn data(dest: SocketId, seq: SeqNumber, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    packet::encode_data(
+        &DataHeader {
+            seq,
+            position: PacketPosition::Only,
+            in_order: false,
+            msg: MsgNumber::new(1),
+            timestamp: 0,
+            dest,
+        },
+        payload,
+        &mut buf,
+    );
+    buf
+}
+
+/// A connected pair whose real A is then cut off: from here on the test
+/// speaks for A (the attacker spoofing A's address, or A's last packets).
+fn cut_off_pair(seed: u64, config: Config) -> (Pair, SocketId, SocketId) {
+    init_logs();
+    let l = link(100, Duration::from_millis(5), Loss::None);
+    let mut p = Pair::new(seed, l.clone(), l, config);
+    let (a, b) = p.connect_with_isn(SeqNumber::new(ISN));
+    for (from, to) in [(p.a, p.b), (p.b, p.a)] {
+        p.sim
+            .link_config_mut(from, to)
+            .expect("linked")
+            .blackhole = true;
+    }
+    (p, a, b)
+}
+
+/// Feeds `datagrams` to B's connection as if from A's address.
+fn feed_b(p: &mut Pair, b: SocketId, datagrams: &[Vec<u8>]) {
+    let now = p.sim.now();
+    let from = p.a_addr;
+    p.sim.node_mut(p.b).with_connection(b, |c| {
+        for d in datagrams {
+            c.handle_datagram(now, from, d);
+        }
+    });
+    p.sim.poke(p.b);
+}
+
+/// Reads B until it stops returning data: (bytes read, the final result).
+fn drain_b(p: &mut Pair, b: SocketId) -> (usize, Result<usize, ReadError>) {
+    let mut total = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let r = p
+            .sim
+            .node_mut(p.b)
+            .with_connection(b, |c| c.read(&mut buf))
+            .expect("B's connection");
+        match r {
+            Ok(n) if n > 0 => total += n,
+            other => return (total, other),
+        }
+    }
+}
+
+fn seq(off: u32) -> SeqNumber {
+    SeqNumber::new(ISN).add(off)
+}
+
+#[test]
+fn a_spoofed_shutdown_over_a_gap_is_an_error_not_eof() {
+    let (mut p, _a, b) = cut_off_pair(61, Config::default());
+    let payload = [7u8; 1000];
+    feed_b(
+        &mut p,
+        b,
+        &[
+            data(b, seq(0), &payload),
+            data(b, seq(1), &payload),
+            // seq(2) is lost
+            data(b, seq(3), &payload),
+            // A forger sends a plain shutdown, as UDT4 does.
+            control(b, Control::Shutdown),
+        ],
+    );
+    let (n, end) = drain_b(&mut p, b);
+    assert_eq!(n, 2000, "the contiguous data stays readable");
+    assert_eq!(
+        end,
+        Err(ReadError::Closed(ConnectionError::PeerAborted)),
+        "a shutdown with a hole before it must not read as end of stream"
+    );
+}
+
+#[test]
+fn a_shutdown_whose_end_was_not_reached_is_an_error() {
+    let (mut p, _a, b) = cut_off_pair(62, Config::default());
+    let payload = [7u8; 1000];
+    let mut shutdown = control(b, Control::Shutdown);
+    // The sender says its data ends before seq(6): seq(3..6) never came
+    // (a lost tail, invisible without the end marker).
+    packet::set_shutdown_end(&mut shutdown, seq(6));
+    let mut datagrams: Vec<Vec<u8>> = (0..3).map(|i| data(b, seq(i), &payload)).collect();
+    datagrams.push(shutdown);
+    feed_b(&mut p, b, &datagrams);
+    let (n, end) = drain_b(&mut p, b);
+    assert_eq!(n, 3000);
+    assert_eq!(end, Err(ReadError::Closed(ConnectionError::PeerAborted)));
+}
+
+#[test]
+fn a_complete_stream_ends_cleanly_with_or_without_the_end_marker() {
+    for marked in [false, true] {
+        let (mut p, _a, b) = cut_off_pair(63, Config::default());
+        let payload = [7u8; 1000];
+        let mut shutdown = control(b, Control::Shutdown);
+        if marked {
+            packet::set_shutdown_end(&mut shutdown, seq(3));
+        }
+        let mut datagrams: Vec<Vec<u8>> = (0..3).map(|i| data(b, seq(i), &payload)).collect();
+        datagrams.push(shutdown);
+        feed_b(&mut p, b, &datagrams);
+        let (n, end) = drain_b(&mut p, b);
+        assert_eq!((n, end), (3000, Ok(0)), "marked={marked}");
+    }
+}
+
+#[test]
+fn an_error_signal_is_never_a_clean_end() {
+    let (mut p, _a, b) = cut_off_pair(64, Config::default());
+    feed_b(
+        &mut p,
+        b,
+        &[
+            data(b, seq(0), &[1u8; 100]),
+            control(b, Control::ErrorSignal { code: 4000 }),
+        ],
+    );
+    let (n, end) = drain_b(&mut p, b);
+    assert_eq!(n, 100);
+    assert_eq!(end, Err(ReadError::Closed(ConnectionError::PeerAborted)));
+}
+
+#[test]
+fn spoofed_keepalives_do_not_hold_a_connection_with_a_hole_open() {
+    let config = Config::default();
+    let idle = config.peer_idle_timeout;
+    let (mut p, _a, b) = cut_off_pair(65, config);
+    let payload = [7u8; 1000];
+    feed_b(
+        &mut p,
+        b,
+        &[data(b, seq(0), &payload), data(b, seq(2), &payload)],
+    );
+    // The real A is gone; a spoofer keeps sending keep-alives.
+    let keepalive = control(b, Control::KeepAlive);
+    let mut waited = Duration::ZERO;
+    while waited < 3 * idle {
+        feed_b(&mut p, b, std::slice::from_ref(&keepalive));
+        p.sim.run_for(Duration::from_millis(500));
+        waited += Duration::from_millis(500);
+        if p.sim.node(p.b).connection(b).expect("B").is_closed() {
+            break;
+        }
+    }
+    assert!(
+        waited <= idle + Duration::from_secs(1),
+        "keep-alives held the connection open for {waited:?}"
+    );
+    let (n, end) = drain_b(&mut p, b);
+    assert_eq!(n, 1000);
+    assert_eq!(end, Err(ReadError::Closed(ConnectionError::TimedOut)));
+}
+
+#[test]
+fn keepalives_still_hold_an_idle_connection() {
+    let config = Config::default();
+    let idle = config.peer_idle_timeout;
+    let (mut p, _a, b) = cut_off_pair(66, config);
+    feed_b(&mut p, b, &[data(b, seq(0), &[1u8; 10])]);
+    let keepalive = control(b, Control::KeepAlive);
+    let mut waited = Duration::ZERO;
+    while waited < 2 * idle {
+        feed_b(&mut p, b, std::slice::from_ref(&keepalive));
+        p.sim.run_for(Duration::from_millis(500));
+        waited += Duration::from_millis(500);
+    }
+    assert!(
+        !p.sim.node(p.b).connection(b).expect("B").is_closed(),
+        "an idle connection with nothing outstanding lives on keep-alives"
+    );
+}
+
+#[test]
+fn an_abortive_close_mid_transfer_reads_as_an_error() {
+    init_logs();
+    let l = link(50, Duration::from_millis(10), Loss::None);
+    let mut config = Config::default();
+    config.linger = None;
+    let mut p = Pair::new(67, l.clone(), l, config);
+    let (a, b) = p.connect();
+    let chunk = vec![3u8; 256 * 1024];
+    let written = p
+        .sim
+        .node_mut(p.a)
+        .with_connection(a, |c| c.write(&chunk))
+        .expect("A")
+        .expect("write");
+    assert!(written > 100_000);
+    p.sim.poke(p.a);
+    p.sim.run_for(Duration::from_millis(15));
+    let now = p.sim.now();
+    p.sim.node_mut(p.a).with_connection(a, |c| c.close(now));
+    p.sim.poke(p.a);
+    p.sim.run_for(Duration::from_secs(1));
+    let (n, end) = drain_b(&mut p, b);
+    assert!(n < written, "read {n} of {written}");
+    assert_eq!(end, Err(ReadError::Closed(ConnectionError::PeerAborted)));
+}
