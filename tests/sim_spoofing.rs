@@ -242,3 +242,138 @@ fn an_abortive_close_mid_transfer_reads_as_an_error() {
     assert!(n < written, "read {n} of {written}");
     assert_eq!(end, Err(ReadError::Closed(ConnectionError::PeerAborted)));
 }
+
+/// How a forged-ACK transfer ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    /// Every byte arrived, checked.
+    Complete,
+    /// The reader got this error after `read` checked bytes.
+    ReadError(ConnectionError, u64),
+}
+
+/// Streams `total` pattern bytes from A to B over a lossy link while
+/// `forge` (called every 10 ms of virtual time with the time since start)
+/// may inject packets; returns how it ended, or panics after 60 s.
+fn transfer_under_forgery(
+    p: &mut Pair,
+    a: SocketId,
+    b: SocketId,
+    total: u64,
+    mut forge: impl FnMut(&mut Pair, Duration),
+) -> Ending {
+    use common::{check_pattern, fill_pattern};
+    let start = p.sim.now();
+    let (mut written, mut read) = (0u64, 0u64);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut rbuf = vec![0u8; 64 * 1024];
+    while p.sim.now() - start < Duration::from_secs(60) {
+        while written < total {
+            let n = (total - written).min(chunk.len() as u64) as usize;
+            fill_pattern(1, written, &mut chunk[..n]);
+            match p.sim.node_mut(p.a).with_connection(a, |c| c.write(&chunk[..n])) {
+                Some(Ok(k)) => written += k as u64,
+                _ => break,
+            }
+        }
+        p.sim.poke(p.a);
+        loop {
+            let r = p
+                .sim
+                .node_mut(p.b)
+                .with_connection(b, |c| c.read(&mut rbuf))
+                .expect("B");
+            match r {
+                Ok(n) if n > 0 => {
+                    assert_eq!(check_pattern(1, read, &rbuf[..n]), None, "corrupt data");
+                    read += n as u64;
+                }
+                Err(ReadError::WouldBlock) => break,
+                Err(ReadError::Closed(e)) => return Ending::ReadError(e, read),
+                other => panic!("unexpected read result {other:?} at {read}"),
+            }
+        }
+        if read == total {
+            return Ending::Complete;
+        }
+        p.sim.poke(p.b);
+        let elapsed = p.sim.now() - start;
+        forge(p, elapsed);
+        p.sim.run_for(Duration::from_millis(10));
+    }
+    let sa = p.sim.node(p.a).connection(a).map(|c| (c.state(), c.stats()));
+    let sb = p.sim.node(p.b).connection(b).map(|c| (c.state(), c.stats()));
+    panic!("transfer hung: {read}/{total} bytes after 60 s of virtual time\nA {sa:?}\nB {sb:?}");
+}
+
+/// A's next new sequence number, as an on-path observer would know it.
+fn a_next_seq(p: &Pair, a: SocketId) -> SeqNumber {
+    let s = p.sim.node(p.a).connection(a).expect("A").stats();
+    SeqNumber::new(ISN).add((s.packets_sent - s.packets_retransmitted) as u32)
+}
+
+fn lossy_pair(seed: u64) -> (Pair, SocketId, SocketId) {
+    init_logs();
+    let l = link(50, Duration::from_millis(10), Loss::Bernoulli(0.02));
+    let mut p = Pair::new(seed, l.clone(), l, Config::default());
+    let (a, b) = p.connect_with_isn(SeqNumber::new(ISN));
+    (p, a, b)
+}
+
+#[test]
+fn forged_in_window_light_acks_under_loss_do_not_stop_the_transfer() {
+    let (mut p, a, b) = lossy_pair(71);
+    let b_addr = p.b_addr;
+    let ending = transfer_under_forgery(&mut p, a, b, 4 << 20, |p, t| {
+        if t >= Duration::from_millis(100) && t < Duration::from_secs(2) {
+            // Everything sent so far "received": UDT4 would then ignore
+            // the NAKs of the holes below and never resend them.
+            let ack = a_next_seq(p, a);
+            let forged = control(a, Control::LightAck { ack });
+            let now = p.sim.now();
+            p.sim
+                .node_mut(p.a)
+                .with_connection(a, |c| c.handle_datagram(now, b_addr, &forged));
+        }
+    });
+    assert_eq!(ending, Ending::Complete);
+}
+
+#[test]
+fn a_forged_full_ack_over_a_hole_breaks_the_connection_visibly() {
+    let (mut p, a, b) = lossy_pair(72);
+    let b_addr = p.b_addr;
+    let total = 16 << 20;
+    let ending = transfer_under_forgery(&mut p, a, b, total, |p, t| {
+        // "Everything sent so far arrived", repeated for a while so that
+        // some forgery lands while the receiver has a hole.
+        if t >= Duration::from_millis(300) && t < Duration::from_secs(1) {
+            let forged = control(
+                a,
+                Control::Ack(udt_core::packet::Ack {
+                    ack_seq: udt_core::AckSeqNumber::new(7),
+                    ack: a_next_seq(p, a),
+                    rtt_us: 20_000,
+                    rtt_var_us: 1_000,
+                    available_buffer: 1000,
+                    rates: None,
+                }),
+            );
+            let now = p.sim.now();
+            p.sim
+                .node_mut(p.a)
+                .with_connection(a, |c| c.handle_datagram(now, b_addr, &forged));
+        }
+    });
+    // The released hole can never be filled: both sides must say so
+    // instead of hanging or delivering a stream with a hole.
+    match ending {
+        Ending::ReadError(ConnectionError::PeerAborted, n) => assert!(n < total),
+        other => panic!("expected the reader to see PeerAborted, got {other:?}"),
+    }
+    let sender = p.sim.node(p.a).connection(a).expect("A").state();
+    assert_eq!(
+        sender,
+        udt_core::connection::State::Closed(ConnectionError::DataLost)
+    );
+}

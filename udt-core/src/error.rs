@@ -16,6 +16,10 @@ pub enum ConnectionError {
     /// shutdown with gaps before it, an abortive close, an error signal, or
     /// a forged shutdown): what was read is incomplete.
     PeerAborted,
+    /// The peer kept reporting as missing data that an acknowledgement had
+    /// already released (a forged or corrupted ACK): that data cannot be
+    /// resent, so the connection is broken.
+    DataLost,
     /// This side closed the connection.
     LocallyClosed,
     /// Close gave up: the linger time passed with data still unacknowledged.
@@ -33,6 +37,9 @@ impl fmt::Display for ConnectionError {
                 "the peer ended the connection before all its data arrived (the data is incomplete)",
             ),
             ConnectionError::LocallyClosed => f.write_str("the connection was closed locally"),
+            ConnectionError::DataLost => f.write_str(
+                "the peer is missing data it had acknowledged (forged or corrupted ACK): connection broken",
+            ),
             ConnectionError::LingerExpired => f.write_str(
                 "close gave up waiting for the peer to acknowledge data (linger time expired)",
             ),
@@ -48,6 +55,7 @@ impl From<ConnectionError> for io::Error {
             ConnectionError::TimedOut => io::ErrorKind::TimedOut,
             ConnectionError::PeerClosed => io::ErrorKind::ConnectionReset,
             ConnectionError::PeerAborted => io::ErrorKind::ConnectionAborted,
+            ConnectionError::DataLost => io::ErrorKind::InvalidData,
             ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
             ConnectionError::LingerExpired => io::ErrorKind::TimedOut,
         };

@@ -200,7 +200,8 @@ impl Connection {
     /// Full or medium ACK (UDT4 `processCtrl` case 2, §6.5).
     fn on_ack(&mut self, now: Instant, ack: &Ack) {
         self.counters.acks_received += 1;
-        let outcome = self.sender.on_ack(ack);
+        let outcome = self.sender.on_ack(now, ack);
+        self.check_desync(now);
         if outcome == AckOutcome::Invalid {
             self.counters.dropped.invalid_control += 1;
             log::debug!(
@@ -237,13 +238,29 @@ impl Connection {
     /// NAK (UDT4 `processCtrl` case 3, §6.3): queue retransmissions.
     fn on_nak(&mut self, now: Instant, ranges: &LossRanges<'_>) {
         self.counters.naks_received += 1;
-        let outcome = self.sender.on_nak(ranges);
+        let outcome = self.sender.on_nak(now, ranges);
+        self.check_desync(now);
         self.counters.dropped.invalid_control += outcome.invalid;
         self.counters.packets_reported_lost += u64::from(outcome.added);
         if let Some(first) = outcome.first_lost {
             let ctx = self.cc_context(now);
             self.cc.on_loss(&ctx, first, outcome.added);
             self.apply_cc();
+        }
+    }
+
+    /// Ends the connection when the receiver keeps missing data a full ACK
+    /// released (a forged or corrupted ACK, issue 10 item 3): that data
+    /// cannot be resent, and waiting would hang both sides.
+    fn check_desync(&mut self, now: Instant) {
+        if self.sender.is_desynchronized(now) && !self.is_closed() {
+            log::warn!(
+                "{} peer {} keeps missing data it acknowledged: connection broken",
+                self.local_id,
+                self.peer_addr
+            );
+            self.queue_shutdown();
+            self.enter_closed(now, ConnectionError::DataLost);
         }
     }
 
