@@ -146,7 +146,18 @@ pub struct RecvBuffer {
     /// way; stale heads are popped after every change.
     ready: VecDeque<(SeqNumber, MsgNumber)>,
     pending_drop: Option<PendingDrop>,
+    /// Slots visited by drop requests, for the tests of their cost.
+    #[cfg(test)]
+    drop_walk: u64,
 }
+
+/// How many slots a drop request may walk over without changing anything
+/// (slots it or another request already dropped, consumed slots of its
+/// message) before it is taken for a repeat and abandoned. An honest
+/// sender's ranges overlap by at most UDT4's one-slot off-by-one; without
+/// this bound, one forged 24-byte request over a dropped window walked the
+/// whole window every time (issue 10 item 6).
+const MAX_IDLE_DROP_STEPS: u32 = 64;
 
 impl RecvBuffer {
     /// An empty buffer of `capacity_packets` slots of `payload_size` bytes
@@ -168,6 +179,8 @@ impl RecvBuffer {
             cursor: first_seq,
             ready: VecDeque::new(),
             pending_drop: None,
+            #[cfg(test)]
+            drop_walk: 0,
         }
     }
 
@@ -694,11 +707,21 @@ impl RecvBuffer {
             }
         }
         let mut ended = false;
+        let mut idle = 0u32;
         let mut i = lo;
         while i <= hi {
             let Some(slot) = self.slots.get(i).copied() else {
                 break;
             };
+            #[cfg(test)]
+            {
+                self.drop_walk += 1;
+            }
+            if idle > MAX_IDLE_DROP_STEPS {
+                // A repeat (or a forgery) of a drop already applied.
+                log::debug!("drop request for {msg:?} walks dropped slots: abandoned");
+                return dropped;
+            }
             match slot.state {
                 SlotState::Empty => {
                     if i == hi && hi_seq == last && self.covered_by_next_message(i, msg) {
@@ -726,6 +749,7 @@ impl RecvBuffer {
                         ended = true;
                         break;
                     }
+                    idle += 1;
                     i += 1;
                 }
                 // Another message's packet: ours ended before it.
@@ -733,7 +757,10 @@ impl RecvBuffer {
                     ended = true;
                     break;
                 }
-                SlotState::Dropped => i += 1,
+                SlotState::Dropped => {
+                    idle += 1;
+                    i += 1;
+                }
             }
         }
         if !ended && last.is_after(window_last) {
@@ -755,6 +782,12 @@ impl RecvBuffer {
                 && n.msg != msg
                 && !n.position.is_first()
         })
+    }
+
+    /// Slots visited by drop requests so far.
+    #[cfg(test)]
+    fn drop_walk(&self) -> u64 {
+        self.drop_walk
     }
 
     /// Payload slots the pool has created so far.

@@ -869,3 +869,28 @@ fn deliver(msgs: &mut [Msg], contents: &HashMap<Vec<u8>, usize>, out: &[u8], ctx
         }
     }
 }
+
+#[test]
+fn repeated_drop_requests_over_a_dropped_window_cost_little() {
+    // One forged request drops the whole window behind an empty slot (so
+    // nothing is released); every further 24-byte request used to walk
+    // those 8191 dropped slots again (issue 10 item 6).
+    let cap = 8192;
+    let mut rb = RecvBuffer::new(cap, 4, s(0));
+    rb.drop_message(m(1), s(1), s(cap - 1));
+    let after_first = rb.drop_walk();
+    assert!(after_first <= u64::from(cap));
+    for k in 0..1000u32 {
+        let first = 1 + (k % 100);
+        rb.drop_message(m(2 + k), s(first), s(cap - 1));
+    }
+    let per_request = (rb.drop_walk() - after_first) / 1000;
+    assert!(
+        per_request <= u64::from(MAX_IDLE_DROP_STEPS) + 2,
+        "{per_request} slots walked per repeated request"
+    );
+    // Honest use still works: data before the dropped range is readable
+    // and fills the hole.
+    rb.insert(s(0), Only, true, m(1), b"ab").unwrap();
+    assert_eq!(rb.contiguous_end(), s(cap));
+}
