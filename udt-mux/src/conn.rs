@@ -94,9 +94,22 @@ impl ConnInner {
     }
 
     /// True once nothing needs this connection any more: no handle, not
-    /// queued for accept, and the core is finished (or the handshake failed).
+    /// queued for accept (or it died there), and the core is finished (or
+    /// the handshake failed).
     pub(crate) fn is_reapable(&self) -> bool {
-        self.handles == 0 && !self.queued_for_accept && self.phase.is_finished()
+        self.handles == 0
+            && (!self.queued_for_accept || self.died_unaccepted())
+            && self.phase.is_finished()
+    }
+
+    /// True for a connection that ended with an error while it waited in
+    /// the accept queue: nobody can use it, and it must not hold a backlog
+    /// place (issue 10 item 7). One the peer closed in order stays: its
+    /// data is still for the application.
+    fn died_unaccepted(&self) -> bool {
+        self.phase.connection_ref().is_some_and(|c| {
+            matches!(c.state(), State::Closed(e) if e != ConnectionError::PeerClosed)
+        })
     }
 
     /// After a core call on an application thread: what changed that the

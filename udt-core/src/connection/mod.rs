@@ -315,6 +315,14 @@ impl Connection {
             }
     }
 
+    /// Narrows the receive window to `packets` (`None`: the configured
+    /// buffer again, announced to the peer at once). The endpoint narrows
+    /// it for connections waiting in the accept queue, so each holds at
+    /// most that much of a peer's data until the application takes it.
+    pub fn limit_receive_window(&mut self, packets: Option<u32>) {
+        self.receiver.set_window_limit(packets);
+    }
+
     /// True when a write of at least one packet would be accepted, or the
     /// connection is closed (so the write would fail at once).
     pub fn is_writable(&self) -> bool {

@@ -141,6 +141,15 @@ impl Receiver {
         self.ack_number() != self.last_ack_ack
     }
 
+    /// Narrows the receive window (`None`: the whole buffer again). When it
+    /// reopens, an ACK goes at once so the sender learns of the space.
+    pub(super) fn set_window_limit(&mut self, limit: Option<u32>) {
+        self.buffer.set_window_limit(limit);
+        if limit.is_none() {
+            self.ack_now = true;
+        }
+    }
+
     /// True when nothing the peer sent is known to be missing and, if the
     /// peer said where its data ends (`end`, from its shutdown), every
     /// packet before `end` has arrived. A UDT4 peer says nothing, so only

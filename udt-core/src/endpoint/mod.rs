@@ -48,6 +48,13 @@ pub use crate::sched::ConnectionHandle;
 use crate::seq::{SeqNumber, SocketId};
 use tombstones::{Tombstones, TOMBSTONE_LIFETIME};
 
+/// The receive window, in packets, of a connection waiting in the accept
+/// queue: the most of a peer's data it holds before the application takes
+/// it (about 23 KB at the default MSS, instead of the whole receive buffer,
+/// ~11 MiB). The driver restores the full window on accept
+/// ([`Connection::limit_receive_window`]).
+pub const PENDING_RECV_WINDOW: u32 = 16;
+
 /// The key a listener uses to recognise a repeated connection request
 /// (UDT4 `newConnection`: peer address, peer socket ID, peer ISN).
 type AcceptKey = (SocketAddr, SocketId, SeqNumber);
@@ -100,6 +107,10 @@ pub struct EndpointCounters {
     pub wrong_source: u64,
     /// Connection requests refused because the accept backlog was full.
     pub handshakes_rejected: u64,
+    /// Connection requests ignored because their source address already
+    /// has half the backlog waiting (the caller retries; see
+    /// [`Endpoint::listen`]).
+    pub handshakes_throttled: u64,
     /// Shutdowns repeated to peers of finished connections.
     pub tombstone_answers: u64,
     /// Datagrams handed to the [`DatagramHandler`].
@@ -278,6 +289,15 @@ impl Endpoint {
     /// most `backlog` (at least 1) accepted connections wait for
     /// [`accept`](Self::accept), further callers are refused.
     ///
+    /// Limits against a hostile caller (issue 10 item 7): one source address
+    /// (IP and port: what one cookie proves) may have at most half the
+    /// backlog (at least 1) waiting: its further requests are ignored, so
+    /// an honest burst retries and gets in once the application accepts,
+    /// while one cookie cannot fill the queue with made-up socket IDs. Waiting connections keep a receive
+    /// window of [`PENDING_RECV_WINDOW`] packets until accepted. A waiting
+    /// connection that ends with an error is dropped from the queue when
+    /// the driver [`remove`](Self::remove)s it.
+    ///
     /// # Errors
     /// [`ListenError::AlreadyListening`] when a listener exists.
     pub fn listen(
@@ -321,7 +341,9 @@ impl Endpoint {
             .unwrap_or_default()
     }
 
-    /// Takes the oldest accepted connection, if one waits.
+    /// Takes the oldest accepted connection, if one waits. The driver then
+    /// restores its receive window: `limit_receive_window(None)` on its
+    /// connection (see [`PENDING_RECV_WINDOW`]).
     pub fn accept(&mut self) -> Option<ConnectionHandle> {
         self.listener.as_mut()?.queue.pop_front()
     }
@@ -503,10 +525,24 @@ impl Endpoint {
             log::debug!("accept backlog full: rejected {from}");
             return DatagramEvent::Respond;
         }
+        let per_source = (l.backlog / 2).max(1);
+        let routes = &self.routes;
+        let waiting_from_source = l
+            .queue
+            .iter()
+            .filter_map(|h| routes.get(h.index())?.as_ref())
+            .filter(|r| r.peer == from)
+            .count();
+        if waiting_from_source >= per_source {
+            self.counters.handshakes_throttled += 1;
+            log::debug!("{from} has {waiting_from_source} connections waiting: request ignored");
+            return DatagramEvent::Dropped(DropReason::UnknownDestination);
+        }
         let config = l.config.clone();
         let id = self.new_socket_id();
         let params = req.accept(id, &config, buf);
-        let connection = Connection::new(params, config.clone(), now);
+        let mut connection = Connection::new(params, config.clone(), now);
+        connection.limit_receive_window(Some(PENDING_RECV_WINDOW));
         let handle = self.insert(Route {
             socket_id: id,
             peer: req.peer_addr,

@@ -356,3 +356,110 @@ fn stun_goes_to_the_handler_and_udt_does_not() {
         DatagramEvent::Dropped(DropReason::UnknownDestination)
     ));
 }
+
+/// Runs a caller's handshake from `c_addr` to the listener at
+/// 127.0.0.1:9000; returns the listener's answer to the final request.
+fn final_answer(server: &mut Endpoint, seed: u64, c_addr: SocketAddr, now: Instant) -> DatagramEvent {
+    let s_addr = addr("127.0.0.1:9000");
+    let mut client = Endpoint::new(seed);
+    let (_, mut caller) = client.connect(now, s_addr, config());
+    let mut buf = Vec::new();
+    let req = first_transmit(&mut caller, now);
+    assert!(matches!(
+        server.handle(now, c_addr, &req, &mut buf),
+        DatagramEvent::Respond
+    ));
+    let _ = caller.handle_datagram(now, s_addr, &buf);
+    let req = first_transmit(&mut caller, now);
+    server.handle(now, c_addr, &req, &mut buf)
+}
+
+#[test]
+fn one_source_cannot_fill_the_backlog() {
+    // One caller proved its address with one cookie, then asks again and
+    // again with made-up socket IDs and ISNs: it may hold half the
+    // backlog, and everyone else still gets in (issue 10 item 7).
+    let now = epoch();
+    let mut server = Endpoint::new(1);
+    server.listen(now, config(), 8).expect("listen");
+    let mut accepted = 0;
+    for i in 0..20u64 {
+        let from = addr("203.0.113.5:4000");
+        match final_answer(&mut server, 100 + i, from, now) {
+            DatagramEvent::Accepted { .. } => accepted += 1,
+            DatagramEvent::Dropped(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(accepted, 4, "half the backlog of 8");
+    assert_eq!(server.counters().handshakes_throttled, 16);
+    assert_eq!(server.counters().handshakes_rejected, 0);
+    // Another source is not affected.
+    let other = addr("203.0.113.5:4001");
+    assert!(matches!(
+        final_answer(&mut server, 999, other, now),
+        DatagramEvent::Accepted { .. }
+    ));
+    // Once the application accepts, the first source may come back.
+    assert!(server.accept().is_some());
+    let from = addr("203.0.113.5:4000");
+    assert!(matches!(
+        final_answer(&mut server, 1000, from, now),
+        DatagramEvent::Accepted { .. }
+    ));
+}
+
+#[test]
+fn a_waiting_connection_holds_little_data_until_accepted() {
+    // Each unaccepted connection could buffer a whole receive buffer
+    // (~11 MiB by default) before the application ever saw it.
+    let now = epoch();
+    let mut server = Endpoint::new(1);
+    server.listen(now, config(), 4).expect("listen");
+    let (s_addr, c_addr) = (addr("127.0.0.1:9000"), addr("127.0.0.1:9001"));
+    let isn = SeqNumber::new(777);
+    let mut client = Endpoint::new(2);
+    let (_, mut caller) = client.connect_with_isn(now, s_addr, config(), isn);
+    let mut buf = Vec::new();
+    let mut to_server = first_transmit(&mut caller, now);
+    let mut s = loop {
+        match server.handle(now, c_addr, &to_server, &mut buf) {
+            DatagramEvent::Respond => {
+                let _ = caller.handle_datagram(now, s_addr, &buf);
+                to_server = first_transmit(&mut caller, now);
+            }
+            DatagramEvent::Accepted { socket, .. } => break *socket,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let dest = s.socket_id();
+    let mut feed = |s: &mut Socket| {
+        let mut data = Vec::new();
+        for i in 0..200u32 {
+            crate::packet::encode_data(
+                &DataHeader {
+                    seq: isn.add(i),
+                    position: PacketPosition::Only,
+                    in_order: false,
+                    msg: crate::seq::MsgNumber::new(1),
+                    timestamp: 0,
+                    dest,
+                },
+                &[9u8; 1000],
+                &mut data,
+            );
+            let _ = s.handle_datagram(now, c_addr, &data);
+        }
+    };
+    feed(&mut s);
+    let conn = s.connection().expect("accepted");
+    let held = conn.stats().packets_received;
+    assert!(
+        held <= u64::from(PENDING_RECV_WINDOW),
+        "an unaccepted connection took {held} packets"
+    );
+    // Accepted: the whole window opens.
+    conn.limit_receive_window(None);
+    feed(&mut s);
+    assert_eq!(s.connection_ref().expect("accepted").stats().packets_received, 200);
+}

@@ -146,6 +146,9 @@ pub struct RecvBuffer {
     /// way; stale heads are popped after every change.
     ready: VecDeque<(SeqNumber, MsgNumber)>,
     pending_drop: Option<PendingDrop>,
+    /// The window in force, at most `capacity`: packets this far past
+    /// `base` or more are refused (see [`set_window_limit`](Self::set_window_limit)).
+    window: u32,
     /// Slots visited by drop requests, for the tests of their cost.
     #[cfg(test)]
     drop_walk: u64,
@@ -179,6 +182,7 @@ impl RecvBuffer {
             cursor: first_seq,
             ready: VecDeque::new(),
             pending_drop: None,
+            window: capacity,
             #[cfg(test)]
             drop_walk: 0,
         }
@@ -187,6 +191,15 @@ impl RecvBuffer {
     /// The capacity in packets.
     pub fn capacity(&self) -> u32 {
         self.capacity
+    }
+
+    /// Narrows the window to `limit` packets (clamped to `1..=capacity`), or
+    /// restores the whole capacity with `None`. A connection nobody has
+    /// accepted yet uses a small window, so unaccepted connections cannot
+    /// hold megabytes each (issue 10 item 7). Packets already held beyond a
+    /// new, smaller limit stay.
+    pub fn set_window_limit(&mut self, limit: Option<u32>) {
+        self.window = limit.map_or(self.capacity, |l| l.clamp(1, self.capacity));
     }
 
     /// Stores a data packet.
@@ -208,7 +221,7 @@ impl RecvBuffer {
         payload: &[u8],
     ) -> Result<(), InsertError> {
         let off = seq.offset_from(self.base);
-        if off < 0 || off as u32 >= self.capacity {
+        if off < 0 || off as u32 >= self.window {
             return Err(InsertError::OutOfWindow);
         }
         let idx = off as usize;
@@ -250,7 +263,7 @@ impl RecvBuffer {
     /// minimum of 2).
     pub fn available_packets(&self) -> u32 {
         let held = self.offset(self.contig) as u32;
-        self.capacity.saturating_sub(held).saturating_sub(1)
+        self.window.saturating_sub(held).saturating_sub(1)
     }
 
     /// Stream read: copies contiguous received bytes into `buf` and returns
@@ -595,7 +608,7 @@ impl RecvBuffer {
         let Some(p) = self.pending_drop else {
             return false;
         };
-        if !p.from.is_before(self.base.add(self.capacity)) {
+        if !p.from.is_before(self.base.add(self.window)) {
             return false;
         }
         self.pending_drop = None;
@@ -685,7 +698,7 @@ impl RecvBuffer {
         if last.is_before(first) {
             return 0;
         }
-        let window_last = self.base.add(self.capacity - 1);
+        let window_last = self.base.add(self.window - 1);
         // Both ends relative to the window; a range entirely outside it
         // needs nothing (before) or came from a sender that cannot have sent
         // it (beyond), so it is ignored.

@@ -103,10 +103,16 @@ impl UdtNode {
         }
     }
 
-    /// Takes the next accepted connection's ID, if any.
+    /// Takes the next accepted connection's ID, if any, and gives it its
+    /// whole receive window.
     pub fn accept(&mut self) -> Option<SocketId> {
         let h = self.endpoint.accept()?;
-        Some(self.socket(h)?.socket_id())
+        let socket = self.sockets.get_mut(h.index())?.as_mut()?;
+        if let Some(c) = socket.connection() {
+            c.limit_receive_window(None);
+        }
+        self.sched.set(h, socket.next_send_time());
+        Some(socket.socket_id())
     }
 
     /// The connection with this socket ID, once established.
