@@ -377,3 +377,32 @@ fn a_forged_full_ack_over_a_hole_breaks_the_connection_visibly() {
         udt_core::connection::State::Closed(ConnectionError::DataLost)
     );
 }
+
+#[test]
+fn injected_data_is_detected_when_the_genuine_packet_arrives() {
+    // A blind attacker that guessed the socket ID and a sequence number
+    // ahead of the sender: its packet is stored, the genuine one arrives
+    // later as a "duplicate". UDT4 (and this code before issue 10) kept the
+    // forgery and delivered it as if it were the stream.
+    init_logs();
+    let l = link(50, Duration::from_millis(10), Loss::None);
+    let mut p = Pair::new(73, l.clone(), l, Config::default());
+    let (a, b) = p.connect_with_isn(SeqNumber::new(ISN));
+    let a_addr = p.a_addr;
+    let mut injected = false;
+    let ending = transfer_under_forgery(&mut p, a, b, 4 << 20, |p, t| {
+        if t >= Duration::from_millis(200) && !injected {
+            injected = true;
+            let ahead = a_next_seq(p, a).add(1000);
+            let forged = data(b, ahead, &[0xEE; 1000]);
+            let now = p.sim.now();
+            p.sim
+                .node_mut(p.b)
+                .with_connection(b, |c| c.handle_datagram(now, a_addr, &forged));
+        }
+    });
+    match ending {
+        Ending::ReadError(ConnectionError::Corrupted, n) => assert!(n < 4 << 20),
+        other => panic!("the injection went unnoticed: {other:?}"),
+    }
+}

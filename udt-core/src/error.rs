@@ -20,6 +20,10 @@ pub enum ConnectionError {
     /// already released (a forged or corrupted ACK): that data cannot be
     /// resent, so the connection is broken.
     DataLost,
+    /// Two different payloads arrived for the same sequence number (an
+    /// injected packet, or corruption the UDP checksum missed): data
+    /// already read may be wrong.
+    Corrupted,
     /// This side closed the connection.
     LocallyClosed,
     /// Close gave up: the linger time passed with data still unacknowledged.
@@ -37,6 +41,9 @@ impl fmt::Display for ConnectionError {
                 "the peer ended the connection before all its data arrived (the data is incomplete)",
             ),
             ConnectionError::LocallyClosed => f.write_str("the connection was closed locally"),
+            ConnectionError::Corrupted => f.write_str(
+                "two different payloads arrived for one sequence number (injected or corrupted data)",
+            ),
             ConnectionError::DataLost => f.write_str(
                 "the peer is missing data it had acknowledged (forged or corrupted ACK): connection broken",
             ),
@@ -55,7 +62,7 @@ impl From<ConnectionError> for io::Error {
             ConnectionError::TimedOut => io::ErrorKind::TimedOut,
             ConnectionError::PeerClosed => io::ErrorKind::ConnectionReset,
             ConnectionError::PeerAborted => io::ErrorKind::ConnectionAborted,
-            ConnectionError::DataLost => io::ErrorKind::InvalidData,
+            ConnectionError::DataLost | ConnectionError::Corrupted => io::ErrorKind::InvalidData,
             ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
             ConnectionError::LingerExpired => io::ErrorKind::TimedOut,
         };

@@ -132,6 +132,20 @@ impl Connection {
                 self.counters.dropped.out_of_window += 1;
                 return;
             }
+            DataOutcome::Conflict => {
+                // Without encryption we cannot tell which copy is genuine:
+                // the stream can no longer be trusted, so it ends with an
+                // error instead of going on with possibly injected data.
+                self.counters.dropped.duplicate += 1;
+                log::warn!(
+                    "{} two different payloads for {:?}: data injected or corrupted",
+                    self.local_id,
+                    header.seq
+                );
+                self.queue_shutdown();
+                self.enter_closed(now, ConnectionError::Corrupted);
+                return;
+            }
             DataOutcome::Accepted {
                 dropped_message,
                 gap,

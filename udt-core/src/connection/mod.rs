@@ -454,6 +454,7 @@ impl Connection {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.refuse_corrupted()?;
         let n = self.receiver.read(buf);
         if n > 0 {
             return Ok(n);
@@ -473,12 +474,24 @@ impl Connection {
         if self.socket_type != SocketType::Message {
             return Err(ReadError::WrongMode);
         }
+        self.refuse_corrupted()?;
         if self.receiver.read_message(out) {
             return Ok(out.len());
         }
         match self.state {
             State::Closed(e) => Err(ReadError::Closed(e)),
             _ => Err(ReadError::WouldBlock),
+        }
+    }
+
+    /// Once two payloads conflicted, nothing still buffered is delivered:
+    /// the injected copy may be among it.
+    fn refuse_corrupted(&self) -> Result<(), ReadError> {
+        match self.state {
+            State::Closed(ConnectionError::Corrupted) => {
+                Err(ReadError::Closed(ConnectionError::Corrupted))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -85,6 +85,9 @@ pub(super) enum DataOutcome {
     Duplicate,
     /// Outside the receive window: dropped.
     OutOfWindow,
+    /// Another payload than the unread one held for its sequence number:
+    /// injected data won a race against the genuine packet (or the reverse).
+    Conflict,
     /// Accepted. `dropped_message` when its message had been dropped (the
     /// payload is discarded but the sequence number still counts).
     Accepted {
@@ -182,6 +185,7 @@ impl Receiver {
                 Ok(()) => false,
                 Err(InsertError::Duplicate) => return DataOutcome::Duplicate,
                 Err(InsertError::OutOfWindow) => return DataOutcome::OutOfWindow,
+                Err(InsertError::Conflict) => return DataOutcome::Conflict,
                 Err(InsertError::Dropped) => true,
             };
         // Gap detection: everything between the largest sequence number

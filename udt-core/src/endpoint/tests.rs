@@ -433,7 +433,7 @@ fn a_waiting_connection_holds_little_data_until_accepted() {
         }
     };
     let dest = s.socket_id();
-    let mut feed = |s: &mut Socket| {
+    let feed = |s: &mut Socket| {
         let mut data = Vec::new();
         for i in 0..200u32 {
             crate::packet::encode_data(

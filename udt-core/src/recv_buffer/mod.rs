@@ -60,6 +60,10 @@ pub enum InsertError {
     OutOfWindow,
     /// The packet belongs to a message dropped by a drop request (§11).
     Dropped,
+    /// The slot holds a packet with the same sequence number and another
+    /// payload, not yet read: one of the two was injected (or corrupted).
+    /// A retransmission always repeats the payload.
+    Conflict,
 }
 
 impl fmt::Display for InsertError {
@@ -68,6 +72,9 @@ impl fmt::Display for InsertError {
             InsertError::Duplicate => f.write_str("duplicate data packet"),
             InsertError::OutOfWindow => f.write_str("data packet outside the receive window"),
             InsertError::Dropped => f.write_str("data packet of a dropped message"),
+            InsertError::Conflict => {
+                f.write_str("data packet differs from the one received with its sequence number")
+            }
         }
     }
 }
@@ -226,10 +233,20 @@ impl RecvBuffer {
         }
         let idx = off as usize;
         self.ensure_len(idx + 1);
-        match self.slots.get(idx).map(|s| s.state) {
-            Some(SlotState::Empty) => {}
-            Some(SlotState::Data | SlotState::Consumed) => return Err(InsertError::Duplicate),
-            Some(SlotState::Dropped) => return Err(InsertError::Dropped),
+        match self.slots.get(idx).copied().map(|s| (s.state, s)) {
+            Some((SlotState::Empty, _)) => {}
+            Some((SlotState::Data, held)) => {
+                // Compare with what is held (cut as it was when stored): a
+                // blind injection that won the race shows up when the
+                // genuine packet arrives (issue 10 item 4).
+                let cut = &payload[..payload.len().min(self.pool.payload_size())];
+                if self.pool.bytes(held.data, held.len as usize) != cut {
+                    return Err(InsertError::Conflict);
+                }
+                return Err(InsertError::Duplicate);
+            }
+            Some((SlotState::Consumed, _)) => return Err(InsertError::Duplicate),
+            Some((SlotState::Dropped, _)) => return Err(InsertError::Dropped),
             None => return Err(InsertError::OutOfWindow),
         }
         // At most `capacity` slots hold data and the pool has that many, so

@@ -614,6 +614,7 @@ fn run_stream_model(seed: u64) {
                 Err(InsertError::Duplicate) => assert!(in_window && arrived[i], "seed={seed}"),
                 Err(InsertError::OutOfWindow) => assert!(!in_window, "seed={seed}: {i}"),
                 Err(InsertError::Dropped) => panic!("seed={seed}: nothing was dropped"),
+                Err(InsertError::Conflict) => panic!("seed={seed}: the same payload conflicts"),
             }
             while contig < packets.len() && arrived[contig] {
                 contig_bytes += packets[contig].3.len();
@@ -742,7 +743,7 @@ fn run_message_model(seed: u64) {
                         pending.remove(pi);
                         accepted.push(i);
                     }
-                    Err(InsertError::Duplicate) => {
+                    Err(InsertError::Duplicate | InsertError::Conflict) => {
                         panic!("{}: new packet duplicate", ctx(steps))
                     }
                     Err(InsertError::Dropped) => {
@@ -893,4 +894,29 @@ fn repeated_drop_requests_over_a_dropped_window_cost_little() {
     // and fills the hole.
     rb.insert(s(0), Only, true, m(1), b"ab").unwrap();
     assert_eq!(rb.contiguous_end(), s(cap));
+}
+
+#[test]
+fn a_second_payload_for_an_unread_slot_is_a_conflict() {
+    let mut rb = RecvBuffer::new(16, 4, s(0));
+    rb.insert(s(2), Only, false, m(1), b"abcd").unwrap();
+    // A retransmission repeats the payload: a plain duplicate.
+    assert_eq!(
+        rb.insert(s(2), Only, false, m(1), b"abcd"),
+        Err(InsertError::Duplicate)
+    );
+    // Anything else for the same number: one of them was injected.
+    assert_eq!(
+        rb.insert(s(2), Only, false, m(1), b"abce"),
+        Err(InsertError::Conflict)
+    );
+    assert_eq!(
+        rb.insert(s(2), Only, false, m(1), b"ab"),
+        Err(InsertError::Conflict)
+    );
+    // Longer than a slot: compared as it would have been stored.
+    assert_eq!(
+        rb.insert(s(2), Only, false, m(1), b"abcdXYZ"),
+        Err(InsertError::Duplicate)
+    );
 }
