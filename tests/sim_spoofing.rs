@@ -51,10 +51,7 @@ fn cut_off_pair(seed: u64, config: Config) -> (Pair, SocketId, SocketId) {
     let mut p = Pair::new(seed, l.clone(), l, config);
     let (a, b) = p.connect_with_isn(SeqNumber::new(ISN));
     for (from, to) in [(p.a, p.b), (p.b, p.a)] {
-        p.sim
-            .link_config_mut(from, to)
-            .expect("linked")
-            .blackhole = true;
+        p.sim.link_config_mut(from, to).expect("linked").blackhole = true;
     }
     (p, a, b)
 }
@@ -271,7 +268,11 @@ fn transfer_under_forgery(
         while written < total {
             let n = (total - written).min(chunk.len() as u64) as usize;
             fill_pattern(1, written, &mut chunk[..n]);
-            match p.sim.node_mut(p.a).with_connection(a, |c| c.write(&chunk[..n])) {
+            match p
+                .sim
+                .node_mut(p.a)
+                .with_connection(a, |c| c.write(&chunk[..n]))
+            {
                 Some(Ok(k)) => written += k as u64,
                 _ => break,
             }
@@ -301,8 +302,16 @@ fn transfer_under_forgery(
         forge(p, elapsed);
         p.sim.run_for(Duration::from_millis(10));
     }
-    let sa = p.sim.node(p.a).connection(a).map(|c| (c.state(), c.stats()));
-    let sb = p.sim.node(p.b).connection(b).map(|c| (c.state(), c.stats()));
+    let sa = p
+        .sim
+        .node(p.a)
+        .connection(a)
+        .map(|c| (c.state(), c.stats()));
+    let sb = p
+        .sim
+        .node(p.b)
+        .connection(b)
+        .map(|c| (c.state(), c.stats()));
     panic!("transfer hung: {read}/{total} bytes after 60 s of virtual time\nA {sa:?}\nB {sb:?}");
 }
 

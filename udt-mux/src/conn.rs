@@ -112,9 +112,9 @@ impl ConnInner {
     /// place (issue 10 item 7). One the peer closed in order stays: its
     /// data is still for the application.
     fn died_unaccepted(&self) -> bool {
-        self.phase.connection_ref().is_some_and(|c| {
-            matches!(c.state(), State::Closed(e) if e != ConnectionError::PeerClosed)
-        })
+        self.phase.connection_ref().is_some_and(
+            |c| matches!(c.state(), State::Closed(e) if e != ConnectionError::PeerClosed),
+        )
     }
 
     /// After a core call on an application thread: what changed that the

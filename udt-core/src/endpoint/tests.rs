@@ -69,10 +69,7 @@ fn accepted_socket_ids_are_not_consecutive() {
         let (_, s, _, _) = handshake(&mut server, &mut client, now);
         ids.push(s.socket_id().0);
     }
-    let consecutive = ids
-        .windows(2)
-        .filter(|w| w[0].abs_diff(w[1]) <= 16)
-        .count();
+    let consecutive = ids.windows(2).filter(|w| w[0].abs_diff(w[1]) <= 16).count();
     assert_eq!(consecutive, 0, "accepted IDs {ids:?}");
 }
 
@@ -359,7 +356,12 @@ fn stun_goes_to_the_handler_and_udt_does_not() {
 
 /// Runs a caller's handshake from `c_addr` to the listener at
 /// 127.0.0.1:9000; returns the listener's answer to the final request.
-fn final_answer(server: &mut Endpoint, seed: u64, c_addr: SocketAddr, now: Instant) -> DatagramEvent {
+fn final_answer(
+    server: &mut Endpoint,
+    seed: u64,
+    c_addr: SocketAddr,
+    now: Instant,
+) -> DatagramEvent {
     let s_addr = addr("127.0.0.1:9000");
     let mut client = Endpoint::new(seed);
     let (_, mut caller) = client.connect(now, s_addr, config());
@@ -461,5 +463,11 @@ fn a_waiting_connection_holds_little_data_until_accepted() {
     // Accepted: the whole window opens.
     conn.limit_receive_window(None);
     feed(&mut s);
-    assert_eq!(s.connection_ref().expect("accepted").stats().packets_received, 200);
+    assert_eq!(
+        s.connection_ref()
+            .expect("accepted")
+            .stats()
+            .packets_received,
+        200
+    );
 }

@@ -117,8 +117,7 @@ impl Rendezvous {
         };
         let from_connected_peer = match packet {
             Packet::Data { header, .. } => {
-                header.dest == local_id
-                    && (self.authenticated || is_first_flight(&hs, header.seq))
+                header.dest == local_id && (self.authenticated || is_first_flight(&hs, header.seq))
             }
             Packet::Control(ControlPacket {
                 dest,

@@ -798,17 +798,9 @@ fn a_third_party_cannot_complete_or_derail_a_rendezvous() {
     let t0 = epoch();
     let peer = addr(9, 7000);
     let id = SocketId(0x1357_9BDF);
-    let forged = |req: i32| {
-        hs_datagram(
-            0,
-            [4, 1, 777, 1500, 8192, req as u32, 666, 0, 0, 0, 0, 0],
-        )
-    };
+    let forged = |req: i32| hs_datagram(0, [4, 1, 777, 1500, 8192, req as u32, 666, 0, 0, 0, 0, 0]);
     let real = |dest: u32, req: i32| {
-        hs_datagram(
-            dest,
-            [4, 1, 50, 1500, 8192, req as u32, 22, 0, 0, 0, 0, 0],
-        )
+        hs_datagram(dest, [4, 1, 50, 1500, 8192, req as u32, 22, 0, 0, 0, 0, 0])
     };
     let mut buf = Vec::new();
     let mut r = Rendezvous::new(&Config::default(), id, peer, SeqNumber::new(1), t0);
@@ -829,7 +821,10 @@ fn a_third_party_cannot_complete_or_derail_a_rendezvous() {
     // The real peer saw our request and answers to our ID: the connection
     // takes its values, not the forger's.
     r.handle_datagram(t0 + ms(1), peer, &real(id.0, -1));
-    let p = r.poll_result().unwrap().expect("completes with the real peer");
+    let p = r
+        .poll_result()
+        .unwrap()
+        .expect("completes with the real peer");
     assert_eq!(
         (p.peer_socket_id, p.recv_isn),
         (SocketId(22), SeqNumber::new(50))
