@@ -72,6 +72,12 @@ impl UdtNode {
         let _ = self.endpoint.listen(now, self.config.clone(), usize::MAX);
     }
 
+    /// Starts listening with an accept backlog of `backlog` (the hostile
+    /// tests need the per-source and backlog limits of a real listener).
+    pub fn listen_with_backlog(&mut self, now: Instant, backlog: usize) {
+        let _ = self.endpoint.listen(now, self.config.clone(), backlog);
+    }
+
     /// Starts connecting to a listener; returns the new socket's ID.
     pub fn connect(&mut self, now: Instant, peer: SocketAddr) -> SocketId {
         let (h, s) = self.endpoint.connect(now, peer, self.config.clone());
