@@ -290,7 +290,10 @@ fn decoder_round_trips_every_generated_packet_and_survives_mutations() {
         }
         assert_eq!(packet::peek_dest(&buf).is_some(), buf.len() >= 16);
     }
-    assert!(canonical > 80_000 && mutated > 80_000, "{canonical}/{mutated}");
+    assert!(
+        canonical > 80_000 && mutated > 80_000,
+        "{canonical}/{mutated}"
+    );
 }
 
 /// The server side of the endpoint fuzz: the endpoint and the sockets it
@@ -453,8 +456,14 @@ fn endpoint_survives_any_datagram_sequence_from_any_source() {
         server.accepted = taken;
     }
     let c = server.endpoint.counters();
-    assert!(c.malformed + c.unknown_destination + c.wrong_source > 10_000, "{c:?}");
-    assert!(!t.cookies.is_empty() && !t.ids.is_empty(), "deep paths reached");
+    assert!(
+        c.malformed + c.unknown_destination + c.wrong_source > 10_000,
+        "{c:?}"
+    );
+    assert!(
+        !t.cookies.is_empty() && !t.ids.is_empty(),
+        "deep paths reached"
+    );
     // Drain the queue; a legitimate caller still gets in.
     while server.endpoint.accept().is_some() {}
     let caller_addr: SocketAddr = "192.0.2.99:5555".parse().expect("literal");
@@ -621,7 +630,9 @@ fn connections_fed_arbitrary_control_packets_deliver_exact_data_or_fail_loudly()
         assert!(
             matches!(
                 e,
-                ConnectionError::DataLost | ConnectionError::PeerAborted | ConnectionError::TimedOut
+                ConnectionError::DataLost
+                    | ConnectionError::PeerAborted
+                    | ConnectionError::TimedOut
             ),
             "seed={seed}: {e:?}"
         );

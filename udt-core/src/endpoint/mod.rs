@@ -108,7 +108,7 @@ pub struct EndpointCounters {
     /// Connection requests refused because the accept backlog was full.
     pub handshakes_rejected: u64,
     /// Connection requests ignored because their source address already
-    /// has half the backlog waiting (the caller retries; see
+    /// has its share of the backlog waiting (the caller retries; see
     /// [`Endpoint::listen`]).
     pub handshakes_throttled: u64,
     /// Shutdowns repeated to peers of finished connections.
@@ -290,10 +290,11 @@ impl Endpoint {
     /// [`accept`](Self::accept), further callers are refused.
     ///
     /// Limits against a hostile caller (issue 10 item 7): one source address
-    /// (IP and port: what one cookie proves) may have at most half the
-    /// backlog (at least 1) waiting: its further requests are ignored, so
-    /// an honest burst retries and gets in once the application accepts,
-    /// while one cookie cannot fill the queue with made-up socket IDs. Waiting connections keep a receive
+    /// (IP and port: what one cookie proves) may fill the backlog only up
+    /// to [`per_source_share`] of it: an eighth (at least one place) stays
+    /// for everyone else, so one cookie cannot fill the queue with made-up
+    /// socket IDs. Its further requests are ignored, so an honest burst
+    /// retries and gets in once the application accepts. Waiting connections keep a receive
     /// window of [`PENDING_RECV_WINDOW`] packets until accepted. A waiting
     /// connection that ends with an error is dropped from the queue when
     /// the driver [`remove`](Self::remove)s it.
@@ -525,7 +526,7 @@ impl Endpoint {
             log::debug!("accept backlog full: rejected {from}");
             return DatagramEvent::Respond;
         }
-        let per_source = (l.backlog / 2).max(1);
+        let per_source = per_source_share(l.backlog);
         let routes = &self.routes;
         let waiting_from_source = l
             .queue
@@ -659,6 +660,13 @@ impl Endpoint {
     fn new_isn(&mut self) -> SeqNumber {
         SeqNumber::new(self.rng.next_u32() & SeqNumber::MAX)
     }
+}
+
+/// How many connections from one source address may wait in a backlog of
+/// `backlog`: all but an eighth (at least one place is left for others),
+/// and at least one.
+pub fn per_source_share(backlog: usize) -> usize {
+    backlog.saturating_sub((backlog / 8).max(1)).max(1)
 }
 
 /// Removes `key` from `map` if it still maps to `handle` (a newer socket

@@ -379,7 +379,7 @@ fn final_answer(
 #[test]
 fn one_source_cannot_fill_the_backlog() {
     // One caller proved its address with one cookie, then asks again and
-    // again with made-up socket IDs and ISNs: it may hold half the
+    // again with made-up socket IDs and ISNs: it may hold 7/8 of the
     // backlog, and everyone else still gets in (issue 10 item 7).
     let now = epoch();
     let mut server = Endpoint::new(1);
@@ -393,8 +393,8 @@ fn one_source_cannot_fill_the_backlog() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(accepted, 4, "half the backlog of 8");
-    assert_eq!(server.counters().handshakes_throttled, 16);
+    assert_eq!(accepted, 7, "7/8 of the backlog of 8");
+    assert_eq!(server.counters().handshakes_throttled, 13);
     assert_eq!(server.counters().handshakes_rejected, 0);
     // Another source is not affected.
     let other = addr("203.0.113.5:4001");
@@ -470,4 +470,13 @@ fn a_waiting_connection_holds_little_data_until_accepted() {
             .packets_received,
         200
     );
+}
+
+#[test]
+fn the_per_source_share_leaves_room_for_others() {
+    assert_eq!(per_source_share(1), 1);
+    assert_eq!(per_source_share(2), 1);
+    assert_eq!(per_source_share(8), 7);
+    assert_eq!(per_source_share(64), 56);
+    assert_eq!(per_source_share(usize::MAX), usize::MAX - usize::MAX / 8);
 }
