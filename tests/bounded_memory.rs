@@ -139,9 +139,5 @@ fn a_thousand_connections_leave_the_heap_where_it_was() {
         heap1 - heap0
     );
     // The allocator may keep freed pages: the resident set is looser.
-    assert!(
-        rss1 - rss0 < 64 << 20,
-        "RSS grew by {} bytes",
-        rss1 - rss0
-    );
+    assert!(rss1 - rss0 < 64 << 20, "RSS grew by {} bytes", rss1 - rss0);
 }

@@ -315,6 +315,14 @@ impl Connection {
             }
     }
 
+    /// Bytes of memory the send and receive buffers hold now. They grow
+    /// with a burst and give the memory back once the connection has been
+    /// quiet (nothing sent) for a keep-alive interval with both buffers
+    /// empty.
+    pub fn buffer_memory(&self) -> usize {
+        self.sender.buffer().memory_bytes() + self.receiver.buffer().memory_bytes()
+    }
+
     /// Narrows the receive window to `packets` (`None`: the configured
     /// buffer again, announced to the peer at once). The endpoint narrows
     /// it for connections waiting in the accept queue, so each holds at

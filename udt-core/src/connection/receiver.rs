@@ -144,6 +144,11 @@ impl Receiver {
         self.ack_number() != self.last_ack_ack
     }
 
+    /// Releases the receive buffer's memory if it holds nothing.
+    pub(super) fn trim(&mut self) {
+        self.buffer.trim();
+    }
+
     /// Narrows the receive window (`None`: the whole buffer again). When it
     /// reopens, an ACK goes at once so the sender learns of the space.
     pub(super) fn set_window_limit(&mut self, limit: Option<u32>) {

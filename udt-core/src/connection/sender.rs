@@ -356,6 +356,11 @@ impl Sender {
         true
     }
 
+    /// Releases the send buffer's memory if it holds nothing.
+    pub(super) fn trim(&mut self) {
+        self.buffer.trim();
+    }
+
     /// Tracks whether the receiver's ACK (`reported`, its first missing
     /// packet) is behind what a full ACK released.
     fn note_receiver_position(&mut self, now: Instant, reported: SeqNumber) {

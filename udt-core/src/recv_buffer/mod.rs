@@ -200,6 +200,24 @@ impl RecvBuffer {
         self.capacity
     }
 
+    /// Bytes of memory held: payload slots (in use or kept for reuse) and
+    /// the slot ring.
+    pub fn memory_bytes(&self) -> usize {
+        self.pool.capacity_bytes() + self.slots.capacity() * std::mem::size_of::<RecvSlot>()
+    }
+
+    /// Releases the memory a burst left behind when nothing is held; call
+    /// when the connection has been quiet for a while.
+    pub fn trim(&mut self) {
+        // Only when every slot is empty (nothing unread, nothing dropped
+        // ahead), so `base` alone describes the buffer.
+        let empty = self.slots.iter().all(|s| s.state == SlotState::Empty);
+        if empty && self.pending_drop.is_none() && self.pool.trim() {
+            self.slots = VecDeque::new();
+            self.ready = VecDeque::new();
+        }
+    }
+
     /// Narrows the window to `limit` packets (clamped to `1..=capacity`), or
     /// restores the whole capacity with `None`. A connection nobody has
     /// accepted yet uses a small window, so unaccepted connections cannot
