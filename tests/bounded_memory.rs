@@ -125,6 +125,12 @@ fn a_thousand_connections_leave_the_heap_where_it_was() {
     let (heap0, rss0) = (LIVE.load(Ordering::Relaxed), rss());
     round(&server, &client, &listener, 1000);
     wait_empty(&server, &client);
+    // The send threads drop their references to removed connections when
+    // they read the removal from their inbox: give them a bounded moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while LIVE.load(Ordering::Relaxed) - heap0 >= 1 << 20 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     let (heap1, rss1) = (LIVE.load(Ordering::Relaxed), rss());
     eprintln!(
         "1000 connections: live heap {heap0} -> {heap1} bytes ({:+}), RSS {rss0} -> {rss1} bytes ({:+})",
