@@ -415,3 +415,65 @@ fn injected_data_is_detected_when_the_genuine_packet_arrives() {
         other => panic!("the injection went unnoticed: {other:?}"),
     }
 }
+
+#[test]
+fn a_reader_that_stops_for_longer_than_the_idle_timeout_keeps_its_connection() {
+    // Its window is full, so the sender's data stays unacknowledged and the
+    // receiver only sends keep-alives: those must keep the sender alive.
+    init_logs();
+    let l = link(100, Duration::from_millis(5), Loss::None);
+    let mut config = Config::default();
+    config.recv_buffer_packets = 64;
+    let idle = config.peer_idle_timeout;
+    let mut p = Pair::new(74, l.clone(), l, config);
+    let (a, b) = p.connect();
+    let total = 1 << 20;
+    let chunk = vec![5u8; total];
+    let mut written = 0;
+    let start = p.sim.now();
+    while p.sim.now() - start < 3 * idle {
+        if written < total {
+            if let Some(Ok(n)) = p
+                .sim
+                .node_mut(p.a)
+                .with_connection(a, |c| c.write(&chunk[written..]))
+            {
+                written += n;
+            }
+            p.sim.poke(p.a);
+        }
+        p.sim.run_for(Duration::from_millis(100));
+    }
+    for (node, id) in [(p.a, a), (p.b, b)] {
+        let c = p.sim.node(node).connection(id).expect("connection");
+        assert!(!c.is_closed(), "{:?} after a long pause", c.state());
+    }
+    // The reader comes back and gets everything.
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = p.sim.now() + Duration::from_secs(30);
+    while got < total && p.sim.now() < deadline {
+        if written < total {
+            if let Some(Ok(n)) = p
+                .sim
+                .node_mut(p.a)
+                .with_connection(a, |c| c.write(&chunk[written..]))
+            {
+                written += n;
+            }
+            p.sim.poke(p.a);
+        }
+        while let Some(Ok(n)) = p
+            .sim
+            .node_mut(p.b)
+            .with_connection(b, |c| c.read(&mut buf))
+            .filter(|r| r.as_ref().is_ok_and(|&n| n > 0))
+        {
+            assert!(buf[..n].iter().all(|&x| x == 5));
+            got += n;
+        }
+        p.sim.poke(p.b);
+        p.sim.run_for(Duration::from_millis(10));
+    }
+    assert_eq!(got, total);
+}

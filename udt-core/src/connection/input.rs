@@ -54,14 +54,14 @@ impl Connection {
             &packet,
             Packet::Control(c) if matches!(c.control, Control::KeepAlive)
         );
-        // A keep-alive proves the peer alive only while nothing is
-        // outstanding: with a hole to fill or data to be acknowledged, a
-        // live peer sends data or feedback, so keep-alives alone (spoofed,
-        // or from a peer that lost its state) must not hold the connection
-        // and its buffers open forever (issue 10 item 1).
-        if !is_keepalive
-            || (self.sender.unacked() == 0 && self.receiver.has_everything_before(None))
-        {
+        // A keep-alive proves the peer alive only while we miss none of its
+        // data: with a hole to fill, a live peer retransmits (NAK and EXP
+        // never give up), so keep-alives alone (spoofed, or from a peer
+        // that lost its state) must not hold the connection and its
+        // buffers open forever (issue 10 item 1). Unacknowledged data of
+        // ours is no such sign: a receiver whose application stopped
+        // reading has a full window and only sends keep-alives.
+        if !is_keepalive || self.receiver.has_everything_before(None) {
             self.last_heard = now;
             self.exp_base = now;
             self.exp_count = 1;
