@@ -439,3 +439,63 @@ fn invalid_config_is_refused_and_stop_is_prompt() {
     // The port is free again.
     UdpSocket::bind(addr).unwrap();
 }
+
+/// Waits (bounded) until the relay has read `n` datagrams from clients.
+fn wait_received(relay: &Relay, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay.stats().to_upstream.received < n {
+        assert!(
+            Instant::now() < deadline,
+            "the relay read {:?}",
+            relay.stats()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn blackholes_and_impairment_changes_apply_while_running() {
+    let server = udp();
+    let relay = start(RelayConfig::new(server.local_addr().unwrap()));
+    let client = udp();
+    send_paced(&client, relay.local_addr(), 100, 200);
+    let clear = collect(&server, Duration::from_millis(300), Duration::from_secs(5));
+    assert_eq!(clear.len(), 100, "transparent before the outage");
+
+    relay.set_blackhole(true);
+    send_paced(&client, relay.local_addr(), 100, 200);
+    wait_received(&relay, 200);
+    assert_eq!(relay.stats().to_upstream.dropped_loss, 100);
+    relay.set_blackhole(false);
+    let dark = collect(&server, Duration::from_millis(100), Duration::from_secs(1));
+    assert!(
+        dark.is_empty(),
+        "{} datagrams crossed a blackhole",
+        dark.len()
+    );
+
+    let lossy = Impairment {
+        loss: Loss::Random(1.0),
+        ..Impairment::default()
+    };
+    relay.set_impairments(lossy, Impairment::default()).unwrap();
+    send_paced(&client, relay.local_addr(), 50, 200);
+    wait_received(&relay, 250);
+    assert_eq!(
+        relay.stats().to_upstream.dropped_loss,
+        150,
+        "100% loss applied"
+    );
+
+    relay
+        .set_impairments(Impairment::default(), Impairment::default())
+        .unwrap();
+    send_paced(&client, relay.local_addr(), 50, 200);
+    let back = collect(&server, Duration::from_millis(300), Duration::from_secs(5));
+    assert_eq!(back.len(), 50, "transparent again");
+    let bad = Impairment {
+        loss: Loss::Random(2.0),
+        ..Impairment::default()
+    };
+    assert!(relay.set_impairments(bad, Impairment::default()).is_err());
+}

@@ -50,9 +50,22 @@ impl Connection {
             }
             return;
         }
-        self.last_heard = now;
-        self.exp_base = now;
-        self.exp_count = 1;
+        let is_keepalive = matches!(
+            &packet,
+            Packet::Control(c) if matches!(c.control, Control::KeepAlive)
+        );
+        // A keep-alive proves the peer alive only while we miss none of its
+        // data: with a hole to fill, a live peer retransmits (NAK and EXP
+        // never give up), so keep-alives alone (spoofed, or from a peer
+        // that lost its state) must not hold the connection and its
+        // buffers open forever (issue 10 item 1). Unacknowledged data of
+        // ours is no such sign: a receiver whose application stopped
+        // reading has a full window and only sends keep-alives.
+        if !is_keepalive || self.receiver.has_everything_before(None) {
+            self.last_heard = now;
+            self.exp_base = now;
+            self.exp_count = 1;
+        }
         // Anything from the peer proves it finished connecting.
         self.sender.release_hold(now);
         match packet {
@@ -69,18 +82,28 @@ impl Connection {
                     log::debug!("{} ignored a congestion warning", self.local_id);
                 }
                 Control::Shutdown => {
-                    log::debug!("{} peer sent shutdown", self.local_id);
-                    self.enter_closed(now, ConnectionError::PeerClosed);
+                    // An end of stream only when nothing the peer sent is
+                    // missing; otherwise (an abortive close, an injected
+                    // shutdown) the reader must see an error, not a
+                    // truncated stream (issue 10 item 2).
+                    let end = packet::shutdown_end(datagram);
+                    let reason = if self.receiver.has_everything_before(end) {
+                        ConnectionError::PeerClosed
+                    } else {
+                        ConnectionError::PeerAborted
+                    };
+                    log::debug!("{} peer sent shutdown: {reason}", self.local_id);
+                    self.enter_closed(now, reason);
                 }
                 Control::Ack2(ack_seq) => self.on_ack2(now, ack_seq),
                 Control::MsgDropRequest { msg, first, last } => {
                     self.on_drop_request(msg, first, last)
                 }
                 Control::ErrorSignal { code } => {
-                    // UDT4 treats it like a shutdown (its recvfile peer hit
-                    // a disk error).
+                    // UDT4 sends it when its recvfile peer hit a disk
+                    // error: never an orderly end.
                     log::info!("{} peer signalled error {code}", self.local_id);
-                    self.enter_closed(now, ConnectionError::PeerClosed);
+                    self.enter_closed(now, ConnectionError::PeerAborted);
                 }
                 Control::UserDefined { .. } | Control::Unknown { .. } => {
                     self.counters.dropped.unknown_control += 1;
@@ -107,6 +130,20 @@ impl Connection {
             }
             DataOutcome::OutOfWindow => {
                 self.counters.dropped.out_of_window += 1;
+                return;
+            }
+            DataOutcome::Conflict => {
+                // Without encryption we cannot tell which copy is genuine:
+                // the stream can no longer be trusted, so it ends with an
+                // error instead of going on with possibly injected data.
+                self.counters.dropped.duplicate += 1;
+                log::warn!(
+                    "{} two different payloads for {:?}: data injected or corrupted",
+                    self.local_id,
+                    header.seq
+                );
+                self.queue_shutdown();
+                self.enter_closed(now, ConnectionError::Corrupted);
                 return;
             }
             DataOutcome::Accepted {
@@ -177,7 +214,8 @@ impl Connection {
     /// Full or medium ACK (UDT4 `processCtrl` case 2, §6.5).
     fn on_ack(&mut self, now: Instant, ack: &Ack) {
         self.counters.acks_received += 1;
-        let outcome = self.sender.on_ack(ack);
+        let outcome = self.sender.on_ack(now, ack);
+        self.check_desync(now);
         if outcome == AckOutcome::Invalid {
             self.counters.dropped.invalid_control += 1;
             log::debug!(
@@ -214,13 +252,29 @@ impl Connection {
     /// NAK (UDT4 `processCtrl` case 3, §6.3): queue retransmissions.
     fn on_nak(&mut self, now: Instant, ranges: &LossRanges<'_>) {
         self.counters.naks_received += 1;
-        let outcome = self.sender.on_nak(ranges);
+        let outcome = self.sender.on_nak(now, ranges);
+        self.check_desync(now);
         self.counters.dropped.invalid_control += outcome.invalid;
         self.counters.packets_reported_lost += u64::from(outcome.added);
         if let Some(first) = outcome.first_lost {
             let ctx = self.cc_context(now);
             self.cc.on_loss(&ctx, first, outcome.added);
             self.apply_cc();
+        }
+    }
+
+    /// Ends the connection when the receiver keeps missing data a full ACK
+    /// released (a forged or corrupted ACK, issue 10 item 3): that data
+    /// cannot be resent, and waiting would hang both sides.
+    fn check_desync(&mut self, now: Instant) {
+        if self.sender.is_desynchronized(now) && !self.is_closed() {
+            log::warn!(
+                "{} peer {} keeps missing data it acknowledged: connection broken",
+                self.local_id,
+                self.peer_addr
+            );
+            self.queue_shutdown();
+            self.enter_closed(now, ConnectionError::DataLost);
         }
     }
 

@@ -315,6 +315,22 @@ impl Connection {
             }
     }
 
+    /// Bytes of memory the send and receive buffers hold now. They grow
+    /// with a burst and give the memory back once the connection has been
+    /// quiet (nothing sent) for a keep-alive interval with both buffers
+    /// empty.
+    pub fn buffer_memory(&self) -> usize {
+        self.sender.buffer().memory_bytes() + self.receiver.buffer().memory_bytes()
+    }
+
+    /// Narrows the receive window to `packets` (`None`: the configured
+    /// buffer again, announced to the peer at once). The endpoint narrows
+    /// it for connections waiting in the accept queue, so each holds at
+    /// most that much of a peer's data until the application takes it.
+    pub fn limit_receive_window(&mut self, packets: Option<u32>) {
+        self.receiver.set_window_limit(packets);
+    }
+
     /// True when a write of at least one packet would be accepted, or the
     /// connection is closed (so the write would fail at once).
     pub fn is_writable(&self) -> bool {
@@ -431,12 +447,14 @@ impl Connection {
     }
 
     /// Reads stream data in order. Returns `Ok(0)` at the end of the stream
-    /// after the peer's orderly close, once everything has been read.
+    /// after the peer's orderly close, once everything has been read: only
+    /// when nothing the peer sent is missing ([`ConnectionError::PeerClosed`]).
     ///
     /// # Errors
     /// `WouldBlock` when nothing is readable yet, `WrongMode` on a message
     /// connection, `Closed` when the connection ended any other way and all
-    /// data has been read.
+    /// data has been read, including a shutdown with data still missing
+    /// ([`ConnectionError::PeerAborted`]): the stream is truncated.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
         if self.socket_type != SocketType::Stream {
             return Err(ReadError::WrongMode);
@@ -444,6 +462,7 @@ impl Connection {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.refuse_corrupted()?;
         let n = self.receiver.read(buf);
         if n > 0 {
             return Ok(n);
@@ -463,12 +482,24 @@ impl Connection {
         if self.socket_type != SocketType::Message {
             return Err(ReadError::WrongMode);
         }
+        self.refuse_corrupted()?;
         if self.receiver.read_message(out) {
             return Ok(out.len());
         }
         match self.state {
             State::Closed(e) => Err(ReadError::Closed(e)),
             _ => Err(ReadError::WouldBlock),
+        }
+    }
+
+    /// Once two payloads conflicted, nothing still buffered is delivered:
+    /// the injected copy may be among it.
+    fn refuse_corrupted(&self) -> Result<(), ReadError> {
+        match self.state {
+            State::Closed(ConnectionError::Corrupted) => {
+                Err(ReadError::Closed(ConnectionError::Corrupted))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -47,7 +47,16 @@ pub(super) struct Sender {
     first_data_hold: bool,
     /// Smoothed receive rate and link capacity reported in full ACKs.
     rates: RateSmoother,
+    /// Since when the receiver has been reporting as missing data that a
+    /// full ACK already released (see [`Sender::is_desynchronized`]).
+    behind_since: Option<Instant>,
 }
+
+/// How long the receiver may keep reporting released data as missing
+/// before the connection is declared broken. An honest receiver's ACK
+/// number never decreases, so only reordering on the return path produces
+/// such reports, and the next ACK (one SYN later) clears them.
+const DESYNC_LIMIT: Duration = Duration::from_secs(2);
 
 /// What a full or medium ACK did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +124,7 @@ impl Sender {
             next_slot: now,
             first_data_hold: false,
             rates: RateSmoother::new(),
+            behind_since: None,
         }
     }
 
@@ -239,8 +249,12 @@ impl Sender {
 
     /// Light ACK: moves the flow window, releases nothing (§6.5). Returns
     /// false for an ACK beyond what was sent, which changes nothing.
+    ///
+    /// Unlike UDT4, a light ACK never decides what is retransmitted: NAKs
+    /// and timeouts count from the last *full* ACK, so one forged light ACK
+    /// cannot make the sender ignore the holes below it (issue 10 item 3).
     pub(super) fn on_light_ack(&mut self, ack: SeqNumber) -> bool {
-        if ack.is_after(self.current.next()) {
+        if ack.is_after(self.current.next()) || !ack.is_comparable(self.current) {
             return false;
         }
         if !ack.is_before(self.last_ack) {
@@ -253,13 +267,15 @@ impl Sender {
 
     /// Full or medium ACK (UDT4 `processCtrl` case 2, §6.5): takes the
     /// advertised window and releases the acknowledged data and losses.
-    pub(super) fn on_ack(&mut self, ack: &Ack) -> AckOutcome {
+    /// Only what was sent and not yet released can be acknowledged.
+    pub(super) fn on_ack(&mut self, now: Instant, ack: &Ack) -> AckOutcome {
         let seq = ack.ack;
         if seq.is_after(self.current.next()) || !seq.is_comparable(self.current) {
             // UDT4 breaks the connection here; a forged or corrupted ACK
             // must not kill a healthy connection, so we drop the packet.
             return AckOutcome::Invalid;
         }
+        self.note_receiver_position(now, seq);
         if !seq.is_before(self.last_ack) {
             self.flow_window = ack.available_buffer;
             self.last_ack = seq;
@@ -279,7 +295,7 @@ impl Sender {
 
     /// NAK (UDT4 `processCtrl` case 3, §6.3): queues the reported losses
     /// for retransmission.
-    pub(super) fn on_nak(&mut self, ranges: &LossRanges<'_>) -> NakOutcome {
+    pub(super) fn on_nak(&mut self, now: Instant, ranges: &LossRanges<'_>) -> NakOutcome {
         let mut out = NakOutcome::default();
         for item in ranges.iter() {
             let Ok((first, last)) = item else {
@@ -296,10 +312,15 @@ impl Sender {
                 out.invalid += 1;
                 continue;
             }
-            if last.is_before(self.last_ack) {
+            if first.is_before(self.last_data_ack) {
+                // Released already: a late NAK, or the receiver never got
+                // what a (forged) full ACK released.
+                self.behind_since.get_or_insert(now);
+            }
+            if last.is_before(self.last_data_ack) {
                 continue;
             }
-            let first = first.max_of(self.last_ack);
+            let first = first.max_of(self.last_data_ack);
             let added = self.loss.insert(first, last);
             out.added += added;
             // Only news is a congestion signal: our periodic NAK repeats
@@ -322,7 +343,10 @@ impl Sender {
         if self.loss.is_empty() {
             // Nothing known lost, yet nothing acknowledged: resend all that
             // is unacknowledged.
-            let first = self.last_ack.max_of(self.last_data_ack);
+            // From the last full ACK: a light ACK (forgeable, and never
+            // proof that the packets below it stayed received) does not
+            // narrow the retransmission.
+            let first = self.last_data_ack;
             if !first.is_after(self.current) {
                 self.loss.insert(first, self.current);
             }
@@ -330,6 +354,31 @@ impl Sender {
         // Send the retransmission now rather than at a stale slot.
         self.next_slot = self.next_slot.min(now);
         true
+    }
+
+    /// Releases the send buffer's memory if it holds nothing.
+    pub(super) fn trim(&mut self) {
+        self.buffer.trim();
+    }
+
+    /// Tracks whether the receiver's ACK (`reported`, its first missing
+    /// packet) is behind what a full ACK released.
+    fn note_receiver_position(&mut self, now: Instant, reported: SeqNumber) {
+        if reported.is_before(self.last_data_ack) {
+            self.behind_since.get_or_insert(now);
+        } else {
+            self.behind_since = None;
+        }
+    }
+
+    /// True when the receiver has kept reporting released data as missing
+    /// for longer than any reordering explains: a forged (or corrupted)
+    /// full ACK released data the receiver never got. It can never be
+    /// resent, so the connection must end with an error rather than hang
+    /// or deliver a stream with a hole.
+    pub(super) fn is_desynchronized(&self, now: Instant) -> bool {
+        self.behind_since
+            .is_some_and(|t| now.saturating_duration_since(t) > DESYNC_LIMIT)
     }
 
     // ----- the paced data path -----

@@ -173,8 +173,12 @@ impl Connection {
         self.exp_base = now;
     }
 
-    /// The keep-alive timer: something must reach the peer.
+    /// The keep-alive timer: something must reach the peer. It fires only
+    /// after a second without sending anything, so it is also when the
+    /// memory a burst left in the buffers goes back (issue 10).
     fn queue_keepalive(&mut self, now: Instant) {
+        self.sender.trim();
+        self.receiver.trim();
         // Mark the time now so the timer does not fire again before the
         // driver drains the queue.
         self.last_send_time = now;

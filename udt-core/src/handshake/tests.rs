@@ -726,6 +726,10 @@ fn rendezvous_ignores_callers_and_takes_the_shortcut() {
     let peer = addr(9, 7000);
     let id = SocketId(11);
     let hs = |req: i32| hs_datagram(0, [4, 1, 50, 1500, 8192, req as u32, 22, 0, 0, 0, 0, 0]);
+    // The same, addressed to our socket ID: only the real peer (which saw
+    // our request) knows it (issue 10 item 5).
+    let hs_to_us =
+        |req: i32| hs_datagram(id.0, [4, 1, 50, 1500, 8192, req as u32, 22, 0, 0, 0, 0, 0]);
     let keep_alive = words(&[0x8001_0000, 0, 0, id.0, 0]);
     let mut data = Vec::new();
     encode_data(
@@ -751,8 +755,12 @@ fn rendezvous_ignores_callers_and_takes_the_shortcut() {
     r.handle_datagram(t0, peer, &data);
     r.handle_datagram(t0, peer, &keep_alive);
     assert!(!r.is_finished());
-    // With a stored handshake, a keep-alive completes.
+    // With a stored handshake addressed to 0 (anyone could have sent it),
+    // a keep-alive does not complete; with one addressed to us, it does.
     r.handle_datagram(t0, peer, &hs(0));
+    r.handle_datagram(t0, peer, &keep_alive);
+    assert!(!r.is_finished());
+    r.handle_datagram(t0, peer, &hs_to_us(0));
     r.handle_datagram(t0, peer, &keep_alive);
     let p = r.poll_result().unwrap().unwrap();
     assert_eq!(
@@ -771,14 +779,74 @@ fn rendezvous_ignores_callers_and_takes_the_shortcut() {
     r.handle_datagram(t0, peer, &data);
     assert!(r.poll_result().unwrap().is_ok());
 
-    // At −1, a peer −1 completes at once; 1002 and unknown types do not.
+    // At −1, a peer −1 addressed to us completes at once; one addressed
+    // to 0, 1002 and unknown types do not.
     let mut r = Rendezvous::new(&Config::default(), id, peer, SeqNumber::new(1), t0);
     r.handle_datagram(t0, peer, &hs(0));
     r.handle_datagram(t0, peer, &hs(1002));
     r.handle_datagram(t0, peer, &hs(-7));
-    assert!(!r.is_finished());
     r.handle_datagram(t0, peer, &hs(-1));
+    assert!(!r.is_finished());
+    r.handle_datagram(t0, peer, &hs_to_us(-1));
     assert!(r.poll_result().unwrap().is_ok());
+}
+
+#[test]
+fn a_third_party_cannot_complete_or_derail_a_rendezvous() {
+    // The attacker spoofs the peer's address but never sees our traffic,
+    // so it does not know our (random) socket ID.
+    let t0 = epoch();
+    let peer = addr(9, 7000);
+    let id = SocketId(0x1357_9BDF);
+    let forged = |req: i32| hs_datagram(0, [4, 1, 777, 1500, 8192, req as u32, 666, 0, 0, 0, 0, 0]);
+    let real = |dest: u32, req: i32| {
+        hs_datagram(dest, [4, 1, 50, 1500, 8192, req as u32, 22, 0, 0, 0, 0, 0])
+    };
+    let mut buf = Vec::new();
+    let mut r = Rendezvous::new(&Config::default(), id, peer, SeqNumber::new(1), t0);
+    r.poll_transmit(t0, &mut buf).unwrap();
+    // UDT4 (and this code before issue 10) completed on the second one.
+    for req in [0, -1, -1, -2, -1] {
+        r.handle_datagram(t0, peer, &forged(req));
+    }
+    let mut keep_alive = Vec::new();
+    Packet::Control(ControlPacket {
+        timestamp: 0,
+        dest: id,
+        control: Control::KeepAlive,
+    })
+    .encode(&mut keep_alive);
+    r.handle_datagram(t0, peer, &keep_alive);
+    assert!(!r.is_finished(), "a third party completed the rendezvous");
+    // The real peer saw our request and answers to our ID: the connection
+    // takes its values, not the forger's.
+    r.handle_datagram(t0 + ms(1), peer, &real(id.0, -1));
+    let p = r
+        .poll_result()
+        .unwrap()
+        .expect("completes with the real peer");
+    assert_eq!(
+        (p.peer_socket_id, p.recv_isn),
+        (SocketId(22), SeqNumber::new(50))
+    );
+
+    // Once the real peer is known, forged handshakes to 0 cannot replace
+    // it, even before completion.
+    let mut r = Rendezvous::new(&Config::default(), id, peer, SeqNumber::new(1), t0);
+    r.handle_datagram(t0, peer, &real(id.0, 0));
+    for req in [0, -1, -2] {
+        r.handle_datagram(t0, peer, &forged(req));
+    }
+    assert!(!r.is_finished());
+    assert_eq!(r.poll_transmit(t0 + ms(1), &mut buf), Some(peer));
+    assert_eq!(
+        crate::packet::peek_dest(&buf),
+        Some(SocketId(22)),
+        "our requests still go to the real peer"
+    );
+    r.handle_datagram(t0 + ms(2), peer, &real(id.0, -2));
+    let p = r.poll_result().unwrap().expect("completes");
+    assert_eq!(p.peer_socket_id, SocketId(22));
 }
 
 #[test]
