@@ -135,12 +135,17 @@ Examples:
         /// Directory to receive into (created if missing).
         #[arg(short, long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
-        /// Replace existing files.
+        /// Replace existing files, add to existing directories and give
+        /// them the sender's mode and time.
         #[arg(long)]
         overwrite: bool,
-        /// Continue partial files and keep identical complete ones.
+        /// Continue partial files, keep identical complete ones, add to
+        /// existing directories (their mode and time are kept).
         #[arg(long)]
         resume: bool,
+        /// Accept top-level names starting with a dot (.ssh, .bashrc).
+        #[arg(long)]
+        allow_hidden: bool,
         /// Serve transfers one after another until killed.
         #[arg(long)]
         keep_listening: bool,
@@ -298,6 +303,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             out,
             overwrite,
             resume,
+            allow_hidden,
             keep_listening,
             no_fsync,
             net,
@@ -305,6 +311,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             let mut options = RecvOptions::new(out);
             options.overwrite = overwrite;
             options.resume = resume;
+            options.allow_hidden = allow_hidden;
             options.fsync = !no_fsync;
             files::recv(&files::RecvArgs {
                 listen: net::listen_addr(&listen).map_err(|e| CliError::usage(e.to_string()))?,

@@ -182,7 +182,13 @@ fn any_for(peer: SocketAddr) -> SocketAddr {
 /// One connected byte stream.
 pub enum Conn {
     /// A UDT stream.
-    Udt(UdtStream),
+    Udt {
+        /// The stream.
+        stream: UdtStream,
+        /// The send buffer's capacity in bytes, as free when the stream was
+        /// new: what is not free later is not yet acknowledged.
+        send_buffer_bytes: u64,
+    },
     /// A TCP stream.
     Tcp(TcpStream),
 }
@@ -190,13 +196,46 @@ pub enum Conn {
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Conn::Udt(s) => write!(f, "Conn::Udt({} -> {})", s.local_addr(), s.peer_addr()),
+            Conn::Udt { stream: s, .. } => {
+                write!(f, "Conn::Udt({} -> {})", s.local_addr(), s.peer_addr())
+            }
             Conn::Tcp(s) => write!(f, "Conn::Tcp({:?})", s.peer_addr().ok()),
         }
     }
 }
 
 impl Conn {
+    /// Wraps a new UDT stream (its send buffer still empty).
+    fn udt(stream: UdtStream) -> Conn {
+        Conn::Udt {
+            send_buffer_bytes: stream.stats().send_buffer_free_bytes as u64,
+            stream,
+        }
+    }
+
+    /// Bytes written but not yet acknowledged by the peer: an upper bound
+    /// (the send buffer counts in whole packets). 0 over TCP, which does
+    /// not tell.
+    pub fn unacknowledged_bytes(&self) -> u64 {
+        match self {
+            Conn::Udt {
+                stream,
+                send_buffer_bytes,
+            } => send_buffer_bytes.saturating_sub(stream.stats().send_buffer_free_bytes as u64),
+            Conn::Tcp(_) => 0,
+        }
+    }
+
+    /// Sets how long a write may wait for room (`None`: forever).
+    pub fn set_write_timeout(&self, t: Option<Duration>) {
+        match self {
+            Conn::Udt { stream: s, .. } => s.set_write_timeout(t),
+            Conn::Tcp(s) => {
+                let _ = s.set_write_timeout(t);
+            }
+        }
+    }
+
     /// Connects to the first address of `target` that answers.
     ///
     /// # Errors
@@ -209,7 +248,7 @@ impl Conn {
                 Transport::Udt => opts
                     .bind_udt(any_for(addr))
                     .and_then(|ep| ep.connect(addr).map_err(io::Error::from))
-                    .map(Conn::Udt),
+                    .map(Conn::udt),
                 Transport::Tcp => match opts.connect_timeout {
                     Some(t) => TcpStream::connect_timeout(&addr, t),
                     None => TcpStream::connect(addr),
@@ -238,7 +277,13 @@ impl Conn {
     /// The transport's.
     pub fn try_clone(&self) -> io::Result<Conn> {
         Ok(match self {
-            Conn::Udt(s) => Conn::Udt(s.try_clone()?),
+            Conn::Udt {
+                stream,
+                send_buffer_bytes,
+            } => Conn::Udt {
+                stream: stream.try_clone()?,
+                send_buffer_bytes: *send_buffer_bytes,
+            },
             Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
         })
     }
@@ -246,7 +291,7 @@ impl Conn {
     /// The peer's address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
-            Conn::Udt(s) => Some(s.peer_addr()),
+            Conn::Udt { stream: s, .. } => Some(s.peer_addr()),
             Conn::Tcp(s) => s.peer_addr().ok(),
         }
     }
@@ -254,7 +299,7 @@ impl Conn {
     /// A snapshot of the link counters.
     pub fn stats(&self) -> LinkStats {
         match self {
-            Conn::Udt(s) => LinkStats::from_udt(&s.stats()),
+            Conn::Udt { stream: s, .. } => LinkStats::from_udt(&s.stats()),
             Conn::Tcp(_) => LinkStats::default(),
         }
     }
@@ -262,7 +307,7 @@ impl Conn {
     /// Sets how long a read may wait (`None`: forever).
     pub fn set_read_timeout(&self, t: Option<Duration>) {
         match self {
-            Conn::Udt(s) => s.set_read_timeout(t),
+            Conn::Udt { stream: s, .. } => s.set_read_timeout(t),
             Conn::Tcp(s) => {
                 let _ = s.set_read_timeout(t);
             }
@@ -279,7 +324,7 @@ impl Conn {
     pub fn finish(self) -> io::Result<()> {
         match self {
             // `close` returns once the shutdown is on the wire.
-            Conn::Udt(s) => s.close(),
+            Conn::Udt { stream: s, .. } => s.close(),
             Conn::Tcp(mut s) => {
                 s.shutdown(Shutdown::Write)?;
                 // Read until the peer closes too, so our last bytes are not
@@ -296,7 +341,7 @@ impl Conn {
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Conn::Udt(s) => s.read(buf),
+            Conn::Udt { stream: s, .. } => s.read(buf),
             Conn::Tcp(s) => s.read(buf),
         }
     }
@@ -305,13 +350,13 @@ impl Read for Conn {
 impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Conn::Udt(s) => s.write(buf),
+            Conn::Udt { stream: s, .. } => s.write(buf),
             Conn::Tcp(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Conn::Udt(s) => s.flush(),
+            Conn::Udt { stream: s, .. } => s.flush(),
             Conn::Tcp(s) => s.flush(),
         }
     }
@@ -359,17 +404,56 @@ impl Listener {
         }
     }
 
+    /// Waits at most `timeout` for the next connection (`Ok(None)` when
+    /// none came), so the caller can check for Ctrl-C in between.
+    ///
+    /// # Errors
+    /// The transport's accept errors.
+    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<Option<Conn>> {
+        match self {
+            Listener::Udt(_, l) => match l.accept_timeout(timeout) {
+                Ok((s, _)) => Ok(Some(Conn::udt(s))),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(None),
+                Err(e) => Err(e),
+            },
+            Listener::Tcp(l) => {
+                // std has no accept with a timeout: poll without blocking.
+                l.set_nonblocking(true)?;
+                let deadline = std::time::Instant::now() + timeout;
+                loop {
+                    match l.accept() {
+                        Ok((s, _)) => {
+                            s.set_nonblocking(false)?;
+                            let _ = s.set_nodelay(true);
+                            return Ok(Some(Conn::Tcp(s)));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if std::time::Instant::now() >= deadline {
+                                return Ok(None);
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits for the next connection.
     ///
     /// # Errors
     /// The transport's accept errors.
     pub fn accept(&self) -> io::Result<Conn> {
         match self {
-            Listener::Udt(_, l) => l.accept().map(|(s, _)| Conn::Udt(s)),
-            Listener::Tcp(l) => l.accept().map(|(s, _)| {
-                let _ = s.set_nodelay(true);
-                Conn::Tcp(s)
-            }),
+            Listener::Udt(_, l) => l.accept().map(|(s, _)| Conn::udt(s)),
+            Listener::Tcp(l) => l
+                .set_nonblocking(false)
+                .and_then(|()| l.accept())
+                .map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    Conn::Tcp(s)
+                }),
         }
     }
 }

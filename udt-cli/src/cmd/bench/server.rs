@@ -176,7 +176,7 @@ fn serve_messages(
     report: &mut ServerReport,
 ) -> Result<(), CliError> {
     let local_ip = match control {
-        Conn::Udt(s) => s.local_addr().ip(),
+        Conn::Udt { stream, .. } => stream.local_addr().ip(),
         Conn::Tcp(_) => return Err(CliError::usage("message mode needs UDT")),
     };
     let (ep, listener) = net::listen_messages(SocketAddr::new(local_ip, 0), net_opts)
