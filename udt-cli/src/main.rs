@@ -8,9 +8,11 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use udt_cli::cmd::{bench, demo, files, pipe};
+use udt_cli::net::AllowList;
 use udt_cli::net::{self, NetOptions, Transport};
 use udt_cli::proto::{exit, RecvOptions};
-use udt_cli::ui::{parse_size, CliError, Output};
+use udt_cli::signals;
+use udt_cli::ui::{parse_rate, parse_size, CliError, Output};
 
 /// File transfer, pipes and benchmarks over UDT (UDP-based Data Transfer).
 #[derive(Debug, Parser)]
@@ -29,11 +31,14 @@ Examples:
   udt bench receiver:5201 --seconds 10
 
 Exit codes:
-  0  success                        4  data did not match its BLAKE3 hash
-  1  other failure                  5  the peer broke the protocol or was refused
+  0  success                        5  the peer broke the protocol, is another
+  1  other failure                     kind of udt program, or was refused
   2  bad arguments                  6  local file system error (disk full, ...)
-  3  network: refused, timed out,   7  a file exists (use --overwrite)
-     peer vanished"
+  3  network: cannot listen,        7  a file exists (use --overwrite)
+     cannot resolve, refused,     130  interrupted (Ctrl-C)
+     timed out, peer vanished,
+     the peer was interrupted
+  4  data did not match its BLAKE3 hash"
 )]
 struct Cli {
     #[command(flatten)]
@@ -51,8 +56,8 @@ struct GlobalArgs {
     /// is data).
     #[arg(long, global = true)]
     json: bool,
-    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG
-    /// overrides.
+    /// -v: one line per file sent or received; -vv, -vvv, -vvvv: log at
+    /// info, debug, trace on stderr (RUST_LOG overrides).
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
 }
@@ -62,32 +67,51 @@ struct NetArgs {
     /// Transport: udt, or tcp to compare.
     #[arg(long, value_enum, default_value_t = Transport::Udt, help_heading = "Transport")]
     transport: Transport,
-    /// Cap the sending rate in bytes per second (K, M, G suffixes: 50M).
-    #[arg(long, value_name = "RATE", value_parser = parse_size, help_heading = "Transport")]
-    limit_rate: Option<u64>,
     /// UDT maximum segment size in bytes, IP/UDP headers included [default: 1500].
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(76..=65535), help_heading = "Transport")]
     mss: Option<u32>,
     /// UDT send and receive buffers, in packets [default: 8192].
-    #[arg(long, value_name = "PACKETS", help_heading = "Transport")]
+    #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(32..=1_000_000), help_heading = "Transport")]
     buffer: Option<u32>,
-    /// Seconds to wait for the peer to answer a connect [default: 3].
-    #[arg(long, value_name = "SECONDS", help_heading = "Transport")]
-    connect_timeout: Option<f64>,
 }
 
-impl NetArgs {
-    fn options(&self) -> NetOptions {
-        NetOptions {
-            transport: self.transport,
-            mss: self.mss,
-            max_rate: self.limit_rate,
-            buffer_packets: self.buffer,
-            connect_timeout: self
-                .connect_timeout
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .map(Duration::from_secs_f64),
-        }
+/// Options of the commands that connect out and send.
+#[derive(Debug, Clone, Args)]
+struct OutArgs {
+    /// Cap the sending rate, in bits per second: 100M, 1.5G, 800k,
+    /// 100Mbit/s; bytes with a capital B: 12MB/s, 10MiB/s.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, help_heading = "Transport")]
+    limit_rate: Option<u64>,
+    /// Seconds to wait for the peer to answer a connect [default: 3].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = "Transport")]
+    connect_timeout: Option<Duration>,
+}
+
+/// The transfer commands' limit on a peer that makes no progress.
+#[derive(Debug, Clone, Args)]
+struct IdleArgs {
+    /// Give up when the transfer makes no progress for this many seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "30", help_heading = "Transport")]
+    idle_timeout: Duration,
+}
+
+fn net_options(net: &NetArgs, out: Option<&OutArgs>) -> NetOptions {
+    NetOptions {
+        transport: net.transport,
+        mss: net.mss,
+        max_rate: out.and_then(|o| o.limit_rate),
+        buffer_packets: net.buffer,
+        connect_timeout: out.and_then(|o| o.connect_timeout),
+    }
+}
+
+/// Seconds, more than 0 and at most a day.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "{s:?}: give seconds, more than 0 and at most 86400"
+        )),
     }
 }
 
@@ -103,7 +127,7 @@ place. Interrupted? Run the same command again against `udt recv --resume`.
 Examples:
   udt send report.pdf 192.0.2.7:9000
   udt send photos/ videos/ backup.example.org:9000
-  udt send --limit-rate 20M big.iso host:9000      # at most 20 MiB/s
+  udt send --limit-rate 100M big.iso host:9000     # at most 100 Mbit/s
   udt send --json dir/ host:9000 | jq .throughput_mbps")]
     Send {
         /// Files or directories to send.
@@ -114,6 +138,10 @@ Examples:
         target: String,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        #[command(flatten)]
+        idle: IdleArgs,
     },
     /// Receive files from `udt send` (one transfer, then exit).
     #[command(after_help = "\
@@ -149,11 +177,17 @@ Examples:
         /// Serve transfers one after another until killed.
         #[arg(long)]
         keep_listening: bool,
+        /// Accept transfers only from this address or network (repeat for
+        /// more): 192.0.2.7, 10.0.0.0/8, 2001:db8::/32.
+        #[arg(long, value_name = "ADDR[/PREFIX]")]
+        allow: Vec<String>,
         /// Skip fsync (faster, not crash-safe).
         #[arg(long, hide = true)]
         no_fsync: bool,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        idle: IdleArgs,
     },
     /// Accept one connection and copy it to stdout (like `nc -l`).
     #[command(after_help = "\
@@ -192,6 +226,8 @@ Examples:
         msg: bool,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
     },
     /// Measure throughput, RTT, loss and CPU (like iperf3).
     #[command(after_help = "\
@@ -230,6 +266,8 @@ Examples:
         once: bool,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
     },
     /// A local end-to-end transfer: receiver, sender, verification, summary.
     #[command(after_help = "\
@@ -253,7 +291,23 @@ Examples:
         keep: bool,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
     },
+}
+
+impl Command {
+    /// The subcommand's name, as in the JSON output.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Send { .. } => "send",
+            Command::Recv { .. } => "recv",
+            Command::Listen { .. } => "listen",
+            Command::Connect { .. } => "connect",
+            Command::Bench { .. } => "bench",
+            Command::Demo { .. } => "demo",
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -269,17 +323,26 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.global.verbose);
+    // -v lists files; -vv and more raise the log level.
+    init_logging(cli.global.verbose.saturating_sub(1));
     ignore_file_size_signal();
+    signals::install();
     let output = Output {
         quiet: cli.global.quiet,
         json: cli.global.json,
+        verbose: cli.global.verbose > 0,
     };
+    let command_name = cli.command.name();
     match run(cli.command, output) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if output.json {
-                let v = serde_json::json!({ "ok": false, "error": e.message, "exit_code": e.code });
+                let v = serde_json::json!({
+                    "command": command_name,
+                    "ok": false,
+                    "error": e.message,
+                    "exit_code": e.code,
+                });
                 println!("{v}");
             }
             eprintln!("udt: error: {}", e.message);
@@ -290,11 +353,18 @@ fn main() -> ExitCode {
 
 fn run(command: Command, output: Output) -> Result<(), CliError> {
     match command {
-        Command::Send { paths, target, net } => {
+        Command::Send {
+            paths,
+            target,
+            net,
+            out,
+            idle,
+        } => {
             files::send(&files::SendArgs {
                 paths,
                 target,
-                net: net.options(),
+                net: net_options(&net, Some(&out)),
+                idle: idle.idle_timeout,
                 output,
             })?;
         }
@@ -305,19 +375,27 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             resume,
             allow_hidden,
             keep_listening,
+            allow,
             no_fsync,
             net,
+            idle,
         } => {
             let mut options = RecvOptions::new(out);
             options.overwrite = overwrite;
             options.resume = resume;
             options.allow_hidden = allow_hidden;
             options.fsync = !no_fsync;
+            let mut allowed = AllowList::default();
+            for a in &allow {
+                allowed.add(a).map_err(CliError::usage)?;
+            }
             files::recv(&files::RecvArgs {
                 listen: net::listen_addr(&listen).map_err(|e| CliError::usage(e.to_string()))?,
                 options,
                 keep_listening,
-                net: net.options(),
+                allow: allowed,
+                idle: idle.idle_timeout,
+                net: net_options(&net, None),
                 output,
             })?;
         }
@@ -325,15 +403,20 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             pipe::listen(&pipe::PipeArgs {
                 addr,
                 msg,
-                net: net.options(),
+                net: net_options(&net, None),
                 output,
             })?;
         }
-        Command::Connect { addr, msg, net } => {
+        Command::Connect {
+            addr,
+            msg,
+            net,
+            out,
+        } => {
             pipe::connect(&pipe::PipeArgs {
                 addr,
                 msg,
-                net: net.options(),
+                net: net_options(&net, Some(&out)),
                 output,
             })?;
         }
@@ -346,12 +429,14 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             rate,
             once,
             net,
+            out,
         } => {
+            let net = net_options(&net, Some(&out));
             if let Some(addr) = server {
                 bench::server(&bench::ServerArgs {
                     addr: net::listen_addr(&addr).map_err(|e| CliError::usage(e.to_string()))?,
                     once,
-                    net: net.options(),
+                    net,
                     output,
                 })?;
             } else {
@@ -366,7 +451,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                     parallel,
                     msg_size: msg,
                     rate,
-                    net: net.options(),
+                    net,
                     output,
                 })?;
             }
@@ -376,12 +461,13 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             dir,
             keep,
             net,
+            out,
         } => {
             demo::run(&demo::DemoArgs {
                 size,
                 dir,
                 keep,
-                net: net.options(),
+                net: net_options(&net, Some(&out)),
                 output,
             })?;
         }

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -129,24 +129,109 @@ impl LinkStats {
     }
 }
 
+/// Who may connect (`--allow`): addresses and networks (`192.0.2.7`,
+/// `10.0.0.0/8`, `2001:db8::/32`). Empty: anyone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowList(Vec<(IpAddr, u8)>);
+
+impl AllowList {
+    /// Adds `ADDR` or `ADDR/PREFIX`.
+    ///
+    /// # Errors
+    /// A message for a malformed address or prefix.
+    pub fn add(&mut self, spec: &str) -> Result<(), String> {
+        let (addr, prefix) = match spec.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (spec, None),
+        };
+        let ip: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad --allow {spec:?}: use an IP address or ADDRESS/PREFIX"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("bad prefix in --allow {spec:?} (0 to {max})"))?,
+            None => max,
+        };
+        self.0.push((ip, prefix));
+        Ok(())
+    }
+
+    /// True when nothing restricts who may connect.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when `ip` may connect (an IPv4-mapped IPv6 address counts as
+    /// its IPv4 address).
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|&(net, prefix)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        })
+    }
+}
+
 /// Resolves `HOST:PORT` (or `[v6]:PORT`) to its addresses.
 ///
 /// # Errors
 /// `InvalidInput` with a readable message when it does not resolve.
 pub fn resolve(target: &str) -> io::Result<Vec<SocketAddr>> {
+    let Some((host, port)) = target.rsplit_once(':') else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{target:?} has no port: give HOST:PORT"),
+        ));
+    };
+    match port.parse::<u16>() {
+        Ok(0) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{target:?}: port 0; give the port the other side listens on"),
+            ))
+        }
+        Ok(_) => {}
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{target:?}: bad port {port:?}; give HOST:PORT"),
+            ))
+        }
+    }
     let addrs: Vec<SocketAddr> = target
         .to_socket_addrs()
         .map_err(|e| {
+            // A name that does not resolve is a network failure, not a
+            // typo in the command line (the form was checked above).
             io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cannot resolve {target:?}: {e} (expected HOST:PORT)"),
+                io::ErrorKind::HostUnreachable,
+                format!("cannot resolve {host:?}: {e}"),
             )
         })?
         .collect();
     if addrs.is_empty() {
         return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{target:?} resolves to no address"),
+            io::ErrorKind::HostUnreachable,
+            format!("{host:?} resolves to no address"),
         ));
     }
     Ok(addrs)
@@ -162,6 +247,10 @@ pub fn listen_addr(spec: &str) -> io::Result<SocketAddr> {
     let port_only = spec.strip_prefix(':').unwrap_or(spec);
     if let Ok(port) = port_only.parse::<u16>() {
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Ok(addr) = spec.parse::<SocketAddr>() {
+        // Port 0 is fine here: the system picks one, and we print it.
+        return Ok(addr);
     }
     resolve(spec)?.into_iter().next().ok_or_else(|| {
         io::Error::new(
@@ -223,6 +312,18 @@ impl Conn {
                 send_buffer_bytes,
             } => send_buffer_bytes.saturating_sub(stream.stats().send_buffer_free_bytes as u64),
             Conn::Tcp(_) => 0,
+        }
+    }
+
+    /// Waits (at most `timeout`) until the peer has acknowledged
+    /// everything written; over TCP returns at once.
+    ///
+    /// # Errors
+    /// `TimedOut`, or the connection's error.
+    pub fn wait_acknowledged(&self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Conn::Udt { stream, .. } => stream.wait_acknowledged(Some(timeout)),
+            Conn::Tcp(_) => Ok(()),
         }
     }
 
@@ -502,6 +603,24 @@ pub fn message_stats(s: &UdtMessageSocket) -> LinkStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allow_lists_match_addresses_and_networks() {
+        let mut a = AllowList::default();
+        assert!(a.permits("198.51.100.7".parse().unwrap()));
+        a.add("192.0.2.7").unwrap();
+        a.add("10.0.0.0/8").unwrap();
+        a.add("2001:db8::/32").unwrap();
+        let ok = |s: &str| a.permits(s.parse().unwrap());
+        assert!(ok("192.0.2.7") && ok("10.200.3.4") && ok("2001:db8::1"));
+        assert!(ok("::ffff:10.1.2.3"));
+        assert!(!ok("192.0.2.8") && !ok("11.0.0.1") && !ok("2001:db9::1"));
+        assert!(a.add("10.0.0.0/33").is_err());
+        assert!(a.add("nonsense").is_err());
+        let mut all = AllowList::default();
+        all.add("0.0.0.0/0").unwrap();
+        assert!(all.permits("203.0.113.1".parse().unwrap()));
+    }
 
     #[test]
     fn listen_address_forms() {

@@ -12,7 +12,7 @@ use std::io::Read;
 use super::names::{self, printable, Limits, RelPath};
 use super::send::unexpected;
 use super::wire::{self, EntryKind, EntryMeta, Frame, FrameReader};
-use super::TransferError;
+use super::{Observer, TransferError};
 
 /// No parent: a top-level entry.
 const TOP: u32 = u32::MAX;
@@ -95,8 +95,10 @@ impl FileList {
     pub(crate) fn read<R: Read>(
         frames: &mut FrameReader<R>,
         limits: &Limits,
+        observer: &mut dyn Observer,
     ) -> Result<FileList, TransferError> {
         let (announced, announced_bytes) = read_hello(frames)?;
+        observer.on_hello()?;
         if announced > limits.max_entries {
             return Err(TransferError::Refused(format!(
                 "{announced} entries announced, the limit is {}",
@@ -274,7 +276,11 @@ mod tests {
             );
         }
         wire::encode(&Frame::ListEnd, &mut bytes);
-        FileList::read(&mut FrameReader::new(&bytes[..]), &Limits::default())
+        FileList::read(
+            &mut FrameReader::new(&bytes[..]),
+            &Limits::default(),
+            &mut super::super::Quiet,
+        )
     }
 
     #[test]

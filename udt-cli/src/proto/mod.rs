@@ -94,6 +94,8 @@ pub enum TransferError {
     Interrupted,
     /// The peer speaks another of our protocols (a bench client).
     WrongPeer(String),
+    /// The receiver is busy with another transfer.
+    Busy(String),
     /// The peer reported this failure (its class and message).
     Peer {
         /// Who reported it: "sender" or "receiver".
@@ -109,7 +111,7 @@ impl TransferError {
     /// The exit code this failure maps to (see [`exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
-            TransferError::Network(_) => exit::NETWORK,
+            TransferError::Network(_) | TransferError::Busy(_) => exit::NETWORK,
             TransferError::Protocol(_)
             | TransferError::Refused(_)
             | TransferError::WrongPeer(_) => exit::PROTOCOL,
@@ -175,6 +177,7 @@ impl fmt::Display for TransferError {
             | TransferError::Exists(m)
             | TransferError::Verify(m)
             | TransferError::WrongPeer(m)
+            | TransferError::Busy(m)
             | TransferError::Usage(m) => f.write_str(m),
             TransferError::Refused(m) => write!(f, "refused the file list: {m}"),
             TransferError::Local { what, source } if is_disk_full(source) => write!(
@@ -254,6 +257,11 @@ pub fn is_disk_full(e: &io::Error) -> bool {
 /// Watches a transfer (progress bars, logs). Every method has a no-op
 /// default.
 pub trait Observer {
+    /// A sender greeted (the receiver's first sign of a real transfer).
+    /// An error refuses it, for example because the receiver is busy.
+    fn on_hello(&mut self) -> Result<(), TransferError> {
+        Ok(())
+    }
     /// The plan is settled: `files` files of `bytes` bytes in total, of
     /// which `already` are on the receiver and verified.
     fn on_plan(&mut self, files: u64, bytes: u64, already: u64) {
@@ -271,6 +279,11 @@ pub trait Observer {
     /// symlink, a partial file that did not match and is sent again).
     fn on_note(&mut self, message: &str) {
         let _ = message;
+    }
+    /// The scan left `path` out (a symlink inside a directory, a special
+    /// file); by default a note.
+    fn on_skipped(&mut self, path: &str, why: &str) {
+        self.on_note(&format!("skipping {path}: {why}"));
     }
     /// File `name` is complete (verified, in place, or kept unchanged).
     fn on_file_done(&mut self, name: &RelPath) {

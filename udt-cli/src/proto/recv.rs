@@ -175,7 +175,7 @@ fn receive_inner<R: Read, W: Write + ?Sized>(
 ) -> Result<RecvReport, TransferError> {
     let root = Dir::open_root(&opts.out, true)
         .map_err(|e| TransferError::local("opening", "the output directory", e))?;
-    let list = FileList::read(frames, &opts.limits)?;
+    let list = FileList::read(frames, &opts.limits, observer)?;
     if !opts.allow_hidden {
         refuse_hidden(&list)?;
     }

@@ -92,10 +92,10 @@ pub fn scan(
             } else if meta.is_file() {
                 EntryKind::File
             } else {
-                observer.on_note(&format!(
-                    "skipping {}: not a regular file or directory",
-                    source.display()
-                ));
+                observer.on_skipped(
+                    &source.display().to_string(),
+                    "not a regular file or directory",
+                );
                 continue;
             };
             let (mtime_secs, mtime_nanos) = mtime_of(&meta);
@@ -136,10 +136,7 @@ pub fn scan(
                     let child_meta = fs::symlink_metadata(&child_source)
                         .map_err(|e| TransferError::local("reading", child_source.display(), e))?;
                     if child_meta.file_type().is_symlink() {
-                        observer.on_note(&format!(
-                            "skipping symbolic link {}",
-                            child_source.display()
-                        ));
+                        observer.on_skipped(&child_source.display().to_string(), "a symbolic link");
                         continue;
                     }
                     let mut child_rel = rel.as_bytes().to_vec();

@@ -45,10 +45,7 @@ mod tests {
         let net = NetOptions::default();
         let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), &net).unwrap();
         let addr = listener.local_addr();
-        let quiet = Output {
-            quiet: true,
-            json: false,
-        };
+        let quiet = Output::quiet();
         let server_net = net.clone();
         thread::spawn(move || {
             for _ in 0..3 {
