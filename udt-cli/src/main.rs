@@ -28,7 +28,7 @@ Examples:
   udt listen 9000 > file                     # raw pipe, like netcat
   udt connect receiver:9000 < file
   udt bench --server                         # throughput test, like iperf3
-  udt bench receiver:5201 --seconds 10
+  udt bench receiver:5201 -t 10
 
 Exit codes:
   0  success                        5  the peer broke the protocol, is another
@@ -80,7 +80,7 @@ struct NetArgs {
 struct OutArgs {
     /// Cap the sending rate, in bits per second: 100M, 1.5G, 800k,
     /// 100Mbit/s; bytes with a capital B: 12MB/s, 10MiB/s.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate, help_heading = "Transport")]
+    #[arg(short = 'b', long, visible_alias = "bitrate", value_name = "RATE", value_parser = parse_rate, help_heading = "Transport")]
     limit_rate: Option<u64>,
     /// Seconds to wait for the peer to answer a connect [default: 3].
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = "Transport")]
@@ -102,6 +102,7 @@ fn net_options(net: &NetArgs, out: Option<&OutArgs>) -> NetOptions {
         max_rate: out.and_then(|o| o.limit_rate),
         buffer_packets: net.buffer,
         connect_timeout: out.and_then(|o| o.connect_timeout),
+        linger: None,
     }
 }
 
@@ -232,26 +233,36 @@ Examples:
     /// Measure throughput, RTT, loss and CPU (like iperf3).
     #[command(after_help = "\
 Start a server with `udt bench --server`, then run the client against it.
-The client prints one line per second and a summary with both ends' CPU
+The client prints results on stdout: a line per interval (-i; per stream
+and a SUM line with -P) and a summary with both ends' CPU
 use; with --msg it measures round-trip latency of echoed messages
 (p50/p99/p99.9/max).
 
 Examples:
-  udt bench --server                         # UDP port 5201
+  udt bench -s                               # UDP port 5201
   udt bench host:5201                        # 10 s of stream mode
-  udt bench host:5201 --seconds 5 --parallel 4
+  udt bench host:5201 -t 5 -P 4              # iperf3's flags where they mean the same
   udt bench host:5201 --msg 1K --rate 10000  # latency at 10k messages/s
   udt bench host:5201 --transport tcp        # the same over TCP")]
     Bench {
         /// Run the server, on [ADDR:]PORT (default 5201).
-        #[arg(long, value_name = "[ADDR:]PORT", num_args = 0..=1, default_missing_value = "5201", conflicts_with = "target")]
+        #[arg(short = 's', long, value_name = "[ADDR:]PORT", num_args = 0..=1, default_missing_value = "5201", conflicts_with = "target")]
         server: Option<String>,
         /// The server to test, HOST:PORT.
         #[arg(value_name = "HOST:PORT", required_unless_present = "server")]
         target: Option<String>,
         /// Seconds to run.
-        #[arg(short, long, default_value_t = 10.0)]
+        #[arg(
+            short = 't',
+            long = "time",
+            visible_alias = "seconds",
+            value_name = "SECONDS",
+            default_value_t = 10.0
+        )]
         seconds: f64,
+        /// Seconds between interval lines.
+        #[arg(short = 'i', long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "1")]
+        interval: Duration,
         /// Connections in parallel.
         #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=128))]
         parallel: u32,
@@ -333,6 +344,8 @@ fn main() -> ExitCode {
         verbose: cli.global.verbose > 0,
     };
     let command_name = cli.command.name();
+    // listen/connect carry data on stdout: their JSON goes to stderr.
+    let json_on_stderr = matches!(command_name, "listen" | "connect");
     match run(cli.command, output) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -343,9 +356,17 @@ fn main() -> ExitCode {
                     "error": e.message,
                     "exit_code": e.code,
                 });
-                println!("{v}");
+                if json_on_stderr {
+                    eprintln!("{v}");
+                } else {
+                    println!("{v}");
+                }
             }
-            eprintln!("udt: error: {}", e.message);
+            if e.code == exit::INTERRUPTED {
+                eprintln!("udt: {}", e.message);
+            } else {
+                eprintln!("udt: error: {}", e.message);
+            }
             ExitCode::from(e.code)
         }
     }
@@ -427,6 +448,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             parallel,
             msg,
             rate,
+            interval,
             once,
             net,
             out,
@@ -451,6 +473,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                     parallel,
                     msg_size: msg,
                     rate,
+                    interval,
                     net,
                     output,
                 })?;

@@ -71,7 +71,7 @@ impl Output {
     /// prefixes), the rate in bits per second, as everywhere in `udt`.
     pub fn bar(&self, total: u64) -> ProgressBar {
         let target = if self.is_human() && io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr_with_hz(10)
+            ProgressDrawTarget::term_like_with_hz(Box::new(NarrowTerm(console::Term::stderr())), 10)
         } else {
             ProgressDrawTarget::hidden()
         };
@@ -90,6 +90,47 @@ impl Output {
             .progress_chars("=> "),
         );
         bar
+    }
+}
+
+/// The terminal, reported a few columns narrower than it is: indicatif
+/// pads its line to the full width, which leaves the cursor at the wrap,
+/// where the "^C" the terminal echoes on Ctrl-C would start a new line;
+/// clearing the bar would then clear that line and leave the bar on
+/// screen.
+#[derive(Debug)]
+struct NarrowTerm(console::Term);
+
+impl indicatif::TermLike for NarrowTerm {
+    fn width(&self) -> u16 {
+        self.0.size().1.saturating_sub(4).max(20)
+    }
+    fn height(&self) -> u16 {
+        self.0.size().0
+    }
+    fn move_cursor_up(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_left(n)
+    }
+    fn write_line(&self, s: &str) -> io::Result<()> {
+        self.0.write_line(s)
+    }
+    fn write_str(&self, s: &str) -> io::Result<()> {
+        self.0.write_str(s)
+    }
+    fn clear_line(&self) -> io::Result<()> {
+        self.0.clear_line()
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 

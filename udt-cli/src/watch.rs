@@ -158,6 +158,10 @@ fn is_slice_timeout(e: &io::Error) -> bool {
 
 impl Read for Watched {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Also when data keeps coming: Ctrl-C must not wait for a pause.
+        if signals::interrupted() {
+            return Err(interrupted_error());
+        }
         loop {
             match self.conn.read(buf) {
                 Ok(n) => {
@@ -177,6 +181,11 @@ impl Read for Watched {
 
 impl Write for Watched {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if signals::interrupted() {
+            if let Some(e) = self.check(true) {
+                return Err(e);
+            }
+        }
         loop {
             match self.conn.write(buf) {
                 Ok(n) => {

@@ -130,7 +130,9 @@ fn run_in(args: &DemoArgs, scratch: &Path) -> Result<DemoSummary, CliError> {
         &mut observer,
     )?;
     let start = Instant::now();
-    let conn = Conn::connect(&addr.to_string(), &args.net)
+    let mut send_net = args.net.clone();
+    send_net.linger = Some(files::SENDER_LINGER);
+    let conn = Conn::connect(&addr.to_string(), &send_net)
         .map_err(|e| CliError::io("cannot connect to the receiver", e))?;
     let sent = files::send_over(
         conn,

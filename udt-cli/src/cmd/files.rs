@@ -39,6 +39,9 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(30);
 /// acknowledged before it exits.
 const LAST_WORDS: Duration = Duration::from_secs(1);
 
+/// The linger of `udt send` (see [`NetOptions::linger`]).
+pub const SENDER_LINGER: Duration = Duration::from_millis(500);
+
 /// The summary of one transfer, as printed with `--json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct TransferSummary {
@@ -157,6 +160,8 @@ pub struct SendArgs {
 /// send; 130 after Ctrl-C.
 pub fn send(args: &SendArgs) -> Result<TransferSummary, CliError> {
     let mut observer = BarObserver::new(args.output);
+    let mut net = args.net.clone();
+    net.linger = Some(SENDER_LINGER);
     let entries = proto::scan(&args.paths, &Limits::default(), &mut observer)?;
     if entries.is_empty() {
         return Err(CliError::usage(
@@ -164,7 +169,7 @@ pub fn send(args: &SendArgs) -> Result<TransferSummary, CliError> {
         ));
     }
     let start = Instant::now();
-    let conn = Conn::connect(&args.target, &args.net)
+    let conn = Conn::connect(&args.target, &net)
         .map_err(|e| CliError::io(&format!("cannot connect to {}", args.target), e))?;
     if signals::interrupted() {
         return Err(CliError::interrupted(
@@ -209,15 +214,12 @@ pub fn send_over(
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            let interrupted = matches!(e, TransferError::Interrupted);
-            let conn = writer.into_inner();
-            if interrupted {
-                // The Error frame is out: let it arrive, briefly.
-                let _ = conn.wait_acknowledged(LAST_WORDS);
+            // Our Error frame may be queued behind data: the close tries
+            // to deliver it for the (short) linger, then sends the
+            // shutdown, so the receiver learns at once either way.
+            if let Err(close) = writer.into_inner().finish() {
+                log::debug!("closing after an error: {close}");
             }
-            // Otherwise the background close delivers our error frame
-            // without making us wait for a peer that may be gone.
-            drop(conn);
             return Err(send_error(e));
         }
     };

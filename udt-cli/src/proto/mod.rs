@@ -162,7 +162,9 @@ impl TransferError {
         }
         TransferError::Network(match e.kind() {
             io::ErrorKind::UnexpectedEof => {
-                "the peer closed the connection in the middle of the transfer".into()
+                "the peer closed the connection in the middle of the transfer (interrupted, killed or \
+                 failed)"
+                    .into()
             }
             _ => format!("connection failed: {e}"),
         })

@@ -424,7 +424,27 @@ where
             return Err(e);
         }
     }
-    match rx.recv() {
+    // Wait for the receiver's verdict; Ctrl-C still counts meanwhile.
+    let outcome = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(outcome) => break Ok(outcome),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if observer.should_stop() {
+                    let _ = wire::write_frame(
+                        writer,
+                        &Frame::Error {
+                            class: TransferError::Interrupted.exit_code(),
+                            message: "the sender was interrupted",
+                        },
+                    );
+                    let _ = writer.flush();
+                    return Err(TransferError::Interrupted);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Err(()),
+        }
+    };
+    match outcome {
         Ok(Ok((files, _bytes))) if files == report.files => Ok(report),
         Ok(Ok((files, _))) => Err(TransferError::Protocol(format!(
             "the receiver confirmed {files} files, we sent {}",

@@ -35,7 +35,7 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
-    use super::server::serve_conn;
+    use super::server::{self, serve_conn};
     use super::*;
     use crate::net::{Listener, NetOptions};
     use crate::ui::Output;
@@ -51,7 +51,7 @@ mod tests {
             for _ in 0..3 {
                 let conn = listener.accept().unwrap();
                 let n = server_net.clone();
-                thread::spawn(move || serve_conn(conn, &n, quiet));
+                thread::spawn(move || serve_conn(conn, &n, quiet, &server::Budget::default()));
             }
         });
         let base = ClientArgs {
@@ -60,6 +60,7 @@ mod tests {
             parallel: 2,
             msg_size: None,
             rate: 0,
+            interval: Duration::from_secs(1),
             net,
             output: quiet,
         };
