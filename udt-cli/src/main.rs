@@ -1,6 +1,8 @@
 //! The `udt` program: argument parsing, logging set-up and exit codes.
 //! The commands live in the library (`udt_cli::cmd`).
 
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -82,6 +84,13 @@ struct OutArgs {
     /// 100Mbit/s; bytes with a capital B: 12MB/s, 10MiB/s.
     #[arg(short = 'b', long, visible_alias = "bitrate", value_name = "RATE", value_parser = parse_rate, help_heading = "Transport")]
     limit_rate: Option<u64>,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// How long a connect waits.
+#[derive(Debug, Clone, Args)]
+struct ConnectArgs {
     /// Seconds to wait for the peer to answer a connect [default: 3].
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = "Transport")]
     connect_timeout: Option<Duration>,
@@ -101,9 +110,18 @@ fn net_options(net: &NetArgs, out: Option<&OutArgs>) -> NetOptions {
         mss: net.mss,
         max_rate: out.and_then(|o| o.limit_rate),
         buffer_packets: net.buffer,
-        connect_timeout: out.and_then(|o| o.connect_timeout),
+        connect_timeout: out.and_then(|o| o.connect.connect_timeout),
         linger: None,
     }
+}
+
+/// The `--allow` values as a list.
+fn allow_list(specs: &[String]) -> Result<AllowList, CliError> {
+    let mut list = AllowList::default();
+    for a in specs {
+        list.add(a).map_err(CliError::usage)?;
+    }
+    Ok(list)
 }
 
 /// Seconds, more than 0 and at most a day.
@@ -128,15 +146,23 @@ place. Interrupted? Run the same command again against `udt recv --resume`.
 Examples:
   udt send report.pdf 192.0.2.7:9000
   udt send photos/ videos/ backup.example.org:9000
+  udt send --listen 9000 photos/               # the receiver connects: udt recv HOST:9000
   udt send --limit-rate 100M big.iso host:9000     # at most 100 Mbit/s
   udt send --json dir/ host:9000 | jq .throughput_mbps")]
     Send {
-        /// Files or directories to send.
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-        /// The receiver, HOST:PORT.
-        #[arg(value_name = "HOST:PORT")]
-        target: String,
+        /// Files or directories to send, then the receiver's HOST:PORT
+        /// (no HOST:PORT with --listen).
+        #[arg(required = true, value_name = "PATH... HOST:PORT", value_parser = clap::value_parser!(OsString))]
+        args: Vec<OsString>,
+        /// Wait for the receiver to connect here ([ADDR:]PORT) instead of
+        /// connecting to it: `udt recv HOST:PORT` on the other side, which
+        /// then needs no open port.
+        #[arg(long, value_name = "[ADDR:]PORT")]
+        listen: Option<String>,
+        /// With --listen: only this address or network may connect (repeat
+        /// for more). Whoever connects first gets the file list.
+        #[arg(long, value_name = "ADDR[/PREFIX]", requires = "listen")]
+        allow: Vec<String>,
         #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
@@ -156,8 +182,13 @@ special files, oversized lists.
 Examples:
   udt recv                                   # UDP port 9000, into .
   udt recv --listen 0.0.0.0:7000 --out /srv/incoming --keep-listening
-  udt recv --out backup --resume             # continue an interrupted transfer")]
+  udt recv --out backup --resume             # continue an interrupted transfer
+  udt recv sender.example.org:9000           # fetch from a `udt send --listen`")]
     Recv {
+        /// Connect to a `udt send --listen` at HOST:PORT instead of
+        /// listening (this side then needs no open port).
+        #[arg(value_name = "HOST:PORT", conflicts_with_all = ["keep_listening", "allow"])]
+        connect: Option<String>,
         /// Where to listen: [ADDR:]PORT.
         #[arg(short, long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9000")]
         listen: String,
@@ -178,6 +209,10 @@ Examples:
         /// Serve transfers one after another until killed.
         #[arg(long)]
         keep_listening: bool,
+        /// Do not ask "Accept ...? [y/N]" (asked only when stdin and stderr
+        /// are a terminal).
+        #[arg(short = 'y', long)]
+        yes: bool,
         /// Accept transfers only from this address or network (repeat for
         /// more): 192.0.2.7, 10.0.0.0/8, 2001:db8::/32.
         #[arg(long, value_name = "ADDR[/PREFIX]")]
@@ -187,6 +222,8 @@ Examples:
         no_fsync: bool,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        connect_timeout: ConnectArgs,
         #[command(flatten)]
         idle: IdleArgs,
     },
@@ -375,30 +412,54 @@ fn main() -> ExitCode {
 fn run(command: Command, output: Output) -> Result<(), CliError> {
     match command {
         Command::Send {
-            paths,
-            target,
+            mut args,
+            listen,
+            allow,
             net,
             out,
             idle,
         } => {
+            let (target, listen) = match listen {
+                Some(l) => (
+                    None,
+                    Some(net::listen_addr(&l).map_err(|e| CliError::usage(e.to_string()))?),
+                ),
+                None => {
+                    if args.len() < 2 {
+                        return Err(CliError::usage(
+                            "give the paths to send and then the receiver's HOST:PORT (or --listen PORT)",
+                        ));
+                    }
+                    let target = args.pop().unwrap_or_default();
+                    let target = target
+                        .into_string()
+                        .map_err(|t| CliError::usage(format!("{t:?} is not a HOST:PORT")))?;
+                    (Some(target), None)
+                }
+            };
             files::send(&files::SendArgs {
-                paths,
+                paths: args.into_iter().map(PathBuf::from).collect(),
                 target,
+                listen,
+                allow: allow_list(&allow)?,
                 net: net_options(&net, Some(&out)),
                 idle: idle.idle_timeout,
                 output,
             })?;
         }
         Command::Recv {
+            connect,
             listen,
             out,
             overwrite,
             resume,
             allow_hidden,
             keep_listening,
+            yes,
             allow,
             no_fsync,
             net,
+            connect_timeout,
             idle,
         } => {
             let mut options = RecvOptions::new(out);
@@ -406,17 +467,20 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             options.resume = resume;
             options.allow_hidden = allow_hidden;
             options.fsync = !no_fsync;
-            let mut allowed = AllowList::default();
-            for a in &allow {
-                allowed.add(a).map_err(CliError::usage)?;
-            }
+            let mut net = net_options(&net, None);
+            net.connect_timeout = connect_timeout.connect_timeout;
             files::recv(&files::RecvArgs {
                 listen: net::listen_addr(&listen).map_err(|e| CliError::usage(e.to_string()))?,
+                connect,
                 options,
                 keep_listening,
-                allow: allowed,
+                allow: allow_list(&allow)?,
                 idle: idle.idle_timeout,
-                net: net_options(&net, None),
+                ask: !yes
+                    && output.is_human()
+                    && std::io::stdin().is_terminal()
+                    && std::io::stderr().is_terminal(),
+                net,
                 output,
             })?;
         }

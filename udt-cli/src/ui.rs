@@ -215,6 +215,7 @@ pub struct BarObserver {
     moved: u64,
     files_total: u64,
     files_done: u64,
+    planned: bool,
     /// Notes for the JSON summary.
     pub notes: Vec<String>,
     /// Paths skipped by the scan (symlinks, special files).
@@ -240,6 +241,7 @@ impl BarObserver {
             moved: 0,
             files_total: 0,
             files_done: 0,
+            planned: false,
             notes: Vec::new(),
             skipped: Vec::new(),
         }
@@ -249,6 +251,12 @@ impl BarObserver {
     /// written are still unacknowledged.
     pub fn set_unacked_probe(&mut self, probe: UnackedProbe) {
         self.unacked = Some(probe);
+    }
+
+    /// True once the receiver answered with its plan: the peer is a real
+    /// receiver.
+    pub fn planned(&self) -> bool {
+        self.planned
     }
 
     /// Removes the bar from the screen (before any final message).
@@ -273,6 +281,7 @@ impl BarObserver {
 
 impl Observer for BarObserver {
     fn on_plan(&mut self, files: u64, bytes: u64, _already: u64) {
+        self.planned = true;
         self.files_total = files;
         self.bar.set_length(bytes);
         self.bar.set_position(0);

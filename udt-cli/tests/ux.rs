@@ -509,3 +509,102 @@ fn bar_rate(screen: &str) -> Option<f64> {
     let i = words.iter().position(|w| *w == "Mbit/s")?;
     words.get(i.checked_sub(1)?)?.parse().ok()
 }
+
+/// Either side may listen: `udt send --listen` and `udt recv HOST:PORT`
+/// connecting out. A connection that is not a receiver (here: one that
+/// says nothing) is dropped and the next one served.
+#[test]
+fn the_sender_may_listen_and_the_receiver_connect() {
+    let base = scratch("send-listen");
+    let f = base.join("f.txt");
+    fs::write(&f, b"pulled by the receiver").unwrap();
+    let mut send = udt();
+    send.args([
+        "send",
+        "--json",
+        "--idle-timeout",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .arg(&f)
+    .stdout(Stdio::piped());
+    let mut send = Proc::spawn("send-listen", send);
+    let addr = send.listening_addr(Duration::from_secs(20));
+    let idle = udt_cli::net::Conn::connect(&addr.to_string(), &Default::default()).unwrap();
+    let out = base.join("out");
+    let mut recv = udt();
+    recv.args(["recv", "--json", "--out"])
+        .arg(&out)
+        .arg(addr.to_string())
+        .stdout(Stdio::piped());
+    let mut recv = Proc::spawn("recv-connect", recv);
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(
+        fs::read(out.join("f.txt")).unwrap(),
+        b"pulled by the receiver"
+    );
+    assert!(
+        send.stderr().contains("dropped a connection"),
+        "{}",
+        send.stderr()
+    );
+    assert_eq!(json_of(&mut send)["ok"], true);
+    assert_eq!(json_of(&mut recv)["bytes_transferred"], 22);
+    drop(idle);
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// An interactive receiver asks before accepting; "n" declines (the
+/// sender learns it), "y" accepts.
+#[test]
+fn an_interactive_receiver_asks_first() {
+    let base = scratch("prompt");
+    let f = base.join("f.txt");
+    fs::write(&f, b"asked first").unwrap();
+    let out = base.join("out");
+    // The receiver needs a terminal on stdin and stderr: run it directly
+    // in the pane (tee would make stderr a pipe) and read the port from
+    // the screen.
+    let command = format!(
+        "'{}' recv --keep-listening --listen 127.0.0.1:0 --out '{}'; sleep 60",
+        env!("CARGO_BIN_EXE_udt"),
+        out.display()
+    );
+    let tmux = Tmux::start("prompt", &command);
+    let mut addr = None;
+    wait_for(T, "the listening line", || {
+        let screen = tmux.screen();
+        addr = screen
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+        addr.is_some()
+    });
+    let addr = addr.unwrap();
+
+    let mut send = start_send("send-declined", &[&f], addr, &[]);
+    wait_for(T, "the question", || tmux.screen().contains("[y/N]"));
+    let screen = tmux.screen();
+    assert!(
+        screen.contains("Accept 1 file, 11 B from 127.0.0.1? [y/N]"),
+        "{screen}"
+    );
+    tmux.keys("n");
+    tmux.keys("Enter");
+    assert_eq!(send.code(T), 5, "{}", send.stderr());
+    assert!(send.stderr().contains("declined"), "{}", send.stderr());
+    assert!(!out.join("f.txt").exists());
+
+    let mut send = start_send("send-accepted", &[&f], addr, &[]);
+    wait_for(T, "the second question", || {
+        tmux.screen().matches("[y/N]").count() >= 2
+    });
+    tmux.keys("y");
+    tmux.keys("Enter");
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(fs::read(out.join("f.txt")).unwrap(), b"asked first");
+    let _ = fs::remove_dir_all(&base);
+}

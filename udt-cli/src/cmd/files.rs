@@ -143,8 +143,12 @@ impl TransferSummary {
 pub struct SendArgs {
     /// Files and directories to send.
     pub paths: Vec<std::path::PathBuf>,
-    /// `HOST:PORT` of the receiver.
-    pub target: String,
+    /// `HOST:PORT` of the receiver (`None` with `listen`).
+    pub target: Option<String>,
+    /// Wait here for the receiver to connect (`udt recv HOST:PORT`).
+    pub listen: Option<SocketAddr>,
+    /// With `listen`: who may connect (empty: anyone).
+    pub allow: AllowList,
     /// Transport options.
     pub net: NetOptions,
     /// How long the transfer may make no progress.
@@ -168,9 +172,13 @@ pub fn send(args: &SendArgs) -> Result<TransferSummary, CliError> {
             "nothing to send: every path given was skipped (only files and directories can be sent)",
         ));
     }
+    if let Some(addr) = args.listen {
+        return send_listening(args, addr, &net, &entries, &mut observer);
+    }
+    let target = args.target.as_deref().unwrap_or_default();
     let start = Instant::now();
-    let conn = Conn::connect(&args.target, &net)
-        .map_err(|e| CliError::io(&format!("cannot connect to {}", args.target), e))?;
+    let conn = Conn::connect(target, &net)
+        .map_err(|e| CliError::io(&format!("cannot connect to {target}"), e))?;
     if signals::interrupted() {
         return Err(CliError::interrupted(
             "interrupted before the transfer started",
@@ -179,12 +187,77 @@ pub fn send(args: &SendArgs) -> Result<TransferSummary, CliError> {
     send_over(
         conn,
         &entries,
-        &args.net,
+        &net,
         args.idle,
         args.output,
         &mut observer,
         start,
     )
+}
+
+/// `udt send --listen`: waits for a receiver to connect, then sends. A
+/// connection that does not behave as a receiver (no plan) is dropped and
+/// the next one awaited.
+fn send_listening(
+    args: &SendArgs,
+    addr: SocketAddr,
+    net: &NetOptions,
+    entries: &[proto::LocalEntry],
+    observer: &mut BarObserver,
+) -> Result<TransferSummary, CliError> {
+    let listener = Listener::bind(addr, net).map_err(|e| CliError::io("cannot listen", e))?;
+    let local = listener.local_addr();
+    args.output.status(format_args!(
+        "udt: listening on {local} ({}), {} to send; receive with: udt recv HOST:{}",
+        net.transport,
+        entries.len(),
+        local.port()
+    ));
+    loop {
+        if signals::interrupted() {
+            return Err(CliError::interrupted(
+                "interrupted while waiting for a receiver",
+            ));
+        }
+        let conn = match listener.accept_timeout(Duration::from_millis(200)) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => return Err(CliError::io("accept failed", e)),
+        };
+        let peer = conn.peer_addr();
+        if let Some(p) = peer.filter(|p| !args.allow.permits(p.ip())) {
+            args.output.status(format_args!(
+                "udt: refused a connection from {p} (not in --allow)"
+            ));
+            refuse(conn, &format!("this sender does not send to {}", p.ip()));
+            continue;
+        }
+        if let Some(p) = peer {
+            args.output.status(format_args!("udt: sending to {p}"));
+        }
+        let mut attempt = BarObserver::new(args.output);
+        let result = send_over(
+            conn,
+            entries,
+            net,
+            args.idle,
+            args.output,
+            &mut attempt,
+            Instant::now(),
+        );
+        match result {
+            Err(e) if !attempt.planned() && e.code != exit::INTERRUPTED => {
+                let who = peer.map(|p| p.to_string()).unwrap_or_default();
+                args.output.status(format_args!(
+                    "udt: note: dropped a connection from {who}: {e}"
+                ));
+            }
+            other => {
+                observer.notes.append(&mut attempt.notes);
+                return other;
+            }
+        }
+    }
 }
 
 /// Sends `entries` over an established connection and prints the summary.
@@ -282,6 +355,8 @@ fn send_error(e: TransferError) -> CliError {
 pub struct RecvArgs {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Connect to a `udt send --listen` at this `HOST:PORT` instead.
+    pub connect: Option<String>,
     /// Output directory and policies.
     pub options: RecvOptions,
     /// Serve transfers until killed instead of exiting after one.
@@ -290,10 +365,41 @@ pub struct RecvArgs {
     pub allow: AllowList,
     /// How long a transfer may make no progress.
     pub idle: Duration,
+    /// Ask "Accept …? [y/N]" on the terminal before each transfer (when
+    /// stdin and stderr are terminals and `--yes` was not given).
+    pub ask: bool,
     /// Transport options.
     pub net: NetOptions,
     /// Output mode.
     pub output: Output,
+}
+
+/// One question on the terminal at a time (connections run in parallel).
+static PROMPT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Asks whether to accept a transfer; anything but y/yes is no.
+fn ask_accept(files: u64, dirs: u64, bytes: u64, peer: Option<SocketAddr>) -> bool {
+    let _turn = PROMPT.lock().unwrap_or_else(|e| e.into_inner());
+    let who = peer
+        .map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "?".into());
+    eprint!(
+        "Accept {files} file{}{}, {} from {who}? [y/N] ",
+        if files == 1 { "" } else { "s" },
+        match dirs {
+            0 => String::new(),
+            1 => " in 1 directory".into(),
+            n => format!(" in {n} directories"),
+        },
+        ui::bytes(bytes)
+    );
+    let mut answer = String::new();
+    // Ctrl-C makes the read fail (EINTR): that is a no.
+    if io::stdin().read_line(&mut answer).is_err() {
+        eprintln!();
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 /// Checks `--out` before listening: a directory we can write into,
@@ -364,6 +470,17 @@ struct Gate {
 /// Ctrl-C.
 pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
     check_out_dir(&args.options.out)?;
+    let gate = Gate {
+        one_shot: true,
+        claimed: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+    };
+    if let Some(target) = &args.connect {
+        let conn = Conn::connect(target, &args.net)
+            .map_err(|e| CliError::io(&format!("cannot connect to {target}"), e))?;
+        let mut claimed = false;
+        return serve(conn, args, &gate, &mut claimed).map(|_| ());
+    }
     let listener =
         Listener::bind(args.listen, &args.net).map_err(|e| CliError::io("cannot listen", e))?;
     let addr = listener.local_addr();
@@ -488,9 +605,18 @@ struct Serving<'a> {
     idle: Duration,
     peer: Option<SocketAddr>,
     output: Output,
+    ask: bool,
 }
 
 impl Observer for Serving<'_> {
+    fn on_list(&mut self, files: u64, dirs: u64, bytes: u64) -> Result<(), TransferError> {
+        if self.ask && !ask_accept(files, dirs, bytes, self.peer) {
+            return Err(TransferError::Refused(
+                "the receiver declined the transfer".into(),
+            ));
+        }
+        Ok(())
+    }
     fn on_hello(&mut self) -> Result<(), TransferError> {
         if self.gate.one_shot && self.gate.claimed.swap(true, Ordering::SeqCst) {
             return Err(TransferError::Busy(
@@ -544,6 +670,7 @@ fn serve(
         idle: args.idle,
         peer,
         output: args.output,
+        ask: args.ask,
     };
     receive_on(
         watched,

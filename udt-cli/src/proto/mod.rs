@@ -264,6 +264,13 @@ pub trait Observer {
     fn on_hello(&mut self) -> Result<(), TransferError> {
         Ok(())
     }
+    /// The receiver checked the list: `files` files and `dirs`
+    /// directories, `bytes` in all. An error declines the transfer (the
+    /// user said no).
+    fn on_list(&mut self, files: u64, dirs: u64, bytes: u64) -> Result<(), TransferError> {
+        let _ = (files, dirs, bytes);
+        Ok(())
+    }
     /// The plan is settled: `files` files of `bytes` bytes in total, of
     /// which `already` are on the receiver and verified.
     fn on_plan(&mut self, files: u64, bytes: u64, already: u64) {

@@ -179,6 +179,7 @@ fn receive_inner<R: Read, W: Write + ?Sized>(
     if !opts.allow_hidden {
         refuse_hidden(&list)?;
     }
+    observer.on_list(list.files, list.dirs, list.total_bytes)?;
     let mut report = RecvReport {
         files: list.files,
         dirs: list.dirs,
