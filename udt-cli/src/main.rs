@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 
 use udt_cli::cmd::{bench, demo, files, pipe};
 use udt_cli::net::AllowList;
@@ -67,7 +67,7 @@ struct GlobalArgs {
 #[derive(Debug, Clone, Args)]
 struct NetArgs {
     /// Transport: udt, or tcp to compare.
-    #[arg(long, value_enum, default_value_t = Transport::Udt, help_heading = "Transport")]
+    #[arg(long, value_enum, default_value_t = Transport::Udt, env = "UDT_TRANSPORT", help_heading = "Transport")]
     transport: Transport,
     /// UDT maximum segment size in bytes, IP/UDP headers included [default: 1500].
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(76..=65535), help_heading = "Transport")]
@@ -82,7 +82,7 @@ struct NetArgs {
 struct OutArgs {
     /// Cap the sending rate, in bits per second: 100M, 1.5G, 800k,
     /// 100Mbit/s; bytes with a capital B: 12MB/s, 10MiB/s.
-    #[arg(short = 'b', long, visible_alias = "bitrate", value_name = "RATE", value_parser = parse_rate, help_heading = "Transport")]
+    #[arg(short = 'b', long, visible_alias = "bitrate", value_name = "RATE", value_parser = parse_rate, env = "UDT_LIMIT_RATE", help_heading = "Transport")]
     limit_rate: Option<u64>,
     #[command(flatten)]
     connect: ConnectArgs,
@@ -92,7 +92,7 @@ struct OutArgs {
 #[derive(Debug, Clone, Args)]
 struct ConnectArgs {
     /// Seconds to wait for the peer to answer a connect [default: 3].
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help_heading = "Transport")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, env = "UDT_CONNECT_TIMEOUT", help_heading = "Transport")]
     connect_timeout: Option<Duration>,
 }
 
@@ -100,7 +100,7 @@ struct ConnectArgs {
 #[derive(Debug, Clone, Args)]
 struct IdleArgs {
     /// Give up when the transfer makes no progress for this many seconds.
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "30", help_heading = "Transport")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "30", env = "UDT_IDLE_TIMEOUT", help_heading = "Transport")]
     idle_timeout: Duration,
 }
 
@@ -163,6 +163,16 @@ Examples:
         /// for more). Whoever connects first gets the file list.
         #[arg(long, value_name = "ADDR[/PREFIX]", requires = "listen")]
         allow: Vec<String>,
+        /// Leave out files and directories whose name matches (shell
+        /// pattern with * and ?, matched against each name; repeat for
+        /// more): --exclude '*.tmp' --exclude .git
+        #[arg(
+            long,
+            value_name = "PATTERN",
+            env = "UDT_EXCLUDE",
+            value_delimiter = ','
+        )]
+        exclude: Vec<String>,
         #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
@@ -193,7 +203,13 @@ Examples:
         #[arg(short, long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9000")]
         listen: String,
         /// Directory to receive into (created if missing).
-        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        #[arg(
+            short,
+            long,
+            value_name = "DIR",
+            default_value = ".",
+            env = "UDT_RECV_OUT"
+        )]
         out: PathBuf,
         /// Replace existing files, add to existing directories and give
         /// them the sender's mode and time.
@@ -215,7 +231,12 @@ Examples:
         yes: bool,
         /// Accept transfers only from this address or network (repeat for
         /// more): 192.0.2.7, 10.0.0.0/8, 2001:db8::/32.
-        #[arg(long, value_name = "ADDR[/PREFIX]")]
+        #[arg(
+            long,
+            value_name = "ADDR[/PREFIX]",
+            env = "UDT_RECV_ALLOW",
+            value_delimiter = ','
+        )]
         allow: Vec<String>,
         /// Skip fsync (faster, not crash-safe).
         #[arg(long, hide = true)]
@@ -342,12 +363,27 @@ Examples:
         #[command(flatten)]
         out: OutArgs,
     },
+    /// Print shell completions to stdout.
+    #[command(after_help = "\
+Examples:
+  udt completions bash > /etc/bash_completion.d/udt
+  udt completions zsh > \"${fpath[1]}/_udt\"
+  udt completions fish > ~/.config/fish/completions/udt.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `udt man > udt.1`.
+    Man,
 }
 
 impl Command {
     /// The subcommand's name, as in the JSON output.
     fn name(&self) -> &'static str {
         match self {
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
             Command::Send { .. } => "send",
             Command::Recv { .. } => "recv",
             Command::Listen { .. } => "listen",
@@ -411,10 +447,20 @@ fn main() -> ExitCode {
 
 fn run(command: Command, output: Output) -> Result<(), CliError> {
     match command {
+        Command::Completions { shell } => {
+            let mut cli = Cli::command();
+            clap_complete::generate(shell, &mut cli, "udt", &mut std::io::stdout());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| CliError::io("writing the manual page", e))?;
+        }
         Command::Send {
             mut args,
             listen,
             allow,
+            exclude,
             net,
             out,
             idle,
@@ -442,6 +488,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                 target,
                 listen,
                 allow: allow_list(&allow)?,
+                excludes: exclude,
                 net: net_options(&net, Some(&out)),
                 idle: idle.idle_timeout,
                 output,

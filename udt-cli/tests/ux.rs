@@ -328,12 +328,12 @@ fn json_schema_of_every_command() {
     let mut server = udt();
     server
         .args(["bench", "-s", "127.0.0.1:0", "--once"])
-        .stdout(Stdio::null());
+        .stdout(Stdio::piped());
     let mut server = Proc::spawn("bench-server", server);
     let addr = server.listening_addr(Duration::from_secs(20));
     let mut client = udt();
     client
-        .args(["bench", "--json", "-t", "1", "-P", "2"])
+        .args(["bench", "--json", "-t", "2", "-P", "2"])
         .arg(addr.to_string())
         .stdout(Stdio::piped());
     let mut client = Proc::spawn("bench-client", client);
@@ -351,6 +351,16 @@ fn json_schema_of_every_command() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(iv["bytes"].as_u64(), Some(sum), "{j}");
+    // The server prints interval lines too, per stream.
+    let lines = server.stdout_string();
+    assert!(
+        lines
+            .lines()
+            .filter(|l| l.starts_with("[127.0.0.1:"))
+            .count()
+            >= 2,
+        "{lines}"
+    );
 
     // An error: the command is named.
     let out = udt()
@@ -606,5 +616,58 @@ fn an_interactive_receiver_asks_first() {
     tmux.keys("Enter");
     assert_eq!(send.code(T), 0, "{}", send.stderr());
     assert_eq!(fs::read(out.join("f.txt")).unwrap(), b"asked first");
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// Shell completions and the manual page come from the same definitions
+/// as the parser.
+#[test]
+fn completions_and_man_page() {
+    let out = udt().args(["completions", "bash"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--limit-rate") && text.contains("recv"),
+        "{text}"
+    );
+    let out = udt().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(".TH udt 1"), "{text}");
+    assert!(text.contains("bench"), "{text}");
+}
+
+/// `--exclude` leaves matching names out (listed in `skipped`), and the
+/// usual options can come from the environment.
+#[test]
+fn exclude_patterns_and_environment_defaults() {
+    let base = scratch("exclude");
+    let src = base.join("proj");
+    fs::create_dir_all(src.join(".git/objects")).unwrap();
+    fs::write(src.join(".git/objects/x"), b"git").unwrap();
+    fs::write(src.join("keep.rs"), b"fn main() {}").unwrap();
+    fs::write(src.join("scratch.tmp"), b"tmp").unwrap();
+    let out = base.join("out");
+    let mut cmd = udt();
+    cmd.arg("recv")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env("UDT_RECV_OUT", &out)
+        .stdout(Stdio::null());
+    let mut recv = Proc::spawn("recv-env", cmd);
+    let addr = recv.listening_addr(Duration::from_secs(20));
+    let mut send = udt();
+    send.args(["send", "--json", "--exclude", "*.tmp", "--exclude", ".git"])
+        .arg(&src)
+        .arg(addr.to_string())
+        .stdout(Stdio::piped());
+    let mut send = Proc::spawn("send-exclude", send);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    assert!(out.join("proj/keep.rs").exists());
+    assert!(!out.join("proj/scratch.tmp").exists());
+    assert!(!out.join("proj/.git").exists());
+    let j = json_of(&mut send);
+    assert_eq!(j["skipped"].as_array().unwrap().len(), 2, "{j}");
     let _ = fs::remove_dir_all(&base);
 }

@@ -149,6 +149,8 @@ pub struct SendArgs {
     pub listen: Option<SocketAddr>,
     /// With `listen`: who may connect (empty: anyone).
     pub allow: AllowList,
+    /// Names to leave out (`--exclude`, shell patterns).
+    pub excludes: Vec<String>,
     /// Transport options.
     pub net: NetOptions,
     /// How long the transfer may make no progress.
@@ -166,7 +168,12 @@ pub fn send(args: &SendArgs) -> Result<TransferSummary, CliError> {
     let mut observer = BarObserver::new(args.output);
     let mut net = args.net.clone();
     net.linger = Some(SENDER_LINGER);
-    let entries = proto::scan(&args.paths, &Limits::default(), &mut observer)?;
+    let entries = proto::scan_excluding(
+        &args.paths,
+        &Limits::default(),
+        &args.excludes,
+        &mut observer,
+    )?;
     if entries.is_empty() {
         return Err(CliError::usage(
             "nothing to send: every path given was skipped (only files and directories can be sent)",

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::glob;
 use super::names::{Limits, RelPath};
 use super::wire::{self, DataFrame, EntryKind, EntryMeta, Frame, FrameReader, HASH_LEN};
 use super::{Observer, TransferError};
@@ -58,6 +59,21 @@ pub struct SendReport {
 pub fn scan(
     roots: &[PathBuf],
     limits: &Limits,
+    observer: &mut dyn Observer,
+) -> Result<Vec<LocalEntry>, TransferError> {
+    scan_excluding(roots, limits, &[], observer)
+}
+
+/// As [`scan`], leaving out every file or directory below a root whose
+/// name matches one of `excludes` (see [`glob`](super::glob); reported
+/// with [`Observer::on_skipped`]).
+///
+/// # Errors
+/// As [`scan`].
+pub fn scan_excluding(
+    roots: &[PathBuf],
+    limits: &Limits,
+    excludes: &[String],
     observer: &mut dyn Observer,
 ) -> Result<Vec<LocalEntry>, TransferError> {
     let mut entries = Vec::new();
@@ -133,6 +149,13 @@ pub fn scan(
                 children.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
                 for name in children.into_iter().rev() {
                     let child_source = source.join(&name);
+                    if excludes
+                        .iter()
+                        .any(|p| glob::matches(p.as_bytes(), name.as_encoded_bytes()))
+                    {
+                        observer.on_skipped(&child_source.display().to_string(), "excluded");
+                        continue;
+                    }
                     let child_meta = fs::symlink_metadata(&child_source)
                         .map_err(|e| TransferError::local("reading", child_source.display(), e))?;
                     if child_meta.file_type().is_symlink() {

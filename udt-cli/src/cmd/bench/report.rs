@@ -3,7 +3,7 @@
 //! server prints per test.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -181,6 +181,26 @@ pub(super) fn print_summary(s: &BenchSummary, output: &Output) {
         println!(
             "  latency (round trip, {} messages): p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
             l.count, l.p50_us, l.p99_us, l.p999_us, l.max_us
+        );
+    }
+}
+
+/// The server's interval line for one stream (human output, stdout).
+pub(super) fn print_server_interval(
+    output: Output,
+    peer: &str,
+    start: Instant,
+    from: Instant,
+    to: Instant,
+    bytes: u64,
+) {
+    if output.is_human() {
+        println!(
+            "[{peer}]  {:5.2}-{:5.2} s  {:>12}  {:>14}",
+            (from - start).as_secs_f64(),
+            (to - start).as_secs_f64(),
+            ui::bytes(bytes),
+            ui::bitrate(ui::mbps(bytes, to - from) * 1e6),
         );
     }
 }

@@ -20,7 +20,7 @@ use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
     is_file_hello, Ack, Header, ServerReport, HEADER_LEN, MAX_CHUNK, MSG_HEADER,
 };
-use super::report::print_server_result;
+use super::report::{print_server_interval, print_server_result};
 use crate::proto::wire;
 use crate::signals;
 
@@ -238,7 +238,7 @@ fn serve_test(
     if header.msg {
         serve_messages(conn, header, net_opts, &mut report)?;
     } else {
-        receive_chunks(conn, &mut report)?;
+        receive_chunks(conn, &mut report, output)?;
         let link = conn.stats();
         report.packets_lost = link.packets_lost;
         report.packets_received = link.packets_received;
@@ -254,9 +254,20 @@ fn serve_test(
 }
 
 /// The stream-mode half of the server: length-prefixed chunks until a
-/// zero length, counted into `report`.
-fn receive_chunks(conn: &mut Conn, report: &mut ServerReport) -> Result<(), CliError> {
+/// zero length, counted into `report`, with an interval line every second
+/// (human output).
+fn receive_chunks(
+    conn: &mut Conn,
+    report: &mut ServerReport,
+    output: Output,
+) -> Result<(), CliError> {
     conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let peer = conn
+        .peer_addr()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "?".into());
+    let start = Instant::now();
+    let (mut tick, mut at_tick) = (start, 0u64);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let mut lb = [0u8; 4];
@@ -277,6 +288,11 @@ fn receive_chunks(conn: &mut Conn, report: &mut ServerReport) -> Result<(), CliE
             left -= n;
         }
         report.bytes += u64::from(len);
+        let now = Instant::now();
+        if now - tick >= Duration::from_secs(1) {
+            print_server_interval(output, &peer, start, tick, now, report.bytes - at_tick);
+            (tick, at_tick) = (now, report.bytes);
+        }
     }
 }
 
