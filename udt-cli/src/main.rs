@@ -410,7 +410,14 @@ fn main() -> ExitCode {
     // -v lists files; -vv and more raise the log level.
     init_logging(cli.global.verbose.saturating_sub(1));
     ignore_file_size_signal();
-    signals::install();
+    // The commands whose waits poll the Ctrl-C flag stop cleanly; the raw
+    // pipes keep the default (Ctrl-C ends them at once, like netcat).
+    if matches!(
+        cli.command,
+        Command::Send { .. } | Command::Recv { .. } | Command::Bench { .. } | Command::Demo { .. }
+    ) {
+        signals::install();
+    }
     let output = Output {
         quiet: cli.global.quiet,
         json: cli.global.json,
