@@ -82,7 +82,7 @@ fn resume_after_the_receiver_is_killed_and_tampering_is_detected() {
 
     // Run 1: slow sender, receiver killed once a part arrived.
     let (mut recv, addr) = start_recv("recv1", &out, &[]);
-    let mut send = start_send("send1", &[&src], addr, &["--limit-rate", "16M"]);
+    let mut send = start_send("send1", &[&src], addr, &["--limit-rate", "128M"]);
     let deadline = Instant::now() + T;
     while fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 8 << 20 {
         assert!(Instant::now() < deadline, "no progress:\n{}", send.stderr());

@@ -1,15 +1,46 @@
 //! `udt send` and `udt recv`: the file-transfer protocol over one
 //! connection, with a progress bar and a summary (human or JSON).
+//!
+//! The receiver serves several connections at once (each on its own
+//! thread, at most [`MAX_CONNECTIONS`]) so that one silent client cannot
+//! block a real sender: a connection that does not greet within
+//! [`GREETING_TIMEOUT`] is dropped, and every transfer gives up after
+//! `--idle-timeout` without progress. A one-shot receiver belongs to the
+//! first connection that greets; later ones are told it is busy.
 
+use std::fs;
+use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::net::{Conn, LinkStats, Listener, NetOptions, Transport};
-use crate::proto::{self, exit, Limits, RecvOptions};
+use crate::net::{AllowList, Conn, LinkStats, Listener, NetOptions, Transport};
+use crate::proto::{self, exit, Limits, Observer, RecvOptions, RelPath, TransferError};
+use crate::signals;
 use crate::ui::{self, BarObserver, CliError, Output};
+use crate::watch::Watched;
+
+/// Most connections a receiver serves at once (greeting or transferring);
+/// more are refused at once.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// How long a new connection has to send its greeting.
+pub const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default `--idle-timeout`: how long a transfer may make no progress.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(30);
+
+/// How long an interrupted side waits for its last frame to be
+/// acknowledged before it exits.
+const LAST_WORDS: Duration = Duration::from_secs(1);
+
+/// The linger of `udt send` (see [`NetOptions::linger`]).
+pub const SENDER_LINGER: Duration = Duration::from_millis(500);
 
 /// The summary of one transfer, as printed with `--json`.
 #[derive(Clone, Debug, Serialize)]
@@ -32,15 +63,20 @@ pub struct TransferSummary {
     pub bytes_transferred: u64,
     /// Bytes already on the receiver and verified (`--resume`).
     pub bytes_resumed: u64,
-    /// Wall-clock seconds from connection to confirmation.
+    /// Wall-clock seconds from connection to confirmation (3 decimals).
     pub seconds: f64,
-    /// `bytes_transferred` over `seconds`, in megabits per second.
+    /// `bytes_transferred` over `seconds`, in megabits per second (3
+    /// decimals).
     pub throughput_mbps: f64,
     /// RTT, packets, retransmissions and loss of the connection.
     pub link: LinkStats,
     /// Files on the receiver whose partial or complete copy did not match
     /// and was sent again (sender only).
     pub restarted_files: u64,
+    /// Paths the sender left out (symbolic links, special files).
+    pub skipped: Vec<String>,
+    /// Everything else worth knowing that was not an error.
+    pub notes: Vec<String>,
 }
 
 impl TransferSummary {
@@ -71,27 +107,33 @@ impl TransferSummary {
             ));
         }
         eprintln!("{line}");
-        if let Some(rtt) = self.link.rtt_ms {
-            let n = |v: Option<u64>| v.unwrap_or(0);
-            if self.command == "send" {
-                let sent = n(self.link.packets_sent);
-                let retransmitted = n(self.link.packets_retransmitted);
-                let pct = if sent > 0 {
-                    retransmitted as f64 * 100.0 / sent as f64
-                } else {
-                    0.0
-                };
-                eprintln!(
-                    "  rtt {rtt:.3} ms, {sent} packets sent, {retransmitted} retransmitted ({pct:.2}%), {} reported lost",
-                    n(self.link.packets_reported_lost)
-                );
+        let n = |v: Option<u64>| v.unwrap_or(0);
+        let rtt = self
+            .link
+            .rtt_ms
+            .map(|r| format!("rtt {r:.3} ms, "))
+            .unwrap_or_default();
+        if self.link.packets_sent.is_none() {
+            return;
+        }
+        if self.command == "send" {
+            let sent = n(self.link.packets_sent);
+            let retransmitted = n(self.link.packets_retransmitted);
+            let pct = if sent > 0 {
+                retransmitted as f64 * 100.0 / sent as f64
             } else {
-                eprintln!(
-                    "  rtt {rtt:.3} ms, {} packets received, {} lost on the way (recovered)",
-                    n(self.link.packets_received),
-                    n(self.link.packets_lost)
-                );
-            }
+                0.0
+            };
+            eprintln!(
+                "  {rtt}{sent} packets sent, {retransmitted} retransmitted ({pct:.2}%), {} reported lost",
+                n(self.link.packets_reported_lost)
+            );
+        } else {
+            eprintln!(
+                "  {rtt}{} packets received, {} lost on the way (recovered)",
+                n(self.link.packets_received),
+                n(self.link.packets_lost)
+            );
         }
     }
 }
@@ -100,11 +142,19 @@ impl TransferSummary {
 #[derive(Clone, Debug)]
 pub struct SendArgs {
     /// Files and directories to send.
-    pub paths: Vec<PathBuf>,
-    /// `HOST:PORT` of the receiver.
-    pub target: String,
+    pub paths: Vec<std::path::PathBuf>,
+    /// `HOST:PORT` of the receiver (`None` with `listen`).
+    pub target: Option<String>,
+    /// Wait here for the receiver to connect (`udt recv HOST:PORT`).
+    pub listen: Option<SocketAddr>,
+    /// With `listen`: who may connect (empty: anyone).
+    pub allow: AllowList,
+    /// Names to leave out (`--exclude`, shell patterns).
+    pub excludes: Vec<String>,
     /// Transport options.
     pub net: NetOptions,
+    /// How long the transfer may make no progress.
+    pub idle: Duration,
     /// Output mode.
     pub output: Output,
 }
@@ -112,14 +162,109 @@ pub struct SendArgs {
 /// Runs `udt send`.
 ///
 /// # Errors
-/// The transfer's failure with its exit code.
+/// The transfer's failure with its exit code; 2 when there is nothing to
+/// send; 130 after Ctrl-C.
 pub fn send(args: &SendArgs) -> Result<TransferSummary, CliError> {
     let mut observer = BarObserver::new(args.output);
-    let entries = proto::scan(&args.paths, &Limits::default(), &mut observer)?;
+    let mut net = args.net.clone();
+    net.linger = Some(SENDER_LINGER);
+    let entries = proto::scan_excluding(
+        &args.paths,
+        &Limits::default(),
+        &args.excludes,
+        &mut observer,
+    )?;
+    if entries.is_empty() {
+        return Err(CliError::usage(
+            "nothing to send: every path given was skipped (only files and directories can be sent)",
+        ));
+    }
+    if let Some(addr) = args.listen {
+        return send_listening(args, addr, &net, &entries, &mut observer);
+    }
+    let target = args.target.as_deref().unwrap_or_default();
     let start = Instant::now();
-    let conn = Conn::connect(&args.target, &args.net)
-        .map_err(|e| CliError::io(&format!("cannot connect to {}", args.target), e))?;
-    send_over(conn, &entries, &args.net, args.output, &mut observer, start)
+    let conn = Conn::connect(target, &net)
+        .map_err(|e| CliError::io(&format!("cannot connect to {target}"), e))?;
+    if signals::interrupted() {
+        return Err(CliError::interrupted(
+            "interrupted before the transfer started",
+        ));
+    }
+    send_over(
+        conn,
+        &entries,
+        &net,
+        args.idle,
+        args.output,
+        &mut observer,
+        start,
+    )
+}
+
+/// `udt send --listen`: waits for a receiver to connect, then sends. A
+/// connection that does not behave as a receiver (no plan) is dropped and
+/// the next one awaited.
+fn send_listening(
+    args: &SendArgs,
+    addr: SocketAddr,
+    net: &NetOptions,
+    entries: &[proto::LocalEntry],
+    observer: &mut BarObserver,
+) -> Result<TransferSummary, CliError> {
+    let listener = Listener::bind(addr, net).map_err(|e| CliError::io("cannot listen", e))?;
+    let local = listener.local_addr();
+    args.output.status(format_args!(
+        "udt: listening on {local} ({}), {} to send; receive with: udt recv HOST:{}",
+        net.transport,
+        entries.len(),
+        local.port()
+    ));
+    loop {
+        if signals::interrupted() {
+            return Err(CliError::interrupted(
+                "interrupted while waiting for a receiver",
+            ));
+        }
+        let conn = match listener.accept_timeout(Duration::from_millis(200)) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => return Err(CliError::io("accept failed", e)),
+        };
+        let peer = conn.peer_addr();
+        if let Some(p) = peer.filter(|p| !args.allow.permits(p.ip())) {
+            args.output.status(format_args!(
+                "udt: refused a connection from {p} (not in --allow)"
+            ));
+            refuse(conn, &format!("this sender does not send to {}", p.ip()));
+            continue;
+        }
+        if let Some(p) = peer {
+            args.output.status(format_args!("udt: sending to {p}"));
+        }
+        let mut attempt = BarObserver::new(args.output);
+        let result = send_over(
+            conn,
+            entries,
+            net,
+            args.idle,
+            args.output,
+            &mut attempt,
+            Instant::now(),
+        );
+        match result {
+            Err(e) if !attempt.planned() && e.code != exit::INTERRUPTED => {
+                let who = peer.map(|p| p.to_string()).unwrap_or_default();
+                args.output.status(format_args!(
+                    "udt: note: dropped a connection from {who}: {e}"
+                ));
+            }
+            other => {
+                observer.notes.append(&mut attempt.notes);
+                return other;
+            }
+        }
+    }
 }
 
 /// Sends `entries` over an established connection and prints the summary.
@@ -130,31 +275,42 @@ pub fn send_over(
     conn: Conn,
     entries: &[proto::LocalEntry],
     net: &NetOptions,
+    idle: Duration,
     output: Output,
     observer: &mut BarObserver,
     start: Instant,
 ) -> Result<TransferSummary, CliError> {
     let peer = conn.peer_addr();
-    let reader = conn
+    let mut writer = Watched::new(conn, Some(idle));
+    let reader = writer
         .try_clone()
         .map_err(|e| CliError::io("cannot use the connection", e))?;
-    let mut writer = conn;
+    let probe = writer
+        .try_clone()
+        .map_err(|e| CliError::io("cannot use the connection", e))?;
+    observer.set_unacked_probe(Box::new(move || probe.unacknowledged_bytes()));
     let result = proto::send_files(reader, &mut writer, entries, observer);
     observer.finish();
-    let link = writer.stats();
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            // Let the receiver see our error frame, but do not wait long
-            // for a peer that may be gone.
-            drop(writer);
-            return Err(e.into());
+            // Our Error frame may be queued behind data: the close tries
+            // to deliver it for the (short) linger, then sends the
+            // shutdown, so the receiver learns at once either way.
+            if let Err(close) = writer.into_inner().finish() {
+                log::debug!("closing after an error: {close}");
+            }
+            return Err(send_error(e));
         }
     };
-    if let Err(e) = writer.finish() {
+    let link_probe = writer
+        .try_clone()
+        .map_err(|e| CliError::io("cannot use the connection", e))?;
+    if let Err(e) = writer.into_inner().finish() {
         // Everything was confirmed before: only log.
         log::debug!("closing the connection: {e}");
     }
+    let link = link_probe.stats();
     let elapsed = start.elapsed();
     let summary = TransferSummary {
         command: "send",
@@ -166,13 +322,39 @@ pub fn send_over(
         total_bytes: report.total_bytes,
         bytes_transferred: report.bytes_sent,
         bytes_resumed: report.bytes_resumed,
-        seconds: elapsed.as_secs_f64(),
-        throughput_mbps: ui::mbps(report.bytes_sent, elapsed),
+        seconds: ui::round3(elapsed.as_secs_f64()),
+        throughput_mbps: ui::round3(ui::mbps(report.bytes_sent, elapsed)),
         link,
         restarted_files: report.restarted,
+        skipped: observer.skipped.clone(),
+        notes: observer.notes.clone(),
     };
     summary.print(&output);
     Ok(summary)
+}
+
+/// The sender's error with what to do about it.
+fn send_error(e: TransferError) -> CliError {
+    let resumable = matches!(
+        e,
+        TransferError::Network(_)
+            | TransferError::Interrupted
+            | TransferError::Peer {
+                class: exit::INTERRUPTED | exit::NETWORK | exit::LOCAL_IO,
+                ..
+            }
+    );
+    let mut err = match e {
+        TransferError::Interrupted => CliError::interrupted("interrupted; the receiver was told"),
+        e => CliError::from(e),
+    };
+    if resumable {
+        err.message.push_str(
+            "; the receiver keeps what arrived: run the same command again, with `udt recv --resume` \
+             on the other side, to continue",
+        );
+    }
+    err
 }
 
 /// `udt recv` arguments.
@@ -180,45 +362,334 @@ pub fn send_over(
 pub struct RecvArgs {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Connect to a `udt send --listen` at this `HOST:PORT` instead.
+    pub connect: Option<String>,
     /// Output directory and policies.
     pub options: RecvOptions,
     /// Serve transfers until killed instead of exiting after one.
     pub keep_listening: bool,
+    /// Who may send (empty: anyone).
+    pub allow: AllowList,
+    /// How long a transfer may make no progress.
+    pub idle: Duration,
+    /// Ask "Accept …? [y/N]" on the terminal before each transfer (when
+    /// stdin and stderr are terminals and `--yes` was not given).
+    pub ask: bool,
     /// Transport options.
     pub net: NetOptions,
     /// Output mode.
     pub output: Output,
 }
 
+/// One question on the terminal at a time (connections run in parallel).
+static PROMPT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Asks whether to accept a transfer; anything but y/yes is no.
+fn ask_accept(files: u64, dirs: u64, bytes: u64, peer: Option<SocketAddr>) -> bool {
+    let _turn = PROMPT.lock().unwrap_or_else(|e| e.into_inner());
+    let who = peer
+        .map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "?".into());
+    eprint!(
+        "Accept {files} file{}{}, {} from {who}? [y/N] ",
+        if files == 1 { "" } else { "s" },
+        match dirs {
+            0 => String::new(),
+            1 => " in 1 directory".into(),
+            n => format!(" in {n} directories"),
+        },
+        ui::bytes(bytes)
+    );
+    let mut answer = String::new();
+    // Ctrl-C makes the read fail (EINTR): that is a no.
+    if io::stdin().read_line(&mut answer).is_err() {
+        eprintln!();
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// Checks `--out` before listening: a directory we can write into,
+/// created if missing.
+///
+/// # Errors
+/// Exit 2 when it is not a directory, 6 when it cannot be created or
+/// written.
+pub fn check_out_dir(out: &Path) -> Result<(), CliError> {
+    match fs::metadata(out) {
+        Ok(m) if !m.is_dir() => {
+            return Err(CliError::usage(format!(
+                "--out {} is not a directory",
+                out.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(out).map_err(|e| {
+                CliError::new(
+                    exit::LOCAL_IO,
+                    format!("cannot create --out {}: {e}", out.display()),
+                )
+            })?;
+        }
+        Err(e) => {
+            return Err(CliError::new(
+                exit::LOCAL_IO,
+                format!("cannot use --out {}: {e}", out.display()),
+            ))
+        }
+    }
+    // Writable? Try what a transfer does first: create a private file.
+    let probe = out.join(format!(
+        ".udt-write-check-{}{}",
+        std::process::id(),
+        proto::names::PARTIAL_SUFFIX
+    ));
+    let mut o = fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    match o.open(&probe) {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(CliError::new(
+            exit::LOCAL_IO,
+            format!("cannot write into --out {}: {e}", out.display()),
+        )),
+    }
+}
+
+/// Shared by the connection threads of one receiver.
+#[derive(Debug)]
+struct Gate {
+    /// One transfer, then exit.
+    one_shot: bool,
+    /// A one-shot receiver's transfer has begun.
+    claimed: AtomicBool,
+    /// Connections being served.
+    connections: AtomicUsize,
+}
+
 /// Runs `udt recv`.
 ///
 /// # Errors
-/// The failure of the (last) transfer, with its exit code.
+/// The failure of the transfer (one-shot), or of listening; 130 after
+/// Ctrl-C.
 pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
+    check_out_dir(&args.options.out)?;
+    let gate = Gate {
+        one_shot: true,
+        claimed: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+    };
+    if let Some(target) = &args.connect {
+        let conn = Conn::connect(target, &args.net)
+            .map_err(|e| CliError::io(&format!("cannot connect to {target}"), e))?;
+        let mut claimed = false;
+        return serve(conn, args, &gate, &mut claimed).map(|_| ());
+    }
     let listener =
         Listener::bind(args.listen, &args.net).map_err(|e| CliError::io("cannot listen", e))?;
+    let addr = listener.local_addr();
     args.output.status(format_args!(
-        "udt: listening on {} ({}), receiving into {}; send with: udt send PATH... HOST:{}",
-        listener.local_addr(),
+        "udt: listening on {addr} ({}), receiving into {}; send with: udt send PATH... HOST:{}",
         args.net.transport,
         args.options.out.display(),
-        listener.local_addr().port()
+        addr.port()
     ));
+    if args.allow.is_empty() {
+        args.output.status(
+            "udt: note: anyone who can reach this port may send; restrict with --allow ADDR",
+        );
+    }
+    let gate = Arc::new(Gate {
+        one_shot: !args.keep_listening,
+        claimed: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+    });
+    let (done_tx, done_rx) = mpsc::channel::<Result<(), CliError>>();
     loop {
-        let conn = listener
-            .accept()
-            .map_err(|e| CliError::io("accept failed", e))?;
-        let result = serve_one(conn, &args.options, &args.net, args.output);
-        match result {
-            Ok(_) if !args.keep_listening => return Ok(()),
-            Ok(_) => {}
-            Err(e) if !args.keep_listening => return Err(e),
-            Err(e) => eprintln!("udt: error: {e}"),
+        if let Ok(result) = done_rx.try_recv() {
+            return result;
+        }
+        if signals::interrupted() {
+            return wind_down(&gate, &done_rx);
+        }
+        let conn = match listener.accept_timeout(Duration::from_millis(200)) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => return Err(CliError::io("accept failed", e)),
+        };
+        let peer = conn.peer_addr();
+        if let Some(p) = peer.filter(|p| !args.allow.permits(p.ip())) {
+            log::warn!("refused a connection from {p}: not in --allow");
+            args.output.status(format_args!(
+                "udt: refused a connection from {p} (not in --allow)"
+            ));
+            refuse(
+                conn,
+                &format!("this receiver does not accept transfers from {}", p.ip()),
+            );
+            continue;
+        }
+        if gate.connections.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            refuse(conn, "busy: too many connections; try again later");
+            continue;
+        }
+        gate.connections.fetch_add(1, Ordering::SeqCst);
+        let (conn_gate, done, args) = (gate.clone(), done_tx.clone(), args.clone());
+        let spawned = thread::Builder::new()
+            .name("udt-recv-conn".into())
+            .spawn(move || {
+                let gate = conn_gate;
+                let mut claimed = false;
+                let result = serve(conn, &args, &gate, &mut claimed);
+                gate.connections.fetch_sub(1, Ordering::SeqCst);
+                match result {
+                    Ok(_) if gate.one_shot => {
+                        let _ = done.send(Ok(()));
+                    }
+                    Err(e) if gate.one_shot && (claimed || e.code == exit::INTERRUPTED) => {
+                        let _ = done.send(Err(e));
+                    }
+                    Ok(_) => {}
+                    Err(e) if claimed => eprintln!("udt: error: {e}"),
+                    Err(e) => {
+                        let who = peer.map(|p| p.to_string()).unwrap_or_default();
+                        args.output.status(format_args!(
+                            "udt: note: dropped a connection from {who}: {e}"
+                        ));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a thread for a connection: {e}");
+            gate.connections.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
 
-/// Receives one transfer on an accepted connection and prints its summary.
+/// After Ctrl-C: gives the connection threads a moment to tell their
+/// peers and print their errors, then reports the transfer's end.
+fn wind_down(gate: &Gate, done: &mpsc::Receiver<Result<(), CliError>>) -> Result<(), CliError> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut outcome = None;
+    while Instant::now() < deadline && gate.connections.load(Ordering::SeqCst) > 0 {
+        if let Ok(r) = done.recv_timeout(Duration::from_millis(50)) {
+            outcome.get_or_insert(r);
+        }
+    }
+    if let Ok(r) = done.try_recv() {
+        outcome.get_or_insert(r);
+    }
+    match outcome {
+        Some(Err(e)) => Err(e),
+        _ => Err(CliError::interrupted(
+            "interrupted while waiting for a sender",
+        )),
+    }
+}
+
+/// Tells a connection we will not serve why, then lets it close.
+fn refuse(conn: Conn, why: &str) {
+    let mut conn = Watched::new(conn, Some(Duration::from_secs(1)));
+    let _ = proto::wire::write_frame(
+        &mut conn,
+        &proto::wire::Frame::Error {
+            class: exit::NETWORK,
+            message: why,
+        },
+    );
+}
+
+/// The receiver's observer: the progress bar, plus the greeting hook that
+/// claims a one-shot receiver and lifts the greeting timeout.
+struct Serving<'a> {
+    bar: BarObserver,
+    gate: &'a Gate,
+    claimed: &'a mut bool,
+    conn: &'a Watched,
+    idle: Duration,
+    peer: Option<SocketAddr>,
+    output: Output,
+    ask: bool,
+}
+
+impl Observer for Serving<'_> {
+    fn on_list(&mut self, files: u64, dirs: u64, bytes: u64) -> Result<(), TransferError> {
+        if self.ask && !ask_accept(files, dirs, bytes, self.peer) {
+            return Err(TransferError::Refused(
+                "the receiver declined the transfer".into(),
+            ));
+        }
+        Ok(())
+    }
+    fn on_hello(&mut self) -> Result<(), TransferError> {
+        if self.gate.one_shot && self.gate.claimed.swap(true, Ordering::SeqCst) {
+            return Err(TransferError::Busy(
+                "busy: this receiver is taking another transfer; try again later".into(),
+            ));
+        }
+        *self.claimed = true;
+        self.conn.set_idle(Some(self.idle));
+        if let Some(p) = self.peer {
+            self.output.status(format_args!("udt: transfer from {p}"));
+        }
+        Ok(())
+    }
+    fn on_plan(&mut self, files: u64, bytes: u64, already: u64) {
+        self.bar.on_plan(files, bytes, already);
+    }
+    fn on_file(&mut self, name: &RelPath, size: u64, offset: u64) {
+        self.bar.on_file(name, size, offset);
+    }
+    fn on_bytes(&mut self, n: u64) {
+        self.bar.on_bytes(n);
+    }
+    fn on_note(&mut self, message: &str) {
+        self.bar.on_note(message);
+    }
+    fn on_file_done(&mut self, name: &RelPath) {
+        self.bar.on_file_done(name);
+    }
+    fn should_stop(&mut self) -> bool {
+        self.bar.should_stop()
+    }
+}
+
+/// Serves one connection of `udt recv`.
+fn serve(
+    conn: Conn,
+    args: &RecvArgs,
+    gate: &Gate,
+    claimed: &mut bool,
+) -> Result<TransferSummary, CliError> {
+    let watched = Watched::new(conn, Some(GREETING_TIMEOUT.min(args.idle)));
+    let control = watched
+        .try_clone()
+        .map_err(|e| CliError::io("cannot use the connection", e))?;
+    let peer = watched.peer_addr();
+    let mut observer = Serving {
+        bar: BarObserver::new(args.output),
+        gate,
+        claimed,
+        conn: &control,
+        idle: args.idle,
+        peer,
+        output: args.output,
+        ask: args.ask,
+    };
+    receive_on(
+        watched,
+        &args.options,
+        &args.net,
+        args.output,
+        &mut observer,
+    )
+}
+
+/// Receives one transfer on an accepted connection and prints its summary
+/// (the demo's receiver; `udt recv` adds its gate around it).
 ///
 /// # Errors
 /// The transfer's failure with its exit code.
@@ -228,32 +699,49 @@ pub fn serve_one(
     net: &NetOptions,
     output: Output,
 ) -> Result<TransferSummary, CliError> {
+    let mut observer = BarObserver::new(output);
+    receive_on(
+        Watched::new(conn, Some(DEFAULT_IDLE)),
+        options,
+        net,
+        output,
+        &mut observer,
+    )
+}
+
+fn receive_on(
+    conn: Watched,
+    options: &RecvOptions,
+    net: &NetOptions,
+    output: Output,
+    observer: &mut dyn ObserverWithBar,
+) -> Result<TransferSummary, CliError> {
     let start = Instant::now();
     let peer = conn.peer_addr();
-    if let Some(p) = peer {
-        output.status(format_args!("udt: transfer from {p}"));
-    }
     let reader = conn
         .try_clone()
         .map_err(|e| CliError::io("cannot use the connection", e))?;
     let mut writer = conn;
-    let mut observer = BarObserver::new(output);
-    let result = proto::receive(reader, &mut writer, options, &mut observer);
-    observer.finish();
+    let result = proto::receive(reader, &mut writer, options, observer.as_observer());
+    observer.bar().finish();
     let link = writer.stats();
-    // Deliver our last frame (the result, or the reason we stopped).
-    if let Err(e) = writer.finish() {
-        log::debug!("closing the connection: {e}");
-    }
-    let report = result.map_err(|e| {
-        let mut err = CliError::from(e);
-        if err.code == exit::NETWORK {
-            err.message
-                .push_str(" (partial files are kept; run again with --resume to continue)");
+    let conn = writer.into_inner();
+    let report = match result {
+        Ok(r) => {
+            // Deliver our last frame (the result).
+            if let Err(e) = conn.finish() {
+                log::debug!("closing the connection: {e}");
+            }
+            r
         }
-        err
-    })?;
+        Err(e) => {
+            let _ = conn.wait_acknowledged(LAST_WORDS);
+            drop(conn);
+            return Err(recv_error(e));
+        }
+    };
     let elapsed = start.elapsed();
+    let bar = observer.bar();
     let summary = TransferSummary {
         command: "recv",
         ok: true,
@@ -264,11 +752,60 @@ pub fn serve_one(
         total_bytes: report.total_bytes,
         bytes_transferred: report.bytes_written,
         bytes_resumed: report.bytes_resumed,
-        seconds: elapsed.as_secs_f64(),
-        throughput_mbps: ui::mbps(report.bytes_written, elapsed),
+        seconds: ui::round3(elapsed.as_secs_f64()),
+        throughput_mbps: ui::round3(ui::mbps(report.bytes_written, elapsed)),
         link,
         restarted_files: 0,
+        skipped: Vec::new(),
+        notes: bar.notes.clone(),
     };
     summary.print(&output);
     Ok(summary)
+}
+
+/// The receiver's error with what to do about it.
+fn recv_error(e: TransferError) -> CliError {
+    let resumable = matches!(
+        e,
+        TransferError::Network(_)
+            | TransferError::Interrupted
+            | TransferError::Peer {
+                class: exit::INTERRUPTED | exit::NETWORK | exit::LOCAL_IO,
+                ..
+            }
+    );
+    let mut err = match e {
+        TransferError::Interrupted => CliError::interrupted("interrupted; the sender was told"),
+        e => CliError::from(e),
+    };
+    if resumable {
+        err.message
+            .push_str("; partial files are kept: run again with --resume to continue");
+    }
+    err
+}
+
+/// An observer that has a progress bar inside (the plain bar, or the
+/// receiver's wrapper around it).
+trait ObserverWithBar {
+    fn as_observer(&mut self) -> &mut dyn Observer;
+    fn bar(&self) -> &BarObserver;
+}
+
+impl ObserverWithBar for BarObserver {
+    fn as_observer(&mut self) -> &mut dyn Observer {
+        self
+    }
+    fn bar(&self) -> &BarObserver {
+        self
+    }
+}
+
+impl ObserverWithBar for Serving<'_> {
+    fn as_observer(&mut self) -> &mut dyn Observer {
+        self
+    }
+    fn bar(&self) -> &BarObserver {
+        &self.bar
+    }
 }

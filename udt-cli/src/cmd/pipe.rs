@@ -34,15 +34,19 @@ pub struct PipeArgs {
 pub struct PipeSummary {
     /// `"listen"` or `"connect"`.
     pub command: &'static str,
+    /// True: the pipe ended in order (failures print an error object).
+    pub ok: bool,
+    /// UDT or TCP.
+    pub transport: Transport,
     /// The other end.
     pub peer: Option<String>,
     /// Payload bytes moved.
     pub bytes: u64,
     /// Messages moved (`--msg`), else 0.
     pub messages: u64,
-    /// Seconds from connection to the end.
+    /// Seconds from connection to the end (3 decimals).
     pub seconds: f64,
-    /// Megabits per second.
+    /// Megabits per second (3 decimals).
     pub throughput_mbps: f64,
     /// Connection counters.
     pub link: LinkStats,
@@ -121,11 +125,13 @@ pub fn listen(args: &PipeArgs) -> Result<PipeSummary, CliError> {
         let link = net::message_stats(&sock);
         PipeSummary {
             command: "listen",
+            ok: true,
+            transport: Transport::Udt,
             peer: Some(peer.to_string()),
             bytes,
             messages,
-            seconds: start.elapsed().as_secs_f64(),
-            throughput_mbps: ui::mbps(bytes, start.elapsed()),
+            seconds: ui::round3(start.elapsed().as_secs_f64()),
+            throughput_mbps: ui::round3(ui::mbps(bytes, start.elapsed())),
             link,
         }
     } else {
@@ -162,11 +168,13 @@ pub fn listen(args: &PipeArgs) -> Result<PipeSummary, CliError> {
         let link = conn.stats();
         PipeSummary {
             command: "listen",
+            ok: true,
+            transport: args.net.transport,
             peer: peer.map(|p| p.to_string()),
             bytes,
             messages: 0,
-            seconds: start.elapsed().as_secs_f64(),
-            throughput_mbps: ui::mbps(bytes, start.elapsed()),
+            seconds: ui::round3(start.elapsed().as_secs_f64()),
+            throughput_mbps: ui::round3(ui::mbps(bytes, start.elapsed())),
             link,
         }
     };
@@ -213,9 +221,13 @@ pub fn connect(args: &PipeArgs) -> Result<PipeSummary, CliError> {
             bytes += line.len() as u64;
             messages += 1;
         }
-        let link = net::message_stats(&sock);
+        let probe = sock
+            .try_clone()
+            .map_err(|e| CliError::io("the connection broke", e))?;
         sock.close()
             .map_err(|e| CliError::io("the peer did not acknowledge everything", e))?;
+        // After the close: every byte is in the counters.
+        let link = net::message_stats(&probe);
         (bytes, messages, link, Some(peer))
     } else {
         let mut conn = Conn::connect(&args.addr, &args.net).map_err(connect_err)?;
@@ -233,18 +245,24 @@ pub fn connect(args: &PipeArgs) -> Result<PipeSummary, CliError> {
                 .map_err(|e| CliError::io("the connection broke", e))?;
             bytes += n as u64;
         }
-        let link = conn.stats();
+        let probe = conn
+            .try_clone()
+            .map_err(|e| CliError::io("the connection broke", e))?;
         conn.finish()
             .map_err(|e| CliError::io("the peer did not acknowledge everything", e))?;
+        // After the close: every byte is in the counters.
+        let link = probe.stats();
         (bytes, 0, link, peer)
     };
     let summary = PipeSummary {
         command: "connect",
+        ok: true,
+        transport: args.net.transport,
         peer: peer.map(|p| p.to_string()),
         bytes,
         messages,
-        seconds: start.elapsed().as_secs_f64(),
-        throughput_mbps: ui::mbps(bytes, start.elapsed()),
+        seconds: ui::round3(start.elapsed().as_secs_f64()),
+        throughput_mbps: ui::round3(ui::mbps(bytes, start.elapsed())),
         link,
     };
     summary.print(&args.output);

@@ -14,11 +14,12 @@ use udt_mux::MessageOptions;
 
 use crate::net::{self, Conn, LinkStats, NetOptions, Transport};
 use crate::proto::exit;
+use crate::signals;
 use crate::ui::{self, CliError, Output};
 
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
-    duration_ms, msg_sent_ns, put_msg_header, Header, ServerReport, END_OF_CHUNKS, MAX_MSG,
+    duration_ms, msg_sent_ns, put_msg_header, Ack, Header, ServerReport, END_OF_CHUNKS, MAX_MSG,
     MSG_HEADER,
 };
 use super::report::{
@@ -27,6 +28,9 @@ use super::report::{
 
 /// Bytes per chunk the client writes in stream mode.
 const CHUNK: usize = 1 << 20;
+
+/// How long the server has to answer a header.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `udt bench HOST:PORT` arguments.
 #[derive(Clone, Debug)]
@@ -41,6 +45,8 @@ pub struct ClientArgs {
     pub msg_size: Option<u64>,
     /// Messages per second per connection (0: unlimited).
     pub rate: u64,
+    /// Time between interval lines.
+    pub interval: Duration,
     /// Transport options.
     pub net: NetOptions,
     /// Output mode.
@@ -52,11 +58,34 @@ pub struct ClientArgs {
 type Outcome = Result<(ServerReport, LinkStats, Option<Histogram<u64>>, Duration), CliError>;
 
 /// Shared per-connection counters the reporter samples.
-#[derive(Default)]
 struct Shared {
-    bytes: AtomicU64,
+    /// Bytes written, per stream.
+    streams: Vec<AtomicU64>,
     stop: AtomicBool,
     links: Mutex<Vec<Box<dyn Fn() -> LinkStats + Send>>>,
+}
+
+impl Shared {
+    fn new(streams: u32) -> Shared {
+        Shared {
+            streams: (0..streams).map(|_| AtomicU64::new(0)).collect(),
+            stop: AtomicBool::new(false),
+            links: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn add(&self, stream: usize, n: u64) {
+        if let Some(c) = self.streams.get(stream) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn per_stream(&self) -> Vec<u64> {
+        self.streams
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
 }
 
 /// Runs the bench client.
@@ -69,10 +98,8 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
     }
     let output = args.output;
     let test_id = test_id();
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(args.parallel));
     let cpu0 = cpu_time();
-    let start = Instant::now();
-    let deadline = start + args.duration;
     let mode = if args.msg_size.is_some() {
         "message"
     } else {
@@ -85,26 +112,81 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
         args.target,
         args.duration.as_secs_f64()
     ));
+    // Connect every stream first and hear each server answer: a missing
+    // or wrong server fails here, before any interval line.
     let (tx, rx) = mpsc::channel::<Outcome>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), CliError>>();
     let mut handles = Vec::new();
+    let mut go = Vec::new();
     if let Some(size) = args.msg_size {
         let size = size.clamp(MSG_HEADER as u64, u64::from(MAX_MSG)) as u32;
-        let a = args.clone();
-        let s = shared.clone();
+        let (a, s, ready) = (args.clone(), shared.clone(), ready_tx.clone());
+        let (go_tx, go_rx) = mpsc::channel::<(Instant, Instant)>();
+        go.push(go_tx);
         handles.push(thread::spawn(move || {
-            let _ = tx.send(run_messages(&a, size, test_id, start, deadline, &s));
+            let setup = match open_messages(&a, size, test_id, &s) {
+                Ok(setup) => {
+                    let _ = ready.send(Ok(()));
+                    setup
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            if let Ok((epoch, deadline)) = go_rx.recv() {
+                let _ = tx.send(run_messages(setup, &a, size, epoch, deadline, &s));
+            }
         }));
     } else {
         for index in 0..args.parallel {
-            let (a, s, tx) = (args.clone(), shared.clone(), tx.clone());
+            let (a, s, tx, ready) = (args.clone(), shared.clone(), tx.clone(), ready_tx.clone());
+            let (go_tx, go_rx) = mpsc::channel::<(Instant, Instant)>();
+            go.push(go_tx);
             handles.push(thread::spawn(move || {
-                let _ = tx.send(run_stream(&a, index, test_id, deadline, &s));
+                let conn = match open_stream(&a, index, test_id, &s) {
+                    Ok(c) => {
+                        let _ = ready.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                if let Ok((_, deadline)) = go_rx.recv() {
+                    let _ = tx.send(run_stream(conn, index as usize, deadline, &s));
+                }
             }));
         }
         drop(tx);
     }
+    drop(ready_tx);
+    let mut ready = 0;
+    while ready < go.len() {
+        match ready_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Ok(())) => ready += 1,
+            Ok(Err(e)) => {
+                drop(go);
+                return Err(e);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if signals::interrupted() => {
+                return Err(CliError::interrupted("interrupted while connecting"));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(CliError::new(exit::FAILURE, "a bench thread stopped"));
+            }
+        }
+    }
+    let start = Instant::now();
+    let deadline = start + args.duration;
+    for g in &go {
+        let _ = g.send((start, deadline));
+    }
+    drop(go);
 
-    let intervals = sample_intervals(&shared, start, deadline, &output);
+    let intervals = sample_intervals(&shared, start, deadline, args.interval, &output);
 
     let mut server = Vec::new();
     let mut links = Vec::new();
@@ -133,31 +215,35 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
     if let Some(e) = first_error {
         return Err(e);
     }
+    if signals::interrupted() {
+        return Err(CliError::interrupted("interrupted"));
+    }
     let elapsed = start.elapsed();
-    let sent_bytes = shared.bytes.load(Ordering::Relaxed);
+    let sent_bytes: u64 = shared.per_stream().iter().sum();
     let received_bytes: u64 = server.iter().map(|r| r.bytes).sum();
     let received_seconds = server.iter().map(|r| r.seconds).fold(0.0, f64::max);
     let summary = BenchSummary {
         command: "bench",
+        ok: true,
         transport: args.net.transport,
         mode,
         parallel: args.parallel,
         intervals,
         sent_bytes,
-        sent_seconds: sent_time.as_secs_f64(),
-        sent_mbps: ui::mbps(sent_bytes, sent_time),
+        sent_seconds: ui::round3(sent_time.as_secs_f64()),
+        sent_mbps: ui::round3(ui::mbps(sent_bytes, sent_time)),
         received_bytes,
-        received_seconds,
-        received_mbps: if received_seconds > 0.0 {
+        received_seconds: ui::round3(received_seconds),
+        received_mbps: ui::round3(if received_seconds > 0.0 {
             received_bytes as f64 * 8.0 / received_seconds / 1e6
         } else {
             0.0
-        },
-        rtt_ms: mean(links.iter().filter_map(|l| l.rtt_ms)),
+        }),
+        rtt_ms: mean(links.iter().filter_map(|l| l.rtt_ms)).map(ui::round3),
         retransmitted: links.iter().map(|l| l.packets_retransmitted).sum(),
         lost: server.iter().map(|r| r.packets_lost).sum(),
-        cpu_client_percent: cpu_percent(cpu0, elapsed),
-        cpu_server_percent: server.iter().map(|r| r.cpu_percent).fold(0.0, f64::max),
+        cpu_client_percent: ui::round3(cpu_percent(cpu0, elapsed)),
+        cpu_server_percent: ui::round3(server.iter().map(|r| r.cpu_percent).fold(0.0, f64::max)),
         latency: hist.as_ref().map(Latency::of),
     };
     print_summary(&summary, &output);
@@ -170,18 +256,25 @@ fn sample_intervals(
     shared: &Shared,
     start: Instant,
     deadline: Instant,
+    every: Duration,
     output: &Output,
 ) -> Vec<Interval> {
     let mut intervals = Vec::new();
-    let mut last_bytes = 0u64;
+    let mut last = vec![0u64; shared.streams.len()];
     let mut last_retr = 0u64;
     let mut tick = start;
     print_interval_header(output);
     while Instant::now() < deadline && !shared.stop.load(Ordering::SeqCst) {
-        let next = (tick + Duration::from_secs(1)).min(deadline);
+        let next = (tick + every).min(deadline);
         sleep_until(next, &shared.stop);
         let now = Instant::now();
-        let bytes = shared.bytes.load(Ordering::Relaxed);
+        let streams = shared.per_stream();
+        let moved: Vec<u64> = streams
+            .iter()
+            .zip(&last)
+            .map(|(now, before)| now - before)
+            .collect();
+        let bytes: u64 = moved.iter().sum();
         let links: Vec<LinkStats> = shared
             .links
             .lock()
@@ -192,16 +285,17 @@ fn sample_intervals(
         let retr = retr_total.map(|t| t.saturating_sub(last_retr));
         last_retr = retr_total.unwrap_or(0);
         let iv = Interval {
-            start: (tick - start).as_secs_f64(),
-            end: (now - start).as_secs_f64(),
-            bytes: bytes - last_bytes,
-            mbps: ui::mbps(bytes - last_bytes, now - tick),
-            rtt_ms: rtt,
+            start: ui::round3((tick - start).as_secs_f64()),
+            end: ui::round3((now - start).as_secs_f64()),
+            bytes,
+            mbps: ui::round3(ui::mbps(bytes, now - tick)),
+            rtt_ms: rtt.map(ui::round3),
             retransmitted: retr,
+            streams: if moved.len() > 1 { moved } else { Vec::new() },
         };
-        print_interval(output, &iv);
+        print_interval(output, &iv, now - tick);
         intervals.push(iv);
-        last_bytes = bytes;
+        last = streams;
         tick = now;
     }
     intervals
@@ -217,15 +311,14 @@ fn merge_histogram(acc: &mut Option<Histogram<u64>>, h: Histogram<u64>) {
     }
 }
 
-/// One stream-mode connection of the client.
-fn run_stream(
+/// Connects stream `index` of the test and sends its header; returns once
+/// the server accepted it.
+fn open_stream(
     args: &ClientArgs,
     index: u32,
     test_id: u64,
-    deadline: Instant,
     shared: &Shared,
-) -> Outcome {
-    let started = Instant::now();
+) -> Result<Conn, CliError> {
     let mut conn = Conn::connect(&args.target, &args.net)
         .map_err(|e| CliError::io(&format!("cannot connect to {}", args.target), e))?;
     if let Ok(probe) = conn.try_clone() {
@@ -241,8 +334,18 @@ fn run_stream(
         msg_size: 0,
         test_id,
     };
+    conn.write_all(&header.encode())
+        .map_err(|e| CliError::io("the bench connection broke", e))?;
+    conn.set_read_timeout(Some(ANSWER_TIMEOUT));
+    Ack::read_from(&mut conn)?;
+    Ok(conn)
+}
+
+/// Sends chunks on stream `index` until `deadline`, then reads the
+/// server's report.
+fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Shared) -> Outcome {
+    let started = Instant::now();
     let broke = |e| CliError::io("the bench connection broke", e);
-    conn.write_all(&header.encode()).map_err(broke)?;
     let mut chunk = vec![0u8; 4 + CHUNK];
     chunk[..4].copy_from_slice(&(CHUNK as u32).to_be_bytes());
     for (i, b) in chunk[4..].iter_mut().enumerate() {
@@ -250,7 +353,7 @@ fn run_stream(
     }
     while Instant::now() < deadline && !shared.stop.load(Ordering::Relaxed) {
         conn.write_all(&chunk).map_err(broke)?;
-        shared.bytes.fetch_add(CHUNK as u64, Ordering::Relaxed);
+        shared.add(index, CHUNK as u64);
     }
     conn.write_all(&END_OF_CHUNKS).map_err(broke)?;
     let report = ServerReport::read_from(&mut conn)?;
@@ -260,16 +363,20 @@ fn run_stream(
     Ok((report, link, None, sent_time))
 }
 
-/// The message-mode client: control stream, message sockets, echoes.
-fn run_messages(
+/// A message test's connections, made before the clock starts.
+struct MessageSetup {
+    control: Conn,
+    sockets: Vec<udt_mux::UdtMessageSocket>,
+}
+
+/// Connects the control stream, sends the header, and connects the
+/// message sockets to the port the server opened.
+fn open_messages(
     args: &ClientArgs,
     size: u32,
     test_id: u64,
-    epoch: Instant,
-    deadline: Instant,
     shared: &Arc<Shared>,
-) -> Outcome {
-    let started = Instant::now();
+) -> Result<MessageSetup, CliError> {
     let mut control = Conn::connect(&args.target, &args.net)
         .map_err(|e| CliError::io(&format!("cannot connect to {}", args.target), e))?;
     let header = Header {
@@ -282,6 +389,8 @@ fn run_messages(
     };
     let broke = |e| CliError::io("the bench control connection broke", e);
     control.write_all(&header.encode()).map_err(broke)?;
+    control.set_read_timeout(Some(ANSWER_TIMEOUT));
+    Ack::read_from(&mut control)?;
     let mut pb = [0u8; 2];
     control.read_exact(&mut pb).map_err(broke)?;
     let port = u16::from_be_bytes(pb);
@@ -289,8 +398,7 @@ fn run_messages(
         .peer_addr()
         .ok_or_else(|| CliError::new(exit::NETWORK, "the control connection has no peer"))?;
     let data_target = SocketAddr::new(host.ip(), port).to_string();
-
-    let mut workers = Vec::new();
+    let mut sockets = Vec::new();
     for _ in 0..args.parallel {
         let sock = net::connect_messages(&data_target, &args.net).map_err(|e| {
             CliError::io(
@@ -298,12 +406,34 @@ fn run_messages(
                 e,
             )
         })?;
-        let reader = sock.try_clone().map_err(broke)?;
         if let Ok(probe) = sock.try_clone() {
             if let Ok(mut links) = shared.links.lock() {
                 links.push(Box::new(move || net::message_stats(&probe)));
             }
         }
+        sockets.push(sock);
+    }
+    Ok(MessageSetup { control, sockets })
+}
+
+/// The message-mode test: messages out, echoes back, until `deadline`.
+fn run_messages(
+    setup: MessageSetup,
+    args: &ClientArgs,
+    size: u32,
+    epoch: Instant,
+    deadline: Instant,
+    shared: &Arc<Shared>,
+) -> Outcome {
+    let started = Instant::now();
+    let MessageSetup {
+        mut control,
+        sockets,
+    } = setup;
+    let broke = |e| CliError::io("the bench control connection broke", e);
+    let mut workers = Vec::new();
+    for (stream, sock) in sockets.into_iter().enumerate() {
+        let reader = sock.try_clone().map_err(broke)?;
         let (rate, shared_w) = (args.rate, shared.clone());
         let received = Arc::new(AtomicU64::new(0));
         let received_r = received.clone();
@@ -341,7 +471,7 @@ fn run_messages(
                     sock.send_msg_with(&msg, MessageOptions::new().unordered())
                         .map_err(|e| CliError::io("the message connection broke", e))?;
                     seq += 1;
-                    shared_w.bytes.fetch_add(u64::from(size), Ordering::Relaxed);
+                    shared_w.add(stream, u64::from(size));
                 }
                 // Wait (bounded) for the last echoes before closing.
                 let wait_until = Instant::now() + Duration::from_secs(5);
@@ -367,6 +497,7 @@ fn run_messages(
         }
     }
     let sent_time = started.elapsed();
+    control.set_read_timeout(None);
     let report = ServerReport::read_from(&mut control)?;
     let _ = control.finish();
     let link = LinkStats {
@@ -377,9 +508,14 @@ fn run_messages(
     Ok((report, link, hist, sent_time))
 }
 
-/// Sleeps until `t`, waking at least every 50 ms to notice `stop`.
+/// Sleeps until `t`, waking at least every 50 ms to notice `stop` (set
+/// here on Ctrl-C).
 fn sleep_until(t: Instant, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
+        if signals::interrupted() {
+            stop.store(true, Ordering::SeqCst);
+            return;
+        }
         let now = Instant::now();
         if now >= t {
             return;

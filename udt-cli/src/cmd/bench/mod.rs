@@ -35,7 +35,7 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
-    use super::server::serve_conn;
+    use super::server::{self, serve_conn};
     use super::*;
     use crate::net::{Listener, NetOptions};
     use crate::ui::Output;
@@ -45,16 +45,13 @@ mod tests {
         let net = NetOptions::default();
         let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), &net).unwrap();
         let addr = listener.local_addr();
-        let quiet = Output {
-            quiet: true,
-            json: false,
-        };
+        let quiet = Output::quiet();
         let server_net = net.clone();
         thread::spawn(move || {
             for _ in 0..3 {
                 let conn = listener.accept().unwrap();
                 let n = server_net.clone();
-                thread::spawn(move || serve_conn(conn, &n, quiet));
+                thread::spawn(move || serve_conn(conn, &n, quiet, &server::Budget::default()));
             }
         });
         let base = ClientArgs {
@@ -63,6 +60,7 @@ mod tests {
             parallel: 2,
             msg_size: None,
             rate: 0,
+            interval: Duration::from_secs(1),
             net,
             output: quiet,
         };

@@ -12,7 +12,10 @@ use crate::proto::exit;
 use crate::ui::CliError;
 
 const MAGIC: [u8; 8] = *b"UDTBENCH";
-const VERSION: u8 = 1;
+/// Version 2: the server answers the header at once with an [`Ack`] line.
+const VERSION: u8 = 2;
+/// Longest acknowledgement line accepted.
+const MAX_ACK: usize = 4096;
 /// Bytes of an encoded [`Header`].
 pub(super) const HEADER_LEN: usize = 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8;
 /// Largest stream-mode chunk the server accepts.
@@ -65,6 +68,9 @@ impl Header {
     /// Not a bench client, another protocol version, or values out of
     /// range (a text for the user).
     pub(super) fn decode(b: &[u8; HEADER_LEN]) -> Result<Header, String> {
+        if is_file_hello(b) {
+            return Err("the peer is `udt send`, not a bench client".into());
+        }
         if b[..8] != MAGIC {
             return Err("not a udt bench client".into());
         }
@@ -92,6 +98,80 @@ impl Header {
             return Err("message size out of range".into());
         }
         Ok(h)
+    }
+}
+
+/// True when `b` starts like the greeting of `udt send` (a `Hello` frame
+/// of the file-transfer protocol).
+pub(super) fn is_file_hello(b: &[u8]) -> bool {
+    let hello = crate::proto::wire::HEADER_LEN;
+    b.len() >= hello + 8 && b[0] == 0x01 && b[hello..hello + 8] == crate::proto::wire::MAGIC
+}
+
+/// The server's answer to a header: one JSON line, sent at once so a
+/// client learns before sending anything whether it reached a bench server
+/// that accepts the test.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(super) struct Ack {
+    /// Why the test is refused (busy, bad header); `None`: accepted.
+    #[serde(default)]
+    pub(super) error: Option<String>,
+}
+
+impl Ack {
+    /// The line on the wire.
+    pub(super) fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
+        line.push(b'\n');
+        line
+    }
+
+    /// Reads the server's answer (within the read timeout already set).
+    ///
+    /// # Errors
+    /// The server's refusal (exit 5 for another kind of server, 3 for a
+    /// busy one), or a broken connection.
+    pub(super) fn read_from(conn: &mut Conn) -> Result<(), CliError> {
+        let mut first = [0u8; 1];
+        conn.read_exact(&mut first)
+            .map_err(|e| CliError::io("the server did not answer the bench header", e))?;
+        if first[0] != b'{' {
+            // Not JSON: a `udt listen`, or anything else that speaks UDT.
+            return Err(CliError::new(
+                exit::PROTOCOL,
+                "the server does not speak the udt bench protocol (is it `udt bench --server`?)",
+            ));
+        }
+        // Byte by byte: what follows the line (a port number in message
+        // mode) must stay in the stream.
+        let mut line = vec![b'{'];
+        let mut byte = [0u8; 1];
+        while line.len() < MAX_ACK && byte[0] != b'\n' {
+            conn.read_exact(&mut byte)
+                .map_err(|e| CliError::io("reading the server's answer", e))?;
+            line.push(byte[0]);
+        }
+        let ack: Ack = serde_json::from_slice(&line).map_err(|_| {
+            CliError::new(
+                exit::PROTOCOL,
+                "the server does not speak the udt bench protocol (is it `udt bench --server`?)",
+            )
+        })?;
+        match ack.error {
+            None => Ok(()),
+            Some(e) => {
+                let shown = crate::proto::names::printable(e.as_bytes());
+                let code = if e.contains("busy") {
+                    exit::NETWORK
+                } else {
+                    exit::PROTOCOL
+                };
+                Err(CliError::new(
+                    code,
+                    format!("the server refused the test: {shown}"),
+                ))
+            }
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! server prints per test.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -28,6 +28,8 @@ pub struct Interval {
     pub rtt_ms: Option<f64>,
     /// Retransmissions in the interval.
     pub retransmitted: Option<u64>,
+    /// Bytes per stream with `--parallel` above 1 (empty otherwise).
+    pub streams: Vec<u64>,
 }
 
 /// Latency percentiles in microseconds.
@@ -66,6 +68,8 @@ impl Latency {
 pub struct BenchSummary {
     /// `"bench"`.
     pub command: &'static str,
+    /// True: the test ran to its end (failures print an error object).
+    pub ok: bool,
     /// UDT or TCP.
     pub transport: Transport,
     /// `"stream"` or `"message"`.
@@ -106,20 +110,31 @@ pub(super) fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| sum / f64::from(n))
 }
 
-/// The column titles of the per-second lines (human output only).
+/// The column titles of the interval lines (human output, on stdout).
 pub(super) fn print_interval_header(output: &Output) {
     if output.is_human() {
-        eprintln!("  interval         transfer      bitrate          rtt     retr");
+        println!("[ ID]  interval         transfer      bitrate          rtt     retr");
     }
 }
 
-/// One per-second line (human output only).
-pub(super) fn print_interval(output: &Output, iv: &Interval) {
+/// One interval: a line per stream with `--parallel`, then the sum.
+pub(super) fn print_interval(output: &Output, iv: &Interval, length: Duration) {
     if !output.is_human() {
         return;
     }
-    eprintln!(
-        "  {:5.2}-{:5.2} s  {:>12}  {:>14}  {:>9}  {:>6}",
+    for (i, &b) in iv.streams.iter().enumerate() {
+        println!(
+            "[{:>3}]  {:5.2}-{:5.2} s  {:>12}  {:>14}",
+            i + 1,
+            iv.start,
+            iv.end,
+            ui::bytes(b),
+            ui::bitrate(ui::mbps(b, length) * 1e6),
+        );
+    }
+    println!(
+        "[{}]  {:5.2}-{:5.2} s  {:>12}  {:>14}  {:>9}  {:>6}",
+        if iv.streams.is_empty() { "  1" } else { "SUM" },
         iv.start,
         iv.end,
         ui::bytes(iv.bytes),
@@ -139,20 +154,20 @@ pub(super) fn print_summary(s: &BenchSummary, output: &Output) {
     if !output.is_human() {
         return;
     }
-    eprintln!(
+    println!(
         "  sender:   {:>12} in {:6.2} s = {}",
         ui::bytes(s.sent_bytes),
         s.sent_seconds,
         ui::bitrate(s.sent_mbps * 1e6)
     );
-    eprintln!(
+    println!(
         "  receiver: {:>12} in {:6.2} s = {}",
         ui::bytes(s.received_bytes),
         s.received_seconds,
         ui::bitrate(s.received_mbps * 1e6)
     );
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-    eprintln!(
+    println!(
         "  rtt {}, retransmitted {}, lost {}, CPU client {:.0}% server {:.0}%",
         s.rtt_ms
             .map(|r| format!("{r:.3} ms"))
@@ -163,9 +178,29 @@ pub(super) fn print_summary(s: &BenchSummary, output: &Output) {
         s.cpu_server_percent
     );
     if let Some(l) = &s.latency {
-        eprintln!(
+        println!(
             "  latency (round trip, {} messages): p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
             l.count, l.p50_us, l.p99_us, l.p999_us, l.max_us
+        );
+    }
+}
+
+/// The server's interval line for one stream (human output, stdout).
+pub(super) fn print_server_interval(
+    output: Output,
+    peer: &str,
+    start: Instant,
+    from: Instant,
+    to: Instant,
+    bytes: u64,
+) {
+    if output.is_human() {
+        println!(
+            "[{peer}]  {:5.2}-{:5.2} s  {:>12}  {:>14}",
+            (from - start).as_secs_f64(),
+            (to - start).as_secs_f64(),
+            ui::bytes(bytes),
+            ui::bitrate(ui::mbps(bytes, to - from) * 1e6),
         );
     }
 }
@@ -181,7 +216,8 @@ pub(super) fn print_server_result(
     output.say(format_args!(
         "udt bench: {} from {}: {} in {:.2} s = {}{} (server CPU {:.0}%)",
         if messages { "messages" } else { "stream" },
-        peer.map(|p| p.to_string()).unwrap_or_default(),
+        peer.map(|p| p.to_string())
+            .unwrap_or_else(|| "an unknown peer".into()),
         ui::bytes(report.bytes),
         report.seconds,
         ui::bitrate(ui::mbps(report.bytes, elapsed) * 1e6),
