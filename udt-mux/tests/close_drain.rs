@@ -57,7 +57,7 @@ impl Pace {
 
     fn after_read(&mut self) {
         self.reads += 1;
-        if self.reads % self.every == 0 {
+        if self.reads.is_multiple_of(self.every) {
             thread::sleep(self.pause);
         }
     }
