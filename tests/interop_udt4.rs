@@ -1237,6 +1237,321 @@ fn ipv6_addresses_and_data_both_roles() {
 }
 
 // ---------------------------------------------------------------------------
+// Close into a lagging reader (issue 15): nothing acknowledged is lost.
+//
+// libudt 4.11 discards what it acknowledged but its application has not read
+// yet when our shutdown arrives at the wrong moment, so our close waits
+// until the peer's ACKs report its receive buffer drained
+// (docs/interop.md, "Close waits for the peer's reader"). These transfers
+// run under CPU load (two busy loops) into readers that sleep between
+// reads, so the reader lags and the sender's close starts with the peer's
+// buffer full.
+
+/// Messages of 8–500 bytes: one packet each, about 254 bytes on average.
+const SMALL_MIN: usize = 8;
+const SMALL_MAX: usize = 500;
+
+/// The size of one lagging-reader transfer, and how many runs: small enough
+/// for CI by default; `UDT_SLOW_READER_MIB` and `UDT_SLOW_READER_RUNS` set
+/// them for the full-size measurement by hand (64 MiB, 20 runs).
+fn slow_reader_size() -> (u64, usize) {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(default)
+    };
+    let mib = env("UDT_SLOW_READER_MIB", 8).clamp(1, 256);
+    let runs = env("UDT_SLOW_READER_RUNS", 5).clamp(1, 50) as usize;
+    (mib * MIB, runs)
+}
+
+/// The linger of the lagging-reader tests: far longer than any of these
+/// readers needs to catch up, short enough that a hang fails fast.
+const SLOW_READER_LINGER: Duration = Duration::from_secs(60);
+
+/// How many messages of stream `seed` make up at least `bytes`.
+fn small_message_count(seed: u64, bytes: u64) -> u64 {
+    let mut total = 0u64;
+    let mut count = 0u64;
+    while total < bytes {
+        total += harness::message_size(seed, count, SMALL_MIN, SMALL_MAX) as u64;
+        count += 1;
+    }
+    count
+}
+
+/// The two busy loops of a loaded run, bounded by `timeout(1)` as well.
+fn cpu_load() -> harness::CpuLoad {
+    harness::CpuLoad::start(2, Duration::from_secs(600))
+}
+
+/// What one transfer into a lagging reader gave.
+struct SlowRun {
+    /// Our `close`.
+    close: std::io::Result<()>,
+    /// How long it took.
+    close_took: Duration,
+    /// Our connection's statistics after the close (ACK2s withheld while
+    /// the reader lagged; packets it still had unread by its last ACK).
+    stats: udt::Stats,
+    /// Bytes (or messages) the reader is short of.
+    missing: u64,
+    /// Everything the reader reported, for the failure message.
+    report: String,
+}
+
+impl SlowRun {
+    fn is_exact(&self) -> bool {
+        self.missing == 0 && !self.report.contains("CORRUPT")
+    }
+}
+
+fn slow_config() -> Config {
+    let mut config = Config::default();
+    config.linger = Some(SLOW_READER_LINGER);
+    config
+}
+
+/// `count` small in-order messages from our client into a UDT4 message
+/// server that reads with `pace` until the connection ends.
+fn small_messages_into_udt4(seed: u64, count: u64, pace: &[(&str, String)]) -> SlowRun {
+    let mut a = message_args(
+        ("bind", s("127.0.0.1:0")),
+        "recv",
+        seed,
+        count,
+        SMALL_MIN,
+        SMALL_MAX,
+        true,
+    );
+    a.extend(args(&[("until-end", s(1))]));
+    a.extend(args(pace));
+    let mut server = Peer::spawn("msg_server", &a, PEER_LIMIT);
+    let ep = endpoint(localhost(), slow_config());
+    let sock = ep
+        .connect_with(server.ready_addr(), Options::messages())
+        .expect("connect_messages to UDT4");
+    let mut fnv = harness::Fnv::default();
+    let mut msg = Vec::new();
+    for i in 0..count {
+        build_message(seed, i, SMALL_MIN, SMALL_MAX, &mut msg);
+        fnv.update(&msg);
+        sock.send_msg(&msg)
+            .unwrap_or_else(|e| panic!("send_msg {i}: {e}"));
+    }
+    let probe = sock.try_clone().expect("try_clone");
+    let start = Instant::now();
+    let close = sock.close();
+    let close_took = start.elapsed();
+    let stats = probe.stats();
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    let _ = server.wait_exit(Duration::from_secs(10));
+    let distinct = r.num("distinct") as u64;
+    let intact = r.num("bad") == 0
+        && r.num("dups") == 0
+        && r.num("out_of_order") == 0
+        && (distinct < count || r.hex("fnv") == fnv.value());
+    SlowRun {
+        close,
+        close_took,
+        stats,
+        missing: count.saturating_sub(distinct),
+        report: format!("{}{}", r.line, if intact { "" } else { " CORRUPT" }),
+    }
+}
+
+/// `bytes` of stream `seed` from our client into a UDT4 stream server that
+/// reads with `pace` until the connection ends.
+fn stream_into_udt4(seed: u64, bytes: u64, pace: &[(&str, String)]) -> SlowRun {
+    let mut a = args(&[("bind", s("127.0.0.1:0")), ("seed", s(seed))]);
+    a.extend(args(pace));
+    let mut server = Peer::spawn("stream_server", &a, PEER_LIMIT);
+    let ep = endpoint(localhost(), slow_config());
+    let mut stream = ep.connect(server.ready_addr()).expect("connect");
+    write_pattern(&mut stream, seed, bytes).expect("write");
+    let probe = stream.try_clone().expect("try_clone");
+    let start = Instant::now();
+    let close = stream.close();
+    let close_took = start.elapsed();
+    let stats = probe.stats();
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    let _ = server.wait_exit(Duration::from_secs(10));
+    let got = r.num("bytes") as u64;
+    let intact =
+        r.num("mismatch") == -1 && (got != bytes || r.hex("fnv") == pattern_fnv(seed, bytes));
+    SlowRun {
+        close,
+        close_took,
+        stats,
+        missing: bytes.saturating_sub(got),
+        report: format!("{}{}", r.line, if intact { "" } else { " CORRUPT" }),
+    }
+}
+
+/// Runs `run` `runs` times under CPU load; prints every run, then asserts
+/// that each was byte-exact and that close said so.
+fn under_load_every_run_exact(what: &str, runs: usize, mut run: impl FnMut(usize) -> SlowRun) {
+    let mut load = cpu_load();
+    let mut lossy = 0;
+    let mut waited = 0;
+    let mut failures = Vec::new();
+    for i in 0..runs {
+        let r = run(i);
+        eprintln!(
+            "{what} run {i}: close {:?} after {:?} ({} ACK2s withheld, {} unread at the end), \
+             missing {}: {}",
+            r.close,
+            r.close_took,
+            r.stats.ack2s_withheld,
+            r.stats.peer_unread_packets,
+            r.missing,
+            r.report
+        );
+        if !r.is_exact() {
+            lossy += 1;
+        }
+        if r.stats.ack2s_withheld > 0 {
+            waited += 1;
+        }
+        // Success means the peer reported everything read.
+        if !r.is_exact() || r.close.is_err() || r.stats.peer_unread_packets != 0 {
+            failures.push(format!(
+                "run {i}: close {:?}, {} unread, missing {}: {}",
+                r.close, r.stats.peer_unread_packets, r.missing, r.report
+            ));
+        }
+    }
+    assert!(
+        load.all_running(),
+        "the busy loops ended early: {:?}",
+        load.pids()
+    );
+    eprintln!("{what}: {lossy} of {runs} runs lost data; close waited for the reader in {waited}");
+    assert!(failures.is_empty(), "{what}:\n{}", failures.join("\n"));
+    // The reader really lagged: at least one close had to wait for it.
+    assert!(waited > 0, "{what}: the reader never lagged at close");
+}
+
+/// A UDT4 message reader that sleeps 1 ms after every 64 messages (about
+/// 16 MB/s at most, below what we send), under CPU load: every message of
+/// every run arrives, and close succeeds only once the reader has them all.
+#[test]
+fn small_messages_into_lagging_udt4_reader_under_load_lose_nothing() {
+    let _serial = serial();
+    harness::init_logging();
+    let (bytes, runs) = slow_reader_size();
+    let pace = [("read-sleep-us", s(1000)), ("read-sleep-every", s(64))];
+    under_load_every_run_exact("messages -> lagging UDT4", runs, |i| {
+        let seed = 150 + i as u64;
+        small_messages_into_udt4(seed, small_message_count(seed, bytes), &pace)
+    });
+}
+
+/// The same with a stream: 16 KiB reads, 1 ms of sleep after every fourth.
+#[test]
+fn stream_into_lagging_udt4_reader_under_load_loses_nothing() {
+    let _serial = serial();
+    harness::init_logging();
+    let (bytes, runs) = slow_reader_size();
+    let pace = [
+        ("read-chunk", s(16 * 1024)),
+        ("read-sleep-us", s(1000)),
+        ("read-sleep-every", s(4)),
+    ];
+    under_load_every_run_exact("stream -> lagging UDT4", runs, |i| {
+        stream_into_udt4(170 + i as u64, bytes, &pace)
+    });
+}
+
+/// Asserts that `close` failed because the peer had not read what it
+/// acknowledged, after the linger time and not much later.
+fn assert_closed_unread(close: std::io::Result<()>, took: Duration, linger: Duration) {
+    let err = close.expect_err("close must not report success into a reader that never reads");
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert_eq!(
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<udt::ConnectionError>()),
+        Some(&udt::ConnectionError::PeerUnread),
+        "{err}"
+    );
+    assert!(
+        took >= linger - Duration::from_millis(20) && took < linger + Duration::from_secs(2),
+        "close took {took:?} with a linger of {linger:?}"
+    );
+}
+
+/// A UDT4 reader that does not read within our linger time (it starts
+/// reading 4 s after accepting, our linger is 2 s): close returns an error
+/// once the linger has passed, never success, and the shutdown still goes
+/// out (the peer's reads end with ECONNLOST). Stream and messages.
+#[test]
+fn close_into_a_udt4_reader_that_never_reads_fails_after_linger() {
+    let _serial = serial();
+    harness::init_logging();
+    let linger = Duration::from_secs(2);
+    let mut config = Config::default();
+    config.linger = Some(linger);
+    let late = ("read-start-ms", s(4000));
+
+    let seed = 190;
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[("bind", s("127.0.0.1:0")), ("seed", s(seed)), late.clone()]),
+        PEER_LIMIT,
+    );
+    let ep = endpoint(localhost(), config.clone());
+    let mut stream = ep.connect(server.ready_addr()).expect("connect");
+    // 1 MiB fits in UDT4's receive buffer: all of it is acknowledged.
+    write_pattern(&mut stream, seed, MIB).expect("write");
+    let start = Instant::now();
+    let close = stream.close();
+    assert_closed_unread(close, start.elapsed(), linger);
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    assert_eq!(
+        r.num("err"),
+        2001,
+        "our shutdown ends UDT4's reads: {}",
+        r.line
+    );
+    eprintln!("stream: UDT4 read after the shutdown: {}", r.line);
+
+    let seed = 191;
+    let count = 1000;
+    let mut a = message_args(
+        ("bind", s("127.0.0.1:0")),
+        "recv",
+        seed,
+        count,
+        SMALL_MIN,
+        SMALL_MAX,
+        true,
+    );
+    a.extend(args(&[("until-end", s(1)), late]));
+    let mut server = Peer::spawn("msg_server", &a, PEER_LIMIT);
+    let ep = endpoint(localhost(), config);
+    let sock = ep
+        .connect_with(server.ready_addr(), Options::messages())
+        .expect("connect_messages");
+    let mut msg = Vec::new();
+    for i in 0..count {
+        build_message(seed, i, SMALL_MIN, SMALL_MAX, &mut msg);
+        sock.send_msg(&msg).expect("send_msg");
+    }
+    let start = Instant::now();
+    let close = sock.close();
+    assert_closed_unread(close, start.elapsed(), linger);
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    assert_eq!(
+        r.num("err"),
+        2001,
+        "our shutdown ends UDT4's reads: {}",
+        r.line
+    );
+    eprintln!("messages: UDT4 read after the shutdown: {}", r.line);
+}
+
+// ---------------------------------------------------------------------------
 // The harness itself.
 
 #[test]

@@ -623,3 +623,64 @@ pub fn read_pattern(
     got.fnv = f.value();
     (got, error)
 }
+
+// ---------------------------------------------------------------------------
+// CPU load.
+
+/// Busy loops in child processes, to starve the peers of CPU the way a
+/// loaded machine does. Each loop is `timeout SECS sh -c 'while :; do :; done'`,
+/// so it ends by itself after `limit` even if the test process dies; dropping
+/// the value ends them earlier, by PID (SIGTERM to `timeout`, which passes it
+/// on to its shell), and reaps them.
+pub struct CpuLoad {
+    loops: Vec<Child>,
+}
+
+impl CpuLoad {
+    /// Starts `n` busy loops that last at most `limit`.
+    pub fn start(n: usize, limit: Duration) -> CpuLoad {
+        let secs = limit.as_secs().max(1).to_string();
+        let loops = (0..n)
+            .map(|_| {
+                Command::new("timeout")
+                    .arg(&secs)
+                    .args(["sh", "-c", "while :; do :; done"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("cannot start a busy loop with timeout(1): {e}"))
+            })
+            .collect();
+        CpuLoad { loops }
+    }
+
+    /// The PIDs of the `timeout` processes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.loops.iter().map(Child::id).collect()
+    }
+
+    /// True while every loop is still running.
+    pub fn all_running(&mut self) -> bool {
+        self.loops
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        for child in &mut self.loops {
+            if let Ok(None) = child.try_wait() {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    // SAFETY: kill(2) with the PID of a child we spawned and
+                    // have not reaped yet, so the PID cannot have been reused.
+                    unsafe {
+                        libc::kill(pid, libc::SIGTERM);
+                    }
+                }
+            }
+            let _ = child.wait();
+        }
+    }
+}

@@ -28,6 +28,10 @@ pub enum ConnectionError {
     LocallyClosed,
     /// Close gave up: the linger time passed with data still unacknowledged.
     LingerExpired,
+    /// Close gave up: the peer acknowledged everything, but when the linger
+    /// time passed its ACKs still reported data its application had not
+    /// read. The shutdown was sent; a UDT4 peer may discard that data.
+    PeerUnread,
 }
 
 impl fmt::Display for ConnectionError {
@@ -50,6 +54,10 @@ impl fmt::Display for ConnectionError {
             ConnectionError::LingerExpired => f.write_str(
                 "close gave up waiting for the peer to acknowledge data (linger time expired)",
             ),
+            ConnectionError::PeerUnread => f.write_str(
+                "close gave up waiting for the peer's application to read what it acknowledged \
+                 (linger time expired); the peer may discard what it had not read",
+            ),
         }
     }
 }
@@ -64,7 +72,7 @@ impl From<ConnectionError> for io::Error {
             ConnectionError::PeerAborted => io::ErrorKind::ConnectionAborted,
             ConnectionError::DataLost | ConnectionError::Corrupted => io::ErrorKind::InvalidData,
             ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
-            ConnectionError::LingerExpired => io::ErrorKind::TimedOut,
+            ConnectionError::LingerExpired | ConnectionError::PeerUnread => io::ErrorKind::TimedOut,
         };
         io::Error::new(kind, e)
     }

@@ -4,7 +4,8 @@
 // (--mode send) with the in-order flag of --inorder.
 //
 // msg_server --bind 127.0.0.1:0 [--mode recv|send] --count N [--min B] [--max B]
-//            [--inorder 0|1] [--ttl MS] [--seed S] [--mss M] [--timeout SECONDS]
+//            [--inorder 0|1] [--ttl MS] [--seed S] [--mss M] [--until-end 0|1] [--timeout SECONDS]
+//   receiving: [--read-start-ms T] [--read-sleep-us N] [--read-sleep-every K] (a slow reader, common.h ReadPace)
 // Prints READY addr=IP:PORT, ACCEPTED conn=0 sock=... peer=..., then RESULT.
 // Exits 0 on success.
 
@@ -15,6 +16,7 @@ using namespace peer;
 int main(int argc, char** argv) {
     Args args(argc, argv);
     watchdog(args);
+    set_read_pace(args);
     UDT::startup();
     sockaddr_storage addr;
     int addr_len = 0;
@@ -56,7 +58,11 @@ int main(int argc, char** argv) {
         detail = text;
         ok = error == 0;
     } else {
-        MessageTally t = recv_messages(u, seed, count, min, max, ttl >= 0);
+        // --until-end 1: keep reading after --count messages until the
+        // connection ends (as an application that reads until the sender
+        // closes), so the sender's close is what ends reception.
+        bool until_end = args.num("until-end", 0) != 0;
+        MessageTally t = recv_messages(u, seed, count, min, max, ttl >= 0, until_end);
         detail = tally_text(t);
         ok = t.bad == 0 && t.dups == 0 && (!inorder || t.out_of_order == 0) &&
              (ttl >= 0 ? t.error == 0 : t.distinct == count);

@@ -5,6 +5,7 @@
 // stream_client --connect IP:PORT [--bind IP:PORT] [--mode send|recv]
 //               [--bytes N] [--expect N] [--seed S] [--hold-ms MS] [--mss M] [--verify 0|1]
 //               [--timeout SECONDS]
+//   receiving: [--read-start-ms T] [--read-sleep-us N] [--read-sleep-every K] [--read-chunk B] (a slow reader, common.h ReadPace)
 // Prints CONNECTED sock=... peer=..., then RESULT. Exits 0 on success.
 //
 // With --expect, a receiver waits for the sender's close after the last
@@ -19,6 +20,7 @@ using namespace peer;
 int main(int argc, char** argv) {
     Args args(argc, argv);
     watchdog(args);
+    set_read_pace(args);
     UDT::startup();
     sockaddr_storage server;
     int server_len = 0;

@@ -5,6 +5,7 @@
 // stream_server --bind 127.0.0.1:0 [--mode recv|send] [--bytes N] [--expect N]
 //               [--seed S] [--conns K] [--mss M] [--verify 0|1] [--handler-delay-ms MS]
 //               [--timeout SECONDS]
+//   receiving: [--read-start-ms T] [--read-sleep-us N] [--read-sleep-every K] [--read-chunk B] (a slow reader, common.h ReadPace)
 // Prints READY addr=IP:PORT, then ACCEPTED conn=N sock=... peer=... as each
 // connection is accepted and one RESULT line per connection. Exits 0 when
 // every connection did what was asked.
@@ -82,6 +83,7 @@ void* serve(void* arg) {
 int main(int argc, char** argv) {
     Args args(argc, argv);
     watchdog(args);
+    set_read_pace(args);
     UDT::startup();
     sockaddr_storage addr;
     int addr_len = 0;

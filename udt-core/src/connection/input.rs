@@ -38,7 +38,9 @@ impl Connection {
             // shutdown, a bounded number of times.
             let closed_here = matches!(
                 reason,
-                ConnectionError::LocallyClosed | ConnectionError::LingerExpired
+                ConnectionError::LocallyClosed
+                    | ConnectionError::LingerExpired
+                    | ConnectionError::PeerUnread
             );
             let is_shutdown = matches!(
                 &packet,
@@ -227,22 +229,30 @@ impl Connection {
             return;
         }
         // Confirm every plausible ACK, repeated ones too, so the receiver
-        // gets its RTT sample (UDT4 sends one ACK2 per full/medium ACK).
-        self.queue_control(ControlItem::Ack2(ack.ack_seq));
-        self.counters.ack2s_sent += 1;
-        if outcome == AckOutcome::Repeated {
-            return;
+        // gets its RTT sample (UDT4 sends one ACK2 per full/medium ACK),
+        // except one that acknowledges everything while the peer's
+        // application has not read it all: unconfirmed, it keeps coming back
+        // with the peer's free buffer until the reader catches up
+        // (`Sender::withholds_ack2`, docs/interop.md).
+        if self.sender.withholds_ack2() {
+            self.counters.ack2s_withheld += 1;
+        } else {
+            self.queue_control(ControlItem::Ack2(ack.ack_seq));
+            self.counters.ack2s_sent += 1;
         }
-        self.writable_pending = true;
-        if ack.rtt_us > 0 {
-            let sample = Duration::from_micros(u64::from(ack.rtt_us)).min(MAX_RTT_SAMPLE);
-            self.rtt.update(sample);
+        if outcome == AckOutcome::Advanced {
+            self.writable_pending = true;
+            if ack.rtt_us > 0 {
+                let sample = Duration::from_micros(u64::from(ack.rtt_us)).min(MAX_RTT_SAMPLE);
+                self.rtt.update(sample);
+            }
+            let ctx = self.cc_context(now);
+            self.cc.on_ack(&ctx, ack.ack);
+            self.apply_cc();
         }
-        let ctx = self.cc_context(now);
-        self.cc.on_ack(&ctx, ack.ack);
-        self.apply_cc();
+        // A repeated ACK may be the one that reports the peer drained.
         if let State::Closing { .. } = self.state {
-            if self.sender.buffer().is_empty() {
+            if self.sender.is_peer_drained() {
                 self.queue_shutdown();
                 self.enter_closed(now, ConnectionError::LocallyClosed);
             }

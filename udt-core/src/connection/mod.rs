@@ -29,6 +29,8 @@ use crate::send_buffer::SendBufferError;
 use crate::seq::SocketId;
 use crate::stats::Stats;
 
+#[cfg(test)]
+mod close_tests;
 mod input;
 mod output;
 mod receiver;
@@ -75,8 +77,9 @@ const FIRST_DATA_HOLD: Duration = crate::time::SYN_INTERVAL;
 pub enum State {
     /// Data flows both ways.
     Connected,
-    /// `close` was called: the last data is being delivered before a
-    /// shutdown is sent, until `deadline` (the linger time).
+    /// `close` was called: the last data is being delivered, and read by
+    /// the peer's application where its ACKs tell, before a shutdown is
+    /// sent, until `deadline` (the linger time).
     Closing {
         /// When to give up; `None` never happens in practice (linger off
         /// closes at once) but keeps the type honest.
@@ -361,6 +364,7 @@ impl Connection {
         s.congestion_window = self.sender.cwnd();
         s.packets_in_flight = self.sender.in_flight();
         s.send_buffer_free_bytes = self.sender.buffer().free_bytes();
+        s.peer_unread_packets = self.sender.peer_unread();
         s
     }
 
@@ -515,22 +519,30 @@ impl Connection {
         Ok(Bytes::from(out))
     }
 
-    /// Starts an orderly close: data already written is still delivered
-    /// (for at most the configured linger time), then a shutdown is sent.
-    /// With linger off, or nothing left to deliver, the shutdown goes at once.
+    /// Starts an orderly close: data already written is still delivered,
+    /// and the shutdown waits until the peer's ACKs report that its
+    /// application has read everything (a UDT4 peer discards acknowledged
+    /// data its application has not read when the shutdown arrives), for
+    /// at most the configured linger time. The connection then ends as
+    /// `LocallyClosed`, or, when the linger time runs out, as
+    /// `LingerExpired` (data unacknowledged) or `PeerUnread` (acknowledged,
+    /// not read), with the shutdown sent all the same. With linger off, or
+    /// nothing left to deliver or to be read, the shutdown goes at once.
     pub fn close(&mut self, now: Instant) {
         self.observe_time(now);
         if self.state != State::Connected {
             return;
         }
         match self.config.linger {
-            Some(linger) if !self.sender.buffer().is_empty() => {
+            Some(linger) if !self.sender.is_peer_drained() => {
                 log::debug!(
-                    "{} closing: lingering up to {linger:?} for {} packets in flight and {} bytes unsent",
+                    "{} closing: lingering up to {linger:?} for {} packets in flight, {} bytes unsent \
+                     and {} packets the peer has not read",
                     self.local_id,
                     self.sender.unacked(),
                     self.sender.buffer().capacity() as usize * self.payload_size
-                        - self.sender.buffer().free_bytes()
+                        - self.sender.buffer().free_bytes(),
+                    self.sender.peer_unread()
                 );
                 self.state = State::Closing {
                     deadline: Some(now + linger),

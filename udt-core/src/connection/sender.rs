@@ -50,6 +50,54 @@ pub(super) struct Sender {
     /// Since when the receiver has been reporting as missing data that a
     /// full ACK already released (see [`Sender::is_desynchronized`]).
     behind_since: Option<Instant>,
+    /// What the peer's ACKs say about its application's reading.
+    peer_reader: PeerReader,
+}
+
+/// The peer's receive buffer as its full and medium ACKs report it: how
+/// much its application has not read yet (UDT4 `getAvailBufSize`, §6.4).
+///
+/// A UDT4 receiver discards what it acknowledged but its application has
+/// not read when our shutdown arrives (docs/interop.md), so an orderly close
+/// waits until the peer reports its buffer drained. "Drained" is the largest
+/// free space an empty receiver reports: an empty UDT4 receiver (and ours)
+/// advertises `buffer − 1` packets, and its handshake flow window is
+/// `min(buffer, flight flag size)`, so `handshake window − 1` is a lower
+/// bound; so is the largest value ever reported (a UDT4 peer whose flight
+/// flag size was set below its buffer advertises more than its handshake
+/// window once its reader catches up). The target is the larger of the two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PeerReader {
+    /// The flow window of the peer's handshake.
+    handshake_window: u32,
+    /// The largest available-buffer value an ACK that released data carried.
+    max_available: u32,
+    /// The available buffer of the newest ACK (the one that set the flow
+    /// window); until the first ACK, the handshake window (nothing sent yet,
+    /// nothing unread).
+    available: u32,
+}
+
+impl PeerReader {
+    fn new(handshake_window: u32) -> Self {
+        PeerReader {
+            handshake_window,
+            max_available: 0,
+            available: handshake_window,
+        }
+    }
+
+    /// The free space that means "the application has read everything".
+    fn drained_target(&self) -> u32 {
+        self.handshake_window
+            .saturating_sub(1)
+            .max(self.max_available)
+    }
+
+    /// Packets the peer's application had not read, by its newest ACK.
+    fn unread(&self) -> u32 {
+        self.drained_target().saturating_sub(self.available)
+    }
 }
 
 /// How long the receiver may keep reporting released data as missing
@@ -125,6 +173,7 @@ impl Sender {
             first_data_hold: false,
             rates: RateSmoother::new(),
             behind_since: None,
+            peer_reader: PeerReader::new(flow_window),
         }
     }
 
@@ -193,6 +242,31 @@ impl Sender {
     /// True when the pacer has anything to send.
     pub(super) fn has_work(&self) -> bool {
         !self.loss.is_empty() || self.may_send_new()
+    }
+
+    /// Packets the peer's application had not read yet by the peer's newest
+    /// full or medium ACK (0 before any ACK, or once it reported its
+    /// receive buffer drained).
+    pub(super) fn peer_unread(&self) -> u32 {
+        self.peer_reader.unread()
+    }
+
+    /// True when the peer acknowledged everything written and its newest
+    /// ACK reported its receive buffer drained: its application has read
+    /// everything, so a shutdown now loses nothing.
+    pub(super) fn is_peer_drained(&self) -> bool {
+        self.buffer.is_empty() && self.peer_reader.unread() == 0
+    }
+
+    /// True when the ACK just processed should not be confirmed with an
+    /// ACK2: it acknowledged everything written, but the peer's application
+    /// has not read it all. A UDT4 receiver stops sending ACKs once its
+    /// newest one is confirmed (§6.4), so withholding this ACK2 is what
+    /// keeps its ACKs, and their available-buffer field, coming until the
+    /// reader has caught up. Any later ACK (a repeat reporting more free
+    /// space, or one for new data) is answered as usual.
+    pub(super) fn withholds_ack2(&self) -> bool {
+        self.buffer.is_empty() && self.peer_reader.unread() > 0
     }
 
     // ----- application data -----
@@ -278,6 +352,7 @@ impl Sender {
         self.note_receiver_position(now, seq);
         if !seq.is_before(self.last_ack) {
             self.flow_window = ack.available_buffer;
+            self.peer_reader.available = ack.available_buffer;
             self.last_ack = seq;
         }
         if !seq.is_after(self.last_data_ack) {
@@ -287,6 +362,11 @@ impl Sender {
         self.buffer.ack(seq);
         self.loss.remove_before(seq);
         self.last_data_ack = seq;
+        // Only an ACK that released data raises the drain target: it is the
+        // receiver's real progress, whereas a stray or forged repeat (which
+        // any plausible old ACK number makes) could set an unreachable
+        // target and hold every close until its linger time.
+        self.peer_reader.max_available = self.peer_reader.max_available.max(ack.available_buffer);
         if let Some(rates) = ack.rates {
             self.rates.update(rates.recv_rate, rates.link_capacity);
         }
