@@ -477,3 +477,42 @@ fn a_reader_that_stops_for_longer_than_the_idle_timeout_keeps_its_connection() {
     }
     assert_eq!(got, total);
 }
+
+#[test]
+fn one_stale_nak_does_not_break_a_later_transfer() {
+    // A NAK that arrives after the ACK that covered it (reordering on the
+    // way back) reports released data as missing once; that is no
+    // desynchronisation, however much later the next loss comes.
+    let (mut p, a, b) = lossy_pair(75);
+    let b_addr = p.b_addr;
+    assert_eq!(
+        transfer_under_forgery(&mut p, a, b, 1 << 20, |_, _| {}),
+        Ending::Complete
+    );
+    // Every ACK has arrived: the stale NAK is the last word.
+    p.sim.run_for(Duration::from_secs(1));
+    let mut stale = Vec::new();
+    packet::encode_nak(0, a, [(seq(5), seq(9))].into_iter(), 64, &mut stale);
+    let now = p.sim.now();
+    p.sim
+        .node_mut(p.a)
+        .with_connection(a, |c| c.handle_datagram(now, b_addr, &stale));
+    p.sim.run_for(Duration::from_secs(5));
+    // Any later feedback (here a NAK the sender must ignore) finds the old
+    // report stale.
+    let mut late = Vec::new();
+    let ahead = a_next_seq(&p, a).add(100);
+    packet::encode_nak(0, a, [(ahead, ahead)].into_iter(), 64, &mut late);
+    let now = p.sim.now();
+    p.sim
+        .node_mut(p.a)
+        .with_connection(a, |c| c.handle_datagram(now, b_addr, &late));
+    assert_eq!(
+        p.sim.node(p.a).connection(a).expect("A").state(),
+        udt_core::connection::State::Connected
+    );
+    assert_eq!(
+        transfer_under_forgery(&mut p, a, b, 4 << 20, |_, _| {}),
+        Ending::Complete
+    );
+}

@@ -217,7 +217,9 @@ impl Connection {
     fn on_ack(&mut self, now: Instant, ack: &Ack) {
         self.counters.acks_received += 1;
         let outcome = self.sender.on_ack(now, ack);
-        self.check_desync(now);
+        if self.check_desync(now) {
+            return;
+        }
         if outcome == AckOutcome::Invalid {
             self.counters.dropped.invalid_control += 1;
             log::debug!(
@@ -263,7 +265,9 @@ impl Connection {
     fn on_nak(&mut self, now: Instant, ranges: &LossRanges<'_>) {
         self.counters.naks_received += 1;
         let outcome = self.sender.on_nak(now, ranges);
-        self.check_desync(now);
+        if self.check_desync(now) {
+            return;
+        }
         self.counters.dropped.invalid_control += outcome.invalid;
         self.counters.packets_reported_lost += u64::from(outcome.added);
         if let Some(first) = outcome.first_lost {
@@ -275,8 +279,9 @@ impl Connection {
 
     /// Ends the connection when the receiver keeps missing data a full ACK
     /// released (a forged or corrupted ACK, issue 10 item 3): that data
-    /// cannot be resent, and waiting would hang both sides.
-    fn check_desync(&mut self, now: Instant) {
+    /// cannot be resent, and waiting would hang both sides. Returns true
+    /// when it did.
+    fn check_desync(&mut self, now: Instant) -> bool {
         if self.sender.is_desynchronized(now) && !self.is_closed() {
             log::warn!(
                 "{} peer {} keeps missing data it acknowledged: connection broken",
@@ -285,7 +290,9 @@ impl Connection {
             );
             self.queue_shutdown();
             self.enter_closed(now, ConnectionError::DataLost);
+            return true;
         }
+        false
     }
 
     /// ACK2: an RTT sample for the receiver side (§6.6).

@@ -47,9 +47,9 @@ pub(super) struct Sender {
     first_data_hold: bool,
     /// Smoothed receive rate and link capacity reported in full ACKs.
     rates: RateSmoother,
-    /// Since when the receiver has been reporting as missing data that a
-    /// full ACK already released (see [`Sender::is_desynchronized`]).
-    behind_since: Option<Instant>,
+    /// Reports of the receiver missing data that a full ACK already
+    /// released (see [`Sender::is_desynchronized`]).
+    behind: Option<Behind>,
     /// What the peer's ACKs say about its application's reading.
     peer_reader: PeerReader,
 }
@@ -100,11 +100,31 @@ impl PeerReader {
     }
 }
 
+/// A run of reports that the receiver misses released data.
+#[derive(Clone, Copy, Debug)]
+struct Behind {
+    /// The first report of the run.
+    since: Instant,
+    /// The latest report.
+    last: Instant,
+    /// Reports in the run.
+    count: u32,
+}
+
 /// How long the receiver may keep reporting released data as missing
 /// before the connection is declared broken. An honest receiver's ACK
 /// number never decreases, so only reordering on the return path produces
 /// such reports, and the next ACK (one SYN later) clears them.
 const DESYNC_LIMIT: Duration = Duration::from_secs(2);
+
+/// Reports further apart than this start a new run: a receiver that really
+/// misses released data repeats its NAK at least every RTT + 1 s, while a
+/// lone late NAK (and nothing after it, at the end of a transfer) must not
+/// count against a later one.
+const DESYNC_REPORT_GAP: Duration = Duration::from_secs(3);
+
+/// Reports a run needs before the connection is declared broken.
+const DESYNC_REPORTS: u32 = 3;
 
 /// What a full or medium ACK did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,7 +192,7 @@ impl Sender {
             next_slot: now,
             first_data_hold: false,
             rates: RateSmoother::new(),
-            behind_since: None,
+            behind: None,
             peer_reader: PeerReader::new(flow_window),
         }
     }
@@ -395,7 +415,7 @@ impl Sender {
             if first.is_before(self.last_data_ack) {
                 // Released already: a late NAK, or the receiver never got
                 // what a (forged) full ACK released.
-                self.behind_since.get_or_insert(now);
+                self.note_behind(now);
             }
             if last.is_before(self.last_data_ack) {
                 continue;
@@ -445,10 +465,26 @@ impl Sender {
     /// packet) is behind what a full ACK released.
     fn note_receiver_position(&mut self, now: Instant, reported: SeqNumber) {
         if reported.is_before(self.last_data_ack) {
-            self.behind_since.get_or_insert(now);
+            self.note_behind(now);
         } else {
-            self.behind_since = None;
+            self.behind = None;
         }
+    }
+
+    /// One more report that the receiver misses released data.
+    fn note_behind(&mut self, now: Instant) {
+        self.behind = Some(match self.behind {
+            Some(b) if now.saturating_duration_since(b.last) <= DESYNC_REPORT_GAP => Behind {
+                last: now,
+                count: b.count.saturating_add(1),
+                ..b
+            },
+            _ => Behind {
+                since: now,
+                last: now,
+                count: 1,
+            },
+        });
     }
 
     /// True when the receiver has kept reporting released data as missing
@@ -457,8 +493,11 @@ impl Sender {
     /// resent, so the connection must end with an error rather than hang
     /// or deliver a stream with a hole.
     pub(super) fn is_desynchronized(&self, now: Instant) -> bool {
-        self.behind_since
-            .is_some_and(|t| now.saturating_duration_since(t) > DESYNC_LIMIT)
+        self.behind.is_some_and(|b| {
+            b.count >= DESYNC_REPORTS
+                && now.saturating_duration_since(b.last) <= DESYNC_REPORT_GAP
+                && b.last.saturating_duration_since(b.since) > DESYNC_LIMIT
+        })
     }
 
     // ----- the paced data path -----
