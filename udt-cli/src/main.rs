@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use udt_cli::cmd::{bench, demo, files, pipe};
+use udt_cli::cmd::{bench, broker, demo, files, pipe, punch};
 use udt_cli::net::{self, NetOptions, Transport};
 use udt_cli::proto::{exit, RecvOptions};
 use udt_cli::ui::{parse_size, CliError, Output};
@@ -249,6 +249,15 @@ Examples:
         #[command(flatten)]
         net: NetArgs,
     },
+    /// Introduce `udt punch` peers (and answer STUN Binding) on one UDP port.
+    Broker(broker::BrokerArgs),
+    /// Meet a peer through a broker, punch through NATs, connect directly.
+    #[command(after_help = "\
+Examples:
+  udt broker --listen 0.0.0.0:3478                            # on a public host
+  udt punch --broker broker.example.org:3478 --code blue-fox --send big.iso
+  udt punch --broker broker.example.org:3478 --code blue-fox --out big.iso")]
+    Punch(punch::PunchArgs),
 }
 
 fn main() -> ExitCode {
@@ -285,6 +294,10 @@ fn main() -> ExitCode {
 
 fn run(command: Command, output: Output) -> Result<(), CliError> {
     match command {
+        Command::Broker(args) => broker::run(&args, output)?,
+        Command::Punch(args) => {
+            punch::run(&args, output)?;
+        }
         Command::Send { paths, target, net } => {
             files::send(&files::SendArgs {
                 paths,
