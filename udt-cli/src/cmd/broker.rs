@@ -39,7 +39,9 @@ pub fn run(args: &BrokerArgs, output: Output) -> Result<(), CliError> {
     let local = sock
         .local_addr()
         .map_err(|e| CliError::io("broker address", e))?;
-    output.status(format_args!("udt: broker on {local} (UDP; also a STUN server)"));
+    output.status(format_args!(
+        "udt: broker on {local} (UDP; also a STUN server)"
+    ));
     let mut broker = Broker::new(BrokerConfig {
         max_sessions: args.max_sessions.max(1),
         max_sessions_per_ip: args.max_sessions_per_ip.max(1),

@@ -182,7 +182,9 @@ fn wait_for_pair(
 /// file errors.
 pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
     if !(args.wait.is_finite() && args.wait > 0.0) {
-        return Err(CliError::usage("--wait must be a positive number of seconds"));
+        return Err(CliError::usage(
+            "--wait must be a positive number of seconds",
+        ));
     }
     if args.code.is_empty() || args.code.len() > 64 {
         return Err(CliError::usage("--code must be 1 to 64 bytes"));
@@ -234,9 +236,12 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
         "udt: direct path: {} (remote {}), UDT rendezvous...",
         selected, selected.remote.kind
     ));
-    let mut stream = endpoint
-        .rendezvous(selected.remote.addr)
-        .map_err(|e| CliError::io(&format!("UDT rendezvous with {}", selected.remote.addr), e.into()))?;
+    let mut stream = endpoint.rendezvous(selected.remote.addr).map_err(|e| {
+        CliError::io(
+            &format!("UDT rendezvous with {}", selected.remote.addr),
+            e.into(),
+        )
+    })?;
     let connect_seconds = start.elapsed().as_secs_f64();
     output.status(format_args!(
         "udt: connected to {} in {:.3} s",
@@ -255,8 +260,7 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
         } else {
             Box::new(File::open(path).map_err(|e| CliError::io(&format!("{}", path.display()), e))?)
         };
-        let n = io::copy(&mut input, &mut stream)
-            .map_err(|e| CliError::io("sending", e))?;
+        let n = io::copy(&mut input, &mut stream).map_err(|e| CliError::io("sending", e))?;
         n
     } else {
         let mut out: Box<dyn Write> = match &args.out {
@@ -266,7 +270,8 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
             None => Box::new(io::stdout().lock()),
         };
         let n = io::copy(&mut stream, &mut out).map_err(|e| CliError::io("receiving", e))?;
-        out.flush().map_err(|e| CliError::io("writing the output", e))?;
+        out.flush()
+            .map_err(|e| CliError::io("writing the output", e))?;
         n
     };
     // Closing waits until the peer has acknowledged everything sent.
@@ -294,7 +299,11 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
     } else if output.is_human() && !args.no_data {
         eprintln!(
             "udt: {} {} in {:.2} s: {}",
-            if args.send.is_some() { "sent" } else { "received" },
+            if args.send.is_some() {
+                "sent"
+            } else {
+                "received"
+            },
             ui::bytes(bytes),
             elapsed.as_secs_f64(),
             ui::bitrate(summary.throughput_mbps * 1e6)
