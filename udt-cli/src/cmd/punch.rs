@@ -260,8 +260,7 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
         } else {
             Box::new(File::open(path).map_err(|e| CliError::io(&format!("{}", path.display()), e))?)
         };
-        let n = io::copy(&mut input, &mut stream).map_err(|e| CliError::io("sending", e))?;
-        n
+        io::copy(&mut input, &mut stream).map_err(|e| CliError::io("sending", e))?
     } else {
         let mut out: Box<dyn Write> = match &args.out {
             Some(p) => Box::new(io::BufWriter::new(

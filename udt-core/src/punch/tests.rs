@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+#[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
+fn epoch() -> Instant {
+    Instant::now()
+}
+
 fn sa(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
 }
@@ -113,7 +118,7 @@ const BROKER: &str = "198.18.0.1:3478";
 impl Net {
     fn new(nats: Vec<Nat>) -> Net {
         Net {
-            now: Instant::now(),
+            now: epoch(),
             broker_addr: sa(BROKER),
             broker: Broker::new(BrokerConfig::default()),
             hosts: Vec::new(),
@@ -479,7 +484,7 @@ mod broker {
         let mut req = Vec::new();
         Message::new(Class::Request, stun::method::BINDING, [3; 12]).encode(false, &mut req);
         let from = sa("203.0.113.9:5555");
-        b.handle(Instant::now(), from, &req);
+        b.handle(epoch(), from, &req);
         let got = answers(&mut b);
         assert_eq!(got.len(), 1);
         let (to, m) = &got[0];
@@ -497,7 +502,7 @@ mod broker {
         m.push(0x0003, vec![0, 0, 0, 0]); // CHANGE-REQUEST (RFC 5780)
         let mut req = Vec::new();
         m.encode(false, &mut req);
-        b.handle(Instant::now(), sa("203.0.113.9:5555"), &req);
+        b.handle(epoch(), sa("203.0.113.9:5555"), &req);
         let got = answers(&mut b);
         assert_eq!(got[0].1.error_code(), Some(420));
         assert_eq!(
@@ -509,7 +514,7 @@ mod broker {
     #[test]
     fn introduces_the_second_peer_to_the_first() {
         let mut b = Broker::new(BrokerConfig::default());
-        let now = Instant::now();
+        let now = epoch();
         let (pa, pb) = (sa("198.18.1.1:40000"), sa("198.18.2.1:40001"));
         b.handle(now, pa, &register("k", 1, "192.0.2.1:9000"));
         let first = answers(&mut b);
@@ -548,7 +553,7 @@ mod broker {
         };
         let per_ip = config.max_sessions_per_ip;
         let mut b = Broker::new(config);
-        let now = Instant::now();
+        let now = epoch();
         for i in 0..10_000u32 {
             let from = SocketAddr::new(
                 "203.0.113.66".parse().expect("ip"),
@@ -583,7 +588,7 @@ mod broker {
         };
         let ttl = config.registration_ttl;
         let mut b = Broker::new(config);
-        let now = Instant::now();
+        let now = epoch();
         for i in 0..20u8 {
             let from = SocketAddr::new(IpAddr::from([198, 18, 9, i]), 1000);
             b.handle(now, from, &register(&format!("s{i}"), i, "192.0.2.1:1"));
