@@ -17,6 +17,9 @@ need_apt=()
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
 [ -f /usr/include/udt/udt.h ] || need_apt+=(libudt-dev)
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
+# The NAT lab (udt-cli/tests/nat_lab.rs) builds namespaces with ip and nft.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "scripts/test.sh: the tests need ${need_apt[*]}; run this script as root on a" \

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 
-use udt_cli::cmd::{bench, demo, files, pipe};
+use udt_cli::cmd::{bench, broker, demo, files, pipe, punch};
 use udt_cli::net::AllowList;
 use udt_cli::net::{self, NetOptions, Transport};
 use udt_cli::proto::{exit, RecvOptions};
@@ -376,6 +376,15 @@ Examples:
     },
     /// Print the manual page (roff) to stdout: `udt man > udt.1`.
     Man,
+    /// Introduce `udt punch` peers (and answer STUN Binding) on one UDP port.
+    Broker(broker::BrokerArgs),
+    /// Meet a peer through a broker, punch through NATs, connect directly.
+    #[command(after_help = "\
+Examples:
+  udt broker --listen 0.0.0.0:3478                            # on a public host
+  udt punch --broker broker.example.org:3478 --code blue-fox --send big.iso
+  udt punch --broker broker.example.org:3478 --code blue-fox --out big.iso")]
+    Punch(punch::PunchArgs),
 }
 
 impl Command {
@@ -390,6 +399,8 @@ impl Command {
             Command::Connect { .. } => "connect",
             Command::Bench { .. } => "bench",
             Command::Demo { .. } => "demo",
+            Command::Broker(_) => "broker",
+            Command::Punch(_) => "punch",
         }
     }
 }
@@ -454,6 +465,10 @@ fn main() -> ExitCode {
 
 fn run(command: Command, output: Output) -> Result<(), CliError> {
     match command {
+        Command::Broker(args) => broker::run(&args, output)?,
+        Command::Punch(args) => {
+            punch::run(&args, output)?;
+        }
         Command::Completions { shell } => {
             let mut cli = Cli::command();
             clap_complete::generate(shell, &mut cli, "udt", &mut std::io::stdout());
