@@ -1,7 +1,7 @@
 //! Congestion control: the [`CongestionControl`] trait (the role of UDT4's
-//! `CCC`), the native UDT rate-based controller ([`NativeCc`]) and the
-//! per-packet delivery-rate samples a model-based controller feeds on
-//! ([`AckSample`], [`RateSample`]).
+//! `CCC`), the native UDT rate-based controller ([`NativeCc`]), the
+//! model-based controller ([`BbrCc`]) and the per-packet delivery-rate
+//! samples a model-based controller feeds on ([`AckSample`], [`RateSample`]).
 //!
 //! A controller only decides *how fast* the sender sends: the pacing rate
 //! (or inter-packet period) and the congestion window. It runs on the
@@ -13,9 +13,13 @@ use std::time::{Duration, Instant};
 
 use crate::seq::SeqNumber;
 
+mod bbr;
+mod choice;
 mod delivery;
 mod native;
 
+pub use bbr::{BbrCc, BbrCcFactory, BbrProfile};
+pub use choice::{CcAlgorithm, ParseCcAlgorithmError};
 pub use delivery::{AckSample, RateSample};
 pub(crate) use delivery::DeliveryTracker;
 pub use native::{NativeCc, NativeCcFactory};
