@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::histogram::DelayHistogram;
 use super::loss::{Loss, LossState};
 use crate::rng::Rng;
 
@@ -146,6 +147,8 @@ pub(crate) struct Link {
     corrupt_rng: Rng,
     loss_state: LossState,
     bottleneck: Bottleneck,
+    /// How long accepted datagrams waited in the bottleneck queue.
+    pub(crate) queue_delay: DelayHistogram,
 }
 
 impl Link {
@@ -164,6 +167,7 @@ impl Link {
             corrupt_rng: stream(4),
             loss_state: LossState::default(),
             bottleneck: Bottleneck::default(),
+            queue_delay: DelayHistogram::default(),
         }
     }
 
@@ -185,7 +189,10 @@ impl Link {
         let departs = match c.bandwidth_bps {
             None => now,
             Some(bps) => match self.bottleneck.enqueue(now, len, bps, c.queue_bytes) {
-                Some(t) => t,
+                Some(t) => {
+                    self.queue_delay.record(self.bottleneck.last_wait);
+                    t
+                }
                 None => {
                     self.stats.queue_dropped += 1;
                     return Verdict::Drop;
@@ -254,6 +261,9 @@ struct Bottleneck {
     /// Remainder (in 1/bps ns) of the serialization times so far, carried
     /// so the long-run rate is exact rather than rounded per datagram.
     carry: u128,
+    /// How long the datagram accepted last waited before its serialization
+    /// began.
+    last_wait: Duration,
 }
 
 impl Bottleneck {
@@ -294,6 +304,7 @@ impl Bottleneck {
         self.carry = numerator % bps as u128;
         let finish = start.checked_add(Duration::from_nanos(u64::try_from(ns).ok()?))?;
         self.busy_until = Some(finish);
+        self.last_wait = start - now;
         Some(finish)
     }
 }
