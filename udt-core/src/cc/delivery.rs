@@ -50,6 +50,11 @@ pub struct RateSample {
     pub tx_in_flight: u32,
     /// Packets reported lost between the sampled packet's send and now.
     pub lost: u64,
+    /// Loss events reported in the same time: runs of consecutive lost
+    /// packets, each counted once (a burst of radio loss is one event; a
+    /// drop-tail queue overflowing under paced traffic drops every few
+    /// packets, many events).
+    pub loss_events: u64,
     /// Packets sent (first transmissions and retransmissions) between the
     /// sampled packet's send and now: `lost / sent` is the loss rate over
     /// the same stretch of time, however late the ACK came.
@@ -106,6 +111,8 @@ struct Record {
     first_sent_ns: u64,
     /// The connection's lost count then.
     lost: u64,
+    /// The connection's loss-event count then.
+    loss_events: u64,
     /// The connection's sent count then (this packet included).
     sent: u64,
     /// Packets in flight just after this one was sent.
@@ -121,6 +128,7 @@ const UNSENT: Record = Record {
     delivered_ns: 0,
     first_sent_ns: 0,
     lost: 0,
+    loss_events: 0,
     sent: 0,
     tx_in_flight: 0,
     flags: 0,
@@ -148,6 +156,8 @@ pub(crate) struct DeliveryTracker {
     first_sent_ns: u64,
     /// Packets reported lost so far.
     lost: u64,
+    /// Loss events (runs of lost packets) reported so far.
+    loss_events: u64,
     /// Data packets sent so far, retransmissions included.
     sent: u64,
     /// While non-zero, the flow is application-limited until `delivered`
@@ -168,6 +178,7 @@ impl DeliveryTracker {
             delivered_ns: 0,
             first_sent_ns: 0,
             lost: 0,
+            loss_events: 0,
             sent: 0,
             app_limited_until: 0,
             sacked: 0,
@@ -225,6 +236,7 @@ impl DeliveryTracker {
             delivered_ns: self.delivered_ns,
             first_sent_ns: self.first_sent_ns,
             lost: self.lost,
+            loss_events: self.loss_events,
             sent: self.sent,
             tx_in_flight: in_flight,
             flags: SENT,
@@ -272,9 +284,11 @@ impl DeliveryTracker {
             .is_some_and(|r| r.flags & RETRANSMITTED != 0 && r.sent_ns >= since_ns)
     }
 
-    /// A NAK reported `count` packets lost for the first time.
-    pub(crate) fn on_lost(&mut self, count: u32) {
+    /// A NAK reported `count` packets lost for the first time, in
+    /// `events` runs.
+    pub(crate) fn on_lost(&mut self, count: u32, events: u32) {
         self.lost += u64::from(count);
+        self.loss_events += u64::from(events);
     }
 
     /// An ACK said everything before `ack` arrived. Returns what it
@@ -401,6 +415,7 @@ impl DeliveryTracker {
                 prior_delivered: p.delivered,
                 tx_in_flight: p.tx_in_flight,
                 lost: self.lost.saturating_sub(p.lost),
+                loss_events: self.loss_events.saturating_sub(p.loss_events),
                 sent: self.sent.saturating_sub(p.sent),
                 is_app_limited: p.flags & APP_LIMITED != 0,
             })
@@ -515,7 +530,7 @@ mod tests {
         let mut d = DeliveryTracker::new(seq(0), t0);
         d.on_sent(ms(t0, 0), seq(0), 1, 1);
         d.on_sent(ms(t0, 1), seq(1), 2, 2);
-        d.on_lost(1);
+        d.on_lost(1, 1);
         // Packet 1 retransmitted at 30 ms; the ACK of both at 45 ms.
         d.on_sent(ms(t0, 30), seq(1), 2, 2);
         assert!(d.retransmitted_since(seq(1), ms(t0, 30)));
@@ -529,7 +544,7 @@ mod tests {
         let rate = s.rate.expect("rate");
         // Sampled from the retransmission (the newest send); no loss
         // reported or packet sent after it.
-        assert_eq!((rate.lost, rate.sent), (0, 0));
+        assert_eq!((rate.lost, rate.loss_events, rate.sent), (0, 0, 0));
         assert_eq!(d.lost(), 1);
     }
 

@@ -245,7 +245,7 @@ impl Connection {
             .on_nak(ranges, |seq| delivery.retransmitted_since(seq, since));
         self.counters.dropped.invalid_control += outcome.invalid;
         self.counters.packets_reported_lost += u64::from(outcome.added);
-        self.delivery.on_lost(outcome.added);
+        self.delivery.on_lost(outcome.added, outcome.events);
         // A NAK also proves which packets arrived (delivery.rs).
         let sender = &self.sender;
         let sample = self.delivery.on_nak(now, ranges, |seq| sender.is_queued(seq));

@@ -75,6 +75,8 @@ pub(super) struct NakOutcome {
     pub(super) invalid: u64,
     /// Sequence numbers newly queued for retransmission.
     pub(super) added: u32,
+    /// Loss events among them: runs of consecutive numbers newly queued.
+    pub(super) events: u32,
     /// The first newly reported loss, if the NAK brought news: only then is
     /// it a congestion signal.
     pub(super) first_lost: Option<SeqNumber>,
@@ -385,6 +387,9 @@ impl Sender {
     fn queue_lost(&mut self, first: SeqNumber, last: SeqNumber, out: &mut NakOutcome) {
         let added = self.loss.insert(first, last);
         out.added += added;
+        if added > 0 {
+            out.events += 1;
+        }
         // Only news is a congestion signal: our periodic NAK repeats
         // losses already reported, which must not cut the rate again.
         if added > 0 && out.first_lost.is_none() {

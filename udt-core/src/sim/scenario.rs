@@ -19,6 +19,9 @@ use crate::stats::Stats;
 /// The bottleneck queue of the measurements: 50 ms at the link rate.
 pub const QUEUE_50_MS: Duration = Duration::from_millis(50);
 
+/// How long a datagram picked for reordering is held back.
+pub const REORDER_DELAY: Duration = Duration::from_millis(1);
+
 /// One path and the flows that cross it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scenario {
@@ -35,6 +38,9 @@ pub struct Scenario {
     /// Extra per-datagram delay drawn from `[0, jitter]` (reorders datagrams
     /// sent closer together than it).
     pub jitter: Duration,
+    /// Share of the datagrams held back by [`REORDER_DELAY`] (overtaken by
+    /// the ones sent in that time).
+    pub reorder: f64,
     /// When each bulk flow starts sending, from the start of the run; one
     /// entry per flow.
     pub flow_starts: Vec<Duration>,
@@ -49,6 +55,7 @@ impl Scenario {
             loss,
             queue: QUEUE_50_MS,
             jitter: Duration::ZERO,
+            reorder: 0.0,
             flow_starts: vec![Duration::ZERO],
         }
     }
@@ -97,12 +104,12 @@ impl Scenario {
         )
     }
 
-    /// S3 with up to 0.2 ms of jitter: a few percent of the datagrams
-    /// arrive out of order.
+    /// S3 with 1 % of the datagrams held back by 1 ms (overtaken by the
+    /// next ~25) on top of its 1 % loss.
     pub fn reordering() -> Scenario {
         Scenario {
             name: "reorder",
-            jitter: Duration::from_micros(200),
+            reorder: 0.01,
             ..Self::s3()
         }
     }
@@ -135,6 +142,8 @@ impl Scenario {
         LinkConfig {
             delay: self.one_way_delay,
             jitter: self.jitter,
+            reorder: self.reorder,
+            reorder_delay: REORDER_DELAY,
             loss: self.loss,
             bandwidth_bps: Some(bps),
             queue_bytes: queue_bytes.max(2 * 1500),

@@ -81,6 +81,10 @@ const FULL_BW_ROUNDS: u32 = 3;
 /// The multiplicative cut of the bounds on congestion.
 const BETA: f64 = 0.7;
 
+/// Packets beyond the BDP the window allows once the pipe is full: one
+/// light-ACK interval (a receiver acknowledges at least every 64 packets).
+const ACK_ALLOWANCE: f64 = 64.0;
+
 /// The smallest congestion window, packets.
 const MIN_CWND: f64 = 4.0;
 
@@ -97,8 +101,8 @@ const MIN_BW: f64 = 1.0;
 /// losses is not taken for congestion.
 const LOSS_SIGNIFICANCE: f64 = 2.0;
 
-/// A round whose loss rate is above the threshold must also have lost at
-/// least this many packets to count as congestion.
+/// A round whose loss rate is above the threshold must also have seen at
+/// least this many loss events to count as congestion.
 const MIN_LOSS_EVENTS: u64 = 4;
 
 /// How the controller weighs loss.
@@ -334,9 +338,9 @@ impl BbrCc {
         );
     }
 
-    /// True when `lost` of `total` packets is clearly above the profile's
-    /// loss threshold (by [`LOSS_SIGNIFICANCE`] standard deviations of a
-    /// random loss at the threshold rate).
+    /// True when `lost` loss events in `total` packets are clearly above
+    /// the profile's loss threshold (by [`LOSS_SIGNIFICANCE`] standard
+    /// deviations of a random loss at the threshold rate).
     fn is_congestion(&self, lost: u64, total: u64) -> bool {
         if lost < MIN_LOSS_EVENTS {
             return false;
@@ -517,11 +521,28 @@ impl BbrCc {
         };
 
         let bdp = self.bdp(bw);
-        let mut target = self.cwnd_gain * bdp;
-        // UDT's ACK is cumulative: packets that arrived behind a hole stay
-        // "in flight" until the hole is repaired, about one more round trip
-        // plus an ACK interval later. While losses are being repaired the
-        // window allows for them, so random loss does not become a stall.
+        // Startup and Drain leave room for the doubling. Once the pipe is
+        // full, the window is the BDP (times the probing gain) plus a fixed
+        // allowance for the ACK clock: a UDT receiver acknowledges every 64
+        // packets or every 10 ms, so that much may be delivered and not yet
+        // acknowledged. A fixed allowance, rather than BBR's 2×BDP, matters
+        // when flows end up window-limited behind a standing queue: each
+        // then keeps about the same number of packets queued, so they
+        // converge to equal rates (as TCP Vegas flows do) instead of
+        // keeping whatever shares they had.
+        let mut target = match self.mode {
+            Mode::Startup | Mode::Drain => self.cwnd_gain * bdp,
+            _ => {
+                self.pacing_gain.max(1.0) * bdp
+                    + ACK_ALLOWANCE
+                    + bw * SYN_INTERVAL.as_secs_f64() / 10.0
+            }
+        };
+        // UDT's ACK is cumulative, and a NAK proves only the packets sent
+        // before the one that revealed the gap: what is sent after it stays
+        // "in flight" until the hole is repaired, about a round trip and an
+        // ACK interval later. While losses are being repaired the window
+        // allows for that, so random loss does not become a window stall.
         let recent_loss = self
             .last_loss_round
             .is_some_and(|r| self.round <= r.saturating_add(2));
@@ -585,12 +606,14 @@ impl CongestionControl for BbrCc {
                 self.bw_latest = 0.0;
             }
             // Loss is judged over the sampled packet's round trip: the
-            // packets reported lost against those sent in the same time.
+            // loss events reported against the packets sent in the same
+            // time. Counting events, not packets, keeps a burst of radio
+            // loss from looking like a queue overflowing.
             let total = rs.sent.max(u64::from(rs.tx_in_flight));
             let answered = self
                 .congestion_delivered
                 .is_some_and(|d| rs.prior_delivered < d);
-            if !answered && self.is_congestion(rs.lost, total) {
+            if !answered && self.is_congestion(rs.loss_events, total) {
                 self.on_congestion(ctx, rs.delivered);
             }
             let mut rate = rs.delivery_rate();
