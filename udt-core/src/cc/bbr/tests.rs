@@ -146,7 +146,10 @@ fn startup_doubles_then_finds_the_bandwidth_and_drains() {
         path.round(&mut cc);
     }
     assert_eq!(cc.mode_name(), "probe-bw");
-    assert!(path.queue < 0.3 * path.capacity * 0.05, "queue {}", path.queue);
+    // At most what one probe adds (a quarter of the BDP) and the ACK
+    // allowance wait in the queue, far from its 500 packets.
+    let bdp = 10_000.0 * 0.050;
+    assert!(path.queue <= 0.25 * bdp + ACK_ALLOWANCE + 20.0, "queue {}", path.queue);
     let rate = cc.pacing_rate().unwrap_or(0.0);
     assert!((7_000.0..=12_600.0).contains(&rate), "pacing {rate}");
 }
@@ -249,7 +252,11 @@ fn congestion_cuts_the_bounds_and_a_quiet_cycle_lifts_them() {
     }
     let after = cc.bandwidth().expect("measured");
     assert!(after > 0.95 * before, "bound not lifted: {after} vs {before}");
-    assert!(cc.congestion_window() > 1.5 * bdp, "window bound not lifted");
+    assert!(
+        cc.congestion_window() >= bdp + ACK_ALLOWANCE,
+        "window bound not lifted: {}",
+        cc.congestion_window()
+    );
 }
 
 #[test]
