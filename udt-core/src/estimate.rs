@@ -249,6 +249,8 @@ pub struct RateSmoother {
     bandwidth: u32,
     recv_rate_measured: bool,
     bandwidth_measured: bool,
+    /// The latest valid arrival speed reported, unsmoothed (0 before any).
+    latest_recv_rate: u32,
 }
 
 impl RateSmoother {
@@ -259,6 +261,7 @@ impl RateSmoother {
             bandwidth: 1,
             recv_rate_measured: false,
             bandwidth_measured: false,
+            latest_recv_rate: 0,
         }
     }
 
@@ -274,6 +277,26 @@ impl RateSmoother {
     pub fn update(&mut self, recv_rate: u32, bandwidth: u32) {
         self.recv_rate = smooth(self.recv_rate, recv_rate, &mut self.recv_rate_measured);
         self.bandwidth = smooth(self.bandwidth, bandwidth, &mut self.bandwidth_measured);
+    }
+
+    /// Notes the arrival speed of a full ACK as it is, whether or not the
+    /// ACK is news (UDT4 smooths only the rates of ACKs that acknowledge
+    /// new data; [`update`](Self::update) keeps that). 0, or a value UDT4
+    /// would read as negative, means "not measurable now".
+    pub fn note_latest(&mut self, recv_rate: u32) {
+        self.latest_recv_rate = if recv_rate <= i32::MAX as u32 {
+            recv_rate
+        } else {
+            0
+        };
+    }
+
+    /// The arrival speed of the latest full ACK, packets/s, unsmoothed; 0
+    /// before any or when the receiver could not measure it. While the
+    /// path is saturated it is a direct measurement of the bottleneck rate,
+    /// free of the ACK compression that delivery-rate samples suffer.
+    pub fn latest_recv_rate(&self) -> u32 {
+        self.latest_recv_rate
     }
 
     /// True once a receiver has reported a real arrival rate.

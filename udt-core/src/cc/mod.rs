@@ -1,18 +1,27 @@
 //! Congestion control: the [`CongestionControl`] trait (the role of UDT4's
-//! `CCC`) and the native UDT rate-based controller ([`NativeCc`]).
+//! `CCC`), the native UDT rate-based controller ([`NativeCc`]), the
+//! model-based controller ([`BbrCc`]) and the per-packet delivery-rate
+//! samples a model-based controller feeds on ([`AckSample`], [`RateSample`]).
 //!
-//! A controller only decides *how fast* the sender sends: the inter-packet
-//! period and the congestion window. It runs on the sending side only, and
-//! the peer never learns which controller is in use, so any controller is
-//! wire-compatible with UDT4.
+//! A controller only decides *how fast* the sender sends: the pacing rate
+//! (or inter-packet period) and the congestion window. It runs on the
+//! sending side only, and the peer never learns which controller is in use,
+//! so any controller is wire-compatible with UDT4.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::seq::SeqNumber;
 
+mod bbr;
+mod choice;
+mod delivery;
 mod native;
 
+pub use bbr::{BbrCc, BbrCcFactory, BbrProfile};
+pub use choice::{CcAlgorithm, ParseCcAlgorithmError};
+pub(crate) use delivery::DeliveryTracker;
+pub use delivery::{AckSample, RateSample};
 pub use native::{NativeCc, NativeCcFactory};
 
 /// The congestion window every controller starts from, packets (UDT4's
@@ -37,10 +46,39 @@ pub struct CcContext {
     /// Smoothed link capacity estimate reported by the receiver, packets/s
     /// (UDT4 `m_iBandwidth`, starts at 1).
     pub bandwidth: u32,
+    /// The packet arrival speed the receiver reported in its latest full
+    /// ACK, unsmoothed, packets/s; 0 until one arrives.
+    pub recv_speed: u32,
     /// The largest sequence number sent so far (UDT4 `m_iSndCurrSeqNo`).
     pub send_current_seq: SeqNumber,
     /// The flow window the peer granted in the handshake, packets (UDT4 `MaxCWnd`).
     pub max_window: u32,
+    /// Packets sent and neither acknowledged nor known lost (TCP's "pipe"):
+    /// everything sent since the last ACK, less the packets NAKs reported
+    /// lost that have not been retransmitted yet.
+    pub in_flight: u32,
+    /// Packets acknowledged so far on this connection (cumulative ACKs,
+    /// light ones included).
+    pub delivered: u64,
+    /// Packets NAKs have reported lost so far (each report of news counted
+    /// once; a repeated report is not counted again).
+    pub lost: u64,
+    /// The sender has no new data to send: the application, not the
+    /// network, limits the rate.
+    pub app_limited: bool,
+}
+
+/// What the congestion window counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WindowBasis {
+    /// Every packet sent since the last ACK, lost ones included (UDT4:
+    /// `SndCurrSeqNo − SndLastAck < cwnd`).
+    #[default]
+    Sent,
+    /// Only packets in flight ([`CcContext::in_flight`]): packets a NAK
+    /// reported lost do not occupy the window until they are retransmitted.
+    /// The flow window still bounds everything sent since the last ACK.
+    InFlight,
 }
 
 /// A pluggable congestion controller (UDT4 `CCC`).
@@ -63,10 +101,26 @@ pub trait CongestionControl: Send + fmt::Debug {
     fn on_packet_sent(&mut self, _ctx: &CcContext, _seq: SeqNumber) {}
     /// A data packet arrived.
     fn on_packet_received(&mut self, _ctx: &CcContext, _seq: SeqNumber) {}
+    /// An ACK (full, medium or light) acknowledged new packets: the
+    /// per-packet delivery-rate sample and RTT sample it produced. Called
+    /// before [`on_ack`](Self::on_ack) for a full or medium ACK. UDT4's
+    /// controllers have no such hook; the default ignores it.
+    fn on_ack_sample(&mut self, _ctx: &CcContext, _sample: &AckSample) {}
     /// The inter-packet sending period in microseconds (UDT4 `m_dPktSndPeriod`).
     fn send_period_us(&self) -> f64;
+    /// The pacing rate in packets per second, if the controller sets one;
+    /// `None` (the default) paces at one packet per
+    /// [`send_period_us`](Self::send_period_us), as UDT4 does.
+    fn pacing_rate(&self) -> Option<f64> {
+        None
+    }
     /// The congestion window in packets (UDT4 `m_dCWndSize`).
     fn congestion_window(&self) -> f64;
+    /// What [`congestion_window`](Self::congestion_window) counts; UDT4's
+    /// [`WindowBasis::Sent`] by default.
+    fn window_basis(&self) -> WindowBasis {
+        WindowBasis::Sent
+    }
     /// How often the receiver side sends a full ACK; `None` means every SYN.
     /// Capped at the SYN interval by the connection.
     fn ack_period(&self) -> Option<Duration> {

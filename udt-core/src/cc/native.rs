@@ -354,8 +354,13 @@ mod tests {
             rtt: Duration::from_millis(100),
             recv_rate: 16,
             bandwidth: 1,
+            recv_speed: 0,
             send_current_seq: SeqNumber::new(ISN).prev(),
             max_window: 8192,
+            in_flight: 0,
+            delivered: 0,
+            lost: 0,
+            app_limited: false,
         }
     }
 

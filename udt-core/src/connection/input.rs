@@ -75,7 +75,7 @@ impl Connection {
             Packet::Control(c) => match c.control {
                 Control::Handshake(hs) => self.on_handshake(&hs),
                 Control::KeepAlive => {}
-                Control::LightAck { ack } => self.on_light_ack(ack),
+                Control::LightAck { ack } => self.on_light_ack(now, ack),
                 Control::Ack(ack) => self.on_ack(now, &ack),
                 Control::Nak(ranges) => self.on_nak(now, &ranges),
                 Control::CongestionWarning => {
@@ -207,10 +207,27 @@ impl Connection {
     }
 
     /// Light ACK: moves the flow window, releases nothing (§6.5).
-    fn on_light_ack(&mut self, ack: SeqNumber) {
+    fn on_light_ack(&mut self, now: Instant, ack: SeqNumber) {
         if !self.sender.on_light_ack(ack) {
             self.counters.dropped.invalid_control += 1;
+            return;
         }
+        if self.on_delivery(now, ack) {
+            self.apply_cc();
+        }
+    }
+
+    /// Gives the controller the delivery-rate sample of an ACK that
+    /// acknowledged new packets; returns whether there was one.
+    fn on_delivery(&mut self, now: Instant, ack: SeqNumber) -> bool {
+        let sample = self.delivery.on_ack(now, ack);
+        self.sender.set_sacked(self.delivery.sacked());
+        let Some(sample) = sample else {
+            return false;
+        };
+        let ctx = self.cc_context(now);
+        self.cc.on_ack_sample(&ctx, &sample);
+        true
     }
 
     /// Full or medium ACK (UDT4 `processCtrl` case 2, §6.5).
@@ -248,8 +265,13 @@ impl Connection {
                 let sample = Duration::from_micros(u64::from(ack.rtt_us)).min(MAX_RTT_SAMPLE);
                 self.rtt.update(sample);
             }
+            self.on_delivery(now, ack.ack);
             let ctx = self.cc_context(now);
             self.cc.on_ack(&ctx, ack.ack);
+            self.apply_cc();
+        } else if self.on_delivery(now, ack.ack) {
+            // A repeated ACK: a light ACK may have covered less, and
+            // anything new still counts.
             self.apply_cc();
         }
         // A repeated ACK may be the one that reports the peer drained.
@@ -264,15 +286,37 @@ impl Connection {
     /// NAK (UDT4 `processCtrl` case 3, §6.3): queue retransmissions.
     fn on_nak(&mut self, now: Instant, ranges: &LossRanges<'_>) {
         self.counters.naks_received += 1;
-        let outcome = self.sender.on_nak(now, ranges);
+        // A report of a number retransmitted less than a smoothed RTT ago
+        // was sent before that retransmission could arrive.
+        let since = now.checked_sub(self.rtt.rtt()).unwrap_or(now);
+        let delivery = &self.delivery;
+        let outcome = self
+            .sender
+            .on_nak(now, ranges, |seq| delivery.retransmitted_since(seq, since));
         if self.check_desync(now) {
             return;
         }
         self.counters.dropped.invalid_control += outcome.invalid;
         self.counters.packets_reported_lost += u64::from(outcome.added);
+        self.delivery.on_lost(outcome.added, outcome.events);
+        // A NAK also proves which packets arrived (delivery.rs).
+        let sender = &self.sender;
+        let sample = self
+            .delivery
+            .on_nak(now, ranges, |seq| sender.is_queued(seq));
+        self.sender.set_sacked(self.delivery.sacked());
+        let mut changed = false;
+        if let Some(sample) = sample {
+            let ctx = self.cc_context(now);
+            self.cc.on_ack_sample(&ctx, &sample);
+            changed = true;
+        }
         if let Some(first) = outcome.first_lost {
             let ctx = self.cc_context(now);
             self.cc.on_loss(&ctx, first, outcome.added);
+            changed = true;
+        }
+        if changed {
             self.apply_cc();
         }
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::cc::{CcContext, CongestionControl};
+use crate::cc::{CcContext, CongestionControl, DeliveryTracker};
 use crate::config::{Config, SocketType};
 use crate::error::{ConnectionError, ReadError, WriteError};
 use crate::estimate::RttEstimator;
@@ -149,6 +149,8 @@ pub struct Connection {
     receiver: Receiver,
     rtt: RttEstimator,
     cc: Box<dyn CongestionControl>,
+    /// Per-packet delivery records for the controller's rate samples.
+    delivery: DeliveryTracker,
     control: VecDeque<ControlItem>,
     /// Last time any packet arrived from the peer.
     last_heard: Instant,
@@ -213,6 +215,7 @@ impl Connection {
             sender,
             receiver,
             rtt: RttEstimator::new(),
+            delivery: DeliveryTracker::new(params.send_isn, now),
             control: VecDeque::with_capacity(32),
             last_heard: now,
             last_send_time: now,
@@ -625,15 +628,27 @@ impl Connection {
                 0
             },
             bandwidth: self.sender.rates().bandwidth(),
+            recv_speed: self.sender.rates().latest_recv_rate(),
             send_current_seq: self.sender.current(),
             max_window: self.sender.flow_window(),
+            in_flight: self.sender.pipe(),
+            delivered: self.delivery.delivered(),
+            lost: self.delivery.lost(),
+            app_limited: self.delivery.is_app_limited(),
         }
     }
 
     /// Copies the controller's period and window into the sender, applying
     /// the configured bandwidth cap (UDT4 `CCUpdate`).
     fn apply_cc(&mut self) {
-        let mut period_us = self.cc.send_period_us();
+        let mut period_us = match self.cc.pacing_rate() {
+            // The sender sends every sixteenth packet back to back with the
+            // one before (the packet pair for the receiver's capacity
+            // estimate), so 16 packets take 15 periods: stretch the period
+            // so that the rate is the one the controller asked for.
+            Some(rate) if rate.is_finite() && rate > 0.0 => 1e6 / rate * 16.0 / 15.0,
+            _ => self.cc.send_period_us(),
+        };
         if !period_us.is_finite() || period_us < 0.0 {
             period_us = 1.0;
         }
@@ -646,7 +661,8 @@ impl Connection {
         // A period over a second would starve the EXP and keep-alive logic.
         period_us = period_us.min(1e6);
         let period = Duration::from_nanos((period_us * 1000.0) as u64);
-        self.sender.set_pacing(period, self.cc.congestion_window());
+        self.sender
+            .set_pacing(period, self.cc.congestion_window(), self.cc.window_basis());
     }
 
     fn enter_closed(&mut self, now: Instant, reason: ConnectionError) {

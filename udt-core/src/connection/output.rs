@@ -184,6 +184,15 @@ impl Connection {
     fn on_data_sent(&mut self, now: Instant, seq: SeqNumber, len: u64) {
         self.counters.packets_sent += 1;
         self.counters.bytes_sent += len;
+        let pipe = self.sender.pipe();
+        self.delivery
+            .on_sent(now, seq, pipe, self.sender.in_flight());
+        self.sender.set_sacked(self.delivery.sacked());
+        if self.sender.is_idle() {
+            // The application has nothing more for now: rate samples until
+            // this flight is delivered show the application, not the path.
+            self.delivery.mark_app_limited(pipe);
+        }
         let ctx = self.cc_context(now);
         self.cc.on_packet_sent(&ctx, seq);
     }

@@ -599,3 +599,49 @@ fn periodic_nak_survives_a_full_control_queue() {
         sent.iter().map(|d| packet::decode(d)).collect::<Vec<_>>()
     );
 }
+
+/// A NAK from the peer reporting `ranges`.
+fn nak_in(ranges: &[(SeqNumber, SeqNumber)]) -> Vec<u8> {
+    let mut d = Vec::new();
+    packet::encode_nak(0, LOCAL, ranges.iter().copied(), FULL / 4, &mut d);
+    d
+}
+
+/// Drains what is due at `at` and counts the retransmissions among it.
+fn retransmissions_at(s: &mut Script, at: Duration) -> usize {
+    let now = s.t0 + at;
+    s.conn.handle_timeout(now);
+    let mut n = 0;
+    while let Some(t) = s.conn.poll_transmit(now, &mut s.buf) {
+        if t.kind == TransmitKind::Retransmit {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn a_report_older_than_the_retransmission_is_not_news() {
+    // Our periodic NAK repeats the whole loss list, so a report of a
+    // packet can arrive after the sender already retransmitted it and
+    // before that retransmission could have reached the receiver. Sending
+    // it again then is a duplicate, and counting it a second loss.
+    let mut s = Script::new(Config::default());
+    let payload = [0x5A; 100];
+    assert_eq!(s.conn.write(&payload), Ok(100));
+    s.expect(ms(0), &[data_out(ms(0), ISN, &payload)]);
+    let report = nak_in(&[(ISN, ISN)]);
+    s.feed(ms(5), &report);
+    assert_eq!(retransmissions_at(&mut s, ms(5)), 1);
+    assert_eq!(s.conn.stats().packets_reported_lost, 1);
+    // The same report 1 ms later (the RTT is 100 ms): no news.
+    s.feed(ms(6), &report);
+    assert_eq!(retransmissions_at(&mut s, ms(6)), 0);
+    assert_eq!(s.conn.stats().packets_reported_lost, 1);
+    // A report more than a round trip after the retransmission means it
+    // was lost too: retransmit again.
+    s.feed(ms(150), &report);
+    assert_eq!(retransmissions_at(&mut s, ms(150)), 1);
+    assert_eq!(s.conn.stats().packets_reported_lost, 2);
+    assert_eq!(s.conn.stats().packets_retransmitted, 2);
+}

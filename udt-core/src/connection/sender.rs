@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cc::INITIAL_CONGESTION_WINDOW;
+use crate::cc::{WindowBasis, INITIAL_CONGESTION_WINDOW};
 use crate::estimate::RateSmoother;
 use crate::loss_list::LossList;
 use crate::packet::{self, Ack, DataHeader, LossRanges};
@@ -38,6 +38,11 @@ pub(super) struct Sender {
     flow_window: u32,
     /// Congestion window from the controller, packets.
     cwnd: f64,
+    /// What the congestion window counts.
+    window_basis: WindowBasis,
+    /// Packets beyond `last_ack` that NAKs proved delivered (the
+    /// connection's delivery tracker keeps the count).
+    sacked: u32,
     /// Inter-packet period from the controller (after the bandwidth cap).
     period: Duration,
     /// When the next data packet may leave.
@@ -147,6 +152,8 @@ pub(super) struct NakOutcome {
     pub(super) invalid: u64,
     /// Sequence numbers newly queued for retransmission.
     pub(super) added: u32,
+    /// Loss events among them: runs of consecutive numbers newly queued.
+    pub(super) events: u32,
     /// The first newly reported loss, if the NAK brought news: only then is
     /// it a congestion signal.
     pub(super) first_lost: Option<SeqNumber>,
@@ -188,6 +195,8 @@ impl Sender {
             current: isn.prev(),
             flow_window,
             cwnd: INITIAL_CONGESTION_WINDOW,
+            window_basis: WindowBasis::Sent,
+            sacked: 0,
             period: Duration::from_micros(1),
             next_slot: now,
             first_data_hold: false,
@@ -239,6 +248,30 @@ impl Sender {
         self.current.next().offset_from(self.last_ack).max(0) as u32
     }
 
+    /// Packets in flight: sent and not yet acknowledged, less those known
+    /// lost and not yet retransmitted and those NAKs proved delivered.
+    pub(super) fn pipe(&self) -> u32 {
+        self.in_flight()
+            .saturating_sub(self.loss.len())
+            .saturating_sub(self.sacked)
+    }
+
+    /// Records how many packets beyond the last ACK are known delivered.
+    pub(super) fn set_sacked(&mut self, sacked: u32) {
+        self.sacked = sacked;
+    }
+
+    /// True when `seq` waits in the loss list for retransmission.
+    pub(super) fn is_queued(&self, seq: SeqNumber) -> bool {
+        self.loss.contains(seq)
+    }
+
+    /// True when the application has written nothing that is still unsent
+    /// and no retransmission is pending: the flow is application-limited.
+    pub(super) fn is_idle(&self) -> bool {
+        self.buffer.next_unsent().is_none() && self.loss.is_empty()
+    }
+
     /// Packets sent and not yet released from the buffer.
     pub(super) fn unacked(&self) -> u32 {
         self.current.next().offset_from(self.last_data_ack).max(0) as u32
@@ -256,7 +289,20 @@ impl Sender {
 
     /// True when a new packet could go out now if the pacer allows.
     fn may_send_new(&self) -> bool {
-        self.buffer.next_unsent().is_some() && self.in_flight() < self.window()
+        if self.buffer.next_unsent().is_none() {
+            return false;
+        }
+        match self.window_basis {
+            WindowBasis::Sent => self.in_flight() < self.window(),
+            WindowBasis::InFlight => {
+                let cwnd = if self.cwnd.is_finite() && self.cwnd > 0.0 {
+                    (self.cwnd as u32).max(1)
+                } else {
+                    u32::MAX
+                };
+                self.in_flight() < self.flow_window.max(1) && self.pipe() < cwnd
+            }
+        }
     }
 
     /// True when the pacer has anything to send.
@@ -313,9 +359,10 @@ impl Sender {
     // ----- pacing -----
 
     /// Installs the controller's period and window.
-    pub(super) fn set_pacing(&mut self, period: Duration, cwnd: f64) {
+    pub(super) fn set_pacing(&mut self, period: Duration, cwnd: f64, basis: WindowBasis) {
         self.period = period;
         self.cwnd = cwnd;
+        self.window_basis = basis;
     }
 
     /// Holds the first data packet back until `until`.
@@ -375,6 +422,12 @@ impl Sender {
             self.peer_reader.available = ack.available_buffer;
             self.last_ack = seq;
         }
+        if let Some(rates) = ack.rates {
+            // The raw arrival speed counts even when the ACK repeats an
+            // old number (a hole stalls it); the UDT4 smoothing below does
+            // not see it.
+            self.rates.note_latest(rates.recv_rate);
+        }
         if !seq.is_after(self.last_data_ack) {
             // A repeated ACK: UDT4 stops here (no RTT or rate update).
             return AckOutcome::Repeated;
@@ -394,8 +447,14 @@ impl Sender {
     }
 
     /// NAK (UDT4 `processCtrl` case 3, §6.3): queues the reported losses
-    /// for retransmission.
-    pub(super) fn on_nak(&mut self, now: Instant, ranges: &LossRanges<'_>) -> NakOutcome {
+    /// for retransmission, except the numbers for which `stale(seq)` says
+    /// the report predates their latest retransmission.
+    pub(super) fn on_nak(
+        &mut self,
+        now: Instant,
+        ranges: &LossRanges<'_>,
+        stale: impl Fn(SeqNumber) -> bool,
+    ) -> NakOutcome {
         let mut out = NakOutcome::default();
         for item in ranges.iter() {
             let Ok((first, last)) = item else {
@@ -421,15 +480,43 @@ impl Sender {
                 continue;
             }
             let first = first.max_of(self.last_data_ack);
-            let added = self.loss.insert(first, last);
-            out.added += added;
-            // Only news is a congestion signal: our periodic NAK repeats
-            // losses already reported, which must not cut the rate again.
-            if added > 0 && out.first_lost.is_none() {
-                out.first_lost = Some(first);
+            // Our periodic NAK repeats the whole loss list; a number
+            // retransmitted less than a round trip ago is still on its way,
+            // and queueing it again would send it twice.
+            let mut run: Option<SeqNumber> = None;
+            let mut seq = first;
+            loop {
+                if stale(seq) {
+                    if let Some(start) = run.take() {
+                        self.queue_lost(start, seq.prev(), &mut out);
+                    }
+                } else if run.is_none() {
+                    run = Some(seq);
+                }
+                if seq == last {
+                    break;
+                }
+                seq = seq.next();
+            }
+            if let Some(start) = run {
+                self.queue_lost(start, last, &mut out);
             }
         }
         out
+    }
+
+    /// Queues `[first, last]` for retransmission and counts what was news.
+    fn queue_lost(&mut self, first: SeqNumber, last: SeqNumber, out: &mut NakOutcome) {
+        let added = self.loss.insert(first, last);
+        out.added += added;
+        if added > 0 {
+            out.events += 1;
+        }
+        // Only news is a congestion signal: our periodic NAK repeats
+        // losses already reported, which must not cut the rate again.
+        if added > 0 && out.first_lost.is_none() {
+            out.first_lost = Some(first);
+        }
     }
 
     /// The EXP timer expired (UDT4 `checkTimers`, §7). With data

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::histogram::DelayHistogram;
 use super::loss::{Loss, LossState};
 use crate::rng::Rng;
 
@@ -24,7 +25,8 @@ pub const DEFAULT_DELAY: Duration = Duration::from_millis(10);
 /// the blackhole, the bottleneck (serialization at `bandwidth_bps` behind a
 /// drop-tail queue of `queue_bytes`), random loss, duplication, corruption
 /// (each copy independently), then propagation (`delay` plus a uniform
-/// jitter in `[0, jitter]`).
+/// jitter in `[0, jitter]`, plus `reorder_delay` for the datagrams picked
+/// for reordering).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinkConfig {
     /// Propagation delay.
@@ -37,6 +39,13 @@ pub struct LinkConfig {
     /// Probability that a delivered datagram arrives twice (the copy gets
     /// its own jitter).
     pub duplicate: f64,
+    /// Probability that a datagram is held back by `reorder_delay`, so that
+    /// datagrams sent up to that much later overtake it: occasional
+    /// reordering, unlike the wholesale shuffle of a jitter larger than the
+    /// spacing of the datagrams.
+    pub reorder: f64,
+    /// How long a datagram picked for reordering is held back.
+    pub reorder_delay: Duration,
     /// Probability that one random bit of a datagram copy is flipped.
     pub corrupt: f64,
     /// Bottleneck rate in bits per second; `None` for an unlimited link.
@@ -63,6 +72,8 @@ impl LinkConfig {
             jitter: Duration::ZERO,
             loss: Loss::None,
             duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay: Duration::ZERO,
             corrupt: 0.0,
             bandwidth_bps: None,
             queue_bytes: 0,
@@ -144,8 +155,11 @@ pub(crate) struct Link {
     jitter_rng: Rng,
     duplicate_rng: Rng,
     corrupt_rng: Rng,
+    reorder_rng: Rng,
     loss_state: LossState,
     bottleneck: Bottleneck,
+    /// How long accepted datagrams waited in the bottleneck queue.
+    pub(crate) queue_delay: DelayHistogram,
 }
 
 impl Link {
@@ -162,8 +176,10 @@ impl Link {
             jitter_rng: stream(2),
             duplicate_rng: stream(3),
             corrupt_rng: stream(4),
+            reorder_rng: stream(5),
             loss_state: LossState::default(),
             bottleneck: Bottleneck::default(),
+            queue_delay: DelayHistogram::default(),
         }
     }
 
@@ -185,7 +201,10 @@ impl Link {
         let departs = match c.bandwidth_bps {
             None => now,
             Some(bps) => match self.bottleneck.enqueue(now, len, bps, c.queue_bytes) {
-                Some(t) => t,
+                Some(t) => {
+                    self.queue_delay.record(self.bottleneck.last_wait);
+                    t
+                }
                 None => {
                     self.stats.queue_dropped += 1;
                     return Verdict::Drop;
@@ -223,7 +242,17 @@ impl Link {
         } else {
             Duration::from_nanos(self.jitter_rng.below(jitter_ns + 1))
         };
-        departs.checked_add(self.config.delay)?.checked_add(extra)
+        // Drawn only when enabled, so that links without reordering keep
+        // the random streams (and runs) they always had.
+        let held = if self.config.reorder > 0.0 && self.reorder_rng.chance(self.config.reorder) {
+            self.config.reorder_delay
+        } else {
+            Duration::ZERO
+        };
+        departs
+            .checked_add(self.config.delay)?
+            .checked_add(extra)?
+            .checked_add(held)
     }
 
     /// Flips one random bit of `datagram` with the configured probability.
@@ -254,6 +283,9 @@ struct Bottleneck {
     /// Remainder (in 1/bps ns) of the serialization times so far, carried
     /// so the long-run rate is exact rather than rounded per datagram.
     carry: u128,
+    /// How long the datagram accepted last waited before its serialization
+    /// began.
+    last_wait: Duration,
 }
 
 impl Bottleneck {
@@ -294,6 +326,7 @@ impl Bottleneck {
         self.carry = numerator % bps as u128;
         let finish = start.checked_add(Duration::from_nanos(u64::try_from(ns).ok()?))?;
         self.busy_until = Some(finish);
+        self.last_wait = start - now;
         Some(finish)
     }
 }
@@ -431,5 +464,31 @@ mod tests {
             hi <= Duration::from_micros(1300) && hi > Duration::from_micros(1290),
             "{hi:?}"
         );
+    }
+
+    #[test]
+    fn reorder_holds_back_the_configured_share() {
+        let t0 = epoch();
+        let mut link = Link::new(
+            LinkConfig {
+                reorder: 0.1,
+                reorder_delay: Duration::from_millis(2),
+                ..LinkConfig::ideal(Duration::from_millis(1))
+            },
+            0,
+            11,
+        );
+        let mut held = 0;
+        for _ in 0..10_000 {
+            let Verdict::Deliver { at, .. } = link.offer(t0, 10) else {
+                panic!("ideal link dropped");
+            };
+            match (at - t0).as_millis() {
+                1 => {}
+                3 => held += 1,
+                other => panic!("arrival after {other} ms"),
+            }
+        }
+        assert!((900..1100).contains(&held), "held {held}");
     }
 }

@@ -19,11 +19,14 @@
 //! reused slab and the event heap keeps its capacity.
 
 pub mod harness;
+mod histogram;
 mod link;
 mod loss;
+pub mod scenario;
 mod udt_node;
 mod wakeup;
 
+pub use histogram::DelayHistogram;
 pub use link::{LinkConfig, LinkStats, DEFAULT_DELAY, MAX_DATAGRAM};
 pub use loss::Loss;
 pub use udt_node::UdtNode;
@@ -359,6 +362,13 @@ impl<N: Endpoint> Sim<N> {
     pub fn link_stats(&self, from: NodeId, to: NodeId) -> Option<&LinkStats> {
         let &i = self.link_index.get(&(from.0, to.0))?;
         self.links.get(i).map(|l| &l.stats)
+    }
+
+    /// How long datagrams waited in the bottleneck queue of the link
+    /// direction `from → to` so far; `None` if the nodes are not linked.
+    pub fn link_queue_delay(&self, from: NodeId, to: NodeId) -> Option<&DelayHistogram> {
+        let &i = self.link_index.get(&(from.0, to.0))?;
+        self.links.get(i).map(|l| &l.queue_delay)
     }
 
     /// Datagrams sent to an address with no node, or to a node with no

@@ -224,6 +224,8 @@ fn messy_link() -> LinkConfig {
         jitter: ms(3),
         loss: Loss::Bernoulli(0.1),
         duplicate: 0.05,
+        reorder: 0.0,
+        reorder_delay: Duration::ZERO,
         corrupt: 0.05,
         bandwidth_bps: Some(10_000_000),
         queue_bytes: 20_000,

@@ -84,6 +84,13 @@ impl UdtNode {
         self.store(h, s)
     }
 
+    /// Starts connecting with a configuration of its own (another
+    /// congestion controller, say) instead of the node's.
+    pub fn connect_with(&mut self, now: Instant, peer: SocketAddr, config: Config) -> SocketId {
+        let (h, s) = self.endpoint.connect(now, peer, Arc::new(config));
+        self.store(h, s)
+    }
+
     /// Starts connecting with a chosen initial sequence number (tests of
     /// the sequence wrap).
     pub fn connect_with_isn(&mut self, now: Instant, peer: SocketAddr, isn: SeqNumber) -> SocketId {

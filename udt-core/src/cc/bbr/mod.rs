@@ -1,0 +1,706 @@
+//! A model-based congestion controller in the spirit of BBR (the IETF
+//! draft-ietf-ccwg-bbr and the BBR papers by Cardwell et al.), written for
+//! UDT's cumulative ACKs and NAKs.
+//!
+//! It keeps a model of the path: the bottleneck bandwidth (the largest
+//! per-packet delivery rate of the last [`BW_WINDOW_ROUNDS`] round trips) and
+//! the round-trip propagation delay (the smallest RTT of the last
+//! [`MIN_RTT_WINDOW`]). It paces at the bandwidth times a gain and bounds
+//! the packets in flight by a multiple of their product, the BDP:
+//!
+//! * **Startup** paces at 2.77× the bandwidth found so far, doubling the
+//!   rate every round trip, until three rounds in a row raise the bandwidth
+//!   by less than 25 %, or a round loses more than the profile's loss
+//!   threshold. A single loss never ends it.
+//! * **Drain** paces below the bandwidth until the queue Startup built is gone.
+//! * **ProbeBw** cycles through eight phases of one minimum RTT each: one
+//!   at 1.25× (probe for more bandwidth), one at 0.75× (drain what the probe
+//!   queued), six at 1×.
+//! * **ProbeRtt**: when the minimum RTT has not been seen for
+//!   [`MIN_RTT_WINDOW`], the window drops to half the BDP for 200 ms and a
+//!   round trip, so that the queue empties and the true RTT shows.
+//!
+//! Loss is judged as a rate per round trip, not per event: a round whose
+//! loss rate is clearly above the profile's threshold (2 % for
+//! [`BbrProfile::Fair`], 15 % for [`BbrProfile::Bulk`]) is congestion, and
+//! cuts the bandwidth and in-flight bounds to 70 %; random loss below the
+//! threshold only costs its retransmissions. A full probe cycle without
+//! congestion lifts the bounds again.
+
+use std::time::{Duration, Instant};
+
+mod filter;
+#[cfg(test)]
+mod tests;
+
+use filter::{MaxPerRound, MinRtt};
+
+use super::{
+    AckSample, CcContext, CongestionControl, CongestionControlFactory, WindowBasis,
+    INITIAL_CONGESTION_WINDOW,
+};
+use crate::rng::Rng;
+use crate::seq::SeqNumber;
+use crate::time::SYN_INTERVAL;
+
+/// Round trips the bandwidth filter remembers.
+pub const BW_WINDOW_ROUNDS: usize = 10;
+
+/// How long a minimum RTT stays valid without being seen again; after it,
+/// ProbeRtt looks for it.
+pub const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long ProbeRtt holds the small window (at least one round trip too).
+const PROBE_RTT_DURATION: Duration = Duration::from_millis(200);
+
+/// The window during ProbeRtt, as a fraction of the BDP (BBRv2's choice:
+/// half the BDP drains the queue without the v1 collapse to 4 packets).
+const PROBE_RTT_CWND_GAIN: f64 = 0.5;
+
+/// Startup's pacing gain, 4·ln 2: the smallest gain that doubles the
+/// delivery rate every round trip.
+const STARTUP_PACING_GAIN: f64 = 2.77;
+
+/// Drain's pacing gain, the inverse of Startup's.
+const DRAIN_PACING_GAIN: f64 = 1.0 / STARTUP_PACING_GAIN;
+
+/// The window as a multiple of the BDP: room for ACKs that arrive late or
+/// in bunches (UDT acknowledges every 10 ms, and a light ACK every 64
+/// packets).
+const CWND_GAIN: f64 = 2.0;
+
+/// The eight ProbeBw phases: probe up, drain the probe, cruise.
+const PROBE_BW_GAINS: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+
+/// Startup ends when the bandwidth grew less than this factor ...
+const FULL_BW_GROWTH: f64 = 1.25;
+
+/// ... for this many round trips in a row.
+const FULL_BW_ROUNDS: u32 = 3;
+
+/// The multiplicative cut of the bounds on congestion.
+const BETA: f64 = 0.7;
+
+/// Packets beyond the BDP the window allows once the pipe is full: one
+/// light-ACK interval (a receiver acknowledges at least every 64 packets).
+const ACK_ALLOWANCE: f64 = 64.0;
+
+/// The smallest congestion window, packets.
+const MIN_CWND: f64 = 4.0;
+
+/// Pace 1 % below the estimate so that a queue built by an overestimate
+/// drains by itself.
+const PACING_MARGIN: f64 = 0.99;
+
+/// The bandwidth assumed before any sample, and the floor of any estimate:
+/// one packet per second.
+const MIN_BW: f64 = 1.0;
+
+/// Loss rounds are judged on at least this many standard deviations above
+/// the threshold, so that a round of few packets with one or two random
+/// losses is not taken for congestion.
+const LOSS_SIGNIFICANCE: f64 = 2.0;
+
+/// A round whose loss rate is above the threshold must also have seen at
+/// least this many loss events to count as congestion.
+const MIN_LOSS_EVENTS: u64 = 4;
+
+/// How the controller weighs loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum BbrProfile {
+    /// For shared paths: a round trip losing more than about 2 % of its
+    /// packets is congestion (the threshold BBRv2 and v3 use), and the
+    /// bandwidth and in-flight bounds are cut to 70 %.
+    #[default]
+    Fair,
+    /// For dedicated or lossy links (satellite, radio, a leased line): only
+    /// a round trip losing more than about 15 % is congestion, about where
+    /// BBRv1's throughput starts to fall under random loss. On a shared
+    /// path it yields to other flows only under heavy loss.
+    Bulk,
+}
+
+impl BbrProfile {
+    /// The per-round loss rate above which a round counts as congestion.
+    pub const fn loss_threshold(self) -> f64 {
+        match self {
+            BbrProfile::Fair => 0.02,
+            BbrProfile::Bulk => 0.15,
+        }
+    }
+}
+
+/// The controller's state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Startup,
+    Drain,
+    ProbeBw,
+    ProbeRtt,
+}
+
+/// The model-based controller. Build it with [`BbrCc::new`] or through
+/// [`BbrCcFactory`].
+#[derive(Debug, Clone)]
+pub struct BbrCc {
+    profile: BbrProfile,
+    mode: Mode,
+    /// Largest delivery rate per round, packets/s.
+    max_bw: MaxPerRound<BW_WINDOW_ROUNDS>,
+    /// Short-term bound on the bandwidth after congestion (∞ when unset).
+    bw_lo: f64,
+    /// The largest delivery rate of the current and of the previous round.
+    bw_latest: f64,
+    bw_latest_prev: f64,
+    /// Bound on the packets in flight after congestion (∞ when unset).
+    inflight_hi: f64,
+    min_rtt: MinRtt,
+    /// The connection's smoothed RTT, used until a sample exists.
+    srtt: Duration,
+    /// Round trips counted so far.
+    round: u64,
+    /// A round ends when a packet sent after this many deliveries is acked.
+    next_round_delivered: u64,
+    /// The latest sample ended a round.
+    round_start: bool,
+    /// Lost and delivered counts when the current round started.
+    round_lost_base: u64,
+    round_delivered_base: u64,
+    /// The last round in which any loss was reported.
+    last_loss_round: Option<u64>,
+    /// The current ProbeBw cycle saw congestion: keep the bounds.
+    congested_in_cycle: bool,
+    /// Deliveries counted when congestion was last acted on: samples of
+    /// packets sent before then describe the flight already answered.
+    congestion_delivered: Option<u64>,
+    /// Startup found the bandwidth.
+    filled_pipe: bool,
+    full_bw: f64,
+    full_bw_rounds: u32,
+    /// ProbeBw phase and when it began.
+    cycle_index: usize,
+    cycle_stamp: Option<Instant>,
+    /// ProbeRtt: when the small window may end, once reached.
+    probe_rtt_done: Option<Instant>,
+    probe_rtt_round_done: bool,
+    pacing_gain: f64,
+    cwnd_gain: f64,
+    /// Pacing rate, packets/s.
+    pacing_rate: f64,
+    /// Congestion window, packets (counting packets in flight).
+    cwnd: f64,
+    rng: Rng,
+}
+
+impl BbrCc {
+    /// A controller in its pre-`init` state (Startup, window 16).
+    pub fn new(profile: BbrProfile) -> Self {
+        BbrCc {
+            profile,
+            mode: Mode::Startup,
+            max_bw: MaxPerRound::new(),
+            bw_lo: f64::INFINITY,
+            bw_latest: 0.0,
+            bw_latest_prev: 0.0,
+            inflight_hi: f64::INFINITY,
+            min_rtt: MinRtt::new(),
+            srtt: Duration::from_millis(100),
+            round: 0,
+            next_round_delivered: 0,
+            round_start: false,
+            round_lost_base: 0,
+            round_delivered_base: 0,
+            last_loss_round: None,
+            congested_in_cycle: false,
+            congestion_delivered: None,
+            filled_pipe: false,
+            full_bw: 0.0,
+            full_bw_rounds: 0,
+            cycle_index: 0,
+            cycle_stamp: None,
+            probe_rtt_done: None,
+            probe_rtt_round_done: false,
+            pacing_gain: STARTUP_PACING_GAIN,
+            cwnd_gain: CWND_GAIN,
+            pacing_rate: 0.0,
+            cwnd: INITIAL_CONGESTION_WINDOW,
+            rng: Rng::new(0),
+        }
+    }
+
+    /// The profile this controller weighs loss with.
+    pub fn profile(&self) -> BbrProfile {
+        self.profile
+    }
+
+    /// The bottleneck bandwidth the controller believes in, packets/s
+    /// (the filtered maximum, lowered by a congestion bound), or `None`
+    /// before the first sample.
+    pub fn bandwidth(&self) -> Option<f64> {
+        let max = self.max_bw.get(self.round);
+        (max > 0.0).then(|| max.min(self.bw_lo).max(MIN_BW))
+    }
+
+    /// The smallest RTT seen in the current window.
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt.get()
+    }
+
+    /// True once Startup has found the bandwidth.
+    pub fn has_filled_pipe(&self) -> bool {
+        self.filled_pipe
+    }
+
+    /// The name of the current state, for logs and tests.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Mode::Startup => "startup",
+            Mode::Drain => "drain",
+            Mode::ProbeBw => "probe-bw",
+            Mode::ProbeRtt => "probe-rtt",
+        }
+    }
+
+    /// The RTT the model uses: the windowed minimum, or the connection's
+    /// smoothed RTT before any sample.
+    fn rtt(&self) -> Duration {
+        self.min_rtt.get().unwrap_or(self.srtt)
+    }
+
+    /// The bandwidth-delay product in packets at bandwidth `bw`.
+    fn bdp(&self, bw: f64) -> f64 {
+        bw * self.rtt().as_secs_f64()
+    }
+
+    /// The bandwidth used for pacing: the model's, or before any sample,
+    /// the initial window per smoothed RTT.
+    fn model_bw(&self) -> f64 {
+        self.bandwidth()
+            .unwrap_or_else(|| INITIAL_CONGESTION_WINDOW / self.srtt.as_secs_f64().max(1e-3))
+    }
+
+    fn enter_drain(&mut self) {
+        self.mode = Mode::Drain;
+        self.pacing_gain = DRAIN_PACING_GAIN;
+        self.cwnd_gain = CWND_GAIN;
+    }
+
+    fn enter_probe_bw(&mut self, now: Instant) {
+        self.mode = Mode::ProbeBw;
+        self.cwnd_gain = CWND_GAIN;
+        // Start in a random cruise phase so that flows sharing a
+        // bottleneck do not probe in step.
+        self.cycle_index = 2 + self.rng.below(6) as usize;
+        self.cycle_stamp = Some(now);
+        self.pacing_gain = PROBE_BW_GAINS[self.cycle_index];
+    }
+
+    fn enter_probe_rtt(&mut self) {
+        self.mode = Mode::ProbeRtt;
+        self.pacing_gain = 1.0;
+        self.probe_rtt_done = None;
+        self.probe_rtt_round_done = false;
+    }
+
+    fn exit_probe_rtt(&mut self, now: Instant) {
+        self.min_rtt.confirm(now);
+        if self.filled_pipe {
+            self.enter_probe_bw(now);
+        } else {
+            self.mode = Mode::Startup;
+            self.pacing_gain = STARTUP_PACING_GAIN;
+            self.cwnd_gain = CWND_GAIN;
+        }
+    }
+
+    /// The end of a round trip: judge its loss rate.
+    fn end_round(&mut self, ctx: &CcContext) {
+        let lost = ctx.lost.saturating_sub(self.round_lost_base);
+        let delivered = ctx.delivered.saturating_sub(self.round_delivered_base);
+        self.round_lost_base = ctx.lost;
+        self.round_delivered_base = ctx.delivered;
+        if lost > 0 {
+            self.last_loss_round = Some(self.round);
+        }
+        log::trace!(
+            "bbr: round {} {} lost {lost}/{} bw {:.0} (lo {:.0}) rtt {:?} pacing {:.0} cwnd {:.0} hi {:.0} inflight {}",
+            self.round,
+            self.mode_name(),
+            lost + delivered,
+            self.max_bw.get(self.round),
+            self.bw_lo,
+            self.rtt(),
+            self.pacing_rate,
+            self.cwnd,
+            self.inflight_hi,
+            ctx.in_flight
+        );
+    }
+
+    /// True when `lost` loss events in `total` packets are clearly above
+    /// the profile's loss threshold (by [`LOSS_SIGNIFICANCE`] standard
+    /// deviations of a random loss at the threshold rate).
+    fn is_congestion(&self, lost: u64, total: u64) -> bool {
+        if lost < MIN_LOSS_EVENTS {
+            return false;
+        }
+        let total = total.max(lost) as f64;
+        let p = self.profile.loss_threshold();
+        let expected = p * total;
+        let sd = (expected * (1.0 - p)).sqrt();
+        lost as f64 > expected + LOSS_SIGNIFICANCE * sd
+    }
+
+    /// A round lost too much: in Startup the pipe is full; later, cut the
+    /// bounds.
+    fn on_congestion(&mut self, ctx: &CcContext, flight_delivered: u64) {
+        // React once per flight: the next signal must come from a packet
+        // sent after this reaction.
+        self.congestion_delivered = Some(ctx.delivered);
+        let bw = self.model_bw();
+        match self.mode {
+            Mode::Startup => {
+                log::debug!("bbr: startup ends on loss at {bw:.0} packets/s");
+                self.filled_pipe = true;
+                self.inflight_hi = self.bdp(bw).max(flight_delivered as f64).max(MIN_CWND);
+                self.enter_drain();
+            }
+            _ => {
+                self.congested_in_cycle = true;
+                // Cut to 70 %, but never below what the path delivered in
+                // the last round trips (BBRv2's lower bounds): a loss rate
+                // that stays high at the lower rate is not ours to cure, so
+                // it must not drive the rate down round after round.
+                let latest = self.bw_latest.max(self.bw_latest_prev);
+                self.bw_lo = (BETA * bw).max(latest).max(MIN_BW);
+                let inflight = f64::from(ctx.in_flight).max(self.bdp(bw));
+                self.inflight_hi = (BETA * self.inflight_hi.min(inflight))
+                    .max(self.bdp(latest))
+                    .max(MIN_CWND);
+                log::debug!(
+                    "bbr: congestion, bounds {:.0} packets/s, {:.0} packets in flight",
+                    self.bw_lo,
+                    self.inflight_hi
+                );
+                if self.mode == Mode::ProbeBw && self.pacing_gain > 1.0 {
+                    // Stop probing at once.
+                    self.advance_cycle(ctx.now);
+                }
+            }
+        }
+    }
+
+    /// Startup: is the bandwidth still growing?
+    fn check_full_bw(&mut self) {
+        let bw = self.max_bw.get(self.round);
+        if bw >= self.full_bw * FULL_BW_GROWTH {
+            self.full_bw = bw;
+            self.full_bw_rounds = 0;
+            return;
+        }
+        self.full_bw_rounds += 1;
+        if self.full_bw_rounds >= FULL_BW_ROUNDS {
+            log::debug!("bbr: startup ends at {bw:.0} packets/s");
+            self.filled_pipe = true;
+        }
+    }
+
+    fn advance_cycle(&mut self, now: Instant) {
+        self.cycle_index = (self.cycle_index + 1) % PROBE_BW_GAINS.len();
+        self.cycle_stamp = Some(now);
+        self.pacing_gain = PROBE_BW_GAINS[self.cycle_index];
+        if self.cycle_index == 0 {
+            // A new probe starts from the filtered bandwidth again (BBRv3
+            // resets its short-term bound each cycle too). The in-flight
+            // bound is lifted after a whole cycle without congestion, and
+            // otherwise probed a quarter higher.
+            self.bw_lo = f64::INFINITY;
+            if self.congested_in_cycle {
+                self.inflight_hi *= PROBE_BW_GAINS[0];
+            } else {
+                self.inflight_hi = f64::INFINITY;
+            }
+            self.congested_in_cycle = false;
+        }
+    }
+
+    /// ProbeBw: move to the next phase when this one has done its job.
+    fn update_cycle(&mut self, ctx: &CcContext, had_loss: bool) {
+        let Some(stamp) = self.cycle_stamp else {
+            self.cycle_stamp = Some(ctx.now);
+            return;
+        };
+        let elapsed = ctx.now.saturating_duration_since(stamp);
+        let min_rtt = self.rtt();
+        let full_length = elapsed > min_rtt;
+        let bdp = self.bdp(self.model_bw());
+        let inflight = f64::from(ctx.in_flight);
+        let done = if self.pacing_gain > 1.0 {
+            // Probe until the pipe holds the extra, a loss says it will
+            // not, or two round trips passed (a flow-window-limited
+            // sender never gets there).
+            (full_length && (had_loss || inflight >= self.pacing_gain * bdp))
+                || elapsed > 2 * min_rtt
+        } else if self.pacing_gain < 1.0 {
+            full_length || inflight <= bdp
+        } else {
+            full_length
+        };
+        if done {
+            self.advance_cycle(ctx.now);
+        }
+    }
+
+    /// Moves between states after a sample.
+    fn update_mode(&mut self, ctx: &CcContext, sample: &AckSample, rtt_expired: bool) {
+        let had_loss = sample.rate.is_some_and(|r| r.lost > 0);
+        match self.mode {
+            Mode::Startup => {
+                let measured = sample.rate.is_some_and(|r| !r.is_app_limited);
+                if self.round_start && measured && !self.filled_pipe {
+                    self.check_full_bw();
+                }
+                if self.filled_pipe {
+                    self.enter_drain();
+                }
+            }
+            Mode::Drain => {}
+            Mode::ProbeBw => self.update_cycle(ctx, had_loss),
+            Mode::ProbeRtt => {}
+        }
+        if self.mode == Mode::Drain && f64::from(ctx.in_flight) <= self.bdp(self.model_bw()) {
+            self.enter_probe_bw(ctx.now);
+        }
+        // Look for the RTT again when the minimum went stale (judged
+        // before this sample replaced it, as BBR does).
+        if self.mode != Mode::ProbeRtt && rtt_expired {
+            log::debug!("bbr: probing the minimum RTT");
+            self.enter_probe_rtt();
+        }
+        if self.mode == Mode::ProbeRtt {
+            self.update_probe_rtt(ctx);
+        }
+    }
+
+    fn probe_rtt_cwnd(&self) -> f64 {
+        (PROBE_RTT_CWND_GAIN * self.bdp(self.model_bw())).max(MIN_CWND)
+    }
+
+    fn update_probe_rtt(&mut self, ctx: &CcContext) {
+        match self.probe_rtt_done {
+            None => {
+                if f64::from(ctx.in_flight) <= self.probe_rtt_cwnd() {
+                    self.probe_rtt_done = Some(ctx.now + PROBE_RTT_DURATION);
+                    self.probe_rtt_round_done = false;
+                    // Count a fresh round from here.
+                    self.next_round_delivered = ctx.delivered;
+                }
+            }
+            Some(done) => {
+                if self.round_start {
+                    self.probe_rtt_round_done = true;
+                }
+                if self.probe_rtt_round_done && ctx.now >= done {
+                    self.exit_probe_rtt(ctx.now);
+                }
+            }
+        }
+    }
+
+    /// Computes the pacing rate and window from the model.
+    fn set_outputs(&mut self, ctx: &CcContext, newly_acked: u32) {
+        let bw = self.model_bw();
+        let rate = self.pacing_gain * bw * PACING_MARGIN;
+        self.pacing_rate = if self.filled_pipe || self.bandwidth().is_none() {
+            rate
+        } else {
+            // Startup never slows down: a low early sample must not undo
+            // the doubling.
+            self.pacing_rate.max(rate)
+        };
+
+        let bdp = self.bdp(bw);
+        // Startup and Drain leave room for the doubling. Once the pipe is
+        // full, the window is the BDP (times the probing gain) plus a fixed
+        // allowance for the ACK clock: a UDT receiver acknowledges every 64
+        // packets or every 10 ms, so that much may be delivered and not yet
+        // acknowledged. A fixed allowance, rather than BBR's 2×BDP, matters
+        // when flows end up window-limited behind a standing queue: each
+        // then keeps about the same number of packets queued, so they
+        // converge to equal rates (as TCP Vegas flows do) instead of
+        // keeping whatever shares they had.
+        let mut target = match self.mode {
+            Mode::Startup | Mode::Drain => self.cwnd_gain * bdp,
+            _ => {
+                self.pacing_gain.max(1.0) * bdp
+                    + ACK_ALLOWANCE
+                    + bw * SYN_INTERVAL.as_secs_f64() / 10.0
+            }
+        };
+        // UDT's ACK is cumulative, and a NAK proves only the packets sent
+        // before the one that revealed the gap: what is sent after it stays
+        // "in flight" until the hole is repaired, about a round trip and an
+        // ACK interval later. While losses are being repaired the window
+        // allows for that, so random loss does not become a window stall.
+        let recent_loss = self
+            .last_loss_round
+            .is_some_and(|r| self.round <= r.saturating_add(2));
+        if recent_loss {
+            target += bw * (ctx.rtt.max(self.rtt()) + SYN_INTERVAL).as_secs_f64();
+        }
+        let target = target.max(MIN_CWND);
+        let acked = f64::from(newly_acked);
+        if self.mode == Mode::ProbeRtt {
+            self.cwnd = self.cwnd.min(self.probe_rtt_cwnd());
+        } else if self.filled_pipe {
+            self.cwnd = (self.cwnd + acked).min(target);
+        } else if self.cwnd < target || ctx.delivered < INITIAL_CONGESTION_WINDOW as u64 {
+            self.cwnd += acked;
+        }
+        self.cwnd = self.cwnd.min(self.inflight_hi).max(MIN_CWND);
+    }
+}
+
+impl CongestionControl for BbrCc {
+    fn name(&self) -> &'static str {
+        match self.profile {
+            BbrProfile::Fair => "bbr",
+            BbrProfile::Bulk => "bbr-bulk",
+        }
+    }
+
+    fn init(&mut self, ctx: &CcContext) {
+        let profile = self.profile;
+        *self = BbrCc::new(profile);
+        // Different connections start their probe cycles in different
+        // phases; seeding from the initial sequence number keeps a run
+        // reproducible.
+        self.rng = Rng::new(u64::from(ctx.send_current_seq.value()) ^ 0xBB_4C);
+        self.srtt = ctx.rtt;
+        self.next_round_delivered = ctx.delivered;
+        self.round_lost_base = ctx.lost;
+        self.round_delivered_base = ctx.delivered;
+        self.pacing_rate = STARTUP_PACING_GAIN * self.model_bw();
+    }
+
+    fn on_ack_sample(&mut self, ctx: &CcContext, sample: &AckSample) {
+        self.srtt = ctx.rtt;
+        let rtt_expired = self
+            .min_rtt
+            .stamp()
+            .is_some_and(|t| ctx.now.saturating_duration_since(t) > MIN_RTT_WINDOW);
+        if let Some(rtt) = sample.rtt {
+            let tolerance = self.min_rtt.get().map_or(Duration::ZERO, |m| m / 32);
+            self.min_rtt.update(ctx.now, rtt, MIN_RTT_WINDOW, tolerance);
+        }
+        self.round_start = false;
+        if let Some(rs) = sample.rate {
+            if rs.prior_delivered >= self.next_round_delivered {
+                self.end_round(ctx);
+                self.next_round_delivered = ctx.delivered;
+                self.round += 1;
+                self.round_start = true;
+                self.bw_latest_prev = self.bw_latest;
+                self.bw_latest = 0.0;
+            }
+            // Loss is judged over the sampled packet's round trip: the
+            // loss events reported against the packets sent in the same
+            // time. Counting events, not packets, keeps a burst of radio
+            // loss from looking like a queue overflowing.
+            let total = rs.sent.max(u64::from(rs.tx_in_flight));
+            let answered = self
+                .congestion_delivered
+                .is_some_and(|d| rs.prior_delivered < d);
+            if !answered && self.is_congestion(rs.loss_events, total) {
+                self.on_congestion(ctx, rs.delivered);
+            }
+            let mut rate = rs.delivery_rate();
+            // A cumulative ACK that jumps over a repaired hole credits
+            // packets that arrived over a long time to a short interval
+            // (ACK compression). The receiver's own measurement of the
+            // arrival speed has no such error: no sample may exceed it.
+            // (A report far below the sample is not a measurement of this
+            // flight: a receiver just starting, or one that saw an idle
+            // gap, reports a few packets per second.)
+            let speed = f64::from(ctx.recv_speed);
+            if speed > 0.0 && speed * 4.0 >= rate {
+                rate = rate.min(speed);
+            }
+            // An interval shorter than the minimum RTT means compressed
+            // ACKs, not a faster path; an application-limited sample only
+            // counts when it shows more than the model knows.
+            let plausible = self.min_rtt.get().is_none_or(|m| rs.interval >= m);
+            if plausible {
+                self.bw_latest = self.bw_latest.max(rate);
+            }
+            if plausible && (!rs.is_app_limited || rate >= self.max_bw.get(self.round)) {
+                self.max_bw.update(self.round, rate);
+            }
+        }
+        self.update_mode(ctx, sample, rtt_expired);
+        self.set_outputs(ctx, sample.newly_acked);
+    }
+
+    fn on_ack(&mut self, _ctx: &CcContext, _ack: SeqNumber) {
+        // Everything happens in on_ack_sample, which sees light ACKs too.
+    }
+
+    fn on_loss(&mut self, _ctx: &CcContext, _first_lost: SeqNumber, _count: u32) {
+        // Losses are judged per round trip when the round ends (the
+        // connection's `lost` count carries them); one loss is not news.
+    }
+
+    fn on_timeout(&mut self, ctx: &CcContext) {
+        // Nothing came back for a whole retransmission timeout: the path
+        // changed or broke. Restart the window from the minimum (the
+        // retransmissions are not bound by it) and, once the bandwidth is
+        // known, cut the bounds as for congestion.
+        self.srtt = ctx.rtt;
+        if self.filled_pipe {
+            let bw = self.model_bw();
+            self.bw_lo = (BETA * bw).max(MIN_BW);
+            self.inflight_hi = (BETA * self.inflight_hi.min(self.cwnd)).max(MIN_CWND);
+            self.congested_in_cycle = true;
+        }
+        self.cwnd = MIN_CWND;
+    }
+
+    fn send_period_us(&self) -> f64 {
+        if self.pacing_rate > 0.0 {
+            1e6 / self.pacing_rate
+        } else {
+            1.0
+        }
+    }
+
+    fn pacing_rate(&self) -> Option<f64> {
+        (self.pacing_rate > 0.0).then_some(self.pacing_rate)
+    }
+
+    fn congestion_window(&self) -> f64 {
+        self.cwnd
+    }
+
+    fn window_basis(&self) -> WindowBasis {
+        WindowBasis::InFlight
+    }
+}
+
+/// Builds a [`BbrCc`] with the given profile for each connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BbrCcFactory {
+    profile: BbrProfile,
+}
+
+impl BbrCcFactory {
+    /// A factory of controllers with `profile`.
+    pub const fn new(profile: BbrProfile) -> Self {
+        BbrCcFactory { profile }
+    }
+}
+
+impl CongestionControlFactory for BbrCcFactory {
+    fn build(&self) -> Box<dyn CongestionControl> {
+        Box::new(BbrCc::new(self.profile))
+    }
+}

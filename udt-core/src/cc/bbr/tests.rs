@@ -1,0 +1,378 @@
+use super::*;
+use crate::cc::RateSample;
+
+#[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+fn ctx(now: Instant) -> CcContext {
+    CcContext {
+        now,
+        mss: 1500,
+        rtt: Duration::from_millis(100),
+        recv_rate: 0,
+        bandwidth: 1,
+        recv_speed: 0,
+        send_current_seq: SeqNumber::new(1000),
+        max_window: 25_600,
+        in_flight: 0,
+        delivered: 0,
+        lost: 0,
+        app_limited: false,
+    }
+}
+
+/// A fluid model of one flow through a bottleneck of `capacity` packets/s
+/// with base RTT `rtt`, a drop-tail queue of `queue_limit` packets and a
+/// random loss rate: one ACK sample per round trip, carrying what the round
+/// delivered.
+struct Path {
+    capacity: f64,
+    rtt: Duration,
+    loss: f64,
+    queue: f64,
+    queue_limit: f64,
+    now: Instant,
+    delivered: u64,
+    lost: u64,
+    rng: Rng,
+    /// Packets sent in each round, for assertions.
+    last_sent: f64,
+}
+
+impl Path {
+    fn new(capacity: f64, rtt_ms: u64, loss: f64) -> Path {
+        Path {
+            capacity,
+            rtt: Duration::from_millis(rtt_ms),
+            loss,
+            queue: 0.0,
+            queue_limit: capacity * 0.05,
+            now: epoch(),
+            delivered: 0,
+            lost: 0,
+            rng: Rng::new(7),
+            last_sent: 0.0,
+        }
+    }
+
+    fn ctx(&self, in_flight: f64) -> CcContext {
+        CcContext {
+            now: self.now,
+            rtt: self.rtt,
+            in_flight: in_flight as u32,
+            delivered: self.delivered,
+            lost: self.lost,
+            ..ctx(self.now)
+        }
+    }
+
+    /// One round trip: send at the pacing rate within the window; the
+    /// bottleneck serves `capacity` per second from what waits, drops what
+    /// overflows its queue, loses a random share, and the round is
+    /// reported in one sample.
+    fn round(&mut self, cc: &mut BbrCc) {
+        let rtt = self.rtt.as_secs_f64() + self.queue / self.capacity;
+        let rate = cc.pacing_rate().expect("bbr always paces");
+        let window = cc.congestion_window();
+        let sent = (rate * rtt).min(window).max(1.0);
+        let backlog = self.queue + sent;
+        let served = backlog.min(self.capacity * rtt);
+        self.queue = backlog - served;
+        let mut overflow = 0.0;
+        if self.queue > self.queue_limit {
+            overflow = self.queue - self.queue_limit;
+            self.queue = self.queue_limit;
+        }
+        let mut random_lost = 0.0;
+        for _ in 0..served as u64 {
+            if self.rng.chance(self.loss) {
+                random_lost += 1.0;
+            }
+        }
+        let lost = (overflow + random_lost).round() as u64;
+        let delivered = (served - random_lost).max(0.0).round() as u64;
+        let prior = self.delivered;
+        self.now += Duration::from_secs_f64(rtt);
+        self.delivered += delivered;
+        self.lost += lost;
+        self.last_sent = sent;
+        let sample = AckSample {
+            newly_acked: delivered as u32,
+            rate: Some(RateSample {
+                delivered,
+                interval: Duration::from_secs_f64(rtt),
+                prior_delivered: prior,
+                tx_in_flight: sent as u32,
+                lost,
+                loss_events: lost,
+                sent: sent as u64,
+                is_app_limited: false,
+            }),
+            rtt: Some(Duration::from_secs_f64(rtt)),
+        };
+        let c = self.ctx(sent - delivered as f64 - lost as f64);
+        cc.on_ack_sample(&c, &sample);
+    }
+}
+
+fn started(profile: BbrProfile, path: &Path) -> BbrCc {
+    let mut cc = BbrCc::new(profile);
+    cc.init(&path.ctx(0.0));
+    cc
+}
+
+#[test]
+fn startup_doubles_then_finds_the_bandwidth_and_drains() {
+    let mut path = Path::new(10_000.0, 50, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    assert_eq!(cc.mode_name(), "startup");
+    let mut rates = Vec::new();
+    for _ in 0..30 {
+        path.round(&mut cc);
+        rates.push(cc.pacing_rate().unwrap_or(0.0));
+        if cc.has_filled_pipe() {
+            break;
+        }
+    }
+    assert!(cc.has_filled_pipe(), "startup never ended: {rates:?}");
+    // It grew by about 2x per round while the path had room.
+    assert!(rates[3] > 1.8 * rates[2], "{rates:?}");
+    let bw = cc.bandwidth().expect("measured");
+    assert!((9_000.0..=10_500.0).contains(&bw), "bandwidth {bw}");
+    // Drain, then cruise at the bandwidth with an empty queue.
+    for _ in 0..40 {
+        path.round(&mut cc);
+    }
+    assert_eq!(cc.mode_name(), "probe-bw");
+    // At most what one probe adds (a quarter of the BDP) and the ACK
+    // allowance wait in the queue, far from its 500 packets.
+    let bdp = 10_000.0 * 0.050;
+    assert!(
+        path.queue <= 0.25 * bdp + ACK_ALLOWANCE + 20.0,
+        "queue {}",
+        path.queue
+    );
+    let rate = cc.pacing_rate().unwrap_or(0.0);
+    assert!((7_000.0..=12_600.0).contains(&rate), "pacing {rate}");
+}
+
+#[test]
+fn one_loss_does_not_end_startup_but_a_lossy_round_does() {
+    // 0.5 % random loss on a large path: Startup keeps doubling.
+    let mut path = Path::new(100_000.0, 20, 0.005);
+    let mut cc = started(BbrProfile::Fair, &path);
+    for _ in 0..8 {
+        path.round(&mut cc);
+    }
+    assert!(path.lost > 0, "the path lost something");
+    assert!(!cc.has_filled_pipe(), "startup ended on random loss");
+    // A round losing 20 % is congestion: Startup ends there.
+    let mut cc = started(BbrProfile::Fair, &path);
+    let c = path.ctx(100.0);
+    let heavy = AckSample {
+        newly_acked: 80,
+        rate: Some(RateSample {
+            delivered: 80,
+            interval: Duration::from_millis(20),
+            prior_delivered: 0,
+            tx_in_flight: 100,
+            lost: 20,
+            loss_events: 20,
+            sent: 100,
+            is_app_limited: false,
+        }),
+        rtt: Some(Duration::from_millis(20)),
+    };
+    cc.on_ack_sample(&c, &heavy);
+    assert!(cc.has_filled_pipe());
+    assert_eq!(cc.mode_name(), "drain");
+}
+
+#[test]
+fn fair_backs_off_under_heavy_loss_bulk_does_not() {
+    for (profile, loss) in [(BbrProfile::Fair, 0.05), (BbrProfile::Bulk, 0.05)] {
+        let mut path = Path::new(8_000.0, 20, loss);
+        let mut cc = started(profile, &path);
+        for _ in 0..200 {
+            path.round(&mut cc);
+        }
+        let rate = cc.pacing_rate().unwrap_or(0.0);
+        match profile {
+            // Bulk keeps the link full: loss at 5 % is below its threshold.
+            BbrProfile::Bulk => assert!(rate > 0.85 * 8_000.0, "{profile:?}: {rate}"),
+            // Fair treats 5 % as congestion and paces clearly lower, but
+            // never below what the path still delivers (no collapse).
+            BbrProfile::Fair => {
+                assert!(rate < 0.95 * 8_000.0, "{profile:?}: {rate}");
+                assert!(rate > 500.0, "{profile:?} collapsed: {rate}");
+            }
+        }
+    }
+}
+
+#[test]
+fn congestion_cuts_the_bounds_and_a_quiet_cycle_lifts_them() {
+    let mut path = Path::new(10_000.0, 20, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    for _ in 0..40 {
+        path.round(&mut cc);
+    }
+    assert_eq!(cc.mode_name(), "probe-bw");
+    let before = cc.bandwidth().expect("measured");
+    // A round with 10 % loss (another flow filled the queue).
+    let c = path.ctx(200.0);
+    let lossy = AckSample {
+        newly_acked: 180,
+        rate: Some(RateSample {
+            delivered: 180,
+            interval: Duration::from_millis(20),
+            prior_delivered: path.delivered,
+            tx_in_flight: 200,
+            lost: 20,
+            loss_events: 20,
+            sent: 200,
+            is_app_limited: false,
+        }),
+        rtt: Some(Duration::from_millis(20)),
+    };
+    cc.on_ack_sample(&c, &lossy);
+    // The bandwidth bound never goes below what the path delivered in the
+    // last rounds (so random loss cannot ratchet it down), and the window
+    // is cut to 70 % of what was in flight, but not below the BDP of that
+    // delivery rate.
+    let cut = cc.bandwidth().expect("measured");
+    assert!(cut <= before, "{before} -> {cut}");
+    let window = cc.congestion_window();
+    let bdp = before * 0.020;
+    assert!(
+        window < 1.5 * bdp && window >= 0.69 * bdp,
+        "window {window}, bdp {bdp}"
+    );
+    // The same flight reported again is not a second signal.
+    cc.on_ack_sample(&c, &lossy);
+    assert!(cc.congestion_window() >= 0.85 * window, "cut twice");
+    // Two clean probe cycles later the bounds are gone.
+    for _ in 0..40 {
+        path.round(&mut cc);
+    }
+    let after = cc.bandwidth().expect("measured");
+    assert!(
+        after > 0.95 * before,
+        "bound not lifted: {after} vs {before}"
+    );
+    assert!(
+        cc.congestion_window() >= bdp + ACK_ALLOWANCE,
+        "window bound not lifted: {}",
+        cc.congestion_window()
+    );
+}
+
+#[test]
+fn probe_rtt_after_ten_seconds_without_a_new_minimum() {
+    let mut path = Path::new(5_000.0, 40, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    for _ in 0..20 {
+        path.round(&mut cc);
+    }
+    assert_eq!(cc.min_rtt(), Some(Duration::from_millis(40)));
+    // The route changes: 25 % longer. The old minimum stays for its
+    // window, then ProbeRtt takes the new one.
+    path.rtt = Duration::from_millis(50);
+    let mut saw_probe_rtt = false;
+    let mut min_cwnd_in_probe = f64::MAX;
+    let end = path.now + Duration::from_secs(12);
+    while path.now < end {
+        path.round(&mut cc);
+        if cc.mode_name() == "probe-rtt" {
+            saw_probe_rtt = true;
+            min_cwnd_in_probe = min_cwnd_in_probe.min(cc.congestion_window());
+        }
+    }
+    assert!(saw_probe_rtt, "never probed the RTT");
+    assert_eq!(cc.min_rtt(), Some(Duration::from_millis(50)));
+    let bdp = 5_000.0 * 0.050;
+    assert!(min_cwnd_in_probe <= 0.6 * bdp, "window {min_cwnd_in_probe}");
+    assert_ne!(cc.mode_name(), "probe-rtt", "stuck in probe-rtt");
+}
+
+#[test]
+fn timeout_restarts_the_window() {
+    let mut path = Path::new(10_000.0, 20, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    for _ in 0..30 {
+        path.round(&mut cc);
+    }
+    let bw = cc.bandwidth().expect("measured");
+    cc.on_timeout(&path.ctx(100.0));
+    assert_eq!(cc.congestion_window(), MIN_CWND);
+    assert!(cc.bandwidth().expect("measured") <= BETA * bw + 1e-6);
+    // ACKs bring the window back.
+    for _ in 0..5 {
+        path.round(&mut cc);
+    }
+    assert!(cc.congestion_window() > 100.0);
+}
+
+#[test]
+fn outputs_stay_finite_and_positive_on_hostile_samples() {
+    let t0 = epoch();
+    let mut cc = BbrCc::new(BbrProfile::Bulk);
+    let mut c = ctx(t0);
+    c.rtt = Duration::ZERO;
+    cc.init(&c);
+    let hostile = [
+        RateSample {
+            delivered: u64::MAX / 2,
+            interval: Duration::from_nanos(1),
+            prior_delivered: 0,
+            tx_in_flight: u32::MAX,
+            lost: u64::MAX / 2,
+            loss_events: u64::MAX / 2,
+            sent: 0,
+            is_app_limited: false,
+        },
+        RateSample {
+            delivered: 0,
+            interval: Duration::from_secs(3600),
+            prior_delivered: u64::MAX,
+            tx_in_flight: 0,
+            lost: 0,
+            loss_events: 0,
+            sent: u64::MAX,
+            is_app_limited: true,
+        },
+    ];
+    for (i, rs) in hostile.iter().enumerate() {
+        c.now = t0 + Duration::from_millis(i as u64);
+        c.delivered = c.delivered.saturating_add(rs.delivered);
+        let sample = AckSample {
+            newly_acked: u32::MAX,
+            rate: Some(*rs),
+            rtt: Some(Duration::ZERO),
+        };
+        cc.on_ack_sample(&c, &sample);
+        cc.on_timeout(&c);
+        let rate = cc.pacing_rate().unwrap_or(1.0);
+        assert!(rate.is_finite() && rate > 0.0, "rate {rate}");
+        let w = cc.congestion_window();
+        assert!(w.is_finite() && w >= MIN_CWND, "window {w}");
+        assert!(cc.send_period_us().is_finite());
+    }
+}
+
+#[test]
+fn names_and_window_basis() {
+    assert_eq!(BbrCc::new(BbrProfile::Fair).name(), "bbr");
+    assert_eq!(BbrCc::new(BbrProfile::Bulk).name(), "bbr-bulk");
+    assert_eq!(
+        BbrCc::new(BbrProfile::Fair).window_basis(),
+        WindowBasis::InFlight
+    );
+    assert_eq!(
+        BbrCcFactory::new(BbrProfile::Bulk).build().name(),
+        "bbr-bulk"
+    );
+    assert!(BbrProfile::Fair.loss_threshold() < BbrProfile::Bulk.loss_threshold());
+}
