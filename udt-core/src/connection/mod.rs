@@ -36,6 +36,8 @@ mod output;
 mod receiver;
 #[cfg(test)]
 mod scripted_tests;
+#[cfg(test)]
+mod rendezvous_tests;
 mod sender;
 #[cfg(test)]
 mod tests;
