@@ -35,9 +35,9 @@ mod input;
 mod output;
 mod receiver;
 #[cfg(test)]
-mod scripted_tests;
-#[cfg(test)]
 mod rendezvous_tests;
+#[cfg(test)]
+mod scripted_tests;
 mod sender;
 #[cfg(test)]
 mod tests;

@@ -285,4 +285,3 @@ fn a_connected_socket_answers_late_handshakes_as_udt4() {
         }
     }
 }
-
