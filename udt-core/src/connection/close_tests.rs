@@ -55,8 +55,12 @@ fn ack2_out(at: Duration, ack_seq: u32) -> Vec<u8> {
     super::scripted_tests::control(at, Control::Ack2(AckSeqNumber::new(ack_seq)))
 }
 
+/// Our shutdown after the one packet of [`one_packet_sent`]: it carries
+/// the end of our data (the sequence number after that packet).
 fn shutdown_out(at: Duration) -> Vec<u8> {
-    super::scripted_tests::control(at, Control::Shutdown)
+    let mut d = super::scripted_tests::control(at, Control::Shutdown);
+    packet::set_shutdown_end(&mut d, ISN.next());
+    d
 }
 
 /// A script with linger `linger` that has written one 100-byte packet and
