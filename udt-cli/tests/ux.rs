@@ -206,8 +206,12 @@ fn sigint_to_the_sender_is_reported_by_the_receiver_at_once() {
     assert_eq!(send.code(T), 130, "{}", send.stderr());
     let r = recv.stderr();
     // The sender's Error frame, or (when it is queued behind data) the
-    // shutdown that follows it at once.
-    assert!(r.contains("interrupted"), "{r}");
+    // shutdown that follows it at once, which the transport reports as a
+    // stream that ended before all its data arrived.
+    assert!(
+        r.contains("interrupted") || r.contains("ended the connection before all its data arrived"),
+        "{r}"
+    );
     assert!(r.contains("--resume"), "{r}");
     assert!(send.stderr().contains("--resume"), "{}", send.stderr());
     assert!(partial.exists());
