@@ -219,7 +219,7 @@ fn client(relay: SocketAddr, id: u64, until: Instant, tally: &Tally) {
 }
 
 /// Changes the path every 0.3–1.3 s and blackholes it for 0.5–2.5 s about
-/// every 4 s.
+/// every 6 s (with at least 1 s between outages).
 fn chaos(relay: &Relay, until: Instant, stop: &AtomicBool) -> (u32, u32) {
     let mut rng = Rng::new(0xC4A05);
     let (mut changes, mut blackholes) = (0, 0);
@@ -243,6 +243,9 @@ fn chaos(relay: &Relay, until: Instant, stop: &AtomicBool) -> (u32, u32) {
             relay.set_blackhole(true);
             thread::sleep(Duration::from_millis(500 + rng.below(2000)));
             relay.set_blackhole(false);
+            // At least a second of light between outages, so that two in a
+            // row stay shorter than the peers' idle timeout.
+            thread::sleep(Duration::from_millis(1000));
         } else {
             thread::sleep(Duration::from_millis(300 + rng.below(1000)));
         }
