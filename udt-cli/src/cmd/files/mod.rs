@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::net::{Conn, LinkStats, Transport};
-use crate::proto::{self, exit};
+use crate::proto::{self, exit, TransferError};
 use crate::ui::{self, Output};
 use crate::watch::Watched;
 
@@ -148,4 +148,19 @@ pub(super) fn refuse(conn: Conn, why: &str) {
             message: why,
         },
     );
+}
+
+/// True when a transfer that failed this way left something `--resume` can
+/// continue: the connection broke, was interrupted, or the peer stopped for
+/// such a reason (both ends give the same hint).
+fn is_resumable(e: &TransferError) -> bool {
+    matches!(
+        e,
+        TransferError::Network(_)
+            | TransferError::Interrupted
+            | TransferError::Peer {
+                class: exit::INTERRUPTED | exit::NETWORK | exit::LOCAL_IO,
+                ..
+            }
+    )
 }

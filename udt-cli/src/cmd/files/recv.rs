@@ -415,15 +415,7 @@ fn receive_on(
 
 /// The receiver's error with what to do about it.
 fn recv_error(e: TransferError) -> CliError {
-    let resumable = matches!(
-        e,
-        TransferError::Network(_)
-            | TransferError::Interrupted
-            | TransferError::Peer {
-                class: exit::INTERRUPTED | exit::NETWORK | exit::LOCAL_IO,
-                ..
-            }
-    );
+    let resumable = super::is_resumable(&e);
     let mut err = match e {
         TransferError::Interrupted => CliError::interrupted("interrupted; the sender was told"),
         e => CliError::from(e),

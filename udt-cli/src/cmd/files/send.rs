@@ -208,15 +208,7 @@ pub fn send_over(
 
 /// The sender's error with what to do about it.
 fn send_error(e: TransferError) -> CliError {
-    let resumable = matches!(
-        e,
-        TransferError::Network(_)
-            | TransferError::Interrupted
-            | TransferError::Peer {
-                class: exit::INTERRUPTED | exit::NETWORK | exit::LOCAL_IO,
-                ..
-            }
-    );
+    let resumable = super::is_resumable(&e);
     let mut err = match e {
         TransferError::Interrupted => CliError::interrupted("interrupted; the receiver was told"),
         e => CliError::from(e),
