@@ -138,6 +138,8 @@ impl MuxShared {
             handshakes_rejected: e.handshakes_rejected,
             handshakes_throttled: e.handshakes_throttled,
             foreign: e.foreign,
+            datagrams_offloaded: get(&c.datagrams_offloaded),
+            datagrams_coalesced: get(&c.datagrams_coalesced),
         }
     }
 }

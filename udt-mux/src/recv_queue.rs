@@ -86,7 +86,7 @@ impl RecvThread {
         poll.registry()
             .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
         let batch = mux.options().effective_batch();
-        let input = RecvBatch::new(batch, mux.options().effective_max_datagram());
+        let input = RecvBatch::new(batch, mux.options().effective_max_datagram(), mux.port());
         let out = SendBatch::new(batch, mux.config().mss as usize);
         Ok(RecvThread {
             poll,
@@ -151,6 +151,7 @@ impl RecvThread {
                 Ok(n) => {
                     Counters::add(&counters.recv_calls, 1);
                     Counters::add(&counters.datagrams_received, n as u64);
+                    Counters::add(&counters.datagrams_coalesced, self.input.coalesced() as u64);
                     let now = Instant::now();
                     for i in 0..n {
                         if let Some(d) = self.input.get(i) {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use udt_core::packet;
 use udt_core::sched::{ConnectionHandle, SendSchedule};
 
 use crate::conn::{ConnShared, Wake};
@@ -195,6 +196,13 @@ impl SendThread {
                             Some(t) => {
                                 self.batch.push(t.destination);
                                 taken = true;
+                                // A full batch must not split a packet
+                                // pair: 16n + 1 follows 16n in this call.
+                                if self.batch.is_full()
+                                    && self.batch.last().is_some_and(packet::is_probe_head)
+                                {
+                                    self.batch.keep_pair();
+                                }
                             }
                             None => break,
                         }
