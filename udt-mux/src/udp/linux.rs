@@ -141,7 +141,12 @@ fn plan(
         hdr.msg_flags = 0;
         if run.count > 1 {
             let size = run.segment as u16;
-            set_cmsg(hdr, &mut sys.ctrl[h], libc::UDP_SEGMENT, &size.to_ne_bytes());
+            set_cmsg(
+                hdr,
+                &mut sys.ctrl[h],
+                libc::UDP_SEGMENT,
+                &size.to_ne_bytes(),
+            );
         } else {
             hdr.msg_control = std::ptr::null_mut();
             hdr.msg_controllen = 0;

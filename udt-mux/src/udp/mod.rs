@@ -55,20 +55,24 @@ pub(crate) struct UdpPort {
 }
 
 impl UdpPort {
-    /// Creates, configures and binds the socket.
+    /// Creates, configures and binds the socket (tests; the endpoint uses
+    /// [`bind_with`](Self::bind_with)).
     ///
     /// # Errors
     /// Any error of `socket`, `setsockopt` (only `IPV6_V6ONLY`: buffer
     /// sizes the kernel refuses are logged, not fatal) or `bind`.
+    #[cfg(test)]
     pub(crate) fn bind(addr: SocketAddr, cfg: &EndpointConfig) -> io::Result<UdpPort> {
         Self::bind_with(addr, cfg, false)
     }
 
-    /// Like [`bind`](Self::bind); with `reuse_port` the socket joins the
-    /// `SO_REUSEPORT` group of `addr`, so several sockets share one port.
+    /// Creates, configures and binds the socket; with `reuse_port` it joins
+    /// the `SO_REUSEPORT` group of `addr`, so several sockets share one port.
     ///
     /// # Errors
-    /// As `bind`, and a refused `SO_REUSEPORT`.
+    /// Any error of `socket`, `setsockopt` (only `IPV6_V6ONLY` and
+    /// `SO_REUSEPORT`: buffer sizes the kernel refuses are logged, not
+    /// fatal) or `bind`.
     pub(crate) fn bind_with(
         addr: SocketAddr,
         cfg: &EndpointConfig,
@@ -413,11 +417,7 @@ impl RecvBatch {
     /// or a GRO super-datagram when `port` has GRO on.
     pub(crate) fn new(count: usize, max_datagram: usize, port: &UdpPort) -> RecvBatch {
         let count = count.max(1);
-        let slot = if port.gro() {
-            GRO_SLOT
-        } else {
-            max_datagram
-        };
+        let slot = if port.gro() { GRO_SLOT } else { max_datagram };
         RecvBatch {
             storage: vec![0; count * slot],
             slot,

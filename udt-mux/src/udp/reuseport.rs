@@ -80,7 +80,8 @@ pub(crate) fn program(n: u32) -> [Insn; 7] {
 }
 
 /// What [`program`] answers for a datagram: the socket index, or `None`
-/// for the kernel's hash (the program's semantics, for tests and docs).
+/// for the kernel's hash (the program's semantics, for tests).
+#[cfg(test)]
 pub(crate) fn steer(datagram: &[u8], n: u32) -> Option<u32> {
     let word = datagram.get(DEST_OFFSET as usize..HEADER as usize)?;
     let id = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
