@@ -5,7 +5,9 @@
 //!
 //! `cargo bench --bench mux_sockets`, or build it and run the binary.
 //! Environment: `UDT_BENCH_SOCKETS` (comma-separated socket counts, default
-//! `1,2`), `UDT_BENCH_CONNS` (connections, default 8), `UDT_BENCH_MIB`
+//! `1,2`), `UDT_BENCH_CONNS` (connections, default 8), `UDT_BENCH_PEERS`
+//! (client endpoints the connections are spread over, default one per
+//! connection), `UDT_BENCH_MIB`
 //! (MiB per connection, default 64), `UDT_BENCH_OFFLOAD` (`1`, `0` or
 //! `both`, default `1`). Prints one line per case: aggregate MB/s, CPU
 //! seconds per GiB, Jain's fairness index over the connections' rates, and
@@ -55,6 +57,7 @@ struct Case {
     sockets: usize,
     offload: bool,
     conns: usize,
+    peers: usize,
     bytes: u64,
 }
 
@@ -68,15 +71,14 @@ fn run(case: &Case) {
     let addr = server.local_addr();
     let mut client_options = EndpointConfig::default();
     client_options.offload = case.offload;
-    let clients: Vec<Endpoint> = (0..case.conns)
+    let clients: Vec<Endpoint> = (0..case.peers.clamp(1, case.conns))
         .map(|_| {
             Endpoint::bind_with("127.0.0.1:0", Config::default(), client_options.clone())
                 .expect("bind a client")
         })
         .collect();
-    let streams: Vec<_> = clients
-        .iter()
-        .map(|c| c.connect(addr).expect("connect"))
+    let streams: Vec<_> = (0..case.conns)
+        .map(|i| clients[i % clients.len()].connect(addr).expect("connect"))
         .collect();
     let mut accepted = Vec::new();
     for _ in 0..case.conns {
@@ -163,6 +165,7 @@ fn main() {
         _ => vec![true],
     };
     let conns = number("UDT_BENCH_CONNS", 8) as usize;
+    let peers = number("UDT_BENCH_PEERS", conns as u64) as usize;
     let bytes = number("UDT_BENCH_MIB", 64) << 20;
     for &offload in &offloads {
         for &n in &sockets {
@@ -170,6 +173,7 @@ fn main() {
                 sockets: n,
                 offload,
                 conns,
+                peers,
                 bytes,
             });
         }
