@@ -147,13 +147,16 @@ impl Router {
                     end += 1;
                 }
             }
-            match self.on_datagram(now, d.from, d.data) {
-                Some(conn) if end > i + 1 => {
-                    self.drive(&conn, now, Input::Datagrams(batch, i + 1..end));
+            match self.route(now, d.from, d.data) {
+                Some(Target::Conn(conn)) => {
+                    // The whole run, under one connection lock.
+                    self.drive(&conn, now, Input::Datagrams(batch, i..end));
                 }
-                _ => {
-                    // Not a connection's (or a single datagram): the rest
-                    // of the run, if any, goes one by one.
+                other => {
+                    // Not an open connection's: each datagram of the run
+                    // is routed on its own (a handshake may change the
+                    // verdict for the next).
+                    self.act_on(other, now, Input::Datagram(d.from, d.data));
                     for j in i + 1..end {
                         if let Some(e) = batch.get(j) {
                             self.on_datagram(now, e.from, e.data);
@@ -172,43 +175,45 @@ impl Router {
     }
 
     /// Routes one datagram through the core endpoint (udt4-protocol.md §13)
-    /// and acts on its verdict; returns the connection it was fed to.
-    fn on_datagram(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        data: &[u8],
-    ) -> Option<Arc<ConnShared>> {
+    /// and acts on its verdict.
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let target = self.route(now, from, data);
+        self.act_on(target, now, Input::Datagram(from, data));
+    }
+
+    /// The core endpoint's verdict on one datagram, taken under the
+    /// registry lock; answers it asks for are queued.
+    fn route(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Option<Target> {
         let mux = self.mux.clone();
-        let target = {
-            let mut reg = mux.registry();
-            match reg.endpoint.handle(now, from, data, &mut self.scratch) {
-                DatagramEvent::Route(h) => reg.get(h).cloned().map(Target::Conn),
-                DatagramEvent::Accepted { handle, socket } => {
-                    // Shared and stored before the registry lock is
-                    // released: `accept` may take the handle at once.
-                    let conn = ConnShared::new(mux.notify().clone(), handle, *socket, 0, true, now);
-                    reg.insert(conn.clone());
-                    if let Some(l) = reg.listener.as_ref() {
-                        l.signal.set_ready(true);
-                    }
-                    self.out.push_copy(from, &self.scratch);
-                    Some(Target::Accepted(conn))
+        let mut reg = mux.registry();
+        match reg.endpoint.handle(now, from, data, &mut self.scratch) {
+            DatagramEvent::Route(h) => reg.get(h).cloned().map(Target::Conn),
+            DatagramEvent::Accepted { handle, socket } => {
+                // Shared and stored before the registry lock is
+                // released: `accept` may take the handle at once.
+                let conn = ConnShared::new(mux.notify().clone(), handle, *socket, 0, true, now);
+                reg.insert(conn.clone());
+                if let Some(l) = reg.listener.as_ref() {
+                    l.signal.set_ready(true);
                 }
-                DatagramEvent::Respond => {
-                    self.out.push_copy(from, &self.scratch);
-                    None
-                }
-                DatagramEvent::Handled => Some(Target::Endpoint),
-                DatagramEvent::Dropped(_) => None,
+                self.out.push_copy(from, &self.scratch);
+                Some(Target::Accepted(conn))
             }
-        };
-        let mut routed = None;
+            DatagramEvent::Respond => {
+                self.out.push_copy(from, &self.scratch);
+                None
+            }
+            DatagramEvent::Handled => Some(Target::Endpoint),
+            DatagramEvent::Dropped(_) => None,
+        }
+    }
+
+    /// Acts on a verdict: `input` (the datagrams) goes to a routed
+    /// connection.
+    fn act_on(&mut self, target: Option<Target>, now: Instant, input: Input<'_>) {
+        let mux = self.mux.clone();
         match target {
-            Some(Target::Conn(conn)) => {
-                self.drive(&conn, now, Input::Datagram(from, data));
-                routed = Some(conn);
-            }
+            Some(Target::Conn(conn)) => self.drive(&conn, now, input),
             Some(Target::Accepted(conn)) => {
                 // Register goes to the send thread before the connection
                 // can have anything to send.
@@ -228,7 +233,6 @@ impl Router {
         if self.out.is_full() {
             self.flush();
         }
-        routed
     }
 
     /// Feeds one input to a connection (or its handshake), sends what it
