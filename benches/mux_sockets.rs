@@ -9,7 +9,8 @@
 //! (client endpoints the connections are spread over, default one per
 //! connection), `UDT_BENCH_MIB`
 //! (MiB per connection, default 64), `UDT_BENCH_OFFLOAD` (`1`, `0` or
-//! `both`, default `1`). Prints one line per case: aggregate MB/s, CPU
+//! `both`, default `1`), `UDT_BENCH_BATCH` (`EndpointConfig::batch_size`,
+//! default the endpoint's). Prints one line per case: aggregate MB/s, CPU
 //! seconds per GiB, Jain's fairness index over the connections' rates, and
 //! the port counters that show the batching.
 
@@ -65,12 +66,16 @@ fn run(case: &Case) {
     let mut options = EndpointConfig::default();
     options.sockets = case.sockets;
     options.offload = case.offload;
+    if let Some(batch) = setting("UDT_BENCH_BATCH").and_then(|v| v.parse().ok()) {
+        options.batch_size = batch;
+    }
     let server = Endpoint::bind_with("127.0.0.1:0", Config::default(), options.clone())
         .expect("bind the server");
     let listener = server.listen(case.conns).expect("listen");
     let addr = server.local_addr();
     let mut client_options = EndpointConfig::default();
     client_options.offload = case.offload;
+    client_options.batch_size = options.batch_size;
     let clients: Vec<Endpoint> = (0..case.peers.clamp(1, case.conns))
         .map(|_| {
             Endpoint::bind_with("127.0.0.1:0", Config::default(), client_options.clone())

@@ -413,11 +413,17 @@ impl std::fmt::Debug for RecvBatch {
 }
 
 impl RecvBatch {
-    /// `count` slots, each for one datagram of up to `max_datagram` bytes,
-    /// or a GRO super-datagram when `port` has GRO on.
+    /// `count` slots, each for one datagram of up to `max_datagram` bytes;
+    /// when `port` has GRO on, `count / 2` slots of 64 KiB, each for a
+    /// super-datagram.
     pub(crate) fn new(count: usize, max_datagram: usize, port: &UdpPort) -> RecvBatch {
-        let count = count.max(1);
-        let slot = if port.gro() { GRO_SLOT } else { max_datagram };
+        // A GRO slot holds many datagrams: half as many slots keep the
+        // memory of a plain batch while one call still reads more.
+        let (count, slot) = if port.gro() {
+            ((count / 2).max(1), GRO_SLOT)
+        } else {
+            (count.max(1), max_datagram)
+        };
         RecvBatch {
             storage: vec![0; count * slot],
             slot,
