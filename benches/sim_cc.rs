@@ -45,10 +45,7 @@ fn parse() -> Options {
             "--warmup" => o.warmup = value().parse().unwrap_or(o.warmup),
             "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
             "--cc" => {
-                o.ccs = value()
-                    .split(',')
-                    .filter_map(|n| n.parse().ok())
-                    .collect();
+                o.ccs = value().split(',').filter_map(|n| n.parse().ok()).collect();
             }
             // cargo bench passes --bench; ignore what we do not know.
             _ => {}
@@ -113,7 +110,11 @@ fn main() {
                 .iter()
                 .find(|r| r.total_goodput_mbps() == g)
                 .unwrap_or(&reports[0]);
-            let retrans: f64 = r.flows.iter().map(|f| f.sender.retransmit_ratio()).sum::<f64>()
+            let retrans: f64 = r
+                .flows
+                .iter()
+                .map(|f| f.sender.retransmit_ratio())
+                .sum::<f64>()
                 / r.flows.len() as f64;
             let per_flow: Vec<String> = r
                 .flows

@@ -165,6 +165,8 @@ pub(crate) struct DeliveryTracker {
     app_limited_until: u64,
     /// Records beyond the ACK that a NAK proved delivered.
     sacked: u32,
+    /// Records before this index were examined by a NAK already.
+    proved_upto: usize,
 }
 
 impl DeliveryTracker {
@@ -182,6 +184,7 @@ impl DeliveryTracker {
             sent: 0,
             app_limited_until: 0,
             sacked: 0,
+            proved_upto: 0,
         }
     }
 
@@ -310,6 +313,7 @@ impl DeliveryTracker {
             }
         }
         self.sacked -= sacked_popped;
+        self.proved_upto = self.proved_upto.saturating_sub(take);
         self.first = ack;
         if newest.count == 0 {
             // Everything it covered was already proved delivered by NAKs.
@@ -347,13 +351,33 @@ impl DeliveryTracker {
         if reference.flags & SENT == 0 {
             return None;
         }
-        let mut newest = Newest::default();
-        let mut ranges_iter = ranges.iter().map_while(Result::ok).filter_map(|(f, l)| {
-            let (a, b) = (f.offset_from(self.first), l.offset_from(self.first));
+        let first = self.first;
+        let offsets = move |(f, l): (SeqNumber, SeqNumber)| {
+            let (a, b) = (f.offset_from(first), l.offset_from(first));
             (a <= b && b >= 0).then_some((a.max(0) as usize, b as usize))
-        });
+        };
+        // A reported number proved delivered before was proved wrongly (the
+        // NAK that reported it was lost): withdraw the proof.
+        for (a, b) in ranges.iter().map_while(Result::ok).filter_map(offsets) {
+            for idx in a..=b.min(top) {
+                if let Some(record) = self.records.get_mut(idx) {
+                    if record.flags & DELIVERED != 0 {
+                        record.flags &= !DELIVERED;
+                        self.sacked -= 1;
+                    }
+                }
+            }
+        }
+        // Below `proved_upto` every first transmission was proved or
+        // reported by an earlier NAK (a reported one is lost and will only
+        // come back as a retransmission, which NAKs never prove): walk
+        // each record once, not the whole flight on every NAK.
+        let mut newest = Newest::default();
+        let mut ranges_iter = ranges.iter().map_while(Result::ok).filter_map(offsets);
         let mut range = ranges_iter.next();
-        for idx in 0..=top {
+        let from = self.proved_upto;
+        self.proved_upto = self.proved_upto.max(top + 1);
+        for idx in from..=top {
             while let Some((_, b)) = range {
                 if b < idx {
                     range = ranges_iter.next();
@@ -361,19 +385,13 @@ impl DeliveryTracker {
                     break;
                 }
             }
-            let reported = range.is_some_and(|(a, b)| a <= idx && idx <= b);
+            if range.is_some_and(|(a, b)| a <= idx && idx <= b) {
+                continue;
+            }
             let seq = self.first.add(idx as u32);
             let Some(record) = self.records.get_mut(idx) else {
                 break;
             };
-            if reported {
-                if record.flags & DELIVERED != 0 {
-                    // An earlier inference was wrong (its NAK was lost).
-                    record.flags &= !DELIVERED;
-                    self.sacked -= 1;
-                }
-                continue;
-            }
             // Only first transmissions: a receiver reports a gap once, when
             // it sees it, so a retransmission lost again shows in no
             // immediate NAK; only the ACK proves it arrived.
@@ -447,7 +465,8 @@ impl Newest {
         if self.record.is_none_or(|n| record.sent_ns >= n.sent_ns) {
             self.record = Some(*record);
         }
-        if record.flags & RETRANSMITTED == 0 && self.clean_sent_ns.is_none_or(|t| record.sent_ns >= t)
+        if record.flags & RETRANSMITTED == 0
+            && self.clean_sent_ns.is_none_or(|t| record.sent_ns >= t)
         {
             self.clean_sent_ns = Some(record.sent_ns);
         }
@@ -535,7 +554,10 @@ mod tests {
         d.on_sent(ms(t0, 30), seq(1), 2, 2);
         assert!(d.retransmitted_since(seq(1), ms(t0, 30)));
         assert!(!d.retransmitted_since(seq(1), ms(t0, 31)));
-        assert!(!d.retransmitted_since(seq(0), ms(t0, 0)), "never retransmitted");
+        assert!(
+            !d.retransmitted_since(seq(0), ms(t0, 0)),
+            "never retransmitted"
+        );
         assert!(!d.retransmitted_since(seq(7), ms(t0, 0)), "never sent");
         let s = d.on_ack(ms(t0, 45), seq(2)).expect("news");
         assert_eq!(s.newly_acked, 2);
@@ -605,7 +627,9 @@ mod tests {
         // 3 and 4 lost; the arrival of 5 (sent at 5 ms) triggered the NAK.
         let body = nak(&[(3, 4)]);
         let ranges = LossRanges::new(&body).expect("valid body");
-        let s = d.on_nak(ms(t0, 25), &ranges, |q| q == seq(3) || q == seq(4)).expect("news");
+        let s = d
+            .on_nak(ms(t0, 25), &ranges, |q| q == seq(3) || q == seq(4))
+            .expect("news");
         // 0, 1, 2 and 5 arrived; 6..9 were sent after 5 and are unknown.
         assert_eq!(s.newly_acked, 4);
         assert_eq!(s.rtt, Some(Duration::from_millis(20)));
@@ -639,12 +663,16 @@ mod tests {
         }
         let body = nak(&[(4, 4)]);
         let ranges = LossRanges::new(&body).expect("valid body");
-        d.on_nak(ms(t0, 20), &ranges, |q| q == seq(4)).expect("news");
+        d.on_nak(ms(t0, 20), &ranges, |q| q == seq(4))
+            .expect("news");
         assert_eq!(d.sacked(), 5, "0..=3 and 5");
         // A later NAK says 2 was lost after all (its first NAK was lost).
         let body = nak(&[(2, 2), (4, 4)]);
         let ranges = LossRanges::new(&body).expect("valid body");
-        assert_eq!(d.on_nak(ms(t0, 30), &ranges, |q| q == seq(2) || q == seq(4)), None);
+        assert_eq!(
+            d.on_nak(ms(t0, 30), &ranges, |q| q == seq(2) || q == seq(4)),
+            None
+        );
         assert_eq!(d.sacked(), 4);
         // A NAK beyond anything sent is ignored.
         let body = nak(&[(40, 50)]);

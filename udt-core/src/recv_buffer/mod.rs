@@ -176,6 +176,18 @@ impl RecvBuffer {
         self.capacity
     }
 
+    /// Raises the capacity to `capacity_packets` (clamped to
+    /// [`MAX_CAPACITY_PACKETS`]); a smaller value changes nothing. The
+    /// window advertised in ACKs grows with it; nothing is allocated until
+    /// the room is used.
+    pub fn grow(&mut self, capacity_packets: u32) {
+        let capacity = capacity_packets.min(MAX_CAPACITY_PACKETS);
+        if capacity > self.capacity {
+            self.capacity = capacity;
+            self.pool.raise_limit(capacity);
+        }
+    }
+
     /// Stores a data packet.
     ///
     /// A payload longer than `payload_size` is cut to it, as UDT4's

@@ -68,7 +68,10 @@ fn upper_edge(b: usize) -> u64 {
     let sub = (b - 1) % SUB;
     let base = 1u64 << octave;
     // Bucket covers [base·(8+sub)/8, base·(9+sub)/8).
-    (base * (9 + sub as u64)).div_ceil(8).saturating_sub(1).max(base)
+    (base * (9 + sub as u64))
+        .div_ceil(8)
+        .saturating_sub(1)
+        .max(base)
 }
 
 impl DelayHistogram {
@@ -119,7 +122,22 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_tight() {
         let mut last = 0;
-        for us in [0u64, 1, 2, 3, 7, 8, 9, 15, 16, 100, 999, 1000, 50_000, 1 << 31] {
+        for us in [
+            0u64,
+            1,
+            2,
+            3,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            999,
+            1000,
+            50_000,
+            1 << 31,
+        ] {
             let b = bucket_of(us);
             assert!(b >= last, "{us}");
             last = b;

@@ -259,7 +259,12 @@ struct Flow {
 /// With the seed in the message, when `flows` does not match the
 /// scenario's flow count, when a connection cannot be set up, or when a
 /// read or write fails (a protocol bug, not a measurement).
-pub fn run(scenario: &Scenario, flows: &[Config], receiver: Config, spec: RunSpec) -> ScenarioReport {
+pub fn run(
+    scenario: &Scenario,
+    flows: &[Config],
+    receiver: Config,
+    spec: RunSpec,
+) -> ScenarioReport {
     assert_eq!(
         flows.len(),
         scenario.flow_starts.len(),
@@ -440,6 +445,10 @@ pub fn run(scenario: &Scenario, flows: &[Config], receiver: Config, spec: RunSpe
 /// # Panics
 /// As [`run`].
 pub fn run_with(scenario: &Scenario, cc: CcAlgorithm, spec: RunSpec) -> ScenarioReport {
-    let flows: Vec<Config> = scenario.flow_starts.iter().map(|_| config_for(cc)).collect();
+    let flows: Vec<Config> = scenario
+        .flow_starts
+        .iter()
+        .map(|_| config_for(cc))
+        .collect();
     run(scenario, &flows, Config::default(), spec)
 }

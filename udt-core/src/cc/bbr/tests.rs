@@ -149,7 +149,11 @@ fn startup_doubles_then_finds_the_bandwidth_and_drains() {
     // At most what one probe adds (a quarter of the BDP) and the ACK
     // allowance wait in the queue, far from its 500 packets.
     let bdp = 10_000.0 * 0.050;
-    assert!(path.queue <= 0.25 * bdp + ACK_ALLOWANCE + 20.0, "queue {}", path.queue);
+    assert!(
+        path.queue <= 0.25 * bdp + ACK_ALLOWANCE + 20.0,
+        "queue {}",
+        path.queue
+    );
     let rate = cc.pacing_rate().unwrap_or(0.0);
     assert!((7_000.0..=12_600.0).contains(&rate), "pacing {rate}");
 }
@@ -242,7 +246,10 @@ fn congestion_cuts_the_bounds_and_a_quiet_cycle_lifts_them() {
     assert!(cut <= before, "{before} -> {cut}");
     let window = cc.congestion_window();
     let bdp = before * 0.020;
-    assert!(window < 1.5 * bdp && window >= 0.69 * bdp, "window {window}, bdp {bdp}");
+    assert!(
+        window < 1.5 * bdp && window >= 0.69 * bdp,
+        "window {window}, bdp {bdp}"
+    );
     // The same flight reported again is not a second signal.
     cc.on_ack_sample(&c, &lossy);
     assert!(cc.congestion_window() >= 0.85 * window, "cut twice");
@@ -251,7 +258,10 @@ fn congestion_cuts_the_bounds_and_a_quiet_cycle_lifts_them() {
         path.round(&mut cc);
     }
     let after = cc.bandwidth().expect("measured");
-    assert!(after > 0.95 * before, "bound not lifted: {after} vs {before}");
+    assert!(
+        after > 0.95 * before,
+        "bound not lifted: {after} vs {before}"
+    );
     assert!(
         cc.congestion_window() >= bdp + ACK_ALLOWANCE,
         "window bound not lifted: {}",
@@ -365,4 +375,17 @@ fn names_and_window_basis() {
         "bbr-bulk"
     );
     assert!(BbrProfile::Fair.loss_threshold() < BbrProfile::Bulk.loss_threshold());
+}
+
+#[test]
+fn receiver_speed_reports_are_read_as_their_lower_bound() {
+    // 1 Gbit/s of 1472-byte datagrams arrive 11.78 µs apart; UDT4's integer
+    // mean of 11 µs reports 90 910 packets/s.
+    let bound = speed_lower_bound(90_910);
+    assert!((83_000.0..=84_900.0).contains(&bound), "{bound}");
+    // At 100 Mbit/s (117.8 µs: reported 8 548) the bound is within 1 %.
+    let bound = speed_lower_bound(8_548);
+    assert!((8_400.0..=8_492.0).contains(&bound), "{bound}");
+    assert_eq!(speed_lower_bound(0), 0.0);
+    assert!(speed_lower_bound(u32::MAX) > 0.0);
 }
