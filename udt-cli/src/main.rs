@@ -74,6 +74,18 @@ struct NetArgs {
     /// Seconds to wait for the peer to answer a connect [default: 3].
     #[arg(long, value_name = "SECONDS", help_heading = "Transport")]
     connect_timeout: Option<f64>,
+    /// UDT congestion control of what this side sends: bbr (model-based,
+    /// backs off above ~2 % loss per round trip), bbr-bulk (for dedicated
+    /// or lossy links: tolerates up to ~15 %) or udt (UDT4's native
+    /// controller) [default: bbr].
+    #[arg(long, value_name = "CC", value_parser = parse_cc, help_heading = "Transport")]
+    cc: Option<udt_core::cc::CcAlgorithm>,
+}
+
+/// Parses `--cc`.
+fn parse_cc(text: &str) -> Result<udt_core::cc::CcAlgorithm, String> {
+    text.parse()
+        .map_err(|e: udt_core::cc::ParseCcAlgorithmError| e.to_string())
 }
 
 impl NetArgs {
@@ -83,6 +95,7 @@ impl NetArgs {
             mss: self.mss,
             max_rate: self.limit_rate,
             buffer_packets: self.buffer,
+            cc: self.cc,
             connect_timeout: self
                 .connect_timeout
                 .filter(|s| s.is_finite() && *s > 0.0)

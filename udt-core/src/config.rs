@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cc::{CongestionControlFactory, NativeCcFactory};
+use crate::cc::{CcAlgorithm, CongestionControlFactory};
 
 mod validate;
 
@@ -97,7 +97,12 @@ pub struct Config {
     /// buffered. A cap below the configured sizes keeps them fixed, as
     /// UDT4's are. Default 256 MiB ([`DEFAULT_MEMORY_CAP`]).
     pub memory_cap: u64,
-    /// Builds the congestion controller of each connection. Default: native UDT.
+    /// Builds the congestion controller of each connection. Default: the
+    /// model-based controller with the fair profile ([`CcAlgorithm::Bbr`]),
+    /// chosen from the measurements in docs/congestion-control.md; pick a
+    /// built-in one with [`Config::with_congestion`] (`udt` for UDT4's
+    /// native controller, `bbr-bulk` for dedicated lossy links) or plug in
+    /// your own factory.
     pub congestion: Arc<dyn CongestionControlFactory>,
 }
 
@@ -129,6 +134,20 @@ impl Config {
     /// application opens, so applications never set it.
     pub fn with_socket_type(mut self, socket_type: SocketType) -> Config {
         self.socket_type = socket_type;
+        self
+    }
+
+    /// This configuration with the built-in congestion controller `cc`.
+    ///
+    /// ```
+    /// use udt_core::cc::CcAlgorithm;
+    /// use udt_core::Config;
+    ///
+    /// let config = Config::default().with_congestion(CcAlgorithm::Udt);
+    /// assert_eq!(config.congestion.build().name(), "udt");
+    /// ```
+    pub fn with_congestion(mut self, cc: CcAlgorithm) -> Config {
+        self.congestion = cc.factory();
         self
     }
 
@@ -174,7 +193,7 @@ impl Default for Config {
             peer_idle_timeout: Duration::from_secs(10),
             max_bandwidth: None,
             memory_cap: DEFAULT_MEMORY_CAP,
-            congestion: Arc::new(NativeCcFactory),
+            congestion: CcAlgorithm::DEFAULT.factory(),
         }
     }
 }

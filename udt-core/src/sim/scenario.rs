@@ -253,9 +253,7 @@ impl ScenarioReport {
 
 /// A configuration for a bulk sender with controller `cc`.
 pub fn config_for(cc: CcAlgorithm) -> Config {
-    let mut config = Config::default();
-    config.congestion = cc.factory();
-    config
+    Config::default().with_congestion(cc)
 }
 
 /// One bulk flow during a run.

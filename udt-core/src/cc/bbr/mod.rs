@@ -57,6 +57,9 @@ const PROBE_RTT_DURATION: Duration = Duration::from_millis(200);
 /// half the BDP drains the queue without the v1 collapse to 4 packets).
 const PROBE_RTT_CWND_GAIN: f64 = 0.5;
 
+/// The RTT the first window is paced over before any was measured.
+const INITIAL_PACING_RTT: Duration = Duration::from_millis(1);
+
 /// Startup's pacing gain, 4·ln 2: the smallest gain that doubles the
 /// delivery rate every round trip.
 const STARTUP_PACING_GAIN: f64 = 2.77;
@@ -175,6 +178,8 @@ pub struct BbrCc {
     congestion_delivered: Option<u64>,
     /// The receiver has reported an arrival speed at least once.
     seen_recv_speed: bool,
+    /// The pacing rate comes from bandwidth samples, not the initial guess.
+    paced_by_samples: bool,
     /// Startup found the bandwidth.
     filled_pipe: bool,
     full_bw: f64,
@@ -216,6 +221,7 @@ impl BbrCc {
             congested_in_cycle: false,
             congestion_delivered: None,
             seen_recv_speed: false,
+            paced_by_samples: false,
             filled_pipe: false,
             full_bw: 0.0,
             full_bw_rounds: 0,
@@ -276,10 +282,15 @@ impl BbrCc {
     }
 
     /// The bandwidth used for pacing: the model's, or before any sample,
-    /// the initial window per smoothed RTT.
+    /// the initial window per measured RTT, or per millisecond before any
+    /// RTT was measured (the draft's choice: UDT's initial 100 ms RTT is a
+    /// placeholder, not a measurement, and pacing the first window over
+    /// it would hold back a fast path).
     fn model_bw(&self) -> f64 {
-        self.bandwidth()
-            .unwrap_or_else(|| INITIAL_CONGESTION_WINDOW / self.srtt.as_secs_f64().max(1e-3))
+        self.bandwidth().unwrap_or_else(|| {
+            let rtt = self.min_rtt.get().unwrap_or(INITIAL_PACING_RTT);
+            INITIAL_CONGESTION_WINDOW / rtt.as_secs_f64().max(1e-3)
+        })
     }
 
     fn enter_drain(&mut self) {
@@ -514,7 +525,9 @@ impl BbrCc {
     fn set_outputs(&mut self, ctx: &CcContext, newly_acked: u32) {
         let bw = self.model_bw();
         let rate = self.pacing_gain * bw * PACING_MARGIN;
-        self.pacing_rate = if self.filled_pipe || self.bandwidth().is_none() {
+        self.pacing_rate = if self.filled_pipe || !self.paced_by_samples {
+            // (The first sample replaces the initial guess, up or down.)
+            self.paced_by_samples = self.bandwidth().is_some();
             rate
         } else {
             // Startup never slows down: a low early sample must not undo
