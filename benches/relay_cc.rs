@@ -44,6 +44,9 @@ use udt_relay::{Impairment, Loss, Relay, RelayConfig};
 /// The longest any single transfer may take.
 const LIMIT: Duration = Duration::from_secs(300);
 
+/// Queue samples start this long into a transfer.
+const SETTLE: Duration = Duration::from_secs(1);
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -145,17 +148,22 @@ fn ours_send(to: SocketAddr, bytes: u64, cc: CcAlgorithm, base_rtt: Duration) ->
     let config = Config::default().with_congestion(cc);
     let ep = Endpoint::bind_with(localhost(), config, udt::EndpointConfig::default())
         .expect("bind an endpoint");
-    let mut stream = ep.connect(to).expect("connect");
+    let stream = ep.connect(to).expect("connect");
     let done = AtomicBool::new(false);
     let mut samples = Vec::new();
     std::thread::scope(|scope| {
         let stream = &stream;
         let done = &done;
         let sampler = scope.spawn(move || {
+            let start = Instant::now();
             let mut queue = Vec::new();
             while !done.load(Ordering::Relaxed) {
-                let rtt = stream.stats().rtt;
-                queue.push(rtt.saturating_sub(base_rtt).as_secs_f64() * 1e3);
+                // The smoothed RTT starts at UDT4's 100 ms placeholder and
+                // needs a few dozen ACKs to forget it: skip the first second.
+                if start.elapsed() >= SETTLE {
+                    let rtt = stream.stats().rtt;
+                    queue.push(rtt.saturating_sub(base_rtt).as_secs_f64() * 1e3);
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
             queue
