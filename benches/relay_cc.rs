@@ -23,8 +23,7 @@
 //! that libudt0 finishes in well under a minute on each path. The queue
 //! column is our sender's smoothed RTT above the path's base RTT, sampled
 //! every 20 ms from one second into the transfer (the relay does not time
-//! its queue); it
-//! is empty for libudt0 senders.
+//! its queue); it is empty for libudt0 senders.
 
 #[path = "../tests/interop/harness.rs"]
 mod harness;
