@@ -61,6 +61,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario::s4(),
         Scenario::s5(),
         Scenario::high_bdp(),
+        Scenario::lan(),
         Scenario::bursty(),
         Scenario::reordering(),
         Scenario::clean_queue(),

@@ -128,6 +128,16 @@ fn high_bdp_1gbit_200ms_tenth_percent_loss() {
 }
 
 #[test]
+fn a_one_millisecond_lan_is_filled_although_acks_come_every_10_ms() {
+    // Below 64 packets per 10 ms a UDT receiver acknowledges only on its
+    // 10 ms timer: a controller that took the 1 ms RTT for its feedback
+    // loop would see each round deliver one ACK interval's worth and stop
+    // growing (it did: 8 % of the link).
+    let r = run(&Scenario::lan(), CcAlgorithm::Bbr, 3, 1);
+    assert!(r.efficiency() >= 0.85, "{:.3}", r.efficiency());
+}
+
+#[test]
 fn memory_cap_bounds_the_buffers() {
     init_logs();
     let seed = seed_from_env_or(2);

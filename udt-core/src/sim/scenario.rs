@@ -141,6 +141,23 @@ impl Scenario {
         Self::single("queue", 100, 10, Loss::None)
     }
 
+    /// A fast LAN: 1 Gbit/s, 0.5 ms one way, no random loss, and a
+    /// bottleneck queue of only 1 ms (85 packets).
+    pub fn lan() -> Scenario {
+        Scenario {
+            queue: Duration::from_millis(1),
+            ..Self::single("lan", 1000, 0, Loss::None)
+        }
+        .with_one_way_delay(Duration::from_micros(500))
+    }
+
+    fn with_one_way_delay(self, one_way_delay: Duration) -> Scenario {
+        Scenario {
+            one_way_delay,
+            ..self
+        }
+    }
+
     /// The base round-trip time.
     pub fn rtt(&self) -> Duration {
         2 * self.one_way_delay

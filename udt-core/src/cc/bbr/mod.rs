@@ -84,9 +84,13 @@ const FULL_BW_ROUNDS: u32 = 3;
 /// The multiplicative cut of the bounds on congestion.
 const BETA: f64 = 0.7;
 
+/// A receiver sends a light ACK every this many packets (and a full one
+/// every SYN).
+const LIGHT_ACK_PACKETS: f64 = 64.0;
+
 /// Packets beyond the BDP the window allows once the pipe is full: one
-/// light-ACK interval (a receiver acknowledges at least every 64 packets).
-const ACK_ALLOWANCE: f64 = 64.0;
+/// light-ACK interval.
+const ACK_ALLOWANCE: f64 = LIGHT_ACK_PACKETS;
 
 /// The smallest congestion window, packets.
 const MIN_CWND: f64 = 4.0;
@@ -270,10 +274,21 @@ impl BbrCc {
         }
     }
 
-    /// The RTT the model uses: the windowed minimum, or the connection's
-    /// smoothed RTT before any sample.
+    /// The round trip the model works with: the windowed minimum RTT (the
+    /// connection's smoothed RTT before any sample), but never shorter
+    /// than the time between two ACKs. A UDT receiver acknowledges every
+    /// 10 ms and every 64 packets, so on a path of a millisecond a flow
+    /// below 6 400 packets/s hears back only every 10 ms: that is its
+    /// feedback loop, for the window and for the length of a probe phase.
     fn rtt(&self) -> Duration {
-        self.min_rtt.get().unwrap_or(self.srtt)
+        let rtt = self.min_rtt.get().unwrap_or(self.srtt);
+        let bw = self.max_bw.get(self.round).min(self.bw_lo);
+        let ack_interval = if bw > 0.0 {
+            SYN_INTERVAL.min(Duration::from_secs_f64(LIGHT_ACK_PACKETS / bw))
+        } else {
+            SYN_INTERVAL
+        };
+        rtt.max(ack_interval)
     }
 
     /// The bandwidth-delay product in packets at bandwidth `bw`.
@@ -634,13 +649,22 @@ impl CongestionControl for BbrCc {
             // A cumulative ACK that jumps over a repaired hole credits
             // packets that arrived over a long time to a short interval
             // (ACK compression). The receiver's own measurement of the
-            // arrival speed has no such error: no sample may exceed it.
-            // (A report far below the sample is not a measurement of this
-            // flight: a receiver just starting, or one that saw an idle
-            // gap, reports a few packets per second.)
+            // arrival speed has no such error, nor the timing noise whose
+            // peaks a maximum filter would collect: no sample may exceed
+            // it. Except a Startup sample whose round trip saw no loss
+            // (so no repaired hole): the report is up to 10 ms old, and
+            // capping by it would stall a doubling that takes a millisecond
+            // per round. And a report far below the sample is not a
+            // measurement of this flight: a receiver just starting, or one
+            // that saw an idle gap, reports a few packets per second.
             let speed = speed_lower_bound(ctx.recv_speed);
             if speed > 0.0 {
                 self.seen_recv_speed = true;
+            }
+            let exempt = !self.filled_pipe && rs.lost == 0;
+            if exempt {
+                // Clean Startup sample: taken as it is.
+            } else if speed > 0.0 {
                 if speed * 4.0 >= rate {
                     rate = rate.min(speed);
                 }
