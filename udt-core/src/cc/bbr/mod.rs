@@ -13,19 +13,23 @@
 //!   by less than 25 %, or a round loses more than the profile's loss
 //!   threshold. A single loss never ends it.
 //! * **Drain** paces below the bandwidth until the queue Startup built is gone.
-//! * **ProbeBw** cycles through eight phases of one minimum RTT each: one
-//!   at 1.25× (probe for more bandwidth), one at 0.75× (drain what the probe
-//!   queued), six at 1×.
+//! * **ProbeBw** cycles through eight phases of one round trip each (never
+//!   shorter than the time between two ACKs): one at 1.25× (probe for more
+//!   bandwidth), one at 0.75× (drain what the probe queued), six at 1×.
 //! * **ProbeRtt**: when the minimum RTT has not been seen for
 //!   [`MIN_RTT_WINDOW`], the window drops to half the BDP for 200 ms and a
 //!   round trip, so that the queue empties and the true RTT shows.
 //!
 //! Loss is judged as a rate per round trip, not per event: a round whose
-//! loss rate is clearly above the profile's threshold (2 % for
+//! loss-event rate is clearly above the profile's threshold (2 % for
 //! [`BbrProfile::Fair`], 15 % for [`BbrProfile::Bulk`]) is congestion, and
-//! cuts the bandwidth and in-flight bounds to 70 %; random loss below the
-//! threshold only costs its retransmissions. A full probe cycle without
-//! congestion lifts the bounds again.
+//! cuts the bandwidth and in-flight bounds to 70 % (never below what the
+//! path delivered in the last rounds); random loss below the threshold only
+//! costs its retransmissions. The next probe lifts the bounds again.
+//!
+//! How the samples are taken from UDT's cumulative ACKs and NAKs, and why
+//! the window is the BDP plus a fixed allowance rather than twice the BDP:
+//! docs/congestion-control.md, section 7.
 
 use std::time::{Duration, Instant};
 
