@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// The C++ peer programs, one source file each in `tests/interop/peers/`.
@@ -26,7 +26,7 @@ pub const PEERS: [&str; 5] = [
 ];
 
 const INSTALL_HINT: &str = "the UDT4 interop tests need Debian's libudt (UDT 4.11) and g++: \
-     run `apt-get install -y libudt-dev g++` (.ci/run installs them)";
+     run `apt-get install -y libudt-dev g++` (scripts/test.sh installs them)";
 
 /// Serializes the interop tests of one binary: each one moves hundreds of
 /// megabytes or measures time, and two at once on a 2-core machine would
@@ -169,6 +169,9 @@ pub struct Peer {
     child: Child,
     lines: Receiver<String>,
     transcript: Arc<Mutex<Vec<String>>>,
+    /// The stdout and stderr readers; they end when the process has exited
+    /// and its pipes are closed.
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Peer {
@@ -189,7 +192,7 @@ impl Peer {
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
         let log = Arc::clone(&transcript);
-        thread::spawn(move || {
+        let out_reader = thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 log.lock()
@@ -202,7 +205,7 @@ impl Peer {
         });
         let mut stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::clone(&transcript);
-        thread::spawn(move || {
+        let err_reader = thread::spawn(move || {
             let mut text = String::new();
             let _ = stderr.read_to_string(&mut text);
             if !text.is_empty() {
@@ -216,6 +219,7 @@ impl Peer {
             child,
             lines,
             transcript,
+            readers: vec![out_reader, err_reader],
         }
     }
 
@@ -266,6 +270,14 @@ impl Peer {
         }
     }
 
+    /// `ACCEPTED` of a listening peer: it has accepted a connection and
+    /// asked libudt for its socket names. libudt refuses them once the
+    /// connection is broken, so a test that checks the names waits for this
+    /// line before its side closes.
+    pub fn accepted(&mut self) -> Fields {
+        self.expect_line("ACCEPTED", Duration::from_secs(10))
+    }
+
     /// `READY addr=` of a listening peer.
     pub fn ready_addr(&mut self) -> SocketAddr {
         self.expect_line("READY", Duration::from_secs(10))
@@ -294,8 +306,11 @@ impl Peer {
     /// Waits for exit and asserts success.
     pub fn expect_success(&mut self, timeout: Duration) {
         let status = self.wait_exit(timeout);
-        // Give the reader threads a moment to collect the last lines.
-        thread::sleep(Duration::from_millis(20));
+        // The process is gone, so its pipes are at end of file: once the
+        // readers have finished, the transcript holds every last line.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
         assert!(
             status.success(),
             "UDT4 peer {} exited with {status}:\n{}",
@@ -607,4 +622,65 @@ pub fn read_pattern(
     }
     got.fnv = f.value();
     (got, error)
+}
+
+// ---------------------------------------------------------------------------
+// CPU load.
+
+/// Busy loops in child processes, to starve the peers of CPU the way a
+/// loaded machine does. Each loop is `timeout SECS sh -c 'while :; do :; done'`,
+/// so it ends by itself after `limit` even if the test process dies; dropping
+/// the value ends them earlier, by PID (SIGTERM to `timeout`, which passes it
+/// on to its shell), and reaps them.
+pub struct CpuLoad {
+    loops: Vec<Child>,
+}
+
+impl CpuLoad {
+    /// Starts `n` busy loops that last at most `limit`.
+    pub fn start(n: usize, limit: Duration) -> CpuLoad {
+        let secs = limit.as_secs().max(1).to_string();
+        let loops = (0..n)
+            .map(|_| {
+                Command::new("timeout")
+                    .arg(&secs)
+                    .args(["sh", "-c", "while :; do :; done"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("cannot start a busy loop with timeout(1): {e}"))
+            })
+            .collect();
+        CpuLoad { loops }
+    }
+
+    /// The PIDs of the `timeout` processes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.loops.iter().map(Child::id).collect()
+    }
+
+    /// True while every loop is still running.
+    pub fn all_running(&mut self) -> bool {
+        self.loops
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        for child in &mut self.loops {
+            if let Ok(None) = child.try_wait() {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    // SAFETY: kill(2) with the PID of a child we spawned and
+                    // have not reaped yet, so the PID cannot have been reused.
+                    unsafe {
+                        libc::kill(pid, libc::SIGTERM);
+                    }
+                }
+            }
+            let _ = child.wait();
+        }
+    }
 }

@@ -9,4 +9,6 @@
 pub mod cmd;
 pub mod net;
 pub mod proto;
+pub mod signals;
 pub mod ui;
+pub mod watch;

@@ -1,16 +1,20 @@
 //! The `udt` program: argument parsing, logging set-up and exit codes.
 //! The commands live in the library (`udt_cli::cmd`).
 
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 
-use udt_cli::cmd::{bench, demo, files, pipe};
+use udt_cli::cmd::{bench, broker, demo, files, pipe, punch};
+use udt_cli::net::AllowList;
 use udt_cli::net::{self, NetOptions, Transport};
 use udt_cli::proto::{exit, RecvOptions};
-use udt_cli::ui::{parse_size, CliError, Output};
+use udt_cli::signals;
+use udt_cli::ui::{parse_rate, parse_size, CliError, Output};
 
 /// File transfer, pipes and benchmarks over UDT (UDP-based Data Transfer).
 #[derive(Debug, Parser)]
@@ -26,14 +30,17 @@ Examples:
   udt listen 9000 > file                     # raw pipe, like netcat
   udt connect receiver:9000 < file
   udt bench --server                         # throughput test, like iperf3
-  udt bench receiver:5201 --seconds 10
+  udt bench receiver:5201 -t 10
 
 Exit codes:
-  0  success                        4  data did not match its BLAKE3 hash
-  1  other failure                  5  the peer broke the protocol or was refused
+  0  success                        5  the peer broke the protocol, is another
+  1  other failure                     kind of udt program, or was refused
   2  bad arguments                  6  local file system error (disk full, ...)
-  3  network: refused, timed out,   7  a file exists (use --overwrite)
-     peer vanished"
+  3  network: cannot listen,        7  a file exists (use --overwrite)
+     cannot resolve, refused,     130  interrupted (Ctrl-C)
+     timed out, peer vanished,
+     the peer was interrupted
+  4  data did not match its BLAKE3 hash"
 )]
 struct Cli {
     #[command(flatten)]
@@ -51,8 +58,8 @@ struct GlobalArgs {
     /// is data).
     #[arg(long, global = true)]
     json: bool,
-    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG
-    /// overrides.
+    /// -v: one line per file sent or received; -vv, -vvv, -vvvv: log at
+    /// info, debug, trace on stderr (RUST_LOG overrides).
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
 }
@@ -60,25 +67,19 @@ struct GlobalArgs {
 #[derive(Debug, Clone, Args)]
 struct NetArgs {
     /// Transport: udt, or tcp to compare.
-    #[arg(long, value_enum, default_value_t = Transport::Udt, help_heading = "Transport")]
+    #[arg(long, value_enum, default_value_t = Transport::Udt, env = "UDT_TRANSPORT", help_heading = "Transport")]
     transport: Transport,
-    /// Cap the sending rate in bytes per second (K, M, G suffixes: 50M).
-    #[arg(long, value_name = "RATE", value_parser = parse_size, help_heading = "Transport")]
-    limit_rate: Option<u64>,
     /// UDT maximum segment size in bytes, IP/UDP headers included [default: 1500].
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(76..=65535), help_heading = "Transport")]
     mss: Option<u32>,
     /// UDT send and receive buffers, in packets [default: 8192].
-    #[arg(long, value_name = "PACKETS", help_heading = "Transport")]
+    #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(32..=1_000_000), help_heading = "Transport")]
     buffer: Option<u32>,
-    /// Seconds to wait for the peer to answer a connect [default: 3].
-    #[arg(long, value_name = "SECONDS", help_heading = "Transport")]
-    connect_timeout: Option<f64>,
     /// UDT congestion control of what this side sends: bbr (model-based,
     /// backs off above ~2 % loss per round trip), bbr-bulk (for dedicated
     /// or lossy links: tolerates up to ~15 %) or udt (UDT4's native
     /// controller) [default: bbr].
-    #[arg(long, value_name = "CC", value_parser = parse_cc, help_heading = "Transport")]
+    #[arg(long, value_name = "CC", value_parser = parse_cc, env = "UDT_CC", help_heading = "Transport")]
     cc: Option<udt_core::cc::CcAlgorithm>,
 }
 
@@ -88,19 +89,61 @@ fn parse_cc(text: &str) -> Result<udt_core::cc::CcAlgorithm, String> {
         .map_err(|e: udt_core::cc::ParseCcAlgorithmError| e.to_string())
 }
 
-impl NetArgs {
-    fn options(&self) -> NetOptions {
-        NetOptions {
-            transport: self.transport,
-            mss: self.mss,
-            max_rate: self.limit_rate,
-            buffer_packets: self.buffer,
-            cc: self.cc,
-            connect_timeout: self
-                .connect_timeout
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .map(Duration::from_secs_f64),
-        }
+/// Options of the commands that connect out and send.
+#[derive(Debug, Clone, Args)]
+struct OutArgs {
+    /// Cap the sending rate, in bits per second: 100M, 1.5G, 800k,
+    /// 100Mbit/s; bytes with a capital B: 12MB/s, 10MiB/s.
+    #[arg(short = 'b', long, visible_alias = "bitrate", value_name = "RATE", value_parser = parse_rate, env = "UDT_LIMIT_RATE", help_heading = "Transport")]
+    limit_rate: Option<u64>,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// How long a connect waits.
+#[derive(Debug, Clone, Args)]
+struct ConnectArgs {
+    /// Seconds to wait for the peer to answer a connect [default: 3].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, env = "UDT_CONNECT_TIMEOUT", help_heading = "Transport")]
+    connect_timeout: Option<Duration>,
+}
+
+/// The transfer commands' limit on a peer that makes no progress.
+#[derive(Debug, Clone, Args)]
+struct IdleArgs {
+    /// Give up when the transfer makes no progress for this many seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "30", env = "UDT_IDLE_TIMEOUT", help_heading = "Transport")]
+    idle_timeout: Duration,
+}
+
+fn net_options(net: &NetArgs, out: Option<&OutArgs>) -> NetOptions {
+    NetOptions {
+        transport: net.transport,
+        mss: net.mss,
+        max_rate: out.and_then(|o| o.limit_rate),
+        buffer_packets: net.buffer,
+        cc: net.cc,
+        connect_timeout: out.and_then(|o| o.connect.connect_timeout),
+        linger: None,
+    }
+}
+
+/// The `--allow` values as a list.
+fn allow_list(specs: &[String]) -> Result<AllowList, CliError> {
+    let mut list = AllowList::default();
+    for a in specs {
+        list.add(a).map_err(CliError::usage)?;
+    }
+    Ok(list)
+}
+
+/// Seconds, more than 0 and at most a day.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "{s:?}: give seconds, more than 0 and at most 86400"
+        )),
     }
 }
 
@@ -116,17 +159,39 @@ place. Interrupted? Run the same command again against `udt recv --resume`.
 Examples:
   udt send report.pdf 192.0.2.7:9000
   udt send photos/ videos/ backup.example.org:9000
-  udt send --limit-rate 20M big.iso host:9000      # at most 20 MiB/s
+  udt send --listen 9000 photos/               # the receiver connects: udt recv HOST:9000
+  udt send --limit-rate 100M big.iso host:9000     # at most 100 Mbit/s
   udt send --json dir/ host:9000 | jq .throughput_mbps")]
     Send {
-        /// Files or directories to send.
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-        /// The receiver, HOST:PORT.
-        #[arg(value_name = "HOST:PORT")]
-        target: String,
+        /// Files or directories to send, then the receiver's HOST:PORT
+        /// (no HOST:PORT with --listen).
+        #[arg(required = true, value_name = "PATH... HOST:PORT", value_parser = clap::value_parser!(OsString))]
+        args: Vec<OsString>,
+        /// Wait for the receiver to connect here ([ADDR:]PORT) instead of
+        /// connecting to it: `udt recv HOST:PORT` on the other side, which
+        /// then needs no open port.
+        #[arg(long, value_name = "[ADDR:]PORT")]
+        listen: Option<String>,
+        /// With --listen: only this address or network may connect (repeat
+        /// for more). Whoever connects first gets the file list.
+        #[arg(long, value_name = "ADDR[/PREFIX]", requires = "listen")]
+        allow: Vec<String>,
+        /// Leave out files and directories whose name matches (shell
+        /// pattern with * and ?, matched against each name; repeat for
+        /// more): --exclude '*.tmp' --exclude .git
+        #[arg(
+            long,
+            value_name = "PATTERN",
+            env = "UDT_EXCLUDE",
+            value_delimiter = ','
+        )]
+        exclude: Vec<String>,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
+        #[command(flatten)]
+        idle: IdleArgs,
     },
     /// Receive files from `udt send` (one transfer, then exit).
     #[command(after_help = "\
@@ -140,28 +205,61 @@ special files, oversized lists.
 Examples:
   udt recv                                   # UDP port 9000, into .
   udt recv --listen 0.0.0.0:7000 --out /srv/incoming --keep-listening
-  udt recv --out backup --resume             # continue an interrupted transfer")]
+  udt recv --out backup --resume             # continue an interrupted transfer
+  udt recv sender.example.org:9000           # fetch from a `udt send --listen`")]
     Recv {
+        /// Connect to a `udt send --listen` at HOST:PORT instead of
+        /// listening (this side then needs no open port).
+        #[arg(value_name = "HOST:PORT", conflicts_with_all = ["keep_listening", "allow"])]
+        connect: Option<String>,
         /// Where to listen: [ADDR:]PORT.
         #[arg(short, long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9000")]
         listen: String,
         /// Directory to receive into (created if missing).
-        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        #[arg(
+            short,
+            long,
+            value_name = "DIR",
+            default_value = ".",
+            env = "UDT_RECV_OUT"
+        )]
         out: PathBuf,
-        /// Replace existing files.
+        /// Replace existing files, add to existing directories and give
+        /// them the sender's mode and time.
         #[arg(long)]
         overwrite: bool,
-        /// Continue partial files and keep identical complete ones.
+        /// Continue partial files, keep identical complete ones, add to
+        /// existing directories (their mode and time are kept).
         #[arg(long)]
         resume: bool,
+        /// Accept top-level names starting with a dot (.ssh, .bashrc).
+        #[arg(long)]
+        allow_hidden: bool,
         /// Serve transfers one after another until killed.
         #[arg(long)]
         keep_listening: bool,
+        /// Do not ask "Accept ...? [y/N]" (asked only when stdin and stderr
+        /// are a terminal).
+        #[arg(short = 'y', long)]
+        yes: bool,
+        /// Accept transfers only from this address or network (repeat for
+        /// more): 192.0.2.7, 10.0.0.0/8, 2001:db8::/32.
+        #[arg(
+            long,
+            value_name = "ADDR[/PREFIX]",
+            env = "UDT_RECV_ALLOW",
+            value_delimiter = ','
+        )]
+        allow: Vec<String>,
         /// Skip fsync (faster, not crash-safe).
         #[arg(long, hide = true)]
         no_fsync: bool,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        connect_timeout: ConnectArgs,
+        #[command(flatten)]
+        idle: IdleArgs,
     },
     /// Accept one connection and copy it to stdout (like `nc -l`).
     #[command(after_help = "\
@@ -200,30 +298,42 @@ Examples:
         msg: bool,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
     },
     /// Measure throughput, RTT, loss and CPU (like iperf3).
     #[command(after_help = "\
 Start a server with `udt bench --server`, then run the client against it.
-The client prints one line per second and a summary with both ends' CPU
+The client prints results on stdout: a line per interval (-i; per stream
+and a SUM line with -P) and a summary with both ends' CPU
 use; with --msg it measures round-trip latency of echoed messages
 (p50/p99/p99.9/max).
 
 Examples:
-  udt bench --server                         # UDP port 5201
+  udt bench -s                               # UDP port 5201
   udt bench host:5201                        # 10 s of stream mode
-  udt bench host:5201 --seconds 5 --parallel 4
+  udt bench host:5201 -t 5 -P 4              # iperf3's flags where they mean the same
   udt bench host:5201 --msg 1K --rate 10000  # latency at 10k messages/s
   udt bench host:5201 --transport tcp        # the same over TCP")]
     Bench {
         /// Run the server, on [ADDR:]PORT (default 5201).
-        #[arg(long, value_name = "[ADDR:]PORT", num_args = 0..=1, default_missing_value = "5201", conflicts_with = "target")]
+        #[arg(short = 's', long, value_name = "[ADDR:]PORT", num_args = 0..=1, default_missing_value = "5201", conflicts_with = "target")]
         server: Option<String>,
         /// The server to test, HOST:PORT.
         #[arg(value_name = "HOST:PORT", required_unless_present = "server")]
         target: Option<String>,
         /// Seconds to run.
-        #[arg(short, long, default_value_t = 10.0)]
+        #[arg(
+            short = 't',
+            long = "time",
+            visible_alias = "seconds",
+            value_name = "SECONDS",
+            default_value_t = 10.0
+        )]
         seconds: f64,
+        /// Seconds between interval lines.
+        #[arg(short = 'i', long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "1")]
+        interval: Duration,
         /// Connections in parallel.
         #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=128))]
         parallel: u32,
@@ -238,6 +348,8 @@ Examples:
         once: bool,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
     },
     /// A local end-to-end transfer: receiver, sender, verification, summary.
     #[command(after_help = "\
@@ -261,7 +373,49 @@ Examples:
         keep: bool,
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        out: OutArgs,
     },
+    /// Print shell completions to stdout.
+    #[command(after_help = "\
+Examples:
+  udt completions bash > /etc/bash_completion.d/udt
+  udt completions zsh > \"${fpath[1]}/_udt\"
+  udt completions fish > ~/.config/fish/completions/udt.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `udt man > udt.1`.
+    Man,
+    /// Introduce `udt punch` peers (and answer STUN Binding) on one UDP port.
+    Broker(broker::BrokerArgs),
+    /// Meet a peer through a broker, punch through NATs, connect directly.
+    #[command(after_help = "\
+Examples:
+  udt broker --listen 0.0.0.0:3478                            # on a public host
+  udt punch --broker broker.example.org:3478 --code blue-fox --send big.iso
+  udt punch --broker broker.example.org:3478 --code blue-fox --out big.iso")]
+    Punch(punch::PunchArgs),
+}
+
+impl Command {
+    /// The subcommand's name, as in the JSON output.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
+            Command::Send { .. } => "send",
+            Command::Recv { .. } => "recv",
+            Command::Listen { .. } => "listen",
+            Command::Connect { .. } => "connect",
+            Command::Bench { .. } => "bench",
+            Command::Demo { .. } => "demo",
+            Command::Broker(_) => "broker",
+            Command::Punch(_) => "punch",
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -277,20 +431,46 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.global.verbose);
+    // -v lists files; -vv and more raise the log level.
+    init_logging(cli.global.verbose.saturating_sub(1));
     ignore_file_size_signal();
+    // The commands whose waits poll the Ctrl-C flag stop cleanly; the raw
+    // pipes keep the default (Ctrl-C ends them at once, like netcat).
+    if matches!(
+        cli.command,
+        Command::Send { .. } | Command::Recv { .. } | Command::Bench { .. } | Command::Demo { .. }
+    ) {
+        signals::install();
+    }
     let output = Output {
         quiet: cli.global.quiet,
         json: cli.global.json,
+        verbose: cli.global.verbose > 0,
     };
+    let command_name = cli.command.name();
+    // listen/connect carry data on stdout: their JSON goes to stderr.
+    let json_on_stderr = matches!(command_name, "listen" | "connect");
     match run(cli.command, output) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if output.json {
-                let v = serde_json::json!({ "ok": false, "error": e.message, "exit_code": e.code });
-                println!("{v}");
+                let v = serde_json::json!({
+                    "command": command_name,
+                    "ok": false,
+                    "error": e.message,
+                    "exit_code": e.code,
+                });
+                if json_on_stderr {
+                    eprintln!("{v}");
+                } else {
+                    println!("{v}");
+                }
             }
-            eprintln!("udt: error: {}", e.message);
+            if e.code == exit::INTERRUPTED {
+                eprintln!("udt: {}", e.message);
+            } else {
+                eprintln!("udt: error: {}", e.message);
+            }
             ExitCode::from(e.code)
         }
     }
@@ -298,32 +478,91 @@ fn main() -> ExitCode {
 
 fn run(command: Command, output: Output) -> Result<(), CliError> {
     match command {
-        Command::Send { paths, target, net } => {
+        Command::Broker(args) => broker::run(&args, output)?,
+        Command::Punch(args) => {
+            punch::run(&args, output)?;
+        }
+        Command::Completions { shell } => {
+            let mut cli = Cli::command();
+            clap_complete::generate(shell, &mut cli, "udt", &mut std::io::stdout());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| CliError::io("writing the manual page", e))?;
+        }
+        Command::Send {
+            mut args,
+            listen,
+            allow,
+            exclude,
+            net,
+            out,
+            idle,
+        } => {
+            let (target, listen) = match listen {
+                Some(l) => (
+                    None,
+                    Some(net::listen_addr(&l).map_err(|e| CliError::usage(e.to_string()))?),
+                ),
+                None => {
+                    if args.len() < 2 {
+                        return Err(CliError::usage(
+                            "give the paths to send and then the receiver's HOST:PORT (or --listen PORT)",
+                        ));
+                    }
+                    let target = args.pop().unwrap_or_default();
+                    let target = target
+                        .into_string()
+                        .map_err(|t| CliError::usage(format!("{t:?} is not a HOST:PORT")))?;
+                    (Some(target), None)
+                }
+            };
             files::send(&files::SendArgs {
-                paths,
+                paths: args.into_iter().map(PathBuf::from).collect(),
                 target,
-                net: net.options(),
+                listen,
+                allow: allow_list(&allow)?,
+                excludes: exclude,
+                net: net_options(&net, Some(&out)),
+                idle: idle.idle_timeout,
                 output,
             })?;
         }
         Command::Recv {
+            connect,
             listen,
             out,
             overwrite,
             resume,
+            allow_hidden,
             keep_listening,
+            yes,
+            allow,
             no_fsync,
             net,
+            connect_timeout,
+            idle,
         } => {
             let mut options = RecvOptions::new(out);
             options.overwrite = overwrite;
             options.resume = resume;
+            options.allow_hidden = allow_hidden;
             options.fsync = !no_fsync;
+            let mut net = net_options(&net, None);
+            net.connect_timeout = connect_timeout.connect_timeout;
             files::recv(&files::RecvArgs {
                 listen: net::listen_addr(&listen).map_err(|e| CliError::usage(e.to_string()))?,
+                connect,
                 options,
                 keep_listening,
-                net: net.options(),
+                allow: allow_list(&allow)?,
+                idle: idle.idle_timeout,
+                ask: !yes
+                    && output.is_human()
+                    && std::io::stdin().is_terminal()
+                    && std::io::stderr().is_terminal(),
+                net,
                 output,
             })?;
         }
@@ -331,15 +570,20 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             pipe::listen(&pipe::PipeArgs {
                 addr,
                 msg,
-                net: net.options(),
+                net: net_options(&net, None),
                 output,
             })?;
         }
-        Command::Connect { addr, msg, net } => {
+        Command::Connect {
+            addr,
+            msg,
+            net,
+            out,
+        } => {
             pipe::connect(&pipe::PipeArgs {
                 addr,
                 msg,
-                net: net.options(),
+                net: net_options(&net, Some(&out)),
                 output,
             })?;
         }
@@ -350,14 +594,17 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             parallel,
             msg,
             rate,
+            interval,
             once,
             net,
+            out,
         } => {
+            let net = net_options(&net, Some(&out));
             if let Some(addr) = server {
                 bench::server(&bench::ServerArgs {
                     addr: net::listen_addr(&addr).map_err(|e| CliError::usage(e.to_string()))?,
                     once,
-                    net: net.options(),
+                    net,
                     output,
                 })?;
             } else {
@@ -372,7 +619,8 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                     parallel,
                     msg_size: msg,
                     rate,
-                    net: net.options(),
+                    interval,
+                    net,
                     output,
                 })?;
             }
@@ -382,12 +630,13 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             dir,
             keep,
             net,
+            out,
         } => {
             demo::run(&demo::DemoArgs {
                 size,
                 dir,
                 keep,
-                net: net.options(),
+                net: net_options(&net, Some(&out)),
                 output,
             })?;
         }

@@ -82,7 +82,7 @@ fn resume_after_the_receiver_is_killed_and_tampering_is_detected() {
 
     // Run 1: slow sender, receiver killed once a part arrived.
     let (mut recv, addr) = start_recv("recv1", &out, &[]);
-    let mut send = start_send("send1", &[&src], addr, &["--limit-rate", "16M"]);
+    let mut send = start_send("send1", &[&src], addr, &["--limit-rate", "128M"]);
     let deadline = Instant::now() + T;
     while fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 8 << 20 {
         assert!(Instant::now() < deadline, "no progress:\n{}", send.stderr());
@@ -260,6 +260,14 @@ fn malicious_sender_is_refused_and_nothing_escapes() {
     );
     wire::encode(&Frame::ListEnd, &mut frames);
     conn.write_all(&frames).unwrap();
+    // Read the refusal: the receiver's close waits (up to its linger time)
+    // until our application has read everything it sent.
+    conn.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut reader = FrameReader::new(conn.try_clone().unwrap());
+    assert!(matches!(
+        reader.next_frame(),
+        Ok(Frame::Error { class: 5, .. })
+    ));
     assert_eq!(recv.code(T), 5, "{}", recv.stderr());
     assert!(!base.join("inside/up").exists());
     let _ = fs::remove_dir_all(&base);

@@ -75,8 +75,9 @@ pub struct Config {
     /// configuration. Not a user option: a driver sets it for the kind of
     /// socket it opens ([`Config::with_socket_type`]).
     pub(crate) socket_type: SocketType,
-    /// How long `close` waits for unacknowledged data; `None` abandons it at
-    /// once. Default 180 s (as UDT4).
+    /// How long `close` waits for unacknowledged data and for the peer's
+    /// application to read what it acknowledged (where its ACKs report it);
+    /// `None` abandons both at once. Default 180 s (as UDT4).
     pub linger: Option<Duration>,
     /// How long a caller tries to connect. Default 3 s (as UDT4).
     pub connect_timeout: Duration,

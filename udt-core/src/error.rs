@@ -9,12 +9,29 @@ use std::io;
 pub enum ConnectionError {
     /// The peer was silent for longer than the configured peer-idle timeout.
     TimedOut,
-    /// The peer closed the connection (it sent a shutdown).
+    /// The peer closed the connection (it sent a shutdown) after
+    /// everything it sent had arrived: a clean end of stream.
     PeerClosed,
+    /// The peer ended the connection with some of its data missing here (a
+    /// shutdown with gaps before it, an abortive close, an error signal, or
+    /// a forged shutdown): what was read is incomplete.
+    PeerAborted,
+    /// The peer kept reporting as missing data that an acknowledgement had
+    /// already released (a forged or corrupted ACK): that data cannot be
+    /// resent, so the connection is broken.
+    DataLost,
+    /// Two different payloads arrived for the same sequence number (an
+    /// injected packet, or corruption the UDP checksum missed): data
+    /// already read may be wrong.
+    Corrupted,
     /// This side closed the connection.
     LocallyClosed,
     /// Close gave up: the linger time passed with data still unacknowledged.
     LingerExpired,
+    /// Close gave up: the peer acknowledged everything, but when the linger
+    /// time passed its ACKs still reported data its application had not
+    /// read. The shutdown was sent; a UDT4 peer may discard that data.
+    PeerUnread,
 }
 
 impl fmt::Display for ConnectionError {
@@ -24,9 +41,22 @@ impl fmt::Display for ConnectionError {
                 f.write_str("connection timed out: the peer stopped answering")
             }
             ConnectionError::PeerClosed => f.write_str("the peer closed the connection"),
+            ConnectionError::PeerAborted => f.write_str(
+                "the peer ended the connection before all its data arrived (the data is incomplete)",
+            ),
             ConnectionError::LocallyClosed => f.write_str("the connection was closed locally"),
+            ConnectionError::Corrupted => f.write_str(
+                "two different payloads arrived for one sequence number (injected or corrupted data)",
+            ),
+            ConnectionError::DataLost => f.write_str(
+                "the peer is missing data it had acknowledged (forged or corrupted ACK): connection broken",
+            ),
             ConnectionError::LingerExpired => f.write_str(
                 "close gave up waiting for the peer to acknowledge data (linger time expired)",
+            ),
+            ConnectionError::PeerUnread => f.write_str(
+                "close gave up waiting for the peer's application to read what it acknowledged \
+                 (linger time expired); the peer may discard what it had not read",
             ),
         }
     }
@@ -39,8 +69,10 @@ impl From<ConnectionError> for io::Error {
         let kind = match e {
             ConnectionError::TimedOut => io::ErrorKind::TimedOut,
             ConnectionError::PeerClosed => io::ErrorKind::ConnectionReset,
+            ConnectionError::PeerAborted => io::ErrorKind::ConnectionAborted,
+            ConnectionError::DataLost | ConnectionError::Corrupted => io::ErrorKind::InvalidData,
             ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
-            ConnectionError::LingerExpired => io::ErrorKind::TimedOut,
+            ConnectionError::LingerExpired | ConnectionError::PeerUnread => io::ErrorKind::TimedOut,
         };
         io::Error::new(kind, e)
     }

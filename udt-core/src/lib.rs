@@ -18,6 +18,7 @@
 //! - [`connection`]: one connection tying the above together.
 //! - [`endpoint`]: routing above the connections: socket IDs, the listener,
 //!   rendezvous, tombstones and datagrams that are not UDT.
+//! - [`punch`]: NAT traversal: STUN codec, broker, punch agent.
 //! - [`sched`]: the indexed min-heap the drivers use to order send times.
 //! - `sim`: a deterministic network simulator (feature `sim`).
 
@@ -35,6 +36,7 @@ pub mod handshake;
 pub mod loss_list;
 pub mod packet;
 mod payload_pool;
+pub mod punch;
 pub mod recv_buffer;
 pub mod rng;
 pub mod sched;

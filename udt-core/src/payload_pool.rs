@@ -111,6 +111,25 @@ impl PayloadPool {
         Some(first)
     }
 
+    /// Bytes of payload memory the pool holds (in use or free).
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+
+    /// Gives all memory back when no slot is in use (a connection gone
+    /// quiet after a burst). Returns whether it did. Never on the
+    /// per-packet path: a pool that empties between packets would
+    /// reallocate constantly.
+    pub(crate) fn trim(&mut self) -> bool {
+        if self.allocated == 0 || self.free.len() != self.allocated as usize {
+            return false;
+        }
+        self.chunks = Vec::new();
+        self.free = Vec::new();
+        self.allocated = 0;
+        true
+    }
+
     /// Returns a slot to the pool. Releasing an index twice is a bug in the
     /// caller; it is ignored in release builds rather than corrupting memory.
     pub(crate) fn release(&mut self, idx: u32) {
@@ -224,5 +243,25 @@ mod tests {
         for (i, &idx) in taken.iter().enumerate() {
             assert_eq!(p.bytes(idx, 4), &[i as u8; 4], "slot {idx}");
         }
+    }
+
+    #[test]
+    fn trims_only_when_nothing_is_in_use() {
+        let mut p = PayloadPool::new(4, 100);
+        let a = p.alloc().unwrap();
+        let b = p.alloc().unwrap();
+        assert_eq!(p.capacity_bytes(), 4 * CHUNK_SLOTS as usize);
+        p.release(a);
+        assert!(!p.trim(), "slot b is still in use");
+        assert_eq!(p.allocated(), CHUNK_SLOTS);
+        p.release(b);
+        assert!(p.trim());
+        assert_eq!((p.allocated(), p.capacity_bytes(), p.in_use()), (0, 0, 0));
+        assert!(!p.trim(), "nothing left to trim");
+        // It grows again from scratch.
+        let c = p.alloc().unwrap();
+        assert_eq!(c, 0);
+        p.store(c, b"wxyz");
+        assert_eq!(p.bytes(c, 4), b"wxyz");
     }
 }

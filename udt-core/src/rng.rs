@@ -1,11 +1,9 @@
 //! A small seedable pseudo-random generator (xoshiro256**, seeded by SplitMix64).
 //!
-//! udt-core needs randomness in a few places (initial sequence numbers, the
-//! congestion controller's decrease randomisation, cookie secrets, the
-//! simulator's impairments) and must stay deterministic under a seed, so it
-//! carries its own generator instead of depending on `rand`. Not for
-//! cryptography: callers that need unpredictable values (cookie secrets,
-//! ISNs on a real network) seed it from the operating system.
+//! udt-core needs cheap randomness that stays deterministic under a seed in
+//! a few places (the congestion controller's decrease randomisation, the
+//! simulator's impairments). Not for cryptography: socket IDs, ISNs and
+//! cookie secrets come from the endpoint's ChaCha20 generator instead.
 
 /// A deterministic pseudo-random number generator.
 #[derive(Clone, Debug)]

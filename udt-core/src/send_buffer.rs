@@ -335,6 +335,25 @@ impl SendBuffer {
         self.first_unacked.add(self.sent)
     }
 
+    /// Bytes of payload memory held, in use or kept for reuse.
+    pub fn memory_bytes(&self) -> usize {
+        self.pool.capacity_bytes() + self.slots.capacity() * std::mem::size_of::<SendSlot>()
+    }
+
+    /// Releases the memory a burst left behind when nothing is buffered;
+    /// call when the connection has been quiet for a while.
+    pub fn trim(&mut self) {
+        if self.slots.is_empty() && self.pool.trim() {
+            self.slots = VecDeque::new();
+        }
+    }
+
+    /// One past the last block ever written, sent or not: where the data
+    /// of this connection ends if nothing more is written.
+    pub fn end_seq(&self) -> SeqNumber {
+        self.first_unacked.add(self.slots.len() as u32)
+    }
+
     fn index_of(&self, seq: SeqNumber) -> Option<usize> {
         let off = usize::try_from(seq.offset_from(self.first_unacked)).ok()?;
         (off < self.slots.len()).then_some(off)

@@ -56,6 +56,10 @@ pub struct Stats {
     pub acks_received: u64,
     /// ACK2s sent.
     pub ack2s_sent: u64,
+    /// ACKs deliberately left without an ACK2: they acknowledged everything
+    /// written while the peer still reported unread data, so the peer keeps
+    /// repeating them until its application has read everything.
+    pub ack2s_withheld: u64,
     /// NAK packets sent.
     pub naks_sent: u64,
     /// NAK packets received.
@@ -95,6 +99,12 @@ pub struct Stats {
     pub send_buffer_packets: u32,
     /// The receive buffer's capacity now, packets (likewise).
     pub recv_buffer_packets: u32,
+    /// Packets the peer's application had not read yet, by the peer's
+    /// newest full or medium ACK: 0 once it reported its receive buffer
+    /// drained (or before it reported anything). After an orderly close that
+    /// returned success, non-zero means the peer closed first, so whether its
+    /// application read these last packets is unknown.
+    pub peer_unread_packets: u32,
 }
 
 impl Stats {

@@ -17,9 +17,8 @@ impl ConnShared {
     /// Acts on a settle made by an application thread; call with no lock
     /// held.
     pub(crate) fn report(&self, wake: Wake) {
-        if let Some((at, generation)) = wake.reschedule {
-            self.notify
-                .send_command(SendCmd::Reschedule(self.handle, at, generation));
+        if wake.reschedule.is_some() {
+            self.notify.send_command(SendCmd::Reschedule(self.handle));
         }
         if wake.touch {
             self.notify.touch(self.handle);
@@ -248,5 +247,44 @@ mod tests {
         let mut rest = Vec::new();
         accepted.set_read_timeout(Some(Duration::from_secs(2)));
         assert_eq!(accepted.read_to_end(&mut rest).unwrap(), 0);
+    }
+
+    #[test]
+    fn reschedules_are_coalesced_so_the_send_channel_stays_bounded() {
+        // Before issue 10 every settle that moved the data deadline sent a
+        // message: a flood of ACKs (or of application calls) while the send
+        // thread was busy grew its channel without bound.
+        let (_server, _client, _listener, stream, _accepted) = pair();
+        let conn = stream.conn().clone();
+        wait_idle(&conn);
+        let mut first = None;
+        let mut messages = 0;
+        {
+            let mut g = conn.inner.lock();
+            for _ in 0..100 {
+                g.invalidate_send_key();
+                let wake = g.settle(&conn.notify);
+                if wake.reschedule.is_some() {
+                    messages += 1;
+                    first.get_or_insert(wake);
+                }
+            }
+            assert!(g.is_reschedule_queued());
+        }
+        assert_eq!(messages, 1, "one message per connection until it is read");
+        conn.report(first.expect("one reschedule"));
+        // The send thread reads the key and clears the flag (bounded wait).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            {
+                let g = conn.inner.lock();
+                if !g.is_reschedule_queued() {
+                    assert!(g.send_key_is_current());
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "the send thread never read it");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

@@ -66,6 +66,11 @@ pub(crate) struct ConnInner {
     timer_key: Option<Instant>,
     /// A `Touch` for this connection is queued for the receive thread.
     touch_queued: bool,
+    /// A `Reschedule` for this connection is queued for the send thread,
+    /// which reads the key afresh when it gets it: later key changes need
+    /// no further message. With `touch_queued`, this bounds both command
+    /// channels (see `notify.rs`).
+    reschedule_queued: bool,
     /// Live application handles (streams, a waiting `connect`).
     pub(crate) handles: u32,
     /// Sitting in a listener's accept queue (owned by the queue).
@@ -94,9 +99,22 @@ impl ConnInner {
     }
 
     /// True once nothing needs this connection any more: no handle, not
-    /// queued for accept, and the core is finished (or the handshake failed).
+    /// queued for accept (or it died there), and the core is finished (or
+    /// the handshake failed).
     pub(crate) fn is_reapable(&self) -> bool {
-        self.handles == 0 && !self.queued_for_accept && self.phase.is_finished()
+        self.handles == 0
+            && (!self.queued_for_accept || self.died_unaccepted())
+            && self.phase.is_finished()
+    }
+
+    /// True for a connection that ended with an error while it waited in
+    /// the accept queue: nobody can use it, and it must not hold a backlog
+    /// place (issue 10 item 7). One the peer closed in order stays: its
+    /// data is still for the application.
+    fn died_unaccepted(&self) -> bool {
+        self.phase.connection_ref().is_some_and(
+            |c| matches!(c.state(), State::Closed(e) if e != ConnectionError::PeerClosed),
+        )
     }
 
     /// After a core call on an application thread: what changed that the
@@ -136,9 +154,18 @@ impl ConnInner {
             }
         }
         let next = self.phase.next_send_time();
-        if always_key || next != self.send_key {
+        if always_key {
+            // The send thread itself: it takes the key now, which answers
+            // any `Reschedule` still queued.
+            self.reschedule_queued = false;
             self.send_key = next;
             wake.reschedule = Some((next, notify.next_generation()));
+        } else if next != self.send_key {
+            self.send_key = next;
+            if !self.reschedule_queued {
+                self.reschedule_queued = true;
+                wake.reschedule = Some((next, notify.next_generation()));
+            }
         }
         wake.reapable = self.is_reapable();
         wake
@@ -165,6 +192,21 @@ impl ConnInner {
     #[cfg(test)]
     pub(crate) fn is_send_idle(&self) -> bool {
         self.send_key.is_none() && self.phase.next_send_time().is_none()
+    }
+
+    /// Makes the next settle see a changed data deadline (tests).
+    #[cfg(test)]
+    pub(crate) fn invalidate_send_key(&mut self) {
+        self.send_key = Some(self.last_now);
+        if self.phase.next_send_time() == self.send_key {
+            self.send_key = None;
+        }
+    }
+
+    /// True while a `Reschedule` waits for the send thread (tests).
+    #[cfg(test)]
+    pub(crate) fn is_reschedule_queued(&self) -> bool {
+        self.reschedule_queued
     }
 
     /// True when the send thread knows the current data deadline (tests).
@@ -219,6 +261,7 @@ impl ConnShared {
                 // The creator touches it once so the receive thread arms
                 // its timer; nothing else needs to until then.
                 touch_queued: true,
+                reschedule_queued: false,
                 handles,
                 queued_for_accept,
                 aborted: false,

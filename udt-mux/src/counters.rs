@@ -72,6 +72,9 @@ pub struct EndpointStats {
     pub wrong_source: u64,
     /// Connection requests refused because the accept backlog was full.
     pub handshakes_rejected: u64,
+    /// Connection requests ignored because their source address already
+    /// had its share of the backlog waiting (the caller retries).
+    pub handshakes_throttled: u64,
     /// Datagrams that were not UDT, handed to the registered
     /// [`DatagramHandler`](udt_core::endpoint::DatagramHandler).
     pub foreign: u64,

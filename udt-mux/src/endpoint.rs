@@ -22,7 +22,7 @@ use crate::mux::{MuxRef, MuxShared};
 use crate::notify::{Notifier, SendCmd};
 use crate::options::Options;
 use crate::recv_queue::{RecvThread, WAKER};
-use crate::registry::{random_u64, ListenerEntry, Registry};
+use crate::registry::{random_key, ListenerEntry, Registry};
 use crate::send_queue::SendThread;
 use crate::stream::UdtStream;
 use crate::udp::UdpPort;
@@ -472,7 +472,7 @@ fn start(addr: SocketAddr, config: Config, options: EndpointConfig) -> io::Resul
     let local = port.local_addr();
     let shared = Arc::new(MuxShared::new(
         port,
-        Registry::new(random_u64()),
+        Registry::new(random_key()?),
         config,
         options,
         notify,

@@ -182,13 +182,18 @@ impl<M: Mode> UdtSocket<M> {
     }
 
     /// Closes the connection and waits until the peer has acknowledged
-    /// everything sent, or the linger time ([`Config::linger`](udt_core::Config::linger))
-    /// has passed. It returns only once the final shutdown packet has been
-    /// handed to the kernel, so the process may exit right after.
+    /// everything sent and, where its ACKs report it, its application has
+    /// read it (a UDT4 reader can lose what it had not read when the
+    /// shutdown arrives, docs/interop.md), or until the linger time
+    /// ([`Config::linger`](udt_core::Config::linger)) has passed. It returns
+    /// only once the final shutdown packet has been handed to the kernel, so
+    /// the process may exit right after.
     ///
     /// # Errors
-    /// The reason the data may not all have arrived: `TimedOut` when the
-    /// linger time expired or the peer went silent, `ConnectionReset` when
+    /// The reason the data may not all have arrived or been read: `TimedOut`
+    /// when the linger time expired (with data unacknowledged, or
+    /// acknowledged but unread: `ConnectionError::PeerUnread` inside) or the
+    /// peer went silent, `ConnectionReset` when
     /// the peer closed first with data still unacknowledged,
     /// `ConnectionAborted` when the endpoint was aborted. In non-blocking
     /// mode, `WouldBlock` while the close is still in progress (call again

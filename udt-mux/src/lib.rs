@@ -39,10 +39,11 @@
 //! let mut stream = client.connect(server.local_addr())?;
 //! let (mut peer, _) = listener.accept()?;
 //! stream.write_all(b"hello over UDT")?;
+//! let mut text = [0u8; 14];
+//! peer.read_exact(&mut text)?;
+//! assert_eq!(&text, b"hello over UDT");
+//! // Returns once the peer has acknowledged and read everything.
 //! stream.close()?;
-//! let mut text = String::new();
-//! peer.read_to_string(&mut text)?;
-//! assert_eq!(text, "hello over UDT");
 //! # Ok(())
 //! # }
 //! ```

@@ -73,6 +73,8 @@ impl ListenerCore {
             }
         };
         drop(reg);
+        // The application has it now: its whole receive window opens.
+        conn.with_connection(|c, _| c.limit_receive_window(None))?;
         {
             let mut g = conn.inner.lock();
             g.queued_for_accept = false;

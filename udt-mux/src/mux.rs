@@ -136,6 +136,7 @@ impl MuxShared {
             unknown_destination: e.unknown_destination,
             wrong_source: e.wrong_source,
             handshakes_rejected: e.handshakes_rejected,
+            handshakes_throttled: e.handshakes_throttled,
             foreign: e.foreign,
         }
     }

@@ -10,13 +10,23 @@ use crossbeam_channel::{Receiver, Sender};
 use udt_core::sched::ConnectionHandle;
 
 /// Messages to the send thread, which alone owns the send schedule.
+///
+/// Both channels are unbounded in type but bounded in use (issue 10 item
+/// 8): per connection, the send thread's holds at most one `Register`, one
+/// `Reschedule` (coalesced by `ConnInner::reschedule_queued`) and one
+/// `Deregister`, plus one `Stop`; the receive thread's holds at most one
+/// `Touch` per connection from settles (coalesced by
+/// `ConnInner::touch_queued`) plus one per `connect` call in progress. So
+/// a flood of packets or of application calls cannot grow them: their
+/// length is at most about 3 × the connections of the endpoint.
 #[derive(Debug)]
 pub(crate) enum SendCmd<C> {
     /// A connection was established: start scheduling it.
     Register(ConnectionHandle, C),
-    /// The connection's `next_send_time` is now this. Generations order
-    /// messages from different threads: an older one is ignored.
-    Reschedule(ConnectionHandle, Option<std::time::Instant>, u64),
+    /// The connection's `next_send_time` changed: read it under the
+    /// connection's lock. At most one is queued per connection
+    /// (`ConnInner::reschedule_queued`).
+    Reschedule(ConnectionHandle),
     /// The connection was removed from the registry.
     Deregister(ConnectionHandle),
     /// Exit.

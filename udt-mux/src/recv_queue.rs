@@ -313,10 +313,10 @@ impl Router {
     /// until the batch is flushed: a reader is woken once per batch, not
     /// once per packet.
     fn act(&mut self, conn: &Arc<ConnShared>, wake: Wake) {
-        if let Some((at, generation)) = wake.reschedule {
+        if wake.reschedule.is_some() {
             self.mux
                 .notify()
-                .send_command(SendCmd::Reschedule(conn.handle, at, generation));
+                .send_command(SendCmd::Reschedule(conn.handle));
         }
         if wake.notify
             && !conn

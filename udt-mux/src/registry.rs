@@ -3,6 +3,7 @@
 //! out, the shared state of each connection. Behind the multiplexer's
 //! registry lock, which comes before any connection lock.
 
+use std::io;
 use std::sync::Arc;
 
 use udt_core::endpoint::{ConnectionHandle, Endpoint, ListenerId};
@@ -29,10 +30,11 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// An empty registry whose endpoint draws its IDs from `seed`.
-    pub(crate) fn new(seed: u64) -> Registry {
+    /// An empty registry whose endpoint draws its socket IDs, ISNs and
+    /// cookie secrets from a CSPRNG keyed with `key`.
+    pub(crate) fn new(key: [u8; 32]) -> Registry {
         Registry {
-            endpoint: Endpoint::new(seed),
+            endpoint: Endpoint::with_key(key),
             conns: Vec::new(),
             listener: None,
         }
@@ -79,13 +81,18 @@ impl Registry {
     }
 }
 
-/// 64 random bits from the standard library's per-process random keys:
-/// enough for socket IDs, ISNs and cookie secrets without a global RNG.
-pub(crate) fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x5544_5434_6d75_7821);
-    h.finish()
+/// 32 bytes from the operating system's random source: the key of the
+/// endpoint's CSPRNG (socket IDs, ISNs and cookie secrets must be
+/// unpredictable to an off-path attacker, issue 10 item 1).
+///
+/// # Errors
+/// The operating system's random source failed (no fallback: a guessable
+/// key would silently weaken every connection).
+pub(crate) fn random_key() -> io::Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)
+        .map_err(|e| io::Error::other(format!("no operating-system randomness: {e}")))?;
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -93,7 +100,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn random_bits_differ() {
-        assert_ne!(random_u64(), random_u64());
+    fn random_keys_differ() {
+        let a = random_key().expect("randomness");
+        let b = random_key().expect("randomness");
+        assert_ne!(a, b);
+        assert_ne!(a, [0; 32]);
     }
 }

@@ -106,9 +106,12 @@ impl SendThread {
                 let wake = conn.inner.lock().settle_sent(self.mux.notify());
                 self.act(&conn, wake);
             }
-            SendCmd::Reschedule(h, at, generation) => {
-                if self.conns.get(h.0 as usize).is_some_and(|c| c.is_some()) {
-                    self.schedule(h, at, generation);
+            SendCmd::Reschedule(h) => {
+                // Coalesced: the key is read now, under the lock, which
+                // also lets the next change send another message.
+                if let Some(conn) = self.conns.get(h.0 as usize).cloned().flatten() {
+                    let wake = conn.inner.lock().settle_sent(self.mux.notify());
+                    self.act(&conn, wake);
                 }
             }
             SendCmd::Deregister(h) => {

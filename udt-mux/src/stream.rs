@@ -35,10 +35,11 @@ use crate::mode::StreamMode;
 /// let (mut server, _) = listener.accept()?;
 ///
 /// client.write_all(b"ping")?;
-/// client.close()?; // waits until the peer has acknowledged everything
-/// let mut got = Vec::new();
-/// server.read_to_end(&mut got)?; // Ok(0) after the orderly close ends it
-/// assert_eq!(got, b"ping");
+/// let mut got = [0u8; 4];
+/// server.read_exact(&mut got)?;
+/// assert_eq!(&got, b"ping");
+/// client.close()?; // waits until the peer has acknowledged and read everything
+/// assert_eq!(server.read(&mut got)?, 0); // the orderly close ends the stream
 /// # Ok(())
 /// # }
 /// ```

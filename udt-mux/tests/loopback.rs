@@ -170,17 +170,22 @@ fn close_returns_only_after_the_shutdown_left() {
     // A process may exit right after `close()`: the shutdown must already be
     // on the wire, or the peer waits for its idle timeout. `abort()` stands
     // in for the exit: it discards anything not yet sent.
+    // The peer reads while we close: close waits until the peer's
+    // application has read everything (its ACKs report the buffer drained).
     init();
     for round in 0..10u64 {
         let (_server, mut accepted, client, mut stream) = pair(config());
         let data = pattern(round, 64 << 10);
+        let reader = spawn(format!("reader-{round}"), move || {
+            let mut got = Vec::new();
+            let r = accepted.read_to_end(&mut got);
+            (r, got)
+        });
         stream.write_all(&data).unwrap();
         stream.close().expect("close reports success");
         client.abort();
-        let mut got = Vec::new();
-        accepted
-            .read_to_end(&mut got)
-            .unwrap_or_else(|e| panic!("round {round}: the peer missed our shutdown: {e}"));
+        let (r, got) = reader.join().expect("reader thread");
+        r.unwrap_or_else(|e| panic!("round {round}: the peer missed our shutdown: {e}"));
         assert!(got == data, "round {round}: payload differs");
     }
 }

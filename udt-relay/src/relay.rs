@@ -10,6 +10,11 @@
 //! front socket. Each direction has its own impairment model and random
 //! stream, so traffic in one direction cannot shift the losses of the other.
 //!
+//! Chaos: [`Relay::set_impairments`] swaps both directions' impairments
+//! while the relay runs (changing bursts), and [`Relay::set_blackhole`]
+//! drops everything until it is turned off again (outages). Each thread
+//! picks a change up at its next loop turn.
+//!
 //! Timing: mio's `poll` rounds timeouts up to whole milliseconds, so the
 //! threads poll until about 1 ms before the next release and then sleep
 //! precisely (`nanosleep`, tens of µs late at worst). Enough for delays of a
@@ -153,6 +158,9 @@ impl Relay {
             table: Mutex::new(Vec::with_capacity(config.max_sessions)),
             failure: Mutex::new(None),
             start: Instant::now(),
+            blackhole: AtomicBool::new(false),
+            impairment_gen: AtomicU64::new(0),
+            impairments: Mutex::new((config.to_upstream.clone(), config.to_client.clone())),
         });
 
         let up = Up {
@@ -169,6 +177,8 @@ impl Relay {
             ),
             shared: Arc::clone(&shared),
             config: config.clone(),
+            applied: 0,
+            seed: config.seed ^ 1,
         };
         let down = Down {
             poll: down_poll,
@@ -182,6 +192,8 @@ impl Relay {
                 config.max_pending,
             ),
             shared: Arc::clone(&shared),
+            applied: 0,
+            seed: config.seed ^ 2,
         };
         let mut relay = Relay {
             local_addr,
@@ -226,6 +238,39 @@ impl Relay {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Replaces the impairments of both directions while the relay runs
+    /// (each direction restarts its model; datagrams already held keep
+    /// their release times).
+    ///
+    /// # Errors
+    /// `InvalidInput` if an impairment is invalid; nothing changes then.
+    pub fn set_impairments(
+        &self,
+        to_upstream: Impairment,
+        to_client: Impairment,
+    ) -> io::Result<()> {
+        for imp in [&to_upstream, &to_client] {
+            imp.validate()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
+        *self
+            .shared
+            .impairments
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (to_upstream, to_client);
+        self.shared
+            .impairment_gen
+            .fetch_add(1, AtomicOrdering::Release);
+        Ok(())
+    }
+
+    /// Turns the blackhole on or off: while on, every datagram in either
+    /// direction is dropped (counted as `dropped_loss`), as during an
+    /// outage. Datagrams already held are still released.
+    pub fn set_blackhole(&self, on: bool) {
+        self.shared.blackhole.store(on, AtomicOrdering::Relaxed);
     }
 
     /// Stops both threads, waits for them, and returns the final counters.
@@ -275,9 +320,39 @@ struct Shared {
     table: Mutex<Vec<Option<Arc<Session>>>>,
     failure: Mutex<Option<String>>,
     start: Instant,
+    /// Everything is dropped (counted as loss) while set.
+    blackhole: AtomicBool,
+    /// Bumped by every [`Relay::set_impairments`]; each thread compares it
+    /// with the generation it applied.
+    impairment_gen: AtomicU64,
+    /// The latest impairments asked for: (to upstream, to client).
+    impairments: Mutex<(Impairment, Impairment)>,
 }
 
 impl Shared {
+    /// The new impairment for one direction, if it changed since
+    /// `applied` (which is updated).
+    fn impairment_update(&self, applied: &mut u64, upstream: bool) -> Option<Impairment> {
+        let gen = self.impairment_gen.load(AtomicOrdering::Acquire);
+        if gen == *applied {
+            return None;
+        }
+        *applied = gen;
+        let both = self
+            .impairments
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Some(if upstream {
+            both.0.clone()
+        } else {
+            both.1.clone()
+        })
+    }
+
+    fn is_blackholed(&self) -> bool {
+        self.blackhole.load(AtomicOrdering::Relaxed)
+    }
+
     fn is_stopping(&self) -> bool {
         self.stop.load(AtomicOrdering::Relaxed)
     }
@@ -392,6 +467,18 @@ impl<D: Clone> Scheduler<D> {
         self.heap.peek().map(|h| h.due)
     }
 
+    /// Applies a new impairment (chaos): a fresh model, a new stream.
+    fn replace_model(&mut self, impairment: Impairment, seed: u64) {
+        self.model = DirectionModel::new(impairment, seed);
+    }
+
+    /// Drops one datagram whole (blackhole), counting it as loss.
+    fn blackhole(&mut self, len: usize, counters: &DirectionCounters) {
+        bump(&counters.received);
+        add(&counters.received_bytes, len);
+        bump(&counters.dropped_loss);
+    }
+
     fn pop_due(&mut self, now: Instant) -> Option<Held<D>> {
         if self.next_due()? <= now {
             self.heap.pop()
@@ -455,6 +542,10 @@ struct Up {
     sched: Scheduler<Arc<Session>>,
     shared: Arc<Shared>,
     config: RelayConfig,
+    /// The impairment generation applied.
+    applied: u64,
+    /// Seed of the next model (changes with each impairment change).
+    seed: u64,
 }
 
 impl Up {
@@ -463,6 +554,10 @@ impl Up {
         let mut scratch = vec![0u8; MAX_DATAGRAM];
         let mut readable = false;
         while !self.shared.is_stopping() {
+            if let Some(imp) = self.shared.impairment_update(&mut self.applied, true) {
+                self.seed = Rng::new(self.seed).next_u64();
+                self.sched.replace_model(imp, self.seed);
+            }
             readable |= events.iter().any(|e| e.token() == FRONT);
             if readable {
                 readable = self.read_front(&mut scratch);
@@ -497,6 +592,10 @@ impl Up {
                 Ok((n, from)) => {
                     let now = Instant::now();
                     let data = scratch.get(..n).unwrap_or_default();
+                    if self.shared.is_blackholed() {
+                        self.sched.blackhole(n, &self.shared.to_upstream);
+                        continue;
+                    }
                     match self.session_for(from, now) {
                         Some(session) => {
                             self.sched
@@ -606,6 +705,10 @@ struct Down {
     ready: Vec<Arc<Session>>,
     sched: Scheduler<SocketAddr>,
     shared: Arc<Shared>,
+    /// The impairment generation applied.
+    applied: u64,
+    /// Seed of the next model.
+    seed: u64,
 }
 
 impl Down {
@@ -613,6 +716,10 @@ impl Down {
         let mut events = Events::with_capacity(256);
         let mut scratch = vec![0u8; MAX_DATAGRAM];
         while !self.shared.is_stopping() {
+            if let Some(imp) = self.shared.impairment_update(&mut self.applied, false) {
+                self.seed = Rng::new(self.seed).next_u64();
+                self.sched.replace_model(imp, self.seed);
+            }
             self.note_ready(&events);
             self.read_sessions(&mut scratch);
             let now = Instant::now();
@@ -672,6 +779,10 @@ impl Down {
                         session
                             .last_active
                             .store(self.shared.millis(now), AtomicOrdering::Relaxed);
+                        if self.shared.is_blackholed() {
+                            self.sched.blackhole(n, &self.shared.to_client);
+                            continue;
+                        }
                         self.sched
                             .admit(now, data, &session.client, &self.shared.to_client);
                     }

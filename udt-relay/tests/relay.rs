@@ -6,6 +6,8 @@
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -113,9 +115,33 @@ fn random_loss_rate_within_tolerance() {
     );
     let client = udp();
     let n = 20_000;
-    let sink_thread =
-        thread::spawn(move || collect(&sink, Duration::from_millis(500), Duration::from_secs(30)));
+    // No quiet gap decides when the sink is done (a loaded machine can
+    // starve either thread for longer than any gap): the sink reads until
+    // it has what the relay says it forwarded, once the relay has handled
+    // every datagram.
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sink_target = target.clone();
+    let sink_thread = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while (got.len() as u64) < sink_target.load(Ordering::Acquire) && Instant::now() < deadline
+        {
+            if let Ok((len, _)) = sink.recv_from(&mut buf) {
+                got.push(index_of(&buf[..len]));
+            }
+        }
+        got
+    });
     send_paced(&client, relay.local_addr(), n, 64);
+    let handled = |s: &udt_relay::RelayStats| {
+        let u = &s.to_upstream;
+        u.received == n && u.forwarded + u.dropped() + u.send_errors == n
+    };
+    while !handled(&relay.stats()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    target.store(relay.stats().to_upstream.forwarded, Ordering::Release);
     let got = sink_thread.join().unwrap();
     let stats = relay.stop();
     assert_eq!(stats.to_upstream.received, n);
@@ -412,4 +438,64 @@ fn invalid_config_is_refused_and_stop_is_prompt() {
     assert!(t.elapsed() < Duration::from_secs(1));
     // The port is free again.
     UdpSocket::bind(addr).unwrap();
+}
+
+/// Waits (bounded) until the relay has read `n` datagrams from clients.
+fn wait_received(relay: &Relay, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay.stats().to_upstream.received < n {
+        assert!(
+            Instant::now() < deadline,
+            "the relay read {:?}",
+            relay.stats()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn blackholes_and_impairment_changes_apply_while_running() {
+    let server = udp();
+    let relay = start(RelayConfig::new(server.local_addr().unwrap()));
+    let client = udp();
+    send_paced(&client, relay.local_addr(), 100, 200);
+    let clear = collect(&server, Duration::from_millis(300), Duration::from_secs(5));
+    assert_eq!(clear.len(), 100, "transparent before the outage");
+
+    relay.set_blackhole(true);
+    send_paced(&client, relay.local_addr(), 100, 200);
+    wait_received(&relay, 200);
+    assert_eq!(relay.stats().to_upstream.dropped_loss, 100);
+    relay.set_blackhole(false);
+    let dark = collect(&server, Duration::from_millis(100), Duration::from_secs(1));
+    assert!(
+        dark.is_empty(),
+        "{} datagrams crossed a blackhole",
+        dark.len()
+    );
+
+    let lossy = Impairment {
+        loss: Loss::Random(1.0),
+        ..Impairment::default()
+    };
+    relay.set_impairments(lossy, Impairment::default()).unwrap();
+    send_paced(&client, relay.local_addr(), 50, 200);
+    wait_received(&relay, 250);
+    assert_eq!(
+        relay.stats().to_upstream.dropped_loss,
+        150,
+        "100% loss applied"
+    );
+
+    relay
+        .set_impairments(Impairment::default(), Impairment::default())
+        .unwrap();
+    send_paced(&client, relay.local_addr(), 50, 200);
+    let back = collect(&server, Duration::from_millis(300), Duration::from_secs(5));
+    assert_eq!(back.len(), 50, "transparent again");
+    let bad = Impairment {
+        loss: Loss::Random(2.0),
+        ..Impairment::default()
+    };
+    assert!(relay.set_impairments(bad, Impairment::default()).is_err());
 }

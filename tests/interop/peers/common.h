@@ -5,8 +5,15 @@
 // IP process-wide, udt4-protocol.md §8.1), read its stdout and parse:
 //
 //   READY addr=IP:PORT                 a listening peer is ready
+//   ACCEPTED conn=N sock=... peer=...  a listening peer accepted connection N;
+//                                      its libudt getsockname/getpeername
+//   CONNECTED sock=... peer=...        a calling or rendezvous peer is connected
 //   RESULT key=value key=value ...     what it sent/received (one per connection)
 //   ERROR stage=... code=N msg=...     a UDT call failed (the exit status is non-zero)
+//
+// Socket names are asked for at once after accept/connect and reported
+// again in RESULT: libudt refuses them once the peer has closed, so a test
+// that checks them waits for ACCEPTED before it closes its side.
 //
 // The data pattern and checksum are the ones the Rust side uses
 // (tests/interop/harness.rs): byte i of a stream seeded with S is byte
@@ -257,6 +264,48 @@ inline int finish(bool ok) {
 // The UDT error code of the last failure (0 when none).
 inline int last_code() { return UDT::getlasterror().getErrorCode(); }
 
+// How a receiving peer reads, to play a slow or absent application reader:
+//   --read-start-ms T   wait T ms after the connection is up before the
+//                       first read (longer than the sender's linger: a
+//                       reader that never reads in time);
+//   --read-sleep-us N   sleep N us after every K-th read (a lagging reader),
+//   --read-sleep-every K  K = 1 by default;
+//   --read-chunk B      read at most B bytes per stream recv().
+// Defaults: read at once, as fast as possible, 64 KiB at a time.
+struct ReadPace {
+    long long start_ms = 0;
+    long long sleep_us = 0;
+    long long sleep_every = 1;
+    long long reads = 0;
+    int chunk = 1 << 16;
+};
+
+inline ReadPace& read_pace() {
+    static ReadPace pace;
+    return pace;
+}
+
+inline void set_read_pace(const Args& args) {
+    ReadPace& p = read_pace();
+    p.start_ms = args.num("read-start-ms", 0);
+    p.sleep_us = args.num("read-sleep-us", 0);
+    p.sleep_every = args.num("read-sleep-every", 1);
+    if (p.sleep_every < 1) p.sleep_every = 1;
+    long long chunk = args.num("read-chunk", 1 << 16);
+    p.chunk = chunk < 1 ? 1 : (chunk > (1 << 16) ? (1 << 16) : (int)chunk);
+}
+
+// Before the first read.
+inline void pace_start() {
+    if (read_pace().start_ms > 0) usleep((useconds_t)(read_pace().start_ms * 1000));
+}
+
+// After each read.
+inline void pace_read() {
+    ReadPace& p = read_pace();
+    if (p.sleep_us > 0 && ++p.reads % p.sleep_every == 0) usleep((useconds_t)p.sleep_us);
+}
+
 // Sends `total` pattern bytes on a stream socket (total < 0: until an error
 // or until the process is killed). Returns the bytes sent; *error receives
 // the UDT error code (0 if all was sent). With verify false (benchmarks)
@@ -302,8 +351,9 @@ inline long long recv_stream(UDTSOCKET u, Pattern& pattern, Fnv& fnv, long long 
     long long got = 0;
     *mismatch = -1;
     *error = 0;
+    pace_start();
     while (expect < 0 || got < expect) {
-        int want = size;
+        int want = size < read_pace().chunk ? size : read_pace().chunk;
         if (expect >= 0 && expect - got < want) want = (int)(expect - got);
         int n = UDT::recv(u, buf, want, 0);
         if (n == UDT::ERROR) {
@@ -316,8 +366,27 @@ inline long long recv_stream(UDTSOCKET u, Pattern& pattern, Fnv& fnv, long long 
             if (bad >= 0 && *mismatch < 0) *mismatch = got + bad;
         }
         got += n;
+        pace_read();
     }
     return got;
+}
+
+// Called by a stream receiver once it has every byte it expected: waits for
+// the sender's close (recv then fails, ECONNLOST) and only then lets the
+// caller close. A receiver that closed at once would race libudt itself:
+// its ACK path makes data readable and wakes recv *before* it sends the ACK
+// covering that data, so the receiver's shutdown can leave first and the
+// sender sees its last bytes unacknowledged at the close (a reset). Returns
+// the UDT error code that ended the connection; *extra gets the bytes that
+// arrived beyond the expected ones (they should be none).
+inline int await_close(UDTSOCKET u, long long* extra) {
+    std::vector<char> storage(1 << 16);
+    *extra = 0;
+    for (;;) {
+        int n = UDT::recv(u, &storage[0], (int)storage.size(), 0);
+        if (n == UDT::ERROR) return last_code();
+        *extra += n;
+    }
 }
 
 // Tally of a received message stream.
@@ -365,20 +434,22 @@ inline long long send_messages(UDTSOCKET u, uint64_t seed, long long count, int 
 }
 
 // Receives messages until `count` arrived (or, with until_last, until the
-// last index arrived) or the connection ends, checking each one's size and
-// content against its index.
+// last index arrived; with until_end, until the connection ends) or the
+// connection ends, checking each one's size and content against its index.
 inline MessageTally recv_messages(UDTSOCKET u, uint64_t seed, long long count, int min, int max,
-                                  bool until_last = false) {
+                                  bool until_last = false, bool until_end = false) {
     MessageTally t;
     std::vector<char> buf((size_t)(max < 8 ? 8 : max) + 64);
     std::vector<bool> seen((size_t)(count > 0 ? count : 0), false);
     long long last = -1;
-    while (t.msgs < count) {
+    pace_start();
+    while (until_end || t.msgs < count) {
         int n = UDT::recvmsg(u, &buf[0], (int)buf.size());
         if (n == UDT::ERROR) {
             t.error = last_code();
             break;
         }
+        pace_read();
         t.msgs++;
         t.bytes += n;
         t.fnv.update(&buf[0], (size_t)n);

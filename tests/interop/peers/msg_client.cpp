@@ -4,6 +4,7 @@
 //
 // msg_client --connect IP:PORT [--mode send|recv] --count N [--min B] [--max B]
 //            [--inorder 0|1] [--ttl MS] [--seed S] [--mss M] [--timeout SECONDS]
+//   receiving: [--read-start-ms T] [--read-sleep-us N] [--read-sleep-every K] [--read-chunk B] (a slow reader, common.h ReadPace)
 // Prints CONNECTED sock=... peer=..., then RESULT. Exits 0 on success.
 
 #include "common.h"
@@ -13,6 +14,7 @@ using namespace peer;
 int main(int argc, char** argv) {
     Args args(argc, argv);
     watchdog(args);
+    set_read_pace(args);
     UDT::startup();
     sockaddr_storage server;
     int server_len = 0;

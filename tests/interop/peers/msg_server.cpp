@@ -4,8 +4,10 @@
 // (--mode send) with the in-order flag of --inorder.
 //
 // msg_server --bind 127.0.0.1:0 [--mode recv|send] --count N [--min B] [--max B]
-//            [--inorder 0|1] [--ttl MS] [--seed S] [--mss M] [--timeout SECONDS]
-// Prints READY addr=IP:PORT, then RESULT. Exits 0 on success.
+//            [--inorder 0|1] [--ttl MS] [--seed S] [--mss M] [--until-end 0|1] [--timeout SECONDS]
+//   receiving: [--read-start-ms T] [--read-sleep-us N] [--read-sleep-every K] (a slow reader, common.h ReadPace)
+// Prints READY addr=IP:PORT, ACCEPTED conn=0 sock=... peer=..., then RESULT.
+// Exits 0 on success.
 
 #include "common.h"
 
@@ -14,6 +16,7 @@ using namespace peer;
 int main(int argc, char** argv) {
     Args args(argc, argv);
     watchdog(args);
+    set_read_pace(args);
     UDT::startup();
     sockaddr_storage addr;
     int addr_len = 0;
@@ -30,6 +33,10 @@ int main(int argc, char** argv) {
     int from_len = sizeof(from);
     UDTSOCKET u = UDT::accept(listener, (sockaddr*)&from, &from_len);
     if (u == UDT::INVALID_SOCK) fail("accept");
+    // Asked for at once: libudt refuses them once the peer has closed.
+    std::string sock = sock_name(u), peer_addr = peer_name(u);
+    printf("ACCEPTED conn=0 sock=%s peer=%s\n", sock.c_str(), peer_addr.c_str());
+    fflush(stdout);
 
     std::string mode = args.str("mode", "recv");
     uint64_t seed = (uint64_t)args.num("seed", 1);
@@ -40,7 +47,6 @@ int main(int argc, char** argv) {
     // order, and the receiver stops when it arrives.
     int ttl = (int)args.num("ttl", -1);
     double start = now_ms();
-    std::string sock = sock_name(u), peer_addr = peer_name(u);
     std::string detail;
     bool ok;
     if (mode == "send") {
@@ -52,7 +58,11 @@ int main(int argc, char** argv) {
         detail = text;
         ok = error == 0;
     } else {
-        MessageTally t = recv_messages(u, seed, count, min, max, ttl >= 0);
+        // --until-end 1: keep reading after --count messages until the
+        // connection ends (as an application that reads until the sender
+        // closes), so the sender's close is what ends reception.
+        bool until_end = args.num("until-end", 0) != 0;
+        MessageTally t = recv_messages(u, seed, count, min, max, ttl >= 0, until_end);
         detail = tally_text(t);
         ok = t.bad == 0 && t.dups == 0 && (!inorder || t.out_of_order == 0) &&
              (ttl >= 0 ? t.error == 0 : t.distinct == count);

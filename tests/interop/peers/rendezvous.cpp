@@ -7,6 +7,10 @@
 //            [--expect N] [--send-seed S] [--recv-seed S] [--count N]
 //            [--min B] [--max B] [--inorder 0|1] [--mss M] [--timeout SECONDS]
 // Prints CONNECTED sock=... peer=..., then RESULT. Exits 0 on success.
+//
+// A stream peer waits, after its last expected byte, for the other side's
+// close before it closes (see await_close in common.h), so the other side
+// closes first and this peer's RESULT comes after that close.
 
 #include <pthread.h>
 
@@ -87,15 +91,16 @@ int main(int argc, char** argv) {
     } else {
         Pattern pattern(recv_seed);
         Fnv fnv;
-        long long mismatch = -1;
-        int error = 0;
+        long long mismatch = -1, extra = 0;
+        int error = 0, end = 0;
         long long expect = args.num("expect", 0);
         long long got = recv_stream(u, pattern, fnv, expect, &mismatch, &error);
-        char text[160];
-        snprintf(text, sizeof(text), " bytes=%lld fnv=%016llx mismatch=%lld err=%d", got,
-                 (unsigned long long)fnv.value(), mismatch, error);
+        if (error == 0) end = await_close(u, &extra);
+        char text[200];
+        snprintf(text, sizeof(text), " bytes=%lld fnv=%016llx mismatch=%lld err=%d extra=%lld end=%d", got,
+                 (unsigned long long)fnv.value(), mismatch, error, extra, end);
         received = text;
-        ok = mismatch < 0 && got == expect;
+        ok = mismatch < 0 && extra == 0 && got == expect;
     }
     pthread_join(thread, NULL);
     ok = ok && sender.error == 0;

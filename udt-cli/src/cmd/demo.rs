@@ -112,10 +112,7 @@ fn run_in(args: &DemoArgs, scratch: &Path) -> Result<DemoSummary, CliError> {
             let conn = listener
                 .accept()
                 .map_err(|e| CliError::io("accept failed", e))?;
-            let quiet = Output {
-                quiet: true,
-                json: false,
-            };
+            let quiet = Output::quiet();
             files::serve_one(conn, &recv_options, &recv_net, quiet)
         })
         .map_err(|e| CliError::io("cannot start the receiver", e))?;
@@ -124,6 +121,7 @@ fn run_in(args: &DemoArgs, scratch: &Path) -> Result<DemoSummary, CliError> {
     let send_output = Output {
         quiet: output.quiet || output.json,
         json: false,
+        verbose: output.verbose,
     };
     let mut observer = BarObserver::new(send_output);
     let entries = proto::scan(
@@ -132,9 +130,19 @@ fn run_in(args: &DemoArgs, scratch: &Path) -> Result<DemoSummary, CliError> {
         &mut observer,
     )?;
     let start = Instant::now();
-    let conn = Conn::connect(&addr.to_string(), &args.net)
+    let mut send_net = args.net.clone();
+    send_net.linger = Some(files::SENDER_LINGER);
+    let conn = Conn::connect(&addr.to_string(), &send_net)
         .map_err(|e| CliError::io("cannot connect to the receiver", e))?;
-    let sent = files::send_over(conn, &entries, &args.net, send_output, &mut observer, start);
+    let sent = files::send_over(
+        conn,
+        &entries,
+        &args.net,
+        files::DEFAULT_IDLE,
+        send_output,
+        &mut observer,
+        start,
+    );
     let received = receiver
         .join()
         .map_err(|_| CliError::new(exit::FAILURE, "the receiver thread panicked"))?;
@@ -223,10 +231,7 @@ mod tests {
             dir: Some(parent.clone()),
             keep: false,
             net: NetOptions::default(),
-            output: Output {
-                quiet: true,
-                json: false,
-            },
+            output: Output::quiet(),
         })
         .unwrap();
         assert!(s.ok);

@@ -2,6 +2,8 @@
 //! arguments to their `*Args` structs.
 
 pub mod bench;
+pub mod broker;
 pub mod demo;
 pub mod files;
 pub mod pipe;
+pub mod punch;

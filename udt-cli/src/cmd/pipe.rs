@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::net::{self, Conn, LinkStats, Listener, NetOptions, Transport};
 use crate::ui::{self, CliError, Output};
+use udt_mux::{ConnectionError, Stats};
 
 /// Bytes per read from stdin or the connection.
 const CHUNK: usize = 256 * 1024;
@@ -34,18 +35,82 @@ pub struct PipeArgs {
 pub struct PipeSummary {
     /// `"listen"` or `"connect"`.
     pub command: &'static str,
+    /// True: the pipe ended in order (failures print an error object).
+    pub ok: bool,
+    /// UDT or TCP.
+    pub transport: Transport,
     /// The other end.
     pub peer: Option<String>,
     /// Payload bytes moved.
     pub bytes: u64,
     /// Messages moved (`--msg`), else 0.
     pub messages: u64,
-    /// Seconds from connection to the end.
+    /// Seconds from connection to the end (3 decimals).
     pub seconds: f64,
-    /// Megabits per second.
+    /// Megabits per second (3 decimals).
     pub throughput_mbps: f64,
     /// Connection counters.
     pub link: LinkStats,
+    /// `connect` only: whether the peer's application read everything.
+    pub delivery: Option<Delivery>,
+}
+
+/// What `udt connect` knows, after a successful close, about the peer's
+/// application reading what it sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Delivery {
+    /// The peer's ACKs reported its receive buffer drained: its application
+    /// read everything.
+    Read,
+    /// The peer acknowledged everything, then closed the connection before
+    /// its ACKs reported that its application had read the last
+    /// `unread_packets` packets: UDT cannot tell whether it did.
+    Unconfirmed {
+        /// Packets unread in the peer's last report.
+        unread_packets: u32,
+    },
+    /// TCP acknowledges what the peer's kernel received; nothing tells
+    /// whether its application read it.
+    Unknowable,
+}
+
+impl Delivery {
+    /// From the connection's statistics after its close returned success.
+    fn after_udt_close(stats: &Stats) -> Delivery {
+        match stats.peer_unread_packets {
+            0 => Delivery::Read,
+            unread_packets => Delivery::Unconfirmed { unread_packets },
+        }
+    }
+
+    /// The end of the summary line.
+    fn clause(&self) -> String {
+        match self {
+            Delivery::Read => "; the peer read everything".to_string(),
+            Delivery::Unconfirmed { unread_packets } => format!(
+                "; the peer acknowledged everything but closed before reporting that its \
+                 application read the last {unread_packets} packets: UDT cannot tell whether it did"
+            ),
+            Delivery::Unknowable => {
+                "; TCP cannot tell whether the peer's application read everything".to_string()
+            }
+        }
+    }
+}
+
+/// The error of a failed orderly close.
+fn close_error(e: io::Error) -> CliError {
+    let unread = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ConnectionError>())
+        == Some(&ConnectionError::PeerUnread);
+    let context = if unread {
+        "the peer acknowledged everything, but its application did not read it all in time"
+    } else {
+        "the peer did not acknowledge everything"
+    };
+    CliError::io(context, e)
 }
 
 impl PipeSummary {
@@ -66,10 +131,11 @@ impl PipeSummary {
                 String::new()
             };
             eprintln!(
-                "udt: {verb} {}{msgs} in {:.2} s: {}",
+                "udt: {verb} {}{msgs} in {:.2} s: {}{}",
                 ui::bytes(self.bytes),
                 self.seconds,
-                ui::bitrate(self.throughput_mbps * 1e6)
+                ui::bitrate(self.throughput_mbps * 1e6),
+                self.delivery.map(|d| d.clause()).unwrap_or_default()
             );
         }
     }
@@ -121,12 +187,15 @@ pub fn listen(args: &PipeArgs) -> Result<PipeSummary, CliError> {
         let link = net::message_stats(&sock);
         PipeSummary {
             command: "listen",
+            ok: true,
+            transport: Transport::Udt,
             peer: Some(peer.to_string()),
             bytes,
             messages,
-            seconds: start.elapsed().as_secs_f64(),
-            throughput_mbps: ui::mbps(bytes, start.elapsed()),
+            seconds: ui::round3(start.elapsed().as_secs_f64()),
+            throughput_mbps: ui::round3(ui::mbps(bytes, start.elapsed())),
             link,
+            delivery: None,
         }
     } else {
         let listener =
@@ -162,12 +231,15 @@ pub fn listen(args: &PipeArgs) -> Result<PipeSummary, CliError> {
         let link = conn.stats();
         PipeSummary {
             command: "listen",
+            ok: true,
+            transport: args.net.transport,
             peer: peer.map(|p| p.to_string()),
             bytes,
             messages: 0,
-            seconds: start.elapsed().as_secs_f64(),
-            throughput_mbps: ui::mbps(bytes, start.elapsed()),
+            seconds: ui::round3(start.elapsed().as_secs_f64()),
+            throughput_mbps: ui::round3(ui::mbps(bytes, start.elapsed())),
             link,
+            delivery: None,
         }
     };
     out.flush().map_err(|e| CliError::io("writing stdout", e))?;
@@ -186,17 +258,21 @@ fn write_out(out: &mut impl Write, data: &[u8]) -> Result<bool, CliError> {
 }
 
 /// Runs `udt connect`: sends stdin until EOF, then closes in order and
-/// returns once the peer has acknowledged everything.
+/// returns once the peer has acknowledged everything and (UDT) its ACKs
+/// report that its application has read it all, or it closed first. The
+/// summary's [`Delivery`] says which, or that TCP cannot tell.
 ///
 /// # Errors
-/// Connection failures (exit 3), stdin read errors.
+/// Connection failures (exit 3), stdin read errors; a close that timed out
+/// with data unacknowledged, or acknowledged but not read by the peer's
+/// application (exit 3).
 pub fn connect(args: &PipeArgs) -> Result<PipeSummary, CliError> {
     check_msg(args)?;
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let start = Instant::now();
     let connect_err = |e| CliError::io(&format!("cannot connect to {}", args.addr), e);
-    let (bytes, messages, link, peer) = if args.msg {
+    let (bytes, messages, link, peer, delivery) = if args.msg {
         let sock = net::connect_messages(&args.addr, &args.net).map_err(connect_err)?;
         let peer = sock.peer_addr();
         let (mut bytes, mut messages) = (0u64, 0u64);
@@ -213,10 +289,15 @@ pub fn connect(args: &PipeArgs) -> Result<PipeSummary, CliError> {
             bytes += line.len() as u64;
             messages += 1;
         }
-        let link = net::message_stats(&sock);
-        sock.close()
-            .map_err(|e| CliError::io("the peer did not acknowledge everything", e))?;
-        (bytes, messages, link, Some(peer))
+        // A second handle reads the statistics once the close has ended
+        // (the last packets leave during the close).
+        let probe = sock
+            .try_clone()
+            .map_err(|e| CliError::io("cannot use the connection", e))?;
+        sock.close().map_err(close_error)?;
+        let link = net::message_stats(&probe);
+        let delivery = Delivery::after_udt_close(&probe.stats());
+        (bytes, messages, link, Some(peer), delivery)
     } else {
         let mut conn = Conn::connect(&args.addr, &args.net).map_err(connect_err)?;
         let peer = conn.peer_addr();
@@ -233,19 +314,29 @@ pub fn connect(args: &PipeArgs) -> Result<PipeSummary, CliError> {
                 .map_err(|e| CliError::io("the connection broke", e))?;
             bytes += n as u64;
         }
-        let link = conn.stats();
-        conn.finish()
-            .map_err(|e| CliError::io("the peer did not acknowledge everything", e))?;
-        (bytes, 0, link, peer)
+        let probe = conn
+            .try_clone()
+            .map_err(|e| CliError::io("cannot use the connection", e))?;
+        conn.finish().map_err(close_error)?;
+        // After the close: every byte is in the counters.
+        let link = probe.stats();
+        let delivery = match &probe {
+            Conn::Udt { stream, .. } => Delivery::after_udt_close(&stream.stats()),
+            Conn::Tcp(_) => Delivery::Unknowable,
+        };
+        (bytes, 0, link, peer, delivery)
     };
     let summary = PipeSummary {
         command: "connect",
+        ok: true,
+        transport: args.net.transport,
         peer: peer.map(|p| p.to_string()),
         bytes,
         messages,
-        seconds: start.elapsed().as_secs_f64(),
-        throughput_mbps: ui::mbps(bytes, start.elapsed()),
+        seconds: ui::round3(start.elapsed().as_secs_f64()),
+        throughput_mbps: ui::round3(ui::mbps(bytes, start.elapsed())),
         link,
+        delivery: Some(delivery),
     };
     summary.print(&args.output);
     Ok(summary)
@@ -280,6 +371,44 @@ fn read_line_bounded(input: &mut impl BufRead, out: &mut Vec<u8>, max: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_follows_what_the_peer_last_reported() {
+        let mut stats = Stats::default();
+        assert_eq!(Delivery::after_udt_close(&stats), Delivery::Read);
+        stats.peer_unread_packets = 12;
+        let d = Delivery::after_udt_close(&stats);
+        assert_eq!(d, Delivery::Unconfirmed { unread_packets: 12 });
+        assert!(d.clause().contains("last 12 packets"), "{}", d.clause());
+        assert!(d.clause().contains("cannot tell"), "{}", d.clause());
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"status":"unconfirmed","unread_packets":12}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Delivery::Read).unwrap(),
+            r#"{"status":"read"}"#
+        );
+        assert!(Delivery::Unknowable.clause().contains("TCP cannot tell"));
+    }
+
+    #[test]
+    fn a_close_into_a_reader_that_never_read_says_so() {
+        let unread = close_error(ConnectionError::PeerUnread.into());
+        assert_eq!(unread.code, crate::proto::exit::NETWORK);
+        assert!(
+            unread.message.contains("did not read it all"),
+            "{}",
+            unread.message
+        );
+        let unacked = close_error(ConnectionError::LingerExpired.into());
+        assert_eq!(unacked.code, crate::proto::exit::NETWORK);
+        assert!(
+            unacked.message.contains("did not acknowledge everything"),
+            "{}",
+            unacked.message
+        );
+    }
 
     #[test]
     fn lines_are_bounded() {

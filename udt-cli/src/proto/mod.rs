@@ -23,18 +23,23 @@
 //! Either side may send `Error {class, message}` instead and stop. Framing
 //! is in [`wire`], name rules in [`names`].
 
+pub mod glob;
+mod list;
 pub mod names;
+#[cfg(unix)]
+mod outdir;
+#[cfg(unix)]
 mod recv;
 mod send;
 pub mod wire;
 
 use std::fmt;
 use std::io;
-use std::path::Path;
 
 pub use names::{Limits, NameError, RelPath};
+#[cfg(unix)]
 pub use recv::{receive, RecvOptions, RecvReport};
-pub use send::{scan, send_files, LocalEntry, SendReport};
+pub use send::{scan, scan_excluding, send_files, LocalEntry, SendReport};
 
 /// Exit codes of the `udt` program; also the `class` of an `Error` frame so
 /// both ends of a failed transfer exit with the same meaning.
@@ -57,6 +62,10 @@ pub mod exit {
     pub const LOCAL_IO: u8 = 6;
     /// A file exists and `--overwrite` was not given.
     pub const EXISTS: u8 = 7;
+    /// Interrupted by the user (Ctrl-C, SIGINT; 128 + 2 as shells report
+    /// it). As the class of an `Error` frame it tells the other side why
+    /// the transfer stopped; that side exits with [`NETWORK`].
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// Why a transfer failed. Every variant's message is one line meant for the
@@ -82,13 +91,19 @@ pub enum TransferError {
     },
     /// Bad local arguments (missing path, two roots with one name).
     Usage(String),
+    /// The user interrupted the transfer (Ctrl-C).
+    Interrupted,
+    /// The peer speaks another of our protocols (a bench client).
+    WrongPeer(String),
+    /// The receiver is busy with another transfer.
+    Busy(String),
     /// The peer reported this failure (its class and message).
     Peer {
         /// Who reported it: "sender" or "receiver".
         from: &'static str,
         /// The peer's exit code class.
         class: u8,
-        /// The peer's message.
+        /// The peer's message, control characters escaped.
         message: String,
     },
 }
@@ -97,14 +112,19 @@ impl TransferError {
     /// The exit code this failure maps to (see [`exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
-            TransferError::Network(_) => exit::NETWORK,
-            TransferError::Protocol(_) | TransferError::Refused(_) => exit::PROTOCOL,
+            TransferError::Network(_) | TransferError::Busy(_) => exit::NETWORK,
+            TransferError::Protocol(_)
+            | TransferError::Refused(_)
+            | TransferError::WrongPeer(_) => exit::PROTOCOL,
             TransferError::Exists(_) => exit::EXISTS,
             TransferError::Verify(_) => exit::VERIFY,
             TransferError::Local { .. } => exit::LOCAL_IO,
             TransferError::Usage(_) => exit::USAGE,
+            TransferError::Interrupted => exit::INTERRUPTED,
             TransferError::Peer { class, .. } => match *class {
                 exit::OK => exit::FAILURE,
+                // The peer was interrupted; for us the connection ended.
+                exit::INTERRUPTED => exit::NETWORK,
                 c => c,
             },
         }
@@ -115,19 +135,37 @@ impl TransferError {
         matches!(self, TransferError::Local { source, .. } if is_disk_full(source))
     }
 
-    /// A local error while doing `what` on `path`.
-    pub(crate) fn local(what: &str, path: &Path, source: io::Error) -> TransferError {
+    /// A local error while doing `what` on `path`. Errors may travel to
+    /// the peer in an `Error` frame: `path` names a file relative to what
+    /// is sent or received, never an absolute local path.
+    pub(crate) fn local(what: &str, path: impl fmt::Display, source: io::Error) -> TransferError {
         TransferError::Local {
-            what: format!("{what} {}", path.display()),
+            what: format!("{what} {path}"),
             source,
         }
     }
 
-    /// A stream error: the connection failed.
+    /// A failure the peer reported in an `Error` frame; its text is
+    /// escaped so it cannot drive our terminal.
+    pub(crate) fn peer(from: &'static str, class: u8, message: &str) -> TransferError {
+        TransferError::Peer {
+            from,
+            class,
+            message: names::printable(message.as_bytes()),
+        }
+    }
+
+    /// A stream error: the connection failed (or the user interrupted a
+    /// wait on it, see [`interrupted_error`]).
     pub(crate) fn network(e: &io::Error) -> TransferError {
+        if is_interruption(e) {
+            return TransferError::Interrupted;
+        }
         TransferError::Network(match e.kind() {
             io::ErrorKind::UnexpectedEof => {
-                "the peer closed the connection in the middle of the transfer".into()
+                "the peer closed the connection in the middle of the transfer (interrupted, killed or \
+                 failed)"
+                    .into()
             }
             _ => format!("connection failed: {e}"),
         })
@@ -141,6 +179,8 @@ impl fmt::Display for TransferError {
             | TransferError::Protocol(m)
             | TransferError::Exists(m)
             | TransferError::Verify(m)
+            | TransferError::WrongPeer(m)
+            | TransferError::Busy(m)
             | TransferError::Usage(m) => f.write_str(m),
             TransferError::Refused(m) => write!(f, "refused the file list: {m}"),
             TransferError::Local { what, source } if is_disk_full(source) => write!(
@@ -149,6 +189,12 @@ impl fmt::Display for TransferError {
                  with --resume to continue"
             ),
             TransferError::Local { what, source } => write!(f, "{what}: {source}"),
+            TransferError::Interrupted => f.write_str("interrupted"),
+            TransferError::Peer {
+                class: exit::INTERRUPTED,
+                from,
+                ..
+            } => write!(f, "the {from} was interrupted (Ctrl-C) and stopped the transfer"),
             TransferError::Peer { from, message, .. } => write!(f, "the {from} reported: {message}"),
         }
     }
@@ -170,8 +216,34 @@ impl From<wire::WireError> for TransferError {
             wire::WireError::Malformed(m) => {
                 TransferError::Protocol(format!("malformed frame from the peer: {m}"))
             }
+            wire::WireError::WrongPeer(m) => TransferError::WrongPeer(m),
         }
     }
+}
+
+/// The marker inside [`interrupted_error`].
+#[derive(Debug)]
+struct InterruptedByUser;
+
+impl fmt::Display for InterruptedByUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("interrupted by the user")
+    }
+}
+
+impl std::error::Error for InterruptedByUser {}
+
+/// The error a stream wrapper returns when the user interrupts a blocked
+/// read or write. Not `ErrorKind::Interrupted`: `read_exact` and
+/// `write_all` retry that kind.
+pub fn interrupted_error() -> io::Error {
+    io::Error::other(InterruptedByUser)
+}
+
+/// True for an error made by [`interrupted_error`].
+pub fn is_interruption(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<InterruptedByUser>())
 }
 
 /// True for the errors a full disk (or a quota, or `RLIMIT_FSIZE`) gives.
@@ -188,6 +260,18 @@ pub fn is_disk_full(e: &io::Error) -> bool {
 /// Watches a transfer (progress bars, logs). Every method has a no-op
 /// default.
 pub trait Observer {
+    /// A sender greeted (the receiver's first sign of a real transfer).
+    /// An error refuses it, for example because the receiver is busy.
+    fn on_hello(&mut self) -> Result<(), TransferError> {
+        Ok(())
+    }
+    /// The receiver checked the list: `files` files and `dirs`
+    /// directories, `bytes` in all. An error declines the transfer (the
+    /// user said no).
+    fn on_list(&mut self, files: u64, dirs: u64, bytes: u64) -> Result<(), TransferError> {
+        let _ = (files, dirs, bytes);
+        Ok(())
+    }
     /// The plan is settled: `files` files of `bytes` bytes in total, of
     /// which `already` are on the receiver and verified.
     fn on_plan(&mut self, files: u64, bytes: u64, already: u64) {
@@ -205,6 +289,20 @@ pub trait Observer {
     /// symlink, a partial file that did not match and is sent again).
     fn on_note(&mut self, message: &str) {
         let _ = message;
+    }
+    /// The scan left `path` out (a symlink inside a directory, a special
+    /// file); by default a note.
+    fn on_skipped(&mut self, path: &str, why: &str) {
+        self.on_note(&format!("skipping {path}: {why}"));
+    }
+    /// File `name` is complete (verified, in place, or kept unchanged).
+    fn on_file_done(&mut self, name: &RelPath) {
+        let _ = name;
+    }
+    /// True when the user asked to stop (Ctrl-C): checked between frames,
+    /// where an `Error` frame can still go out cleanly.
+    fn should_stop(&mut self) -> bool {
+        false
     }
 }
 

@@ -60,7 +60,7 @@ pub enum NameError {
     TooLong,
     /// The path has more components than the limit.
     TooDeep,
-    /// The name ends with [`PARTIAL_SUFFIX`].
+    /// A component of the name ends with [`PARTIAL_SUFFIX`].
     ReservedSuffix,
     /// The name is not valid UTF-8 and this system only has Unicode names.
     NotUnicode,
@@ -96,43 +96,14 @@ impl RelPath {
     /// # Errors
     /// The first rule the path breaks (see [`NameError`]).
     pub fn parse(bytes: &[u8], limits: &Limits) -> Result<RelPath, NameError> {
-        if bytes.is_empty() {
-            return Err(NameError::Empty);
-        }
-        if bytes[0] == b'/' {
-            return Err(NameError::Absolute);
-        }
-        if bytes.len() > limits.max_path_bytes.min(MAX_PATH_BYTES) {
-            return Err(NameError::TooLong);
-        }
-        if bytes.contains(&0) {
-            return Err(NameError::Nul);
-        }
-        if cfg!(windows) && (bytes.contains(&b'\\') || bytes.contains(&b':')) {
-            return Err(NameError::Absolute);
-        }
-        let mut depth = 0;
-        for component in bytes.split(|&b| b == b'/') {
-            depth += 1;
-            if depth > limits.max_depth {
-                return Err(NameError::TooDeep);
-            }
-            match component {
-                b"" => return Err(NameError::EmptyComponent),
-                b"." | b".." => return Err(NameError::DotComponent),
-                c if c.len() > limits.max_component_bytes => {
-                    return Err(NameError::ComponentTooLong)
-                }
-                _ => {}
-            }
-        }
-        if bytes.ends_with(PARTIAL_SUFFIX.as_bytes()) {
-            return Err(NameError::ReservedSuffix);
-        }
-        if !cfg!(unix) && std::str::from_utf8(bytes).is_err() {
-            return Err(NameError::NotUnicode);
-        }
+        validate(bytes, limits)?;
         Ok(RelPath(bytes.to_vec()))
+    }
+
+    /// Wraps bytes that [`validate`] accepted (the receiver keeps its list
+    /// in one buffer and makes a `RelPath` only for the file at hand).
+    pub(crate) fn from_validated(bytes: &[u8]) -> RelPath {
+        RelPath(bytes.to_vec())
     }
 
     /// Builds the wire form of a local relative path made of `components`
@@ -187,6 +158,49 @@ impl RelPath {
         name.push(PARTIAL_SUFFIX);
         full.with_file_name(name)
     }
+}
+
+/// Checks a path received from a peer against the rules (see
+/// [`NameError`]) without copying it.
+///
+/// # Errors
+/// The first rule the path breaks.
+pub fn validate(bytes: &[u8], limits: &Limits) -> Result<(), NameError> {
+    if bytes.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if bytes[0] == b'/' {
+        return Err(NameError::Absolute);
+    }
+    if bytes.len() > limits.max_path_bytes.min(MAX_PATH_BYTES) {
+        return Err(NameError::TooLong);
+    }
+    if bytes.contains(&0) {
+        return Err(NameError::Nul);
+    }
+    if cfg!(windows) && (bytes.contains(&b'\\') || bytes.contains(&b':')) {
+        return Err(NameError::Absolute);
+    }
+    let mut depth = 0;
+    for component in bytes.split(|&b| b == b'/') {
+        depth += 1;
+        if depth > limits.max_depth {
+            return Err(NameError::TooDeep);
+        }
+        match component {
+            b"" => return Err(NameError::EmptyComponent),
+            b"." | b".." => return Err(NameError::DotComponent),
+            c if c.len() > limits.max_component_bytes => return Err(NameError::ComponentTooLong),
+            // Any component: a directory `.f.udt-partial` would take the
+            // temporary name of the file `f` beside it.
+            c if c.ends_with(PARTIAL_SUFFIX.as_bytes()) => return Err(NameError::ReservedSuffix),
+            _ => {}
+        }
+    }
+    if !cfg!(unix) && std::str::from_utf8(bytes).is_err() {
+        return Err(NameError::NotUnicode);
+    }
+    Ok(())
 }
 
 impl fmt::Display for RelPath {

@@ -1,16 +1,26 @@
 //! The receiving side: validates the sender's list against the name rules
-//! and limits, refuses conflicts before any data moves, reports what it
-//! already has (`--resume`), and writes each file to a temporary sibling
-//! that is hashed, fsynced and renamed into place only when its BLAKE3
-//! matches.
+//! and limits, refuses conflicts before any data moves (all of them, in
+//! one message), reports what it already has (`--resume`), and writes each
+//! file to a temporary sibling that is hashed, fsynced and renamed into
+//! place only when its BLAKE3 matches.
+//!
+//! Safety rules (issue 10): nothing that existed before the transfer is
+//! changed unless `--overwrite` allows it (an existing directory is merged
+//! into only with `--resume` or `--overwrite`, and keeps its mode and time
+//! unless `--overwrite`); every file operation goes through directory
+//! handles without following symlinks (`outdir`); modes are masked by the
+//! umask; directories are created only when the first file needs them and
+//! the empty ones this run created are removed when it fails.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::names::{printable, Limits, RelPath};
-use super::send::{hash_prefix, system_time, unexpected};
+use super::list::FileList;
+use super::names::{printable, Limits};
+use super::outdir::{self, Dir, Found};
+use super::send::{system_time, unexpected};
 use super::wire::{self, EntryKind, EntryMeta, Frame, FrameReader, HASH_LEN};
 use super::{Observer, TransferError};
 
@@ -19,27 +29,40 @@ use super::{Observer, TransferError};
 pub struct RecvOptions {
     /// Everything received goes below this directory (created if missing).
     pub out: PathBuf,
-    /// Replace existing files (never directories).
+    /// Replace existing files, merge into existing directories and give
+    /// them the sender's mode and time.
     pub overwrite: bool,
-    /// Report partial and complete files already present so the sender can
-    /// continue them after verifying their prefix.
+    /// Report partial files (and complete files of the right size) already
+    /// present so the sender can continue them; merge into existing
+    /// directories without changing their mode or time.
     pub resume: bool,
+    /// Accept top-level names starting with a dot (`.ssh`, `.bashrc`):
+    /// refused by default, as a receiver run from `$HOME` would otherwise
+    /// let a sender plant configuration files.
+    pub allow_hidden: bool,
     /// Bounds on the sender's list.
     pub limits: Limits,
     /// `fsync` each file before its rename, and the directories at the end.
     /// On by default; tests may turn it off for speed.
     pub fsync: bool,
+    /// Permission bits a received file or directory may have: by default
+    /// `0o777` less the umask, as `tar` and `cp` do; set-id and sticky bits
+    /// are always dropped.
+    pub mode_bits: u32,
 }
 
 impl RecvOptions {
-    /// Defaults for `out`: no overwrite, no resume, default limits, fsync.
+    /// Defaults for `out`: no overwrite, no resume, no top-level hidden
+    /// names, default limits, fsync, modes masked by the umask.
     pub fn new(out: impl Into<PathBuf>) -> Self {
         RecvOptions {
             out: out.into(),
             overwrite: false,
             resume: false,
+            allow_hidden: false,
             limits: Limits::default(),
             fsync: true,
+            mode_bits: outdir::umask_allowed_bits(),
         }
     }
 }
@@ -66,29 +89,41 @@ pub struct RecvReport {
 #[derive(Clone, Copy, Debug)]
 struct Have {
     len: u64,
+    /// The BLAKE3 of a partial file's `len` bytes; unused for complete
+    /// files, whose hash is computed only when the sender's arrives.
     hash: [u8; HASH_LEN],
     complete: bool,
 }
 
-/// One validated entry of the list.
-#[derive(Debug)]
-struct Entry {
-    path: RelPath,
-    meta: EntryMeta,
-    have: Option<Have>,
+/// The state of a directory of the list on our side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DirState {
+    /// Not there yet: created when a file needs it (or at the end).
+    Absent,
+    /// Created by this run: gets the sender's mode and time at the end,
+    /// removed (if empty) when the transfer fails.
+    Created,
+    /// Was there before: merged into (with `--resume` or `--overwrite`).
+    Existing,
 }
+
+/// Most conflicts named in the refusal message (all are counted).
+const CONFLICTS_SHOWN: usize = 5;
 
 /// Receives one transfer into `opts.out`: `reader` and `writer` are the two
 /// directions of one connection. On failure an `Error` frame with the
-/// reason goes to the sender (unless the connection itself failed);
-/// partially received files stay as `.NAME.udt-partial` for `--resume`.
+/// reason goes to the sender (unless the connection itself failed); it
+/// names files relative to the transfer, never local absolute paths.
+/// Partially received files stay as `.NAME.udt-partial` for `--resume`;
+/// empty directories this run created are removed.
 ///
 /// # Errors
 /// `Refused` for a list that breaks a rule (absolute paths, `..`, limits,
-/// duplicates); `Exists` for a conflict without `--overwrite`; `Verify`
-/// for a hash mismatch; `Local` for file-system errors (disk full:
-/// [`TransferError::is_disk_full`]); `Network`, `Protocol` and `Peer` for
-/// the connection and the sender.
+/// duplicates, top-level hidden names); `Exists` for conflicts without
+/// `--overwrite`; `Verify` for a hash mismatch; `Local` for file-system
+/// errors (disk full: [`TransferError::is_disk_full`], also when the list
+/// needs more space than is free); `Network`, `Protocol`, `WrongPeer`,
+/// `Peer` and `Interrupted` for the connection, the sender and the user.
 pub fn receive<R, W>(
     reader: R,
     writer: &mut W,
@@ -99,131 +134,86 @@ where
     R: Read,
     W: Write + ?Sized,
 {
-    let result = receive_inner(FrameReader::new(reader), writer, opts, observer);
+    let mut frames = FrameReader::new(reader);
+    let result = receive_inner(&mut frames, writer, opts, observer);
     if let Err(e) = &result {
-        if !matches!(e, TransferError::Network(_) | TransferError::Peer { .. }) {
-            let message = e.to_string();
-            let _ = wire::write_frame(
-                writer,
-                &Frame::Error {
-                    class: e.exit_code(),
-                    message: &message,
-                },
-            );
-            let _ = writer.flush();
+        match e {
+            TransferError::Network(_) | TransferError::Peer { .. } => {}
+            TransferError::WrongPeer(_) => {
+                let _ = writer.write_all(wire::REPLY_TO_BENCH);
+            }
+            TransferError::Interrupted => {
+                let _ = wire::write_frame(
+                    writer,
+                    &Frame::Error {
+                        class: super::exit::INTERRUPTED,
+                        message: "the receiver was interrupted",
+                    },
+                );
+            }
+            e => {
+                let message = e.to_string();
+                let _ = wire::write_frame(
+                    writer,
+                    &Frame::Error {
+                        class: e.exit_code(),
+                        message: &message,
+                    },
+                );
+            }
         }
+        let _ = writer.flush();
     }
     result
 }
 
 fn receive_inner<R: Read, W: Write + ?Sized>(
-    mut frames: FrameReader<R>,
+    frames: &mut FrameReader<R>,
     writer: &mut W,
     opts: &RecvOptions,
     observer: &mut dyn Observer,
 ) -> Result<RecvReport, TransferError> {
-    let mut report = RecvReport::default();
-    let mut entries = read_list(&mut frames, &opts.limits, &mut report)?;
-    let out = &opts.out;
-    fs::create_dir_all(out).map_err(|e| TransferError::local("creating", out, e))?;
-
-    // Check everything before touching anything: a refused transfer
-    // leaves the output directory as it was.
-    for entry in &mut entries {
-        entry.have = check_target(out, entry, opts)?;
+    let root = Dir::open_root(&opts.out, true)
+        .map_err(|e| TransferError::local("opening", "the output directory", e))?;
+    let list = FileList::read(frames, &opts.limits, observer)?;
+    if !opts.allow_hidden {
+        refuse_hidden(&list)?;
     }
-    for entry in entries.iter().filter(|e| e.meta.kind == EntryKind::Dir) {
-        let dir = entry.path.under(out);
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            // check_target made sure it is a real directory.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(TransferError::local("creating", &dir, e)),
-        }
-    }
+    observer.on_list(list.files, list.dirs, list.total_bytes)?;
+    let mut report = RecvReport {
+        files: list.files,
+        dirs: list.dirs,
+        total_bytes: list.total_bytes,
+        ..RecvReport::default()
+    };
+    let mut tree = Tree::check(root, &list, opts)?;
+    tree.check_space(&list)?;
 
     let mut plan = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        if let Some(h) = entry.have {
-            report.bytes_resumed += h.len;
-            wire::encode(
-                &Frame::Have {
-                    index: index as u32,
-                    len: h.len,
-                    hash: h.hash,
-                    complete: h.complete,
-                },
-                &mut plan,
-            );
-        }
+    for (&index, h) in &tree.haves {
+        wire::encode(
+            &Frame::Have {
+                index,
+                len: h.len,
+                hash: if h.complete { [0; HASH_LEN] } else { h.hash },
+                complete: h.complete,
+            },
+            &mut plan,
+        );
     }
     wire::encode(&Frame::PlanEnd, &mut plan);
     writer
         .write_all(&plan)
         .map_err(|e| TransferError::network(&e))?;
     writer.flush().map_err(|e| TransferError::network(&e))?;
-    // What the sender accepts of our haves is only known file by file.
-    report.bytes_resumed = 0;
     observer.on_plan(report.files, report.total_bytes, 0);
 
-    let mut files = entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.meta.kind == EntryKind::File)
-        .map(|(i, _)| i)
-        .peekable();
-    loop {
-        match frames.next_frame()? {
-            Frame::FileStart { index, offset } => {
-                let expected = files.next();
-                if expected != Some(index as usize) {
-                    return Err(TransferError::Protocol(format!(
-                        "the sender started file #{index} out of order"
-                    )));
-                }
-                let Some(entry) = entries.get(index as usize) else {
-                    return Err(TransferError::Protocol("file index out of range".into()));
-                };
-                observer.on_file(&entry.path, entry.meta.size, offset);
-                receive_file(&mut frames, out, entry, offset, opts, observer, &mut report)?;
-            }
-            Frame::Done => {
-                if let Some(&missing) = files.peek() {
-                    let name = entries
-                        .get(missing)
-                        .map(|e| e.path.to_string())
-                        .unwrap_or_default();
-                    return Err(TransferError::Protocol(format!(
-                        "the sender finished without sending {name}"
-                    )));
-                }
-                break;
-            }
-            Frame::Error { class, message } => {
-                return Err(TransferError::Peer {
-                    from: "sender",
-                    class,
-                    message: message.to_owned(),
-                })
-            }
-            other => return Err(unexpected("the transfer", &other)),
-        }
+    let result = tree.receive_files(frames, &list, opts, observer, &mut report);
+    let result = result.and_then(|()| tree.finish_dirs(&list, opts));
+    if result.is_err() {
+        tree.remove_created_dirs(&list);
     }
-
-    // Directory times last (writing files changed them), deepest first,
-    // and the mode after the time: a read-only mode could forbid it.
-    for entry in entries
-        .iter()
-        .rev()
-        .filter(|e| e.meta.kind == EntryKind::Dir)
-    {
-        let dir = entry.path.under(out);
-        finish_dir(&dir, &entry.meta, opts.fsync)
-            .map_err(|e| TransferError::local("setting times and mode of", &dir, e))?;
-    }
-    if opts.fsync {
-        sync_dir(out).map_err(|e| TransferError::local("syncing", out, e))?;
-    }
+    result?;
     wire::write_frame(
         writer,
         &Frame::Result {
@@ -236,451 +226,575 @@ fn receive_inner<R: Read, W: Write + ?Sized>(
     Ok(report)
 }
 
-/// Reads and validates `Hello` and the list.
-fn read_list<R: Read>(
-    frames: &mut FrameReader<R>,
-    limits: &Limits,
-    report: &mut RecvReport,
-) -> Result<Vec<Entry>, TransferError> {
-    let (announced, announced_bytes) = match frames.next_frame()? {
-        Frame::Hello {
-            version,
-            entries,
-            total_bytes,
-        } => {
-            if version != wire::VERSION {
-                return Err(TransferError::Refused(format!(
-                    "the sender speaks protocol version {version}, we speak {}; use the same udt version on \
-                     both sides",
-                    wire::VERSION
-                )));
-            }
-            (entries, total_bytes)
-        }
-        Frame::Error { class, message } => {
-            return Err(TransferError::Peer {
-                from: "sender",
-                class,
-                message: message.to_owned(),
-            })
-        }
-        other => return Err(unexpected("the greeting", &other)),
-    };
-    if announced > limits.max_entries {
-        return Err(TransferError::Refused(format!(
-            "{announced} entries announced, the limit is {}",
-            limits.max_entries
-        )));
-    }
-    // Bounded by max_entries, checked above.
-    let mut entries = Vec::with_capacity(announced.min(4096) as usize);
-    let mut kinds: HashMap<RelPath, EntryKind> = HashMap::new();
-    let mut list_bytes = 0u64;
-    let mut total = 0u64;
-    loop {
-        match frames.next_frame()? {
-            Frame::Entry { meta, path } => {
-                if entries.len() as u64 >= announced {
-                    return Err(TransferError::Refused("more entries than announced".into()));
-                }
-                list_bytes += path.len() as u64;
-                if list_bytes > limits.max_list_bytes {
-                    return Err(TransferError::Refused(format!(
-                        "the names add up to more than {} bytes",
-                        limits.max_list_bytes
-                    )));
-                }
-                let rel = RelPath::parse(path, limits)
-                    .map_err(|e| TransferError::Refused(format!("{e}: {:?}", printable(path))))?;
-                if let Some(parent) = rel.parent() {
-                    // The parent is valid as a prefix of a valid path.
-                    let parent_kind = RelPath::parse(parent, limits)
-                        .ok()
-                        .and_then(|p| kinds.get(&p).copied());
-                    if parent_kind != Some(EntryKind::Dir) {
-                        return Err(TransferError::Refused(format!(
-                            "{rel}: its parent directory is not in the list before it"
-                        )));
-                    }
-                }
-                match meta.kind {
-                    EntryKind::File => {
-                        report.files += 1;
-                        total = total
-                            .checked_add(meta.size)
-                            .ok_or_else(|| TransferError::Refused("the sizes overflow".into()))?;
-                    }
-                    EntryKind::Dir => {
-                        if meta.size != 0 {
-                            return Err(TransferError::Refused(format!(
-                                "{rel}: a directory with a size"
-                            )));
-                        }
-                        report.dirs += 1;
-                    }
-                }
-                if kinds.insert(rel.clone(), meta.kind).is_some() {
-                    return Err(TransferError::Refused(format!(
-                        "{rel} appears twice in the list"
-                    )));
-                }
-                entries.push(Entry {
-                    path: rel,
-                    meta,
-                    have: None,
-                });
-            }
-            Frame::ListEnd => break,
-            Frame::Error { class, message } => {
-                return Err(TransferError::Peer {
-                    from: "sender",
-                    class,
-                    message: message.to_owned(),
-                })
-            }
-            other => return Err(unexpected("the file list", &other)),
-        }
-    }
-    if entries.len() as u64 != announced || total != announced_bytes {
-        return Err(TransferError::Refused(format!(
-            "the list has {} entries and {total} bytes, {announced} and {announced_bytes} were announced",
-            entries.len()
-        )));
-    }
-    report.total_bytes = total;
-    Ok(entries)
-}
-
-/// Checks what exists at an entry's place and, with `--resume`, what we
-/// already have of it.
-fn check_target(
-    out: &Path,
-    entry: &Entry,
-    opts: &RecvOptions,
-) -> Result<Option<Have>, TransferError> {
-    let target = entry.path.under(out);
-    let existing = match fs::symlink_metadata(&target) {
-        Ok(m) => Some(m),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(TransferError::local("checking", &target, e)),
-    };
-    if entry.meta.kind == EntryKind::Dir {
-        // A symlink here could lead outside the output directory: only a
-        // real directory may be merged into.
-        return match existing {
-            Some(m) if !m.is_dir() => Err(TransferError::Exists(format!(
-                "{} exists and is not a directory",
-                target.display()
-            ))),
-            _ => Ok(None),
-        };
-    }
-    match existing {
-        None => {}
-        Some(m) if m.is_file() => {
-            if opts.resume {
-                return Ok(Some(hash_have(&target, m.len(), true)?));
-            }
-            if !opts.overwrite {
-                return Err(TransferError::Exists(format!(
-                    "{} already exists; use --overwrite to replace it (or --resume to keep it if identical)",
-                    target.display()
-                )));
-            }
-            return Ok(None);
-        }
-        // A symlink is replaced, never written through.
-        Some(m) if m.file_type().is_symlink() && opts.overwrite => return Ok(None),
-        Some(_) => {
-            return Err(TransferError::Exists(format!(
-                "{} exists and is not a regular file",
-                target.display()
-            )))
-        }
-    }
-    if !opts.resume {
-        return Ok(None);
-    }
-    let partial = entry.path.partial_under(out);
-    match fs::symlink_metadata(&partial) {
-        Ok(m) if m.is_file() && m.len() > 0 && m.len() <= entry.meta.size => {
-            Ok(Some(hash_have(&partial, m.len(), false)?))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Hashes the first `len` bytes of `path` for a `Have`.
-fn hash_have(path: &Path, len: u64, complete: bool) -> Result<Have, TransferError> {
-    let mut hasher = blake3::Hasher::new();
-    let full = hash_prefix(path, len, &mut hasher)
-        .map_err(|e| TransferError::local("reading", path, e))?;
-    if !full {
-        return Err(TransferError::local(
-            "reading",
-            path,
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file shrank while being checked",
-            ),
-        ));
-    }
-    Ok(Have {
-        len,
-        hash: *hasher.finalize().as_bytes(),
-        complete,
-    })
-}
-
-/// Receives the contents of one file, from `offset`.
-fn receive_file<R: Read>(
-    frames: &mut FrameReader<R>,
-    out: &Path,
-    entry: &Entry,
-    offset: u64,
-    opts: &RecvOptions,
-    observer: &mut dyn Observer,
-    report: &mut RecvReport,
-) -> Result<(), TransferError> {
-    let size = entry.meta.size;
-    let target = entry.path.under(out);
-    let partial = entry.path.partial_under(out);
-    // An empty complete file resumes at 0: check "continue" before "restart".
-    match (offset, entry.have) {
-        (o, Some(h)) if o == h.len && (!h.complete || o == size) => {}
-        (0, Some(h)) if h.complete && !opts.overwrite => {
-            return Err(TransferError::Exists(format!(
-                "{} exists and differs from the sender's file; use --overwrite to replace it",
-                target.display()
-            )))
-        }
-        (0, _) => {}
-        (o, _) => {
-            return Err(TransferError::Protocol(format!(
-                "the sender continues {} at byte {o}, which we never offered",
-                entry.path
-            )))
-        }
-    }
-
-    let mut hasher = blake3::Hasher::new();
-    if let Some(h) = entry.have.filter(|h| h.complete && offset == size) {
-        // Complete and identical: only the final hash to compare.
-        return match frames.next_frame()? {
-            Frame::FileEnd { hash } if hash == h.hash => {
-                report.files_unchanged += 1;
-                report.bytes_resumed += size;
-                Ok(())
-            }
-            Frame::FileEnd { .. } => Err(TransferError::Verify(format!(
-                "{}: the sender's hash does not match the file we have",
-                target.display()
-            ))),
-            other => Err(unexpected("an unchanged file", &other)),
-        };
-    }
-
-    let mut file = if offset == 0 {
-        match fs::remove_file(&partial) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(TransferError::local("removing", &partial, e)),
-        }
-        create_new(&partial).map_err(|e| TransferError::local("creating", &partial, e))?
-    } else {
-        let mut file =
-            open_partial(&partial).map_err(|e| TransferError::local("opening", &partial, e))?;
-        // Hash the prefix again: it must still be what we offered.
-        let copied = io::copy(&mut (&mut file).take(offset), &mut HashSink(&mut hasher))
-            .map_err(|e| TransferError::local("reading", &partial, e))?;
-        if copied != offset || entry.have.map(|h| h.hash) != Some(*hasher.finalize().as_bytes()) {
-            return Err(TransferError::Verify(format!(
-                "{} changed during the transfer",
-                partial.display()
+/// Refuses top-level names that start with a dot.
+fn refuse_hidden(list: &FileList) -> Result<(), TransferError> {
+    for i in 0..list.len() {
+        if list.parent(i).is_none() && list.name(i).first() == Some(&b'.') {
+            return Err(TransferError::Refused(format!(
+                "{}: a hidden name at the top level (the receiver accepts those only with --allow-hidden)",
+                list.show(i)
             )));
         }
-        file.set_len(offset)
-            .map_err(|e| TransferError::local("truncating", &partial, e))?;
-        file.seek(io::SeekFrom::Start(offset))
-            .map_err(|e| TransferError::local("seeking", &partial, e))?;
-        report.bytes_resumed += offset;
-        file
-    };
+    }
+    Ok(())
+}
 
-    let expected = size - offset;
-    let mut written = 0u64;
-    loop {
-        match frames.next_frame()? {
-            Frame::Data(d) => {
-                if d.len() as u64 > expected - written {
-                    return Err(TransferError::Protocol(format!(
-                        "the sender sent more than the {size} bytes of {}",
-                        entry.path
-                    )));
+/// The output directory and what this transfer found and did in it.
+struct Tree {
+    root: Dir,
+    /// Per entry: the state of a directory (unused for files).
+    dirs: Vec<DirState>,
+    /// Directories this run created, in creation order.
+    created: Vec<u32>,
+    /// What `--resume` found, by entry index.
+    haves: HashMap<u32, Have>,
+    /// Entries that replace an existing file or symlink (`--overwrite`).
+    replaces: Vec<bool>,
+    /// The last directory handle used, by entry index (`None`: the root).
+    cached: Option<(Option<usize>, Dir)>,
+}
+
+impl Tree {
+    /// Looks at what exists at every entry's place, before anything is
+    /// written; collects every conflict.
+    fn check(root: Dir, list: &FileList, opts: &RecvOptions) -> Result<Tree, TransferError> {
+        let mut tree = Tree {
+            root,
+            dirs: vec![DirState::Absent; list.len()],
+            created: Vec::new(),
+            haves: HashMap::new(),
+            replaces: vec![false; list.len()],
+            cached: None,
+        };
+        let mut conflicts = Vec::new();
+        let mut count = 0usize;
+        for i in 0..list.len() {
+            match tree.check_one(list, i, opts) {
+                Ok(()) => {}
+                Err(TransferError::Exists(m)) => {
+                    count += 1;
+                    if conflicts.len() < CONFLICTS_SHOWN {
+                        conflicts.push(m);
+                    }
                 }
-                file.write_all(d)
-                    .map_err(|e| TransferError::local("writing", &partial, e))?;
-                hasher.update(d);
-                written += d.len() as u64;
-                observer.on_bytes(d.len() as u64);
+                Err(e) => return Err(e),
             }
-            Frame::FileEnd { hash } => {
-                if written != expected {
-                    return Err(TransferError::Protocol(format!(
-                        "{} ended after {} of {size} bytes",
-                        entry.path,
-                        offset + written
-                    )));
+        }
+        match count {
+            0 => Ok(tree),
+            1 => Err(TransferError::Exists(conflicts.remove(0))),
+            n => {
+                let more = n - conflicts.len();
+                let mut m = format!("{n} conflicts: {}", conflicts.join("; "));
+                if more > 0 {
+                    m.push_str(&format!("; and {more} more"));
                 }
-                if *hasher.finalize().as_bytes() != hash {
-                    drop(file);
-                    // Known bad: a resume must not build on it.
-                    let _ = fs::remove_file(&partial);
-                    return Err(TransferError::Verify(format!(
-                        "{}: the received data does not match the sender's BLAKE3 hash (the partial copy \
-                         was deleted; run the transfer again)",
-                        entry.path
-                    )));
+                Err(TransferError::Exists(m))
+            }
+        }
+    }
+
+    fn check_one(
+        &mut self,
+        list: &FileList,
+        i: usize,
+        opts: &RecvOptions,
+    ) -> Result<(), TransferError> {
+        let parent = list.parent(i);
+        if parent.is_some_and(|p| self.dirs[p] == DirState::Absent) {
+            // Inside a directory that does not exist yet: nothing is there.
+            return Ok(());
+        }
+        let name = list.base_name(i);
+        let dir = self.dir_handle(list, parent)?;
+        let found = dir
+            .find(name)
+            .map_err(|e| TransferError::local("checking", list.show(i), e))?;
+        let meta = list.meta(i);
+        if meta.kind == EntryKind::Dir {
+            return match found {
+                Found::Missing => Ok(()),
+                Found::Dir if opts.resume || opts.overwrite => {
+                    self.dirs[i] = DirState::Existing;
+                    Ok(())
                 }
-                finish_file(&file, &entry.meta, opts.fsync)
-                    .map_err(|e| TransferError::local("finishing", &partial, e))?;
-                drop(file);
-                place(&partial, &target, opts.overwrite, opts.fsync)?;
-                report.bytes_written += written;
+                Found::Dir => Err(TransferError::Exists(format!(
+                    "the directory {} already exists; use --resume to add to it (or --overwrite)",
+                    list.show(i)
+                ))),
+                _ => Err(TransferError::Exists(format!(
+                    "{} exists and is not a directory",
+                    list.show(i)
+                ))),
+            };
+        }
+        match found {
+            Found::Missing => {}
+            Found::File(len) if opts.resume && !opts.overwrite && len == meta.size => {
+                // Compared with the sender's hash when it arrives: its own
+                // hash never leaves this machine.
+                self.haves.insert(
+                    i as u32,
+                    Have {
+                        len,
+                        hash: [0; HASH_LEN],
+                        complete: true,
+                    },
+                );
                 return Ok(());
             }
-            Frame::Error { class, message } => {
-                return Err(TransferError::Peer {
-                    from: "sender",
-                    class,
-                    message: message.to_owned(),
-                })
+            Found::File(_) | Found::Symlink if opts.overwrite => {
+                self.replaces[i] = true;
             }
-            other => return Err(unexpected("a file's contents", &other)),
+            Found::File(_) => {
+                return Err(TransferError::Exists(format!(
+                    "{} already exists{}; use --overwrite to replace it",
+                    list.show(i),
+                    if opts.resume { " and differs" } else { "" }
+                )))
+            }
+            _ => {
+                return Err(TransferError::Exists(format!(
+                    "{} exists and is not a regular file",
+                    list.show(i)
+                )))
+            }
+        }
+        if !opts.resume {
+            return Ok(());
+        }
+        let partial = outdir::partial_name(name);
+        let dir = self.dir_handle(list, parent)?;
+        if let Found::File(len) = dir
+            .find(&partial)
+            .map_err(|e| TransferError::local("checking", list.show(i), e))?
+        {
+            if len > 0 && len <= meta.size {
+                let file = dir.open_file(&partial, false).map_err(|e| {
+                    TransferError::local("opening the partial copy of", list.show(i), e)
+                })?;
+                let hash = hash_prefix(file, len).map_err(|e| {
+                    TransferError::local("reading the partial copy of", list.show(i), e)
+                })?;
+                self.haves.insert(
+                    i as u32,
+                    Have {
+                        len,
+                        hash,
+                        complete: false,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a list that needs more space than the file system has.
+    fn check_space(&self, list: &FileList) -> Result<(), TransferError> {
+        let have: u64 = self.haves.values().map(|h| h.len).sum();
+        let needed = list.total_bytes.saturating_sub(have);
+        let Ok(free) = self.root.available_bytes() else {
+            return Ok(());
+        };
+        if needed > free {
+            return Err(TransferError::local(
+                "checking the space for",
+                format_args!("{} bytes of files ({free} bytes free)", needed),
+                io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A handle to directory entry `dir` (`None`: the root), which must
+    /// exist; the last one is kept for the next call.
+    fn dir_handle(&mut self, list: &FileList, dir: Option<usize>) -> Result<&Dir, TransferError> {
+        let Some(d) = dir else {
+            return Ok(&self.root);
+        };
+        if !matches!(&self.cached, Some((Some(c), _)) if *c == d) {
+            let handle = self.root.walk(list.name(d)).map_err(|e| {
+                TransferError::local(
+                    "opening the directory",
+                    format_args!("{} (was it replaced during the transfer?)", list.show(d)),
+                    e,
+                )
+            })?;
+            self.cached = Some((Some(d), handle));
+        }
+        match &self.cached {
+            Some((_, handle)) => Ok(handle),
+            None => Ok(&self.root),
+        }
+    }
+
+    /// Creates directory entry `d` and any of its parents that are not
+    /// there yet.
+    fn ensure_dir(&mut self, list: &FileList, d: usize) -> Result<(), TransferError> {
+        if self.dirs[d] != DirState::Absent {
+            return Ok(());
+        }
+        // Parents first; the depth is bounded by Limits::max_depth.
+        let mut chain = vec![d];
+        let mut up = list.parent(d);
+        while let Some(p) = up {
+            if self.dirs[p] != DirState::Absent {
+                break;
+            }
+            chain.push(p);
+            up = list.parent(p);
+        }
+        for &c in chain.iter().rev() {
+            let parent = self.dir_handle(list, list.parent(c))?;
+            match parent.make_dir(list.base_name(c)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(TransferError::Exists(format!(
+                        "{} appeared during the transfer; not writing into it",
+                        list.show(c)
+                    )))
+                }
+                Err(e) => return Err(TransferError::local("creating", list.show(c), e)),
+            }
+            self.dirs[c] = DirState::Created;
+            self.created.push(c as u32);
+        }
+        Ok(())
+    }
+
+    /// Receives every file the sender sends, in list order, until `Done`.
+    fn receive_files<R: Read>(
+        &mut self,
+        frames: &mut FrameReader<R>,
+        list: &FileList,
+        opts: &RecvOptions,
+        observer: &mut dyn Observer,
+        report: &mut RecvReport,
+    ) -> Result<(), TransferError> {
+        let mut files = (0..list.len())
+            .filter(|&i| list.meta(i).kind == EntryKind::File)
+            .peekable();
+        loop {
+            match frames.next_frame()? {
+                Frame::FileStart { index, offset } => {
+                    if files.next() != Some(index as usize) {
+                        return Err(TransferError::Protocol(format!(
+                            "the sender started file #{index} out of order"
+                        )));
+                    }
+                    let i = index as usize;
+                    let rel = list.rel(i);
+                    observer.on_file(&rel, list.meta(i).size, offset);
+                    self.receive_file(frames, list, i, offset, opts, observer, report)?;
+                    observer.on_file_done(&rel);
+                }
+                Frame::Done => {
+                    if let Some(&missing) = files.peek() {
+                        return Err(TransferError::Protocol(format!(
+                            "the sender finished without sending {}",
+                            list.show(missing)
+                        )));
+                    }
+                    return Ok(());
+                }
+                Frame::Error { class, message } => {
+                    return Err(TransferError::peer("sender", class, message))
+                }
+                other => return Err(unexpected("the transfer", &other)),
+            }
+        }
+    }
+
+    /// Receives the contents of file `i`, from `offset`.
+    #[allow(clippy::too_many_arguments)]
+    fn receive_file<R: Read>(
+        &mut self,
+        frames: &mut FrameReader<R>,
+        list: &FileList,
+        i: usize,
+        offset: u64,
+        opts: &RecvOptions,
+        observer: &mut dyn Observer,
+        report: &mut RecvReport,
+    ) -> Result<(), TransferError> {
+        let meta = *list.meta(i);
+        let size = meta.size;
+        let have = self.haves.get(&(i as u32)).copied();
+        // An empty complete file resumes at 0: check "continue" first.
+        match (offset, have) {
+            (o, Some(h)) if o == h.len && (!h.complete || o == size) => {}
+            (0, Some(h)) if h.complete => {
+                return Err(TransferError::Exists(format!(
+                    "{} exists and differs from the sender's file; use --overwrite to replace it",
+                    list.show(i)
+                )))
+            }
+            (0, _) => {}
+            (o, _) => {
+                return Err(TransferError::Protocol(format!(
+                    "the sender continues {} at byte {o}, which we never offered",
+                    list.show(i)
+                )))
+            }
+        }
+        if let Some(parent) = list.parent(i) {
+            self.ensure_dir(list, parent)?;
+        }
+        let replace = self.replaces[i];
+        let name = list.base_name(i).to_vec();
+        let partial = outdir::partial_name(&name);
+        let shown = list.show(i);
+        let shown_partial = match list.parent(i) {
+            Some(p) => format!("{}/{}", list.show(p), printable(&partial)),
+            None => printable(&partial),
+        };
+        let dir = self.dir_handle(list, list.parent(i))?;
+
+        if let Some(h) = have.filter(|h| h.complete && offset == size) {
+            // Complete, of the right size: compare hashes only.
+            let hash = match frames.next_frame()? {
+                Frame::FileEnd { hash } => hash,
+                other => return Err(unexpected("an unchanged file", &other)),
+            };
+            let file = dir
+                .open_file(&name, false)
+                .map_err(|e| TransferError::local("opening", &shown, e))?;
+            let ours =
+                hash_prefix(file, h.len).map_err(|e| TransferError::local("reading", &shown, e))?;
+            if ours != hash {
+                return Err(TransferError::Exists(format!(
+                    "{shown} exists and differs from the sender's file; use --overwrite to replace it"
+                )));
+            }
+            report.files_unchanged += 1;
+            report.bytes_resumed += size;
+            return Ok(());
+        }
+
+        let mut hasher = blake3::Hasher::new();
+        let mut file = if offset == 0 {
+            match dir.remove_file(&partial) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(TransferError::local("removing", &shown_partial, e)),
+            }
+            dir.create_new(&partial)
+                .map_err(|e| TransferError::local("creating", &shown_partial, e))?
+        } else {
+            let mut file = dir
+                .open_file(&partial, true)
+                .map_err(|e| TransferError::local("opening", &shown_partial, e))?;
+            // Hash the prefix again: it must still be what we offered.
+            let copied = io::copy(&mut (&mut file).take(offset), &mut HashSink(&mut hasher))
+                .map_err(|e| TransferError::local("reading", &shown_partial, e))?;
+            if copied != offset || have.map(|h| h.hash) != Some(*hasher.finalize().as_bytes()) {
+                return Err(TransferError::Verify(format!(
+                    "the partial copy of {shown} changed during the transfer"
+                )));
+            }
+            file.set_len(offset)
+                .map_err(|e| TransferError::local("truncating", &shown_partial, e))?;
+            file.seek(io::SeekFrom::Start(offset))
+                .map_err(|e| TransferError::local("seeking", &shown_partial, e))?;
+            report.bytes_resumed += offset;
+            file
+        };
+
+        let expected = size - offset;
+        let mut written = 0u64;
+        loop {
+            match frames.next_frame()? {
+                Frame::Data(d) => {
+                    if d.len() as u64 > expected - written {
+                        return Err(TransferError::Protocol(format!(
+                            "the sender sent more than the {size} bytes of {shown}"
+                        )));
+                    }
+                    file.write_all(d)
+                        .map_err(|e| TransferError::local("writing", &shown_partial, e))?;
+                    hasher.update(d);
+                    written += d.len() as u64;
+                    observer.on_bytes(d.len() as u64);
+                }
+                Frame::FileEnd { hash } => {
+                    if written != expected {
+                        return Err(TransferError::Protocol(format!(
+                            "{shown} ended after {} of {size} bytes",
+                            offset + written
+                        )));
+                    }
+                    // The handle may have been cached by dir_handle since.
+                    let dir = self.dir_handle(list, list.parent(i))?;
+                    if *hasher.finalize().as_bytes() != hash {
+                        drop(file);
+                        // Known bad: a resume must not build on it.
+                        let _ = dir.remove_file(&partial);
+                        return Err(TransferError::Verify(format!(
+                            "{shown}: the received data does not match the sender's BLAKE3 hash (the partial \
+                             copy was deleted; run the transfer again)"
+                        )));
+                    }
+                    finish_file(&file, &meta, opts)
+                        .map_err(|e| TransferError::local("finishing", &shown_partial, e))?;
+                    drop(file);
+                    place(dir, &partial, &name, replace, &shown)?;
+                    if opts.fsync {
+                        // Best effort: the rename is durable once the
+                        // directory is.
+                        let _ = dir.as_file().and_then(|d| d.sync_all());
+                    }
+                    report.bytes_written += written;
+                    return Ok(());
+                }
+                Frame::Error { class, message } => {
+                    return Err(TransferError::peer("sender", class, message))
+                }
+                other => return Err(unexpected("a file's contents", &other)),
+            }
+        }
+    }
+
+    /// Creates the directories no file needed, then gives the directories
+    /// this run created (and, with `--overwrite`, the existing ones) their
+    /// time and mode, deepest first: writing files changed their times.
+    fn finish_dirs(&mut self, list: &FileList, opts: &RecvOptions) -> Result<(), TransferError> {
+        for i in 0..list.len() {
+            if list.meta(i).kind == EntryKind::Dir {
+                self.ensure_dir(list, i)?;
+            }
+        }
+        // The cached handle must not outlive the renames of this phase.
+        self.cached = None;
+        for i in (0..list.len()).rev() {
+            let apply = match self.dirs[i] {
+                DirState::Created => true,
+                DirState::Existing => opts.overwrite,
+                DirState::Absent => false,
+            };
+            if list.meta(i).kind != EntryKind::Dir || !apply {
+                continue;
+            }
+            let dir = self
+                .root
+                .walk(list.name(i))
+                .and_then(|d| d.as_file())
+                .map_err(|e| {
+                    TransferError::local(
+                        "opening the directory",
+                        format_args!("{} (was it replaced during the transfer?)", list.show(i)),
+                        e,
+                    )
+                })?;
+            finish_dir(&dir, list.meta(i), opts).map_err(|e| {
+                TransferError::local("setting the time and mode of", list.show(i), e)
+            })?;
+        }
+        if opts.fsync {
+            self.root
+                .as_file()
+                .and_then(|d| d.sync_all())
+                .map_err(|e| TransferError::local("syncing", "the output directory", e))?;
+        }
+        Ok(())
+    }
+
+    /// After a failure: removes the directories this run created that are
+    /// still empty (those holding partial files stay for `--resume`).
+    fn remove_created_dirs(&mut self, list: &FileList) {
+        self.cached = None;
+        for &d in self.created.iter().rev() {
+            let d = d as usize;
+            let removed = match list.parent(d) {
+                None => self.root.remove_dir(list.base_name(d)),
+                Some(p) => self
+                    .root
+                    .walk(list.name(p))
+                    .and_then(|h| h.remove_dir(list.base_name(d))),
+            };
+            if let Err(e) = removed {
+                log::debug!("keeping {}: {e}", list.show(d));
+            }
         }
     }
 }
 
-/// Creates a new temporary file readable by us only, never following a
-/// symlink (`create_new` is `O_EXCL`).
-fn create_new(path: &Path) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.read(true).write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(path)
-}
-
-/// Opens an existing partial file for reading and appending; refuses
-/// symlinks and anything but a regular file.
-fn open_partial(path: &Path) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.read(true).write(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_NOFOLLOW);
-    let file = o.open(path)?;
-    if !file.metadata()?.is_file() {
+/// BLAKE3 of the first `len` bytes of `file`.
+fn hash_prefix(file: File, len: u64) -> io::Result<[u8; HASH_LEN]> {
+    let mut hasher = blake3::Hasher::new();
+    let copied = io::copy(&mut file.take(len), &mut HashSink(&mut hasher))?;
+    if copied != len {
         return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
+            io::ErrorKind::UnexpectedEof,
+            "the file shrank while being checked",
         ));
     }
-    Ok(file)
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// Durability, mode and time of a finished file, before its rename.
-fn finish_file(file: &File, meta: &EntryMeta, fsync: bool) -> io::Result<()> {
+fn finish_file(file: &File, meta: &EntryMeta, opts: &RecvOptions) -> io::Result<()> {
     if let Some(t) = system_time(meta.mtime_secs, meta.mtime_nanos) {
         file.set_modified(t)?;
     }
-    set_mode(file, meta.mode)?;
-    if fsync {
+    set_mode(file, meta.mode & opts.mode_bits)?;
+    if opts.fsync {
         file.sync_all()?;
     }
     Ok(())
 }
 
-/// Time, then mode, of a directory.
-fn finish_dir(dir: &Path, meta: &EntryMeta, fsync: bool) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        let handle = File::open(dir)?;
-        if let Some(t) = system_time(meta.mtime_secs, meta.mtime_nanos) {
-            handle.set_modified(t)?;
-        }
-        if fsync {
-            handle.sync_all()?;
-        }
-        set_mode(&handle, meta.mode)?;
+/// Time, then durability, then mode of a directory (a read-only mode last,
+/// as it could forbid the rest).
+fn finish_dir(dir: &File, meta: &EntryMeta, opts: &RecvOptions) -> io::Result<()> {
+    if let Some(t) = system_time(meta.mtime_secs, meta.mtime_nanos) {
+        dir.set_modified(t)?;
     }
-    #[cfg(not(unix))]
-    let _ = (dir, meta, fsync);
-    Ok(())
+    if opts.fsync {
+        dir.sync_all()?;
+    }
+    set_mode(dir, meta.mode & opts.mode_bits)
 }
 
 /// Permission bits only: set-id and sticky bits from a peer are dropped.
 fn set_mode(file: &File, mode: u32) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
-    }
-    #[cfg(not(unix))]
-    {
-        let mut p = file.metadata()?.permissions();
-        p.set_readonly(mode & 0o200 == 0);
-        file.set_permissions(p)
-    }
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    File::open(dir)?.sync_all()?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-/// Moves a verified temporary file into place. Without `overwrite` this is
-/// a hard link plus unlink, which fails rather than replace a file that
-/// appeared meanwhile.
-fn place(partial: &Path, target: &Path, overwrite: bool, fsync: bool) -> Result<(), TransferError> {
+/// Moves a verified temporary file into place. Unless it replaces (with
+/// `--overwrite`), this is a hard link plus unlink, which fails rather than
+/// replace a file that appeared meanwhile.
+fn place(
+    dir: &Dir,
+    partial: &[u8],
+    name: &[u8],
+    replace: bool,
+    shown: &str,
+) -> Result<(), TransferError> {
     let exists = || {
         TransferError::Exists(format!(
-            "{} appeared during the transfer; not replacing it (use --overwrite); the data is in {}",
-            target.display(),
-            partial.display()
+            "{shown} appeared during the transfer; not replacing it (use --overwrite); the data is in its \
+             .udt-partial file"
         ))
     };
-    if !overwrite {
-        match fs::hard_link(partial, target) {
+    if !replace {
+        match dir.link(partial, name) {
             Ok(()) => {
-                fs::remove_file(partial)
-                    .map_err(|e| TransferError::local("removing", partial, e))?;
-                if fsync {
-                    if let Some(parent) = target.parent() {
-                        let _ = sync_dir(parent);
-                    }
-                }
-                return Ok(());
+                return dir
+                    .remove_file(partial)
+                    .map_err(|e| TransferError::local("removing the temporary copy of", shown, e));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(exists()),
             // No hard links on this file system: check, then rename.
             Err(_) => {
-                if fs::symlink_metadata(target).is_ok() {
+                if dir.find(name).map_or(true, |f| f != Found::Missing) {
                     return Err(exists());
                 }
             }
         }
     }
-    fs::rename(partial, target).map_err(|e| TransferError::local("renaming into", target, e))?;
-    if fsync {
-        if let Some(parent) = target.parent() {
-            // Best effort: the rename is durable once the directory is.
-            let _ = sync_dir(parent);
-        }
-    }
-    Ok(())
+    dir.rename(partial, name)
+        .map_err(|e| TransferError::local("renaming into place", shown, e))
 }
 
 /// Lets `io::copy` feed a hasher.

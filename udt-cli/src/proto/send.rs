@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::glob;
 use super::names::{Limits, RelPath};
 use super::wire::{self, DataFrame, EntryKind, EntryMeta, Frame, FrameReader, HASH_LEN};
 use super::{Observer, TransferError};
@@ -60,6 +61,21 @@ pub fn scan(
     limits: &Limits,
     observer: &mut dyn Observer,
 ) -> Result<Vec<LocalEntry>, TransferError> {
+    scan_excluding(roots, limits, &[], observer)
+}
+
+/// As [`scan`], leaving out every file or directory below a root whose
+/// name matches one of `excludes` (see [`glob`](super::glob); reported
+/// with [`Observer::on_skipped`]).
+///
+/// # Errors
+/// As [`scan`].
+pub fn scan_excluding(
+    roots: &[PathBuf],
+    limits: &Limits,
+    excludes: &[String],
+    observer: &mut dyn Observer,
+) -> Result<Vec<LocalEntry>, TransferError> {
     let mut entries = Vec::new();
     let mut top_names = HashSet::new();
     for root in roots {
@@ -92,10 +108,10 @@ pub fn scan(
             } else if meta.is_file() {
                 EntryKind::File
             } else {
-                observer.on_note(&format!(
-                    "skipping {}: not a regular file or directory",
-                    source.display()
-                ));
+                observer.on_skipped(
+                    &source.display().to_string(),
+                    "not a regular file or directory",
+                );
                 continue;
             };
             let (mtime_secs, mtime_nanos) = mtime_of(&meta);
@@ -123,22 +139,27 @@ pub fn scan(
             if kind == EntryKind::Dir {
                 let mut children = Vec::new();
                 let dir = fs::read_dir(&source)
-                    .map_err(|e| TransferError::local("reading directory", &source, e))?;
+                    .map_err(|e| TransferError::local("reading directory", source.display(), e))?;
                 for child in dir {
-                    let child =
-                        child.map_err(|e| TransferError::local("reading directory", &source, e))?;
+                    let child = child.map_err(|e| {
+                        TransferError::local("reading directory", source.display(), e)
+                    })?;
                     children.push(child.file_name());
                 }
                 children.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
                 for name in children.into_iter().rev() {
                     let child_source = source.join(&name);
+                    if excludes
+                        .iter()
+                        .any(|p| glob::matches(p.as_bytes(), name.as_encoded_bytes()))
+                    {
+                        observer.on_skipped(&child_source.display().to_string(), "excluded");
+                        continue;
+                    }
                     let child_meta = fs::symlink_metadata(&child_source)
-                        .map_err(|e| TransferError::local("reading", &child_source, e))?;
+                        .map_err(|e| TransferError::local("reading", child_source.display(), e))?;
                     if child_meta.file_type().is_symlink() {
-                        observer.on_note(&format!(
-                            "skipping symbolic link {}",
-                            child_source.display()
-                        ));
+                        observer.on_skipped(&child_source.display().to_string(), "a symbolic link");
                         continue;
                     }
                     let mut child_rel = rel.as_bytes().to_vec();
@@ -300,11 +321,7 @@ where
             }
             Frame::PlanEnd => break,
             Frame::Error { class, message } => {
-                return Err(TransferError::Peer {
-                    from: "receiver",
-                    class,
-                    message: message.to_owned(),
-                })
+                return Err(TransferError::peer("receiver", class, message))
             }
             other => return Err(unexpected("the plan", &other)),
         }
@@ -317,18 +334,27 @@ where
         let Some(entry) = entries.get(index as usize) else {
             continue;
         };
-        let usable = if have.complete {
-            have.len == entry.meta.size
-        } else {
-            have.len <= entry.meta.size
-        };
-        if !usable {
+        if have.complete {
+            // The receiver has a file of this size and compares our hash
+            // (in FileEnd) with its own; it never tells us its hash.
+            if have.len == entry.meta.size {
+                offsets[index as usize] = have.len;
+                report.bytes_resumed += have.len;
+            } else {
+                return Err(TransferError::Protocol(format!(
+                    "the receiver offered a complete {} of the wrong size",
+                    entry.path
+                )));
+            }
+            continue;
+        }
+        if have.len > entry.meta.size {
             report.restarted += 1;
             continue;
         }
         let mut hasher = blake3::Hasher::new();
         let matched = hash_prefix(&entry.source, have.len, &mut hasher)
-            .map_err(|e| TransferError::local("reading", &entry.source, e))?;
+            .map_err(|e| TransferError::local("reading", &entry.path, e))?;
         if matched && *hasher.finalize().as_bytes() == have.hash {
             offsets[index as usize] = have.len;
             report.bytes_resumed += have.len;
@@ -350,11 +376,9 @@ where
         .spawn(move || {
             let outcome = match frames.next_frame() {
                 Ok(Frame::Result { files, bytes }) => Ok((files, bytes)),
-                Ok(Frame::Error { class, message }) => Err(TransferError::Peer {
-                    from: "receiver",
-                    class,
-                    message: message.to_owned(),
-                }),
+                Ok(Frame::Error { class, message }) => {
+                    Err(TransferError::peer("receiver", class, message))
+                }
                 Ok(other) => Err(unexpected("the transfer", &other)),
                 Err(e) => Err(e.into()),
             };
@@ -376,8 +400,11 @@ where
                     )
                 }));
             }
+            if observer.should_stop() {
+                return Err(TransferError::Interrupted);
+            }
             let offset = offsets[index];
-            let hasher = resumed_hashers.remove(&(index as u32)).unwrap_or_default();
+            let hasher = resumed_hashers.remove(&(index as u32));
             observer.on_file(&entry.path, entry.meta.size, offset);
             send_one(
                 writer,
@@ -389,6 +416,7 @@ where
                 observer,
                 &mut report,
             )?;
+            observer.on_file_done(&entry.path);
         }
         wire::write_frame(writer, &Frame::Done).map_err(|e| TransferError::network(&e))?;
         writer.flush().map_err(|e| TransferError::network(&e))
@@ -404,18 +432,42 @@ where
             });
         }
         Err(e) => {
+            let message = match e {
+                TransferError::Interrupted => "the sender was interrupted".to_owned(),
+                ref e => e.to_string(),
+            };
             let _ = wire::write_frame(
                 writer,
                 &Frame::Error {
                     class: e.exit_code(),
-                    message: &e.to_string(),
+                    message: &message,
                 },
             );
             let _ = writer.flush();
             return Err(e);
         }
     }
-    match rx.recv() {
+    // Wait for the receiver's verdict; Ctrl-C still counts meanwhile.
+    let outcome = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(outcome) => break Ok(outcome),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if observer.should_stop() {
+                    let _ = wire::write_frame(
+                        writer,
+                        &Frame::Error {
+                            class: TransferError::Interrupted.exit_code(),
+                            message: "the sender was interrupted",
+                        },
+                    );
+                    let _ = writer.flush();
+                    return Err(TransferError::Interrupted);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Err(()),
+        }
+    };
+    match outcome {
         Ok(Ok((files, _bytes))) if files == report.files => Ok(report),
         Ok(Ok((files, _))) => Err(TransferError::Protocol(format!(
             "the receiver confirmed {files} files, we sent {}",
@@ -426,51 +478,62 @@ where
     }
 }
 
-/// Sends one file from `offset`, continuing `hasher` (which covers the
-/// first `offset` bytes).
+/// Sends one file from `offset`; `resumed` is the hash state of the first
+/// `offset` bytes (verified against the receiver's partial copy), `None`
+/// from the start or for a complete file the receiver only compares.
 #[allow(clippy::too_many_arguments)]
 fn send_one<W: Write + ?Sized>(
     writer: &mut W,
     index: u32,
     entry: &LocalEntry,
     offset: u64,
-    mut hasher: blake3::Hasher,
+    resumed: Option<blake3::Hasher>,
     data: &mut DataFrame,
     observer: &mut dyn Observer,
     report: &mut SendReport,
 ) -> Result<(), TransferError> {
     let net = |e: io::Error| TransferError::network(&e);
+    // Errors name the file as it is sent: they may travel to the peer.
+    let name = &entry.path;
     let mut file =
-        File::open(&entry.source).map_err(|e| TransferError::local("opening", &entry.source, e))?;
-    if offset > 0 {
-        io::Seek::seek(&mut file, io::SeekFrom::Start(offset))
-            .map_err(|e| TransferError::local("reading", &entry.source, e))?;
-    }
+        File::open(&entry.source).map_err(|e| TransferError::local("opening", name, e))?;
+    let mut hasher = match resumed {
+        Some(h) => {
+            io::Seek::seek(&mut file, io::SeekFrom::Start(offset))
+                .map_err(|e| TransferError::local("reading", name, e))?;
+            h
+        }
+        None => {
+            // A complete file on the receiver: our hash of all of it.
+            let mut h = blake3::Hasher::new();
+            let copied = io::copy(&mut (&mut file).take(offset), &mut HashWriter(&mut h))
+                .map_err(|e| TransferError::local("reading", name, e))?;
+            if copied != offset {
+                return Err(shrank(name));
+            }
+            h
+        }
+    };
     wire::write_frame(writer, &Frame::FileStart { index, offset }).map_err(net)?;
     let mut left = entry.meta.size - offset;
     while left > 0 {
         let want = (left.min(CHUNK as u64)) as usize;
         let buf = &mut data.payload_mut()[..want];
         let n = match file.read(buf) {
-            Ok(0) => {
-                return Err(TransferError::local(
-                    "reading",
-                    &entry.source,
-                    io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the file shrank while being sent",
-                    ),
-                ))
-            }
+            Ok(0) => return Err(shrank(name)),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(TransferError::local("reading", &entry.source, e)),
+            Err(e) => return Err(TransferError::local("reading", name, e)),
         };
         hasher.update(&buf[..n]);
         data.write(writer, n).map_err(net)?;
         left -= n as u64;
         report.bytes_sent += n as u64;
         observer.on_bytes(n as u64);
+        if left > 0 && observer.should_stop() {
+            // Mid-file, at a frame boundary: the Error frame goes next.
+            return Err(TransferError::Interrupted);
+        }
     }
     wire::write_frame(
         writer,
@@ -481,9 +544,21 @@ fn send_one<W: Write + ?Sized>(
     .map_err(net)
 }
 
+/// The error for a file that got shorter than listed.
+fn shrank(name: &RelPath) -> TransferError {
+    TransferError::local(
+        "reading",
+        name,
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file shrank while being sent",
+        ),
+    )
+}
+
 /// Feeds the first `len` bytes of `path` to `hasher`; false when the file
 /// is shorter than that.
-pub(crate) fn hash_prefix(path: &Path, len: u64, hasher: &mut blake3::Hasher) -> io::Result<bool> {
+fn hash_prefix(path: &Path, len: u64, hasher: &mut blake3::Hasher) -> io::Result<bool> {
     let file = File::open(path)?;
     let mut taken = file.take(len);
     let copied = io::copy(&mut taken, &mut HashWriter(hasher))?;

@@ -416,7 +416,10 @@ fn a_failure_on_the_receiver_reaches_the_sender_mid_transfer() {
     // The temporary name of "b" is taken by a directory: creating it fails
     // after "a" went through.
     fs::create_dir_all(out.join("d/.b.udt-partial/x")).unwrap();
-    let (s, r) = transfer(std::slice::from_ref(&src), opts(&out));
+    // Adding to the existing directory "d" needs --resume (issue 10).
+    let mut o = opts(&out);
+    o.resume = true;
+    let (s, r) = transfer(std::slice::from_ref(&src), o);
     let r = r.unwrap_err();
     assert!(matches!(r, TransferError::Local { .. }), "{r:?}");
     let s = s.unwrap_err();
@@ -831,7 +834,11 @@ fn hostile_contents_are_refused() {
         wire::encode(&Frame::Done, &mut b);
         let (r, _) = hostile(&out, b, None);
         r.unwrap();
-        assert_eq!(mode(&out.join("c")), 0o777);
+        // ... and the umask applies (issue 10: modes masked).
+        assert_eq!(
+            mode(&out.join("c")),
+            0o777 & super::outdir::umask_allowed_bits()
+        );
     }
     let _ = fs::remove_dir_all(&base);
 }
@@ -862,5 +869,163 @@ fn a_file_that_shrinks_while_sent_fails_the_transfer() {
         Err(TransferError::Peer { .. })
     ));
     assert!(!out.join("f").exists());
+    let _ = fs::remove_dir_all(&base);
+}
+
+// ---------------------------------------------------------------------------
+// Issue 10: nothing that existed is changed, nothing leaks to the sender.
+
+/// An existing directory is a conflict without --resume/--overwrite, and
+/// is merged into with --resume without taking the sender's mode or time.
+#[cfg(unix)]
+#[test]
+fn an_existing_directory_keeps_its_mode_and_time() {
+    let base = scratch("existing-dir");
+    let src = base.join("src/d");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    set_mode(&src, 0o777);
+    let dir_mtime = |p: &Path, t| fs::File::open(p).unwrap().set_modified(t).unwrap();
+    dir_mtime(&src, UNIX_EPOCH + Duration::from_secs(1_000_000));
+    let out = base.join("out");
+    fs::create_dir_all(out.join("d")).unwrap();
+    set_mode(&out.join("d"), 0o750);
+    let old = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+    dir_mtime(&out.join("d"), old);
+
+    let (s, r) = transfer(std::slice::from_ref(&src), opts(&out));
+    assert!(matches!(r, Err(TransferError::Exists(_))), "{r:?}");
+    assert_eq!(s.unwrap_err().exit_code(), exit::EXISTS);
+    assert_eq!(mode(&out.join("d")), 0o750);
+    assert_eq!(mtime(&out.join("d")), old);
+    assert!(!out.join("d/f").exists());
+
+    let mut o = opts(&out);
+    o.resume = true;
+    let (s, r) = transfer(std::slice::from_ref(&src), o);
+    s.unwrap();
+    r.unwrap();
+    assert_eq!(fs::read(out.join("d/f")).unwrap(), b"data");
+    assert_eq!(mode(&out.join("d")), 0o750, "mode kept");
+    assert_ne!(
+        mtime(&out.join("d")),
+        UNIX_EPOCH + Duration::from_secs(1_000_000),
+        "not the sender's time"
+    );
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// `.ssh` or `.bashrc` at the top level is refused unless allowed.
+#[test]
+fn top_level_hidden_names_need_allow_hidden() {
+    let base = scratch("hidden");
+    let src = base.join(".ssh");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("authorized_keys"), b"ssh-ed25519 AAAA evil").unwrap();
+    let out = base.join("out");
+    let (s, r) = transfer(std::slice::from_ref(&src), opts(&out));
+    assert!(matches!(r, Err(TransferError::Refused(_))), "{r:?}");
+    assert_eq!(s.unwrap_err().exit_code(), exit::PROTOCOL);
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+    let mut o = opts(&out);
+    o.allow_hidden = true;
+    let (s, r) = transfer(std::slice::from_ref(&src), o);
+    s.unwrap();
+    r.unwrap();
+    assert!(out.join(".ssh/authorized_keys").exists());
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// Every conflict is counted in one refusal, not just the first.
+#[test]
+fn all_conflicts_are_reported() {
+    let base = scratch("conflicts");
+    let names = ["a", "b", "c", "d", "e", "f", "g"];
+    let mut roots = Vec::new();
+    let out = base.join("out");
+    fs::create_dir_all(&out).unwrap();
+    for n in names {
+        let p = base.join(n);
+        fs::write(&p, b"new").unwrap();
+        fs::write(out.join(n), b"old").unwrap();
+        roots.push(p);
+    }
+    let (_, r) = transfer(&roots, opts(&out));
+    let m = r.unwrap_err().to_string();
+    assert!(m.starts_with("7 conflicts"), "{m}");
+    assert!(m.contains("and 2 more"), "{m}");
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// Error frames name files relative to the transfer, never the local
+/// absolute path of --out.
+#[test]
+fn error_frames_do_not_reveal_local_paths() {
+    let base = scratch("no-abs-path");
+    let out = base.join("secret-place/out");
+    fs::create_dir_all(out.join(".f.udt-partial/x")).unwrap();
+    let mut o = opts(&out);
+    o.resume = true;
+    let (r, replies) = hostile(&out, single_file(b"f"), Some(o));
+    assert!(matches!(r, Err(TransferError::Local { .. })), "{r:?}");
+    assert!(!replies.is_empty());
+    for reply in &replies {
+        assert!(!reply.contains("secret-place"), "{reply}");
+    }
+    // The receiver's own message has no absolute path either.
+    assert!(!r.unwrap_err().to_string().contains("secret-place"));
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// A complete file's Have carries no hash: a sender cannot learn the hash
+/// of a file it names but does not have.
+#[test]
+fn resume_does_not_reveal_the_hash_of_an_existing_file() {
+    let base = scratch("no-hash-leak");
+    let out = base.join("out");
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join("secret"), b"the secret").unwrap();
+    let mut b = Vec::new();
+    hello(1, 10, &mut b);
+    entry(EntryKind::File, 10, b"secret", &mut b);
+    wire::encode(&Frame::ListEnd, &mut b);
+    let mut o = opts(&out);
+    o.resume = true;
+    let (_, replies) = hostile(&out, b, Some(o));
+    let have = replies
+        .iter()
+        .find(|r| r.starts_with("Have"))
+        .expect("a have");
+    assert!(have.contains(&format!("{:?}", [0u8; 32])), "{have}");
+    assert!(!have.contains(&format!("{:?}", blake3::hash(b"the secret").as_bytes())));
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// Directories are made when a file needs them; a transfer that fails
+/// before any data leaves nothing behind.
+#[test]
+fn a_failed_transfer_leaves_no_empty_directories() {
+    let base = scratch("no-empty-dirs");
+    let out = base.join("out");
+    let mut b = Vec::new();
+    hello(4, 4, &mut b);
+    entry(EntryKind::Dir, 0, b"d", &mut b);
+    entry(EntryKind::Dir, 0, b"d/e", &mut b);
+    entry(EntryKind::File, 4, b"d/e/f", &mut b);
+    entry(EntryKind::Dir, 0, b"d/empty", &mut b);
+    wire::encode(&Frame::ListEnd, &mut b);
+    wire::encode(
+        &Frame::Error {
+            class: 1,
+            message: "\x1b[2Jgone",
+        },
+        &mut b,
+    );
+    let (r, _) = hostile(&out, b, None);
+    let e = r.unwrap_err();
+    assert!(matches!(e, TransferError::Peer { .. }), "{e:?}");
+    // The peer's text is shown with the escape sequence defused.
+    assert!(!e.to_string().contains('\x1b'), "{e}");
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
     let _ = fs::remove_dir_all(&base);
 }

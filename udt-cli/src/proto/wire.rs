@@ -14,7 +14,10 @@ use std::io::{self, Read, Write};
 pub const MAGIC: [u8; 8] = *b"UDTFILE\0";
 
 /// Protocol version carried in `Hello`; a receiver refuses any other.
-pub const VERSION: u16 = 1;
+/// Version 2: a `Have` for a complete file carries no hash (the receiver
+/// compares the sender's `FileEnd` hash itself, so a sender cannot learn
+/// the hash of a file it does not have).
+pub const VERSION: u16 = 2;
 
 /// Largest payload of one `Data` frame. Large enough that the 5-byte
 /// header costs nothing, small enough to bound the receiver's buffer.
@@ -28,6 +31,15 @@ pub const MAX_MESSAGE: usize = 4096;
 
 /// Bytes of a frame header: type and length.
 pub const HEADER_LEN: usize = 5;
+
+/// The first bytes a `udt bench` client sends (its magic `UDTBENCH`): a
+/// receiver that reads them knows who called.
+pub const BENCH_MAGIC_PREFIX: [u8; HEADER_LEN] = *b"UDTBE";
+
+/// What a receiver answers a `udt bench` client, in the bench protocol's
+/// own form (one JSON line), so the client can say what it reached.
+pub const REPLY_TO_BENCH: &[u8] =
+    b"{\"error\":\"this port is a udt recv (file receiver), not a udt bench server\"}\n";
 
 /// Bytes of a BLAKE3 hash.
 pub const HASH_LEN: usize = 32;
@@ -103,9 +115,11 @@ pub enum Frame<'a> {
         index: u32,
         /// How many bytes it has.
         len: u64,
-        /// BLAKE3 of those bytes.
+        /// BLAKE3 of those bytes for a partial file; zeros for a complete
+        /// one (the receiver checks the sender's `FileEnd` hash instead).
         hash: [u8; HASH_LEN],
-        /// True when this is the final file (not a partial one).
+        /// True when this is the final file, of the listed size (not a
+        /// partial one).
         complete: bool,
     },
     /// Receiver → sender: the list is accepted; every `Have` was sent.
@@ -151,6 +165,9 @@ pub enum WireError {
     Io(io::Error),
     /// The peer sent something that is not a valid frame.
     Malformed(String),
+    /// The peer speaks another protocol of ours (`udt bench`): the text
+    /// says which.
+    WrongPeer(String),
 }
 
 impl fmt::Display for WireError {
@@ -161,6 +178,7 @@ impl fmt::Display for WireError {
             }
             WireError::Io(e) => write!(f, "connection failed: {e}"),
             WireError::Malformed(m) => write!(f, "malformed frame from the peer: {m}"),
+            WireError::WrongPeer(m) => f.write_str(m),
         }
     }
 }
@@ -204,6 +222,11 @@ impl<R: Read> FrameReader<R> {
     pub fn next_frame(&mut self) -> Result<Frame<'_>, WireError> {
         let mut header = [0u8; HEADER_LEN];
         self.inner.read_exact(&mut header)?;
+        if header == BENCH_MAGIC_PREFIX {
+            return Err(WireError::WrongPeer(
+                "the peer is a `udt bench` client, not `udt send`".into(),
+            ));
+        }
         let [kind, l0, l1, l2, l3] = header;
         let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
         let (min, max) = bounds(kind)

@@ -44,6 +44,9 @@ pub struct Proc {
     pub name: String,
     stderr_lines: mpsc::Receiver<String>,
     stderr_all: std::sync::Arc<Mutex<String>>,
+    /// The thread collecting stderr: it ends at end of file, once the
+    /// process has exited; `wait` joins it so `stderr()` is then complete.
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -57,7 +60,7 @@ impl Proc {
         let all = std::sync::Arc::new(Mutex::new(String::new()));
         let all2 = all.clone();
         let label = name.to_owned();
-        thread::spawn(move || {
+        let reader = thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if std::env::var_os("UDT_TEST_VERBOSE").is_some() {
@@ -73,6 +76,7 @@ impl Proc {
             name: name.to_owned(),
             stderr_lines: rx,
             stderr_all: all,
+            stderr_reader: Some(reader),
         }
     }
 
@@ -98,8 +102,11 @@ impl Proc {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the stderr thread drain.
-                thread::sleep(Duration::from_millis(50));
+                // The pipe is at end of file now: once the reader is done,
+                // every line the process wrote is in `stderr()`.
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             if Instant::now() >= deadline {

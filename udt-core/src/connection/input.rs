@@ -38,7 +38,9 @@ impl Connection {
             // shutdown, a bounded number of times.
             let closed_here = matches!(
                 reason,
-                ConnectionError::LocallyClosed | ConnectionError::LingerExpired
+                ConnectionError::LocallyClosed
+                    | ConnectionError::LingerExpired
+                    | ConnectionError::PeerUnread
             );
             let is_shutdown = matches!(
                 &packet,
@@ -50,9 +52,22 @@ impl Connection {
             }
             return;
         }
-        self.last_heard = now;
-        self.exp_base = now;
-        self.exp_count = 1;
+        let is_keepalive = matches!(
+            &packet,
+            Packet::Control(c) if matches!(c.control, Control::KeepAlive)
+        );
+        // A keep-alive proves the peer alive only while we miss none of its
+        // data: with a hole to fill, a live peer retransmits (NAK and EXP
+        // never give up), so keep-alives alone (spoofed, or from a peer
+        // that lost its state) must not hold the connection and its
+        // buffers open forever (issue 10 item 1). Unacknowledged data of
+        // ours is no such sign: a receiver whose application stopped
+        // reading has a full window and only sends keep-alives.
+        if !is_keepalive || self.receiver.has_everything_before(None) {
+            self.last_heard = now;
+            self.exp_base = now;
+            self.exp_count = 1;
+        }
         // Anything from the peer proves it finished connecting.
         self.sender.release_hold(now);
         match packet {
@@ -69,18 +84,28 @@ impl Connection {
                     log::debug!("{} ignored a congestion warning", self.local_id);
                 }
                 Control::Shutdown => {
-                    log::debug!("{} peer sent shutdown", self.local_id);
-                    self.enter_closed(now, ConnectionError::PeerClosed);
+                    // An end of stream only when nothing the peer sent is
+                    // missing; otherwise (an abortive close, an injected
+                    // shutdown) the reader must see an error, not a
+                    // truncated stream (issue 10 item 2).
+                    let end = packet::shutdown_end(datagram);
+                    let reason = if self.receiver.has_everything_before(end) {
+                        ConnectionError::PeerClosed
+                    } else {
+                        ConnectionError::PeerAborted
+                    };
+                    log::debug!("{} peer sent shutdown: {reason}", self.local_id);
+                    self.enter_closed(now, reason);
                 }
                 Control::Ack2(ack_seq) => self.on_ack2(now, ack_seq),
                 Control::MsgDropRequest { msg, first, last } => {
                     self.on_drop_request(msg, first, last)
                 }
                 Control::ErrorSignal { code } => {
-                    // UDT4 treats it like a shutdown (its recvfile peer hit
-                    // a disk error).
+                    // UDT4 sends it when its recvfile peer hit a disk
+                    // error: never an orderly end.
                     log::info!("{} peer signalled error {code}", self.local_id);
-                    self.enter_closed(now, ConnectionError::PeerClosed);
+                    self.enter_closed(now, ConnectionError::PeerAborted);
                 }
                 Control::UserDefined { .. } | Control::Unknown { .. } => {
                     self.counters.dropped.unknown_control += 1;
@@ -107,6 +132,20 @@ impl Connection {
             }
             DataOutcome::OutOfWindow => {
                 self.counters.dropped.out_of_window += 1;
+                return;
+            }
+            DataOutcome::Conflict => {
+                // Without encryption we cannot tell which copy is genuine:
+                // the stream can no longer be trusted, so it ends with an
+                // error instead of going on with possibly injected data.
+                self.counters.dropped.duplicate += 1;
+                log::warn!(
+                    "{} two different payloads for {:?}: data injected or corrupted",
+                    self.local_id,
+                    header.seq
+                );
+                self.queue_shutdown();
+                self.enter_closed(now, ConnectionError::Corrupted);
                 return;
             }
             DataOutcome::Accepted {
@@ -217,7 +256,10 @@ impl Connection {
     /// Full or medium ACK (UDT4 `processCtrl` case 2, §6.5).
     fn on_ack(&mut self, now: Instant, ack: &Ack) {
         self.counters.acks_received += 1;
-        let outcome = self.sender.on_ack(ack, now);
+        let outcome = self.sender.on_ack(now, ack);
+        if self.check_desync(now) {
+            return;
+        }
         if outcome == AckOutcome::Invalid {
             self.counters.dropped.invalid_control += 1;
             log::debug!(
@@ -229,27 +271,35 @@ impl Connection {
             return;
         }
         // Confirm every plausible ACK, repeated ones too, so the receiver
-        // gets its RTT sample (UDT4 sends one ACK2 per full/medium ACK).
-        self.queue_control(ControlItem::Ack2(ack.ack_seq));
-        self.counters.ack2s_sent += 1;
-        if outcome == AckOutcome::Repeated {
-            // A light ACK may have covered less; anything new still counts.
-            if self.on_delivery(now, ack.ack) {
-                self.apply_cc();
+        // gets its RTT sample (UDT4 sends one ACK2 per full/medium ACK),
+        // except one that acknowledges everything while the peer's
+        // application has not read it all: unconfirmed, it keeps coming back
+        // with the peer's free buffer until the reader catches up
+        // (`Sender::withholds_ack2`, docs/interop.md).
+        if self.sender.withholds_ack2() {
+            self.counters.ack2s_withheld += 1;
+        } else {
+            self.queue_control(ControlItem::Ack2(ack.ack_seq));
+            self.counters.ack2s_sent += 1;
+        }
+        if outcome == AckOutcome::Advanced {
+            self.writable_pending = true;
+            if ack.rtt_us > 0 {
+                let sample = Duration::from_micros(u64::from(ack.rtt_us)).min(MAX_RTT_SAMPLE);
+                self.rtt.update(sample);
             }
-            return;
+            self.on_delivery(now, ack.ack);
+            let ctx = self.cc_context(now);
+            self.cc.on_ack(&ctx, ack.ack);
+            self.apply_cc();
+        } else if self.on_delivery(now, ack.ack) {
+            // A repeated ACK: a light ACK may have covered less, and
+            // anything new still counts.
+            self.apply_cc();
         }
-        self.writable_pending = true;
-        if ack.rtt_us > 0 {
-            let sample = Duration::from_micros(u64::from(ack.rtt_us)).min(MAX_RTT_SAMPLE);
-            self.rtt.update(sample);
-        }
-        self.on_delivery(now, ack.ack);
-        let ctx = self.cc_context(now);
-        self.cc.on_ack(&ctx, ack.ack);
-        self.apply_cc();
+        // A repeated ACK may be the one that reports the peer drained.
         if let State::Closing { .. } = self.state {
-            if self.sender.buffer().is_empty() {
+            if self.sender.is_peer_drained() {
                 self.queue_shutdown();
                 self.enter_closed(now, ConnectionError::LocallyClosed);
             }
@@ -265,7 +315,10 @@ impl Connection {
         let delivery = &self.delivery;
         let outcome = self
             .sender
-            .on_nak(ranges, |seq| delivery.retransmitted_since(seq, since));
+            .on_nak(now, ranges, |seq| delivery.retransmitted_since(seq, since));
+        if self.check_desync(now) {
+            return;
+        }
         self.counters.dropped.invalid_control += outcome.invalid;
         self.counters.packets_reported_lost += u64::from(outcome.added);
         self.delivery.on_lost(outcome.added, outcome.events);
@@ -292,6 +345,24 @@ impl Connection {
         if changed {
             self.apply_cc();
         }
+    }
+
+    /// Ends the connection when the receiver keeps missing data a full ACK
+    /// released (a forged or corrupted ACK, issue 10 item 3): that data
+    /// cannot be resent, and waiting would hang both sides. Returns true
+    /// when it did.
+    fn check_desync(&mut self, now: Instant) -> bool {
+        if self.sender.is_desynchronized(now) && !self.is_closed() {
+            log::warn!(
+                "{} peer {} keeps missing data it acknowledged: connection broken",
+                self.local_id,
+                self.peer_addr
+            );
+            self.queue_shutdown();
+            self.enter_closed(now, ConnectionError::DataLost);
+            return true;
+        }
+        false
     }
 
     /// ACK2: an RTT sample for the receiver side (§6.6).

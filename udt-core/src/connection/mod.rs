@@ -29,9 +29,13 @@ use crate::send_buffer::SendBufferError;
 use crate::seq::SocketId;
 use crate::stats::Stats;
 
+#[cfg(test)]
+mod close_tests;
 mod input;
 mod output;
 mod receiver;
+#[cfg(test)]
+mod rendezvous_tests;
 #[cfg(test)]
 mod scripted_tests;
 mod sender;
@@ -75,8 +79,9 @@ const FIRST_DATA_HOLD: Duration = crate::time::SYN_INTERVAL;
 pub enum State {
     /// Data flows both ways.
     Connected,
-    /// `close` was called: the last data is being delivered before a
-    /// shutdown is sent, until `deadline` (the linger time).
+    /// `close` was called: the last data is being delivered, and read by
+    /// the peer's application where its ACKs tell, before a shutdown is
+    /// sent, until `deadline` (the linger time).
     Closing {
         /// When to give up; `None` never happens in practice (linger off
         /// closes at once) but keeps the type honest.
@@ -326,6 +331,22 @@ impl Connection {
             }
     }
 
+    /// Bytes of memory the send and receive buffers hold now. They grow
+    /// with a burst and give the memory back once the connection has been
+    /// quiet (nothing sent) for a keep-alive interval with both buffers
+    /// empty.
+    pub fn buffer_memory(&self) -> usize {
+        self.sender.buffer().memory_bytes() + self.receiver.buffer().memory_bytes()
+    }
+
+    /// Narrows the receive window to `packets` (`None`: the configured
+    /// buffer again, announced to the peer at once). The endpoint narrows
+    /// it for connections waiting in the accept queue, so each holds at
+    /// most that much of a peer's data until the application takes it.
+    pub fn limit_receive_window(&mut self, packets: Option<u32>) {
+        self.receiver.set_window_limit(packets);
+    }
+
     /// True when a write of at least one packet would be accepted, or the
     /// connection is closed (so the write would fail at once).
     pub fn is_writable(&self) -> bool {
@@ -358,6 +379,7 @@ impl Connection {
         s.send_buffer_free_bytes = self.sender.buffer().free_bytes();
         s.send_buffer_packets = self.sender.buffer().capacity();
         s.recv_buffer_packets = self.receiver.buffer().capacity();
+        s.peer_unread_packets = self.sender.peer_unread();
         s
     }
 
@@ -444,12 +466,14 @@ impl Connection {
     }
 
     /// Reads stream data in order. Returns `Ok(0)` at the end of the stream
-    /// after the peer's orderly close, once everything has been read.
+    /// after the peer's orderly close, once everything has been read: only
+    /// when nothing the peer sent is missing ([`ConnectionError::PeerClosed`]).
     ///
     /// # Errors
     /// `WouldBlock` when nothing is readable yet, `WrongMode` on a message
     /// connection, `Closed` when the connection ended any other way and all
-    /// data has been read.
+    /// data has been read, including a shutdown with data still missing
+    /// ([`ConnectionError::PeerAborted`]): the stream is truncated.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
         if self.socket_type != SocketType::Stream {
             return Err(ReadError::WrongMode);
@@ -457,6 +481,7 @@ impl Connection {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.refuse_corrupted()?;
         let n = self.receiver.read(buf);
         if n > 0 {
             return Ok(n);
@@ -476,12 +501,24 @@ impl Connection {
         if self.socket_type != SocketType::Message {
             return Err(ReadError::WrongMode);
         }
+        self.refuse_corrupted()?;
         if self.receiver.read_message(out) {
             return Ok(out.len());
         }
         match self.state {
             State::Closed(e) => Err(ReadError::Closed(e)),
             _ => Err(ReadError::WouldBlock),
+        }
+    }
+
+    /// Once two payloads conflicted, nothing still buffered is delivered:
+    /// the injected copy may be among it.
+    fn refuse_corrupted(&self) -> Result<(), ReadError> {
+        match self.state {
+            State::Closed(ConnectionError::Corrupted) => {
+                Err(ReadError::Closed(ConnectionError::Corrupted))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -497,22 +534,30 @@ impl Connection {
         Ok(Bytes::from(out))
     }
 
-    /// Starts an orderly close: data already written is still delivered
-    /// (for at most the configured linger time), then a shutdown is sent.
-    /// With linger off, or nothing left to deliver, the shutdown goes at once.
+    /// Starts an orderly close: data already written is still delivered,
+    /// and the shutdown waits until the peer's ACKs report that its
+    /// application has read everything (a UDT4 peer discards acknowledged
+    /// data its application has not read when the shutdown arrives), for
+    /// at most the configured linger time. The connection then ends as
+    /// `LocallyClosed`, or, when the linger time runs out, as
+    /// `LingerExpired` (data unacknowledged) or `PeerUnread` (acknowledged,
+    /// not read), with the shutdown sent all the same. With linger off, or
+    /// nothing left to deliver or to be read, the shutdown goes at once.
     pub fn close(&mut self, now: Instant) {
         self.observe_time(now);
         if self.state != State::Connected {
             return;
         }
         match self.config.linger {
-            Some(linger) if !self.sender.buffer().is_empty() => {
+            Some(linger) if !self.sender.is_peer_drained() => {
                 log::debug!(
-                    "{} closing: lingering up to {linger:?} for {} packets in flight and {} bytes unsent",
+                    "{} closing: lingering up to {linger:?} for {} packets in flight, {} bytes unsent \
+                     and {} packets the peer has not read",
                     self.local_id,
                     self.sender.unacked(),
                     self.sender.buffer().capacity() as usize * self.payload_size
-                        - self.sender.buffer().free_bytes()
+                        - self.sender.buffer().free_bytes(),
+                    self.sender.peer_unread()
                 );
                 self.state = State::Closing {
                     deadline: Some(now + linger),

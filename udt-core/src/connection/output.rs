@@ -125,7 +125,18 @@ impl Connection {
             ControlItem::LightAck(ack) => Control::LightAck { ack },
             ControlItem::Ack2(seq) => Control::Ack2(seq),
             ControlItem::KeepAlive => Control::KeepAlive,
-            ControlItem::Shutdown => Control::Shutdown,
+            ControlItem::Shutdown => {
+                Packet::Control(ControlPacket {
+                    timestamp,
+                    dest,
+                    control: Control::Shutdown,
+                })
+                .encode(buf);
+                // Tell the peer where our data ends, so it can tell an
+                // orderly end from a truncated stream (issue 10 item 2).
+                packet::set_shutdown_end(buf, self.sender.buffer().end_seq());
+                return;
+            }
             ControlItem::MsgDrop { msg, first, last } => {
                 Control::MsgDropRequest { msg, first, last }
             }

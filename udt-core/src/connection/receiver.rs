@@ -85,6 +85,9 @@ pub(super) enum DataOutcome {
     Duplicate,
     /// Outside the receive window: dropped.
     OutOfWindow,
+    /// Another payload than the unread one held for its sequence number:
+    /// injected data won a race against the genuine packet (or the reverse).
+    Conflict,
     /// Accepted. `dropped_message` when its message had been dropped (the
     /// payload is discarded but the sequence number still counts).
     Accepted {
@@ -160,6 +163,28 @@ impl Receiver {
         self.ack_number() != self.last_ack_ack
     }
 
+    /// Releases the receive buffer's memory if it holds nothing.
+    pub(super) fn trim(&mut self) {
+        self.buffer.trim();
+    }
+
+    /// Narrows the receive window (`None`: the whole buffer again). When it
+    /// reopens, an ACK goes at once so the sender learns of the space.
+    pub(super) fn set_window_limit(&mut self, limit: Option<u32>) {
+        self.buffer.set_window_limit(limit);
+        if limit.is_none() {
+            self.ack_now = true;
+        }
+    }
+
+    /// True when nothing the peer sent is known to be missing and, if the
+    /// peer said where its data ends (`end`, from its shutdown), every
+    /// packet before `end` has arrived. A UDT4 peer says nothing, so only
+    /// gaps already seen count (a lost tail stays invisible).
+    pub(super) fn has_everything_before(&self, end: Option<SeqNumber>) -> bool {
+        self.loss.is_empty() && end.is_none_or(|e| !e.is_after(self.current.next()))
+    }
+
     // ----- data -----
 
     /// A data packet arrived (UDT4 `processData`, udt4-protocol.md §6.2):
@@ -184,6 +209,7 @@ impl Receiver {
                 Ok(()) => false,
                 Err(InsertError::Duplicate) => return DataOutcome::Duplicate,
                 Err(InsertError::OutOfWindow) => return DataOutcome::OutOfWindow,
+                Err(InsertError::Conflict) => return DataOutcome::Conflict,
                 Err(InsertError::Dropped) => true,
             };
         // Gap detection: everything between the largest sequence number

@@ -14,51 +14,56 @@ use super::*;
 use crate::packet::{self, Ack, AckRates, Control, ControlPacket, DataHeader, PacketPosition};
 use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber};
 
-const LOCAL: SocketId = SocketId(0x1111);
-const PEER: SocketId = SocketId(0x2222);
+pub(super) const LOCAL: SocketId = SocketId(0x1111);
+pub(super) const PEER: SocketId = SocketId(0x2222);
 
 /// Both directions start here (an arbitrary number, away from the wrap).
-const ISN: SeqNumber = SeqNumber::new(1000);
+pub(super) const ISN: SeqNumber = SeqNumber::new(1000);
 
 /// Payload of a full data packet at the default MSS of 1500.
-const FULL: usize = 1456;
+pub(super) const FULL: usize = 1456;
 
 /// The RTT and variance a connection starts with (UDT4's defaults), in µs,
 /// as ACKs carry them until a sample arrives.
-const RTT0: u32 = 100_000;
-const VAR0: u32 = 50_000;
+pub(super) const RTT0: u32 = 100_000;
+pub(super) const VAR0: u32 = 50_000;
 
 /// The rate fields of a full ACK while the arrival estimators are still at
 /// their initial values (intervals of 1 s, probe intervals of 1 ms) or have
 /// only seen intervals the median filter discards.
-const INITIAL_RATES: AckRates = AckRates {
+pub(super) const INITIAL_RATES: AckRates = AckRates {
     recv_rate: 1,
     link_capacity: 1000,
 };
 
-fn ms(n: u64) -> Duration {
+pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn us(n: u64) -> Duration {
+pub(super) fn us(n: u64) -> Duration {
     Duration::from_micros(n)
 }
 
 #[allow(clippy::disallowed_methods)] // one real Instant as the script's epoch
-fn epoch() -> Instant {
+pub(super) fn epoch() -> Instant {
     Instant::now()
 }
 
 /// A connection under test and its virtual clock.
-struct Script {
-    conn: Connection,
+pub(super) struct Script {
+    pub(super) conn: Connection,
     t0: Instant,
     buf: Vec<u8>,
 }
 
 impl Script {
     /// A caller-side stream connection (no first-data hold) with `config`.
-    fn new(config: Config) -> Self {
+    pub(super) fn new(config: Config) -> Self {
+        Self::with_peer_window(config, 8192)
+    }
+
+    /// As [`new`](Self::new), with the peer's handshake flow window.
+    pub(super) fn with_peer_window(config: Config, peer_flow_window: u32) -> Self {
         let t0 = epoch();
         let params = ConnectParams {
             local_socket_id: LOCAL,
@@ -67,7 +72,7 @@ impl Script {
             send_isn: ISN,
             recv_isn: ISN,
             mss: 1500,
-            peer_flow_window: 8192,
+            peer_flow_window,
             socket_type: SocketType::Stream,
             rendezvous: false,
             self_ip: None,
@@ -80,8 +85,13 @@ impl Script {
         }
     }
 
+    /// The instant `at` after the script's epoch.
+    pub(super) fn at(&self, at: Duration) -> Instant {
+        self.t0 + at
+    }
+
     /// The peer's datagram `datagram` arrives at `at`.
-    fn feed(&mut self, at: Duration, datagram: &[u8]) {
+    pub(super) fn feed(&mut self, at: Duration, datagram: &[u8]) {
         self.conn
             .handle_datagram(self.t0 + at, peer_addr(), datagram);
     }
@@ -90,7 +100,7 @@ impl Script {
     /// send is drained through `poll_transmit`: it must be exactly
     /// `expected`, in order.
     #[track_caller]
-    fn expect(&mut self, at: Duration, expected: &[Vec<u8>]) {
+    pub(super) fn expect(&mut self, at: Duration, expected: &[Vec<u8>]) {
         let now = self.t0 + at;
         self.conn.handle_timeout(now);
         let mut out = Vec::new();
@@ -105,7 +115,7 @@ impl Script {
 
     /// As [`expect`](Self::expect), through `poll_transmit_control`.
     #[track_caller]
-    fn expect_control(&mut self, at: Duration, expected: &[Vec<u8>]) {
+    pub(super) fn expect_control(&mut self, at: Duration, expected: &[Vec<u8>]) {
         let now = self.t0 + at;
         self.conn.handle_timeout(now);
         let mut out = Vec::new();
@@ -121,7 +131,7 @@ impl Script {
     }
 }
 
-fn peer_addr() -> SocketAddr {
+pub(super) fn peer_addr() -> SocketAddr {
     (Ipv4Addr::LOCALHOST, 9000).into()
 }
 
@@ -144,11 +154,11 @@ fn assert_same(at: Duration, got: &[Vec<u8>], want: &[Vec<u8>]) {
 }
 
 /// Microseconds since the connection started, as a wire timestamp.
-fn ts(at: Duration) -> u32 {
+pub(super) fn ts(at: Duration) -> u32 {
     at.as_micros() as u32
 }
 
-fn control(at: Duration, control: Control<'_>) -> Vec<u8> {
+pub(super) fn control(at: Duration, control: Control<'_>) -> Vec<u8> {
     let mut d = Vec::new();
     ControlPacket {
         timestamp: ts(at),
@@ -160,7 +170,7 @@ fn control(at: Duration, control: Control<'_>) -> Vec<u8> {
 }
 
 /// A data packet from the peer: `len` bytes, one message of its own.
-fn data_in(seq: SeqNumber, len: usize) -> Vec<u8> {
+pub(super) fn data_in(seq: SeqNumber, len: usize) -> Vec<u8> {
     let header = DataHeader {
         seq,
         position: PacketPosition::Only,
@@ -175,7 +185,7 @@ fn data_in(seq: SeqNumber, len: usize) -> Vec<u8> {
 }
 
 /// Our data packet carrying `payload`, the first message of a stream.
-fn data_out(at: Duration, seq: SeqNumber, payload: &[u8]) -> Vec<u8> {
+pub(super) fn data_out(at: Duration, seq: SeqNumber, payload: &[u8]) -> Vec<u8> {
     let header = DataHeader {
         seq,
         position: PacketPosition::Only,
@@ -190,7 +200,7 @@ fn data_out(at: Duration, seq: SeqNumber, payload: &[u8]) -> Vec<u8> {
 }
 
 /// An ACK2 from the peer.
-fn ack2_in(ack_seq: u32) -> Vec<u8> {
+pub(super) fn ack2_in(ack_seq: u32) -> Vec<u8> {
     let mut d = Vec::new();
     ControlPacket {
         timestamp: 0,
@@ -202,7 +212,7 @@ fn ack2_in(ack_seq: u32) -> Vec<u8> {
 }
 
 /// A full (with `rates`) or medium ACK we send.
-fn ack(
+pub(super) fn ack(
     at: Duration,
     ack_seq: u32,
     ack: SeqNumber,
@@ -223,17 +233,17 @@ fn ack(
     )
 }
 
-fn light_ack(at: Duration, ack: SeqNumber) -> Vec<u8> {
+pub(super) fn light_ack(at: Duration, ack: SeqNumber) -> Vec<u8> {
     control(at, Control::LightAck { ack })
 }
 
-fn keepalive(at: Duration) -> Vec<u8> {
+pub(super) fn keepalive(at: Duration) -> Vec<u8> {
     control(at, Control::KeepAlive)
 }
 
 /// A NAK we send, reporting the inclusive `ranges` (at most one full
 /// payload of words).
-fn nak(at: Duration, ranges: &[(SeqNumber, SeqNumber)]) -> Vec<u8> {
+pub(super) fn nak(at: Duration, ranges: &[(SeqNumber, SeqNumber)]) -> Vec<u8> {
     let mut d = Vec::new();
     let written = packet::encode_nak(ts(at), PEER, ranges.iter().copied(), FULL / 4, &mut d);
     assert_eq!(written, ranges.len());
@@ -242,7 +252,7 @@ fn nak(at: Duration, ranges: &[(SeqNumber, SeqNumber)]) -> Vec<u8> {
 
 /// The receive window a default connection advertises with `held` packets
 /// buffered: the capacity less one (UDT4 keeps one slot free).
-fn window(held: u32) -> u32 {
+pub(super) fn window(held: u32) -> u32 {
     8192 - held - 1
 }
 
@@ -443,7 +453,9 @@ fn exp_backs_off_and_retransmits_unacknowledged_data() {
             ack: ISN.next(),
             rtt_us: RTT0,
             rtt_var_us: VAR0,
-            available_buffer: 8000,
+            // Empty: the peer has read everything (8192 − 1), so
+            // the ACK is confirmed at once (see `Sender::withholds_ack2`).
+            available_buffer: 8191,
             rates: None,
         }),
     }

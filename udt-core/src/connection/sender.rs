@@ -52,7 +52,84 @@ pub(super) struct Sender {
     first_data_hold: bool,
     /// Smoothed receive rate and link capacity reported in full ACKs.
     rates: RateSmoother,
+    /// Reports of the receiver missing data that a full ACK already
+    /// released (see [`Sender::is_desynchronized`]).
+    behind: Option<Behind>,
+    /// What the peer's ACKs say about its application's reading.
+    peer_reader: PeerReader,
 }
+
+/// The peer's receive buffer as its full and medium ACKs report it: how
+/// much its application has not read yet (UDT4 `getAvailBufSize`, §6.4).
+///
+/// A UDT4 receiver discards what it acknowledged but its application has
+/// not read when our shutdown arrives (docs/interop.md), so an orderly close
+/// waits until the peer reports its buffer drained. "Drained" is the largest
+/// free space an empty receiver reports: an empty UDT4 receiver (and ours)
+/// advertises `buffer − 1` packets, and its handshake flow window is
+/// `min(buffer, flight flag size)`, so `handshake window − 1` is a lower
+/// bound; so is the largest value ever reported (a UDT4 peer whose flight
+/// flag size was set below its buffer advertises more than its handshake
+/// window once its reader catches up). The target is the larger of the two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PeerReader {
+    /// The flow window of the peer's handshake.
+    handshake_window: u32,
+    /// The largest available-buffer value an ACK that released data carried.
+    max_available: u32,
+    /// The available buffer of the newest ACK (the one that set the flow
+    /// window); until the first ACK, the handshake window (nothing sent yet,
+    /// nothing unread).
+    available: u32,
+}
+
+impl PeerReader {
+    fn new(handshake_window: u32) -> Self {
+        PeerReader {
+            handshake_window,
+            max_available: 0,
+            available: handshake_window,
+        }
+    }
+
+    /// The free space that means "the application has read everything".
+    fn drained_target(&self) -> u32 {
+        self.handshake_window
+            .saturating_sub(1)
+            .max(self.max_available)
+    }
+
+    /// Packets the peer's application had not read, by its newest ACK.
+    fn unread(&self) -> u32 {
+        self.drained_target().saturating_sub(self.available)
+    }
+}
+
+/// A run of reports that the receiver misses released data.
+#[derive(Clone, Copy, Debug)]
+struct Behind {
+    /// The first report of the run.
+    since: Instant,
+    /// The latest report.
+    last: Instant,
+    /// Reports in the run.
+    count: u32,
+}
+
+/// How long the receiver may keep reporting released data as missing
+/// before the connection is declared broken. An honest receiver's ACK
+/// number never decreases, so only reordering on the return path produces
+/// such reports, and the next ACK (one SYN later) clears them.
+const DESYNC_LIMIT: Duration = Duration::from_secs(2);
+
+/// Reports further apart than this start a new run: a receiver that really
+/// misses released data repeats its NAK at least every RTT + 1 s, while a
+/// lone late NAK (and nothing after it, at the end of a transfer) must not
+/// count against a later one.
+const DESYNC_REPORT_GAP: Duration = Duration::from_secs(3);
+
+/// Reports a run needs before the connection is declared broken.
+const DESYNC_REPORTS: u32 = 3;
 
 /// What a full or medium ACK did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +201,8 @@ impl Sender {
             next_slot: now,
             first_data_hold: false,
             rates: RateSmoother::new(),
+            behind: None,
+            peer_reader: PeerReader::new(flow_window),
         }
     }
 
@@ -251,6 +330,31 @@ impl Sender {
         !self.loss.is_empty() || self.may_send_new()
     }
 
+    /// Packets the peer's application had not read yet by the peer's newest
+    /// full or medium ACK (0 before any ACK, or once it reported its
+    /// receive buffer drained).
+    pub(super) fn peer_unread(&self) -> u32 {
+        self.peer_reader.unread()
+    }
+
+    /// True when the peer acknowledged everything written and its newest
+    /// ACK reported its receive buffer drained: its application has read
+    /// everything, so a shutdown now loses nothing.
+    pub(super) fn is_peer_drained(&self) -> bool {
+        self.buffer.is_empty() && self.peer_reader.unread() == 0
+    }
+
+    /// True when the ACK just processed should not be confirmed with an
+    /// ACK2: it acknowledged everything written, but the peer's application
+    /// has not read it all. A UDT4 receiver stops sending ACKs once its
+    /// newest one is confirmed (§6.4), so withholding this ACK2 is what
+    /// keeps its ACKs, and their available-buffer field, coming until the
+    /// reader has caught up. Any later ACK (a repeat reporting more free
+    /// space, or one for new data) is answered as usual.
+    pub(super) fn withholds_ack2(&self) -> bool {
+        self.buffer.is_empty() && self.peer_reader.unread() > 0
+    }
+
     // ----- application data -----
 
     /// Queues stream data; returns how many bytes were accepted.
@@ -306,8 +410,12 @@ impl Sender {
 
     /// Light ACK: moves the flow window, releases nothing (§6.5). Returns
     /// false for an ACK beyond what was sent, which changes nothing.
+    ///
+    /// Unlike UDT4, a light ACK never decides what is retransmitted: NAKs
+    /// and timeouts count from the last *full* ACK, so one forged light ACK
+    /// cannot make the sender ignore the holes below it (issue 10 item 3).
     pub(super) fn on_light_ack(&mut self, ack: SeqNumber) -> bool {
-        if ack.is_after(self.current.next()) {
+        if ack.is_after(self.current.next()) || !ack.is_comparable(self.current) {
             return false;
         }
         if !ack.is_before(self.last_ack) {
@@ -320,15 +428,18 @@ impl Sender {
 
     /// Full or medium ACK (UDT4 `processCtrl` case 2, §6.5): takes the
     /// advertised window and releases the acknowledged data and losses.
-    pub(super) fn on_ack(&mut self, ack: &Ack, now: Instant) -> AckOutcome {
+    /// Only what was sent and not yet released can be acknowledged.
+    pub(super) fn on_ack(&mut self, now: Instant, ack: &Ack) -> AckOutcome {
         let seq = ack.ack;
         if seq.is_after(self.current.next()) || !seq.is_comparable(self.current) {
             // UDT4 breaks the connection here; a forged or corrupted ACK
             // must not kill a healthy connection, so we drop the packet.
             return AckOutcome::Invalid;
         }
+        self.note_receiver_position(now, seq);
         if !seq.is_before(self.last_ack) {
             self.flow_window = ack.available_buffer;
+            self.peer_reader.available = ack.available_buffer;
             self.last_ack = seq;
         }
         if let Some(rates) = ack.rates {
@@ -344,6 +455,11 @@ impl Sender {
         self.buffer.ack(seq);
         self.loss.remove_before(seq);
         self.last_data_ack = seq;
+        // Only an ACK that released data raises the drain target: it is the
+        // receiver's real progress, whereas a stray or forged repeat (which
+        // any plausible old ACK number makes) could set an unreachable
+        // target and hold every close until its linger time.
+        self.peer_reader.max_available = self.peer_reader.max_available.max(ack.available_buffer);
         if let Some(rates) = ack.rates {
             self.rates.update(rates.recv_rate, rates.link_capacity);
         }
@@ -355,6 +471,7 @@ impl Sender {
     /// the report predates their latest retransmission.
     pub(super) fn on_nak(
         &mut self,
+        now: Instant,
         ranges: &LossRanges<'_>,
         stale: impl Fn(SeqNumber) -> bool,
     ) -> NakOutcome {
@@ -374,10 +491,15 @@ impl Sender {
                 out.invalid += 1;
                 continue;
             }
-            if last.is_before(self.last_ack) {
+            if first.is_before(self.last_data_ack) {
+                // Released already: a late NAK, or the receiver never got
+                // what a (forged) full ACK released.
+                self.note_behind(now);
+            }
+            if last.is_before(self.last_data_ack) {
                 continue;
             }
-            let first = first.max_of(self.last_ack);
+            let first = first.max_of(self.last_data_ack);
             // Our periodic NAK repeats the whole loss list; a number
             // retransmitted less than a round trip ago is still on its way,
             // and queueing it again would send it twice.
@@ -428,7 +550,10 @@ impl Sender {
         if self.loss.is_empty() {
             // Nothing known lost, yet nothing acknowledged: resend all that
             // is unacknowledged.
-            let first = self.last_ack.max_of(self.last_data_ack);
+            // From the last full ACK: a light ACK (forgeable, and never
+            // proof that the packets below it stayed received) does not
+            // narrow the retransmission.
+            let first = self.last_data_ack;
             if !first.is_after(self.current) {
                 self.loss.insert(first, self.current);
             }
@@ -436,6 +561,50 @@ impl Sender {
         // Send the retransmission now rather than at a stale slot.
         self.next_slot = self.next_slot.min(now);
         true
+    }
+
+    /// Releases the send buffer's memory if it holds nothing.
+    pub(super) fn trim(&mut self) {
+        self.buffer.trim();
+    }
+
+    /// Tracks whether the receiver's ACK (`reported`, its first missing
+    /// packet) is behind what a full ACK released.
+    fn note_receiver_position(&mut self, now: Instant, reported: SeqNumber) {
+        if reported.is_before(self.last_data_ack) {
+            self.note_behind(now);
+        } else {
+            self.behind = None;
+        }
+    }
+
+    /// One more report that the receiver misses released data.
+    fn note_behind(&mut self, now: Instant) {
+        self.behind = Some(match self.behind {
+            Some(b) if now.saturating_duration_since(b.last) <= DESYNC_REPORT_GAP => Behind {
+                last: now,
+                count: b.count.saturating_add(1),
+                ..b
+            },
+            _ => Behind {
+                since: now,
+                last: now,
+                count: 1,
+            },
+        });
+    }
+
+    /// True when the receiver has kept reporting released data as missing
+    /// for longer than any reordering explains: a forged (or corrupted)
+    /// full ACK released data the receiver never got. It can never be
+    /// resent, so the connection must end with an error rather than hang
+    /// or deliver a stream with a hole.
+    pub(super) fn is_desynchronized(&self, now: Instant) -> bool {
+        self.behind.is_some_and(|b| {
+            b.count >= DESYNC_REPORTS
+                && now.saturating_duration_since(b.last) <= DESYNC_REPORT_GAP
+                && b.last.saturating_duration_since(b.since) > DESYNC_LIMIT
+        })
     }
 
     // ----- the paced data path -----

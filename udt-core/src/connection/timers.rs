@@ -26,7 +26,8 @@ pub enum Timer {
     KeepAlive,
     /// The peer has been silent for the configured idle timeout: it is dead.
     Idle,
-    /// Close gave up waiting for the peer to acknowledge the last data.
+    /// Close gave up waiting for the peer to acknowledge the last data, or
+    /// for its application to read it.
     Linger,
 }
 
@@ -127,13 +128,21 @@ impl Connection {
                 self.enter_closed(now, crate::error::ConnectionError::TimedOut);
             }
             Timer::Linger => {
+                // Data still unacknowledged is the worse news; otherwise the
+                // peer acknowledged everything but had not read it all.
+                let reason = if self.sender.buffer().is_empty() {
+                    crate::error::ConnectionError::PeerUnread
+                } else {
+                    crate::error::ConnectionError::LingerExpired
+                };
                 log::info!(
-                    "{} linger expired with {} packets unacknowledged",
+                    "{} linger expired with {} packets unacknowledged and {} the peer has not read",
                     self.local_id,
-                    self.sender.unacked()
+                    self.sender.unacked(),
+                    self.sender.peer_unread()
                 );
                 self.queue_shutdown();
-                self.enter_closed(now, crate::error::ConnectionError::LingerExpired);
+                self.enter_closed(now, reason);
             }
         }
     }
@@ -186,8 +195,12 @@ impl Connection {
         self.exp_base = now;
     }
 
-    /// The keep-alive timer: something must reach the peer.
+    /// The keep-alive timer: something must reach the peer. It fires only
+    /// after a second without sending anything, so it is also when the
+    /// memory a burst left in the buffers goes back (issue 10).
     fn queue_keepalive(&mut self, now: Instant) {
+        self.sender.trim();
+        self.receiver.trim();
         // Mark the time now so the timer does not fire again before the
         // driver drains the queue.
         self.last_send_time = now;

@@ -37,14 +37,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::handshake::{Caller, Connecting, Listener, ListenerOutput, Rendezvous};
 use crate::packet::{self, Control, ControlPacket, Packet};
-use crate::rng::Rng;
 pub use crate::sched::ConnectionHandle;
 use crate::seq::{SeqNumber, SocketId};
 use tombstones::{Tombstones, TOMBSTONE_LIFETIME};
+
+/// The receive window, in packets, of a connection waiting in the accept
+/// queue: the most of a peer's data it holds before the application takes
+/// it (about 23 KB at the default MSS, instead of the whole receive buffer,
+/// ~11 MiB). The driver restores the full window on accept
+/// ([`Connection::limit_receive_window`]).
+pub const PENDING_RECV_WINDOW: u32 = 16;
 
 /// The key a listener uses to recognise a repeated connection request
 /// (UDT4 `newConnection`: peer address, peer socket ID, peer ISN).
@@ -98,6 +107,10 @@ pub struct EndpointCounters {
     pub wrong_source: u64,
     /// Connection requests refused because the accept backlog was full.
     pub handshakes_rejected: u64,
+    /// Connection requests ignored because their source address already
+    /// has its share of the backlog waiting (the caller retries; see
+    /// [`Endpoint::listen`]).
+    pub handshakes_throttled: u64,
     /// Shutdowns repeated to peers of finished connections.
     pub tombstone_answers: u64,
     /// Datagrams handed to the [`DatagramHandler`].
@@ -151,9 +164,10 @@ struct Route {
 /// documentation.
 #[derive(Debug)]
 pub struct Endpoint {
-    rng: Rng,
-    /// Like UDT4, socket IDs count down from a random start (§3).
-    next_id: u32,
+    /// Socket IDs, ISNs and cookie secrets. A CSPRNG: one connection's
+    /// values must not reveal another's (issue 10 item 1), which UDT4's
+    /// counting-down IDs did.
+    rng: ChaCha20Rng,
     /// Dense handles, reused so the drivers' heaps stay small.
     routes: Vec<Option<Route>>,
     free: Vec<u32>,
@@ -173,16 +187,26 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint whose socket IDs, ISNs and cookie secrets come from
-    /// `seed` (draw it from the operating system's random source; tests and
-    /// the simulator pass fixed seeds to replay a run).
+    /// An endpoint whose socket IDs, ISNs and cookie secrets are drawn
+    /// from a ChaCha20 generator keyed with `key`. A driver on a real
+    /// network passes 32 bytes from the operating system's random source
+    /// (udt-mux uses `getrandom`): the values are then unpredictable to
+    /// anyone who does not see the traffic.
+    pub fn with_key(key: [u8; 32]) -> Endpoint {
+        Endpoint::from_rng(ChaCha20Rng::from_seed(key))
+    }
+
+    /// A replayable endpoint for tests and the simulator: the same `seed`
+    /// gives the same socket IDs, ISNs and cookie secrets. 64 bits are
+    /// too few to keep them secret: real drivers use
+    /// [`with_key`](Self::with_key).
     pub fn new(seed: u64) -> Endpoint {
-        let mut rng = Rng::new(seed);
-        // A positive 31-bit start in [2, 2^30 + 1], as UDT4's CUDTUnited.
-        let next_id = (rng.next_u32() & 0x3FFF_FFFF).max(1) + 1;
+        Endpoint::from_rng(ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    fn from_rng(rng: ChaCha20Rng) -> Endpoint {
         Endpoint {
             rng,
-            next_id,
             routes: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -265,6 +289,16 @@ impl Endpoint {
     /// most `backlog` (at least 1) accepted connections wait for
     /// [`accept`](Self::accept), further callers are refused.
     ///
+    /// Limits against a hostile caller (issue 10 item 7): one source address
+    /// (IP and port: what one cookie proves) may fill the backlog only up
+    /// to [`per_source_share`] of it: an eighth (at least one place) stays
+    /// for everyone else, so one cookie cannot fill the queue with made-up
+    /// socket IDs. Its further requests are ignored, so an honest burst
+    /// retries and gets in once the application accepts. Waiting connections keep a receive
+    /// window of [`PENDING_RECV_WINDOW`] packets until accepted. A waiting
+    /// connection that ends with an error is dropped from the queue when
+    /// the driver [`remove`](Self::remove)s it.
+    ///
     /// # Errors
     /// [`ListenError::AlreadyListening`] when a listener exists.
     pub fn listen(
@@ -277,8 +311,7 @@ impl Endpoint {
             return Err(ListenError::AlreadyListening);
         }
         let mut secret = [0u8; 16];
-        secret[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
-        secret[8..].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        self.rng.fill_bytes(&mut secret);
         self.listeners_made += 1;
         let id = ListenerId(self.listeners_made);
         self.listener = Some(ListenerState {
@@ -309,7 +342,9 @@ impl Endpoint {
             .unwrap_or_default()
     }
 
-    /// Takes the oldest accepted connection, if one waits.
+    /// Takes the oldest accepted connection, if one waits. The driver then
+    /// restores its receive window: `limit_receive_window(None)` on its
+    /// connection (see [`PENDING_RECV_WINDOW`]).
     pub fn accept(&mut self) -> Option<ConnectionHandle> {
         self.listener.as_mut()?.queue.pop_front()
     }
@@ -491,10 +526,24 @@ impl Endpoint {
             log::debug!("accept backlog full: rejected {from}");
             return DatagramEvent::Respond;
         }
+        let per_source = per_source_share(l.backlog);
+        let routes = &self.routes;
+        let waiting_from_source = l
+            .queue
+            .iter()
+            .filter_map(|h| routes.get(h.index())?.as_ref())
+            .filter(|r| r.peer == from)
+            .count();
+        if waiting_from_source >= per_source {
+            self.counters.handshakes_throttled += 1;
+            log::debug!("{from} has {waiting_from_source} connections waiting: request ignored");
+            return DatagramEvent::Dropped(DropReason::UnknownDestination);
+        }
         let config = l.config.clone();
         let id = self.new_socket_id();
         let params = req.accept(id, &config, buf);
-        let connection = Connection::new(params, config.clone(), now);
+        let mut connection = Connection::new(params, config.clone(), now);
+        connection.limit_receive_window(Some(PENDING_RECV_WINDOW));
         let handle = self.insert(Route {
             socket_id: id,
             peer: req.peer_addr,
@@ -590,16 +639,18 @@ impl Endpoint {
         handle
     }
 
-    /// A socket ID no live or recently finished connection of this endpoint
-    /// uses (never 0).
+    /// A random socket ID no live or recently finished connection of this
+    /// endpoint uses (never 0). UDT4 counts IDs down from a random start,
+    /// so one handshake revealed every other connection's ID; random IDs
+    /// keep an off-path attacker guessing among 2^31 values (the ID is
+    /// what a spoofed shutdown or keep-alive needs, with the address).
     fn new_socket_id(&mut self) -> SocketId {
         loop {
-            self.next_id = self.next_id.wrapping_sub(1) & SocketId::MAX;
-            if self.next_id == 0 {
-                self.next_id = SocketId::MAX;
-            }
-            let id = SocketId(self.next_id);
-            if !self.by_id.contains_key(&id) && !self.tombstones.contains(id) {
+            let id = SocketId(self.rng.next_u32() & SocketId::MAX);
+            if id != SocketId::HANDSHAKE
+                && !self.by_id.contains_key(&id)
+                && !self.tombstones.contains(id)
+            {
                 return id;
             }
         }
@@ -609,6 +660,13 @@ impl Endpoint {
     fn new_isn(&mut self) -> SeqNumber {
         SeqNumber::new(self.rng.next_u32() & SeqNumber::MAX)
     }
+}
+
+/// How many connections from one source address may wait in a backlog of
+/// `backlog`: all but an eighth (at least one place is left for others),
+/// and at least one.
+pub fn per_source_share(backlog: usize) -> usize {
+    backlog.saturating_sub((backlog / 8).max(1)).max(1)
 }
 
 /// Removes `key` from `map` if it still maps to `handle` (a newer socket

@@ -30,12 +30,47 @@ fn first_transmit(socket: &mut Socket, now: Instant) -> Vec<u8> {
 }
 
 #[test]
-fn socket_ids_count_down_and_skip_zero() {
+fn socket_ids_are_random_and_never_zero() {
+    // UDT4 counts IDs down by one, so whoever connects once learns the IDs
+    // of the connections made before and after (issue 10 item 1).
     let mut e = Endpoint::new(7);
-    e.next_id = 2;
-    assert_eq!(e.new_socket_id(), SocketId(1));
-    assert_eq!(e.new_socket_id(), SocketId(0x7FFF_FFFF));
-    assert_eq!(e.new_socket_id(), SocketId(0x7FFF_FFFE));
+    let ids: Vec<u32> = (0..1000).map(|_| e.new_socket_id().0).collect();
+    assert!(ids.iter().all(|&i| i != 0 && i <= SocketId::MAX));
+    let strides: std::collections::HashSet<u32> =
+        ids.windows(2).map(|w| w[0].wrapping_sub(w[1])).collect();
+    assert!(strides.len() > 990, "IDs follow a pattern: {:?}", &ids[..8]);
+    // Spread over the whole 31-bit space, not a small range.
+    assert!(ids.iter().any(|&i| i > 0x6000_0000) && ids.iter().any(|&i| i < 0x2000_0000));
+}
+
+#[test]
+fn keyed_endpoints_draw_different_values_and_seeded_ones_replay() {
+    let mut a = Endpoint::with_key([1; 32]);
+    let mut b = Endpoint::with_key([2; 32]);
+    let va: Vec<_> = (0..4).map(|_| (a.new_socket_id(), a.new_isn())).collect();
+    let vb: Vec<_> = (0..4).map(|_| (b.new_socket_id(), b.new_isn())).collect();
+    assert_ne!(va, vb);
+    let mut c = Endpoint::new(3);
+    let mut d = Endpoint::new(3);
+    assert_eq!(c.new_socket_id(), d.new_socket_id());
+    assert_eq!(c.new_isn(), d.new_isn());
+}
+
+#[test]
+fn accepted_socket_ids_are_not_consecutive() {
+    // The listener's response reveals the accepted connection's ID: the
+    // next connection's must not follow from it.
+    let now = epoch();
+    let mut server = Endpoint::new(1);
+    server.listen(now, config(), 64).expect("listen");
+    let mut ids = Vec::new();
+    for seed in 0..16 {
+        let mut client = Endpoint::new(100 + seed);
+        let (_, s, _, _) = handshake(&mut server, &mut client, now);
+        ids.push(s.socket_id().0);
+    }
+    let consecutive = ids.windows(2).filter(|w| w[0].abs_diff(w[1]) <= 16).count();
+    assert_eq!(consecutive, 0, "accepted IDs {ids:?}");
 }
 
 #[test]
@@ -317,4 +352,131 @@ fn stun_goes_to_the_handler_and_udt_does_not() {
         e.handle(now, from, &ka, &mut Vec::new()),
         DatagramEvent::Dropped(DropReason::UnknownDestination)
     ));
+}
+
+/// Runs a caller's handshake from `c_addr` to the listener at
+/// 127.0.0.1:9000; returns the listener's answer to the final request.
+fn final_answer(
+    server: &mut Endpoint,
+    seed: u64,
+    c_addr: SocketAddr,
+    now: Instant,
+) -> DatagramEvent {
+    let s_addr = addr("127.0.0.1:9000");
+    let mut client = Endpoint::new(seed);
+    let (_, mut caller) = client.connect(now, s_addr, config());
+    let mut buf = Vec::new();
+    let req = first_transmit(&mut caller, now);
+    assert!(matches!(
+        server.handle(now, c_addr, &req, &mut buf),
+        DatagramEvent::Respond
+    ));
+    let _ = caller.handle_datagram(now, s_addr, &buf);
+    let req = first_transmit(&mut caller, now);
+    server.handle(now, c_addr, &req, &mut buf)
+}
+
+#[test]
+fn one_source_cannot_fill_the_backlog() {
+    // One caller proved its address with one cookie, then asks again and
+    // again with made-up socket IDs and ISNs: it may hold 7/8 of the
+    // backlog, and everyone else still gets in (issue 10 item 7).
+    let now = epoch();
+    let mut server = Endpoint::new(1);
+    server.listen(now, config(), 8).expect("listen");
+    let mut accepted = 0;
+    for i in 0..20u64 {
+        let from = addr("203.0.113.5:4000");
+        match final_answer(&mut server, 100 + i, from, now) {
+            DatagramEvent::Accepted { .. } => accepted += 1,
+            DatagramEvent::Dropped(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(accepted, 7, "7/8 of the backlog of 8");
+    assert_eq!(server.counters().handshakes_throttled, 13);
+    assert_eq!(server.counters().handshakes_rejected, 0);
+    // Another source is not affected.
+    let other = addr("203.0.113.5:4001");
+    assert!(matches!(
+        final_answer(&mut server, 999, other, now),
+        DatagramEvent::Accepted { .. }
+    ));
+    // Once the application accepts, the first source may come back.
+    assert!(server.accept().is_some());
+    let from = addr("203.0.113.5:4000");
+    assert!(matches!(
+        final_answer(&mut server, 1000, from, now),
+        DatagramEvent::Accepted { .. }
+    ));
+}
+
+#[test]
+fn a_waiting_connection_holds_little_data_until_accepted() {
+    // Each unaccepted connection could buffer a whole receive buffer
+    // (~11 MiB by default) before the application ever saw it.
+    let now = epoch();
+    let mut server = Endpoint::new(1);
+    server.listen(now, config(), 4).expect("listen");
+    let (s_addr, c_addr) = (addr("127.0.0.1:9000"), addr("127.0.0.1:9001"));
+    let isn = SeqNumber::new(777);
+    let mut client = Endpoint::new(2);
+    let (_, mut caller) = client.connect_with_isn(now, s_addr, config(), isn);
+    let mut buf = Vec::new();
+    let mut to_server = first_transmit(&mut caller, now);
+    let mut s = loop {
+        match server.handle(now, c_addr, &to_server, &mut buf) {
+            DatagramEvent::Respond => {
+                let _ = caller.handle_datagram(now, s_addr, &buf);
+                to_server = first_transmit(&mut caller, now);
+            }
+            DatagramEvent::Accepted { socket, .. } => break *socket,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let dest = s.socket_id();
+    let feed = |s: &mut Socket| {
+        let mut data = Vec::new();
+        for i in 0..200u32 {
+            crate::packet::encode_data(
+                &DataHeader {
+                    seq: isn.add(i),
+                    position: PacketPosition::Only,
+                    in_order: false,
+                    msg: crate::seq::MsgNumber::new(1),
+                    timestamp: 0,
+                    dest,
+                },
+                &[9u8; 1000],
+                &mut data,
+            );
+            let _ = s.handle_datagram(now, c_addr, &data);
+        }
+    };
+    feed(&mut s);
+    let conn = s.connection().expect("accepted");
+    let held = conn.stats().packets_received;
+    assert!(
+        held <= u64::from(PENDING_RECV_WINDOW),
+        "an unaccepted connection took {held} packets"
+    );
+    // Accepted: the whole window opens.
+    conn.limit_receive_window(None);
+    feed(&mut s);
+    assert_eq!(
+        s.connection_ref()
+            .expect("accepted")
+            .stats()
+            .packets_received,
+        200
+    );
+}
+
+#[test]
+fn the_per_source_share_leaves_room_for_others() {
+    assert_eq!(per_source_share(1), 1);
+    assert_eq!(per_source_share(2), 1);
+    assert_eq!(per_source_share(8), 7);
+    assert_eq!(per_source_share(64), 56);
+    assert_eq!(per_source_share(usize::MAX), usize::MAX - usize::MAX / 8);
 }

@@ -34,6 +34,17 @@ use crate::seq::{SeqNumber, SocketId};
 /// Other divergences: handshakes of type 1002 or unknown types are ignored
 /// (UDT4 would complete on them in step 3 or advance in step 2).
 ///
+/// **Third parties** (issue 10 item 5): anyone can send a destination-0
+/// handshake from the peer's address, but only who saw one of our requests
+/// knows our (random) socket ID. So a handshake addressed to 0 only names a
+/// candidate peer to address our requests to; completing (step 3), or
+/// completing on a keep-alive (step 4), needs a peer handshake addressed
+/// to our socket ID, and once one arrived, handshakes addressed to 0 no
+/// longer change the peer's ID and ISN. Step 4 on a data packet with only a
+/// candidate also needs the data's sequence number to lie just after the
+/// candidate's ISN. UDT4 addresses its −1 and −2 to our ID, so this costs
+/// nothing against it.
+///
 /// When [`Rendezvous::handle_datagram`] completes the connection through
 /// step 4, the datagram that did it (data or keep-alive) also belongs to the
 /// new connection: the driver should hand it over once the connection
@@ -45,7 +56,14 @@ pub struct Rendezvous {
     socket_type: SocketType,
     /// The latest plausible handshake from the peer (UDT4 `m_ConnRes`).
     peer_handshake: Option<Handshake>,
+    /// `peer_handshake` came addressed to our socket ID: its sender saw one
+    /// of our requests (see the type's documentation).
+    authenticated: bool,
 }
+
+/// How far after a candidate's ISN the first data packet from the peer may
+/// lie and still complete the rendezvous (its first flight).
+const MAX_FIRST_DATA_OFFSET: u32 = 1 << 16;
 
 impl Rendezvous {
     /// Starts a rendezvous attempt from socket `local_id` to `peer`, sending
@@ -70,6 +88,7 @@ impl Rendezvous {
             mss: config.mss,
             socket_type: config.socket_type,
             peer_handshake: None,
+            authenticated: false,
         }
     }
 
@@ -82,30 +101,37 @@ impl Rendezvous {
         };
         let local_id = self.attempt.local_id;
         if let Some(hs) = handshake_for(&packet, local_id) {
-            self.on_handshake(now, hs);
+            let addressed = matches!(
+                packet,
+                Packet::Control(ControlPacket { dest, .. }) if dest == local_id
+            );
+            self.on_handshake(now, hs, addressed);
             return;
         }
         // Step 4: the peer already counts as connected and sends us data or a
         // keep-alive (UDT4 connect(const CPacket&): "a data packet or a
         // keep-alive packet comes, which means the peer side is already
         // connected").
+        let Some(hs) = self.peer_handshake else {
+            return;
+        };
         let from_connected_peer = match packet {
-            Packet::Data { header, .. } => header.dest == local_id,
+            Packet::Data { header, .. } => {
+                header.dest == local_id && (self.authenticated || is_first_flight(&hs, header.seq))
+            }
             Packet::Control(ControlPacket {
                 dest,
                 control: Control::KeepAlive,
                 ..
-            }) => dest == local_id,
+            }) => dest == local_id && self.authenticated,
             Packet::Control(_) => false,
         };
         if from_connected_peer {
-            if let Some(hs) = self.peer_handshake {
-                self.complete(&hs);
-            }
+            self.complete(&hs);
         }
     }
 
-    fn on_handshake(&mut self, now: Instant, hs: Handshake) {
+    fn on_handshake(&mut self, now: Instant, hs: Handshake, addressed: bool) {
         match hs.req_type {
             ReqType::Rendezvous | ReqType::Response | ReqType::RendezvousConnected => {}
             // Step 3: "regular connect should NOT communicate with rendezvous
@@ -116,7 +142,25 @@ impl Rendezvous {
             log::debug!("implausible rendezvous handshake ignored: {hs:?}");
             return;
         }
+        if self.authenticated {
+            let known = self.peer_handshake.as_ref();
+            let same_peer = known.is_some_and(|k| k.socket_id == hs.socket_id && k.isn == hs.isn);
+            if !addressed || !same_peer {
+                // The peer is known from a handshake addressed to us: no
+                // one may change its ID or ISN now. A request to 0 still
+                // means our answer was lost: repeat it.
+                log::debug!(
+                    "[{}] rendezvous handshake not matching the peer ignored: {hs:?}",
+                    self.attempt.local_id
+                );
+                if hs.req_type == ReqType::Rendezvous {
+                    self.attempt.send_now(now);
+                }
+                return;
+            }
+        }
         self.peer_handshake = Some(hs);
+        self.authenticated = addressed;
         let own = self.attempt.request.req_type;
         if own == ReqType::Rendezvous || hs.req_type == ReqType::Rendezvous {
             // Step 2: answer with −1, addressed to the peer's ID, at once.
@@ -130,9 +174,12 @@ impl Rendezvous {
             self.attempt.request.req_type = ReqType::Response;
             self.attempt.request_dest = hs.socket_id;
             self.attempt.send_now(now);
-        } else {
-            // Step 3: we are at −1 and the peer sent −1 or −2.
+        } else if addressed {
+            // Step 3: we are at −1 and the peer sent −1 or −2 to our ID.
             self.complete(&hs);
+        } else {
+            // A −1 or −2 to 0: a candidate to address, not proof.
+            self.attempt.request_dest = hs.socket_id;
         }
     }
 
@@ -191,4 +238,12 @@ impl Rendezvous {
     pub fn peer_addr(&self) -> SocketAddr {
         self.attempt.peer
     }
+}
+
+/// True when `seq` could be among the first data packets of the peer that
+/// sent `hs` (it starts at its ISN).
+fn is_first_flight(hs: &Handshake, seq: SeqNumber) -> bool {
+    hs.isn.is_comparable(seq)
+        && !seq.is_before(hs.isn)
+        && (seq.offset_from(hs.isn) as u32) < MAX_FIRST_DATA_OFFSET
 }

@@ -512,6 +512,28 @@ pub fn peek_dest(datagram: &[u8]) -> Option<SocketId> {
     ])))
 }
 
+/// Marks a shutdown's header word 1 (UDT4 leaves it 0 and never reads
+/// it): "the sender's data ends before this sequence number".
+const SHUTDOWN_END_FLAG: u32 = 0x8000_0000;
+
+/// Writes `end`, the sequence number after the last data packet the
+/// sender ever wrote, into the encoded shutdown in `datagram` (header
+/// word 1). With it the receiver can tell a complete stream from a
+/// truncated one (issue 10 item 2). UDT4 ignores the word. Does nothing
+/// to a datagram shorter than a header.
+pub fn set_shutdown_end(datagram: &mut [u8], end: SeqNumber) {
+    if let Some(word) = datagram.get_mut(4..8) {
+        word.copy_from_slice(&(SHUTDOWN_END_FLAG | end.value()).to_be_bytes());
+    }
+}
+
+/// The end sequence number a shutdown carries (see [`set_shutdown_end`]),
+/// or `None` for a shutdown without one (UDT4's) or a short datagram.
+pub fn shutdown_end(datagram: &[u8]) -> Option<SeqNumber> {
+    let word = u32::from_be_bytes(datagram.get(4..8)?.try_into().ok()?);
+    (word & SHUTDOWN_END_FLAG != 0).then(|| SeqNumber::new(word & !SHUTDOWN_END_FLAG))
+}
+
 /// True when the datagram's flag bit marks a control packet. An empty
 /// datagram is not a control packet.
 pub fn is_control(datagram: &[u8]) -> bool {

@@ -60,6 +60,10 @@ pub enum InsertError {
     OutOfWindow,
     /// The packet belongs to a message dropped by a drop request (§11).
     Dropped,
+    /// The slot holds a packet with the same sequence number and another
+    /// payload, not yet read: one of the two was injected (or corrupted).
+    /// A retransmission always repeats the payload.
+    Conflict,
 }
 
 impl fmt::Display for InsertError {
@@ -68,6 +72,9 @@ impl fmt::Display for InsertError {
             InsertError::Duplicate => f.write_str("duplicate data packet"),
             InsertError::OutOfWindow => f.write_str("data packet outside the receive window"),
             InsertError::Dropped => f.write_str("data packet of a dropped message"),
+            InsertError::Conflict => {
+                f.write_str("data packet differs from the one received with its sequence number")
+            }
         }
     }
 }
@@ -146,7 +153,21 @@ pub struct RecvBuffer {
     /// way; stale heads are popped after every change.
     ready: VecDeque<(SeqNumber, MsgNumber)>,
     pending_drop: Option<PendingDrop>,
+    /// The window in force, at most `capacity`: packets this far past
+    /// `base` or more are refused (see [`set_window_limit`](Self::set_window_limit)).
+    window: u32,
+    /// Slots visited by drop requests, for the tests of their cost.
+    #[cfg(test)]
+    drop_walk: u64,
 }
+
+/// How many slots a drop request may walk over without changing anything
+/// (slots it or another request already dropped, consumed slots of its
+/// message) before it is taken for a repeat and abandoned. An honest
+/// sender's ranges overlap by at most UDT4's one-slot off-by-one; without
+/// this bound, one forged 24-byte request over a dropped window walked the
+/// whole window every time (issue 10 item 6).
+const MAX_IDLE_DROP_STEPS: u32 = 64;
 
 impl RecvBuffer {
     /// An empty buffer of `capacity_packets` slots of `payload_size` bytes
@@ -168,6 +189,9 @@ impl RecvBuffer {
             cursor: first_seq,
             ready: VecDeque::new(),
             pending_drop: None,
+            window: capacity,
+            #[cfg(test)]
+            drop_walk: 0,
         }
     }
 
@@ -183,9 +207,41 @@ impl RecvBuffer {
     pub fn grow(&mut self, capacity_packets: u32) {
         let capacity = capacity_packets.min(MAX_CAPACITY_PACKETS);
         if capacity > self.capacity {
+            // A window narrowed by `set_window_limit` (a connection not yet
+            // accepted) stays narrow; a full window grows with the capacity.
+            if self.window == self.capacity {
+                self.window = capacity;
+            }
             self.capacity = capacity;
             self.pool.raise_limit(capacity);
         }
+    }
+
+    /// Bytes of memory held: payload slots (in use or kept for reuse) and
+    /// the slot ring.
+    pub fn memory_bytes(&self) -> usize {
+        self.pool.capacity_bytes() + self.slots.capacity() * std::mem::size_of::<RecvSlot>()
+    }
+
+    /// Releases the memory a burst left behind when nothing is held; call
+    /// when the connection has been quiet for a while.
+    pub fn trim(&mut self) {
+        // Only when every slot is empty (nothing unread, nothing dropped
+        // ahead), so `base` alone describes the buffer.
+        let empty = self.slots.iter().all(|s| s.state == SlotState::Empty);
+        if empty && self.pending_drop.is_none() && self.pool.trim() {
+            self.slots = VecDeque::new();
+            self.ready = VecDeque::new();
+        }
+    }
+
+    /// Narrows the window to `limit` packets (clamped to `1..=capacity`), or
+    /// restores the whole capacity with `None`. A connection nobody has
+    /// accepted yet uses a small window, so unaccepted connections cannot
+    /// hold megabytes each (issue 10 item 7). Packets already held beyond a
+    /// new, smaller limit stay.
+    pub fn set_window_limit(&mut self, limit: Option<u32>) {
+        self.window = limit.map_or(self.capacity, |l| l.clamp(1, self.capacity));
     }
 
     /// Stores a data packet.
@@ -207,15 +263,25 @@ impl RecvBuffer {
         payload: &[u8],
     ) -> Result<(), InsertError> {
         let off = seq.offset_from(self.base);
-        if off < 0 || off as u32 >= self.capacity {
+        if off < 0 || off as u32 >= self.window {
             return Err(InsertError::OutOfWindow);
         }
         let idx = off as usize;
         self.ensure_len(idx + 1);
-        match self.slots.get(idx).map(|s| s.state) {
-            Some(SlotState::Empty) => {}
-            Some(SlotState::Data | SlotState::Consumed) => return Err(InsertError::Duplicate),
-            Some(SlotState::Dropped) => return Err(InsertError::Dropped),
+        match self.slots.get(idx).copied().map(|s| (s.state, s)) {
+            Some((SlotState::Empty, _)) => {}
+            Some((SlotState::Data, held)) => {
+                // Compare with what is held (cut as it was when stored): a
+                // blind injection that won the race shows up when the
+                // genuine packet arrives (issue 10 item 4).
+                let cut = &payload[..payload.len().min(self.pool.payload_size())];
+                if self.pool.bytes(held.data, held.len as usize) != cut {
+                    return Err(InsertError::Conflict);
+                }
+                return Err(InsertError::Duplicate);
+            }
+            Some((SlotState::Consumed, _)) => return Err(InsertError::Duplicate),
+            Some((SlotState::Dropped, _)) => return Err(InsertError::Dropped),
             None => return Err(InsertError::OutOfWindow),
         }
         // At most `capacity` slots hold data and the pool has that many, so
@@ -249,7 +315,7 @@ impl RecvBuffer {
     /// minimum of 2).
     pub fn available_packets(&self) -> u32 {
         let held = self.offset(self.contig) as u32;
-        self.capacity.saturating_sub(held).saturating_sub(1)
+        self.window.saturating_sub(held).saturating_sub(1)
     }
 
     /// Stream read: copies contiguous received bytes into `buf` and returns
@@ -594,7 +660,7 @@ impl RecvBuffer {
         let Some(p) = self.pending_drop else {
             return false;
         };
-        if !p.from.is_before(self.base.add(self.capacity)) {
+        if !p.from.is_before(self.base.add(self.window)) {
             return false;
         }
         self.pending_drop = None;
@@ -684,7 +750,7 @@ impl RecvBuffer {
         if last.is_before(first) {
             return 0;
         }
-        let window_last = self.base.add(self.capacity - 1);
+        let window_last = self.base.add(self.window - 1);
         // Both ends relative to the window; a range entirely outside it
         // needs nothing (before) or came from a sender that cannot have sent
         // it (beyond), so it is ignored.
@@ -706,11 +772,21 @@ impl RecvBuffer {
             }
         }
         let mut ended = false;
+        let mut idle = 0u32;
         let mut i = lo;
         while i <= hi {
             let Some(slot) = self.slots.get(i).copied() else {
                 break;
             };
+            #[cfg(test)]
+            {
+                self.drop_walk += 1;
+            }
+            if idle > MAX_IDLE_DROP_STEPS {
+                // A repeat (or a forgery) of a drop already applied.
+                log::debug!("drop request for {msg:?} walks dropped slots: abandoned");
+                return dropped;
+            }
             match slot.state {
                 SlotState::Empty => {
                     if i == hi && hi_seq == last && self.covered_by_next_message(i, msg) {
@@ -738,6 +814,7 @@ impl RecvBuffer {
                         ended = true;
                         break;
                     }
+                    idle += 1;
                     i += 1;
                 }
                 // Another message's packet: ours ended before it.
@@ -745,7 +822,10 @@ impl RecvBuffer {
                     ended = true;
                     break;
                 }
-                SlotState::Dropped => i += 1,
+                SlotState::Dropped => {
+                    idle += 1;
+                    i += 1;
+                }
             }
         }
         if !ended && last.is_after(window_last) {
@@ -767,6 +847,12 @@ impl RecvBuffer {
                 && n.msg != msg
                 && !n.position.is_first()
         })
+    }
+
+    /// Slots visited by drop requests so far.
+    #[cfg(test)]
+    fn drop_walk(&self) -> u64 {
+        self.drop_walk
     }
 
     /// Payload slots the pool has created so far.

@@ -634,6 +634,7 @@ fn run_stream_model(seed: u64) {
                 Err(InsertError::Duplicate) => assert!(in_window && arrived[i], "seed={seed}"),
                 Err(InsertError::OutOfWindow) => assert!(!in_window, "seed={seed}: {i}"),
                 Err(InsertError::Dropped) => panic!("seed={seed}: nothing was dropped"),
+                Err(InsertError::Conflict) => panic!("seed={seed}: the same payload conflicts"),
             }
             while contig < packets.len() && arrived[contig] {
                 contig_bytes += packets[contig].3.len();
@@ -762,7 +763,7 @@ fn run_message_model(seed: u64) {
                         pending.remove(pi);
                         accepted.push(i);
                     }
-                    Err(InsertError::Duplicate) => {
+                    Err(InsertError::Duplicate | InsertError::Conflict) => {
                         panic!("{}: new packet duplicate", ctx(steps))
                     }
                     Err(InsertError::Dropped) => {
@@ -888,4 +889,54 @@ fn deliver(msgs: &mut [Msg], contents: &HashMap<Vec<u8>, usize>, out: &[u8], ctx
             }
         }
     }
+}
+
+#[test]
+fn repeated_drop_requests_over_a_dropped_window_cost_little() {
+    // One forged request drops the whole window behind an empty slot (so
+    // nothing is released); every further 24-byte request used to walk
+    // those 8191 dropped slots again (issue 10 item 6).
+    let cap = 8192;
+    let mut rb = RecvBuffer::new(cap, 4, s(0));
+    rb.drop_message(m(1), s(1), s(cap - 1));
+    let after_first = rb.drop_walk();
+    assert!(after_first <= u64::from(cap));
+    for k in 0..1000u32 {
+        let first = 1 + (k % 100);
+        rb.drop_message(m(2 + k), s(first), s(cap - 1));
+    }
+    let per_request = (rb.drop_walk() - after_first) / 1000;
+    assert!(
+        per_request <= u64::from(MAX_IDLE_DROP_STEPS) + 2,
+        "{per_request} slots walked per repeated request"
+    );
+    // Honest use still works: data before the dropped range is readable
+    // and fills the hole.
+    rb.insert(s(0), Only, true, m(1), b"ab").unwrap();
+    assert_eq!(rb.contiguous_end(), s(cap));
+}
+
+#[test]
+fn a_second_payload_for_an_unread_slot_is_a_conflict() {
+    let mut rb = RecvBuffer::new(16, 4, s(0));
+    rb.insert(s(2), Only, false, m(1), b"abcd").unwrap();
+    // A retransmission repeats the payload: a plain duplicate.
+    assert_eq!(
+        rb.insert(s(2), Only, false, m(1), b"abcd"),
+        Err(InsertError::Duplicate)
+    );
+    // Anything else for the same number: one of them was injected.
+    assert_eq!(
+        rb.insert(s(2), Only, false, m(1), b"abce"),
+        Err(InsertError::Conflict)
+    );
+    assert_eq!(
+        rb.insert(s(2), Only, false, m(1), b"ab"),
+        Err(InsertError::Conflict)
+    );
+    // Longer than a slot: compared as it would have been stored.
+    assert_eq!(
+        rb.insert(s(2), Only, false, m(1), b"abcdXYZ"),
+        Err(InsertError::Duplicate)
+    );
 }

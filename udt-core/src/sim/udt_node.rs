@@ -72,6 +72,12 @@ impl UdtNode {
         let _ = self.endpoint.listen(now, self.config.clone(), usize::MAX);
     }
 
+    /// Starts listening with an accept backlog of `backlog` (the hostile
+    /// tests need the per-source and backlog limits of a real listener).
+    pub fn listen_with_backlog(&mut self, now: Instant, backlog: usize) {
+        let _ = self.endpoint.listen(now, self.config.clone(), backlog);
+    }
+
     /// Starts connecting to a listener; returns the new socket's ID.
     pub fn connect(&mut self, now: Instant, peer: SocketAddr) -> SocketId {
         let (h, s) = self.endpoint.connect(now, peer, self.config.clone());
@@ -110,10 +116,16 @@ impl UdtNode {
         }
     }
 
-    /// Takes the next accepted connection's ID, if any.
+    /// Takes the next accepted connection's ID, if any, and gives it its
+    /// whole receive window.
     pub fn accept(&mut self) -> Option<SocketId> {
         let h = self.endpoint.accept()?;
-        Some(self.socket(h)?.socket_id())
+        let socket = self.sockets.get_mut(h.index())?.as_mut()?;
+        if let Some(c) = socket.connection() {
+            c.limit_receive_window(None);
+        }
+        self.sched.set(h, socket.next_send_time());
+        Some(socket.socket_id())
     }
 
     /// The connection with this socket ID, once established.

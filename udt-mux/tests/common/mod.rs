@@ -195,3 +195,56 @@ impl Drop for Relay {
         }
     }
 }
+
+/// Busy loops in child processes that starve the endpoints' threads of CPU
+/// the way a loaded machine does: each is `timeout SECS sh -c 'while :; do
+/// :; done'`, so it ends by itself after `limit` even if the test dies.
+/// Dropping the value ends them by PID (SIGTERM to `timeout`, which passes
+/// it on to its shell) and reaps them.
+pub struct CpuLoad {
+    loops: Vec<std::process::Child>,
+}
+
+impl CpuLoad {
+    /// Starts `n` busy loops that last at most `limit`.
+    pub fn start(n: usize, limit: Duration) -> CpuLoad {
+        let secs = limit.as_secs().max(1).to_string();
+        let loops = (0..n)
+            .map(|_| {
+                std::process::Command::new("timeout")
+                    .arg(&secs)
+                    .args(["sh", "-c", "while :; do :; done"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("start a busy loop with timeout(1)")
+            })
+            .collect();
+        CpuLoad { loops }
+    }
+
+    /// True while every loop is still running.
+    pub fn all_running(&mut self) -> bool {
+        self.loops
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        for child in &mut self.loops {
+            if let Ok(None) = child.try_wait() {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    // SAFETY: kill(2) on the PID of a child we spawned and
+                    // have not reaped, so it cannot name another process.
+                    unsafe {
+                        libc::kill(pid, libc::SIGTERM);
+                    }
+                }
+            }
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The bench wire protocol, shared by the client and the server: the
+//! header that opens every bench connection, the framing of stream mode,
+//! the layout of a bench message, and the server's JSON report line.
+
+use std::io::{BufRead, BufReader, Read};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::net::Conn;
+use crate::proto::exit;
+use crate::ui::CliError;
+
+const MAGIC: [u8; 8] = *b"UDTBENCH";
+/// Version 2: the server answers the header at once with an [`Ack`] line.
+const VERSION: u8 = 2;
+/// Longest acknowledgement line accepted.
+const MAX_ACK: usize = 4096;
+/// Bytes of an encoded [`Header`].
+pub(super) const HEADER_LEN: usize = 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8;
+/// Largest stream-mode chunk the server accepts.
+pub(super) const MAX_CHUNK: u32 = 16 << 20;
+/// Longest report line accepted.
+const MAX_REPORT: u64 = 64 * 1024;
+/// Bytes of a message header (sequence number, send time); the server
+/// echoes exactly these.
+pub(super) const MSG_HEADER: usize = 16;
+/// Largest message size a header may ask for.
+pub(super) const MAX_MSG: u32 = 1 << 20;
+/// The chunk length that ends a stream-mode test.
+pub(super) const END_OF_CHUNKS: [u8; 4] = 0u32.to_be_bytes();
+
+/// The first bytes of every bench connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Header {
+    /// Message mode (a control stream) rather than stream mode.
+    pub(super) msg: bool,
+    /// Which of the `parallel` connections this is.
+    pub(super) index: u32,
+    /// Connections in the test.
+    pub(super) parallel: u32,
+    /// How long the client sends.
+    pub(super) duration_ms: u32,
+    /// Message size (message mode).
+    pub(super) msg_size: u32,
+    /// Identifies the test the connection belongs to.
+    pub(super) test_id: u64,
+}
+
+impl Header {
+    /// The header on the wire.
+    pub(super) fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[..8].copy_from_slice(&MAGIC);
+        b[8] = VERSION;
+        b[9] = u8::from(self.msg);
+        b[10..14].copy_from_slice(&self.index.to_be_bytes());
+        b[14..18].copy_from_slice(&self.parallel.to_be_bytes());
+        b[18..22].copy_from_slice(&self.duration_ms.to_be_bytes());
+        b[22..26].copy_from_slice(&self.msg_size.to_be_bytes());
+        b[26..34].copy_from_slice(&self.test_id.to_be_bytes());
+        b
+    }
+
+    /// Parses and checks a header.
+    ///
+    /// # Errors
+    /// Not a bench client, another protocol version, or values out of
+    /// range (a text for the user).
+    pub(super) fn decode(b: &[u8; HEADER_LEN]) -> Result<Header, String> {
+        if is_file_hello(b) {
+            return Err("the peer is `udt send`, not a bench client".into());
+        }
+        if b[..8] != MAGIC {
+            return Err("not a udt bench client".into());
+        }
+        if b[8] != VERSION {
+            return Err(format!(
+                "bench protocol version {} (we speak {VERSION})",
+                b[8]
+            ));
+        }
+        let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&b[26..34]);
+        let h = Header {
+            msg: b[9] != 0,
+            index: u32_at(10),
+            parallel: u32_at(14),
+            duration_ms: u32_at(18),
+            msg_size: u32_at(22),
+            test_id: u64::from_be_bytes(id),
+        };
+        if h.parallel == 0 || h.parallel > 128 || h.index >= h.parallel {
+            return Err("bad parallel count".into());
+        }
+        if h.msg && !(MSG_HEADER as u32..=MAX_MSG).contains(&h.msg_size) {
+            return Err("message size out of range".into());
+        }
+        Ok(h)
+    }
+}
+
+/// True when `b` starts like the greeting of `udt send` (a `Hello` frame
+/// of the file-transfer protocol).
+pub(super) fn is_file_hello(b: &[u8]) -> bool {
+    let hello = crate::proto::wire::HEADER_LEN;
+    b.len() >= hello + 8 && b[0] == 0x01 && b[hello..hello + 8] == crate::proto::wire::MAGIC
+}
+
+/// The server's answer to a header: one JSON line, sent at once so a
+/// client learns before sending anything whether it reached a bench server
+/// that accepts the test.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(super) struct Ack {
+    /// Why the test is refused (busy, bad header); `None`: accepted.
+    #[serde(default)]
+    pub(super) error: Option<String>,
+}
+
+impl Ack {
+    /// The line on the wire.
+    pub(super) fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
+        line.push(b'\n');
+        line
+    }
+
+    /// Reads the server's answer (within the read timeout already set).
+    ///
+    /// # Errors
+    /// The server's refusal (exit 5 for another kind of server, 3 for a
+    /// busy one), or a broken connection.
+    pub(super) fn read_from(conn: &mut Conn) -> Result<(), CliError> {
+        let mut first = [0u8; 1];
+        conn.read_exact(&mut first)
+            .map_err(|e| CliError::io("the server did not answer the bench header", e))?;
+        if first[0] != b'{' {
+            // Not JSON: a `udt listen`, or anything else that speaks UDT.
+            return Err(CliError::new(
+                exit::PROTOCOL,
+                "the server does not speak the udt bench protocol (is it `udt bench --server`?)",
+            ));
+        }
+        // Byte by byte: what follows the line (a port number in message
+        // mode) must stay in the stream.
+        let mut line = vec![b'{'];
+        let mut byte = [0u8; 1];
+        while line.len() < MAX_ACK && byte[0] != b'\n' {
+            conn.read_exact(&mut byte)
+                .map_err(|e| CliError::io("reading the server's answer", e))?;
+            line.push(byte[0]);
+        }
+        let ack: Ack = serde_json::from_slice(&line).map_err(|_| {
+            CliError::new(
+                exit::PROTOCOL,
+                "the server does not speak the udt bench protocol (is it `udt bench --server`?)",
+            )
+        })?;
+        match ack.error {
+            None => Ok(()),
+            Some(e) => {
+                let shown = crate::proto::names::printable(e.as_bytes());
+                let code = if e.contains("busy") {
+                    exit::NETWORK
+                } else {
+                    exit::PROTOCOL
+                };
+                Err(CliError::new(
+                    code,
+                    format!("the server refused the test: {shown}"),
+                ))
+            }
+        }
+    }
+}
+
+/// A duration as the header's millisecond field (saturating).
+pub(super) fn duration_ms(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
+/// Writes the header of a bench message: `[seq u64][send time ns u64]`,
+/// big-endian. `msg` is at least [`MSG_HEADER`] bytes long.
+pub(super) fn put_msg_header(msg: &mut [u8], seq: u64, sent_ns: u64) {
+    msg[..8].copy_from_slice(&seq.to_be_bytes());
+    msg[8..16].copy_from_slice(&sent_ns.to_be_bytes());
+}
+
+/// The send time of an echoed bench message, if it is long enough.
+pub(super) fn msg_sent_ns(echo: &[u8]) -> Option<u64> {
+    let t: [u8; 8] = echo.get(8..MSG_HEADER)?.try_into().ok()?;
+    Some(u64::from_be_bytes(t))
+}
+
+/// What the server measured, sent back as one JSON line.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServerReport {
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Messages received (message mode).
+    pub messages: u64,
+    /// Seconds from the first byte to the end.
+    pub seconds: f64,
+    /// Server process CPU over that time, percent of one core.
+    pub cpu_percent: f64,
+    /// Data packets the server found missing.
+    pub packets_lost: Option<u64>,
+    /// Data packets the server received.
+    pub packets_received: Option<u64>,
+}
+
+impl ServerReport {
+    /// The report as the line the server sends.
+    ///
+    /// # Errors
+    /// Serialisation failures (exit code FAILURE).
+    pub(super) fn to_line(&self) -> Result<Vec<u8>, CliError> {
+        let mut line =
+            serde_json::to_vec(self).map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
+        line.push(b'\n');
+        Ok(line)
+    }
+
+    /// Reads the server's JSON line (at most 64 KiB, within 60 s).
+    ///
+    /// # Errors
+    /// A broken connection, or a line that is not a report (PROTOCOL).
+    pub(super) fn read_from(conn: &mut Conn) -> Result<ServerReport, CliError> {
+        conn.set_read_timeout(Some(Duration::from_secs(60)));
+        let mut line = String::new();
+        BufReader::new(conn.take(MAX_REPORT))
+            .read_line(&mut line)
+            .map_err(|e| CliError::io("reading the server's report", e))?;
+        serde_json::from_str(line.trim())
+            .map_err(|e| CliError::new(exit::PROTOCOL, format!("bad report from the server: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_roundtrips_and_rejects_garbage() {
+        let h = Header {
+            msg: true,
+            index: 2,
+            parallel: 4,
+            duration_ms: 1000,
+            msg_size: 1024,
+            test_id: 0xdead_beef,
+        };
+        assert_eq!(Header::decode(&h.encode()), Ok(h));
+        let mut bad = h.encode();
+        bad[0] = b'X';
+        assert!(Header::decode(&bad).is_err());
+        let mut bad = h;
+        bad.index = 4;
+        assert!(Header::decode(&bad.encode()).is_err());
+        let mut bad = h;
+        bad.msg_size = 1 << 30;
+        assert!(Header::decode(&bad.encode()).is_err());
+    }
+
+    #[test]
+    fn message_header_roundtrips() {
+        let mut msg = vec![0u8; MSG_HEADER + 3];
+        put_msg_header(&mut msg, 7, 123_456_789);
+        assert_eq!(&msg[..8], &7u64.to_be_bytes());
+        assert_eq!(msg_sent_ns(&msg), Some(123_456_789));
+        assert_eq!(msg_sent_ns(&msg[..MSG_HEADER]), Some(123_456_789));
+        assert_eq!(msg_sent_ns(&msg[..MSG_HEADER - 1]), None);
+    }
+}

@@ -1,0 +1,351 @@
+//! The bench server (`udt bench --server`): accepts bench connections,
+//! counts what arrives (stream mode) or echoes message headers (message
+//! mode), and answers each test with a [`ServerReport`].
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use udt_mux::MessageOptions;
+
+use crate::net::{self, Conn, LinkStats, Listener, NetOptions};
+use crate::proto::exit;
+use crate::ui::{CliError, Output};
+
+use super::cpu::{cpu_percent, cpu_time};
+use super::protocol::{
+    is_file_hello, Ack, Header, ServerReport, HEADER_LEN, MAX_CHUNK, MSG_HEADER,
+};
+use super::report::{print_server_interval, print_server_result};
+use crate::proto::wire;
+use crate::signals;
+
+/// Most connections a server handles at once (each has a thread).
+const MAX_ACTIVE: usize = 64;
+
+/// Most message-mode tests at once: each binds an endpoint (a UDP port and
+/// its threads).
+const MAX_MESSAGE_TESTS: usize = 4;
+
+/// Most message sockets (one thread each) over all message-mode tests.
+const MAX_MESSAGE_SOCKETS: usize = 64;
+
+/// Most tests remembered for `--once` while their connections arrive.
+const MAX_PENDING_TESTS: usize = 1024;
+
+/// `udt bench --server` arguments.
+#[derive(Clone, Debug)]
+pub struct ServerArgs {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Exit after one complete test.
+    pub once: bool,
+    /// Transport options.
+    pub net: NetOptions,
+    /// Output mode.
+    pub output: Output,
+}
+
+/// What the server has in use, to bound it.
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    connections: AtomicUsize,
+    message_tests: AtomicUsize,
+    message_sockets: AtomicUsize,
+}
+
+impl Budget {
+    /// Takes `n` of `counter` if that stays within `max`.
+    fn take(counter: &AtomicUsize, n: usize, max: usize) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                (v + n <= max).then_some(v + n)
+            })
+            .is_ok()
+    }
+}
+
+/// Runs the bench server until killed (or after one test with `once`).
+///
+/// # Errors
+/// Listen failures; 130 after Ctrl-C.
+pub fn server(args: &ServerArgs) -> Result<(), CliError> {
+    let listener =
+        Listener::bind(args.addr, &args.net).map_err(|e| CliError::io("cannot listen", e))?;
+    args.output.status(format_args!(
+        "udt bench: listening on {} ({}); run: udt bench HOST:{}",
+        listener.local_addr(),
+        args.net.transport,
+        listener.local_addr().port()
+    ));
+    let (done_tx, done_rx) = mpsc::channel::<(u64, u32)>();
+    let budget = Arc::new(Budget::default());
+    // --once: parts seen per test until it is complete; bounded.
+    let mut pending: HashMap<u64, u32> = HashMap::new();
+    loop {
+        if signals::interrupted() {
+            return Err(CliError::interrupted("interrupted"));
+        }
+        while let Ok((id, parallel)) = done_rx.try_recv() {
+            if !args.once {
+                continue;
+            }
+            // Message tests report once, on their control stream.
+            let seen = pending.entry(id).or_insert(0);
+            *seen += 1;
+            if parallel == 0 || *seen >= parallel {
+                return Ok(());
+            }
+            if pending.len() > MAX_PENDING_TESTS {
+                pending.clear();
+            }
+        }
+        let conn = match listener.accept_timeout(Duration::from_millis(200)) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                continue;
+            }
+        };
+        if !Budget::take(&budget.connections, 1, MAX_ACTIVE) {
+            log::warn!("too many bench connections; refusing one");
+            refuse(conn, "busy: too many bench connections");
+            continue;
+        }
+        let (net, done, conn_budget) = (args.net.clone(), done_tx.clone(), budget.clone());
+        let output = args.output;
+        let spawned = thread::Builder::new()
+            .name("bench-conn".into())
+            .spawn(move || {
+                let budget = conn_budget;
+                let peer = conn.peer_addr();
+                match serve_conn(conn, &net, output, &budget) {
+                    Ok(Some(h)) => {
+                        let _ = done.send((h.test_id, h.parallel));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let who = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+                        eprintln!("udt: bench connection from {who}: {e}");
+                    }
+                }
+                budget.connections.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a thread: {e}");
+            budget.connections.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Answers a header we will not serve, best effort.
+fn refuse(mut conn: Conn, why: &str) {
+    conn.set_write_timeout(Some(Duration::from_secs(1)));
+    let ack = Ack {
+        error: Some(why.to_owned()),
+    };
+    let _ = conn.write_all(&ack.to_line());
+}
+
+/// Serves one accepted connection; returns its header when a test part
+/// completed (`parallel` = 0 for a whole message test).
+///
+/// # Errors
+/// A broken connection, or a client that breaks the protocol.
+pub(super) fn serve_conn(
+    mut conn: Conn,
+    net_opts: &NetOptions,
+    output: Output,
+    budget: &Budget,
+) -> Result<Option<Header>, CliError> {
+    let mut hb = [0u8; HEADER_LEN];
+    conn.set_read_timeout(Some(Duration::from_secs(10)));
+    conn.set_write_timeout(Some(Duration::from_secs(10)));
+    conn.read_exact(&mut hb)
+        .map_err(|e| CliError::io("reading the bench header", e))?;
+    let header = match Header::decode(&hb) {
+        Ok(h) => h,
+        Err(m) => {
+            if is_file_hello(&hb) {
+                // `udt send` reads file-protocol frames: tell it there.
+                let _ = wire::write_frame(
+                    &mut conn,
+                    &wire::Frame::Error {
+                        class: exit::PROTOCOL,
+                        message: "this port is a udt bench server, not a udt recv",
+                    },
+                );
+                let _ = conn.finish();
+            } else {
+                refuse(conn, &m);
+            }
+            return Err(CliError::new(exit::PROTOCOL, m));
+        }
+    };
+    let mut message_sockets = 0;
+    if header.msg {
+        if !Budget::take(&budget.message_tests, 1, MAX_MESSAGE_TESTS) {
+            refuse(conn, "busy: too many message tests at once");
+            return Err(CliError::new(exit::NETWORK, "busy: refused a message test"));
+        }
+        message_sockets = header.parallel as usize;
+        if !Budget::take(
+            &budget.message_sockets,
+            message_sockets,
+            MAX_MESSAGE_SOCKETS,
+        ) {
+            budget.message_tests.fetch_sub(1, Ordering::SeqCst);
+            refuse(conn, "busy: too many message sockets at once");
+            return Err(CliError::new(exit::NETWORK, "busy: refused a message test"));
+        }
+    }
+    let result = serve_test(&mut conn, &header, net_opts, output);
+    if header.msg {
+        budget.message_tests.fetch_sub(1, Ordering::SeqCst);
+        budget
+            .message_sockets
+            .fetch_sub(message_sockets, Ordering::SeqCst);
+    }
+    result?;
+    if let Err(e) = conn.finish() {
+        log::debug!("bench close: {e}");
+    }
+    let mut h = header;
+    if header.msg {
+        h.parallel = 0;
+    }
+    Ok(Some(h))
+}
+
+/// Runs one accepted test and sends the report.
+fn serve_test(
+    conn: &mut Conn,
+    header: &Header,
+    net_opts: &NetOptions,
+    output: Output,
+) -> Result<(), CliError> {
+    conn.write_all(&Ack::default().to_line())
+        .map_err(|e| CliError::io("answering the bench header", e))?;
+    let peer = conn.peer_addr();
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let mut report = ServerReport::default();
+    if header.msg {
+        serve_messages(conn, header, net_opts, &mut report)?;
+    } else {
+        receive_chunks(conn, &mut report, output)?;
+        let link = conn.stats();
+        report.packets_lost = link.packets_lost;
+        report.packets_received = link.packets_received;
+    }
+    let elapsed = start.elapsed();
+    report.seconds = elapsed.as_secs_f64();
+    report.cpu_percent = cpu_percent(cpu0, elapsed);
+    conn.set_write_timeout(None);
+    conn.write_all(&report.to_line()?)
+        .map_err(|e| CliError::io("sending the report", e))?;
+    print_server_result(output, header.msg, peer, &report, elapsed);
+    Ok(())
+}
+
+/// The stream-mode half of the server: length-prefixed chunks until a
+/// zero length, counted into `report`, with an interval line every second
+/// (human output).
+fn receive_chunks(
+    conn: &mut Conn,
+    report: &mut ServerReport,
+    output: Output,
+) -> Result<(), CliError> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let peer = conn
+        .peer_addr()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "?".into());
+    let start = Instant::now();
+    let (mut tick, mut at_tick) = (start, 0u64);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let mut lb = [0u8; 4];
+        conn.read_exact(&mut lb)
+            .map_err(|e| CliError::io("the bench connection broke", e))?;
+        let len = u32::from_be_bytes(lb);
+        if len == 0 {
+            return Ok(());
+        }
+        if len > MAX_CHUNK {
+            return Err(CliError::new(exit::PROTOCOL, "bench chunk too large"));
+        }
+        let mut left = len as usize;
+        while left > 0 {
+            let n = left.min(buf.len());
+            conn.read_exact(&mut buf[..n])
+                .map_err(|e| CliError::io("the bench connection broke", e))?;
+            left -= n;
+        }
+        report.bytes += u64::from(len);
+        let now = Instant::now();
+        if now - tick >= Duration::from_secs(1) {
+            print_server_interval(output, &peer, start, tick, now, report.bytes - at_tick);
+            (tick, at_tick) = (now, report.bytes);
+        }
+    }
+}
+
+/// The message-mode half of the server: a new port, echoes, counts.
+fn serve_messages(
+    control: &mut Conn,
+    header: &Header,
+    net_opts: &NetOptions,
+    report: &mut ServerReport,
+) -> Result<(), CliError> {
+    let local_ip = match control {
+        Conn::Udt { stream, .. } => stream.local_addr().ip(),
+        Conn::Tcp(_) => return Err(CliError::usage("message mode needs UDT")),
+    };
+    let (ep, listener) = net::listen_messages(SocketAddr::new(local_ip, 0), net_opts)
+        .map_err(|e| CliError::io("cannot listen", e))?;
+    control
+        .write_all(&ep.local_addr().port().to_be_bytes())
+        .map_err(|e| CliError::io("the control connection broke", e))?;
+    let mut workers = Vec::new();
+    for _ in 0..header.parallel {
+        let (sock, _) = listener
+            .accept_timeout(Duration::from_secs(10))
+            .map_err(|e| CliError::io("the client did not connect its message sockets", e))?;
+        workers.push(thread::spawn(move || -> (u64, u64, LinkStats) {
+            let mut buf = Vec::with_capacity(64 * 1024);
+            let (mut bytes, mut messages) = (0u64, 0u64);
+            // Echoes are latency probes: deliver them as soon as complete.
+            let unordered = MessageOptions::new().unordered();
+            while let Ok(Some(n)) = sock.recv_msg_into(&mut buf) {
+                bytes += n as u64;
+                messages += 1;
+                let echo = &buf[..n.min(MSG_HEADER)];
+                if sock.send_msg_with(echo, unordered).is_err() {
+                    break;
+                }
+            }
+            let link = net::message_stats(&sock);
+            let _ = sock.close();
+            (bytes, messages, link)
+        }));
+    }
+    drop(listener);
+    let (mut lost, mut received) = (0, 0);
+    for w in workers {
+        let (b, m, link) = w.join().unwrap_or_default();
+        report.bytes += b;
+        report.messages += m;
+        lost += link.packets_lost.unwrap_or(0);
+        received += link.packets_received.unwrap_or(0);
+    }
+    report.packets_lost = Some(lost);
+    report.packets_received = Some(received);
+    drop(ep);
+    Ok(())
+}
