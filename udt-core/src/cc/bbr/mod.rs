@@ -670,7 +670,7 @@ impl CongestionControl for BbrCc {
                 // Clean Startup sample: taken as it is.
             } else if speed > 0.0 {
                 if speed * 4.0 >= rate {
-                    rate = rate.min(speed);
+                    rate = rate.min(self.speed_ceiling(ctx, speed));
                 }
             } else if self.seen_recv_speed {
                 // The receiver measures, but not lately (heavy loss makes
@@ -738,6 +738,44 @@ impl CongestionControl for BbrCc {
         WindowBasis::InFlight
     }
 }
+
+impl BbrCc {
+    /// The most a delivery-rate sample may show given the receiver's
+    /// measured arrival `speed`: the speed itself, or up to one probing
+    /// step (the ProbeBW up gain) above the current estimate, never above
+    /// the packet-pair link capacity.
+    ///
+    /// Why the step: the receiver's speed is a median over its last 16
+    /// arrival intervals. Below ~1600 packets/s at a 10 ms RTT those span
+    /// more than the one round trip a probe lasts, so the report mostly
+    /// shows the rate before the probe, and a plain cap at the speed locked
+    /// the estimate where it was (a 5 % loss path stuck at 500 packets/s
+    /// of 8500). The step lets each probe raise the estimate by its gain, as
+    /// it would without a cap; the link capacity bounds the ratchet, so
+    /// compressed ACKs at the bottleneck cannot raise it without end.
+    ///
+    /// Only where the report is that slow: when 16 arrivals take less than
+    /// half a round trip, the report is current and stays the cap (at high
+    /// rates the packet-pair capacity is itself up to ~9 % high, and a
+    /// ceiling there would keep a standing queue).
+    fn speed_ceiling(&self, ctx: &CcContext, speed: f64) -> f64 {
+        let span = SPEED_SAMPLE_ARRIVALS / speed;
+        let slow = self
+            .min_rtt
+            .get()
+            .is_some_and(|rtt| span > rtt.as_secs_f64() / 2.0);
+        let capacity = f64::from(ctx.bandwidth);
+        if !slow || capacity <= 0.0 {
+            return speed;
+        }
+        let step = self.max_bw.get(self.round) * PROBE_BW_GAINS[0];
+        speed.max(step.min(capacity))
+    }
+}
+
+/// Arrival intervals behind a receiver's speed report (UDT4 takes the
+/// median-filtered mean of its last 16, udt4-protocol.md §6.4).
+const SPEED_SAMPLE_ARRIVALS: f64 = 16.0;
 
 /// The least arrival speed, packets/s, consistent with a receiver's report
 /// of `reported` (0 for none). UDT4 computes it as `ceil(1e6 / m)` from an
