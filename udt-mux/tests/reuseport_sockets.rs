@@ -7,41 +7,10 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{any_port, config, init, spawn, PatternStream};
+use common::{any_port, config, init, read_pattern, spawn, write_pattern};
 use udt_mux::{Endpoint, EndpointConfig};
 
 const BYTES: usize = 2 << 20;
-
-fn read_pattern(stream: &mut impl Read, seed: u64) {
-    let mut want = PatternStream::new(seed);
-    let mut buf = vec![0u8; 64 << 10];
-    let mut expected = vec![0u8; 64 << 10];
-    let mut at = 0;
-    while at < BYTES {
-        let n = stream
-            .read(&mut buf[..(BYTES - at).min(64 << 10)])
-            .expect("read");
-        assert!(n > 0, "stream {seed}: early end of stream at {at}");
-        want.fill(&mut expected[..n]);
-        assert!(
-            buf[..n] == expected[..n],
-            "stream {seed}: bytes differ near {at}"
-        );
-        at += n;
-    }
-}
-
-fn write_pattern(stream: &mut impl Write, seed: u64) {
-    let mut pattern = PatternStream::new(seed);
-    let mut buf = vec![0u8; 64 << 10];
-    let mut left = BYTES;
-    while left > 0 {
-        let n = left.min(buf.len());
-        pattern.fill(&mut buf[..n]);
-        stream.write_all(&buf[..n]).expect("write");
-        left -= n;
-    }
-}
 
 fn endpoint(sockets: usize) -> Endpoint {
     let mut options = EndpointConfig::default();
@@ -70,10 +39,10 @@ fn exchange(sockets: usize, peers: usize, per_peer: usize) {
                 let writer = {
                     let mut w = stream.try_clone().unwrap();
                     spawn("server-writer".into(), move || {
-                        write_pattern(&mut w, 2 * i + 1)
+                        write_pattern(&mut w, 2 * i + 1, BYTES)
                     })
                 };
-                read_pattern(&mut stream, 2 * i);
+                read_pattern(&mut stream, 2 * i, BYTES);
                 writer.join().unwrap();
                 assert_eq!(stream.read(&mut [0u8; 1]).unwrap(), 0, "stream {i}: no EOF");
             }));
@@ -95,9 +64,11 @@ fn exchange(sockets: usize, peers: usize, per_peer: usize) {
                 stream.write_all(&i.to_le_bytes()).unwrap();
                 let writer = {
                     let mut w = stream.try_clone().unwrap();
-                    spawn("client-writer".into(), move || write_pattern(&mut w, 2 * i))
+                    spawn("client-writer".into(), move || {
+                        write_pattern(&mut w, 2 * i, BYTES)
+                    })
                 };
-                read_pattern(&mut stream, 2 * i + 1);
+                read_pattern(&mut stream, 2 * i + 1, BYTES);
                 writer.join().unwrap();
                 stream.close().expect("orderly close");
             }));
