@@ -22,6 +22,12 @@
 //! 5. After nomination: keep-alive Binding indications on the pair, and
 //!    answers to the peer's late checks. The driver runs the UDT
 //!    rendezvous to [`Selected::remote`] from the same port.
+//! 6. When no pair works and the broker offered a relay (a ticket in the
+//!    introduction), ask it to relay instead of failing, and stop
+//!    answering checks (both sides must end up on the same path). Once
+//!    the broker has both requests it binds the two peers and answers;
+//!    the selected pair is then the broker itself, a `relay` candidate,
+//!    and the UDT rendezvous runs to the broker's address.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -30,7 +36,7 @@ use std::time::{Duration, Instant};
 use super::candidate::{priority, Candidate, CandidateType};
 use super::checklist::{Checklist, Inflight, PairState};
 use super::outcome::{
-    FailureReason, NatObservations, PunchEvent, PunchFailure, PunchState, Selected,
+    FailureReason, NatObservations, PunchEvent, PunchFailure, PunchState, RelayStatus, Selected,
 };
 use super::stun::{attr, method, transaction_id, Class, Message, TransactionId};
 use crate::endpoint::DatagramHandler;
@@ -69,6 +75,11 @@ pub struct PunchConfig {
     /// Keep-alive interval on the nominated pair and towards the broker
     /// (below the 30 s Linux conntrack timeout for unreplied UDP).
     pub keepalive: Duration,
+    /// Fall back to the broker's relay when no pair works (if it offers
+    /// one).
+    pub allow_relay: bool,
+    /// Skip the checks and relay at once (when the broker offers it).
+    pub relay_only: bool,
 }
 
 impl PunchConfig {
@@ -91,6 +102,8 @@ impl PunchConfig {
             check_timeout: Duration::from_secs(10),
             max_check_sends: 7,
             keepalive: Duration::from_secs(10),
+            allow_relay: true,
+            relay_only: false,
         }
     }
 }
@@ -100,6 +113,16 @@ impl PunchConfig {
 struct PeerInfo {
     token: [u8; 16],
     start_at: Instant,
+    deadline: Instant,
+    relay_ticket: Option<[u8; 16]>,
+}
+
+/// The Relay request in flight.
+#[derive(Clone, Copy, Debug)]
+struct RelayRequest {
+    tx: TransactionId,
+    next: Instant,
+    rto: Duration,
     deadline: Instant,
 }
 
@@ -123,6 +146,7 @@ pub struct PunchAgent {
     next_check: Instant,
     first_success: Option<Instant>,
     keepalive_at: Option<Instant>,
+    relay: Option<RelayRequest>,
     nat: NatObservations,
     outbox: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<(Duration, PunchEvent)>,
@@ -154,6 +178,7 @@ impl PunchAgent {
             next_check: now,
             first_success: None,
             keepalive_at: None,
+            relay: None,
             nat: NatObservations::default(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -237,6 +262,12 @@ impl PunchAgent {
                     }
                 }
             }
+            PunchState::Relaying => {
+                if let Some(r) = &self.relay {
+                    consider(Some(r.next));
+                    consider(Some(r.deadline));
+                }
+            }
             PunchState::Nominated(_) => {
                 consider(Some(self.next_register));
                 consider(self.keepalive_at);
@@ -269,6 +300,7 @@ impl PunchAgent {
                 }
                 self.run_checks(now);
             }
+            PunchState::Relaying => self.run_relay(now),
             PunchState::Nominated(s) => {
                 if now >= self.next_register {
                     self.send_register(now);
@@ -295,6 +327,9 @@ impl PunchAgent {
             }
             (Class::Indication, method::INTRODUCE) if from == self.config.broker => {
                 self.on_introduction(now, &msg)
+            }
+            (Class::Success | Class::Error, method::RELAY) if from == self.config.broker => {
+                self.on_relay_answer(now, &msg)
             }
             (Class::Request, method::BINDING) => self.on_check(now, from, &msg),
             (Class::Success | Class::Error, method::BINDING) => {
@@ -399,10 +434,14 @@ impl PunchAgent {
         for c in &candidates {
             self.checklist.add(&self.locals, *c, self.controlling);
         }
+        let relay_ticket = msg
+            .get(attr::RELAY_TICKET)
+            .and_then(|t| <[u8; 16]>::try_from(t).ok());
         self.peer = Some(PeerInfo {
             token,
             start_at,
             deadline: start_at + self.config.check_timeout,
+            relay_ticket,
         });
         self.next_check = start_at;
         self.state = PunchState::Checking;
@@ -414,6 +453,121 @@ impl PunchAgent {
                 controlling: self.controlling,
             },
         );
+        if self.config.relay_only {
+            self.no_pair_worked(now);
+        }
+    }
+
+    // ----- relay -----
+
+    /// No pair worked (or checks are skipped): relay if the broker offers
+    /// it and we allow it, otherwise fail naming what was seen.
+    fn no_pair_worked(&mut self, now: Instant) {
+        let ticket = self.peer.as_ref().and_then(|p| p.relay_ticket);
+        let status = match (self.config.allow_relay, ticket) {
+            (false, _) => RelayStatus::Disabled,
+            (true, None) => RelayStatus::NotOffered,
+            (true, Some(_)) => {
+                let direct = PunchFailure {
+                    reason: FailureReason::NoPairWorked,
+                    nat: self.nat.clone(),
+                    relay: RelayStatus::NotNeeded,
+                };
+                for p in &mut self.checklist.pairs {
+                    p.inflight = None;
+                }
+                self.triggered.clear();
+                self.state = PunchState::Relaying;
+                // The peer may still be checking (until its own deadline)
+                // before it asks too.
+                self.relay = Some(RelayRequest {
+                    tx: self.new_tx(),
+                    next: now,
+                    rto: Duration::from_millis(250),
+                    deadline: now + self.config.check_timeout + Duration::from_secs(5),
+                });
+                self.event(now, PunchEvent::RelayRequested(direct));
+                self.run_relay(now);
+                return;
+            }
+        };
+        self.fail_with(now, FailureReason::NoPairWorked, status);
+    }
+
+    fn run_relay(&mut self, now: Instant) {
+        let Some(mut r) = self.relay else {
+            return;
+        };
+        if now >= r.deadline {
+            self.fail_with(
+                now,
+                FailureReason::NoPairWorked,
+                RelayStatus::Failed(
+                    "the broker did not bind us to the peer in time (did the peer ask too?)".into(),
+                ),
+            );
+            return;
+        }
+        if now < r.next {
+            return;
+        }
+        let (Some(ticket), code) = (
+            self.peer.as_ref().and_then(|p| p.relay_ticket),
+            self.config.code.as_bytes().to_vec(),
+        ) else {
+            return;
+        };
+        // Retransmissions keep the transaction: the broker answers the
+        // one it holds once the peer has asked as well.
+        let mut m = Message::new(Class::Request, method::RELAY, r.tx);
+        m.push(attr::SESSION, code);
+        m.push(attr::TOKEN, self.config.token.to_vec());
+        m.push(attr::RELAY_TICKET, ticket.to_vec());
+        self.send(self.config.broker, &m);
+        r.next = now + r.rto;
+        r.rto = (r.rto * 2).min(Duration::from_secs(1));
+        self.relay = Some(r);
+    }
+
+    fn on_relay_answer(&mut self, now: Instant, msg: &Message) {
+        if self.state != PunchState::Relaying || self.relay.map(|r| r.tx) != Some(msg.transaction) {
+            return;
+        }
+        self.relay = None;
+        if msg.class == Class::Error {
+            let why = format!(
+                "the broker refused ({} {})",
+                msg.error_code().unwrap_or(0),
+                msg.get(attr::ERROR_CODE)
+                    .and_then(|v| v.get(4..))
+                    .map(|r| String::from_utf8_lossy(r).into_owned())
+                    .unwrap_or_default()
+            );
+            self.fail_with(now, FailureReason::NoPairWorked, RelayStatus::Failed(why));
+            return;
+        }
+        let mapped = msg
+            .xor_address(attr::XOR_MAPPED_ADDRESS)
+            .or(self.nat.local_reflexive);
+        let local = match mapped {
+            Some(m) => Candidate::new(CandidateType::ServerReflexive, m, 65535),
+            None => self.checklist.pairs.first().map_or(
+                Candidate::new(CandidateType::Host, self.config.broker, 0),
+                |p| p.local,
+            ),
+        };
+        let selected = Selected {
+            local,
+            remote: Candidate::new(CandidateType::Relayed, self.config.broker, 65535),
+            priority: 0,
+            rtt: self.broker_rtt,
+        };
+        self.state = PunchState::Nominated(selected);
+        // The registration refreshes keep the broker's binding open; no
+        // Binding indications to the broker (it would count them as junk).
+        self.keepalive_at = None;
+        self.next_register = now + self.config.keepalive;
+        self.event(now, PunchEvent::Nominated(selected));
     }
 
     // ----- checks -----
@@ -445,7 +599,7 @@ impl PunchAgent {
             return;
         };
         if now >= peer.deadline {
-            self.fail(now, FailureReason::NoPairWorked);
+            self.no_pair_worked(now);
             return;
         }
         if now < peer.start_at {
@@ -489,7 +643,7 @@ impl PunchAgent {
             self.maybe_nominate(now);
         }
         if self.checklist.all_failed() && self.triggered.is_empty() {
-            self.fail(now, FailureReason::NoPairWorked);
+            self.no_pair_worked(now);
         }
     }
 
@@ -573,6 +727,14 @@ impl PunchAgent {
     fn on_check(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
         if msg.get(attr::PEER_TOKEN) != Some(&self.config.token[..]) {
             log::debug!("punch: ignored an unauthenticated check from {from}");
+            return;
+        }
+        if self.config.relay_only
+            || matches!(self.state, PunchState::Relaying)
+            || self.selected().is_some_and(|s| s.is_relayed())
+        {
+            // Committed to the relay: an answered check could lead the
+            // peer onto a direct pair we no longer use.
             return;
         }
         let mut resp = Message::new(Class::Success, method::BINDING, msg.transaction);
@@ -707,10 +869,16 @@ impl PunchAgent {
     // ----- helpers -----
 
     fn fail(&mut self, now: Instant, reason: FailureReason) {
+        self.fail_with(now, reason, RelayStatus::NotNeeded);
+    }
+
+    fn fail_with(&mut self, now: Instant, reason: FailureReason, relay: RelayStatus) {
         let failure = PunchFailure {
             reason,
             nat: self.nat.clone(),
+            relay,
         };
+        self.relay = None;
         for p in &mut self.checklist.pairs {
             p.inflight = None;
         }

@@ -29,6 +29,9 @@ pub mod method {
     pub const REGISTER: u16 = 0x0C1;
     /// Ours: the broker introduces a peer (an indication).
     pub const INTRODUCE: u16 = 0x0C2;
+    /// Ours: ask the broker to relay between the two peers of a session
+    /// (both must ask; the broker answers both once it has bound them).
+    pub const RELAY: u16 = 0x0C3;
 }
 
 /// Attribute types used here.
@@ -41,6 +44,9 @@ pub mod attr {
     pub const ERROR_CODE: u16 = 0x0009;
     /// UNKNOWN-ATTRIBUTES.
     pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+    /// XOR-PEER-ADDRESS (RFC 8656): in a Relay answer, the peer's address
+    /// as the relay sees it.
+    pub const XOR_PEER_ADDRESS: u16 = 0x0012;
     /// XOR-MAPPED-ADDRESS.
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
     /// PRIORITY (ICE, RFC 8445).
@@ -66,6 +72,10 @@ pub mod attr {
     pub const PEER_TOKEN: u16 = 0xC004;
     /// Ours: milliseconds until both peers start their checks (u32).
     pub const START_DELAY: u16 = 0xC005;
+    /// Ours: the 16-byte relay ticket the broker issues to the two peers of
+    /// a session it introduced when it offers a relay; a Relay request
+    /// must carry it.
+    pub const RELAY_TICKET: u16 = 0xC006;
 }
 
 /// The class of a STUN message.
