@@ -329,7 +329,7 @@ impl fmt::Debug for Conn {
 
 impl Conn {
     /// Wraps a new UDT stream (its send buffer still empty).
-    fn udt(stream: UdtStream) -> Conn {
+    pub(crate) fn udt(stream: UdtStream) -> Conn {
         Conn::Udt {
             send_buffer_bytes: stream.stats().send_buffer_free_bytes as u64,
             stream,
