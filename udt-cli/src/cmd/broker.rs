@@ -78,7 +78,7 @@ pub fn run(args: &BrokerArgs, output: Output) -> Result<(), CliError> {
         .local_addr()
         .map_err(|e| CliError::io("broker address", e))?;
     output.status(format_args!(
-        "udt: broker on {local} (UDP; also a STUN server){}",
+        "udt: broker listening on {local} (UDP; also a STUN server){}",
         if args.relay {
             "; relays sessions it introduced when they cannot punch"
         } else {
