@@ -236,12 +236,15 @@ impl Lab {
     }
 
     fn broker(&mut self) {
+        self.broker_with(&[]);
+    }
+
+    /// The broker with `extra` arguments (`--relay`).
+    fn broker_with(&mut self, extra: &[&str]) {
         let wan = self.ns("wan");
-        self.spawn(
-            &wan,
-            &["broker", "--listen", BROKER, "--run-for", LIMIT],
-            None,
-        );
+        let mut args = vec!["broker", "--listen", BROKER, "--run-for", LIMIT];
+        args.extend_from_slice(extra);
+        self.spawn(&wan, &args, None);
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -332,12 +335,22 @@ fn transfer(lab: &mut Lab, a: &str, b: &str, code: &str, len: usize) -> (Output,
 }
 
 fn two_nats(kind_a: NatKind, kind_b: NatKind, firewall: bool) -> (Lab, String, String) {
+    two_nats_with(kind_a, kind_b, firewall, &[])
+}
+
+/// Two NATs and their hosts; the broker gets `broker_args`.
+fn two_nats_with(
+    kind_a: NatKind,
+    kind_b: NatKind,
+    firewall: bool,
+    broker_args: &[&str],
+) -> (Lab, String, String) {
     let mut lab = Lab::new();
     let na = lab.nat("na", "198.18.0.2", "192.0.2", kind_a, firewall);
     let nb = lab.nat("nb", "198.18.0.3", "198.51.100", kind_b, firewall);
     let a = lab.lan_host("ha", &na, "192.0.2.10", "192.0.2.1");
     let b = lab.lan_host("hb", &nb, "198.51.100.10", "198.51.100.1");
-    lab.broker();
+    lab.broker_with(broker_args);
     (lab, a, b)
 }
 
@@ -439,6 +452,44 @@ fn symmetric_nat_fails_with_a_clear_error() {
                 err.contains("hole punching failed") && err.contains("relay"),
                 "{err}"
             );
+            assert!(err.contains("the broker offers none"), "{err}");
         }
+    }
+}
+
+/// Symmetric (`fully-random`) NATs on both sides: the checks cannot get
+/// through, the broker started with `--relay` relays, the bytes arrive
+/// intact and both sides say the path is relayed. Several runs, with and
+/// without the home-router firewall.
+#[test]
+fn symmetric_nats_on_both_sides_relay_byte_exact() {
+    if !lab_available() {
+        return;
+    }
+    for (run_no, firewall) in [(0, false), (1, true), (2, false)] {
+        let (mut lab, a, b) = two_nats_with(
+            NatKind::FullyRandom,
+            NatKind::FullyRandom,
+            firewall,
+            &["--relay"],
+        );
+        let len = if run_no == 0 { 64 << 20 } else { 4 << 20 };
+        let (oa, ob) = transfer(&mut lab, &a, &b, &format!("relay{run_no}"), len);
+        for o in [&oa, &ob] {
+            let s = summary(o);
+            assert_eq!(s["path"], "relayed", "firewall {firewall}: {s}");
+            assert_eq!(s["pair_type"], "relay", "{s}");
+            assert_eq!(s["remote"], format!("relay {BROKER}"), "{s}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains("no direct path (hole punching failed"),
+                "{err}"
+            );
+        }
+        eprintln!(
+            "relayed {} MiB through the lab's NATs (firewall {firewall}): {:.0} Mbit/s",
+            len >> 20,
+            summary(&ob)["throughput_mbps"].as_f64().unwrap_or(0.0)
+        );
     }
 }
