@@ -16,8 +16,12 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 /// A broker on a free loopback port (`--relay` when `relay`).
 fn broker(relay: bool) -> (Proc, SocketAddr) {
+    broker_on("127.0.0.1:0", relay)
+}
+
+fn broker_on(listen: &str, relay: bool) -> (Proc, SocketAddr) {
     let mut cmd = udt();
-    cmd.args(["broker", "--listen", "127.0.0.1:0", "--run-for", "80"]);
+    cmd.args(["broker", "--listen", listen, "--run-for", "80"]);
     if relay {
         cmd.arg("--relay");
     }
@@ -184,4 +188,60 @@ fn broker_requires_code_and_excludes_a_target() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn punches_over_ipv6() {
+    let v6_loopback = std::net::UdpSocket::bind("[::1]:0").is_ok();
+    if !v6_loopback {
+        eprintln!("punches_over_ipv6: skipped (no IPv6 loopback)");
+        return;
+    }
+    let (_b, addr) = broker_on("[::1]:0", false);
+    assert!(addr.is_ipv6());
+    let mut x = punch("x", addr, "six", &["--no-data"]);
+    let mut y = punch("y", addr, "six", &["--no-data"]);
+    for p in [&mut x, &mut y] {
+        assert_eq!(p.code(LIMIT), 0, "{}: {}", p.name, p.stderr());
+        let j = summary(p);
+        assert_eq!(j["path"], "direct", "{j}");
+        assert_eq!(j["pair_type"], "host-host", "{j}");
+        // Candidates and the nominated pair are IPv6 (gathered from the
+        // interfaces of the broker's family).
+        let remote = j["remote"].as_str().unwrap_or_default();
+        assert!(remote.starts_with("host [::1]:"), "{j}");
+        let locals = j["local_candidates"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(!locals.is_empty());
+        assert!(
+            locals
+                .iter()
+                .all(|c| c.as_str().is_some_and(|c| c.contains('['))),
+            "{j}"
+        );
+    }
+}
+
+/// `--no-data` used to close right after the side that finished the UDT
+/// rendezvous first connected, leaving the other side waiting for a
+/// handshake that never came (about one run in three on loopback).
+#[test]
+fn no_data_punch_finishes_on_both_sides_every_time() {
+    let (_b, addr) = broker(false);
+    for round in 0..6 {
+        let code = format!("nd{round}");
+        let mut x = punch("x", addr, &code, &["--no-data"]);
+        let mut y = punch("y", addr, &code, &["--no-data"]);
+        for p in [&mut x, &mut y] {
+            assert_eq!(
+                p.code(Duration::from_secs(30)),
+                0,
+                "round {round}, {}: {}",
+                p.name,
+                p.stderr()
+            );
+        }
+    }
 }

@@ -38,9 +38,10 @@ pub struct PunchArgs {
     /// The session code both peers give.
     #[arg(long, value_name = "CODE")]
     pub code: String,
-    /// Local UDP address for UDT and the punch, [ADDR:]PORT.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:0")]
-    pub bind: String,
+    /// Local UDP address for UDT and the punch, [ADDR:]PORT (default: any
+    /// port on every address of the broker's family, IPv4 or IPv6).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: Option<String>,
     /// Send this file after connecting (`-`: stdin); without it, receive.
     #[arg(long, value_name = "PATH")]
     pub send: Option<PathBuf>,
@@ -50,7 +51,8 @@ pub struct PunchArgs {
     /// Seconds to wait for the broker and the peer.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub wait: f64,
-    /// Only punch and connect, then close (no data).
+    /// Only punch and connect, then close (both sides exchange one byte
+    /// so that each knows the other is connected).
     #[arg(long)]
     pub no_data: bool,
     /// Never use the broker's relay: fail when no direct pair works.
@@ -81,8 +83,9 @@ pub struct MeetOptions {
     pub broker: String,
     /// The session code.
     pub code: String,
-    /// Local UDP address, [ADDR:]PORT.
-    pub bind: String,
+    /// Local UDP address, [ADDR:]PORT (`None`: any port, any address of
+    /// the broker's family).
+    pub bind: Option<String>,
     /// Seconds to wait for the broker and the peer.
     pub wait: f64,
     /// Fall back to the broker's relay.
@@ -97,7 +100,7 @@ impl MeetOptions {
         MeetOptions {
             broker: broker.to_string(),
             code: code.to_string(),
-            bind: "0.0.0.0:0".into(),
+            bind: None,
             wait: 60.0,
             allow_relay: true,
             relay_only: false,
@@ -179,6 +182,29 @@ fn route_source(to: SocketAddr) -> Option<IpAddr> {
     let s = UdpSocket::bind(any).ok()?;
     s.connect(to).ok()?;
     Some(s.local_addr().ok()?.ip())
+}
+
+/// Our host candidates: the bound address, or when bound to any
+/// address, the one that routes to the broker first (it is the likeliest
+/// to be reachable), then the other interface addresses of the same
+/// family, at most [`MAX_CANDIDATES`](udt_core::punch::broker::MAX_CANDIDATES).
+fn host_candidates(local: SocketAddr, broker: SocketAddr) -> Result<Vec<SocketAddr>, CliError> {
+    if !local.ip().is_unspecified() {
+        return Ok(vec![local]);
+    }
+    let route = route_source(broker)
+        .ok_or_else(|| CliError::new(exit::NETWORK, format!("no route to the broker {broker}")))?;
+    let mut ips = vec![route];
+    for ip in super::ifaddrs::interface_addresses(route, broker.ip().is_loopback()) {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    ips.truncate(udt_core::punch::broker::MAX_CANDIDATES);
+    Ok(ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, local.port()))
+        .collect())
 }
 
 fn describe(e: &PunchEvent, relay_only: bool) -> String {
@@ -295,26 +321,28 @@ pub fn meet(
         .map_err(|e| CliError::io("bad --broker", e))?
         .first()
         .ok_or_else(|| CliError::usage("--broker resolves to no address"))?;
-    let bind = net::listen_addr(&opts.bind).map_err(|e| CliError::usage(e.to_string()))?;
+    let bind = match &opts.bind {
+        Some(b) => net::listen_addr(b).map_err(|e| CliError::usage(e.to_string()))?,
+        None if broker.is_ipv6() => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+        None => SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
+    if bind.is_ipv4() != broker.is_ipv4() {
+        return Err(CliError::usage(format!(
+            "--bind {bind} and the broker {broker} are not the same IP version"
+        )));
+    }
     // The two sides learn of the nomination about half a round trip apart;
     // a generous rendezvous window costs nothing when it succeeds.
     config.connect_timeout = Duration::from_secs(10);
     let endpoint = Endpoint::bind_with(bind, config, EndpointConfig::default())
         .map_err(|e| CliError::io("cannot bind", e))?;
     let local = endpoint.local_addr();
-    let host_ip = if local.ip().is_unspecified() {
-        route_source(broker).ok_or_else(|| {
-            CliError::new(exit::NETWORK, format!("no route to the broker {broker}"))
-        })?
-    } else {
-        local.ip()
-    };
-    let host = SocketAddr::new(host_ip, local.port());
+    let hosts = host_candidates(local, broker)?;
     let random = os_random().map_err(|e| CliError::io("reading /dev/urandom", e))?;
     let mut token = [0u8; 16];
     token.copy_from_slice(&random[..16]);
     let seed = u64::from_le_bytes(random[16..].try_into().unwrap_or_default());
-    let mut pc = PunchConfig::new(broker, opts.code.clone(), vec![host], token, seed);
+    let mut pc = PunchConfig::new(broker, opts.code.clone(), hosts.clone(), token, seed);
     pc.wait_for_peer = Duration::from_secs_f64(opts.wait);
     pc.allow_relay = opts.allow_relay;
     pc.relay_only = opts.relay_only;
@@ -322,8 +350,10 @@ pub fn meet(
     let limit = pc.wait_for_peer + pc.check_timeout * 2 + Duration::from_secs(10);
     let start = Instant::now();
     let shared = SharedPunch::new(PunchAgent::new(pc, start));
+    let list: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
     output.status(format_args!(
-        "udt: punching from {local} (host candidate {host}) via broker {broker}, code {:?}",
+        "udt: punching from {local} (host candidates {}) via broker {broker}, code {:?}",
+        list.join(", "),
         opts.code
     ));
     endpoint.set_datagram_handler(Some(shared.handler()));
@@ -424,6 +454,15 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
     } = meet(&opts, udt_core::Config::default(), output)?;
     let t0 = Instant::now();
     let bytes = if args.no_data {
+        // A UDT rendezvous side can finish its handshake before the other
+        // (which then waits for our next handshake or data); closing at
+        // once would leave the peer waiting until its timeout. One byte
+        // each way proves both sides connected.
+        stream
+            .write_all(&[0])
+            .and_then(|()| stream.flush())
+            .and_then(|()| stream.read_exact(&mut [0u8; 1]))
+            .map_err(|e| CliError::io("exchanging the connection check", e))?;
         0
     } else if let Some(path) = &args.send {
         let mut input: Box<dyn Read> = if path.as_os_str() == "-" {
