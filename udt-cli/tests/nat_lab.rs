@@ -493,3 +493,29 @@ fn symmetric_nats_on_both_sides_relay_byte_exact() {
         );
     }
 }
+
+/// Masquerade on both sides with a relaying broker: on this zero-latency
+/// lab the direct checks fail (see the ignored test above), so the
+/// transfer must still arrive intact, through the relay. Whichever path
+/// is taken, both sides must agree on it.
+#[test]
+fn endpoint_independent_nats_with_a_relay_always_deliver() {
+    if !lab_available() {
+        return;
+    }
+    for (run_no, firewall) in [(0, false), (1, true)] {
+        let (mut lab, a, b) = two_nats_with(
+            NatKind::Masquerade,
+            NatKind::Masquerade,
+            firewall,
+            &["--relay"],
+        );
+        let (oa, ob) = transfer(&mut lab, &a, &b, &format!("eimrelay{run_no}"), 4 << 20);
+        let (sa_, sb) = (summary(&oa), summary(&ob));
+        assert_eq!(sa_["path"], sb["path"], "{sa_}\n{sb}");
+        eprintln!(
+            "masquerade both sides (firewall {firewall}), relay allowed: {} ({})",
+            sa_["path"], sa_["pair_type"]
+        );
+    }
+}
