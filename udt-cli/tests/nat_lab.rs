@@ -457,22 +457,23 @@ fn symmetric_nat_fails_with_a_clear_error() {
     }
 }
 
-/// Symmetric (`fully-random`) NATs on both sides: the checks cannot get
-/// through, the broker started with `--relay` relays, the bytes arrive
-/// intact and both sides say the path is relayed. Several runs, with and
-/// without the home-router firewall.
+/// Symmetric (`fully-random`) NATs on both sides, then on one side: the
+/// checks cannot get through, the broker started with `--relay` relays,
+/// the bytes arrive intact and both sides say the path is relayed.
+/// Several runs, with and without the home-router firewall.
 #[test]
 fn symmetric_nats_on_both_sides_relay_byte_exact() {
     if !lab_available() {
         return;
     }
-    for (run_no, firewall) in [(0, false), (1, true), (2, false)] {
-        let (mut lab, a, b) = two_nats_with(
-            NatKind::FullyRandom,
-            NatKind::FullyRandom,
-            firewall,
-            &["--relay"],
-        );
+    let both = NatKind::FullyRandom;
+    for (run_no, kind_a, firewall) in [
+        (0, both, false),
+        (1, both, true),
+        (2, both, false),
+        (3, NatKind::Masquerade, true),
+    ] {
+        let (mut lab, a, b) = two_nats_with(kind_a, both, firewall, &["--relay"]);
         let len = if run_no == 0 { 64 << 20 } else { 4 << 20 };
         let (oa, ob) = transfer(&mut lab, &a, &b, &format!("relay{run_no}"), len);
         for o in [&oa, &ob] {
@@ -487,7 +488,7 @@ fn symmetric_nats_on_both_sides_relay_byte_exact() {
             );
         }
         eprintln!(
-            "relayed {} MiB through the lab's NATs (firewall {firewall}): {:.0} Mbit/s",
+            "relayed {} MiB through the lab's NATs ({kind_a:?}, firewall {firewall}): {:.0} Mbit/s",
             len >> 20,
             summary(&ob)["throughput_mbps"].as_f64().unwrap_or(0.0)
         );
