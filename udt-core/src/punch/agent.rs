@@ -7,9 +7,11 @@
 //! 2. When the broker introduces the peer, build the checklist and, from
 //!    the common start time, send Binding checks in priority order, one
 //!    every [`PACE`], retransmitted on a timeout derived from the broker
-//!    round trip, a few times at most. A check carries the peer's token
-//!    (proof the broker introduced us); an answer must echo our
-//!    transaction ID and come from the address checked.
+//!    round trip, a few times at most. A check carries a
+//!    MESSAGE-INTEGRITY keyed with the peer's token (proof the broker
+//!    introduced us; the token itself never crosses the peer path); an
+//!    answer must be signed with the same key, echo our transaction ID
+//!    and come from the address checked.
 //! 3. A check that arrives from an address the peer never announced adds a
 //!    peer-reflexive pair; any check triggers our own check on its pair,
 //!    which is what opens address-and-port-dependent filters (both NATs
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use super::candidate::{priority, Candidate, CandidateType};
 use super::checklist::{Checklist, Inflight, PairState};
+use super::integrity;
 use super::outcome::{
     FailureReason, NatObservations, PunchEvent, PunchFailure, PunchState, RelayStatus, Selected,
 };
@@ -331,9 +334,9 @@ impl PunchAgent {
             (Class::Success | Class::Error, method::RELAY) if from == self.config.broker => {
                 self.on_relay_answer(now, &msg)
             }
-            (Class::Request, method::BINDING) => self.on_check(now, from, &msg),
+            (Class::Request, method::BINDING) => self.on_check(now, from, &msg, datagram),
             (Class::Success | Class::Error, method::BINDING) => {
-                self.on_check_answer(now, from, &msg)
+                self.on_check_answer(now, from, &msg, datagram)
             }
             _ => {}
         }
@@ -704,7 +707,6 @@ impl PunchAgent {
         f.last_sent = now;
         f.next = now + f.rto;
         let mut m = Message::new(Class::Request, method::BINDING, f.tx);
-        m.push(attr::PEER_TOKEN, peer_token.to_vec());
         m.push(
             attr::PRIORITY,
             priority(CandidateType::PeerReflexive, 65535)
@@ -721,11 +723,11 @@ impl PunchAgent {
             m.push(attr::USE_CANDIDATE, Vec::new());
         }
         let to = p.remote.addr;
-        self.send(to, &m);
+        self.send_signed(to, &m, Some(&peer_token));
     }
 
-    fn on_check(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
-        if msg.get(attr::PEER_TOKEN) != Some(&self.config.token[..]) {
+    fn on_check(&mut self, now: Instant, from: SocketAddr, msg: &Message, datagram: &[u8]) {
+        if !integrity::verify(datagram, &self.config.token) {
             log::debug!("punch: ignored an unauthenticated check from {from}");
             return;
         }
@@ -739,7 +741,8 @@ impl PunchAgent {
         }
         let mut resp = Message::new(Class::Success, method::BINDING, msg.transaction);
         resp.push_xor_address(attr::XOR_MAPPED_ADDRESS, from);
-        self.send(from, &resp);
+        let key = self.config.token;
+        self.send_signed(from, &resp, Some(&key));
         self.nat.checks_received += 1;
         if !matches!(self.state, PunchState::Checking) {
             return;
@@ -795,10 +798,18 @@ impl PunchAgent {
         self.run_checks(now);
     }
 
-    fn on_check_answer(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
+    fn on_check_answer(&mut self, now: Instant, from: SocketAddr, msg: &Message, datagram: &[u8]) {
         let Some(i) = self.checklist.by_transaction(&msg.transaction) else {
             return;
         };
+        let signed = self
+            .peer
+            .as_ref()
+            .is_some_and(|p| integrity::verify(datagram, &p.token));
+        if !signed {
+            log::debug!("punch: ignored an unauthenticated check answer from {from}");
+            return;
+        }
         let p = &mut self.checklist.pairs[i];
         if p.remote.addr != from {
             return;
@@ -900,8 +911,13 @@ impl PunchAgent {
     }
 
     fn send(&mut self, to: SocketAddr, m: &Message) {
+        self.send_signed(to, m, None);
+    }
+
+    /// Sends `m` with a MESSAGE-INTEGRITY under `key`, if given.
+    fn send_signed(&mut self, to: SocketAddr, m: &Message, key: Option<&[u8]>) {
         let mut out = Vec::with_capacity(128);
-        m.encode(true, &mut out);
+        m.encode_signed(key, true, &mut out);
         self.outbox.push_back((to, out));
     }
 }

@@ -6,6 +6,7 @@
 //! UDT keeps the rest of the port:
 //! - [`stun`]: the message codec (XOR-MAPPED-ADDRESS, FINGERPRINT, our
 //!   broker methods and attributes);
+//! - [`integrity`]: MESSAGE-INTEGRITY (HMAC-SHA1) on the checks;
 //! - [`candidate`]: candidates and the ICE priority formulas;
 //! - [`broker`]: the introducer, which also answers plain STUN Binding;
 //! - [`relay`]: the broker's relay table (fallback when no pair works);
@@ -23,6 +24,7 @@ pub mod broker;
 pub mod candidate;
 pub mod checklist;
 mod crc32;
+pub mod integrity;
 pub mod outcome;
 pub mod relay;
 pub mod shared;

@@ -40,6 +40,8 @@ pub mod attr {
     pub const MAPPED_ADDRESS: u16 = 0x0001;
     /// USERNAME.
     pub const USERNAME: u16 = 0x0006;
+    /// MESSAGE-INTEGRITY (HMAC-SHA1, see `integrity`).
+    pub const MESSAGE_INTEGRITY: u16 = 0x0008;
     /// ERROR-CODE.
     pub const ERROR_CODE: u16 = 0x0009;
     /// UNKNOWN-ATTRIBUTES.
@@ -249,6 +251,12 @@ impl Message {
     /// Encodes into `out` (cleared first), with a FINGERPRINT when
     /// `fingerprint` is true.
     pub fn encode(&self, fingerprint: bool, out: &mut Vec<u8>) {
+        self.encode_signed(None, fingerprint, out);
+    }
+
+    /// Encodes like [`encode`](Self::encode), with a MESSAGE-INTEGRITY
+    /// under `key` (before the FINGERPRINT) when a key is given.
+    pub fn encode_signed(&self, key: Option<&[u8]>, fingerprint: bool, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.type_field().to_be_bytes());
         out.extend_from_slice(&[0, 0]);
@@ -259,6 +267,11 @@ impl Message {
             out.extend_from_slice(&(value.len() as u16).to_be_bytes());
             out.extend_from_slice(value);
             out.resize(out.len().next_multiple_of(4), 0);
+        }
+        if let Some(mac) = key.and_then(|k| super::integrity::mac(k, out)) {
+            out.extend_from_slice(&attr::MESSAGE_INTEGRITY.to_be_bytes());
+            out.extend_from_slice(&(super::integrity::MAC_LEN as u16).to_be_bytes());
+            out.extend_from_slice(&mac);
         }
         if fingerprint {
             // The length field covers the FINGERPRINT while its CRC is

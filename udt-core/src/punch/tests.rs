@@ -586,6 +586,91 @@ fn relay_only_skips_the_checks_even_where_direct_would_work() {
     }
 }
 
+/// A lone agent (token 1) introduced to a peer (token 2) at `peer` by a
+/// hand-made broker answer; returns it checking.
+fn introduced_agent(peer: SocketAddr) -> (PunchAgent, Instant) {
+    use super::stun::{attr, method, Class, Message};
+    let t0 = epoch();
+    let broker = sa(BROKER);
+    let mut a = PunchAgent::new(
+        PunchConfig::new(broker, "mi", vec![sa("198.18.5.5:9000")], [1; 16], 1),
+        t0,
+    );
+    a.handle_timeout(t0);
+    let (_, reg) = a.poll_send().expect("a Register request");
+    let reg = Message::decode(&reg).expect("valid");
+    let mut resp = Message::new(Class::Success, method::REGISTER, reg.transaction);
+    resp.push_xor_address(attr::XOR_MAPPED_ADDRESS, sa("198.18.5.5:9000"));
+    resp.push(attr::PEER_TOKEN, vec![2; 16]);
+    resp.push(
+        attr::CANDIDATE,
+        Candidate::new(CandidateType::Host, peer, 65535).encode(),
+    );
+    resp.push(attr::START_DELAY, 0u32.to_be_bytes().to_vec());
+    let mut d = Vec::new();
+    resp.encode(true, &mut d);
+    a.handle(t0, broker, &d);
+    assert_eq!(*a.state(), PunchState::Checking);
+    (a, t0)
+}
+
+#[test]
+fn checks_and_answers_must_carry_a_valid_message_integrity() {
+    use super::stun::{attr, method, Class, Message};
+    let peer = sa("198.18.6.6:9000");
+    let (mut a, t0) = introduced_agent(peer);
+    a.handle_timeout(t0);
+    // Our check: signed with the peer's token, which is not sent in clear.
+    let (to, check) = std::iter::from_fn(|| a.poll_send())
+        .find(|(to, _)| *to == peer)
+        .expect("a check to the peer");
+    assert_eq!(to, peer);
+    assert!(integrity::verify(&check, &[2; 16]));
+    assert!(!check.windows(16).any(|w| w == [2u8; 16]), "token in clear");
+    let check = Message::decode(&check).expect("valid");
+    // A forged answer (right transaction and source, wrong key) is ignored.
+    let mut answer = Message::new(Class::Success, method::BINDING, check.transaction);
+    answer.push_xor_address(attr::XOR_MAPPED_ADDRESS, sa("198.18.5.5:9000"));
+    let mut forged = Vec::new();
+    answer.encode_signed(Some(&[9; 16]), true, &mut forged);
+    a.handle(t0, peer, &forged);
+    assert!(
+        a.pairs().iter().all(|p| p.rtt.is_none()),
+        "forged answer taken"
+    );
+    let mut good = Vec::new();
+    answer.encode_signed(Some(&[2; 16]), true, &mut good);
+    a.handle(t0, peer, &good);
+    assert!(a
+        .pairs()
+        .iter()
+        .any(|p| p.remote.addr == peer && p.rtt.is_some()));
+    // A check from the peer must be signed with our token: the old
+    // token-in-clear form and a wrong key get no answer.
+    let _ = std::iter::from_fn(|| a.poll_send()).count();
+    let mut req = Message::new(Class::Request, method::BINDING, [7; 12]);
+    req.push(attr::PEER_TOKEN, vec![1; 16]);
+    for key in [None, Some(&[2u8; 16][..])] {
+        let mut d = Vec::new();
+        req.encode_signed(key, true, &mut d);
+        a.handle(t0, peer, &d);
+        assert!(
+            std::iter::from_fn(|| a.poll_send()).all(|(to, _)| to != peer),
+            "answered a check signed with {key:?}"
+        );
+    }
+    let mut d = Vec::new();
+    req.encode_signed(Some(&[1; 16]), true, &mut d);
+    a.handle(t0, peer, &d);
+    let answer = std::iter::from_fn(|| a.poll_send())
+        .find(|(to, d)| *to == peer && Message::decode(d).is_ok_and(|m| m.transaction == [7; 12]))
+        .expect("an answer to the signed check");
+    assert!(
+        integrity::verify(&answer.1, &[1; 16]),
+        "answer signed with our token"
+    );
+}
+
 mod broker {
     use super::*;
 
