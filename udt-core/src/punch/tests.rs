@@ -586,6 +586,28 @@ fn relay_only_skips_the_checks_even_where_direct_would_work() {
     }
 }
 
+#[test]
+fn relay_only_on_one_side_brings_the_other_to_the_relay() {
+    // Direct would work (no NAT), but one side insists on the relay: it
+    // does not answer checks, so the other side's checks fail and it
+    // asks for the relay too. Both must end on the same (relayed) path.
+    let mut net = Net::with_relay(vec![]);
+    let mut config = PunchConfig::new(
+        net.broker_addr,
+        "one",
+        vec![sa("198.18.5.5:9000")],
+        [1; 16],
+        1,
+    );
+    config.relay_only = true;
+    let a = net.add_config(config, None);
+    let b = net.add("198.18.6.6:9000", None, "one", 2);
+    net.run(Duration::from_secs(30));
+    assert!(net.selected(a).is_relayed());
+    assert!(net.selected(b).is_relayed());
+    assert!(net.hosts[b].agent.pairs().iter().all(|p| p.rtt.is_none()));
+}
+
 /// A lone agent (token 1) introduced to a peer (token 2) at `peer` by a
 /// hand-made broker answer; returns it checking.
 fn introduced_agent(peer: SocketAddr) -> (PunchAgent, Instant) {
