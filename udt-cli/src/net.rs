@@ -84,7 +84,7 @@ impl NetOptions {
         c
     }
 
-    fn endpoint_config() -> EndpointConfig {
+    pub(crate) fn endpoint_config() -> EndpointConfig {
         let mut options = EndpointConfig::default();
         options.udp_send_buffer = Some(8 << 20);
         options.udp_recv_buffer = Some(8 << 20);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 use udt_core::punch::{PunchAgent, PunchConfig, PunchEvent, PunchState, Selected, SharedPunch};
-use udt_mux::{Endpoint, EndpointConfig, UdtStream};
+use udt_mux::{Endpoint, UdtStream};
 
 use crate::net::{self, Conn, NetOptions};
 use crate::proto::exit;
@@ -61,6 +61,10 @@ pub struct PunchArgs {
     /// Skip the direct checks and use the broker's relay at once.
     #[arg(long)]
     pub relay_only: bool,
+    /// UDT congestion control for the transfer (as the other data
+    /// commands' --cc).
+    #[arg(long, value_name = "CC", env = "UDT_CC")]
+    pub cc: Option<udt_core::cc::CcAlgorithm>,
 }
 
 /// `--broker` and `--code` for `udt send` and `udt recv`: meet the peer
@@ -334,7 +338,7 @@ pub fn meet(
     // The two sides learn of the nomination about half a round trip apart;
     // a generous rendezvous window costs nothing when it succeeds.
     config.connect_timeout = Duration::from_secs(10);
-    let endpoint = Endpoint::bind_with(bind, config, EndpointConfig::default())
+    let endpoint = Endpoint::bind_with(bind, config, NetOptions::endpoint_config())
         .map_err(|e| CliError::io("cannot bind", e))?;
     let local = endpoint.local_addr();
     let hosts = host_candidates(local, broker)?;
@@ -436,6 +440,10 @@ pub fn connect(opts: &BrokerOpts, net: &NetOptions, output: Output) -> Result<Co
 /// failed with the NAT behaviour seen, or the connection broke (exit 3);
 /// file errors.
 pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
+    let mut config = udt_core::Config::default();
+    if let Some(cc) = args.cc {
+        config = config.with_congestion(cc);
+    }
     let opts = MeetOptions {
         bind: args.bind.clone(),
         wait: args.wait,
@@ -451,7 +459,7 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
         punch_seconds,
         connect_seconds,
         steps,
-    } = meet(&opts, udt_core::Config::default(), output)?;
+    } = meet(&opts, config, output)?;
     let t0 = Instant::now();
     let bytes = if args.no_data {
         // A UDT rendezvous side can finish its handshake before the other
