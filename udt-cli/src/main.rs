@@ -161,7 +161,8 @@ Examples:
   udt send photos/ videos/ backup.example.org:9000
   udt send --listen 9000 photos/               # the receiver connects: udt recv HOST:9000
   udt send --limit-rate 100M big.iso host:9000     # at most 100 Mbit/s
-  udt send --json dir/ host:9000 | jq .throughput_mbps")]
+  udt send --json dir/ host:9000 | jq .throughput_mbps
+  udt send big.iso --broker broker.example.org:3478 --code blue-fox   # through NATs")]
     Send {
         /// Files or directories to send, then the receiver's HOST:PORT
         /// (no HOST:PORT with --listen).
@@ -192,6 +193,8 @@ Examples:
         out: OutArgs,
         #[command(flatten)]
         idle: IdleArgs,
+        #[command(flatten)]
+        broker: punch::BrokerOpts,
     },
     /// Receive files from `udt send` (one transfer, then exit).
     #[command(after_help = "\
@@ -206,7 +209,8 @@ Examples:
   udt recv                                   # UDP port 9000, into .
   udt recv --listen 0.0.0.0:7000 --out /srv/incoming --keep-listening
   udt recv --out backup --resume             # continue an interrupted transfer
-  udt recv sender.example.org:9000           # fetch from a `udt send --listen`")]
+  udt recv sender.example.org:9000           # fetch from a `udt send --listen`
+  udt recv --broker broker.example.org:3478 --code blue-fox   # through NATs")]
     Recv {
         /// Connect to a `udt send --listen` at HOST:PORT instead of
         /// listening (this side then needs no open port).
@@ -260,6 +264,8 @@ Examples:
         connect_timeout: ConnectArgs,
         #[command(flatten)]
         idle: IdleArgs,
+        #[command(flatten)]
+        broker: punch::BrokerOpts,
     },
     /// Accept one connection and copy it to stdout (like `nc -l`).
     #[command(after_help = "\
@@ -499,12 +505,18 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             net,
             out,
             idle,
+            broker,
         } => {
             let (target, listen) = match listen {
+                Some(_) if broker.broker.is_some() => {
+                    return Err(CliError::usage("give either --broker or --listen"));
+                }
                 Some(l) => (
                     None,
                     Some(net::listen_addr(&l).map_err(|e| CliError::usage(e.to_string()))?),
                 ),
+                // Every argument is a path: the peer is met through the broker.
+                None if broker.broker.is_some() => (None, None),
                 None => {
                     if args.len() < 2 {
                         return Err(CliError::usage(
@@ -527,6 +539,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                 net: net_options(&net, Some(&out)),
                 idle: idle.idle_timeout,
                 output,
+                broker,
             })?;
         }
         Command::Recv {
@@ -543,7 +556,11 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             net,
             connect_timeout,
             idle,
+            broker,
         } => {
+            if connect.is_some() && broker.broker.is_some() {
+                return Err(CliError::usage("give either HOST:PORT or --broker"));
+            }
             let mut options = RecvOptions::new(out);
             options.overwrite = overwrite;
             options.resume = resume;
@@ -564,6 +581,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                     && std::io::stderr().is_terminal(),
                 net,
                 output,
+                broker,
             })?;
         }
         Command::Listen { addr, msg, net } => {

@@ -84,7 +84,7 @@ impl NetOptions {
         c
     }
 
-    fn endpoint_config() -> EndpointConfig {
+    pub(crate) fn endpoint_config() -> EndpointConfig {
         let mut options = EndpointConfig::default();
         options.udp_send_buffer = Some(8 << 20);
         options.udp_recv_buffer = Some(8 << 20);
@@ -334,7 +334,7 @@ impl fmt::Debug for Conn {
 
 impl Conn {
     /// Wraps a new UDT stream (its send buffer still empty).
-    fn udt(stream: UdtStream) -> Conn {
+    pub(crate) fn udt(stream: UdtStream) -> Conn {
         Conn::Udt {
             send_buffer_bytes: stream.stats().send_buffer_free_bytes as u64,
             stream,
