@@ -91,6 +91,11 @@ pub struct Config {
     pub max_bandwidth: Option<u64>,
     /// Builds the congestion controller of each connection. Default: native UDT.
     pub congestion: Arc<dyn CongestionControlFactory>,
+    /// Plain UDT4 (the default) or secure mode with its authentication
+    /// (issue 11, docs/security.md). A secure caller refuses a plain
+    /// listener and a secure listener refuses plain callers. Rendezvous
+    /// connections are plain only.
+    pub security: crate::secure::Security,
 }
 
 impl Config {
@@ -135,6 +140,8 @@ pub const MIN_MSS: u32 = 76;
 
 // Every accepted MSS leaves room for a payload.
 const _: () = assert!(MIN_MSS as usize > PACKET_OVERHEAD);
+// ... and in secure mode too, after the seal's counter and tag.
+const _: () = assert!(MIN_MSS as usize > PACKET_OVERHEAD + crate::secure::SEAL_OVERHEAD);
 
 /// The largest MSS accepted: the largest UDP datagram over IPv4.
 pub const MAX_MSS: u32 = 65_535;
@@ -153,6 +160,7 @@ impl Default for Config {
             peer_idle_timeout: Duration::from_secs(10),
             max_bandwidth: None,
             congestion: Arc::new(NativeCcFactory),
+            security: crate::secure::Security::Plain,
         }
     }
 }

@@ -115,6 +115,9 @@ pub struct EndpointCounters {
     pub tombstone_answers: u64,
     /// Datagrams handed to the [`DatagramHandler`].
     pub foreign: u64,
+    /// Secure listener: final requests whose key agreement failed (wrong
+    /// key, a static key not allowed, malformed), refused with a reason.
+    pub secure_refused: u64,
 }
 
 /// Why [`Endpoint::listen`] failed.
@@ -541,7 +544,15 @@ impl Endpoint {
         }
         let config = l.config.clone();
         let id = self.new_socket_id();
-        let params = req.accept(id, &config, buf);
+        let params = match req.accept(id, &config, buf) {
+            Ok(p) => p,
+            Err(_) => {
+                // A secure caller that did not authenticate: `buf` holds
+                // the rejection that tells it why.
+                self.counters.secure_refused += 1;
+                return DatagramEvent::Respond;
+            }
+        };
         let mut connection = Connection::new(params, config.clone(), now);
         connection.limit_receive_window(Some(PENDING_RECV_WINDOW));
         let handle = self.insert(Route {

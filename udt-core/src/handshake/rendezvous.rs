@@ -75,7 +75,7 @@ impl Rendezvous {
         isn: SeqNumber,
         now: Instant,
     ) -> Self {
-        Rendezvous {
+        let mut r = Rendezvous {
             attempt: Attempt::new(
                 config,
                 local_id,
@@ -89,7 +89,14 @@ impl Rendezvous {
             socket_type: config.socket_type,
             peer_handshake: None,
             authenticated: false,
+        };
+        if config.security.is_secure() {
+            // Secure mode has caller and listener roles; a rendezvous
+            // would silently be plain, so it fails at once instead.
+            r.attempt
+                .finish(Err(super::ConnectError::SecureConfig));
         }
+        r
     }
 
     /// Processes one datagram. Anything not from the peer's exact address
@@ -196,6 +203,7 @@ impl Rendezvous {
             rendezvous: true,
             self_ip: self.attempt.self_ip(hs),
             response: None,
+            secure: None,
         };
         self.attempt.finish(Ok(params));
     }

@@ -1,0 +1,1 @@
+//! Secure-mode tests of the connection (sealed packets end to end).

@@ -1,0 +1,1 @@
+//! Round trips of the secure handshake through the caller and listener machines.
