@@ -40,8 +40,6 @@ mod rendezvous_tests;
 #[cfg(test)]
 mod scripted_tests;
 mod sealed;
-#[cfg(test)]
-mod sealed_tests;
 mod sender;
 #[cfg(test)]
 mod tests;

@@ -1,1 +1,0 @@
-//! Secure-mode tests of the connection (sealed packets end to end).
