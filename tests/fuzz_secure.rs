@@ -45,10 +45,14 @@ fn mutate(rng: &mut Rng, seen: &[Vec<u8>], d: &mut Vec<u8>) -> bool {
             // A well-formed extension of any kind and method with random
             // payload, in place of the real one.
             d.truncate(plain);
-            let kind = [ExtKind::Offer, ExtKind::Init, ExtKind::Resp, ExtKind::Refuse]
-                [rng.below(4) as usize];
-            let method = [Method::PreSharedKey, Method::StaticKeys, Method::Code]
-                [rng.below(3) as usize];
+            let kind = [
+                ExtKind::Offer,
+                ExtKind::Init,
+                ExtKind::Resp,
+                ExtKind::Refuse,
+            ][rng.below(4) as usize];
+            let method =
+                [Method::PreSharedKey, Method::StaticKeys, Method::Code][rng.below(3) as usize];
             let n = rng.below(200) as usize;
             let payload: Vec<u8> = (0..n).map(|_| rng.next_u32() as u8).collect();
             handshake_ext::write(d, kind, Some(method), None, &payload);
@@ -66,7 +70,10 @@ fn secure_handshake_survives_an_attacker_on_the_path() {
     let (b_priv, b_pub) = generate_keypair().expect("keypair");
     assert_eq!(public_key(&b_priv), b_pub);
     let methods = [
-        (Security::PreSharedKey([1; 32]), Security::PreSharedKey([1; 32])),
+        (
+            Security::PreSharedKey([1; 32]),
+            Security::PreSharedKey([1; 32]),
+        ),
         (
             Security::StaticKeys {
                 private_key: a_priv,
@@ -77,8 +84,14 @@ fn secure_handshake_survives_an_attacker_on_the_path() {
                 peer_keys: vec![a_pub],
             },
         ),
-        (Security::Code("4-x-y-z".into()), Security::Code("4-x-y-z".into())),
-        (Security::Code("4-x-y-z".into()), Security::Code("5-x-y-z".into())),
+        (
+            Security::Code("4-x-y-z".into()),
+            Security::Code("4-x-y-z".into()),
+        ),
+        (
+            Security::Code("4-x-y-z".into()),
+            Security::Code("5-x-y-z".into()),
+        ),
         (Security::Plain, Security::PreSharedKey([1; 32])),
         (Security::PreSharedKey([1; 32]), Security::Plain),
     ];
@@ -109,5 +122,8 @@ fn secure_handshake_survives_an_attacker_on_the_path() {
     }
     // Untampered rounds of matching methods do connect: the test is not
     // vacuous.
-    assert!(connected >= 60 * scale(), "seed={seed}: {connected}/{runs} connected");
+    assert!(
+        connected >= 60 * scale(),
+        "seed={seed}: {connected}/{runs} connected"
+    );
 }

@@ -46,7 +46,10 @@ fn secure_transfer(seed: u64, a: Security, b: Security) -> (Pair, SocketId, Sock
         4 * 1024 * 1024,
         Duration::from_secs(120),
     );
-    assert!(report.sender.packets_retransmitted > 0, "seed={seed}: no loss?");
+    assert!(
+        report.sender.packets_retransmitted > 0,
+        "seed={seed}: no loss?"
+    );
     for (node, id) in [(p.a, ia), (p.b, ib)] {
         let c = p.sim.node(node).connection(id).expect("connection");
         assert!(c.is_secure());
@@ -135,7 +138,12 @@ fn secure_message_mode_with_ttl_and_out_of_order() {
                     let mut msg = sent.to_le_bytes().to_vec();
                     msg.extend((4..len).map(|k| (k as u32 ^ sent) as u8));
                     let r = sim.node_mut(a).with_connection(ia, |c| {
-                        c.send_msg(now, &msg, Some(Duration::from_secs(60)), sent % 2 == 0)
+                        c.send_msg(
+                            now,
+                            &msg,
+                            Some(Duration::from_secs(60)),
+                            sent.is_multiple_of(2),
+                        )
                     });
                     match r {
                         Some(Ok(())) => sent += 1,
@@ -143,8 +151,9 @@ fn secure_message_mode_with_ttl_and_out_of_order() {
                     }
                 }
                 sim.poke(a);
-                while let Some(Ok(_)) =
-                    sim.node_mut(b).with_connection(ib, |c| c.recv_msg_into(&mut buf))
+                while let Some(Ok(_)) = sim
+                    .node_mut(b)
+                    .with_connection(ib, |c| c.recv_msg_into(&mut buf))
                 {
                     let i = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
                     let len = 4 + (i as usize * 131) % 8000;

@@ -27,7 +27,7 @@ pub struct Caller {
     /// Secure mode wanted by this caller (plain: UDT4 exactly).
     security: Security,
     /// The key agreement started with our final request.
-    initiator: Option<Initiator>,
+    initiator: Option<Box<Initiator>>,
 }
 
 impl Caller {
@@ -177,7 +177,7 @@ impl Caller {
         match Initiator::start(&self.security, &body) {
             Ok(Some(init)) => {
                 self.attempt.extension = init.extension().to_vec();
-                self.initiator = Some(init);
+                self.initiator = Some(Box::new(init));
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -190,7 +190,7 @@ impl Caller {
     fn finish_key_agreement(
         &mut self,
         datagram: &[u8],
-    ) -> Result<Option<super::SecureParams>, ConnectError> {
+    ) -> Result<Option<Box<super::SecureParams>>, ConnectError> {
         if !self.security.is_secure() {
             return Ok(None);
         }
@@ -211,10 +211,10 @@ impl Caller {
             HandshakeFailure::BadConfig => ConnectError::SecureConfig,
             HandshakeFailure::AuthFailed => ConnectError::AuthFailed,
         })?;
-        Ok(Some(super::SecureParams {
+        Ok(Some(Box::new(super::SecureParams {
             keys,
             response_ext: Vec::new(),
-        }))
+        })))
     }
 
     /// Fails the attempt if the connect timeout has passed; otherwise a

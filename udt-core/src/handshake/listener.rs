@@ -83,10 +83,24 @@ pub struct AcceptRequest {
     pub self_ip: Option<IpAddr>,
     /// The request as received, for the echoes.
     request: Handshake,
-    /// Secure listener: the request's 48-byte body as received and its
-    /// extension (the caller's first key-agreement message).
-    secure: Option<(Security, Vec<u8>, Vec<u8>)>,
+    /// Secure listener: what the key agreement needs (boxed: rare and
+    /// large next to a plain request).
+    secure: Option<Box<SecureRequest>>,
 }
+
+/// The secure part of a verified final request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SecureRequest {
+    /// The listener's security (its key or code).
+    security: Security,
+    /// The request's 48-byte body as received (in the Noise prologue).
+    body: Vec<u8>,
+    /// The request's extension: the caller's first message.
+    ext: Vec<u8>,
+}
+
+/// A refused request; the rejection is in the output buffer.
+struct Refused;
 
 impl Listener {
     /// A listener for sockets of `config.socket_type`, whose cookies are keyed
@@ -181,7 +195,7 @@ impl Listener {
                 };
                 let secure_request = match self.check_extension(from, datagram, &hs, out) {
                     Ok(s) => s,
-                    Err(reply) => return reply,
+                    Err(Refused) => return ListenerOutput::Reply,
                 };
                 let is_v6 = from.ip().to_canonical().is_ipv6();
                 let self_ip =
@@ -211,14 +225,13 @@ impl Listener {
     /// plain request or one of another method is refused with a
     /// rejection that says why (the caller reports it). `Ok(None)` for a
     /// plain listener.
-    #[allow(clippy::type_complexity)]
     fn check_extension(
         &self,
         from: SocketAddr,
         datagram: &[u8],
         hs: &Handshake,
         out: &mut Vec<u8>,
-    ) -> Result<Option<(Security, Vec<u8>, Vec<u8>)>, ListenerOutput> {
+    ) -> Result<Option<Box<SecureRequest>>, Refused> {
         let Some(method) = self.security.method() else {
             return Ok(None);
         };
@@ -232,7 +245,11 @@ impl Listener {
                     .get(HEADER_SIZE + Handshake::BODY_SIZE..)
                     .unwrap_or_default()
                     .to_vec();
-                return Ok(Some((self.security.clone(), body, ext_bytes)));
+                return Ok(Some(Box::new(SecureRequest {
+                    security: self.security.clone(),
+                    body,
+                    ext: ext_bytes,
+                })));
             }
             Ok(ext) if ext.kind == ExtKind::Init => RefuseReason::MethodMismatch,
             Err(ExtError::Absent) => RefuseReason::PlainRefused,
@@ -248,7 +265,7 @@ impl Listener {
             }
         );
         refuse(hs, self.security.method(), reason, out);
-        Err(ListenerOutput::Reply)
+        Err(Refused)
     }
 
     /// The cookie bucket `now` falls in: whole 60 s periods since creation.
@@ -337,7 +354,12 @@ impl AcceptRequest {
         response.encode(0, self.peer_socket_id, out);
         let secure = match &self.secure {
             None => None,
-            Some((security, request_body, ext_bytes)) => {
+            Some(req) => {
+                let SecureRequest {
+                    security,
+                    body: request_body,
+                    ext: ext_bytes,
+                } = &**req;
                 let body = out
                     .get(HEADER_SIZE..HEADER_SIZE + Handshake::BODY_SIZE)
                     .unwrap_or_default()
@@ -348,7 +370,7 @@ impl AcceptRequest {
                 match result {
                     Ok((keys, response_ext)) => {
                         out.extend_from_slice(&response_ext);
-                        Some(super::SecureParams { keys, response_ext })
+                        Some(Box::new(super::SecureParams { keys, response_ext }))
                     }
                     Err(reason) => {
                         log::info!(

@@ -44,7 +44,6 @@ pub use connecting::Connecting;
 pub use listener::{AcceptRequest, Listener, ListenerOutput};
 pub use rendezvous::Rendezvous;
 
-
 /// How often an unanswered handshake request is repeated (UDT4
 /// `CUDT::connect` and `CRendezvousQueue::updateConnStatus`: 250 ms).
 pub const REQUEST_INTERVAL: Duration = Duration::from_millis(250);
@@ -85,7 +84,7 @@ pub struct ConnectParams {
     pub response: Option<Handshake>,
     /// Secure mode: the packet keys and the peer's identity; `None` for a
     /// plain connection.
-    pub secure: Option<SecureParams>,
+    pub secure: Option<Box<SecureParams>>,
 }
 
 /// What a secure handshake leaves to its connection.

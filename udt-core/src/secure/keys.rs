@@ -140,7 +140,10 @@ impl Initiator {
     /// # Errors
     /// [`HandshakeFailure::BadConfig`] when the configuration cannot start
     /// (static keys with no peer key, or a key the curve refuses).
-    pub fn start(security: &Security, request_body: &[u8]) -> Result<Option<Self>, HandshakeFailure> {
+    pub fn start(
+        security: &Security,
+        request_body: &[u8],
+    ) -> Result<Option<Self>, HandshakeFailure> {
         let Some(method) = security.method() else {
             return Ok(None);
         };
@@ -309,7 +312,9 @@ pub fn respond(
                 &Identity::new(SPAKE_LISTENER),
             );
             reply = msg;
-            let key = state.finish(spake_msg).map_err(|_| RefuseReason::Malformed)?;
+            let key = state
+                .finish(spake_msg)
+                .map_err(|_| RefuseReason::Malformed)?;
             let key: [u8; 32] = key.try_into().map_err(|_| RefuseReason::Malformed)?;
             Builder::new(params(NN_PSK2)?)
                 .prologue(&prologue)
@@ -339,7 +344,9 @@ pub fn respond(
     let mut msg = [0u8; NOISE_BUF];
     let n = noise
         .write_message(
-            response_body.get(..Handshake::BODY_SIZE).unwrap_or_default(),
+            response_body
+                .get(..Handshake::BODY_SIZE)
+                .unwrap_or_default(),
             &mut msg,
         )
         .map_err(|_| RefuseReason::Malformed)?;

@@ -195,7 +195,9 @@ mod tests {
     }
 
     fn packet(marker: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x00, 0x00, 0x00, 0x07, 0xC0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 42];
+        let mut p = vec![
+            0x00, 0x00, 0x00, 0x07, 0xC0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 42,
+        ];
         p.extend_from_slice(marker);
         p
     }
@@ -250,10 +252,7 @@ mod tests {
             from_b = plain.clone();
             b.seal(&mut from_b).expect("seal");
         }
-        assert_eq!(
-            b.open(&from_b, &mut out),
-            Err(SealError::Unauthenticated)
-        );
+        assert_eq!(b.open(&from_b, &mut out), Err(SealError::Unauthenticated));
         a.open(&from_b, &mut out).expect("a opens b's packet");
     }
 

@@ -17,9 +17,15 @@ use crate::Config;
 const PLAIN_LEN: usize = HEADER_SIZE + Handshake::BODY_SIZE;
 
 fn config(security: Security) -> Config {
-    let mut c = Config::default();
-    c.security = security;
-    c
+    Config {
+        security,
+        ..Config::default()
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // one real Instant as the tests' epoch
+fn epoch() -> Instant {
+    Instant::now()
 }
 
 struct Run {
@@ -39,7 +45,7 @@ fn run(
     isn: u32,
     mut tamper: impl FnMut(&mut Vec<u8>),
 ) -> Run {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let a: SocketAddr = "192.0.2.1:9000".parse().expect("addr");
     let b: SocketAddr = "198.51.100.7:9000".parse().expect("addr");
     let cc = config(caller_sec);
@@ -114,7 +120,10 @@ fn round_trip_per_method_and_the_wire_shape() {
                 peer_keys: vec![a_pub],
             },
         ),
-        (Security::Code("5-a-b-c".into()), Security::Code("5-a-b-c".into())),
+        (
+            Security::Code("5-a-b-c".into()),
+            Security::Code("5-a-b-c".into()),
+        ),
     ];
     for (c, l) in methods {
         let method = c.method();
@@ -164,8 +173,7 @@ fn altering_the_response_body_fails_authentication() {
         Security::Code("1-x-y-z".into()),
         1000,
         |d| {
-            let is_resp = handshake_ext::parse_datagram(d)
-                .is_ok_and(|e| e.kind == ExtKind::Resp);
+            let is_resp = handshake_ext::parse_datagram(d).is_ok_and(|e| e.kind == ExtKind::Resp);
             if is_resp {
                 d[HEADER_SIZE + 15] ^= 0x01;
             }
@@ -194,7 +202,7 @@ fn a_response_replayed_from_an_earlier_handshake_is_refused() {
 fn stripping_the_init_is_refused_by_the_listener() {
     // A plain final request (what stripping the extension leaves) to a
     // secure listener: refused with a reason a caller of ours reports.
-    let t0 = Instant::now();
+    let t0 = epoch();
     let a: SocketAddr = "192.0.2.1:9000".parse().expect("addr");
     let lc = config(Security::PreSharedKey([2; 32]));
     let mut listener = Listener::new(&lc, [7; 16], t0);
@@ -235,7 +243,7 @@ fn stripping_the_init_is_refused_by_the_listener() {
 fn connected_pair() -> (Connection, Connection, Instant) {
     let psk = Security::PreSharedKey([3; 32]);
     let run = run(psk.clone(), psk.clone(), 1000, |_| {});
-    let t0 = Instant::now();
+    let t0 = epoch();
     let cfg = Arc::new(config(psk));
     let c = Connection::new(run.caller.expect("caller"), cfg.clone(), t0);
     let l = Connection::new(run.listener.expect("listener"), cfg, t0);
@@ -260,7 +268,10 @@ fn sealed_packets_flow_replays_and_flips_are_dropped_and_counted() {
     }
     assert!(sent.len() >= 3, "4000 bytes take several packets");
     for (_, d) in &sent {
-        assert!(!d.windows(9).any(|w| w == b"PLAINTEXT"), "plaintext on the wire");
+        assert!(
+            !d.windows(9).any(|w| w == b"PLAINTEXT"),
+            "plaintext on the wire"
+        );
     }
     // Every datagram with one bit flipped, then each genuine one twice.
     for (_, d) in &sent {

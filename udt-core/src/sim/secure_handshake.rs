@@ -50,7 +50,10 @@ impl TamperedRun {
                 ls.keys.send_key == secure.keys.recv_key && ls.keys.recv_key == secure.keys.send_key
             })
         });
-        assert!(matched, "the caller agreed keys with no accepted connection");
+        assert!(
+            matched,
+            "the caller agreed keys with no accepted connection"
+        );
     }
 }
 
@@ -67,10 +70,14 @@ pub fn tampered_handshake(
 ) -> TamperedRun {
     let a: SocketAddr = SocketAddr::from(([192, 0, 2, 1], 9000));
     let b: SocketAddr = SocketAddr::from(([198, 51, 100, 7], 9000));
-    let mut cc = Config::default();
-    cc.security = caller;
-    let mut lc = Config::default();
-    lc.security = listener;
+    let cc = Config {
+        security: caller,
+        ..Config::default()
+    };
+    let lc = Config {
+        security: listener,
+        ..Config::default()
+    };
     let mut c = Caller::new(&cc, SocketId(0x1234), b, SeqNumber::new(77), t0);
     let mut l = Listener::new(&lc, [7; 16], t0);
     let mut run = TamperedRun::default();
