@@ -40,6 +40,8 @@ mod rendezvous_tests;
 #[cfg(test)]
 mod scripted_tests;
 mod sealed;
+#[cfg(test)]
+mod secure_tests;
 mod sender;
 #[cfg(test)]
 mod tests;

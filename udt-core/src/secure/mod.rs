@@ -76,6 +76,3 @@ impl Security {
         self.method().is_some()
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,16 +1,16 @@
-//! The secure handshake through the caller and listener machines, without
-//! the simulator: what goes on the wire, per-method round trips, and what
+//! Secure mode (issue 11) through the caller and listener machines and two
+//! connections, without the simulator: what goes on the wire, per-method round trips, and what
 //! a downgrade or a replay on the path runs into.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::handshake_ext::{self, ExtKind, RefuseReason};
-use super::*;
 use crate::connection::Connection;
 use crate::handshake::{Caller, ConnectError, ConnectParams, Listener, ListenerOutput};
 use crate::packet::{Handshake, HEADER_SIZE};
+use crate::secure::handshake_ext::{self, ExtKind, RefuseReason};
+use crate::secure::{generate_keypair, Security};
 use crate::seq::{SeqNumber, SocketId};
 use crate::Config;
 
