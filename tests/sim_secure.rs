@@ -360,3 +360,57 @@ fn spoofed_shutdown_and_keepalives_do_nothing_to_a_secure_connection() {
     assert_eq!(r, Ok(0), "the real close is a clean end of stream");
     let _ = ReadError::WouldBlock;
 }
+
+#[test]
+fn a_replayed_final_request_opens_no_second_connection() {
+    use std::time::Instant;
+    use udt_core::endpoint::{DatagramEvent, Endpoint};
+    init_logs();
+    let psk = Security::PreSharedKey([0x42; 32]);
+    let cfg = std::sync::Arc::new(config(psk));
+    let a_addr: std::net::SocketAddr = "192.0.2.1:9000".parse().expect("addr");
+    let b_addr: std::net::SocketAddr = "198.51.100.7:9000".parse().expect("addr");
+    let t0 = Instant::now();
+    let mut listener = Endpoint::new(1);
+    listener.listen(t0, cfg.clone(), 8).expect("listen");
+    let mut caller = Endpoint::new(2);
+    let (_, mut socket) = caller.connect(t0, b_addr, cfg);
+    let mut sent = Vec::new();
+    let mut buf = Vec::new();
+    let mut reply = Vec::new();
+    let mut accepted = Vec::new();
+    for step in 0..4u64 {
+        let now = t0 + Duration::from_millis(step);
+        while socket.poll_transmit(now, &mut buf).is_some() {
+            sent.push(buf.clone());
+            match listener.handle(now, a_addr, &buf, &mut reply) {
+                DatagramEvent::Respond => {
+                    let _ = socket.handle_datagram(now, b_addr, &reply);
+                }
+                DatagramEvent::Accepted { handle, socket: s } => {
+                    accepted.push((handle, s));
+                    let _ = socket.handle_datagram(now, b_addr, &reply);
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(socket.connection_ref().is_some_and(|c| c.is_secure()));
+    assert_eq!(accepted.len(), 1);
+    let final_request = sent
+        .iter()
+        .find(|d| d.len() > 64)
+        .expect("the final request carries the extension")
+        .clone();
+    // The connection ends and is forgotten; the recorded final request is
+    // replayed from the caller's address while its cookie is still valid.
+    let now = t0 + Duration::from_secs(5);
+    let (handle, s) = accepted.pop().expect("one");
+    listener.remove(now, handle, &s);
+    let event = listener.handle(now, a_addr, &final_request, &mut reply);
+    assert!(
+        !matches!(event, DatagramEvent::Accepted { .. }),
+        "a replay opened a connection: {event:?}"
+    );
+    assert_eq!(listener.counters().secure_replays, 1);
+}

@@ -88,11 +88,7 @@ impl<M: Mode> UdtSocket<M> {
     /// plain connection, which authenticates nothing.
     pub fn peer_identity(&self) -> Option<PeerIdentity> {
         self.conn
-            .peek(|g| {
-                g.phase
-                    .connection_ref()
-                    .map(|c| c.peer_identity().cloned())
-            })
+            .peek(|g| g.phase.connection_ref().map(|c| c.peer_identity().cloned()))
             .flatten()
     }
 

@@ -317,6 +317,14 @@ impl AcceptRequest {
         &self.request
     }
 
+    /// Secure listener: the caller's first key-agreement message (the
+    /// extension's payload), fresh in every honest handshake; `None` for a
+    /// plain request.
+    pub fn secure_init(&self) -> Option<&[u8]> {
+        let req = self.secure.as_ref()?;
+        req.ext.get(handshake_ext::EXT_HEADER_SIZE..)
+    }
+
     /// Accepts the connection as our socket `local_socket_id`: writes the −1
     /// response to `out` (send it to `peer_addr`) and returns the
     /// connection's parameters, with that response in
