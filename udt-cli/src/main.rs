@@ -13,6 +13,7 @@ use udt_cli::cmd::{bench, broker, demo, files, pipe, punch};
 use udt_cli::net::AllowList;
 use udt_cli::net::{self, NetOptions, Transport};
 use udt_cli::proto::{exit, RecvOptions};
+use udt_cli::secure::{self, PipeSecurityArgs, Role, TransferSecurityArgs};
 use udt_cli::signals;
 use udt_cli::ui::{parse_rate, parse_size, CliError, Output};
 
@@ -112,6 +113,7 @@ fn net_options(net: &NetArgs, out: Option<&OutArgs>) -> NetOptions {
         buffer_packets: net.buffer,
         connect_timeout: out.and_then(|o| o.connect.connect_timeout),
         linger: None,
+        security: udt_mux::Security::Plain,
     }
 }
 
@@ -173,6 +175,8 @@ Examples:
             value_delimiter = ','
         )]
         exclude: Vec<String>,
+        #[command(flatten)]
+        security: TransferSecurityArgs,
         #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
@@ -242,6 +246,8 @@ Examples:
         #[arg(long, hide = true)]
         no_fsync: bool,
         #[command(flatten)]
+        security: TransferSecurityArgs,
+        #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
         connect_timeout: ConnectArgs,
@@ -265,6 +271,8 @@ Examples:
         #[arg(long)]
         msg: bool,
         #[command(flatten)]
+        security: PipeSecurityArgs,
+        #[command(flatten)]
         net: NetArgs,
     },
     /// Send stdin to a UDT peer until EOF (like `nc`).
@@ -283,6 +291,8 @@ Examples:
         /// UDT message mode: one line = one message.
         #[arg(long)]
         msg: bool,
+        #[command(flatten)]
+        security: PipeSecurityArgs,
         #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
@@ -483,10 +493,17 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             listen,
             allow,
             exclude,
+            security,
             net,
             out,
             idle,
         } => {
+            let role = if listen.is_some() {
+                Role::Listens
+            } else {
+                Role::Connects
+            };
+            let (security, code) = secure::transfer_security(&security, role, net.transport)?;
             let (target, listen) = match listen {
                 Some(l) => (
                     None,
@@ -505,13 +522,18 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                     (Some(target), None)
                 }
             };
+            if let Some(code) = &code {
+                secure::announce_code(code, "udt recv HOST:PORT");
+            }
+            let mut net = net_options(&net, Some(&out));
+            net.security = security;
             files::send(&files::SendArgs {
                 paths: args.into_iter().map(PathBuf::from).collect(),
                 target,
                 listen,
                 allow: allow_list(&allow)?,
                 excludes: exclude,
-                net: net_options(&net, Some(&out)),
+                net,
                 idle: idle.idle_timeout,
                 output,
             })?;
@@ -527,10 +549,20 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             yes,
             allow,
             no_fsync,
+            security,
             net,
             connect_timeout,
             idle,
         } => {
+            let role = if connect.is_some() {
+                Role::Connects
+            } else {
+                Role::Listens
+            };
+            let (security, code) = secure::transfer_security(&security, role, net.transport)?;
+            if let Some(code) = &code {
+                secure::announce_code(code, "udt send FILES... HOST:PORT");
+            }
             let mut options = RecvOptions::new(out);
             options.overwrite = overwrite;
             options.resume = resume;
@@ -538,6 +570,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             options.fsync = !no_fsync;
             let mut net = net_options(&net, None);
             net.connect_timeout = connect_timeout.connect_timeout;
+            net.security = security;
             files::recv(&files::RecvArgs {
                 listen: net::listen_addr(&listen).map_err(|e| CliError::usage(e.to_string()))?,
                 connect,
@@ -553,24 +586,34 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                 output,
             })?;
         }
-        Command::Listen { addr, msg, net } => {
+        Command::Listen {
+            addr,
+            msg,
+            security,
+            net,
+        } => {
+            let mut net = net_options(&net, None);
+            net.security = secure::pipe_security(&security)?;
             pipe::listen(&pipe::PipeArgs {
                 addr,
                 msg,
-                net: net_options(&net, None),
+                net,
                 output,
             })?;
         }
         Command::Connect {
             addr,
             msg,
+            security,
             net,
             out,
         } => {
+            let mut net = net_options(&net, Some(&out));
+            net.security = secure::pipe_security(&security)?;
             pipe::connect(&pipe::PipeArgs {
                 addr,
                 msg,
-                net: net_options(&net, Some(&out)),
+                net,
                 output,
             })?;
         }

@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 pub fn udt() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_udt"));
     c.env("RUST_LOG", "warn");
+    // `udt send` and `udt recv` are secure by default (issue 11): both
+    // sides of every test transfer share this code (the --code option's
+    // environment variable); tests of the code workflow remove it.
+    c.env("UDT_CODE", "test-code");
     c
 }
 
