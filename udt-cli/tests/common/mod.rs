@@ -308,3 +308,12 @@ pub fn json_of(p: &mut Proc) -> serde_json::Value {
         .unwrap_or_else(|| panic!("{}: no JSON on stdout; stderr:\n{}", p.name, p.stderr()));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", p.name))
 }
+
+/// Transport options of a test that speaks the protocol to `udt recv`
+/// itself: the shared test code (see [`udt`]), as the receiver expects.
+pub fn test_net() -> udt_cli::net::NetOptions {
+    udt_cli::net::NetOptions {
+        security: udt_mux::Security::Code("test-code".into()),
+        ..udt_cli::net::NetOptions::default()
+    }
+}
