@@ -662,11 +662,18 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             net,
             out,
         } => {
+            let mut net = net_options(&net, Some(&out));
+            if net.transport == net::Transport::Udt {
+                // Like `udt send` / `udt recv`: encrypted, with a code
+                // both in-process sides share.
+                let code = secure::new_code().map_err(|e| CliError::io("making a code", e))?;
+                net.security = udt_mux::Security::Code(code);
+            }
             demo::run(&demo::DemoArgs {
                 size,
                 dir,
                 keep,
-                net: net_options(&net, Some(&out)),
+                net,
                 output,
             })?;
         }
