@@ -414,3 +414,62 @@ fn a_replayed_final_request_opens_no_second_connection() {
     );
     assert_eq!(listener.counters().secure_replays, 1);
 }
+
+#[test]
+fn a_finished_secure_connection_answers_late_packets_with_a_sealed_shutdown() {
+    use std::time::Instant;
+    use udt_core::endpoint::{DatagramEvent, Endpoint};
+    use udt_core::ConnectionError;
+    init_logs();
+    let cfg = std::sync::Arc::new(config(Security::Code("8-a-b-c".into())));
+    let a_addr: std::net::SocketAddr = "192.0.2.1:9000".parse().expect("addr");
+    let b_addr: std::net::SocketAddr = "198.51.100.7:9000".parse().expect("addr");
+    let t0 = Instant::now();
+    let mut listener = Endpoint::new(1);
+    listener.listen(t0, cfg.clone(), 8).expect("listen");
+    let mut caller = Endpoint::new(2);
+    let (_, mut socket) = caller.connect(t0, b_addr, cfg);
+    let (mut buf, mut reply) = (Vec::new(), Vec::new());
+    let mut accepted = None;
+    for step in 0..4u64 {
+        let now = t0 + Duration::from_millis(step);
+        while socket.poll_transmit(now, &mut buf).is_some() {
+            match listener.handle(now, a_addr, &buf, &mut reply) {
+                DatagramEvent::Respond => {
+                    let _ = socket.handle_datagram(now, b_addr, &reply);
+                }
+                DatagramEvent::Accepted { handle, socket: s } => {
+                    accepted = Some((handle, s));
+                    let _ = socket.handle_datagram(now, b_addr, &reply);
+                }
+                _ => {}
+            }
+        }
+    }
+    let (handle, mut b) = accepted.expect("accepted");
+    // B closes; its shutdown is lost; B's endpoint forgets the connection.
+    let now = t0 + Duration::from_millis(10);
+    let conn = b.connection().expect("B's connection");
+    conn.close(now);
+    while conn.poll_transmit(now, &mut buf).is_some() {}
+    assert!(b.is_finished());
+    listener.remove(now, handle, &b);
+    // A still sends: B's endpoint answers with a shutdown sealed under the
+    // finished connection's key, which A authenticates and obeys.
+    let a = socket.connection().expect("A's connection");
+    assert_eq!(a.write(b"late"), Ok(4));
+    let now = t0 + Duration::from_millis(100);
+    let mut answered = 0;
+    while a.poll_transmit(now, &mut buf).is_some() {
+        if let DatagramEvent::Respond = listener.handle(now, a_addr, &buf, &mut reply) {
+            answered += 1;
+            a.handle_datagram(now, b_addr, &reply);
+        }
+    }
+    assert_eq!(answered, 1);
+    assert_eq!(a.stats().dropped.unauthenticated, 0);
+    assert_eq!(
+        a.state(),
+        udt_core::State::Closed(ConnectionError::PeerClosed)
+    );
+}

@@ -35,8 +35,9 @@ pub struct TransferSecurityArgs {
     )]
     pub key: Option<String>,
     /// Plain UDT4: no encryption, no authentication (to talk to older
-    /// versions or other UDT4 programs).
-    #[arg(long, conflicts_with_all = ["code", "key"], help_heading = "Security")]
+    /// versions or other UDT4 programs). Overrides --code and --key (and
+    /// UDT_CODE / UDT_KEY).
+    #[arg(long, help_heading = "Security")]
     pub insecure: bool,
 }
 

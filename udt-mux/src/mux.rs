@@ -138,6 +138,8 @@ impl MuxShared {
             handshakes_rejected: e.handshakes_rejected,
             handshakes_throttled: e.handshakes_throttled,
             foreign: e.foreign,
+            secure_refused: e.secure_refused,
+            secure_replays: e.secure_replays,
         }
     }
 }

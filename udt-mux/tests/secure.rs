@@ -273,4 +273,10 @@ fn a_replayed_handshake_from_an_earlier_connection_opens_nothing() {
         .expect("replay");
     let r = listener.accept_timeout(Duration::from_millis(500));
     assert!(r.is_err(), "the replay opened a connection");
+    // ... because it was recognised as a replay (not merely lost).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while server.stats().secure_replays == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.stats().secure_replays, 1);
 }

@@ -306,6 +306,12 @@ impl Connection {
         self.peer_identity.as_ref()
     }
 
+    /// Secure mode: the sending half of the keys, for the endpoint to seal
+    /// the repeated shutdowns of this connection once it is finished.
+    pub(crate) fn tombstone_sealer(&self) -> Option<crate::secure::Sealer> {
+        self.seal.as_ref().map(SealState::sealer)
+    }
+
     /// The peer's address; packets from any other address are dropped.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr

@@ -394,6 +394,9 @@ impl Endpoint {
                 now,
                 lifetime,
             );
+            if let Some(sealer) = c.tombstone_sealer() {
+                self.tombstones.set_sealer(route.socket_id, sealer);
+            }
         }
     }
 
@@ -627,6 +630,9 @@ impl Endpoint {
             control: Control::Shutdown,
         })
         .encode(buf);
+        if !self.tombstones.seal_answer(dest, buf) {
+            return self.drop(DropReason::UnknownDestination);
+        }
         self.counters.unknown_destination += 1;
         self.counters.tombstone_answers += 1;
         log::debug!("{dest} is closed: repeated the shutdown to {from}");

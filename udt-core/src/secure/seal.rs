@@ -63,12 +63,65 @@ impl std::fmt::Display for SealError {
 
 impl std::error::Error for SealError {}
 
+/// The sending half: the key of our direction and its next counter.
+#[derive(Clone)]
+pub struct Sealer {
+    cipher: ChaCha20Poly1305,
+    /// The counter of the next packet we send.
+    counter: u64,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Sealer")
+            .field("counter", &self.counter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealer {
+    /// Seals the plain packet in `buf` in place (see the module docs).
+    ///
+    /// # Errors
+    /// [`SealError::TooShort`] when `buf` holds no whole header;
+    /// [`SealError::CounterExhausted`] after [`MAX_COUNTER`] packets.
+    /// `buf` is unchanged on error.
+    pub fn seal(&mut self, buf: &mut Vec<u8>) -> Result<(), SealError> {
+        if buf.len() < HEADER_SIZE {
+            return Err(SealError::TooShort);
+        }
+        if self.counter > MAX_COUNTER {
+            return Err(SealError::CounterExhausted);
+        }
+        let counter = self.counter;
+        buf.splice(
+            HEADER_SIZE..HEADER_SIZE,
+            counter.to_be_bytes().iter().copied(),
+        );
+        let (aad, body) = buf.split_at_mut(HEADER_SIZE + COUNTER_SIZE);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(&nonce(counter), aad, body)
+            // Only fails for bodies beyond 256 GiB; undo the counter.
+            .map_err(|_| SealError::TooShort);
+        let tag = match tag {
+            Ok(t) => t,
+            Err(e) => {
+                buf.drain(HEADER_SIZE..HEADER_SIZE + COUNTER_SIZE);
+                return Err(e);
+            }
+        };
+        buf.extend_from_slice(&tag);
+        self.counter += 1;
+        Ok(())
+    }
+}
+
 /// The send and receive state of one secure connection.
 pub struct SealState {
-    send: ChaCha20Poly1305,
+    send: Sealer,
     recv: ChaCha20Poly1305,
-    /// The counter of the next packet we send.
-    send_counter: u64,
     window: ReplayWindow,
 }
 
@@ -76,7 +129,7 @@ impl std::fmt::Debug for SealState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the keys.
         f.debug_struct("SealState")
-            .field("send_counter", &self.send_counter)
+            .field("send_counter", &self.send.counter)
             .finish_non_exhaustive()
     }
 }
@@ -91,52 +144,33 @@ impl SealState {
     /// The state for the keys a finished handshake produced.
     pub fn new(keys: &SessionKeys) -> Self {
         SealState {
-            send: ChaCha20Poly1305::new(Key::from_slice(&keys.send_key)),
+            send: Sealer {
+                cipher: ChaCha20Poly1305::new(Key::from_slice(&keys.send_key)),
+                counter: 0,
+            },
             recv: ChaCha20Poly1305::new(Key::from_slice(&keys.recv_key)),
-            send_counter: 0,
             window: ReplayWindow::new(),
         }
     }
 
     /// How many packets have been sealed.
     pub fn sealed(&self) -> u64 {
-        self.send_counter
+        self.send.counter
     }
 
-    /// Seals the plain packet in `buf` in place (see the module docs).
+    /// A copy of the sending half, for the endpoint to seal the repeated
+    /// shutdowns of a finished connection (its tombstone). The connection
+    /// must send nothing more, or counters would repeat.
+    pub fn sealer(&self) -> Sealer {
+        self.send.clone()
+    }
+
+    /// Seals the plain packet in `buf` in place (see [`Sealer::seal`]).
     ///
     /// # Errors
-    /// [`SealError::TooShort`] when `buf` holds no whole header;
-    /// [`SealError::CounterExhausted`] after [`MAX_COUNTER`] packets.
-    /// `buf` is unchanged on error.
+    /// As [`Sealer::seal`].
     pub fn seal(&mut self, buf: &mut Vec<u8>) -> Result<(), SealError> {
-        if buf.len() < HEADER_SIZE {
-            return Err(SealError::TooShort);
-        }
-        if self.send_counter > MAX_COUNTER {
-            return Err(SealError::CounterExhausted);
-        }
-        let counter = self.send_counter;
-        buf.splice(
-            HEADER_SIZE..HEADER_SIZE,
-            counter.to_be_bytes().iter().copied(),
-        );
-        let (aad, body) = buf.split_at_mut(HEADER_SIZE + COUNTER_SIZE);
-        let tag = self
-            .send
-            .encrypt_in_place_detached(&nonce(counter), aad, body)
-            // Only fails for bodies beyond 256 GiB; undo the counter.
-            .map_err(|_| SealError::TooShort);
-        let tag = match tag {
-            Ok(t) => t,
-            Err(e) => {
-                buf.drain(HEADER_SIZE..HEADER_SIZE + COUNTER_SIZE);
-                return Err(e);
-            }
-        };
-        buf.extend_from_slice(&tag);
-        self.send_counter += 1;
-        Ok(())
+        self.send.seal(buf)
     }
 
     /// Opens the sealed `datagram` into `out` (cleared first): the plain
@@ -259,7 +293,7 @@ mod tests {
     #[test]
     fn exhausted_counter_refuses_to_send() {
         let (mut a, _) = pair();
-        a.send_counter = MAX_COUNTER + 1;
+        a.send.counter = MAX_COUNTER + 1;
         let mut buf = packet(b"x");
         let before = buf.clone();
         assert_eq!(a.seal(&mut buf), Err(SealError::CounterExhausted));
