@@ -34,8 +34,9 @@ fuzz_target!(|data: &[u8]| {
             0 => true,
             1 => false,
             2 => {
+                let len = d.len().max(1);
                 for (i, b) in bytes.iter().enumerate() {
-                    if let Some(x) = d.get_mut(i % d.len().max(1)) {
+                    if let Some(x) = d.get_mut(i % len) {
                         *x ^= b;
                     }
                 }
