@@ -13,6 +13,7 @@ use udt_cli::cmd::{bench, broker, demo, files, pipe, punch};
 use udt_cli::net::AllowList;
 use udt_cli::net::{self, NetOptions, Transport};
 use udt_cli::proto::{exit, RecvOptions};
+use udt_cli::secure::{self, PipeSecurityArgs, Role, TransferSecurityArgs};
 use udt_cli::signals;
 use udt_cli::ui::{parse_rate, parse_size, CliError, Output};
 
@@ -125,7 +126,34 @@ fn net_options(net: &NetArgs, out: Option<&OutArgs>) -> NetOptions {
         cc: net.cc,
         connect_timeout: out.and_then(|o| o.connect.connect_timeout),
         linger: None,
+        security: udt_mux::Security::Plain,
     }
+}
+
+/// The broker options of `send`/`recv` with the session code taken from
+/// `--code` (one code names the session and, once transfers through a
+/// broker can be encrypted, authenticates it).
+///
+/// # Errors
+/// A usage error for `--broker` without `--insecure`: punching ends in a
+/// UDT rendezvous, which has no secure mode yet, and a transfer the user
+/// did not ask to be plain must never go out in clear text.
+fn broker_session(
+    mut broker: punch::BrokerOpts,
+    security: &secure::TransferSecurityArgs,
+) -> Result<punch::BrokerOpts, CliError> {
+    if broker.broker.is_none() {
+        return Ok(broker);
+    }
+    if !security.insecure {
+        return Err(CliError::usage(
+            "transfers through --broker cannot be encrypted yet (they end in a UDT rendezvous, \
+             which has no secure mode): add --insecure to send in clear text; --code then only \
+             names the session at the broker",
+        ));
+    }
+    broker.code = security.code.clone();
+    Ok(broker)
 }
 
 /// The `--allow` values as a list.
@@ -187,6 +215,8 @@ Examples:
             value_delimiter = ','
         )]
         exclude: Vec<String>,
+        #[command(flatten)]
+        security: TransferSecurityArgs,
         #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
@@ -259,6 +289,8 @@ Examples:
         #[arg(long, hide = true)]
         no_fsync: bool,
         #[command(flatten)]
+        security: TransferSecurityArgs,
+        #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
         connect_timeout: ConnectArgs,
@@ -284,6 +316,8 @@ Examples:
         #[arg(long)]
         msg: bool,
         #[command(flatten)]
+        security: PipeSecurityArgs,
+        #[command(flatten)]
         net: NetArgs,
     },
     /// Send stdin to a UDT peer until EOF (like `nc`).
@@ -302,6 +336,8 @@ Examples:
         /// UDT message mode: one line = one message.
         #[arg(long)]
         msg: bool,
+        #[command(flatten)]
+        security: PipeSecurityArgs,
         #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
@@ -502,11 +538,19 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             listen,
             allow,
             exclude,
+            security,
             net,
             out,
             idle,
             broker,
         } => {
+            let broker = broker_session(broker, &security)?;
+            let role = if listen.is_some() {
+                Role::Listens
+            } else {
+                Role::Connects
+            };
+            let (security, code) = secure::transfer_security(&security, role, net.transport)?;
             let (target, listen) = match listen {
                 Some(_) if broker.broker.is_some() => {
                     return Err(CliError::usage("give either --broker or --listen"));
@@ -530,13 +574,18 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                     (Some(target), None)
                 }
             };
+            if let Some(code) = &code {
+                secure::announce_code(code, "udt recv HOST:PORT");
+            }
+            let mut net = net_options(&net, Some(&out));
+            net.security = security;
             files::send(&files::SendArgs {
                 paths: args.into_iter().map(PathBuf::from).collect(),
                 target,
                 listen,
                 allow: allow_list(&allow)?,
                 excludes: exclude,
-                net: net_options(&net, Some(&out)),
+                net,
                 idle: idle.idle_timeout,
                 output,
                 broker,
@@ -553,6 +602,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             yes,
             allow,
             no_fsync,
+            security,
             net,
             connect_timeout,
             idle,
@@ -561,6 +611,16 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             if connect.is_some() && broker.broker.is_some() {
                 return Err(CliError::usage("give either HOST:PORT or --broker"));
             }
+            let broker = broker_session(broker, &security)?;
+            let role = if connect.is_some() {
+                Role::Connects
+            } else {
+                Role::Listens
+            };
+            let (security, code) = secure::transfer_security(&security, role, net.transport)?;
+            if let Some(code) = &code {
+                secure::announce_code(code, "udt send FILES... HOST:PORT");
+            }
             let mut options = RecvOptions::new(out);
             options.overwrite = overwrite;
             options.resume = resume;
@@ -568,6 +628,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             options.fsync = !no_fsync;
             let mut net = net_options(&net, None);
             net.connect_timeout = connect_timeout.connect_timeout;
+            net.security = security;
             files::recv(&files::RecvArgs {
                 listen: net::listen_addr(&listen).map_err(|e| CliError::usage(e.to_string()))?,
                 connect,
@@ -584,24 +645,34 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                 broker,
             })?;
         }
-        Command::Listen { addr, msg, net } => {
+        Command::Listen {
+            addr,
+            msg,
+            security,
+            net,
+        } => {
+            let mut net = net_options(&net, None);
+            net.security = secure::pipe_security(&security)?;
             pipe::listen(&pipe::PipeArgs {
                 addr,
                 msg,
-                net: net_options(&net, None),
+                net,
                 output,
             })?;
         }
         Command::Connect {
             addr,
             msg,
+            security,
             net,
             out,
         } => {
+            let mut net = net_options(&net, Some(&out));
+            net.security = secure::pipe_security(&security)?;
             pipe::connect(&pipe::PipeArgs {
                 addr,
                 msg,
-                net: net_options(&net, Some(&out)),
+                net,
                 output,
             })?;
         }
@@ -650,11 +721,18 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             net,
             out,
         } => {
+            let mut net = net_options(&net, Some(&out));
+            if net.transport == net::Transport::Udt {
+                // Like `udt send` / `udt recv`: encrypted, with a code
+                // both in-process sides share.
+                let code = secure::new_code().map_err(|e| CliError::io("making a code", e))?;
+                net.security = udt_mux::Security::Code(code);
+            }
             demo::run(&demo::DemoArgs {
                 size,
                 dir,
                 keep,
-                net: net_options(&net, Some(&out)),
+                net,
                 output,
             })?;
         }

@@ -56,6 +56,8 @@ pub struct NetOptions {
     /// uses a short one: after Ctrl-C the shutdown then reaches the
     /// receiver at once instead of after the queued data.
     pub linger: Option<Duration>,
+    /// Plain UDT4 or secure mode (issue 11); see [`crate::secure`].
+    pub security: udt_mux::Security,
 }
 
 impl NetOptions {
@@ -81,6 +83,7 @@ impl NetOptions {
         if let Some(l) = self.linger {
             c.linger = Some(l);
         }
+        c.security = self.security.clone();
         c
     }
 

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::*;
-use udt_cli::net::{Conn, NetOptions};
+use udt_cli::net::Conn;
 use udt_cli::proto::wire::{self, EntryKind, EntryMeta, Frame, FrameReader};
 
 const T: Duration = Duration::from_secs(60);
@@ -147,7 +147,7 @@ fn an_idle_client_does_not_block_a_genuine_sender() {
     fs::write(&f, b"hello").unwrap();
     let out = base.join("out");
     let (mut recv, addr) = start_recv("recv", &out, &[]);
-    let idle = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+    let idle = Conn::connect(&addr.to_string(), &common::test_net()).unwrap();
     let started = Instant::now();
     let mut send = start_send("send", &[&f], addr, &[]);
     assert_eq!(send.code(T), 0, "{}", send.stderr());
@@ -171,7 +171,7 @@ fn a_silent_sender_is_dropped_after_the_idle_timeout() {
     let base = scratch("silent");
     let out = base.join("out");
     let (mut recv, addr) = start_recv("recv", &out, &["--idle-timeout", "1"]);
-    let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+    let mut conn = Conn::connect(&addr.to_string(), &common::test_net()).unwrap();
     let mut frames = Vec::new();
     wire::encode(
         &Frame::Hello {
@@ -276,7 +276,7 @@ fn a_million_entry_list_stays_under_a_stated_memory_bound() {
         );
     }
     wire::encode(&Frame::ListEnd, &mut frames);
-    let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+    let mut conn = Conn::connect(&addr.to_string(), &common::test_net()).unwrap();
     let mut replies = FrameReader::new(conn.try_clone().unwrap());
     let writer = std::thread::spawn(move || {
         conn.write_all(&frames).unwrap();

@@ -75,8 +75,9 @@ pub struct BrokerOpts {
     /// through the NATs (or relay), instead of a HOST:PORT to connect to.
     #[arg(long, value_name = "HOST:PORT", requires = "code")]
     pub broker: Option<String>,
-    /// With --broker: the session code both sides give.
-    #[arg(long, value_name = "CODE", requires = "broker")]
+    /// The session code both sides give: `--code` of the command, which
+    /// clap defines once (the transfer's security options own it).
+    #[arg(skip)]
     pub code: Option<String>,
 }
 

@@ -176,7 +176,7 @@ impl Connection {
     }
 
     /// A handshake on an established connection (udt4-protocol.md §4.1, §4.2 step 5).
-    fn on_handshake(&mut self, hs: &Handshake) {
+    pub(super) fn on_handshake(&mut self, hs: &Handshake) {
         if let Some(response) = &self.response {
             // Listener side: the caller repeats its final request because
             // our response was lost. Answer with the same response.
