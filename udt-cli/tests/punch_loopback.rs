@@ -140,12 +140,24 @@ fn send_and_recv_meet_through_the_broker() {
     let mut send = udt();
     send.args(["send", "--json"])
         .arg(&input)
-        .args(["--broker", &addr.to_string(), "--code", "files", "--insecure"])
+        .args([
+            "--broker",
+            &addr.to_string(),
+            "--code",
+            "files",
+            "--insecure",
+        ])
         .stdout(Stdio::piped());
     let mut recv = udt();
     recv.args(["recv", "--json", "--out"])
         .arg(&out)
-        .args(["--broker", &addr.to_string(), "--code", "files", "--insecure"])
+        .args([
+            "--broker",
+            &addr.to_string(),
+            "--code",
+            "files",
+            "--insecure",
+        ])
         .stdout(Stdio::piped());
     let mut s = Proc::spawn("send", send);
     let mut r = Proc::spawn("recv", recv);
