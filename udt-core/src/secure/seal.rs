@@ -15,8 +15,7 @@
 //! sequence numbers, so a retransmission gets a fresh nonce. Handshakes are
 //! never sealed (they carry their own Noise protection).
 
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 
 use super::keys::SessionKeys;
 use super::replay::ReplayWindow;
@@ -64,11 +63,31 @@ impl std::fmt::Display for SealError {
 impl std::error::Error for SealError {}
 
 /// The sending half: the key of our direction and its next counter.
-#[derive(Clone)]
 pub struct Sealer {
-    cipher: ChaCha20Poly1305,
+    /// The raw key, kept to clone the sealer (ring's keys are not `Clone`).
+    key: [u8; 32],
+    cipher: LessSafeKey,
     /// The counter of the next packet we send.
     counter: u64,
+}
+
+impl Clone for Sealer {
+    fn clone(&self) -> Self {
+        Sealer {
+            key: self.key,
+            cipher: cipher(&self.key),
+            counter: self.counter,
+        }
+    }
+}
+
+/// ChaCha20-Poly1305 under `key`.
+fn cipher(key: &[u8; 32]) -> LessSafeKey {
+    // A 32-byte key is the algorithm's key length: ring cannot refuse it.
+    match UnboundKey::new(&CHACHA20_POLY1305, key) {
+        Ok(k) => LessSafeKey::new(k),
+        Err(_) => unreachable!("ChaCha20-Poly1305 takes 32-byte keys"),
+    }
 }
 
 impl std::fmt::Debug for Sealer {
@@ -102,7 +121,7 @@ impl Sealer {
         let (aad, body) = buf.split_at_mut(HEADER_SIZE + COUNTER_SIZE);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(&nonce(counter), aad, body)
+            .seal_in_place_separate_tag(nonce(counter), Aad::from(&*aad), body)
             // Only fails for bodies beyond 256 GiB; undo the counter.
             .map_err(|_| SealError::TooShort);
         let tag = match tag {
@@ -112,7 +131,7 @@ impl Sealer {
                 return Err(e);
             }
         };
-        buf.extend_from_slice(&tag);
+        buf.extend_from_slice(tag.as_ref());
         self.counter += 1;
         Ok(())
     }
@@ -121,7 +140,7 @@ impl Sealer {
 /// The send and receive state of one secure connection.
 pub struct SealState {
     send: Sealer,
-    recv: ChaCha20Poly1305,
+    recv: LessSafeKey,
     window: ReplayWindow,
 }
 
@@ -137,7 +156,9 @@ impl std::fmt::Debug for SealState {
 fn nonce(counter: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&counter.to_be_bytes());
-    Nonce::from(n)
+    // Unique per key: the counter of a direction never repeats (a sender
+    // stops at MAX_COUNTER) and each direction has its own key.
+    Nonce::assume_unique_for_key(n)
 }
 
 impl SealState {
@@ -145,10 +166,11 @@ impl SealState {
     pub fn new(keys: &SessionKeys) -> Self {
         SealState {
             send: Sealer {
-                cipher: ChaCha20Poly1305::new(Key::from_slice(&keys.send_key)),
+                key: keys.send_key,
+                cipher: cipher(&keys.send_key),
                 counter: 0,
             },
-            recv: ChaCha20Poly1305::new(Key::from_slice(&keys.recv_key)),
+            recv: cipher(&keys.recv_key),
             window: ReplayWindow::new(),
         }
     }
@@ -196,12 +218,15 @@ impl SealState {
         out.clear();
         out.extend_from_slice(&aad[..HEADER_SIZE]);
         out.extend_from_slice(sealed);
+        let mut tag_bytes = [0u8; TAG_SIZE];
+        tag_bytes.copy_from_slice(tag);
         self.recv
-            .decrypt_in_place_detached(
-                &nonce(counter),
-                aad,
+            .open_in_place_separate_tag(
+                nonce(counter),
+                Aad::from(aad),
+                Tag::from(tag_bytes),
                 &mut out[HEADER_SIZE..],
-                Tag::from_slice(tag),
+                0..,
             )
             .map_err(|_| SealError::Unauthenticated)?;
         self.window.accept(counter);
