@@ -173,6 +173,16 @@ Examples:
             value_delimiter = ','
         )]
         exclude: Vec<String>,
+        /// Send only the files whose name matches (shell pattern, repeat
+        /// for more; directories are still walked): --include '*.jpg'
+        /// --include '*.png'. --exclude wins over --include.
+        #[arg(
+            long,
+            value_name = "PATTERN",
+            env = "UDT_INCLUDE",
+            value_delimiter = ','
+        )]
+        include: Vec<String>,
         #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
@@ -199,8 +209,9 @@ Examples:
         /// listening (this side then needs no open port).
         #[arg(value_name = "HOST:PORT", conflicts_with_all = ["keep_listening", "allow"])]
         connect: Option<String>,
-        /// Where to listen: [ADDR:]PORT.
-        #[arg(short, long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9000")]
+        /// Where to listen: [ADDR:]PORT. A bare port listens on every
+        /// interface, IPv6 and IPv4.
+        #[arg(short, long, value_name = "[ADDR:]PORT", default_value = "9000")]
         listen: String,
         /// Directory to receive into (created if missing).
         #[arg(
@@ -300,6 +311,7 @@ Examples:
   udt bench -s                               # UDP port 5201
   udt bench host:5201                        # 10 s of stream mode
   udt bench host:5201 -t 5 -P 4              # iperf3's flags where they mean the same
+  udt bench host:5201 -R                     # reverse: the server sends
   udt bench host:5201 --msg 1K --rate 10000  # latency at 10k messages/s
   udt bench host:5201 --transport tcp        # the same over TCP")]
     Bench {
@@ -330,6 +342,10 @@ Examples:
         /// Messages per second per connection with --msg (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Reverse (as iperf3 -R): the server sends, this side receives
+        /// (stream mode; cap the rate with -b on the server).
+        #[arg(short = 'R', long, conflicts_with_all = ["server", "msg"])]
+        reverse: bool,
         /// Serve one test and exit (server).
         #[arg(long, hide = true)]
         once: bool,
@@ -483,6 +499,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             listen,
             allow,
             exclude,
+            include,
             net,
             out,
             idle,
@@ -511,6 +528,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                 listen,
                 allow: allow_list(&allow)?,
                 excludes: exclude,
+                includes: include,
                 net: net_options(&net, Some(&out)),
                 idle: idle.idle_timeout,
                 output,
@@ -582,6 +600,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             msg,
             rate,
             interval,
+            reverse,
             once,
             net,
             out,
@@ -607,6 +626,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                     msg_size: msg,
                     rate,
                     interval,
+                    reverse,
                     net,
                     output,
                 })?;

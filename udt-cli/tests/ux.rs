@@ -686,3 +686,178 @@ fn exclude_patterns_and_environment_defaults() {
     assert_eq!(j["skipped"].as_array().unwrap().len(), 2, "{j}");
     let _ = fs::remove_dir_all(&base);
 }
+
+/// `--include` sends only the files whose name matches (directories are
+/// still walked; `--exclude` wins), lists the rest in `skipped`, and `-v`
+/// names each file on both sides.
+#[test]
+fn include_patterns_and_verbose_file_lines() {
+    let base = scratch("include");
+    let src = base.join("proj");
+    fs::create_dir_all(src.join("src/deep")).unwrap();
+    fs::write(src.join("Cargo.toml"), b"[package]").unwrap();
+    fs::write(src.join("notes.txt"), b"notes").unwrap();
+    fs::write(src.join("src/main.rs"), b"fn main() {}").unwrap();
+    fs::write(src.join("src/deep/lib.rs"), b"pub fn f() {}").unwrap();
+    fs::write(src.join("src/deep/old.rs"), b"// old").unwrap();
+    let out = base.join("out");
+    let (mut recv, addr) = start_recv("recv-include", &out, &["-v"]);
+    let mut send = udt();
+    send.args([
+        "send",
+        "-v",
+        "--include",
+        "*.rs",
+        "--include",
+        "Cargo.toml",
+        "--exclude",
+        "old.rs",
+    ])
+    .arg(&src)
+    .arg(addr.to_string());
+    let mut send = Proc::spawn("send-include", send);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    assert!(out.join("proj/Cargo.toml").exists());
+    assert!(out.join("proj/src/main.rs").exists());
+    assert!(out.join("proj/src/deep/lib.rs").exists());
+    assert!(!out.join("proj/notes.txt").exists());
+    assert!(!out.join("proj/src/deep/old.rs").exists());
+    let s = send.stderr();
+    assert!(s.contains("notes.txt: not included"), "{s}");
+    assert!(s.contains("old.rs: excluded"), "{s}");
+    assert!(s.contains("sent proj/src/deep/lib.rs (13 B)"), "{s}");
+    let r = recv.stderr();
+    for name in [
+        "proj/Cargo.toml",
+        "proj/src/main.rs",
+        "proj/src/deep/lib.rs",
+    ] {
+        assert!(r.contains(&format!("received {name} (")), "{name}: {r}");
+    }
+    assert!(!r.contains("notes.txt"), "{r}");
+
+    // The same with --json: the left-out files are in `skipped`.
+    let out2 = base.join("out2");
+    let (mut recv, addr) = start_recv("recv-include-json", &out2, &[]);
+    let mut send = start_send(
+        "send-include-json",
+        &[&src],
+        addr,
+        &["--include", "*.rs", "--exclude", "old.rs"],
+    );
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    let j = json_of(&mut send);
+    let skipped: Vec<&str> = j["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(skipped.len(), 3, "{j}");
+    for name in ["Cargo.toml", "notes.txt", "old.rs"] {
+        assert!(skipped.iter().any(|p| p.ends_with(name)), "{name}: {j}");
+    }
+    assert_eq!(j["files"], 2, "{j}");
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// A bare port listens dual-stack: one default listener takes a transfer
+/// from 127.0.0.1 and one from ::1, and names the IPv4 peer as IPv4.
+#[test]
+fn the_default_listener_takes_ipv4_and_ipv6() {
+    let base = scratch("dual-stack");
+    let a = base.join("a.bin");
+    let b = base.join("b.bin");
+    write_random(&a, 300_000, 21);
+    write_random(&b, 200_000, 22);
+    let out = base.join("out");
+    let mut cmd = udt();
+    cmd.args(["recv", "--keep-listening", "--listen", "0", "--out"])
+        .arg(&out)
+        .stdout(Stdio::null());
+    let mut recv = Proc::spawn("recv-dual", cmd);
+    let listening = recv.listening_addr(Duration::from_secs(20));
+    let port = listening.port();
+    let has_ipv6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+    if has_ipv6 {
+        assert_eq!(listening.to_string(), format!("[::]:{port}"));
+    } else {
+        // No IPv6 on this machine: the fallback is the IPv4 wildcard.
+        assert_eq!(listening.to_string(), format!("0.0.0.0:{port}"));
+    }
+    let v4: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut send = start_send("send-v4", &[&a], v4, &[]);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(hash(&a), hash(&out.join("a.bin")));
+    wait_for(T, "the IPv4 transfer line", || {
+        recv.stderr().contains("transfer from 127.0.0.1:")
+    });
+    if has_ipv6 {
+        let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        let mut send = start_send("send-v6", &[&b], v6, &[]);
+        assert_eq!(send.code(T), 0, "{}", send.stderr());
+        assert_eq!(hash(&b), hash(&out.join("b.bin")));
+        wait_for(T, "the IPv6 transfer line", || {
+            recv.stderr().contains("transfer from [::1]:")
+        });
+    }
+    assert!(!recv.stderr().contains("::ffff:"), "{}", recv.stderr());
+    recv.kill();
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// `udt bench -R`: the server sends, the client counts; both print
+/// interval lines, and the JSON says who sent what.
+#[test]
+fn bench_reverse_mode() {
+    let _heavy = heavy();
+    let mut server = udt();
+    server
+        .args(["bench", "-s", "127.0.0.1:0", "--once"])
+        .stdout(Stdio::piped());
+    let mut server = Proc::spawn("bench-server-rev", server);
+    let addr = server.listening_addr(Duration::from_secs(20));
+    let mut client = udt();
+    client
+        .args(["bench", "--json", "-R", "-t", "2"])
+        .arg(addr.to_string())
+        .stdout(Stdio::piped());
+    let mut client = Proc::spawn("bench-client-rev", client);
+    assert_eq!(client.code(T), 0, "{}", client.stderr());
+    assert_eq!(server.code(T), 0, "{}", server.stderr());
+    let j = json_of(&mut client);
+    assert_eq!(j["command"], "bench", "{j}");
+    assert_eq!(j["reverse"], true, "{j}");
+    let received = j["received_bytes"].as_u64().unwrap();
+    assert!(received > 0, "{j}");
+    assert_eq!(j["sent_bytes"].as_u64(), Some(received), "{j}");
+    assert!(!j["intervals"].as_array().unwrap().is_empty(), "{j}");
+    let client_sum: u64 = j["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|iv| iv["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(client_sum > 0 && client_sum <= received, "{j}");
+    let lines = server.stdout_string();
+    assert!(
+        lines.lines().any(|l| l.starts_with("[127.0.0.1:")),
+        "{lines}"
+    );
+    assert!(server.stderr().contains("(reverse)"), "{}", server.stderr());
+    // -R with message mode, or with -b on the client, is refused at once.
+    let out = udt()
+        .args(["bench", "-R", "--msg", "1K"])
+        .arg(addr.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = udt()
+        .args(["bench", "-R", "-b", "10M"])
+        .arg(addr.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -61,19 +61,20 @@ pub fn scan(
     limits: &Limits,
     observer: &mut dyn Observer,
 ) -> Result<Vec<LocalEntry>, TransferError> {
-    scan_excluding(roots, limits, &[], observer)
+    scan_filtered(roots, limits, &glob::Filter::default(), observer)
 }
 
-/// As [`scan`], leaving out every file or directory below a root whose
-/// name matches one of `excludes` (see [`glob`](super::glob); reported
-/// with [`Observer::on_skipped`]).
+/// As [`scan`], leaving out every file or directory below a root that
+/// `filter` rejects (`--include`, `--exclude`; see [`glob::Filter`]),
+/// each reported with [`Observer::on_skipped`]. The roots themselves are
+/// always sent: the user named them.
 ///
 /// # Errors
 /// As [`scan`].
-pub fn scan_excluding(
+pub fn scan_filtered(
     roots: &[PathBuf],
     limits: &Limits,
-    excludes: &[String],
+    filter: &glob::Filter,
     observer: &mut dyn Observer,
 ) -> Result<Vec<LocalEntry>, TransferError> {
     let mut entries = Vec::new();
@@ -149,15 +150,13 @@ pub fn scan_excluding(
                 children.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
                 for name in children.into_iter().rev() {
                     let child_source = source.join(&name);
-                    if excludes
-                        .iter()
-                        .any(|p| glob::matches(p.as_bytes(), name.as_encoded_bytes()))
-                    {
-                        observer.on_skipped(&child_source.display().to_string(), "excluded");
-                        continue;
-                    }
                     let child_meta = fs::symlink_metadata(&child_source)
                         .map_err(|e| TransferError::local("reading", child_source.display(), e))?;
+                    if let Some(why) = filter.rejects(name.as_encoded_bytes(), child_meta.is_dir())
+                    {
+                        observer.on_skipped(&child_source.display().to_string(), why);
+                        continue;
+                    }
                     if child_meta.file_type().is_symlink() {
                         observer.on_skipped(&child_source.display().to_string(), "a symbolic link");
                         continue;

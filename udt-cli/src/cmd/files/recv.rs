@@ -320,7 +320,7 @@ fn serve(
         .map_err(|e| CliError::io("cannot use the connection", e))?;
     let peer = watched.peer_addr();
     let mut observer = Serving {
-        bar: BarObserver::new(args.output),
+        bar: BarObserver::new(args.output).receiving(),
         gate,
         claimed,
         conn: &control,
@@ -349,7 +349,7 @@ pub fn serve_one(
     net: &NetOptions,
     output: Output,
 ) -> Result<TransferSummary, CliError> {
-    let mut observer = BarObserver::new(output);
+    let mut observer = BarObserver::new(output).receiving();
     receive_on(
         Watched::new(conn, Some(DEFAULT_IDLE)),
         options,

@@ -24,6 +24,8 @@ pub struct SendArgs {
     pub allow: AllowList,
     /// Names to leave out (`--exclude`, shell patterns).
     pub excludes: Vec<String>,
+    /// When not empty, the only file names to send (`--include`).
+    pub includes: Vec<String>,
     /// Transport options.
     pub net: NetOptions,
     /// How long the transfer may make no progress.
@@ -41,12 +43,11 @@ pub fn send(args: &SendArgs) -> Result<TransferSummary, CliError> {
     let mut observer = BarObserver::new(args.output);
     let mut net = args.net.clone();
     net.linger = Some(SENDER_LINGER);
-    let entries = proto::scan_excluding(
-        &args.paths,
-        &Limits::default(),
-        &args.excludes,
-        &mut observer,
-    )?;
+    let filter = proto::glob::Filter {
+        excludes: args.excludes.clone(),
+        includes: args.includes.clone(),
+    };
+    let entries = proto::scan_filtered(&args.paths, &Limits::default(), &filter, &mut observer)?;
     if entries.is_empty() {
         return Err(CliError::usage(
             "nothing to send: every path given was skipped (only files and directories can be sent)",
