@@ -763,6 +763,11 @@ mod tests {
                 let used: SocketAddr = target.parse().unwrap();
                 assert_eq!(seen.ip(), used.ip(), "{transport:?}");
                 c.write_all(b"x").unwrap();
+                let mut got = [0u8; 1];
+                let mut accepted = accepted;
+                accepted.read_exact(&mut got).unwrap();
+                assert_eq!(&got, b"x");
+                drop(accepted);
                 c.finish().unwrap();
             }
         }
