@@ -141,7 +141,7 @@ enum Command {
 Each PATH arrives under its own name in the receiver's --out directory;
 directories are sent recursively (symbolic links inside them are skipped).
 Every file is verified with BLAKE3 on the receiver before it is renamed into
-place. Interrupted? Run the same command again against `udt recv --resume`.
+place. Interrupted? Run the same command again with --resume.
 
 Examples:
   udt send report.pdf 192.0.2.7:9000
@@ -183,6 +183,12 @@ Examples:
             value_delimiter = ','
         )]
         include: Vec<String>,
+        /// Continue an interrupted transfer: the receiver keeps the
+        /// verified part of each file, even without its own --resume
+        /// (it adds to an existing directory only where the cut-off run
+        /// left a partial file).
+        #[arg(long)]
+        resume: bool,
         #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
@@ -500,6 +506,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             allow,
             exclude,
             include,
+            resume,
             net,
             out,
             idle,
@@ -529,6 +536,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                 allow: allow_list(&allow)?,
                 excludes: exclude,
                 includes: include,
+                resume,
                 net: net_options(&net, Some(&out)),
                 idle: idle.idle_timeout,
                 output,

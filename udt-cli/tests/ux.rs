@@ -861,3 +861,53 @@ fn bench_reverse_mode() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Resume the easy way: after Ctrl-C the sender says to run the same
+/// command again with --resume, and that alone continues the transfer,
+/// with a receiver that was started without --resume.
+#[test]
+fn the_sender_alone_resumes_after_ctrl_c() {
+    let _heavy = heavy();
+    let base = scratch("sender-resume");
+    let src = base.join("tree");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write_random(&src.join("sub/big.bin"), 16 << 20, 31);
+    fs::write(src.join("a.txt"), b"first").unwrap();
+    let out = base.join("out");
+    let (mut recv, addr) = start_recv("recv-1", &out, &[]);
+    let mut send = start_send("send-1", &[&src], addr, &["--limit-rate", "32M"]);
+    let partial = out.join("tree/sub/.big.bin.udt-partial");
+    wait_for(T, "a partial file", || {
+        fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) > 1 << 20
+    });
+    interrupt(&send);
+    assert_eq!(send.code(T), 130, "{}", send.stderr());
+    assert_eq!(recv.code(T), 3, "{}", recv.stderr());
+    assert!(
+        send.stderr()
+            .contains("run the same command again with --resume"),
+        "{}",
+        send.stderr()
+    );
+    let kept = fs::metadata(&partial).unwrap().len();
+    assert!(kept > 0);
+
+    let (mut recv, addr) = start_recv("recv-2", &out, &["-v"]);
+    let mut send = start_send("send-2", &[&src], addr, &["--resume"]);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    // Contents (directories merged into keep their mode and time, as with
+    // the receiver's --resume).
+    for f in ["sub/big.bin", "a.txt"] {
+        assert_eq!(hash(&src.join(f)), hash(&out.join("tree").join(f)), "{f}");
+    }
+    assert!(!partial.exists());
+    let j = json_of(&mut send);
+    assert!(j["bytes_resumed"].as_u64().unwrap() >= kept, "{j}");
+    assert!(
+        recv.stderr().contains("resumed tree/sub/big.bin"),
+        "{}",
+        recv.stderr()
+    );
+    let _ = fs::remove_dir_all(&base);
+}

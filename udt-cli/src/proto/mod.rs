@@ -39,7 +39,7 @@ use std::io;
 pub use names::{Limits, NameError, RelPath};
 #[cfg(unix)]
 pub use recv::{receive, RecvOptions, RecvReport};
-pub use send::{scan, scan_filtered, send_files, LocalEntry, SendReport};
+pub use send::{scan, scan_filtered, send_files, send_files_resuming, LocalEntry, SendReport};
 
 /// Exit codes of the `udt` program; also the `class` of an `Error` frame so
 /// both ends of a failed transfer exit with the same meaning.

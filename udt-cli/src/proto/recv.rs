@@ -179,6 +179,20 @@ fn receive_inner<R: Read, W: Write + ?Sized>(
     if !opts.allow_hidden {
         refuse_hidden(&list)?;
     }
+    // A sender run with --resume asks for what --resume does here: every
+    // byte kept is hash-verified and nothing that exists is replaced. Only
+    // adding to an existing directory needs more (see `Tree::check`).
+    let granted;
+    let merge_needs_evidence = list.resume_asked && !opts.resume && !opts.overwrite;
+    let opts = if list.resume_asked && !opts.resume {
+        granted = RecvOptions {
+            resume: true,
+            ..opts.clone()
+        };
+        &granted
+    } else {
+        opts
+    };
     observer.on_list(list.files, list.dirs, list.total_bytes)?;
     let mut report = RecvReport {
         files: list.files,
@@ -186,7 +200,7 @@ fn receive_inner<R: Read, W: Write + ?Sized>(
         total_bytes: list.total_bytes,
         ..RecvReport::default()
     };
-    let mut tree = Tree::check(root, &list, opts)?;
+    let mut tree = Tree::check(root, &list, opts, merge_needs_evidence)?;
     tree.check_space(&list)?;
 
     let mut plan = Vec::new();
@@ -257,7 +271,20 @@ struct Tree {
 impl Tree {
     /// Looks at what exists at every entry's place, before anything is
     /// written; collects every conflict.
-    fn check(root: Dir, list: &FileList, opts: &RecvOptions) -> Result<Tree, TransferError> {
+    ///
+    /// `merge_needs_evidence`: the resume was the sender's request, not
+    /// the receiver's option. Then an existing directory is added to only
+    /// when the top-level entry it belongs to holds a partial file of this
+    /// list: a sign that an earlier udt transfer of it was cut off there.
+    /// Otherwise a sender could add files to any directory that happens to
+    /// exist (`bin/`, say), which issue 10 forbids without the receiver's
+    /// consent.
+    fn check(
+        root: Dir,
+        list: &FileList,
+        opts: &RecvOptions,
+        merge_needs_evidence: bool,
+    ) -> Result<Tree, TransferError> {
         let mut tree = Tree {
             root,
             dirs: vec![DirState::Absent; list.len()],
@@ -278,6 +305,32 @@ impl Tree {
                     }
                 }
                 Err(e) => return Err(e),
+            }
+        }
+        if merge_needs_evidence {
+            let top = |mut i: usize| {
+                while let Some(p) = list.parent(i) {
+                    i = p;
+                }
+                i
+            };
+            let resumable: std::collections::HashSet<usize> = tree
+                .haves
+                .iter()
+                .filter(|(_, h)| !h.complete)
+                .map(|(&i, _)| top(i as usize))
+                .collect();
+            for i in 0..list.len() {
+                if tree.dirs[i] == DirState::Existing && !resumable.contains(&top(i)) {
+                    count += 1;
+                    if conflicts.len() < CONFLICTS_SHOWN {
+                        conflicts.push(format!(
+                            "the directory {} already exists and holds no partial file of this transfer; \
+                             the receiver must run with --resume to add to it (or --overwrite)",
+                            list.show(i)
+                        ));
+                    }
+                }
             }
         }
         match count {

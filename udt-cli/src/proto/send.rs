@@ -249,6 +249,27 @@ where
     R: Read + Send + 'static,
     W: Write + ?Sized,
 {
+    send_files_resuming(reader, writer, entries, false, observer)
+}
+
+/// As [`send_files`]; with `ask_resume` (`udt send --resume`) the sender
+/// asks the receiver to continue what an interrupted run left there, even
+/// when the receiver was not started with `--resume` (a
+/// [`Frame::ResumeAsked`] after the greeting).
+///
+/// # Errors
+/// As [`send_files`].
+pub fn send_files_resuming<R, W>(
+    reader: R,
+    writer: &mut W,
+    entries: &[LocalEntry],
+    ask_resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<SendReport, TransferError>
+where
+    R: Read + Send + 'static,
+    W: Write + ?Sized,
+{
     let mut report = SendReport::default();
     for e in entries {
         match e.meta.kind {
@@ -269,6 +290,9 @@ where
         },
         &mut out,
     );
+    if ask_resume {
+        wire::encode(&Frame::ResumeAsked, &mut out);
+    }
     for e in entries {
         wire::encode(
             &Frame::Entry {
@@ -583,6 +607,7 @@ pub(crate) fn unexpected(phase: &str, frame: &Frame<'_>) -> TransferError {
         Frame::Hello { .. } => "hello",
         Frame::Entry { .. } => "entry",
         Frame::ListEnd => "list end",
+        Frame::ResumeAsked => "resume request",
         Frame::Have { .. } => "have",
         Frame::PlanEnd => "plan end",
         Frame::FileStart { .. } => "file start",

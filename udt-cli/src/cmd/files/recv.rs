@@ -422,7 +422,7 @@ fn recv_error(e: TransferError) -> CliError {
     };
     if resumable {
         err.message
-            .push_str("; partial files are kept: run again with --resume to continue");
+            .push_str("; partial files are kept: run again with --resume to continue (or the sender with --resume)");
     }
     err
 }
