@@ -911,3 +911,88 @@ fn the_sender_alone_resumes_after_ctrl_c() {
     );
     let _ = fs::remove_dir_all(&base);
 }
+
+/// A one-shot receiver exits soon after its last frame, refused or done,
+/// even when the sender never reads it (the close must not wait the
+/// library's 180 s linger for the peer's reader).
+#[test]
+fn a_receiver_error_does_not_wait_for_a_peer_that_does_not_read() {
+    use std::io::Write as _;
+    use udt_cli::net::{Conn, NetOptions};
+    use udt_cli::proto::wire::{self, EntryKind, EntryMeta, Frame};
+    let base = scratch("unread-error");
+    let (mut recv, addr) = start_recv("recv-unread", &base.join("out"), &[]);
+    let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+    let mut frames = Vec::new();
+    wire::encode(
+        &Frame::Hello {
+            version: wire::VERSION,
+            entries: 1,
+            total_bytes: 0,
+        },
+        &mut frames,
+    );
+    wire::encode(
+        &Frame::Entry {
+            meta: EntryMeta {
+                kind: EntryKind::File,
+                mode: 0o644,
+                mtime_secs: 0,
+                mtime_nanos: 0,
+                size: 0,
+            },
+            path: b"../escape",
+        },
+        &mut frames,
+    );
+    wire::encode(&Frame::ListEnd, &mut frames);
+    conn.write_all(&frames).unwrap();
+    let at = Instant::now();
+    // `conn` stays open and unread until the receiver has exited.
+    assert_eq!(recv.code(T), 5, "{}", recv.stderr());
+    assert!(
+        at.elapsed() < Duration::from_secs(5),
+        "the receiver took {:?}",
+        at.elapsed()
+    );
+    drop(conn);
+
+    // The same after a transfer that worked: the sender never reads the
+    // plan or the result.
+    let (mut recv, addr) = start_recv("recv-unread-ok", &base.join("out2"), &[]);
+    let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+    let mut frames = Vec::new();
+    wire::encode(
+        &Frame::Hello {
+            version: wire::VERSION,
+            entries: 1,
+            total_bytes: 0,
+        },
+        &mut frames,
+    );
+    wire::encode(
+        &Frame::Entry {
+            meta: EntryMeta {
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                mtime_secs: 0,
+                mtime_nanos: 0,
+                size: 0,
+            },
+            path: b"d",
+        },
+        &mut frames,
+    );
+    wire::encode(&Frame::ListEnd, &mut frames);
+    wire::encode(&Frame::Done, &mut frames);
+    conn.write_all(&frames).unwrap();
+    let at = Instant::now();
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    assert!(
+        at.elapsed() < Duration::from_secs(8),
+        "the receiver took {:?}",
+        at.elapsed()
+    );
+    drop(conn);
+    let _ = fs::remove_dir_all(&base);
+}

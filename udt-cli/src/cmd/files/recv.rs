@@ -12,7 +12,10 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{refuse, TransferSummary, DEFAULT_IDLE, GREETING_TIMEOUT, LAST_WORDS, MAX_CONNECTIONS};
+use super::{
+    refuse, TransferSummary, DEFAULT_IDLE, GREETING_TIMEOUT, LAST_WORDS, MAX_CONNECTIONS,
+    RECEIVER_LINGER,
+};
 use crate::net::{AllowList, Conn, Listener, NetOptions};
 use crate::proto::{self, exit, Observer, RecvOptions, RelPath, TransferError};
 use crate::signals;
@@ -139,6 +142,9 @@ struct Gate {
 /// Ctrl-C.
 pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
     check_out_dir(&args.options.out)?;
+    let mut bounded = args.clone();
+    bounded.net.linger = Some(RECEIVER_LINGER);
+    let args = &bounded;
     let gate = Gate {
         one_shot: true,
         claimed: AtomicBool::new(false),
