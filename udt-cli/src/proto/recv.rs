@@ -266,6 +266,10 @@ struct Tree {
     replaces: Vec<bool>,
     /// The last directory handle used, by entry index (`None`: the root).
     cached: Option<(Option<usize>, Dir)>,
+    /// Complete files here (`--resume`) that turned out to differ from
+    /// the sender's: counted, the first few named, all reported at the end
+    /// rather than the transfer stopping at the first.
+    differing: (usize, Vec<String>),
 }
 
 impl Tree {
@@ -292,6 +296,7 @@ impl Tree {
             haves: HashMap::new(),
             replaces: vec![false; list.len()],
             cached: None,
+            differing: (0, Vec::new()),
         };
         let mut conflicts = Vec::new();
         let mut count = 0usize;
@@ -538,8 +543,9 @@ impl Tree {
                     let i = index as usize;
                     let rel = list.rel(i);
                     observer.on_file(&rel, list.meta(i).size, offset);
-                    self.receive_file(frames, list, i, offset, opts, observer, report)?;
-                    observer.on_file_done(&rel);
+                    if self.receive_file(frames, list, i, offset, opts, observer, report)? {
+                        observer.on_file_done(&rel);
+                    }
                 }
                 Frame::Done => {
                     if let Some(&missing) = files.peek() {
@@ -548,7 +554,26 @@ impl Tree {
                             list.show(missing)
                         )));
                     }
-                    return Ok(());
+                    return match &self.differing {
+                        (0, _) => Ok(()),
+                        (1, shown) => Err(TransferError::Exists(format!(
+                            "{} exists and differs from the sender's file; use --overwrite to replace it",
+                            shown.join("")
+                        ))),
+                        (n, shown) => {
+                            let more = n - shown.len();
+                            Err(TransferError::Exists(format!(
+                                "{n} files exist and differ from the sender's: {}{}; use --overwrite to \
+                                 replace them",
+                                shown.join(", "),
+                                if more > 0 {
+                                    format!(" and {more} more")
+                                } else {
+                                    String::new()
+                                }
+                            )))
+                        }
+                    };
                 }
                 Frame::Error { class, message } => {
                     return Err(TransferError::peer("sender", class, message))
@@ -558,7 +583,9 @@ impl Tree {
         }
     }
 
-    /// Receives the contents of file `i`, from `offset`.
+    /// Receives the contents of file `i`, from `offset`. False for a
+    /// complete file here that differs from the sender's: left alone and
+    /// counted in `differing`.
     #[allow(clippy::too_many_arguments)]
     fn receive_file<R: Read>(
         &mut self,
@@ -569,7 +596,7 @@ impl Tree {
         opts: &RecvOptions,
         observer: &mut dyn Observer,
         report: &mut RecvReport,
-    ) -> Result<(), TransferError> {
+    ) -> Result<bool, TransferError> {
         let meta = *list.meta(i);
         let size = meta.size;
         let have = self.haves.get(&(i as u32)).copied();
@@ -615,13 +642,15 @@ impl Tree {
             let ours =
                 hash_prefix(file, h.len).map_err(|e| TransferError::local("reading", &shown, e))?;
             if ours != hash {
-                return Err(TransferError::Exists(format!(
-                    "{shown} exists and differs from the sender's file; use --overwrite to replace it"
-                )));
+                self.differing.0 += 1;
+                if self.differing.1.len() < CONFLICTS_SHOWN {
+                    self.differing.1.push(shown);
+                }
+                return Ok(false);
             }
             report.files_unchanged += 1;
             report.bytes_resumed += size;
-            return Ok(());
+            return Ok(true);
         }
 
         let mut hasher = blake3::Hasher::new();
@@ -697,7 +726,7 @@ impl Tree {
                         let _ = dir.as_file().and_then(|d| d.sync_all());
                     }
                     report.bytes_written += written;
-                    return Ok(());
+                    return Ok(true);
                 }
                 Frame::Error { class, message } => {
                     return Err(TransferError::peer("sender", class, message))

@@ -1126,3 +1126,31 @@ fn a_sender_resume_adds_to_a_directory_only_where_a_run_was_cut_off() {
     assert!(s.is_ok() && r.is_ok(), "{s:?} {r:?}");
     let _ = fs::remove_dir_all(&base);
 }
+
+#[test]
+fn every_differing_complete_file_is_reported_not_just_the_first() {
+    let base = scratch("differing");
+    let mut roots = Vec::new();
+    let out = base.join("out");
+    fs::create_dir_all(&out).unwrap();
+    for n in ["a", "b", "c"] {
+        let p = base.join(n);
+        fs::write(&p, b"new").unwrap();
+        roots.push(p);
+    }
+    // Same sizes, other contents: only the sender's hash can tell.
+    fs::write(out.join("a"), b"old").unwrap();
+    fs::write(out.join("c"), b"OLD").unwrap();
+    let mut o = opts(&out);
+    o.resume = true;
+    let (s, r) = transfer(&roots, o);
+    let m = r.unwrap_err().to_string();
+    assert!(m.starts_with("2 files exist and differ"), "{m}");
+    assert!(m.contains("a, c"), "{m}");
+    assert_eq!(s.unwrap_err().exit_code(), exit::EXISTS);
+    // Nothing was replaced; the file that was missing arrived.
+    assert_eq!(fs::read(out.join("a")).unwrap(), b"old");
+    assert_eq!(fs::read(out.join("c")).unwrap(), b"OLD");
+    assert_eq!(fs::read(out.join("b")).unwrap(), b"new");
+    let _ = fs::remove_dir_all(&base);
+}
