@@ -277,12 +277,13 @@ impl Tree {
     /// written; collects every conflict.
     ///
     /// `merge_needs_evidence`: the resume was the sender's request, not
-    /// the receiver's option. Then an existing directory is added to only
-    /// when the top-level entry it belongs to holds a partial file of this
-    /// list: a sign that an earlier udt transfer of it was cut off there.
-    /// Otherwise a sender could add files to any directory that happens to
-    /// exist (`bin/`, say), which issue 10 forbids without the receiver's
-    /// consent.
+    /// the receiver's option. Then an existing directory is added to, and
+    /// an existing complete file compared, only when the top-level entry it
+    /// belongs to holds a partial file of this list: a sign that an earlier
+    /// udt transfer of it was cut off there. Otherwise a sender could add
+    /// files to any directory that happens to exist (`bin/`, say), which
+    /// issue 10 forbids without the receiver's consent, or test guesses of
+    /// the contents of files it names.
     fn check(
         root: Dir,
         list: &FileList,
@@ -325,6 +326,25 @@ impl Tree {
                 .filter(|(_, h)| !h.complete)
                 .map(|(&i, _)| top(i as usize))
                 .collect();
+            // Complete files likewise: offering one would let any sender
+            // test a guess of its contents ("identical" or "differs").
+            let mut unproven: Vec<usize> = tree
+                .haves
+                .iter()
+                .filter(|(&i, h)| h.complete && !resumable.contains(&top(i as usize)))
+                .map(|(&i, _)| i as usize)
+                .collect();
+            unproven.sort_unstable();
+            for i in unproven {
+                tree.haves.remove(&(i as u32));
+                count += 1;
+                if conflicts.len() < CONFLICTS_SHOWN {
+                    conflicts.push(format!(
+                        "{} already exists; use --overwrite to replace it",
+                        list.show(i)
+                    ));
+                }
+            }
             for i in 0..list.len() {
                 if tree.dirs[i] == DirState::Existing && !resumable.contains(&top(i)) {
                     count += 1;
