@@ -996,3 +996,31 @@ fn a_receiver_error_does_not_wait_for_a_peer_that_does_not_read() {
     drop(conn);
     let _ = fs::remove_dir_all(&base);
 }
+
+/// `kill -9` of the sender: nothing tells the receiver, which notices
+/// when UDT's peer-idle timer fires (10 s; not the 30 s `--idle-timeout`
+/// of a peer that is there but stalled), says the peer vanished, keeps
+/// the partial file and gives the resume hint.
+#[test]
+fn kill_9_of_the_sender_is_reported_within_the_peer_idle_time() {
+    let base = scratch("kill9-send");
+    let src = base.join("big.bin");
+    write_random(&src, 16 << 20, 41);
+    let out = base.join("out");
+    let (mut recv, addr) = start_recv("recv-kill9", &out, &[]);
+    let mut send = start_send("send-kill9", &[&src], addr, &["--limit-rate", "32M"]);
+    let partial = out.join(".big.bin.udt-partial");
+    wait_for(T, "a partial file", || {
+        fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) > 1 << 20
+    });
+    send.kill();
+    let at = Instant::now();
+    assert_eq!(recv.code(T), 3, "{}", recv.stderr());
+    let took = at.elapsed();
+    assert!(took < Duration::from_secs(15), "the receiver took {took:?}");
+    let r = recv.stderr();
+    assert!(r.contains("stopped answering"), "{r}");
+    assert!(r.contains("--resume"), "{r}");
+    assert!(partial.exists());
+    let _ = fs::remove_dir_all(&base);
+}
