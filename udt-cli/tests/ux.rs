@@ -346,6 +346,27 @@ fn json_schema_of_every_command() {
     let j = json_of(&mut client);
     assert_eq!(j["command"], "bench", "{j}");
     assert_eq!(j["ok"], true, "{j}");
+    for key in [
+        "transport",
+        "mode",
+        "reverse",
+        "parallel",
+        "intervals",
+        "sent_bytes",
+        "sent_seconds",
+        "sent_mbps",
+        "received_bytes",
+        "received_seconds",
+        "received_mbps",
+        "rtt_ms",
+        "retransmitted",
+        "lost",
+        "cpu_client_percent",
+        "cpu_server_percent",
+        "latency",
+    ] {
+        assert!(j.get(key).is_some(), "bench: no {key} in {j}");
+    }
     let iv = &j["intervals"][0];
     assert_eq!(iv["streams"].as_array().map(Vec::len), Some(2), "{j}");
     let sum: u64 = iv["streams"]
@@ -365,6 +386,24 @@ fn json_schema_of_every_command() {
             >= 2,
         "{lines}"
     );
+
+    // demo: its own object with the send and recv summaries inside.
+    let demo_dir = base.join("demo");
+    fs::create_dir_all(&demo_dir).unwrap();
+    let out = udt()
+        .args(["demo", "--json", "--size", "1M", "--dir"])
+        .arg(&demo_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let j: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(j["command"], "demo", "{j}");
+    assert_eq!(j["ok"], true, "{j}");
+    assert_eq!(j["size"], 1u64 << 20, "{j}");
+    assert_eq!(j["send"]["command"], "send", "{j}");
+    assert_eq!(j["recv"]["command"], "recv", "{j}");
+    assert!(j["blake3"].is_string() && j.get("kept_in").is_some(), "{j}");
 
     // An error: the command is named.
     let out = udt()
