@@ -514,7 +514,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             let (target, listen) = match listen {
                 Some(l) => (
                     None,
-                    Some(net::listen_addr(&l).map_err(|e| CliError::usage(e.to_string()))?),
+                    Some(net::listen_addr_dual(&l).map_err(|e| CliError::usage(e.to_string()))?),
                 ),
                 None => {
                     if args.len() < 2 {
@@ -565,7 +565,8 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             let mut net = net_options(&net, None);
             net.connect_timeout = connect_timeout.connect_timeout;
             files::recv(&files::RecvArgs {
-                listen: net::listen_addr(&listen).map_err(|e| CliError::usage(e.to_string()))?,
+                listen: net::listen_addr_dual(&listen)
+                    .map_err(|e| CliError::usage(e.to_string()))?,
                 connect,
                 options,
                 keep_listening,
@@ -616,7 +617,8 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             let net = net_options(&net, Some(&out));
             if let Some(addr) = server {
                 bench::server(&bench::ServerArgs {
-                    addr: net::listen_addr(&addr).map_err(|e| CliError::usage(e.to_string()))?,
+                    addr: net::listen_addr_dual(&addr)
+                        .map_err(|e| CliError::usage(e.to_string()))?,
                     once,
                     net,
                     output,

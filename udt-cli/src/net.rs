@@ -262,10 +262,9 @@ pub fn resolve(target: &str) -> io::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-/// Parses a listen address: `PORT`, `:PORT`, `ADDR:PORT` or `[V6]:PORT`.
-/// A bare port is the IPv6 wildcard `[::]:PORT`, which [`Listener::bind`]
-/// makes accept IPv4 as well (dual stack), falling back to `0.0.0.0`
-/// where the system has no IPv6.
+/// Parses a listen address: `PORT`, `:PORT`, `ADDR:PORT` or `[V6]:PORT`
+/// (a bare port listens on all IPv4 interfaces; the commands that serve
+/// connections use [`listen_addr_dual`]).
 ///
 /// # Errors
 /// `InvalidInput` when it is none of these.
@@ -273,7 +272,7 @@ pub fn listen_addr(spec: &str) -> io::Result<SocketAddr> {
     let spec = spec.trim();
     let port_only = spec.strip_prefix(':').unwrap_or(spec);
     if let Ok(port) = port_only.parse::<u16>() {
-        return Ok(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)));
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
     }
     if let Ok(addr) = spec.parse::<SocketAddr>() {
         // Port 0 is fine here: the system picks one, and we print it.
@@ -285,6 +284,21 @@ pub fn listen_addr(spec: &str) -> io::Result<SocketAddr> {
             format!("bad listen address {spec:?}"),
         )
     })
+}
+
+/// As [`listen_addr`], but a bare port is the IPv6 wildcard `[::]:PORT`,
+/// which [`Listener::bind`] makes accept IPv4 as well (dual stack),
+/// falling back to `0.0.0.0` where the system has no IPv6. For `udt recv`,
+/// `udt send --listen`, `udt listen` and `udt bench -s`.
+///
+/// # Errors
+/// As [`listen_addr`].
+pub fn listen_addr_dual(spec: &str) -> io::Result<SocketAddr> {
+    let trimmed = spec.trim();
+    match trimmed.strip_prefix(':').unwrap_or(trimmed).parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))),
+        Err(_) => listen_addr(spec),
+    }
 }
 
 /// The library's connect error in the program's words (the library's
@@ -677,7 +691,14 @@ pub fn listen_messages(
     addr: SocketAddr,
     opts: &NetOptions,
 ) -> io::Result<(Endpoint, UdtMessageListener)> {
-    let ep = opts.bind_udt(addr).map_err(|e| bind_error(addr, e))?;
+    let ep = match opts.bind_udt(addr) {
+        // As Listener::bind: no IPv6 here, so the IPv4 wildcard.
+        Err(e) if is_v6_wildcard(addr) && no_ipv6(&e) => {
+            let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+            opts.bind_udt(v4).map_err(|e| bind_error(v4, e))?
+        }
+        other => other.map_err(|e| bind_error(addr, e))?,
+    };
     let l = ep.listen_with(64, Options::messages())?;
     Ok((ep, l))
 }
@@ -730,8 +751,26 @@ mod tests {
 
     #[test]
     fn listen_address_forms() {
-        assert_eq!(listen_addr("9000").unwrap(), "[::]:9000".parse().unwrap());
-        assert_eq!(listen_addr(":9000").unwrap(), "[::]:9000".parse().unwrap());
+        assert_eq!(
+            listen_addr("9000").unwrap(),
+            "0.0.0.0:9000".parse().unwrap()
+        );
+        assert_eq!(
+            listen_addr(":9000").unwrap(),
+            "0.0.0.0:9000".parse().unwrap()
+        );
+        assert_eq!(
+            listen_addr_dual("9000").unwrap(),
+            "[::]:9000".parse().unwrap()
+        );
+        assert_eq!(
+            listen_addr_dual(":9000").unwrap(),
+            "[::]:9000".parse().unwrap()
+        );
+        assert_eq!(
+            listen_addr_dual("127.0.0.1:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
         assert_eq!(
             listen_addr("127.0.0.1:9").unwrap(),
             "127.0.0.1:9".parse().unwrap()
@@ -748,7 +787,7 @@ mod tests {
                 transport,
                 ..NetOptions::default()
             };
-            let l = Listener::bind(listen_addr("0").unwrap(), &opts).unwrap();
+            let l = Listener::bind(listen_addr_dual("0").unwrap(), &opts).unwrap();
             let port = l.local_addr().port();
             let mut peers = vec![format!("127.0.0.1:{port}")];
             if has_ipv6 {
