@@ -61,10 +61,12 @@ fn scenarios() -> Vec<Scenario> {
         Scenario::s4(),
         Scenario::s5(),
         Scenario::high_bdp(),
+        Scenario::lan(),
         Scenario::bursty(),
         Scenario::reordering(),
         Scenario::clean_queue(),
         Scenario::two_flows(),
+        Scenario::shared(),
     ]
 }
 
@@ -96,12 +98,25 @@ fn main() {
             let mut goodputs = Vec::new();
             let mut reports = Vec::new();
             for seed in 1..=o.seeds {
-                let spec = RunSpec::new(
-                    seed,
-                    Duration::from_secs_f64(o.seconds),
-                    Duration::from_secs_f64(o.warmup),
-                );
-                let r = scenario::run_with(&s, cc, spec);
+                let spec = RunSpec {
+                    verify: false,
+                    ..RunSpec::new(
+                        seed,
+                        Duration::from_secs_f64(o.seconds),
+                        Duration::from_secs_f64(o.warmup),
+                    )
+                };
+                let r = if s.name == "shared" {
+                    // The native controller first, the one under test
+                    // joining it: does it take the link over?
+                    let flows = [
+                        scenario::config_for(CcAlgorithm::Udt),
+                        scenario::config_for(cc),
+                    ];
+                    scenario::run(&s, &flows, udt_core::Config::default(), spec)
+                } else {
+                    scenario::run_with(&s, cc, spec)
+                };
                 goodputs.push(r.total_goodput_mbps());
                 reports.push(r);
             }

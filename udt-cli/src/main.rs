@@ -75,6 +75,18 @@ struct NetArgs {
     /// UDT send and receive buffers, in packets [default: 8192].
     #[arg(long, value_name = "PACKETS", value_parser = clap::value_parser!(u32).range(32..=1_000_000), help_heading = "Transport")]
     buffer: Option<u32>,
+    /// UDT congestion control of what this side sends: bbr (model-based,
+    /// backs off above ~2 % loss per round trip), bbr-bulk (for dedicated
+    /// or lossy links: tolerates up to ~15 %) or udt (UDT4's native
+    /// controller) [default: bbr].
+    #[arg(long, value_name = "CC", value_parser = parse_cc, env = "UDT_CC", help_heading = "Transport")]
+    cc: Option<udt_core::cc::CcAlgorithm>,
+}
+
+/// Parses `--cc`.
+fn parse_cc(text: &str) -> Result<udt_core::cc::CcAlgorithm, String> {
+    text.parse()
+        .map_err(|e: udt_core::cc::ParseCcAlgorithmError| e.to_string())
 }
 
 /// Options of the commands that connect out and send.
@@ -110,6 +122,7 @@ fn net_options(net: &NetArgs, out: Option<&OutArgs>) -> NetOptions {
         mss: net.mss,
         max_rate: out.and_then(|o| o.limit_rate),
         buffer_packets: net.buffer,
+        cc: net.cc,
         connect_timeout: out.and_then(|o| o.connect.connect_timeout),
         linger: None,
     }

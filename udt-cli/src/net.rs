@@ -48,6 +48,8 @@ pub struct NetOptions {
     pub max_rate: Option<u64>,
     /// UDT send and receive buffers, in packets.
     pub buffer_packets: Option<u32>,
+    /// UDT congestion control (default: the library's).
+    pub cc: Option<udt_core::cc::CcAlgorithm>,
     /// How long to try to connect.
     pub connect_timeout: Option<Duration>,
     /// How long a close may still try to deliver unacknowledged data
@@ -74,6 +76,9 @@ impl NetOptions {
         }
         if let Some(t) = self.connect_timeout {
             c.connect_timeout = t;
+        }
+        if let Some(cc) = self.cc {
+            c = c.with_congestion(cc);
         }
         if let Some(l) = self.linger {
             c.linger = Some(l);
@@ -809,6 +814,22 @@ mod tests {
                 drop(accepted);
                 c.finish().unwrap();
             }
+        }
+    }
+
+    #[test]
+    fn cc_option_reaches_the_config() {
+        use udt_core::cc::CcAlgorithm;
+        assert_eq!(
+            NetOptions::default().udt_config().congestion.build().name(),
+            "bbr"
+        );
+        for cc in CcAlgorithm::ALL {
+            let opts = NetOptions {
+                cc: Some(cc),
+                ..NetOptions::default()
+            };
+            assert_eq!(opts.udt_config().congestion.build().name(), cc.name());
         }
     }
 

@@ -546,3 +546,38 @@ fn usage_errors_exit_2() {
     let mut buf = String::new();
     let _ = (&out.stdout[..]).read_to_string(&mut buf);
 }
+
+/// `--cc` picks the congestion control on each side; an unknown name is a
+/// usage error naming the choices.
+#[test]
+fn cc_flag_chooses_the_controller() {
+    let out = udt()
+        .args(["connect", "--cc", "cubic", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cubic") && err.contains("bbr-bulk"), "{err}");
+
+    let base = scratch("cc");
+    let input = base.join("in.bin");
+    write_random(&input, 4 << 20, 11);
+    let output = base.join("out.bin");
+    let mut listen = udt();
+    listen
+        .args(["listen", "--cc", "udt", "127.0.0.1:0"])
+        .stdout(fs::File::create(&output).unwrap());
+    let mut listen = Proc::spawn("listen", listen);
+    let addr = listen.listening_addr(Duration::from_secs(20));
+    let mut connect = udt();
+    connect
+        .args(["connect", "--cc", "bbr-bulk"])
+        .arg(addr.to_string())
+        .stdin(fs::File::open(&input).unwrap())
+        .stdout(Stdio::null());
+    let mut connect = Proc::spawn("connect", connect);
+    assert_eq!(connect.code(T), 0, "{}", connect.stderr());
+    assert_eq!(listen.code(T), 0, "{}", listen.stderr());
+    assert_eq!(hash(&output), hash(&input));
+    let _ = fs::remove_dir_all(&base);
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cc::{CongestionControlFactory, NativeCcFactory};
+use crate::cc::{CcAlgorithm, CongestionControlFactory};
 
 mod validate;
 
@@ -89,7 +89,21 @@ pub struct Config {
     /// Cap on the sending rate in bytes per second; `None` for no cap
     /// (UDT4 `UDT_MAXBW` = -1).
     pub max_bandwidth: Option<u64>,
-    /// Builds the congestion controller of each connection. Default: native UDT.
+    /// The most payload memory, in bytes, this connection's send and
+    /// receive buffers may grow to together (half each). The buffers start
+    /// at `send_buffer_packets` and `recv_buffer_packets` and grow with the
+    /// measured bandwidth-delay product up to this cap, so a long fat path
+    /// is not limited by a fixed window (8192 packets cap a 200 ms path at
+    /// about 477 Mbit/s). Memory is only allocated as data is actually
+    /// buffered. A cap below the configured sizes keeps them fixed, as
+    /// UDT4's are. Default 256 MiB ([`DEFAULT_MEMORY_CAP`]).
+    pub memory_cap: u64,
+    /// Builds the congestion controller of each connection. Default: the
+    /// model-based controller with the fair profile ([`CcAlgorithm::Bbr`]),
+    /// chosen from the measurements in docs/congestion-control.md; pick a
+    /// built-in one with [`Config::with_congestion`] (`udt` for UDT4's
+    /// native controller, `bbr-bulk` for dedicated lossy links) or plug in
+    /// your own factory.
     pub congestion: Arc<dyn CongestionControlFactory>,
 }
 
@@ -97,6 +111,15 @@ impl Config {
     /// Bytes of payload in a full data packet: MSS less [`PACKET_OVERHEAD`].
     pub fn payload_size(&self) -> usize {
         (self.mss as usize).saturating_sub(PACKET_OVERHEAD)
+    }
+
+    /// The most packets one buffer (send or receive) may grow to under
+    /// [`memory_cap`](Self::memory_cap): half the cap in payload-sized
+    /// packets, never below `configured`.
+    pub fn buffer_cap_packets(&self, configured: u32) -> u32 {
+        let payload = self.payload_size().max(1) as u64;
+        let packets = (self.memory_cap / 2 / payload).min(u64::from(MAX_BUFFER_PACKETS));
+        (packets as u32).max(configured)
     }
 
     /// The flow window this side advertises in its handshake.
@@ -115,12 +138,30 @@ impl Config {
         self
     }
 
+    /// This configuration with the built-in congestion controller `cc`.
+    ///
+    /// ```
+    /// use udt_core::cc::CcAlgorithm;
+    /// use udt_core::Config;
+    ///
+    /// let config = Config::default().with_congestion(CcAlgorithm::Udt);
+    /// assert_eq!(config.congestion.build().name(), "udt");
+    /// ```
+    pub fn with_congestion(mut self, cc: CcAlgorithm) -> Config {
+        self.congestion = cc.factory();
+        self
+    }
+
     /// The socket type handshakes built from this configuration use
     /// (default [`SocketType::Stream`]).
     pub fn socket_type(&self) -> SocketType {
         self.socket_type
     }
 }
+
+/// The default [`Config::memory_cap`]: 256 MiB, enough for 1 Gbit/s over a
+/// 200 ms path with loss (about 4 bandwidth-delay products per buffer).
+pub const DEFAULT_MEMORY_CAP: u64 = 256 << 20;
 
 /// The IP and UDP header bytes UDT4 assumes every datagram carries (a
 /// 20-byte IPv4 header and an 8-byte UDP header): the MSS counts them.
@@ -152,7 +193,8 @@ impl Default for Config {
             rendezvous_timeout: Duration::from_secs(30),
             peer_idle_timeout: Duration::from_secs(10),
             max_bandwidth: None,
-            congestion: Arc::new(NativeCcFactory),
+            memory_cap: DEFAULT_MEMORY_CAP,
+            congestion: CcAlgorithm::DEFAULT.factory(),
         }
     }
 }

@@ -249,9 +249,13 @@ pub struct RateSmoother {
     bandwidth: u32,
     recv_rate_measured: bool,
     bandwidth_measured: bool,
-    /// The latest valid arrival speed reported, unsmoothed (0 before any).
-    latest_recv_rate: u32,
+    /// The latest valid arrival speed reported, unsmoothed, and when.
+    latest_recv_rate: Option<(u32, Instant)>,
 }
+
+/// How long a reported arrival speed stays current when later reports say
+/// "not measurable": a few full-ACK intervals.
+const RECV_SPEED_LIFETIME: Duration = Duration::from_millis(100);
 
 impl RateSmoother {
     /// Delivery rate 16 packets/s and bandwidth 1 packet/s, UDT4's initial values.
@@ -261,7 +265,7 @@ impl RateSmoother {
             bandwidth: 1,
             recv_rate_measured: false,
             bandwidth_measured: false,
-            latest_recv_rate: 0,
+            latest_recv_rate: None,
         }
     }
 
@@ -281,22 +285,25 @@ impl RateSmoother {
 
     /// Notes the arrival speed of a full ACK as it is, whether or not the
     /// ACK is news (UDT4 smooths only the rates of ACKs that acknowledge
-    /// new data; [`update`](Self::update) keeps that). 0, or a value UDT4
-    /// would read as negative, means "not measurable now".
-    pub fn note_latest(&mut self, recv_rate: u32) {
-        self.latest_recv_rate = if recv_rate <= i32::MAX as u32 {
-            recv_rate
-        } else {
-            0
-        };
+    /// new data; [`update`](Self::update) keeps that). 0 ("the intervals
+    /// were too irregular to tell") and values UDT4 would read as negative
+    /// keep the previous measurement.
+    pub fn note_latest(&mut self, recv_rate: u32, now: Instant) {
+        if recv_rate > 0 && recv_rate <= i32::MAX as u32 {
+            self.latest_recv_rate = Some((recv_rate, now));
+        }
     }
 
-    /// The arrival speed of the latest full ACK, packets/s, unsmoothed; 0
-    /// before any or when the receiver could not measure it. While the
-    /// path is saturated it is a direct measurement of the bottleneck rate,
-    /// free of the ACK compression that delivery-rate samples suffer.
-    pub fn latest_recv_rate(&self) -> u32 {
-        self.latest_recv_rate
+    /// The arrival speed the receiver last measured, packets/s,
+    /// unsmoothed; 0 before any, or when the last measurement is older than
+    /// 100 ms at `now`. While the path is saturated it is a direct
+    /// measurement of the bottleneck rate, free of the ACK compression that
+    /// delivery-rate samples suffer.
+    pub fn latest_recv_rate(&self, now: Instant) -> u32 {
+        match self.latest_recv_rate {
+            Some((rate, at)) if now.saturating_duration_since(at) <= RECV_SPEED_LIFETIME => rate,
+            _ => 0,
+        }
     }
 
     /// True once a receiver has reported a real arrival rate.
@@ -318,6 +325,81 @@ impl RateSmoother {
 impl Default for RateSmoother {
     fn default() -> Self {
         RateSmoother::new()
+    }
+}
+
+/// How many bandwidth-delay products a buffer grows to: the packets in
+/// flight (one BDP and the queue), those held behind a loss until its
+/// repair (about one more), and room for the next writes or reads.
+const BUFFER_BDPS: f64 = 4.0;
+
+/// Sizes a send or receive buffer from the measured bandwidth-delay
+/// product: `BUFFER_BDPS × rate × RTT` packets, never below the configured
+/// size, never above the memory cap, at most doubling per step (a rate
+/// read from a burst can be far too high), and never shrinking (memory
+/// already allocated is kept, as UDT4 keeps its buffer units). The caller
+/// asks only while the buffer actually limits the flow; a buffer that
+/// still limits it a round trip after it last grew doubles, so that it
+/// keeps up with a sender doubling its rate every round trip (the rate
+/// measured through a limiting buffer only shows what the buffer allows).
+///
+/// A fixed 8192-packet buffer limits a 200 ms path to about 477 Mbit/s at
+/// 1500-byte packets; this one follows the path up to the cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferSizer {
+    current: u32,
+    cap: u32,
+    /// When it last grew.
+    grown_at: Option<Instant>,
+}
+
+impl BufferSizer {
+    /// A sizer starting at `initial` packets and growing up to `cap`
+    /// (a cap below `initial` keeps the buffer at `initial`).
+    pub fn new(initial: u32, cap: u32) -> Self {
+        BufferSizer {
+            current: initial,
+            cap: cap.max(initial),
+            grown_at: None,
+        }
+    }
+
+    /// The current size, packets.
+    pub fn current(&self) -> u32 {
+        self.current
+    }
+
+    /// The largest size it may grow to, packets.
+    pub fn cap(&self) -> u32 {
+        self.cap
+    }
+
+    /// The buffer limits a flow of `rate` packets per second over `rtt` at
+    /// `now`; returns the new size when it grows.
+    pub fn observe(&mut self, rate: f64, rtt: Duration, now: Instant) -> Option<u32> {
+        let mut want = BUFFER_BDPS * rate * rtt.as_secs_f64();
+        if !want.is_finite() {
+            return None;
+        }
+        if self
+            .grown_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= rtt)
+        {
+            want = want.max(2.0 * f64::from(self.current));
+        }
+        if want <= f64::from(self.current) {
+            return None;
+        }
+        let next = (want.ceil() as u64)
+            .min(2 * u64::from(self.current))
+            .min(u64::from(self.cap)) as u32;
+        if next > self.current {
+            self.current = next;
+            self.grown_at = Some(now);
+            Some(next)
+        } else {
+            None
+        }
     }
 }
 
@@ -633,5 +715,53 @@ mod tests {
         }
         assert!((49_990..=50_000).contains(&s.recv_rate()));
         assert!(s.bandwidth() > i32::MAX as u32 - 100);
+    }
+
+    #[test]
+    fn buffer_sizer_follows_the_bdp_between_floor_and_cap() {
+        let ms = Duration::from_millis;
+        let t0 = epoch();
+        let at = |n| t0 + ms(n);
+        let mut b = BufferSizer::new(8192, 100_000);
+        // Still limiting a round trip after it started: it doubles.
+        assert_eq!(b.observe(10_000.0, ms(50), at(0)), Some(16_384));
+        // 10 000 packets/s over 50 ms: 2 000 in flight, 8 000 wanted, and
+        // less than a round trip since it grew: nothing.
+        assert_eq!(b.observe(10_000.0, ms(50), at(10)), None);
+        assert_eq!(b.current(), 16_384);
+        // 85 000 packets/s over 200 ms (1 Gbit/s): 68 000 wanted, reached
+        // by doubling (each step at most twice the size).
+        assert_eq!(b.observe(85_000.0, ms(200), at(20)), Some(32_768));
+        assert_eq!(b.observe(85_000.0, ms(200), at(30)), Some(65_536));
+        assert_eq!(b.observe(85_000.0, ms(200), at(40)), Some(68_000));
+        // Never shrinks.
+        assert_eq!(b.observe(1_000.0, ms(10), at(41)), None);
+        assert_eq!(b.current(), 68_000);
+        // Capped.
+        assert_eq!(b.observe(1e9, ms(200), at(50)), Some(100_000));
+        assert_eq!(b.observe(1e12, ms(200), at(500)), None);
+        assert_eq!(b.observe(f64::NAN, ms(1), at(600)), None);
+        assert_eq!(b.observe(f64::INFINITY, ms(1), at(700)), None);
+        // A cap below the start keeps the start.
+        let b = BufferSizer::new(8192, 100);
+        assert_eq!((b.current(), b.cap()), (8192, 8192));
+    }
+
+    #[test]
+    fn latest_recv_rate_keeps_the_last_measurement_for_a_while() {
+        let t0 = epoch();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = RateSmoother::new();
+        assert_eq!(s.latest_recv_rate(t0), 0);
+        s.note_latest(1000, ms(0));
+        assert_eq!(s.latest_recv_rate(ms(0)), 1000);
+        s.note_latest(0, ms(10)); // not measurable: the last one stands
+        s.note_latest(u32::MAX, ms(20)); // negative to UDT4: likewise
+        assert_eq!(s.latest_recv_rate(ms(20)), 1000);
+        s.note_latest(990, ms(30));
+        assert_eq!(s.latest_recv_rate(ms(130)), 990);
+        assert_eq!(s.latest_recv_rate(ms(131)), 0, "stale");
+        // The UDT4 smoothing is untouched by it.
+        assert_eq!(s.recv_rate(), 16);
     }
 }

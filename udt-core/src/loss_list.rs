@@ -305,6 +305,12 @@ impl LossList {
         self.capacity
     }
 
+    /// Raises the capacity to `capacity_packets` (clamped to 2^30); a
+    /// smaller value changes nothing. For a buffer that grew.
+    pub fn grow(&mut self, capacity_packets: u32) {
+        self.capacity = self.capacity.max(capacity_packets.min(MAX_SPAN));
+    }
+
     /// The inclusive ranges held, smallest first. Ranges never overlap or
     /// touch: consecutive ranges have at least one missing number between
     /// them.
@@ -717,5 +723,20 @@ mod tests {
         assert_eq!(list.remove_range(from, to), 5000);
         assert!(list.is_empty());
         assert_eq!(list.ranges().count(), 0);
+    }
+
+    #[test]
+    fn grow_admits_a_wider_span() {
+        let mut l = LossList::new(10);
+        assert_eq!(l.insert(SeqNumber::new(100), SeqNumber::new(100)), 1);
+        // 100..=120 spans 21 numbers: beyond the capacity, refused.
+        assert_eq!(l.insert(SeqNumber::new(120), SeqNumber::new(120)), 0);
+        l.grow(5);
+        assert_eq!(l.capacity(), 10);
+        l.grow(32);
+        assert_eq!(l.insert(SeqNumber::new(120), SeqNumber::new(120)), 1);
+        assert_eq!(l.len(), 2);
+        l.grow(u32::MAX);
+        assert_eq!(l.capacity(), 1 << 30);
     }
 }

@@ -41,6 +41,36 @@ impl PayloadPool {
         }
     }
 
+    /// Raises the most slots the pool may create to `limit` (never lowers
+    /// it): a buffer that grows with the bandwidth-delay product.
+    pub(crate) fn raise_limit(&mut self, limit: u32) {
+        if limit <= self.limit {
+            return;
+        }
+        self.limit = limit;
+        // Slot `i` lives in chunk `i / CHUNK_SLOTS`, so only the last chunk
+        // may be short. One cut at the old limit must be completed (as far
+        // as the new limit allows) before another chunk follows it.
+        let short = self.allocated % CHUNK_SLOTS;
+        if short == 0 {
+            return;
+        }
+        let count = (CHUNK_SLOTS - short).min(limit - self.allocated);
+        let Some(last) = self.chunks.last_mut() else {
+            return;
+        };
+        let mut bigger = vec![0u8; (short + count) as usize * self.payload_size];
+        if let Some(dst) = bigger.get_mut(..last.len()) {
+            dst.copy_from_slice(last);
+        }
+        *last = bigger.into_boxed_slice();
+        let first = self.allocated;
+        self.allocated += count;
+        self.free
+            .reserve_exact((self.allocated as usize).saturating_sub(self.free.len()));
+        self.free.extend((first..first + count).rev());
+    }
+
     /// Bytes per slot.
     pub(crate) fn payload_size(&self) -> usize {
         self.payload_size
@@ -183,6 +213,36 @@ mod tests {
         let idx = p.alloc().unwrap();
         assert_eq!(p.store(idx, b"0123456789"), 8, "stores at most one slot");
         assert_eq!(p.bytes(idx, 100), b"01234567");
+    }
+
+    #[test]
+    fn raising_the_limit_completes_a_short_last_chunk() {
+        // A limit of 40 leaves the second chunk 8 slots long; raising it
+        // must not let slot 40 land past the end of that chunk.
+        let mut p = PayloadPool::new(4, 40);
+        let mut taken: Vec<u32> = (0..40).map(|_| p.alloc().expect("slot")).collect();
+        for (i, &idx) in taken.iter().enumerate() {
+            p.store(idx, &[i as u8; 4]);
+        }
+        assert_eq!(p.alloc(), None);
+        p.raise_limit(30);
+        assert_eq!(p.alloc(), None, "lowering does nothing");
+        p.raise_limit(45);
+        p.raise_limit(100);
+        while let Some(idx) = p.alloc() {
+            taken.push(idx);
+        }
+        assert_eq!(taken.len(), 100);
+        assert_eq!(p.allocated(), 100);
+        for (i, &idx) in taken.iter().enumerate() {
+            if i >= 40 {
+                assert_eq!(p.store(idx, &[i as u8; 4]), 4, "slot {idx} has room");
+            }
+        }
+        // The first 40 kept their bytes through the reallocation.
+        for (i, &idx) in taken.iter().enumerate() {
+            assert_eq!(p.bytes(idx, 4), &[i as u8; 4], "slot {idx}");
+        }
     }
 
     #[test]

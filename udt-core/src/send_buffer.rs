@@ -146,6 +146,17 @@ impl SendBuffer {
         self.capacity
     }
 
+    /// Raises the capacity to `capacity_packets` (clamped to
+    /// [`MAX_CAPACITY_PACKETS`]); a smaller value changes nothing. Nothing
+    /// is allocated until the room is used.
+    pub fn grow(&mut self, capacity_packets: u32) {
+        let capacity = capacity_packets.min(MAX_CAPACITY_PACKETS);
+        if capacity > self.capacity {
+            self.capacity = capacity;
+            self.pool.raise_limit(capacity);
+        }
+    }
+
     /// The payload bytes one block holds.
     pub fn payload_size(&self) -> usize {
         self.pool.payload_size()
@@ -460,6 +471,32 @@ mod tests {
         (0..n)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
             .collect()
+    }
+
+    #[test]
+    fn grow_raises_the_capacity_and_never_lowers_it() {
+        let t = epoch();
+        let mut b = SendBuffer::new(4, 10, SeqNumber::new(7));
+        assert_eq!(b.write_stream(&bytes(100, 1), t), 40);
+        assert_eq!(b.free_packets(), 0);
+        b.grow(2);
+        assert_eq!(b.capacity(), 4);
+        b.grow(6);
+        assert_eq!((b.capacity(), b.free_packets()), (6, 2));
+        assert_eq!(b.write_stream(&bytes(100, 2), t), 20);
+        // All six blocks are sendable, in order, with their bytes.
+        let mut seqs = Vec::new();
+        let mut got = Vec::new();
+        while let Some(k) = b.take_next() {
+            seqs.push(k.seq.value());
+            got.extend_from_slice(k.payload);
+        }
+        assert_eq!(seqs, (7..13).collect::<Vec<_>>());
+        let mut want = bytes(100, 1)[..40].to_vec();
+        want.extend_from_slice(&bytes(100, 2)[..20]);
+        assert_eq!(got, want);
+        b.grow(u32::MAX);
+        assert_eq!(b.capacity(), MAX_CAPACITY_PACKETS);
     }
 
     #[test]

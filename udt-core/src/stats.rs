@@ -94,6 +94,11 @@ pub struct Stats {
     pub packets_in_flight: u32,
     /// Bytes the application may still write before the send buffer is full.
     pub send_buffer_free_bytes: usize,
+    /// The send buffer's capacity now, packets (it grows with the measured
+    /// bandwidth-delay product up to the memory cap).
+    pub send_buffer_packets: u32,
+    /// The receive buffer's capacity now, packets (likewise).
+    pub recv_buffer_packets: u32,
     /// Packets the peer's application had not read yet, by the peer's
     /// newest full or medium ACK: 0 once it reported its receive buffer
     /// drained (or before it reported anything). After an orderly close that

@@ -24,6 +24,11 @@ pub enum CcAlgorithm {
 }
 
 impl CcAlgorithm {
+    /// The controller [`Config::default`](crate::Config) uses: the
+    /// model-based one with the fair profile. Why, with the measurements:
+    /// docs/congestion-control.md.
+    pub const DEFAULT: CcAlgorithm = CcAlgorithm::Bbr;
+
     /// Every built-in controller, in the order `--help` lists them.
     pub const ALL: [CcAlgorithm; 3] = [CcAlgorithm::Bbr, CcAlgorithm::BbrBulk, CcAlgorithm::Udt];
 

@@ -165,6 +165,8 @@ pub(crate) struct DeliveryTracker {
     app_limited_until: u64,
     /// Records beyond the ACK that a NAK proved delivered.
     sacked: u32,
+    /// Records before this index were examined by a NAK already.
+    proved_upto: usize,
 }
 
 impl DeliveryTracker {
@@ -182,6 +184,7 @@ impl DeliveryTracker {
             sent: 0,
             app_limited_until: 0,
             sacked: 0,
+            proved_upto: 0,
         }
     }
 
@@ -310,6 +313,7 @@ impl DeliveryTracker {
             }
         }
         self.sacked -= sacked_popped;
+        self.proved_upto = self.proved_upto.saturating_sub(take);
         self.first = ack;
         if newest.count == 0 {
             // Everything it covered was already proved delivered by NAKs.
@@ -347,13 +351,33 @@ impl DeliveryTracker {
         if reference.flags & SENT == 0 {
             return None;
         }
-        let mut newest = Newest::default();
-        let mut ranges_iter = ranges.iter().map_while(Result::ok).filter_map(|(f, l)| {
-            let (a, b) = (f.offset_from(self.first), l.offset_from(self.first));
+        let first = self.first;
+        let offsets = move |(f, l): (SeqNumber, SeqNumber)| {
+            let (a, b) = (f.offset_from(first), l.offset_from(first));
             (a <= b && b >= 0).then_some((a.max(0) as usize, b as usize))
-        });
+        };
+        // A reported number proved delivered before was proved wrongly (the
+        // NAK that reported it was lost): withdraw the proof.
+        for (a, b) in ranges.iter().map_while(Result::ok).filter_map(offsets) {
+            for idx in a..=b.min(top) {
+                if let Some(record) = self.records.get_mut(idx) {
+                    if record.flags & DELIVERED != 0 {
+                        record.flags &= !DELIVERED;
+                        self.sacked -= 1;
+                    }
+                }
+            }
+        }
+        // Below `proved_upto` every first transmission was proved or
+        // reported by an earlier NAK (a reported one is lost and will only
+        // come back as a retransmission, which NAKs never prove): walk
+        // each record once, not the whole flight on every NAK.
+        let mut newest = Newest::default();
+        let mut ranges_iter = ranges.iter().map_while(Result::ok).filter_map(offsets);
         let mut range = ranges_iter.next();
-        for idx in 0..=top {
+        let from = self.proved_upto;
+        self.proved_upto = self.proved_upto.max(top + 1);
+        for idx in from..=top {
             while let Some((_, b)) = range {
                 if b < idx {
                     range = ranges_iter.next();
@@ -361,19 +385,13 @@ impl DeliveryTracker {
                     break;
                 }
             }
-            let reported = range.is_some_and(|(a, b)| a <= idx && idx <= b);
+            if range.is_some_and(|(a, b)| a <= idx && idx <= b) {
+                continue;
+            }
             let seq = self.first.add(idx as u32);
             let Some(record) = self.records.get_mut(idx) else {
                 break;
             };
-            if reported {
-                if record.flags & DELIVERED != 0 {
-                    // An earlier inference was wrong (its NAK was lost).
-                    record.flags &= !DELIVERED;
-                    self.sacked -= 1;
-                }
-                continue;
-            }
             // Only first transmissions: a receiver reports a gap once, when
             // it sees it, so a retransmission lost again shows in no
             // immediate NAK; only the ACK proves it arrived.

@@ -46,8 +46,9 @@ pub struct CcContext {
     /// Smoothed link capacity estimate reported by the receiver, packets/s
     /// (UDT4 `m_iBandwidth`, starts at 1).
     pub bandwidth: u32,
-    /// The packet arrival speed the receiver reported in its latest full
-    /// ACK, unsmoothed, packets/s; 0 until one arrives.
+    /// The packet arrival speed the receiver last measured (its latest full
+    /// ACK with a measurement, if not older than 100 ms), unsmoothed,
+    /// packets/s; 0 when there is none.
     pub recv_speed: u32,
     /// The largest sequence number sent so far (UDT4 `m_iSndCurrSeqNo`).
     pub send_current_seq: SeqNumber,

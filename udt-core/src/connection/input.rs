@@ -227,7 +227,30 @@ impl Connection {
         };
         let ctx = self.cc_context(now);
         self.cc.on_ack_sample(&ctx, &sample);
+        if let Some(rate) = sample.rate {
+            self.size_send_buffer(rate.delivery_rate());
+        }
         true
+    }
+
+    /// Grows the send buffer to follow the bandwidth-delay product, taking
+    /// the delivery rate no higher than the receiver's measured arrival
+    /// speed (a cumulative ACK after a repaired hole overstates the rate).
+    fn size_send_buffer(&mut self, delivery_rate: f64) {
+        if !self.sender.is_buffer_limited() {
+            return;
+        }
+        let speed = f64::from(self.sender.rates().latest_recv_rate(self.last_now));
+        let rate = if speed > 0.0 && speed * 4.0 >= delivery_rate {
+            delivery_rate.min(speed)
+        } else {
+            delivery_rate
+        };
+        if let Some(packets) = self.send_sizer.observe(rate, self.rtt.rtt(), self.last_now) {
+            log::debug!("{} send buffer grows to {packets} packets", self.local_id);
+            self.sender.grow_buffer(packets);
+            self.writable_pending = true;
+        }
     }
 
     /// Full or medium ACK (UDT4 `processCtrl` case 2, §6.5).
@@ -309,6 +332,9 @@ impl Connection {
         if let Some(sample) = sample {
             let ctx = self.cc_context(now);
             self.cc.on_ack_sample(&ctx, &sample);
+            if let Some(rate) = sample.rate {
+                self.size_send_buffer(rate.delivery_rate());
+            }
             changed = true;
         }
         if let Some(first) = outcome.first_lost {

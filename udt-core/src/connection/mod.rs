@@ -22,7 +22,7 @@ use bytes::Bytes;
 use crate::cc::{CcContext, CongestionControl, DeliveryTracker};
 use crate::config::{Config, SocketType};
 use crate::error::{ConnectionError, ReadError, WriteError};
-use crate::estimate::RttEstimator;
+use crate::estimate::{BufferSizer, RttEstimator};
 use crate::handshake::ConnectParams;
 use crate::packet::Handshake;
 use crate::send_buffer::SendBufferError;
@@ -153,6 +153,10 @@ pub struct Connection {
     cc: Box<dyn CongestionControl>,
     /// Per-packet delivery records for the controller's rate samples.
     delivery: DeliveryTracker,
+    /// Send and receive buffer sizes, following the measured BDP up to
+    /// the configured memory cap.
+    send_sizer: BufferSizer,
+    recv_sizer: BufferSizer,
     control: VecDeque<ControlItem>,
     /// Last time any packet arrived from the peer.
     last_heard: Instant,
@@ -198,6 +202,8 @@ impl Connection {
             now,
         );
         let receiver = Receiver::new(recv_capacity, payload_size, params.recv_isn, now);
+        let send_sizer = BufferSizer::new(send_capacity, config.buffer_cap_packets(send_capacity));
+        let recv_sizer = BufferSizer::new(recv_capacity, config.buffer_cap_packets(recv_capacity));
         let mut conn = Connection {
             cc: config.congestion.build(),
             config,
@@ -218,6 +224,8 @@ impl Connection {
             receiver,
             rtt: RttEstimator::new(),
             delivery: DeliveryTracker::new(params.send_isn, now),
+            send_sizer,
+            recv_sizer,
             control: VecDeque::with_capacity(32),
             last_heard: now,
             last_send_time: now,
@@ -369,6 +377,8 @@ impl Connection {
         s.congestion_window = self.sender.cwnd();
         s.packets_in_flight = self.sender.in_flight();
         s.send_buffer_free_bytes = self.sender.buffer().free_bytes();
+        s.send_buffer_packets = self.sender.buffer().capacity();
+        s.recv_buffer_packets = self.receiver.buffer().capacity();
         s.peer_unread_packets = self.sender.peer_unread();
         s
     }
@@ -630,7 +640,7 @@ impl Connection {
                 0
             },
             bandwidth: self.sender.rates().bandwidth(),
-            recv_speed: self.sender.rates().latest_recv_rate(),
+            recv_speed: self.sender.rates().latest_recv_rate(now),
             send_current_seq: self.sender.current(),
             max_window: self.sender.flow_window(),
             in_flight: self.sender.pipe(),

@@ -188,9 +188,10 @@ impl Connection {
         self.delivery
             .on_sent(now, seq, pipe, self.sender.in_flight());
         self.sender.set_sacked(self.delivery.sacked());
-        if self.sender.is_idle() {
-            // The application has nothing more for now: rate samples until
-            // this flight is delivered show the application, not the path.
+        if self.sender.is_idle() || self.sender.is_flow_window_limited() {
+            // The application has nothing more for now, or the receiver's
+            // window stops us: rate samples until this flight is delivered
+            // show the application or the receiver, not the path.
             self.delivery.mark_app_limited(pipe);
         }
         let ctx = self.cc_context(now);

@@ -129,6 +129,25 @@ impl Receiver {
         &self.buffer
     }
 
+    /// True when the sender has used (nearly) all the window we last
+    /// advertised: data arrived within an eighth of its far edge. Only then
+    /// can a larger buffer raise the rate.
+    pub(super) fn is_window_limited(&self) -> bool {
+        if self.last_advertised == u32::MAX {
+            return false;
+        }
+        let edge = self.last_ack.add(self.last_advertised);
+        let margin = (self.last_advertised / 8).max(2);
+        !self.current.next().is_before(edge.sub(margin))
+    }
+
+    /// Grows the receive buffer (and so the advertised window, and the loss
+    /// list's span with it) to `packets`; never shrinks.
+    pub(super) fn grow_buffer(&mut self, packets: u32) {
+        self.buffer.grow(packets);
+        self.loss.grow(packets);
+    }
+
     /// The data arrival speed, packets/s (0 until measurable).
     pub(super) fn recv_speed(&self) -> u32 {
         self.arrivals.recv_speed()

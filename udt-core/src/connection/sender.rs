@@ -256,6 +256,26 @@ impl Sender {
             .saturating_sub(self.sacked)
     }
 
+    /// True when what is sent and unacknowledged fills at least half the
+    /// send buffer: the buffer, not the application, limits what may be in
+    /// flight, so a larger one can raise the rate.
+    pub(super) fn is_buffer_limited(&self) -> bool {
+        self.unacked() >= self.buffer.capacity() / 2
+    }
+
+    /// True when the peer's flow window, not the congestion window or the
+    /// application, stops the next new packet.
+    pub(super) fn is_flow_window_limited(&self) -> bool {
+        self.buffer.next_unsent().is_some() && self.in_flight() >= self.flow_window.max(1)
+    }
+
+    /// Grows the send buffer (and the loss list's span with it) to
+    /// `packets`; never shrinks.
+    pub(super) fn grow_buffer(&mut self, packets: u32) {
+        self.buffer.grow(packets);
+        self.loss.grow(packets);
+    }
+
     /// Records how many packets beyond the last ACK are known delivered.
     pub(super) fn set_sacked(&mut self, sacked: u32) {
         self.sacked = sacked;
@@ -426,7 +446,7 @@ impl Sender {
             // The raw arrival speed counts even when the ACK repeats an
             // old number (a hole stalls it); the UDT4 smoothing below does
             // not see it.
-            self.rates.note_latest(rates.recv_rate);
+            self.rates.note_latest(rates.recv_rate, now);
         }
         if !seq.is_after(self.last_data_ack) {
             // A repeated ACK: UDT4 stops here (no RTT or rate update).

@@ -149,6 +149,19 @@ impl Connection {
 
     /// The ACK timer (UDT4 `sendCtrl(2)`, §6.4).
     fn send_ack(&mut self, now: Instant) {
+        // The receive buffer, and with it the window the ACK advertises,
+        // follows the bandwidth-delay product of the data arriving.
+        let speed = self.receiver.recv_speed();
+        if speed > 0 && self.receiver.is_window_limited() {
+            let rtt = self.rtt.rtt();
+            if let Some(packets) = self.recv_sizer.observe(f64::from(speed), rtt, now) {
+                log::debug!(
+                    "{} receive buffer grows to {packets} packets",
+                    self.local_id
+                );
+                self.receiver.grow_buffer(packets);
+            }
+        }
         if let Some(ack) = self.receiver.build_ack(now, &self.rtt) {
             self.queue_control(ControlItem::Ack(ack));
             self.counters.acks_sent += 1;

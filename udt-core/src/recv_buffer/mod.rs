@@ -200,6 +200,23 @@ impl RecvBuffer {
         self.capacity
     }
 
+    /// Raises the capacity to `capacity_packets` (clamped to
+    /// [`MAX_CAPACITY_PACKETS`]); a smaller value changes nothing. The
+    /// window advertised in ACKs grows with it; nothing is allocated until
+    /// the room is used.
+    pub fn grow(&mut self, capacity_packets: u32) {
+        let capacity = capacity_packets.min(MAX_CAPACITY_PACKETS);
+        if capacity > self.capacity {
+            // A window narrowed by `set_window_limit` (a connection not yet
+            // accepted) stays narrow; a full window grows with the capacity.
+            if self.window == self.capacity {
+                self.window = capacity;
+            }
+            self.capacity = capacity;
+            self.pool.raise_limit(capacity);
+        }
+    }
+
     /// Bytes of memory held: payload slots (in use or kept for reuse) and
     /// the slot ring.
     pub fn memory_bytes(&self) -> usize {

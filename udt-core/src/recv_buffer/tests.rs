@@ -40,6 +40,26 @@ fn next_message(rb: &mut RecvBuffer) -> Option<Vec<u8>> {
 }
 
 #[test]
+fn grow_widens_the_window_and_keeps_what_is_held() {
+    let mut rb = RecvBuffer::new(4, 4, s(100));
+    rb.insert(s(100), Only, false, m(1), b"abcd").unwrap();
+    rb.insert(s(102), Only, false, m(2), b"ij").unwrap();
+    assert_eq!(rb.available_packets(), 2);
+    assert_eq!(
+        rb.insert(s(104), Only, false, m(3), b"zz"),
+        Err(InsertError::OutOfWindow)
+    );
+    rb.grow(3);
+    assert_eq!(rb.capacity(), 4, "never shrinks");
+    rb.grow(8);
+    assert_eq!(rb.available_packets(), 6);
+    rb.insert(s(107), Only, false, m(5), b"q").unwrap();
+    rb.insert(s(101), Only, false, m(9), b"efgh").unwrap();
+    assert_eq!(rb.contiguous_end(), s(103));
+    assert_eq!(read_all(&mut rb), b"abcdefghij");
+}
+
+#[test]
 fn stream_reads_are_contiguous_and_keep_partial_offsets() {
     let mut rb = RecvBuffer::new(8, 4, s(100));
     assert_eq!(rb.available_packets(), 7);

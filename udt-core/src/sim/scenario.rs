@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::harness::{check_pattern, fill_pattern};
 use super::{DelayHistogram, LinkConfig, LinkStats, Loss, Sim, UdtNode};
 use crate::cc::CcAlgorithm;
 use crate::config::Config;
@@ -124,10 +125,37 @@ impl Scenario {
         }
     }
 
+    /// Two flows through one 100 Mbit/s, 10 ms bottleneck, the second
+    /// joining after 2 s: run with a loss-based flow first and the one under
+    /// test second, to see whether the newcomer takes the link over.
+    pub fn shared() -> Scenario {
+        Scenario {
+            name: "shared",
+            ..Self::two_flows()
+        }
+    }
+
     /// One flow alone on a clean 100 Mbit/s, 10 ms path: it should fill the
     /// link without keeping the 50 ms queue full.
     pub fn clean_queue() -> Scenario {
         Self::single("queue", 100, 10, Loss::None)
+    }
+
+    /// A fast LAN: 1 Gbit/s, 0.5 ms one way, no random loss, and a
+    /// bottleneck queue of only 1 ms (85 packets).
+    pub fn lan() -> Scenario {
+        Scenario {
+            queue: Duration::from_millis(1),
+            ..Self::single("lan", 1000, 0, Loss::None)
+        }
+        .with_one_way_delay(Duration::from_micros(500))
+    }
+
+    fn with_one_way_delay(self, one_way_delay: Duration) -> Scenario {
+        Scenario {
+            one_way_delay,
+            ..self
+        }
     }
 
     /// The base round-trip time.
@@ -164,16 +192,21 @@ pub struct RunSpec {
     pub warmup: Duration,
     /// Width of the bins of [`FlowReport::bins`].
     pub bin: Duration,
+    /// Write a deterministic byte pattern and check every byte read
+    /// (tests); off, the data is not checked (faster, for tables).
+    pub verify: bool,
 }
 
 impl RunSpec {
-    /// A run of `duration` measured after `warmup`, with 100 ms bins.
+    /// A run of `duration` measured after `warmup`, with 100 ms bins and
+    /// every byte checked.
     pub fn new(seed: u64, duration: Duration, warmup: Duration) -> RunSpec {
         RunSpec {
             seed,
             duration,
             warmup,
             bin: Duration::from_millis(100),
+            verify: true,
         }
     }
 }
@@ -237,10 +270,7 @@ impl ScenarioReport {
 
 /// A configuration for a bulk sender with controller `cc`.
 pub fn config_for(cc: CcAlgorithm) -> Config {
-    Config {
-        congestion: cc.factory(),
-        ..Config::default()
-    }
+    Config::default().with_congestion(cc)
 }
 
 /// One bulk flow during a run.
@@ -248,6 +278,7 @@ struct Flow {
     sender: SocketId,
     receiver: SocketId,
     start: Duration,
+    written: u64,
     bytes: u64,
     measured: u64,
     bins: Vec<u64>,
@@ -313,6 +344,7 @@ pub fn run(
             sender,
             receiver,
             start: scenario.flow_starts[i],
+            written: 0,
             bytes: 0,
             measured: 0,
             bins: Vec::new(),
@@ -324,7 +356,7 @@ pub fn run(
     for f in &mut run_flows {
         f.bins = vec![0; nbins.max(1)];
     }
-    let chunk = vec![0x5Au8; 256 * 1024];
+    let mut chunk = vec![0x5Au8; 256 * 1024];
     let mut rbuf = vec![0u8; 1 << 20];
     let mut queue_at_warmup: Option<DelayHistogram> = None;
     let mut failure: Option<String> = None;
@@ -352,11 +384,15 @@ pub fn run(
                         break;
                     }
                     let n = free.min(chunk.len());
+                    let stream = u64::from(f.sender.0);
+                    if spec.verify {
+                        fill_pattern(stream, f.written, &mut chunk[..n]);
+                    }
                     match sim
                         .node_mut(a)
                         .with_connection(f.sender, |c| c.write(&chunk[..n]))
                     {
-                        Some(Ok(_)) => {}
+                        Some(Ok(k)) => f.written += k as u64,
                         Some(Err(WriteError::WouldBlock)) => break,
                         Some(Err(e)) => {
                             failure = Some(format!("write failed: {e}"));
@@ -376,6 +412,13 @@ pub fn run(
                     {
                         Some(Ok(0)) | Some(Err(ReadError::WouldBlock)) => break,
                         Some(Ok(n)) => {
+                            let stream = u64::from(f.sender.0);
+                            if spec.verify {
+                                if let Some(at) = check_pattern(stream, f.bytes, &rbuf[..n]) {
+                                    failure = Some(format!("byte {at} differs"));
+                                    return true;
+                                }
+                            }
                             f.bytes += n as u64;
                             f.bins[bin] += n as u64;
                             if t >= spec.warmup {

@@ -38,13 +38,6 @@ impl<const N: usize> MaxPerRound<N> {
             .map(|(_, v)| *v)
             .fold(0.0, f64::max)
     }
-
-    /// Forgets everything (tests; the controller keeps its filters for the
-    /// connection's life).
-    #[cfg(test)]
-    pub(super) fn reset(&mut self) {
-        self.slots = [(0, 0.0); N];
-    }
 }
 
 /// The smallest round-trip time seen, and when it was last seen (or
@@ -127,9 +120,6 @@ mod tests {
         assert_eq!(f.get(4), 5.0);
         // A gap of rounds without samples empties it.
         assert_eq!(f.get(20), 0.0);
-        f.update(5, 2.0);
-        f.reset();
-        assert_eq!(f.get(5), 0.0);
     }
 
     #[test]

@@ -13,19 +13,23 @@
 //!   by less than 25 %, or a round loses more than the profile's loss
 //!   threshold. A single loss never ends it.
 //! * **Drain** paces below the bandwidth until the queue Startup built is gone.
-//! * **ProbeBw** cycles through eight phases of one minimum RTT each: one
-//!   at 1.25× (probe for more bandwidth), one at 0.75× (drain what the probe
-//!   queued), six at 1×.
+//! * **ProbeBw** cycles through eight phases of one round trip each (never
+//!   shorter than the time between two ACKs): one at 1.25× (probe for more
+//!   bandwidth), one at 0.75× (drain what the probe queued), six at 1×.
 //! * **ProbeRtt**: when the minimum RTT has not been seen for
 //!   [`MIN_RTT_WINDOW`], the window drops to half the BDP for 200 ms and a
 //!   round trip, so that the queue empties and the true RTT shows.
 //!
 //! Loss is judged as a rate per round trip, not per event: a round whose
-//! loss rate is clearly above the profile's threshold (2 % for
+//! loss-event rate is clearly above the profile's threshold (2 % for
 //! [`BbrProfile::Fair`], 15 % for [`BbrProfile::Bulk`]) is congestion, and
-//! cuts the bandwidth and in-flight bounds to 70 %; random loss below the
-//! threshold only costs its retransmissions. A full probe cycle without
-//! congestion lifts the bounds again.
+//! cuts the bandwidth and in-flight bounds to 70 % (never below what the
+//! path delivered in the last rounds); random loss below the threshold only
+//! costs its retransmissions. The next probe lifts the bounds again.
+//!
+//! How the samples are taken from UDT's cumulative ACKs and NAKs, and why
+//! the window is the BDP plus a fixed allowance rather than twice the BDP:
+//! docs/congestion-control.md, section 7.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +61,9 @@ const PROBE_RTT_DURATION: Duration = Duration::from_millis(200);
 /// half the BDP drains the queue without the v1 collapse to 4 packets).
 const PROBE_RTT_CWND_GAIN: f64 = 0.5;
 
+/// The RTT the first window is paced over before any was measured.
+const INITIAL_PACING_RTT: Duration = Duration::from_millis(1);
+
 /// Startup's pacing gain, 4·ln 2: the smallest gain that doubles the
 /// delivery rate every round trip.
 const STARTUP_PACING_GAIN: f64 = 2.77;
@@ -81,9 +88,13 @@ const FULL_BW_ROUNDS: u32 = 3;
 /// The multiplicative cut of the bounds on congestion.
 const BETA: f64 = 0.7;
 
+/// A receiver sends a light ACK every this many packets (and a full one
+/// every SYN).
+const LIGHT_ACK_PACKETS: f64 = 64.0;
+
 /// Packets beyond the BDP the window allows once the pipe is full: one
-/// light-ACK interval (a receiver acknowledges at least every 64 packets).
-const ACK_ALLOWANCE: f64 = 64.0;
+/// light-ACK interval.
+const ACK_ALLOWANCE: f64 = LIGHT_ACK_PACKETS;
 
 /// The smallest congestion window, packets.
 const MIN_CWND: f64 = 4.0;
@@ -173,6 +184,10 @@ pub struct BbrCc {
     /// Deliveries counted when congestion was last acted on: samples of
     /// packets sent before then describe the flight already answered.
     congestion_delivered: Option<u64>,
+    /// The receiver has reported an arrival speed at least once.
+    seen_recv_speed: bool,
+    /// The pacing rate comes from bandwidth samples, not the initial guess.
+    paced_by_samples: bool,
     /// Startup found the bandwidth.
     filled_pipe: bool,
     full_bw: f64,
@@ -213,6 +228,8 @@ impl BbrCc {
             last_loss_round: None,
             congested_in_cycle: false,
             congestion_delivered: None,
+            seen_recv_speed: false,
+            paced_by_samples: false,
             filled_pipe: false,
             full_bw: 0.0,
             full_bw_rounds: 0,
@@ -261,10 +278,21 @@ impl BbrCc {
         }
     }
 
-    /// The RTT the model uses: the windowed minimum, or the connection's
-    /// smoothed RTT before any sample.
+    /// The round trip the model works with: the windowed minimum RTT (the
+    /// connection's smoothed RTT before any sample), but never shorter
+    /// than the time between two ACKs. A UDT receiver acknowledges every
+    /// 10 ms and every 64 packets, so on a path of a millisecond a flow
+    /// below 6 400 packets/s hears back only every 10 ms: that is its
+    /// feedback loop, for the window and for the length of a probe phase.
     fn rtt(&self) -> Duration {
-        self.min_rtt.get().unwrap_or(self.srtt)
+        let rtt = self.min_rtt.get().unwrap_or(self.srtt);
+        let bw = self.max_bw.get(self.round).min(self.bw_lo);
+        let ack_interval = if bw > 0.0 {
+            SYN_INTERVAL.min(Duration::from_secs_f64(LIGHT_ACK_PACKETS / bw))
+        } else {
+            SYN_INTERVAL
+        };
+        rtt.max(ack_interval)
     }
 
     /// The bandwidth-delay product in packets at bandwidth `bw`.
@@ -273,10 +301,15 @@ impl BbrCc {
     }
 
     /// The bandwidth used for pacing: the model's, or before any sample,
-    /// the initial window per smoothed RTT.
+    /// the initial window per measured RTT, or per millisecond before any
+    /// RTT was measured (the draft's choice: UDT's initial 100 ms RTT is a
+    /// placeholder, not a measurement, and pacing the first window over
+    /// it would hold back a fast path).
     fn model_bw(&self) -> f64 {
-        self.bandwidth()
-            .unwrap_or_else(|| INITIAL_CONGESTION_WINDOW / self.srtt.as_secs_f64().max(1e-3))
+        self.bandwidth().unwrap_or_else(|| {
+            let rtt = self.min_rtt.get().unwrap_or(INITIAL_PACING_RTT);
+            INITIAL_CONGESTION_WINDOW / rtt.as_secs_f64().max(1e-3)
+        })
     }
 
     fn enter_drain(&mut self) {
@@ -511,7 +544,9 @@ impl BbrCc {
     fn set_outputs(&mut self, ctx: &CcContext, newly_acked: u32) {
         let bw = self.model_bw();
         let rate = self.pacing_gain * bw * PACING_MARGIN;
-        self.pacing_rate = if self.filled_pipe || self.bandwidth().is_none() {
+        self.pacing_rate = if self.filled_pipe || !self.paced_by_samples {
+            // (The first sample replaces the initial guess, up or down.)
+            self.paced_by_samples = self.bandwidth().is_some();
             rate
         } else {
             // Startup never slows down: a low early sample must not undo
@@ -618,13 +653,31 @@ impl CongestionControl for BbrCc {
             // A cumulative ACK that jumps over a repaired hole credits
             // packets that arrived over a long time to a short interval
             // (ACK compression). The receiver's own measurement of the
-            // arrival speed has no such error: no sample may exceed it.
-            // (A report far below the sample is not a measurement of this
-            // flight: a receiver just starting, or one that saw an idle
-            // gap, reports a few packets per second.)
-            let speed = f64::from(ctx.recv_speed);
-            if speed > 0.0 && speed * 4.0 >= rate {
-                rate = rate.min(speed);
+            // arrival speed has no such error, nor the timing noise whose
+            // peaks a maximum filter would collect: no sample may exceed
+            // it. Except a Startup sample whose round trip saw no loss
+            // (so no repaired hole): the report is up to 10 ms old, and
+            // capping by it would stall a doubling that takes a millisecond
+            // per round. And a report far below the sample is not a
+            // measurement of this flight: a receiver just starting, or one
+            // that saw an idle gap, reports a few packets per second.
+            let speed = speed_lower_bound(ctx.recv_speed);
+            if speed > 0.0 {
+                self.seen_recv_speed = true;
+            }
+            let exempt = !self.filled_pipe && rs.lost == 0;
+            if exempt {
+                // Clean Startup sample: taken as it is.
+            } else if speed > 0.0 {
+                if speed * 4.0 >= rate {
+                    rate = rate.min(self.speed_ceiling(ctx, speed));
+                }
+            } else if self.seen_recv_speed {
+                // The receiver measures, but not lately (heavy loss makes
+                // its intervals too irregular): exactly when repaired holes
+                // compress ACKs. Such a sample may keep the estimate, not
+                // raise it.
+                rate = rate.min(self.max_bw.get(self.round));
             }
             // An interval shorter than the minimum RTT means compressed
             // ACKs, not a faster path; an application-limited sample only
@@ -684,6 +737,58 @@ impl CongestionControl for BbrCc {
     fn window_basis(&self) -> WindowBasis {
         WindowBasis::InFlight
     }
+}
+
+impl BbrCc {
+    /// The most a delivery-rate sample may show given the receiver's
+    /// measured arrival `speed`: the speed itself, or up to one probing
+    /// step (the ProbeBW up gain) above the current estimate, never above
+    /// the packet-pair link capacity.
+    ///
+    /// Why the step: the receiver's speed is a median over its last 16
+    /// arrival intervals. Below ~1600 packets/s at a 10 ms RTT those span
+    /// more than the one round trip a probe lasts, so the report mostly
+    /// shows the rate before the probe, and a plain cap at the speed locked
+    /// the estimate where it was (a 5 % loss path stuck at 500 packets/s
+    /// of 8500). The step lets each probe raise the estimate by its gain, as
+    /// it would without a cap; the link capacity bounds the ratchet, so
+    /// compressed ACKs at the bottleneck cannot raise it without end.
+    ///
+    /// Only where the report is that slow: when 16 arrivals take less than
+    /// half a round trip, the report is current and stays the cap (at high
+    /// rates the packet-pair capacity is itself up to ~9 % high, and a
+    /// ceiling there would keep a standing queue).
+    fn speed_ceiling(&self, ctx: &CcContext, speed: f64) -> f64 {
+        let span = SPEED_SAMPLE_ARRIVALS / speed;
+        let slow = self
+            .min_rtt
+            .get()
+            .is_some_and(|rtt| span > rtt.as_secs_f64() / 2.0);
+        let capacity = f64::from(ctx.bandwidth);
+        if !slow || capacity <= 0.0 {
+            return speed;
+        }
+        let step = self.max_bw.get(self.round) * PROBE_BW_GAINS[0];
+        speed.max(step.min(capacity))
+    }
+}
+
+/// Arrival intervals behind a receiver's speed report (UDT4 takes the
+/// median-filtered mean of its last 16, udt4-protocol.md §6.4).
+const SPEED_SAMPLE_ARRIVALS: f64 = 16.0;
+
+/// The least arrival speed, packets/s, consistent with a receiver's report
+/// of `reported` (0 for none). UDT4 computes it as `ceil(1e6 / m)` from an
+/// integer mean interval `m` in µs, truncated: the true mean lies in
+/// `[m, m + 1)`, so at 85 000 packets/s (1 Gbit/s, `m` = 11) the report is up
+/// to 9 % high. Pacing above the bottleneck would keep its queue full;
+/// taking the bound errs low by at most one part in `m` instead.
+fn speed_lower_bound(reported: u32) -> f64 {
+    if reported == 0 {
+        return 0.0;
+    }
+    let mean_us = (1e6 / f64::from(reported)).ceil();
+    1e6 / (mean_us + 1.0)
 }
 
 /// Builds a [`BbrCc`] with the given profile for each connection.

@@ -1,0 +1,386 @@
+//! The congestion-control scenarios of issue 9 over real sockets: each path
+//! is a `udt-relay` (rate cap behind a 50 ms drop-tail queue, one-way delay,
+//! random loss both ways) on loopback, and each transfer runs through it in
+//! four combinations: Debian's libudt0 to libudt0, our sender (with each
+//! controller asked for) to libudt0, libudt0 to our receiver, and ours to
+//! ours. The paths are the simulator's (`udt_core::sim::scenario`), so the
+//! two tables compare. Figures go to docs/congestion-control.md.
+//!
+//! `cargo bench --bench relay_cc` (needs libudt-dev and g++, as the interop
+//! tests; run it on a quiet machine). Environment:
+//! - `UDT_BENCH_REPS`: repetitions, alternating the transfers (default 2;
+//!   the median is reported);
+//! - `UDT_BENCH_ONLY`: scenario names, comma-separated (S2,S3,S4,S5,high-bdp);
+//! - `UDT_BENCH_CC`: our controllers to run (default `bbr,udt`);
+//! - `UDT_BENCH_SCALE`: multiplies the transfer sizes (default 1);
+//! - `UDT_BENCH_HIGH_MBPS`: the high-BDP path's rate, for a machine whose
+//!   relay cannot sustain 1 Gbit/s (default 1000);
+//! - `UDT_BENCH_SMOKE=1`: one tiny path and transfer, to check the
+//!   benchmark itself works.
+//!
+//! Goodput is measured at the receiver, from the accepted connection to the
+//! last byte, so it includes the ramp-up; the transfer sizes are chosen so
+//! that libudt0 finishes in well under a minute on each path. The queue
+//! column is our sender's smoothed RTT above the path's base RTT, sampled
+//! every 20 ms from one second into the transfer (the relay does not time
+//! its queue); it is empty for libudt0 senders.
+
+#[path = "../tests/interop/harness.rs"]
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use harness::{args, Peer};
+use udt::Endpoint;
+use udt_core::cc::CcAlgorithm;
+use udt_core::sim::scenario::Scenario;
+use udt_core::sim::Loss as SimLoss;
+use udt_core::Config;
+use udt_relay::{Impairment, Loss, Relay, RelayConfig};
+
+/// The longest any single transfer may take.
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// Queue samples start this long into a transfer.
+const SETTLE: Duration = Duration::from_secs(1);
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn localhost() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The relay's impairment for one direction of `s`.
+fn impairment(s: &Scenario) -> Impairment {
+    let rate = s.rate_mbps * 1_000_000;
+    let loss = match s.loss {
+        SimLoss::None => Loss::None,
+        SimLoss::Bernoulli(p) => Loss::Random(p),
+        SimLoss::GilbertElliott {
+            p_good_to_bad,
+            p_bad_to_good,
+            loss_good,
+            loss_bad,
+        } => Loss::GilbertElliott {
+            good_to_bad: p_good_to_bad,
+            bad_to_good: p_bad_to_good,
+            loss_good,
+            loss_bad,
+        },
+    };
+    Impairment {
+        loss,
+        delay: s.one_way_delay,
+        rate_bps: Some(rate),
+        queue_bytes: ((rate / 8) as f64 * s.queue.as_secs_f64()) as usize,
+        ..Impairment::default()
+    }
+}
+
+/// A relay with `s`'s path in front of `server`.
+fn relay_to(server: SocketAddr, s: &Scenario, seed: u64) -> Relay {
+    let config = RelayConfig {
+        seed,
+        max_pending: 1 << 17,
+        socket_buffer: 16 << 20,
+        ..RelayConfig::new(server)
+    }
+    .with_both(impairment(s));
+    Relay::start(config).expect("start the relay")
+}
+
+/// One transfer's outcome: goodput at the receiver and our sender's
+/// queueing-delay samples (empty for a libudt0 sender).
+struct Outcome {
+    mbps: f64,
+    queue_ms: Vec<f64>,
+}
+
+fn mbps(bytes: u64, t: Duration) -> f64 {
+    bytes as f64 * 8.0 / t.as_secs_f64().max(1e-9) / 1e6
+}
+
+fn udt4_receiver(bytes: u64) -> (Peer, SocketAddr) {
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[
+            ("bind", "127.0.0.1:0".into()),
+            ("expect", bytes.to_string()),
+            ("verify", "0".into()),
+        ]),
+        LIMIT,
+    );
+    let addr = server.ready_addr();
+    (server, addr)
+}
+
+fn udt4_elapsed(server: &mut Peer, bytes: u64) -> Duration {
+    let r = server.expect_line("RESULT", LIMIT);
+    assert_eq!(r.num("bytes") as u64, bytes, "{}", r.line);
+    let ms: f64 = r.get("elapsed_ms").parse().expect("elapsed_ms");
+    server.expect_success(Duration::from_secs(30));
+    Duration::from_secs_f64(ms / 1000.0)
+}
+
+fn udt4_sender(to: SocketAddr, bytes: u64) -> Peer {
+    Peer::spawn(
+        "stream_client",
+        &args(&[
+            ("connect", to.to_string()),
+            ("bytes", bytes.to_string()),
+            ("verify", "0".into()),
+        ]),
+        LIMIT,
+    )
+}
+
+/// Our sender with controller `cc`: writes `bytes`, closes, and samples its
+/// smoothed RTT above `base_rtt` meanwhile.
+fn ours_send(to: SocketAddr, bytes: u64, cc: CcAlgorithm, base_rtt: Duration) -> Vec<f64> {
+    let config = Config::default().with_congestion(cc);
+    let ep = Endpoint::bind_with(localhost(), config, udt::EndpointConfig::default())
+        .expect("bind an endpoint");
+    let stream = ep.connect(to).expect("connect");
+    let done = AtomicBool::new(false);
+    let mut samples = Vec::new();
+    std::thread::scope(|scope| {
+        let stream = &stream;
+        let done = &done;
+        let sampler = scope.spawn(move || {
+            let start = Instant::now();
+            let mut queue = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                // The smoothed RTT starts at UDT4's 100 ms placeholder and
+                // needs a few dozen ACKs to forget it: skip the first second.
+                if start.elapsed() >= SETTLE {
+                    let rtt = stream.stats().rtt;
+                    queue.push(rtt.saturating_sub(base_rtt).as_secs_f64() * 1e3);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            queue
+        });
+        let buf = vec![0x5Au8; 1 << 16];
+        let mut left = bytes;
+        let mut writer = stream;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            writer.write_all(&buf[..n]).expect("write");
+            left -= n as u64;
+        }
+        done.store(true, Ordering::Relaxed);
+        samples = sampler.join().expect("sampler thread");
+    });
+    // The peer may close first once it has everything; that is fine here.
+    let _ = stream.close();
+    samples
+}
+
+/// Our receiver: reads `bytes` from the next accepted stream; returns the
+/// time from accept to the last byte.
+fn ours_receive(listener: &udt::UdtListener, bytes: u64) -> Duration {
+    let (mut stream, _) = listener.accept_timeout(LIMIT).expect("accept");
+    stream.set_read_timeout(Some(LIMIT));
+    let start = Instant::now();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "stream ended after {got} of {bytes} bytes");
+        got += n as u64;
+    }
+    let elapsed = start.elapsed();
+    // Stay until the sender's close is through.
+    let _ = stream.read(&mut buf);
+    elapsed
+}
+
+/// The four combinations of sender and receiver.
+#[derive(Clone, Copy, Debug)]
+enum Transfer {
+    Udt4ToUdt4,
+    OursToUdt4(CcAlgorithm),
+    Udt4ToOurs,
+    OursToOurs(CcAlgorithm),
+}
+
+impl Transfer {
+    fn name(self) -> String {
+        match self {
+            Transfer::Udt4ToUdt4 => "libudt0 -> libudt0".into(),
+            Transfer::OursToUdt4(cc) => format!("ours ({cc}) -> libudt0"),
+            Transfer::Udt4ToOurs => "libudt0 -> ours".into(),
+            Transfer::OursToOurs(cc) => format!("ours ({cc}) -> ours"),
+        }
+    }
+
+    fn run(self, s: &Scenario, bytes: u64, seed: u64) -> Outcome {
+        let base = s.rtt();
+        match self {
+            Transfer::Udt4ToUdt4 => {
+                let (mut server, addr) = udt4_receiver(bytes);
+                let relay = relay_to(addr, s, seed);
+                let mut client = udt4_sender(relay.local_addr(), bytes);
+                let t = udt4_elapsed(&mut server, bytes);
+                client.expect_success(Duration::from_secs(60));
+                Outcome {
+                    mbps: mbps(bytes, t),
+                    queue_ms: Vec::new(),
+                }
+            }
+            Transfer::OursToUdt4(cc) => {
+                let (mut server, addr) = udt4_receiver(bytes);
+                let relay = relay_to(addr, s, seed);
+                let queue_ms = ours_send(relay.local_addr(), bytes, cc, base);
+                let t = udt4_elapsed(&mut server, bytes);
+                Outcome {
+                    mbps: mbps(bytes, t),
+                    queue_ms,
+                }
+            }
+            Transfer::Udt4ToOurs => {
+                let ep = Endpoint::bind(localhost()).expect("bind an endpoint");
+                let listener = ep.listen(4).expect("listen");
+                let relay = relay_to(ep.local_addr(), s, seed);
+                let mut client = udt4_sender(relay.local_addr(), bytes);
+                let t = ours_receive(&listener, bytes);
+                client.expect_success(Duration::from_secs(60));
+                Outcome {
+                    mbps: mbps(bytes, t),
+                    queue_ms: Vec::new(),
+                }
+            }
+            Transfer::OursToOurs(cc) => {
+                let ep = Endpoint::bind(localhost()).expect("bind an endpoint");
+                let listener = ep.listen(4).expect("listen");
+                let relay = relay_to(ep.local_addr(), s, seed);
+                let to = relay.local_addr();
+                let sender = std::thread::spawn(move || ours_send(to, bytes, cc, base));
+                let t = ours_receive(&listener, bytes);
+                let queue_ms = sender.join().expect("sender thread");
+                Outcome {
+                    mbps: mbps(bytes, t),
+                    queue_ms,
+                }
+            }
+        }
+    }
+}
+
+fn percentile(mut v: Vec<f64>, q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v.get(i).copied()
+}
+
+/// The paths, each with the bytes per transfer.
+fn paths() -> Vec<(Scenario, u64)> {
+    let scale: f64 = env_or("UDT_BENCH_SCALE", 1.0);
+    let mib = |n: f64| ((n * scale).max(1.0) * (1u64 << 20) as f64) as u64;
+    if env_or("UDT_BENCH_SMOKE", 0u32) != 0 {
+        let tiny = Scenario {
+            name: "smoke",
+            rate_mbps: 20,
+            ..Scenario::s2()
+        };
+        return vec![(tiny, mib(1.0))];
+    }
+    let high_mbps: u64 = env_or("UDT_BENCH_HIGH_MBPS", 1000);
+    let all = vec![
+        (Scenario::s2(), mib(32.0)),
+        (Scenario::s3(), mib(64.0)),
+        (Scenario::s4(), mib(128.0)),
+        (Scenario::s5(), mib(8.0)),
+        (
+            Scenario {
+                rate_mbps: high_mbps,
+                ..Scenario::high_bdp()
+            },
+            mib(256.0),
+        ),
+    ];
+    match std::env::var("UDT_BENCH_ONLY") {
+        Ok(only) => all
+            .into_iter()
+            .filter(|(s, _)| only.split(',').any(|n| n.eq_ignore_ascii_case(s.name)))
+            .collect(),
+        Err(_) => all,
+    }
+}
+
+fn main() {
+    let smoke = env_or("UDT_BENCH_SMOKE", 0u32) != 0;
+    let reps: u64 = if smoke {
+        1
+    } else {
+        env_or("UDT_BENCH_REPS", 2u64).max(1)
+    };
+    let ccs: Vec<CcAlgorithm> = std::env::var("UDT_BENCH_CC")
+        .unwrap_or_else(|_| "bbr,udt".into())
+        .split(',')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // Build the peers before timing anything.
+    let _ = harness::peers_dir();
+    let mut transfers = vec![Transfer::Udt4ToUdt4];
+    for &cc in &ccs {
+        transfers.push(Transfer::OursToUdt4(cc));
+    }
+    transfers.push(Transfer::Udt4ToOurs);
+    for &cc in &ccs {
+        transfers.push(Transfer::OursToOurs(cc));
+    }
+    println!(
+        "stream goodput through udt-relay, median of {reps} (Mbit/s, measured at the receiver)"
+    );
+    for (s, bytes) in paths() {
+        let mut goodput: Vec<Vec<f64>> = vec![Vec::new(); transfers.len()];
+        let mut queue: Vec<Vec<f64>> = vec![Vec::new(); transfers.len()];
+        for rep in 0..reps {
+            // Alternate the transfers so a slow phase of the machine hits
+            // all alike; the same relay seed for all in one repetition.
+            for (i, t) in transfers.iter().enumerate() {
+                let o = t.run(&s, bytes, 1 + rep);
+                goodput[i].push(o.mbps);
+                queue[i].extend(o.queue_ms);
+            }
+        }
+        println!();
+        println!(
+            "{}: {} Mbit/s, {} ms RTT, {:.1} % loss each way, 50 ms queue, {} MiB per transfer",
+            s.name,
+            s.rate_mbps,
+            s.rtt().as_millis(),
+            s.loss.mean_loss() * 100.0,
+            bytes >> 20
+        );
+        println!("| transfer | Mbit/s | of link | vs libudt0 | queue p50 / p99 (ms) |");
+        println!("|---|---:|---:|---:|---:|");
+        let mut reference = None;
+        for ((t, g), q) in transfers.iter().zip(goodput).zip(queue) {
+            let median = percentile(g, 0.5).unwrap_or(0.0);
+            let base = *reference.get_or_insert(median);
+            let queue = match (percentile(q.clone(), 0.5), percentile(q, 0.99)) {
+                (Some(p50), Some(p99)) => format!("{p50:.1} / {p99:.1}"),
+                _ => "-".into(),
+            };
+            println!(
+                "| {} | {median:.1} | {:.0} % | {:.2}x | {queue} |",
+                t.name(),
+                median / s.rate_mbps as f64 * 100.0,
+                median / base.max(1e-9),
+            );
+        }
+    }
+}
