@@ -12,6 +12,8 @@ const IP_UDP_HEADERS: u32 = 28;
 
 /// The most datagrams one `sendmmsg` call takes (Linux `UIO_MAXIOV`).
 const MAX_BATCH: usize = 1024;
+/// Sockets one endpoint may bind to its port.
+const MAX_SOCKETS: usize = 64;
 
 /// The smallest datagram slot: the smallest legal UDT packet.
 const MIN_DATAGRAM: usize = 64;
@@ -60,7 +62,12 @@ pub struct EndpointConfig {
     /// when the endpoint or connection is created). Default 65 507.
     pub max_datagram: usize,
     /// Datagrams per `sendmmsg`/`recvmmsg` call (one call per datagram where
-    /// the OS has no batch call), between 1 and 1024. Default 32.
+    /// the OS has no batch call), between 1 and 1024. With GSO a run of
+    /// equal datagrams to one peer counts as its datagrams; with GRO the
+    /// receive side uses half as many slots, each holding up to 64 KiB of
+    /// coalesced datagrams (so its memory is that of 32 plain slots).
+    /// Default 64 (measured against 32: half the `sendmmsg` calls, see
+    /// `docs/performance.md`).
     pub batch_size: usize,
     /// How long before a scheduled send the send thread stops sleeping and
     /// waits precisely (spinning with `yield`), for pacing accuracy below the
@@ -69,6 +76,29 @@ pub struct EndpointConfig {
     /// makes the thread spin: its packets go out in batches instead.
     /// `Duration::ZERO` never spins. Default 50 µs.
     pub precise_wait: Duration,
+    /// The shortest time between two batches of the send thread. A fast
+    /// flow's packets fall due microseconds apart; instead of waking for
+    /// each, the thread waits this long after a batch and sends what fell
+    /// due meanwhile together (the core's pacer lets late packets go as a
+    /// burst), so batches and GSO runs are long. Flows slower than one
+    /// packet per interval are not affected. `Duration::ZERO` sends each
+    /// packet as soon as it is due; more than 500 µs counts as 500 µs (the
+    /// pacer carries 1 ms of lateness). Default 50 µs (measured: 28 instead of
+    /// 2–3 datagrams per system call, half the CPU per GiB; see
+    /// `docs/performance.md`).
+    pub batch_interval: Duration,
+    /// Use UDP segmentation offload where the kernel has it (Linux 4.18+
+    /// for GSO, 5.0+ for GRO): runs of equal datagrams to one peer leave
+    /// as one GSO super-datagram, and coalesced receives are split back.
+    /// The datagrams on the wire are the same either way. If the kernel
+    /// refuses a super-datagram, the endpoint stops using GSO and sends
+    /// plainly. Default `true`.
+    pub offload: bool,
+    /// UDP sockets bound to the one port (`SO_REUSEPORT`), each with its
+    /// own receive thread, between 1 and 64. With more than one, a classic
+    /// BPF program steers every datagram of a connection to one socket by
+    /// its destination socket ID (Linux 4.5+). Default 1.
+    pub sockets: usize,
 }
 
 impl Default for EndpointConfig {
@@ -78,15 +108,18 @@ impl Default for EndpointConfig {
             udp_recv_buffer: Some(4 << 20),
             only_v6: None,
             max_datagram: 65_507,
-            batch_size: 32,
+            batch_size: 64,
             precise_wait: Duration::from_micros(50),
+            batch_interval: Duration::from_micros(50),
+            offload: true,
+            sockets: 1,
         }
     }
 }
 
 impl EndpointConfig {
     /// Checks the fields against their ranges: `batch_size` 1 to 1024,
-    /// `max_datagram` 64 to 65 535.
+    /// `max_datagram` 64 to 65 535, `sockets` 1 to 64.
     ///
     /// # Errors
     /// The first field out of range, with its allowed range.
@@ -102,7 +135,18 @@ impl EndpointConfig {
             self.max_datagram as u64,
             MIN_DATAGRAM as u64,
             MAX_DATAGRAM as u64,
+        )?;
+        out_of_range(
+            "EndpointConfig.sockets",
+            self.sockets as u64,
+            1,
+            MAX_SOCKETS as u64,
         )
+    }
+
+    /// The number of sockets actually used: 1 to 64.
+    pub(crate) fn effective_sockets(&self) -> usize {
+        self.sockets.clamp(1, MAX_SOCKETS)
     }
 
     /// Checks that a connection of `config` fits this endpoint: the

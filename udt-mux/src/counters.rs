@@ -18,6 +18,8 @@ pub(crate) struct Counters {
     pub(crate) recv_calls: AtomicU64,
     pub(crate) recv_errors: AtomicU64,
     pub(crate) truncated: AtomicU64,
+    pub(crate) datagrams_offloaded: AtomicU64,
+    pub(crate) datagrams_coalesced: AtomicU64,
 }
 
 impl Counters {
@@ -30,6 +32,7 @@ impl Counters {
         Self::add(&self.bytes_sent, f.bytes);
         Self::add(&self.send_errors, f.errors);
         Self::add(&self.send_calls, f.calls);
+        Self::add(&self.datagrams_offloaded, f.offloaded);
     }
 }
 
@@ -78,4 +81,9 @@ pub struct EndpointStats {
     /// Datagrams that were not UDT, handed to the registered
     /// [`DatagramHandler`](udt_core::endpoint::DatagramHandler).
     pub foreign: u64,
+    /// Datagrams sent inside UDP GSO super-datagrams (of `datagrams_sent`).
+    pub datagrams_offloaded: u64,
+    /// Datagrams received inside UDP GRO super-datagrams (of
+    /// `datagrams_received`).
+    pub datagrams_coalesced: u64,
 }

@@ -21,11 +21,12 @@ use crate::mode::Mode;
 use crate::mux::{MuxRef, MuxShared};
 use crate::notify::{Notifier, SendCmd};
 use crate::options::Options;
+use crate::recv_aux::{AuxRecvThread, AUX_WAKER};
 use crate::recv_queue::{RecvThread, WAKER};
 use crate::registry::{random_key, ListenerEntry, Registry};
 use crate::send_queue::SendThread;
 use crate::stream::UdtStream;
-use crate::udp::UdpPort;
+use crate::udp::{reuseport, UdpPort};
 
 #[cfg(doc)]
 use crate::{ConfigError, UdtMessageSocket};
@@ -465,19 +466,45 @@ impl Endpoint {
 /// Socket errors from binding, or failure to create the poller or the
 /// threads.
 fn start(addr: SocketAddr, config: Config, options: EndpointConfig) -> io::Result<MuxRef> {
-    let port = UdpPort::bind(addr, &options)?;
+    let sockets = options.effective_sockets();
+    let port = UdpPort::bind_with(addr, &options, sockets > 1)?;
+    let local = port.local_addr();
+    let mut more = Vec::with_capacity(sockets - 1);
+    for _ in 1..sockets {
+        more.push(UdpPort::bind_with(local, &options, true)?);
+    }
+    if sockets > 1 {
+        // Without the program the kernel still keeps each peer address on
+        // one socket (its hash of the addresses); steering by socket ID
+        // only spreads the connections of one peer too.
+        if let Err(e) = reuseport::attach(port.socket(), sockets as u32) {
+            log::warn!("{local}: no socket-ID steering over {sockets} sockets: {e}");
+        }
+    }
     let poll = mio::Poll::new()?;
     let waker = mio::Waker::new(poll.registry(), WAKER)?;
+    let mut aux_polls = Vec::with_capacity(more.len());
+    let mut aux_wakers = Vec::with_capacity(more.len());
+    for _ in &more {
+        let p = mio::Poll::new()?;
+        aux_wakers.push(mio::Waker::new(p.registry(), AUX_WAKER)?);
+        aux_polls.push(p);
+    }
     let (notify, inboxes) = Notifier::new(waker);
-    let local = port.local_addr();
     let shared = Arc::new(MuxShared::new(
         port,
+        more,
+        aux_wakers,
         Registry::new(random_key()?),
         config,
         options,
         notify,
     ));
     let recv = RecvThread::new(shared.clone(), poll, inboxes.recv)?;
+    let mut aux = Vec::with_capacity(aux_polls.len());
+    for (i, p) in aux_polls.into_iter().enumerate() {
+        aux.push(AuxRecvThread::new(shared.clone(), i + 1, p)?);
+    }
     let send = SendThread::new(shared.clone(), inboxes.send);
     std::thread::Builder::new()
         .name(format!("udt-send {local}"))
@@ -489,7 +516,17 @@ fn start(addr: SocketAddr, config: Config, options: EndpointConfig) -> io::Resul
         shared.notify().send_command(SendCmd::Stop);
         return Err(e);
     }
-    log::info!("endpoint bound to {local}");
+    for (i, t) in aux.into_iter().enumerate() {
+        if let Err(e) = std::thread::Builder::new()
+            .name(format!("udt-recv{} {local}", i + 1))
+            .spawn(move || t.run())
+        {
+            // The primary thread runs: aborting stops it and the others.
+            shared.abort();
+            return Err(e);
+        }
+    }
+    log::info!("endpoint bound to {local} ({sockets} socket(s))");
     Ok(MuxRef::first(shared))
 }
 

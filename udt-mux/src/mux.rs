@@ -19,7 +19,11 @@ use crate::udp::UdpPort;
 /// Everything the threads and the handles of one multiplexer share.
 #[derive(Debug)]
 pub(crate) struct MuxShared {
-    port: UdpPort,
+    /// The sockets bound to the port: one, or an `SO_REUSEPORT` group whose
+    /// first member carries the steering program. Never empty.
+    ports: Vec<UdpPort>,
+    /// Wakes the receive threads of `ports[1..]` (to stop them).
+    aux_wakers: Vec<mio::Waker>,
     registry: Mutex<Registry>,
     /// Default configuration of connections made through the endpoint.
     config: Arc<Config>,
@@ -34,17 +38,24 @@ pub(crate) struct MuxShared {
 }
 
 impl MuxShared {
-    /// The shared state of a multiplexer on `port`, with one user (the
+    /// The shared state of a multiplexer on `port` (and the extra sockets
+    /// `more`, whose receive threads `aux_wakers` wake), with one user (the
     /// endpoint that starts it).
     pub(crate) fn new(
         port: UdpPort,
+        more: Vec<UdpPort>,
+        aux_wakers: Vec<mio::Waker>,
         registry: Registry,
         config: Config,
         options: EndpointConfig,
         notify: Notify,
     ) -> MuxShared {
+        let mut ports = Vec::with_capacity(1 + more.len());
+        ports.push(port);
+        ports.extend(more);
         MuxShared {
-            port,
+            ports,
+            aux_wakers,
             registry: Mutex::new(registry),
             config: Arc::new(config),
             options,
@@ -55,14 +66,30 @@ impl MuxShared {
         }
     }
 
-    /// The UDP port.
+    /// The first (or only) socket: the send thread's, and the primary
+    /// receive thread's.
     pub(crate) fn port(&self) -> &UdpPort {
-        &self.port
+        &self.ports[0]
+    }
+
+    /// Socket `i` of the port (the first for an index out of range).
+    pub(crate) fn port_at(&self, i: usize) -> &UdpPort {
+        self.ports.get(i).unwrap_or(&self.ports[0])
+    }
+
+    /// Wakes the extra sockets' receive threads (after the primary one
+    /// stopped).
+    pub(crate) fn wake_aux(&self) {
+        for w in &self.aux_wakers {
+            if let Err(e) = w.wake() {
+                log::error!("cannot wake a receive thread: {e}");
+            }
+        }
     }
 
     /// The bound address.
     pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.port.local_addr()
+        self.port().local_addr()
     }
 
     /// Locks the registry (before any connection lock, never the reverse).
@@ -119,9 +146,9 @@ impl MuxShared {
             (reg.live(), reg.endpoint.counters())
         };
         EndpointStats {
-            local_addr: Some(self.port.local_addr()),
-            udp_send_buffer: self.port.send_buffer,
-            udp_recv_buffer: self.port.recv_buffer,
+            local_addr: Some(self.port().local_addr()),
+            udp_send_buffer: self.port().send_buffer,
+            udp_recv_buffer: self.port().recv_buffer,
             connections,
             datagrams_received: get(&c.datagrams_received),
             bytes_received: get(&c.bytes_received),
@@ -138,6 +165,8 @@ impl MuxShared {
             handshakes_rejected: e.handshakes_rejected,
             handshakes_throttled: e.handshakes_throttled,
             foreign: e.foreign,
+            datagrams_offloaded: get(&c.datagrams_offloaded),
+            datagrams_coalesced: get(&c.datagrams_coalesced),
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use udt_core::packet;
 use udt_core::sched::{ConnectionHandle, SendSchedule};
 
 use crate::conn::{ConnShared, Wake};
@@ -24,6 +25,9 @@ use crate::udp::SendBatch;
 /// at least this many times `precise_wait`, so spinning stays a small part
 /// of any wait.
 const SPIN_RATIO: u32 = 10;
+
+/// The longest [`EndpointConfig::batch_interval`](crate::EndpointConfig::batch_interval) used.
+const MAX_BATCH_INTERVAL: Duration = Duration::from_micros(500);
 
 /// State of the send thread.
 pub(crate) struct SendThread {
@@ -37,12 +41,20 @@ pub(crate) struct SendThread {
     applied: Vec<u64>,
     batch: SendBatch,
     precise: Duration,
+    /// Shortest time between two batches
+    /// ([`EndpointConfig::batch_interval`](crate::EndpointConfig::batch_interval)).
+    quantum: Duration,
+    /// No batch before this (the last batch plus `quantum`).
+    floor: Instant,
 }
 
 impl SendThread {
     pub(crate) fn new(mux: Arc<MuxShared>, rx: Receiver<SendCmd<Arc<ConnShared>>>) -> SendThread {
         let batch = SendBatch::new(mux.options().effective_batch(), mux.config().mss as usize);
         let precise = mux.options().precise_wait;
+        // Longer intervals would be lateness the pacer no longer carries
+        // as burst credit (1 ms): cap well below it.
+        let quantum = mux.options().batch_interval.min(MAX_BATCH_INTERVAL);
         SendThread {
             mux,
             rx,
@@ -51,6 +63,8 @@ impl SendThread {
             applied: Vec::new(),
             batch,
             precise,
+            quantum,
+            floor: Instant::now(),
         }
     }
 
@@ -81,13 +95,19 @@ impl SendThread {
                     Err(_) => return,
                 }
             };
+            // A fast flow's next packet is due microseconds after the last
+            // batch: wait out the quantum, so what falls due meanwhile
+            // leaves together on the pacer's burst credit.
+            let at = at.max(self.floor);
             if at > Instant::now() {
                 if !self.wait_until(at) {
                     return;
                 }
                 continue;
             }
-            self.send_due(Instant::now());
+            let now = Instant::now();
+            self.send_due(now);
+            self.floor = now + self.quantum;
         }
     }
 
@@ -195,6 +215,13 @@ impl SendThread {
                             Some(t) => {
                                 self.batch.push(t.destination);
                                 taken = true;
+                                // A full batch must not split a packet
+                                // pair: 16n + 1 follows 16n in this call.
+                                if self.batch.is_full()
+                                    && self.batch.last().is_some_and(packet::is_probe_head)
+                                {
+                                    self.batch.keep_pair();
+                                }
                             }
                             None => break,
                         }

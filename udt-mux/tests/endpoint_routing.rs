@@ -160,3 +160,47 @@ fn stun_on_the_port_reaches_the_handler_and_its_answer_leaves() {
     assert_eq!(endpoint.stats().foreign, 1);
     assert_eq!(endpoint.stats().unknown_destination, 0);
 }
+
+/// The receive thread feeds a run of datagrams with one source and one
+/// socket ID to a connection under one routing decision. A run from an
+/// address that is not the connection's peer must still be refused, every
+/// datagram of it, and the connection must carry on.
+#[test]
+fn a_run_of_datagrams_from_a_stranger_is_refused_datagram_by_datagram() {
+    init();
+    let server = bind(config());
+    let listener = server.listen(1).unwrap();
+    let client = bind(config());
+    let mut outgoing = client.connect(server.local_addr()).unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    let before = server.stats().wrong_source;
+    let stranger = raw_peer();
+    const FORGED: u64 = 40;
+    for i in 0..FORGED {
+        let mut out = Vec::new();
+        Packet::Data {
+            header: DataHeader {
+                seq: SeqNumber::new(i as u32),
+                position: PacketPosition::Only,
+                in_order: true,
+                msg: MsgNumber::new(1),
+                timestamp: 1,
+                dest: accepted.socket_id(),
+            },
+            payload: b"forged",
+        }
+        .encode(&mut out);
+        stranger.send_to(&out, server.local_addr()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats().wrong_source < before + FORGED {
+        assert!(Instant::now() < deadline, "{:?}", server.stats());
+        std::thread::yield_now();
+    }
+    assert_eq!(server.stats().wrong_source, before + FORGED);
+    // The connection carries on: its peer's bytes arrive, not the forged.
+    std::io::Write::write_all(&mut outgoing, b"genuine").unwrap();
+    let mut got = [0u8; 7];
+    accepted.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"genuine");
+}

@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{bind, config, init, spawn, PatternStream};
+use common::{bind, config, init, spawn};
 
 static CONNECTIONS: std::sync::LazyLock<usize> =
     std::sync::LazyLock::new(|| env("MANY_CONNS", 100));
@@ -19,39 +19,14 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Reads `BYTES` and compares them with the pattern of `seed`, chunk by
-/// chunk (no copy of the whole payload per connection).
+/// Reads `BYTES` of the pattern of `seed`, checked.
 fn read_pattern(stream: &mut impl Read, seed: u64) {
-    let total = *BYTES;
-    let mut want = PatternStream::new(seed);
-    let mut buf = vec![0u8; 64 << 10];
-    let mut expected = vec![0u8; 64 << 10];
-    let mut at = 0;
-    while at < total {
-        let n = stream
-            .read(&mut buf[..(total - at).min(64 << 10)])
-            .expect("read");
-        assert!(n > 0, "stream {seed}: early end of stream at {at}");
-        want.fill(&mut expected[..n]);
-        assert!(
-            buf[..n] == expected[..n],
-            "stream {seed}: bytes differ near {at}"
-        );
-        at += n;
-    }
+    common::read_pattern(stream, seed, *BYTES);
 }
 
 /// Writes `BYTES` of the pattern of `seed`.
 fn write_pattern(stream: &mut impl Write, seed: u64) {
-    let mut total = *BYTES;
-    let mut pattern = PatternStream::new(seed);
-    let mut buf = vec![0u8; 64 << 10];
-    while total > 0 {
-        let n = total.min(buf.len());
-        pattern.fill(&mut buf[..n]);
-        stream.write_all(&buf[..n]).expect("write");
-        total -= n;
-    }
+    common::write_pattern(stream, seed, *BYTES);
 }
 
 #[test]

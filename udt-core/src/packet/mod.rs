@@ -534,6 +534,17 @@ pub fn shutdown_end(datagram: &[u8]) -> Option<SeqNumber> {
     (word & SHUTDOWN_END_FLAG != 0).then(|| SeqNumber::new(word & !SHUTDOWN_END_FLAG))
 }
 
+/// True when the datagram is the first packet of a packet pair (a data
+/// packet whose sequence number is 16n, §6.1): a sender that batches its
+/// output keeps it and the next packet (16n + 1) in one batch, so they
+/// leave back to back.
+pub fn is_probe_head(datagram: &[u8]) -> bool {
+    match datagram.first_chunk::<4>() {
+        Some(word) if !is_control(datagram) => u32::from_be_bytes(*word) & 0xF == 0,
+        _ => false,
+    }
+}
+
 /// True when the datagram's flag bit marks a control packet. An empty
 /// datagram is not a control packet.
 pub fn is_control(datagram: &[u8]) -> bool {

@@ -392,6 +392,17 @@ fn peek_and_flag_helpers() {
 }
 
 #[test]
+fn probe_heads_are_data_packets_numbered_16n() {
+    assert!(is_probe_head(&words(&[32, 0, 0, 7])));
+    assert!(is_probe_head(&words(&[0, 0, 0, 7])));
+    assert!(!is_probe_head(&words(&[33, 0, 0, 7])));
+    assert!(!is_probe_head(&words(&[47, 0, 0, 7])));
+    // A control packet is never one, whatever its low bits.
+    assert!(!is_probe_head(&words(&[0x8000_0000, 0, 0, 7])));
+    assert!(!is_probe_head(&[0, 0, 0]));
+}
+
+#[test]
 fn encoding_reuses_the_buffer() {
     let mut out = Vec::with_capacity(2048);
     let ptr = out.as_ptr();

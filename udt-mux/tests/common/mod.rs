@@ -84,6 +84,40 @@ impl PatternStream {
     }
 }
 
+/// Reads `total` bytes and compares them with the pattern of `seed`,
+/// chunk by chunk (no copy of the whole payload per connection).
+pub fn read_pattern(stream: &mut impl std::io::Read, seed: u64, total: usize) {
+    let mut want = PatternStream::new(seed);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut expected = vec![0u8; 64 << 10];
+    let mut at = 0;
+    while at < total {
+        let n = stream
+            .read(&mut buf[..(total - at).min(64 << 10)])
+            .expect("read");
+        assert!(n > 0, "stream {seed}: early end of stream at {at}");
+        want.fill(&mut expected[..n]);
+        assert!(
+            buf[..n] == expected[..n],
+            "stream {seed}: bytes differ near {at}"
+        );
+        at += n;
+    }
+}
+
+/// Writes `total` bytes of the pattern of `seed`.
+pub fn write_pattern(stream: &mut impl std::io::Write, seed: u64, total: usize) {
+    let mut pattern = PatternStream::new(seed);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        pattern.fill(&mut buf[..n]);
+        stream.write_all(&buf[..n]).expect("write");
+        left -= n;
+    }
+}
+
 /// Spawns a named thread with a small stack (tests start hundreds).
 pub fn spawn<T: Send + 'static>(
     name: String,

@@ -1,0 +1,186 @@
+//! Aggregate loopback throughput of many connections into one port, by the
+//! number of sockets on that port (`EndpointConfig::sockets`) and with
+//! segmentation offload on and off. Both ends run in this process; the CPU
+//! figure is the whole process's (`getrusage`).
+//!
+//! `cargo bench --bench mux_sockets`, or build it and run the binary.
+//! Environment: `UDT_BENCH_SOCKETS` (comma-separated socket counts, default
+//! `1,2`), `UDT_BENCH_CONNS` (connections, default 8), `UDT_BENCH_PEERS`
+//! (client endpoints the connections are spread over, default one per
+//! connection), `UDT_BENCH_MIB`
+//! (MiB per connection, default 64), `UDT_BENCH_OFFLOAD` (`1`, `0` or
+//! `both`, default `1`), `UDT_BENCH_BATCH` (`EndpointConfig::batch_size`,
+//! default the endpoint's). Prints one line per case: aggregate MB/s, CPU
+//! seconds per GiB, Jain's fairness index over the connections' rates, and
+//! the port counters that show the batching.
+
+use std::io::{Read, Write};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use udt::{Config, Endpoint, EndpointConfig};
+
+const CHUNK: usize = 256 << 10;
+
+fn setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn number(name: &str, default: u64) -> u64 {
+    setting(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// User + system CPU of this process.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills one rusage struct that we own.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Duration::from_secs_f64(secs(usage.ru_utime) + secs(usage.ru_stime))
+}
+
+/// Jain's index: (Σx)² / (n Σx²); 1 when every rate is equal.
+fn jain(rates: &[f64]) -> f64 {
+    let sum: f64 = rates.iter().sum();
+    let squares: f64 = rates.iter().map(|r| r * r).sum();
+    if squares == 0.0 {
+        return 0.0;
+    }
+    sum * sum / (rates.len() as f64 * squares)
+}
+
+struct Case {
+    sockets: usize,
+    offload: bool,
+    conns: usize,
+    peers: usize,
+    bytes: u64,
+}
+
+fn run(case: &Case) {
+    let mut options = EndpointConfig::default();
+    options.sockets = case.sockets;
+    options.offload = case.offload;
+    if let Some(batch) = setting("UDT_BENCH_BATCH").and_then(|v| v.parse().ok()) {
+        options.batch_size = batch;
+    }
+    let server = Endpoint::bind_with("127.0.0.1:0", Config::default(), options.clone())
+        .expect("bind the server");
+    let listener = server.listen(case.conns).expect("listen");
+    let addr = server.local_addr();
+    let mut client_options = EndpointConfig::default();
+    client_options.offload = case.offload;
+    client_options.batch_size = options.batch_size;
+    let clients: Vec<Endpoint> = (0..case.peers.clamp(1, case.conns))
+        .map(|_| {
+            Endpoint::bind_with("127.0.0.1:0", Config::default(), client_options.clone())
+                .expect("bind a client")
+        })
+        .collect();
+    let streams: Vec<_> = (0..case.conns)
+        .map(|i| clients[i % clients.len()].connect(addr).expect("connect"))
+        .collect();
+    let mut accepted = Vec::new();
+    for _ in 0..case.conns {
+        accepted.push(listener.accept().expect("accept").0);
+    }
+    let cpu0 = process_cpu();
+    let start = Instant::now();
+    let bytes = case.bytes;
+    let writers: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            thread::spawn(move || {
+                let buf = vec![0xA5u8; CHUNK];
+                let mut left = bytes;
+                while left > 0 {
+                    let n = left.min(CHUNK as u64) as usize;
+                    s.write_all(&buf[..n]).expect("write");
+                    left -= n as u64;
+                }
+                s.close().expect("close");
+            })
+        })
+        .collect();
+    let readers: Vec<_> = accepted
+        .into_iter()
+        .map(|mut s| {
+            thread::spawn(move || {
+                let mut buf = vec![0u8; CHUNK];
+                let mut got = 0u64;
+                loop {
+                    let n = s.read(&mut buf).expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    got += n as u64;
+                }
+                (got, start.elapsed())
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let mut rates = Vec::new();
+    let mut total = 0u64;
+    for r in readers {
+        let (got, took) = r.join().expect("reader");
+        assert_eq!(got, bytes, "short transfer");
+        total += got;
+        rates.push(got as f64 / took.as_secs_f64());
+    }
+    let took = start.elapsed();
+    let cpu = process_cpu() - cpu0;
+    let gib = total as f64 / (1u64 << 30) as f64;
+    let s = server.stats();
+    let sent: u64 = clients.iter().map(|c| c.stats().datagrams_sent).sum();
+    let offloaded: u64 = clients.iter().map(|c| c.stats().datagrams_offloaded).sum();
+    let calls: u64 = clients.iter().map(|c| c.stats().send_calls).sum();
+    println!(
+        "sockets {} offload {:<5} conns {:>4}: {:>8.1} MB/s aggregate, {:.2} CPU-s/GiB (both ends), \
+         Jain {:.3}; sent {sent} datagrams in {calls} calls ({offloaded} by GSO); \
+         received {} in {} calls ({} by GRO)",
+        case.sockets,
+        case.offload,
+        case.conns,
+        total as f64 / took.as_secs_f64() / 1e6,
+        cpu.as_secs_f64() / gib,
+        jain(&rates),
+        s.datagrams_received,
+        s.recv_calls,
+        s.datagrams_coalesced,
+    );
+}
+
+fn main() {
+    let sockets: Vec<usize> = setting("UDT_BENCH_SOCKETS")
+        .unwrap_or_else(|| "1,2".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let offloads: Vec<bool> = match setting("UDT_BENCH_OFFLOAD").as_deref() {
+        Some("0") => vec![false],
+        Some("both") => vec![false, true],
+        _ => vec![true],
+    };
+    let conns = number("UDT_BENCH_CONNS", 8) as usize;
+    let peers = number("UDT_BENCH_PEERS", conns as u64) as usize;
+    let bytes = number("UDT_BENCH_MIB", 64) << 20;
+    for &offload in &offloads {
+        for &n in &sockets {
+            run(&Case {
+                sockets: n,
+                offload,
+                conns,
+                peers,
+                bytes,
+            });
+        }
+    }
+}

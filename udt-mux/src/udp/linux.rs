@@ -1,0 +1,347 @@
+//! `sendmmsg`/`recvmmsg` with UDP GSO and GRO: one system call for a whole
+//! batch, and one trip through the network stack for each run of equal
+//! datagrams to one peer.
+//!
+//! Send: the batch is cut into runs (`segment::run_at`); each run is one
+//! `msghdr` whose iovecs point at the queued buffers (no copy) and, when it
+//! has more than one datagram, a `UDP_SEGMENT` control message with the
+//! segment size. One `sendmmsg` carries the runs to all peers.
+//! Receive: each slot may come back with a `UDP_GRO` control message
+//! giving the segment size at which it splits.
+
+use super::segment::{self, Run};
+use super::*;
+
+/// Room for one control message with an `int` (`CMSG_SPACE(4)` is 24 on
+/// 64-bit Linux), aligned like `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 32]);
+
+/// The `mmsghdr`/`iovec`/address/control arrays of one batch call.
+/// Pointers in them are rewritten before every call, so the buffers they
+/// point to may move between calls.
+pub(super) struct MmsgScratch {
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    names: Vec<libc::sockaddr_storage>,
+    ctrl: Vec<CmsgBuf>,
+    runs: Vec<Run>,
+    lens: Vec<usize>,
+}
+
+// SAFETY: the raw pointers inside are scratch space, rewritten before
+// every system call to point at buffers borrowed for that call only;
+// they are never dereferenced by Rust code, so moving the struct to
+// another thread cannot create shared access.
+unsafe impl Send for MmsgScratch {}
+
+impl MmsgScratch {
+    pub(super) fn new(count: usize) -> MmsgScratch {
+        // SAFETY: these C structs are plain data for which all-zero
+        // bytes are a valid (empty) value.
+        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        let zero_iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let zero_name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        MmsgScratch {
+            hdrs: vec![zero_hdr; count],
+            iovs: vec![zero_iov; count],
+            names: vec![zero_name; count],
+            ctrl: vec![CmsgBuf([0; 32]); count],
+            runs: vec![Run::default(); count],
+            lens: vec![0; count],
+        }
+    }
+}
+
+/// Turns on GRO and checks for GSO: `(gso, gro)`. Reading `UDP_SEGMENT`
+/// succeeds exactly on kernels that accept it (4.18 and later).
+pub(super) fn offload_support(socket: &Socket) -> (bool, bool) {
+    let fd = socket.as_raw_fd();
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `value`.
+    let gso = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    } == 0;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one int from `on`.
+    let gro = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    (gso, gro)
+}
+
+/// Writes one control message (`level`, `kind`, `data`) into `buf` and
+/// points `hdr` at it.
+fn set_cmsg(hdr: &mut libc::msghdr, buf: &mut CmsgBuf, kind: libc::c_int, data: &[u8]) {
+    // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic; `buf` is 32 bytes,
+    // enough for a header and up to 8 bytes of data, and aligned for
+    // `cmsghdr`; CMSG_FIRSTHDR returns a pointer into it because
+    // msg_controllen is at least a header's size.
+    unsafe {
+        let space = libc::CMSG_SPACE(data.len() as u32) as usize;
+        debug_assert!(space <= std::mem::size_of::<CmsgBuf>());
+        hdr.msg_control = buf.0.as_mut_ptr().cast();
+        hdr.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(hdr);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(data.len() as u32) as usize;
+        std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(cmsg), data.len());
+    }
+}
+
+/// Cuts `bufs[pos..]` into runs and fills one `msghdr` per run; returns
+/// how many.
+fn plan(
+    sys: &mut MmsgScratch,
+    bufs: &[Vec<u8>],
+    dests: &[SockAddr],
+    peers: &[SocketAddr],
+    pos: usize,
+    gso: bool,
+) -> usize {
+    let n = bufs.len().min(dests.len()).min(sys.iovs.len());
+    for (i, buf) in bufs.iter().enumerate().take(n) {
+        sys.lens[i] = buf.len();
+        sys.iovs[i] = libc::iovec {
+            iov_base: buf.as_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+    }
+    let mut i = pos;
+    let mut h = 0;
+    while i < n && h < sys.hdrs.len() {
+        let run = segment::run_at(&sys.lens[..n], &peers[..n], i, gso);
+        if run.count == 0 {
+            break;
+        }
+        sys.runs[h] = run;
+        let hdr = &mut sys.hdrs[h].msg_hdr;
+        hdr.msg_name = dests[i].as_ptr() as *mut libc::c_void;
+        hdr.msg_namelen = dests[i].len();
+        hdr.msg_iov = &mut sys.iovs[i];
+        hdr.msg_iovlen = run.count;
+        hdr.msg_flags = 0;
+        if run.count > 1 {
+            let size = run.segment as u16;
+            set_cmsg(
+                hdr,
+                &mut sys.ctrl[h],
+                libc::UDP_SEGMENT,
+                &size.to_ne_bytes(),
+            );
+        } else {
+            hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_controllen = 0;
+        }
+        sys.hdrs[h].msg_len = 0;
+        i += run.count;
+        h += 1;
+    }
+    h
+}
+
+/// True for the answers of a kernel (or device) that cannot segment.
+fn is_gso_refusal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::ENOPROTOOPT)
+    )
+}
+
+pub(super) fn send_all(
+    port: &UdpPort,
+    sys: &mut MmsgScratch,
+    bufs: &[Vec<u8>],
+    dests: &[SockAddr],
+    peers: &[SocketAddr],
+    blocking: bool,
+    out: &mut Flushed,
+) {
+    let n = bufs.len().min(dests.len()).min(peers.len());
+    let flags = if blocking { 0 } else { libc::MSG_DONTWAIT };
+    let mut pos = 0;
+    'plan: while pos < n {
+        let count = plan(sys, bufs, dests, peers, pos, port.gso());
+        if count == 0 {
+            return;
+        }
+        let mut start = 0;
+        while start < count {
+            // SAFETY: hdrs[start..count] are initialised by `plan`; each
+            // points to iovecs, an address and a control buffer that live
+            // (unmoved) until the call returns, because `bufs`, `dests` and
+            // `sys` are borrowed for the whole function.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    port.raw_fd(),
+                    sys.hdrs.as_mut_ptr().add(start),
+                    (count - start) as libc::c_uint,
+                    flags,
+                )
+            };
+            out.calls += 1;
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if is_retryable(&e) {
+                    continue;
+                }
+                if e.kind() == io::ErrorKind::WouldBlock && blocking {
+                    wait_writable(port);
+                    continue;
+                }
+                let run = sys.runs[start];
+                if run.count > 1 && is_gso_refusal(&e) {
+                    // Offload refused: from this run on, one datagram
+                    // per message.
+                    port.disable_gso(&e);
+                    pos = run.first;
+                    continue 'plan;
+                }
+                // The first run failed (unreachable, no buffer space...):
+                // drop it and go on with the rest.
+                log::trace!("send to {:?} failed: {e}", dests[run.first].as_socket());
+                out.errors += run.count as u64;
+                start += 1;
+                continue;
+            }
+            let sent = (rc as usize).min(count - start);
+            for run in &sys.runs[start..start + sent] {
+                out.datagrams += run.count as u64;
+                out.bytes += run.bytes as u64;
+                if run.count > 1 {
+                    out.offloaded += run.count as u64;
+                }
+            }
+            start += sent;
+            if sent == 0 {
+                // Nothing went and no error: do not spin.
+                out.errors += sys.runs[start].count as u64;
+                start += 1;
+            }
+        }
+        return;
+    }
+}
+
+/// The GRO segment size the kernel attached to a received message, or 0.
+fn gro_segment(hdr: &libc::msghdr) -> usize {
+    if hdr.msg_control.is_null() || hdr.msg_controllen < std::mem::size_of::<libc::cmsghdr>() {
+        return 0;
+    }
+    // SAFETY: the kernel wrote `msg_controllen` bytes of control messages
+    // into the buffer `msg_control` points at; CMSG_FIRSTHDR/NXTHDR stay
+    // within that length, and the data is read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::c_int);
+                return usize::try_from(size).unwrap_or(0);
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    0
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn recv_batch(
+    port: &UdpPort,
+    sys: &mut MmsgScratch,
+    storage: &mut [u8],
+    slot: usize,
+    count: usize,
+    lens: &mut [usize],
+    froms: &mut [Option<SocketAddr>],
+    truncated: &mut [bool],
+    segments: &mut [usize],
+) -> io::Result<usize> {
+    let count = count
+        .min(sys.hdrs.len())
+        .min(storage.len() / slot.max(1))
+        .min(lens.len())
+        .min(froms.len())
+        .min(truncated.len())
+        .min(segments.len());
+    let base = storage.as_mut_ptr();
+    let gro = port.gro();
+    let space = if gro {
+        // SAFETY: pure arithmetic.
+        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize }
+    } else {
+        0
+    };
+    for i in 0..count {
+        sys.iovs[i] = libc::iovec {
+            // SAFETY: i * slot + slot <= storage.len() by the bound on
+            // `count` above.
+            iov_base: unsafe { base.add(i * slot) } as *mut libc::c_void,
+            iov_len: slot,
+        };
+        let hdr = &mut sys.hdrs[i].msg_hdr;
+        hdr.msg_name = &mut sys.names[i] as *mut libc::sockaddr_storage as *mut libc::c_void;
+        hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        hdr.msg_iov = &mut sys.iovs[i];
+        hdr.msg_iovlen = 1;
+        if gro {
+            hdr.msg_control = sys.ctrl[i].0.as_mut_ptr().cast();
+            hdr.msg_controllen = space;
+        } else {
+            hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_controllen = 0;
+        }
+        hdr.msg_flags = 0;
+        sys.hdrs[i].msg_len = 0;
+    }
+    let rc = loop {
+        // SAFETY: hdrs[..count] point to iovecs into `storage`, to address
+        // slots in `names` and to control buffers in `ctrl`, all alive and
+        // exclusively borrowed for the duration of the call.
+        let rc = unsafe {
+            libc::recvmmsg(
+                port.raw_fd(),
+                sys.hdrs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if is_retryable(&e) {
+                continue;
+            }
+            return Err(e);
+        }
+        break rc as usize;
+    };
+    for i in 0..rc.min(count) {
+        let hdr = &sys.hdrs[i];
+        lens[i] = hdr.msg_len as usize;
+        truncated[i] = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        segments[i] = if gro { gro_segment(&hdr.msg_hdr) } else { 0 };
+        // SAFETY: the kernel wrote a socket address of `msg_namelen`
+        // bytes into names[i]; SockAddr only reads within that length.
+        let addr = unsafe { SockAddr::new(sys.names[i], hdr.msg_hdr.msg_namelen) };
+        froms[i] = addr.as_socket();
+    }
+    Ok(rc.min(count))
+}

@@ -1,0 +1,562 @@
+//! The UDP socket of a multiplexer: `socket2` set-up (IPv4/IPv6, buffer
+//! sizes, segmentation offload, `SO_REUSEPORT`) and batched send/receive.
+//! The system calls live in `linux` (`sendmmsg`/`recvmmsg` with UDP GSO and
+//! GRO) and `portable` (one datagram per call); `segment` holds the
+//! offload arithmetic. They, `reuseport`'s steering program and the send
+//! thread's timer-slack `prctl` are the crate's only `unsafe` code.
+//!
+//! The wire never changes: a GSO super-datagram leaves the kernel as the
+//! ordinary UDT datagrams it was made of, and a GRO super-datagram is split
+//! back into them before anything routes it.
+//!
+//! The socket stays in blocking mode so that the send thread gets
+//! backpressure from a full kernel send buffer; the receive thread reads
+//! with `MSG_DONTWAIT` after mio reports readiness, and the receive thread's
+//! own sends use `MSG_DONTWAIT` too so it never stalls behind a full buffer.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::config::EndpointConfig;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(not(target_os = "linux"))]
+mod portable;
+pub(crate) mod reuseport;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+/// The receive slot when GRO is on: a coalesced datagram can be as long as
+/// the largest UDP payload.
+const GRO_SLOT: usize = 65_535;
+
+/// A bound UDP socket and what the kernel granted it.
+#[derive(Debug)]
+pub(crate) struct UdpPort {
+    socket: Socket,
+    local: SocketAddr,
+    /// `SO_SNDBUF` as the kernel reports it after our request.
+    pub(crate) send_buffer: usize,
+    /// `SO_RCVBUF` as the kernel reports it after our request.
+    pub(crate) recv_buffer: usize,
+    /// UDP GSO is used for runs of equal datagrams. Cleared for good the
+    /// first time the kernel refuses a super-datagram (a device without
+    /// checksum offload answers `EIO`, a path MTU below the segment
+    /// `EINVAL`); the refused run is then sent plainly.
+    gso: AtomicBool,
+    /// UDP GRO is on: received buffers may hold several datagrams.
+    gro: bool,
+}
+
+impl UdpPort {
+    /// Creates, configures and binds the socket (tests; the endpoint uses
+    /// [`bind_with`](Self::bind_with)).
+    ///
+    /// # Errors
+    /// Any error of `socket`, `setsockopt` (only `IPV6_V6ONLY`: buffer
+    /// sizes the kernel refuses are logged, not fatal) or `bind`.
+    #[cfg(test)]
+    pub(crate) fn bind(addr: SocketAddr, cfg: &EndpointConfig) -> io::Result<UdpPort> {
+        Self::bind_with(addr, cfg, false)
+    }
+
+    /// Creates, configures and binds the socket; with `reuse_port` it joins
+    /// the `SO_REUSEPORT` group of `addr`, so several sockets share one port.
+    ///
+    /// # Errors
+    /// Any error of `socket`, `setsockopt` (only `IPV6_V6ONLY` and
+    /// `SO_REUSEPORT`: buffer sizes the kernel refuses are logged, not
+    /// fatal) or `bind`.
+    pub(crate) fn bind_with(
+        addr: SocketAddr,
+        cfg: &EndpointConfig,
+        reuse_port: bool,
+    ) -> io::Result<UdpPort> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            if let Some(only_v6) = cfg.only_v6 {
+                socket.set_only_v6(only_v6)?;
+            }
+        }
+        if reuse_port {
+            reuseport::enable(&socket)?;
+        }
+        // Buffer sizes are a request: the kernel silently caps them at
+        // net.core.{w,r}mem_max, so read back what we got and say so.
+        if let Some(size) = cfg.udp_send_buffer {
+            if let Err(e) = socket.set_send_buffer_size(size) {
+                log::warn!("SO_SNDBUF {size} refused: {e}");
+            }
+        }
+        if let Some(size) = cfg.udp_recv_buffer {
+            if let Err(e) = socket.set_recv_buffer_size(size) {
+                log::warn!("SO_RCVBUF {size} refused: {e}");
+            }
+        }
+        socket.bind(&SockAddr::from(addr))?;
+        let local = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("bound to a non-IP address"))?;
+        let send_buffer = socket.send_buffer_size().unwrap_or(0);
+        let recv_buffer = socket.recv_buffer_size().unwrap_or(0);
+        // Linux reports twice the requested size (it counts its own
+        // bookkeeping); only a grant below the request is worth a note.
+        for (name, asked, got, sysctl) in [
+            (
+                "send",
+                cfg.udp_send_buffer,
+                send_buffer,
+                "net.core.wmem_max",
+            ),
+            (
+                "receive",
+                cfg.udp_recv_buffer,
+                recv_buffer,
+                "net.core.rmem_max",
+            ),
+        ] {
+            if let Some(asked) = asked {
+                if got < asked {
+                    log::info!(
+                        "UDP {name} buffer of {local}: asked {asked} bytes, kernel granted {got} \
+                         (raise {sysctl} for more)"
+                    );
+                }
+            }
+        }
+        let (gso, gro) = if cfg.offload {
+            offload_support(&socket)
+        } else {
+            (false, false)
+        };
+        log::debug!(
+            "bound {local}: send buffer {send_buffer} B, receive buffer {recv_buffer} B, \
+             GSO {gso}, GRO {gro}"
+        );
+        Ok(UdpPort {
+            socket,
+            local,
+            send_buffer,
+            recv_buffer,
+            gso: AtomicBool::new(gso),
+            gro,
+        })
+    }
+
+    /// The address the socket is bound to (with the port the OS chose).
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The descriptor, for registration with mio.
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// The socket itself (for `reuseport` steering).
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// True while sends coalesce runs of equal datagrams (UDP GSO).
+    pub(crate) fn gso(&self) -> bool {
+        self.gso.load(Ordering::Relaxed)
+    }
+
+    /// True when receives may return coalesced datagrams (UDP GRO).
+    pub(crate) fn gro(&self) -> bool {
+        self.gro
+    }
+
+    /// Stops using GSO after the kernel refused a super-datagram.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn disable_gso(&self, why: &io::Error) {
+        if self.gso.swap(false, Ordering::Relaxed) {
+            log::info!(
+                "UDP GSO refused on {} ({why}): sending one datagram per segment",
+                self.local
+            );
+        }
+    }
+}
+
+/// Turns on what the kernel offers: `(gso, gro)`.
+fn offload_support(socket: &Socket) -> (bool, bool) {
+    #[cfg(target_os = "linux")]
+    {
+        linux::offload_support(socket)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        (false, false)
+    }
+}
+
+/// What one flush of a [`SendBatch`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Flushed {
+    /// Datagrams handed to the kernel.
+    pub(crate) datagrams: u64,
+    /// Their total size.
+    pub(crate) bytes: u64,
+    /// Datagrams the kernel refused (counted and dropped: UDT recovers).
+    pub(crate) errors: u64,
+    /// Batch system calls made.
+    pub(crate) calls: u64,
+    /// Of `datagrams`, those that left inside a GSO super-datagram.
+    pub(crate) offloaded: u64,
+}
+
+/// Outgoing datagrams collected under connection locks and sent after
+/// them, many per system call, runs of equal datagrams to one peer as one
+/// GSO super-datagram. Buffers are reused: no allocation once each has
+/// grown to the largest datagram.
+pub(crate) struct SendBatch {
+    /// `capacity + 1` buffers: the spare lets a packet pair stay together
+    /// (see [`keep_pair`](Self::keep_pair)).
+    bufs: Vec<Vec<u8>>,
+    dests: Vec<SockAddr>,
+    peers: Vec<SocketAddr>,
+    len: usize,
+    capacity: usize,
+    /// Slots usable before the next flush: `capacity`, or one more.
+    limit: usize,
+    #[cfg(target_os = "linux")]
+    sys: linux::MmsgScratch,
+}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl SendBatch {
+    /// A batch of `capacity` datagrams, each buffer preallocated to
+    /// `datagram` bytes.
+    pub(crate) fn new(capacity: usize, datagram: usize) -> SendBatch {
+        let capacity = capacity.max(1);
+        let slots = capacity + 1;
+        SendBatch {
+            bufs: (0..slots).map(|_| Vec::with_capacity(datagram)).collect(),
+            dests: Vec::with_capacity(slots),
+            peers: Vec::with_capacity(slots),
+            len: 0,
+            capacity,
+            limit: capacity,
+            #[cfg(target_os = "linux")]
+            sys: linux::MmsgScratch::new(slots),
+        }
+    }
+
+    /// True when no more datagrams fit before a flush.
+    pub(crate) fn is_full(&self) -> bool {
+        self.len >= self.limit
+    }
+
+    /// True when nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The buffer the next datagram is written into, or `None` when full.
+    /// It only counts once [`push`](Self::push) names its destination.
+    pub(crate) fn slot(&mut self) -> Option<&mut Vec<u8>> {
+        if self.len >= self.limit {
+            return None;
+        }
+        self.bufs.get_mut(self.len)
+    }
+
+    /// The datagram queued last, if any.
+    pub(crate) fn last(&self) -> Option<&[u8]> {
+        self.len.checked_sub(1).map(|i| self.bufs[i].as_slice())
+    }
+
+    /// Lets one datagram more into a full batch, until the next flush: the
+    /// second packet of a packet pair must follow the first in the same
+    /// call, not a system call later.
+    pub(crate) fn keep_pair(&mut self) {
+        self.limit = self.capacity + 1;
+    }
+
+    /// Commits the datagram just written into [`slot`](Self::slot).
+    pub(crate) fn push(&mut self, dest: SocketAddr) {
+        if self.len < self.limit {
+            let addr = SockAddr::from(dest);
+            if self.dests.len() > self.len {
+                self.dests[self.len] = addr;
+                self.peers[self.len] = dest;
+            } else {
+                self.dests.push(addr);
+                self.peers.push(dest);
+            }
+            self.len += 1;
+        }
+    }
+
+    /// Copies a finished datagram into the batch; returns false when full.
+    pub(crate) fn push_copy(&mut self, dest: SocketAddr, datagram: &[u8]) -> bool {
+        let Some(buf) = self.slot() else {
+            return false;
+        };
+        buf.clear();
+        buf.extend_from_slice(datagram);
+        self.push(dest);
+        true
+    }
+
+    /// Forgets everything queued; returns how many datagrams that was.
+    pub(crate) fn discard(&mut self) -> usize {
+        self.limit = self.capacity;
+        std::mem::take(&mut self.len)
+    }
+
+    /// Sends everything queued and empties the batch. `blocking` waits for
+    /// room in a full kernel buffer; otherwise such datagrams are dropped
+    /// and counted as errors.
+    pub(crate) fn flush(&mut self, port: &UdpPort, blocking: bool) -> Flushed {
+        let mut out = Flushed::default();
+        self.limit = self.capacity;
+        if self.len == 0 {
+            return out;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            linux::send_all(
+                port,
+                &mut self.sys,
+                &self.bufs[..self.len],
+                &self.dests[..self.len],
+                &self.peers[..self.len],
+                blocking,
+                &mut out,
+            );
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            portable::send_all(
+                port,
+                &self.bufs[..self.len],
+                &self.dests[..self.len],
+                blocking,
+                &mut out,
+            );
+        }
+        self.len = 0;
+        out
+    }
+}
+
+/// One received datagram, borrowed from a [`RecvBatch`].
+#[derive(Debug)]
+pub(crate) struct Datagram<'a> {
+    pub(crate) from: SocketAddr,
+    pub(crate) data: &'a [u8],
+    /// The datagram was longer than a receive slot and was cut.
+    pub(crate) truncated: bool,
+}
+
+/// One datagram of the last receive: where it lies in the storage.
+#[derive(Clone, Copy, Debug, Default)]
+struct Piece {
+    start: usize,
+    len: usize,
+    /// The message (receive slot) it came in.
+    msg: usize,
+    truncated: bool,
+}
+
+/// Receive slots for one `recvmmsg` call, reused forever. With GRO a slot
+/// may hold several datagrams; [`get`](Self::get) numbers the datagrams,
+/// not the slots.
+pub(crate) struct RecvBatch {
+    /// `count × slot` bytes. One big zeroed allocation: the kernel maps
+    /// zero pages lazily, so only the bytes datagrams touch cost memory.
+    storage: Vec<u8>,
+    slot: usize,
+    count: usize,
+    /// Longest datagram accepted; a longer GRO segment counts as truncated.
+    max_datagram: usize,
+    lens: Vec<usize>,
+    froms: Vec<Option<SocketAddr>>,
+    truncated: Vec<bool>,
+    /// GRO segment size per slot (0: one datagram).
+    segments: Vec<usize>,
+    /// The datagrams of the last receive, in order.
+    pieces: Vec<Piece>,
+    /// Datagrams of the last receive that came coalesced.
+    coalesced: usize,
+    #[cfg(target_os = "linux")]
+    sys: linux::MmsgScratch,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("count", &self.count)
+            .field("slot", &self.slot)
+            .field("received", &self.pieces.len())
+            .finish()
+    }
+}
+
+impl RecvBatch {
+    /// `count` slots, each for one datagram of up to `max_datagram` bytes;
+    /// when `port` has GRO on, `count / 2` slots of 64 KiB, each for a
+    /// super-datagram.
+    pub(crate) fn new(count: usize, max_datagram: usize, port: &UdpPort) -> RecvBatch {
+        // A GRO slot holds many datagrams: half as many slots keep the
+        // memory of a plain batch while one call still reads more.
+        let (count, slot) = if port.gro() {
+            ((count / 2).max(1), GRO_SLOT)
+        } else {
+            (count.max(1), max_datagram)
+        };
+        RecvBatch {
+            storage: vec![0; count * slot],
+            slot,
+            count,
+            max_datagram,
+            lens: vec![0; count],
+            froms: vec![None; count],
+            truncated: vec![false; count],
+            segments: vec![0; count],
+            // Room for every slot full of minimal segments would be large;
+            // a typical batch fits, and a larger one grows this once.
+            pieces: Vec::with_capacity(count * 4),
+            coalesced: 0,
+            #[cfg(target_os = "linux")]
+            sys: linux::MmsgScratch::new(count),
+        }
+    }
+
+    /// Reads as many waiting datagrams as fit, without blocking; returns how
+    /// many datagrams (GRO super-datagrams counted as the datagrams they
+    /// hold). `Ok(0)` never happens: an empty socket is `WouldBlock`.
+    ///
+    /// # Errors
+    /// `WouldBlock` when nothing is waiting; any other socket error.
+    pub(crate) fn recv(&mut self, port: &UdpPort) -> io::Result<usize> {
+        self.pieces.clear();
+        self.coalesced = 0;
+        #[cfg(target_os = "linux")]
+        let n = linux::recv_batch(
+            port,
+            &mut self.sys,
+            &mut self.storage,
+            self.slot,
+            self.count,
+            &mut self.lens,
+            &mut self.froms,
+            &mut self.truncated,
+            &mut self.segments,
+        )?;
+        #[cfg(not(target_os = "linux"))]
+        let n = portable::recv_batch(
+            port,
+            &mut self.storage,
+            self.slot,
+            self.count,
+            &mut self.lens,
+            &mut self.froms,
+            &mut self.truncated,
+        )?;
+        for msg in 0..n {
+            let base = msg * self.slot;
+            let len = self.lens[msg].min(self.slot);
+            let segment = self.segments.get(msg).copied().unwrap_or(0);
+            let before = self.pieces.len();
+            for (offset, piece_len) in segment::split(len, segment) {
+                // A GRO segment longer than we accept is cut like a
+                // datagram longer than a plain slot.
+                self.pieces.push(Piece {
+                    start: base + offset,
+                    len: piece_len.min(self.max_datagram),
+                    msg,
+                    truncated: piece_len > self.max_datagram,
+                });
+            }
+            if let Some(last) = self.pieces.last_mut() {
+                // A cut slot loses its tail: the last piece is incomplete.
+                last.truncated |= self.truncated[msg];
+            }
+            if segment != 0 {
+                self.coalesced += self.pieces.len() - before;
+            }
+        }
+        Ok(self.pieces.len())
+    }
+
+    /// Of the datagrams of the last [`recv`](Self::recv), those that came
+    /// inside GRO super-datagrams.
+    pub(crate) fn coalesced(&self) -> usize {
+        self.coalesced
+    }
+
+    /// The `i`-th datagram of the last [`recv`](Self::recv).
+    pub(crate) fn get(&self, i: usize) -> Option<Datagram<'_>> {
+        let p = self.pieces.get(i)?;
+        let from = (*self.froms.get(p.msg)?)?;
+        let data = self.storage.get(p.start..p.start + p.len)?;
+        Some(Datagram {
+            from,
+            data,
+            truncated: p.truncated,
+        })
+    }
+}
+
+/// Waits until the socket can take a datagram (after `EAGAIN` on a send),
+/// for at most 10 ms so the caller keeps control.
+fn wait_writable(port: &UdpPort) {
+    let mut pfd = libc::pollfd {
+        fd: port.raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is a valid pollfd for the duration of the call and we
+    // pass a count of exactly one.
+    unsafe {
+        libc::poll(&mut pfd, 1, 10);
+    }
+}
+
+/// Sends one datagram without batching (the portable fallback).
+#[cfg(any(test, not(target_os = "linux")))]
+fn send_one(port: &UdpPort, data: &[u8], dest: &SockAddr, blocking: bool) -> io::Result<usize> {
+    let flags = if blocking { 0 } else { libc::MSG_DONTWAIT };
+    port.socket.send_to_with_flags(data, dest, flags)
+}
+
+/// True for errors after which the same call is simply made again (a
+/// signal interrupted it); any other error concerns the datagram at hand,
+/// which is dropped and counted.
+fn is_retryable(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::Interrupted)
+}
+
+#[cfg(test)]
+impl UdpPort {
+    /// Sends one datagram at once.
+    pub(crate) fn send_now(&self, data: &[u8], dest: SocketAddr) -> io::Result<usize> {
+        let dest = SockAddr::from(dest);
+        loop {
+            match send_one(self, data, &dest, false) {
+                Err(e) if is_retryable(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+}
