@@ -215,6 +215,36 @@ impl Connection {
         if self.on_delivery(now, ack) {
             self.apply_cc();
         }
+        self.resend_stuck_head(now);
+    }
+
+    /// The peer's ACKs keep naming as missing a packet we last sent longer
+    /// ago than an ACK takes to report its arrival: that transmission, or
+    /// the NAK about it, was lost. A UDT4 receiver reports a loss once and
+    /// never again (its periodic NAK is disabled, udt4-protocol.md §6), so
+    /// the hole would wait for the EXP timer, which only fires once the
+    /// window has filled and the peer falls silent, and then resends
+    /// everything unacknowledged. Resending the one packet instead costs at
+    /// most one datagram per two round trips.
+    fn resend_stuck_head(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        let head = self.sender.head();
+        let Some(sent) = self.delivery.last_sent(head) else {
+            return;
+        };
+        // Twice the smoothed RTT: it starts at UDT4's 100 ms placeholder and
+        // lags behind a longer path or a growing queue for a while, and a
+        // resend of a packet still in flight would be a wasted duplicate.
+        let wait = 2 * self.rtt.rtt() + 4 * self.rtt.rtt_var() + crate::time::SYN_INTERVAL;
+        if now.saturating_duration_since(sent) > wait && self.sender.requeue_head() {
+            log::debug!(
+                "{} resends {head:?}: still missing {:?} after it left",
+                self.local_id,
+                now.saturating_duration_since(sent)
+            );
+        }
     }
 
     /// Gives the controller the delivery-rate sample of an ACK that
@@ -297,6 +327,7 @@ impl Connection {
             // anything new still counts.
             self.apply_cc();
         }
+        self.resend_stuck_head(now);
         // A repeated ACK may be the one that reports the peer drained.
         if let State::Closing { .. } = self.state {
             if self.sender.is_peer_drained() {

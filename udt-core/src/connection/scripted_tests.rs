@@ -645,3 +645,66 @@ fn a_report_older_than_the_retransmission_is_not_news() {
     assert_eq!(s.conn.stats().packets_reported_lost, 2);
     assert_eq!(s.conn.stats().packets_retransmitted, 2);
 }
+
+/// A full ACK from the peer naming `ack` as its first missing packet.
+fn ack_in(ack_seq: u32, ack: SeqNumber) -> Vec<u8> {
+    let mut d = Vec::new();
+    ControlPacket {
+        timestamp: 0,
+        dest: LOCAL,
+        control: Control::Ack(Ack {
+            ack_seq: AckSeqNumber::new(ack_seq),
+            ack,
+            rtt_us: 0,
+            rtt_var_us: 0,
+            available_buffer: 8000,
+            rates: None,
+        }),
+    }
+    .encode(&mut d);
+    d
+}
+
+#[test]
+fn a_hole_the_acks_keep_naming_is_resent_without_a_second_nak() {
+    // A UDT4 receiver reports a loss once: when the retransmission is lost
+    // too, its ACKs (full while unconfirmed, light every 64 packets) keep
+    // naming the same first missing packet and nothing else says so. The
+    // sender resends that packet once an ACK could have reported it,
+    // instead of waiting for the EXP timer (which needs the peer silent).
+    let mut s = Script::new(Config::default());
+    let payload = [0x5A; 100];
+    for _ in 0..3 {
+        assert_eq!(s.conn.write(&payload), Ok(100));
+    }
+    s.conn.handle_timeout(s.t0);
+    while s.conn.poll_transmit(s.t0, &mut s.buf).is_some() {}
+    s.feed(ms(5), &nak_in(&[(ISN, ISN)]));
+    assert_eq!(retransmissions_at(&mut s, ms(5)), 1);
+    // The RTT is UDT4's initial 100 ms (variance 50 ms): an ACK 295 ms
+    // after the retransmission may still predate its arrival (the smoothed
+    // RTT may lag a longer path).
+    s.feed(ms(300), &ack_in(1, ISN));
+    assert_eq!(retransmissions_at(&mut s, ms(300)), 0);
+    // 415 ms after it left (more than 2 RTT + 4 RTTVar + the ACK interval,
+    // and before EXP, 310 ms after the last packet heard at 300 ms): lost.
+    s.feed(ms(420), &light_ack_in(ISN));
+    assert_eq!(retransmissions_at(&mut s, ms(420)), 1);
+    // Just resent: the next ACK naming it is no news.
+    s.feed(ms(421), &ack_in(2, ISN));
+    assert_eq!(retransmissions_at(&mut s, ms(421)), 0);
+    assert_eq!(s.conn.stats().timeouts, 0, "EXP did not fire");
+    assert_eq!(s.conn.stats().packets_retransmitted, 2);
+}
+
+/// A light ACK from the peer.
+fn light_ack_in(ack: SeqNumber) -> Vec<u8> {
+    let mut d = Vec::new();
+    ControlPacket {
+        timestamp: 0,
+        dest: LOCAL,
+        control: Control::LightAck { ack },
+    }
+    .encode(&mut d);
+    d
+}

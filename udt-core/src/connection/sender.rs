@@ -281,6 +281,21 @@ impl Sender {
         self.sacked = sacked;
     }
 
+    /// The receiver's first missing packet, as its newest full ACK said.
+    pub(super) fn head(&self) -> SeqNumber {
+        self.last_data_ack
+    }
+
+    /// Queues the head packet for retransmission again; false when nothing
+    /// is outstanding or it is queued already.
+    pub(super) fn requeue_head(&mut self) -> bool {
+        let head = self.last_data_ack;
+        if self.unacked() == 0 || self.loss.contains(head) {
+            return false;
+        }
+        self.loss.insert(head, head) > 0
+    }
+
     /// True when `seq` waits in the loss list for retransmission.
     pub(super) fn is_queued(&self, seq: SeqNumber) -> bool {
         self.loss.contains(seq)
