@@ -33,6 +33,11 @@ struct Lab {
 /// (some may be unreachable), `direct` says whether A and B can reach each
 /// other at all.
 fn lab(seed: u64, a_hosts: &[&str], direct: bool, loss: Loss) -> Lab {
+    lab_with(seed, a_hosts, direct, loss, false)
+}
+
+/// [`lab`] with the broker's relay on or off.
+fn lab_with(seed: u64, a_hosts: &[&str], direct: bool, loss: Loss, relay: bool) -> Lab {
     let mut sim = Sim::new(seed);
     let now = sim.now();
     let broker_addr = sa("198.18.0.1:3478");
@@ -40,7 +45,11 @@ fn lab(seed: u64, a_hosts: &[&str], direct: bool, loss: Loss) -> Lab {
     let mut broker = UdtNode::new(broker_addr, Config::default(), seed);
     broker
         .endpoint()
-        .set_datagram_handler(Some(Box::new(Broker::new(BrokerConfig::default()))));
+        .set_datagram_handler(Some(Box::new(Broker::new(BrokerConfig {
+            relay,
+            seed,
+            ..BrokerConfig::default()
+        }))));
     let agent = |hosts: Vec<SocketAddr>, token: u8| {
         SharedPunch::new(PunchAgent::new(
             PunchConfig::new(
@@ -158,4 +167,43 @@ fn no_direct_path_fails_with_a_relay_hint() {
         };
         assert!(f.to_string().contains("relay is needed"), "{f}");
     }
+}
+
+#[test]
+fn no_direct_path_relays_through_the_broker_and_carries_data() {
+    init_logs();
+    // The broker runs on a UDT endpoint's port here: with the relay on,
+    // its handler takes every datagram and forwards the UDT ones.
+    let mut l = lab_with(74, &["198.18.0.10:9000"], false, Loss::None, true);
+    let (pa, pb) = (l.pa.clone(), l.pb.clone());
+    l.sim
+        .run_until(|_| settled(&pa) && settled(&pb), Duration::from_secs(40))
+        .expect("both sides settle");
+    let broker = sa("198.18.0.1:3478");
+    let sa_ = l.pa.lock().selected().expect("A relayed");
+    let sb = l.pb.lock().selected().expect("B relayed");
+    for s in [sa_, sb] {
+        assert!(s.is_relayed(), "{s}");
+        assert_eq!(s.remote.kind, CandidateType::Relayed);
+        assert_eq!(s.remote.addr, broker);
+    }
+    let now = l.sim.now();
+    let ida = l.sim.node_mut(l.a).rendezvous(now, broker);
+    let idb = l.sim.node_mut(l.b).rendezvous(now, broker);
+    l.sim.poke(l.a);
+    l.sim.poke(l.b);
+    let (a, b) = (l.a, l.b);
+    l.sim
+        .run_until(
+            |s| s.node(a).is_connected(ida) && s.node(b).is_connected(idb),
+            Duration::from_secs(10),
+        )
+        .expect("rendezvous through the relay completes");
+    stream_transfer(
+        &mut l.sim,
+        (a, ida),
+        (b, idb),
+        4 << 20,
+        Duration::from_secs(60),
+    );
 }

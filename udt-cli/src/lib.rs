@@ -9,6 +9,7 @@
 pub mod cmd;
 pub mod net;
 pub mod proto;
+pub mod secure;
 pub mod signals;
 pub mod ui;
 pub mod watch;

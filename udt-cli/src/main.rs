@@ -13,6 +13,7 @@ use udt_cli::cmd::{bench, broker, demo, files, pipe, punch};
 use udt_cli::net::AllowList;
 use udt_cli::net::{self, NetOptions, Transport};
 use udt_cli::proto::{exit, RecvOptions};
+use udt_cli::secure::{self, PipeSecurityArgs, Role, TransferSecurityArgs};
 use udt_cli::signals;
 use udt_cli::ui::{parse_rate, parse_size, CliError, Output};
 
@@ -125,7 +126,34 @@ fn net_options(net: &NetArgs, out: Option<&OutArgs>) -> NetOptions {
         cc: net.cc,
         connect_timeout: out.and_then(|o| o.connect.connect_timeout),
         linger: None,
+        security: udt_mux::Security::Plain,
     }
+}
+
+/// The broker options of `send`/`recv` with the session code taken from
+/// `--code` (one code names the session and, once transfers through a
+/// broker can be encrypted, authenticates it).
+///
+/// # Errors
+/// A usage error for `--broker` without `--insecure`: punching ends in a
+/// UDT rendezvous, which has no secure mode yet, and a transfer the user
+/// did not ask to be plain must never go out in clear text.
+fn broker_session(
+    mut broker: punch::BrokerOpts,
+    security: &secure::TransferSecurityArgs,
+) -> Result<punch::BrokerOpts, CliError> {
+    if broker.broker.is_none() {
+        return Ok(broker);
+    }
+    if !security.insecure {
+        return Err(CliError::usage(
+            "transfers through --broker cannot be encrypted yet (they end in a UDT rendezvous, \
+             which has no secure mode): add --insecure to send in clear text; --code then only \
+             names the session at the broker",
+        ));
+    }
+    broker.code = security.code.clone();
+    Ok(broker)
 }
 
 /// The `--allow` values as a list.
@@ -161,7 +189,8 @@ Examples:
   udt send photos/ videos/ backup.example.org:9000
   udt send --listen 9000 photos/               # the receiver connects: udt recv HOST:9000
   udt send --limit-rate 100M big.iso host:9000     # at most 100 Mbit/s
-  udt send --json dir/ host:9000 | jq .throughput_mbps")]
+  udt send --json dir/ host:9000 | jq .throughput_mbps
+  udt send big.iso --broker broker.example.org:3478 --code blue-fox   # through NATs")]
     Send {
         /// Files or directories to send, then the receiver's HOST:PORT
         /// (no HOST:PORT with --listen).
@@ -203,11 +232,15 @@ Examples:
         #[arg(long)]
         resume: bool,
         #[command(flatten)]
+        security: TransferSecurityArgs,
+        #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
         out: OutArgs,
         #[command(flatten)]
         idle: IdleArgs,
+        #[command(flatten)]
+        broker: punch::BrokerOpts,
     },
     /// Receive files from `udt send` (one transfer, then exit).
     #[command(after_help = "\
@@ -222,7 +255,8 @@ Examples:
   udt recv                                   # UDP port 9000, into .
   udt recv --listen 0.0.0.0:7000 --out /srv/incoming --keep-listening
   udt recv --out backup --resume             # continue an interrupted transfer
-  udt recv sender.example.org:9000           # fetch from a `udt send --listen`")]
+  udt recv sender.example.org:9000           # fetch from a `udt send --listen`
+  udt recv --broker broker.example.org:3478 --code blue-fox   # through NATs")]
     Recv {
         /// Connect to a `udt send --listen` at HOST:PORT instead of
         /// listening (this side then needs no open port).
@@ -272,11 +306,15 @@ Examples:
         #[arg(long, hide = true)]
         no_fsync: bool,
         #[command(flatten)]
+        security: TransferSecurityArgs,
+        #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
         connect_timeout: ConnectArgs,
         #[command(flatten)]
         idle: IdleArgs,
+        #[command(flatten)]
+        broker: punch::BrokerOpts,
     },
     /// Accept one connection and copy it to stdout (like `nc -l`).
     #[command(after_help = "\
@@ -294,6 +332,8 @@ Examples:
         /// UDT message mode instead of stream mode.
         #[arg(long)]
         msg: bool,
+        #[command(flatten)]
+        security: PipeSecurityArgs,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -313,6 +353,8 @@ Examples:
         /// UDT message mode: one line = one message.
         #[arg(long)]
         msg: bool,
+        #[command(flatten)]
+        security: PipeSecurityArgs,
         #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
@@ -520,15 +562,29 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             exclude,
             include,
             resume,
+            security,
             net,
             out,
             idle,
+            broker,
         } => {
+            let broker = broker_session(broker, &security)?;
+            let role = if listen.is_some() {
+                Role::Listens
+            } else {
+                Role::Connects
+            };
+            let (security, code) = secure::transfer_security(&security, role, net.transport)?;
             let (target, listen) = match listen {
+                Some(_) if broker.broker.is_some() => {
+                    return Err(CliError::usage("give either --broker or --listen"));
+                }
                 Some(l) => (
                     None,
                     Some(net::listen_addr_dual(&l).map_err(|e| CliError::usage(e.to_string()))?),
                 ),
+                // Every argument is a path: the peer is met through the broker.
+                None if broker.broker.is_some() => (None, None),
                 None => {
                     if args.len() < 2 {
                         return Err(CliError::usage(
@@ -542,6 +598,11 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                     (Some(target), None)
                 }
             };
+            if let Some(code) = &code {
+                secure::announce_code(code, "udt recv HOST:PORT");
+            }
+            let mut net = net_options(&net, Some(&out));
+            net.security = security;
             files::send(&files::SendArgs {
                 paths: args.into_iter().map(PathBuf::from).collect(),
                 target,
@@ -550,9 +611,10 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                 excludes: exclude,
                 includes: include,
                 resume,
-                net: net_options(&net, Some(&out)),
+                net,
                 idle: idle.idle_timeout,
                 output,
+                broker,
             })?;
         }
         Command::Recv {
@@ -566,10 +628,25 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             yes,
             allow,
             no_fsync,
+            security,
             net,
             connect_timeout,
             idle,
+            broker,
         } => {
+            if connect.is_some() && broker.broker.is_some() {
+                return Err(CliError::usage("give either HOST:PORT or --broker"));
+            }
+            let broker = broker_session(broker, &security)?;
+            let role = if connect.is_some() {
+                Role::Connects
+            } else {
+                Role::Listens
+            };
+            let (security, code) = secure::transfer_security(&security, role, net.transport)?;
+            if let Some(code) = &code {
+                secure::announce_code(code, "udt send FILES... HOST:PORT");
+            }
             let mut options = RecvOptions::new(out);
             options.overwrite = overwrite;
             options.resume = resume;
@@ -577,6 +654,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             options.fsync = !no_fsync;
             let mut net = net_options(&net, None);
             net.connect_timeout = connect_timeout.connect_timeout;
+            net.security = security;
             files::recv(&files::RecvArgs {
                 listen: net::listen_addr_dual(&listen)
                     .map_err(|e| CliError::usage(e.to_string()))?,
@@ -591,26 +669,37 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                     && std::io::stderr().is_terminal(),
                 net,
                 output,
+                broker,
             })?;
         }
-        Command::Listen { addr, msg, net } => {
+        Command::Listen {
+            addr,
+            msg,
+            security,
+            net,
+        } => {
+            let mut net = net_options(&net, None);
+            net.security = secure::pipe_security(&security)?;
             pipe::listen(&pipe::PipeArgs {
                 addr,
                 msg,
-                net: net_options(&net, None),
+                net,
                 output,
             })?;
         }
         Command::Connect {
             addr,
             msg,
+            security,
             net,
             out,
         } => {
+            let mut net = net_options(&net, Some(&out));
+            net.security = secure::pipe_security(&security)?;
             pipe::connect(&pipe::PipeArgs {
                 addr,
                 msg,
-                net: net_options(&net, Some(&out)),
+                net,
                 output,
             })?;
         }
@@ -662,11 +751,18 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             net,
             out,
         } => {
+            let mut net = net_options(&net, Some(&out));
+            if net.transport == net::Transport::Udt {
+                // Like `udt send` / `udt recv`: encrypted, with a code
+                // both in-process sides share.
+                let code = secure::new_code().map_err(|e| CliError::io("making a code", e))?;
+                net.security = udt_mux::Security::Code(code);
+            }
             demo::run(&demo::DemoArgs {
                 size,
                 dir,
                 keep,
-                net: net_options(&net, Some(&out)),
+                net,
                 output,
             })?;
         }

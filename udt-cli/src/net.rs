@@ -58,6 +58,8 @@ pub struct NetOptions {
     /// uses a short one: after Ctrl-C the shutdown then reaches the
     /// receiver at once instead of after the queued data.
     pub linger: Option<Duration>,
+    /// Plain UDT4 or secure mode (issue 11); see [`crate::secure`].
+    pub security: udt_mux::Security,
 }
 
 impl NetOptions {
@@ -83,10 +85,11 @@ impl NetOptions {
         if let Some(l) = self.linger {
             c.linger = Some(l);
         }
+        c.security = self.security.clone();
         c
     }
 
-    fn endpoint_config() -> EndpointConfig {
+    pub(crate) fn endpoint_config() -> EndpointConfig {
         let mut options = EndpointConfig::default();
         options.udp_send_buffer = Some(8 << 20);
         options.udp_recv_buffer = Some(8 << 20);
@@ -357,7 +360,7 @@ impl fmt::Debug for Conn {
 
 impl Conn {
     /// Wraps a new UDT stream (its send buffer still empty).
-    fn udt(stream: UdtStream) -> Conn {
+    pub(crate) fn udt(stream: UdtStream) -> Conn {
         Conn::Udt {
             send_buffer_bytes: stream.stats().send_buffer_free_bytes as u64,
             stream,

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::*;
-use udt_cli::net::{Conn, NetOptions};
+use udt_cli::net::Conn;
 use udt_cli::proto::wire::{self, EntryKind, EntryMeta, Frame, FrameReader};
 
 const T: Duration = Duration::from_secs(120);
@@ -151,7 +151,7 @@ fn malicious_sender_is_refused_and_nothing_escapes() {
     ];
     let (mut recv, addr) = start_recv("recv", &out, &["--keep-listening"]);
     for name in &names {
-        let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+        let mut conn = Conn::connect(&addr.to_string(), &common::test_net()).unwrap();
         let mut frames = Vec::new();
         wire::encode(
             &Frame::Hello {
@@ -208,7 +208,7 @@ fn malicious_sender_is_refused_and_nothing_escapes() {
         let _ = conn.finish();
     }
     // Garbage instead of the protocol: refused too, and the receiver lives on.
-    let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+    let mut conn = Conn::connect(&addr.to_string(), &common::test_net()).unwrap();
     let _ = conn.write_all(b"GET / HTTP/1.0\r\n\r\n");
     conn.set_read_timeout(Some(Duration::from_secs(20)));
     let mut reader = FrameReader::new(conn.try_clone().unwrap());
@@ -235,7 +235,7 @@ fn malicious_sender_is_refused_and_nothing_escapes() {
 
     // A one-shot receiver exits 5 on a refusal.
     let (mut recv, addr) = start_recv("recv-once", &out, &[]);
-    let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+    let mut conn = Conn::connect(&addr.to_string(), &common::test_net()).unwrap();
     let mut frames = Vec::new();
     wire::encode(
         &Frame::Hello {

@@ -157,7 +157,10 @@ fn the_wrong_kind_of_server_is_named() {
         .stdout(Stdio::null());
     let mut server = Proc::spawn("bench-server", server);
     let addr = server.listening_addr(Duration::from_secs(20));
-    let mut send = start_send("send", &[&f], addr, &[]);
+    // A bench server speaks plain UDT4: only an --insecure sender gets
+    // far enough to learn what it is (a secure one refuses at the
+    // handshake: the peer does not speak secure mode).
+    let mut send = start_send("send", &[&f], addr, &["--insecure"]);
     assert_eq!(send.code(T), 5, "{}", send.stderr());
     assert!(send.stderr().contains("bench server"), "{}", send.stderr());
     let j = json_of(&mut send);
@@ -170,7 +173,9 @@ fn the_wrong_kind_of_server_is_named() {
     assert!(!server.stderr().contains("Some("), "{}", server.stderr());
 
     let out = base.join("out");
-    let (mut recv, addr) = start_recv("recv", &out, &["--keep-listening"]);
+    // `udt bench` speaks plain UDT4: the receiver must run --insecure for
+    // it to get far enough to learn what it reached.
+    let (mut recv, addr) = start_recv("recv", &out, &["--keep-listening", "--insecure"]);
     let bench = udt()
         .args(["bench", "-t", "1"])
         .arg(addr.to_string())
@@ -518,7 +523,7 @@ fn progress_bar_and_ctrl_c_in_a_terminal() {
     let out = base.join("out");
     let (mut recv, addr) = start_recv("recv", &out, &["--json"]);
     let command = format!(
-        "'{}' send --limit-rate 80M '{}' {addr}; echo EXIT=$?; sleep 60",
+        "'{}' send --code test-code --limit-rate 80M '{}' {addr}; echo EXIT=$?; sleep 60",
         env!("CARGO_BIN_EXE_udt"),
         src.display()
     );
@@ -595,7 +600,7 @@ fn the_sender_may_listen_and_the_receiver_connect() {
     .stdout(Stdio::piped());
     let mut send = Proc::spawn("send-listen", send);
     let addr = send.listening_addr(Duration::from_secs(20));
-    let idle = udt_cli::net::Conn::connect(&addr.to_string(), &Default::default()).unwrap();
+    let idle = udt_cli::net::Conn::connect(&addr.to_string(), &common::test_net()).unwrap();
     let out = base.join("out");
     let mut recv = udt();
     recv.args(["recv", "--json", "--out"])
@@ -632,7 +637,7 @@ fn an_interactive_receiver_asks_first() {
     // in the pane (tee would make stderr a pipe) and read the port from
     // the screen.
     let command = format!(
-        "'{}' recv --keep-listening --listen 127.0.0.1:0 --out '{}'; sleep 60",
+        "'{}' recv --code test-code --keep-listening --listen 127.0.0.1:0 --out '{}'; sleep 60",
         env!("CARGO_BIN_EXE_udt"),
         out.display()
     );

@@ -105,6 +105,11 @@ pub struct Config {
     /// native controller, `bbr-bulk` for dedicated lossy links) or plug in
     /// your own factory.
     pub congestion: Arc<dyn CongestionControlFactory>,
+    /// Plain UDT4 (the default) or secure mode with its authentication
+    /// (issue 11, docs/security.md). A secure caller refuses a plain
+    /// listener and a secure listener refuses plain callers. Rendezvous
+    /// connections are plain only.
+    pub security: crate::secure::Security,
 }
 
 impl Config {
@@ -176,6 +181,8 @@ pub const MIN_MSS: u32 = 76;
 
 // Every accepted MSS leaves room for a payload.
 const _: () = assert!(MIN_MSS as usize > PACKET_OVERHEAD);
+// ... and in secure mode too, after the seal's counter and tag.
+const _: () = assert!(MIN_MSS as usize > PACKET_OVERHEAD + crate::secure::SEAL_OVERHEAD);
 
 /// The largest MSS accepted: the largest UDP datagram over IPv4.
 pub const MAX_MSS: u32 = 65_535;
@@ -195,6 +202,7 @@ impl Default for Config {
             max_bandwidth: None,
             memory_cap: DEFAULT_MEMORY_CAP,
             congestion: CcAlgorithm::DEFAULT.factory(),
+            security: crate::secure::Security::Plain,
         }
     }
 }

@@ -32,6 +32,9 @@ pub enum ConnectionError {
     /// time passed its ACKs still reported data its application had not
     /// read. The shutdown was sent; a UDT4 peer may discard that data.
     PeerUnread,
+    /// Secure mode: every packet counter of this connection's key was used
+    /// (after 2^63 packets); it refuses to send rather than reuse a nonce.
+    KeysExhausted,
 }
 
 impl fmt::Display for ConnectionError {
@@ -54,6 +57,9 @@ impl fmt::Display for ConnectionError {
             ConnectionError::LingerExpired => f.write_str(
                 "close gave up waiting for the peer to acknowledge data (linger time expired)",
             ),
+            ConnectionError::KeysExhausted => f.write_str(
+                "secure connection used every packet counter of its key; reconnect for fresh keys",
+            ),
             ConnectionError::PeerUnread => f.write_str(
                 "close gave up waiting for the peer's application to read what it acknowledged \
                  (linger time expired); the peer may discard what it had not read",
@@ -73,6 +79,7 @@ impl From<ConnectionError> for io::Error {
             ConnectionError::DataLost | ConnectionError::Corrupted => io::ErrorKind::InvalidData,
             ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
             ConnectionError::LingerExpired | ConnectionError::PeerUnread => io::ErrorKind::TimedOut,
+            ConnectionError::KeysExhausted => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)
     }

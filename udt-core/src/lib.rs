@@ -19,6 +19,8 @@
 //! - [`endpoint`]: routing above the connections: socket IDs, the listener,
 //!   rendezvous, tombstones and datagrams that are not UDT.
 //! - [`punch`]: NAT traversal: STUN codec, broker, punch agent.
+//! - [`secure`]: opt-in secure mode: handshake extension, Noise key
+//!   agreement, per-packet AEAD and replay window.
 //! - [`sched`]: the indexed min-heap the drivers use to order send times.
 //! - `sim`: a deterministic network simulator (feature `sim`).
 
@@ -40,6 +42,7 @@ pub mod punch;
 pub mod recv_buffer;
 pub mod rng;
 pub mod sched;
+pub mod secure;
 pub mod send_buffer;
 pub mod seq;
 #[cfg(any(test, feature = "sim"))]
@@ -50,4 +53,5 @@ pub mod time;
 pub use config::{Config, SocketType};
 pub use connection::{Connection, Event, State, Transmit, TransmitKind};
 pub use error::{ConnectionError, ReadError, WriteError};
+pub use secure::{PeerIdentity, Security};
 pub use seq::{AckSeqNumber, MsgNumber, SeqNumber, SocketId};

@@ -25,6 +25,12 @@ pub struct DropStats {
     pub stray_handshake: u64,
     /// Control packets not sent because the outgoing control queue was full.
     pub control_queue_full: u64,
+    /// Secure mode: packets whose tag did not verify (forged, corrupted,
+    /// or sealed under another key), or too short to be sealed.
+    pub unauthenticated: u64,
+    /// Secure mode: authentic packets whose counter was already seen or
+    /// is older than the replay window (replays, network duplicates).
+    pub replayed: u64,
 }
 
 /// A snapshot of one connection's statistics (see [`crate::connection::Connection::stats`]).

@@ -81,6 +81,11 @@ pub struct EndpointStats {
     /// Datagrams that were not UDT, handed to the registered
     /// [`DatagramHandler`](udt_core::endpoint::DatagramHandler).
     pub foreign: u64,
+    /// Secure listener: callers refused because their key agreement
+    /// failed (wrong key, a static key not allowed).
+    pub secure_refused: u64,
+    /// Secure listener: replayed final requests ignored.
+    pub secure_replays: u64,
     /// Datagrams sent inside UDP GSO super-datagrams (of `datagrams_sent`).
     pub datagrams_offloaded: u64,
     /// Datagrams received inside UDP GRO super-datagrams (of

@@ -119,7 +119,13 @@ impl From<ConnectError> for io::Error {
         let kind = match e {
             ConnectError::TimedOut { .. } => io::ErrorKind::TimedOut,
             ConnectError::Rejected { .. } => io::ErrorKind::ConnectionRefused,
-            ConnectError::Handshake(_) => io::ErrorKind::ConnectionAborted,
+            // Secure-mode refusals (wrong code or key, downgrade) keep the
+            // core's PermissionDenied / InvalidInput, so a caller can tell
+            // them from a broken handshake.
+            ConnectError::Handshake(h) => match io::Error::from(h).kind() {
+                k @ (io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput) => k,
+                _ => io::ErrorKind::ConnectionAborted,
+            },
             ConnectError::AddressFamily { .. } => io::ErrorKind::InvalidInput,
             ConnectError::RendezvousBusy { .. } => io::ErrorKind::AddrInUse,
             ConnectError::EndpointClosed => io::ErrorKind::NotConnected,

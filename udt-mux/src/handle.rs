@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use udt_core::stats::Stats;
-use udt_core::SocketId;
+use udt_core::{PeerIdentity, SocketId};
 
 use crate::conn::{close_result, ConnShared};
 use crate::error;
@@ -74,6 +74,22 @@ impl<M: Mode> UdtSocket<M> {
     /// This connection's UDT socket ID.
     pub fn socket_id(&self) -> SocketId {
         self.conn.socket_id
+    }
+
+    /// True for a secure-mode connection (docs/security.md).
+    pub fn is_secure(&self) -> bool {
+        self.conn
+            .peek(|g| g.phase.connection_ref().map(|c| c.is_secure()))
+            .unwrap_or(false)
+    }
+
+    /// Who the peer proved to be in the secure handshake: the static key it
+    /// holds, or that it knew the pre-shared key or code. `None` for a
+    /// plain connection, which authenticates nothing.
+    pub fn peer_identity(&self) -> Option<PeerIdentity> {
+        self.conn
+            .peek(|g| g.phase.connection_ref().map(|c| c.peer_identity().cloned()))
+            .flatten()
     }
 
     /// A snapshot of the connection's statistics (RTT, rates, counters).

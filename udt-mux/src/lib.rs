@@ -162,7 +162,7 @@ pub use stream::UdtStream;
 
 pub use udt_core::config::ConfigError;
 pub use udt_core::stats::Stats;
-pub use udt_core::{Config, ConnectionError, ReadError, WriteError};
+pub use udt_core::{Config, ConnectionError, PeerIdentity, ReadError, Security, WriteError};
 
 #[cfg(test)]
 mod tests {

@@ -165,6 +165,8 @@ impl MuxShared {
             handshakes_rejected: e.handshakes_rejected,
             handshakes_throttled: e.handshakes_throttled,
             foreign: e.foreign,
+            secure_refused: e.secure_refused,
+            secure_replays: e.secure_replays,
             datagrams_offloaded: get(&c.datagrams_offloaded),
             datagrams_coalesced: get(&c.datagrams_coalesced),
         }

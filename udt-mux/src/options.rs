@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use udt_core::Config;
+use udt_core::{Config, Security};
 
 use crate::mode::{MessageMode, Mode, StreamMode};
 
@@ -39,6 +39,7 @@ use crate::mode::{MessageMode, Mode, StreamMode};
 #[derive(Clone, Debug)]
 pub struct Options<M: Mode = StreamMode> {
     config: Option<Config>,
+    security: Option<Security>,
     mode: PhantomData<M>,
 }
 
@@ -68,6 +69,7 @@ impl<M: Mode> Options<M> {
     fn new() -> Options<M> {
         Options {
             config: None,
+            security: None,
             mode: PhantomData,
         }
     }
@@ -80,9 +82,46 @@ impl<M: Mode> Options<M> {
         self
     }
 
-    /// The configuration to use: the one given, else `default`.
+    /// Secure mode for this connection (or, for a listener, the
+    /// connections it accepts), whatever the configuration says: a
+    /// pre-shared key, static keys with the peer keys allowed, or a code
+    /// ([`Security`], docs/security.md). A secure caller refuses a plain
+    /// listener and the other way round; the accepted or connected socket
+    /// reports who the peer proved to be
+    /// ([`UdtSocket::peer_identity`](crate::UdtSocket::peer_identity)).
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use udt_mux::{Endpoint, Options, PeerIdentity, Security};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let code = Security::Code("7-amber-falcon-river".into());
+    /// let server = Endpoint::bind("127.0.0.1:0")?;
+    /// let listener = server.listen_with(4, Options::stream().security(code.clone()))?;
+    /// let client = Endpoint::bind("127.0.0.1:0")?;
+    /// let mut stream = client.connect_with(server.local_addr(), Options::stream().security(code))?;
+    /// let (mut peer, _) = listener.accept()?;
+    /// assert_eq!(peer.peer_identity(), Some(PeerIdentity::Code));
+    /// stream.write_all(b"sealed")?;
+    /// let mut buf = [0u8; 6];
+    /// peer.read_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"sealed");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn security(mut self, security: Security) -> Options<M> {
+        self.security = Some(security);
+        self
+    }
+
+    /// The configuration to use: the one given, else `default`, with the
+    /// security given to [`security`](Self::security).
     pub(crate) fn config_or(self, default: &Config) -> Config {
-        self.config.unwrap_or_else(|| default.clone())
+        let mut config = self.config.unwrap_or_else(|| default.clone());
+        if let Some(security) = self.security {
+            config.security = security;
+        }
+        config
     }
 }
 

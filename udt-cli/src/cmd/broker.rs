@@ -1,12 +1,19 @@
 //! `udt broker`: the introducer for `udt punch`, on one UDP port. It also
-//! answers standard STUN Binding requests. The protocol is udt-core's
-//! [`Broker`]; this file only owns the socket and the clock.
+//! answers standard STUN Binding requests and, with `--relay`, relays the
+//! UDT packets of the sessions it introduced when they cannot punch. The
+//! protocol and the relay table are udt-core's [`Broker`]; this file only
+//! owns the socket and the clock.
+//!
+//! The relay path is one `recv_from`, one hash lookup and one `send_to`
+//! per datagram into a buffer allocated once.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use udt_core::endpoint::is_stun;
 use udt_core::punch::{Broker, BrokerConfig};
 
 use crate::net;
@@ -27,6 +34,37 @@ pub struct BrokerArgs {
     /// Stop after this many seconds (default: run until killed).
     #[arg(long, value_name = "SECONDS")]
     pub run_for: Option<f64>,
+    /// Relay the UDT packets of sessions it introduced whose peers cannot
+    /// punch through (off by default: relayed data costs this host's
+    /// bandwidth).
+    #[arg(long)]
+    pub relay: bool,
+    /// With --relay: most relayed pairs at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_relays: usize,
+}
+
+/// Socket buffers asked for with --relay: a relayed bulk transfer arrives
+/// in bursts of a UDT flow window.
+const RELAY_SOCKET_BUFFER: usize = 8 << 20;
+
+/// A seed for the relay tickets from the operating system.
+fn os_seed() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Asks for larger kernel socket buffers (best effort: the kernel caps
+/// them at its maximum, and a refusal only costs throughput).
+fn grow_buffers(sock: &UdpSocket) {
+    let sock = socket2::SockRef::from(sock);
+    if let Err(e) = sock.set_recv_buffer_size(RELAY_SOCKET_BUFFER) {
+        log::warn!("broker: SO_RCVBUF refused: {e}");
+    }
+    if let Err(e) = sock.set_send_buffer_size(RELAY_SOCKET_BUFFER) {
+        log::warn!("broker: SO_SNDBUF refused: {e}");
+    }
 }
 
 /// Runs the broker until killed (or `--run-for` passes).
@@ -40,19 +78,37 @@ pub fn run(args: &BrokerArgs, output: Output) -> Result<(), CliError> {
         .local_addr()
         .map_err(|e| CliError::io("broker address", e))?;
     output.status(format_args!(
-        "udt: broker on {local} (UDP; also a STUN server)"
+        "udt: broker listening on {local} (UDP; also a STUN server){}",
+        if args.relay {
+            "; relays sessions it introduced when they cannot punch"
+        } else {
+            ""
+        }
     ));
+    if args.relay {
+        grow_buffers(&sock);
+    }
+    let seed = os_seed().map_err(|e| CliError::io("reading /dev/urandom", e))?;
     let mut broker = Broker::new(BrokerConfig {
         max_sessions: args.max_sessions.max(1),
         max_sessions_per_ip: args.max_sessions_per_ip.max(1),
+        relay: args.relay,
+        max_relays: args.max_relays.max(1),
+        seed,
         ..BrokerConfig::default()
     });
+    // A fixed wake-up interval: setting the timeout on every datagram
+    // would cost a system call per relayed packet.
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| CliError::io("broker socket", e))?;
     let end = args
         .run_for
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(|s| Instant::now() + Duration::from_secs_f64(s));
-    let mut buf = vec![0u8; 2048];
+    // Room for the largest UDP datagram (a UDT MSS can be up to 64 KiB).
+    let mut buf = vec![0u8; 65_536];
     let mut introductions = 0;
+    let mut relayed_pairs = 0;
     loop {
         let now = Instant::now();
         if end.is_some_and(|e| now >= e) {
@@ -61,16 +117,15 @@ pub fn run(args: &BrokerArgs, output: Output) -> Result<(), CliError> {
         if broker.next_timeout().is_some_and(|t| t <= now) {
             broker.sweep(now);
         }
-        // Wake for the next sweep, the end, or at least once a second.
-        let wait = [broker.next_timeout(), end]
-            .into_iter()
-            .flatten()
-            .map(|t| t.saturating_duration_since(now))
-            .fold(Duration::from_secs(1), Duration::min)
-            .max(Duration::from_millis(1));
-        sock.set_read_timeout(Some(wait))
-            .map_err(|e| CliError::io("broker socket", e))?;
         match sock.recv_from(&mut buf) {
+            Ok((n, from)) if !is_stun(&buf[..n]) => {
+                if let Some(to) = broker.relay(Instant::now(), from, n) {
+                    if let Err(e) = sock.send_to(&buf[..n], to) {
+                        log::debug!("broker: relaying to {to} failed: {e}");
+                    }
+                }
+                continue;
+            }
             Ok((n, from)) => broker.handle(Instant::now(), from, &buf[..n]),
             Err(e)
                 if matches!(
@@ -98,6 +153,17 @@ pub fn run(args: &BrokerArgs, output: Output) -> Result<(), CliError> {
                 broker.sessions(),
                 c.refused
             );
+        }
+        let r = broker.relay_counters();
+        if r.bound != relayed_pairs {
+            relayed_pairs = r.bound;
+            output.status(format_args!(
+                "udt: broker: relaying {} pair(s) now ({} bound so far, {} packets, {} bytes relayed)",
+                broker.relayed_pairs(),
+                r.bound,
+                r.packets,
+                r.bytes
+            ));
         }
     }
 }

@@ -5,5 +5,6 @@ pub mod bench;
 pub mod broker;
 pub mod demo;
 pub mod files;
+pub mod ifaddrs;
 pub mod pipe;
 pub mod punch;

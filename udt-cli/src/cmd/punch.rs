@@ -7,6 +7,12 @@
 //! endpoint's datagram handler: STUN and checks share the port with UDT,
 //! so the rendezvous runs on exactly the 5-tuple the checks opened. The
 //! agent stays registered afterwards to answer the peer's late checks.
+//! When no pair works and the broker relays (`udt broker --relay`), the
+//! rendezvous runs to the broker's address instead, and every message
+//! says the path is relayed.
+//!
+//! [`meet`] is the part `udt send`/`udt recv --broker --code` share: it
+//! returns the connected stream.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -17,9 +23,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 use udt_core::punch::{PunchAgent, PunchConfig, PunchEvent, PunchState, Selected, SharedPunch};
-use udt_mux::{Endpoint, EndpointConfig};
+use udt_mux::{Endpoint, UdtStream};
 
-use crate::net;
+use crate::net::{self, Conn, NetOptions};
 use crate::proto::exit;
 use crate::ui::{self, CliError, Output};
 
@@ -32,9 +38,10 @@ pub struct PunchArgs {
     /// The session code both peers give.
     #[arg(long, value_name = "CODE")]
     pub code: String,
-    /// Local UDP address for UDT and the punch, [ADDR:]PORT.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:0")]
-    pub bind: String,
+    /// Local UDP address for UDT and the punch, [ADDR:]PORT (default: any
+    /// port on every address of the broker's family, IPv4 or IPv6).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: Option<String>,
     /// Send this file after connecting (`-`: stdin); without it, receive.
     #[arg(long, value_name = "PATH")]
     pub send: Option<PathBuf>,
@@ -44,9 +51,85 @@ pub struct PunchArgs {
     /// Seconds to wait for the broker and the peer.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub wait: f64,
-    /// Only punch and connect, then close (no data).
+    /// Only punch and connect, then close (both sides exchange one byte
+    /// so that each knows the other is connected).
     #[arg(long)]
     pub no_data: bool,
+    /// Never use the broker's relay: fail when no direct pair works.
+    #[arg(long, conflicts_with = "relay_only")]
+    pub no_relay: bool,
+    /// Skip the direct checks and use the broker's relay at once.
+    #[arg(long)]
+    pub relay_only: bool,
+    /// UDT congestion control for the transfer (as the other data
+    /// commands' --cc).
+    #[arg(long, value_name = "CC", env = "UDT_CC")]
+    pub cc: Option<udt_core::cc::CcAlgorithm>,
+}
+
+/// `--broker` and `--code` for `udt send` and `udt recv`: meet the peer
+/// through a broker instead of connecting to an address.
+#[derive(Clone, Debug, Default, Args)]
+pub struct BrokerOpts {
+    /// Meet the other side through this `udt broker` (HOST:PORT) and punch
+    /// through the NATs (or relay), instead of a HOST:PORT to connect to.
+    #[arg(long, value_name = "HOST:PORT", requires = "code")]
+    pub broker: Option<String>,
+    /// The session code both sides give: `--code` of the command, which
+    /// clap defines once (the transfer's security options own it).
+    #[arg(skip)]
+    pub code: Option<String>,
+}
+
+/// What [`meet`] needs.
+#[derive(Clone, Debug)]
+pub struct MeetOptions {
+    /// The broker, HOST:PORT.
+    pub broker: String,
+    /// The session code.
+    pub code: String,
+    /// Local UDP address, [ADDR:]PORT (`None`: any port, any address of
+    /// the broker's family).
+    pub bind: Option<String>,
+    /// Seconds to wait for the broker and the peer.
+    pub wait: f64,
+    /// Fall back to the broker's relay.
+    pub allow_relay: bool,
+    /// Relay at once.
+    pub relay_only: bool,
+}
+
+impl MeetOptions {
+    /// Defaults (any port, 60 s, relay allowed) for a broker and code.
+    pub fn new(broker: &str, code: &str) -> MeetOptions {
+        MeetOptions {
+            broker: broker.to_string(),
+            code: code.to_string(),
+            bind: None,
+            wait: 60.0,
+            allow_relay: true,
+            relay_only: false,
+        }
+    }
+}
+
+/// A connected punch: the stream and how it came about.
+#[derive(Debug)]
+pub struct Meeting {
+    /// The endpoint (its punch handler keeps answering and refreshing).
+    pub endpoint: Endpoint,
+    /// The UDT stream to the peer (through the relay when relayed).
+    pub stream: UdtStream,
+    /// The pair both sides settled on.
+    pub selected: Selected,
+    /// Our candidates.
+    pub local_candidates: Vec<String>,
+    /// Seconds until the pair was settled.
+    pub punch_seconds: f64,
+    /// Seconds until the UDT rendezvous completed.
+    pub connect_seconds: f64,
+    /// Progress steps.
+    pub steps: Vec<Step>,
 }
 
 /// One progress step, for `--json`.
@@ -69,9 +152,10 @@ pub struct PunchSummary {
     pub local: String,
     /// The remote candidate: the UDT peer address.
     pub remote: String,
-    /// Type of the remote candidate (host, srflx, prflx).
+    /// Types of the local and remote candidates (`srflx-srflx`,
+    /// `host-host`, ...), or `relay` when relayed through the broker.
     pub pair_type: String,
-    /// `"direct"` (relay fallback is not implemented yet).
+    /// `"direct"`, or `"relayed"` through the broker.
     pub path: &'static str,
     /// Seconds until the pair was nominated.
     pub punch_seconds: f64,
@@ -105,7 +189,30 @@ fn route_source(to: SocketAddr) -> Option<IpAddr> {
     Some(s.local_addr().ok()?.ip())
 }
 
-fn describe(e: &PunchEvent) -> String {
+/// Our host candidates: the bound address, or when bound to any
+/// address, the one that routes to the broker first (it is the likeliest
+/// to be reachable), then the other interface addresses of the same
+/// family, at most [`MAX_CANDIDATES`](udt_core::punch::broker::MAX_CANDIDATES).
+fn host_candidates(local: SocketAddr, broker: SocketAddr) -> Result<Vec<SocketAddr>, CliError> {
+    if !local.ip().is_unspecified() {
+        return Ok(vec![local]);
+    }
+    let route = route_source(broker)
+        .ok_or_else(|| CliError::new(exit::NETWORK, format!("no route to the broker {broker}")))?;
+    let mut ips = vec![route];
+    for ip in super::ifaddrs::interface_addresses(route, broker.ip().is_loopback()) {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    ips.truncate(udt_core::punch::broker::MAX_CANDIDATES);
+    Ok(ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, local.port()))
+        .collect())
+}
+
+fn describe(e: &PunchEvent, relay_only: bool) -> String {
     match e {
         PunchEvent::Registered { reflexive, rtt } => format!(
             "registered with the broker: we are {reflexive} from outside (rtt {:.1} ms)",
@@ -131,6 +238,16 @@ fn describe(e: &PunchEvent) -> String {
             rtt.as_secs_f64() * 1e3
         ),
         PunchEvent::CheckFailed { remote } => format!("check to {remote}: no answer"),
+        PunchEvent::RelayRequested(_) if relay_only => {
+            "direct checks skipped (--relay-only); asking the broker to relay".into()
+        }
+        PunchEvent::RelayRequested(f) => {
+            format!("no direct path ({f}); asking the broker to relay")
+        }
+        PunchEvent::Nominated(s) if s.is_relayed() => format!(
+            "RELAYED through the broker {}: both sides asked and the broker bound us",
+            s.remote.addr
+        ),
         PunchEvent::Nominated(s) => format!(
             "nominated {s}: the best working pair (priority {})",
             s.priority
@@ -145,13 +262,14 @@ fn wait_for_pair(
     start: Instant,
     limit: Duration,
     output: Output,
+    relay_only: bool,
     steps: &mut Vec<Step>,
 ) -> Result<Selected, CliError> {
     let deadline = start + limit;
     let mut g = shared.lock();
     loop {
         while let Some((at, e)) = g.poll_event() {
-            let what = describe(&e);
+            let what = describe(&e, relay_only);
             output.status(format_args!("udt: [{:>7.3} s] {what}", at.as_secs_f64()));
             steps.push(Step {
                 at: at.as_secs_f64(),
@@ -174,57 +292,78 @@ fn wait_for_pair(
     }
 }
 
-/// Runs `udt punch`.
+/// `pair_type` for a person and `--json`: `relay`, or the two kinds.
+pub fn pair_type(s: &Selected) -> String {
+    if s.is_relayed() {
+        "relay".into()
+    } else {
+        format!("{}-{}", s.local.kind, s.remote.kind)
+    }
+}
+
+/// Meets the peer through the broker: registers, punches (or falls back
+/// to the relay), runs the UDT rendezvous on the settled pair with
+/// `config`, and returns the stream. Progress goes to `output`.
 ///
 /// # Errors
-/// Bad arguments (exit 2); the broker unreachable, no peer, punching
-/// failed with the NAT behaviour seen, or the connection broke (exit 3);
-/// file errors.
-pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
-    if !(args.wait.is_finite() && args.wait > 0.0) {
+/// Bad options (exit 2); the broker unreachable, no peer, punching failed
+/// with the NAT behaviour seen and what became of the relay, or the
+/// rendezvous failed (exit 3).
+pub fn meet(
+    opts: &MeetOptions,
+    mut config: udt_core::Config,
+    output: Output,
+) -> Result<Meeting, CliError> {
+    if !(opts.wait.is_finite() && opts.wait > 0.0) {
         return Err(CliError::usage(
             "--wait must be a positive number of seconds",
         ));
     }
-    if args.code.is_empty() || args.code.len() > 64 {
+    if opts.code.is_empty() || opts.code.len() > 64 {
         return Err(CliError::usage("--code must be 1 to 64 bytes"));
     }
-    let broker = *net::resolve(&args.broker)
+    let broker = *net::resolve(&opts.broker)
         .map_err(|e| CliError::io("bad --broker", e))?
         .first()
         .ok_or_else(|| CliError::usage("--broker resolves to no address"))?;
-    let bind = net::listen_addr(&args.bind).map_err(|e| CliError::usage(e.to_string()))?;
-    let mut config = udt_core::Config::default();
+    let bind = match &opts.bind {
+        Some(b) => net::listen_addr(b).map_err(|e| CliError::usage(e.to_string()))?,
+        None if broker.is_ipv6() => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+        None => SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
+    if bind.is_ipv4() != broker.is_ipv4() {
+        return Err(CliError::usage(format!(
+            "--bind {bind} and the broker {broker} are not the same IP version"
+        )));
+    }
     // The two sides learn of the nomination about half a round trip apart;
     // a generous rendezvous window costs nothing when it succeeds.
     config.connect_timeout = Duration::from_secs(10);
-    let endpoint = Endpoint::bind_with(bind, config, EndpointConfig::default())
+    let endpoint = Endpoint::bind_with(bind, config, NetOptions::endpoint_config())
         .map_err(|e| CliError::io("cannot bind", e))?;
     let local = endpoint.local_addr();
-    let host_ip = if local.ip().is_unspecified() {
-        route_source(broker).ok_or_else(|| {
-            CliError::new(exit::NETWORK, format!("no route to the broker {broker}"))
-        })?
-    } else {
-        local.ip()
-    };
-    let host = SocketAddr::new(host_ip, local.port());
+    let hosts = host_candidates(local, broker)?;
     let random = os_random().map_err(|e| CliError::io("reading /dev/urandom", e))?;
     let mut token = [0u8; 16];
     token.copy_from_slice(&random[..16]);
     let seed = u64::from_le_bytes(random[16..].try_into().unwrap_or_default());
-    let mut pc = PunchConfig::new(broker, args.code.clone(), vec![host], token, seed);
-    pc.wait_for_peer = Duration::from_secs_f64(args.wait);
+    let mut pc = PunchConfig::new(broker, opts.code.clone(), hosts.clone(), token, seed);
+    pc.wait_for_peer = Duration::from_secs_f64(opts.wait);
+    pc.allow_relay = opts.allow_relay;
+    pc.relay_only = opts.relay_only;
+    // Checks, then (for the relay) the peer's own check deadline.
+    let limit = pc.wait_for_peer + pc.check_timeout * 2 + Duration::from_secs(10);
     let start = Instant::now();
     let shared = SharedPunch::new(PunchAgent::new(pc, start));
+    let list: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
     output.status(format_args!(
-        "udt: punching from {local} (host candidate {host}) via broker {broker}, code {:?}",
-        args.code
+        "udt: punching from {local} (host candidates {}) via broker {broker}, code {:?}",
+        list.join(", "),
+        opts.code
     ));
     endpoint.set_datagram_handler(Some(shared.handler()));
     let mut steps = Vec::new();
-    let limit = Duration::from_secs_f64(args.wait) + Duration::from_secs(15);
-    let selected = wait_for_pair(&shared, start, limit, output, &mut steps)?;
+    let selected = wait_for_pair(&shared, start, limit, output, opts.relay_only, &mut steps)?;
     let punch_seconds = start.elapsed().as_secs_f64();
     let local_candidates = shared
         .lock()
@@ -232,27 +371,107 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
         .iter()
         .map(|c| c.to_string())
         .collect();
-    output.status(format_args!(
-        "udt: direct path: {} (remote {}), UDT rendezvous...",
-        selected, selected.remote.kind
-    ));
-    let mut stream = endpoint.rendezvous(selected.remote.addr).map_err(|e| {
+    if selected.is_relayed() {
+        output.status(format_args!(
+            "udt: RELAYED path through the broker {} (no direct pair worked), UDT rendezvous...",
+            selected.remote.addr
+        ));
+    } else {
+        output.status(format_args!(
+            "udt: direct path: {} (remote {}), UDT rendezvous...",
+            selected, selected.remote.kind
+        ));
+    }
+    let stream = endpoint.rendezvous(selected.remote.addr).map_err(|e| {
         CliError::io(
             &format!("UDT rendezvous with {}", selected.remote.addr),
             e.into(),
         )
     })?;
     let connect_seconds = start.elapsed().as_secs_f64();
+    let how = if selected.is_relayed() {
+        "relayed"
+    } else {
+        "direct"
+    };
     output.status(format_args!(
-        "udt: connected to {} in {:.3} s",
+        "udt: connected ({how}) to {} in {:.3} s",
         selected.remote.addr, connect_seconds
     ));
     steps.push(Step {
         at: connect_seconds,
-        what: format!("UDT rendezvous with {} completed", selected.remote.addr),
+        what: format!(
+            "UDT rendezvous with {} completed ({how})",
+            selected.remote.addr
+        ),
     });
+    Ok(Meeting {
+        endpoint,
+        stream,
+        selected,
+        local_candidates,
+        punch_seconds,
+        connect_seconds,
+        steps,
+    })
+}
+
+/// `udt send`/`udt recv --broker --code`: [`meet`] with the transfer's
+/// UDT options, as a connection for the file protocol.
+///
+/// # Errors
+/// As [`meet`]; `--broker` is UDT only.
+pub fn connect(opts: &BrokerOpts, net: &NetOptions, output: Output) -> Result<Conn, CliError> {
+    let (Some(broker), Some(code)) = (&opts.broker, &opts.code) else {
+        return Err(CliError::usage("--broker needs --code"));
+    };
+    if net.transport != net::Transport::Udt {
+        return Err(CliError::usage("--broker works over UDT only (not --tcp)"));
+    }
+    let m = meet(&MeetOptions::new(broker, code), net.udt_config(), output)?;
+    // The stream keeps the endpoint (and its punch handler) running.
+    drop(m.endpoint);
+    Ok(Conn::udt(m.stream))
+}
+
+/// Runs `udt punch`.
+///
+/// # Errors
+/// Bad arguments (exit 2); the broker unreachable, no peer, punching
+/// failed with the NAT behaviour seen, or the connection broke (exit 3);
+/// file errors.
+pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
+    let mut config = udt_core::Config::default();
+    if let Some(cc) = args.cc {
+        config = config.with_congestion(cc);
+    }
+    let opts = MeetOptions {
+        bind: args.bind.clone(),
+        wait: args.wait,
+        allow_relay: !args.no_relay,
+        relay_only: args.relay_only,
+        ..MeetOptions::new(&args.broker, &args.code)
+    };
+    let Meeting {
+        endpoint: _endpoint,
+        mut stream,
+        selected,
+        local_candidates,
+        punch_seconds,
+        connect_seconds,
+        steps,
+    } = meet(&opts, config, output)?;
     let t0 = Instant::now();
     let bytes = if args.no_data {
+        // A UDT rendezvous side can finish its handshake before the other
+        // (which then waits for our next handshake or data); closing at
+        // once would leave the peer waiting until its timeout. One byte
+        // each way proves both sides connected.
+        stream
+            .write_all(&[0])
+            .and_then(|()| stream.flush())
+            .and_then(|()| stream.read_exact(&mut [0u8; 1]))
+            .map_err(|e| CliError::io("exchanging the connection check", e))?;
         0
     } else if let Some(path) = &args.send {
         let mut input: Box<dyn Read> = if path.as_os_str() == "-" {
@@ -283,8 +502,12 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
         local_candidates,
         local: selected.local.to_string(),
         remote: selected.remote.to_string(),
-        pair_type: format!("{}-{}", selected.local.kind, selected.remote.kind),
-        path: "direct",
+        pair_type: pair_type(&selected),
+        path: if selected.is_relayed() {
+            "relayed"
+        } else {
+            "direct"
+        },
         punch_seconds,
         connect_seconds,
         bytes,
@@ -297,7 +520,7 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
         }
     } else if output.is_human() && !args.no_data {
         eprintln!(
-            "udt: {} {} in {:.2} s: {}",
+            "udt: {} {} in {:.2} s: {} ({} path, pair {})",
             if args.send.is_some() {
                 "sent"
             } else {
@@ -305,7 +528,9 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
             },
             ui::bytes(bytes),
             elapsed.as_secs_f64(),
-            ui::bitrate(summary.throughput_mbps * 1e6)
+            ui::bitrate(summary.throughput_mbps * 1e6),
+            summary.path,
+            summary.pair_type
         );
     }
     Ok(summary)

@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 pub fn udt() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_udt"));
     c.env("RUST_LOG", "warn");
+    // `udt send` and `udt recv` are secure by default (issue 11): both
+    // sides of every test transfer share this code (the --code option's
+    // environment variable); tests of the code workflow remove it.
+    c.env("UDT_CODE", "test-code");
     c
 }
 
@@ -303,4 +307,13 @@ pub fn json_of(p: &mut Proc) -> serde_json::Value {
         .last()
         .unwrap_or_else(|| panic!("{}: no JSON on stdout; stderr:\n{}", p.name, p.stderr()));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: bad JSON {line:?}: {e}", p.name))
+}
+
+/// Transport options of a test that speaks the protocol to `udt recv`
+/// itself: the shared test code (see [`udt`]), as the receiver expects.
+pub fn test_net() -> udt_cli::net::NetOptions {
+    udt_cli::net::NetOptions {
+        security: udt_mux::Security::Code("test-code".into()),
+        ..udt_cli::net::NetOptions::default()
+    }
 }

@@ -273,12 +273,17 @@ impl DeliveryTracker {
         self.app_limited_until = (self.delivered + u64::from(in_flight)).max(1);
     }
 
-    /// When `seq` last left (first transmission or retransmission), if it
+    /// When `seq` last left, and whether that was a retransmission, if it
     /// is tracked and was sent.
-    pub(crate) fn last_sent(&self, seq: SeqNumber) -> Option<Instant> {
+    pub(crate) fn last_sent(&self, seq: SeqNumber) -> Option<(Instant, bool)> {
         let off = usize::try_from(seq.offset_from(self.first)).ok()?;
         let record = self.records.get(off)?;
-        (record.flags & SENT != 0).then(|| self.epoch + Duration::from_nanos(record.sent_ns))
+        (record.flags & SENT != 0).then(|| {
+            (
+                self.epoch + Duration::from_nanos(record.sent_ns),
+                record.flags & RETRANSMITTED != 0,
+            )
+        })
     }
 
     /// True when `seq` was retransmitted at or after `since`: a loss report

@@ -169,6 +169,16 @@ impl Config {
         if let Some(rate) = self.max_bandwidth {
             check_range("Config.max_bandwidth", rate, 1, u64::MAX)?;
         }
+        if let crate::secure::Security::StaticKeys { peer_keys, .. } = &self.security {
+            // A caller needs the listener's key; a listener with none
+            // would refuse everyone.
+            check_range(
+                "Config.security.peer_keys",
+                peer_keys.len() as u64,
+                1,
+                u64::MAX,
+            )?;
+        }
         Ok(())
     }
 }

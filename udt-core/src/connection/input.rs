@@ -176,7 +176,7 @@ impl Connection {
     }
 
     /// A handshake on an established connection (udt4-protocol.md §4.1, §4.2 step 5).
-    fn on_handshake(&mut self, hs: &Handshake) {
+    pub(super) fn on_handshake(&mut self, hs: &Handshake) {
         if let Some(response) = &self.response {
             // Listener side: the caller repeats its final request because
             // our response was lost. Answer with the same response.
@@ -225,19 +225,27 @@ impl Connection {
     /// the hole would wait for the EXP timer, which only fires once the
     /// window has filled and the peer falls silent, and then resends
     /// everything unacknowledged. Resending the one packet instead costs at
-    /// most one datagram per two round trips.
+    /// most one datagram per wait.
+    ///
+    /// The wait: a retransmission that is still missing after twice the
+    /// smoothed RTT (it starts at UDT4's 100 ms placeholder and lags behind
+    /// a longer path or a growing queue) plus 4 RTTVar and the ACK interval
+    /// was lost. A first transmission never reported lost is usually only
+    /// waiting in a busy receiver's socket buffer (no loss at all on
+    /// loopback), so it gets UDT4's shortest EXP time on top: only a lost
+    /// NAK keeps a packet missing that long while ACKs flow.
     fn resend_stuck_head(&mut self, now: Instant) {
         if self.is_closed() {
             return;
         }
         let head = self.sender.head();
-        let Some(sent) = self.delivery.last_sent(head) else {
+        let Some((sent, retransmitted)) = self.delivery.last_sent(head) else {
             return;
         };
-        // Twice the smoothed RTT: it starts at UDT4's 100 ms placeholder and
-        // lags behind a longer path or a growing queue for a while, and a
-        // resend of a packet still in flight would be a wasted duplicate.
-        let wait = 2 * self.rtt.rtt() + 4 * self.rtt.rtt_var() + crate::time::SYN_INTERVAL;
+        let mut wait = 2 * self.rtt.rtt() + 4 * self.rtt.rtt_var() + crate::time::SYN_INTERVAL;
+        if !retransmitted {
+            wait += crate::time::MIN_EXP_INTERVAL;
+        }
         if now.saturating_duration_since(sent) > wait && self.sender.requeue_head() {
             log::debug!(
                 "{} resends {head:?}: still missing {:?} after it left",

@@ -25,6 +25,7 @@ use crate::error::{ConnectionError, ReadError, WriteError};
 use crate::estimate::{BufferSizer, RttEstimator};
 use crate::handshake::ConnectParams;
 use crate::packet::Handshake;
+use crate::secure::{PeerIdentity, SealState, SEAL_OVERHEAD};
 use crate::send_buffer::SendBufferError;
 use crate::seq::SocketId;
 use crate::stats::Stats;
@@ -38,6 +39,9 @@ mod receiver;
 mod rendezvous_tests;
 #[cfg(test)]
 mod scripted_tests;
+mod sealed;
+#[cfg(test)]
+mod secure_tests;
 mod sender;
 #[cfg(test)]
 mod tests;
@@ -171,6 +175,15 @@ pub struct Connection {
     readable_pending: bool,
     writable_pending: bool,
     closed_pending: bool,
+    /// Secure mode: the packet keys, counters and replay window; `None`
+    /// for plain UDT4.
+    seal: Option<SealState>,
+    /// Secure mode: who the peer proved to be in the handshake.
+    peer_identity: Option<PeerIdentity>,
+    /// Secure listener: the extension appended to a re-sent response.
+    response_ext: Vec<u8>,
+    /// Secure mode: scratch space for the opened packet.
+    open_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -190,8 +203,23 @@ impl Connection {
         let mss = params
             .mss
             .clamp(crate::config::MIN_MSS, crate::config::MAX_MSS);
-        // MIN_MSS is larger than the overhead, so this never underflows.
-        let payload_size = mss as usize - crate::config::PACKET_OVERHEAD;
+        // MIN_MSS is larger than the overhead (with the seal's counter and
+        // tag too), so this never underflows: a sealed data packet still
+        // fits the MSS.
+        let seal_overhead = if params.secure.is_some() {
+            SEAL_OVERHEAD
+        } else {
+            0
+        };
+        let payload_size = mss as usize - crate::config::PACKET_OVERHEAD - seal_overhead;
+        let (seal, peer_identity, response_ext) = match params.secure {
+            Some(s) => (
+                Some(SealState::new(&s.keys)),
+                Some(s.keys.peer.clone()),
+                s.response_ext,
+            ),
+            None => (None, None, Vec::new()),
+        };
         let send_capacity = config.send_buffer_packets.max(2);
         let recv_capacity = config.recv_buffer_packets.max(2);
         let sender = Sender::new(
@@ -236,6 +264,10 @@ impl Connection {
             readable_pending: false,
             writable_pending: false,
             closed_pending: false,
+            seal,
+            peer_identity,
+            response_ext,
+            open_buf: Vec::new(),
         };
         let ctx = conn.cc_context(now);
         conn.cc.init(&ctx);
@@ -267,6 +299,25 @@ impl Connection {
     /// The peer's socket ID.
     pub fn peer_socket_id(&self) -> SocketId {
         self.peer_id
+    }
+
+    /// True for a secure-mode connection: every packet but handshakes is
+    /// authenticated, and data is encrypted.
+    pub fn is_secure(&self) -> bool {
+        self.seal.is_some()
+    }
+
+    /// The identity the peer proved in the secure handshake (its static
+    /// key, or that it knew the pre-shared key or code); `None` for a
+    /// plain connection.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.peer_identity.as_ref()
+    }
+
+    /// Secure mode: the sending half of the keys, for the endpoint to seal
+    /// the repeated shutdowns of this connection once it is finished.
+    pub(crate) fn tombstone_sealer(&self) -> Option<crate::secure::Sealer> {
+        self.seal.as_ref().map(SealState::sealer)
     }
 
     /// The peer's address; packets from any other address are dropped.
@@ -396,6 +447,10 @@ impl Connection {
                 self.local_id,
                 self.peer_addr
             );
+            return;
+        }
+        if self.seal.is_some() {
+            self.on_sealed_datagram(now, datagram);
             return;
         }
         self.on_datagram(now, datagram);

@@ -65,6 +65,9 @@ impl Connection {
         } else {
             self.poll_data(now, buf)?
         };
+        if !self.seal_outgoing(now, buf) {
+            return None;
+        }
         self.last_send_time = now;
         Some(Transmit {
             destination: self.peer_addr,
@@ -86,6 +89,9 @@ impl Connection {
         self.observe_time(now);
         let item = self.control.pop_front()?;
         self.encode_control(now, item, buf);
+        if !self.seal_outgoing(now, buf) {
+            return None;
+        }
         self.last_send_time = now;
         Some(Transmit {
             destination: self.peer_addr,
@@ -140,7 +146,20 @@ impl Connection {
             ControlItem::MsgDrop { msg, first, last } => {
                 Control::MsgDropRequest { msg, first, last }
             }
-            ControlItem::Handshake(hs) => Control::Handshake(hs),
+            ControlItem::Handshake(hs) => {
+                Packet::Control(ControlPacket {
+                    timestamp,
+                    dest,
+                    control: Control::Handshake(hs),
+                })
+                .encode(buf);
+                // A secure listener's repeated response carries its half
+                // of the key agreement again, byte for byte.
+                if hs.req_type == crate::packet::ReqType::Response {
+                    buf.extend_from_slice(&self.response_ext);
+                }
+                return;
+            }
         };
         Packet::Control(ControlPacket {
             timestamp,

@@ -202,6 +202,7 @@ fn a_connected_socket_answers_late_handshakes_as_udt4() {
         rendezvous: true,
         self_ip: None,
         response: None,
+        secure: None,
     };
     let incoming = |req| Handshake {
         version: 4,
@@ -253,6 +254,7 @@ fn a_connected_socket_answers_late_handshakes_as_udt4() {
         let p = ConnectParams {
             rendezvous,
             response,
+            secure: None,
             ..params.clone()
         };
         let mut c = crate::connection::Connection::new(p, config.clone(), t0);

@@ -77,6 +77,7 @@ impl Script {
             rendezvous: false,
             self_ip: None,
             response: None,
+            secure: None,
         };
         Script {
             conn: Connection::new(params, Arc::new(config), t0),

@@ -40,6 +40,7 @@ fn params(listener_side: bool, rendezvous: bool, isn: u32) -> ConnectParams {
             cookie: 7,
             peer_ip: PeerIp::ZERO,
         }),
+        secure: None,
     }
 }
 

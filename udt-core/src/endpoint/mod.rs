@@ -23,6 +23,7 @@
 //! 5. anything else is dropped and counted.
 
 mod foreign;
+mod replay_guard;
 mod socket;
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,7 @@ use crate::handshake::{Caller, Connecting, Listener, ListenerOutput, Rendezvous}
 use crate::packet::{self, Control, ControlPacket, Packet};
 pub use crate::sched::ConnectionHandle;
 use crate::seq::{SeqNumber, SocketId};
+use replay_guard::ReplayGuard;
 use tombstones::{Tombstones, TOMBSTONE_LIFETIME};
 
 /// The receive window, in packets, of a connection waiting in the accept
@@ -115,6 +117,12 @@ pub struct EndpointCounters {
     pub tombstone_answers: u64,
     /// Datagrams handed to the [`DatagramHandler`].
     pub foreign: u64,
+    /// Secure listener: final requests whose key agreement failed (wrong
+    /// key, a static key not allowed, malformed), refused with a reason.
+    pub secure_refused: u64,
+    /// Secure listener: final requests that replayed the key-agreement
+    /// message of a connection accepted earlier, ignored.
+    pub secure_replays: u64,
 }
 
 /// Why [`Endpoint::listen`] failed.
@@ -182,6 +190,8 @@ pub struct Endpoint {
     listener: Option<ListenerState>,
     listeners_made: u64,
     tombstones: Tombstones,
+    /// Secure listener: first messages of recent connections.
+    replays: ReplayGuard,
     handler: Option<Box<dyn DatagramHandler>>,
     counters: EndpointCounters,
 }
@@ -216,6 +226,7 @@ impl Endpoint {
             listener: None,
             listeners_made: 0,
             tombstones: Tombstones::default(),
+            replays: ReplayGuard::default(),
             handler: None,
             counters: EndpointCounters::default(),
         }
@@ -383,6 +394,9 @@ impl Endpoint {
                 now,
                 lifetime,
             );
+            if let Some(sealer) = c.tombstone_sealer() {
+                self.tombstones.set_sealer(route.socket_id, sealer);
+            }
         }
     }
 
@@ -541,7 +555,28 @@ impl Endpoint {
         }
         let config = l.config.clone();
         let id = self.new_socket_id();
-        let params = req.accept(id, &config, buf);
+        if let Some(init) = req.secure_init() {
+            if self.replays.is_replay(now, init) {
+                // The same first message as a connection accepted
+                // before: a replay. Ignored (answering would tell the
+                // replayer nothing it could use, but costs a reply).
+                self.counters.secure_replays += 1;
+                log::info!("secure listener ignored a replayed handshake from {from}");
+                return DatagramEvent::Dropped(DropReason::UnknownDestination);
+            }
+        }
+        let params = match req.accept(id, &config, buf) {
+            Ok(p) => p,
+            Err(_) => {
+                // A secure caller that did not authenticate: `buf` holds
+                // the rejection that tells it why.
+                self.counters.secure_refused += 1;
+                return DatagramEvent::Respond;
+            }
+        };
+        if let Some(init) = req.secure_init() {
+            self.replays.remember(now, init);
+        }
         let mut connection = Connection::new(params, config.clone(), now);
         connection.limit_receive_window(Some(PENDING_RECV_WINDOW));
         let handle = self.insert(Route {
@@ -595,6 +630,9 @@ impl Endpoint {
             control: Control::Shutdown,
         })
         .encode(buf);
+        if !self.tombstones.seal_answer(dest, buf) {
+            return self.drop(DropReason::UnknownDestination);
+        }
         self.counters.unknown_destination += 1;
         self.counters.tombstone_answers += 1;
         log::debug!("{dest} is closed: repeated the shutdown to {from}");

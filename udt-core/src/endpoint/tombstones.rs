@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::secure::Sealer;
 use crate::seq::SocketId;
 
 /// The most tombstones kept; the oldest go first beyond it, so a flood of
@@ -24,13 +25,16 @@ pub(crate) const TOMBSTONE_LIFETIME: (Duration, Duration) =
 pub(crate) const REPLY_GAP: Duration = Duration::from_millis(50);
 
 /// One finished connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Tombstone {
     peer: SocketAddr,
     peer_id: SocketId,
     expires: Instant,
     /// When we last answered.
     last_reply: Option<Instant>,
+    /// Secure mode: seals the repeated shutdowns (a secure peer drops
+    /// plain ones), continuing the connection's counter.
+    seal: Option<Box<Sealer>>,
 }
 
 /// Tombstones by local socket ID, expiring oldest first.
@@ -67,6 +71,7 @@ impl Tombstones {
                 peer_id,
                 expires,
                 last_reply: None,
+                seal: None,
             },
         );
         self.order.push_back((expires, id));
@@ -94,6 +99,23 @@ impl Tombstones {
         }
         t.last_reply = Some(now);
         Some(t.peer_id)
+    }
+
+    /// Secure mode: the sealer of the finished connection `id`'s repeated
+    /// shutdowns.
+    pub(crate) fn set_sealer(&mut self, id: SocketId, sealer: Sealer) {
+        if let Some(t) = self.by_id.get_mut(&id) {
+            t.seal = Some(Box::new(sealer));
+        }
+    }
+
+    /// Seals the answer in `buf` for tombstone `id` when its connection was
+    /// secure; false when it cannot be sealed (then it must not go out).
+    pub(crate) fn seal_answer(&mut self, id: SocketId, buf: &mut Vec<u8>) -> bool {
+        match self.by_id.get_mut(&id).and_then(|t| t.seal.as_mut()) {
+            Some(s) => s.seal(buf).is_ok(),
+            None => true,
+        }
     }
 
     /// How many are kept.

@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use super::{handshake_for, is_plausible, Attempt, ConnectError, ConnectParams};
 use crate::config::{Config, SocketType};
-use crate::packet::ReqType;
+use crate::packet::{ReqType, HEADER_SIZE};
+use crate::secure::handshake_ext::{self, ExtError, ExtKind, RefuseReason};
+use crate::secure::keys::{HandshakeFailure, Initiator};
+use crate::secure::Security;
 use crate::seq::{SeqNumber, SocketId};
 
 /// A connection attempt to a listener.
@@ -21,6 +24,10 @@ pub struct Caller {
     attempt: Attempt,
     mss: u32,
     socket_type: SocketType,
+    /// Secure mode wanted by this caller (plain: UDT4 exactly).
+    security: Security,
+    /// The key agreement started with our final request.
+    initiator: Option<Box<Initiator>>,
 }
 
 impl Caller {
@@ -46,6 +53,8 @@ impl Caller {
             ),
             mss: config.mss,
             socket_type: config.socket_type,
+            security: config.security.clone(),
+            initiator: None,
         }
     }
 
@@ -62,6 +71,10 @@ impl Caller {
         let isn = self.attempt.request.isn;
         match hs.req_type {
             ReqType::Caller => {
+                if let Err(e) = self.check_offer(datagram) {
+                    self.attempt.finish(Err(e));
+                    return;
+                }
                 let request = &mut self.attempt.request;
                 // §4.1 step 5: the listener's echo carries our cookie. Copy
                 // it, switch to −1 and send at once. A duplicate echo changes
@@ -70,6 +83,10 @@ impl Caller {
                 request.cookie = hs.cookie;
                 request.req_type = ReqType::Response;
                 if changed {
+                    if let Err(e) = self.start_key_agreement() {
+                        self.attempt.finish(Err(e));
+                        return;
+                    }
                     log::debug!(
                         "[{}] cookie {:#010x} received",
                         self.attempt.local_id,
@@ -78,7 +95,10 @@ impl Caller {
                     self.attempt.send_now(now);
                 }
             }
-            ReqType::Rejected => self.attempt.finish(Err(ConnectError::Rejected)),
+            ReqType::Rejected => {
+                let e = refusal_reason(datagram, self.security.is_secure());
+                self.attempt.finish(Err(e));
+            }
             ReqType::Response | ReqType::RendezvousConnected => {
                 // §4.1 step 7: UDT4's only check is the ISN (ESECFAIL). It
                 // does not look at version or socket type, which a connected
@@ -91,6 +111,18 @@ impl Caller {
                     log::debug!("implausible handshake response ignored: {hs:?}");
                     return;
                 }
+                let secure = match self.finish_key_agreement(datagram) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::info!(
+                            "[{}] secure handshake with {} failed: {e}",
+                            self.attempt.local_id,
+                            self.attempt.peer
+                        );
+                        self.attempt.finish(Err(e));
+                        return;
+                    }
+                };
                 let params = ConnectParams {
                     local_socket_id: self.attempt.local_id,
                     peer_socket_id: hs.socket_id,
@@ -106,6 +138,7 @@ impl Caller {
                     rendezvous: false,
                     self_ip: self.attempt.self_ip(&hs),
                     response: None,
+                    secure,
                 };
                 self.attempt.finish(Ok(params));
             }
@@ -113,6 +146,75 @@ impl Caller {
             // mean nothing to us.
             ReqType::Rendezvous | ReqType::Other(_) => {}
         }
+    }
+
+    /// Secure caller: the listener's cookie echo must offer secure mode
+    /// with our method. A plain caller ignores any extension.
+    fn check_offer(&self, datagram: &[u8]) -> Result<(), ConnectError> {
+        let Some(method) = self.security.method() else {
+            return Ok(());
+        };
+        match handshake_ext::parse_datagram(datagram) {
+            Ok(ext) if ext.kind == ExtKind::Offer && ext.method == Some(method) => Ok(()),
+            Ok(ext) if ext.kind == ExtKind::Offer => Err(ConnectError::SecurityMismatch),
+            _ => {
+                log::info!(
+                    "[{}] {} answered as a plain UDT4 listener: secure mode refuses to go on",
+                    self.attempt.local_id,
+                    self.attempt.peer
+                );
+                Err(ConnectError::PeerNotSecure)
+            }
+        }
+    }
+
+    /// Starts (or, when the cookie changed, restarts) the key agreement
+    /// for the final request as it now stands: its body is in the Noise
+    /// prologue, and the first message goes in the extension.
+    fn start_key_agreement(&mut self) -> Result<(), ConnectError> {
+        let mut body = Vec::with_capacity(crate::packet::Handshake::BODY_SIZE);
+        self.attempt.request.write_body(&mut body);
+        match Initiator::start(&self.security, &body) {
+            Ok(Some(init)) => {
+                self.attempt.extension = init.extension().to_vec();
+                self.initiator = Some(Box::new(init));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(_) => Err(ConnectError::SecureConfig),
+        }
+    }
+
+    /// Secure caller: completes the key agreement with the listener's
+    /// response. `Ok(None)` for a plain caller.
+    fn finish_key_agreement(
+        &mut self,
+        datagram: &[u8],
+    ) -> Result<Option<Box<super::SecureParams>>, ConnectError> {
+        if !self.security.is_secure() {
+            return Ok(None);
+        }
+        let Some(init) = self.initiator.take() else {
+            // A response before our final request: nothing was agreed.
+            return Err(ConnectError::AuthFailed);
+        };
+        let ext = match handshake_ext::parse_datagram(datagram) {
+            Ok(ext) => ext,
+            Err(ExtError::Absent) => return Err(ConnectError::PeerNotSecure),
+            Err(ExtError::Malformed) => return Err(ConnectError::AuthFailed),
+        };
+        let body = datagram
+            .get(HEADER_SIZE..HEADER_SIZE + crate::packet::Handshake::BODY_SIZE)
+            .unwrap_or_default();
+        let keys = init.finish(body, &ext).map_err(|e| match e {
+            HandshakeFailure::MethodMismatch => ConnectError::SecurityMismatch,
+            HandshakeFailure::BadConfig => ConnectError::SecureConfig,
+            HandshakeFailure::AuthFailed => ConnectError::AuthFailed,
+        })?;
+        Ok(Some(Box::new(super::SecureParams {
+            keys,
+            response_ext: Vec::new(),
+        })))
     }
 
     /// Fails the attempt if the connect timeout has passed; otherwise a
@@ -151,5 +253,19 @@ impl Caller {
     /// The listener's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.attempt.peer
+    }
+}
+
+/// What a rejection means, from the refusal extension a secure listener
+/// adds (UDT4's rejections carry none).
+fn refusal_reason(datagram: &[u8], we_are_secure: bool) -> ConnectError {
+    match handshake_ext::parse_datagram(datagram) {
+        Ok(ext) if ext.kind == ExtKind::Refuse => match ext.reason {
+            RefuseReason::PlainRefused if !we_are_secure => ConnectError::SecureRequired,
+            RefuseReason::MethodMismatch => ConnectError::SecurityMismatch,
+            RefuseReason::AuthFailed => ConnectError::AuthFailed,
+            _ => ConnectError::Rejected,
+        },
+        _ => ConnectError::Rejected,
     }
 }

@@ -11,6 +11,8 @@ use crate::packet::{
     decode, put_header, Control, ControlPacket, Handshake, Packet, PeerIp, ReqType, CONTROL_FLAG,
     HEADER_SIZE,
 };
+use crate::secure::handshake_ext::{self, ExtError, ExtKind, RefuseReason};
+use crate::secure::{keys, Security};
 use crate::seq::{SeqNumber, SocketId};
 
 /// Byte offset, inside a whole handshake datagram, of body word `i`.
@@ -45,6 +47,8 @@ pub struct Listener {
     mss: u32,
     /// Our own IP, if known: the hint for decoding the peer-IP field.
     local_ip: Option<IpAddr>,
+    /// Secure mode: every caller must complete a secure handshake.
+    security: Security,
 }
 
 /// What [`Listener::handle_datagram`] wants done.
@@ -79,7 +83,24 @@ pub struct AcceptRequest {
     pub self_ip: Option<IpAddr>,
     /// The request as received, for the echoes.
     request: Handshake,
+    /// Secure listener: what the key agreement needs (boxed: rare and
+    /// large next to a plain request).
+    secure: Option<Box<SecureRequest>>,
 }
+
+/// The secure part of a verified final request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SecureRequest {
+    /// The listener's security (its key or code).
+    security: Security,
+    /// The request's 48-byte body as received (in the Noise prologue).
+    body: Vec<u8>,
+    /// The request's extension: the caller's first message.
+    ext: Vec<u8>,
+}
+
+/// A refused request; the rejection is in the output buffer.
+struct Refused;
 
 impl Listener {
     /// A listener for sockets of `config.socket_type`, whose cookies are keyed
@@ -92,6 +113,7 @@ impl Listener {
             socket_type: config.socket_type,
             mss: config.mss,
             local_ip: None,
+            security: config.security.clone(),
         }
     }
 
@@ -111,8 +133,11 @@ impl Listener {
         datagram: &[u8],
         out: &mut Vec<u8>,
     ) -> ListenerOutput {
-        // UDT4 ignores a handshake whose body is not exactly 48 bytes [X].
-        if datagram.len() != HEADER_SIZE + Handshake::BODY_SIZE {
+        // UDT4 ignores a handshake whose body is not exactly 48 bytes [X];
+        // a secure listener also takes the secure extension after it.
+        let plain_len = HEADER_SIZE + Handshake::BODY_SIZE;
+        let secure = self.security.is_secure();
+        if datagram.len() != plain_len && !(secure && datagram.len() > plain_len) {
             return ListenerOutput::Nothing;
         }
         let hs = match decode(datagram) {
@@ -134,6 +159,11 @@ impl Listener {
                 // Nothing is stored.
                 let c = cookie::cookie(&self.secret, from, bucket);
                 echo(datagram, hs.socket_id, COOKIE_WORD, c, out);
+                if secure {
+                    // The offer: a secure caller refuses an echo without it.
+                    out.truncate(plain_len);
+                    handshake_ext::write(out, ExtKind::Offer, self.security.method(), None, &[]);
+                }
                 ListenerOutput::Reply
             }
             ReqType::Response => {
@@ -163,6 +193,10 @@ impl Listener {
                         return ListenerOutput::Reply;
                     }
                 };
+                let secure_request = match self.check_extension(from, datagram, &hs, out) {
+                    Ok(s) => s,
+                    Err(Refused) => return ListenerOutput::Reply,
+                };
                 let is_v6 = from.ip().to_canonical().is_ipv6();
                 let self_ip =
                     (!hs.peer_ip.is_zero()).then(|| hs.peer_ip.to_addr(is_v6, self.local_ip));
@@ -175,6 +209,7 @@ impl Listener {
                     socket_type,
                     self_ip,
                     request: hs,
+                    secure: secure_request,
                 })
             }
             // Rendezvous requests, stray replies and unknown types: UDT4
@@ -182,6 +217,55 @@ impl Listener {
             // −1; we only accept −1.
             _ => ListenerOutput::Nothing,
         }
+    }
+
+    /// Secure listener: checks that a verified final request carries a
+    /// secure extension of our method, and returns what
+    /// [`AcceptRequest::accept`] needs to complete the key agreement. A
+    /// plain request or one of another method is refused with a
+    /// rejection that says why (the caller reports it). `Ok(None)` for a
+    /// plain listener.
+    fn check_extension(
+        &self,
+        from: SocketAddr,
+        datagram: &[u8],
+        hs: &Handshake,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Box<SecureRequest>>, Refused> {
+        let Some(method) = self.security.method() else {
+            return Ok(None);
+        };
+        let reason = match handshake_ext::parse_datagram(datagram) {
+            Ok(ext) if ext.kind == ExtKind::Init && ext.method == Some(method) => {
+                let body = datagram
+                    .get(HEADER_SIZE..HEADER_SIZE + Handshake::BODY_SIZE)
+                    .unwrap_or_default()
+                    .to_vec();
+                let ext_bytes = datagram
+                    .get(HEADER_SIZE + Handshake::BODY_SIZE..)
+                    .unwrap_or_default()
+                    .to_vec();
+                return Ok(Some(Box::new(SecureRequest {
+                    security: self.security.clone(),
+                    body,
+                    ext: ext_bytes,
+                })));
+            }
+            Ok(ext) if ext.kind == ExtKind::Init => RefuseReason::MethodMismatch,
+            Err(ExtError::Absent) => RefuseReason::PlainRefused,
+            _ => RefuseReason::Malformed,
+        };
+        log::info!(
+            "secure listener refused the caller at {from}: {}",
+            match reason {
+                RefuseReason::PlainRefused =>
+                    "it connected in plain UDT4 mode (or its offer was stripped on the path)",
+                RefuseReason::MethodMismatch => "it uses another authentication method",
+                _ => "its secure extension is malformed",
+            }
+        );
+        refuse(hs, self.security.method(), reason, out);
+        Err(Refused)
     }
 
     /// The cookie bucket `now` falls in: whole 60 s periods since creation.
@@ -202,6 +286,23 @@ fn echo(request: &[u8], dest: SocketId, word: usize, value: u32, out: &mut Vec<u
     }
 }
 
+/// Writes a rejection of `request` (type 1002, addressed to the caller)
+/// with a refusal extension saying why. A UDT4 caller reads the 48 bytes
+/// and reports `ECONNREJ`; ours reports the reason.
+fn refuse(
+    request: &Handshake,
+    method: Option<handshake_ext::Method>,
+    reason: RefuseReason,
+    out: &mut Vec<u8>,
+) {
+    let reply = Handshake {
+        req_type: ReqType::Rejected,
+        ..*request
+    };
+    reply.encode(0, request.socket_id, out);
+    handshake_ext::write(out, ExtKind::Refuse, method, Some(reason), &[]);
+}
+
 impl AcceptRequest {
     /// The key by which the driver recognises a repeated request for a
     /// connection it already accepted (UDT4 `newConnection` looks sockets up
@@ -216,10 +317,25 @@ impl AcceptRequest {
         &self.request
     }
 
+    /// Secure listener: the caller's first key-agreement message (the
+    /// extension's payload), fresh in every honest handshake; `None` for a
+    /// plain request.
+    pub fn secure_init(&self) -> Option<&[u8]> {
+        let req = self.secure.as_ref()?;
+        req.ext.get(handshake_ext::EXT_HEADER_SIZE..)
+    }
+
     /// Accepts the connection as our socket `local_socket_id`: writes the −1
     /// response to `out` (send it to `peer_addr`) and returns the
     /// connection's parameters, with that response in
-    /// [`ConnectParams::response`].
+    /// [`ConnectParams::response`]. A secure listener completes the key
+    /// agreement here and appends its half to the response.
+    ///
+    /// # Errors
+    /// Secure mode only: the caller's key-agreement message did not
+    /// authenticate (wrong key, a static key not allowed) or was
+    /// malformed. `out` then holds a rejection saying why, to send to
+    /// `peer_addr`.
     ///
     /// The response (§4.1 step 6): version 4, our type, ISN = the caller's,
     /// MSS = the minimum, flight flag size = our advertised window, type −1,
@@ -230,7 +346,7 @@ impl AcceptRequest {
         local_socket_id: SocketId,
         config: &Config,
         out: &mut Vec<u8>,
-    ) -> ConnectParams {
+    ) -> Result<ConnectParams, RefuseReason> {
         let mss = self.mss.min(config.mss);
         let response = Handshake {
             version: Handshake::VERSION,
@@ -244,7 +360,39 @@ impl AcceptRequest {
             peer_ip: PeerIp::from_addr(self.peer_addr.ip()),
         };
         response.encode(0, self.peer_socket_id, out);
-        ConnectParams {
+        let secure = match &self.secure {
+            None => None,
+            Some(req) => {
+                let SecureRequest {
+                    security,
+                    body: request_body,
+                    ext: ext_bytes,
+                } = &**req;
+                let body = out
+                    .get(HEADER_SIZE..HEADER_SIZE + Handshake::BODY_SIZE)
+                    .unwrap_or_default()
+                    .to_vec();
+                let result = handshake_ext::parse(ext_bytes)
+                    .map_err(|_| RefuseReason::Malformed)
+                    .and_then(|ext| keys::respond(security, request_body, &ext, &body));
+                match result {
+                    Ok((keys, response_ext)) => {
+                        out.extend_from_slice(&response_ext);
+                        Some(Box::new(super::SecureParams { keys, response_ext }))
+                    }
+                    Err(reason) => {
+                        log::info!(
+                            "secure listener refused the caller at {}: {reason:?} \
+                             (wrong key or code, or a key not in the allowed list)",
+                            self.peer_addr
+                        );
+                        refuse(&self.request, security.method(), reason, out);
+                        return Err(reason);
+                    }
+                }
+            }
+        };
+        Ok(ConnectParams {
             local_socket_id,
             peer_socket_id: self.peer_socket_id,
             peer_addr: self.peer_addr,
@@ -256,7 +404,8 @@ impl AcceptRequest {
             rendezvous: false,
             self_ip: self.self_ip,
             response: Some(response),
-        }
+            secure,
+        })
     }
 
     /// Refuses the connection (backlog full, shutting down): writes the

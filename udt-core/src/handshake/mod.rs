@@ -82,6 +82,19 @@ pub struct ConnectParams {
     /// Listener side only: the −1 response we sent. The driver resends it
     /// when the caller repeats its −1 request (our response was lost).
     pub response: Option<Handshake>,
+    /// Secure mode: the packet keys and the peer's identity; `None` for a
+    /// plain connection.
+    pub secure: Option<Box<SecureParams>>,
+}
+
+/// What a secure handshake leaves to its connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecureParams {
+    /// Packet keys and the peer's verified identity.
+    pub keys: crate::secure::SessionKeys,
+    /// Listener side: the extension of our response, appended when the
+    /// response is sent again (empty on the caller's side).
+    pub response_ext: Vec<u8>,
 }
 
 /// Why a connection attempt failed.
@@ -97,6 +110,20 @@ pub enum ConnectError {
     /// The listener's response carried another initial sequence number than
     /// ours (UDT4 `ESECFAIL`, 1004): a stale or forged response.
     IsnMismatch,
+    /// Secure mode is required here but the listener answered as a plain
+    /// UDT4 endpoint (or someone on the path stripped its offer).
+    PeerNotSecure,
+    /// We called in plain mode and the listener requires secure mode.
+    SecureRequired,
+    /// The two sides use different authentication methods (e.g. a code
+    /// against a pre-shared key).
+    SecurityMismatch,
+    /// The peer did not prove it knows the key or code (wrong code, wrong
+    /// key, a key not in the allowed list, or a forged response).
+    AuthFailed,
+    /// The secure configuration cannot start a handshake (static keys
+    /// without the listener's key, or rendezvous in secure mode).
+    SecureConfig,
 }
 
 impl fmt::Display for ConnectError {
@@ -116,6 +143,28 @@ impl fmt::Display for ConnectError {
                 f,
                 "handshake response carried a wrong initial sequence number (stale or forged)"
             ),
+            ConnectError::PeerNotSecure => write!(
+                f,
+                "the peer does not speak secure mode (a plain UDT4 endpoint, or a downgrade on the path); \
+                 refusing to connect without encryption"
+            ),
+            ConnectError::SecureRequired => write!(
+                f,
+                "the peer requires secure mode (give it the code or key), and this side connected in plain mode"
+            ),
+            ConnectError::SecurityMismatch => write!(
+                f,
+                "the peer uses another authentication method (code, pre-shared key or static keys)"
+            ),
+            ConnectError::AuthFailed => write!(
+                f,
+                "authentication failed: wrong code or key (or the handshake was tampered with)"
+            ),
+            ConnectError::SecureConfig => write!(
+                f,
+                "secure mode cannot start with this configuration (static keys need the peer's key; \
+                 rendezvous is plain only)"
+            ),
         }
     }
 }
@@ -128,6 +177,11 @@ impl From<ConnectError> for io::Error {
             ConnectError::TimedOut => io::ErrorKind::TimedOut,
             ConnectError::Rejected => io::ErrorKind::ConnectionRefused,
             ConnectError::IsnMismatch => io::ErrorKind::ConnectionAborted,
+            ConnectError::PeerNotSecure
+            | ConnectError::SecureRequired
+            | ConnectError::SecurityMismatch
+            | ConnectError::AuthFailed => io::ErrorKind::PermissionDenied,
+            ConnectError::SecureConfig => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, e)
     }
@@ -154,6 +208,9 @@ struct Attempt {
     request: Handshake,
     /// Header destination of the request: 0 until the peer's ID is known.
     request_dest: SocketId,
+    /// Bytes sent after the request's 48-byte body: the secure extension
+    /// of a secure caller's final request, else nothing.
+    extension: Vec<u8>,
     /// When the request goes out next.
     next_send: Instant,
     /// The attempt fails with `TimedOut` at this instant; `None` when the
@@ -190,6 +247,7 @@ impl Attempt {
             peer,
             request,
             request_dest: SocketId::HANDSHAKE,
+            extension: Vec::new(),
             next_send: now,
             deadline: now.checked_add(timeout),
             outcome: Outcome::Pending,
@@ -232,6 +290,7 @@ impl Attempt {
         }
         // UDT4 sends handshakes with timestamp 0 (§2.2).
         self.request.encode(0, self.request_dest, buf);
+        buf.extend_from_slice(&self.extension);
         self.next_send = now + REQUEST_INTERVAL;
         Some(self.peer)
     }

@@ -59,6 +59,8 @@ pub struct Rendezvous {
     /// `peer_handshake` came addressed to our socket ID: its sender saw one
     /// of our requests (see the type's documentation).
     authenticated: bool,
+    /// The configuration asked for secure mode, which rendezvous lacks.
+    refuse_secure: bool,
 }
 
 /// How far after a candidate's ISN the first data packet from the peer may
@@ -89,6 +91,16 @@ impl Rendezvous {
             socket_type: config.socket_type,
             peer_handshake: None,
             authenticated: false,
+            refuse_secure: config.security.is_secure(),
+        }
+    }
+
+    /// Secure mode has caller and listener roles; a rendezvous would
+    /// silently be plain, so it fails at its first timer instead (the
+    /// driver learns it like any other failure).
+    fn check_secure(&mut self) {
+        if self.refuse_secure {
+            self.attempt.finish(Err(super::ConnectError::SecureConfig));
         }
     }
 
@@ -196,6 +208,7 @@ impl Rendezvous {
             rendezvous: true,
             self_ip: self.attempt.self_ip(hs),
             response: None,
+            secure: None,
         };
         self.attempt.finish(Ok(params));
     }
@@ -203,12 +216,17 @@ impl Rendezvous {
     /// Fails the attempt if the rendezvous timeout has passed; otherwise a
     /// no-op (resends happen in [`Rendezvous::poll_transmit`]).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_secure();
         self.attempt.check_deadline(now);
     }
 
     /// Writes the next handshake into `buf` and returns where to send it, or
     /// returns `None` when nothing is due (or the attempt finished).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        if self.refuse_secure {
+            // Nothing goes out; the next timer fails the attempt.
+            return None;
+        }
         self.attempt.poll_transmit(now, buf)
     }
 

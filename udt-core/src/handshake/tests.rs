@@ -132,7 +132,9 @@ fn vector_2_final_listener_response() {
     // no hint the UDT4 layout wins.
     assert_eq!(req.self_ip, Some(Ipv4Addr::new(1, 0, 0, 127).into()));
     let new_id = SocketId(0x2BAD_F00D);
-    let params = req.accept(new_id, &Config::default(), &mut out);
+    let params = req
+        .accept(new_id, &Config::default(), &mut out)
+        .expect("a plain listener accepts");
     // body `00000004 00000001 00003039 000005DC 00002000 FFFFFFFF <new id>
     // <cookie> 0100007F 00000000 00000000 00000000`, header dest = caller.
     let expected = hs_datagram(
@@ -167,6 +169,7 @@ fn vector_2_final_listener_response() {
             rendezvous: false,
             self_ip: Some(Ipv4Addr::new(1, 0, 0, 127).into()),
             response: Some(decode_hs(&expected).1),
+            secure: None,
         }
     );
 
@@ -279,6 +282,7 @@ fn vector_3_caller_requests_and_completion_on_vector_2() {
             rendezvous: false,
             self_ip: Some(Ipv4Addr::LOCALHOST.into()),
             response: None,
+            secure: None,
         }
     );
 }
@@ -304,7 +308,9 @@ fn caller_meets_listener(
                 ListenerOutput::Nothing => {}
                 ListenerOutput::Reply => caller.handle_datagram(now, l_addr, &out),
                 ListenerOutput::Accept(req) => {
-                    let params = req.accept(SocketId(1000), listener_config, &mut out);
+                    let params = req
+                        .accept(SocketId(1000), listener_config, &mut out)
+                        .expect("a plain listener accepts");
                     accepted = Some(params);
                     caller.handle_datagram(now, l_addr, &out);
                 }
@@ -715,6 +721,7 @@ fn vector_7_rendezvous_as_libudt_does_it() {
             rendezvous: true,
             self_ip: None,
             response: None,
+            secure: None,
         }))
     );
 }
@@ -943,7 +950,7 @@ fn hostile_handshakes_never_panic() {
             ListenerOutput::Accept(req) => {
                 accepts += 1;
                 assert!(req.mss >= MIN_MSS && req.mss <= config.mss);
-                req.accept(SocketId(1), &config, &mut out);
+                assert!(req.accept(SocketId(1), &config, &mut out).is_ok());
                 assert_eq!(out.len(), 64, "seed={seed:#x} case={case}");
             }
             ListenerOutput::Nothing => {}

@@ -7,9 +7,11 @@
 //! 2. When the broker introduces the peer, build the checklist and, from
 //!    the common start time, send Binding checks in priority order, one
 //!    every [`PACE`], retransmitted on a timeout derived from the broker
-//!    round trip, a few times at most. A check carries the peer's token
-//!    (proof the broker introduced us); an answer must echo our
-//!    transaction ID and come from the address checked.
+//!    round trip, a few times at most. A check carries a
+//!    MESSAGE-INTEGRITY keyed with the peer's token (proof the broker
+//!    introduced us; the token itself never crosses the peer path); an
+//!    answer must be signed with the same key, echo our transaction ID
+//!    and come from the address checked.
 //! 3. A check that arrives from an address the peer never announced adds a
 //!    peer-reflexive pair; any check triggers our own check on its pair,
 //!    which is what opens address-and-port-dependent filters (both NATs
@@ -22,6 +24,12 @@
 //! 5. After nomination: keep-alive Binding indications on the pair, and
 //!    answers to the peer's late checks. The driver runs the UDT
 //!    rendezvous to [`Selected::remote`] from the same port.
+//! 6. When no pair works and the broker offered a relay (a ticket in the
+//!    introduction), ask it to relay instead of failing, and stop
+//!    answering checks (both sides must end up on the same path). Once
+//!    the broker has both requests it binds the two peers and answers;
+//!    the selected pair is then the broker itself, a `relay` candidate,
+//!    and the UDT rendezvous runs to the broker's address.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -29,8 +37,9 @@ use std::time::{Duration, Instant};
 
 use super::candidate::{priority, Candidate, CandidateType};
 use super::checklist::{Checklist, Inflight, PairState};
+use super::integrity;
 use super::outcome::{
-    FailureReason, NatObservations, PunchEvent, PunchFailure, PunchState, Selected,
+    FailureReason, NatObservations, PunchEvent, PunchFailure, PunchState, RelayStatus, Selected,
 };
 use super::stun::{attr, method, transaction_id, Class, Message, TransactionId};
 use crate::endpoint::DatagramHandler;
@@ -69,6 +78,11 @@ pub struct PunchConfig {
     /// Keep-alive interval on the nominated pair and towards the broker
     /// (below the 30 s Linux conntrack timeout for unreplied UDP).
     pub keepalive: Duration,
+    /// Fall back to the broker's relay when no pair works (if it offers
+    /// one).
+    pub allow_relay: bool,
+    /// Skip the checks and relay at once (when the broker offers it).
+    pub relay_only: bool,
 }
 
 impl PunchConfig {
@@ -91,6 +105,8 @@ impl PunchConfig {
             check_timeout: Duration::from_secs(10),
             max_check_sends: 7,
             keepalive: Duration::from_secs(10),
+            allow_relay: true,
+            relay_only: false,
         }
     }
 }
@@ -100,6 +116,16 @@ impl PunchConfig {
 struct PeerInfo {
     token: [u8; 16],
     start_at: Instant,
+    deadline: Instant,
+    relay_ticket: Option<[u8; 16]>,
+}
+
+/// The Relay request in flight.
+#[derive(Clone, Copy, Debug)]
+struct RelayRequest {
+    tx: TransactionId,
+    next: Instant,
+    rto: Duration,
     deadline: Instant,
 }
 
@@ -123,6 +149,7 @@ pub struct PunchAgent {
     next_check: Instant,
     first_success: Option<Instant>,
     keepalive_at: Option<Instant>,
+    relay: Option<RelayRequest>,
     nat: NatObservations,
     outbox: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<(Duration, PunchEvent)>,
@@ -154,6 +181,7 @@ impl PunchAgent {
             next_check: now,
             first_success: None,
             keepalive_at: None,
+            relay: None,
             nat: NatObservations::default(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -237,6 +265,12 @@ impl PunchAgent {
                     }
                 }
             }
+            PunchState::Relaying => {
+                if let Some(r) = &self.relay {
+                    consider(Some(r.next));
+                    consider(Some(r.deadline));
+                }
+            }
             PunchState::Nominated(_) => {
                 consider(Some(self.next_register));
                 consider(self.keepalive_at);
@@ -269,6 +303,7 @@ impl PunchAgent {
                 }
                 self.run_checks(now);
             }
+            PunchState::Relaying => self.run_relay(now),
             PunchState::Nominated(s) => {
                 if now >= self.next_register {
                     self.send_register(now);
@@ -296,9 +331,12 @@ impl PunchAgent {
             (Class::Indication, method::INTRODUCE) if from == self.config.broker => {
                 self.on_introduction(now, &msg)
             }
-            (Class::Request, method::BINDING) => self.on_check(now, from, &msg),
+            (Class::Success | Class::Error, method::RELAY) if from == self.config.broker => {
+                self.on_relay_answer(now, &msg)
+            }
+            (Class::Request, method::BINDING) => self.on_check(now, from, &msg, datagram),
             (Class::Success | Class::Error, method::BINDING) => {
-                self.on_check_answer(now, from, &msg)
+                self.on_check_answer(now, from, &msg, datagram)
             }
             _ => {}
         }
@@ -399,10 +437,14 @@ impl PunchAgent {
         for c in &candidates {
             self.checklist.add(&self.locals, *c, self.controlling);
         }
+        let relay_ticket = msg
+            .get(attr::RELAY_TICKET)
+            .and_then(|t| <[u8; 16]>::try_from(t).ok());
         self.peer = Some(PeerInfo {
             token,
             start_at,
             deadline: start_at + self.config.check_timeout,
+            relay_ticket,
         });
         self.next_check = start_at;
         self.state = PunchState::Checking;
@@ -414,6 +456,121 @@ impl PunchAgent {
                 controlling: self.controlling,
             },
         );
+        if self.config.relay_only {
+            self.no_pair_worked(now);
+        }
+    }
+
+    // ----- relay -----
+
+    /// No pair worked (or checks are skipped): relay if the broker offers
+    /// it and we allow it, otherwise fail naming what was seen.
+    fn no_pair_worked(&mut self, now: Instant) {
+        let ticket = self.peer.as_ref().and_then(|p| p.relay_ticket);
+        let status = match (self.config.allow_relay, ticket) {
+            (false, _) => RelayStatus::Disabled,
+            (true, None) => RelayStatus::NotOffered,
+            (true, Some(_)) => {
+                let direct = PunchFailure {
+                    reason: FailureReason::NoPairWorked,
+                    nat: self.nat.clone(),
+                    relay: RelayStatus::NotNeeded,
+                };
+                for p in &mut self.checklist.pairs {
+                    p.inflight = None;
+                }
+                self.triggered.clear();
+                self.state = PunchState::Relaying;
+                // The peer may still be checking (until its own deadline)
+                // before it asks too.
+                self.relay = Some(RelayRequest {
+                    tx: self.new_tx(),
+                    next: now,
+                    rto: Duration::from_millis(250),
+                    deadline: now + self.config.check_timeout + Duration::from_secs(5),
+                });
+                self.event(now, PunchEvent::RelayRequested(direct));
+                self.run_relay(now);
+                return;
+            }
+        };
+        self.fail_with(now, FailureReason::NoPairWorked, status);
+    }
+
+    fn run_relay(&mut self, now: Instant) {
+        let Some(mut r) = self.relay else {
+            return;
+        };
+        if now >= r.deadline {
+            self.fail_with(
+                now,
+                FailureReason::NoPairWorked,
+                RelayStatus::Failed(
+                    "the broker did not bind us to the peer in time (did the peer ask too?)".into(),
+                ),
+            );
+            return;
+        }
+        if now < r.next {
+            return;
+        }
+        let (Some(ticket), code) = (
+            self.peer.as_ref().and_then(|p| p.relay_ticket),
+            self.config.code.as_bytes().to_vec(),
+        ) else {
+            return;
+        };
+        // Retransmissions keep the transaction: the broker answers the
+        // one it holds once the peer has asked as well.
+        let mut m = Message::new(Class::Request, method::RELAY, r.tx);
+        m.push(attr::SESSION, code);
+        m.push(attr::TOKEN, self.config.token.to_vec());
+        m.push(attr::RELAY_TICKET, ticket.to_vec());
+        self.send(self.config.broker, &m);
+        r.next = now + r.rto;
+        r.rto = (r.rto * 2).min(Duration::from_secs(1));
+        self.relay = Some(r);
+    }
+
+    fn on_relay_answer(&mut self, now: Instant, msg: &Message) {
+        if self.state != PunchState::Relaying || self.relay.map(|r| r.tx) != Some(msg.transaction) {
+            return;
+        }
+        self.relay = None;
+        if msg.class == Class::Error {
+            let why = format!(
+                "the broker refused ({} {})",
+                msg.error_code().unwrap_or(0),
+                msg.get(attr::ERROR_CODE)
+                    .and_then(|v| v.get(4..))
+                    .map(|r| String::from_utf8_lossy(r).into_owned())
+                    .unwrap_or_default()
+            );
+            self.fail_with(now, FailureReason::NoPairWorked, RelayStatus::Failed(why));
+            return;
+        }
+        let mapped = msg
+            .xor_address(attr::XOR_MAPPED_ADDRESS)
+            .or(self.nat.local_reflexive);
+        let local = match mapped {
+            Some(m) => Candidate::new(CandidateType::ServerReflexive, m, 65535),
+            None => self.checklist.pairs.first().map_or(
+                Candidate::new(CandidateType::Host, self.config.broker, 0),
+                |p| p.local,
+            ),
+        };
+        let selected = Selected {
+            local,
+            remote: Candidate::new(CandidateType::Relayed, self.config.broker, 65535),
+            priority: 0,
+            rtt: self.broker_rtt,
+        };
+        self.state = PunchState::Nominated(selected);
+        // The registration refreshes keep the broker's binding open; no
+        // Binding indications to the broker (it would count them as junk).
+        self.keepalive_at = None;
+        self.next_register = now + self.config.keepalive;
+        self.event(now, PunchEvent::Nominated(selected));
     }
 
     // ----- checks -----
@@ -445,7 +602,7 @@ impl PunchAgent {
             return;
         };
         if now >= peer.deadline {
-            self.fail(now, FailureReason::NoPairWorked);
+            self.no_pair_worked(now);
             return;
         }
         if now < peer.start_at {
@@ -489,7 +646,7 @@ impl PunchAgent {
             self.maybe_nominate(now);
         }
         if self.checklist.all_failed() && self.triggered.is_empty() {
-            self.fail(now, FailureReason::NoPairWorked);
+            self.no_pair_worked(now);
         }
     }
 
@@ -550,7 +707,6 @@ impl PunchAgent {
         f.last_sent = now;
         f.next = now + f.rto;
         let mut m = Message::new(Class::Request, method::BINDING, f.tx);
-        m.push(attr::PEER_TOKEN, peer_token.to_vec());
         m.push(
             attr::PRIORITY,
             priority(CandidateType::PeerReflexive, 65535)
@@ -567,17 +723,26 @@ impl PunchAgent {
             m.push(attr::USE_CANDIDATE, Vec::new());
         }
         let to = p.remote.addr;
-        self.send(to, &m);
+        self.send_signed(to, &m, Some(&peer_token));
     }
 
-    fn on_check(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
-        if msg.get(attr::PEER_TOKEN) != Some(&self.config.token[..]) {
+    fn on_check(&mut self, now: Instant, from: SocketAddr, msg: &Message, datagram: &[u8]) {
+        if !integrity::verify(datagram, &self.config.token) {
             log::debug!("punch: ignored an unauthenticated check from {from}");
+            return;
+        }
+        if self.config.relay_only
+            || matches!(self.state, PunchState::Relaying)
+            || self.selected().is_some_and(|s| s.is_relayed())
+        {
+            // Committed to the relay: an answered check could lead the
+            // peer onto a direct pair we no longer use.
             return;
         }
         let mut resp = Message::new(Class::Success, method::BINDING, msg.transaction);
         resp.push_xor_address(attr::XOR_MAPPED_ADDRESS, from);
-        self.send(from, &resp);
+        let key = self.config.token;
+        self.send_signed(from, &resp, Some(&key));
         self.nat.checks_received += 1;
         if !matches!(self.state, PunchState::Checking) {
             return;
@@ -633,10 +798,18 @@ impl PunchAgent {
         self.run_checks(now);
     }
 
-    fn on_check_answer(&mut self, now: Instant, from: SocketAddr, msg: &Message) {
+    fn on_check_answer(&mut self, now: Instant, from: SocketAddr, msg: &Message, datagram: &[u8]) {
         let Some(i) = self.checklist.by_transaction(&msg.transaction) else {
             return;
         };
+        let signed = self
+            .peer
+            .as_ref()
+            .is_some_and(|p| integrity::verify(datagram, &p.token));
+        if !signed {
+            log::debug!("punch: ignored an unauthenticated check answer from {from}");
+            return;
+        }
         let p = &mut self.checklist.pairs[i];
         if p.remote.addr != from {
             return;
@@ -707,10 +880,16 @@ impl PunchAgent {
     // ----- helpers -----
 
     fn fail(&mut self, now: Instant, reason: FailureReason) {
+        self.fail_with(now, reason, RelayStatus::NotNeeded);
+    }
+
+    fn fail_with(&mut self, now: Instant, reason: FailureReason, relay: RelayStatus) {
         let failure = PunchFailure {
             reason,
             nat: self.nat.clone(),
+            relay,
         };
+        self.relay = None;
         for p in &mut self.checklist.pairs {
             p.inflight = None;
         }
@@ -732,8 +911,13 @@ impl PunchAgent {
     }
 
     fn send(&mut self, to: SocketAddr, m: &Message) {
+        self.send_signed(to, m, None);
+    }
+
+    /// Sends `m` with a MESSAGE-INTEGRITY under `key`, if given.
+    fn send_signed(&mut self, to: SocketAddr, m: &Message, key: Option<&[u8]>) {
         let mut out = Vec::with_capacity(128);
-        m.encode(true, &mut out);
+        m.encode_signed(key, true, &mut out);
         self.outbox.push_back((to, out));
     }
 }

@@ -11,6 +11,12 @@
 //!   response, the first in an Introduce indication (and in its next
 //!   refresh, should the indication be lost).
 //!
+//! With [`BrokerConfig::relay`] on, the introduction also carries a relay
+//! ticket; when no candidate pair works, both peers send a Relay request
+//! with it and the broker forwards their UDT datagrams between the two
+//! source addresses it saw (see [`super::relay`]). Only sessions it
+//! introduced, only between their two peers: never an open relay.
+//!
 //! State is bounded: at most [`BrokerConfig::max_sessions`] sessions, at
 //! most [`BrokerConfig::max_sessions_per_ip`] opened from one IP address
 //! (a flood from one host cannot crowd others out), two peers and
@@ -22,8 +28,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::candidate::{Candidate, CandidateType};
-use super::stun::{attr, method, Class, Message};
-use crate::endpoint::DatagramHandler;
+use super::relay::{RelayCounters, RelayTable};
+use super::stun::{attr, method, Class, Message, TransactionId};
+use crate::endpoint::{is_stun, DatagramHandler};
+use crate::rng::Rng;
 
 /// Most candidates kept per peer.
 pub const MAX_CANDIDATES: usize = 8;
@@ -34,6 +42,9 @@ pub const MAX_CODE: usize = 64;
 const MAX_OUTBOX: usize = 1024;
 /// The SOFTWARE attribute of the broker's answers.
 const SOFTWARE: &[u8] = b"udt-broker";
+/// Relayed datagrams queued for [`DatagramHandler::poll_transmit`] beyond
+/// this many are dropped (UDT retransmits), bounding the queue.
+const MAX_FORWARD: usize = 4096;
 
 /// Limits and timers of a [`Broker`].
 #[derive(Clone, Debug)]
@@ -47,6 +58,15 @@ pub struct BrokerConfig {
     /// How far ahead of the introduction both peers start checking (room
     /// for the Introduce indication to arrive).
     pub start_delay: Duration,
+    /// Offer a relay to the sessions it introduces (off by default: a
+    /// relay carries other people's bulk data).
+    pub relay: bool,
+    /// Most relayed pairs at once.
+    pub max_relays: usize,
+    /// A relayed pair without traffic for this long is dropped.
+    pub relay_idle: Duration,
+    /// Seeds the relay tickets (draw it from the operating system).
+    pub seed: u64,
 }
 
 impl Default for BrokerConfig {
@@ -56,6 +76,10 @@ impl Default for BrokerConfig {
             max_sessions_per_ip: 16,
             registration_ttl: Duration::from_secs(30),
             start_delay: Duration::from_millis(100),
+            relay: false,
+            max_relays: 1024,
+            relay_idle: Duration::from_secs(60),
+            seed: 0,
         }
     }
 }
@@ -85,6 +109,8 @@ struct Peer {
     token: [u8; 16],
     host: Vec<Candidate>,
     last_seen: Instant,
+    /// Its Relay request waiting for the other peer's, if any.
+    relay_tx: Option<TransactionId>,
 }
 
 impl Peer {
@@ -111,6 +137,8 @@ struct Session {
     peers: Vec<Peer>,
     /// When both peers start checking, once there are two.
     start_at: Option<Instant>,
+    /// The relay ticket issued at the introduction (relay offered only).
+    relay_ticket: Option<[u8; 16]>,
 }
 
 /// The broker state machine. See the module documentation.
@@ -122,12 +150,22 @@ pub struct Broker {
     outbox: VecDeque<(SocketAddr, Vec<u8>)>,
     counters: BrokerCounters,
     next_sweep: Option<Instant>,
+    relay: RelayTable,
+    rng: Rng,
+    /// Relayed datagrams for the handler's `poll_transmit`, and spare
+    /// buffers so forwarding does not allocate once warmed up.
+    forward: VecDeque<(SocketAddr, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
 }
 
 impl Broker {
     /// An empty broker.
     pub fn new(config: BrokerConfig) -> Broker {
         Broker {
+            relay: RelayTable::new(config.max_relays, config.relay_idle),
+            rng: Rng::new(config.seed),
+            forward: VecDeque::new(),
+            spare: Vec::new(),
             config,
             sessions: HashMap::new(),
             per_ip: HashMap::new(),
@@ -140,6 +178,27 @@ impl Broker {
     /// Counters of what it did.
     pub fn counters(&self) -> BrokerCounters {
         self.counters
+    }
+
+    /// Counters of the relay.
+    pub fn relay_counters(&self) -> RelayCounters {
+        self.relay.counters()
+    }
+
+    /// Relayed pairs bound now.
+    pub fn relayed_pairs(&self) -> usize {
+        self.relay.pairs()
+    }
+
+    /// Where a relayed (non-STUN) datagram of `len` bytes from `from`
+    /// goes: the other peer of its bound pair, or `None` (drop it: no
+    /// binding, or the relay is off). One lookup, no allocation: this is
+    /// the per-packet path of the relay.
+    pub fn relay(&mut self, now: Instant, from: SocketAddr, len: usize) -> Option<SocketAddr> {
+        if !self.config.relay {
+            return None;
+        }
+        self.relay.route(now, from, len)
     }
 
     /// Sessions held now.
@@ -163,6 +222,7 @@ impl Broker {
         match msg.method {
             method::BINDING => self.on_binding(from, &msg),
             method::REGISTER => self.on_register(now, from, &msg),
+            method::RELAY => self.on_relay(now, from, &msg),
             _ => {
                 self.counters.malformed += 1;
                 self.error(from, &msg, 400, "unknown method");
@@ -200,7 +260,10 @@ impl Broker {
                 self.release_ip(s.opener);
             }
         }
-        self.next_sweep = if self.sessions.is_empty() {
+        // A relayed pair lives while its traffic flows, even if the
+        // registrations lapse (the peers refresh them, so that is rare).
+        self.relay.sweep(now);
+        self.next_sweep = if self.sessions.is_empty() && self.relay.pairs() == 0 {
             None
         } else {
             Some(now + self.sweep_interval())
@@ -265,6 +328,7 @@ impl Broker {
             token,
             host,
             last_seen: now,
+            relay_tx: None,
         };
         if !self.sessions.contains_key(code) {
             if self.sessions.len() >= self.config.max_sessions {
@@ -283,6 +347,7 @@ impl Broker {
                     opener: from.ip(),
                     peers: Vec::with_capacity(2),
                     start_at: None,
+                    relay_ticket: None,
                 },
             );
         }
@@ -291,7 +356,11 @@ impl Broker {
         };
         let me = match session.peers.iter().position(|p| p.token == token) {
             Some(i) => {
-                session.peers[i] = peer;
+                // A refresh: keep a pending relay request, and a relayed
+                // pair alive while its peers are registered.
+                self.relay.touch(now, from);
+                let p = &mut session.peers[i];
+                (p.addr, p.host, p.last_seen) = (peer.addr, peer.host, peer.last_seen);
                 i
             }
             None if session.peers.len() < 2 => {
@@ -307,13 +376,19 @@ impl Broker {
         let introduce = session.peers.len() == 2 && session.start_at.is_none();
         if introduce {
             session.start_at = Some(now + self.config.start_delay);
+            if self.config.relay {
+                let mut t = [0u8; 16];
+                t[..8].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+                t[8..].copy_from_slice(&self.rng.next_u64().to_be_bytes());
+                session.relay_ticket = Some(t);
+            }
             self.counters.introductions += 1;
         }
         let session = session.clone();
         let mut resp = Message::new(Class::Success, method::REGISTER, req.transaction);
         resp.push_xor_address(attr::XOR_MAPPED_ADDRESS, from);
         if let (Some(other), Some(start)) = (session.peers.get(1 - me), session.start_at) {
-            add_peer(&mut resp, other, start, now);
+            add_peer(&mut resp, other, start, now, session.relay_ticket);
             if introduce {
                 let me = &session.peers[me];
                 let tx = super::stun::transaction_id(
@@ -321,11 +396,72 @@ impl Broker {
                     self.counters.introductions as u32,
                 );
                 let mut ind = Message::new(Class::Indication, method::INTRODUCE, tx);
-                add_peer(&mut ind, me, start, now);
+                add_peer(&mut ind, me, start, now, session.relay_ticket);
                 self.send(other.addr, &ind);
             }
         }
         self.send(from, &resp);
+    }
+
+    /// A Relay request: when both peers of the session have asked with
+    /// the ticket, bind their source addresses and answer both.
+    fn on_relay(&mut self, now: Instant, from: SocketAddr, req: &Message) {
+        if !self.config.relay {
+            self.error(from, req, 403, "this broker does not relay");
+            return;
+        }
+        let code = req.get(attr::SESSION).unwrap_or_default();
+        let token = req.get(attr::TOKEN);
+        let ticket = req.get(attr::RELAY_TICKET);
+        let Some(session) = self.sessions.get_mut(code) else {
+            self.error(from, req, 437, "no such session");
+            return;
+        };
+        let me = session
+            .peers
+            .iter()
+            .position(|p| Some(&p.token[..]) == token);
+        let (Some(me), true) = (
+            me,
+            ticket.is_some() && session.relay_ticket.as_ref().map(|t| &t[..]) == ticket,
+        ) else {
+            self.counters.refused += 1;
+            self.error(from, req, 403, "not introduced by this broker");
+            return;
+        };
+        let p = &mut session.peers[me];
+        if p.addr != from {
+            // The relay binds the address this request came from.
+            self.relay.unbind(p.addr);
+            p.addr = from;
+        }
+        p.last_seen = now;
+        p.relay_tx = Some(req.transaction);
+        let ready: Vec<(SocketAddr, TransactionId)> = session
+            .peers
+            .iter()
+            .filter_map(|p| Some((p.addr, p.relay_tx?)))
+            .collect();
+        let [(a, tx_a), (b, tx_b)] = ready[..] else {
+            // The other peer has not asked yet; this one retransmits.
+            return;
+        };
+        if let Err(e) = self.relay.bind(now, a, b) {
+            log::debug!("relay for {a} and {b} refused: {e}");
+            self.counters.refused += 1;
+            self.error(from, req, 508, "relay full");
+            return;
+        }
+        log::debug!("relaying between {a} and {b}");
+        for (me, tx, other) in [(a, tx_a, b), (b, tx_b, a)] {
+            let mut m = Message::new(Class::Success, method::RELAY, tx);
+            m.push_xor_address(attr::XOR_MAPPED_ADDRESS, me);
+            m.push_xor_address(attr::XOR_PEER_ADDRESS, other);
+            self.send(me, &m);
+        }
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.sweep_interval());
+        }
     }
 
     fn refuse(&mut self, from: SocketAddr, req: &Message, why: &str) {
@@ -350,9 +486,13 @@ impl Broker {
     }
 }
 
-/// The other peer's token, candidates and the start delay.
-fn add_peer(m: &mut Message, peer: &Peer, start: Instant, now: Instant) {
+/// The other peer's token, candidates, the start delay and the relay
+/// ticket (when the relay is offered).
+fn add_peer(m: &mut Message, peer: &Peer, start: Instant, now: Instant, ticket: Option<[u8; 16]>) {
     m.push(attr::PEER_TOKEN, peer.token.to_vec());
+    if let Some(t) = ticket {
+        m.push(attr::RELAY_TICKET, t.to_vec());
+    }
     for c in peer.candidates() {
         m.push(attr::CANDIDATE, c.encode());
     }
@@ -365,14 +505,41 @@ fn add_peer(m: &mut Message, peer: &Peer, start: Instant, now: Instant) {
     );
 }
 
+/// A broker on a UDT endpoint's port. With the relay on it claims every
+/// datagram (relayed UDT packets are not for this endpoint's own
+/// sockets), so such a port serves the broker only.
 impl DatagramHandler for Broker {
+    fn recognises(&self, datagram: &[u8]) -> bool {
+        self.config.relay || is_stun(datagram)
+    }
+
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        self.handle(now, from, datagram);
+        if is_stun(datagram) {
+            self.handle(now, from, datagram);
+            return;
+        }
+        let Some(to) = self.relay(now, from, datagram.len()) else {
+            return;
+        };
+        if self.forward.len() >= MAX_FORWARD {
+            return;
+        }
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.clear();
+        b.extend_from_slice(datagram);
+        self.forward.push_back((to, b));
     }
 
     fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
-        let (to, d) = self.poll_send()?;
+        if let Some((to, d)) = self.poll_send() {
+            buf.extend_from_slice(&d);
+            return Some(to);
+        }
+        let (to, d) = self.forward.pop_front()?;
         buf.extend_from_slice(&d);
+        if self.spare.len() < MAX_FORWARD {
+            self.spare.push(d);
+        }
         Some(to)
     }
 

@@ -6,8 +6,10 @@
 //! UDT keeps the rest of the port:
 //! - [`stun`]: the message codec (XOR-MAPPED-ADDRESS, FINGERPRINT, our
 //!   broker methods and attributes);
+//! - [`integrity`]: MESSAGE-INTEGRITY (HMAC-SHA1) on the checks;
 //! - [`candidate`]: candidates and the ICE priority formulas;
 //! - [`broker`]: the introducer, which also answers plain STUN Binding;
+//! - [`relay`]: the broker's relay table (fallback when no pair works);
 //! - [`checklist`]: candidate pairs and their checks;
 //! - [`agent`]: one side of a punch: registration, checks, regular
 //!   nomination, keep-alives;
@@ -22,7 +24,9 @@ pub mod broker;
 pub mod candidate;
 pub mod checklist;
 mod crc32;
+pub mod integrity;
 pub mod outcome;
+pub mod relay;
 pub mod shared;
 pub mod stun;
 #[cfg(test)]
@@ -31,5 +35,8 @@ mod tests;
 pub use agent::{PunchAgent, PunchConfig};
 pub use broker::{Broker, BrokerConfig, BrokerCounters};
 pub use candidate::{Candidate, CandidateType};
-pub use outcome::{FailureReason, NatObservations, PunchEvent, PunchFailure, PunchState, Selected};
+pub use outcome::{
+    FailureReason, NatObservations, PunchEvent, PunchFailure, PunchState, RelayStatus, Selected,
+};
+pub use relay::{RelayCounters, RelayTable};
 pub use shared::SharedPunch;

@@ -1,5 +1,6 @@
 //! What a punch attempt reports: its state, progress events, the selected
-//! pair, and on failure a diagnosis naming the NAT behaviour seen.
+//! pair (direct, or relayed through the broker), and on failure a
+//! diagnosis naming the NAT behaviour seen and what became of the relay.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,6 +22,13 @@ pub struct Selected {
     pub rtt: Option<Duration>,
 }
 
+impl Selected {
+    /// True when the pair is the broker's relay, not a direct path.
+    pub fn is_relayed(&self) -> bool {
+        self.remote.kind == super::candidate::CandidateType::Relayed
+    }
+}
+
 impl fmt::Display for Selected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} <-> {}", self.local, self.remote)?;
@@ -40,6 +48,8 @@ pub enum PunchState {
     Waiting,
     /// Running connectivity checks.
     Checking,
+    /// No pair worked: asking the broker to relay (both peers must ask).
+    Relaying,
     /// A pair is nominated: run the UDT rendezvous on it.
     Nominated(Selected),
     /// Gave up.
@@ -57,6 +67,19 @@ pub enum FailureReason {
     NoPeer,
     /// No candidate pair worked (or none was nominated) in time.
     NoPairWorked,
+}
+
+/// What became of the relay fallback in a failed attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RelayStatus {
+    /// The attempt failed before a relay could matter (broker, no peer).
+    NotNeeded,
+    /// The broker offers no relay (it runs without `--relay`).
+    NotOffered,
+    /// This side does not allow relaying.
+    Disabled,
+    /// The relay was asked for and did not come about (why).
+    Failed(String),
 }
 
 /// What the checks revealed about the NATs on the path.
@@ -83,6 +106,8 @@ pub struct PunchFailure {
     pub reason: FailureReason,
     /// NAT behaviour observed.
     pub nat: NatObservations,
+    /// What became of the relay fallback.
+    pub relay: RelayStatus,
 }
 
 impl fmt::Display for PunchFailure {
@@ -116,7 +141,15 @@ impl fmt::Display for PunchFailure {
                 )?;
             }
         }
-        f.write_str("; a relay is needed")
+        f.write_str("; a relay is needed")?;
+        match &self.relay {
+            RelayStatus::NotNeeded => Ok(()),
+            RelayStatus::NotOffered => f.write_str(
+                ", but the broker offers none (it relays when started with `udt broker --relay`)",
+            ),
+            RelayStatus::Disabled => f.write_str(", but relaying is disabled here"),
+            RelayStatus::Failed(why) => write!(f, ", but relaying failed: {why}"),
+        }
     }
 }
 
@@ -151,7 +184,10 @@ pub enum PunchEvent {
         /// The remote candidate.
         remote: Candidate,
     },
-    /// A pair was nominated.
+    /// No pair worked; asking the broker to relay (the diagnosis of the
+    /// direct attempt).
+    RelayRequested(PunchFailure),
+    /// A pair was nominated (the relay, when [`Selected::is_relayed`]).
     Nominated(Selected),
     /// The attempt failed.
     Failed(PunchFailure),

@@ -29,6 +29,9 @@ pub mod method {
     pub const REGISTER: u16 = 0x0C1;
     /// Ours: the broker introduces a peer (an indication).
     pub const INTRODUCE: u16 = 0x0C2;
+    /// Ours: ask the broker to relay between the two peers of a session
+    /// (both must ask; the broker answers both once it has bound them).
+    pub const RELAY: u16 = 0x0C3;
 }
 
 /// Attribute types used here.
@@ -37,10 +40,15 @@ pub mod attr {
     pub const MAPPED_ADDRESS: u16 = 0x0001;
     /// USERNAME.
     pub const USERNAME: u16 = 0x0006;
+    /// MESSAGE-INTEGRITY (HMAC-SHA1, see `integrity`).
+    pub const MESSAGE_INTEGRITY: u16 = 0x0008;
     /// ERROR-CODE.
     pub const ERROR_CODE: u16 = 0x0009;
     /// UNKNOWN-ATTRIBUTES.
     pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+    /// XOR-PEER-ADDRESS (RFC 8656): in a Relay answer, the peer's address
+    /// as the relay sees it.
+    pub const XOR_PEER_ADDRESS: u16 = 0x0012;
     /// XOR-MAPPED-ADDRESS.
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
     /// PRIORITY (ICE, RFC 8445).
@@ -66,6 +74,10 @@ pub mod attr {
     pub const PEER_TOKEN: u16 = 0xC004;
     /// Ours: milliseconds until both peers start their checks (u32).
     pub const START_DELAY: u16 = 0xC005;
+    /// Ours: the 16-byte relay ticket the broker issues to the two peers of
+    /// a session it introduced when it offers a relay; a Relay request
+    /// must carry it.
+    pub const RELAY_TICKET: u16 = 0xC006;
 }
 
 /// The class of a STUN message.
@@ -239,6 +251,12 @@ impl Message {
     /// Encodes into `out` (cleared first), with a FINGERPRINT when
     /// `fingerprint` is true.
     pub fn encode(&self, fingerprint: bool, out: &mut Vec<u8>) {
+        self.encode_signed(None, fingerprint, out);
+    }
+
+    /// Encodes like [`encode`](Self::encode), with a MESSAGE-INTEGRITY
+    /// under `key` (before the FINGERPRINT) when a key is given.
+    pub fn encode_signed(&self, key: Option<&[u8]>, fingerprint: bool, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.type_field().to_be_bytes());
         out.extend_from_slice(&[0, 0]);
@@ -249,6 +267,11 @@ impl Message {
             out.extend_from_slice(&(value.len() as u16).to_be_bytes());
             out.extend_from_slice(value);
             out.resize(out.len().next_multiple_of(4), 0);
+        }
+        if let Some(mac) = key.and_then(|k| super::integrity::mac(k, out)) {
+            out.extend_from_slice(&attr::MESSAGE_INTEGRITY.to_be_bytes());
+            out.extend_from_slice(&(super::integrity::MAC_LEN as u16).to_be_bytes());
+            out.extend_from_slice(&mac);
         }
         if fingerprint {
             // The length field covers the FINGERPRINT while its CRC is

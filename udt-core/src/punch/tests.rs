@@ -111,6 +111,8 @@ struct Net {
     seq: u64,
     /// Packets delivered to each host, by source.
     received: Vec<Vec<SocketAddr>>,
+    /// Non-STUN datagrams (stand-ins for UDT) delivered to each host.
+    payloads: Vec<Vec<(SocketAddr, Vec<u8>)>>,
 }
 
 const BROKER: &str = "198.18.0.1:3478";
@@ -130,7 +132,19 @@ impl Net {
             flights: Vec::new(),
             seq: 0,
             received: Vec::new(),
+            payloads: Vec::new(),
         }
+    }
+
+    /// A network whose broker offers the relay.
+    fn with_relay(nats: Vec<Nat>) -> Net {
+        let mut net = Net::new(nats);
+        net.broker = Broker::new(BrokerConfig {
+            relay: true,
+            seed: 7,
+            ..BrokerConfig::default()
+        });
+        net
     }
 
     fn add(&mut self, addr: &str, lan: Option<usize>, code: &str, token: u8) -> usize {
@@ -152,6 +166,7 @@ impl Net {
             agent: PunchAgent::new(config, self.now),
         });
         self.received.push(Vec::new());
+        self.payloads.push(Vec::new());
         self.hosts.len() - 1
     }
 
@@ -259,11 +274,20 @@ impl Net {
                 let Some((from, to, data)) = self.flights[slot].take() else {
                     continue;
                 };
-                if to == self.broker_addr {
+                if to == self.broker_addr && !crate::endpoint::is_stun(&data) {
+                    // What `udt broker` does with a non-STUN datagram.
+                    if let Some(peer) = self.broker.relay(self.now, from, data.len()) {
+                        self.send(self.broker_addr, peer, data);
+                    }
+                } else if to == self.broker_addr {
                     self.broker.handle(self.now, from, &data);
                 } else if let Some(i) = self.hosts.iter().position(|h| h.addr == to) {
                     self.received[i].push(from);
-                    self.hosts[i].agent.handle(self.now, from, &data);
+                    if crate::endpoint::is_stun(&data) {
+                        self.hosts[i].agent.handle(self.now, from, &data);
+                    } else {
+                        self.payloads[i].push((from, data));
+                    }
                 }
             } else {
                 let now = self.now;
@@ -454,6 +478,221 @@ fn registrations_keep_the_mapping_alive_while_waiting() {
     assert!(keepalives >= 2, "only {keepalives} keep-alives in 31 s");
 }
 
+/// Sends `data` from host `i` to its selected remote (what the UDT
+/// rendezvous and connection do after the punch) and delivers it.
+fn send_on_selected(net: &mut Net, i: usize, data: &[u8]) {
+    let (from, to) = (net.hosts[i].addr, net.selected(i).remote.addr);
+    net.send(from, to, data.to_vec());
+    net.run_for(Duration::from_millis(200));
+}
+
+#[test]
+fn symmetric_nats_on_both_sides_fall_back_to_the_relay() {
+    let mut net = Net::with_relay(vec![
+        Nat::new("198.18.1.1", Mapping::PerDestination),
+        Nat::new("198.18.2.1", Mapping::PerDestination),
+    ]);
+    let a = net.add("192.0.2.10:9000", Some(0), "relay", 1);
+    let b = net.add("198.51.100.10:9000", Some(1), "relay", 2);
+    net.run(Duration::from_secs(40));
+    for i in [a, b] {
+        let s = net.selected(i);
+        assert!(s.is_relayed(), "{s}");
+        assert_eq!(s.remote.addr, net.broker_addr);
+        // The events tell why: the direct attempt's diagnosis first.
+        let mut events = std::iter::from_fn(|| net.hosts[i].agent.poll_event()).map(|(_, e)| e);
+        let direct = events
+            .find_map(|e| match e {
+                PunchEvent::RelayRequested(f) => Some(f),
+                _ => None,
+            })
+            .expect("a RelayRequested event");
+        assert_eq!(direct.reason, FailureReason::NoPairWorked);
+    }
+    assert_eq!(net.broker.relayed_pairs(), 1);
+    // UDT-like datagrams now cross through the broker, both ways, and
+    // arrive from the broker's address (the rendezvous target).
+    send_on_selected(&mut net, a, b"from a");
+    send_on_selected(&mut net, b, b"from b");
+    assert_eq!(net.payloads[b], vec![(net.broker_addr, b"from a".to_vec())]);
+    assert_eq!(net.payloads[a], vec![(net.broker_addr, b"from b".to_vec())]);
+    let c = net.broker.relay_counters();
+    assert_eq!((c.packets, c.bytes), (2, 12));
+    // The relay keeps the NAT mappings alive through the registration
+    // refreshes: still working after a minute.
+    net.run_for(Duration::from_secs(65));
+    send_on_selected(&mut net, a, b"later");
+    assert_eq!(net.payloads[b].len(), 2, "relay still bound after 65 s");
+}
+
+#[test]
+fn without_a_relay_the_error_names_the_nat_and_the_missing_relay() {
+    let mut net = Net::new(vec![
+        Nat::new("198.18.1.1", Mapping::PerDestination),
+        Nat::new("198.18.2.1", Mapping::PerDestination),
+    ]);
+    let a = net.add("192.0.2.10:9000", Some(0), "norelay", 1);
+    let b = net.add("198.51.100.10:9000", Some(1), "norelay", 2);
+    net.run(Duration::from_secs(30));
+    for i in [a, b] {
+        let f = net.failure(i);
+        assert_eq!(f.relay, RelayStatus::NotOffered);
+        let text = f.to_string();
+        assert!(text.contains("hole punching failed"), "{text}");
+        assert!(text.contains("the broker offers none"), "{text}");
+    }
+}
+
+#[test]
+fn a_side_that_refuses_the_relay_fails_and_so_does_its_peer() {
+    let mut net = Net::with_relay(vec![
+        Nat::new("198.18.1.1", Mapping::PerDestination),
+        Nat::new("198.18.2.1", Mapping::PerDestination),
+    ]);
+    let mut config = PunchConfig::new(
+        net.broker_addr,
+        "refuse",
+        vec![sa("192.0.2.10:9000")],
+        [1; 16],
+        1,
+    );
+    config.allow_relay = false;
+    let a = net.add_config(config, Some(0));
+    let b = net.add("198.51.100.10:9000", Some(1), "refuse", 2);
+    net.run(Duration::from_secs(40));
+    assert_eq!(net.failure(a).relay, RelayStatus::Disabled);
+    assert!(matches!(net.failure(b).relay, RelayStatus::Failed(_)));
+    assert!(net.failure(b).to_string().contains("relaying failed"));
+    assert_eq!(net.broker.relayed_pairs(), 0, "one request binds nothing");
+}
+
+#[test]
+fn relay_only_skips_the_checks_even_where_direct_would_work() {
+    let mut net = Net::with_relay(vec![]);
+    let mut hosts = Vec::new();
+    for (addr, token) in [("198.18.5.5:9000", 1u8), ("198.18.6.6:9000", 2)] {
+        let mut config = PunchConfig::new(net.broker_addr, "ro", vec![sa(addr)], [token; 16], 1);
+        config.relay_only = true;
+        hosts.push(net.add_config(config, None));
+    }
+    net.run(Duration::from_secs(10));
+    for &i in &hosts {
+        assert!(net.selected(i).is_relayed());
+        assert!(net.hosts[i].agent.pairs().iter().all(|p| p.rtt.is_none()));
+    }
+    // Not a single datagram went host to host.
+    for (i, other) in [(hosts[0], hosts[1]), (hosts[1], hosts[0])] {
+        assert!(!net.received[i].contains(&net.hosts[other].addr));
+    }
+}
+
+#[test]
+fn relay_only_on_one_side_brings_the_other_to_the_relay() {
+    // Direct would work (no NAT), but one side insists on the relay: it
+    // does not answer checks, so the other side's checks fail and it
+    // asks for the relay too. Both must end on the same (relayed) path.
+    let mut net = Net::with_relay(vec![]);
+    let mut config = PunchConfig::new(
+        net.broker_addr,
+        "one",
+        vec![sa("198.18.5.5:9000")],
+        [1; 16],
+        1,
+    );
+    config.relay_only = true;
+    let a = net.add_config(config, None);
+    let b = net.add("198.18.6.6:9000", None, "one", 2);
+    net.run(Duration::from_secs(30));
+    assert!(net.selected(a).is_relayed());
+    assert!(net.selected(b).is_relayed());
+    assert!(net.hosts[b].agent.pairs().iter().all(|p| p.rtt.is_none()));
+}
+
+/// A lone agent (token 1) introduced to a peer (token 2) at `peer` by a
+/// hand-made broker answer; returns it checking.
+fn introduced_agent(peer: SocketAddr) -> (PunchAgent, Instant) {
+    use super::stun::{attr, method, Class, Message};
+    let t0 = epoch();
+    let broker = sa(BROKER);
+    let mut a = PunchAgent::new(
+        PunchConfig::new(broker, "mi", vec![sa("198.18.5.5:9000")], [1; 16], 1),
+        t0,
+    );
+    a.handle_timeout(t0);
+    let (_, reg) = a.poll_send().expect("a Register request");
+    let reg = Message::decode(&reg).expect("valid");
+    let mut resp = Message::new(Class::Success, method::REGISTER, reg.transaction);
+    resp.push_xor_address(attr::XOR_MAPPED_ADDRESS, sa("198.18.5.5:9000"));
+    resp.push(attr::PEER_TOKEN, vec![2; 16]);
+    resp.push(
+        attr::CANDIDATE,
+        Candidate::new(CandidateType::Host, peer, 65535).encode(),
+    );
+    resp.push(attr::START_DELAY, 0u32.to_be_bytes().to_vec());
+    let mut d = Vec::new();
+    resp.encode(true, &mut d);
+    a.handle(t0, broker, &d);
+    assert_eq!(*a.state(), PunchState::Checking);
+    (a, t0)
+}
+
+#[test]
+fn checks_and_answers_must_carry_a_valid_message_integrity() {
+    use super::stun::{attr, method, Class, Message};
+    let peer = sa("198.18.6.6:9000");
+    let (mut a, t0) = introduced_agent(peer);
+    a.handle_timeout(t0);
+    // Our check: signed with the peer's token, which is not sent in clear.
+    let (to, check) = std::iter::from_fn(|| a.poll_send())
+        .find(|(to, _)| *to == peer)
+        .expect("a check to the peer");
+    assert_eq!(to, peer);
+    assert!(integrity::verify(&check, &[2; 16]));
+    assert!(!check.windows(16).any(|w| w == [2u8; 16]), "token in clear");
+    let check = Message::decode(&check).expect("valid");
+    // A forged answer (right transaction and source, wrong key) is ignored.
+    let mut answer = Message::new(Class::Success, method::BINDING, check.transaction);
+    answer.push_xor_address(attr::XOR_MAPPED_ADDRESS, sa("198.18.5.5:9000"));
+    let mut forged = Vec::new();
+    answer.encode_signed(Some(&[9; 16]), true, &mut forged);
+    a.handle(t0, peer, &forged);
+    assert!(
+        a.pairs().iter().all(|p| p.rtt.is_none()),
+        "forged answer taken"
+    );
+    let mut good = Vec::new();
+    answer.encode_signed(Some(&[2; 16]), true, &mut good);
+    a.handle(t0, peer, &good);
+    assert!(a
+        .pairs()
+        .iter()
+        .any(|p| p.remote.addr == peer && p.rtt.is_some()));
+    // A check from the peer must be signed with our token: the old
+    // token-in-clear form and a wrong key get no answer.
+    let _ = std::iter::from_fn(|| a.poll_send()).count();
+    let mut req = Message::new(Class::Request, method::BINDING, [7; 12]);
+    req.push(attr::PEER_TOKEN, vec![1; 16]);
+    for key in [None, Some(&[2u8; 16][..])] {
+        let mut d = Vec::new();
+        req.encode_signed(key, true, &mut d);
+        a.handle(t0, peer, &d);
+        assert!(
+            std::iter::from_fn(|| a.poll_send()).all(|(to, _)| to != peer),
+            "answered a check signed with {key:?}"
+        );
+    }
+    let mut d = Vec::new();
+    req.encode_signed(Some(&[1; 16]), true, &mut d);
+    a.handle(t0, peer, &d);
+    let answer = std::iter::from_fn(|| a.poll_send())
+        .find(|(to, d)| *to == peer && Message::decode(d).is_ok_and(|m| m.transaction == [7; 12]))
+        .expect("an answer to the signed check");
+    assert!(
+        integrity::verify(&answer.1, &[1; 16]),
+        "answer signed with our token"
+    );
+}
+
 mod broker {
     use super::*;
 
@@ -477,6 +716,130 @@ mod broker {
     }
 
     use super::stun::{self, Class, Message};
+
+    fn relay_request(code: &str, token: u8, ticket: &[u8], tx: u8) -> Vec<u8> {
+        let mut m = Message::new(Class::Request, stun::method::RELAY, [tx; 12]);
+        m.push(stun::attr::SESSION, code.as_bytes().to_vec());
+        m.push(stun::attr::TOKEN, vec![token; 16]);
+        m.push(stun::attr::RELAY_TICKET, ticket.to_vec());
+        let mut out = Vec::new();
+        m.encode(true, &mut out);
+        out
+    }
+
+    /// A relaying broker with session "r" introduced between `pa` (token
+    /// 1) and `pb` (token 2); returns the ticket both got.
+    fn introduced(b: &mut Broker, now: Instant, pa: SocketAddr, pb: SocketAddr) -> Vec<u8> {
+        b.handle(now, pa, &register("r", 1, "192.0.2.1:9000"));
+        b.handle(now, pb, &register("r", 2, "198.51.100.1:9000"));
+        let got = answers(b);
+        let tickets: Vec<&[u8]> = got
+            .iter()
+            .filter_map(|(_, m)| m.get(stun::attr::RELAY_TICKET))
+            .collect();
+        assert_eq!(tickets.len(), 2, "both peers get the ticket");
+        assert_eq!(tickets[0], tickets[1]);
+        tickets[0].to_vec()
+    }
+
+    #[test]
+    fn relays_only_between_the_two_peers_it_introduced() {
+        let mut b = Broker::new(BrokerConfig {
+            relay: true,
+            seed: 3,
+            ..BrokerConfig::default()
+        });
+        let now = epoch();
+        let (pa, pb, x) = (
+            sa("198.18.1.1:40000"),
+            sa("198.18.2.1:40001"),
+            sa("203.0.113.9:5000"),
+        );
+        let ticket = introduced(&mut b, now, pa, pb);
+        // A wrong ticket, or a stranger with the right one, is refused.
+        b.handle(now, pa, &relay_request("r", 1, &[0; 16], 1));
+        b.handle(now, x, &relay_request("r", 9, &ticket, 2));
+        let got = answers(&mut b);
+        assert!(
+            got.iter().all(|(_, m)| m.error_code() == Some(403)),
+            "{got:?}"
+        );
+        // One peer asking binds nothing and gets no answer yet.
+        b.handle(now, pa, &relay_request("r", 1, &ticket, 3));
+        assert!(answers(&mut b).is_empty());
+        assert_eq!(b.relay(now, pa, 100), None);
+        // The second request binds them; both are answered.
+        b.handle(now, pb, &relay_request("r", 2, &ticket, 4));
+        let got = answers(&mut b);
+        assert_eq!(got.len(), 2);
+        for (to, m) in &got {
+            assert_eq!(m.class, Class::Success);
+            let other = if *to == pa { pb } else { pa };
+            assert_eq!(m.xor_address(stun::attr::XOR_PEER_ADDRESS), Some(other));
+            let expect_tx = if *to == pa { [3; 12] } else { [4; 12] };
+            assert_eq!(m.transaction, expect_tx);
+        }
+        assert_eq!(b.relay(now, pa, 1400), Some(pb));
+        assert_eq!(b.relay(now, pb, 1400), Some(pa));
+        assert_eq!(b.relay(now, x, 1400), None, "never an open relay");
+        let c = b.relay_counters();
+        assert_eq!((c.packets, c.unrouted), (2, 2));
+    }
+
+    #[test]
+    fn without_relay_there_is_no_ticket_and_requests_are_refused() {
+        let mut b = Broker::new(BrokerConfig::default());
+        let now = epoch();
+        let (pa, pb) = (sa("198.18.1.1:40000"), sa("198.18.2.1:40001"));
+        b.handle(now, pa, &register("r", 1, "192.0.2.1:9000"));
+        b.handle(now, pb, &register("r", 2, "198.51.100.1:9000"));
+        assert!(answers(&mut b)
+            .iter()
+            .all(|(_, m)| !m.has(stun::attr::RELAY_TICKET)));
+        b.handle(now, pa, &relay_request("r", 1, &[0; 16], 1));
+        assert_eq!(answers(&mut b)[0].1.error_code(), Some(403));
+        assert_eq!(b.relay(now, pa, 100), None);
+    }
+
+    #[test]
+    fn relayed_pairs_are_bounded_and_expire_when_idle() {
+        let config = BrokerConfig {
+            relay: true,
+            max_relays: 1,
+            relay_idle: Duration::from_secs(20),
+            ..BrokerConfig::default()
+        };
+        let (ttl, idle) = (config.registration_ttl, config.relay_idle);
+        let mut b = Broker::new(config);
+        let now = epoch();
+        let (pa, pb) = (sa("198.18.1.1:40000"), sa("198.18.2.1:40001"));
+        let ticket = introduced(&mut b, now, pa, pb);
+        b.handle(now, pa, &relay_request("r", 1, &ticket, 1));
+        b.handle(now, pb, &relay_request("r", 2, &ticket, 2));
+        let _ = answers(&mut b);
+        // A second session cannot get a relay: the table holds one pair.
+        let (pc, pd) = (sa("198.18.3.1:1"), sa("198.18.4.1:1"));
+        b.handle(now, pc, &register("s", 3, "192.0.2.3:1"));
+        b.handle(now, pd, &register("s", 4, "192.0.2.4:1"));
+        let t2: Vec<u8> = answers(&mut b)
+            .iter()
+            .find_map(|(_, m)| m.get(stun::attr::RELAY_TICKET).map(<[u8]>::to_vec))
+            .expect("ticket");
+        b.handle(now, pc, &relay_request("s", 3, &t2, 5));
+        b.handle(now, pd, &relay_request("s", 4, &t2, 6));
+        assert_eq!(answers(&mut b)[0].1.error_code(), Some(508));
+        assert_eq!(b.relay(now, pc, 1), None);
+        // Traffic keeps the first pair past the registration TTL; then it
+        // goes idle and is dropped.
+        let busy = now + ttl + Duration::from_secs(1);
+        assert_eq!(b.relay(busy, pa, 1), Some(pb));
+        b.sweep(busy);
+        assert_eq!(b.relayed_pairs(), 1);
+        b.sweep(busy + idle);
+        assert_eq!(b.relayed_pairs(), 0);
+        assert_eq!(b.relay(busy + idle, pa, 1), None);
+        assert_eq!(b.next_timeout(), None, "nothing left to sweep");
+    }
 
     #[test]
     fn answers_a_plain_binding_request() {

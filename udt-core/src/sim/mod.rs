@@ -23,6 +23,7 @@ mod histogram;
 mod link;
 mod loss;
 pub mod scenario;
+pub mod secure_handshake;
 mod udt_node;
 mod wakeup;
 

@@ -44,6 +44,8 @@ pub struct RecvArgs {
     pub net: NetOptions,
     /// Output mode.
     pub output: Output,
+    /// `--broker`/`--code`: meet the sender through a broker instead.
+    pub broker: crate::cmd::punch::BrokerOpts,
 }
 
 /// One question on the terminal at a time (connections run in parallel).
@@ -150,6 +152,11 @@ pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
         claimed: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
     };
+    if args.broker.broker.is_some() {
+        let conn = crate::cmd::punch::connect(&args.broker, &args.net, args.output)?;
+        let mut claimed = false;
+        return serve(conn, args, &gate, &mut claimed).map(|_| ());
+    }
     if let Some(target) = &args.connect {
         let conn = Conn::connect(target, &args.net)
             .map_err(|e| CliError::io(&format!("cannot connect to {target}"), e))?;

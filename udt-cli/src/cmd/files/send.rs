@@ -35,6 +35,8 @@ pub struct SendArgs {
     pub idle: Duration,
     /// Output mode.
     pub output: Output,
+    /// `--broker`/`--code`: meet the receiver through a broker instead.
+    pub broker: crate::cmd::punch::BrokerOpts,
 }
 
 /// Runs `udt send`.
@@ -61,8 +63,12 @@ pub fn send(args: &SendArgs) -> Result<TransferSummary, CliError> {
     }
     let target = args.target.as_deref().unwrap_or_default();
     let start = Instant::now();
-    let conn = Conn::connect(target, &net)
-        .map_err(|e| CliError::io(&format!("cannot connect to {target}"), e))?;
+    let conn = if args.broker.broker.is_some() {
+        crate::cmd::punch::connect(&args.broker, &net, args.output)?
+    } else {
+        Conn::connect(target, &net)
+            .map_err(|e| CliError::io(&format!("cannot connect to {target}"), e))?
+    };
     if signals::interrupted() {
         return Err(CliError::interrupted(
             "interrupted before the transfer started",

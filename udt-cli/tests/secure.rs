@@ -1,0 +1,120 @@
+//! The code workflow of `udt send` / `udt recv` (issue 11): the receiver
+//! prints a code, the sender must give it, a wrong code fails fast with a
+//! clear message and nothing written, `--insecure` is plain and says so.
+
+mod common;
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{scratch, udt, write_random, Proc};
+
+/// `udt recv` without a code (the tests' shared one removed): returns the
+/// process, its address and the code it printed.
+fn recv_printing_code(name: &str, out: &std::path::Path) -> (Proc, std::net::SocketAddr, String) {
+    let mut cmd = udt();
+    cmd.env_remove("UDT_CODE")
+        .args(["recv", "-y", "--listen", "127.0.0.1:0", "--out"])
+        .arg(out)
+        .stdout(Stdio::piped());
+    let p = Proc::spawn(name, cmd);
+    let addr = p.listening_addr(Duration::from_secs(20));
+    let code = p
+        .stderr()
+        .lines()
+        .find_map(|l| l.strip_prefix("Code: ").map(str::to_owned))
+        .expect("the receiver prints a code");
+    (p, addr, code)
+}
+
+fn send(name: &str, file: &std::path::Path, addr: std::net::SocketAddr, extra: &[&str]) -> Proc {
+    let mut cmd = udt();
+    cmd.env_remove("UDT_CODE")
+        .arg("send")
+        .args(extra)
+        .arg(file)
+        .arg(addr.to_string());
+    Proc::spawn(name, cmd)
+}
+
+#[test]
+fn the_receiver_prints_a_code_and_only_the_right_one_gets_through() {
+    let dir = scratch("secure-code");
+    let out = dir.join("out");
+    let file = dir.join("data.bin");
+    write_random(&file, 300_000, 11);
+    let (mut recv, addr, code) = recv_printing_code("recv", &out);
+    let parts: Vec<&str> = code.split('-').collect();
+    assert_eq!(parts.len(), 4, "{code}");
+    assert!(parts[0].parse::<u32>().is_ok_and(|n| (1..=99).contains(&n)));
+
+    // Wrong code: fails fast, clearly, and nothing is written.
+    let start = Instant::now();
+    let mut wrong = send("send-wrong", &file, addr, &["--code", "1-not-the-code"]);
+    assert_ne!(wrong.code(Duration::from_secs(10)), 0);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        wrong.stderr().contains("wrong code or key"),
+        "{}",
+        wrong.stderr()
+    );
+    let written = fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "something was written for a wrong code");
+
+    // The right code (typed in upper case): the file arrives intact.
+    let mut right = send("send-right", &file, addr, &["--code", &code.to_uppercase()]);
+    assert_eq!(right.code(Duration::from_secs(60)), 0, "{}", right.stderr());
+    assert_eq!(recv.code(Duration::from_secs(60)), 0, "{}", recv.stderr());
+    assert_eq!(
+        fs::read(out.join("data.bin")).expect("received"),
+        fs::read(&file).expect("sent")
+    );
+}
+
+#[test]
+fn the_sender_needs_the_code() {
+    let dir = scratch("secure-nocode");
+    let file = dir.join("f");
+    write_random(&file, 10, 1);
+    let mut s = send("send", &file, "127.0.0.1:9".parse().expect("addr"), &[]);
+    assert_eq!(s.code(Duration::from_secs(10)), 2, "a usage error");
+    assert!(s.stderr().contains("--code"), "{}", s.stderr());
+}
+
+#[test]
+fn insecure_is_plain_and_loud() {
+    let dir = scratch("secure-insecure");
+    let out = dir.join("out");
+    let file = dir.join("plain.bin");
+    write_random(&file, 50_000, 3);
+    let mut cmd = udt();
+    cmd.env_remove("UDT_CODE")
+        .args([
+            "recv",
+            "-y",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::piped());
+    let mut recv = Proc::spawn("recv", cmd);
+    let addr = recv.listening_addr(Duration::from_secs(20));
+    assert!(!recv.stderr().contains("Code:"));
+    let mut s = send("send", &file, addr, &["--insecure"]);
+    assert_eq!(s.code(Duration::from_secs(60)), 0, "{}", s.stderr());
+    assert_eq!(recv.code(Duration::from_secs(60)), 0);
+    for p in [&s, &recv] {
+        assert!(p.stderr().contains("NOT encrypted"), "{}", p.stderr());
+    }
+    assert_eq!(
+        fs::read(out.join("plain.bin")).expect("received"),
+        fs::read(&file).expect("sent")
+    );
+}
