@@ -962,11 +962,11 @@ fn the_sender_alone_resumes_after_ctrl_c() {
 #[test]
 fn a_receiver_error_does_not_wait_for_a_peer_that_does_not_read() {
     use std::io::Write as _;
-    use udt_cli::net::{Conn, NetOptions};
+    use udt_cli::net::Conn;
     use udt_cli::proto::wire::{self, EntryKind, EntryMeta, Frame};
     let base = scratch("unread-error");
     let (mut recv, addr) = start_recv("recv-unread", &base.join("out"), &[]);
-    let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+    let mut conn = Conn::connect(&addr.to_string(), &test_net()).unwrap();
     let mut frames = Vec::new();
     wire::encode(
         &Frame::Hello {
@@ -1004,7 +1004,7 @@ fn a_receiver_error_does_not_wait_for_a_peer_that_does_not_read() {
     // The same after a transfer that worked: the sender never reads the
     // plan or the result.
     let (mut recv, addr) = start_recv("recv-unread-ok", &base.join("out2"), &[]);
-    let mut conn = Conn::connect(&addr.to_string(), &NetOptions::default()).unwrap();
+    let mut conn = Conn::connect(&addr.to_string(), &test_net()).unwrap();
     let mut frames = Vec::new();
     wire::encode(
         &Frame::Hello {
