@@ -182,7 +182,7 @@ enum Command {
 Each PATH arrives under its own name in the receiver's --out directory;
 directories are sent recursively (symbolic links inside them are skipped).
 Every file is verified with BLAKE3 on the receiver before it is renamed into
-place. Interrupted? Run the same command again against `udt recv --resume`.
+place. Interrupted? Run the same command again with --resume.
 
 Examples:
   udt send report.pdf 192.0.2.7:9000
@@ -215,6 +215,22 @@ Examples:
             value_delimiter = ','
         )]
         exclude: Vec<String>,
+        /// Send only the files whose name matches (shell pattern, repeat
+        /// for more; directories are still walked): --include '*.jpg'
+        /// --include '*.png'. --exclude wins over --include.
+        #[arg(
+            long,
+            value_name = "PATTERN",
+            env = "UDT_INCLUDE",
+            value_delimiter = ','
+        )]
+        include: Vec<String>,
+        /// Continue an interrupted transfer: the receiver keeps the
+        /// verified part of each file, even without its own --resume
+        /// (it adds to an existing directory only where the cut-off run
+        /// left a partial file).
+        #[arg(long)]
+        resume: bool,
         #[command(flatten)]
         security: TransferSecurityArgs,
         #[command(flatten)]
@@ -246,8 +262,9 @@ Examples:
         /// listening (this side then needs no open port).
         #[arg(value_name = "HOST:PORT", conflicts_with_all = ["keep_listening", "allow"])]
         connect: Option<String>,
-        /// Where to listen: [ADDR:]PORT.
-        #[arg(short, long, value_name = "ADDR:PORT", default_value = "0.0.0.0:9000")]
+        /// Where to listen: [ADDR:]PORT. A bare port listens on every
+        /// interface, IPv6 and IPv4.
+        #[arg(short, long, value_name = "[ADDR:]PORT", default_value = "9000")]
         listen: String,
         /// Directory to receive into (created if missing).
         #[arg(
@@ -355,6 +372,7 @@ Examples:
   udt bench -s                               # UDP port 5201
   udt bench host:5201                        # 10 s of stream mode
   udt bench host:5201 -t 5 -P 4              # iperf3's flags where they mean the same
+  udt bench host:5201 -R                     # reverse: the server sends
   udt bench host:5201 --msg 1K --rate 10000  # latency at 10k messages/s
   udt bench host:5201 --transport tcp        # the same over TCP")]
     Bench {
@@ -385,6 +403,10 @@ Examples:
         /// Messages per second per connection with --msg (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Reverse (as iperf3 -R): the server sends, this side receives
+        /// (stream mode; cap the rate with -b on the server).
+        #[arg(short = 'R', long, conflicts_with_all = ["server", "msg"])]
+        reverse: bool,
         /// Serve one test and exit (server).
         #[arg(long, hide = true)]
         once: bool,
@@ -538,6 +560,8 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             listen,
             allow,
             exclude,
+            include,
+            resume,
             security,
             net,
             out,
@@ -557,7 +581,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                 }
                 Some(l) => (
                     None,
-                    Some(net::listen_addr(&l).map_err(|e| CliError::usage(e.to_string()))?),
+                    Some(net::listen_addr_dual(&l).map_err(|e| CliError::usage(e.to_string()))?),
                 ),
                 // Every argument is a path: the peer is met through the broker.
                 None if broker.broker.is_some() => (None, None),
@@ -585,6 +609,8 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                 listen,
                 allow: allow_list(&allow)?,
                 excludes: exclude,
+                includes: include,
+                resume,
                 net,
                 idle: idle.idle_timeout,
                 output,
@@ -630,7 +656,8 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             net.connect_timeout = connect_timeout.connect_timeout;
             net.security = security;
             files::recv(&files::RecvArgs {
-                listen: net::listen_addr(&listen).map_err(|e| CliError::usage(e.to_string()))?,
+                listen: net::listen_addr_dual(&listen)
+                    .map_err(|e| CliError::usage(e.to_string()))?,
                 connect,
                 options,
                 keep_listening,
@@ -684,6 +711,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             msg,
             rate,
             interval,
+            reverse,
             once,
             net,
             out,
@@ -691,7 +719,8 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             let net = net_options(&net, Some(&out));
             if let Some(addr) = server {
                 bench::server(&bench::ServerArgs {
-                    addr: net::listen_addr(&addr).map_err(|e| CliError::usage(e.to_string()))?,
+                    addr: net::listen_addr_dual(&addr)
+                        .map_err(|e| CliError::usage(e.to_string()))?,
                     once,
                     net,
                     output,
@@ -709,6 +738,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
                     msg_size: msg,
                     rate,
                     interval,
+                    reverse,
                     net,
                     output,
                 })?;

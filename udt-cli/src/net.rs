@@ -6,7 +6,9 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
+};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -94,9 +96,14 @@ impl NetOptions {
         options
     }
 
-    /// An endpoint of these options on `addr`.
+    /// An endpoint of these options on `addr`; on the IPv6 wildcard it
+    /// accepts IPv4 too (see [`Listener::bind`]).
     fn bind_udt(&self, addr: SocketAddr) -> io::Result<Endpoint> {
-        Endpoint::bind_with(addr, self.udt_config(), NetOptions::endpoint_config())
+        let mut options = NetOptions::endpoint_config();
+        if is_v6_wildcard(addr) {
+            options.only_v6 = Some(false);
+        }
+        Endpoint::bind_with(addr, self.udt_config(), options)
     }
 }
 
@@ -264,7 +271,8 @@ pub fn resolve(target: &str) -> io::Result<Vec<SocketAddr>> {
 }
 
 /// Parses a listen address: `PORT`, `:PORT`, `ADDR:PORT` or `[V6]:PORT`
-/// (a bare port listens on all IPv4 interfaces).
+/// (a bare port listens on all IPv4 interfaces; the commands that serve
+/// connections use [`listen_addr_dual`]).
 ///
 /// # Errors
 /// `InvalidInput` when it is none of these.
@@ -272,7 +280,7 @@ pub fn listen_addr(spec: &str) -> io::Result<SocketAddr> {
     let spec = spec.trim();
     let port_only = spec.strip_prefix(':').unwrap_or(spec);
     if let Ok(port) = port_only.parse::<u16>() {
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
     }
     if let Ok(addr) = spec.parse::<SocketAddr>() {
         // Port 0 is fine here: the system picks one, and we print it.
@@ -284,6 +292,21 @@ pub fn listen_addr(spec: &str) -> io::Result<SocketAddr> {
             format!("bad listen address {spec:?}"),
         )
     })
+}
+
+/// As [`listen_addr`], but a bare port is the IPv6 wildcard `[::]:PORT`,
+/// which [`Listener::bind`] makes accept IPv4 as well (dual stack),
+/// falling back to `0.0.0.0` where the system has no IPv6. For `udt recv`,
+/// `udt send --listen`, `udt listen` and `udt bench -s`.
+///
+/// # Errors
+/// As [`listen_addr`].
+pub fn listen_addr_dual(spec: &str) -> io::Result<SocketAddr> {
+    let trimmed = spec.trim();
+    match trimmed.strip_prefix(':').unwrap_or(trimmed).parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))),
+        Err(_) => listen_addr(spec),
+    }
 }
 
 /// The library's connect error in the program's words (the library's
@@ -431,12 +454,24 @@ impl Conn {
         })
     }
 
-    /// The peer's address.
+    /// The peer's address; an IPv4 peer of a dual-stack listener shows as
+    /// its IPv4 address (`127.0.0.1:5000`, not `[::ffff:127.0.0.1]:5000`).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Conn::Udt { stream: s, .. } => Some(s.peer_addr()),
             Conn::Tcp(s) => s.peer_addr().ok(),
         }
+        .map(canonical)
+    }
+
+    /// Our own address on this connection (canonical, as
+    /// [`peer_addr`](Self::peer_addr)).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Conn::Udt { stream: s, .. } => Some(s.local_addr()),
+            Conn::Tcp(s) => s.local_addr().ok(),
+        }
+        .map(canonical)
     }
 
     /// A snapshot of the link counters.
@@ -520,11 +555,30 @@ impl fmt::Debug for Listener {
 }
 
 impl Listener {
-    /// Binds `addr` and starts listening.
+    /// Binds `addr` and starts listening. The IPv6 wildcard `[::]` is
+    /// bound dual-stack (IPv4 peers arrive as IPv4-mapped addresses) where
+    /// the system allows; where it has no IPv6 at all, `0.0.0.0` on the
+    /// same port is bound instead.
     ///
     /// # Errors
     /// The bind errors (`AddrInUse`, ...).
     pub fn bind(addr: SocketAddr, opts: &NetOptions) -> io::Result<Listener> {
+        match Listener::bind_exact(addr, opts) {
+            Err(e) if is_v6_wildcard(addr) && no_ipv6(&e) => {
+                let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+                log::info!("no IPv6 here ({e}); listening on {v4} instead");
+                Listener::bind_exact(v4, opts)
+            }
+            other => other,
+        }
+    }
+
+    fn bind_exact(addr: SocketAddr, opts: &NetOptions) -> io::Result<Listener> {
+        if opts.transport == Transport::Tcp && is_v6_wildcard(addr) {
+            return Ok(Listener::Tcp(
+                dual_stack_tcp(addr).map_err(|e| bind_error(addr, e))?,
+            ));
+        }
         match opts.transport {
             Transport::Udt => {
                 let ep = opts.bind_udt(addr).map_err(|e| bind_error(addr, e))?;
@@ -605,6 +659,38 @@ fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{addr}: {e}"))
 }
 
+/// True for `[::]:PORT`, the address a bare port listens on.
+fn is_v6_wildcard(addr: SocketAddr) -> bool {
+    addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+}
+
+/// True for the errors of a system without IPv6 (no address family, no
+/// such address), not for a port in use or a permission.
+fn no_ipv6(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if let Some(code) = e.raw_os_error() {
+        return code == libc::EAFNOSUPPORT || code == libc::EADDRNOTAVAIL;
+    }
+    e.kind() == io::ErrorKind::AddrNotAvailable
+}
+
+/// A TCP listener on the IPv6 wildcard that accepts IPv4 too, whatever
+/// the system's default (`net.ipv6.bindv6only`).
+fn dual_stack_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
+}
+
+/// `addr` with an IPv4-mapped IPv6 address written as IPv4.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// Binds a UDT endpoint at `addr` accepting message-mode connections.
 ///
 /// # Errors
@@ -613,7 +699,14 @@ pub fn listen_messages(
     addr: SocketAddr,
     opts: &NetOptions,
 ) -> io::Result<(Endpoint, UdtMessageListener)> {
-    let ep = opts.bind_udt(addr).map_err(|e| bind_error(addr, e))?;
+    let ep = match opts.bind_udt(addr) {
+        // As Listener::bind: no IPv6 here, so the IPv4 wildcard.
+        Err(e) if is_v6_wildcard(addr) && no_ipv6(&e) => {
+            let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+            opts.bind_udt(v4).map_err(|e| bind_error(v4, e))?
+        }
+        other => other.map_err(|e| bind_error(addr, e))?,
+    };
     let l = ep.listen_with(64, Options::messages())?;
     Ok((ep, l))
 }
@@ -675,11 +768,56 @@ mod tests {
             "0.0.0.0:9000".parse().unwrap()
         );
         assert_eq!(
+            listen_addr_dual("9000").unwrap(),
+            "[::]:9000".parse().unwrap()
+        );
+        assert_eq!(
+            listen_addr_dual(":9000").unwrap(),
+            "[::]:9000".parse().unwrap()
+        );
+        assert_eq!(
+            listen_addr_dual("127.0.0.1:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(
             listen_addr("127.0.0.1:9").unwrap(),
             "127.0.0.1:9".parse().unwrap()
         );
         assert_eq!(listen_addr("[::1]:9").unwrap(), "[::1]:9".parse().unwrap());
         assert!(listen_addr("nonsense").is_err());
+    }
+
+    #[test]
+    fn the_ipv6_wildcard_accepts_ipv4_too() {
+        let has_ipv6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+        for transport in [Transport::Udt, Transport::Tcp] {
+            let opts = NetOptions {
+                transport,
+                ..NetOptions::default()
+            };
+            let l = Listener::bind(listen_addr_dual("0").unwrap(), &opts).unwrap();
+            let port = l.local_addr().port();
+            let mut peers = vec![format!("127.0.0.1:{port}")];
+            if has_ipv6 {
+                assert!(l.local_addr().is_ipv6(), "{transport:?}");
+                peers.push(format!("[::1]:{port}"));
+            }
+            for target in peers {
+                let mut c = Conn::connect(&target, &opts).unwrap();
+                let accepted = l.accept().unwrap();
+                // Shown as the address the peer used, not as ::ffff:….
+                let seen = accepted.peer_addr().unwrap();
+                let used: SocketAddr = target.parse().unwrap();
+                assert_eq!(seen.ip(), used.ip(), "{transport:?}");
+                c.write_all(b"x").unwrap();
+                let mut got = [0u8; 1];
+                let mut accepted = accepted;
+                accepted.read_exact(&mut got).unwrap();
+                assert_eq!(&got, b"x");
+                drop(accepted);
+                c.finish().unwrap();
+            }
+        }
     }
 
     #[test]

@@ -216,6 +216,10 @@ pub struct BarObserver {
     files_total: u64,
     files_done: u64,
     planned: bool,
+    /// The receiving side (for the words of the `-v` lines).
+    receiving: bool,
+    /// Size and starting offset of the file in progress (for `-v`).
+    current: (u64, u64),
     /// Notes for the JSON summary.
     pub notes: Vec<String>,
     /// Paths skipped by the scan (symlinks, special files).
@@ -242,9 +246,18 @@ impl BarObserver {
             files_total: 0,
             files_done: 0,
             planned: false,
+            receiving: false,
+            current: (0, 0),
             notes: Vec::new(),
             skipped: Vec::new(),
         }
+    }
+
+    /// The same observer for the receiving side: its `-v` lines say
+    /// "received" and "kept" rather than "sent" and "already there".
+    pub fn receiving(mut self) -> Self {
+        self.receiving = true;
+        self
     }
 
     /// Shows acknowledged bytes: `probe` tells how many of the bytes
@@ -288,7 +301,8 @@ impl Observer for BarObserver {
         self.bar.reset_eta();
         self.show_files();
     }
-    fn on_file(&mut self, name: &RelPath, _size: u64, offset: u64) {
+    fn on_file(&mut self, name: &RelPath, size: u64, offset: u64) {
+        self.current = (size, offset);
         self.moved += offset;
         self.show_position();
         let mut label = name.to_string();
@@ -313,7 +327,8 @@ impl Observer for BarObserver {
         self.files_done += 1;
         self.show_files();
         if self.output.verbose && self.output.is_human() {
-            self.bar.suspend(|| eprintln!("  {name}"));
+            let line = file_line(self.receiving, name, self.current.0, self.current.1);
+            self.bar.suspend(|| eprintln!("{line}"));
         }
     }
     fn on_note(&mut self, message: &str) {
@@ -328,6 +343,31 @@ impl Observer for BarObserver {
     }
     fn should_stop(&mut self) -> bool {
         crate::signals::interrupted()
+    }
+}
+
+/// The `-v` line for a finished file of `size` bytes that started at
+/// `offset`: sent or received whole, resumed, or already complete there.
+pub fn file_line(receiving: bool, name: &RelPath, size: u64, offset: u64) -> String {
+    let whole = if receiving { "received" } else { "sent" };
+    if offset == 0 {
+        format!("  {whole} {name} ({})", bytes(size))
+    } else if offset >= size {
+        if receiving {
+            format!(
+                "  kept {name} (already here and identical, {})",
+                bytes(size)
+            )
+        } else {
+            format!("  already there: {name} ({}, identical)", bytes(size))
+        }
+    } else {
+        format!(
+            "  resumed {name}: {} of {} {}",
+            bytes(size - offset),
+            bytes(size),
+            if receiving { "received" } else { "sent" }
+        )
     }
 }
 
@@ -498,6 +538,31 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn verbose_file_lines_say_what_happened() {
+        let name = RelPath::parse(b"dir/a.bin", &crate::proto::Limits::default()).unwrap();
+        assert_eq!(
+            file_line(true, &name, 2048, 0),
+            "  received dir/a.bin (2.00 KiB)"
+        );
+        assert_eq!(
+            file_line(false, &name, 2048, 0),
+            "  sent dir/a.bin (2.00 KiB)"
+        );
+        assert_eq!(
+            file_line(true, &name, 2048, 1024),
+            "  resumed dir/a.bin: 1.00 KiB of 2.00 KiB received"
+        );
+        assert_eq!(
+            file_line(true, &name, 2048, 2048),
+            "  kept dir/a.bin (already here and identical, 2.00 KiB)"
+        );
+        assert_eq!(
+            file_line(false, &name, 2048, 2048),
+            "  already there: dir/a.bin (2.00 KiB, identical)"
+        );
     }
 
     #[test]

@@ -148,12 +148,18 @@ impl Watched {
     }
 }
 
-/// True for the error of a slice that ran out.
+/// True for the error of a slice that ran out. Not for a connection that
+/// ended: UDT reports a peer that went silent (killed, unplugged) as
+/// `TimedOut` too, but with the connection's reason inside, and that must
+/// end the call at once rather than after `--idle-timeout`.
 fn is_slice_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    )
+    ) && e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<udt_core::ConnectionError>())
+        .is_none()
 }
 
 impl Read for Watched {

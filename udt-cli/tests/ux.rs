@@ -351,6 +351,27 @@ fn json_schema_of_every_command() {
     let j = json_of(&mut client);
     assert_eq!(j["command"], "bench", "{j}");
     assert_eq!(j["ok"], true, "{j}");
+    for key in [
+        "transport",
+        "mode",
+        "reverse",
+        "parallel",
+        "intervals",
+        "sent_bytes",
+        "sent_seconds",
+        "sent_mbps",
+        "received_bytes",
+        "received_seconds",
+        "received_mbps",
+        "rtt_ms",
+        "retransmitted",
+        "lost",
+        "cpu_client_percent",
+        "cpu_server_percent",
+        "latency",
+    ] {
+        assert!(j.get(key).is_some(), "bench: no {key} in {j}");
+    }
     let iv = &j["intervals"][0];
     assert_eq!(iv["streams"].as_array().map(Vec::len), Some(2), "{j}");
     let sum: u64 = iv["streams"]
@@ -370,6 +391,24 @@ fn json_schema_of_every_command() {
             >= 2,
         "{lines}"
     );
+
+    // demo: its own object with the send and recv summaries inside.
+    let demo_dir = base.join("demo");
+    fs::create_dir_all(&demo_dir).unwrap();
+    let out = udt()
+        .args(["demo", "--json", "--size", "1M", "--dir"])
+        .arg(&demo_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let j: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(j["command"], "demo", "{j}");
+    assert_eq!(j["ok"], true, "{j}");
+    assert_eq!(j["size"], 1u64 << 20, "{j}");
+    assert_eq!(j["send"]["command"], "send", "{j}");
+    assert_eq!(j["recv"]["command"], "recv", "{j}");
+    assert!(j["blake3"].is_string() && j.get("kept_in").is_some(), "{j}");
 
     // An error: the command is named.
     let out = udt()
@@ -689,5 +728,343 @@ fn exclude_patterns_and_environment_defaults() {
     assert!(!out.join("proj/.git").exists());
     let j = json_of(&mut send);
     assert_eq!(j["skipped"].as_array().unwrap().len(), 2, "{j}");
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// `--include` sends only the files whose name matches (directories are
+/// still walked; `--exclude` wins), lists the rest in `skipped`, and `-v`
+/// names each file on both sides.
+#[test]
+fn include_patterns_and_verbose_file_lines() {
+    let base = scratch("include");
+    let src = base.join("proj");
+    fs::create_dir_all(src.join("src/deep")).unwrap();
+    fs::write(src.join("Cargo.toml"), b"[package]").unwrap();
+    fs::write(src.join("notes.txt"), b"notes").unwrap();
+    fs::write(src.join("src/main.rs"), b"fn main() {}").unwrap();
+    fs::write(src.join("src/deep/lib.rs"), b"pub fn f() {}").unwrap();
+    fs::write(src.join("src/deep/old.rs"), b"// old").unwrap();
+    let out = base.join("out");
+    let (mut recv, addr) = start_recv("recv-include", &out, &["-v"]);
+    let mut send = udt();
+    send.args([
+        "send",
+        "-v",
+        "--include",
+        "*.rs",
+        "--include",
+        "Cargo.toml",
+        "--exclude",
+        "old.rs",
+    ])
+    .arg(&src)
+    .arg(addr.to_string());
+    let mut send = Proc::spawn("send-include", send);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    assert!(out.join("proj/Cargo.toml").exists());
+    assert!(out.join("proj/src/main.rs").exists());
+    assert!(out.join("proj/src/deep/lib.rs").exists());
+    assert!(!out.join("proj/notes.txt").exists());
+    assert!(!out.join("proj/src/deep/old.rs").exists());
+    let s = send.stderr();
+    assert!(s.contains("notes.txt: not included"), "{s}");
+    assert!(s.contains("old.rs: excluded"), "{s}");
+    assert!(s.contains("sent proj/src/deep/lib.rs (13 B)"), "{s}");
+    let r = recv.stderr();
+    for name in [
+        "proj/Cargo.toml",
+        "proj/src/main.rs",
+        "proj/src/deep/lib.rs",
+    ] {
+        assert!(r.contains(&format!("received {name} (")), "{name}: {r}");
+    }
+    assert!(!r.contains("notes.txt"), "{r}");
+
+    // The same with --json: the left-out files are in `skipped`.
+    let out2 = base.join("out2");
+    let (mut recv, addr) = start_recv("recv-include-json", &out2, &[]);
+    let mut send = start_send(
+        "send-include-json",
+        &[&src],
+        addr,
+        &["--include", "*.rs", "--exclude", "old.rs"],
+    );
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    let j = json_of(&mut send);
+    let skipped: Vec<&str> = j["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(skipped.len(), 3, "{j}");
+    for name in ["Cargo.toml", "notes.txt", "old.rs"] {
+        assert!(skipped.iter().any(|p| p.ends_with(name)), "{name}: {j}");
+    }
+    assert_eq!(j["files"], 2, "{j}");
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// A bare port listens dual-stack: one default listener takes a transfer
+/// from 127.0.0.1 and one from ::1, and names the IPv4 peer as IPv4.
+#[test]
+fn the_default_listener_takes_ipv4_and_ipv6() {
+    let base = scratch("dual-stack");
+    let a = base.join("a.bin");
+    let b = base.join("b.bin");
+    write_random(&a, 300_000, 21);
+    write_random(&b, 200_000, 22);
+    let out = base.join("out");
+    let mut cmd = udt();
+    cmd.args(["recv", "--keep-listening", "--listen", "0", "--out"])
+        .arg(&out)
+        .stdout(Stdio::null());
+    let mut recv = Proc::spawn("recv-dual", cmd);
+    let listening = recv.listening_addr(Duration::from_secs(20));
+    let port = listening.port();
+    let has_ipv6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+    if has_ipv6 {
+        assert_eq!(listening.to_string(), format!("[::]:{port}"));
+    } else {
+        // No IPv6 on this machine: the fallback is the IPv4 wildcard.
+        assert_eq!(listening.to_string(), format!("0.0.0.0:{port}"));
+    }
+    let v4: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut send = start_send("send-v4", &[&a], v4, &[]);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(hash(&a), hash(&out.join("a.bin")));
+    wait_for(T, "the IPv4 transfer line", || {
+        recv.stderr().contains("transfer from 127.0.0.1:")
+    });
+    if has_ipv6 {
+        let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        let mut send = start_send("send-v6", &[&b], v6, &[]);
+        assert_eq!(send.code(T), 0, "{}", send.stderr());
+        assert_eq!(hash(&b), hash(&out.join("b.bin")));
+        wait_for(T, "the IPv6 transfer line", || {
+            recv.stderr().contains("transfer from [::1]:")
+        });
+    }
+    assert!(!recv.stderr().contains("::ffff:"), "{}", recv.stderr());
+    recv.kill();
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// `udt bench -R`: the server sends, the client counts; both print
+/// interval lines, and the JSON says who sent what.
+#[test]
+fn bench_reverse_mode() {
+    let _heavy = heavy();
+    let mut server = udt();
+    server
+        .args(["bench", "-s", "127.0.0.1:0", "--once"])
+        .stdout(Stdio::piped());
+    let mut server = Proc::spawn("bench-server-rev", server);
+    let addr = server.listening_addr(Duration::from_secs(20));
+    let mut client = udt();
+    client
+        .args(["bench", "--json", "-R", "-t", "2"])
+        .arg(addr.to_string())
+        .stdout(Stdio::piped());
+    let mut client = Proc::spawn("bench-client-rev", client);
+    assert_eq!(client.code(T), 0, "{}", client.stderr());
+    assert_eq!(server.code(T), 0, "{}", server.stderr());
+    let j = json_of(&mut client);
+    assert_eq!(j["command"], "bench", "{j}");
+    assert_eq!(j["reverse"], true, "{j}");
+    let received = j["received_bytes"].as_u64().unwrap();
+    assert!(received > 0, "{j}");
+    assert_eq!(j["sent_bytes"].as_u64(), Some(received), "{j}");
+    assert!(!j["intervals"].as_array().unwrap().is_empty(), "{j}");
+    let client_sum: u64 = j["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|iv| iv["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(client_sum > 0 && client_sum <= received, "{j}");
+    let lines = server.stdout_string();
+    assert!(
+        lines.lines().any(|l| l.starts_with("[127.0.0.1:")),
+        "{lines}"
+    );
+    assert!(server.stderr().contains("(reverse)"), "{}", server.stderr());
+    // -R with message mode, or with -b on the client, is refused at once.
+    let out = udt()
+        .args(["bench", "-R", "--msg", "1K"])
+        .arg(addr.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = udt()
+        .args(["bench", "-R", "-b", "10M"])
+        .arg(addr.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Resume the easy way: after Ctrl-C the sender says to run the same
+/// command again with --resume, and that alone continues the transfer,
+/// with a receiver that was started without --resume.
+#[test]
+fn the_sender_alone_resumes_after_ctrl_c() {
+    let _heavy = heavy();
+    let base = scratch("sender-resume");
+    let src = base.join("tree");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write_random(&src.join("sub/big.bin"), 16 << 20, 31);
+    fs::write(src.join("a.txt"), b"first").unwrap();
+    let out = base.join("out");
+    let (mut recv, addr) = start_recv("recv-1", &out, &[]);
+    let mut send = start_send("send-1", &[&src], addr, &["--limit-rate", "32M"]);
+    let partial = out.join("tree/sub/.big.bin.udt-partial");
+    wait_for(T, "a partial file", || {
+        fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) > 1 << 20
+    });
+    interrupt(&send);
+    assert_eq!(send.code(T), 130, "{}", send.stderr());
+    assert_eq!(recv.code(T), 3, "{}", recv.stderr());
+    assert!(
+        send.stderr()
+            .contains("run the same command again with --resume"),
+        "{}",
+        send.stderr()
+    );
+    let kept = fs::metadata(&partial).unwrap().len();
+    assert!(kept > 0);
+
+    let (mut recv, addr) = start_recv("recv-2", &out, &["-v"]);
+    let mut send = start_send("send-2", &[&src], addr, &["--resume"]);
+    assert_eq!(send.code(T), 0, "{}", send.stderr());
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    // Contents (directories merged into keep their mode and time, as with
+    // the receiver's --resume).
+    for f in ["sub/big.bin", "a.txt"] {
+        assert_eq!(hash(&src.join(f)), hash(&out.join("tree").join(f)), "{f}");
+    }
+    assert!(!partial.exists());
+    let j = json_of(&mut send);
+    assert!(j["bytes_resumed"].as_u64().unwrap() >= kept, "{j}");
+    assert!(
+        recv.stderr().contains("resumed tree/sub/big.bin"),
+        "{}",
+        recv.stderr()
+    );
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// A one-shot receiver exits soon after its last frame, refused or done,
+/// even when the sender never reads it (the close must not wait the
+/// library's 180 s linger for the peer's reader).
+#[test]
+fn a_receiver_error_does_not_wait_for_a_peer_that_does_not_read() {
+    use std::io::Write as _;
+    use udt_cli::net::Conn;
+    use udt_cli::proto::wire::{self, EntryKind, EntryMeta, Frame};
+    let base = scratch("unread-error");
+    let (mut recv, addr) = start_recv("recv-unread", &base.join("out"), &[]);
+    let mut conn = Conn::connect(&addr.to_string(), &test_net()).unwrap();
+    let mut frames = Vec::new();
+    wire::encode(
+        &Frame::Hello {
+            version: wire::VERSION,
+            entries: 1,
+            total_bytes: 0,
+        },
+        &mut frames,
+    );
+    wire::encode(
+        &Frame::Entry {
+            meta: EntryMeta {
+                kind: EntryKind::File,
+                mode: 0o644,
+                mtime_secs: 0,
+                mtime_nanos: 0,
+                size: 0,
+            },
+            path: b"../escape",
+        },
+        &mut frames,
+    );
+    wire::encode(&Frame::ListEnd, &mut frames);
+    conn.write_all(&frames).unwrap();
+    let at = Instant::now();
+    // `conn` stays open and unread until the receiver has exited.
+    assert_eq!(recv.code(T), 5, "{}", recv.stderr());
+    assert!(
+        at.elapsed() < Duration::from_secs(5),
+        "the receiver took {:?}",
+        at.elapsed()
+    );
+    drop(conn);
+
+    // The same after a transfer that worked: the sender never reads the
+    // plan or the result.
+    let (mut recv, addr) = start_recv("recv-unread-ok", &base.join("out2"), &[]);
+    let mut conn = Conn::connect(&addr.to_string(), &test_net()).unwrap();
+    let mut frames = Vec::new();
+    wire::encode(
+        &Frame::Hello {
+            version: wire::VERSION,
+            entries: 1,
+            total_bytes: 0,
+        },
+        &mut frames,
+    );
+    wire::encode(
+        &Frame::Entry {
+            meta: EntryMeta {
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                mtime_secs: 0,
+                mtime_nanos: 0,
+                size: 0,
+            },
+            path: b"d",
+        },
+        &mut frames,
+    );
+    wire::encode(&Frame::ListEnd, &mut frames);
+    wire::encode(&Frame::Done, &mut frames);
+    conn.write_all(&frames).unwrap();
+    let at = Instant::now();
+    assert_eq!(recv.code(T), 0, "{}", recv.stderr());
+    assert!(
+        at.elapsed() < Duration::from_secs(8),
+        "the receiver took {:?}",
+        at.elapsed()
+    );
+    drop(conn);
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// `kill -9` of the sender: nothing tells the receiver, which notices
+/// when UDT's peer-idle timer fires (10 s; not the 30 s `--idle-timeout`
+/// of a peer that is there but stalled), says the peer vanished, keeps
+/// the partial file and gives the resume hint.
+#[test]
+fn kill_9_of_the_sender_is_reported_within_the_peer_idle_time() {
+    let base = scratch("kill9-send");
+    let src = base.join("big.bin");
+    write_random(&src, 16 << 20, 41);
+    let out = base.join("out");
+    let (mut recv, addr) = start_recv("recv-kill9", &out, &[]);
+    let mut send = start_send("send-kill9", &[&src], addr, &["--limit-rate", "32M"]);
+    let partial = out.join(".big.bin.udt-partial");
+    wait_for(T, "a partial file", || {
+        fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) > 1 << 20
+    });
+    send.kill();
+    let at = Instant::now();
+    assert_eq!(recv.code(T), 3, "{}", recv.stderr());
+    let took = at.elapsed();
+    assert!(took < Duration::from_secs(15), "the receiver took {took:?}");
+    let r = recv.stderr();
+    assert!(r.contains("stopped answering"), "{r}");
+    assert!(r.contains("--resume"), "{r}");
+    assert!(partial.exists());
     let _ = fs::remove_dir_all(&base);
 }

@@ -139,6 +139,7 @@ fn run_in(args: &DemoArgs, scratch: &Path) -> Result<DemoSummary, CliError> {
         &entries,
         &args.net,
         files::DEFAULT_IDLE,
+        false,
         send_output,
         &mut observer,
         start,

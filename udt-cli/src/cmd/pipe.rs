@@ -155,7 +155,8 @@ fn check_msg(args: &PipeArgs) -> Result<(), CliError> {
 /// Listen and connection failures (exit 3 when the connection breaks).
 pub fn listen(args: &PipeArgs) -> Result<PipeSummary, CliError> {
     check_msg(args)?;
-    let addr = net::listen_addr(&args.addr).map_err(|e| CliError::io("bad listen address", e))?;
+    let addr =
+        net::listen_addr_dual(&args.addr).map_err(|e| CliError::io("bad listen address", e))?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let summary = if args.msg {

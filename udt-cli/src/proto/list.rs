@@ -41,6 +41,8 @@ pub(crate) struct FileList {
     pub(crate) dirs: u64,
     /// Sum of the file sizes.
     pub(crate) total_bytes: u64,
+    /// The sender asked to resume (`udt send --resume`).
+    pub(crate) resume_asked: bool,
 }
 
 impl FileList {
@@ -113,6 +115,9 @@ impl FileList {
         };
         loop {
             match frames.next_frame()? {
+                Frame::ResumeAsked if list.records.is_empty() && !list.resume_asked => {
+                    list.resume_asked = true;
+                }
                 Frame::Entry { meta, path } => {
                     if list.records.len() as u64 >= announced {
                         return Err(TransferError::Refused("more entries than announced".into()));

@@ -39,7 +39,7 @@ use std::io;
 pub use names::{Limits, NameError, RelPath};
 #[cfg(unix)]
 pub use recv::{receive, RecvOptions, RecvReport};
-pub use send::{scan, scan_excluding, send_files, LocalEntry, SendReport};
+pub use send::{scan, scan_filtered, send_files, send_files_resuming, LocalEntry, SendReport};
 
 /// Exit codes of the `udt` program; also the `class` of an `Error` frame so
 /// both ends of a failed transfer exit with the same meaning.
@@ -167,6 +167,9 @@ impl TransferError {
                  failed)"
                     .into()
             }
+            _ if is_peer_silent(e) => {
+                "the peer stopped answering (killed, crashed, or cut off from the network)".into()
+            }
             _ => format!("connection failed: {e}"),
         })
     }
@@ -219,6 +222,14 @@ impl From<wire::WireError> for TransferError {
             wire::WireError::WrongPeer(m) => TransferError::WrongPeer(m),
         }
     }
+}
+
+/// True for a UDT connection that ended because the peer went silent for
+/// the peer-idle time (the library's typed reason inside the error).
+fn is_peer_silent(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<udt_core::ConnectionError>())
+        .is_some_and(|why| *why == udt_core::ConnectionError::TimedOut)
 }
 
 /// The marker inside [`interrupted_error`].

@@ -179,6 +179,20 @@ fn receive_inner<R: Read, W: Write + ?Sized>(
     if !opts.allow_hidden {
         refuse_hidden(&list)?;
     }
+    // A sender run with --resume asks for what --resume does here: every
+    // byte kept is hash-verified and nothing that exists is replaced. Only
+    // adding to an existing directory needs more (see `Tree::check`).
+    let granted;
+    let merge_needs_evidence = list.resume_asked && !opts.resume && !opts.overwrite;
+    let opts = if list.resume_asked && !opts.resume {
+        granted = RecvOptions {
+            resume: true,
+            ..opts.clone()
+        };
+        &granted
+    } else {
+        opts
+    };
     observer.on_list(list.files, list.dirs, list.total_bytes)?;
     let mut report = RecvReport {
         files: list.files,
@@ -186,7 +200,7 @@ fn receive_inner<R: Read, W: Write + ?Sized>(
         total_bytes: list.total_bytes,
         ..RecvReport::default()
     };
-    let mut tree = Tree::check(root, &list, opts)?;
+    let mut tree = Tree::check(root, &list, opts, merge_needs_evidence)?;
     tree.check_space(&list)?;
 
     let mut plan = Vec::new();
@@ -252,12 +266,30 @@ struct Tree {
     replaces: Vec<bool>,
     /// The last directory handle used, by entry index (`None`: the root).
     cached: Option<(Option<usize>, Dir)>,
+    /// Complete files here (`--resume`) that turned out to differ from
+    /// the sender's: counted, the first few named, all reported at the end
+    /// rather than the transfer stopping at the first.
+    differing: (usize, Vec<String>),
 }
 
 impl Tree {
     /// Looks at what exists at every entry's place, before anything is
     /// written; collects every conflict.
-    fn check(root: Dir, list: &FileList, opts: &RecvOptions) -> Result<Tree, TransferError> {
+    ///
+    /// `merge_needs_evidence`: the resume was the sender's request, not
+    /// the receiver's option. Then an existing directory is added to, and
+    /// an existing complete file compared, only when the top-level entry it
+    /// belongs to holds a partial file of this list: a sign that an earlier
+    /// udt transfer of it was cut off there. Otherwise a sender could add
+    /// files to any directory that happens to exist (`bin/`, say), which
+    /// issue 10 forbids without the receiver's consent, or test guesses of
+    /// the contents of files it names.
+    fn check(
+        root: Dir,
+        list: &FileList,
+        opts: &RecvOptions,
+        merge_needs_evidence: bool,
+    ) -> Result<Tree, TransferError> {
         let mut tree = Tree {
             root,
             dirs: vec![DirState::Absent; list.len()],
@@ -265,6 +297,7 @@ impl Tree {
             haves: HashMap::new(),
             replaces: vec![false; list.len()],
             cached: None,
+            differing: (0, Vec::new()),
         };
         let mut conflicts = Vec::new();
         let mut count = 0usize;
@@ -278,6 +311,51 @@ impl Tree {
                     }
                 }
                 Err(e) => return Err(e),
+            }
+        }
+        if merge_needs_evidence {
+            let top = |mut i: usize| {
+                while let Some(p) = list.parent(i) {
+                    i = p;
+                }
+                i
+            };
+            let resumable: std::collections::HashSet<usize> = tree
+                .haves
+                .iter()
+                .filter(|(_, h)| !h.complete)
+                .map(|(&i, _)| top(i as usize))
+                .collect();
+            // Complete files likewise: offering one would let any sender
+            // test a guess of its contents ("identical" or "differs").
+            let mut unproven: Vec<usize> = tree
+                .haves
+                .iter()
+                .filter(|(&i, h)| h.complete && !resumable.contains(&top(i as usize)))
+                .map(|(&i, _)| i as usize)
+                .collect();
+            unproven.sort_unstable();
+            for i in unproven {
+                tree.haves.remove(&(i as u32));
+                count += 1;
+                if conflicts.len() < CONFLICTS_SHOWN {
+                    conflicts.push(format!(
+                        "{} already exists; use --overwrite to replace it",
+                        list.show(i)
+                    ));
+                }
+            }
+            for i in 0..list.len() {
+                if tree.dirs[i] == DirState::Existing && !resumable.contains(&top(i)) {
+                    count += 1;
+                    if conflicts.len() < CONFLICTS_SHOWN {
+                        conflicts.push(format!(
+                            "the directory {} already exists and holds no partial file of this transfer; \
+                             the receiver must run with --resume to add to it (or --overwrite)",
+                            list.show(i)
+                        ));
+                    }
+                }
             }
         }
         match count {
@@ -485,8 +563,9 @@ impl Tree {
                     let i = index as usize;
                     let rel = list.rel(i);
                     observer.on_file(&rel, list.meta(i).size, offset);
-                    self.receive_file(frames, list, i, offset, opts, observer, report)?;
-                    observer.on_file_done(&rel);
+                    if self.receive_file(frames, list, i, offset, opts, observer, report)? {
+                        observer.on_file_done(&rel);
+                    }
                 }
                 Frame::Done => {
                     if let Some(&missing) = files.peek() {
@@ -495,7 +574,26 @@ impl Tree {
                             list.show(missing)
                         )));
                     }
-                    return Ok(());
+                    return match &self.differing {
+                        (0, _) => Ok(()),
+                        (1, shown) => Err(TransferError::Exists(format!(
+                            "{} exists and differs from the sender's file; use --overwrite to replace it",
+                            shown.join("")
+                        ))),
+                        (n, shown) => {
+                            let more = n - shown.len();
+                            Err(TransferError::Exists(format!(
+                                "{n} files exist and differ from the sender's: {}{}; use --overwrite to \
+                                 replace them",
+                                shown.join(", "),
+                                if more > 0 {
+                                    format!(" and {more} more")
+                                } else {
+                                    String::new()
+                                }
+                            )))
+                        }
+                    };
                 }
                 Frame::Error { class, message } => {
                     return Err(TransferError::peer("sender", class, message))
@@ -505,7 +603,9 @@ impl Tree {
         }
     }
 
-    /// Receives the contents of file `i`, from `offset`.
+    /// Receives the contents of file `i`, from `offset`. False for a
+    /// complete file here that differs from the sender's: left alone and
+    /// counted in `differing`.
     #[allow(clippy::too_many_arguments)]
     fn receive_file<R: Read>(
         &mut self,
@@ -516,7 +616,7 @@ impl Tree {
         opts: &RecvOptions,
         observer: &mut dyn Observer,
         report: &mut RecvReport,
-    ) -> Result<(), TransferError> {
+    ) -> Result<bool, TransferError> {
         let meta = *list.meta(i);
         let size = meta.size;
         let have = self.haves.get(&(i as u32)).copied();
@@ -562,13 +662,15 @@ impl Tree {
             let ours =
                 hash_prefix(file, h.len).map_err(|e| TransferError::local("reading", &shown, e))?;
             if ours != hash {
-                return Err(TransferError::Exists(format!(
-                    "{shown} exists and differs from the sender's file; use --overwrite to replace it"
-                )));
+                self.differing.0 += 1;
+                if self.differing.1.len() < CONFLICTS_SHOWN {
+                    self.differing.1.push(shown);
+                }
+                return Ok(false);
             }
             report.files_unchanged += 1;
             report.bytes_resumed += size;
-            return Ok(());
+            return Ok(true);
         }
 
         let mut hasher = blake3::Hasher::new();
@@ -644,7 +746,7 @@ impl Tree {
                         let _ = dir.as_file().and_then(|d| d.sync_all());
                     }
                     report.bytes_written += written;
-                    return Ok(());
+                    return Ok(true);
                 }
                 Frame::Error { class, message } => {
                     return Err(TransferError::peer("sender", class, message))

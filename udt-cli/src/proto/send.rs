@@ -61,19 +61,20 @@ pub fn scan(
     limits: &Limits,
     observer: &mut dyn Observer,
 ) -> Result<Vec<LocalEntry>, TransferError> {
-    scan_excluding(roots, limits, &[], observer)
+    scan_filtered(roots, limits, &glob::Filter::default(), observer)
 }
 
-/// As [`scan`], leaving out every file or directory below a root whose
-/// name matches one of `excludes` (see [`glob`](super::glob); reported
-/// with [`Observer::on_skipped`]).
+/// As [`scan`], leaving out every file or directory below a root that
+/// `filter` rejects (`--include`, `--exclude`; see [`glob::Filter`]),
+/// each reported with [`Observer::on_skipped`]. The roots themselves are
+/// always sent: the user named them.
 ///
 /// # Errors
 /// As [`scan`].
-pub fn scan_excluding(
+pub fn scan_filtered(
     roots: &[PathBuf],
     limits: &Limits,
-    excludes: &[String],
+    filter: &glob::Filter,
     observer: &mut dyn Observer,
 ) -> Result<Vec<LocalEntry>, TransferError> {
     let mut entries = Vec::new();
@@ -149,15 +150,13 @@ pub fn scan_excluding(
                 children.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
                 for name in children.into_iter().rev() {
                     let child_source = source.join(&name);
-                    if excludes
-                        .iter()
-                        .any(|p| glob::matches(p.as_bytes(), name.as_encoded_bytes()))
-                    {
-                        observer.on_skipped(&child_source.display().to_string(), "excluded");
-                        continue;
-                    }
                     let child_meta = fs::symlink_metadata(&child_source)
                         .map_err(|e| TransferError::local("reading", child_source.display(), e))?;
+                    if let Some(why) = filter.rejects(name.as_encoded_bytes(), child_meta.is_dir())
+                    {
+                        observer.on_skipped(&child_source.display().to_string(), why);
+                        continue;
+                    }
                     if child_meta.file_type().is_symlink() {
                         observer.on_skipped(&child_source.display().to_string(), "a symbolic link");
                         continue;
@@ -250,6 +249,27 @@ where
     R: Read + Send + 'static,
     W: Write + ?Sized,
 {
+    send_files_resuming(reader, writer, entries, false, observer)
+}
+
+/// As [`send_files`]; with `ask_resume` (`udt send --resume`) the sender
+/// asks the receiver to continue what an interrupted run left there, even
+/// when the receiver was not started with `--resume` (a
+/// [`Frame::ResumeAsked`] after the greeting).
+///
+/// # Errors
+/// As [`send_files`].
+pub fn send_files_resuming<R, W>(
+    reader: R,
+    writer: &mut W,
+    entries: &[LocalEntry],
+    ask_resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<SendReport, TransferError>
+where
+    R: Read + Send + 'static,
+    W: Write + ?Sized,
+{
     let mut report = SendReport::default();
     for e in entries {
         match e.meta.kind {
@@ -270,6 +290,9 @@ where
         },
         &mut out,
     );
+    if ask_resume {
+        wire::encode(&Frame::ResumeAsked, &mut out);
+    }
     for e in entries {
         wire::encode(
             &Frame::Entry {
@@ -584,6 +607,7 @@ pub(crate) fn unexpected(phase: &str, frame: &Frame<'_>) -> TransferError {
         Frame::Hello { .. } => "hello",
         Frame::Entry { .. } => "entry",
         Frame::ListEnd => "list end",
+        Frame::ResumeAsked => "resume request",
         Frame::Have { .. } => "have",
         Frame::PlanEnd => "plan end",
         Frame::FileStart { .. } => "file start",

@@ -133,6 +133,30 @@ fn transfer(
     (sent, receiver.join().unwrap())
 }
 
+/// As [`transfer`], the sender run with `--resume`.
+fn transfer_asking_resume(
+    roots: &[PathBuf],
+    recv: RecvOptions,
+) -> (
+    Result<SendReport, TransferError>,
+    Result<RecvReport, TransferError>,
+) {
+    let (to_recv_w, to_recv_r) = pipe();
+    let (to_send_w, to_send_r) = pipe();
+    let receiver = thread::spawn(move || {
+        let mut w = to_send_w;
+        let r = receive(to_recv_r, &mut w, &recv, &mut Quiet);
+        drop(w);
+        r
+    });
+    let entries = scan(roots, &Limits::default(), &mut Quiet);
+    let sent = entries.and_then(|entries| {
+        let mut w = to_recv_w;
+        send_files_resuming(to_send_r, &mut w, &entries, true, &mut Quiet)
+    });
+    (sent, receiver.join().unwrap())
+}
+
 /// Deterministic pseudo-random contents.
 fn contents(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = udt_core::rng::Rng::new(seed);
@@ -1027,5 +1051,108 @@ fn a_failed_transfer_leaves_no_empty_directories() {
     // The peer's text is shown with the escape sequence defused.
     assert!(!e.to_string().contains('\x1b'), "{e}");
     assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+    let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
+fn the_sender_may_ask_to_resume() {
+    let base = scratch("sender-resume");
+    let data = contents(2_000_000, 8);
+    let src = base.join("big.bin");
+    fs::write(&src, &data).unwrap();
+    let out = base.join("out");
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join(".big.bin.udt-partial"), &data[..777_777]).unwrap();
+    // The receiver has no --resume; the sender asks.
+    let (s, r) = transfer_asking_resume(std::slice::from_ref(&src), opts(&out));
+    let (s, r) = (s.unwrap(), r.unwrap());
+    assert_eq!(s.bytes_resumed, 777_777);
+    assert_eq!(r.bytes_resumed, 777_777);
+    assert_eq!(s.bytes_sent, 2_000_000 - 777_777);
+    assert!(fs::read(out.join("big.bin")).unwrap() == data);
+    // Asked again, the complete file (with no partial file beside it to
+    // show a cut-off run) is a conflict: the sender's word alone may not
+    // have it compared, which would confirm guesses of its contents.
+    let (s, r) = transfer_asking_resume(std::slice::from_ref(&src), opts(&out));
+    assert!(matches!(r, Err(TransferError::Exists(_))), "{r:?}");
+    assert!(s.is_err());
+    // Without asking, the same, as before.
+    let (_, r) = transfer(std::slice::from_ref(&src), opts(&out));
+    assert!(matches!(r, Err(TransferError::Exists(_))), "{r:?}");
+    let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_sender_resume_adds_to_a_directory_only_where_a_run_was_cut_off() {
+    let base = scratch("sender-resume-dirs");
+    let src = base.join("photos");
+    fs::create_dir_all(src.join("2024")).unwrap();
+    let a = contents(300_000, 9);
+    let b = contents(500_000, 10);
+    fs::write(src.join("2024/a.jpg"), &a).unwrap();
+    fs::write(src.join("b.jpg"), &b).unwrap();
+    let out = base.join("out");
+    // What a cut-off run leaves: a.jpg done, b.jpg partial.
+    fs::create_dir_all(out.join("photos/2024")).unwrap();
+    fs::write(out.join("photos/2024/a.jpg"), &a).unwrap();
+    fs::write(out.join("photos/.b.jpg.udt-partial"), &b[..100_000]).unwrap();
+    let (s, r) = transfer_asking_resume(std::slice::from_ref(&src), opts(&out));
+    let (s, r) = (s.unwrap(), r.unwrap());
+    assert_eq!(s.bytes_resumed, 300_000 + 100_000);
+    assert_eq!(r.files_unchanged, 1);
+    assert!(fs::read(out.join("photos/b.jpg")).unwrap() == b);
+
+    // A directory that merely exists (no partial file of the list in
+    // it) is not added to on the sender's word: every such directory is
+    // named, nothing is written.
+    let out2 = base.join("out2");
+    fs::create_dir_all(out2.join("photos/2024")).unwrap();
+    let (s, r) = transfer_asking_resume(std::slice::from_ref(&src), opts(&out2));
+    let Err(TransferError::Exists(m)) = r else {
+        panic!("{r:?}")
+    };
+    assert!(m.contains("2 conflicts"), "{m}");
+    assert!(
+        m.contains("photos/2024") && m.contains("holds no partial file"),
+        "{m}"
+    );
+    assert!(s.is_err());
+    assert_eq!(
+        listing(&out2),
+        vec![out2.join("photos"), out2.join("photos/2024")]
+    );
+    // The receiver's own --resume still merges.
+    let mut o = opts(&out2);
+    o.resume = true;
+    let (s, r) = transfer(std::slice::from_ref(&src), o);
+    assert!(s.is_ok() && r.is_ok(), "{s:?} {r:?}");
+    let _ = fs::remove_dir_all(&base);
+}
+
+#[test]
+fn every_differing_complete_file_is_reported_not_just_the_first() {
+    let base = scratch("differing");
+    let mut roots = Vec::new();
+    let out = base.join("out");
+    fs::create_dir_all(&out).unwrap();
+    for n in ["a", "b", "c"] {
+        let p = base.join(n);
+        fs::write(&p, b"new").unwrap();
+        roots.push(p);
+    }
+    // Same sizes, other contents: only the sender's hash can tell.
+    fs::write(out.join("a"), b"old").unwrap();
+    fs::write(out.join("c"), b"OLD").unwrap();
+    let mut o = opts(&out);
+    o.resume = true;
+    let (s, r) = transfer(&roots, o);
+    let m = r.unwrap_err().to_string();
+    assert!(m.starts_with("2 files exist and differ"), "{m}");
+    assert!(m.contains("a, c"), "{m}");
+    assert_eq!(s.unwrap_err().exit_code(), exit::EXISTS);
+    // Nothing was replaced; the file that was missing arrived.
+    assert_eq!(fs::read(out.join("a")).unwrap(), b"old");
+    assert_eq!(fs::read(out.join("c")).unwrap(), b"OLD");
+    assert_eq!(fs::read(out.join("b")).unwrap(), b"new");
     let _ = fs::remove_dir_all(&base);
 }

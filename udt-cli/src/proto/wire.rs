@@ -52,6 +52,7 @@ mod code {
     pub(super) const HELLO: u8 = 0x01;
     pub(super) const ENTRY: u8 = 0x02;
     pub(super) const LIST_END: u8 = 0x03;
+    pub(super) const RESUME: u8 = 0x04;
     pub(super) const HAVE: u8 = 0x10;
     pub(super) const PLAN_END: u8 = 0x11;
     pub(super) const FILE_START: u8 = 0x20;
@@ -108,6 +109,11 @@ pub enum Frame<'a> {
     },
     /// Sender → receiver: the list is complete.
     ListEnd,
+    /// Sender → receiver, right after `Hello` (optional): the sender was
+    /// run with `--resume` and asks the receiver to continue its partial
+    /// files as if it had `--resume` itself (see `recv.rs` for what the
+    /// receiver grants).
+    ResumeAsked,
     /// Receiver → sender: what the receiver already has of file `index`
     /// (only with `--resume`).
     Have {
@@ -253,7 +259,7 @@ fn bounds(kind: u8) -> Option<(usize, usize)> {
     match kind {
         code::HELLO => exact(8 + 2 + 8 + 8),
         code::ENTRY => Some((ENTRY_FIXED, ENTRY_FIXED + MAX_PATH_BYTES)),
-        code::LIST_END | code::PLAN_END | code::DONE => exact(0),
+        code::LIST_END | code::RESUME | code::PLAN_END | code::DONE => exact(0),
         code::HAVE => exact(4 + 8 + HASH_LEN + 1),
         code::FILE_START => exact(4 + 8),
         code::DATA => Some((1, MAX_DATA)),
@@ -343,6 +349,7 @@ fn decode(kind: u8, payload: &[u8]) -> Result<Frame<'_>, WireError> {
             }
         }
         code::LIST_END => Frame::ListEnd,
+        code::RESUME => Frame::ResumeAsked,
         code::HAVE => Frame::Have {
             index: c.u32()?,
             len: c.u64()?,
@@ -421,6 +428,7 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
             code::ENTRY
         }
         Frame::ListEnd => code::LIST_END,
+        Frame::ResumeAsked => code::RESUME,
         Frame::Have {
             index,
             len,
@@ -555,6 +563,7 @@ mod tests {
             path: b"",
         });
         roundtrip(Frame::ListEnd);
+        roundtrip(Frame::ResumeAsked);
         roundtrip(Frame::Have {
             index: u32::MAX,
             len: 7,

@@ -19,8 +19,8 @@ use crate::ui::{self, CliError, Output};
 
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
-    duration_ms, msg_sent_ns, put_msg_header, Ack, Header, ServerReport, END_OF_CHUNKS, MAX_MSG,
-    MSG_HEADER,
+    chunk, duration_ms, msg_sent_ns, put_msg_header, read_chunks, Ack, Header, ServerReport,
+    END_OF_CHUNKS, MAX_MSG, MSG_HEADER,
 };
 use super::report::{
     mean, print_interval, print_interval_header, print_summary, BenchSummary, Interval, Latency,
@@ -47,6 +47,8 @@ pub struct ClientArgs {
     pub rate: u64,
     /// Time between interval lines.
     pub interval: Duration,
+    /// Reverse mode (`-R`): the server sends, this side receives.
+    pub reverse: bool,
     /// Transport options.
     pub net: NetOptions,
     /// Output mode.
@@ -96,6 +98,16 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
     if args.msg_size.is_some() && args.net.transport == Transport::Tcp {
         return Err(CliError::usage("--msg needs UDT: TCP has no message mode"));
     }
+    if args.reverse && args.msg_size.is_some() {
+        return Err(CliError::usage(
+            "-R (reverse) is for stream mode: --msg already measures both directions",
+        ));
+    }
+    if args.reverse && args.net.max_rate.is_some() {
+        return Err(CliError::usage(
+            "with -R the server sends: give -b to `udt bench -s` instead",
+        ));
+    }
     let output = args.output;
     let test_id = test_id();
     let shared = Arc::new(Shared::new(args.parallel));
@@ -106,10 +118,15 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
         "stream"
     };
     output.say(format_args!(
-        "udt bench: {} connection{} to {} ({mode} mode, {} s)",
+        "udt bench: {} connection{} to {} ({mode} mode{}, {} s)",
         args.parallel,
         if args.parallel == 1 { "" } else { "s" },
         args.target,
+        if args.reverse {
+            ", reverse: the server sends"
+        } else {
+            ""
+        },
         args.duration.as_secs_f64()
     ));
     // Connect every stream first and hear each server answer: a missing
@@ -155,7 +172,12 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
                     }
                 };
                 if let Ok((_, deadline)) = go_rx.recv() {
-                    let _ = tx.send(run_stream(conn, index as usize, deadline, &s));
+                    let outcome = if a.reverse {
+                        receive_stream(conn, index as usize, &s)
+                    } else {
+                        run_stream(conn, index as usize, deadline, &s)
+                    };
+                    let _ = tx.send(outcome);
                 }
             }));
         }
@@ -219,29 +241,53 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
         return Err(CliError::interrupted("interrupted"));
     }
     let elapsed = start.elapsed();
-    let sent_bytes: u64 = shared.per_stream().iter().sum();
-    let received_bytes: u64 = server.iter().map(|r| r.bytes).sum();
-    let received_seconds = server.iter().map(|r| r.seconds).fold(0.0, f64::max);
+    let ours: u64 = shared.per_stream().iter().sum();
+    let theirs: u64 = server.iter().map(|r| r.bytes).sum();
+    let server_seconds = server.iter().map(|r| r.seconds).fold(0.0, f64::max);
+    let our_seconds = sent_time.as_secs_f64();
+    // Who sent and who received: the client, unless -R.
+    let ((sent_bytes, sent_seconds), (received_bytes, received_seconds)) = if args.reverse {
+        ((theirs, server_seconds), (ours, our_seconds))
+    } else {
+        ((ours, our_seconds), (theirs, server_seconds))
+    };
+    let rate = |bytes: u64, seconds: f64| {
+        ui::round3(if seconds > 0.0 {
+            bytes as f64 * 8.0 / seconds / 1e6
+        } else {
+            0.0
+        })
+    };
+    let (rtt_ms, retransmitted, lost) = if args.reverse {
+        (
+            mean(server.iter().filter_map(|r| r.rtt_ms)),
+            server.iter().map(|r| r.packets_retransmitted).sum(),
+            links.iter().map(|l| l.packets_lost).sum(),
+        )
+    } else {
+        (
+            mean(links.iter().filter_map(|l| l.rtt_ms)),
+            links.iter().map(|l| l.packets_retransmitted).sum(),
+            server.iter().map(|r| r.packets_lost).sum(),
+        )
+    };
     let summary = BenchSummary {
         command: "bench",
         ok: true,
         transport: args.net.transport,
         mode,
+        reverse: args.reverse,
         parallel: args.parallel,
         intervals,
         sent_bytes,
-        sent_seconds: ui::round3(sent_time.as_secs_f64()),
-        sent_mbps: ui::round3(ui::mbps(sent_bytes, sent_time)),
+        sent_seconds: ui::round3(sent_seconds),
+        sent_mbps: rate(sent_bytes, sent_seconds),
         received_bytes,
         received_seconds: ui::round3(received_seconds),
-        received_mbps: ui::round3(if received_seconds > 0.0 {
-            received_bytes as f64 * 8.0 / received_seconds / 1e6
-        } else {
-            0.0
-        }),
-        rtt_ms: mean(links.iter().filter_map(|l| l.rtt_ms)).map(ui::round3),
-        retransmitted: links.iter().map(|l| l.packets_retransmitted).sum(),
-        lost: server.iter().map(|r| r.packets_lost).sum(),
+        received_mbps: rate(received_bytes, received_seconds),
+        rtt_ms: rtt_ms.map(ui::round3),
+        retransmitted,
+        lost,
         cpu_client_percent: ui::round3(cpu_percent(cpu0, elapsed)),
         cpu_server_percent: ui::round3(server.iter().map(|r| r.cpu_percent).fold(0.0, f64::max)),
         latency: hist.as_ref().map(Latency::of),
@@ -328,6 +374,7 @@ fn open_stream(
     }
     let header = Header {
         msg: false,
+        reverse: args.reverse,
         index,
         parallel: args.parallel,
         duration_ms: duration_ms(args.duration),
@@ -346,11 +393,7 @@ fn open_stream(
 fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Shared) -> Outcome {
     let started = Instant::now();
     let broke = |e| CliError::io("the bench connection broke", e);
-    let mut chunk = vec![0u8; 4 + CHUNK];
-    chunk[..4].copy_from_slice(&(CHUNK as u32).to_be_bytes());
-    for (i, b) in chunk[4..].iter_mut().enumerate() {
-        *b = (i * 7) as u8;
-    }
+    let chunk = chunk(CHUNK as u32);
     while Instant::now() < deadline && !shared.stop.load(Ordering::Relaxed) {
         conn.write_all(&chunk).map_err(broke)?;
         shared.add(index, CHUNK as u64);
@@ -361,6 +404,24 @@ fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Shared) 
     let link = conn.stats();
     let _ = conn.finish();
     Ok((report, link, None, sent_time))
+}
+
+/// Reverse mode: counts what the server sends on stream `index` until its
+/// zero length, then reads its report. The receiving time (first byte
+/// expected to the end) stands in for the sending time.
+fn receive_stream(mut conn: Conn, index: usize, shared: &Shared) -> Outcome {
+    let started = Instant::now();
+    conn.set_read_timeout(Some(Duration::from_secs(30)));
+    read_chunks(
+        &mut conn,
+        |n| shared.add(index, n),
+        || !shared.stop.load(Ordering::Relaxed),
+    )?;
+    let received_time = started.elapsed();
+    let report = ServerReport::read_from(&mut conn)?;
+    let link = conn.stats();
+    let _ = conn.finish();
+    Ok((report, link, None, received_time))
 }
 
 /// A message test's connections, made before the clock starts.
@@ -381,6 +442,7 @@ fn open_messages(
         .map_err(|e| CliError::io(&format!("cannot connect to {}", args.target), e))?;
     let header = Header {
         msg: true,
+        reverse: false,
         index: 0,
         parallel: args.parallel,
         duration_ms: duration_ms(args.duration),

@@ -48,7 +48,7 @@ mod tests {
         let quiet = Output::quiet();
         let server_net = net.clone();
         thread::spawn(move || {
-            for _ in 0..3 {
+            for _ in 0..4 {
                 let conn = listener.accept().unwrap();
                 let n = server_net.clone();
                 thread::spawn(move || serve_conn(conn, &n, quiet, &server::Budget::default()));
@@ -61,6 +61,7 @@ mod tests {
             msg_size: None,
             rate: 0,
             interval: Duration::from_secs(1),
+            reverse: false,
             net,
             output: quiet,
         };
@@ -72,12 +73,23 @@ mod tests {
             parallel: 1,
             msg_size: Some(1000),
             rate: 2000,
-            ..base
+            ..base.clone()
         })
         .unwrap();
         let lat = m.latency.unwrap();
         assert!(lat.count > 100, "{lat:?}");
         assert!(lat.p50_us <= lat.p99_us && lat.p99_us <= lat.max_us);
         assert_eq!(m.sent_bytes, m.received_bytes);
+        // Reverse: the server sends, for the test's duration.
+        let r = client(&ClientArgs {
+            reverse: true,
+            parallel: 1,
+            ..base
+        })
+        .unwrap();
+        assert!(r.reverse);
+        assert!(r.received_bytes > 0);
+        assert_eq!(r.sent_bytes, r.received_bytes);
+        assert!(r.sent_seconds >= 0.6, "{r:?}");
     }
 }

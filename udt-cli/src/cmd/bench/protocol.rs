@@ -13,7 +13,12 @@ use crate::ui::CliError;
 
 const MAGIC: [u8; 8] = *b"UDTBENCH";
 /// Version 2: the server answers the header at once with an [`Ack`] line.
-const VERSION: u8 = 2;
+/// Version 3: the mode byte is a set of flags, with reverse mode (`-R`).
+const VERSION: u8 = 3;
+/// Mode flag: message mode.
+const FLAG_MSG: u8 = 1;
+/// Mode flag: reverse, the server sends (stream mode only).
+const FLAG_REVERSE: u8 = 2;
 /// Longest acknowledgement line accepted.
 const MAX_ACK: usize = 4096;
 /// Bytes of an encoded [`Header`].
@@ -35,6 +40,8 @@ pub(super) const END_OF_CHUNKS: [u8; 4] = 0u32.to_be_bytes();
 pub(super) struct Header {
     /// Message mode (a control stream) rather than stream mode.
     pub(super) msg: bool,
+    /// Reverse stream mode: the server sends, the client receives.
+    pub(super) reverse: bool,
     /// Which of the `parallel` connections this is.
     pub(super) index: u32,
     /// Connections in the test.
@@ -53,7 +60,7 @@ impl Header {
         let mut b = [0u8; HEADER_LEN];
         b[..8].copy_from_slice(&MAGIC);
         b[8] = VERSION;
-        b[9] = u8::from(self.msg);
+        b[9] = if self.msg { FLAG_MSG } else { 0 } | if self.reverse { FLAG_REVERSE } else { 0 };
         b[10..14].copy_from_slice(&self.index.to_be_bytes());
         b[14..18].copy_from_slice(&self.parallel.to_be_bytes());
         b[18..22].copy_from_slice(&self.duration_ms.to_be_bytes());
@@ -83,8 +90,12 @@ impl Header {
         let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let mut id = [0u8; 8];
         id.copy_from_slice(&b[26..34]);
+        if b[9] & !(FLAG_MSG | FLAG_REVERSE) != 0 {
+            return Err(format!("unknown bench mode flags {:#x}", b[9]));
+        }
         let h = Header {
-            msg: b[9] != 0,
+            msg: b[9] & FLAG_MSG != 0,
+            reverse: b[9] & FLAG_REVERSE != 0,
             index: u32_at(10),
             parallel: u32_at(14),
             duration_ms: u32_at(18),
@@ -93,6 +104,9 @@ impl Header {
         };
         if h.parallel == 0 || h.parallel > 128 || h.index >= h.parallel {
             return Err("bad parallel count".into());
+        }
+        if h.msg && h.reverse {
+            return Err("reverse mode (-R) is for stream mode only".into());
         }
         if h.msg && !(MSG_HEADER as u32..=MAX_MSG).contains(&h.msg_size) {
             return Err("message size out of range".into());
@@ -175,6 +189,54 @@ impl Ack {
     }
 }
 
+/// One stream-mode chunk on the wire: its length (`len`, at most
+/// [`MAX_CHUNK`]) and `len` bytes of a fixed pattern.
+pub(super) fn chunk(len: u32) -> Vec<u8> {
+    let mut chunk = vec![0u8; 4 + len as usize];
+    chunk[..4].copy_from_slice(&len.to_be_bytes());
+    for (i, b) in chunk[4..].iter_mut().enumerate() {
+        *b = (i * 7) as u8;
+    }
+    chunk
+}
+
+/// Reads stream-mode chunks until the zero length, calling `counted` with
+/// the bytes of each piece as it arrives and `keep_going` between pieces
+/// (false stops with an `Interrupted` error).
+///
+/// # Errors
+/// A broken connection (exit 3), a chunk over [`MAX_CHUNK`] (exit 5), or
+/// the stop.
+pub(super) fn read_chunks(
+    conn: &mut Conn,
+    mut counted: impl FnMut(u64),
+    mut keep_going: impl FnMut() -> bool,
+) -> Result<(), CliError> {
+    let broke = |e| CliError::io("the bench connection broke", e);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let mut lb = [0u8; 4];
+        conn.read_exact(&mut lb).map_err(broke)?;
+        let len = u32::from_be_bytes(lb);
+        if len == 0 {
+            return Ok(());
+        }
+        if len > MAX_CHUNK {
+            return Err(CliError::new(exit::PROTOCOL, "bench chunk too large"));
+        }
+        let mut left = len as usize;
+        while left > 0 {
+            if !keep_going() {
+                return Err(CliError::interrupted("interrupted"));
+            }
+            let n = left.min(buf.len());
+            conn.read_exact(&mut buf[..n]).map_err(broke)?;
+            left -= n;
+            counted(n as u64);
+        }
+    }
+}
+
 /// A duration as the header's millisecond field (saturating).
 pub(super) fn duration_ms(d: Duration) -> u32 {
     d.as_millis().min(u128::from(u32::MAX)) as u32
@@ -196,7 +258,7 @@ pub(super) fn msg_sent_ns(echo: &[u8]) -> Option<u64> {
 /// What the server measured, sent back as one JSON line.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ServerReport {
-    /// Payload bytes received.
+    /// Payload bytes received (sent, in reverse mode).
     pub bytes: u64,
     /// Messages received (message mode).
     pub messages: u64,
@@ -208,6 +270,12 @@ pub struct ServerReport {
     pub packets_lost: Option<u64>,
     /// Data packets the server received.
     pub packets_received: Option<u64>,
+    /// Reverse mode: the server's smoothed RTT at the end, ms.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
+    /// Reverse mode: data packets the server retransmitted.
+    #[serde(default)]
+    pub packets_retransmitted: Option<u64>,
 }
 
 impl ServerReport {
@@ -245,6 +313,7 @@ mod tests {
     fn header_roundtrips_and_rejects_garbage() {
         let h = Header {
             msg: true,
+            reverse: false,
             index: 2,
             parallel: 4,
             duration_ms: 1000,
@@ -261,6 +330,19 @@ mod tests {
         let mut bad = h;
         bad.msg_size = 1 << 30;
         assert!(Header::decode(&bad.encode()).is_err());
+        // Reverse mode round-trips in stream mode, is refused with messages.
+        let rev = Header {
+            msg: false,
+            reverse: true,
+            ..h
+        };
+        assert_eq!(Header::decode(&rev.encode()), Ok(rev));
+        let mut bad = rev;
+        bad.msg = true;
+        assert!(Header::decode(&bad.encode()).is_err());
+        let mut unknown = rev.encode();
+        unknown[9] |= 0x80;
+        assert!(Header::decode(&unknown).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::net::Transport;
 use crate::ui::{self, Output};
 
-use super::protocol::ServerReport;
+use super::protocol::{Header, ServerReport};
 
 /// One per-second line.
 #[derive(Clone, Debug, Serialize)]
@@ -74,27 +74,31 @@ pub struct BenchSummary {
     pub transport: Transport,
     /// `"stream"` or `"message"`.
     pub mode: &'static str,
+    /// Reverse mode (`-R`): the server sent, the client received.
+    pub reverse: bool,
     /// Connections.
     pub parallel: u32,
     /// Per-second samples.
     pub intervals: Vec<Interval>,
-    /// Bytes the client wrote.
+    /// Bytes the sending side wrote (the client; the server with `-R`).
     pub sent_bytes: u64,
-    /// Seconds the client wrote for (until the last byte was acknowledged).
+    /// Seconds the sending side wrote for (until the last byte was
+    /// acknowledged).
     pub sent_seconds: f64,
-    /// Client throughput, megabits per second.
+    /// Sending throughput, megabits per second.
     pub sent_mbps: f64,
-    /// Bytes the server received.
+    /// Bytes the receiving side received (the server; the client with
+    /// `-R`).
     pub received_bytes: u64,
-    /// Seconds the server measured.
+    /// Seconds the receiving side measured.
     pub received_seconds: f64,
-    /// Server throughput, megabits per second.
+    /// Receiving throughput, megabits per second.
     pub received_mbps: f64,
     /// Smoothed RTT at the end (mean over connections), ms.
     pub rtt_ms: Option<f64>,
-    /// Packets retransmitted by the client.
+    /// Packets retransmitted by the sending side.
     pub retransmitted: Option<u64>,
-    /// Packets lost: found missing by the server.
+    /// Packets lost: found missing by the receiving side.
     pub lost: Option<u64>,
     /// Client process CPU, percent of one core.
     pub cpu_client_percent: f64,
@@ -208,16 +212,19 @@ pub(super) fn print_server_interval(
 /// The server's line for one finished test.
 pub(super) fn print_server_result(
     output: Output,
-    messages: bool,
+    header: &Header,
     peer: Option<SocketAddr>,
     report: &ServerReport,
     elapsed: Duration,
 ) {
+    let messages = header.msg;
     output.say(format_args!(
-        "udt bench: {} from {}: {} in {:.2} s = {}{} (server CPU {:.0}%)",
-        if messages { "messages" } else { "stream" },
-        peer.map(|p| p.to_string())
-            .unwrap_or_else(|| "an unknown peer".into()),
+        "udt bench: {}: {} in {:.2} s = {}{} (server CPU {:.0}%)",
+        match (messages, header.reverse) {
+            (true, _) => format!("messages from {}", shown(peer)),
+            (false, true) => format!("stream to {} (reverse)", shown(peer)),
+            (false, false) => format!("stream from {}", shown(peer)),
+        },
         ui::bytes(report.bytes),
         report.seconds,
         ui::bitrate(ui::mbps(report.bytes, elapsed) * 1e6),
@@ -228,4 +235,10 @@ pub(super) fn print_server_result(
         },
         report.cpu_percent
     ));
+}
+
+/// A peer address for the server's lines.
+fn shown(peer: Option<SocketAddr>) -> String {
+    peer.map(|p| p.to_string())
+        .unwrap_or_else(|| "an unknown peer".into())
 }

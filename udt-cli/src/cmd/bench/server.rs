@@ -18,7 +18,8 @@ use crate::ui::{CliError, Output};
 
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
-    is_file_hello, Ack, Header, ServerReport, HEADER_LEN, MAX_CHUNK, MSG_HEADER,
+    chunk, is_file_hello, read_chunks, Ack, Header, ServerReport, END_OF_CHUNKS, HEADER_LEN,
+    MSG_HEADER,
 };
 use super::report::{print_server_interval, print_server_result};
 use crate::proto::wire;
@@ -237,6 +238,11 @@ fn serve_test(
     let mut report = ServerReport::default();
     if header.msg {
         serve_messages(conn, header, net_opts, &mut report)?;
+    } else if header.reverse {
+        send_chunks(conn, header, &mut report, output)?;
+        let link = conn.stats();
+        report.rtt_ms = link.rtt_ms;
+        report.packets_retransmitted = link.packets_retransmitted;
     } else {
         receive_chunks(conn, &mut report, output)?;
         let link = conn.stats();
@@ -249,7 +255,7 @@ fn serve_test(
     conn.set_write_timeout(None);
     conn.write_all(&report.to_line()?)
         .map_err(|e| CliError::io("sending the report", e))?;
-    print_server_result(output, header.msg, peer, &report, elapsed);
+    print_server_result(output, header, peer, &report, elapsed);
     Ok(())
 }
 
@@ -262,36 +268,82 @@ fn receive_chunks(
     output: Output,
 ) -> Result<(), CliError> {
     conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let peer = conn
-        .peer_addr()
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "?".into());
-    let start = Instant::now();
-    let (mut tick, mut at_tick) = (start, 0u64);
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let mut lb = [0u8; 4];
-        conn.read_exact(&mut lb)
-            .map_err(|e| CliError::io("the bench connection broke", e))?;
-        let len = u32::from_be_bytes(lb);
-        if len == 0 {
-            return Ok(());
+    let mut interval = ServerIntervals::new(conn, output);
+    read_chunks(
+        conn,
+        |n| {
+            report.bytes += n;
+            interval.tick(report.bytes);
+        },
+        || true,
+    )
+}
+
+/// Reverse mode (`-R`): sends chunks for the test's duration, with an
+/// interval line every second, then the zero length.
+fn send_chunks(
+    conn: &mut Conn,
+    header: &Header,
+    report: &mut ServerReport,
+    output: Output,
+) -> Result<(), CliError> {
+    let broke = |e| CliError::io("the bench connection broke", e);
+    let deadline = Instant::now() + Duration::from_millis(u64::from(header.duration_ms));
+    let data = chunk(REVERSE_CHUNK);
+    let mut interval = ServerIntervals::new(conn, output);
+    while Instant::now() < deadline {
+        if signals::interrupted() {
+            return Err(CliError::interrupted("interrupted"));
         }
-        if len > MAX_CHUNK {
-            return Err(CliError::new(exit::PROTOCOL, "bench chunk too large"));
+        conn.write_all(&data).map_err(broke)?;
+        report.bytes += u64::from(REVERSE_CHUNK);
+        interval.tick(report.bytes);
+    }
+    conn.write_all(&END_OF_CHUNKS).map_err(broke)
+}
+
+/// Bytes per chunk the server writes in reverse mode: small enough for
+/// the Ctrl-C check and the interval lines to come often.
+const REVERSE_CHUNK: u32 = 256 * 1024;
+
+/// The server's interval lines for one stream: one per second of bytes
+/// moved, either way.
+struct ServerIntervals {
+    peer: String,
+    output: Output,
+    start: Instant,
+    tick: Instant,
+    at_tick: u64,
+}
+
+impl ServerIntervals {
+    fn new(conn: &Conn, output: Output) -> ServerIntervals {
+        let start = Instant::now();
+        ServerIntervals {
+            peer: conn
+                .peer_addr()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "?".into()),
+            output,
+            start,
+            tick: start,
+            at_tick: 0,
         }
-        let mut left = len as usize;
-        while left > 0 {
-            let n = left.min(buf.len());
-            conn.read_exact(&mut buf[..n])
-                .map_err(|e| CliError::io("the bench connection broke", e))?;
-            left -= n;
-        }
-        report.bytes += u64::from(len);
+    }
+
+    /// `total` bytes have moved so far: prints a line when a second passed.
+    fn tick(&mut self, total: u64) {
         let now = Instant::now();
-        if now - tick >= Duration::from_secs(1) {
-            print_server_interval(output, &peer, start, tick, now, report.bytes - at_tick);
-            (tick, at_tick) = (now, report.bytes);
+        if now - self.tick >= Duration::from_secs(1) {
+            print_server_interval(
+                self.output,
+                &self.peer,
+                self.start,
+                self.tick,
+                now,
+                total - self.at_tick,
+            );
+            (self.tick, self.at_tick) = (now, total);
         }
     }
 }
@@ -304,7 +356,8 @@ fn serve_messages(
     report: &mut ServerReport,
 ) -> Result<(), CliError> {
     let local_ip = match control {
-        Conn::Udt { stream, .. } => stream.local_addr().ip(),
+        // A mapped IPv4 address (dual-stack listener) binds as IPv4.
+        Conn::Udt { stream, .. } => stream.local_addr().ip().to_canonical(),
         Conn::Tcp(_) => return Err(CliError::usage("message mode needs UDT")),
     };
     let (ep, listener) = net::listen_messages(SocketAddr::new(local_ip, 0), net_opts)

@@ -42,6 +42,12 @@ pub(super) const LAST_WORDS: Duration = Duration::from_secs(1);
 /// The linger of `udt send` (see [`crate::net::NetOptions::linger`]).
 pub const SENDER_LINGER: Duration = Duration::from_millis(500);
 
+/// The linger of `udt recv`: its last frame (the result) is tiny and a
+/// real sender is waiting to read it, so a peer that has not read it
+/// after this long never will; without a bound the close would wait the
+/// library's 180 s for that peer's reader.
+pub const RECEIVER_LINGER: Duration = Duration::from_secs(3);
+
 /// The summary of one transfer, as printed with `--json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct TransferSummary {

@@ -12,7 +12,10 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{refuse, TransferSummary, DEFAULT_IDLE, GREETING_TIMEOUT, LAST_WORDS, MAX_CONNECTIONS};
+use super::{
+    refuse, TransferSummary, DEFAULT_IDLE, GREETING_TIMEOUT, LAST_WORDS, MAX_CONNECTIONS,
+    RECEIVER_LINGER,
+};
 use crate::net::{AllowList, Conn, Listener, NetOptions};
 use crate::proto::{self, exit, Observer, RecvOptions, RelPath, TransferError};
 use crate::signals;
@@ -141,6 +144,9 @@ struct Gate {
 /// Ctrl-C.
 pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
     check_out_dir(&args.options.out)?;
+    let mut bounded = args.clone();
+    bounded.net.linger = Some(RECEIVER_LINGER);
+    let args = &bounded;
     let gate = Gate {
         one_shot: true,
         claimed: AtomicBool::new(false),
@@ -327,7 +333,7 @@ fn serve(
         .map_err(|e| CliError::io("cannot use the connection", e))?;
     let peer = watched.peer_addr();
     let mut observer = Serving {
-        bar: BarObserver::new(args.output),
+        bar: BarObserver::new(args.output).receiving(),
         gate,
         claimed,
         conn: &control,
@@ -356,7 +362,7 @@ pub fn serve_one(
     net: &NetOptions,
     output: Output,
 ) -> Result<TransferSummary, CliError> {
-    let mut observer = BarObserver::new(output);
+    let mut observer = BarObserver::new(output).receiving();
     receive_on(
         Watched::new(conn, Some(DEFAULT_IDLE)),
         options,
@@ -429,7 +435,7 @@ fn recv_error(e: TransferError) -> CliError {
     };
     if resumable {
         err.message
-            .push_str("; partial files are kept: run again with --resume to continue");
+            .push_str("; partial files are kept: run again with --resume to continue (or the sender with --resume)");
     }
     err
 }

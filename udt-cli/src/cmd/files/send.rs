@@ -24,6 +24,11 @@ pub struct SendArgs {
     pub allow: AllowList,
     /// Names to leave out (`--exclude`, shell patterns).
     pub excludes: Vec<String>,
+    /// When not empty, the only file names to send (`--include`).
+    pub includes: Vec<String>,
+    /// Ask the receiver to continue what an interrupted run left there
+    /// (`--resume`).
+    pub resume: bool,
     /// Transport options.
     pub net: NetOptions,
     /// How long the transfer may make no progress.
@@ -43,12 +48,11 @@ pub fn send(args: &SendArgs) -> Result<TransferSummary, CliError> {
     let mut observer = BarObserver::new(args.output);
     let mut net = args.net.clone();
     net.linger = Some(SENDER_LINGER);
-    let entries = proto::scan_excluding(
-        &args.paths,
-        &Limits::default(),
-        &args.excludes,
-        &mut observer,
-    )?;
+    let filter = proto::glob::Filter {
+        excludes: args.excludes.clone(),
+        includes: args.includes.clone(),
+    };
+    let entries = proto::scan_filtered(&args.paths, &Limits::default(), &filter, &mut observer)?;
     if entries.is_empty() {
         return Err(CliError::usage(
             "nothing to send: every path given was skipped (only files and directories can be sent)",
@@ -75,6 +79,7 @@ pub fn send(args: &SendArgs) -> Result<TransferSummary, CliError> {
         &entries,
         &net,
         args.idle,
+        args.resume,
         args.output,
         &mut observer,
         start,
@@ -127,6 +132,7 @@ fn send_listening(
             entries,
             net,
             args.idle,
+            args.resume,
             args.output,
             &mut attempt,
             Instant::now(),
@@ -146,15 +152,18 @@ fn send_listening(
     }
 }
 
-/// Sends `entries` over an established connection and prints the summary.
+/// Sends `entries` over an established connection and prints the summary;
+/// with `resume`, asks the receiver to continue an interrupted transfer.
 ///
 /// # Errors
 /// As [`send`].
+#[allow(clippy::too_many_arguments)]
 pub fn send_over(
     conn: Conn,
     entries: &[proto::LocalEntry],
     net: &NetOptions,
     idle: Duration,
+    resume: bool,
     output: Output,
     observer: &mut BarObserver,
     start: Instant,
@@ -168,7 +177,7 @@ pub fn send_over(
         .try_clone()
         .map_err(|e| CliError::io("cannot use the connection", e))?;
     observer.set_unacked_probe(Box::new(move || probe.unacknowledged_bytes()));
-    let result = proto::send_files(reader, &mut writer, entries, observer);
+    let result = proto::send_files_resuming(reader, &mut writer, entries, resume, observer);
     observer.finish();
     let report = match result {
         Ok(r) => r,
@@ -221,8 +230,7 @@ fn send_error(e: TransferError) -> CliError {
     };
     if resumable {
         err.message.push_str(
-            "; the receiver keeps what arrived: run the same command again, with `udt recv --resume` \
-             on the other side, to continue",
+            "; the receiver keeps what arrived: run the same command again with --resume to continue",
         );
     }
     err
