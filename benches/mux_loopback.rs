@@ -15,27 +15,13 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{cpu_time, env};
 use udt::{Config, Endpoint, EndpointConfig};
 
 const CHUNK: usize = 256 << 10;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// User + system CPU time of the whole process so far.
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage writes one rusage struct we own.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
 
 /// Resident set size in KiB (Linux), or 0 elsewhere.
 fn rss_kib() -> u64 {
