@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use harness::{args, Peer};
+use harness::{udt4_stream_elapsed, udt4_stream_receiver, udt4_stream_sender};
 use udt::Endpoint;
 use udt_relay::{Impairment, Loss, Relay, RelayConfig};
 
@@ -39,41 +39,6 @@ fn localhost() -> SocketAddr {
 
 fn endpoint() -> Endpoint {
     Endpoint::bind(localhost()).expect("bind an endpoint")
-}
-
-/// A UDT4 server receiving `bytes` unchecked; returns its measured time.
-fn udt4_receiver(bytes: u64) -> (Peer, SocketAddr) {
-    let mut server = Peer::spawn(
-        "stream_server",
-        &args(&[
-            ("bind", "127.0.0.1:0".into()),
-            ("expect", bytes.to_string()),
-            ("verify", "0".into()),
-        ]),
-        LIMIT,
-    );
-    let addr = server.ready_addr();
-    (server, addr)
-}
-
-fn udt4_elapsed(server: &mut Peer, bytes: u64) -> Duration {
-    let r = server.expect_line("RESULT", LIMIT);
-    assert_eq!(r.num("bytes") as u64, bytes, "{}", r.line);
-    let ms: f64 = r.get("elapsed_ms").parse().expect("elapsed_ms");
-    server.expect_success(Duration::from_secs(30));
-    Duration::from_secs_f64(ms / 1000.0)
-}
-
-fn udt4_sender(to: SocketAddr, bytes: u64) -> Peer {
-    Peer::spawn(
-        "stream_client",
-        &args(&[
-            ("connect", to.to_string()),
-            ("bytes", bytes.to_string()),
-            ("verify", "0".into()),
-        ]),
-        LIMIT,
-    )
 }
 
 /// Our sender: one reused buffer, then an orderly close.
@@ -127,26 +92,26 @@ fn path_to(server: SocketAddr, loss: Option<f64>) -> (Option<Relay>, SocketAddr)
 }
 
 fn udt4_to_udt4(bytes: u64, loss: Option<f64>) -> Duration {
-    let (mut server, addr) = udt4_receiver(bytes);
+    let (mut server, addr) = udt4_stream_receiver(bytes, LIMIT);
     let (_relay, to) = path_to(addr, loss);
-    let mut client = udt4_sender(to, bytes);
-    let t = udt4_elapsed(&mut server, bytes);
+    let mut client = udt4_stream_sender(to, bytes, LIMIT);
+    let t = udt4_stream_elapsed(&mut server, bytes, LIMIT);
     client.expect_success(Duration::from_secs(60));
     t
 }
 
 fn ours_to_udt4(bytes: u64, loss: Option<f64>) -> Duration {
-    let (mut server, addr) = udt4_receiver(bytes);
+    let (mut server, addr) = udt4_stream_receiver(bytes, LIMIT);
     let (_relay, to) = path_to(addr, loss);
     ours_send(to, bytes);
-    udt4_elapsed(&mut server, bytes)
+    udt4_stream_elapsed(&mut server, bytes, LIMIT)
 }
 
 fn udt4_to_ours(bytes: u64, loss: Option<f64>) -> Duration {
     let ep = endpoint();
     let listener = ep.listen(4).expect("listen");
     let (_relay, to) = path_to(ep.local_addr(), loss);
-    let mut client = udt4_sender(to, bytes);
+    let mut client = udt4_stream_sender(to, bytes, LIMIT);
     let t = ours_receive(&listener, bytes);
     client.expect_success(Duration::from_secs(60));
     t

@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::{args, Peer};
+use harness::{udt4_stream_elapsed, udt4_stream_receiver, udt4_stream_sender};
 use udt::Endpoint;
 use udt_core::cc::CcAlgorithm;
 use udt_core::sim::scenario::Scenario;
@@ -106,40 +106,6 @@ struct Outcome {
 
 fn mbps(bytes: u64, t: Duration) -> f64 {
     bytes as f64 * 8.0 / t.as_secs_f64().max(1e-9) / 1e6
-}
-
-fn udt4_receiver(bytes: u64) -> (Peer, SocketAddr) {
-    let mut server = Peer::spawn(
-        "stream_server",
-        &args(&[
-            ("bind", "127.0.0.1:0".into()),
-            ("expect", bytes.to_string()),
-            ("verify", "0".into()),
-        ]),
-        LIMIT,
-    );
-    let addr = server.ready_addr();
-    (server, addr)
-}
-
-fn udt4_elapsed(server: &mut Peer, bytes: u64) -> Duration {
-    let r = server.expect_line("RESULT", LIMIT);
-    assert_eq!(r.num("bytes") as u64, bytes, "{}", r.line);
-    let ms: f64 = r.get("elapsed_ms").parse().expect("elapsed_ms");
-    server.expect_success(Duration::from_secs(30));
-    Duration::from_secs_f64(ms / 1000.0)
-}
-
-fn udt4_sender(to: SocketAddr, bytes: u64) -> Peer {
-    Peer::spawn(
-        "stream_client",
-        &args(&[
-            ("connect", to.to_string()),
-            ("bytes", bytes.to_string()),
-            ("verify", "0".into()),
-        ]),
-        LIMIT,
-    )
 }
 
 /// Our sender with controller `cc`: writes `bytes`, closes, and samples its
@@ -226,10 +192,10 @@ impl Transfer {
         let base = s.rtt();
         match self {
             Transfer::Udt4ToUdt4 => {
-                let (mut server, addr) = udt4_receiver(bytes);
+                let (mut server, addr) = udt4_stream_receiver(bytes, LIMIT);
                 let relay = relay_to(addr, s, seed);
-                let mut client = udt4_sender(relay.local_addr(), bytes);
-                let t = udt4_elapsed(&mut server, bytes);
+                let mut client = udt4_stream_sender(relay.local_addr(), bytes, LIMIT);
+                let t = udt4_stream_elapsed(&mut server, bytes, LIMIT);
                 client.expect_success(Duration::from_secs(60));
                 Outcome {
                     mbps: mbps(bytes, t),
@@ -237,10 +203,10 @@ impl Transfer {
                 }
             }
             Transfer::OursToUdt4(cc) => {
-                let (mut server, addr) = udt4_receiver(bytes);
+                let (mut server, addr) = udt4_stream_receiver(bytes, LIMIT);
                 let relay = relay_to(addr, s, seed);
                 let queue_ms = ours_send(relay.local_addr(), bytes, cc, base);
-                let t = udt4_elapsed(&mut server, bytes);
+                let t = udt4_stream_elapsed(&mut server, bytes, LIMIT);
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms,
@@ -250,7 +216,7 @@ impl Transfer {
                 let ep = Endpoint::bind(localhost()).expect("bind an endpoint");
                 let listener = ep.listen(4).expect("listen");
                 let relay = relay_to(ep.local_addr(), s, seed);
-                let mut client = udt4_sender(relay.local_addr(), bytes);
+                let mut client = udt4_stream_sender(relay.local_addr(), bytes, LIMIT);
                 let t = ours_receive(&listener, bytes);
                 client.expect_success(Duration::from_secs(60));
                 Outcome {

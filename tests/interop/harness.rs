@@ -684,3 +684,41 @@ impl Drop for CpuLoad {
         }
     }
 }
+
+/// A UDT4 `stream_server` receiving `bytes` unchecked (benchmarks): the
+/// peer and the address it listens on.
+pub fn udt4_stream_receiver(bytes: u64, limit: Duration) -> (Peer, SocketAddr) {
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[
+            ("bind", "127.0.0.1:0".into()),
+            ("expect", bytes.to_string()),
+            ("verify", "0".into()),
+        ]),
+        limit,
+    );
+    let addr = server.ready_addr();
+    (server, addr)
+}
+
+/// The transfer time a [`udt4_stream_receiver`] measured for `bytes`.
+pub fn udt4_stream_elapsed(server: &mut Peer, bytes: u64, limit: Duration) -> Duration {
+    let r = server.expect_line("RESULT", limit);
+    assert_eq!(r.num("bytes") as u64, bytes, "{}", r.line);
+    let ms: f64 = r.get("elapsed_ms").parse().expect("elapsed_ms");
+    server.expect_success(Duration::from_secs(30));
+    Duration::from_secs_f64(ms / 1000.0)
+}
+
+/// A UDT4 `stream_client` sending `bytes` unchecked to `to` (benchmarks).
+pub fn udt4_stream_sender(to: SocketAddr, bytes: u64, limit: Duration) -> Peer {
+    Peer::spawn(
+        "stream_client",
+        &args(&[
+            ("connect", to.to_string()),
+            ("bytes", bytes.to_string()),
+            ("verify", "0".into()),
+        ]),
+        limit,
+    )
+}

@@ -153,9 +153,10 @@ pub struct RecvBuffer {
     /// way; stale heads are popped after every change.
     ready: VecDeque<(SeqNumber, MsgNumber)>,
     pending_drop: Option<PendingDrop>,
-    /// The window in force, at most `capacity`: packets this far past
-    /// `base` or more are refused (see [`set_window_limit`](Self::set_window_limit)).
-    window: u32,
+    /// A narrower window than `capacity` while set (see
+    /// [`set_window_limit`](Self::set_window_limit)); the window in force is
+    /// [`window`](Self::window).
+    window_limit: Option<u32>,
     /// Slots visited by drop requests, for the tests of their cost.
     #[cfg(test)]
     drop_walk: u64,
@@ -189,7 +190,7 @@ impl RecvBuffer {
             cursor: first_seq,
             ready: VecDeque::new(),
             pending_drop: None,
-            window: capacity,
+            window_limit: None,
             #[cfg(test)]
             drop_walk: 0,
         }
@@ -207,11 +208,6 @@ impl RecvBuffer {
     pub fn grow(&mut self, capacity_packets: u32) {
         let capacity = capacity_packets.min(MAX_CAPACITY_PACKETS);
         if capacity > self.capacity {
-            // A window narrowed by `set_window_limit` (a connection not yet
-            // accepted) stays narrow; a full window grows with the capacity.
-            if self.window == self.capacity {
-                self.window = capacity;
-            }
             self.capacity = capacity;
             self.pool.raise_limit(capacity);
         }
@@ -241,7 +237,15 @@ impl RecvBuffer {
     /// hold megabytes each (issue 10 item 7). Packets already held beyond a
     /// new, smaller limit stay.
     pub fn set_window_limit(&mut self, limit: Option<u32>) {
-        self.window = limit.map_or(self.capacity, |l| l.clamp(1, self.capacity));
+        self.window_limit = limit;
+    }
+
+    /// The window in force: packets this far past `base` or more are
+    /// refused. A limit (a connection not yet accepted) keeps it narrow
+    /// while the capacity grows; without one it is the whole capacity.
+    fn window(&self) -> u32 {
+        self.window_limit
+            .map_or(self.capacity, |l| l.clamp(1, self.capacity))
     }
 
     /// Stores a data packet.
@@ -263,7 +267,7 @@ impl RecvBuffer {
         payload: &[u8],
     ) -> Result<(), InsertError> {
         let off = seq.offset_from(self.base);
-        if off < 0 || off as u32 >= self.window {
+        if off < 0 || off as u32 >= self.window() {
             return Err(InsertError::OutOfWindow);
         }
         let idx = off as usize;
@@ -315,7 +319,7 @@ impl RecvBuffer {
     /// minimum of 2).
     pub fn available_packets(&self) -> u32 {
         let held = self.offset(self.contig) as u32;
-        self.window.saturating_sub(held).saturating_sub(1)
+        self.window().saturating_sub(held).saturating_sub(1)
     }
 
     /// Stream read: copies contiguous received bytes into `buf` and returns
@@ -660,7 +664,7 @@ impl RecvBuffer {
         let Some(p) = self.pending_drop else {
             return false;
         };
-        if !p.from.is_before(self.base.add(self.window)) {
+        if !p.from.is_before(self.base.add(self.window())) {
             return false;
         }
         self.pending_drop = None;
@@ -750,7 +754,7 @@ impl RecvBuffer {
         if last.is_before(first) {
             return 0;
         }
-        let window_last = self.base.add(self.window - 1);
+        let window_last = self.base.add(self.window() - 1);
         // Both ends relative to the window; a range entirely outside it
         // needs nothing (before) or came from a sender that cannot have sent
         // it (beyond), so it is ignored.

@@ -940,3 +940,15 @@ fn a_second_payload_for_an_unread_slot_is_a_conflict() {
         Err(InsertError::Duplicate)
     );
 }
+
+#[test]
+fn a_narrowed_window_stays_narrow_while_the_capacity_grows() {
+    let mut rb = RecvBuffer::new(64, 4, s(0));
+    rb.set_window_limit(Some(16));
+    rb.grow(256);
+    assert_eq!(rb.available_packets(), 15, "the limit still holds");
+    rb.set_window_limit(None);
+    assert_eq!(rb.available_packets(), 255, "the whole grown capacity");
+    rb.grow(512);
+    assert_eq!(rb.available_packets(), 511, "an unlimited window grows");
+}

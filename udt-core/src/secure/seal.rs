@@ -63,22 +63,11 @@ impl std::fmt::Display for SealError {
 impl std::error::Error for SealError {}
 
 /// The sending half: the key of our direction and its next counter.
+#[derive(Clone)]
 pub struct Sealer {
-    /// The raw key, kept to clone the sealer (ring's keys are not `Clone`).
-    key: [u8; 32],
     cipher: LessSafeKey,
     /// The counter of the next packet we send.
     counter: u64,
-}
-
-impl Clone for Sealer {
-    fn clone(&self) -> Self {
-        Sealer {
-            key: self.key,
-            cipher: cipher(&self.key),
-            counter: self.counter,
-        }
-    }
 }
 
 /// ChaCha20-Poly1305 under `key`.
@@ -166,7 +155,6 @@ impl SealState {
     pub fn new(keys: &SessionKeys) -> Self {
         SealState {
             send: Sealer {
-                key: keys.send_key,
                 cipher: cipher(&keys.send_key),
                 counter: 0,
             },
