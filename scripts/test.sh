@@ -31,4 +31,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# Incremental caches would add ~1 GB of disk beside the test binaries, and a
+# one-shot CI build never reuses them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 exec cargo test --workspace "$@"
