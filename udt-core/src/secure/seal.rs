@@ -3,12 +3,14 @@
 //! A sealed datagram is
 //!
 //! ```text
-//! | UDT header, 16 bytes, clear | counter, 8 bytes, clear | sealed body | tag, 16 bytes |
+//! | UDT header, 16 bytes, clear | sealed body | counter, 8 bytes, clear | tag, 16 bytes |
 //! ```
 //!
 //! The header stays readable because routing (the destination socket ID)
 //! and the packet type are read before any key is known; it is
-//! authenticated as associated data together with the counter. The body
+//! authenticated as associated data together with the counter. The counter
+//! trails the body so that sealing encrypts the body where the encoder
+//! wrote it and only appends: nothing is moved. The body
 //! (data payload or control fields) is encrypted with ChaCha20-Poly1305
 //! (RFC 8439) under the key of its direction. The 96-bit nonce is four zero
 //! bytes and the big-endian counter: the counter counts transmissions, not
@@ -103,23 +105,17 @@ impl Sealer {
             return Err(SealError::CounterExhausted);
         }
         let counter = self.counter;
-        buf.splice(
-            HEADER_SIZE..HEADER_SIZE,
-            counter.to_be_bytes().iter().copied(),
-        );
-        let (aad, body) = buf.split_at_mut(HEADER_SIZE + COUNTER_SIZE);
+        let aad = associated_data(buf, counter);
+        // The body is encrypted where the encoder wrote it; the counter and
+        // the tag are appended (the buffer is reused, so once it has grown
+        // to a full packet this neither copies nor allocates).
         let tag = self
             .cipher
-            .seal_in_place_separate_tag(nonce(counter), Aad::from(&*aad), body)
-            // Only fails for bodies beyond 256 GiB; undo the counter.
-            .map_err(|_| SealError::TooShort);
-        let tag = match tag {
-            Ok(t) => t,
-            Err(e) => {
-                buf.drain(HEADER_SIZE..HEADER_SIZE + COUNTER_SIZE);
-                return Err(e);
-            }
-        };
+            .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), &mut buf[HEADER_SIZE..])
+            // Only fails for bodies beyond 256 GiB.
+            .map_err(|_| SealError::TooShort)?;
+        buf.reserve(SEAL_OVERHEAD);
+        buf.extend_from_slice(&counter.to_be_bytes());
         buf.extend_from_slice(tag.as_ref());
         self.counter += 1;
         Ok(())
@@ -140,6 +136,15 @@ impl std::fmt::Debug for SealState {
             .field("send_counter", &self.send.counter)
             .finish_non_exhaustive()
     }
+}
+
+/// The associated data of a packet: its clear header and its counter.
+/// `packet` starts with a whole header (the callers checked).
+fn associated_data(packet: &[u8], counter: u64) -> [u8; HEADER_SIZE + COUNTER_SIZE] {
+    let mut aad = [0u8; HEADER_SIZE + COUNTER_SIZE];
+    aad[..HEADER_SIZE].copy_from_slice(&packet[..HEADER_SIZE]);
+    aad[HEADER_SIZE..].copy_from_slice(&counter.to_be_bytes());
+    aad
 }
 
 fn nonce(counter: u64) -> Nonce {
@@ -195,17 +200,19 @@ impl SealState {
         if datagram.len() < min {
             return Err(SealError::TooShort);
         }
-        let (aad, rest) = datagram.split_at(HEADER_SIZE + COUNTER_SIZE);
-        let (sealed, tag) = rest.split_at(rest.len() - TAG_SIZE);
-        let mut counter_bytes = [0u8; COUNTER_SIZE];
-        counter_bytes.copy_from_slice(&aad[HEADER_SIZE..]);
-        let counter = u64::from_be_bytes(counter_bytes);
+        let (packet, trailer) = datagram.split_at(datagram.len() - COUNTER_SIZE - TAG_SIZE);
+        let (counter_bytes, tag) = trailer.split_at(COUNTER_SIZE);
+        let mut counter = [0u8; COUNTER_SIZE];
+        counter.copy_from_slice(counter_bytes);
+        let counter = u64::from_be_bytes(counter);
         if !self.window.check(counter) {
             return Err(SealError::Replayed);
         }
+        let aad = associated_data(packet, counter);
+        // The one copy of the receive path: the datagram is borrowed, and
+        // the plain packet must be contiguous for the decoder.
         out.clear();
-        out.extend_from_slice(&aad[..HEADER_SIZE]);
-        out.extend_from_slice(sealed);
+        out.extend_from_slice(packet);
         let mut tag_bytes = [0u8; TAG_SIZE];
         tag_bytes.copy_from_slice(tag);
         self.recv
