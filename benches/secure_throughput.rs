@@ -75,7 +75,7 @@ fn main() {
     let (mut ratios, mut plain_cpu, mut secure_cpu, mut plain_rate, mut secure_rate) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     println!(
-        "plain vs secure (ChaCha20-Poly1305), {} MiB per transfer, loopback:",
+        "plain vs secure (AES-256-GCM), {} MiB per transfer, loopback:",
         total >> 20
     );
     println!(
