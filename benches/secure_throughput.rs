@@ -4,7 +4,9 @@
 //! `cargo bench --bench secure_throughput`. Environment:
 //! - `UDT_BENCH_MIB`: MiB per transfer (default 512);
 //! - `UDT_BENCH_REPS`: pairs of transfers, alternating plain and secure
-//!   (default 4); the ratio is taken pair by pair and the median reported.
+//!   (default 4); the ratio is taken pair by pair and the median reported;
+//! - `UDT_BENCH_ONLY`: `plain` or `secure` runs that mode alone, `REPS`
+//!   times (for a profiler: `perf record`, `valgrind --tool=callgrind`).
 //!
 //! Each transfer gets fresh endpoints; CPU time is the whole process's
 //! (both ends) from `getrusage`, so CPU-seconds per GiB count sender and
@@ -59,10 +61,7 @@ fn transfer(security: &Security, total: u64) -> Run {
     let mut client = client_ep.connect(server_ep.local_addr()).expect("connect");
     let (mut server, _) = listener.accept().expect("accept");
     let cpu0 = cpu_time();
-    let (send0, recv0) = (
-        threads::cpu(&client_threads),
-        threads::cpu(&server_threads),
-    );
+    let (send0, recv0) = (threads::cpu(&client_threads), threads::cpu(&server_threads));
     let start = Instant::now();
     let writer = thread::spawn(move || {
         let buf = vec![0x5Au8; CHUNK];
@@ -119,6 +118,25 @@ fn main() {
     let total = env("UDT_BENCH_MIB", 512) << 20;
     let reps = env("UDT_BENCH_REPS", 4).max(1);
     let secure = Security::PreSharedKey([0x42; 32]);
+    if let Ok(only) = std::env::var("UDT_BENCH_ONLY") {
+        let security = match only.as_str() {
+            "plain" => Security::Plain,
+            "secure" => secure,
+            other => panic!("UDT_BENCH_ONLY is plain or secure, not {other:?}"),
+        };
+        for i in 0..reps {
+            let r = per_gib(&transfer(&security, total), total);
+            println!(
+                "{only} {}: {:.0} MB/s, {:.2} CPU-s/GiB (send {:.2} + recv {:.2})",
+                i + 1,
+                r.0,
+                r.1,
+                r.2,
+                r.3
+            );
+        }
+        return;
+    }
     // Per pair: plain and secure figures, and the throughput ratio.
     let mut plain = Vec::new();
     let mut sealed = Vec::new();

@@ -144,8 +144,7 @@ mod tests {
     fn expand_label_matches_rfc_8448() {
         // RFC 8448 §3 (simple 1-RTT handshake): the server's handshake
         // traffic secret and the write key expanded from it with "key".
-        let secret =
-            hex::<32>("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38");
+        let secret = hex::<32>("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38");
         assert_eq!(
             expand_label::<16>(&secret, b"key"),
             hex::<16>("3fce516009c21727d0f2e4e86ee403bc")

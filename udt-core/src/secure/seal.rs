@@ -234,7 +234,8 @@ impl Opener {
         if epoch > self.current_epoch() {
             self.step();
         }
-        if self.previous.is_some() && self.window.oldest() >> self.epoch_bits >= self.current_epoch()
+        if self.previous.is_some()
+            && self.window.oldest() >> self.epoch_bits >= self.current_epoch()
         {
             // No counter of the previous epoch can pass the window any more:
             // its key goes (forward secrecy within the connection).
@@ -478,7 +479,10 @@ mod tests {
         a.seal(&mut last_of_0).expect("seal");
         a.seal(&mut first_of_1).expect("seal");
         // Exactly what epoch 0's and epoch 1's keys of the chain give.
-        assert_eq!(last_of_0, seal_raw(&epoch_key([1; 32], 0), EPOCH - 1, &plain));
+        assert_eq!(
+            last_of_0,
+            seal_raw(&epoch_key([1; 32], 0), EPOCH - 1, &plain)
+        );
         assert_eq!(first_of_1, seal_raw(&epoch_key([1; 32], 1), EPOCH, &plain));
     }
 
@@ -518,7 +522,10 @@ mod tests {
         for p in &sealed {
             assert_eq!(b.open(p, &mut out), Err(SealError::Replayed));
         }
-        assert!(b.recv.previous.is_some(), "epoch 0 is still inside the window");
+        assert!(
+            b.recv.previous.is_some(),
+            "epoch 0 is still inside the window"
+        );
         // Once the window has passed the boundary, the old epoch's packets
         // are too old and its key is gone.
         a.send.counter = EPOCH + WINDOW;
