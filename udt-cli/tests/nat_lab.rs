@@ -295,12 +295,16 @@ fn summary(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no JSON summary in: {err}"))
 }
 
-/// Punches from `a` (sending `len` bytes) to `b` (receiving) with `code`;
+/// Punches from `a` (sending `len` bytes) to `b` (receiving), encrypted,
+/// under the nameplate `code`;
 /// returns both outputs after checking the bytes arrived intact.
 fn transfer(lab: &mut Lab, a: &str, b: &str, code: &str, len: usize) -> (Output, Output) {
     let input = lab.file(&format!("{code}.in"));
     let output = lab.file(&format!("{code}.out"));
     write_random(&input, len);
+    // Secure by default: `code` is the nameplate that names the session
+    // at the broker; the words after it stay secret (the PAKE password).
+    let code = &format!("{code}-amber-falcon-river");
     let common = [
         "--json",
         "punch",
@@ -478,7 +482,7 @@ fn symmetric_nat_fails_with_a_clear_error() {
             "--broker",
             BROKER,
             "--code",
-            "sym",
+            "sym-amber-falcon",
             "--bind",
             "0.0.0.0:9000",
             "--wait",
