@@ -511,6 +511,24 @@ mod tests {
     }
 
     #[test]
+    fn only_the_nameplate_names_a_secure_broker_session() {
+        assert_eq!(
+            broker_session(" 7-Amber-Falcon-River ", false).expect("secure"),
+            "7"
+        );
+        assert_eq!(broker_session("blue-fox", false).expect("secure"), "blue");
+        for bad in ["bluefox", "-amber", "7-", ""] {
+            assert!(broker_session(bad, false).is_err(), "{bad:?}");
+        }
+        // Plain: the whole code names the session, as before.
+        assert_eq!(broker_session("bluefox", true).expect("plain"), "bluefox");
+        assert_eq!(
+            broker_session("7-amber-falcon-river", true).expect("plain"),
+            "7-amber-falcon-river"
+        );
+    }
+
+    #[test]
     fn keys_are_64_hex_digits() {
         let k = parse_key(&"ab".repeat(32)).expect("key");
         assert_eq!(k, [0xAB; 32]);
