@@ -187,3 +187,39 @@ fn insecure_is_plain_and_loud() {
         fs::read(&file).expect("sent")
     );
 }
+
+#[test]
+fn a_listening_sender_ends_on_a_wrong_code_too() {
+    let dir = scratch("secure-send-listen");
+    let out = dir.join("out");
+    let file = dir.join("s.bin");
+    write_random(&file, 10_000, 13);
+    let mut cmd = udt();
+    cmd.env_remove("UDT_CODE")
+        .args(["send", "--listen", "127.0.0.1:0"])
+        .arg(&file);
+    let mut sender = Proc::spawn("send", cmd);
+    let addr = sender.listening_addr(Duration::from_secs(20));
+    let mut cmd = udt();
+    cmd.env_remove("UDT_CODE")
+        .args(["recv", "-y", "--code", "1-not-the-code", "--out"])
+        .arg(&out)
+        .arg(addr.to_string());
+    let mut recv = Proc::spawn("recv", cmd);
+    assert_ne!(recv.code(Duration::from_secs(10)), 0);
+    assert_ne!(sender.code(Duration::from_secs(10)), 0);
+    assert!(
+        sender
+            .stderr()
+            .contains("a receiver presented a wrong code"),
+        "{}",
+        sender.stderr()
+    );
+    assert!(
+        recv.stderr().contains("wrong code or key"),
+        "{}",
+        recv.stderr()
+    );
+    let written = fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0);
+}
