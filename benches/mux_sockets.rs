@@ -10,7 +10,11 @@
 //! connection), `UDT_BENCH_MIB`
 //! (MiB per connection, default 64), `UDT_BENCH_OFFLOAD` (`1`, `0` or
 //! `both`, default `1`), `UDT_BENCH_BATCH` (`EndpointConfig::batch_size`,
-//! default the endpoint's). Prints one line per case: aggregate MB/s, CPU
+//! default the endpoint's), `UDT_BENCH_RCVBUF` (MiB of `SO_RCVBUF` for every
+//! endpoint, default the endpoint's), `UDT_BENCH_IDLE` (seconds the
+//! connections are held open and idle before sending, default 0: the CPU
+//! both ends use meanwhile is printed as a share of one core). Prints one
+//! line per case: aggregate MB/s, CPU
 //! seconds per GiB, Jain's fairness index over the connections' rates, and
 //! the port counters that show the batching.
 
@@ -69,6 +73,9 @@ fn run(case: &Case) {
     if let Some(batch) = setting("UDT_BENCH_BATCH").and_then(|v| v.parse().ok()) {
         options.batch_size = batch;
     }
+    if let Some(mib) = setting("UDT_BENCH_RCVBUF").and_then(|v| v.parse::<usize>().ok()) {
+        options.udp_recv_buffer = Some(mib << 20);
+    }
     let server = Endpoint::bind_with("127.0.0.1:0", Config::default(), options.clone())
         .expect("bind the server");
     let listener = server.listen(case.conns).expect("listen");
@@ -76,6 +83,7 @@ fn run(case: &Case) {
     let mut client_options = EndpointConfig::default();
     client_options.offload = case.offload;
     client_options.batch_size = options.batch_size;
+    client_options.udp_recv_buffer = options.udp_recv_buffer;
     let clients: Vec<Endpoint> = (0..case.peers.clamp(1, case.conns))
         .map(|_| {
             Endpoint::bind_with("127.0.0.1:0", Config::default(), client_options.clone())
@@ -88,6 +96,19 @@ fn run(case: &Case) {
     let mut accepted = Vec::new();
     for _ in 0..case.conns {
         accepted.push(listener.accept().expect("accept").0);
+    }
+    if let Some(secs) = setting("UDT_BENCH_IDLE").and_then(|v| v.parse::<f64>().ok()) {
+        let idle = Duration::from_secs_f64(secs);
+        let cpu0 = process_cpu();
+        let t0 = Instant::now();
+        thread::sleep(idle);
+        let share = (process_cpu() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+        println!(
+            "idle: {} connections held open {:.1} s: {:.2} % of one core (both ends)",
+            case.conns,
+            t0.elapsed().as_secs_f64(),
+            share * 100.0
+        );
     }
     let cpu0 = process_cpu();
     let start = Instant::now();

@@ -43,13 +43,18 @@ const MAX_DATAGRAM: usize = 65_535;
 pub struct EndpointConfig {
     /// Kernel send buffer (`SO_SNDBUF`) to request, in bytes; `None` keeps
     /// the system default. Default 4 MiB. The kernel caps it at
-    /// `net.core.wmem_max`; the size granted is in [`EndpointStats`](crate::EndpointStats)
+    /// `net.core.wmem_max` unless the process may pass the cap
+    /// (`CAP_NET_ADMIN`), in which case it is forced; the size granted is in [`EndpointStats`](crate::EndpointStats)
     /// and logged when smaller than asked.
     pub udp_send_buffer: Option<usize>,
     /// Kernel receive buffer (`SO_RCVBUF`) to request, in bytes; `None` keeps
-    /// the system default. Default 4 MiB. One port serves every connection,
-    /// so this buffer absorbs the bursts of all of them; the kernel caps it at
-    /// `net.core.rmem_max`.
+    /// the system default. Default 16 MiB. One port serves every connection,
+    /// so this buffer absorbs the bursts of all of them (200 connections
+    /// ramping up at once into one loopback port overflowed 4 MiB, not
+    /// 16: `docs/performance.md`). The kernel caps the request at
+    /// `net.core.rmem_max` unless the process may pass the cap
+    /// (`CAP_NET_ADMIN`, e.g. root), in which case it is forced; it is memory
+    /// only while datagrams wait in it.
     pub udp_recv_buffer: Option<usize>,
     /// For an IPv6 address: `Some(true)` accepts IPv6 only, `Some(false)`
     /// also accepts IPv4 (dual stack, peers appear as `::ffff:a.b.c.d`),
@@ -105,7 +110,7 @@ impl Default for EndpointConfig {
     fn default() -> Self {
         EndpointConfig {
             udp_send_buffer: Some(4 << 20),
-            udp_recv_buffer: Some(4 << 20),
+            udp_recv_buffer: Some(16 << 20),
             only_v6: None,
             max_datagram: 65_507,
             batch_size: 64,

@@ -48,6 +48,9 @@ impl Timer {
 /// and is still far below any peer's dead-peer detection).
 pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Grid points per keep-alive interval (`Connection::align_soft_timers`).
+const KEEPALIVE_GRID_STEPS: u32 = 4;
+
 impl Connection {
     /// When `timer` is next due, or `None` when it is not armed.
     pub fn timer_deadline(&self, timer: Timer) -> Option<Instant> {
@@ -71,7 +74,7 @@ impl Connection {
                     Some(self.exp_base + self.exp_interval())
                 }
             }
-            Timer::KeepAlive => Some(self.last_send_time + self.keepalive_interval()),
+            Timer::KeepAlive => Some(self.keepalive_due()),
             Timer::Idle => Some(self.last_heard + self.config.peer_idle_timeout),
             Timer::Linger => match self.state {
                 State::Closing { deadline } => deadline,
@@ -99,6 +102,26 @@ impl Connection {
 
     fn keepalive_interval(&self) -> Duration {
         KEEPALIVE_INTERVAL.min(self.config.peer_idle_timeout / 4)
+    }
+
+    /// The keep-alive deadline: a keep-alive interval after the last send,
+    /// rounded up to the grid of [`align_soft_timers`](Self::align_soft_timers).
+    fn keepalive_due(&self) -> Instant {
+        let earliest = self.last_send_time + self.keepalive_interval();
+        let grid = self.keepalive_interval() / KEEPALIVE_GRID_STEPS;
+        let Some(origin) = self.timer_origin else {
+            return earliest;
+        };
+        let Some(since) = earliest.checked_duration_since(origin) else {
+            return earliest;
+        };
+        let grid_nanos = grid.as_nanos().max(1);
+        let steps = since.as_nanos().div_ceil(grid_nanos);
+        let offset = steps.saturating_mul(grid_nanos);
+        u64::try_from(offset)
+            .ok()
+            .and_then(|n| origin.checked_add(Duration::from_nanos(n)))
+            .unwrap_or(earliest)
     }
 
     /// Fires every timer that is due at `now`.

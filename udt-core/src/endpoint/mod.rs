@@ -199,6 +199,9 @@ pub struct Endpoint {
     replays: ReplayGuard,
     handler: Option<Box<dyn DatagramHandler>>,
     counters: EndpointCounters,
+    /// The first time the endpoint was told: the origin of its
+    /// connections' keep-alive grid (`Connection::align_soft_timers`).
+    timer_origin: Option<Instant>,
 }
 
 impl Endpoint {
@@ -234,7 +237,14 @@ impl Endpoint {
             replays: ReplayGuard::default(),
             handler: None,
             counters: EndpointCounters::default(),
+            timer_origin: None,
         }
+    }
+
+    /// The origin of the keep-alive grid shared by this endpoint's
+    /// connections: the first `now` it was given.
+    fn timer_origin(&mut self, now: Instant) -> Instant {
+        *self.timer_origin.get_or_insert(now)
     }
 
     // ----- sockets made by the application -----
@@ -262,7 +272,7 @@ impl Endpoint {
     ) -> (ConnectionHandle, Socket) {
         let id = self.new_socket_id();
         let caller = Caller::new(&config, id, peer, isn, now);
-        self.start_handshake(config, Connecting::Caller(caller))
+        self.start_handshake(now, config, Connecting::Caller(caller))
     }
 
     /// Starts a rendezvous handshake with `peer` (both sides call).
@@ -281,16 +291,18 @@ impl Endpoint {
         let id = self.new_socket_id();
         let isn = self.new_isn();
         let r = Rendezvous::new(&config, id, peer, isn, now);
-        Ok(self.start_handshake(config, Connecting::Rendezvous(r)))
+        Ok(self.start_handshake(now, config, Connecting::Rendezvous(r)))
     }
 
     /// Registers an outgoing handshake and wraps it in its socket.
     fn start_handshake(
         &mut self,
+        now: Instant,
         config: Arc<Config>,
         handshake: Connecting,
     ) -> (ConnectionHandle, Socket) {
-        let socket = Socket::connecting(config, handshake);
+        let mut socket = Socket::connecting(config, handshake);
+        socket.set_timer_origin(self.timer_origin(now));
         let handle = self.insert(Route {
             socket_id: socket.socket_id(),
             peer: socket.peer_addr(),
@@ -587,6 +599,7 @@ impl Endpoint {
         }
         let mut connection = Connection::new(params, config.clone(), now);
         connection.limit_receive_window(Some(PENDING_RECV_WINDOW));
+        connection.align_soft_timers(self.timer_origin(now));
         let handle = self.insert(Route {
             socket_id: id,
             peer: req.peer_addr,

@@ -47,6 +47,9 @@ pub struct Socket {
     rendezvous: bool,
     config: Arc<Config>,
     phase: Phase,
+    /// The endpoint's keep-alive grid origin, handed to the connection
+    /// when the handshake completes.
+    timer_origin: Option<Instant>,
 }
 
 impl Socket {
@@ -58,6 +61,7 @@ impl Socket {
             rendezvous: c.is_rendezvous(),
             config,
             phase: Phase::Connecting(Box::new(c)),
+            timer_origin: None,
         }
     }
 
@@ -69,7 +73,14 @@ impl Socket {
             rendezvous: c.is_rendezvous(),
             config,
             phase: Phase::Connected(Box::new(c)),
+            timer_origin: None,
         }
+    }
+
+    /// Sets the keep-alive grid origin the connection gets when its
+    /// handshake completes (`Connection::align_soft_timers`).
+    pub(crate) fn set_timer_origin(&mut self, origin: Instant) {
+        self.timer_origin = Some(origin);
     }
 
     /// Our socket ID: the destination of the peer's packets.
@@ -211,7 +222,10 @@ impl Socket {
         match result {
             Ok(params) => {
                 log::debug!("{} connected to {}", self.socket_id, self.peer);
-                let c = Connection::new(params, self.config.clone(), now);
+                let mut c = Connection::new(params, self.config.clone(), now);
+                if let Some(origin) = self.timer_origin {
+                    c.align_soft_timers(origin);
+                }
                 self.phase = Phase::Connected(Box::new(c));
                 Progress::Connected
             }

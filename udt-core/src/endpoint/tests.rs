@@ -92,7 +92,17 @@ fn handshake(
     client: &mut Endpoint,
     now: Instant,
 ) -> (ConnectionHandle, Socket, ConnectionHandle, Socket) {
-    let (s_addr, c_addr) = (addr("127.0.0.1:9000"), addr("127.0.0.1:9001"));
+    handshake_from(server, client, addr("127.0.0.1:9001"), now)
+}
+
+/// [`handshake`] from a caller at `c_addr`.
+fn handshake_from(
+    server: &mut Endpoint,
+    client: &mut Endpoint,
+    c_addr: SocketAddr,
+    now: Instant,
+) -> (ConnectionHandle, Socket, ConnectionHandle, Socket) {
+    let s_addr = addr("127.0.0.1:9000");
     let (ch, mut caller) = client.connect(now, s_addr, config());
     let mut buf = Vec::new();
     let mut to_server = first_transmit(&mut caller, now);
@@ -479,4 +489,42 @@ fn the_per_source_share_leaves_room_for_others() {
     assert_eq!(per_source_share(8), 7);
     assert_eq!(per_source_share(64), 56);
     assert_eq!(per_source_share(usize::MAX), usize::MAX - usize::MAX / 8);
+}
+
+#[test]
+fn idle_connections_of_one_endpoint_keep_alive_on_one_grid() {
+    use crate::connection::Timer;
+    let t0 = epoch();
+    let mut server = Endpoint::new(1);
+    server.listen(t0, config(), 4).expect("listen");
+    let mut first_client = Endpoint::new(2);
+    let mut second_client = Endpoint::new(3);
+    // Two callers 370 ms apart: without a shared grid their keep-alives
+    // would fall due 370 ms apart forever, two wake-ups per interval.
+    let (_, mut a, _, mut caller_a) =
+        handshake_from(&mut server, &mut first_client, addr("127.0.0.1:9001"), t0);
+    let t1 = t0 + Duration::from_millis(370);
+    let (_, mut b, _, _) =
+        handshake_from(&mut server, &mut second_client, addr("127.0.0.1:9002"), t1);
+    let keepalive = |s: &mut Socket| {
+        s.connection()
+            .expect("connected")
+            .timer_deadline(Timer::KeepAlive)
+            .expect("armed")
+    };
+    let (da, db) = (keepalive(&mut a), keepalive(&mut b));
+    let grid = Duration::from_millis(250);
+    // The server's origin is the first time it was told (t0).
+    for (due, created) in [(da, t0), (db, t1)] {
+        let since = due.duration_since(t0).as_nanos();
+        assert_eq!(since % grid.as_nanos(), 0, "off the grid: {due:?}");
+        let after = due.duration_since(created);
+        assert!(
+            after >= Duration::from_secs(1) && after < Duration::from_secs(1) + grid,
+            "keep-alive {after:?} after creation"
+        );
+    }
+    // The client's connection is on its own endpoint's grid (origin t0).
+    let dc = keepalive(&mut caller_a);
+    assert_eq!(dc.duration_since(t0).as_nanos() % grid.as_nanos(), 0);
 }

@@ -87,6 +87,45 @@ pub(super) fn offload_support(socket: &Socket) -> (bool, bool) {
     (gso, gro)
 }
 
+/// Which kernel buffer [`force_buffer_size`] sets.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum BufferKind {
+    Send,
+    Receive,
+}
+
+/// Sets a socket buffer past `net.core.{w,r}mem_max` with `SO_SNDBUFFORCE`
+/// / `SO_RCVBUFFORCE`, which the kernel allows a process with
+/// `CAP_NET_ADMIN` (root, as servers often run). One port carries every
+/// connection's bursts, and Debian's default cap (208 KiB, ~140 datagrams)
+/// overflows at a few hundred Mbit/s; quic-go and other UDP servers ask the
+/// same way.
+///
+/// # Errors
+/// `EPERM` without the capability; any other `setsockopt` error.
+pub(super) fn force_buffer_size(socket: &Socket, kind: BufferKind, bytes: usize) -> io::Result<()> {
+    let option = match kind {
+        BufferKind::Send => libc::SO_SNDBUFFORCE,
+        BufferKind::Receive => libc::SO_RCVBUFFORCE,
+    };
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads one int from `value`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Writes one control message (`level`, `kind`, `data`) into `buf` and
 /// points `hdr` at it.
 fn set_cmsg(hdr: &mut libc::msghdr, buf: &mut CmsgBuf, kind: libc::c_int, data: &[u8]) {

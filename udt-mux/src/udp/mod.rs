@@ -93,11 +93,13 @@ impl UdpPort {
             if let Err(e) = socket.set_send_buffer_size(size) {
                 log::warn!("SO_SNDBUF {size} refused: {e}");
             }
+            force_past_cap(&socket, BufferSide::Send, size);
         }
         if let Some(size) = cfg.udp_recv_buffer {
             if let Err(e) = socket.set_recv_buffer_size(size) {
                 log::warn!("SO_RCVBUF {size} refused: {e}");
             }
+            force_past_cap(&socket, BufferSide::Receive, size);
         }
         socket.bind(&SockAddr::from(addr))?;
         let local = socket
@@ -188,6 +190,40 @@ impl UdpPort {
 }
 
 /// Turns on what the kernel offers: `(gso, gro)`.
+/// The direction of a socket buffer.
+#[derive(Clone, Copy, Debug)]
+enum BufferSide {
+    Send,
+    Receive,
+}
+
+/// When the kernel capped a buffer below `asked` (at
+/// `net.core.{w,r}mem_max`), asks again with the privileged option that
+/// ignores the cap. Without the privilege the capped size stays, and the
+/// caller's log line says which sysctl to raise.
+fn force_past_cap(socket: &Socket, side: BufferSide, asked: usize) {
+    let granted = match side {
+        BufferSide::Send => socket.send_buffer_size(),
+        BufferSide::Receive => socket.recv_buffer_size(),
+    };
+    // Linux reports twice what it was asked (bookkeeping included), so a
+    // grant of at least `asked` means the request was honoured.
+    if granted.map_or(true, |g| g >= asked) {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let kind = match side {
+            BufferSide::Send => linux::BufferKind::Send,
+            BufferSide::Receive => linux::BufferKind::Receive,
+        };
+        match linux::force_buffer_size(socket, kind, asked) {
+            Ok(()) => log::debug!("{side:?} buffer of {asked} B forced past the sysctl cap"),
+            Err(e) => log::debug!("{side:?} buffer past the sysctl cap refused: {e}"),
+        }
+    }
+}
+
 fn offload_support(socket: &Socket) -> (bool, bool) {
     #[cfg(target_os = "linux")]
     {

@@ -76,6 +76,42 @@ fn granted_buffer_sizes_are_reported() {
     assert!(p.recv_buffer > 0);
 }
 
+/// `net.core.{w,r}mem_max`: what an unprivileged request is capped at.
+fn sysctl_bytes(name: &str) -> usize {
+    let path = format!("/proc/sys/net/core/{name}");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn buffers_past_the_sysctl_cap_are_forced_when_privileged() {
+    let send = 4 * sysctl_bytes("wmem_max");
+    let recv = 4 * sysctl_bytes("rmem_max");
+    let cfg = EndpointConfig {
+        udp_send_buffer: Some(send),
+        udp_recv_buffer: Some(recv),
+        ..EndpointConfig::default()
+    };
+    let p = UdpPort::bind("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        // CAP_NET_ADMIN: the privileged options ignore the cap (the kernel
+        // reports double, its bookkeeping included).
+        assert!(p.send_buffer >= send, "send {} < {send}", p.send_buffer);
+        assert!(p.recv_buffer >= recv, "recv {} < {recv}", p.recv_buffer);
+    } else {
+        assert!(
+            p.recv_buffer < recv,
+            "an unprivileged request was not capped"
+        );
+    }
+}
+
 fn port_with(offload: bool) -> UdpPort {
     let cfg = EndpointConfig {
         offload,
