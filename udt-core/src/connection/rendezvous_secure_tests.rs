@@ -340,3 +340,42 @@ fn plain_rendezvous_is_unchanged_on_the_wire() {
         }
     }
 }
+
+#[test]
+fn a_plain_connected_reply_is_ignored_but_a_plain_response_is_a_downgrade() {
+    // A connected rendezvous answers a stray (duplicated, late) type-0
+    // request with a plain −2: it must not fail a secure attempt. A plain
+    // −1 addressed to us is a plain peer or a stripped extension.
+    let t0 = epoch();
+    let me = SocketId(0x4000);
+    let peer_addr: SocketAddr = (Ipv4Addr::new(192, 0, 2, 2), 9000).into();
+    let config = Config {
+        security: Security::Code("7-amber-falcon-river".into()),
+        ..Config::default()
+    };
+    let mut r = Rendezvous::new(&config, me, peer_addr, SeqNumber::new(5), t0);
+    let plain = |req_type| {
+        let mut d = Vec::new();
+        Handshake {
+            version: 4,
+            socket_type: 1,
+            isn: SeqNumber::new(9),
+            mss: 1500,
+            flow_window: 8192,
+            req_type,
+            socket_id: SocketId(0x5000),
+            cookie: 0,
+            peer_ip: crate::packet::PeerIp::from_addr(peer_addr.ip()),
+        }
+        .encode(0, me, &mut d);
+        d
+    };
+    r.handle_datagram(
+        t0,
+        peer_addr,
+        &plain(crate::packet::ReqType::RendezvousConnected),
+    );
+    assert!(!r.is_finished(), "a plain −2 failed the attempt");
+    r.handle_datagram(t0, peer_addr, &plain(crate::packet::ReqType::Response));
+    assert_eq!(r.poll_result(), Some(Err(ConnectError::PeerNotSecure)));
+}

@@ -174,7 +174,11 @@ impl Rendezvous {
             log::debug!("implausible rendezvous handshake ignored: {hs:?}");
             return;
         }
-        let ext = match self.secure.as_deref().map(|s| s.check(datagram, addressed)) {
+        let ext = match self
+            .secure
+            .as_deref()
+            .map(|s| s.check(datagram, hs.req_type, addressed))
+        {
             None => None,
             Some(Ok(ext)) => Some(ext),
             Some(Err(e)) => {

@@ -36,7 +36,7 @@
 //!   connection ends with `ConnectionError::AuthFailed`.
 
 use super::{ConnectError, SecureParams};
-use crate::packet::Handshake;
+use crate::packet::{Handshake, ReqType};
 use crate::secure::handshake_ext::{self, ExtError, ExtKind, Extension, Method};
 use crate::secure::keys::{self, HandshakeFailure, Initiator, Setup};
 use crate::secure::Security;
@@ -125,6 +125,7 @@ impl SecureRendezvous {
     pub(super) fn check<'a>(
         &self,
         datagram: &'a [u8],
+        req_type: ReqType,
         addressed: bool,
     ) -> Result<Option<Extension<'a>>, ConnectError> {
         let error = match handshake_ext::parse_datagram(datagram) {
@@ -134,6 +135,10 @@ impl SecureRendezvous {
             Ok(ext) if ext.method.is_some() && ext.kind != ExtKind::Refuse => {
                 ConnectError::SecurityMismatch
             }
+            // A plain "−2, connected" is what a connected rendezvous
+            // answers to a stray (duplicated, late) type-0 request, ours
+            // included: it proves nothing about the peer's mode.
+            Err(ExtError::Absent) if req_type == ReqType::RendezvousConnected => return Ok(None),
             Err(ExtError::Absent) => ConnectError::PeerNotSecure,
             // Garbage after the body proves nothing either way.
             _ => return Ok(None),
