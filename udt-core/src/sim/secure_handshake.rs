@@ -27,6 +27,9 @@ pub struct TamperedRun {
     pub caller: Option<Result<ConnectParams, ConnectError>>,
     /// Every connection the listener accepted.
     pub accepted: Vec<ConnectParams>,
+    /// The caller was configured for secure mode (a plain caller is not
+    /// protected: it may take a replayed response).
+    pub caller_secure: bool,
 }
 
 impl TamperedRun {
@@ -41,6 +44,9 @@ impl TamperedRun {
         let Some(Ok(params)) = &self.caller else {
             return;
         };
+        if !self.caller_secure {
+            return;
+        }
         let secure = params
             .secure
             .as_ref()
@@ -80,7 +86,10 @@ pub fn tampered_handshake(
     };
     let mut c = Caller::new(&cc, SocketId(0x1234), b, SeqNumber::new(77), t0);
     let mut l = Listener::new(&lc, [7; 16], t0);
-    let mut run = TamperedRun::default();
+    let mut run = TamperedRun {
+        caller_secure: cc.security.is_secure(),
+        ..TamperedRun::default()
+    };
     let mut buf = Vec::new();
     let mut out = Vec::new();
     for step in 0..12u64 {
