@@ -14,7 +14,10 @@
 //! endpoint, default the endpoint's), `UDT_BENCH_IDLE` (seconds the
 //! connections are held open and idle before sending, default 0: the CPU
 //! both ends use meanwhile is printed as a share of one core). Prints one
-//! line per case: aggregate MB/s, CPU
+//! line per case. `UDT_BENCH_DRIVER=poll` moves the data with two
+//! application threads (one `Poller` for all senders, one for all
+//! receivers, non-blocking I/O) instead of one thread per connection and
+//! side, as a server holding a thousand connections would: aggregate MB/s, CPU
 //! seconds per GiB, Jain's fairness index over the connections' rates, and
 //! the port counters that show the batching.
 
@@ -22,7 +25,7 @@ use std::io::{Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use udt::{Config, Endpoint, EndpointConfig};
+use udt::{Config, Endpoint, EndpointConfig, Interest, PollEvent, Poller, Token, UdtStream};
 
 const CHUNK: usize = 256 << 10;
 
@@ -113,6 +116,43 @@ fn run(case: &Case) {
     let cpu0 = process_cpu();
     let start = Instant::now();
     let bytes = case.bytes;
+    let polled = setting("UDT_BENCH_DRIVER").as_deref() == Some("poll");
+    let (total, rates) = if polled {
+        transfer_polled(streams, accepted, bytes, start)
+    } else {
+        transfer_threaded(streams, accepted, bytes, start)
+    };
+    let took = start.elapsed();
+    let cpu = process_cpu() - cpu0;
+    let gib = total as f64 / (1u64 << 30) as f64;
+    let s = server.stats();
+    let sent: u64 = clients.iter().map(|c| c.stats().datagrams_sent).sum();
+    let offloaded: u64 = clients.iter().map(|c| c.stats().datagrams_offloaded).sum();
+    let calls: u64 = clients.iter().map(|c| c.stats().send_calls).sum();
+    println!(
+        "sockets {} offload {:<5} conns {:>4}: {:>8.1} MB/s aggregate, {:.2} CPU-s/GiB (both ends), \
+         Jain {:.3}; sent {sent} datagrams in {calls} calls ({offloaded} by GSO); \
+         received {} in {} calls ({} by GRO)",
+        case.sockets,
+        case.offload,
+        case.conns,
+        total as f64 / took.as_secs_f64() / 1e6,
+        cpu.as_secs_f64() / gib,
+        jain(&rates),
+        s.datagrams_received,
+        s.recv_calls,
+        s.datagrams_coalesced,
+    );
+}
+
+/// One thread per connection and side, blocking I/O. Returns the bytes
+/// received and each connection's rate.
+fn transfer_threaded(
+    streams: Vec<UdtStream>,
+    accepted: Vec<UdtStream>,
+    bytes: u64,
+    start: Instant,
+) -> (u64, Vec<f64>) {
     let writers: Vec<_> = streams
         .into_iter()
         .map(|mut s| {
@@ -156,27 +196,110 @@ fn run(case: &Case) {
         total += got;
         rates.push(got as f64 / took.as_secs_f64());
     }
-    let took = start.elapsed();
-    let cpu = process_cpu() - cpu0;
-    let gib = total as f64 / (1u64 << 30) as f64;
-    let s = server.stats();
-    let sent: u64 = clients.iter().map(|c| c.stats().datagrams_sent).sum();
-    let offloaded: u64 = clients.iter().map(|c| c.stats().datagrams_offloaded).sum();
-    let calls: u64 = clients.iter().map(|c| c.stats().send_calls).sum();
-    println!(
-        "sockets {} offload {:<5} conns {:>4}: {:>8.1} MB/s aggregate, {:.2} CPU-s/GiB (both ends), \
-         Jain {:.3}; sent {sent} datagrams in {calls} calls ({offloaded} by GSO); \
-         received {} in {} calls ({} by GRO)",
-        case.sockets,
-        case.offload,
-        case.conns,
-        total as f64 / took.as_secs_f64() / 1e6,
-        cpu.as_secs_f64() / gib,
-        jain(&rates),
-        s.datagrams_received,
-        s.recv_calls,
-        s.datagrams_coalesced,
-    );
+    (total, rates)
+}
+
+/// Waits for the next events of `poller`; a silent minute means a stall.
+fn next_events(poller: &Poller, events: &mut Vec<PollEvent>) {
+    let n = poller
+        .wait(events, Some(Duration::from_secs(60)))
+        .expect("poll");
+    assert!(n > 0, "no connection made progress for a minute");
+}
+
+/// One thread writes to every connection and one reads from every
+/// connection, each through a `Poller`.
+fn transfer_polled(
+    streams: Vec<UdtStream>,
+    accepted: Vec<UdtStream>,
+    bytes: u64,
+    start: Instant,
+) -> (u64, Vec<f64>) {
+    let writer = thread::spawn(move || {
+        let poller = Poller::new();
+        let mut streams: Vec<Option<UdtStream>> = streams.into_iter().map(Some).collect();
+        for (i, s) in streams.iter().flatten().enumerate() {
+            s.set_nonblocking(true);
+            poller
+                .register(s, Token(i), Interest::WRITABLE)
+                .expect("register");
+        }
+        let buf = vec![0xA5u8; CHUNK];
+        let mut left = vec![bytes; streams.len()];
+        let mut done = Vec::new();
+        let mut events = Vec::new();
+        while done.len() < streams.len() {
+            next_events(&poller, &mut events);
+            for ev in &events {
+                let i = ev.token.0;
+                let Some(s) = streams[i].as_mut() else {
+                    continue;
+                };
+                while left[i] > 0 {
+                    let n = left[i].min(CHUNK as u64) as usize;
+                    match s.write(&buf[..n]) {
+                        Ok(w) => left[i] -= w as u64,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("write: {e}"),
+                    }
+                }
+                if left[i] == 0 {
+                    poller.deregister(Token(i)).expect("deregister");
+                    if let Some(s) = streams[i].take() {
+                        done.push(s);
+                    }
+                }
+            }
+        }
+        for s in done {
+            s.set_nonblocking(false);
+            s.close().expect("close");
+        }
+    });
+    let reader = thread::spawn(move || {
+        let poller = Poller::new();
+        let mut accepted: Vec<Option<UdtStream>> = accepted.into_iter().map(Some).collect();
+        for (i, s) in accepted.iter().flatten().enumerate() {
+            s.set_nonblocking(true);
+            poller
+                .register(s, Token(i), Interest::READABLE)
+                .expect("register");
+        }
+        let mut buf = vec![0u8; CHUNK];
+        let mut got = vec![0u64; accepted.len()];
+        let mut rates = vec![0.0; accepted.len()];
+        let mut open = accepted.len();
+        let mut events = Vec::new();
+        while open > 0 {
+            next_events(&poller, &mut events);
+            for ev in &events {
+                let i = ev.token.0;
+                let Some(s) = accepted[i].as_mut() else {
+                    continue;
+                };
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => {
+                            poller.deregister(Token(i)).expect("deregister");
+                            accepted[i] = None;
+                            rates[i] = got[i] as f64 / start.elapsed().as_secs_f64();
+                            open -= 1;
+                            break;
+                        }
+                        Ok(n) => got[i] += n as u64,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("read: {e}"),
+                    }
+                }
+            }
+        }
+        for &g in &got {
+            assert_eq!(g, bytes, "short transfer");
+        }
+        (got.iter().sum(), rates)
+    });
+    writer.join().expect("writer");
+    reader.join().expect("reader")
 }
 
 fn main() {

@@ -369,7 +369,12 @@ Examples:
   udt bench host:5201 -t 5 -P 4              # iperf3's flags where they mean the same
   udt bench host:5201 -R                     # reverse: the server sends
   udt bench host:5201 --msg 1K --rate 10000  # latency at 10k messages/s
-  udt bench host:5201 --transport tcp        # the same over TCP")]
+  udt bench host:5201 --transport tcp        # the same over TCP
+  udt bench -s --code 7-amber-falcon-river   # secure mode (both sides give it)
+  udt bench host:5201 --code 7-amber-falcon-river
+
+Plain UDT4 by default, like listen/connect; --code or --key on both sides
+measures the encrypted transport.")]
     Bench {
         /// Run the server, on [ADDR:]PORT (default 5201).
         #[arg(short = 's', long, value_name = "[ADDR:]PORT", num_args = 0..=1, default_missing_value = "5201", conflicts_with = "target")]
@@ -405,6 +410,8 @@ Examples:
         /// Serve one test and exit (server).
         #[arg(long, hide = true)]
         once: bool,
+        #[command(flatten)]
+        security: PipeSecurityArgs,
         #[command(flatten)]
         net: NetArgs,
         #[command(flatten)]
@@ -674,7 +681,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             net,
         } => {
             let mut net = net_options(&net, None);
-            net.security = secure::pipe_security(&security)?;
+            net.security = secure::pipe_security(&security, net.transport)?;
             pipe::listen(&pipe::PipeArgs {
                 addr,
                 msg,
@@ -690,7 +697,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             out,
         } => {
             let mut net = net_options(&net, Some(&out));
-            net.security = secure::pipe_security(&security)?;
+            net.security = secure::pipe_security(&security, net.transport)?;
             pipe::connect(&pipe::PipeArgs {
                 addr,
                 msg,
@@ -708,10 +715,12 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             interval,
             reverse,
             once,
+            security,
             net,
             out,
         } => {
-            let net = net_options(&net, Some(&out));
+            let mut net = net_options(&net, Some(&out));
+            net.security = secure::pipe_security(&security, net.transport)?;
             if let Some(addr) = server {
                 bench::server(&bench::ServerArgs {
                     addr: net::listen_addr_dual(&addr)

@@ -105,12 +105,18 @@ pub fn transfer_security(
     }
 }
 
-/// The security of `udt listen` / `udt connect`: plain unless a code or key
-/// is given.
+/// The security of `udt listen`, `udt connect` and `udt bench`: plain
+/// unless a code or key is given.
 ///
 /// # Errors
-/// A usage error for a malformed key or code.
-pub fn pipe_security(args: &PipeSecurityArgs) -> Result<Security, CliError> {
+/// A usage error for a malformed key or code, or for a code or key with
+/// `--transport tcp` (which would otherwise run in clear).
+pub fn pipe_security(args: &PipeSecurityArgs, transport: Transport) -> Result<Security, CliError> {
+    if transport == Transport::Tcp && (args.key.is_some() || args.code.is_some()) {
+        return Err(CliError::usage(
+            "--transport tcp has no secure mode: --code and --key need UDT",
+        ));
+    }
     if let Some(key) = &args.key {
         return Ok(Security::PreSharedKey(parse_key(key)?));
     }
@@ -535,8 +541,19 @@ mod tests {
         assert!(parse_key("abc").is_err());
         assert!(parse_key(&"zz".repeat(32)).is_err());
         assert_eq!(
-            pipe_security(&PipeSecurityArgs::default()).expect("plain"),
+            pipe_security(&PipeSecurityArgs::default(), Transport::Udt).expect("plain"),
             Security::Plain
         );
+        let coded = PipeSecurityArgs {
+            code: Some("1-a-b-c".into()),
+            key: None,
+        };
+        assert_eq!(
+            pipe_security(&coded, Transport::Udt).expect("code"),
+            Security::Code("1-a-b-c".into())
+        );
+        // Not silently in clear over TCP.
+        let err = pipe_security(&coded, Transport::Tcp).expect_err("tcp");
+        assert!(err.message.contains("tcp"), "{}", err.message);
     }
 }

@@ -442,6 +442,7 @@ fn bench_client_and_server() {
     assert!(j["intervals"].as_array().unwrap().len() >= 2, "{j}");
     assert!(j["cpu_server_percent"].as_f64().unwrap() > 0.0, "{j}");
     assert!(j["rtt_ms"].is_number(), "{j}");
+    assert_eq!(j["encrypted"], false, "bench is plain by default: {j}");
 
     // Message mode with the latency histogram.
     let mut server = udt();
@@ -474,6 +475,63 @@ fn bench_client_and_server() {
         lat["p50_us"].as_u64().unwrap() <= lat["p99_us"].as_u64().unwrap(),
         "{j}"
     );
+}
+
+/// `udt bench --code`: secure mode on both sides; a wrong code or a plain
+/// client is refused with a clear error, and the server goes on serving.
+#[test]
+fn bench_in_secure_mode() {
+    let _heavy = heavy();
+    const CODE: &str = "3-bench-secure-code";
+    let mut server = udt();
+    server
+        .args(["bench", "--server", "127.0.0.1:0", "--once", "--code", CODE])
+        .stdout(Stdio::null());
+    let mut server = Proc::spawn("bench-server-secure", server);
+    let addr = server.listening_addr(Duration::from_secs(20));
+    assert!(
+        server.stderr().contains("secure mode"),
+        "{}",
+        server.stderr()
+    );
+    let bench_client = |name: &str, extra: &[&str]| {
+        let mut client = udt();
+        client
+            .args(["bench", "--json", "--seconds", "1"])
+            .args(extra)
+            .arg(addr.to_string())
+            .stdout(Stdio::piped());
+        Proc::spawn(name, client)
+    };
+
+    let mut wrong = bench_client("bench-client-wrong", &["--code", "4-not-the-code"]);
+    assert_ne!(wrong.code(T), 0, "a wrong code was accepted");
+    assert!(
+        wrong.stderr().contains("wrong code or key"),
+        "{}",
+        wrong.stderr()
+    );
+    let mut plain = bench_client("bench-client-plain", &[]);
+    assert_ne!(plain.code(T), 0, "a plain client was accepted");
+    assert!(
+        plain.stderr().contains("secure"),
+        "no clear refusal: {}",
+        plain.stderr()
+    );
+
+    let mut client = bench_client("bench-client-secure", &["--code", CODE]);
+    assert_eq!(client.code(T), 0, "{}", client.stderr());
+    assert_eq!(server.code(T), 0, "{}", server.stderr());
+    let j = json_of(&mut client);
+    assert_eq!(j["encrypted"], true, "{j}");
+    assert_eq!(j["sent_bytes"], j["received_bytes"], "{j}");
+    assert!(j["received_mbps"].as_f64().unwrap() > 1.0, "{j}");
+
+    // No secure mode over TCP: refused up front, not run in clear.
+    let mut tcp = udt();
+    tcp.args(["bench", "--transport", "tcp", "--code", CODE, "127.0.0.1:9"]);
+    let mut tcp = Proc::spawn("bench-client-tcp", tcp);
+    assert_eq!(tcp.code(T), 2, "a usage error: {}", tcp.stderr());
 }
 
 /// Nobody listening: a one-line error and exit 3, quickly.

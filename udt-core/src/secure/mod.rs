@@ -5,12 +5,15 @@
 //!   that negotiates secure mode and carries the key-agreement messages;
 //! - [`keys`]: the Noise handshakes (and SPAKE2 for codes) that produce the
 //!   packet keys and the peer's verified identity;
-//! - [`seal`]: per-packet ChaCha20-Poly1305 with a transmission counter;
+//! - [`seal`]: per-packet AES-256-GCM with a transmission counter;
+//! - [`epoch`]: the one-way key chain that gives each epoch of 2^22
+//!   counters its own key;
 //! - [`replay`]: the receive window over those counters.
 //!
 //! The construction, its threat model and what it does not hide are in
 //! docs/security.md.
 
+pub mod epoch;
 pub mod handshake_ext;
 pub mod keys;
 pub mod replay;

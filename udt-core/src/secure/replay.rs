@@ -74,6 +74,12 @@ impl ReplayWindow {
         true
     }
 
+    /// The oldest counter [`check`](Self::check) may still accept: every
+    /// counter below it is refused as too old.
+    pub fn oldest(&self) -> u64 {
+        self.next.saturating_sub(WINDOW)
+    }
+
     fn index(counter: u64) -> (usize, u64) {
         let slot = counter % WINDOW;
         ((slot / 64) as usize, 1u64 << (slot % 64))
@@ -106,6 +112,7 @@ mod tests {
     #[test]
     fn each_counter_once() {
         let mut w = ReplayWindow::new();
+        assert_eq!(w.oldest(), 0);
         for c in [0, 1, 2, 5, 3] {
             assert!(w.accept(c), "{c}");
         }
@@ -127,6 +134,7 @@ mod tests {
         assert!(!w.check(10));
         assert!(!w.check(9));
         // 11 is the oldest still in the window and was never seen.
+        assert_eq!(w.oldest(), 11);
         assert!(w.check(11));
         assert!(w.accept(11));
         assert!(!w.accept(11));

@@ -275,6 +275,7 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
         command: "bench",
         ok: true,
         transport: args.net.transport,
+        encrypted: args.net.security.is_secure(),
         mode,
         reverse: args.reverse,
         parallel: args.parallel,

@@ -72,6 +72,8 @@ pub struct BenchSummary {
     pub ok: bool,
     /// UDT or TCP.
     pub transport: Transport,
+    /// Secure mode (`--code` / `--key`): encrypted and authenticated.
+    pub encrypted: bool,
     /// `"stream"` or `"message"`.
     pub mode: &'static str,
     /// Reverse mode (`-R`): the server sent, the client received.
@@ -157,6 +159,9 @@ pub(super) fn print_summary(s: &BenchSummary, output: &Output) {
     output.json(s);
     if !output.is_human() {
         return;
+    }
+    if s.encrypted {
+        println!("  secure mode: encrypted and authenticated");
     }
     println!(
         "  sender:   {:>12} in {:6.2} s = {}",

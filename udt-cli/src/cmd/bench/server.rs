@@ -78,10 +78,20 @@ pub fn server(args: &ServerArgs) -> Result<(), CliError> {
     let listener =
         Listener::bind(args.addr, &args.net).map_err(|e| CliError::io("cannot listen", e))?;
     args.output.status(format_args!(
-        "udt bench: listening on {} ({}); run: udt bench HOST:{}",
+        "udt bench: listening on {} ({}{}); run: udt bench HOST:{}{}",
         listener.local_addr(),
         args.net.transport,
-        listener.local_addr().port()
+        if args.net.security.is_secure() {
+            ", secure mode"
+        } else {
+            ""
+        },
+        listener.local_addr().port(),
+        if args.net.security.is_secure() {
+            " with the same --code or --key"
+        } else {
+            ""
+        }
     ));
     let (done_tx, done_rx) = mpsc::channel::<(u64, u32)>();
     let budget = Arc::new(Budget::default());
