@@ -281,24 +281,142 @@ fn method_mismatch_is_refused() {
     assert_eq!(accepted, 0);
 }
 
-#[test]
-fn rendezvous_in_secure_mode_fails_instead_of_going_plain() {
+/// A rendezvous between A (`a`) and B (`b`), B starting `late` after A,
+/// both through `l`; runs until both connected or one failed for good
+/// (A's or B's handshake failed, or a connection ended), at most 40 s.
+fn secure_rendezvous(
+    seed: u64,
+    a: Security,
+    b: Security,
+    late: Duration,
+    l: LinkConfig,
+) -> (Pair, SocketId, SocketId) {
     init_logs();
-    let cfg = config(Security::PreSharedKey([4; 32]));
-    let mut p = Pair::new(0x5EC6, clean(), clean(), cfg);
+    let mut p = Pair::with_configs(seed, l.clone(), l, config(a), config(b));
     let now = p.sim.now();
-    let id = p.sim.node_mut(p.a).rendezvous(now, p.b_addr);
+    let (a_addr, b_addr) = (p.a_addr, p.b_addr);
+    let ida = p.sim.node_mut(p.a).rendezvous(now, b_addr);
     p.sim.poke(p.a);
-    let a = p.a;
+    p.sim.run_for(late);
+    let now = p.sim.now();
+    let idb = p.sim.node_mut(p.b).rendezvous(now, a_addr);
+    p.sim.poke(p.b);
+    let (na, nb) = (p.a, p.b);
+    let ended = |sim: &udt_core::sim::Sim<udt_core::sim::UdtNode>, node, id| {
+        sim.node(node).connect_error(id).is_some()
+            || sim
+                .node(node)
+                .connection(id)
+                .is_some_and(|c| c.state() != udt_core::connection::State::Connected)
+    };
     p.sim
         .run_until(
-            |sim| sim.node(a).connect_error(id).is_some(),
-            Duration::from_millis(100),
+            |sim| {
+                (sim.node(na).is_connected(ida) && sim.node(nb).is_connected(idb))
+                    || ended(sim, na, ida)
+                    || ended(sim, nb, idb)
+            },
+            Duration::from_secs(40),
         )
-        .expect("fails at once");
+        .unwrap_or_else(|e| panic!("seed={seed}: rendezvous neither completed nor failed: {e}"));
+    (p, ida, idb)
+}
+
+#[test]
+fn secure_rendezvous_per_method_through_loss_then_a_transfer() {
+    let (ka, pa) = generate_keypair().expect("keypair");
+    let (kb, pb) = generate_keypair().expect("keypair");
+    let methods = [
+        (
+            Security::Code("7-amber-falcon-river".into()),
+            Security::Code("7-amber-falcon-river".into()),
+        ),
+        (
+            Security::PreSharedKey([4; 32]),
+            Security::PreSharedKey([4; 32]),
+        ),
+        (
+            Security::StaticKeys {
+                private_key: ka,
+                peer_keys: vec![pb],
+            },
+            Security::StaticKeys {
+                private_key: kb,
+                peer_keys: vec![pa],
+            },
+        ),
+    ];
+    for (i, (a, b)) in methods.into_iter().enumerate() {
+        for (seed, late) in [(0x5EC6 + i as u64, 0), (0x5EC9 + i as u64, 700)] {
+            let (mut p, ida, idb) = secure_rendezvous(
+                seed,
+                a.clone(),
+                b.clone(),
+                Duration::from_millis(late),
+                lossy(),
+            );
+            for (node, id) in [(p.a, ida), (p.b, idb)] {
+                let c = p.sim.node(node).connection(id).expect("connected");
+                assert!(c.is_secure() && c.is_rendezvous(), "seed={seed}");
+            }
+            let (na, nb) = (p.a, p.b);
+            stream_transfer(
+                &mut p.sim,
+                (na, ida),
+                (nb, idb),
+                1 << 20,
+                Duration::from_secs(120),
+            );
+        }
+    }
+}
+
+#[test]
+fn secure_rendezvous_with_a_wrong_code_fails_on_both_sides_within_a_second() {
+    for seed in [0x5ECA, 0x5ECB, 0x5ECC] {
+        let (p, ida, idb) = secure_rendezvous(
+            seed,
+            Security::Code("7-amber-falcon-river".into()),
+            Security::Code("7-amber-falcon-rivet".into()),
+            Duration::ZERO,
+            clean(),
+        );
+        let start = p.sim.now();
+        let mut p = p;
+        let (na, nb) = (p.a, p.b);
+        // The first side has failed; the other follows at once: its
+        // handshake fails or its unconfirmed connection ends.
+        let failed = |sim: &udt_core::sim::Sim<udt_core::sim::UdtNode>, node, id| {
+            sim.node(node).connect_error(id) == Some(ConnectError::AuthFailed)
+                || sim.node(node).connection(id).is_some_and(|c| {
+                    c.state()
+                        == udt_core::connection::State::Closed(
+                            udt_core::ConnectionError::AuthFailed,
+                        )
+                })
+        };
+        p.sim
+            .run_until(
+                |sim| failed(sim, na, ida) && failed(sim, nb, idb),
+                Duration::from_secs(1),
+            )
+            .unwrap_or_else(|e| panic!("seed={seed}: both sides did not fail: {e}"));
+        assert!(p.sim.now() - start < Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn secure_rendezvous_refuses_a_plain_peer() {
+    let (p, ida, _) = secure_rendezvous(
+        0x5ECD,
+        Security::PreSharedKey([4; 32]),
+        Security::Plain,
+        Duration::ZERO,
+        clean(),
+    );
     assert_eq!(
-        p.sim.node(a).connect_error(id),
-        Some(ConnectError::SecureConfig)
+        p.sim.node(p.a).connect_error(ida),
+        Some(ConnectError::PeerNotSecure)
     );
 }
 

@@ -130,14 +130,13 @@ fn net_options(net: &NetArgs, out: Option<&OutArgs>) -> NetOptions {
     }
 }
 
-/// The broker options of `send`/`recv` with the session code taken from
-/// `--code` (one code names the session and, once transfers through a
-/// broker can be encrypted, authenticates it).
+/// The broker options of `send`/`recv` with the session named from
+/// `--code`: its nameplate in secure mode (the whole code authenticates
+/// the transfer through the PAKE), the whole code with `--insecure`.
 ///
 /// # Errors
-/// A usage error for `--broker` without `--insecure`: punching ends in a
-/// UDT rendezvous, which has no secure mode yet, and a transfer the user
-/// did not ask to be plain must never go out in clear text.
+/// A usage error for a secure code without a nameplate, or `--broker`
+/// with `--key` (a broker session is named by a code).
 fn broker_session(
     mut broker: punch::BrokerOpts,
     security: &secure::TransferSecurityArgs,
@@ -145,14 +144,10 @@ fn broker_session(
     if broker.broker.is_none() {
         return Ok(broker);
     }
-    if !security.insecure {
-        return Err(CliError::usage(
-            "transfers through --broker cannot be encrypted yet (they end in a UDT rendezvous, \
-             which has no secure mode): add --insecure to send in clear text; --code then only \
-             names the session at the broker",
-        ));
-    }
-    broker.code = security.code.clone();
+    let Some(code) = &security.code else {
+        return Err(CliError::usage("--broker needs --code"));
+    };
+    broker.session = Some(secure::broker_session(code, security.insecure)?);
     Ok(broker)
 }
 

@@ -601,6 +601,16 @@ impl Listener {
         }
     }
 
+    /// Secure mode: how many connections so far ended because the peer
+    /// refused our key agreement (a sender with a wrong code or key),
+    /// whether or not they were accepted. 0 for TCP.
+    pub fn wrong_codes(&self) -> u64 {
+        match self {
+            Listener::Udt(ep, _) => ep.stats().secure_peer_refused,
+            Listener::Tcp(_) => 0,
+        }
+    }
+
     /// Waits at most `timeout` for the next connection (`Ok(None)` when
     /// none came), so the caller can check for Ctrl-C in between.
     ///

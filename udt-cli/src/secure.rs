@@ -133,6 +133,36 @@ pub fn announce_code(code: &str, other_side: &str) {
     eprintln!("On the other side: {other_side} --code {code}");
 }
 
+/// The name of a session at a NAT-punch broker (`--broker`) for `code`.
+///
+/// In secure mode only the code's **nameplate** (what comes before the
+/// first `-`: the number of `7-amber-falcon-river`) names the session,
+/// and the whole code is the PAKE password, as in magic-wormhole: the
+/// broker, which sees the session name and sits on the path of a relayed
+/// transfer, learns nothing it could test codes against offline (a hash
+/// of a short code could be brute-forced), and as a man in the middle it
+/// gets one online guess of the rest (three words, 24 bits), which fails
+/// loudly on both sides. With `--insecure` the whole code names the
+/// session (the transfer is plain anyway).
+///
+/// # Errors
+/// A usage error for a secure code without a nameplate and a secret part.
+pub fn broker_session(code: &str, insecure: bool) -> Result<String, CliError> {
+    let code = check_code(code)?;
+    if insecure {
+        return Ok(code);
+    }
+    match code.split_once('-') {
+        Some((nameplate, rest)) if !nameplate.is_empty() && !rest.is_empty() => {
+            Ok(nameplate.to_string())
+        }
+        _ => Err(CliError::usage(
+            "a code for --broker must be NAMEPLATE-SECRET, e.g. 7-amber-falcon-river: the broker \
+             sees only the part before the first '-', the rest stays secret",
+        )),
+    }
+}
+
 /// A key of 64 hex digits.
 ///
 /// # Errors
@@ -484,6 +514,24 @@ mod tests {
         };
         let (s, _) = transfer_security(&insecure, Role::Connects, Transport::Tcp).expect("ok");
         assert_eq!(s, Security::Plain);
+    }
+
+    #[test]
+    fn only_the_nameplate_names_a_secure_broker_session() {
+        assert_eq!(
+            broker_session(" 7-Amber-Falcon-River ", false).expect("secure"),
+            "7"
+        );
+        assert_eq!(broker_session("blue-fox", false).expect("secure"), "blue");
+        for bad in ["bluefox", "-amber", "7-", ""] {
+            assert!(broker_session(bad, false).is_err(), "{bad:?}");
+        }
+        // Plain: the whole code names the session, as before.
+        assert_eq!(broker_session("bluefox", true).expect("plain"), "bluefox");
+        assert_eq!(
+            broker_session("7-amber-falcon-river", true).expect("plain"),
+            "7-amber-falcon-river"
+        );
     }
 
     #[test]

@@ -295,12 +295,16 @@ fn summary(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no JSON summary in: {err}"))
 }
 
-/// Punches from `a` (sending `len` bytes) to `b` (receiving) with `code`;
+/// Punches from `a` (sending `len` bytes) to `b` (receiving), encrypted,
+/// under the nameplate `code`;
 /// returns both outputs after checking the bytes arrived intact.
 fn transfer(lab: &mut Lab, a: &str, b: &str, code: &str, len: usize) -> (Output, Output) {
     let input = lab.file(&format!("{code}.in"));
     let output = lab.file(&format!("{code}.out"));
     write_random(&input, len);
+    // Secure by default: `code` is the nameplate that names the session
+    // at the broker; the words after it stay secret (the PAKE password).
+    let code = &format!("{code}-amber-falcon-river");
     let common = [
         "--json",
         "punch",
@@ -478,7 +482,7 @@ fn symmetric_nat_fails_with_a_clear_error() {
             "--broker",
             BROKER,
             "--code",
-            "sym",
+            "sym-amber-falcon",
             "--bind",
             "0.0.0.0:9000",
             "--wait",
@@ -562,4 +566,86 @@ fn endpoint_independent_nats_with_a_relay_always_deliver() {
             sa_["path"], sa_["pair_type"]
         );
     }
+}
+
+/// `udt send`/`udt recv --broker` from `a` to `b` (files, encrypted by
+/// default) with the codes given; returns both outputs and the output
+/// directory.
+fn files_through_nats(
+    lab: &mut Lab,
+    (a, b): (&str, &str),
+    (send_code, recv_code): (&str, &str),
+    name: &str,
+) -> (Output, Output, PathBuf, PathBuf) {
+    let input = lab.file(&format!("{name}.in"));
+    let out = lab.file(&format!("{name}.out.d"));
+    std::fs::create_dir_all(&out).expect("output directory");
+    write_random(&input, 1 << 20);
+    let (input_s, out_s) = (
+        input.to_string_lossy().into_owned(),
+        out.to_string_lossy().into_owned(),
+    );
+    let ia = lab.spawn(
+        a,
+        &["send", &input_s, "--broker", BROKER, "--code", send_code],
+        None,
+    );
+    let ib = lab.spawn(
+        b,
+        &[
+            "recv", "-y", "--out", &out_s, "--broker", BROKER, "--code", recv_code,
+        ],
+        None,
+    );
+    let (oa, ob) = (lab.wait(ia), lab.wait(ib));
+    (oa, ob, input, out)
+}
+
+#[test]
+fn files_through_a_nat_are_encrypted_by_default_and_a_wrong_code_fails_fast() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let na = lab.nat("na", "198.18.0.2", "192.0.2", NatKind::Masquerade, true);
+    let a = lab.lan_host("ha", &na, "192.0.2.10", "192.0.2.1");
+    let b = lab.public_host("pb", "198.18.0.20");
+    lab.broker();
+    let code = "8-amber-falcon-river";
+    let (oa, ob, input, out) = files_through_nats(&mut lab, (&a, &b), (code, code), "right");
+    let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        oa.status.success() && ob.status.success(),
+        "sender: {}\nreceiver: {}",
+        err(&oa),
+        err(&ob)
+    );
+    let name = input.file_name().expect("name");
+    assert_eq!(
+        std::fs::read(out.join(name)).expect("received"),
+        std::fs::read(&input).expect("sent")
+    );
+    for o in [&oa, &ob] {
+        assert!(!err(o).contains("NOT encrypted"), "{}", err(o));
+        assert!(err(o).contains("session \"8\""), "{}", err(o));
+    }
+    // Same nameplate (they meet), one wrong word: both fail, fast, clearly,
+    // and nothing is written.
+    let t0 = std::time::Instant::now();
+    let (oa, ob, _, out) = files_through_nats(
+        &mut lab,
+        (&a, &b),
+        ("9-amber-falcon-river", "9-amber-falcon-rivet"),
+        "wrong",
+    );
+    assert!(!oa.status.success() && !ob.status.success());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t0.elapsed()
+    );
+    let both = format!("{}\n{}", err(&oa), err(&ob));
+    assert!(both.contains("wrong code"), "{both}");
+    let written = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "something was written for a wrong code");
 }

@@ -2,6 +2,8 @@
 //! loopback, where no NAT is needed: the relay is forced with
 //! `--relay-only` (the NAT lab in nat_lab.rs makes direct checks fail for
 //! real). Every process is bounded in time and killed by its PID on drop.
+//! Everything is secure (the code's nameplate names the session, the
+//! whole code authenticates) unless a test says `--insecure`.
 
 mod common;
 
@@ -77,13 +79,13 @@ fn relayed_transfer_is_byte_exact_and_says_relayed() {
     let mut s = punch(
         "sender",
         addr,
-        "relay-me",
+        "1-relay-me",
         &["--relay-only", "--send", &input_s],
     );
     let mut r = punch(
         "receiver",
         addr,
-        "relay-me",
+        "1-relay-me",
         &["--relay-only", "--out", &output_s],
     );
     for p in [&mut s, &mut r] {
@@ -115,8 +117,8 @@ fn relayed_transfer_is_byte_exact_and_says_relayed() {
 #[test]
 fn without_relay_on_the_broker_the_error_says_so() {
     let (_b, addr) = broker(false);
-    let mut s = punch("a", addr, "no-relay", &["--relay-only", "--no-data"]);
-    let mut r = punch("b", addr, "no-relay", &["--relay-only", "--no-data"]);
+    let mut s = punch("a", addr, "2-no-relay", &["--relay-only", "--no-data"]);
+    let mut r = punch("b", addr, "2-no-relay", &["--relay-only", "--no-data"]);
     for p in [&mut s, &mut r] {
         assert_eq!(p.code(LIMIT), 3, "{}: {}", p.name, p.stderr());
         let err = p.stderr();
@@ -127,10 +129,16 @@ fn without_relay_on_the_broker_the_error_says_so() {
     }
 }
 
-#[test]
-fn send_and_recv_meet_through_the_broker() {
-    let _heavy = heavy();
-    let dir = scratch("punch-files");
+/// `udt send`/`udt recv --broker` with `send_code` / `recv_code` and
+/// `extra` arguments on both; returns both processes, finished, and the
+/// output directory.
+fn meet_transfer(
+    name: &str,
+    send_code: &str,
+    recv_code: &str,
+    extra: &[&str],
+) -> (Proc, Proc, std::path::PathBuf, std::path::PathBuf) {
+    let dir = scratch(name);
     let (src, out) = (dir.join("src"), dir.join("out"));
     std::fs::create_dir_all(&src).expect("src");
     std::fs::create_dir_all(&out).expect("out");
@@ -138,46 +146,112 @@ fn send_and_recv_meet_through_the_broker() {
     write_random(&input, 3 << 20, 5);
     let (_b, addr) = broker(true);
     let mut send = udt();
-    send.args(["send", "--json"])
+    send.env_remove("UDT_CODE")
+        .args(["send", "--json"])
         .arg(&input)
-        .args([
-            "--broker",
-            &addr.to_string(),
-            "--code",
-            "files",
-            "--insecure",
-        ])
+        .args(["--broker", &addr.to_string(), "--code", send_code])
+        .args(extra)
         .stdout(Stdio::piped());
     let mut recv = udt();
-    recv.args(["recv", "--json", "--out"])
+    recv.env_remove("UDT_CODE")
+        .args(["recv", "--json", "--out"])
         .arg(&out)
-        .args([
-            "--broker",
-            &addr.to_string(),
-            "--code",
-            "files",
-            "--insecure",
-        ])
+        .args(["--broker", &addr.to_string(), "--code", recv_code])
+        .args(extra)
         .stdout(Stdio::piped());
     let mut s = Proc::spawn("send", send);
     let mut r = Proc::spawn("recv", recv);
     for p in [&mut s, &mut r] {
+        p.code(LIMIT);
+    }
+    (s, r, input, out)
+}
+
+#[test]
+fn send_and_recv_meet_through_the_broker_encrypted_by_default() {
+    let _heavy = heavy();
+    let (mut s, mut r, input, out) = meet_transfer(
+        "punch-files",
+        "3-amber-falcon-river",
+        "3-Amber-Falcon-River",
+        &[],
+    );
+    for p in [&mut s, &mut r] {
         assert_eq!(p.code(LIMIT), 0, "{}: {}", p.name, p.stderr());
     }
     same_bytes(&input, &out.join("data.bin"));
-    // On loopback the direct host pair works: no relay.
+    // On loopback the direct host pair works: no relay. Only the
+    // nameplate went to the broker.
     for p in [&s, &r] {
         let err = p.stderr();
         assert!(err.contains("connected (direct)"), "{err}");
         assert!(!err.contains("RELAYED"), "{err}");
+        assert!(err.contains("session \"3\""), "{err}");
+        assert!(!err.contains("NOT encrypted"), "{err}");
     }
     let j = common::json_of(&mut s);
     assert_eq!(j["ok"], true, "{j}");
 }
 
 #[test]
+fn insecure_through_the_broker_is_plain_and_loud() {
+    let _heavy = heavy();
+    let (mut s, mut r, input, out) =
+        meet_transfer("punch-plain", "files", "files", &["--insecure"]);
+    for p in [&mut s, &mut r] {
+        assert_eq!(p.code(LIMIT), 0, "{}: {}", p.name, p.stderr());
+        assert!(p.stderr().contains("NOT encrypted"), "{}", p.stderr());
+        // The whole code names the session, as before secure rendezvous.
+        assert!(p.stderr().contains("session \"files\""), "{}", p.stderr());
+    }
+    same_bytes(&input, &out.join("data.bin"));
+}
+
+#[test]
+fn a_wrong_code_through_the_broker_fails_fast_on_both_sides_with_nothing_written() {
+    // Same nameplate (they meet at the broker), different secret words.
+    let t0 = Instant::now();
+    let (mut s, mut r, _, out) = meet_transfer(
+        "punch-wrong",
+        "5-amber-falcon-river",
+        "5-amber-falcon-rivet",
+        &[],
+    );
+    let (cs, cr) = (s.code(LIMIT), r.code(LIMIT));
+    assert!(cs != 0 && cr != 0, "{}\n{}", s.stderr(), r.stderr());
+    // Meeting takes a moment; the refusal does not wait for a timeout
+    // (the rendezvous allows 30 s, the idle timeout 30 s).
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    let both = format!("{}\n{}", s.stderr(), r.stderr());
+    assert!(both.contains("wrong code"), "{both}");
+    assert!(r.stderr().contains("wrong code"), "{}", r.stderr());
+    let written = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "something was written for a wrong code");
+}
+
+#[test]
+fn a_secure_broker_code_needs_a_nameplate() {
+    let out = udt()
+        .env_remove("UDT_CODE")
+        .args([
+            "send",
+            "x",
+            "--broker",
+            "127.0.0.1:1",
+            "--code",
+            "nonameplate",
+        ])
+        .output()
+        .expect("run udt");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NAMEPLATE-SECRET"), "{err}");
+}
+
+#[test]
 fn broker_requires_code_and_excludes_a_target() {
     let out = udt()
+        .env_remove("UDT_CODE")
         .args(["send", "x", "--broker", "127.0.0.1:1"])
         .output()
         .expect("run udt");
@@ -211,8 +285,8 @@ fn punches_over_ipv6() {
     }
     let (_b, addr) = broker_on("[::1]:0", false);
     assert!(addr.is_ipv6());
-    let mut x = punch("x", addr, "six", &["--no-data"]);
-    let mut y = punch("y", addr, "six", &["--no-data"]);
+    let mut x = punch("x", addr, "6-six-six", &["--no-data"]);
+    let mut y = punch("y", addr, "6-six-six", &["--no-data"]);
     for p in [&mut x, &mut y] {
         assert_eq!(p.code(LIMIT), 0, "{}: {}", p.name, p.stderr());
         let j = summary(p);
@@ -243,7 +317,7 @@ fn punches_over_ipv6() {
 fn no_data_punch_finishes_on_both_sides_every_time() {
     let (_b, addr) = broker(false);
     for round in 0..6 {
-        let code = format!("nd{round}");
+        let code = format!("{round}-nd-nd");
         let mut x = punch("x", addr, &code, &["--no-data"]);
         let mut y = punch("y", addr, &code, &["--no-data"]);
         for p in [&mut x, &mut y] {

@@ -35,6 +35,11 @@ pub enum ConnectionError {
     /// Secure mode: every packet counter of this connection's key was used
     /// (after 2^63 packets); it refuses to send rather than reuse a nonce.
     KeysExhausted,
+    /// Secure mode: before any authentic packet arrived, the peer said its
+    /// key agreement failed against ours: it gave a wrong code or key (or
+    /// it could not authenticate us). A code is one guess per handshake,
+    /// so the connection ends rather than waiting.
+    AuthFailed,
 }
 
 impl fmt::Display for ConnectionError {
@@ -56,6 +61,9 @@ impl fmt::Display for ConnectionError {
             ),
             ConnectionError::LingerExpired => f.write_str(
                 "close gave up waiting for the peer to acknowledge data (linger time expired)",
+            ),
+            ConnectionError::AuthFailed => f.write_str(
+                "the peer failed to authenticate: it presented a wrong code or key",
             ),
             ConnectionError::KeysExhausted => f.write_str(
                 "secure connection used every packet counter of its key; reconnect for fresh keys",
@@ -80,6 +88,7 @@ impl From<ConnectionError> for io::Error {
             ConnectionError::LocallyClosed => io::ErrorKind::NotConnected,
             ConnectionError::LingerExpired | ConnectionError::PeerUnread => io::ErrorKind::TimedOut,
             ConnectionError::KeysExhausted => io::ErrorKind::Other,
+            ConnectionError::AuthFailed => io::ErrorKind::PermissionDenied,
         };
         io::Error::new(kind, e)
     }

@@ -86,6 +86,9 @@ pub struct EndpointStats {
     pub secure_refused: u64,
     /// Secure listener: replayed final requests ignored.
     pub secure_replays: u64,
+    /// Secure connections ended because the peer refused our key
+    /// agreement (it gave a wrong code or key), accepted or not.
+    pub secure_peer_refused: u64,
     /// Datagrams sent inside UDP GSO super-datagrams (of `datagrams_sent`).
     pub datagrams_offloaded: u64,
     /// Datagrams received inside UDP GRO super-datagrams (of

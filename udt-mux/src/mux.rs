@@ -167,6 +167,7 @@ impl MuxShared {
             foreign: e.foreign,
             secure_refused: e.secure_refused,
             secure_replays: e.secure_replays,
+            secure_peer_refused: e.secure_peer_refused,
             datagrams_offloaded: get(&c.datagrams_offloaded),
             datagrams_coalesced: get(&c.datagrams_coalesced),
         }

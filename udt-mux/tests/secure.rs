@@ -280,3 +280,79 @@ fn a_replayed_handshake_from_an_earlier_connection_opens_nothing() {
     }
     assert_eq!(server.stats().secure_replays, 1);
 }
+
+/// Both sides of a rendezvous on loopback, each in its own thread, with
+/// `a` and `b`; returns both results.
+fn rendezvous_pair(
+    a: Options,
+    b: Options,
+) -> (
+    Result<udt_mux::UdtStream, ConnectError>,
+    Result<udt_mux::UdtStream, ConnectError>,
+) {
+    let ea = bind(config());
+    let eb = bind(config());
+    let (aa, ba) = (ea.local_addr(), eb.local_addr());
+    let tb = std::thread::spawn(move || {
+        let r = eb.rendezvous_with(aa, b);
+        (eb, r)
+    });
+    let ra = ea.rendezvous_with(ba, a);
+    let (eb, rb) = tb.join().expect("rendezvous thread");
+    // The streams keep their endpoints' threads running.
+    drop((ea, eb));
+    (ra, rb)
+}
+
+#[test]
+fn a_secure_rendezvous_with_a_code_moves_data_encrypted() {
+    init();
+    let (ra, rb) = rendezvous_pair(code("7-amber-falcon-river"), code("7-amber-falcon-river"));
+    let (mut a, mut b) = (ra.expect("rendezvous a"), rb.expect("rendezvous b"));
+    assert!(a.is_secure() && b.is_secure());
+    assert_eq!(a.peer_identity(), Some(PeerIdentity::Code));
+    assert_eq!(b.peer_identity(), Some(PeerIdentity::Code));
+    let data = payload(1024 * 1024);
+    let writer = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            a.write_all(&data).expect("write");
+            a.close().expect("close");
+        })
+    };
+    let mut got = Vec::with_capacity(data.len());
+    b.set_read_timeout(Some(Duration::from_secs(30)));
+    b.read_to_end(&mut got).expect("read to the end");
+    writer.join().expect("writer");
+    assert!(got == data, "output differs ({} bytes)", got.len());
+}
+
+#[test]
+fn a_secure_rendezvous_with_a_wrong_code_fails_fast_on_both_sides() {
+    init();
+    let start = Instant::now();
+    let (ra, rb) = rendezvous_pair(code("7-amber-falcon-river"), code("7-amber-falcon-rivet"));
+    // The initiator fails in its handshake; the responder completed (it
+    // cannot check a code) and its connection ends on the refusal: its
+    // first read says so.
+    let mut errors = Vec::new();
+    for r in [ra, rb] {
+        match r {
+            Err(e) => errors.push(io::Error::from(e)),
+            Ok(mut s) => {
+                s.set_read_timeout(Some(Duration::from_secs(5)));
+                let e = s.read(&mut [0u8; 16]).expect_err("no data, an error");
+                errors.push(e);
+            }
+        }
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    for e in &errors {
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("wrong code"), "{e}");
+    }
+}

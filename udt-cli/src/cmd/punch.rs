@@ -35,9 +35,15 @@ pub struct PunchArgs {
     /// The broker, HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     pub broker: String,
-    /// The session code both peers give.
+    /// The code both peers give: its nameplate (before the first `-`)
+    /// names the session at the broker, the whole code authenticates the
+    /// connection (see docs/security.md).
     #[arg(long, value_name = "CODE")]
     pub code: String,
+    /// Plain UDT4 after the punch: no encryption, no authentication, and
+    /// the whole code names the session at the broker.
+    #[arg(long)]
+    pub insecure: bool,
     /// Local UDP address for UDT and the punch, [ADDR:]PORT (default: any
     /// port on every address of the broker's family, IPv4 or IPv6).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -75,10 +81,10 @@ pub struct BrokerOpts {
     /// through the NATs (or relay), instead of a HOST:PORT to connect to.
     #[arg(long, value_name = "HOST:PORT", requires = "code")]
     pub broker: Option<String>,
-    /// The session code both sides give: `--code` of the command, which
-    /// clap defines once (the transfer's security options own it).
+    /// The session's name at the broker, from `--code` (which the
+    /// transfer's security options own): see [`crate::secure::broker_session`].
     #[arg(skip)]
-    pub code: Option<String>,
+    pub session: Option<String>,
 }
 
 /// What [`meet`] needs.
@@ -86,8 +92,9 @@ pub struct BrokerOpts {
 pub struct MeetOptions {
     /// The broker, HOST:PORT.
     pub broker: String,
-    /// The session code.
-    pub code: String,
+    /// The session's name at the broker (a code's nameplate in secure
+    /// mode).
+    pub session: String,
     /// Local UDP address, [ADDR:]PORT (`None`: any port, any address of
     /// the broker's family).
     pub bind: Option<String>,
@@ -100,11 +107,11 @@ pub struct MeetOptions {
 }
 
 impl MeetOptions {
-    /// Defaults (any port, 60 s, relay allowed) for a broker and code.
-    pub fn new(broker: &str, code: &str) -> MeetOptions {
+    /// Defaults (any port, 60 s, relay allowed) for a broker and session.
+    pub fn new(broker: &str, session: &str) -> MeetOptions {
         MeetOptions {
             broker: broker.to_string(),
-            code: code.to_string(),
+            session: session.to_string(),
             bind: None,
             wait: 60.0,
             allow_relay: true,
@@ -319,7 +326,7 @@ pub fn meet(
             "--wait must be a positive number of seconds",
         ));
     }
-    if opts.code.is_empty() || opts.code.len() > 64 {
+    if opts.session.is_empty() || opts.session.len() > 64 {
         return Err(CliError::usage("--code must be 1 to 64 bytes"));
     }
     let broker = *net::resolve(&opts.broker)
@@ -339,6 +346,7 @@ pub fn meet(
     // The two sides learn of the nomination about half a round trip apart;
     // a generous rendezvous window costs nothing when it succeeds.
     config.connect_timeout = Duration::from_secs(10);
+    let secure = config.security.is_secure();
     let endpoint = Endpoint::bind_with(bind, config, NetOptions::endpoint_config())
         .map_err(|e| CliError::io("cannot bind", e))?;
     let local = endpoint.local_addr();
@@ -347,7 +355,7 @@ pub fn meet(
     let mut token = [0u8; 16];
     token.copy_from_slice(&random[..16]);
     let seed = u64::from_le_bytes(random[16..].try_into().unwrap_or_default());
-    let mut pc = PunchConfig::new(broker, opts.code.clone(), hosts.clone(), token, seed);
+    let mut pc = PunchConfig::new(broker, opts.session.clone(), hosts.clone(), token, seed);
     pc.wait_for_peer = Duration::from_secs_f64(opts.wait);
     pc.allow_relay = opts.allow_relay;
     pc.relay_only = opts.relay_only;
@@ -357,9 +365,14 @@ pub fn meet(
     let shared = SharedPunch::new(PunchAgent::new(pc, start));
     let list: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
     output.status(format_args!(
-        "udt: punching from {local} (host candidates {}) via broker {broker}, code {:?}",
+        "udt: punching from {local} (host candidates {}) via broker {broker}, session {:?}{}",
         list.join(", "),
-        opts.code
+        opts.session,
+        if secure {
+            " (the code's nameplate; the rest of it stays secret)"
+        } else {
+            ""
+        }
     ));
     endpoint.set_datagram_handler(Some(shared.handler()));
     let mut steps = Vec::new();
@@ -422,13 +435,13 @@ pub fn meet(
 /// # Errors
 /// As [`meet`]; `--broker` is UDT only.
 pub fn connect(opts: &BrokerOpts, net: &NetOptions, output: Output) -> Result<Conn, CliError> {
-    let (Some(broker), Some(code)) = (&opts.broker, &opts.code) else {
+    let (Some(broker), Some(session)) = (&opts.broker, &opts.session) else {
         return Err(CliError::usage("--broker needs --code"));
     };
     if net.transport != net::Transport::Udt {
         return Err(CliError::usage("--broker works over UDT only (not --tcp)"));
     }
-    let m = meet(&MeetOptions::new(broker, code), net.udt_config(), output)?;
+    let m = meet(&MeetOptions::new(broker, session), net.udt_config(), output)?;
     // The stream keeps the endpoint (and its punch handler) running.
     drop(m.endpoint);
     Ok(Conn::udt(m.stream))
@@ -445,12 +458,21 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
     if let Some(cc) = args.cc {
         config = config.with_congestion(cc);
     }
+    let session = crate::secure::broker_session(&args.code, args.insecure)?;
+    if args.insecure {
+        eprintln!(
+            "udt: WARNING: --insecure: this connection is NOT encrypted and NOT authenticated \
+             (plain UDT4): anyone on the path, the broker included, can read or change it"
+        );
+    } else {
+        config.security = udt_core::Security::Code(args.code.trim().to_lowercase());
+    }
     let opts = MeetOptions {
         bind: args.bind.clone(),
         wait: args.wait,
         allow_relay: !args.no_relay,
         relay_only: args.relay_only,
-        ..MeetOptions::new(&args.broker, &args.code)
+        ..MeetOptions::new(&args.broker, &session)
     };
     let Meeting {
         endpoint: _endpoint,

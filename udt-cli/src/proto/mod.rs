@@ -97,6 +97,9 @@ pub enum TransferError {
     WrongPeer(String),
     /// The receiver is busy with another transfer.
     Busy(String),
+    /// Secure mode: the peer did not prove it knows the code or key (it
+    /// presented a wrong one).
+    WrongCode(String),
     /// The peer reported this failure (its class and message).
     Peer {
         /// Who reported it: "sender" or "receiver".
@@ -112,7 +115,9 @@ impl TransferError {
     /// The exit code this failure maps to (see [`exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
-            TransferError::Network(_) | TransferError::Busy(_) => exit::NETWORK,
+            TransferError::Network(_) | TransferError::Busy(_) | TransferError::WrongCode(_) => {
+                exit::NETWORK
+            }
             TransferError::Protocol(_)
             | TransferError::Refused(_)
             | TransferError::WrongPeer(_) => exit::PROTOCOL,
@@ -161,6 +166,12 @@ impl TransferError {
         if is_interruption(e) {
             return TransferError::Interrupted;
         }
+        if is_wrong_code(e) {
+            return TransferError::WrongCode(format!(
+                "{WRONG_CODE}; nothing was transferred, and a code is good for one try: start \
+                 again and check the code"
+            ));
+        }
         TransferError::Network(match e.kind() {
             io::ErrorKind::UnexpectedEof => {
                 "the peer closed the connection in the middle of the transfer (interrupted, killed or \
@@ -184,6 +195,7 @@ impl fmt::Display for TransferError {
             | TransferError::Verify(m)
             | TransferError::WrongPeer(m)
             | TransferError::Busy(m)
+            | TransferError::WrongCode(m)
             | TransferError::Usage(m) => f.write_str(m),
             TransferError::Refused(m) => write!(f, "refused the file list: {m}"),
             TransferError::Local { what, source } if is_disk_full(source) => write!(
@@ -226,6 +238,17 @@ impl From<wire::WireError> for TransferError {
 
 /// True for a UDT connection that ended because the peer went silent for
 /// the peer-idle time (the library's typed reason inside the error).
+/// How the message of [`TransferError::WrongCode`] starts.
+pub const WRONG_CODE: &str = "wrong code: the other side's code (or key) is not this one";
+
+/// The secure connection ended because the peer's key agreement failed
+/// against ours (udt-core's `ConnectionError::AuthFailed`).
+fn is_wrong_code(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<udt_core::ConnectionError>())
+        .is_some_and(|why| *why == udt_core::ConnectionError::AuthFailed)
+}
+
 fn is_peer_silent(e: &io::Error) -> bool {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<udt_core::ConnectionError>())

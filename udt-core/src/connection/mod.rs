@@ -36,6 +36,8 @@ mod input;
 mod output;
 mod receiver;
 #[cfg(test)]
+mod rendezvous_secure_tests;
+#[cfg(test)]
 mod rendezvous_tests;
 #[cfg(test)]
 mod scripted_tests;
@@ -187,6 +189,11 @@ pub struct Connection {
     response_ext: Vec<u8>,
     /// Secure mode: scratch space for the opened packet.
     open_buf: Vec<u8>,
+    /// Secure listener or rendezvous responder: no authentic packet from
+    /// the peer yet, so its key agreement may have failed (a code is only
+    /// checked by the initiator). A refusal from the peer ends the
+    /// connection with [`ConnectionError::AuthFailed`] until then.
+    unconfirmed: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -272,7 +279,9 @@ impl Connection {
             peer_identity,
             response_ext,
             open_buf: Vec::new(),
+            unconfirmed: false,
         };
+        conn.unconfirmed = conn.seal.is_some() && conn.response.is_some();
         let ctx = conn.cc_context(now);
         conn.cc.init(&ctx);
         conn.apply_cc();
@@ -280,6 +289,12 @@ impl Connection {
         // listener registered the socket before answering.
         if conn.response.is_some() || conn.rendezvous {
             conn.sender.hold_first_data(now + FIRST_DATA_HOLD);
+        }
+        if let (true, Some(response)) = (conn.rendezvous, conn.response) {
+            // A secure rendezvous responder completed on the initiator's
+            // first message; the initiator completes on this −1 with our
+            // half of the key agreement (repeated when it asks again).
+            conn.queue_control(ControlItem::Handshake(response));
         }
         log::debug!(
             "{} connected to {} (peer id {}, mss {}, send isn {:?}, cc {})",
@@ -467,10 +482,50 @@ impl Connection {
             return;
         }
         if self.seal.is_some() {
-            self.on_sealed_datagram(now, datagram);
+            if self.unconfirmed {
+                self.on_unconfirmed_datagram(now, datagram);
+            } else {
+                self.on_sealed_datagram(now, datagram);
+            }
             return;
         }
         self.on_datagram(now, datagram);
+    }
+
+    /// A datagram before the first authentic one of a secure connection
+    /// whose peer initiated the key agreement: the peer's refusal (a
+    /// rejection with a secure extension saying "authentication failed",
+    /// addressed to us: its sender saw our response) ends the connection;
+    /// the first packet that authenticates confirms the keys.
+    fn on_unconfirmed_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        if crate::secure::handshake_ext::is_auth_refusal(datagram)
+            && crate::packet::decode(datagram).is_ok_and(
+                |p| matches!(p, crate::packet::Packet::Control(c) if c.dest == self.local_id),
+            )
+        {
+            log::info!(
+                "{}: {} refused our key agreement (wrong code or key)",
+                self.local_id,
+                self.peer_addr
+            );
+            self.enter_closed(now, ConnectionError::AuthFailed);
+            return;
+        }
+        let dropped = (
+            self.counters.dropped.unauthenticated,
+            self.counters.dropped.replayed,
+        );
+        self.on_sealed_datagram(now, datagram);
+        let after = (
+            self.counters.dropped.unauthenticated,
+            self.counters.dropped.replayed,
+        );
+        // Handshakes are not sealed: only a packet that opened confirms.
+        let handshake = crate::packet::is_control(datagram)
+            && datagram.get(..2).is_some_and(|w| w == [0x80, 0x00]);
+        if dropped == after && !handshake {
+            self.unconfirmed = false;
+        }
     }
 
     /// Fires the protocol timers that are due. Calling it early is a no-op.

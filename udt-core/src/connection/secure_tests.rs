@@ -300,3 +300,72 @@ fn sealed_packets_flow_replays_and_flips_are_dropped_and_counted() {
     assert_eq!(l.read(&mut out), Ok(4000));
     assert_eq!(&out[..4000], &data[..]);
 }
+
+#[test]
+fn a_wrong_code_ends_the_listeners_connection_at_once() {
+    // The listener cannot check a code (NNpsk2 mixes it in message 2), so
+    // it accepts; the caller fails on message 2 and sends a refusal to the
+    // listener's new socket, which ends the not yet confirmed connection.
+    let run = run(
+        Security::Code("4-acorn-bison-cedar".into()),
+        Security::Code("4-acorn-bison-cedra".into()),
+        1000,
+        |_| {},
+    );
+    assert_eq!(run.caller.err(), Some(ConnectError::AuthFailed));
+    let refusal = run.caller_sent.last().expect("refusal").clone();
+    assert!(handshake_ext::is_auth_refusal(&refusal));
+    let params = run.listener.expect("listener accepted");
+    let t0 = epoch();
+    let caller_addr = params.peer_addr;
+    let cfg = Arc::new(config(Security::Code("4-acorn-bison-cedra".into())));
+    let mut l = Connection::new(params, cfg, t0);
+    l.handle_datagram(t0, caller_addr, &refusal);
+    assert_eq!(
+        l.state(),
+        crate::connection::State::Closed(crate::ConnectionError::AuthFailed)
+    );
+}
+
+#[test]
+fn a_refusal_after_an_authentic_packet_changes_nothing() {
+    // Once the caller's first sealed packet authenticated, the keys are
+    // confirmed: a refusal (forged, or replayed from the path) is ignored.
+    let (mut c, mut l, t0) = connected_pair();
+    let c_addr = l.peer_addr();
+    let mut refusal = Vec::new();
+    Handshake {
+        version: 4,
+        socket_type: 1,
+        isn: SeqNumber::new(1000),
+        mss: 1500,
+        flow_window: 8192,
+        req_type: crate::packet::ReqType::Rejected,
+        socket_id: c.local_id,
+        cookie: 0,
+        peer_ip: crate::packet::PeerIp::from_addr(c_addr.ip()),
+    }
+    .encode(0, l.local_id, &mut refusal);
+    handshake_ext::write(
+        &mut refusal,
+        ExtKind::Refuse,
+        Some(handshake_ext::Method::PreSharedKey),
+        Some(RefuseReason::AuthFailed),
+        &[],
+    );
+    assert_eq!(c.write(b"hello"), Ok(5));
+    let mut buf = Vec::new();
+    let mut delivered = 0;
+    for ms in 0..20 {
+        let now = t0 + Duration::from_millis(ms);
+        while c.poll_transmit(now, &mut buf).is_some() {
+            l.handle_datagram(now, c_addr, &buf);
+            delivered += 1;
+        }
+    }
+    assert!(delivered > 0);
+    l.handle_datagram(t0 + Duration::from_millis(20), c_addr, &refusal);
+    assert_eq!(l.state(), crate::connection::State::Connected);
+    let mut out = [0u8; 16];
+    assert_eq!(l.read(&mut out), Ok(5));
+}

@@ -123,6 +123,11 @@ pub struct EndpointCounters {
     /// Secure listener: final requests that replayed the key-agreement
     /// message of a connection accepted earlier, ignored.
     pub secure_replays: u64,
+    /// Secure connections that ended because the peer refused our key
+    /// agreement before any authentic packet (`ConnectionError::AuthFailed`:
+    /// the peer gave a wrong code or key), counted when they are removed,
+    /// accepted or not.
+    pub secure_peer_refused: u64,
 }
 
 /// Why [`Endpoint::listen`] failed.
@@ -397,6 +402,9 @@ impl Endpoint {
             l.queue.retain(|h| *h != handle);
         }
         if let Some(c) = socket.connection_ref() {
+            if c.state() == crate::State::Closed(crate::ConnectionError::AuthFailed) {
+                self.counters.secure_peer_refused += 1;
+            }
             let (min, max) = TOMBSTONE_LIFETIME;
             let lifetime = socket.config().peer_idle_timeout.clamp(min, max);
             self.tombstones.bury(

@@ -8,7 +8,7 @@ use super::{handshake_for, is_plausible, Attempt, ConnectError, ConnectParams};
 use crate::config::{Config, SocketType};
 use crate::packet::{ReqType, HEADER_SIZE};
 use crate::secure::handshake_ext::{self, ExtError, ExtKind, RefuseReason};
-use crate::secure::keys::{HandshakeFailure, Initiator};
+use crate::secure::keys::{HandshakeFailure, Initiator, Setup};
 use crate::secure::Security;
 use crate::seq::{SeqNumber, SocketId};
 
@@ -119,7 +119,15 @@ impl Caller {
                             self.attempt.local_id,
                             self.attempt.peer
                         );
-                        self.attempt.finish(Err(e));
+                        if e == ConnectError::AuthFailed {
+                            // The listener accepted (a code cannot be
+                            // checked before message 2): tell its new
+                            // connection, so that it fails fast too.
+                            let method = self.security.method();
+                            self.attempt.refuse_and_fail(now, hs.socket_id, method, e);
+                        } else {
+                            self.attempt.finish(Err(e));
+                        }
                         return;
                     }
                 };
@@ -174,7 +182,7 @@ impl Caller {
     fn start_key_agreement(&mut self) -> Result<(), ConnectError> {
         let mut body = Vec::with_capacity(crate::packet::Handshake::BODY_SIZE);
         self.attempt.request.write_body(&mut body);
-        match Initiator::start(&self.security, &body) {
+        match Initiator::start(Setup::CallerListener, &self.security, &body) {
             Ok(Some(init)) => {
                 self.attempt.extension = init.extension().to_vec();
                 self.initiator = Some(Box::new(init));

@@ -374,7 +374,15 @@ impl AcceptRequest {
                     .to_vec();
                 let result = handshake_ext::parse(ext_bytes)
                     .map_err(|_| RefuseReason::Malformed)
-                    .and_then(|ext| keys::respond(security, request_body, &ext, &body));
+                    .and_then(|ext| {
+                        keys::respond(
+                            keys::Setup::CallerListener,
+                            security,
+                            request_body,
+                            &ext,
+                            &body,
+                        )
+                    });
                 match result {
                     Ok((keys, response_ext)) => {
                         out.extend_from_slice(&response_ext);

@@ -38,6 +38,7 @@ mod connecting;
 mod cookie;
 mod listener;
 mod rendezvous;
+mod rendezvous_secure;
 
 pub use caller::Caller;
 pub use connecting::Connecting;
@@ -122,7 +123,7 @@ pub enum ConnectError {
     /// key, a key not in the allowed list, or a forged response).
     AuthFailed,
     /// The secure configuration cannot start a handshake (static keys
-    /// without the listener's key, or rendezvous in secure mode).
+    /// without the peer's key).
     SecureConfig,
 }
 
@@ -162,8 +163,7 @@ impl fmt::Display for ConnectError {
             ),
             ConnectError::SecureConfig => write!(
                 f,
-                "secure mode cannot start with this configuration (static keys need the peer's key; \
-                 rendezvous is plain only)"
+                "secure mode cannot start with this configuration (static keys need the peer's key)"
             ),
         }
     }
@@ -211,6 +211,13 @@ struct Attempt {
     /// Bytes sent after the request's 48-byte body: the secure extension
     /// of a secure caller's final request, else nothing.
     extension: Vec<u8>,
+    /// A secure refusal to send before the failure is reported: the peer
+    /// completed its side (a listener, a rendezvous responder) and its
+    /// connection ends on it instead of waiting for its idle timeout.
+    farewell: Option<(Vec<u8>, ConnectError)>,
+    /// The farewell went out and finished the attempt: a timer is due so
+    /// that the driver collects the result.
+    farewell_sent: bool,
     /// When the request goes out next.
     next_send: Instant,
     /// The attempt fails with `TimedOut` at this instant; `None` when the
@@ -248,6 +255,8 @@ impl Attempt {
             request,
             request_dest: SocketId::HANDSHAKE,
             extension: Vec::new(),
+            farewell: None,
+            farewell_sent: false,
             next_send: now,
             deadline: now.checked_add(timeout),
             outcome: Outcome::Pending,
@@ -256,6 +265,37 @@ impl Attempt {
 
     fn is_pending(&self) -> bool {
         matches!(self.outcome, Outcome::Pending)
+    }
+
+    /// Secure mode: fails with `error` after sending the peer's socket
+    /// `dest` a rejection (type 1002) whose extension says the key
+    /// agreement failed (`method` is ours). The peer's connection, which
+    /// has not heard an authentic packet yet, ends with an error on it.
+    fn refuse_and_fail(
+        &mut self,
+        now: Instant,
+        dest: SocketId,
+        method: Option<crate::secure::Method>,
+        error: ConnectError,
+    ) {
+        if !self.is_pending() || self.farewell.is_some() {
+            return;
+        }
+        let refusal = Handshake {
+            req_type: ReqType::Rejected,
+            ..self.request
+        };
+        let mut buf = Vec::new();
+        refusal.encode(0, dest, &mut buf);
+        crate::secure::handshake_ext::write(
+            &mut buf,
+            crate::secure::handshake_ext::ExtKind::Refuse,
+            method,
+            Some(crate::secure::RefuseReason::AuthFailed),
+            &[],
+        );
+        self.farewell = Some((buf, error));
+        self.next_send = now;
     }
 
     /// Fails the attempt once the deadline has passed.
@@ -284,6 +324,13 @@ impl Attempt {
     }
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        if let Some((refusal, error)) = self.farewell.take() {
+            buf.clear();
+            buf.extend_from_slice(&refusal);
+            self.finish(Err(error));
+            self.farewell_sent = true;
+            return Some(self.peer);
+        }
         self.check_deadline(now);
         if !self.is_pending() || now < self.next_send {
             return None;
@@ -296,6 +343,11 @@ impl Attempt {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
+        if self.farewell_sent && matches!(self.outcome, Outcome::Ready(_)) {
+            // Finished by a transmission (the farewell): the driver's next
+            // timer call hands the result over.
+            return Some(self.next_send);
+        }
         let deadline = self.deadline.unwrap_or(self.next_send);
         self.is_pending().then(|| self.next_send.min(deadline))
     }
@@ -321,7 +373,7 @@ impl Attempt {
         datagram: &'a [u8],
     ) -> Option<Packet<'a>> {
         self.check_deadline(now);
-        if !self.is_pending() || from != self.peer {
+        if !self.is_pending() || self.farewell.is_some() || from != self.peer {
             return None;
         }
         decode(datagram).ok()

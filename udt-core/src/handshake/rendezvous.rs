@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{handshake_for, is_plausible, Attempt, ConnectError, ConnectParams};
+use super::rendezvous_secure::{self, Role, SecureRendezvous};
+use super::{handshake_for, is_plausible, Attempt, ConnectError, ConnectParams, SecureParams};
 use crate::config::{Config, SocketType};
-use crate::packet::{Control, ControlPacket, Handshake, Packet, ReqType};
+use crate::packet::{Control, ControlPacket, Handshake, Packet, ReqType, HEADER_SIZE};
+use crate::secure::handshake_ext::{ExtKind, Extension};
 use crate::seq::{SeqNumber, SocketId};
 
 /// One side of a rendezvous connection attempt.
@@ -45,6 +47,13 @@ use crate::seq::{SeqNumber, SocketId};
 /// candidate's ISN. UDT4 addresses its −1 and −2 to our ID, so this costs
 /// nothing against it.
 ///
+/// **Secure mode** (`config.security` other than plain): the same steps,
+/// with the key agreement of caller ↔ listener set-up in the "UDTS"
+/// extension and roles assigned by comparing `(socket ID, ISN)`; step 4 is
+/// off and completion needs the key agreement. See
+/// [`rendezvous_secure`](super::rendezvous_secure) and docs/security.md.
+/// A plain rendezvous sends and accepts exactly what UDT4 does.
+///
 /// When [`Rendezvous::handle_datagram`] completes the connection through
 /// step 4, the datagram that did it (data or keep-alive) also belongs to the
 /// new connection: the driver should hand it over once the connection
@@ -59,8 +68,8 @@ pub struct Rendezvous {
     /// `peer_handshake` came addressed to our socket ID: its sender saw one
     /// of our requests (see the type's documentation).
     authenticated: bool,
-    /// The configuration asked for secure mode, which rendezvous lacks.
-    refuse_secure: bool,
+    /// Secure mode: the key agreement's state; `None` for plain UDT4.
+    secure: Option<Box<SecureRendezvous>>,
 }
 
 /// How far after a candidate's ISN the first data packet from the peer may
@@ -77,30 +86,27 @@ impl Rendezvous {
         isn: SeqNumber,
         now: Instant,
     ) -> Self {
+        let mut attempt = Attempt::new(
+            config,
+            local_id,
+            peer,
+            isn,
+            ReqType::Rendezvous,
+            now,
+            config.rendezvous_timeout,
+        );
+        let secure = SecureRendezvous::new(&config.security).map(Box::new);
+        if let Some(s) = &secure {
+            // Our first requests say "secure, this method" to the peer.
+            attempt.extension = s.offer();
+        }
         Rendezvous {
-            attempt: Attempt::new(
-                config,
-                local_id,
-                peer,
-                isn,
-                ReqType::Rendezvous,
-                now,
-                config.rendezvous_timeout,
-            ),
+            attempt,
             mss: config.mss,
             socket_type: config.socket_type,
             peer_handshake: None,
             authenticated: false,
-            refuse_secure: config.security.is_secure(),
-        }
-    }
-
-    /// Secure mode has caller and listener roles; a rendezvous would
-    /// silently be plain, so it fails at its first timer instead (the
-    /// driver learns it like any other failure).
-    fn check_secure(&mut self) {
-        if self.refuse_secure {
-            self.attempt.finish(Err(super::ConnectError::SecureConfig));
+            secure,
         }
     }
 
@@ -117,7 +123,12 @@ impl Rendezvous {
                 packet,
                 Packet::Control(ControlPacket { dest, .. }) if dest == local_id
             );
-            self.on_handshake(now, hs, addressed);
+            self.on_handshake(now, hs, addressed, datagram);
+            return;
+        }
+        if self.secure.is_some() {
+            // Step 4 would complete without keys: a secure peer's data
+            // can only be read once our own key agreement has finished.
             return;
         }
         // Step 4: the peer already counts as connected and sends us data or a
@@ -139,13 +150,22 @@ impl Rendezvous {
             Packet::Control(_) => false,
         };
         if from_connected_peer {
-            self.complete(&hs);
+            self.complete(&hs, None, None);
         }
     }
 
-    fn on_handshake(&mut self, now: Instant, hs: Handshake, addressed: bool) {
+    fn on_handshake(&mut self, now: Instant, hs: Handshake, addressed: bool, datagram: &[u8]) {
         match hs.req_type {
             ReqType::Rendezvous | ReqType::Response | ReqType::RendezvousConnected => {}
+            ReqType::Rejected if addressed && self.is_refused(datagram) => {
+                // Secure: the peer's key agreement failed against ours.
+                log::info!(
+                    "[{}] {} refused the secure rendezvous: wrong key or code",
+                    self.attempt.local_id,
+                    self.attempt.peer
+                );
+                return self.attempt.finish(Err(ConnectError::AuthFailed));
+            }
             // Step 3: "regular connect should NOT communicate with rendezvous
             // connect" (UDT4). Rejections and unknown types: see type docs.
             ReqType::Caller | ReqType::Rejected | ReqType::Other(_) => return,
@@ -154,6 +174,23 @@ impl Rendezvous {
             log::debug!("implausible rendezvous handshake ignored: {hs:?}");
             return;
         }
+        let ext = match self
+            .secure
+            .as_deref()
+            .map(|s| s.check(datagram, hs.req_type, addressed))
+        {
+            None => None,
+            Some(Ok(ext)) => Some(ext),
+            Some(Err(e)) => {
+                log::info!(
+                    "[{}] secure rendezvous with {} refused: {e}",
+                    self.attempt.local_id,
+                    self.attempt.peer
+                );
+                self.attempt.finish(Err(e));
+                return;
+            }
+        };
         if self.authenticated {
             let known = self.peer_handshake.as_ref();
             let same_peer = known.is_some_and(|k| k.socket_id == hs.socket_id && k.isn == hs.isn);
@@ -173,6 +210,10 @@ impl Rendezvous {
         }
         self.peer_handshake = Some(hs);
         self.authenticated = addressed;
+        if let Some(ext) = ext {
+            self.secure_step(now, &hs, addressed, datagram, ext.as_ref());
+            return;
+        }
         let own = self.attempt.request.req_type;
         if own == ReqType::Rendezvous || hs.req_type == ReqType::Rendezvous {
             // Step 2: answer with −1, addressed to the peer's ID, at once.
@@ -188,14 +229,132 @@ impl Rendezvous {
             self.attempt.send_now(now);
         } else if addressed {
             // Step 3: we are at −1 and the peer sent −1 or −2 to our ID.
-            self.complete(&hs);
+            self.complete(&hs, None, None);
         } else {
             // A −1 or −2 to 0: a candidate to address, not proof.
             self.attempt.request_dest = hs.socket_id;
         }
     }
 
-    fn complete(&mut self, hs: &Handshake) {
+    /// Secure mode's steps 2 and 3 (see
+    /// [`rendezvous_secure`](super::rendezvous_secure)): answer with −1 and
+    /// the extension of our role; complete on the key agreement only.
+    fn secure_step(
+        &mut self,
+        now: Instant,
+        hs: &Handshake,
+        addressed: bool,
+        datagram: &[u8],
+        ext: Option<&Extension<'_>>,
+    ) {
+        let local_id = self.attempt.local_id;
+        let Some(role) =
+            rendezvous_secure::role(local_id, self.attempt.request.isn, hs.socket_id, hs.isn)
+        else {
+            log::debug!("[{local_id}] rendezvous handshake with our own ID and ISN ignored");
+            return;
+        };
+        let first_contact = self.attempt.request.req_type == ReqType::Rendezvous
+            || hs.req_type == ReqType::Rendezvous;
+        self.attempt.request.req_type = ReqType::Response;
+        self.attempt.request_dest = hs.socket_id;
+        let mut body = Vec::with_capacity(Handshake::BODY_SIZE);
+        self.attempt.request.write_body(&mut body);
+        let peer_body = datagram
+            .get(HEADER_SIZE..HEADER_SIZE + Handshake::BODY_SIZE)
+            .unwrap_or_default();
+        let Some(secure) = self.secure.as_deref_mut() else {
+            return;
+        };
+        let kind = ext.map(|e| e.kind);
+        let mut send_now = first_contact;
+        match role {
+            Role::Initiator => {
+                match secure.init_ext(&body) {
+                    Ok(init) => self.attempt.extension = init,
+                    Err(e) => return self.attempt.finish(Err(e)),
+                }
+                if let (
+                    true,
+                    Some(
+                        ext @ Extension {
+                            kind: ExtKind::Resp,
+                            ..
+                        },
+                    ),
+                ) = (addressed, ext)
+                {
+                    match secure.finish(peer_body, ext) {
+                        Ok(params) => self.complete(hs, Some(params), None),
+                        Err(e) => self.fail_auth(now, hs.socket_id, e),
+                    }
+                    return;
+                }
+                // The responder waits for our Init: send it at once.
+                send_now |= addressed && kind == Some(ExtKind::Offer);
+            }
+            Role::Responder => {
+                if let (
+                    true,
+                    Some(
+                        ext @ Extension {
+                            kind: ExtKind::Init,
+                            ..
+                        },
+                    ),
+                ) = (addressed, ext)
+                {
+                    match secure.respond(peer_body, ext, &body) {
+                        Ok(params) => {
+                            self.attempt.extension = params.response_ext.clone();
+                            let response = self.attempt.request;
+                            self.complete(hs, Some(params), Some(response));
+                        }
+                        Err(e) => self.fail_auth(now, hs.socket_id, e),
+                    }
+                    return;
+                }
+                self.attempt.extension = secure.offer();
+            }
+        }
+        if send_now {
+            self.attempt.send_now(now);
+        }
+    }
+
+    /// Fails a secure attempt whose key agreement did not authenticate,
+    /// telling the peer (which may have completed) so that it fails fast.
+    fn fail_auth(&mut self, now: Instant, peer_id: SocketId, e: ConnectError) {
+        log::info!(
+            "[{}] secure rendezvous with {} failed: {e}",
+            self.attempt.local_id,
+            self.attempt.peer
+        );
+        if e == ConnectError::AuthFailed {
+            let method = self.secure.as_deref().map(SecureRendezvous::method);
+            self.attempt.refuse_and_fail(now, peer_id, method, e);
+        } else {
+            self.attempt.finish(Err(e));
+        }
+    }
+
+    /// A secure attempt and a rejection whose extension says the peer's
+    /// key agreement failed (a plain attempt ignores rejections).
+    fn is_refused(&self, datagram: &[u8]) -> bool {
+        self.secure
+            .as_deref()
+            .is_some_and(|s| s.is_refusal(datagram))
+    }
+
+    /// Finishes the attempt from the peer's handshake `hs`; a secure
+    /// responder also hands over its −1 (`response`) for the connection to
+    /// repeat with its Resp until the initiator has it.
+    fn complete(
+        &mut self,
+        hs: &Handshake,
+        secure: Option<Box<SecureParams>>,
+        response: Option<Handshake>,
+    ) {
         let params = ConnectParams {
             local_socket_id: self.attempt.local_id,
             peer_socket_id: hs.socket_id,
@@ -207,8 +366,8 @@ impl Rendezvous {
             socket_type: self.socket_type,
             rendezvous: true,
             self_ip: self.attempt.self_ip(hs),
-            response: None,
-            secure: None,
+            response,
+            secure,
         };
         self.attempt.finish(Ok(params));
     }
@@ -216,17 +375,12 @@ impl Rendezvous {
     /// Fails the attempt if the rendezvous timeout has passed; otherwise a
     /// no-op (resends happen in [`Rendezvous::poll_transmit`]).
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.check_secure();
         self.attempt.check_deadline(now);
     }
 
     /// Writes the next handshake into `buf` and returns where to send it, or
     /// returns `None` when nothing is due (or the attempt finished).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
-        if self.refuse_secure {
-            // Nothing goes out; the next timer fails the attempt.
-            return None;
-        }
         self.attempt.poll_transmit(now, buf)
     }
 
@@ -237,7 +391,9 @@ impl Rendezvous {
     }
 
     /// The outcome, returned exactly once when the attempt has finished.
-    /// The only failure is [`ConnectError::TimedOut`].
+    /// A plain attempt fails only with [`ConnectError::TimedOut`]; a secure
+    /// one also with `PeerNotSecure`, `SecurityMismatch`, `AuthFailed` or
+    /// `SecureConfig`.
     pub fn poll_result(&mut self) -> Option<Result<ConnectParams, ConnectError>> {
         self.attempt.poll_result()
     }

@@ -183,6 +183,16 @@ pub fn parse_datagram(datagram: &[u8]) -> Result<Extension<'_>, ExtError> {
     )
 }
 
+/// True when `datagram` is a handshake whose extension is a refusal for
+/// failed authentication (the caller's answer to a response that did not
+/// authenticate, or a rendezvous peer's).
+pub fn is_auth_refusal(datagram: &[u8]) -> bool {
+    matches!(
+        parse_datagram(datagram),
+        Ok(ext) if ext.kind == ExtKind::Refuse && ext.reason == RefuseReason::AuthFailed
+    )
+}
+
 /// Parses `bytes` (what follows the 48-byte body). Never panics.
 ///
 /// # Errors

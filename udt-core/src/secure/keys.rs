@@ -30,8 +30,11 @@ use crate::packet::Handshake;
 const NN_PSK0: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 const IK: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 const NN_PSK2: &str = "Noise_NNpsk2_25519_ChaChaPoly_BLAKE2s";
-/// Start of the Noise prologue.
+/// Start of the Noise prologue of a caller/listener handshake.
 const PROLOGUE_LABEL: &[u8] = b"UDT secure v1";
+/// Start of the Noise prologue of a rendezvous handshake: a message of one
+/// kind of set-up never verifies as the other's.
+const PROLOGUE_LABEL_RENDEZVOUS: &[u8] = b"UDT secure v1 rendezvous";
 /// SPAKE2 identities of the two roles.
 const SPAKE_CALLER: &[u8] = b"udt caller";
 const SPAKE_LISTENER: &[u8] = b"udt listener";
@@ -70,6 +73,17 @@ impl std::fmt::Debug for SessionKeys {
     }
 }
 
+/// Which set-up a key agreement belongs to (it is bound in the Noise
+/// prologue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// Caller and listener: the caller initiates.
+    CallerListener,
+    /// Rendezvous: the side with the larger (socket ID, ISN) initiates
+    /// (see `handshake::rendezvous`).
+    Rendezvous,
+}
+
 /// Why a secure handshake failed on the caller's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandshakeFailure {
@@ -87,9 +101,13 @@ fn params(name: &str) -> Result<NoiseParams, HandshakeFailure> {
     name.parse().map_err(|_| HandshakeFailure::BadConfig)
 }
 
-fn prologue(method: Method, request_body: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(PROLOGUE_LABEL.len() + 1 + Handshake::BODY_SIZE);
-    p.extend_from_slice(PROLOGUE_LABEL);
+fn prologue(setup: Setup, method: Method, request_body: &[u8]) -> Vec<u8> {
+    let label = match setup {
+        Setup::CallerListener => PROLOGUE_LABEL,
+        Setup::Rendezvous => PROLOGUE_LABEL_RENDEZVOUS,
+    };
+    let mut p = Vec::with_capacity(label.len() + 1 + Handshake::BODY_SIZE);
+    p.extend_from_slice(label);
     p.push(method.to_wire());
     p.extend_from_slice(request_body);
     p
@@ -134,20 +152,22 @@ impl std::fmt::Debug for Initiator {
 }
 
 impl Initiator {
-    /// Starts the handshake for the final request whose 48-byte body is
-    /// `request_body`. `None` for [`Security::Plain`].
+    /// Starts the handshake of `setup` for the request whose 48-byte body
+    /// is `request_body` (a caller's final request, a rendezvous
+    /// initiator's −1). `None` for [`Security::Plain`].
     ///
     /// # Errors
     /// [`HandshakeFailure::BadConfig`] when the configuration cannot start
     /// (static keys with no peer key, or a key the curve refuses).
     pub fn start(
+        setup: Setup,
         security: &Security,
         request_body: &[u8],
     ) -> Result<Option<Self>, HandshakeFailure> {
         let Some(method) = security.method() else {
             return Ok(None);
         };
-        let prologue = prologue(method, request_body);
+        let prologue = prologue(setup, method, request_body);
         let mut spake = None;
         let mut peer_static = None;
         let mut first = Vec::new();
@@ -263,16 +283,17 @@ impl Initiator {
     }
 }
 
-/// The listener's half: reads the caller's first message from its final
-/// request and writes the second into the response.
+/// The listener's (or rendezvous responder's) half: reads the initiator's
+/// first message from its request and writes the second into the response.
 ///
-/// `request_body` is the caller's 48-byte body as received, `ext` its
+/// `setup` is the kind of set-up (bound in the prologue), `request_body` is the caller's 48-byte body as received, `ext` its
 /// extension, `response_body` the 48-byte body of our response. Returns
 /// the session keys and the whole extension to append to the response.
 ///
 /// # Errors
 /// The [`RefuseReason`] to send back in a rejection.
 pub fn respond(
+    setup: Setup,
     security: &Security,
     request_body: &[u8],
     ext: &Extension<'_>,
@@ -287,7 +308,7 @@ pub fn respond(
     if ext.method != Some(method) {
         return Err(RefuseReason::MethodMismatch);
     }
-    let prologue = prologue(method, request_body);
+    let prologue = prologue(setup, method, request_body);
     let params = |name| params(name).map_err(|_| RefuseReason::Malformed);
     let mut reply = Vec::new();
     let mut first = ext.payload;

@@ -27,6 +27,9 @@ pub struct TamperedRun {
     pub caller: Option<Result<ConnectParams, ConnectError>>,
     /// Every connection the listener accepted.
     pub accepted: Vec<ConnectParams>,
+    /// The caller was configured for secure mode (a plain caller is not
+    /// protected: it may take a replayed response).
+    pub caller_secure: bool,
 }
 
 impl TamperedRun {
@@ -41,6 +44,9 @@ impl TamperedRun {
         let Some(Ok(params)) = &self.caller else {
             return;
         };
+        if !self.caller_secure {
+            return;
+        }
         let secure = params
             .secure
             .as_ref()
@@ -80,7 +86,10 @@ pub fn tampered_handshake(
     };
     let mut c = Caller::new(&cc, SocketId(0x1234), b, SeqNumber::new(77), t0);
     let mut l = Listener::new(&lc, [7; 16], t0);
-    let mut run = TamperedRun::default();
+    let mut run = TamperedRun {
+        caller_secure: cc.security.is_secure(),
+        ..TamperedRun::default()
+    };
     let mut buf = Vec::new();
     let mut out = Vec::new();
     for step in 0..12u64 {
@@ -106,6 +115,139 @@ pub fn tampered_handshake(
         }
         if let Some(r) = c.poll_result() {
             run.caller = Some(r);
+            break;
+        }
+    }
+    run
+}
+
+/// What a tampered secure rendezvous produced, per side.
+#[derive(Debug, Default)]
+pub struct TamperedRendezvous {
+    /// Each side's result, if it finished.
+    pub results: [Option<Result<ConnectParams, ConnectError>>; 2],
+    /// Which sides were configured for secure mode.
+    pub secure: [bool; 2],
+}
+
+impl TamperedRendezvous {
+    /// The property the secure rendezvous must keep whatever the attacker
+    /// did: a secure side that connected has keys (never plain out of a
+    /// secure configuration; a plain side is not protected), and a side that completed as the initiator (on the
+    /// responder's message 2; it holds no `response`) shares its keys with
+    /// the real responder's result. A responder may complete alone (it
+    /// cannot check a code): its connection stays unconfirmed.
+    ///
+    /// # Panics
+    /// When the property is broken.
+    pub fn check(&self) {
+        for (i, r) in self.results.iter().enumerate() {
+            let Some(Ok(p)) = r else {
+                continue;
+            };
+            if !self.secure[i] {
+                continue;
+            }
+            let keys = &p
+                .secure
+                .as_ref()
+                .expect("a secure rendezvous connected without keys")
+                .keys;
+            if p.response.is_some() {
+                continue;
+            }
+            let Some(Ok(other)) = &self.results[1 - i] else {
+                panic!("the initiator connected without the responder");
+            };
+            let ok = other.secure.as_ref().is_some_and(|o| {
+                o.keys.send_key == keys.recv_key && o.keys.recv_key == keys.send_key
+            });
+            assert!(ok, "the initiator agreed keys with no real responder");
+        }
+    }
+}
+
+/// Runs one secure rendezvous, starting at `t0`, between two sides with
+/// `a` and `b` security for up to 24 request intervals; a side that
+/// completes becomes a [`Connection`](crate::Connection), which repeats the
+/// responder's message 2. `tamper(from, datagram)` (`from` is 0 or 1) may
+/// rewrite each datagram or return false to drop it.
+pub fn tampered_rendezvous(
+    t0: Instant,
+    a: Security,
+    b: Security,
+    mut tamper: impl FnMut(usize, &mut Vec<u8>) -> bool,
+) -> TamperedRendezvous {
+    use crate::handshake::Rendezvous;
+    use std::sync::Arc;
+    let addrs: [SocketAddr; 2] = [
+        SocketAddr::from(([192, 0, 2, 1], 9000)),
+        SocketAddr::from(([198, 51, 100, 7], 9000)),
+    ];
+    let configs = [a, b].map(|security| {
+        Arc::new(Config {
+            security,
+            ..Config::default()
+        })
+    });
+    let mut machines = [
+        Some(Rendezvous::new(
+            &configs[0],
+            SocketId(0x1234),
+            addrs[1],
+            SeqNumber::new(77),
+            t0,
+        )),
+        Some(Rendezvous::new(
+            &configs[1],
+            SocketId(0x4321),
+            addrs[0],
+            SeqNumber::new(99),
+            t0,
+        )),
+    ];
+    let mut conns: [Option<crate::Connection>; 2] = [None, None];
+    let mut run = TamperedRendezvous {
+        secure: [0, 1].map(|i| configs[i].security.is_secure()),
+        ..TamperedRendezvous::default()
+    };
+    let mut buf = Vec::new();
+    for step in 0..24u64 {
+        let now = t0 + Duration::from_millis(250 * step);
+        for i in 0..2 {
+            let mut out = Vec::new();
+            if let Some(m) = machines[i].as_mut() {
+                m.handle_timeout(now);
+                while m.poll_transmit(now, &mut buf).is_some() {
+                    out.push(buf.clone());
+                }
+                if let Some(r) = m.poll_result() {
+                    if let Ok(p) = &r {
+                        conns[i] = Some(crate::Connection::new(p.clone(), configs[i].clone(), now));
+                    }
+                    run.results[i] = Some(r);
+                    machines[i] = None;
+                }
+            }
+            if let Some(c) = conns[i].as_mut() {
+                c.handle_timeout(now);
+                while c.poll_transmit_control(now, &mut buf).is_some() {
+                    out.push(buf.clone());
+                }
+            }
+            for mut d in out {
+                if !tamper(i, &mut d) {
+                    continue;
+                }
+                let j = 1 - i;
+                if let Some(m) = machines[j].as_mut() {
+                    m.handle_datagram(now, addrs[i], &d);
+                } else if let Some(c) = conns[j].as_mut() {
+                    c.handle_datagram(now, addrs[i], &d);
+                }
+            }
+        }
+        if run.results.iter().all(Option::is_some) {
             break;
         }
     }

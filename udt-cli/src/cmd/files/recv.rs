@@ -172,20 +172,26 @@ pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
         args.options.out.display(),
         addr.port()
     ));
-    if args.allow.is_empty() {
-        args.output.status(
-            "udt: note: anyone who can reach this port may send; restrict with --allow ADDR",
-        );
-    }
+    args.output.status(who_may_send(args));
     let gate = Arc::new(Gate {
         one_shot: !args.keep_listening,
         claimed: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
     });
     let (done_tx, done_rx) = mpsc::channel::<Result<(), CliError>>();
+    let mut wrong_codes = 0;
     loop {
         if let Ok(result) = done_rx.try_recv() {
             return result;
+        }
+        // A sender with a wrong code whose connection ended before we
+        // accepted it (its refusal is quicker than our accept loop).
+        let refused = listener.wrong_codes();
+        if refused > wrong_codes {
+            wrong_codes = refused;
+            if let Some(e) = on_wrong_code(&gate) {
+                return Err(e);
+            }
         }
         if signals::interrupted() {
             return wind_down(&gate, &done_rx);
@@ -224,6 +230,11 @@ pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
                     Ok(_) if gate.one_shot => {
                         let _ = done.send(Ok(()));
                     }
+                    Err(e) if e.message.starts_with(proto::WRONG_CODE) => {
+                        if let Some(e) = on_wrong_code(&gate) {
+                            let _ = done.send(Err(e));
+                        }
+                    }
                     Err(e) if gate.one_shot && (claimed || e.code == exit::INTERRUPTED) => {
                         let _ = done.send(Err(e));
                     }
@@ -242,6 +253,53 @@ pub fn recv(args: &RecvArgs) -> Result<(), CliError> {
             gate.connections.fetch_sub(1, Ordering::SeqCst);
         }
     }
+}
+
+/// What `udt recv` says about who may send, true for its mode.
+fn who_may_send(args: &RecvArgs) -> String {
+    let allow = if args.allow.is_empty() {
+        ""
+    } else {
+        " (and only from the --allow addresses)"
+    };
+    match &args.net.security {
+        udt_mux::Security::Plain if args.allow.is_empty() => {
+            "udt: note: anyone who can reach this port may send; restrict with --allow ADDR".into()
+        }
+        udt_mux::Security::Plain => {
+            "udt: note: only the --allow addresses may send (an address check, not authentication)"
+                .into()
+        }
+        udt_mux::Security::Code(_) if args.keep_listening => format!(
+            "udt: only a sender with the code may send{allow}; each wrong code is reported and \
+             refused"
+        ),
+        udt_mux::Security::Code(_) => format!(
+            "udt: only a sender with the code may send{allow}; a wrong code ends this receiver \
+             (one try per code)"
+        ),
+        _ => format!("udt: only a sender with the key may send{allow}"),
+    }
+}
+
+/// A sender presented a wrong code (or key). A one-shot receiver ends
+/// with that error: a code is a one-guess secret, so ending caps an
+/// attacker at one guess per printed code (as magic-wormhole does), and a
+/// legitimate sender who mistyped is told on both sides. With
+/// `--keep-listening` (a service, which a stranger's guess must not be
+/// able to stop) it is reported and the receiver goes on.
+fn on_wrong_code(gate: &Gate) -> Option<CliError> {
+    if gate.one_shot && !gate.claimed.load(Ordering::SeqCst) {
+        return Some(CliError::from(TransferError::WrongCode(
+            "wrong code: a sender presented a wrong code (or key), so nothing was received; \
+             a code is good for one try: start again (a new code) and check it on both sides"
+                .into(),
+        )));
+    }
+    eprintln!(
+        "udt: WARNING: a sender presented a wrong code (or key) and was refused; still listening"
+    );
+    None
 }
 
 /// After Ctrl-C: gives the connection threads a moment to tell their

@@ -110,6 +110,10 @@ fn send_listening(
                 "interrupted while waiting for a receiver",
             ));
         }
+        // As `udt recv`: a code is good for one guess (recv.rs, on_wrong_code).
+        if listener.wrong_codes() > 0 {
+            return Err(wrong_code());
+        }
         let conn = match listener.accept_timeout(Duration::from_millis(200)) {
             Ok(Some(c)) => c,
             Ok(None) => continue,
@@ -138,6 +142,7 @@ fn send_listening(
             Instant::now(),
         );
         match result {
+            Err(e) if e.message.starts_with(proto::WRONG_CODE) => return Err(wrong_code()),
             Err(e) if !attempt.planned() && e.code != exit::INTERRUPTED => {
                 let who = peer.map(|p| p.to_string()).unwrap_or_default();
                 args.output.status(format_args!(
@@ -150,6 +155,16 @@ fn send_listening(
             }
         }
     }
+}
+
+/// `udt send --listen`: a receiver presented a wrong code (or key); the
+/// sender ends, as `udt recv` does, since a code is a one-guess secret.
+fn wrong_code() -> CliError {
+    CliError::from(proto::TransferError::WrongCode(
+        "wrong code: a receiver presented a wrong code (or key), so nothing was sent; a code is \
+         good for one try: start again (a new code) and check it on both sides"
+            .into(),
+    ))
 }
 
 /// Sends `entries` over an established connection and prints the summary;

@@ -1,0 +1,54 @@
+//! The secure rendezvous (issue 11) with the fuzzer on the path: each
+//! handshake datagram, either way, is replaced by, XORed with or cut by
+//! input bytes. Input: [method (1 byte)] then records of
+//! [op (1 byte), length (1 byte), bytes]. Whatever arrives, nothing
+//! panics and an initiator that connects shares its keys with the real
+//! responder.
+#![no_main]
+
+use std::time::Instant;
+
+use libfuzzer_sys::fuzz_target;
+use udt_core::sim::secure_handshake::tampered_rendezvous;
+use udt_core::Security;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&method, mut rest)) = data.split_first() else {
+        return;
+    };
+    let (a, b) = match method % 3 {
+        0 => (Security::PreSharedKey([1; 32]), Security::PreSharedKey([1; 32])),
+        1 => (Security::Code("4-x-y-z".into()), Security::Code("4-x-y-z".into())),
+        _ => (Security::Code("4-x-y-z".into()), Security::Code("5-x-y-z".into())),
+    };
+    #[allow(clippy::disallowed_methods)] // one epoch per input
+    let t0 = Instant::now();
+    let run = tampered_rendezvous(t0, a, b, |_, d| {
+        let [op, len, tail @ ..] = rest else {
+            return true;
+        };
+        let n = (*len as usize).min(tail.len());
+        let (bytes, next) = tail.split_at(n);
+        rest = next;
+        match op % 4 {
+            0 => true,
+            1 => false,
+            2 => {
+                let len = d.len().max(1);
+                for (i, b) in bytes.iter().enumerate() {
+                    if let Some(x) = d.get_mut(i % len) {
+                        *x ^= b;
+                    }
+                }
+                true
+            }
+            _ => {
+                // Keep the header and body, replace what follows.
+                d.truncate(64.min(d.len()));
+                d.extend_from_slice(bytes);
+                true
+            }
+        }
+    });
+    run.check();
+});
