@@ -64,14 +64,14 @@ fn mutate(rng: &mut Rng, seen: &[Vec<u8>], d: &mut Vec<u8>) -> bool {
     true
 }
 
-#[test]
-fn secure_handshake_survives_an_attacker_on_the_path() {
-    let seed = seed_from_env_or(0xF022_0011);
-    let mut rng = Rng::new(seed);
+/// The two ends' configurations of every method, and a wrong code: a PSK,
+/// pinned static keys (each side's private key and the other's public
+/// key), the same code, different codes.
+fn keyed_pairs() -> Vec<(Security, Security)> {
     let (a_priv, a_pub) = generate_keypair().expect("keypair");
     let (b_priv, b_pub) = generate_keypair().expect("keypair");
     assert_eq!(public_key(&b_priv), b_pub);
-    let methods = [
+    vec![
         (
             Security::PreSharedKey([1; 32]),
             Security::PreSharedKey([1; 32]),
@@ -94,9 +94,18 @@ fn secure_handshake_survives_an_attacker_on_the_path() {
             Security::Code("4-x-y-z".into()),
             Security::Code("5-x-y-z".into()),
         ),
+    ]
+}
+
+#[test]
+fn secure_handshake_survives_an_attacker_on_the_path() {
+    let seed = seed_from_env_or(0xF022_0011);
+    let mut rng = Rng::new(seed);
+    let mut methods = keyed_pairs();
+    methods.extend([
         (Security::Plain, Security::PreSharedKey([1; 32])),
         (Security::PreSharedKey([1; 32]), Security::Plain),
-    ];
+    ]);
     let mut seen: Vec<Vec<u8>> = Vec::new();
     let (mut connected, mut runs) = (0u64, 0u64);
     for round in 0..60 * scale() {
@@ -138,37 +147,14 @@ fn secure_handshake_survives_an_attacker_on_the_path() {
 fn secure_rendezvous_survives_an_attacker_on_the_path() {
     let seed = seed_from_env_or(0xF022_0012);
     let mut rng = Rng::new(seed);
-    let (a_priv, a_pub) = generate_keypair().expect("keypair");
-    let (b_priv, b_pub) = generate_keypair().expect("keypair");
-    let methods = [
-        (
-            Security::PreSharedKey([1; 32]),
-            Security::PreSharedKey([1; 32]),
-        ),
-        (
-            Security::StaticKeys {
-                private_key: a_priv,
-                peer_keys: vec![b_pub],
-            },
-            Security::StaticKeys {
-                private_key: b_priv,
-                peer_keys: vec![a_pub],
-            },
-        ),
-        (
-            Security::Code("4-x-y-z".into()),
-            Security::Code("4-x-y-z".into()),
-        ),
-        (
-            Security::Code("4-x-y-z".into()),
-            Security::Code("5-x-y-z".into()),
-        ),
+    let mut methods = keyed_pairs();
+    methods.extend([
         (
             Security::PreSharedKey([1; 32]),
             Security::Code("4-x-y-z".into()),
         ),
         (Security::Plain, Security::PreSharedKey([1; 32])),
-    ];
+    ]);
     let mut seen: Vec<Vec<u8>> = Vec::new();
     let (mut both, mut runs) = (0u64, 0u64);
     for round in 0..40 * scale() {

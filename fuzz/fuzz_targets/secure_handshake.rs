@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use udt_core::sim::secure_handshake::tampered_handshake;
+use udt_core::sim::secure_handshake::{tamper_from_input, tampered_handshake};
 use udt_core::Security;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,32 +23,6 @@ fuzz_target!(|data: &[u8]| {
     };
     #[allow(clippy::disallowed_methods)] // one epoch per input
     let t0 = Instant::now();
-    let run = tampered_handshake(t0, c, l, |_, d| {
-        let [op, len, tail @ ..] = rest else {
-            return true;
-        };
-        let n = (*len as usize).min(tail.len());
-        let (bytes, next) = tail.split_at(n);
-        rest = next;
-        match op % 4 {
-            0 => true,
-            1 => false,
-            2 => {
-                let len = d.len().max(1);
-                for (i, b) in bytes.iter().enumerate() {
-                    if let Some(x) = d.get_mut(i % len) {
-                        *x ^= b;
-                    }
-                }
-                true
-            }
-            _ => {
-                // Keep the header and body, replace what follows.
-                d.truncate(64.min(d.len()));
-                d.extend_from_slice(bytes);
-                true
-            }
-        }
-    });
+    let run = tampered_handshake(t0, c, l, |_, d| tamper_from_input(&mut rest, d));
     run.check();
 });

@@ -253,3 +253,36 @@ pub fn tampered_rendezvous(
     }
     run
 }
+
+/// Applies the next tampering record of a fuzzer's input to `datagram`,
+/// consuming it from `input`: records are `[op, length, bytes]`, and `op`
+/// modulo 4 passes the datagram (0), drops it (1), XORs it with the bytes
+/// (2) or keeps its first 64 bytes (header and body) and appends the bytes
+/// (3). Once the input is used up every datagram passes. Returns false to
+/// drop, as the `tamper` functions of this module expect.
+pub fn tamper_from_input(input: &mut &[u8], datagram: &mut Vec<u8>) -> bool {
+    let [op, len, tail @ ..] = *input else {
+        return true;
+    };
+    let n = (*len as usize).min(tail.len());
+    let (bytes, next) = tail.split_at(n);
+    *input = next;
+    match op % 4 {
+        0 => true,
+        1 => false,
+        2 => {
+            let len = datagram.len().max(1);
+            for (i, b) in bytes.iter().enumerate() {
+                if let Some(x) = datagram.get_mut(i % len) {
+                    *x ^= b;
+                }
+            }
+            true
+        }
+        _ => {
+            datagram.truncate(64.min(datagram.len()));
+            datagram.extend_from_slice(bytes);
+            true
+        }
+    }
+}
