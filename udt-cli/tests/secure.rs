@@ -13,19 +13,7 @@ use common::{scratch, udt, write_random, Proc};
 /// `udt recv` without a code (the tests' shared one removed): returns the
 /// process, its address and the code it printed.
 fn recv_printing_code(name: &str, out: &std::path::Path) -> (Proc, std::net::SocketAddr, String) {
-    let mut cmd = udt();
-    cmd.env_remove("UDT_CODE")
-        .args(["recv", "-y", "--listen", "127.0.0.1:0", "--out"])
-        .arg(out)
-        .stdout(Stdio::piped());
-    let p = Proc::spawn(name, cmd);
-    let addr = p.listening_addr(Duration::from_secs(20));
-    let code = p
-        .stderr()
-        .lines()
-        .find_map(|l| l.strip_prefix("Code: ").map(str::to_owned))
-        .expect("the receiver prints a code");
-    (p, addr, code)
+    recv_printing_code_with(name, out, &[])
 }
 
 fn send(name: &str, file: &std::path::Path, addr: std::net::SocketAddr, extra: &[&str]) -> Proc {
