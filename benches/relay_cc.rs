@@ -97,11 +97,31 @@ fn relay_to(server: SocketAddr, s: &Scenario, seed: u64) -> Relay {
     Relay::start(config).expect("start the relay")
 }
 
-/// One transfer's outcome: goodput at the receiver and our sender's
-/// queueing-delay samples (empty for a libudt0 sender).
+/// One transfer's outcome: goodput at the receiver, our sender's
+/// queueing-delay samples (empty for a libudt0 sender) and its statistics
+/// at the end.
 struct Outcome {
     mbps: f64,
     queue_ms: Vec<f64>,
+    sender: Option<udt_core::stats::Stats>,
+}
+
+/// Our sender's view of one transfer: how much it resent, and what kept
+/// it from sending (as shares of the connection's time).
+fn sender_summary(s: &udt_core::stats::Stats) -> String {
+    let l = s.send_limits.shares();
+    format!(
+        "retransmitted {:.2} % ({} reported lost, {} presumed lost, {} timeouts); limited by app {:.0} %, flow window {:.0} %, cwnd {:.0} %, pacing {:.0} %, driver {:.0} %",
+        s.retransmit_ratio() * 100.0,
+        s.packets_reported_lost,
+        s.packets_presumed_lost,
+        s.timeouts,
+        l[0] * 100.0,
+        l[1] * 100.0,
+        l[2] * 100.0,
+        l[3] * 100.0,
+        l[4] * 100.0
+    )
 }
 
 fn mbps(bytes: u64, t: Duration) -> f64 {
@@ -109,8 +129,14 @@ fn mbps(bytes: u64, t: Duration) -> f64 {
 }
 
 /// Our sender with controller `cc`: writes `bytes`, closes, and samples its
-/// smoothed RTT above `base_rtt` meanwhile.
-fn ours_send(to: SocketAddr, bytes: u64, cc: CcAlgorithm, base_rtt: Duration) -> Vec<f64> {
+/// smoothed RTT above `base_rtt` meanwhile; returns the samples and its
+/// statistics after the close.
+fn ours_send(
+    to: SocketAddr,
+    bytes: u64,
+    cc: CcAlgorithm,
+    base_rtt: Duration,
+) -> (Vec<f64>, udt_core::stats::Stats) {
     let config = Config::default().with_congestion(cc);
     let ep = Endpoint::bind_with(localhost(), config, udt::EndpointConfig::default())
         .expect("bind an endpoint");
@@ -147,7 +173,7 @@ fn ours_send(to: SocketAddr, bytes: u64, cc: CcAlgorithm, base_rtt: Duration) ->
     });
     // The peer may close first once it has everything; that is fine here.
     let _ = stream.close();
-    samples
+    (samples, stream.stats())
 }
 
 /// Our receiver: reads `bytes` from the next accepted stream; returns the
@@ -200,16 +226,18 @@ impl Transfer {
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms: Vec::new(),
+                    sender: None,
                 }
             }
             Transfer::OursToUdt4(cc) => {
                 let (mut server, addr) = udt4_stream_receiver(bytes, LIMIT);
                 let relay = relay_to(addr, s, seed);
-                let queue_ms = ours_send(relay.local_addr(), bytes, cc, base);
+                let (queue_ms, stats) = ours_send(relay.local_addr(), bytes, cc, base);
                 let t = udt4_stream_elapsed(&mut server, bytes, LIMIT);
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms,
+                    sender: Some(stats),
                 }
             }
             Transfer::Udt4ToOurs => {
@@ -222,6 +250,7 @@ impl Transfer {
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms: Vec::new(),
+                    sender: None,
                 }
             }
             Transfer::OursToOurs(cc) => {
@@ -231,10 +260,11 @@ impl Transfer {
                 let to = relay.local_addr();
                 let sender = std::thread::spawn(move || ours_send(to, bytes, cc, base));
                 let t = ours_receive(&listener, bytes);
-                let queue_ms = sender.join().expect("sender thread");
+                let (queue_ms, stats) = sender.join().expect("sender thread");
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms,
+                    sender: Some(stats),
                 }
             }
         }
@@ -313,11 +343,21 @@ fn main() {
     for (s, bytes) in paths() {
         let mut goodput: Vec<Vec<f64>> = vec![Vec::new(); transfers.len()];
         let mut queue: Vec<Vec<f64>> = vec![Vec::new(); transfers.len()];
+        let mut details: Vec<String> = Vec::new();
         for rep in 0..reps {
             // Alternate the transfers so a slow phase of the machine hits
             // all alike; the same relay seed for all in one repetition.
             for (i, t) in transfers.iter().enumerate() {
                 let o = t.run(&s, bytes, 1 + rep);
+                if let Some(stats) = &o.sender {
+                    details.push(format!(
+                        "{} rep {}: {:.1} Mbit/s, {}",
+                        t.name(),
+                        rep + 1,
+                        o.mbps,
+                        sender_summary(stats)
+                    ));
+                }
                 goodput[i].push(o.mbps);
                 queue[i].extend(o.queue_ms);
             }
@@ -347,6 +387,11 @@ fn main() {
                 median / s.rate_mbps as f64 * 100.0,
                 median / base.max(1e-9),
             );
+        }
+        println!();
+        println!("Our sender, each transfer:");
+        for d in details {
+            println!("- {d}");
         }
     }
 }

@@ -5,7 +5,12 @@
 //! `cargo bench --bench sim_cc` runs every scenario for 30 s of virtual
 //! time with seeds 1, 2 and 3 and reports the median goodput after a 5 s
 //! warm-up. Options: `--quick` (10 s, one seed), `--seeds N`,
-//! `--seconds S`, `--warmup S`, `--only NAME[,NAME…]`, `--cc NAME[,NAME…]`.
+//! `--seconds S`, `--warmup S`, `--only NAME[,NAME…]`, `--cc NAME[,NAME…]`,
+//! `--detail` (per-second goodput and sender counters).
+//!
+//! The rows named `S2-udt4`, `S3-udt4` and `S5-udt4` run those paths into a
+//! receiver that reports each loss once, as libudt0 does
+//! (`scenario::udt4_like_receiver`): our sender into a UDT4 receiver.
 
 use std::time::{Duration, Instant};
 
@@ -54,19 +59,32 @@ fn parse() -> Options {
     o
 }
 
-fn scenarios() -> Vec<Scenario> {
+/// The scenarios, each with the name it is listed and selected by and
+/// whether its receiver is UDT4-like.
+fn scenarios() -> Vec<(Scenario, String, bool)> {
+    let ours = |s: Scenario| {
+        let name = s.name.to_owned();
+        (s, name, false)
+    };
+    let udt4 = |s: Scenario| {
+        let name = format!("{}-udt4", s.name);
+        (s, name, true)
+    };
     vec![
-        Scenario::s2(),
-        Scenario::s3(),
-        Scenario::s4(),
-        Scenario::s5(),
-        Scenario::high_bdp(),
-        Scenario::lan(),
-        Scenario::bursty(),
-        Scenario::reordering(),
-        Scenario::clean_queue(),
-        Scenario::two_flows(),
-        Scenario::shared(),
+        ours(Scenario::s2()),
+        ours(Scenario::s3()),
+        ours(Scenario::s4()),
+        ours(Scenario::s5()),
+        ours(Scenario::high_bdp()),
+        ours(Scenario::lan()),
+        ours(Scenario::bursty()),
+        ours(Scenario::reordering()),
+        ours(Scenario::clean_queue()),
+        ours(Scenario::two_flows()),
+        ours(Scenario::shared()),
+        udt4(Scenario::s2()),
+        udt4(Scenario::s3()),
+        udt4(Scenario::s5()),
     ]
 }
 
@@ -87,9 +105,9 @@ fn main() {
         "| scenario | link | RTT | loss | cc | goodput (Mbit/s) | of link | retransmitted | queue p50 / p99 | per flow | wall |"
     );
     println!("|---|---:|---:|---:|---|---:|---:|---:|---:|---|---:|");
-    for s in scenarios() {
+    for (s, name, udt4_receiver) in scenarios() {
         if let Some(only) = &o.only {
-            if !only.iter().any(|n| n.eq_ignore_ascii_case(s.name)) {
+            if !only.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
                 continue;
             }
         }
@@ -114,6 +132,9 @@ fn main() {
                         scenario::config_for(cc),
                     ];
                     scenario::run(&s, &flows, udt_core::Config::default(), spec)
+                } else if udt4_receiver {
+                    let flows = [scenario::config_for(cc)];
+                    scenario::run(&s, &flows, scenario::udt4_like_receiver(), spec)
                 } else {
                     scenario::run_with(&s, cc, spec)
                 };
@@ -138,7 +159,7 @@ fn main() {
                 .collect();
             println!(
                 "| {} | {} Mbit/s | {} ms | {:.2} % | {} | {:.1} | {:.0} % | {:.2} % | {:.1} / {:.1} ms | {} | {:.1} s |",
-                s.name,
+                name,
                 s.rate_mbps,
                 s.rtt().as_millis(),
                 s.loss.mean_loss() * 100.0,
@@ -155,16 +176,26 @@ fn main() {
                 for f in &r.flows {
                     let s = &f.sender;
                     println!(
-                        "    sent {} retx {} reported-lost {} timeouts {} naks {} acks {} rtt {:?} cwnd {:.0} period {:?}",
+                        "    sent {} retx {} reported-lost {} presumed-lost {} timeouts {} naks {} acks {} rtt {:?} cwnd {:.0} period {:?}",
                         s.packets_sent,
                         s.packets_retransmitted,
                         s.packets_reported_lost,
+                        s.packets_presumed_lost,
                         s.timeouts,
                         s.naks_received,
                         s.acks_received,
                         s.rtt,
                         s.congestion_window,
                         s.send_period
+                    );
+                    let l = s.send_limits.shares();
+                    println!(
+                        "    sender limited by: app {:.0} % flow window {:.0} % cwnd {:.0} % pacing {:.0} % driver {:.0} %",
+                        l[0] * 100.0,
+                        l[1] * 100.0,
+                        l[2] * 100.0,
+                        l[3] * 100.0,
+                        l[4] * 100.0
                     );
                     let bins: Vec<String> = f
                         .bins
