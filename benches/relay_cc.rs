@@ -104,6 +104,46 @@ struct Outcome {
     mbps: f64,
     queue_ms: Vec<f64>,
     sender: Option<udt_core::stats::Stats>,
+    /// What the relay dropped, and what the kernel dropped at full UDP
+    /// receive buffers meanwhile.
+    drops: String,
+}
+
+/// The kernel's count of UDP datagrams dropped at a full receive buffer
+/// (`RcvbufErrors` in /proc/net/snmp; machine-wide, so other UDP traffic
+/// counts too). `None` where it cannot be read.
+fn rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// The relay's drops in the data direction (`forward`) and the control
+/// direction, and the kernel's receive-buffer drops since `before`.
+fn drops(relay: &Relay, forward_is_upstream: bool, before: Option<u64>) -> String {
+    let st = relay.stats();
+    let (data, control) = if forward_is_upstream {
+        (st.to_upstream, st.to_client)
+    } else {
+        (st.to_client, st.to_upstream)
+    };
+    let kernel = match (before, rcvbuf_errors()) {
+        (Some(b), Some(a)) => format!("{}", a.saturating_sub(b)),
+        _ => "?".into(),
+    };
+    format!(
+        "relay data: forwarded {} random loss {} queue full {} overflow {} send errors {}; control: forwarded {} lost {}; kernel rcvbuf drops {kernel}",
+        data.forwarded,
+        data.dropped_loss,
+        data.dropped_queue,
+        data.dropped_overflow,
+        data.send_errors,
+        control.forwarded,
+        control.dropped()
+    )
 }
 
 /// Our sender's view of one transfer: how much it resent, and what kept
@@ -171,9 +211,12 @@ fn ours_send(
         done.store(true, Ordering::Relaxed);
         samples = sampler.join().expect("sampler thread");
     });
+    // Everything acknowledged: the counters cover the whole transfer.
+    let _ = stream.wait_acknowledged(Some(LIMIT));
+    let stats = stream.stats();
     // The peer may close first once it has everything; that is fine here.
     let _ = stream.close();
-    (samples, stream.stats())
+    (samples, stats)
 }
 
 /// Our receiver: reads `bytes` from the next accepted stream; returns the
@@ -216,6 +259,7 @@ impl Transfer {
 
     fn run(self, s: &Scenario, bytes: u64, seed: u64) -> Outcome {
         let base = s.rtt();
+        let before = rcvbuf_errors();
         match self {
             Transfer::Udt4ToUdt4 => {
                 let (mut server, addr) = udt4_stream_receiver(bytes, LIMIT);
@@ -227,6 +271,7 @@ impl Transfer {
                     mbps: mbps(bytes, t),
                     queue_ms: Vec::new(),
                     sender: None,
+                    drops: drops(&relay, true, before),
                 }
             }
             Transfer::OursToUdt4(cc) => {
@@ -238,6 +283,7 @@ impl Transfer {
                     mbps: mbps(bytes, t),
                     queue_ms,
                     sender: Some(stats),
+                    drops: drops(&relay, true, before),
                 }
             }
             Transfer::Udt4ToOurs => {
@@ -251,6 +297,7 @@ impl Transfer {
                     mbps: mbps(bytes, t),
                     queue_ms: Vec::new(),
                     sender: None,
+                    drops: drops(&relay, true, before),
                 }
             }
             Transfer::OursToOurs(cc) => {
@@ -265,6 +312,7 @@ impl Transfer {
                     mbps: mbps(bytes, t),
                     queue_ms,
                     sender: Some(stats),
+                    drops: drops(&relay, true, before),
                 }
             }
         }
@@ -349,15 +397,15 @@ fn main() {
             // all alike; the same relay seed for all in one repetition.
             for (i, t) in transfers.iter().enumerate() {
                 let o = t.run(&s, bytes, 1 + rep);
-                if let Some(stats) = &o.sender {
-                    details.push(format!(
-                        "{} rep {}: {:.1} Mbit/s, {}",
-                        t.name(),
-                        rep + 1,
-                        o.mbps,
-                        sender_summary(stats)
-                    ));
-                }
+                let sender = o.sender.as_ref().map(sender_summary);
+                details.push(format!(
+                    "{} rep {}: {:.1} Mbit/s; {}{}",
+                    t.name(),
+                    rep + 1,
+                    o.mbps,
+                    sender.map(|s| s + "; ").unwrap_or_default(),
+                    o.drops
+                ));
                 goodput[i].push(o.mbps);
                 queue[i].extend(o.queue_ms);
             }
@@ -389,7 +437,7 @@ fn main() {
             );
         }
         println!();
-        println!("Our sender, each transfer:");
+        println!("Each transfer (our sender's counters where it sends):");
         for d in details {
             println!("- {d}");
         }

@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench sim_cc` runs every scenario for 30 s of virtual
 //! time with seeds 1, 2 and 3 and reports the median goodput after a 5 s
-//! warm-up. Options: `--quick` (10 s, one seed), `--seeds N`,
+//! warm-up. Options: `--quick` (10 s, one seed), `--seeds N`, `--seed N`
+//! (that seed alone),
 //! `--seconds S`, `--warmup S`, `--only NAME[,NAME…]`, `--cc NAME[,NAME…]`,
 //! `--detail` (per-second goodput and sender counters).
 //!
@@ -19,6 +20,8 @@ use udt_core::sim::scenario::{self, RunSpec, Scenario};
 
 struct Options {
     seeds: u64,
+    /// Run only this seed.
+    seed: Option<u64>,
     seconds: f64,
     warmup: f64,
     only: Option<Vec<String>>,
@@ -29,6 +32,7 @@ struct Options {
 fn parse() -> Options {
     let mut o = Options {
         seeds: 3,
+        seed: None,
         seconds: 30.0,
         warmup: 5.0,
         only: None,
@@ -46,6 +50,7 @@ fn parse() -> Options {
                 o.warmup = 3.0;
             }
             "--seeds" => o.seeds = value().parse().unwrap_or(o.seeds),
+            "--seed" => o.seed = value().parse().ok(),
             "--seconds" => o.seconds = value().parse().unwrap_or(o.seconds),
             "--warmup" => o.warmup = value().parse().unwrap_or(o.warmup),
             "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
@@ -115,7 +120,11 @@ fn main() {
             let wall = Instant::now();
             let mut goodputs = Vec::new();
             let mut reports = Vec::new();
-            for seed in 1..=o.seeds {
+            let seeds = match o.seed {
+                Some(seed) => seed..=seed,
+                None => 1..=o.seeds,
+            };
+            for seed in seeds {
                 let spec = RunSpec {
                     verify: false,
                     ..RunSpec::new(

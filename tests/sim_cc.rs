@@ -96,12 +96,7 @@ fn into_a_udt4_like_receiver(s: Scenario, cc: CcAlgorithm, share: f64) {
     init_logs();
     let seed = seed_from_env_or(1);
     let spec = RunSpec::new(seed, secs(6), secs(2));
-    let ours = scenario::run(
-        &s,
-        &[config_for(cc)],
-        scenario::udt4_like_receiver(),
-        spec,
-    );
+    let ours = scenario::run(&s, &[config_for(cc)], scenario::udt4_like_receiver(), spec);
     log_report(&ours, cc, seed);
     let native = scenario::run(
         &s,

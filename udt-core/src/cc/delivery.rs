@@ -497,8 +497,8 @@ impl DeliveryTracker {
         // RFC 8985 §6.2 step 2: a retransmission acknowledged sooner than a
         // round trip after it left was delivered as the original.
         let trusted = newest.record.and_then(|r| {
-            let spurious = r.flags & RETRANSMITTED != 0
-                && now_ns.saturating_sub(r.sent_ns) < self.min_rtt_ns;
+            let spurious =
+                r.flags & RETRANSMITTED != 0 && now_ns.saturating_sub(r.sent_ns) < self.min_rtt_ns;
             (!spurious).then_some(r.sent_ns)
         });
         if let Some(sent) = trusted.or(newest.clean_sent_ns) {

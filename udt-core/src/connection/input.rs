@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use super::output::ControlItem;
+use super::rack::Verdict;
 use super::receiver::DataOutcome;
 use super::sender::AckOutcome;
-use super::rack::Verdict;
 use super::{Connection, State};
 use crate::config::SocketType;
 use crate::error::ConnectionError;
@@ -269,8 +269,13 @@ impl Connection {
         let head_sent = self.delivery.last_sent(head);
         let mut presumed = 0u64;
         // A peer that repeats its loss reports will report a lost
-        // retransmission again: no need to guess beyond the head.
-        if let Some(newest) = newest.filter(|_| !self.peer_repeats_naks) {
+        // retransmission or a lost NAK's packet again: the evidence rules
+        // are for peers that report once. (With ours, resending the head on
+        // the evidence put Startup's overshoot repair on a 200 ms path out
+        // of step with the periodic NAKs, and the bulk profile fell from
+        // 79 % to 10 % of the link on one seed.)
+        let newest = newest.filter(|_| !self.peer_repeats_naks);
+        if let Some(newest) = newest {
             let (delivery, sender) = (&self.delivery, &mut self.sender);
             self.rack.detect(newest, window, |seq, sent| {
                 // Still outstanding: not acknowledged and not sent again
@@ -289,8 +294,7 @@ impl Connection {
         }
         if let Some((sent, retransmitted)) = head_sent {
             let overtaken = newest.is_some_and(|n| n >= sent + window);
-            let mut wait =
-                2 * self.rtt.rtt() + 4 * self.rtt.rtt_var() + crate::time::SYN_INTERVAL;
+            let mut wait = 2 * self.rtt.rtt() + 4 * self.rtt.rtt_var() + crate::time::SYN_INTERVAL;
             if !retransmitted {
                 wait += crate::time::MIN_EXP_INTERVAL;
             }
@@ -412,9 +416,13 @@ impl Connection {
         }
         self.counters.dropped.invalid_control += outcome.invalid;
         self.counters.packets_reported_lost += u64::from(outcome.added);
-        if outcome.added == 0 && outcome.invalid == 0 && ranges.iter().next().is_some() {
-            // Nothing new: the peer repeats its loss reports (ours does,
-            // every NAK interval; a UDT4 receiver reports each gap once).
+        if ranges.iter().nth(1).is_some() {
+            // More than one range: a list of the peer's losses, which a
+            // UDT4 receiver never sends (its only NAK reports the one gap
+            // it just found); ours repeats its whole list every NAK
+            // interval. (Not "a NAK with nothing new": after an EXP
+            // timeout a UDT4 receiver's first report of a gap can name
+            // packets just resent.)
             self.peer_repeats_naks = true;
         }
         self.delivery.on_lost(outcome.added, outcome.events);

@@ -163,8 +163,9 @@ pub struct Connection {
     delivery: DeliveryTracker,
     /// Retransmissions in flight, for the sender's own loss detection.
     rack: Rack,
-    /// The peer sent a NAK with nothing new in it: it repeats its loss
-    /// reports (a periodic NAK), so lost retransmissions get reported.
+    /// The peer sent a NAK listing several losses: it reports its loss
+    /// list again and again (our periodic NAK), so lost retransmissions
+    /// get reported; a UDT4 receiver reports each gap once, alone.
     peer_repeats_naks: bool,
     /// Send and receive buffer sizes, following the measured BDP up to
     /// the configured memory cap.
