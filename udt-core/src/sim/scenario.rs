@@ -281,11 +281,12 @@ pub fn config_for(cc: CcAlgorithm) -> Config {
 /// that keeps up with this receiver in the simulator should keep up with
 /// libudt0.
 pub fn udt4_like_receiver() -> Config {
-    let mut config = Config::default();
-    config.periodic_nak = false;
-    // A cap below the configured sizes keeps the buffers fixed.
-    config.memory_cap = 0;
-    config
+    Config {
+        periodic_nak: false,
+        // A cap below the configured sizes keeps the buffers fixed.
+        memory_cap: 0,
+        ..Config::default()
+    }
 }
 
 /// One bulk flow during a run.
