@@ -7,7 +7,9 @@
 //! warm-up. Options: `--quick` (10 s, one seed), `--seeds N`, `--seed N`
 //! (that seed alone),
 //! `--seconds S`, `--warmup S`, `--only NAME[,NAME…]`, `--cc NAME[,NAME…]`,
-//! `--detail` (per-second goodput and sender counters).
+//! `--detail` (per-second goodput and sender counters), `--transfer MIB`
+//! (with `--detail`: how long the first MIB mebibytes took from the start,
+//! ramp-up included, as the real-socket benchmark times a transfer).
 //!
 //! The rows named `S2-udt4`, `S3-udt4` and `S5-udt4` run those paths into a
 //! receiver that reports each loss once, as libudt0 does
@@ -27,6 +29,8 @@ struct Options {
     only: Option<Vec<String>>,
     ccs: Vec<CcAlgorithm>,
     detail: bool,
+    /// Mebibytes whose transfer time from the start `--detail` reports.
+    transfer_mib: Option<f64>,
 }
 
 fn parse() -> Options {
@@ -38,6 +42,7 @@ fn parse() -> Options {
         only: None,
         ccs: vec![CcAlgorithm::Udt, CcAlgorithm::Bbr, CcAlgorithm::BbrBulk],
         detail: false,
+        transfer_mib: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -51,6 +56,7 @@ fn parse() -> Options {
             }
             "--seeds" => o.seeds = value().parse().unwrap_or(o.seeds),
             "--seed" => o.seed = value().parse().ok(),
+            "--transfer" => o.transfer_mib = value().parse().ok(),
             "--seconds" => o.seconds = value().parse().unwrap_or(o.seconds),
             "--warmup" => o.warmup = value().parse().unwrap_or(o.warmup),
             "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
@@ -212,6 +218,24 @@ fn main() {
                         .map(|c| format!("{:.0}", c.iter().sum::<u64>() as f64 * 8.0 / 1e6))
                         .collect();
                     println!("    Mbit/s per second: {}", bins.join(" "));
+                    if let Some(mib) = o.transfer_mib {
+                        let want = mib * f64::from(1u32 << 20);
+                        let mut got = 0.0;
+                        let done = f.bins.iter().position(|&b| {
+                            got += b as f64;
+                            got >= want
+                        });
+                        match done {
+                            Some(i) => {
+                                let secs = (i + 1) as f64 * 0.1;
+                                println!(
+                                    "    the first {mib} MiB took {secs:.1} s from the start: {:.1} Mbit/s",
+                                    want * 8.0 / secs / 1e6
+                                );
+                            }
+                            None => println!("    the first {mib} MiB did not arrive"),
+                        }
+                    }
                 }
                 println!(
                     "    link: sent {} lost {} queue-dropped {}",

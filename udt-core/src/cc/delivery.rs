@@ -313,6 +313,15 @@ impl DeliveryTracker {
         })
     }
 
+    /// True when a NAK proved `seq` arrived (and no ACK has since named it
+    /// missing).
+    pub(crate) fn is_proved_delivered(&self, seq: SeqNumber) -> bool {
+        usize::try_from(seq.offset_from(self.first))
+            .ok()
+            .and_then(|off| self.records.get(off))
+            .is_some_and(|r| r.flags & DELIVERED != 0)
+    }
+
     /// True when `seq` was retransmitted at or after `since`: a loss report
     /// for it that arrives now was sent before that retransmission could
     /// have arrived, so it is no news.
@@ -757,9 +766,12 @@ mod tests {
         d.on_nak(ms(t0, 20), &ranges, |q| q == seq(3))
             .expect("news");
         assert_eq!(d.sacked(), 4);
+        assert!(d.is_proved_delivered(seq(1)));
+        assert!(!d.is_proved_delivered(seq(3)));
         // 0 leaves the count as acknowledged; 1 as missing after all.
         assert_eq!(d.on_ack(ms(t0, 21), seq(1)), None);
         assert_eq!(d.sacked(), 2);
+        assert!(!d.is_proved_delivered(seq(1)));
         // Naming it again changes nothing.
         assert_eq!(d.on_ack(ms(t0, 22), seq(1)), None);
         assert_eq!(d.sacked(), 2);

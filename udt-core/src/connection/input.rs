@@ -216,19 +216,25 @@ impl Connection {
         if self.on_delivery(now, ack) {
             self.apply_cc();
         }
-        self.detect_losses(now);
+        self.detect_losses(now, true);
     }
 
-    /// The sender's own loss detection, after every ACK and light ACK
-    /// (udt4-protocol.md §6.3: a UDT4 receiver reports a loss once and never
-    /// again, so a lost retransmission or a lost NAK shows in no later NAK).
+    /// The sender's own loss detection, after every ACK, light ACK and NAK
+    /// (`on_ack` false for a NAK; udt4-protocol.md §6.3: a UDT4 receiver
+    /// reports a loss once and never again, so a lost retransmission or a
+    /// lost NAK shows in no later NAK).
     ///
-    /// It runs on ACKs, not on NAKs: the receiver sends both in order, so an
-    /// ACK was made after every NAK that arrived before it, and so after
-    /// the packets those NAKs proved arrived. A retransmission that arrived
-    /// before them and is the first missing packet is covered by this ACK;
-    /// judged on the NAK, it would still look missing for up to an ACK
-    /// interval.
+    /// On an ACK it uses all the evidence: the receiver sends ACKs and NAKs
+    /// in order, so an ACK was made after every NAK that arrived before it,
+    /// and so after the packets those NAKs proved arrived; a retransmission
+    /// that arrived before them and is the first missing packet is covered
+    /// by this ACK. On a NAK only evidence at least `rack::SETTLE_TIME` old
+    /// counts: the ACK covering such a retransmission may still be on its
+    /// way (one ACK interval at most). NAKs must trigger it too because a
+    /// UDT4 receiver sends no ACK at all while its first missing packet
+    /// stays the one its last confirmed ACK named (§6.4; measured: our
+    /// sender into libudt0 heard only NAKs and EXP timeouts during such
+    /// stalls).
     ///
     /// Retransmissions, while the peer has never repeated a loss report (one
     /// that does reports a lost retransmission again): a retransmission
@@ -258,15 +264,28 @@ impl Connection {
     /// the EXP timer, which only fires once the window has filled and the
     /// peer falls silent and then resends everything unacknowledged, is
     /// not needed.
-    fn detect_losses(&mut self, now: Instant) {
+    fn detect_losses(&mut self, now: Instant, on_ack: bool) {
         if self.is_closed() {
             return;
         }
-        let newest = self.delivery.newest_delivered_sent();
+        let fresh = self.delivery.newest_delivered_sent();
+        if let Some(fresh) = fresh {
+            self.rack.observe(now, fresh);
+        }
+        let newest = if on_ack {
+            fresh
+        } else {
+            self.rack.settled(now)
+        };
         let window = super::rack::reordering_window(self.delivery.min_rtt(), self.rtt.rtt());
         // The first packet no ACK (full or light) covers yet.
         let head = self.delivery.first_unacked();
-        let head_sent = self.delivery.last_sent(head);
+        // Not the head if a NAK proved it arrived since the last ACK (one
+        // that named it missing withdrew any earlier proof).
+        let head_sent = self
+            .delivery
+            .last_sent(head)
+            .filter(|_| !self.delivery.is_proved_delivered(head));
         let mut presumed = 0u64;
         // A peer that repeats its loss reports will report a lost
         // retransmission or a lost NAK's packet again: the evidence rules
@@ -391,7 +410,7 @@ impl Connection {
             // anything new still counts.
             self.apply_cc();
         }
-        self.detect_losses(now);
+        self.detect_losses(now, true);
         // A repeated ACK may be the one that reports the peer drained.
         if let State::Closing { .. } = self.state {
             if self.sender.is_peer_drained() {
@@ -449,6 +468,7 @@ impl Connection {
         if changed {
             self.apply_cc();
         }
+        self.detect_losses(now, false);
     }
 
     /// Ends the connection when the receiver keeps missing data a full ACK

@@ -43,10 +43,24 @@ pub(super) fn reordering_window(min_rtt: Option<Duration>, smoothed_rtt: Duratio
     (min_rtt.unwrap_or(smoothed_rtt) / 4).max(MIN_REORDERING_WINDOW)
 }
 
-/// Retransmissions in flight, in the order they left.
+/// How old evidence must be before a NAK may act on it: an ACK covering a
+/// retransmission leaves at most one ACK interval (10 ms) after the packets
+/// that prove it arrived; twice that allows for the return path's jitter.
+pub(super) const SETTLE_TIME: Duration = Duration::from_millis(20);
+
+/// The most evidence updates remembered while they settle.
+const MAX_UNSETTLED: usize = 1024;
+
+/// Retransmissions in flight, in the order they left, and the evidence
+/// against them.
 #[derive(Debug, Default)]
 pub(super) struct Rack {
     pending: VecDeque<(Instant, SeqNumber)>,
+    /// Evidence not yet [`SETTLE_TIME`] old: (when it was seen, the send
+    /// time of the newest packet known delivered then).
+    unsettled: VecDeque<(Instant, Instant)>,
+    /// The newest evidence at least [`SETTLE_TIME`] old.
+    settled: Option<Instant>,
 }
 
 impl Rack {
@@ -59,6 +73,38 @@ impl Rack {
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.pending.len()
+    }
+
+    /// At `now` the newest packet known delivered left at `newest`.
+    pub(super) fn observe(&mut self, now: Instant, newest: Instant) {
+        if self
+            .unsettled
+            .back()
+            .map_or(self.settled, |&(_, n)| Some(n))
+            .is_some_and(|n| n >= newest)
+        {
+            return;
+        }
+        if self.unsettled.len() >= MAX_UNSETTLED {
+            self.settled = self.unsettled.pop_front().map(|(_, n)| n);
+        }
+        self.unsettled.push_back((now, newest));
+    }
+
+    /// The newest evidence seen at least [`SETTLE_TIME`] before `now`. A
+    /// UDT4 receiver sends no ACK at all while its first missing packet
+    /// stays the same and the sender confirmed the ACK naming it (not even
+    /// a light ACK, udt4-protocol.md §6.4), so its NAKs must be able to
+    /// trigger the judgement too; this is the evidence they may use.
+    pub(super) fn settled(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(&(seen, newest)) = self.unsettled.front() {
+            if seen + SETTLE_TIME > now {
+                break;
+            }
+            self.settled = Some(newest);
+            self.unsettled.pop_front();
+        }
+        self.settled
     }
 
     /// `seq` was retransmitted at `now`. At most `limit` are remembered (the
@@ -150,6 +196,21 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.detect(t0 + ms(24), ms(4), |_, _| Verdict::Judged), 1);
         assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn evidence_settles_after_the_settle_time() {
+        let t0 = epoch();
+        let mut r = Rack::new();
+        assert_eq!(r.settled(t0), None);
+        r.observe(t0, t0 - ms(50));
+        r.observe(t0 + ms(5), t0 - ms(40));
+        // Older evidence than what is known changes nothing.
+        r.observe(t0 + ms(6), t0 - ms(45));
+        assert_eq!(r.settled(t0 + ms(19)), None);
+        assert_eq!(r.settled(t0 + ms(20)), Some(t0 - ms(50)));
+        assert_eq!(r.settled(t0 + ms(25)), Some(t0 - ms(40)));
+        assert_eq!(r.settled(t0 + ms(100)), Some(t0 - ms(40)));
     }
 
     #[test]

@@ -261,3 +261,36 @@ fn a_peer_that_repeats_its_loss_reports_is_left_to_report_them() {
     assert_eq!(retransmitted(&resent), vec![late.n - 1], "{resent:?}");
     assert_eq!(s.conn.stats().packets_presumed_lost, 0);
 }
+
+#[test]
+fn a_peer_that_stopped_acknowledging_is_judged_on_its_naks() {
+    // A UDT4 receiver sends no ACK (not even a light one) while its first
+    // missing packet is the one its last confirmed ACK named: here 2, whose
+    // retransmission was lost. Only NAKs of new gaps arrive; they prove
+    // later packets arrived, and once that evidence is old enough for any
+    // ACK covering 2 to have arrived, 2 is resent.
+    let (mut s, sent) = with_a_retransmission(&[]);
+    s.feed(ms(25), &ack_in(1, seq(2)));
+    let late = sent
+        .iter()
+        .find(|p| !p.retransmitted && p.at > ms(26))
+        .expect("a packet sent after the window");
+    s.feed(ms(50), &nak_before(late.n));
+    // Fresh evidence: an ACK covering 2 may still come.
+    assert_eq!(
+        retransmitted(&drive(&mut s, ms(50), ms(51))),
+        vec![late.n - 1]
+    );
+    assert_eq!(s.conn.stats().packets_presumed_lost, 0);
+    // A NAK of a gap further on, 25 ms later: the evidence has settled.
+    let newer = drive(&mut s, ms(51), ms(70));
+    let further = newer
+        .iter()
+        .find(|p| !p.retransmitted)
+        .expect("new data")
+        .n;
+    s.feed(ms(75), &nak_before(further + 1));
+    let resent = drive(&mut s, ms(75), ms(76));
+    assert_eq!(retransmitted(&resent), vec![2, further], "{resent:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 1);
+}
