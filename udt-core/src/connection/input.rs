@@ -302,7 +302,10 @@ impl Connection {
                 if delivery.last_sent(seq) != Some((sent, true)) {
                     return Verdict::Judged;
                 }
-                if seq != head && head_sent.is_some_and(|(h, r)| !r || sent < h) {
+                // Beyond the head only when the ACKs show the head's own
+                // retransmission, sent no later than this one, lost.
+                let head_lost_first = head_sent.is_some_and(|(h, r)| r && h <= sent);
+                if seq != head && !head_lost_first {
                     return Verdict::Wait;
                 }
                 if sender.requeue(seq) {

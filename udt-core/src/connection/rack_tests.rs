@@ -294,3 +294,28 @@ fn a_peer_that_stopped_acknowledging_is_judged_on_its_naks() {
     assert_eq!(retransmitted(&resent), vec![2, further], "{resent:?}");
     assert_eq!(s.conn.stats().packets_presumed_lost, 1);
 }
+
+#[test]
+fn no_guesses_beyond_a_head_that_a_nak_proved_arrived() {
+    // Before any ACK, the first packet no ACK covers is 0, which the NAK
+    // of 2 proved arrived: where the receiver is really stuck is unknown,
+    // so the retransmissions of 2 and 5 are not guessed lost however old
+    // the evidence (a storm of such guesses collapsed a transfer into
+    // libudt0 at S3).
+    let (mut s, sent) = with_a_retransmission(&[5]);
+    let late = sent
+        .iter()
+        .find(|p| !p.retransmitted && p.at > ms(26))
+        .expect("a packet sent after the window");
+    s.feed(ms(50), &nak_before(late.n));
+    let newer = drive(&mut s, ms(50), ms(70));
+    let further = newer
+        .iter()
+        .find(|p| !p.retransmitted)
+        .expect("new data")
+        .n;
+    s.feed(ms(75), &nak_before(further + 1));
+    let resent = drive(&mut s, ms(75), ms(76));
+    assert_eq!(retransmitted(&resent), vec![further], "{resent:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 0);
+}
