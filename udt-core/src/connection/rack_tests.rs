@@ -284,11 +284,7 @@ fn a_peer_that_stopped_acknowledging_is_judged_on_its_naks() {
     assert_eq!(s.conn.stats().packets_presumed_lost, 0);
     // A NAK of a gap further on, 25 ms later: the evidence has settled.
     let newer = drive(&mut s, ms(51), ms(70));
-    let further = newer
-        .iter()
-        .find(|p| !p.retransmitted)
-        .expect("new data")
-        .n;
+    let further = newer.iter().find(|p| !p.retransmitted).expect("new data").n;
     s.feed(ms(75), &nak_before(further + 1));
     let resent = drive(&mut s, ms(75), ms(76));
     assert_eq!(retransmitted(&resent), vec![2, further], "{resent:?}");
@@ -309,11 +305,7 @@ fn no_guesses_beyond_a_head_that_a_nak_proved_arrived() {
         .expect("a packet sent after the window");
     s.feed(ms(50), &nak_before(late.n));
     let newer = drive(&mut s, ms(50), ms(70));
-    let further = newer
-        .iter()
-        .find(|p| !p.retransmitted)
-        .expect("new data")
-        .n;
+    let further = newer.iter().find(|p| !p.retransmitted).expect("new data").n;
     s.feed(ms(75), &nak_before(further + 1));
     let resent = drive(&mut s, ms(75), ms(76));
     assert_eq!(retransmitted(&resent), vec![further], "{resent:?}");
