@@ -97,11 +97,71 @@ fn relay_to(server: SocketAddr, s: &Scenario, seed: u64) -> Relay {
     Relay::start(config).expect("start the relay")
 }
 
-/// One transfer's outcome: goodput at the receiver and our sender's
-/// queueing-delay samples (empty for a libudt0 sender).
+/// One transfer's outcome: goodput at the receiver, our sender's
+/// queueing-delay samples (empty for a libudt0 sender) and its statistics
+/// at the end.
 struct Outcome {
     mbps: f64,
     queue_ms: Vec<f64>,
+    sender: Option<udt_core::stats::Stats>,
+    /// What the relay dropped, and what the kernel dropped at full UDP
+    /// receive buffers meanwhile.
+    drops: String,
+}
+
+/// The kernel's count of UDP datagrams dropped at a full receive buffer
+/// (`RcvbufErrors` in /proc/net/snmp; machine-wide, so other UDP traffic
+/// counts too). `None` where it cannot be read.
+fn rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// The relay's drops in the data direction (`forward`) and the control
+/// direction, and the kernel's receive-buffer drops since `before`.
+fn drops(relay: &Relay, forward_is_upstream: bool, before: Option<u64>) -> String {
+    let st = relay.stats();
+    let (data, control) = if forward_is_upstream {
+        (st.to_upstream, st.to_client)
+    } else {
+        (st.to_client, st.to_upstream)
+    };
+    let kernel = match (before, rcvbuf_errors()) {
+        (Some(b), Some(a)) => format!("{}", a.saturating_sub(b)),
+        _ => "?".into(),
+    };
+    format!(
+        "relay data: forwarded {} random loss {} queue full {} overflow {} send errors {}; control: forwarded {} lost {}; kernel rcvbuf drops {kernel}",
+        data.forwarded,
+        data.dropped_loss,
+        data.dropped_queue,
+        data.dropped_overflow,
+        data.send_errors,
+        control.forwarded,
+        control.dropped()
+    )
+}
+
+/// Our sender's view of one transfer: how much it resent, and what kept
+/// it from sending (as shares of the connection's time).
+fn sender_summary(s: &udt_core::stats::Stats) -> String {
+    let l = s.send_limits.shares();
+    format!(
+        "retransmitted {:.2} % ({} reported lost, {} presumed lost, {} timeouts); limited by app {:.0} %, flow window {:.0} %, cwnd {:.0} %, pacing {:.0} %, driver {:.0} %",
+        s.retransmit_ratio() * 100.0,
+        s.packets_reported_lost,
+        s.packets_presumed_lost,
+        s.timeouts,
+        l[0] * 100.0,
+        l[1] * 100.0,
+        l[2] * 100.0,
+        l[3] * 100.0,
+        l[4] * 100.0
+    )
 }
 
 fn mbps(bytes: u64, t: Duration) -> f64 {
@@ -109,8 +169,14 @@ fn mbps(bytes: u64, t: Duration) -> f64 {
 }
 
 /// Our sender with controller `cc`: writes `bytes`, closes, and samples its
-/// smoothed RTT above `base_rtt` meanwhile.
-fn ours_send(to: SocketAddr, bytes: u64, cc: CcAlgorithm, base_rtt: Duration) -> Vec<f64> {
+/// smoothed RTT above `base_rtt` meanwhile; returns the samples and its
+/// statistics after the close.
+fn ours_send(
+    to: SocketAddr,
+    bytes: u64,
+    cc: CcAlgorithm,
+    base_rtt: Duration,
+) -> (Vec<f64>, udt_core::stats::Stats) {
     let config = Config::default().with_congestion(cc);
     let ep = Endpoint::bind_with(localhost(), config, udt::EndpointConfig::default())
         .expect("bind an endpoint");
@@ -145,9 +211,12 @@ fn ours_send(to: SocketAddr, bytes: u64, cc: CcAlgorithm, base_rtt: Duration) ->
         done.store(true, Ordering::Relaxed);
         samples = sampler.join().expect("sampler thread");
     });
+    // Everything acknowledged: the counters cover the whole transfer.
+    let _ = stream.wait_acknowledged(Some(LIMIT));
+    let stats = stream.stats();
     // The peer may close first once it has everything; that is fine here.
     let _ = stream.close();
-    samples
+    (samples, stats)
 }
 
 /// Our receiver: reads `bytes` from the next accepted stream; returns the
@@ -190,6 +259,7 @@ impl Transfer {
 
     fn run(self, s: &Scenario, bytes: u64, seed: u64) -> Outcome {
         let base = s.rtt();
+        let before = rcvbuf_errors();
         match self {
             Transfer::Udt4ToUdt4 => {
                 let (mut server, addr) = udt4_stream_receiver(bytes, LIMIT);
@@ -200,16 +270,20 @@ impl Transfer {
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms: Vec::new(),
+                    sender: None,
+                    drops: drops(&relay, true, before),
                 }
             }
             Transfer::OursToUdt4(cc) => {
                 let (mut server, addr) = udt4_stream_receiver(bytes, LIMIT);
                 let relay = relay_to(addr, s, seed);
-                let queue_ms = ours_send(relay.local_addr(), bytes, cc, base);
+                let (queue_ms, stats) = ours_send(relay.local_addr(), bytes, cc, base);
                 let t = udt4_stream_elapsed(&mut server, bytes, LIMIT);
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms,
+                    sender: Some(stats),
+                    drops: drops(&relay, true, before),
                 }
             }
             Transfer::Udt4ToOurs => {
@@ -222,6 +296,8 @@ impl Transfer {
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms: Vec::new(),
+                    sender: None,
+                    drops: drops(&relay, true, before),
                 }
             }
             Transfer::OursToOurs(cc) => {
@@ -231,10 +307,12 @@ impl Transfer {
                 let to = relay.local_addr();
                 let sender = std::thread::spawn(move || ours_send(to, bytes, cc, base));
                 let t = ours_receive(&listener, bytes);
-                let queue_ms = sender.join().expect("sender thread");
+                let (queue_ms, stats) = sender.join().expect("sender thread");
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms,
+                    sender: Some(stats),
+                    drops: drops(&relay, true, before),
                 }
             }
         }
@@ -313,11 +391,21 @@ fn main() {
     for (s, bytes) in paths() {
         let mut goodput: Vec<Vec<f64>> = vec![Vec::new(); transfers.len()];
         let mut queue: Vec<Vec<f64>> = vec![Vec::new(); transfers.len()];
+        let mut details: Vec<String> = Vec::new();
         for rep in 0..reps {
             // Alternate the transfers so a slow phase of the machine hits
             // all alike; the same relay seed for all in one repetition.
             for (i, t) in transfers.iter().enumerate() {
                 let o = t.run(&s, bytes, 1 + rep);
+                let sender = o.sender.as_ref().map(sender_summary);
+                details.push(format!(
+                    "{} rep {}: {:.1} Mbit/s; {}{}",
+                    t.name(),
+                    rep + 1,
+                    o.mbps,
+                    sender.map(|s| s + "; ").unwrap_or_default(),
+                    o.drops
+                ));
                 goodput[i].push(o.mbps);
                 queue[i].extend(o.queue_ms);
             }
@@ -347,6 +435,11 @@ fn main() {
                 median / s.rate_mbps as f64 * 100.0,
                 median / base.max(1e-9),
             );
+        }
+        println!();
+        println!("Each transfer (our sender's counters where it sends):");
+        for d in details {
+            println!("- {d}");
         }
     }
 }

@@ -4,8 +4,16 @@
 //!
 //! `cargo bench --bench sim_cc` runs every scenario for 30 s of virtual
 //! time with seeds 1, 2 and 3 and reports the median goodput after a 5 s
-//! warm-up. Options: `--quick` (10 s, one seed), `--seeds N`,
-//! `--seconds S`, `--warmup S`, `--only NAME[,NAME…]`, `--cc NAME[,NAME…]`.
+//! warm-up. Options: `--quick` (10 s, one seed), `--seeds N`, `--seed N`
+//! (that seed alone),
+//! `--seconds S`, `--warmup S`, `--only NAME[,NAME…]`, `--cc NAME[,NAME…]`,
+//! `--detail` (per-second goodput and sender counters), `--transfer MIB`
+//! (with `--detail`: how long the first MIB mebibytes took from the start,
+//! ramp-up included, as the real-socket benchmark times a transfer).
+//!
+//! The rows named `S2-udt4`, `S3-udt4` and `S5-udt4` run those paths into a
+//! receiver that reports each loss once, as libudt0 does
+//! (`scenario::udt4_like_receiver`): our sender into a UDT4 receiver.
 
 use std::time::{Duration, Instant};
 
@@ -14,21 +22,27 @@ use udt_core::sim::scenario::{self, RunSpec, Scenario};
 
 struct Options {
     seeds: u64,
+    /// Run only this seed.
+    seed: Option<u64>,
     seconds: f64,
     warmup: f64,
     only: Option<Vec<String>>,
     ccs: Vec<CcAlgorithm>,
     detail: bool,
+    /// Mebibytes whose transfer time from the start `--detail` reports.
+    transfer_mib: Option<f64>,
 }
 
 fn parse() -> Options {
     let mut o = Options {
         seeds: 3,
+        seed: None,
         seconds: 30.0,
         warmup: 5.0,
         only: None,
         ccs: vec![CcAlgorithm::Udt, CcAlgorithm::Bbr, CcAlgorithm::BbrBulk],
         detail: false,
+        transfer_mib: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -41,6 +55,8 @@ fn parse() -> Options {
                 o.warmup = 3.0;
             }
             "--seeds" => o.seeds = value().parse().unwrap_or(o.seeds),
+            "--seed" => o.seed = value().parse().ok(),
+            "--transfer" => o.transfer_mib = value().parse().ok(),
             "--seconds" => o.seconds = value().parse().unwrap_or(o.seconds),
             "--warmup" => o.warmup = value().parse().unwrap_or(o.warmup),
             "--only" => o.only = Some(value().split(',').map(str::to_owned).collect()),
@@ -54,19 +70,32 @@ fn parse() -> Options {
     o
 }
 
-fn scenarios() -> Vec<Scenario> {
+/// The scenarios, each with the name it is listed and selected by and
+/// whether its receiver is UDT4-like.
+fn scenarios() -> Vec<(Scenario, String, bool)> {
+    let ours = |s: Scenario| {
+        let name = s.name.to_owned();
+        (s, name, false)
+    };
+    let udt4 = |s: Scenario| {
+        let name = format!("{}-udt4", s.name);
+        (s, name, true)
+    };
     vec![
-        Scenario::s2(),
-        Scenario::s3(),
-        Scenario::s4(),
-        Scenario::s5(),
-        Scenario::high_bdp(),
-        Scenario::lan(),
-        Scenario::bursty(),
-        Scenario::reordering(),
-        Scenario::clean_queue(),
-        Scenario::two_flows(),
-        Scenario::shared(),
+        ours(Scenario::s2()),
+        ours(Scenario::s3()),
+        ours(Scenario::s4()),
+        ours(Scenario::s5()),
+        ours(Scenario::high_bdp()),
+        ours(Scenario::lan()),
+        ours(Scenario::bursty()),
+        ours(Scenario::reordering()),
+        ours(Scenario::clean_queue()),
+        ours(Scenario::two_flows()),
+        ours(Scenario::shared()),
+        udt4(Scenario::s2()),
+        udt4(Scenario::s3()),
+        udt4(Scenario::s5()),
     ]
 }
 
@@ -87,9 +116,9 @@ fn main() {
         "| scenario | link | RTT | loss | cc | goodput (Mbit/s) | of link | retransmitted | queue p50 / p99 | per flow | wall |"
     );
     println!("|---|---:|---:|---:|---|---:|---:|---:|---:|---|---:|");
-    for s in scenarios() {
+    for (s, name, udt4_receiver) in scenarios() {
         if let Some(only) = &o.only {
-            if !only.iter().any(|n| n.eq_ignore_ascii_case(s.name)) {
+            if !only.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
                 continue;
             }
         }
@@ -97,7 +126,11 @@ fn main() {
             let wall = Instant::now();
             let mut goodputs = Vec::new();
             let mut reports = Vec::new();
-            for seed in 1..=o.seeds {
+            let seeds = match o.seed {
+                Some(seed) => seed..=seed,
+                None => 1..=o.seeds,
+            };
+            for seed in seeds {
                 let spec = RunSpec {
                     verify: false,
                     ..RunSpec::new(
@@ -114,6 +147,9 @@ fn main() {
                         scenario::config_for(cc),
                     ];
                     scenario::run(&s, &flows, udt_core::Config::default(), spec)
+                } else if udt4_receiver {
+                    let flows = [scenario::config_for(cc)];
+                    scenario::run(&s, &flows, scenario::udt4_like_receiver(), spec)
                 } else {
                     scenario::run_with(&s, cc, spec)
                 };
@@ -138,7 +174,7 @@ fn main() {
                 .collect();
             println!(
                 "| {} | {} Mbit/s | {} ms | {:.2} % | {} | {:.1} | {:.0} % | {:.2} % | {:.1} / {:.1} ms | {} | {:.1} s |",
-                s.name,
+                name,
                 s.rate_mbps,
                 s.rtt().as_millis(),
                 s.loss.mean_loss() * 100.0,
@@ -155,10 +191,11 @@ fn main() {
                 for f in &r.flows {
                     let s = &f.sender;
                     println!(
-                        "    sent {} retx {} reported-lost {} timeouts {} naks {} acks {} rtt {:?} cwnd {:.0} period {:?}",
+                        "    sent {} retx {} reported-lost {} presumed-lost {} timeouts {} naks {} acks {} rtt {:?} cwnd {:.0} period {:?}",
                         s.packets_sent,
                         s.packets_retransmitted,
                         s.packets_reported_lost,
+                        s.packets_presumed_lost,
                         s.timeouts,
                         s.naks_received,
                         s.acks_received,
@@ -166,12 +203,39 @@ fn main() {
                         s.congestion_window,
                         s.send_period
                     );
+                    let l = s.send_limits.shares();
+                    println!(
+                        "    sender limited by: app {:.0} % flow window {:.0} % cwnd {:.0} % pacing {:.0} % driver {:.0} %",
+                        l[0] * 100.0,
+                        l[1] * 100.0,
+                        l[2] * 100.0,
+                        l[3] * 100.0,
+                        l[4] * 100.0
+                    );
                     let bins: Vec<String> = f
                         .bins
                         .chunks(10)
                         .map(|c| format!("{:.0}", c.iter().sum::<u64>() as f64 * 8.0 / 1e6))
                         .collect();
                     println!("    Mbit/s per second: {}", bins.join(" "));
+                    if let Some(mib) = o.transfer_mib {
+                        let want = mib * f64::from(1u32 << 20);
+                        let mut got = 0.0;
+                        let done = f.bins.iter().position(|&b| {
+                            got += b as f64;
+                            got >= want
+                        });
+                        match done {
+                            Some(i) => {
+                                let secs = (i + 1) as f64 * 0.1;
+                                println!(
+                                    "    the first {mib} MiB took {secs:.1} s from the start: {:.1} Mbit/s",
+                                    want * 8.0 / secs / 1e6
+                                );
+                            }
+                            None => println!("    the first {mib} MiB did not arrive"),
+                        }
+                    }
                 }
                 println!(
                     "    link: sent {} lost {} queue-dropped {}",

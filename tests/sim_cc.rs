@@ -83,6 +83,68 @@ fn s3_300mbit_50ms_one_percent_loss() {
     fills_and_beats_native(Scenario::s3(), CcAlgorithm::Bbr, 0.85, 6, 2);
 }
 
+/// Our sender with `cc` into a receiver that reports each loss once, as
+/// libudt0 does (no periodic NAK, fixed 8192-packet buffers): a lost
+/// retransmission or a lost NAK shows in no later NAK, so only the
+/// sender's own loss detection keeps the window from stalling. It must
+/// fill at least `share` of the link, beat the native controller into the
+/// same receiver threefold, and presume no more packets lost than the
+/// receiver reported (beyond the first missing packet a presumed loss is a
+/// guess, partly duplicates; a storm of them once made the link collapse
+/// after Startup's overshoot).
+fn into_a_udt4_like_receiver(s: Scenario, cc: CcAlgorithm, share: f64) {
+    init_logs();
+    let seed = seed_from_env_or(1);
+    let spec = RunSpec::new(seed, secs(6), secs(2));
+    let ours = scenario::run(&s, &[config_for(cc)], scenario::udt4_like_receiver(), spec);
+    log_report(&ours, cc, seed);
+    let native = scenario::run(
+        &s,
+        &[config_for(CcAlgorithm::Udt)],
+        scenario::udt4_like_receiver(),
+        spec,
+    );
+    log_report(&native, CcAlgorithm::Udt, seed);
+    let sender = &ours.flows[0].sender;
+    eprintln!(
+        "retransmitted {:.2} % ({} reported lost, {} presumed lost), timeouts {}",
+        sender.retransmit_ratio() * 100.0,
+        sender.packets_reported_lost,
+        sender.packets_presumed_lost,
+        sender.timeouts
+    );
+    assert!(
+        ours.efficiency() >= share,
+        "{} into a UDT4-like receiver with {cc}: {:.1} % of the link",
+        s.name,
+        ours.efficiency() * 100.0
+    );
+    assert!(
+        ours.total_goodput_mbps() >= 3.0 * native.total_goodput_mbps(),
+        "{}: {cc} {:.1} Mbit/s, native {:.1} Mbit/s",
+        s.name,
+        ours.total_goodput_mbps(),
+        native.total_goodput_mbps()
+    );
+    assert!(
+        sender.packets_presumed_lost <= sender.packets_reported_lost,
+        "{}: {} presumed lost, {} reported lost",
+        s.name,
+        sender.packets_presumed_lost,
+        sender.packets_reported_lost
+    );
+}
+
+#[test]
+fn s3_into_a_udt4_like_receiver() {
+    into_a_udt4_like_receiver(Scenario::s3(), CcAlgorithm::Bbr, 0.85);
+}
+
+#[test]
+fn s5_into_a_udt4_like_receiver() {
+    into_a_udt4_like_receiver(Scenario::s5(), CcAlgorithm::BbrBulk, 0.60);
+}
+
 #[test]
 fn s4_500mbit_100ms_no_loss() {
     let model = run(&Scenario::s4(), CcAlgorithm::Bbr, 8, 3);

@@ -110,6 +110,15 @@ pub struct Config {
     /// listener and a secure listener refuses plain callers. Rendezvous
     /// connections are plain only.
     pub security: crate::secure::Security,
+    /// Whether this side, as a receiver, reports its whole loss list again
+    /// every NAK interval (`max(RTT + 4·RTTVar + losses/arrival rate,
+    /// 20 ms)`) on top of the immediate NAK of each gap. Default `true`:
+    /// without it a lost NAK or a lost retransmission is found only by the
+    /// sender. UDT4 4.11 computes this timer but never sends the NAK;
+    /// `false` makes this receiver report each loss once, as a libudt0
+    /// receiver does (used to test a sender against UDT4 receivers in the
+    /// simulator).
+    pub periodic_nak: bool,
 }
 
 impl Config {
@@ -203,6 +212,7 @@ impl Default for Config {
             memory_cap: DEFAULT_MEMORY_CAP,
             congestion: CcAlgorithm::DEFAULT.factory(),
             security: crate::secure::Security::Plain,
+            periodic_nak: true,
         }
     }
 }

@@ -33,6 +33,56 @@ pub struct DropStats {
     pub replayed: u64,
 }
 
+/// What kept the sender from sending, as time spent in each state while
+/// connected (after Linux's `tcp_info` "chrono" times). Together they add
+/// up to the connection's lifetime until close; compare them to see
+/// whether the network (congestion window, pacing), the peer (flow
+/// window), the application or the I/O driver limited a transfer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendLimits {
+    /// Nothing to send: no unsent data written and no loss awaiting
+    /// retransmission.
+    pub app: Duration,
+    /// Data waiting, but the peer's flow window (its free receive buffer)
+    /// is used up.
+    pub flow_window: Duration,
+    /// Data waiting, but the congestion window is used up.
+    pub congestion_window: Duration,
+    /// A packet may go, and waits for its pacing slot.
+    pub pacing: Duration,
+    /// A packet's pacing slot has passed and the driver has not yet asked
+    /// for it: how far the I/O side lags behind the pacer.
+    pub driver: Duration,
+}
+
+impl SendLimits {
+    /// The total time accounted.
+    pub fn total(&self) -> Duration {
+        self.app + self.flow_window + self.congestion_window + self.pacing + self.driver
+    }
+
+    /// Each state's share of the total, in the field order (app, flow
+    /// window, congestion window, pacing, driver); zeros before any time
+    /// was accounted.
+    pub fn shares(&self) -> [f64; 5] {
+        let total = self.total().as_secs_f64();
+        let share = |d: Duration| {
+            if total > 0.0 {
+                d.as_secs_f64() / total
+            } else {
+                0.0
+            }
+        };
+        [
+            share(self.app),
+            share(self.flow_window),
+            share(self.congestion_window),
+            share(self.pacing),
+            share(self.driver),
+        ]
+    }
+}
+
 /// A snapshot of one connection's statistics (see [`crate::connection::Connection::stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Stats {
@@ -54,6 +104,11 @@ pub struct Stats {
     pub packets_lost: u64,
     /// Sequence numbers the peer reported lost to us in NAKs.
     pub packets_reported_lost: u64,
+    /// Packets this sender resent without a NAK because it concluded they
+    /// were lost: a retransmission sent well before a packet that has
+    /// since arrived, or the first missing packet that the peer's ACKs keep
+    /// naming (some of these resends may turn out duplicates).
+    pub packets_presumed_lost: u64,
     /// Control packets sent / received, by kind.
     pub acks_sent: u64,
     /// Light ACKs sent.
@@ -80,6 +135,8 @@ pub struct Stats {
     pub messages_dropped_received: u64,
     /// Received packets discarded, by reason.
     pub dropped: DropStats,
+    /// What kept the sender from sending, as time in each state.
+    pub send_limits: SendLimits,
     /// Smoothed round-trip time.
     pub rtt: Duration,
     /// Round-trip time variation.

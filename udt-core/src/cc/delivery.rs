@@ -167,6 +167,11 @@ pub(crate) struct DeliveryTracker {
     sacked: u32,
     /// Records before this index were examined by a NAK already.
     proved_upto: usize,
+    /// The send time of the most recently sent packet known delivered
+    /// (RFC 8985's `RACK.xmit_ts`), ns since the epoch.
+    newest_delivered_ns: Option<u64>,
+    /// The smallest RTT sample so far, ns (`u64::MAX` before any).
+    min_rtt_ns: u64,
 }
 
 impl DeliveryTracker {
@@ -185,12 +190,20 @@ impl DeliveryTracker {
             app_limited_until: 0,
             sacked: 0,
             proved_upto: 0,
+            newest_delivered_ns: None,
+            min_rtt_ns: u64::MAX,
         }
     }
 
     /// Packets acknowledged so far.
     pub(crate) fn delivered(&self) -> u64 {
         self.delivered
+    }
+
+    /// The first packet no ACK (full or light) covers yet: the one the
+    /// receiver's latest ACK named missing.
+    pub(crate) fn first_unacked(&self) -> SeqNumber {
+        self.first
     }
 
     /// Packets reported lost so far.
@@ -207,6 +220,20 @@ impl DeliveryTracker {
     /// True while the flow is limited by the application, not the network.
     pub(crate) fn is_app_limited(&self) -> bool {
         self.app_limited_until != 0
+    }
+
+    /// When the most recently sent packet known delivered (acknowledged,
+    /// or proved arrived by a NAK) left, if any is. A retransmission counts
+    /// only once it has been out for at least the smallest RTT seen: an
+    /// earlier acknowledgement belongs to the original (RFC 8985 §6.2).
+    pub(crate) fn newest_delivered_sent(&self) -> Option<Instant> {
+        self.newest_delivered_ns
+            .map(|ns| self.epoch + Duration::from_nanos(ns))
+    }
+
+    /// The smallest RTT sample so far (from packets never retransmitted).
+    pub(crate) fn min_rtt(&self) -> Option<Duration> {
+        (self.min_rtt_ns != u64::MAX).then(|| Duration::from_nanos(self.min_rtt_ns))
     }
 
     fn ns(&self, t: Instant) -> u64 {
@@ -286,6 +313,15 @@ impl DeliveryTracker {
         })
     }
 
+    /// True when a NAK proved `seq` arrived (and no ACK has since named it
+    /// missing).
+    pub(crate) fn is_proved_delivered(&self, seq: SeqNumber) -> bool {
+        usize::try_from(seq.offset_from(self.first))
+            .ok()
+            .and_then(|off| self.records.get(off))
+            .is_some_and(|r| r.flags & DELIVERED != 0)
+    }
+
     /// True when `seq` was retransmitted at or after `since`: a loss report
     /// for it that arrives now was sent before that retransmission could
     /// have arrived, so it is no news.
@@ -310,9 +346,12 @@ impl DeliveryTracker {
     /// An ACK said everything before `ack` arrived. Returns what it
     /// proved delivered for the first time, or `None` when it brought no
     /// news.
+    ///
+    /// The ACK also names `ack` as missing: a NAK's proof that it arrived
+    /// was wrong (the NAK that reported it was lost) and is withdrawn.
     pub(crate) fn on_ack(&mut self, now: Instant, ack: SeqNumber) -> Option<AckSample> {
         let off = ack.offset_from(self.first);
-        if off <= 0 || off >= MAX_TRACKED {
+        if !(0..MAX_TRACKED).contains(&off) {
             return None;
         }
         let take = (off as usize).min(self.records.len());
@@ -328,6 +367,12 @@ impl DeliveryTracker {
         self.sacked -= sacked_popped;
         self.proved_upto = self.proved_upto.saturating_sub(take);
         self.first = ack;
+        if let Some(head) = self.records.front_mut() {
+            if head.flags & DELIVERED != 0 {
+                head.flags &= !DELIVERED;
+                self.sacked -= 1;
+            }
+        }
         if newest.count == 0 {
             // Everything it covered was already proved delivered by NAKs.
             return None;
@@ -454,6 +499,20 @@ impl DeliveryTracker {
         let rtt = newest
             .clean_sent_ns
             .map(|sent| Duration::from_nanos(now_ns.saturating_sub(sent)));
+        if let Some(rtt) = rtt {
+            let ns = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
+            self.min_rtt_ns = self.min_rtt_ns.min(ns.max(1));
+        }
+        // RFC 8985 §6.2 step 2: a retransmission acknowledged sooner than a
+        // round trip after it left was delivered as the original.
+        let trusted = newest.record.and_then(|r| {
+            let spurious =
+                r.flags & RETRANSMITTED != 0 && now_ns.saturating_sub(r.sent_ns) < self.min_rtt_ns;
+            (!spurious).then_some(r.sent_ns)
+        });
+        if let Some(sent) = trusted.or(newest.clean_sent_ns) {
+            self.newest_delivered_ns = Some(self.newest_delivered_ns.map_or(sent, |n| n.max(sent)));
+        }
         AckSample {
             newly_acked: newest.count,
             rate,
@@ -691,6 +750,59 @@ mod tests {
         let body = nak(&[(40, 50)]);
         let ranges = LossRanges::new(&body).expect("valid body");
         assert_eq!(d.on_nak(ms(t0, 31), &ranges, |_| false), None);
+    }
+
+    #[test]
+    fn an_ack_naming_a_proved_packet_withdraws_the_proof() {
+        // A UDT4 receiver's NAK of 1 was lost: the NAK of 3 proves 0, 1, 2
+        // and 4 arrived. The ACKs then name 1 as the first missing packet.
+        let t0 = epoch();
+        let mut d = DeliveryTracker::new(seq(0), t0);
+        for i in 0..6u32 {
+            d.on_sent(ms(t0, u64::from(i)), seq(i), i + 1, i + 1);
+        }
+        let body = nak(&[(3, 3)]);
+        let ranges = LossRanges::new(&body).expect("valid body");
+        d.on_nak(ms(t0, 20), &ranges, |q| q == seq(3))
+            .expect("news");
+        assert_eq!(d.sacked(), 4);
+        assert!(d.is_proved_delivered(seq(1)));
+        assert!(!d.is_proved_delivered(seq(3)));
+        // 0 leaves the count as acknowledged; 1 as missing after all.
+        assert_eq!(d.on_ack(ms(t0, 21), seq(1)), None);
+        assert_eq!(d.sacked(), 2);
+        assert!(!d.is_proved_delivered(seq(1)));
+        // Naming it again changes nothing.
+        assert_eq!(d.on_ack(ms(t0, 22), seq(1)), None);
+        assert_eq!(d.sacked(), 2);
+        assert_eq!(d.last_sent(seq(1)), Some((ms(t0, 1), false)));
+    }
+
+    #[test]
+    fn newest_delivered_trusts_a_retransmission_only_after_a_round_trip() {
+        let t0 = epoch();
+        let mut d = DeliveryTracker::new(seq(0), t0);
+        assert_eq!(d.newest_delivered_sent(), None);
+        d.on_sent(ms(t0, 0), seq(0), 1, 1);
+        d.on_sent(ms(t0, 1), seq(1), 2, 2);
+        d.on_ack(ms(t0, 20), seq(1)).expect("news");
+        assert_eq!(d.min_rtt(), Some(Duration::from_millis(20)));
+        assert_eq!(d.newest_delivered_sent(), Some(ms(t0, 0)));
+        // 1 is retransmitted at 30 ms and acknowledged 5 ms later: that
+        // ACK is for the original (which was only late), not a delivery
+        // of a packet sent at 30 ms.
+        d.on_lost(1, 1);
+        d.on_sent(ms(t0, 30), seq(1), 1, 1);
+        d.on_ack(ms(t0, 35), seq(2)).expect("news");
+        assert_eq!(d.newest_delivered_sent(), Some(ms(t0, 0)));
+        // 2 is retransmitted at 40 ms and acknowledged a round trip later:
+        // the retransmission arrived.
+        d.on_sent(ms(t0, 36), seq(2), 1, 1);
+        d.on_lost(1, 1);
+        d.on_sent(ms(t0, 40), seq(2), 1, 1);
+        d.on_ack(ms(t0, 61), seq(3)).expect("news");
+        assert_eq!(d.newest_delivered_sent(), Some(ms(t0, 40)));
+        assert_eq!(d.min_rtt(), Some(Duration::from_millis(20)));
     }
 
     #[test]

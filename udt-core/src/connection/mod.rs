@@ -34,6 +34,9 @@ use crate::stats::Stats;
 mod close_tests;
 mod input;
 mod output;
+mod rack;
+#[cfg(test)]
+mod rack_tests;
 mod receiver;
 #[cfg(test)]
 mod rendezvous_secure_tests;
@@ -53,8 +56,9 @@ pub use output::{Transmit, TransmitKind};
 pub use timers::Timer;
 
 use output::ControlItem;
+use rack::Rack;
 use receiver::Receiver;
-use sender::Sender;
+use sender::{SendLimit, Sender};
 
 /// The most control packets waiting to be sent. Control packets are
 /// produced by input and timers and drained right after by the driver, so
@@ -159,6 +163,12 @@ pub struct Connection {
     cc: Box<dyn CongestionControl>,
     /// Per-packet delivery records for the controller's rate samples.
     delivery: DeliveryTracker,
+    /// Retransmissions in flight, for the sender's own loss detection.
+    rack: Rack,
+    /// The peer sent a NAK listing several losses: it reports its loss
+    /// list again and again (our periodic NAK), so lost retransmissions
+    /// get reported; a UDT4 receiver reports each gap once, alone.
+    peer_repeats_naks: bool,
     /// Send and receive buffer sizes, following the measured BDP up to
     /// the configured memory cap.
     send_sizer: BufferSizer,
@@ -262,6 +272,8 @@ impl Connection {
             receiver,
             rtt: RttEstimator::new(),
             delivery: DeliveryTracker::new(params.send_isn, now),
+            rack: Rack::new(),
+            peer_repeats_naks: false,
             send_sizer,
             recv_sizer,
             control: VecDeque::with_capacity(32),
@@ -744,7 +756,32 @@ impl Connection {
 
     fn observe_time(&mut self, now: Instant) {
         if now > self.last_now {
+            if self.may_send_data() {
+                self.account_send_limit(now);
+            }
             self.last_now = now;
+        }
+    }
+
+    /// Adds the time since the last call to the state that kept the sender
+    /// from sending. Between two calls only time changes the sender (every
+    /// input and output goes through `observe_time` first), so the state
+    /// at the last call held until now, except that a pacing slot may have
+    /// passed in between.
+    fn account_send_limit(&mut self, now: Instant) {
+        let from = self.last_now;
+        let elapsed = now.saturating_duration_since(from);
+        let limits = &mut self.counters.send_limits;
+        match self.sender.limit(from) {
+            SendLimit::App => limits.app += elapsed,
+            SendLimit::FlowWindow => limits.flow_window += elapsed,
+            SendLimit::CongestionWindow => limits.congestion_window += elapsed,
+            SendLimit::Driver => limits.driver += elapsed,
+            SendLimit::Pacing => {
+                let slot = self.sender.next_slot().min(now);
+                limits.pacing += slot.saturating_duration_since(from);
+                limits.driver += now.saturating_duration_since(slot);
+            }
         }
     }
 

@@ -189,6 +189,8 @@ impl Connection {
                     self.counters.packets_retransmitted += 1;
                     self.counters.bytes_retransmitted += len;
                     self.on_data_sent(now, seq, len);
+                    let limit = self.sender.buffer().capacity() as usize;
+                    self.rack.on_retransmitted(now, seq, limit);
                     return Some(TransmitKind::Retransmit);
                 }
                 Packed::New { seq, len } => {

@@ -52,8 +52,8 @@ pub(super) fn epoch() -> Instant {
 /// A connection under test and its virtual clock.
 pub(super) struct Script {
     pub(super) conn: Connection,
-    t0: Instant,
-    buf: Vec<u8>,
+    pub(super) t0: Instant,
+    pub(super) buf: Vec<u8>,
 }
 
 impl Script {
@@ -602,14 +602,14 @@ fn periodic_nak_survives_a_full_control_queue() {
 }
 
 /// A NAK from the peer reporting `ranges`.
-fn nak_in(ranges: &[(SeqNumber, SeqNumber)]) -> Vec<u8> {
+pub(super) fn nak_in(ranges: &[(SeqNumber, SeqNumber)]) -> Vec<u8> {
     let mut d = Vec::new();
     packet::encode_nak(0, LOCAL, ranges.iter().copied(), FULL / 4, &mut d);
     d
 }
 
 /// Drains what is due at `at` and counts the retransmissions among it.
-fn retransmissions_at(s: &mut Script, at: Duration) -> usize {
+pub(super) fn retransmissions_at(s: &mut Script, at: Duration) -> usize {
     let now = s.t0 + at;
     s.conn.handle_timeout(now);
     let mut n = 0;
@@ -648,7 +648,7 @@ fn a_report_older_than_the_retransmission_is_not_news() {
 }
 
 /// A full ACK from the peer naming `ack` as its first missing packet.
-fn ack_in(ack_seq: u32, ack: SeqNumber) -> Vec<u8> {
+pub(super) fn ack_in(ack_seq: u32, ack: SeqNumber) -> Vec<u8> {
     let mut d = Vec::new();
     ControlPacket {
         timestamp: 0,
@@ -699,7 +699,7 @@ fn a_hole_the_acks_keep_naming_is_resent_without_a_second_nak() {
 }
 
 /// A light ACK from the peer.
-fn light_ack_in(ack: SeqNumber) -> Vec<u8> {
+pub(super) fn light_ack_in(ack: SeqNumber) -> Vec<u8> {
     let mut d = Vec::new();
     ControlPacket {
         timestamp: 0,

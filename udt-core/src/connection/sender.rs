@@ -159,6 +159,19 @@ pub(super) struct NakOutcome {
     pub(super) first_lost: Option<SeqNumber>,
 }
 
+/// What keeps the sender from sending (see
+/// [`SendLimits`](crate::stats::SendLimits)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SendLimit {
+    App,
+    FlowWindow,
+    CongestionWindow,
+    /// Waiting for the pacing slot.
+    Pacing,
+    /// The slot has passed: the driver has not asked yet.
+    Driver,
+}
+
 /// What [`Sender::pack`] produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Packed {
@@ -281,19 +294,18 @@ impl Sender {
         self.sacked = sacked;
     }
 
-    /// The receiver's first missing packet, as its newest full ACK said.
-    pub(super) fn head(&self) -> SeqNumber {
-        self.last_data_ack
-    }
-
-    /// Queues the head packet for retransmission again; false when nothing
-    /// is outstanding or it is queued already.
-    pub(super) fn requeue_head(&mut self) -> bool {
-        let head = self.last_data_ack;
-        if self.unacked() == 0 || self.loss.contains(head) {
+    /// Queues `seq` for retransmission again, the sender having concluded
+    /// on its own that it was lost; false when it is not outstanding
+    /// (acknowledged, or never sent) or is queued already.
+    pub(super) fn requeue(&mut self, seq: SeqNumber) -> bool {
+        if self.unacked() == 0
+            || seq.is_before(self.last_data_ack)
+            || seq.is_after(self.current)
+            || self.loss.contains(seq)
+        {
             return false;
         }
-        self.loss.insert(head, head) > 0
+        self.loss.insert(seq, seq) > 0
     }
 
     /// True when `seq` waits in the loss list for retransmission.
@@ -337,6 +349,24 @@ impl Sender {
                 };
                 self.in_flight() < self.flow_window.max(1) && self.pipe() < cwnd
             }
+        }
+    }
+
+    /// What keeps the sender from sending at `now` (see
+    /// [`SendLimits`](crate::stats::SendLimits)).
+    pub(super) fn limit(&self, now: Instant) -> SendLimit {
+        if self.has_work() {
+            if now < self.next_slot {
+                SendLimit::Pacing
+            } else {
+                SendLimit::Driver
+            }
+        } else if self.buffer.next_unsent().is_none() {
+            SendLimit::App
+        } else if self.in_flight() >= self.flow_window.max(1) {
+            SendLimit::FlowWindow
+        } else {
+            SendLimit::CongestionWindow
         }
     }
 

@@ -66,7 +66,8 @@ impl Connection {
                     .min(SYN_INTERVAL);
                 self.receiver.ack_deadline(self.last_now, &self.rtt, period)
             }
-            Timer::Nak => self.receiver.nak_deadline(&self.rtt),
+            Timer::Nak if self.config.periodic_nak => self.receiver.nak_deadline(&self.rtt),
+            Timer::Nak => None,
             Timer::Exp => {
                 if self.sender.unacked() == 0 {
                     None

@@ -1,0 +1,313 @@
+//! Scripted tests of the sender's own loss detection (`rack.rs` and
+//! `Connection::detect_losses`) against a peer that reports each loss once,
+//! as a UDT4 receiver does: a lost retransmission or a lost NAK shows in no
+//! later NAK, only in what later NAKs and ACKs prove arrived.
+
+use std::time::Duration;
+
+use super::scripted_tests::{ack_in, light_ack_in, ms, nak_in, Script, FULL, ISN};
+use super::*;
+use crate::seq::SeqNumber;
+
+/// One data packet that left: its number (from the ISN), when, and
+/// whether it was a retransmission.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Sent {
+    n: u32,
+    at: Duration,
+    retransmitted: bool,
+}
+
+/// Polls the connection every 50 µs over `[from, to)` and returns the data
+/// packets that left, in order.
+fn drive(s: &mut Script, from: Duration, to: Duration) -> Vec<Sent> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < to {
+        let now = s.t0 + at;
+        s.conn.handle_timeout(now);
+        while let Some(t) = s.conn.poll_transmit(now, &mut s.buf) {
+            if t.kind != TransmitKind::Control {
+                let seq = u32::from_be_bytes([s.buf[0], s.buf[1], s.buf[2], s.buf[3]]);
+                out.push(Sent {
+                    n: seq - ISN.value(),
+                    at,
+                    retransmitted: t.kind == TransmitKind::Retransmit,
+                });
+            }
+        }
+        at += Duration::from_micros(50);
+    }
+    out
+}
+
+fn seq(n: u32) -> SeqNumber {
+    ISN.add(n)
+}
+
+/// The NAK a UDT4 receiver sends when `n` arrives and `n - 1` is missing:
+/// it proves `n` arrived, and every first transmission before it that no
+/// NAK reported.
+fn nak_before(n: u32) -> Vec<u8> {
+    nak_in(&[(seq(n - 1), seq(n - 1))])
+}
+
+fn retransmitted(sent: &[Sent]) -> Vec<u32> {
+    sent.iter()
+        .filter(|s| s.retransmitted)
+        .map(|s| s.n)
+        .collect()
+}
+
+fn first_sent(sent: &[Sent], n: u32) -> Duration {
+    sent.iter()
+        .find(|s| s.n == n && !s.retransmitted)
+        .map(|s| s.at)
+        .expect("sent")
+}
+
+/// A connection with plenty of data written and packets 0..=15 sent in
+/// the first millisecond (the first window); the peer then reports 2 lost
+/// at 20 ms, and the sender retransmits it and sends new data until 30 ms.
+/// Returns the script and what left between 20 and 30 ms.
+fn with_a_retransmission(also_lost: &[u32]) -> (Script, Vec<Sent>) {
+    let mut s = Script::new(Config::default());
+    let data = vec![0x5Au8; FULL * 200];
+    assert_eq!(s.conn.write(&data), Ok(data.len()));
+    let first = drive(&mut s, ms(0), ms(5));
+    assert_eq!(first.len(), 16, "{first:?}");
+    s.feed(ms(20), &nak_in(&[(seq(2), seq(2))]));
+    for &n in also_lost {
+        s.feed(ms(20), &nak_in(&[(seq(n), seq(n))]));
+    }
+    let sent = drive(&mut s, ms(20), ms(30));
+    let mut expected = vec![2];
+    expected.extend_from_slice(also_lost);
+    assert_eq!(retransmitted(&sent), expected, "{sent:?}");
+    assert!(sent[0].at < ms(21));
+    (s, sent)
+}
+
+#[test]
+fn a_lost_retransmission_beyond_the_head_is_resent_once_a_later_packet_arrived() {
+    // 2 and 5 were reported lost (one NAK each, as UDT4 sends them) and
+    // retransmitted at 20 ms; both retransmissions are lost. The ACKs keep
+    // naming 2; nothing ever names 5 until 2 is repaired, and no NAK will
+    // report either again.
+    let (mut s, sent) = with_a_retransmission(&[5]);
+    // The reordering window is a quarter of the smallest RTT (about 20 ms
+    // here, from the NAK's proof of 0, 1, 3, 4 and 6): packets sent within
+    // 5 ms after the retransmissions arriving prove nothing yet.
+    let window = ms(20) / 4;
+    let early: Vec<&Sent> = sent
+        .iter()
+        .filter(|p| !p.retransmitted && p.at < ms(20) + window - ms(1))
+        .collect();
+    let late = sent
+        .iter()
+        .find(|p| !p.retransmitted && p.at > ms(20) + window + ms(1))
+        .expect("a packet sent after the window");
+    let last_early = early.last().expect("a packet sent within the window").n;
+    s.feed(ms(45), &nak_before(last_early));
+    s.feed(ms(46), &light_ack_in(seq(2)));
+    let resent = drive(&mut s, ms(46), ms(47));
+    assert_eq!(retransmitted(&resent), vec![last_early - 1], "{resent:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 0);
+    // A packet sent after the window arrived (the NAK of the one after it
+    // proves it), and the next ACK still names 2: both retransmissions
+    // were lost. 5 is resent although no ACK names it yet.
+    s.feed(ms(50), &nak_before(late.n));
+    s.feed(ms(51), &light_ack_in(seq(2)));
+    let resent = drive(&mut s, ms(51), ms(52));
+    assert_eq!(retransmitted(&resent), vec![2, 5, late.n - 1], "{resent:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 2);
+    // Once per window: the same evidence again resends nothing.
+    s.feed(ms(52), &light_ack_in(seq(2)));
+    assert!(retransmitted(&drive(&mut s, ms(52), ms(53))).is_empty());
+    assert_eq!(s.conn.stats().packets_presumed_lost, 2);
+    assert_eq!(s.conn.stats().timeouts, 0);
+}
+
+#[test]
+fn a_first_missing_packet_whose_nak_was_lost_is_resent_once_a_later_packet_arrived() {
+    // 5 was lost and so was its NAK: a later NAK proves, wrongly,
+    // that 5 arrived. The full ACK that follows names 5 as the first
+    // missing packet (2's retransmission arrived): that withdraws the
+    // proof, and since packets sent long after 5 have arrived, 5 is lost.
+    // Before, a first transmission never reported lost waited 2 RTT + 4
+    // RTTVar + 10 ms + 300 ms (710 ms with the initial estimates).
+    let (mut s, sent) = with_a_retransmission(&[]);
+    let late = sent
+        .iter()
+        .find(|p| !p.retransmitted && p.at > first_sent(&sent, 16) + ms(6))
+        .expect("a packet sent later");
+    s.feed(ms(50), &nak_before(late.n));
+    s.feed(ms(51), &ack_in(1, seq(5)));
+    let resent = drive(&mut s, ms(51), ms(52));
+    assert_eq!(retransmitted(&resent), vec![5, late.n - 1], "{resent:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 1);
+    // Its retransmission is now the one the rule watches: the ACK naming
+    // it again right away is no news.
+    s.feed(ms(52), &ack_in(2, seq(5)));
+    assert!(retransmitted(&drive(&mut s, ms(52), ms(53))).is_empty());
+}
+
+#[test]
+fn an_ack_covering_the_retransmission_stops_its_resend() {
+    // 2's retransmission arrived: the light ACK after the later packets'
+    // proof names the packet the NAK just reported as the first missing,
+    // so nothing but that is resent (the retransmission of 2 is no longer
+    // outstanding).
+    let (mut s, sent) = with_a_retransmission(&[]);
+    let late = sent
+        .iter()
+        .rev()
+        .find(|p| !p.retransmitted)
+        .expect("new data");
+    s.feed(ms(50), &nak_before(late.n));
+    s.feed(ms(51), &light_ack_in(seq(late.n - 1)));
+    assert_eq!(
+        retransmitted(&drive(&mut s, ms(51), ms(52))),
+        vec![late.n - 1]
+    );
+    assert_eq!(s.conn.stats().packets_presumed_lost, 0);
+}
+
+#[test]
+fn a_retransmission_sent_before_the_heads_repair_waits_for_it() {
+    // 2 is retransmitted at 20 ms and 5 at 30 ms; 2's retransmission is
+    // lost. Evidence at 50 ms shows 2 lost (the head) but not yet 5, so 2
+    // leaves again at 51 ms. Later evidence makes 5's retransmission look
+    // lost too, but the ACKs are stuck on 2's repair, which left after it:
+    // they say nothing about 5, which most likely arrived. It waits until
+    // the ACKs name it.
+    let (mut s, mut sent) = with_a_retransmission(&[]);
+    s.feed(ms(30), &nak_in(&[(seq(5), seq(5))]));
+    let more = drive(&mut s, ms(30), ms(50));
+    assert_eq!(retransmitted(&more), vec![5], "{more:?}");
+    let five = more[0].at;
+    sent.extend(more);
+    let window = ms(20) / 4;
+    let new_between = |from: Duration, to: Duration| {
+        sent.iter()
+            .find(|p| !p.retransmitted && p.at > from && p.at < to)
+            .copied()
+            .expect("a packet sent then")
+    };
+    // Sent after 2's retransmission and its window, but within 5's.
+    let p = new_between(ms(20) + window + ms(1), five + window - ms(1));
+    s.feed(ms(50), &nak_before(p.n));
+    s.feed(ms(51), &light_ack_in(seq(2)));
+    let resent = drive(&mut s, ms(51), ms(52));
+    assert_eq!(retransmitted(&resent), vec![2, p.n - 1], "{resent:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 1);
+    // Sent after 5's retransmission and its window.
+    let q = new_between(five + window + ms(1), ms(50));
+    s.feed(ms(60), &nak_before(q.n));
+    s.feed(ms(61), &light_ack_in(seq(2)));
+    let resent = drive(&mut s, ms(61), ms(62));
+    assert_eq!(retransmitted(&resent), vec![q.n - 1], "{resent:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 1);
+    // 2 arrived; the next ACK names 5: now it is judged, and resent.
+    s.feed(ms(75), &ack_in(1, seq(5)));
+    let resent = drive(&mut s, ms(75), ms(76));
+    assert_eq!(retransmitted(&resent), vec![5], "{resent:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 2);
+}
+
+#[test]
+fn send_limits_account_each_state() {
+    // The peer's handshake grants a window of 4 packets; the native
+    // controller (1 µs period, window 16) would send more.
+    let config = Config::default().with_congestion(crate::cc::CcAlgorithm::Udt);
+    let mut s = Script::with_peer_window(config, 4);
+    // 10 ms with nothing written: the application.
+    s.conn.handle_timeout(s.t0 + ms(10));
+    assert_eq!(s.conn.stats().send_limits.app, ms(10));
+    let data = vec![0x5Au8; FULL * 10];
+    assert_eq!(s.conn.write(&data), Ok(data.len()));
+    let sent = drive(&mut s, ms(10), ms(11));
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    // Until 20 ms the flow window stops it.
+    s.conn.handle_timeout(s.t0 + ms(20));
+    let limits = s.conn.stats().send_limits;
+    assert_eq!(limits.total(), ms(20));
+    assert_eq!(limits.app, ms(10));
+    assert!(limits.flow_window >= ms(9), "{limits:?}");
+    assert_eq!(limits.congestion_window, Duration::ZERO);
+    // The packets sent between 10 and 11 ms each waited for the driver's
+    // next 50 µs poll at most, or for their pacing slot.
+    assert!(limits.pacing + limits.driver <= ms(1), "{limits:?}");
+    let shares = limits.shares();
+    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    assert!((shares[0] - 0.5).abs() < 1e-9);
+}
+
+#[test]
+fn a_peer_that_repeats_its_loss_reports_is_left_to_report_them() {
+    // As in the first test, but the peer repeats its list of losses (our
+    // receiver's periodic NAK): it will report 2 and 5 again if their
+    // retransmissions were lost, so the sender leaves them to its reports
+    // (and to the head's timeout).
+    let (mut s, sent) = with_a_retransmission(&[5]);
+    s.feed(ms(21), &nak_in(&[(seq(2), seq(2)), (seq(5), seq(5))]));
+    let late = sent
+        .iter()
+        .find(|p| !p.retransmitted && p.at > ms(26))
+        .expect("a packet sent after the window");
+    s.feed(ms(50), &nak_before(late.n));
+    s.feed(ms(51), &light_ack_in(seq(2)));
+    let resent = drive(&mut s, ms(51), ms(52));
+    assert_eq!(retransmitted(&resent), vec![late.n - 1], "{resent:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 0);
+}
+
+#[test]
+fn a_peer_that_stopped_acknowledging_is_judged_on_its_naks() {
+    // A UDT4 receiver sends no ACK (not even a light one) while its first
+    // missing packet is the one its last confirmed ACK named: here 2, whose
+    // retransmission was lost. Only NAKs of new gaps arrive; they prove
+    // later packets arrived, and once that evidence is old enough for any
+    // ACK covering 2 to have arrived, 2 is resent.
+    let (mut s, sent) = with_a_retransmission(&[]);
+    s.feed(ms(25), &ack_in(1, seq(2)));
+    let late = sent
+        .iter()
+        .find(|p| !p.retransmitted && p.at > ms(26))
+        .expect("a packet sent after the window");
+    s.feed(ms(50), &nak_before(late.n));
+    // Fresh evidence: an ACK covering 2 may still come.
+    assert_eq!(
+        retransmitted(&drive(&mut s, ms(50), ms(51))),
+        vec![late.n - 1]
+    );
+    assert_eq!(s.conn.stats().packets_presumed_lost, 0);
+    // A NAK of a gap further on, 25 ms later: the evidence has settled.
+    let newer = drive(&mut s, ms(51), ms(70));
+    let further = newer.iter().find(|p| !p.retransmitted).expect("new data").n;
+    s.feed(ms(75), &nak_before(further + 1));
+    let resent = drive(&mut s, ms(75), ms(76));
+    assert_eq!(retransmitted(&resent), vec![2, further], "{resent:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 1);
+}
+
+#[test]
+fn no_guesses_beyond_a_head_that_a_nak_proved_arrived() {
+    // Before any ACK, the first packet no ACK covers is 0, which the NAK
+    // of 2 proved arrived: where the receiver is really stuck is unknown,
+    // so the retransmissions of 2 and 5 are not guessed lost however old
+    // the evidence (a storm of such guesses collapsed a transfer into
+    // libudt0 at S3).
+    let (mut s, sent) = with_a_retransmission(&[5]);
+    let late = sent
+        .iter()
+        .find(|p| !p.retransmitted && p.at > ms(26))
+        .expect("a packet sent after the window");
+    s.feed(ms(50), &nak_before(late.n));
+    let newer = drive(&mut s, ms(50), ms(70));
+    let further = newer.iter().find(|p| !p.retransmitted).expect("new data").n;
+    s.feed(ms(75), &nak_before(further + 1));
+    let resent = drive(&mut s, ms(75), ms(76));
+    assert_eq!(retransmitted(&resent), vec![further], "{resent:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 0);
+}
