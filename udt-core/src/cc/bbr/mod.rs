@@ -204,6 +204,11 @@ pub struct BbrCc {
     pacing_rate: f64,
     /// Congestion window, packets (counting packets in flight).
     cwnd: f64,
+    /// Retransmission timeouts since the last delivery sample.
+    timeouts_in_a_row: u32,
+    /// The window before a lone timeout, restored by the next delivery
+    /// (0: none saved).
+    prior_cwnd: f64,
     rng: Rng,
 }
 
@@ -241,6 +246,8 @@ impl BbrCc {
             cwnd_gain: CWND_GAIN,
             pacing_rate: 0.0,
             cwnd: INITIAL_CONGESTION_WINDOW,
+            timeouts_in_a_row: 0,
+            prior_cwnd: 0.0,
             rng: Rng::new(0),
         }
     }
@@ -620,6 +627,14 @@ impl CongestionControl for BbrCc {
 
     fn on_ack_sample(&mut self, ctx: &CcContext, sample: &AckSample) {
         self.srtt = ctx.rtt;
+        if sample.rate.is_some() {
+            // The path delivers again after a lone timeout.
+            self.timeouts_in_a_row = 0;
+            if self.prior_cwnd > 0.0 {
+                self.cwnd = self.cwnd.max(self.prior_cwnd);
+                self.prior_cwnd = 0.0;
+            }
+        }
         let rtt_expired = self
             .min_rtt
             .stamp()
@@ -704,15 +719,28 @@ impl CongestionControl for BbrCc {
     }
 
     fn on_timeout(&mut self, ctx: &CcContext) {
-        // Nothing came back for a whole retransmission timeout: the path
-        // changed or broke. Restart the window from the minimum (the
-        // retransmissions are not bound by it) and, once the bandwidth is
-        // known, cut the bounds as for congestion.
+        // Nothing came back for a whole retransmission timeout. Restart the
+        // window from the minimum (the retransmissions are not bound by
+        // it). A lone timeout is most often one lost retransmission that a
+        // receiver reporting each loss once (UDT4) never reports again,
+        // going silent meanwhile; the next delivery then restores the
+        // window, as BBR's drafts restore the window saved at an RTO. A
+        // second timeout in a row means the path changed or broke: cut the
+        // bounds as for congestion.
         self.srtt = ctx.rtt;
+        self.timeouts_in_a_row = self.timeouts_in_a_row.saturating_add(1);
+        if self.timeouts_in_a_row == 1 {
+            self.prior_cwnd = self.cwnd;
+            self.cwnd = MIN_CWND;
+            return;
+        }
+        // The window the path carried before the first of these timeouts.
+        let window = self.cwnd.max(self.prior_cwnd);
+        self.prior_cwnd = 0.0;
         if self.filled_pipe {
             let bw = self.model_bw();
             self.bw_lo = (BETA * bw).max(MIN_BW);
-            self.inflight_hi = (BETA * self.inflight_hi.min(self.cwnd)).max(MIN_CWND);
+            self.inflight_hi = (BETA * self.inflight_hi.min(window)).max(MIN_CWND);
             self.congested_in_cycle = true;
         }
         self.cwnd = MIN_CWND;
