@@ -298,3 +298,26 @@ fn a_repeated_ack_cannot_raise_the_drain_target() {
         State::Closed(ConnectionError::LocallyClosed)
     );
 }
+
+#[test]
+fn an_orderly_close_acknowledges_what_arrived_before_the_shutdown() {
+    // The peer's last packet arrived but the ACK timer has not fired yet:
+    // the close must acknowledge it, or the peer, closing right after us,
+    // finds it unacknowledged and its own close fails.
+    let mut s = Script::new(Config::default());
+    s.feed(ms(1), &data_in(ISN, FULL));
+    s.conn.close(s.at(ms(2)));
+    let mut shutdown = super::scripted_tests::control(ms(2), Control::Shutdown);
+    packet::set_shutdown_end(&mut shutdown, ISN);
+    s.expect(
+        ms(2),
+        &[
+            ack(ms(2), 1, ISN.next(), (RTT0, VAR0), window(1), None),
+            shutdown,
+        ],
+    );
+    assert_eq!(
+        s.conn.state(),
+        State::Closed(ConnectionError::LocallyClosed)
+    );
+}

@@ -417,6 +417,7 @@ impl Connection {
         // A repeated ACK may be the one that reports the peer drained.
         if let State::Closing { .. } = self.state {
             if self.sender.is_peer_drained() {
+                self.queue_final_ack(now);
                 self.queue_shutdown();
                 self.enter_closed(now, ConnectionError::LocallyClosed);
             }

@@ -703,6 +703,7 @@ impl Connection {
                 };
             }
             _ => {
+                self.queue_final_ack(now);
                 self.queue_shutdown();
                 self.enter_closed(now, ConnectionError::LocallyClosed);
             }

@@ -219,6 +219,18 @@ impl Connection {
         self.cc.on_packet_sent(&ctx, seq);
     }
 
+    /// Before an orderly shutdown: acknowledges what arrived since the last
+    /// ACK. A shutdown carries no acknowledgement, so without it a peer
+    /// that closes right after us found its last packets unacknowledged
+    /// and its close failed (`udt punch --no-data`: each side sends one
+    /// byte, reads one, closes).
+    pub(super) fn queue_final_ack(&mut self, now: Instant) {
+        if let Some(ack) = self.receiver.build_ack(now, &self.rtt) {
+            self.queue_control(ControlItem::Ack(ack));
+            self.counters.acks_sent += 1;
+        }
+    }
+
     pub(super) fn queue_shutdown(&mut self) {
         if !matches!(self.state, State::Closed(_)) {
             self.queue_control(ControlItem::Shutdown);
