@@ -7,7 +7,7 @@
 //! Sans-I/O like the rest of the crate: a datagram goes in through
 //! [`Endpoint::handle`], which says where it belongs ([`DatagramEvent`]);
 //! the driver (udt-mux on real sockets, the simulator's
-//! [`UdtNode`](crate::sim::UdtNode) in tests) owns the [`Socket`]s by
+//! `sim::UdtNode` in tests) owns the [`Socket`]s by
 //! [`ConnectionHandle`] and feeds them. Both drivers run this same code, so
 //! the simulator tests the routing that runs on real sockets.
 //!

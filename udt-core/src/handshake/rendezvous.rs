@@ -51,7 +51,7 @@ use crate::seq::{SeqNumber, SocketId};
 /// with the key agreement of caller ↔ listener set-up in the "UDTS"
 /// extension and roles assigned by comparing `(socket ID, ISN)`; step 4 is
 /// off and completion needs the key agreement. See
-/// [`rendezvous_secure`](super::rendezvous_secure) and docs/security.md.
+/// `handshake::rendezvous_secure` and docs/security.md.
 /// A plain rendezvous sends and accepts exactly what UDT4 does.
 ///
 /// When [`Rendezvous::handle_datagram`] completes the connection through

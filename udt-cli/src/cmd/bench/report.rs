@@ -154,7 +154,7 @@ pub(super) fn print_interval(output: &Output, iv: &Interval, length: Duration) {
     );
 }
 
-/// The client's summary: JSON with `--json`, else a few lines on stderr.
+/// The client's summary: JSON with `--json`, else a few lines on stdout.
 pub(super) fn print_summary(s: &BenchSummary, output: &Output) {
     output.json(s);
     if !output.is_human() {
