@@ -16,11 +16,11 @@
 #[path = "../tests/interop/harness.rs"]
 mod harness;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use harness::{udt4_stream_elapsed, udt4_stream_receiver, udt4_stream_sender};
+use harness::{ours_receive, udt4_stream_elapsed, udt4_stream_receiver, udt4_stream_sender};
 use udt::Endpoint;
 use udt_relay::{Impairment, Loss, Relay, RelayConfig};
 
@@ -54,26 +54,6 @@ fn ours_send(to: SocketAddr, bytes: u64) {
     }
     // The peer may close first once it has everything; that is fine here.
     let _ = stream.close();
-}
-
-/// Our receiver: reads `bytes` from the next accepted stream; returns the
-/// time from accept to the last byte.
-fn ours_receive(listener: &udt::UdtListener, bytes: u64) -> Duration {
-    let (mut stream, _) = listener
-        .accept_timeout(Duration::from_secs(30))
-        .expect("accept");
-    let start = Instant::now();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut got = 0u64;
-    while got < bytes {
-        let n = stream.read(&mut buf).expect("read");
-        assert!(n > 0, "stream ended after {got} of {bytes} bytes");
-        got += n as u64;
-    }
-    let elapsed = start.elapsed();
-    // Stay until the sender's close is through.
-    let _ = stream.read(&mut buf);
-    elapsed
 }
 
 /// The relay in front of `server` for a lossy row, or nothing.
@@ -112,7 +92,7 @@ fn udt4_to_ours(bytes: u64, loss: Option<f64>) -> Duration {
     let listener = ep.listen(4).expect("listen");
     let (_relay, to) = path_to(ep.local_addr(), loss);
     let mut client = udt4_stream_sender(to, bytes, LIMIT);
-    let t = ours_receive(&listener, bytes);
+    let t = ours_receive(&listener, bytes, Duration::from_secs(30));
     client.expect_success(Duration::from_secs(60));
     t
 }
@@ -122,7 +102,7 @@ fn ours_to_ours(bytes: u64, loss: Option<f64>) -> Duration {
     let listener = ep.listen(4).expect("listen");
     let (_relay, to) = path_to(ep.local_addr(), loss);
     let sender = std::thread::spawn(move || ours_send(to, bytes));
-    let t = ours_receive(&listener, bytes);
+    let t = ours_receive(&listener, bytes, Duration::from_secs(30));
     sender.join().expect("sender thread");
     t
 }

@@ -27,28 +27,13 @@ use std::time::{Duration, Instant};
 
 use udt::{Config, Endpoint, EndpointConfig, Interest, PollEvent, Poller, Token, UdtStream};
 
+#[path = "support/mod.rs"]
+mod support;
+
 const CHUNK: usize = 256 << 10;
 
 fn setting(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn number(name: &str, default: u64) -> u64 {
-    setting(name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// User + system CPU of this process.
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage fills one rusage struct that we own.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Duration::from_secs_f64(secs(usage.ru_utime) + secs(usage.ru_stime))
 }
 
 /// Jain's index: (Σx)² / (n Σx²); 1 when every rate is equal.
@@ -102,10 +87,10 @@ fn run(case: &Case) {
     }
     if let Some(secs) = setting("UDT_BENCH_IDLE").and_then(|v| v.parse::<f64>().ok()) {
         let idle = Duration::from_secs_f64(secs);
-        let cpu0 = process_cpu();
+        let cpu0 = support::cpu_time();
         let t0 = Instant::now();
         thread::sleep(idle);
-        let share = (process_cpu() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+        let share = (support::cpu_time() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
         println!(
             "idle: {} connections held open {:.1} s: {:.2} % of one core (both ends)",
             case.conns,
@@ -113,7 +98,7 @@ fn run(case: &Case) {
             share * 100.0
         );
     }
-    let cpu0 = process_cpu();
+    let cpu0 = support::cpu_time();
     let start = Instant::now();
     let bytes = case.bytes;
     let polled = setting("UDT_BENCH_DRIVER").as_deref() == Some("poll");
@@ -123,7 +108,7 @@ fn run(case: &Case) {
         transfer_threaded(streams, accepted, bytes, start)
     };
     let took = start.elapsed();
-    let cpu = process_cpu() - cpu0;
+    let cpu = support::cpu_time() - cpu0;
     let gib = total as f64 / (1u64 << 30) as f64;
     let s = server.stats();
     let sent: u64 = clients.iter().map(|c| c.stats().datagrams_sent).sum();
@@ -313,9 +298,9 @@ fn main() {
         Some("both") => vec![false, true],
         _ => vec![true],
     };
-    let conns = number("UDT_BENCH_CONNS", 8) as usize;
-    let peers = number("UDT_BENCH_PEERS", conns as u64) as usize;
-    let bytes = number("UDT_BENCH_MIB", 64) << 20;
+    let conns = support::env("UDT_BENCH_CONNS", 8) as usize;
+    let peers = support::env("UDT_BENCH_PEERS", conns as u64) as usize;
+    let bytes = support::env("UDT_BENCH_MIB", 64) << 20;
     for &offload in &offloads {
         for &n in &sockets {
             run(&Case {

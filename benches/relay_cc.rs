@@ -28,12 +28,12 @@
 #[path = "../tests/interop/harness.rs"]
 mod harness;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::{udt4_stream_elapsed, udt4_stream_receiver, udt4_stream_sender};
+use harness::{ours_receive, udt4_stream_elapsed, udt4_stream_receiver, udt4_stream_sender};
 use udt::Endpoint;
 use udt_core::cc::CcAlgorithm;
 use udt_core::sim::scenario::Scenario;
@@ -219,25 +219,6 @@ fn ours_send(
     (samples, stats)
 }
 
-/// Our receiver: reads `bytes` from the next accepted stream; returns the
-/// time from accept to the last byte.
-fn ours_receive(listener: &udt::UdtListener, bytes: u64) -> Duration {
-    let (mut stream, _) = listener.accept_timeout(LIMIT).expect("accept");
-    stream.set_read_timeout(Some(LIMIT));
-    let start = Instant::now();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut got = 0u64;
-    while got < bytes {
-        let n = stream.read(&mut buf).expect("read");
-        assert!(n > 0, "stream ended after {got} of {bytes} bytes");
-        got += n as u64;
-    }
-    let elapsed = start.elapsed();
-    // Stay until the sender's close is through.
-    let _ = stream.read(&mut buf);
-    elapsed
-}
-
 /// The four combinations of sender and receiver.
 #[derive(Clone, Copy, Debug)]
 enum Transfer {
@@ -291,7 +272,7 @@ impl Transfer {
                 let listener = ep.listen(4).expect("listen");
                 let relay = relay_to(ep.local_addr(), s, seed);
                 let mut client = udt4_stream_sender(relay.local_addr(), bytes, LIMIT);
-                let t = ours_receive(&listener, bytes);
+                let t = ours_receive(&listener, bytes, LIMIT);
                 client.expect_success(Duration::from_secs(60));
                 Outcome {
                     mbps: mbps(bytes, t),
@@ -306,7 +287,7 @@ impl Transfer {
                 let relay = relay_to(ep.local_addr(), s, seed);
                 let to = relay.local_addr();
                 let sender = std::thread::spawn(move || ours_send(to, bytes, cc, base));
-                let t = ours_receive(&listener, bytes);
+                let t = ours_receive(&listener, bytes, LIMIT);
                 let (queue_ms, stats) = sender.join().expect("sender thread");
                 Outcome {
                     mbps: mbps(bytes, t),

@@ -64,6 +64,18 @@ fn mutate(rng: &mut Rng, seen: &[Vec<u8>], d: &mut Vec<u8>) -> bool {
     true
 }
 
+/// The attacker on the path: remembers the first 256 datagrams it saw and,
+/// with probability `rate`, mutates or replaces this one (false drops it).
+fn attack(rng: &mut Rng, seen: &mut Vec<Vec<u8>>, rate: f64, d: &mut Vec<u8>) -> bool {
+    if seen.len() < 256 {
+        seen.push(d.clone());
+    }
+    if !rng.chance(rate) {
+        return true;
+    }
+    mutate(rng, seen, d)
+}
+
 /// The two ends' configurations of every method, and a wrong code: a PSK,
 /// pinned static keys (each side's private key and the other's public
 /// key), the same code, different codes.
@@ -112,13 +124,7 @@ fn secure_handshake_survives_an_attacker_on_the_path() {
         for (c, l) in &methods {
             let rate = [0.0, 0.1, 0.3][(round % 3) as usize];
             let run = tampered_handshake(Instant::now(), c.clone(), l.clone(), |_, d| {
-                if seen.len() < 256 {
-                    seen.push(d.clone());
-                }
-                if !rng.chance(rate) {
-                    return true;
-                }
-                mutate(&mut rng, &seen, d)
+                attack(&mut rng, &mut seen, rate, d)
             });
             run.check();
             runs += 1;
@@ -161,13 +167,7 @@ fn secure_rendezvous_survives_an_attacker_on_the_path() {
         for (m, (a, b)) in methods.iter().enumerate() {
             let rate = [0.0, 0.1, 0.3][(round % 3) as usize];
             let run = tampered_rendezvous(Instant::now(), a.clone(), b.clone(), |_, d| {
-                if seen.len() < 256 {
-                    seen.push(d.clone());
-                }
-                if !rng.chance(rate) {
-                    return true;
-                }
-                mutate(&mut rng, &seen, d)
+                attack(&mut rng, &mut seen, rate, d)
             });
             run.check();
             runs += 1;

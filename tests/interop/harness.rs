@@ -722,3 +722,23 @@ pub fn udt4_stream_sender(to: SocketAddr, bytes: u64, limit: Duration) -> Peer {
         limit,
     )
 }
+
+/// Our receiver for the benchmarks: reads `bytes` from the next stream
+/// `listener` accepts (waiting at most `limit` for it and for each read)
+/// and returns the time from accept to the last byte.
+pub fn ours_receive(listener: &udt::UdtListener, bytes: u64, limit: Duration) -> Duration {
+    let (mut stream, _) = listener.accept_timeout(limit).expect("accept");
+    stream.set_read_timeout(Some(limit));
+    let start = Instant::now();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "stream ended after {got} of {bytes} bytes");
+        got += n as u64;
+    }
+    let elapsed = start.elapsed();
+    // Stay until the sender's close is through.
+    let _ = stream.read(&mut buf);
+    elapsed
+}
