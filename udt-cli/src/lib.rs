@@ -11,5 +11,6 @@ pub mod net;
 pub mod proto;
 pub mod secure;
 pub mod signals;
+pub mod stdio;
 pub mod ui;
 pub mod watch;

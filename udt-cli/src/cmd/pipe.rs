@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::net::{self, Conn, LinkStats, Listener, NetOptions, Transport};
+use crate::stdio;
 use crate::ui::{self, CliError, Output};
 use udt_mux::{ConnectionError, Stats};
 
@@ -157,8 +158,7 @@ pub fn listen(args: &PipeArgs) -> Result<PipeSummary, CliError> {
     check_msg(args)?;
     let addr =
         net::listen_addr_dual(&args.addr).map_err(|e| CliError::io("bad listen address", e))?;
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
+    let mut out = stdio::raw_stdout().map_err(|e| CliError::io("cannot use stdout", e))?;
     let summary = if args.msg {
         let (ep, listener) =
             net::listen_messages(addr, &args.net).map_err(|e| CliError::io("cannot listen", e))?;

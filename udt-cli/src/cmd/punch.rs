@@ -27,6 +27,7 @@ use udt_mux::{Endpoint, UdtStream};
 
 use crate::net::{self, Conn, NetOptions};
 use crate::proto::exit;
+use crate::stdio;
 use crate::ui::{self, CliError, Output};
 
 /// `udt punch` arguments.
@@ -507,7 +508,9 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
             Some(p) => Box::new(io::BufWriter::new(
                 File::create(p).map_err(|e| CliError::io(&format!("{}", p.display()), e))?,
             )),
-            None => Box::new(io::stdout().lock()),
+            None => {
+                Box::new(stdio::raw_stdout().map_err(|e| CliError::io("cannot use stdout", e))?)
+            }
         };
         let n = io::copy(&mut stream, &mut out).map_err(|e| CliError::io("receiving", e))?;
         out.flush()
