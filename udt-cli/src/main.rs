@@ -639,15 +639,23 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             if connect.is_some() && broker.broker.is_some() {
                 return Err(CliError::usage("give either HOST:PORT or --broker"));
             }
-            let broker = broker_session(broker, &security)?;
             let role = if connect.is_some() {
                 Role::Connects
             } else {
                 Role::Listens
             };
-            let (security, code) = secure::transfer_security(&security, role, net.transport)?;
-            if let Some(code) = &code {
-                secure::announce_code(code, "udt send FILES... HOST:PORT");
+            let mut broker = broker;
+            let (secured, code) = secure::transfer_security(&security, role, net.transport)?;
+            match (&broker.broker, &code) {
+                // Waiting for a sender through a broker without a code: the
+                // broker picks the nameplate, so two pairs never share one;
+                // the code is printed once it has.
+                (Some(b), Some(code)) => {
+                    let hint = format!("udt send FILES... --broker {b}");
+                    broker.allocate = Some(punch::Allocation::from_code(code, hint));
+                }
+                (None, Some(code)) => secure::announce_code(code, "udt send FILES... HOST:PORT"),
+                (_, None) => broker = broker_session(broker, &security)?,
             }
             let mut options = RecvOptions::new(out);
             options.overwrite = overwrite;
@@ -656,7 +664,7 @@ fn run(command: Command, output: Output) -> Result<(), CliError> {
             options.fsync = !no_fsync;
             let mut net = net_options(&net, None);
             net.connect_timeout = connect_timeout.connect_timeout;
-            net.security = security;
+            net.security = secured;
             files::recv(&files::RecvArgs {
                 listen: net::listen_addr_dual(&listen)
                     .map_err(|e| CliError::usage(e.to_string()))?,

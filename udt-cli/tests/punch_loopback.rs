@@ -194,6 +194,63 @@ fn send_and_recv_meet_through_the_broker_encrypted_by_default() {
 }
 
 #[test]
+fn receivers_without_a_code_get_distinct_nameplates_from_the_broker() {
+    let _heavy = heavy();
+    let dir = scratch("punch-allocate");
+    let (_b, addr) = broker(false);
+    // Two receivers wait at one broker at once, neither given a code: the
+    // broker names their sessions, so the pairs cannot meet the wrong peer.
+    let pairs: Vec<(Proc, std::path::PathBuf, std::path::PathBuf)> = (0..2)
+        .map(|i| {
+            let (src, out) = (dir.join(format!("src{i}")), dir.join(format!("out{i}")));
+            std::fs::create_dir_all(&src).expect("src");
+            std::fs::create_dir_all(&out).expect("out");
+            let input = src.join(format!("data{i}.bin"));
+            write_random(&input, 1 << 20, 10 + i);
+            let mut recv = udt();
+            recv.env_remove("UDT_CODE")
+                .args(["recv", "--json", "--out"])
+                .arg(&out)
+                .args(["--broker", &addr.to_string()])
+                .stdout(Stdio::piped());
+            (Proc::spawn(&format!("recv{i}"), recv), input, out)
+        })
+        .collect();
+    let codes: Vec<String> = pairs
+        .iter()
+        .map(|(r, _, _)| r.line_after("Code: ", Duration::from_secs(20)))
+        .collect();
+    let nameplates: Vec<&str> = codes
+        .iter()
+        .map(|c| c.split('-').next().expect("a nameplate"))
+        .collect();
+    assert_ne!(nameplates[0], nameplates[1], "{codes:?}");
+    assert!(nameplates
+        .iter()
+        .all(|n| n.parse::<u32>().is_ok_and(|n| (1..=99).contains(&n))));
+    for ((mut r, input, out), code) in pairs.into_iter().zip(&codes) {
+        let mut send = udt();
+        send.env_remove("UDT_CODE")
+            .args(["send", "--json"])
+            .arg(&input)
+            .args(["--broker", &addr.to_string(), "--code", code])
+            .stdout(Stdio::piped());
+        let mut s = Proc::spawn("send", send);
+        for p in [&mut s, &mut r] {
+            assert_eq!(p.code(LIMIT), 0, "{}: {}", p.name, p.stderr());
+        }
+        let name = input.file_name().expect("a file name");
+        same_bytes(&input, &out.join(name));
+        let nameplate = code.split('-').next().unwrap_or_default();
+        assert!(
+            r.stderr().contains(&format!("session \"{nameplate}\"")),
+            "{}",
+            r.stderr()
+        );
+    }
+}
+
+#[test]
 fn insecure_through_the_broker_is_plain_and_loud() {
     let _heavy = heavy();
     let (mut s, mut r, input, out) =
@@ -330,4 +387,29 @@ fn no_data_punch_finishes_on_both_sides_every_time() {
             );
         }
     }
+}
+
+#[test]
+fn punch_without_a_code_prints_the_one_the_broker_named() {
+    let (_b, addr) = broker(false);
+    let mut cmd = udt();
+    cmd.args(["--json", "punch", "--broker"])
+        .arg(addr.to_string())
+        .args(["--wait", "30", "--no-data"])
+        .stdout(Stdio::null());
+    let mut x = Proc::spawn("x", cmd);
+    let code = x.line_after("Code: ", Duration::from_secs(20));
+    let mut y = punch("y", addr, &code, &["--no-data"]);
+    for p in [&mut x, &mut y] {
+        assert_eq!(p.code(LIMIT), 0, "{}: {}", p.name, p.stderr());
+        assert_eq!(summary(p)["ok"], true);
+    }
+    // A plain session is named by the whole code, which the broker cannot
+    // pick: --insecure still needs one.
+    let out = udt()
+        .args(["punch", "--broker", &addr.to_string(), "--insecure"])
+        .output()
+        .expect("run udt");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--code"));
 }

@@ -38,9 +38,10 @@ pub struct PunchArgs {
     pub broker: String,
     /// The code both peers give: its nameplate (before the first `-`)
     /// names the session at the broker, the whole code authenticates the
-    /// connection (see docs/security.md).
+    /// connection (see docs/security.md). Without it, the broker picks a
+    /// free nameplate, and the code to give the other side is printed.
     #[arg(long, value_name = "CODE")]
-    pub code: String,
+    pub code: Option<String>,
     /// Plain UDT4 after the punch: no encryption, no authentication, and
     /// the whole code names the session at the broker.
     #[arg(long)]
@@ -80,12 +81,52 @@ pub struct PunchArgs {
 pub struct BrokerOpts {
     /// Meet the other side through this `udt broker` (HOST:PORT) and punch
     /// through the NATs (or relay), instead of a HOST:PORT to connect to.
-    #[arg(long, value_name = "HOST:PORT", requires = "code")]
+    #[arg(long, value_name = "HOST:PORT")]
     pub broker: Option<String>,
     /// The session's name at the broker, from `--code` (which the
     /// transfer's security options own): see [`crate::secure::broker_session`].
     #[arg(skip)]
     pub session: Option<String>,
+    /// No `--code` on the side that waits: the broker picks the nameplate.
+    #[arg(skip)]
+    pub allocate: Option<Allocation>,
+}
+
+/// A session the broker names: the code is its nameplate followed by a
+/// secret made up here, and is printed for the other side once the broker
+/// has answered.
+#[derive(Clone, Debug)]
+pub struct Allocation {
+    /// The code's secret part (the words after the nameplate).
+    pub secret: String,
+    /// The command the other side runs, for the printed hint.
+    pub other_side: String,
+}
+
+impl Allocation {
+    /// An allocation with the words of a fresh code.
+    ///
+    /// # Errors
+    /// When the operating system's random source cannot be read.
+    pub fn new(other_side: impl Into<String>) -> Result<Allocation, CliError> {
+        let code = crate::secure::new_code().map_err(|e| CliError::io("making a code", e))?;
+        Ok(Allocation::from_code(&code, other_side))
+    }
+
+    /// An allocation keeping the secret part of `code` (its nameplate is
+    /// replaced by the broker's).
+    pub fn from_code(code: &str, other_side: impl Into<String>) -> Allocation {
+        let secret = code.split_once('-').map_or(code, |(_, rest)| rest);
+        Allocation {
+            secret: secret.to_string(),
+            other_side: other_side.into(),
+        }
+    }
+
+    /// The whole code once the broker named the session.
+    pub fn code(&self, nameplate: &str) -> String {
+        format!("{nameplate}-{}", self.secret)
+    }
 }
 
 /// What [`meet`] needs.
@@ -94,8 +135,11 @@ pub struct MeetOptions {
     /// The broker, HOST:PORT.
     pub broker: String,
     /// The session's name at the broker (a code's nameplate in secure
-    /// mode).
+    /// mode); empty with [`allocate`](Self::allocate).
     pub session: String,
+    /// Let the broker name the session, and authenticate the connection
+    /// with the code made of its nameplate and this secret (secure mode).
+    pub allocate: Option<Allocation>,
     /// Local UDP address, [ADDR:]PORT (`None`: any port, any address of
     /// the broker's family).
     pub bind: Option<String>,
@@ -113,6 +157,7 @@ impl MeetOptions {
         MeetOptions {
             broker: broker.to_string(),
             session: session.to_string(),
+            allocate: None,
             bind: None,
             wait: 60.0,
             allow_relay: true,
@@ -222,8 +267,13 @@ fn host_candidates(local: SocketAddr, broker: SocketAddr) -> Result<Vec<SocketAd
 
 fn describe(e: &PunchEvent, relay_only: bool) -> String {
     match e {
-        PunchEvent::Registered { reflexive, rtt } => format!(
-            "registered with the broker: we are {reflexive} from outside (rtt {:.1} ms)",
+        PunchEvent::Registered {
+            reflexive,
+            rtt,
+            session,
+        } => format!(
+            "registered with the broker as session {session:?}: we are {reflexive} from outside \
+             (rtt {:.1} ms)",
             rtt.as_secs_f64() * 1e3
         ),
         PunchEvent::PeerIntroduced {
@@ -271,12 +321,18 @@ fn wait_for_pair(
     limit: Duration,
     output: Output,
     relay_only: bool,
+    allocate: Option<&Allocation>,
     steps: &mut Vec<Step>,
 ) -> Result<Selected, CliError> {
     let deadline = start + limit;
     let mut g = shared.lock();
     loop {
         while let Some((at, e)) = g.poll_event() {
+            if let (Some(a), PunchEvent::Registered { session, .. }) = (allocate, &e) {
+                // Always printed (stderr), even with --quiet: without it
+                // nobody can join.
+                crate::secure::announce_code(&a.code(session), &a.other_side);
+            }
             let what = describe(&e, relay_only);
             output.status(format_args!("udt: [{:>7.3} s] {what}", at.as_secs_f64()));
             steps.push(Step {
@@ -327,7 +383,7 @@ pub fn meet(
             "--wait must be a positive number of seconds",
         ));
     }
-    if opts.session.is_empty() || opts.session.len() > 64 {
+    if opts.allocate.is_some() != opts.session.is_empty() || opts.session.len() > 64 {
         return Err(CliError::usage("--code must be 1 to 64 bytes"));
     }
     let broker = *net::resolve(&opts.broker)
@@ -366,10 +422,14 @@ pub fn meet(
     let shared = SharedPunch::new(PunchAgent::new(pc, start));
     let list: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
     output.status(format_args!(
-        "udt: punching from {local} (host candidates {}) via broker {broker}, session {:?}{}",
+        "udt: punching from {local} (host candidates {}) via broker {broker}, session {}{}",
         list.join(", "),
-        opts.session,
-        if secure {
+        if opts.allocate.is_some() {
+            "to be named by the broker".to_string()
+        } else {
+            format!("{:?}", opts.session)
+        },
+        if secure && opts.allocate.is_none() {
             " (the code's nameplate; the rest of it stays secret)"
         } else {
             ""
@@ -377,7 +437,21 @@ pub fn meet(
     ));
     endpoint.set_datagram_handler(Some(shared.handler()));
     let mut steps = Vec::new();
-    let selected = wait_for_pair(&shared, start, limit, output, opts.relay_only, &mut steps)?;
+    let selected = wait_for_pair(
+        &shared,
+        start,
+        limit,
+        output,
+        opts.relay_only,
+        opts.allocate.as_ref(),
+        &mut steps,
+    )?;
+    let mut options = udt_mux::Options::stream();
+    if let Some(a) = &opts.allocate {
+        // The code the other side was given names the broker's nameplate.
+        let code = a.code(shared.lock().session());
+        options = options.security(udt_core::Security::Code(code));
+    }
     let punch_seconds = start.elapsed().as_secs_f64();
     let local_candidates = shared
         .lock()
@@ -396,12 +470,14 @@ pub fn meet(
             selected, selected.remote.kind
         ));
     }
-    let stream = endpoint.rendezvous(selected.remote.addr).map_err(|e| {
-        CliError::io(
-            &format!("UDT rendezvous with {}", selected.remote.addr),
-            e.into(),
-        )
-    })?;
+    let stream = endpoint
+        .rendezvous_with(selected.remote.addr, options)
+        .map_err(|e| {
+            CliError::io(
+                &format!("UDT rendezvous with {}", selected.remote.addr),
+                e.into(),
+            )
+        })?;
     let connect_seconds = start.elapsed().as_secs_f64();
     let how = if selected.is_relayed() {
         "relayed"
@@ -436,13 +512,22 @@ pub fn meet(
 /// # Errors
 /// As [`meet`]; `--broker` is UDT only.
 pub fn connect(opts: &BrokerOpts, net: &NetOptions, output: Output) -> Result<Conn, CliError> {
-    let (Some(broker), Some(session)) = (&opts.broker, &opts.session) else {
-        return Err(CliError::usage("--broker needs --code"));
+    let Some(broker) = &opts.broker else {
+        return Err(CliError::usage("--broker needs a HOST:PORT"));
+    };
+    let session = match (&opts.session, &opts.allocate) {
+        (Some(session), None) => session.as_str(),
+        (None, Some(_)) => "",
+        _ => return Err(CliError::usage("--broker needs --code")),
     };
     if net.transport != net::Transport::Udt {
         return Err(CliError::usage("--broker works over UDT only (not --tcp)"));
     }
-    let m = meet(&MeetOptions::new(broker, session), net.udt_config(), output)?;
+    let opts = MeetOptions {
+        allocate: opts.allocate.clone(),
+        ..MeetOptions::new(broker, session)
+    };
+    let m = meet(&opts, net.udt_config(), output)?;
     // The stream keeps the endpoint (and its punch handler) running.
     drop(m.endpoint);
     Ok(Conn::udt(m.stream))
@@ -459,16 +544,28 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
     if let Some(cc) = args.cc {
         config = config.with_congestion(cc);
     }
-    let session = crate::secure::broker_session(&args.code, args.insecure)?;
+    let (session, allocate) = match &args.code {
+        Some(code) => (crate::secure::broker_session(code, args.insecure)?, None),
+        None if args.insecure => {
+            return Err(CliError::usage(
+                "--insecure needs --code: the whole code names a plain session at the broker",
+            ))
+        }
+        None => {
+            let hint = format!("udt punch --broker {}", args.broker);
+            (String::new(), Some(Allocation::new(hint)?))
+        }
+    };
     if args.insecure {
         eprintln!(
             "udt: WARNING: --insecure: this connection is NOT encrypted and NOT authenticated \
              (plain UDT4): anyone on the path, the broker included, can read or change it"
         );
-    } else {
-        config.security = udt_core::Security::Code(args.code.trim().to_lowercase());
+    } else if let Some(code) = &args.code {
+        config.security = udt_core::Security::Code(code.trim().to_lowercase());
     }
     let opts = MeetOptions {
+        allocate,
         bind: args.bind.clone(),
         wait: args.wait,
         allow_relay: !args.no_relay,

@@ -101,6 +101,22 @@ impl Proc {
         }
     }
 
+    /// Waits for a stderr line holding `marker` and returns what follows
+    /// it on that line.
+    pub fn line_after(&self, marker: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stderr_lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("{}: no {marker:?} line within {within:?}", self.name));
+            if let Some(rest) = line.split(marker).nth(1) {
+                return rest.to_string();
+            }
+        }
+    }
+
     /// Waits at most `limit` for the exit; kills and panics after that.
     pub fn wait(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;

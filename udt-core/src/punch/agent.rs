@@ -59,7 +59,10 @@ const MAX_RTO: Duration = Duration::from_millis(1600);
 pub struct PunchConfig {
     /// The broker's address.
     pub broker: SocketAddr,
-    /// The session code both peers use.
+    /// The session code both peers use. Empty: ask the broker to pick a
+    /// free one (a nameplate number) and use it from then on
+    /// ([`PunchAgent::session`], [`PunchEvent::Registered`]); the other
+    /// peer must then be told it.
     pub code: String,
     /// Host candidates: local interface addresses with the port the
     /// agent's socket is bound to.
@@ -191,6 +194,12 @@ impl PunchAgent {
     /// Where the attempt stands.
     pub fn state(&self) -> &PunchState {
         &self.state
+    }
+
+    /// The session's name at the broker: the configured code, or the one
+    /// the broker picked (empty until it answered).
+    pub fn session(&self) -> &str {
+        &self.config.code
     }
 
     /// The nominated pair, once there is one.
@@ -351,7 +360,9 @@ impl PunchAgent {
             _ => self.new_tx(),
         };
         let mut m = Message::new(Class::Request, method::REGISTER, tx);
-        m.push(attr::SESSION, self.config.code.as_bytes().to_vec());
+        if !self.config.code.is_empty() {
+            m.push(attr::SESSION, self.config.code.as_bytes().to_vec());
+        }
         m.push(attr::TOKEN, self.config.token.to_vec());
         for c in self.locals.iter().filter(|c| c.kind == CandidateType::Host) {
             m.push(attr::CANDIDATE, c.encode());
@@ -398,6 +409,25 @@ impl PunchAgent {
             return;
         };
         if self.state == PunchState::Registering {
+            if self.config.code.is_empty() {
+                // We asked the broker to name the session: its answer must.
+                let named = msg
+                    .get(attr::SESSION)
+                    .and_then(|c| std::str::from_utf8(c).ok())
+                    .filter(|c| !c.is_empty());
+                let Some(session) = named else {
+                    self.fail(
+                        now,
+                        FailureReason::BrokerRefused(
+                            0,
+                            "the broker picked no session name (an older broker? give a code)"
+                                .into(),
+                        ),
+                    );
+                    return;
+                };
+                self.config.code = session.to_string();
+            }
             let rtt = now.saturating_duration_since(sent);
             self.broker_rtt = Some(rtt);
             self.nat.local_reflexive = Some(reflexive);
@@ -408,7 +438,14 @@ impl PunchAgent {
                     65535,
                 ));
             }
-            self.event(now, PunchEvent::Registered { reflexive, rtt });
+            self.event(
+                now,
+                PunchEvent::Registered {
+                    reflexive,
+                    rtt,
+                    session: self.config.code.clone(),
+                },
+            );
             self.state = PunchState::Waiting;
             self.next_register = now + WAIT_REFRESH;
         }

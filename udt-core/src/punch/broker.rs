@@ -11,6 +11,13 @@
 //!   response, the first in an Introduce indication (and in its next
 //!   refresh, should the indication be lost).
 //!
+//! A Register request without a session code asks the broker to pick one:
+//! a free nameplate number, as short as the table allows, returned in the
+//! response's SESSION attribute. The peer refreshes under it and gives it
+//! to the other side as the nameplate of its code (`7-amber-falcon-river`),
+//! so two pairs using one broker never meet under the same name, as
+//! magic-wormhole's server allocates nameplates.
+//!
 //! With [`BrokerConfig::relay`] on, the introduction also carries a relay
 //! ticket; when no candidate pair works, both peers send a Relay request
 //! with it and the broker forwards their UDT datagrams between the two
@@ -99,6 +106,8 @@ pub struct BrokerCounters {
     pub malformed: u64,
     /// Registrations that expired.
     pub expired: u64,
+    /// Session names the broker picked for a peer that named none.
+    pub allocations: u64,
 }
 
 /// One registered peer.
@@ -308,15 +317,31 @@ impl Broker {
     }
 
     fn on_register(&mut self, now: Instant, from: SocketAddr, req: &Message) {
-        let code = req.get(attr::SESSION).unwrap_or_default();
         let token = req
             .get(attr::TOKEN)
             .and_then(|t| <[u8; 16]>::try_from(t).ok());
-        let (Some(token), 1..=MAX_CODE) = (token, code.len()) else {
+        let Some(token) = token else {
             self.counters.malformed += 1;
             self.error(from, req, 400, "session code and token required");
             return;
         };
+        let code = match req.get(attr::SESSION) {
+            Some(code) => code.to_vec(),
+            // No session named: the first peer asks us to pick a free one.
+            None => match self.allocate(from, &token) {
+                Some(code) => code,
+                None => {
+                    self.refuse(from, req, "no free session name");
+                    return;
+                }
+            },
+        };
+        let code = code.as_slice();
+        if !(1..=MAX_CODE).contains(&code.len()) {
+            self.counters.malformed += 1;
+            self.error(from, req, 400, "session code and token required");
+            return;
+        }
         let host: Vec<Candidate> = req
             .all(attr::CANDIDATE)
             .filter_map(Candidate::decode)
@@ -341,6 +366,9 @@ impl Broker {
                 return;
             }
             *self.per_ip.entry(from.ip()).or_insert(0) += 1;
+            if !req.has(attr::SESSION) {
+                self.counters.allocations += 1;
+            }
             self.sessions.insert(
                 code.to_vec(),
                 Session {
@@ -387,6 +415,11 @@ impl Broker {
         let session = session.clone();
         let mut resp = Message::new(Class::Success, method::REGISTER, req.transaction);
         resp.push_xor_address(attr::XOR_MAPPED_ADDRESS, from);
+        if !req.has(attr::SESSION) {
+            // The name we picked: the peer refreshes under it and tells
+            // the other side (as the nameplate of its code).
+            resp.push(attr::SESSION, code.to_vec());
+        }
         if let (Some(other), Some(start)) = (session.peers.get(1 - me), session.start_at) {
             add_peer(&mut resp, other, start, now, session.relay_ticket);
             if introduce {
@@ -401,6 +434,47 @@ impl Broker {
             }
         }
         self.send(from, &resp);
+    }
+
+    /// A free session name for a peer that asked for one: the decimal
+    /// number of a nameplate, as short as the table allows (1-99 until all
+    /// are in use, then 100-9999, then longer), drawn at random so a name
+    /// says little about how busy the broker is. A repeated request
+    /// (its answer was lost) gets the name this token already holds, so a
+    /// retransmission never takes a second one. `None` when no free name
+    /// was found (the table is that full).
+    fn allocate(&mut self, from: SocketAddr, token: &[u8; 16]) -> Option<Vec<u8>> {
+        if let Some(code) = self.sessions.iter().find_map(|(code, s)| {
+            s.peers
+                .iter()
+                .any(|p| p.token == *token && p.addr == from)
+                .then(|| code.clone())
+        }) {
+            return Some(code);
+        }
+        // Random draws find a free name at once while a range is sparse;
+        // a walk from a random start then finds the last free ones of a
+        // short range before a longer name is handed out.
+        const TRIES: u64 = 32;
+        const WALK_UP_TO: u64 = 10_000;
+        for (low, high) in [(1u64, 99u64), (100, 9_999), (10_000, 999_999_999)] {
+            let size = high - low + 1;
+            let start = self.rng.next_u64() % size;
+            let walk = if size <= WALK_UP_TO { size } else { 0 };
+            let draws = (0..TRIES)
+                .map(|_| self.rng.next_u64() % size)
+                .collect::<Vec<_>>();
+            let mut candidates = draws
+                .into_iter()
+                .chain((0..walk).map(|k| (start + k) % size));
+            if let Some(code) = candidates.find_map(|i| {
+                let code = (low + i).to_string().into_bytes();
+                (!self.sessions.contains_key(&code)).then_some(code)
+            }) {
+                return Some(code);
+            }
+        }
+        None
     }
 
     /// A Relay request: when both peers of the session have asked with

@@ -164,6 +164,9 @@ pub enum PunchEvent {
         reflexive: SocketAddr,
         /// Round-trip time to the broker.
         rtt: Duration,
+        /// The session's name: the configured code, or the one the broker
+        /// picked when none was configured.
+        session: String,
     },
     /// The broker introduced the peer.
     PeerIntroduced {

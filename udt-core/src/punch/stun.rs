@@ -63,7 +63,9 @@ pub mod attr {
     pub const ICE_CONTROLLED: u16 = 0x8029;
     /// ICE-CONTROLLING (8-byte tie-breaker).
     pub const ICE_CONTROLLING: u16 = 0x802A;
-    /// Ours: the session code (UTF-8, 1..=64 bytes).
+    /// Ours: the session code (UTF-8, 1..=64 bytes). Left out of a
+    /// Register request, it asks the broker to pick a free one, which its
+    /// answer then carries.
     pub const SESSION: u16 = 0xC001;
     /// Ours: one candidate (see `candidate::Candidate::encode`).
     pub const CANDIDATE: u16 = 0xC002;

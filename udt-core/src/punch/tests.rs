@@ -693,6 +693,30 @@ fn checks_and_answers_must_carry_a_valid_message_integrity() {
     );
 }
 
+#[test]
+fn a_side_without_a_code_is_given_one_and_the_other_side_joins_it() {
+    let mut net = Net::new(vec![
+        Nat::new("198.18.1.1", Mapping::EndpointIndependent),
+        Nat::new("198.18.2.1", Mapping::EndpointIndependent),
+    ]);
+    let a = net.add("192.0.2.10:9000", Some(0), "", 1);
+    // Register A alone first: B can only be told the name once it exists.
+    net.run(Duration::from_secs(1));
+    let name = net.hosts[a].agent.session().to_string();
+    assert!(!name.is_empty(), "the broker named A's session");
+    let registered =
+        std::iter::from_fn(|| net.hosts[a].agent.poll_event()).find_map(|(_, e)| match e {
+            PunchEvent::Registered { session, .. } => Some(session),
+            _ => None,
+        });
+    assert_eq!(registered.as_deref(), Some(name.as_str()));
+    let b = net.add("198.51.100.10:9000", Some(1), &name, 2);
+    net.run(Duration::from_secs(20));
+    assert_same_path(&net, a, b);
+    assert_eq!(net.broker.counters().allocations, 1);
+    assert_eq!(net.broker.counters().introductions, 1);
+}
+
 mod broker {
     use super::*;
 
@@ -707,6 +731,102 @@ mod broker {
         let mut out = Vec::new();
         m.encode(true, &mut out);
         out
+    }
+
+    /// A Register request that names no session: asks for one.
+    fn register_unnamed(token: u8, tx: u8) -> Vec<u8> {
+        let mut m = Message::new(Class::Request, stun::method::REGISTER, [tx; 12]);
+        m.push(stun::attr::TOKEN, vec![token; 16]);
+        let mut out = Vec::new();
+        m.encode(true, &mut out);
+        out
+    }
+
+    fn named(got: &[(SocketAddr, Message)]) -> String {
+        let session = got[0].1.get(stun::attr::SESSION).expect("a session name");
+        String::from_utf8(session.to_vec()).expect("utf-8")
+    }
+
+    #[test]
+    fn a_register_without_a_name_gets_a_free_nameplate_once() {
+        let mut b = Broker::new(BrokerConfig {
+            seed: 5,
+            ..BrokerConfig::default()
+        });
+        let now = epoch();
+        let mut names = HashSet::new();
+        // 150 waiting peers: past the 99 short names, every one distinct.
+        for i in 0..150u32 {
+            let from = SocketAddr::new(IpAddr::from([198, 18, 0, (i % 200) as u8 + 1]), 4000);
+            b.handle(now, from, &register_unnamed(i as u8, i as u8));
+            let got = answers(&mut b);
+            assert_eq!(got[0].1.class, Class::Success, "{got:?}");
+            let name = named(&got);
+            let n: u64 = name.parse().expect("a nameplate number");
+            assert!(
+                n >= 1 && (i >= 99 || n <= 99) && n <= 9_999,
+                "{n} for peer {i}"
+            );
+            assert!(names.insert(name), "a name given twice");
+        }
+        assert_eq!(b.counters().allocations, 150);
+        assert_eq!(b.sessions(), 150);
+        // A retransmission (its answer lost) gets the same name again.
+        let from = sa("198.18.0.1:4000");
+        b.handle(now, from, &register_unnamed(0, 0));
+        let again = named(&answers(&mut b));
+        assert!(names.contains(&again));
+        assert_eq!(b.counters().allocations, 150, "no second name");
+    }
+
+    #[test]
+    fn the_named_peer_joins_an_allocated_session_and_a_third_is_refused() {
+        let mut b = Broker::new(BrokerConfig::default());
+        let now = epoch();
+        let (pa, pb, pc) = (
+            sa("198.18.1.1:40000"),
+            sa("198.18.2.1:40001"),
+            sa("198.18.3.1:40002"),
+        );
+        b.handle(now, pa, &register_unnamed(1, 1));
+        let name = named(&answers(&mut b));
+        b.handle(now, pb, &register(&name, 2, "198.51.100.1:9000"));
+        let got = answers(&mut b);
+        assert_eq!(got.len(), 2, "an answer and the introduction: {got:?}");
+        assert!(got
+            .iter()
+            .all(|(_, m)| m.get(stun::attr::PEER_TOKEN).is_some()));
+        // The joiner named the session, so its answer need not repeat it.
+        assert!(got
+            .iter()
+            .any(|(to, m)| *to == pb && !m.has(stun::attr::SESSION)));
+        b.handle(now, pc, &register(&name, 3, "203.0.113.1:9000"));
+        assert_eq!(answers(&mut b)[0].1.class, Class::Error);
+        // The allocating peer refreshes under the name it was given.
+        b.handle(now, pa, &register(&name, 1, "192.0.2.1:9000"));
+        assert_eq!(answers(&mut b)[0].1.class, Class::Success);
+        assert_eq!(b.sessions(), 1);
+    }
+
+    #[test]
+    fn allocation_respects_the_session_limits() {
+        let mut b = Broker::new(BrokerConfig {
+            max_sessions_per_ip: 2,
+            ..BrokerConfig::default()
+        });
+        let now = epoch();
+        let from = sa("198.18.1.1:40000");
+        for tx in 1..=3u8 {
+            b.handle(
+                now,
+                SocketAddr::new(from.ip(), 40000 + u16::from(tx)),
+                &register_unnamed(tx, tx),
+            );
+        }
+        let got = answers(&mut b);
+        assert_eq!(got[2].1.class, Class::Error, "{got:?}");
+        assert_eq!(b.sessions(), 2);
+        assert_eq!(b.counters().allocations, 2);
     }
 
     fn answers(b: &mut Broker) -> Vec<(SocketAddr, Message)> {
