@@ -159,6 +159,7 @@ pub fn listen(args: &PipeArgs) -> Result<PipeSummary, CliError> {
     let addr =
         net::listen_addr_dual(&args.addr).map_err(|e| CliError::io("bad listen address", e))?;
     let mut out = stdio::raw_stdout().map_err(|e| CliError::io("cannot use stdout", e))?;
+    stdio::widen_pipe(stdio::STDOUT);
     let summary = if args.msg {
         let (ep, listener) =
             net::listen_messages(addr, &args.net).map_err(|e| CliError::io("cannot listen", e))?;
@@ -271,6 +272,7 @@ pub fn connect(args: &PipeArgs) -> Result<PipeSummary, CliError> {
     check_msg(args)?;
     let stdin = io::stdin();
     let mut input = stdin.lock();
+    stdio::widen_pipe(stdio::STDIN);
     let start = Instant::now();
     let connect_err = |e| CliError::io(&format!("cannot connect to {}", args.addr), e);
     let (bytes, messages, link, peer, delivery) = if args.msg {

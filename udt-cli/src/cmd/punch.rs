@@ -595,6 +595,7 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
         0
     } else if let Some(path) = &args.send {
         let mut input: Box<dyn Read> = if path.as_os_str() == "-" {
+            stdio::widen_pipe(stdio::STDIN);
             Box::new(io::stdin().lock())
         } else {
             Box::new(File::open(path).map_err(|e| CliError::io(&format!("{}", path.display()), e))?)
@@ -606,6 +607,7 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
                 File::create(p).map_err(|e| CliError::io(&format!("{}", p.display()), e))?,
             )),
             None => {
+                stdio::widen_pipe(stdio::STDOUT);
                 Box::new(stdio::raw_stdout().map_err(|e| CliError::io("cannot use stdout", e))?)
             }
         };
