@@ -13,7 +13,9 @@
 //! default the endpoint's), `UDT_BENCH_RCVBUF` (MiB of `SO_RCVBUF` for every
 //! endpoint, default the endpoint's), `UDT_BENCH_IDLE` (seconds the
 //! connections are held open and idle before sending, default 0: the CPU
-//! both ends use meanwhile is printed as a share of one core). Prints one
+//! both ends use meanwhile is printed as a share of one core),
+//! `UDT_BENCH_BUFFER` (send and receive buffers of that many packets, fixed,
+//! default the connection's 8192 growing with the BDP). Prints one
 //! line per case. `UDT_BENCH_DRIVER=poll` moves the data with two
 //! application threads (one `Poller` for all senders, one for all
 //! receivers, non-blocking I/O) instead of one thread per connection and
@@ -46,6 +48,24 @@ fn jain(rates: &[f64]) -> f64 {
     sum * sum / (rates.len() as f64 * squares)
 }
 
+/// The connections' configuration: the default, or with
+/// `UDT_BENCH_BUFFER=N` send and receive buffers of N packets that do not
+/// grow (what a server holding many connections would choose to bound its
+/// memory: the default lets each connection queue 8192 packets, 12 MB).
+fn connection_config() -> Config {
+    let mut config = Config::default();
+    if let Some(packets) = setting("UDT_BENCH_BUFFER").and_then(|v| v.parse::<u32>().ok()) {
+        config.send_buffer_packets = packets;
+        config.recv_buffer_packets = packets;
+        // A cap at the configured sizes keeps them fixed.
+        config.memory_cap = 2 * u64::from(packets) * u64::from(config.mss);
+    }
+    if let Some(packets) = setting("UDT_BENCH_SNDBUF").and_then(|v| v.parse::<u32>().ok()) {
+        config.send_buffer_packets = packets;
+    }
+    config
+}
+
 struct Case {
     sockets: usize,
     offload: bool,
@@ -64,7 +84,8 @@ fn run(case: &Case) {
     if let Some(mib) = setting("UDT_BENCH_RCVBUF").and_then(|v| v.parse::<usize>().ok()) {
         options.udp_recv_buffer = Some(mib << 20);
     }
-    let server = Endpoint::bind_with("127.0.0.1:0", Config::default(), options.clone())
+    let config = connection_config();
+    let server = Endpoint::bind_with("127.0.0.1:0", config.clone(), options.clone())
         .expect("bind the server");
     let listener = server.listen(case.conns).expect("listen");
     let addr = server.local_addr();
@@ -74,7 +95,7 @@ fn run(case: &Case) {
     client_options.udp_recv_buffer = options.udp_recv_buffer;
     let clients: Vec<Endpoint> = (0..case.peers.clamp(1, case.conns))
         .map(|_| {
-            Endpoint::bind_with("127.0.0.1:0", Config::default(), client_options.clone())
+            Endpoint::bind_with("127.0.0.1:0", config.clone(), client_options.clone())
                 .expect("bind a client")
         })
         .collect();
