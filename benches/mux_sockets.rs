@@ -14,6 +14,7 @@
 //! endpoint, default the endpoint's), `UDT_BENCH_IDLE` (seconds the
 //! connections are held open and idle before sending, default 0: the CPU
 //! both ends use meanwhile is printed as a share of one core),
+//! `UDT_BENCH_INTERVAL_US` (`EndpointConfig::batch_interval` in µs),
 //! `UDT_BENCH_BUFFER` (send and receive buffers of that many packets, fixed,
 //! default the connection's 8192 growing with the BDP). Prints one
 //! line per case. `UDT_BENCH_DRIVER=poll` moves the data with two
@@ -81,6 +82,9 @@ fn run(case: &Case) {
     if let Some(batch) = setting("UDT_BENCH_BATCH").and_then(|v| v.parse().ok()) {
         options.batch_size = batch;
     }
+    if let Some(us) = setting("UDT_BENCH_INTERVAL_US").and_then(|v| v.parse::<u64>().ok()) {
+        options.batch_interval = Duration::from_micros(us);
+    }
     if let Some(mib) = setting("UDT_BENCH_RCVBUF").and_then(|v| v.parse::<usize>().ok()) {
         options.udp_recv_buffer = Some(mib << 20);
     }
@@ -92,6 +96,7 @@ fn run(case: &Case) {
     let mut client_options = EndpointConfig::default();
     client_options.offload = case.offload;
     client_options.batch_size = options.batch_size;
+    client_options.batch_interval = options.batch_interval;
     client_options.udp_recv_buffer = options.udp_recv_buffer;
     let clients: Vec<Endpoint> = (0..case.peers.clamp(1, case.conns))
         .map(|_| {
