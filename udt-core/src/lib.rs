@@ -51,7 +51,7 @@ pub mod stats;
 pub mod time;
 
 pub use config::{Config, SocketType};
-pub use connection::{Connection, Event, State, Transmit, TransmitKind};
+pub use connection::{Connection, Event, PayloadRef, State, Transmit, TransmitKind};
 pub use error::{ConnectionError, ReadError, WriteError};
 pub use secure::{PeerIdentity, Security};
 pub use seq::{AckSeqNumber, MsgNumber, SeqNumber, SocketId};

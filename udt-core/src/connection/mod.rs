@@ -52,7 +52,7 @@ mod sender;
 mod tests;
 mod timers;
 
-pub use output::{Transmit, TransmitKind};
+pub use output::{PayloadRef, Transmit, TransmitKind};
 pub use timers::Timer;
 
 use output::ControlItem;

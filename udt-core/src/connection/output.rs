@@ -22,6 +22,12 @@ pub struct Transmit {
     pub kind: TransmitKind,
 }
 
+/// A data packet's payload that [`Connection::poll_transmit_gather`] left
+/// in the send buffer: the datagram is the header it wrote followed by
+/// [`Connection::payload`] of this reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadRef(SeqNumber);
+
 /// What a [`Transmit`] carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransmitKind {
@@ -58,22 +64,59 @@ impl Connection {
     /// control packets first, then at most one data packet if the pacer
     /// allows at `now` (retransmissions before new data).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.transmit(now, buf, true).map(|(t, _)| t)
+    }
+
+    /// As [`poll_transmit`](Self::poll_transmit), except that a data packet
+    /// of a plain connection may come as its 16-byte header in `buf` and a
+    /// [`PayloadRef`]: the driver sends the header followed by
+    /// [`payload`](Self::payload) (one gathered datagram, `Transmit::size`
+    /// bytes in all), which saves copying every payload out of the send
+    /// buffer. The payload stays valid until the connection is next changed
+    /// (an ACK, a write, a close): gather it before that. Secure
+    /// connections seal the whole datagram in `buf` and return no reference.
+    pub fn poll_transmit_gather(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> Option<(Transmit, Option<PayloadRef>)> {
+        let inline = self.seal.is_some();
+        self.transmit(now, buf, inline)
+    }
+
+    /// The payload a [`PayloadRef`] names, while it is still in the send
+    /// buffer; `None` once it left it (acknowledged, or its message
+    /// expired), when the datagram must not be sent.
+    pub fn payload(&self, payload: PayloadRef) -> Option<&[u8]> {
+        self.sender.buffer().block(payload.0).map(|b| b.payload)
+    }
+
+    fn transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        inline: bool,
+    ) -> Option<(Transmit, Option<PayloadRef>)> {
         self.observe_time(now);
-        let kind = if let Some(item) = self.control.pop_front() {
+        let (kind, gathered) = if let Some(item) = self.control.pop_front() {
             self.encode_control(now, item, buf);
-            TransmitKind::Control
+            (TransmitKind::Control, None)
         } else {
-            self.poll_data(now, buf)?
+            self.poll_data(now, buf, inline)?
         };
         if !self.seal_outgoing(now, buf) {
             return None;
         }
         self.last_send_time = now;
-        Some(Transmit {
-            destination: self.peer_addr,
-            size: buf.len(),
-            kind,
-        })
+        let size = buf.len() + gathered.map_or(0, |(_, len)| len as usize);
+        Some((
+            Transmit {
+                destination: self.peer_addr,
+                size,
+                kind,
+            },
+            gathered.map(|(seq, _)| PayloadRef(seq)),
+        ))
     }
 
     /// Writes the next pending control packet into `buf` (cleared first),
@@ -169,14 +212,24 @@ impl Connection {
         .encode(buf);
     }
 
-    /// The paced data path (UDT4 `packData`, §6.1).
-    fn poll_data(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<TransmitKind> {
+    /// The paced data path (UDT4 `packData`, §6.1). Without `inline`, the
+    /// payload stays in the send buffer: its sequence number and length
+    /// come back with the kind.
+    fn poll_data(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        inline: bool,
+    ) -> Option<(TransmitKind, Option<(SeqNumber, u64)>)> {
         if !self.may_send_data() {
             return None;
         }
         let timestamp = wire_timestamp(self.start, now);
         loop {
-            match self.sender.pack(now, timestamp, self.peer_id, buf)? {
+            match self
+                .sender
+                .pack(now, timestamp, self.peer_id, buf, inline)?
+            {
                 Packed::Expired { msg, first, last } => {
                     self.counters.messages_dropped_sent += 1;
                     log::debug!(
@@ -191,11 +244,11 @@ impl Connection {
                     self.on_data_sent(now, seq, len);
                     let limit = self.sender.buffer().capacity() as usize;
                     self.rack.on_retransmitted(now, seq, limit);
-                    return Some(TransmitKind::Retransmit);
+                    return Some((TransmitKind::Retransmit, (!inline).then_some((seq, len))));
                 }
                 Packed::New { seq, len } => {
                     self.on_data_sent(now, seq, len);
-                    return Some(TransmitKind::Data);
+                    return Some((TransmitKind::Data, (!inline).then_some((seq, len))));
                 }
             }
         }

@@ -251,6 +251,28 @@ fn connected_pair() -> (Connection, Connection, Instant) {
 }
 
 #[test]
+fn a_secure_connection_seals_whole_datagrams_and_leaves_nothing_to_gather() {
+    let (mut c, mut l, t0) = connected_pair();
+    let c_addr = l.peer_addr();
+    assert_eq!(c.write(&[9u8; 3000]), Ok(3000));
+    let mut buf = Vec::new();
+    let mut data = 0;
+    for ms in 0..50 {
+        let now = t0 + Duration::from_millis(ms);
+        while let Some((t, payload)) = c.poll_transmit_gather(now, &mut buf) {
+            assert_eq!(payload, None, "sealing needs the whole datagram");
+            assert_eq!(buf.len(), t.size);
+            data += usize::from(t.kind == crate::TransmitKind::Data);
+            l.handle_datagram(now, c_addr, &buf);
+        }
+    }
+    assert_eq!(data, 3);
+    let mut got = [0u8; 3000];
+    assert_eq!(l.read(&mut got), Ok(3000));
+    assert!(got.iter().all(|&b| b == 9));
+}
+
+#[test]
 fn sealed_packets_flow_replays_and_flips_are_dropped_and_counted() {
     let (mut c, mut l, t0) = connected_pair();
     let c_addr = l.peer_addr();

@@ -656,13 +656,15 @@ impl Sender {
 
     /// Writes the next data packet into `buf` if the pacer allows at `now`:
     /// retransmissions first, then new data within the windows (UDT4
-    /// `packData`, §6.1).
+    /// `packData`, §6.1). Without `inline` only its header is written: the
+    /// payload stays in the send buffer for the driver to gather.
     pub(super) fn pack(
         &mut self,
         now: Instant,
         timestamp: u32,
         dest: SocketId,
         buf: &mut Vec<u8>,
+        inline: bool,
     ) -> Option<Packed> {
         if now < self.next_slot {
             return None;
@@ -680,7 +682,7 @@ impl Sender {
             let Some(block) = self.buffer.block(seq) else {
                 continue;
             };
-            let len = encode_block(&block, timestamp, dest, buf);
+            let len = encode_block(&block, timestamp, dest, buf, inline);
             self.advance_slot(now);
             return Some(Packed::Retransmit { seq, len });
         }
@@ -692,7 +694,7 @@ impl Sender {
         self.first_data_hold = false;
         let block = self.buffer.take_next()?;
         let seq = block.seq;
-        let len = encode_block(&block, timestamp, dest, buf);
+        let len = encode_block(&block, timestamp, dest, buf, inline);
         self.current = seq;
         // Packet pair: 16n and 16n+1 leave back to back so the receiver
         // can estimate the link capacity (§6.1 step 4, §8.3).
@@ -716,8 +718,15 @@ impl Sender {
     }
 }
 
-/// Encodes one send-buffer block as a data packet; returns its payload length.
-fn encode_block(block: &Block<'_>, timestamp: u32, dest: SocketId, buf: &mut Vec<u8>) -> u64 {
+/// Encodes one send-buffer block as a data packet (only its header unless
+/// `inline`); returns its payload length.
+fn encode_block(
+    block: &Block<'_>,
+    timestamp: u32,
+    dest: SocketId,
+    buf: &mut Vec<u8>,
+    inline: bool,
+) -> u64 {
     let header = DataHeader {
         seq: block.seq,
         position: block.position,
@@ -726,6 +735,10 @@ fn encode_block(block: &Block<'_>, timestamp: u32, dest: SocketId, buf: &mut Vec
         timestamp,
         dest,
     };
-    packet::encode_data(&header, block.payload, buf);
+    if inline {
+        packet::encode_data(&header, block.payload, buf);
+    } else {
+        packet::encode_data_header(&header, buf);
+    }
     block.payload.len() as u64
 }

@@ -163,3 +163,88 @@ fn poll_transmit_control_never_returns_data() {
     assert!(!kinds.is_empty());
     assert!(kinds.iter().all(|k| *k == TransmitKind::Data), "{kinds:?}");
 }
+
+/// Every datagram `conn` emits at `now`, gathered as a driver does with
+/// [`Connection::poll_transmit_gather`]: the header it wrote, then the
+/// payload it names.
+fn gathered(conn: &mut Connection, now: Instant) -> Vec<(TransmitKind, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while let Some((t, payload)) = conn.poll_transmit_gather(now, &mut buf) {
+        let mut d = buf.clone();
+        if let Some(p) = payload {
+            assert_eq!(
+                buf.len(),
+                crate::packet::HEADER_SIZE,
+                "only the header was written"
+            );
+            d.extend_from_slice(conn.payload(p).expect("still buffered"));
+        }
+        assert_eq!(d.len(), t.size);
+        out.push((t.kind, d));
+    }
+    out
+}
+
+#[test]
+fn gathered_datagrams_are_the_datagrams_poll_transmit_writes() {
+    let t0 = epoch();
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut copied = Connection::new(params(false, false, 100), Arc::new(Config::default()), t0);
+    let mut gather = Connection::new(params(false, false, 100), Arc::new(Config::default()), t0);
+    assert_eq!(copied.write(&data), Ok(data.len()));
+    assert_eq!(gather.write(&data), Ok(data.len()));
+    let mut buf = Vec::new();
+    let mut expected = Vec::new();
+    for ms in 0..20 {
+        let now = t0 + Duration::from_millis(ms);
+        while let Some(t) = copied.poll_transmit(now, &mut buf) {
+            expected.push((t.kind, buf.clone()));
+        }
+    }
+    let got: Vec<_> = (0..20)
+        .flat_map(|ms| gathered(&mut gather, t0 + Duration::from_millis(ms)))
+        .collect();
+    assert!(
+        got.iter().filter(|(k, _)| *k == TransmitKind::Data).count() >= 13,
+        "20 000 bytes are 14 packets"
+    );
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_gathered_retransmission_carries_the_original_payload() {
+    let t0 = epoch();
+    let mut c = Connection::new(params(false, false, 100), Arc::new(Config::default()), t0);
+    let data: Vec<u8> = (0..3000u32).map(|i| (i % 200) as u8).collect();
+    assert_eq!(c.write(&data), Ok(3000));
+    let first: Vec<_> = (0..5)
+        .flat_map(|ms| gathered(&mut c, t0 + Duration::from_millis(ms)))
+        .collect();
+    let sent: Vec<&Vec<u8>> = first
+        .iter()
+        .filter(|(k, _)| *k == TransmitKind::Data)
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(sent.len(), 3);
+    // The peer reports the second packet lost.
+    let lost = SeqNumber::new(101);
+    let mut nak = Vec::new();
+    crate::packet::encode_nak(
+        0,
+        SocketId(0x1111),
+        std::iter::once((lost, lost)),
+        2,
+        &mut nak,
+    );
+    let peer = c.peer_addr();
+    c.handle_datagram(t0 + Duration::from_millis(5), peer, &nak);
+    let again: Vec<_> = (5..20)
+        .flat_map(|ms| gathered(&mut c, t0 + Duration::from_millis(ms)))
+        .filter(|(k, _)| *k == TransmitKind::Retransmit)
+        .collect();
+    assert_eq!(again.len(), 1, "{again:?}");
+    // Same bytes after the header's timestamp word.
+    assert_eq!(again[0].1[..8], sent[1][..8]);
+    assert_eq!(again[0].1[12..], sent[1][12..]);
+}

@@ -490,8 +490,16 @@ fn decode_ack(word1: u32, body: &[u8]) -> Option<Control<'static>> {
 ///
 /// The payload is copied as it is (UDT4 does not byte-swap data payloads).
 pub fn encode_data(header: &DataHeader, payload: &[u8], out: &mut Vec<u8>) {
-    out.clear();
     out.reserve(HEADER_SIZE + payload.len());
+    encode_data_header(header, out);
+    out.extend_from_slice(payload);
+}
+
+/// Writes only the 16-byte header of a data packet to `out`, replacing its
+/// contents: the payload follows it on the wire from wherever it lies (a
+/// driver gathering header and payload in one send, without a copy).
+pub fn encode_data_header(header: &DataHeader, out: &mut Vec<u8>) {
+    out.clear();
     // Word 0 bit 31 clear marks a data packet; SeqNumber is 31 bits already.
     put_header(
         out,
@@ -500,7 +508,6 @@ pub fn encode_data(header: &DataHeader, payload: &[u8], out: &mut Vec<u8>) {
         header.timestamp,
         header.dest,
     );
-    out.extend_from_slice(payload);
 }
 
 /// The destination socket ID (header word 3) of a datagram, for routing
