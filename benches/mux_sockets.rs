@@ -15,6 +15,7 @@
 //! connections are held open and idle before sending, default 0: the CPU
 //! both ends use meanwhile is printed as a share of one core),
 //! `UDT_BENCH_INTERVAL_US` (`EndpointConfig::batch_interval` in µs),
+//! `UDT_BENCH_ZEROCOPY=0` (`EndpointConfig::zero_copy_send` off),
 //! `UDT_BENCH_BUFFER` (send and receive buffers of that many packets, fixed,
 //! default the connection's 8192 growing with the BDP). Prints one
 //! line per case. `UDT_BENCH_DRIVER=poll` moves the data with two
@@ -82,6 +83,9 @@ fn run(case: &Case) {
     if let Some(batch) = setting("UDT_BENCH_BATCH").and_then(|v| v.parse().ok()) {
         options.batch_size = batch;
     }
+    if setting("UDT_BENCH_ZEROCOPY").as_deref() == Some("0") {
+        options.zero_copy_send = false;
+    }
     if let Some(us) = setting("UDT_BENCH_INTERVAL_US").and_then(|v| v.parse::<u64>().ok()) {
         options.batch_interval = Duration::from_micros(us);
     }
@@ -97,6 +101,7 @@ fn run(case: &Case) {
     client_options.offload = case.offload;
     client_options.batch_size = options.batch_size;
     client_options.batch_interval = options.batch_interval;
+    client_options.zero_copy_send = options.zero_copy_send;
     client_options.udp_recv_buffer = options.udp_recv_buffer;
     let clients: Vec<Endpoint> = (0..case.peers.clamp(1, case.conns))
         .map(|_| {

@@ -92,6 +92,15 @@ pub struct EndpointConfig {
     /// 2–3 datagrams per system call, half the CPU per GiB; see
     /// `docs/performance.md`).
     pub batch_interval: Duration,
+    /// Send data payloads straight from the connections' send buffers: a
+    /// data packet is queued as its header plus a reference to its payload,
+    /// and a connection with at least a few packets in a batch has the
+    /// batch sent while its lock is held, the kernel gathering header and
+    /// payload (one iovec each) — no copy of the payload in user space.
+    /// A connection with fewer gets its payloads copied in, so many small
+    /// connections still share one system call. Secure connections seal
+    /// whole datagrams and are unaffected. Default `true`.
+    pub zero_copy_send: bool,
     /// Use UDP segmentation offload where the kernel has it (Linux 4.18+
     /// for GSO, 5.0+ for GRO): runs of equal datagrams to one peer leave
     /// as one GSO super-datagram, and coalesced receives are split back.
@@ -116,6 +125,7 @@ impl Default for EndpointConfig {
             batch_size: 64,
             precise_wait: Duration::from_micros(50),
             batch_interval: Duration::from_micros(50),
+            zero_copy_send: true,
             offload: true,
             sockets: 1,
         }

@@ -29,6 +29,11 @@ const SPIN_RATIO: u32 = 10;
 /// The longest [`EndpointConfig::batch_interval`](crate::EndpointConfig::batch_interval) used.
 const MAX_BATCH_INTERVAL: Duration = Duration::from_micros(500);
 
+/// A connection with at least this many payloads to gather in a batch has
+/// the batch sent under its lock (no copy); with fewer, they are copied in
+/// and the batch waits for other connections (one system call for many).
+const GATHER_MIN: usize = 8;
+
 /// State of the send thread.
 pub(crate) struct SendThread {
     mux: Arc<MuxShared>,
@@ -46,6 +51,8 @@ pub(crate) struct SendThread {
     quantum: Duration,
     /// No batch before this (the last batch plus `quantum`).
     floor: Instant,
+    /// [`EndpointConfig::zero_copy_send`](crate::EndpointConfig::zero_copy_send).
+    gather: bool,
 }
 
 impl SendThread {
@@ -55,6 +62,7 @@ impl SendThread {
         // Longer intervals would be lateness the pacer no longer carries
         // as burst credit (1 ms): cap well below it.
         let quantum = mux.options().batch_interval.min(MAX_BATCH_INTERVAL);
+        let gather = mux.options().zero_copy_send;
         SendThread {
             mux,
             rx,
@@ -65,6 +73,7 @@ impl SendThread {
             precise,
             quantum,
             floor: Instant::now(),
+            gather,
         }
     }
 
@@ -211,9 +220,14 @@ impl SendThread {
                 if let Some(c) = g.phase.connection() {
                     let mut taken = false;
                     while let Some(buf) = self.batch.slot() {
-                        match c.poll_transmit(now, buf) {
-                            Some(t) => {
-                                self.batch.push(t.destination);
+                        let polled = if self.gather {
+                            c.poll_transmit_gather(now, buf)
+                        } else {
+                            c.poll_transmit(now, buf).map(|t| (t, None))
+                        };
+                        match polled {
+                            Some((t, payload)) => {
+                                self.batch.push_gathered(t.destination, payload);
                                 taken = true;
                                 // A full batch must not split a packet
                                 // pair: 16n + 1 follows 16n in this call.
@@ -226,8 +240,19 @@ impl SendThread {
                             None => break,
                         }
                     }
+                    // Payloads still in its send buffer leave (or are
+                    // copied into the batch) before its lock is released.
+                    let deferred = self.batch.deferred();
+                    if deferred >= GATHER_MIN && !self.mux.is_aborted() {
+                        let f = self
+                            .batch
+                            .flush_gathered(self.mux.port(), true, |p| c.payload(p));
+                        self.mux.counters().on_flush(f);
+                    } else if deferred > 0 {
+                        self.batch.attach(|p| c.payload(p));
+                    }
                     // Its last packet (the shutdown, after a close) is now
-                    // in our batch: `close` waits until it has left.
+                    // in our batch or sent: `close` waits until it has left.
                     last_taken = taken && c.is_finished();
                 }
                 if last_taken {

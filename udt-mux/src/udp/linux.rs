@@ -5,7 +5,10 @@
 //! Send: the batch is cut into runs (`segment::run_at`); each run is one
 //! `msghdr` whose iovecs point at the queued buffers (no copy) and, when it
 //! has more than one datagram, a `UDP_SEGMENT` control message with the
-//! segment size. One `sendmmsg` carries the runs to all peers.
+//! segment size. One `sendmmsg` carries the runs to all peers. A datagram
+//! whose payload was left in its connection's send buffer is two iovecs,
+//! header and payload: the kernel segments the concatenation of a run's
+//! iovecs, so GSO still cuts it into the same datagrams.
 //! Receive: each slot may come back with a `UDP_GRO` control message
 //! giving the segment size at which it splits.
 
@@ -23,11 +26,16 @@ struct CmsgBuf([u8; 32]);
 /// point to may move between calls.
 pub(super) struct MmsgScratch {
     hdrs: Vec<libc::mmsghdr>,
+    /// Two per datagram at most: its buffer, and a gathered payload.
     iovs: Vec<libc::iovec>,
+    /// Per datagram: the gathered payload after its buffer (empty: none).
+    tails: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_storage>,
     ctrl: Vec<CmsgBuf>,
     runs: Vec<Run>,
     lens: Vec<usize>,
+    /// Per datagram, its first iovec (one more entry: the end).
+    first: Vec<usize>,
 }
 
 // SAFETY: the raw pointers inside are scratch space, rewritten before
@@ -48,11 +56,27 @@ impl MmsgScratch {
         let zero_name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         MmsgScratch {
             hdrs: vec![zero_hdr; count],
-            iovs: vec![zero_iov; count],
+            iovs: vec![zero_iov; 2 * count],
+            tails: vec![zero_iov; count],
             names: vec![zero_name; count],
             ctrl: vec![CmsgBuf([0; 32]); count],
             runs: vec![Run::default(); count],
             lens: vec![0; count],
+            first: vec![0; count + 1],
+        }
+    }
+}
+
+impl MmsgScratch {
+    /// Sets the payload gathered after datagram `i`'s buffer for the next
+    /// send (empty: none). Only the next `send_all` with tails reads it,
+    /// while the caller still borrows `tail`.
+    pub(super) fn set_tail(&mut self, i: usize, tail: &[u8]) {
+        if let Some(t) = self.tails.get_mut(i) {
+            *t = libc::iovec {
+                iov_base: tail.as_ptr() as *mut libc::c_void,
+                iov_len: tail.len(),
+            };
         }
     }
 }
@@ -151,19 +175,31 @@ fn set_cmsg(hdr: &mut libc::msghdr, buf: &mut CmsgBuf, kind: libc::c_int, data: 
 fn plan(
     sys: &mut MmsgScratch,
     bufs: &[Vec<u8>],
+    tails: bool,
     dests: &[SockAddr],
     peers: &[SocketAddr],
     pos: usize,
     gso: bool,
 ) -> usize {
-    let n = bufs.len().min(dests.len()).min(sys.iovs.len());
+    let n = bufs.len().min(dests.len()).min(sys.tails.len());
+    // Datagram i's iovecs start at first[i]; its run's iovecs are
+    // contiguous, so a run's msghdr points at its first datagram's.
+    let mut k = 0;
     for (i, buf) in bufs.iter().enumerate().take(n) {
-        sys.lens[i] = buf.len();
-        sys.iovs[i] = libc::iovec {
+        sys.first[i] = k;
+        sys.iovs[k] = libc::iovec {
             iov_base: buf.as_ptr() as *mut libc::c_void,
             iov_len: buf.len(),
         };
+        k += 1;
+        sys.lens[i] = buf.len();
+        if tails && sys.tails[i].iov_len > 0 {
+            sys.iovs[k] = sys.tails[i];
+            sys.lens[i] += sys.tails[i].iov_len;
+            k += 1;
+        }
     }
+    sys.first[n] = k;
     let mut i = pos;
     let mut h = 0;
     while i < n && h < sys.hdrs.len() {
@@ -175,8 +211,8 @@ fn plan(
         let hdr = &mut sys.hdrs[h].msg_hdr;
         hdr.msg_name = dests[i].as_ptr() as *mut libc::c_void;
         hdr.msg_namelen = dests[i].len();
-        hdr.msg_iov = &mut sys.iovs[i];
-        hdr.msg_iovlen = run.count;
+        hdr.msg_iov = &mut sys.iovs[sys.first[i]];
+        hdr.msg_iovlen = sys.first[i + run.count] - sys.first[i];
         hdr.msg_flags = 0;
         if run.count > 1 {
             let size = run.segment as u16;
@@ -205,10 +241,12 @@ fn is_gso_refusal(e: &io::Error) -> bool {
     )
 }
 
+#[allow(clippy::too_many_arguments)] // the batch's parallel arrays, borrowed for one call
 pub(super) fn send_all(
     port: &UdpPort,
     sys: &mut MmsgScratch,
     bufs: &[Vec<u8>],
+    tails: bool,
     dests: &[SockAddr],
     peers: &[SocketAddr],
     blocking: bool,
@@ -218,7 +256,7 @@ pub(super) fn send_all(
     let flags = if blocking { 0 } else { libc::MSG_DONTWAIT };
     let mut pos = 0;
     'plan: while pos < n {
-        let count = plan(sys, bufs, dests, peers, pos, port.gso());
+        let count = plan(sys, bufs, tails, dests, peers, pos, port.gso());
         if count == 0 {
             return;
         }

@@ -20,6 +20,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use udt_core::PayloadRef;
 
 use crate::config::EndpointConfig;
 
@@ -255,12 +256,23 @@ pub(crate) struct Flushed {
 /// them, many per system call, runs of equal datagrams to one peer as one
 /// GSO super-datagram. Buffers are reused: no allocation once each has
 /// grown to the largest datagram.
-pub(crate) struct SendBatch {
+///
+/// A datagram may be a header whose payload is still in its connection's
+/// send buffer ([`push_gathered`](Self::push_gathered)): before that
+/// connection's lock is released, the batch is either sent with the
+/// payloads gathered from it ([`flush_gathered`](Self::flush_gathered), no
+/// copy) or the payloads are copied in ([`attach`](Self::attach)).
+pub(crate) struct SendBatch<R = PayloadRef> {
     /// `capacity + 1` buffers: the spare lets a packet pair stay together
     /// (see [`keep_pair`](Self::keep_pair)).
     bufs: Vec<Vec<u8>>,
     dests: Vec<SockAddr>,
     peers: Vec<SocketAddr>,
+    /// Per slot: the payload that follows the header in `bufs`, if any
+    /// (a [`PayloadRef`] of the connection; any token in tests).
+    refs: Vec<Option<R>>,
+    /// Slots with a payload reference.
+    deferred: usize,
     len: usize,
     capacity: usize,
     /// Slots usable before the next flush: `capacity`, or one more.
@@ -269,7 +281,7 @@ pub(crate) struct SendBatch {
     sys: linux::MmsgScratch,
 }
 
-impl std::fmt::Debug for SendBatch {
+impl<R> std::fmt::Debug for SendBatch<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendBatch")
             .field("len", &self.len)
@@ -278,16 +290,18 @@ impl std::fmt::Debug for SendBatch {
     }
 }
 
-impl SendBatch {
+impl<R: Copy> SendBatch<R> {
     /// A batch of `capacity` datagrams, each buffer preallocated to
     /// `datagram` bytes.
-    pub(crate) fn new(capacity: usize, datagram: usize) -> SendBatch {
+    pub(crate) fn new(capacity: usize, datagram: usize) -> SendBatch<R> {
         let capacity = capacity.max(1);
         let slots = capacity + 1;
         SendBatch {
             bufs: (0..slots).map(|_| Vec::with_capacity(datagram)).collect(),
             dests: Vec::with_capacity(slots),
             peers: Vec::with_capacity(slots),
+            refs: vec![None; slots],
+            deferred: 0,
             len: 0,
             capacity,
             limit: capacity,
@@ -329,7 +343,15 @@ impl SendBatch {
 
     /// Commits the datagram just written into [`slot`](Self::slot).
     pub(crate) fn push(&mut self, dest: SocketAddr) {
+        self.push_gathered(dest, None);
+    }
+
+    /// Commits the datagram just written into [`slot`](Self::slot), whose
+    /// payload (if `payload`) is still to be gathered from its connection.
+    pub(crate) fn push_gathered(&mut self, dest: SocketAddr, payload: Option<R>) {
         if self.len < self.limit {
+            self.refs[self.len] = payload;
+            self.deferred += usize::from(payload.is_some());
             let addr = SockAddr::from(dest);
             if self.dests.len() > self.len {
                 self.dests[self.len] = addr;
@@ -356,13 +378,118 @@ impl SendBatch {
     /// Forgets everything queued; returns how many datagrams that was.
     pub(crate) fn discard(&mut self) -> usize {
         self.limit = self.capacity;
+        self.clear_refs();
         std::mem::take(&mut self.len)
+    }
+
+    /// Datagrams whose payload is still to be gathered.
+    pub(crate) fn deferred(&self) -> usize {
+        self.deferred
+    }
+
+    /// Copies every deferred payload in after its header, so the batch can
+    /// outlive the connection's lock; a datagram whose payload `payload`
+    /// no longer has is dropped (its message expired meanwhile).
+    pub(crate) fn attach<'a>(&mut self, payload: impl Fn(R) -> Option<&'a [u8]>) {
+        let mut i = 0;
+        while i < self.len && self.deferred > 0 {
+            match self.refs[i].take() {
+                None => i += 1,
+                Some(r) => {
+                    self.deferred -= 1;
+                    match payload(r) {
+                        Some(p) => {
+                            self.bufs[i].extend_from_slice(p);
+                            i += 1;
+                        }
+                        None => self.remove(i),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends everything queued, the deferred payloads gathered straight
+    /// from `payload` (no copy), and empties the batch. Call it with the
+    /// payloads' connection locked: they must not change until it returns.
+    pub(crate) fn flush_gathered<'a>(
+        &mut self,
+        port: &UdpPort,
+        blocking: bool,
+        payload: impl Fn(R) -> Option<&'a [u8]>,
+    ) -> Flushed {
+        #[cfg(target_os = "linux")]
+        {
+            let mut i = 0;
+            while i < self.len {
+                match self.refs[i].take() {
+                    None => {
+                        self.sys.set_tail(i, &[]);
+                        i += 1;
+                    }
+                    Some(r) => match payload(r) {
+                        Some(p) => {
+                            self.sys.set_tail(i, p);
+                            i += 1;
+                        }
+                        None => self.remove(i),
+                    },
+                }
+            }
+            self.deferred = 0;
+            self.send(port, blocking, true)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.attach(payload);
+            self.flush(port, blocking)
+        }
+    }
+
+    /// Takes slot `i` out of the batch, keeping the order of the others.
+    fn remove(&mut self, i: usize) {
+        if i >= self.len {
+            return;
+        }
+        log::trace!("a gathered datagram's payload left the send buffer: not sent");
+        self.bufs[i..self.len].rotate_left(1);
+        self.dests[i..self.len].rotate_left(1);
+        self.peers[i..self.len].rotate_left(1);
+        self.refs[i..self.len].rotate_left(1);
+        self.len -= 1;
+        self.refs[self.len] = None;
+    }
+
+    fn clear_refs(&mut self) {
+        if self.deferred > 0 {
+            self.refs.iter_mut().for_each(|r| *r = None);
+            self.deferred = 0;
+        }
     }
 
     /// Sends everything queued and empties the batch. `blocking` waits for
     /// room in a full kernel buffer; otherwise such datagrams are dropped
     /// and counted as errors.
     pub(crate) fn flush(&mut self, port: &UdpPort, blocking: bool) -> Flushed {
+        if self.deferred > 0 {
+            // A header without its payload must never leave: a caller bug.
+            debug_assert!(false, "flush with payloads not gathered");
+            let mut i = 0;
+            while i < self.len {
+                if self.refs[i].take().is_some() {
+                    self.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+            self.deferred = 0;
+        }
+        self.send(port, blocking, false)
+    }
+
+    /// Sends the queued datagrams (with the tails [`flush_gathered`](Self::flush_gathered)
+    /// set when `tails`) and empties the batch.
+    fn send(&mut self, port: &UdpPort, blocking: bool, tails: bool) -> Flushed {
         let mut out = Flushed::default();
         self.limit = self.capacity;
         if self.len == 0 {
@@ -374,6 +501,7 @@ impl SendBatch {
                 port,
                 &mut self.sys,
                 &self.bufs[..self.len],
+                tails,
                 &self.dests[..self.len],
                 &self.peers[..self.len],
                 blocking,
@@ -382,6 +510,8 @@ impl SendBatch {
         }
         #[cfg(not(target_os = "linux"))]
         {
+            // Gathered payloads were attached (copied) before: no tails.
+            let _ = tails;
             portable::send_all(
                 port,
                 &self.bufs[..self.len],

@@ -11,7 +11,7 @@ fn port() -> UdpPort {
 fn batch_round_trip_keeps_order_and_sources() {
     let a = port();
     let b = port();
-    let mut out = SendBatch::new(8, 64);
+    let mut out: SendBatch = SendBatch::new(8, 64);
     for i in 0..8u8 {
         assert!(out.push_copy(b.local_addr(), &[i; 20]));
     }
@@ -57,7 +57,7 @@ fn oversized_datagram_is_flagged_truncated() {
 fn unreachable_destination_does_not_stop_the_batch() {
     let a = port();
     let b = port();
-    let mut out = SendBatch::new(4, 64);
+    let mut out: SendBatch = SendBatch::new(4, 64);
     // A v6 destination from a v4 socket fails with EAFNOSUPPORT/EINVAL.
     out.push_copy("[::1]:9".parse().unwrap(), &[1; 10]);
     out.push_copy(b.local_addr(), &[2; 10]);
@@ -150,7 +150,7 @@ fn receive_all(input: &mut RecvBatch, port: &UdpPort, want: usize) -> (Vec<Vec<u
 /// they all arrive intact and in order. Returns the flush and how many
 /// arrived coalesced.
 fn send_run(from: &UdpPort, to: &UdpPort) -> (Flushed, usize) {
-    let mut out = SendBatch::new(64, 1500);
+    let mut out: SendBatch = SendBatch::new(64, 1500);
     let mut want = Vec::new();
     for i in 0..40u8 {
         want.push(numbered(i, 1456));
@@ -244,7 +244,7 @@ fn runs_break_at_peers_and_sizes_and_all_arrive() {
     let a = port_with(true);
     let b = port_with(true);
     let c = port_with(true);
-    let mut out = SendBatch::new(32, 1500);
+    let mut out: SendBatch = SendBatch::new(32, 1500);
     let mut to_b = Vec::new();
     let mut to_c = Vec::new();
     for i in 0..30u8 {
@@ -268,7 +268,7 @@ fn runs_break_at_peers_and_sizes_and_all_arrive() {
 
 #[test]
 fn a_packet_pair_keeps_one_slot_past_a_full_batch() {
-    let mut out = SendBatch::new(2, 64);
+    let mut out: SendBatch = SendBatch::new(2, 64);
     let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
     assert!(out.push_copy(dest, &[1]));
     assert!(out.push_copy(dest, &[2]));
@@ -337,4 +337,69 @@ fn steering_sends_each_socket_id_to_its_socket() {
         assert_eq!(got, want[k], "socket {k}");
     }
     assert_eq!(unsteered, 2);
+}
+
+/// 40 datagrams of a 16-byte header and a 1440-byte payload, then a short
+/// one, queued as headers whose payloads a closure gathers (as the send
+/// thread gathers them from a connection's send buffer), with payload 7
+/// gone meanwhile. Returns what was expected on the wire.
+fn gathered_batch(to: SocketAddr) -> (SendBatch<u8>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut out: SendBatch<u8> = SendBatch::new(64, 1500);
+    let payloads: Vec<Vec<u8>> = (0..41u8)
+        .map(|i| vec![i ^ 0x5A; if i == 40 { 200 } else { 1440 }])
+        .collect();
+    let mut want = Vec::new();
+    for i in 0..41u8 {
+        let header = numbered(i, 16);
+        let buf = out.slot().expect("room");
+        buf.clear();
+        buf.extend_from_slice(&header);
+        out.push_gathered(to, Some(i));
+        if i != 7 {
+            want.push([header, payloads[usize::from(i)].clone()].concat());
+        }
+    }
+    assert_eq!(out.deferred(), 41);
+    (out, payloads, want)
+}
+
+fn gathered_payload<'a>(payloads: &'a [Vec<u8>]) -> impl Fn(u8) -> Option<&'a [u8]> {
+    move |i| (i != 7).then(|| payloads[usize::from(i)].as_slice())
+}
+
+#[test]
+fn gathered_payloads_leave_as_whole_datagrams_with_and_without_gso() {
+    for gso in [true, false] {
+        let a = port_with(gso);
+        let b = port_with(false);
+        let (mut out, payloads, want) = gathered_batch(b.local_addr());
+        let f = out.flush_gathered(&a, true, gathered_payload(&payloads));
+        assert_eq!(out.deferred(), 0);
+        assert!(out.is_empty());
+        assert_eq!(f.datagrams, 40, "the one whose payload left is not sent");
+        assert_eq!(f.errors, 0);
+        assert_eq!(f.bytes, 39 * 1456 + 216);
+        if a.gso() {
+            assert_eq!(f.offloaded, 40);
+            assert_eq!(f.calls, 1);
+        }
+        let mut input = RecvBatch::new(8, 1500, &b);
+        let (seen, _) = receive_all(&mut input, &b, 40);
+        assert_eq!(seen, want, "gso {gso}");
+    }
+}
+
+#[test]
+fn attached_payloads_make_a_batch_that_outlives_its_source() {
+    let a = port_with(true);
+    let b = port_with(false);
+    let (mut out, payloads, want) = gathered_batch(b.local_addr());
+    out.attach(gathered_payload(&payloads));
+    drop(payloads);
+    assert_eq!(out.deferred(), 0);
+    let f = out.flush(&a, true);
+    assert_eq!(f.datagrams, 40);
+    let mut input = RecvBatch::new(8, 1500, &b);
+    let (seen, _) = receive_all(&mut input, &b, 40);
+    assert_eq!(seen, want);
 }
