@@ -129,6 +129,7 @@ fn run(case: &Case) {
             share * 100.0
         );
     }
+    let (rss_open, _) = support::rss();
     let cpu0 = support::cpu_time();
     let start = Instant::now();
     let bytes = case.bytes;
@@ -140,6 +141,19 @@ fn run(case: &Case) {
     };
     let took = start.elapsed();
     let cpu = support::cpu_time() - cpu0;
+    let (_, rss_peak) = support::rss();
+    // Both ends of every connection live in this process.
+    let ends = 2 * case.conns as u64;
+    println!(
+        "memory: {:.1} MB resident with the {} connections open and idle ({:.1} kB per \
+         connection end), peak {:.1} MB while sending ({:.1} kB per end, the process's \
+         own buffers included)",
+        rss_open as f64 / 1e6,
+        case.conns,
+        rss_open as f64 / ends as f64 / 1e3,
+        rss_peak as f64 / 1e6,
+        rss_peak as f64 / ends as f64 / 1e3,
+    );
     let gib = total as f64 / (1u64 << 30) as f64;
     let s = server.stats();
     let sent: u64 = clients.iter().map(|c| c.stats().datagrams_sent).sum();
