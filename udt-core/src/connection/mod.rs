@@ -25,7 +25,7 @@ use crate::error::{ConnectionError, ReadError, WriteError};
 use crate::estimate::{BufferSizer, RttEstimator};
 use crate::handshake::ConnectParams;
 use crate::packet::Handshake;
-use crate::secure::{PeerIdentity, SealState, SEAL_OVERHEAD};
+use crate::secure::{sealed_payload_size, PeerIdentity, SealState};
 use crate::send_buffer::SendBufferError;
 use crate::seq::SocketId;
 use crate::stats::Stats;
@@ -226,12 +226,12 @@ impl Connection {
         // MIN_MSS is larger than the overhead (with the seal's counter and
         // tag too), so this never underflows: a sealed data packet still
         // fits the MSS.
-        let seal_overhead = if params.secure.is_some() {
-            SEAL_OVERHEAD
+        let room = mss as usize - crate::config::PACKET_OVERHEAD;
+        let payload_size = if params.secure.is_some() {
+            sealed_payload_size(room)
         } else {
-            0
+            room
         };
-        let payload_size = mss as usize - crate::config::PACKET_OVERHEAD - seal_overhead;
         let (seal, peer_identity, response_ext) = match params.secure {
             Some(s) => (
                 Some(SealState::new(&s.keys)),

@@ -165,6 +165,54 @@ fn stripping_the_offer_is_refused_by_the_caller() {
 }
 
 #[test]
+fn another_version_of_secure_mode_is_refused_on_both_sides() {
+    // Magic and version keep their place in every version (handshake_ext).
+    const VERSION_AT: usize = PLAIN_LEN + 4;
+    let psk = Security::PreSharedKey([3; 32]);
+    // A listener of another version offers secure mode: our caller stops
+    // at its offer.
+    let run = run(psk.clone(), psk.clone(), 1000, |d| {
+        if handshake_ext::parse_datagram(d).is_ok_and(|e| e.kind == ExtKind::Offer) {
+            d[VERSION_AT] = handshake_ext::VERSION - 1;
+        }
+    });
+    assert_eq!(run.caller.err(), Some(ConnectError::SecureVersion));
+    assert!(run.listener.is_none());
+    assert_eq!(run.caller_sent.len(), 1, "no key agreement started");
+
+    // A caller of another version: the listener refuses its Init with a
+    // reason that our caller reports as such.
+    let t0 = epoch();
+    let a: SocketAddr = "192.0.2.1:9000".parse().expect("addr");
+    let cfg = config(psk);
+    let mut listener = Listener::new(&cfg, [7; 16], t0);
+    let mut caller = Caller::new(&cfg, SocketId(9), a, SeqNumber::new(5), t0);
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    assert!(caller.poll_transmit(t0, &mut buf).is_some());
+    assert_eq!(
+        listener.handle_datagram(t0, a, &buf, &mut out),
+        ListenerOutput::Reply
+    );
+    caller.handle_datagram(t0, a, &out);
+    assert!(caller.poll_transmit(t0, &mut buf).is_some());
+    let init = handshake_ext::parse_datagram(&buf).expect("init");
+    assert_eq!(init.kind, ExtKind::Init);
+    buf[VERSION_AT] = handshake_ext::VERSION + 1;
+    assert_eq!(
+        listener.handle_datagram(t0, a, &buf, &mut out),
+        ListenerOutput::Reply
+    );
+    let ext = handshake_ext::parse_datagram(&out).expect("refusal");
+    assert_eq!(
+        (ext.kind, ext.reason),
+        (ExtKind::Refuse, RefuseReason::Version)
+    );
+    caller.handle_datagram(t0, a, &out);
+    assert_eq!(caller.poll_result(), Some(Err(ConnectError::SecureVersion)));
+}
+
+#[test]
 fn altering_the_response_body_fails_authentication() {
     // Someone on the path changes the listener's MSS in its response: the
     // Noise payload no longer matches the clear body.

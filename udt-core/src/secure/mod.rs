@@ -21,7 +21,7 @@ pub mod seal;
 
 pub use handshake_ext::{Method, RefuseReason};
 pub use keys::{generate_keypair, public_key, PeerIdentity, SessionKeys};
-pub use seal::{SealError, SealState, Sealer, SEAL_OVERHEAD};
+pub use seal::{sealed_payload_size, SealError, SealState, Sealer, SEAL_OVERHEAD};
 
 /// How a connection protects itself; part of [`Config`](crate::Config).
 #[derive(Clone, Default, PartialEq, Eq)]
