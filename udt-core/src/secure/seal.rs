@@ -8,9 +8,9 @@
 //!
 //! The header stays readable because routing (the destination socket ID)
 //! and the packet type are read before any key is known; it is
-//! authenticated as associated data together with the counter. The counter
-//! trails the body so that sealing encrypts the body where the encoder
-//! wrote it and only appends: nothing is moved.
+//! authenticated as associated data. The counter is authenticated as part
+//! of the nonce (below). It trails the body so that sealing encrypts the
+//! body where the encoder wrote it and only appends: nothing is moved.
 //!
 //! The body (data payload or control fields) is encrypted with AES-256-GCM
 //! under the key of its direction and of the counter's epoch
@@ -152,7 +152,7 @@ impl Sealer {
             }
             self.cipher = self.chain.key();
         }
-        let aad = associated_data(buf, counter);
+        let aad = associated_data(buf);
         // The body is encrypted where the encoder wrote it; the counter and
         // the tag are appended (the buffer is reused, so once it has grown
         // to a full packet this neither copies nor allocates).
@@ -239,7 +239,7 @@ impl Opener {
         }
         let epoch = counter >> self.epoch_bits;
         let key = self.key(epoch).ok_or(SealError::Unauthenticated)?;
-        let aad = associated_data(packet, counter);
+        let aad = associated_data(packet);
         // The one copy of the receive path: the datagram is borrowed, and
         // the plain packet must be contiguous for the decoder.
         out.clear();
@@ -285,12 +285,16 @@ impl std::fmt::Debug for SealState {
     }
 }
 
-/// The associated data of a packet: its clear header and its counter.
-/// `packet` starts with a whole header (the callers checked).
-fn associated_data(packet: &[u8], counter: u64) -> [u8; HEADER_SIZE + COUNTER_SIZE] {
-    let mut aad = [0u8; HEADER_SIZE + COUNTER_SIZE];
-    aad[..HEADER_SIZE].copy_from_slice(&packet[..HEADER_SIZE]);
-    aad[HEADER_SIZE..].copy_from_slice(&counter.to_be_bytes());
+/// The associated data of a packet: its clear header. `packet` starts
+/// with a whole header (the callers checked).
+///
+/// The counter is not in it: it is the nonce, which GCM authenticates
+/// already (another counter gives another keystream and tag mask, so the
+/// tag fails), as in WireGuard's transport packets. Sixteen bytes are one
+/// GHASH block, where header and counter took two.
+fn associated_data(packet: &[u8]) -> [u8; HEADER_SIZE] {
+    let mut aad = [0u8; HEADER_SIZE];
+    aad.copy_from_slice(&packet[..HEADER_SIZE]);
     aad
 }
 
@@ -439,6 +443,28 @@ mod tests {
     }
 
     #[test]
+    fn the_counter_is_authenticated_through_the_nonce() {
+        // Not in the associated data: a packet moved to a counter the
+        // window has not seen must still fail its tag, not open.
+        let (mut a, mut b) = pair();
+        let mut sealed = packet(b"moved");
+        a.seal(&mut sealed).expect("seal");
+        let at = sealed.len() - SEAL_OVERHEAD;
+        for other in [1u64, 2, 1 << 20, MAX_COUNTER] {
+            let mut moved = sealed.clone();
+            moved[at..at + COUNTER_SIZE].copy_from_slice(&other.to_be_bytes());
+            let mut out = Vec::new();
+            assert_eq!(
+                b.open(&moved, &mut out),
+                Err(SealError::Unauthenticated),
+                "counter {other}"
+            );
+        }
+        b.open(&sealed, &mut Vec::new())
+            .expect("the genuine one opens");
+    }
+
+    #[test]
     fn retransmissions_get_fresh_counters_and_directions_differ() {
         let (mut a, mut b) = pair();
         let plain = packet(b"same payload");
@@ -482,7 +508,7 @@ mod tests {
         let tag = key
             .seal_in_place_separate_tag(
                 nonce(counter),
-                Aad::from(associated_data(&buf, counter)),
+                Aad::from(associated_data(&buf)),
                 &mut buf[HEADER_SIZE..],
             )
             .expect("seal");
