@@ -6,8 +6,10 @@
 //! ```
 //!
 //! The version names the whole construction, packet protection included
-//! (version 2: payloads of whole AES blocks, which a version-1 receiver
-//! would cut). Magic and version
+//! (version 2: AES-128-GCM with TLS 1.3's key and IV per epoch, the header
+//! alone as associated data, payloads of whole AES blocks; version 1 sealed
+//! with AES-256-GCM, over header and counter, and a receiver of version 2
+//! would cut its payloads). Magic and version
 //! keep their place in every version; an endpoint speaks exactly one and
 //! refuses the others with [`ExtError::Version`] (a listener answers an
 //! Init of another version with a [`RefuseReason::Version`] refusal): a

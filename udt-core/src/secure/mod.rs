@@ -5,7 +5,7 @@
 //!   that negotiates secure mode and carries the key-agreement messages;
 //! - [`keys`]: the Noise handshakes (and SPAKE2 for codes) that produce the
 //!   packet keys and the peer's verified identity;
-//! - [`seal`]: per-packet AES-256-GCM with a transmission counter;
+//! - [`seal`]: per-packet AES-128-GCM with a transmission counter;
 //! - [`epoch`]: the one-way key chain that gives each epoch of 2^22
 //!   counters its own key;
 //! - [`replay`]: the receive window over those counters.

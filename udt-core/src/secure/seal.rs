@@ -12,17 +12,20 @@
 //! of the nonce (below). It trails the body so that sealing encrypts the
 //! body where the encoder wrote it and only appends: nothing is moved.
 //!
-//! The body (data payload or control fields) is encrypted with AES-256-GCM
+//! The body (data payload or control fields) is encrypted with AES-128-GCM
 //! under the key of its direction and of the counter's epoch
 //! ([`super::epoch`]: a new key every 2^22 packets, derived from the
-//! previous one). The 96-bit nonce is four zero bytes and the big-endian
-//! counter: the counter counts transmissions, not sequence numbers, so a
-//! retransmission gets a fresh nonce. Handshakes are never sealed (they
+//! previous one). The 96-bit nonce is the epoch's secret IV XOR the
+//! big-endian counter (TLS 1.3's record nonce): the counter counts
+//! transmissions, not sequence numbers, so a retransmission gets a fresh
+//! nonce. Nonces are unique per key: the counter of a direction never
+//! repeats (a sender stops at [`MAX_COUNTER`]), each direction has its own
+//! keys and each epoch's key sees only the counters of that epoch. Handshakes are never sealed (they
 //! carry their own Noise protection).
 
-use ring::aead::{Aad, LessSafeKey, Nonce, Tag};
+use ring::aead::{Aad, Tag};
 
-use super::epoch::{KeyChain, EPOCH_BITS};
+use super::epoch::{KeyChain, PacketKey, EPOCH_BITS};
 use super::keys::SessionKeys;
 use super::replay::{ReplayWindow, WINDOW};
 use crate::packet::HEADER_SIZE;
@@ -103,7 +106,7 @@ impl std::error::Error for SealError {}
 pub struct Sealer {
     /// At the epoch of `cipher`.
     chain: KeyChain,
-    cipher: LessSafeKey,
+    cipher: PacketKey,
     /// The counter of the next packet we send.
     counter: u64,
     epoch_bits: u32,
@@ -158,7 +161,12 @@ impl Sealer {
         // to a full packet this neither copies nor allocates).
         let tag = self
             .cipher
-            .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), &mut buf[HEADER_SIZE..])
+            .aead()
+            .seal_in_place_separate_tag(
+                self.cipher.nonce(counter),
+                Aad::from(aad),
+                &mut buf[HEADER_SIZE..],
+            )
             // Only fails for bodies beyond 64 GiB.
             .map_err(|_| SealError::TooShort)?;
         buf.reserve(SEAL_OVERHEAD);
@@ -175,10 +183,10 @@ struct Opener {
     chain: KeyChain,
     /// The epoch before `current`'s, until the replay window has moved past
     /// all of its counters (then erased).
-    previous: Option<LessSafeKey>,
+    previous: Option<PacketKey>,
     /// The epoch of the newest authenticated packet.
-    current: LessSafeKey,
-    next: LessSafeKey,
+    current: PacketKey,
+    next: PacketKey,
     epoch_bits: u32,
     window: ReplayWindow,
 }
@@ -203,7 +211,7 @@ impl Opener {
     }
 
     /// The key of `epoch`, if we hold it.
-    fn key(&self, epoch: u64) -> Option<&LessSafeKey> {
+    fn key(&self, epoch: u64) -> Option<&PacketKey> {
         let current = self.current_epoch();
         if epoch == current {
             Some(&self.current)
@@ -246,14 +254,15 @@ impl Opener {
         out.extend_from_slice(packet);
         let mut tag_bytes = [0u8; TAG_SIZE];
         tag_bytes.copy_from_slice(tag);
-        key.open_in_place_separate_tag(
-            nonce(counter),
-            Aad::from(aad),
-            Tag::from(tag_bytes),
-            &mut out[HEADER_SIZE..],
-            0..,
-        )
-        .map_err(|_| SealError::Unauthenticated)?;
+        key.aead()
+            .open_in_place_separate_tag(
+                key.nonce(counter),
+                Aad::from(aad),
+                Tag::from(tag_bytes),
+                &mut out[HEADER_SIZE..],
+                0..,
+            )
+            .map_err(|_| SealError::Unauthenticated)?;
         self.window.accept(counter);
         if epoch > self.current_epoch() {
             self.step();
@@ -296,15 +305,6 @@ fn associated_data(packet: &[u8]) -> [u8; HEADER_SIZE] {
     let mut aad = [0u8; HEADER_SIZE];
     aad.copy_from_slice(&packet[..HEADER_SIZE]);
     aad
-}
-
-fn nonce(counter: u64) -> Nonce {
-    let mut n = [0u8; 12];
-    n[4..].copy_from_slice(&counter.to_be_bytes());
-    // Unique per key: the counter of a direction never repeats (a sender
-    // stops at MAX_COUNTER), each direction has its own keys and each
-    // epoch's key sees only the counters of that epoch.
-    Nonce::assume_unique_for_key(n)
 }
 
 impl SealState {
@@ -503,11 +503,12 @@ mod tests {
 
     /// Seals `plain` as counter `counter` under `key` exactly as a sender
     /// would, to check which key a side really uses.
-    fn seal_raw(key: &LessSafeKey, counter: u64, plain: &[u8]) -> Vec<u8> {
+    fn seal_raw(key: &PacketKey, counter: u64, plain: &[u8]) -> Vec<u8> {
         let mut buf = plain.to_vec();
         let tag = key
+            .aead()
             .seal_in_place_separate_tag(
-                nonce(counter),
+                key.nonce(counter),
                 Aad::from(associated_data(&buf)),
                 &mut buf[HEADER_SIZE..],
             )
@@ -517,7 +518,7 @@ mod tests {
         buf
     }
 
-    fn epoch_key(secret: [u8; 32], epoch: u64) -> LessSafeKey {
+    fn epoch_key(secret: [u8; 32], epoch: u64) -> PacketKey {
         let mut chain = KeyChain::new(secret);
         for _ in 0..epoch {
             chain.advance();
