@@ -232,12 +232,13 @@ impl Opener {
         self.previous = Some(std::mem::replace(&mut self.current, next));
     }
 
-    fn open(&mut self, datagram: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
+    fn open_in_place(&mut self, datagram: &mut [u8]) -> Result<usize, SealError> {
         let min = HEADER_SIZE + COUNTER_SIZE + TAG_SIZE;
         if datagram.len() < min {
             return Err(SealError::TooShort);
         }
-        let (packet, trailer) = datagram.split_at(datagram.len() - COUNTER_SIZE - TAG_SIZE);
+        let plain_len = datagram.len() - COUNTER_SIZE - TAG_SIZE;
+        let (packet, trailer) = datagram.split_at_mut(plain_len);
         let (counter_bytes, tag) = trailer.split_at(COUNTER_SIZE);
         let mut counter = [0u8; COUNTER_SIZE];
         counter.copy_from_slice(counter_bytes);
@@ -248,18 +249,16 @@ impl Opener {
         let epoch = counter >> self.epoch_bits;
         let key = self.key(epoch).ok_or(SealError::Unauthenticated)?;
         let aad = associated_data(packet);
-        // The one copy of the receive path: the datagram is borrowed, and
-        // the plain packet must be contiguous for the decoder.
-        out.clear();
-        out.extend_from_slice(packet);
         let mut tag_bytes = [0u8; TAG_SIZE];
         tag_bytes.copy_from_slice(tag);
+        // The body is decrypted where it lies: header and body stay
+        // contiguous for the decoder, and the trailer is simply cut off.
         key.aead()
             .open_in_place_separate_tag(
                 key.nonce(counter),
                 Aad::from(aad),
                 Tag::from(tag_bytes),
-                &mut out[HEADER_SIZE..],
+                &mut packet[HEADER_SIZE..],
                 0..,
             )
             .map_err(|_| SealError::Unauthenticated)?;
@@ -274,7 +273,7 @@ impl Opener {
             // its key goes (forward secrecy within the connection).
             self.previous = None;
         }
-        Ok(())
+        Ok(plain_len)
     }
 }
 
@@ -344,16 +343,32 @@ impl SealState {
         self.send.seal(buf)
     }
 
-    /// Opens the sealed `datagram` into `out` (cleared first): the plain
-    /// packet, header and body, ready for [`crate::packet::decode`]. The
+    /// Opens the sealed `datagram` where it lies and returns the length of
+    /// the plain packet now at its start (header and body, ready for
+    /// [`crate::packet::decode`]; counter and tag are what follows). The
     /// counter is recorded in the replay window, and the receive keys move
     /// on to a new epoch, only when the tag verifies.
     ///
     /// # Errors
     /// [`SealError::TooShort`], [`SealError::Replayed`] or
-    /// [`SealError::Unauthenticated`]; `out`'s contents are then unspecified.
+    /// [`SealError::Unauthenticated`]; the header is then unchanged and the
+    /// rest of `datagram` unspecified.
+    pub fn open_in_place(&mut self, datagram: &mut [u8]) -> Result<usize, SealError> {
+        self.recv.open_in_place(datagram)
+    }
+
+    /// As [`open_in_place`](Self::open_in_place), for a borrowed
+    /// `datagram`: the plain packet is opened in `out` (cleared first).
+    ///
+    /// # Errors
+    /// As [`open_in_place`](Self::open_in_place); `out`'s contents are
+    /// then unspecified.
     pub fn open(&mut self, datagram: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
-        self.recv.open(datagram, out)
+        out.clear();
+        out.extend_from_slice(datagram);
+        let len = self.open_in_place(out)?;
+        out.truncate(len);
+        Ok(())
     }
 }
 
@@ -425,6 +440,30 @@ mod tests {
         assert_eq!(out, plain);
         // The same bytes again are a replay.
         assert_eq!(b.open(&sealed, &mut out), Err(SealError::Replayed));
+    }
+
+    #[test]
+    fn opening_in_place_leaves_the_plain_packet_at_the_start() {
+        let (mut a, mut b) = pair();
+        let plain = packet(b"SECRET-MARKER-in-place");
+        let mut sealed = plain.clone();
+        a.seal(&mut sealed).expect("seal");
+        let mut forged = sealed.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(
+            b.open_in_place(&mut forged),
+            Err(SealError::Unauthenticated)
+        );
+        assert_eq!(forged[..HEADER_SIZE], plain[..HEADER_SIZE], "header kept");
+        let len = b.open_in_place(&mut sealed).expect("open");
+        assert_eq!(len, plain.len());
+        assert_eq!(sealed[..len], plain[..]);
+        assert_eq!(
+            b.open_in_place(&mut sealed.clone()),
+            Err(SealError::Replayed)
+        );
+        assert_eq!(b.open_in_place(&mut [0u8; 39]), Err(SealError::TooShort));
     }
 
     #[test]
