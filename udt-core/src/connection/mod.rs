@@ -484,7 +484,7 @@ impl Connection {
     /// Processes one datagram the driver routed to this connection.
     /// Malformed or unexpected packets are counted and dropped.
     pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, datagram: &[u8]) {
-        if !self.from_peer(now, remote) {
+        if !self.accept_source(now, remote) {
             return;
         }
         if self.seal.is_some() {
@@ -506,7 +506,7 @@ impl Connection {
     /// contents are unspecified afterwards (a plain connection leaves
     /// them as they were).
     pub fn handle_datagram_mut(&mut self, now: Instant, remote: SocketAddr, datagram: &mut [u8]) {
-        if !self.from_peer(now, remote) {
+        if !self.accept_source(now, remote) {
             return;
         }
         if self.seal.is_some() {
@@ -517,7 +517,7 @@ impl Connection {
     }
 
     /// Notes the time; false (and counted) when `remote` is not the peer.
-    fn from_peer(&mut self, now: Instant, remote: SocketAddr) -> bool {
+    fn accept_source(&mut self, now: Instant, remote: SocketAddr) -> bool {
         self.observe_time(now);
         if remote != self.peer_addr {
             self.counters.dropped.wrong_source += 1;
