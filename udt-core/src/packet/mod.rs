@@ -490,6 +490,9 @@ fn decode_ack(word1: u32, body: &[u8]) -> Option<Control<'static>> {
 ///
 /// The payload is copied as it is (UDT4 does not byte-swap data payloads).
 pub fn encode_data(header: &DataHeader, payload: &[u8], out: &mut Vec<u8>) {
+    // Cleared before reserving: reserving on the previous contents would
+    // grow a reused buffer that already has room.
+    out.clear();
     out.reserve(HEADER_SIZE + payload.len());
     encode_data_header(header, out);
     out.extend_from_slice(payload);
