@@ -142,7 +142,7 @@ fn main() {
     let mut sealed = Vec::new();
     let mut ratios = Vec::new();
     println!(
-        "plain vs secure (AES-256-GCM), {} MiB per transfer, loopback:",
+        "plain vs secure (AES-128-GCM), {} MiB per transfer, loopback:",
         total >> 20
     );
     println!("| pair | plain MB/s | secure MB/s | secure/plain | plain CPU-s/GiB (send + recv) | secure CPU-s/GiB (send + recv) |");

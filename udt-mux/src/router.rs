@@ -31,8 +31,10 @@ const READ_ROUNDS: usize = 16;
 /// What the receive thread does with a connection.
 pub(crate) enum Input<'a> {
     Datagram(SocketAddr, &'a [u8]),
-    /// Datagrams of a receive batch, all for this connection from its peer.
-    Datagrams(&'a RecvBatch, Range<usize>),
+    /// Datagrams of a receive batch, all for this connection from its peer;
+    /// a secure connection decrypts them in the batch (they are not read
+    /// again).
+    Datagrams(&'a mut RecvBatch, Range<usize>),
     Timeout,
     Touch,
 }
@@ -119,7 +121,7 @@ impl Router {
     /// and fed to their connection under one lock: the core's verdict for
     /// an ID and a source address is a lookup that cannot change between
     /// them.
-    pub(crate) fn on_batch(&mut self, now: Instant, batch: &RecvBatch, n: usize) {
+    pub(crate) fn on_batch(&mut self, now: Instant, batch: &mut RecvBatch, n: usize) {
         // Counted once per batch, not per datagram.
         let mut bytes = 0u64;
         let mut truncated = 0u64;
@@ -147,7 +149,8 @@ impl Router {
                     end += 1;
                 }
             }
-            match self.route(now, d.from, d.data) {
+            let (from, target) = (d.from, self.route(now, d.from, d.data));
+            match target {
                 Some(Target::Conn(conn)) => {
                     // The whole run, under one connection lock.
                     self.drive(&conn, now, Input::Datagrams(batch, i..end));
@@ -156,7 +159,8 @@ impl Router {
                     // Not an open connection's: each datagram of the run
                     // is routed on its own (a handshake may change the
                     // verdict for the next).
-                    self.act_on(other, now, Input::Datagram(d.from, d.data));
+                    let data = batch.get(i).map_or(&[][..], |d| d.data);
+                    self.act_on(other, now, Input::Datagram(from, data));
                     for j in i + 1..end {
                         if let Some(e) = batch.get(j) {
                             self.on_datagram(now, e.from, e.data);
@@ -244,15 +248,16 @@ impl Router {
                 return;
             }
             let now = g.clock(now);
+            let touch = matches!(input, Input::Touch);
             let progress = match input {
                 Input::Datagram(from, data) => g.phase.handle_datagram(now, from, data),
-                Input::Datagrams(batch, ref range) => {
+                Input::Datagrams(batch, range) => {
                     // One lock for the whole run: the first change of
                     // phase (if any) is what the settle below acts on.
                     let mut progress = Progress::Unchanged;
-                    for i in range.clone() {
-                        if let Some(d) = batch.get(i) {
-                            let p = g.phase.handle_datagram(now, d.from, d.data);
+                    for i in range {
+                        if let Some(d) = batch.get_mut(i) {
+                            let p = g.phase.handle_datagram_mut(now, d.from, d.data);
                             if progress == Progress::Unchanged {
                                 progress = p;
                             }
@@ -291,7 +296,7 @@ impl Router {
                     }
                 }
             } else if let Some(c) = g.phase.connection() {
-                if !c.is_closed() && !matches!(input, Input::Touch) {
+                if !c.is_closed() && !touch {
                     while let Some(buf) = self.out.slot() {
                         match c.poll_transmit_control(now, buf) {
                             Some(t) => self.out.push(t.destination),

@@ -25,7 +25,7 @@ use crate::error::{ConnectionError, ReadError, WriteError};
 use crate::estimate::{BufferSizer, RttEstimator};
 use crate::handshake::ConnectParams;
 use crate::packet::Handshake;
-use crate::secure::{PeerIdentity, SealState, SEAL_OVERHEAD};
+use crate::secure::{sealed_payload_size, PeerIdentity, SealState};
 use crate::send_buffer::SendBufferError;
 use crate::seq::SocketId;
 use crate::stats::Stats;
@@ -197,7 +197,8 @@ pub struct Connection {
     peer_identity: Option<PeerIdentity>,
     /// Secure listener: the extension appended to a re-sent response.
     response_ext: Vec<u8>,
-    /// Secure mode: scratch space for the opened packet.
+    /// Secure mode: where a borrowed datagram is copied to be opened
+    /// ([`handle_datagram`](Self::handle_datagram)).
     open_buf: Vec<u8>,
     /// Secure listener or rendezvous responder: no authentic packet from
     /// the peer yet, so its key agreement may have failed (a code is only
@@ -226,12 +227,12 @@ impl Connection {
         // MIN_MSS is larger than the overhead (with the seal's counter and
         // tag too), so this never underflows: a sealed data packet still
         // fits the MSS.
-        let seal_overhead = if params.secure.is_some() {
-            SEAL_OVERHEAD
+        let room = mss as usize - crate::config::PACKET_OVERHEAD;
+        let payload_size = if params.secure.is_some() {
+            sealed_payload_size(room)
         } else {
-            0
+            room
         };
-        let payload_size = mss as usize - crate::config::PACKET_OVERHEAD - seal_overhead;
         let (seal, peer_identity, response_ext) = match params.secure {
             Some(s) => (
                 Some(SealState::new(&s.keys)),
@@ -483,6 +484,40 @@ impl Connection {
     /// Processes one datagram the driver routed to this connection.
     /// Malformed or unexpected packets are counted and dropped.
     pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, datagram: &[u8]) {
+        if !self.accept_source(now, remote) {
+            return;
+        }
+        if self.seal.is_some() {
+            // Borrowed: a secure packet is opened in a copy (a driver that
+            // owns its buffers saves it with `handle_datagram_mut`).
+            let mut copy = std::mem::take(&mut self.open_buf);
+            copy.clear();
+            copy.extend_from_slice(datagram);
+            self.on_secure_datagram(now, &mut copy);
+            self.open_buf = copy;
+            return;
+        }
+        self.on_datagram(now, datagram);
+    }
+
+    /// As [`handle_datagram`](Self::handle_datagram), for a driver that
+    /// owns the datagram's buffer: a secure connection decrypts the
+    /// datagram where it lies instead of copying it first. The buffer's
+    /// contents are unspecified afterwards (a plain connection leaves
+    /// them as they were).
+    pub fn handle_datagram_mut(&mut self, now: Instant, remote: SocketAddr, datagram: &mut [u8]) {
+        if !self.accept_source(now, remote) {
+            return;
+        }
+        if self.seal.is_some() {
+            self.on_secure_datagram(now, datagram);
+            return;
+        }
+        self.on_datagram(now, datagram);
+    }
+
+    /// Notes the time; false (and counted) when `remote` is not the peer.
+    fn accept_source(&mut self, now: Instant, remote: SocketAddr) -> bool {
         self.observe_time(now);
         if remote != self.peer_addr {
             self.counters.dropped.wrong_source += 1;
@@ -491,17 +526,9 @@ impl Connection {
                 self.local_id,
                 self.peer_addr
             );
-            return;
+            return false;
         }
-        if self.seal.is_some() {
-            if self.unconfirmed {
-                self.on_unconfirmed_datagram(now, datagram);
-            } else {
-                self.on_sealed_datagram(now, datagram);
-            }
-            return;
-        }
-        self.on_datagram(now, datagram);
+        true
     }
 
     /// A datagram before the first authentic one of a secure connection
@@ -509,7 +536,7 @@ impl Connection {
     /// rejection with a secure extension saying "authentication failed",
     /// addressed to us: its sender saw our response) ends the connection;
     /// the first packet that authenticates confirms the keys.
-    fn on_unconfirmed_datagram(&mut self, now: Instant, datagram: &[u8]) {
+    fn on_unconfirmed_datagram(&mut self, now: Instant, datagram: &mut [u8]) {
         if crate::secure::handshake_ext::is_auth_refusal(datagram)
             && crate::packet::decode(datagram).is_ok_and(
                 |p| matches!(p, crate::packet::Packet::Control(c) if c.dest == self.local_id),
@@ -523,6 +550,10 @@ impl Connection {
             self.enter_closed(now, ConnectionError::AuthFailed);
             return;
         }
+        // Handshakes are not sealed: only a packet that opened confirms.
+        // (Read before opening, which overwrites the body.)
+        let handshake = crate::packet::is_control(datagram)
+            && datagram.get(..2).is_some_and(|w| w == [0x80, 0x00]);
         let dropped = (
             self.counters.dropped.unauthenticated,
             self.counters.dropped.replayed,
@@ -532,9 +563,6 @@ impl Connection {
             self.counters.dropped.unauthenticated,
             self.counters.dropped.replayed,
         );
-        // Handshakes are not sealed: only a packet that opened confirms.
-        let handshake = crate::packet::is_control(datagram)
-            && datagram.get(..2).is_some_and(|w| w == [0x80, 0x00]);
         if dropped == after && !handshake {
             self.unconfirmed = false;
         }

@@ -296,6 +296,25 @@ fn stripping_the_extension_is_a_refused_downgrade() {
 }
 
 #[test]
+fn another_version_of_secure_mode_is_refused_on_both_sides() {
+    for roles in ROLES {
+        let psk = || Security::PreSharedKey([6; 32]);
+        let (mut a, mut b) = sides(psk(), psk(), roles);
+        // Each side hears the other speak version 1 (magic and version
+        // keep their place in every version).
+        run(&mut a, &mut b, |_, d| {
+            if d.get(PLAIN_LEN..PLAIN_LEN + 4) == Some(&handshake_ext::MAGIC[..]) {
+                d[PLAIN_LEN + 4] = handshake_ext::VERSION - 1;
+            }
+            true
+        });
+        assert_eq!(error(&a), ConnectError::SecureVersion);
+        assert_eq!(error(&b), ConnectError::SecureVersion);
+        assert!(a.at < ms(1000) && b.at < ms(1000), "{:?} {:?}", a.at, b.at);
+    }
+}
+
+#[test]
 fn different_methods_are_refused() {
     let (mut a, mut b) = sides(
         Security::Code("3-acorn-bison-cedar".into()),

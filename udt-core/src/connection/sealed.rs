@@ -39,12 +39,22 @@ impl Connection {
         }
     }
 
-    /// Opens one datagram of a secure connection and processes it. A
-    /// packet that fails authentication or replays a counter is dropped and
-    /// counted; it changes nothing else (no liveness, no timers), so
-    /// forged or replayed packets cannot reset, truncate or keep alive a
-    /// secure connection.
-    pub(super) fn on_sealed_datagram(&mut self, now: Instant, datagram: &[u8]) {
+    /// A datagram of a secure connection from its peer's address, opened
+    /// where it lies (its body is overwritten).
+    pub(super) fn on_secure_datagram(&mut self, now: Instant, datagram: &mut [u8]) {
+        if self.unconfirmed {
+            self.on_unconfirmed_datagram(now, datagram);
+        } else {
+            self.on_sealed_datagram(now, datagram);
+        }
+    }
+
+    /// Opens one datagram of a secure connection in place and processes
+    /// it. A packet that fails authentication or replays a counter is
+    /// dropped and counted; it changes nothing else (no liveness, no
+    /// timers), so forged or replayed packets cannot reset, truncate or
+    /// keep alive a secure connection.
+    pub(super) fn on_sealed_datagram(&mut self, now: Instant, datagram: &mut [u8]) {
         if is_handshake(datagram) {
             // Unauthenticated: only the listener's answer to a repeated
             // final request is taken from it (the same response again,
@@ -60,9 +70,8 @@ impl Connection {
         let Some(seal) = self.seal.as_mut() else {
             return;
         };
-        let mut opened = std::mem::take(&mut self.open_buf);
-        match seal.open(datagram, &mut opened) {
-            Ok(()) => self.on_datagram(now, &opened),
+        match seal.open_in_place(datagram) {
+            Ok(len) => self.on_datagram(now, datagram.get(..len).unwrap_or_default()),
             Err(SealError::Replayed) => {
                 self.counters.dropped.replayed += 1;
                 log::debug!("{} dropped a replayed packet", self.local_id);
@@ -72,6 +81,5 @@ impl Connection {
                 log::debug!("{} dropped a packet: {e}", self.local_id);
             }
         }
-        self.open_buf = opened;
     }
 }

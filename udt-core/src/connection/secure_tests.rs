@@ -165,6 +165,54 @@ fn stripping_the_offer_is_refused_by_the_caller() {
 }
 
 #[test]
+fn another_version_of_secure_mode_is_refused_on_both_sides() {
+    // Magic and version keep their place in every version (handshake_ext).
+    const VERSION_AT: usize = PLAIN_LEN + 4;
+    let psk = Security::PreSharedKey([3; 32]);
+    // A listener of another version offers secure mode: our caller stops
+    // at its offer.
+    let run = run(psk.clone(), psk.clone(), 1000, |d| {
+        if handshake_ext::parse_datagram(d).is_ok_and(|e| e.kind == ExtKind::Offer) {
+            d[VERSION_AT] = handshake_ext::VERSION - 1;
+        }
+    });
+    assert_eq!(run.caller.err(), Some(ConnectError::SecureVersion));
+    assert!(run.listener.is_none());
+    assert_eq!(run.caller_sent.len(), 1, "no key agreement started");
+
+    // A caller of another version: the listener refuses its Init with a
+    // reason that our caller reports as such.
+    let t0 = epoch();
+    let a: SocketAddr = "192.0.2.1:9000".parse().expect("addr");
+    let cfg = config(psk);
+    let mut listener = Listener::new(&cfg, [7; 16], t0);
+    let mut caller = Caller::new(&cfg, SocketId(9), a, SeqNumber::new(5), t0);
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    assert!(caller.poll_transmit(t0, &mut buf).is_some());
+    assert_eq!(
+        listener.handle_datagram(t0, a, &buf, &mut out),
+        ListenerOutput::Reply
+    );
+    caller.handle_datagram(t0, a, &out);
+    assert!(caller.poll_transmit(t0, &mut buf).is_some());
+    let init = handshake_ext::parse_datagram(&buf).expect("init");
+    assert_eq!(init.kind, ExtKind::Init);
+    buf[VERSION_AT] = handshake_ext::VERSION + 1;
+    assert_eq!(
+        listener.handle_datagram(t0, a, &buf, &mut out),
+        ListenerOutput::Reply
+    );
+    let ext = handshake_ext::parse_datagram(&out).expect("refusal");
+    assert_eq!(
+        (ext.kind, ext.reason),
+        (ExtKind::Refuse, RefuseReason::Version)
+    );
+    caller.handle_datagram(t0, a, &out);
+    assert_eq!(caller.poll_result(), Some(Err(ConnectError::SecureVersion)));
+}
+
+#[test]
 fn altering_the_response_body_fails_authentication() {
     // Someone on the path changes the listener's MSS in its response: the
     // Noise payload no longer matches the clear body.
@@ -250,6 +298,17 @@ fn connected_pair() -> (Connection, Connection, Instant) {
     (c, l, t0)
 }
 
+/// Feeds `d` to `conn` through the borrowing entry point, or through the
+/// one that opens it in place (in a copy, so the caller keeps `d`).
+fn feed(conn: &mut Connection, in_place: bool, now: Instant, from: SocketAddr, d: &[u8]) {
+    if in_place {
+        let mut owned = d.to_vec();
+        conn.handle_datagram_mut(now, from, &mut owned);
+    } else {
+        conn.handle_datagram(now, from, d);
+    }
+}
+
 #[test]
 fn a_secure_connection_seals_whole_datagrams_and_leaves_nothing_to_gather() {
     let (mut c, mut l, t0) = connected_pair();
@@ -274,6 +333,14 @@ fn a_secure_connection_seals_whole_datagrams_and_leaves_nothing_to_gather() {
 
 #[test]
 fn sealed_packets_flow_replays_and_flips_are_dropped_and_counted() {
+    // The same through both entry points: a driver that lends the datagram
+    // and one that lets the connection decrypt it where it lies.
+    for in_place in [false, true] {
+        sealed_packets_through(in_place);
+    }
+}
+
+fn sealed_packets_through(in_place: bool) {
     let (mut c, mut l, t0) = connected_pair();
     let c_addr = l.peer_addr();
     let marker = b"PLAINTEXT-MARKER-issue-11";
@@ -300,21 +367,21 @@ fn sealed_packets_flow_replays_and_flips_are_dropped_and_counted() {
         for bit in [0usize, 100, 130, 8 * (d.len() - 1)] {
             let mut bad = d.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
-            l.handle_datagram(t0, c_addr, &bad);
+            feed(&mut l, in_place, t0, c_addr, &bad);
         }
     }
     let corrupted = 4 * sent.len() as u64;
     let t1 = t0 + Duration::from_millis(50);
     for (_, d) in &sent {
-        l.handle_datagram(t1, c_addr, d);
-        l.handle_datagram(t1, c_addr, d);
+        feed(&mut l, in_place, t1, c_addr, d);
+        feed(&mut l, in_place, t1, c_addr, d);
     }
     let s = l.stats();
     // A flip in the header's first word can make the datagram look like a
     // handshake (unsealed, ignored as stray) instead; all others count.
     assert!(
         s.dropped.unauthenticated + s.dropped.stray_handshake >= corrupted - sent.len() as u64,
-        "{:?}",
+        "in place {in_place}: {:?}",
         s.dropped
     );
     assert_eq!(s.dropped.replayed, sent.len() as u64);

@@ -127,6 +127,26 @@ impl Socket {
         }
     }
 
+    /// As [`handle_datagram`](Self::handle_datagram), for a driver that
+    /// owns the datagram's buffer: an established secure connection opens
+    /// it in place ([`Connection::handle_datagram_mut`]), so its contents
+    /// are unspecified afterwards.
+    pub fn handle_datagram_mut(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> Progress {
+        match &mut self.phase {
+            Phase::Connected(c) => {
+                c.handle_datagram_mut(now, from, datagram);
+                Progress::Unchanged
+            }
+            // Handshakes only read it.
+            _ => self.handle_datagram(now, from, datagram),
+        }
+    }
+
     /// Runs the timers that are due (extra calls are harmless).
     pub fn handle_timeout(&mut self, now: Instant) -> Progress {
         match &mut self.phase {

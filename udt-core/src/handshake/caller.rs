@@ -165,6 +165,15 @@ impl Caller {
         match handshake_ext::parse_datagram(datagram) {
             Ok(ext) if ext.kind == ExtKind::Offer && ext.method == Some(method) => Ok(()),
             Ok(ext) if ext.kind == ExtKind::Offer => Err(ConnectError::SecurityMismatch),
+            Err(ExtError::Version(v)) => {
+                log::info!(
+                    "[{}] {} offers secure mode version {v}, we speak {}: refusing",
+                    self.attempt.local_id,
+                    self.attempt.peer,
+                    handshake_ext::VERSION
+                );
+                Err(ConnectError::SecureVersion)
+            }
             _ => {
                 log::info!(
                     "[{}] {} answered as a plain UDT4 listener: secure mode refuses to go on",
@@ -210,6 +219,7 @@ impl Caller {
             Ok(ext) => ext,
             Err(ExtError::Absent) => return Err(ConnectError::PeerNotSecure),
             Err(ExtError::Malformed) => return Err(ConnectError::AuthFailed),
+            Err(ExtError::Version(_)) => return Err(ConnectError::SecureVersion),
         };
         let body = datagram
             .get(HEADER_SIZE..HEADER_SIZE + crate::packet::Handshake::BODY_SIZE)
@@ -272,6 +282,7 @@ fn refusal_reason(datagram: &[u8], we_are_secure: bool) -> ConnectError {
             RefuseReason::PlainRefused if !we_are_secure => ConnectError::SecureRequired,
             RefuseReason::MethodMismatch => ConnectError::SecurityMismatch,
             RefuseReason::AuthFailed => ConnectError::AuthFailed,
+            RefuseReason::Version => ConnectError::SecureVersion,
             _ => ConnectError::Rejected,
         },
         _ => ConnectError::Rejected,

@@ -253,6 +253,7 @@ impl Listener {
             }
             Ok(ext) if ext.kind == ExtKind::Init => RefuseReason::MethodMismatch,
             Err(ExtError::Absent) => RefuseReason::PlainRefused,
+            Err(ExtError::Version(_)) => RefuseReason::Version,
             _ => RefuseReason::Malformed,
         };
         log::info!(
@@ -261,6 +262,7 @@ impl Listener {
                 RefuseReason::PlainRefused =>
                     "it connected in plain UDT4 mode (or its offer was stripped on the path)",
                 RefuseReason::MethodMismatch => "it uses another authentication method",
+                RefuseReason::Version => "it speaks another version of secure mode",
                 _ => "its secure extension is malformed",
             }
         );

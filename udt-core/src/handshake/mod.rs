@@ -125,6 +125,9 @@ pub enum ConnectError {
     /// The secure configuration cannot start a handshake (static keys
     /// without the peer's key).
     SecureConfig,
+    /// The peer speaks another version of secure mode (another release of
+    /// ours): the two constructions do not interoperate.
+    SecureVersion,
 }
 
 impl fmt::Display for ConnectError {
@@ -165,6 +168,10 @@ impl fmt::Display for ConnectError {
                 f,
                 "secure mode cannot start with this configuration (static keys need the peer's key)"
             ),
+            ConnectError::SecureVersion => write!(
+                f,
+                "the peer speaks another version of secure mode: run the same release on both sides"
+            ),
         }
     }
 }
@@ -180,6 +187,7 @@ impl From<ConnectError> for io::Error {
             ConnectError::PeerNotSecure
             | ConnectError::SecureRequired
             | ConnectError::SecurityMismatch
+            | ConnectError::SecureVersion
             | ConnectError::AuthFailed => io::ErrorKind::PermissionDenied,
             ConnectError::SecureConfig => io::ErrorKind::InvalidInput,
         };

@@ -12,7 +12,7 @@
 //!   initiator's −1 the **Init** (first Noise message, for codes after the
 //!   SPAKE2 message), and the responder's −1 once it has read the Init the
 //!   **Resp** (second message). The initiator's type 0 carries an Offer too.
-//! - **Binding.** The Noise prologue is `"UDT secure v1 rendezvous" |
+//! - **Binding.** The Noise prologue is `"UDT secure v2 rendezvous" |
 //!   method | the initiator's 48-byte −1 body`; message 2 carries the
 //!   responder's 48-byte −1 body as its encrypted payload, which the
 //!   initiator compares with the clear one.
@@ -24,7 +24,8 @@
 //!   cannot be authentic.
 //! - **Refusals.** A handshake addressed to our socket ID (its sender saw
 //!   one of our requests) with no extension is a plain peer or a downgrade
-//!   (`PeerNotSecure`), with another method `SecurityMismatch`. Such
+//!   (`PeerNotSecure`), with another method `SecurityMismatch`, of another
+//!   version of secure mode `SecureVersion`. Such
 //!   handshakes addressed to 0 only name candidates (as in plain mode):
 //!   they are answered, so that the peer sees our extension and refuses
 //!   at once, but they cannot fail the attempt, so a spoofer cannot blind.
@@ -121,7 +122,8 @@ impl SecureRendezvous {
     /// # Errors
     /// For a handshake addressed to our socket ID: `PeerNotSecure` without
     /// an extension (a plain peer, or a downgrade on the path),
-    /// `SecurityMismatch` for another method.
+    /// `SecurityMismatch` for another method, `SecureVersion` for another
+    /// version of secure mode.
     pub(super) fn check<'a>(
         &self,
         datagram: &'a [u8],
@@ -140,6 +142,7 @@ impl SecureRendezvous {
             // included: it proves nothing about the peer's mode.
             Err(ExtError::Absent) if req_type == ReqType::RendezvousConnected => return Ok(None),
             Err(ExtError::Absent) => ConnectError::PeerNotSecure,
+            Err(ExtError::Version(_)) => ConnectError::SecureVersion,
             // Garbage after the body proves nothing either way.
             _ => return Ok(None),
         };

@@ -2,22 +2,29 @@
 //! as TLS 1.3 key updates (RFC 8446 §7.2) and QUIC's key phases (RFC 9001
 //! §6) build it, but advanced by the packet counter instead of a signal.
 //!
-//! AES-256-GCM may protect at most 2^23 packets under one key (RFC 9001
-//! §6.6, the confidentiality limit). The counters of a direction are cut
-//! into epochs of 2^[`EPOCH_BITS`] packets; epoch 0's secret is the Noise
-//! `Split()` key of that direction and
+//! AES-GCM may protect at most 2^23 packets under one key (RFC 9001
+//! §6.6, the confidentiality limit, the same for AES-128 and AES-256). The
+//! counters of a direction are cut into epochs of 2^[`EPOCH_BITS`] packets;
+//! epoch 0's secret is the Noise `Split()` key of that direction and
 //!
 //! ```text
 //! secret[e + 1] = HKDF-Expand-Label(secret[e], "udt ku", "", 32)
-//! key[e]        = HKDF-Expand-Label(secret[e], "udt key", "", 32)
+//! key[e]        = HKDF-Expand-Label(secret[e], "udt key", "", 16)
+//! iv[e]         = HKDF-Expand-Label(secret[e], "udt iv", "", 12)
+//! nonce         = iv[e] XOR (4 zero bytes | 64-bit big-endian counter)
 //! ```
 //!
-//! with TLS 1.3's HKDF-Expand-Label over SHA-256. Both ends know a packet's
+//! with TLS 1.3's HKDF-Expand-Label over SHA-256: TLS 1.3's record keys
+//! (RFC 8446 §7.3, §5.3) with our labels. The secret IV makes the nonces of
+//! every key unpredictable, which keeps AES-128's multi-key margin (an
+//! attacker holding many connections' first packets cannot search all
+//! their keys at once, the reason TLS 1.3 masks its sequence numbers).
+//! Both ends know a packet's
 //! epoch from its counter alone, so no message announces a new key; and a
 //! secret is overwritten as soon as the next one is derived, so a key
 //! compromised later does not open the packets of earlier epochs.
 
-use ring::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
+use ring::aead::{LessSafeKey, Nonce, UnboundKey, AES_128_GCM, NONCE_LEN};
 use ring::hkdf;
 use zeroize::Zeroize;
 
@@ -58,16 +65,19 @@ impl KeyChain {
         self.epoch
     }
 
-    /// The AEAD key of the current epoch.
-    pub fn key(&self) -> LessSafeKey {
-        let mut key: [u8; 32] = expand_label(&self.secret, b"udt key");
-        // A 32-byte key is AES-256's key length: ring cannot refuse it.
-        let unbound = match UnboundKey::new(&AES_256_GCM, &key) {
+    /// The packet key and IV of the current epoch.
+    pub fn key(&self) -> PacketKey {
+        let mut key: [u8; 16] = expand_label(&self.secret, b"udt key");
+        // A 16-byte key is AES-128's key length: ring cannot refuse it.
+        let unbound = match UnboundKey::new(&AES_128_GCM, &key) {
             Ok(k) => k,
-            Err(_) => unreachable!("AES-256-GCM takes 32-byte keys"),
+            Err(_) => unreachable!("AES-128-GCM takes 16-byte keys"),
         };
         key.zeroize();
-        LessSafeKey::new(unbound)
+        PacketKey {
+            aead: LessSafeKey::new(unbound),
+            iv: expand_label(&self.secret, b"udt iv"),
+        }
     }
 
     /// Moves to the next epoch, erasing the current secret.
@@ -76,6 +86,45 @@ impl KeyChain {
         self.secret.copy_from_slice(&next);
         next.zeroize();
         self.epoch += 1;
+    }
+}
+
+/// One epoch's AES-128-GCM key and IV.
+#[derive(Clone)]
+pub struct PacketKey {
+    aead: LessSafeKey,
+    iv: [u8; NONCE_LEN],
+}
+
+impl std::fmt::Debug for PacketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key or the IV.
+        f.write_str("PacketKey(..)")
+    }
+}
+
+impl Drop for PacketKey {
+    fn drop(&mut self) {
+        // ring's expanded key schedule cannot be wiped; the IV can.
+        self.iv.zeroize();
+    }
+}
+
+impl PacketKey {
+    /// The AEAD key.
+    pub fn aead(&self) -> &LessSafeKey {
+        &self.aead
+    }
+
+    /// The nonce of the packet with this transmission counter: the IV
+    /// XOR the counter, right-aligned (TLS 1.3's per-record nonce).
+    /// Unique per key as long as the counter is.
+    pub fn nonce(&self, counter: u64) -> Nonce {
+        let mut n = self.iv;
+        for (b, c) in n[NONCE_LEN - 8..].iter_mut().zip(counter.to_be_bytes()) {
+            *b ^= c;
+        }
+        Nonce::assume_unique_for_key(n)
     }
 }
 
@@ -109,17 +158,33 @@ impl hkdf::KeyType for Len {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ring::aead::{Aad, Nonce};
+    use ring::aead::Aad;
 
-    fn seal_with(key: &LessSafeKey) -> Vec<u8> {
+    /// Counter 0 under `key`: shows both the key and the IV.
+    fn seal_with(key: &PacketKey) -> Vec<u8> {
         let mut body = b"epoch test".to_vec();
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key([0; 12]),
-            Aad::empty(),
-            &mut body,
-        )
-        .expect("seal");
+        key.aead()
+            .seal_in_place_append_tag(key.nonce(0), Aad::empty(), &mut body)
+            .expect("seal");
         body
+    }
+
+    #[test]
+    fn the_nonce_is_the_iv_xor_the_counter() {
+        let key = KeyChain::new([7; 32]).key();
+        let iv = key.iv;
+        let n = key.nonce(0x0102_0304_0506_0708);
+        let mut want = iv;
+        for (i, c) in [1u8, 2, 3, 4, 5, 6, 7, 8].into_iter().enumerate() {
+            want[4 + i] ^= c;
+        }
+        assert_eq!(n.as_ref(), &want);
+        assert_eq!(key.nonce(0).as_ref(), &iv);
+        assert_ne!(iv, [0; NONCE_LEN], "the IV is derived, not zero");
+        // Each epoch has its own IV.
+        let mut chain = KeyChain::new([7; 32]);
+        chain.advance();
+        assert_ne!(chain.key().iv, iv);
     }
 
     #[test]
@@ -143,11 +208,15 @@ mod tests {
     #[test]
     fn expand_label_matches_rfc_8448() {
         // RFC 8448 §3 (simple 1-RTT handshake): the server's handshake
-        // traffic secret and the write key expanded from it with "key".
+        // traffic secret and the write key and IV expanded from it.
         let secret = hex::<32>("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38");
         assert_eq!(
             expand_label::<16>(&secret, b"key"),
             hex::<16>("3fce516009c21727d0f2e4e86ee403bc")
+        );
+        assert_eq!(
+            expand_label::<12>(&secret, b"iv"),
+            hex::<12>("5d313eb2671276ee13000b30")
         );
     }
 

@@ -2,8 +2,18 @@
 //! handshake body.
 //!
 //! ```text
-//! | "UDTS" | version 1 | kind | method | reason | payload length, u16 BE | payload |
+//! | "UDTS" | version 2 | kind | method | reason | payload length, u16 BE | payload |
 //! ```
+//!
+//! The version names the whole construction, packet protection included
+//! (version 2: AES-128-GCM with TLS 1.3's key and IV per epoch, the header
+//! alone as associated data, payloads of whole AES blocks; version 1 sealed
+//! with AES-256-GCM, over header and counter, and a receiver of version 2
+//! would cut its payloads). Magic and version
+//! keep their place in every version; an endpoint speaks exactly one and
+//! refuses the others with [`ExtError::Version`] (a listener answers an
+//! Init of another version with a [`RefuseReason::Version`] refusal): a
+//! secure connection never opens between two constructions.
 //!
 //! A UDT4 peer never sees one unless it talks to a secure endpoint: a
 //! secure caller's first request is plain 48 bytes, and only a secure
@@ -20,7 +30,7 @@ use crate::packet::{Handshake, HEADER_SIZE};
 /// The four bytes that start every extension.
 pub const MAGIC: [u8; 4] = *b"UDTS";
 /// The version of the extension and of the whole construction.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes before the payload.
 pub const EXT_HEADER_SIZE: usize = 10;
 /// The largest payload accepted (the biggest real one is ~130 bytes).
@@ -104,6 +114,8 @@ pub enum RefuseReason {
     AuthFailed,
     /// The extension could not be parsed.
     Malformed,
+    /// The caller speaks another version of secure mode.
+    Version,
 }
 
 impl RefuseReason {
@@ -113,6 +125,7 @@ impl RefuseReason {
             RefuseReason::MethodMismatch => 2,
             RefuseReason::AuthFailed => 3,
             RefuseReason::Malformed => 4,
+            RefuseReason::Version => 5,
         }
     }
 
@@ -121,6 +134,7 @@ impl RefuseReason {
             1 => RefuseReason::PlainRefused,
             2 => RefuseReason::MethodMismatch,
             3 => RefuseReason::AuthFailed,
+            5 => RefuseReason::Version,
             _ => RefuseReason::Malformed,
         }
     }
@@ -144,8 +158,11 @@ pub struct Extension<'a> {
 pub enum ExtError {
     /// No bytes after the 48-byte body: a plain handshake.
     Absent,
-    /// Bytes that are not a version-1 extension.
+    /// Bytes that are not a well-formed extension.
     Malformed,
+    /// An extension of another version of secure mode (the version byte
+    /// it carries): the peer runs another release.
+    Version(u8),
 }
 
 /// Appends an extension to `out` (normally right after a handshake body).
@@ -173,8 +190,10 @@ pub fn write(
 /// The extension of a whole handshake datagram (header included).
 ///
 /// # Errors
-/// [`ExtError::Absent`] for a plain 64-byte handshake, [`ExtError::Malformed`]
-/// for trailing bytes that are not a whole version-1 extension.
+/// [`ExtError::Absent`] for a plain 64-byte handshake,
+/// [`ExtError::Version`] for an extension of another [`VERSION`],
+/// [`ExtError::Malformed`] for other trailing bytes that are not a whole
+/// extension.
 pub fn parse_datagram(datagram: &[u8]) -> Result<Extension<'_>, ExtError> {
     parse(
         datagram
@@ -201,10 +220,16 @@ pub fn parse(bytes: &[u8]) -> Result<Extension<'_>, ExtError> {
     if bytes.is_empty() {
         return Err(ExtError::Absent);
     }
+    if let (Some(magic), Some(&version)) = (bytes.get(..4), bytes.get(4)) {
+        if magic == MAGIC && version != VERSION {
+            // Only magic and version keep their place across versions.
+            return Err(ExtError::Version(version));
+        }
+    }
     let Some((head, rest)) = bytes.split_first_chunk::<EXT_HEADER_SIZE>() else {
         return Err(ExtError::Malformed);
     };
-    if head[..4] != MAGIC || head[4] != VERSION {
+    if head[..4] != MAGIC {
         return Err(ExtError::Malformed);
     }
     let kind = ExtKind::from_wire(head[5]).ok_or(ExtError::Malformed)?;
@@ -245,8 +270,12 @@ mod tests {
         let mut long = out.clone();
         long.push(0);
         assert_eq!(parse(&long), Err(ExtError::Malformed));
+        let mut other = out.clone();
+        other[4] = 1;
+        assert_eq!(parse(&other), Err(ExtError::Version(1)));
+        assert_eq!(parse(&other[..5]), Err(ExtError::Version(1)));
         let mut bad = out.clone();
-        bad[4] = 2;
+        bad[0] = b'X';
         assert_eq!(parse(&bad), Err(ExtError::Malformed));
         let mut refuse = Vec::new();
         write(

@@ -30,11 +30,12 @@ use crate::packet::Handshake;
 const NN_PSK0: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 const IK: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 const NN_PSK2: &str = "Noise_NNpsk2_25519_ChaChaPoly_BLAKE2s";
-/// Start of the Noise prologue of a caller/listener handshake.
-const PROLOGUE_LABEL: &[u8] = b"UDT secure v1";
+/// Start of the Noise prologue of a caller/listener handshake; its
+/// version is [`handshake_ext::VERSION`]'s.
+const PROLOGUE_LABEL: &[u8] = b"UDT secure v2";
 /// Start of the Noise prologue of a rendezvous handshake: a message of one
 /// kind of set-up never verifies as the other's.
-const PROLOGUE_LABEL_RENDEZVOUS: &[u8] = b"UDT secure v1 rendezvous";
+const PROLOGUE_LABEL_RENDEZVOUS: &[u8] = b"UDT secure v2 rendezvous";
 /// SPAKE2 identities of the two roles.
 const SPAKE_CALLER: &[u8] = b"udt caller";
 const SPAKE_LISTENER: &[u8] = b"udt listener";
@@ -405,4 +406,20 @@ pub fn public_key(private: &[u8; 32]) -> [u8; 32] {
         out.copy_from_slice(dh.pubkey());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prologue_labels_name_the_extension_version() {
+        // Keys of one version of the construction never verify in another.
+        let v = format!("UDT secure v{}", handshake_ext::VERSION);
+        assert_eq!(PROLOGUE_LABEL, v.as_bytes());
+        assert_eq!(
+            PROLOGUE_LABEL_RENDEZVOUS,
+            format!("{v} rendezvous").as_bytes()
+        );
+    }
 }

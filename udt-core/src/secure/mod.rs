@@ -5,7 +5,7 @@
 //!   that negotiates secure mode and carries the key-agreement messages;
 //! - [`keys`]: the Noise handshakes (and SPAKE2 for codes) that produce the
 //!   packet keys and the peer's verified identity;
-//! - [`seal`]: per-packet AES-256-GCM with a transmission counter;
+//! - [`seal`]: per-packet AES-128-GCM with a transmission counter;
 //! - [`epoch`]: the one-way key chain that gives each epoch of 2^22
 //!   counters its own key;
 //! - [`replay`]: the receive window over those counters.
@@ -21,7 +21,7 @@ pub mod seal;
 
 pub use handshake_ext::{Method, RefuseReason};
 pub use keys::{generate_keypair, public_key, PeerIdentity, SessionKeys};
-pub use seal::{SealError, SealState, Sealer, SEAL_OVERHEAD};
+pub use seal::{sealed_payload_size, SealError, SealState, Sealer, SEAL_OVERHEAD};
 
 /// How a connection protects itself; part of [`Config`](crate::Config).
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -534,6 +534,14 @@ pub(crate) struct Datagram<'a> {
     pub(crate) truncated: bool,
 }
 
+/// One received datagram, borrowed mutably from a [`RecvBatch`] (for a
+/// connection that opens it in place).
+#[derive(Debug)]
+pub(crate) struct DatagramMut<'a> {
+    pub(crate) from: SocketAddr,
+    pub(crate) data: &'a mut [u8],
+}
+
 /// One datagram of the last receive: where it lies in the storage.
 #[derive(Clone, Copy, Debug, Default)]
 struct Piece {
@@ -669,6 +677,18 @@ impl RecvBatch {
     /// inside GRO super-datagrams.
     pub(crate) fn coalesced(&self) -> usize {
         self.coalesced
+    }
+
+    /// The `i`-th datagram of the last [`recv`](Self::recv), to be
+    /// overwritten (by decryption in place); `None` for a truncated one.
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<DatagramMut<'_>> {
+        let p = *self.pieces.get(i)?;
+        if p.truncated {
+            return None;
+        }
+        let from = (*self.froms.get(p.msg)?)?;
+        let data = self.storage.get_mut(p.start..p.start + p.len)?;
+        Some(DatagramMut { from, data })
     }
 
     /// The `i`-th datagram of the last [`recv`](Self::recv).
