@@ -249,7 +249,13 @@ impl Connection {
             params.peer_flow_window.max(2),
             now,
         );
-        let receiver = Receiver::new(recv_capacity, payload_size, params.recv_isn, now);
+        let receiver = Receiver::new(
+            recv_capacity,
+            payload_size,
+            params.recv_isn,
+            now,
+            config.stall_light_acks,
+        );
         let send_sizer = BufferSizer::new(send_capacity, config.buffer_cap_packets(send_capacity));
         let recv_sizer = BufferSizer::new(recv_capacity, config.buffer_cap_packets(recv_capacity));
         let mut conn = Connection {
