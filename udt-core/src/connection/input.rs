@@ -332,6 +332,14 @@ impl Connection {
                 if overtaken && !retransmitted {
                     presumed += self.resend_rest_of_lost_nak(head);
                 }
+                if overtaken {
+                    // The cumulative ACK stood still on a lost packet for a
+                    // round trip and jumps once it is repaired: until this
+                    // flight is delivered, rate samples show that stall (a
+                    // window full of packets no ACK can release yet), not
+                    // the path.
+                    self.delivery.mark_app_limited(self.sender.pipe());
+                }
                 log::debug!(
                     "{} resends {head:?}: still missing {:?} after it left",
                     self.local_id,

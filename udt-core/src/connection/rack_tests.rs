@@ -335,6 +335,24 @@ fn after_a_lost_nak_of_5_to(lost_to: u32, reported: u32) -> Vec<u32> {
 }
 
 #[test]
+fn samples_behind_a_head_found_lost_are_not_taken_for_the_path() {
+    // The ACKs named 5 for a round trip while later packets arrived: the
+    // cumulative ACK stands still until 5's repair, then jumps. The rate
+    // samples of that flight are marked limited, so that a stall (many of
+    // them in a row after Startup's overshoot) cannot drag the model's
+    // bandwidth down.
+    let (mut s, sent) = with_a_retransmission(&[]);
+    let late = sent
+        .iter()
+        .find(|p| !p.retransmitted && p.at > first_sent(&sent, 16) + ms(6))
+        .expect("a packet sent later");
+    s.feed(ms(50), &nak_before(late.n));
+    assert!(!s.conn.delivery.is_app_limited());
+    s.feed(ms(51), &ack_in(1, seq(5)));
+    assert!(s.conn.delivery.is_app_limited());
+}
+
+#[test]
 fn the_rest_of_a_lost_naks_range_is_resent_with_its_head() {
     // 5 and 6 were lost, and so was the NAK reporting them; 7 arrived
     // (the NAK of 8 was sent on 9's arrival, with 7 the newest). Once the

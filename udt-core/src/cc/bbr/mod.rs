@@ -170,6 +170,14 @@ pub struct BbrCc {
     srtt: Duration,
     /// Round trips counted so far.
     round: u64,
+    /// The bandwidth filter's clock: round trips that gave it a sample.
+    /// A round whose samples were all rejected (application- or
+    /// receiver-limited, or stuck behind a hole under repair) says nothing
+    /// about the path, so it does not age what the filter knows (as a
+    /// windowed maximum updated only by accepted samples, Linux's BBR).
+    bw_round: u64,
+    /// The current round gave the bandwidth filter a sample.
+    round_measured: bool,
     /// A round ends when a packet sent after this many deliveries is acked.
     next_round_delivered: u64,
     /// The latest sample ended a round.
@@ -226,6 +234,8 @@ impl BbrCc {
             min_rtt: MinRtt::new(),
             srtt: Duration::from_millis(100),
             round: 0,
+            bw_round: 0,
+            round_measured: false,
             next_round_delivered: 0,
             round_start: false,
             round_lost_base: 0,
@@ -261,7 +271,7 @@ impl BbrCc {
     /// (the filtered maximum, lowered by a congestion bound), or `None`
     /// before the first sample.
     pub fn bandwidth(&self) -> Option<f64> {
-        let max = self.max_bw.get(self.round);
+        let max = self.max_bw.get(self.bw_round);
         (max > 0.0).then(|| max.min(self.bw_lo).max(MIN_BW))
     }
 
@@ -293,7 +303,7 @@ impl BbrCc {
     /// feedback loop, for the window and for the length of a probe phase.
     fn rtt(&self) -> Duration {
         let rtt = self.min_rtt.get().unwrap_or(self.srtt);
-        let bw = self.max_bw.get(self.round).min(self.bw_lo);
+        let bw = self.max_bw.get(self.bw_round).min(self.bw_lo);
         let ack_interval = if bw > 0.0 {
             SYN_INTERVAL.min(Duration::from_secs_f64(LIGHT_ACK_PACKETS / bw))
         } else {
@@ -367,7 +377,7 @@ impl BbrCc {
             self.round,
             self.mode_name(),
             lost + delivered,
-            self.max_bw.get(self.round),
+            self.max_bw.get(self.bw_round),
             self.bw_lo,
             self.rtt(),
             self.pacing_rate,
@@ -432,7 +442,7 @@ impl BbrCc {
 
     /// Startup: is the bandwidth still growing?
     fn check_full_bw(&mut self) {
-        let bw = self.max_bw.get(self.round);
+        let bw = self.max_bw.get(self.bw_round);
         if bw >= self.full_bw * FULL_BW_GROWTH {
             self.full_bw = bw;
             self.full_bw_rounds = 0;
@@ -649,6 +659,10 @@ impl CongestionControl for BbrCc {
                 self.end_round(ctx);
                 self.next_round_delivered = ctx.delivered;
                 self.round += 1;
+                if self.round_measured {
+                    self.bw_round += 1;
+                    self.round_measured = false;
+                }
                 self.round_start = true;
                 self.bw_latest_prev = self.bw_latest;
                 self.bw_latest = 0.0;
@@ -692,7 +706,7 @@ impl CongestionControl for BbrCc {
                 // its intervals too irregular): exactly when repaired holes
                 // compress ACKs. Such a sample may keep the estimate, not
                 // raise it.
-                rate = rate.min(self.max_bw.get(self.round));
+                rate = rate.min(self.max_bw.get(self.bw_round));
             }
             // An interval shorter than the minimum RTT means compressed
             // ACKs, not a faster path; an application-limited sample only
@@ -701,8 +715,9 @@ impl CongestionControl for BbrCc {
             if plausible {
                 self.bw_latest = self.bw_latest.max(rate);
             }
-            if plausible && (!rs.is_app_limited || rate >= self.max_bw.get(self.round)) {
-                self.max_bw.update(self.round, rate);
+            if plausible && (!rs.is_app_limited || rate >= self.max_bw.get(self.bw_round)) {
+                self.max_bw.update(self.bw_round, rate);
+                self.round_measured = true;
             }
         }
         self.update_mode(ctx, sample, rtt_expired);
@@ -796,7 +811,7 @@ impl BbrCc {
         if !slow || capacity <= 0.0 {
             return speed;
         }
-        let step = self.max_bw.get(self.round) * PROBE_BW_GAINS[0];
+        let step = self.max_bw.get(self.bw_round) * PROBE_BW_GAINS[0];
         speed.max(step.min(capacity))
     }
 }
