@@ -425,12 +425,13 @@ fn receiver_speed_reports_are_read_as_their_lower_bound() {
 }
 
 #[test]
-fn rounds_of_limited_samples_do_not_age_the_bandwidth() {
+fn rounds_of_limited_samples_age_the_bandwidth_at_half_pace() {
     // A UDT4 receiver's cumulative ACK can stand still behind lost NAKs
     // for many round trips in a row, each delivering a handful of packets;
     // the sender marks those samples limited. They must not make the
-    // filter forget the bandwidth it measured (it did after its 10 rounds,
-    // and the flow took seconds to climb back from a tenth of the link).
+    // filter forget the bandwidth it measured within its 10 rounds (it
+    // did, and the flow took seconds to climb back from a tenth of the
+    // link), nor keep it forever.
     let mut path = Path::new(10_000.0, 50, 0.0);
     let mut cc = started(BbrProfile::Fair, &path);
     for _ in 0..60 {
@@ -458,11 +459,23 @@ fn rounds_of_limited_samples_do_not_age_the_bandwidth() {
         };
         cc.on_ack_sample(&path.ctx(480.0), &sample);
     };
-    for _ in 0..3 * BW_WINDOW_ROUNDS {
+    // Ten such rounds in a row (a chain of lost NAKs after Startup's
+    // overshoot) age the filter by five: the estimate holds.
+    for _ in 0..BW_WINDOW_ROUNDS {
         limited(&mut cc, &mut path);
     }
     let after = cc.bandwidth().expect("still measured");
     assert!(after >= 0.95 * before, "{before} -> {after}");
+    // But not forever: twice the window more of them, and what was
+    // measured has expired.
+    for _ in 0..2 * BW_WINDOW_ROUNDS {
+        limited(&mut cc, &mut path);
+    }
+    assert!(
+        cc.bandwidth().is_none_or(|b| b < 0.5 * before),
+        "{:?}",
+        cc.bandwidth()
+    );
     // Measured rounds still age it: a path that really slowed down shows
     // within the window.
     let mut slow = Path {
