@@ -261,12 +261,9 @@ impl Connection {
     ///
     /// The head: the same rule (covering a first transmission whose NAK was
     /// lost); without such evidence, a packet still missing longer after it
-    /// last left than an ACK takes to report its arrival. That wait: twice
-    /// the smoothed RTT (it starts at UDT4's 100 ms placeholder and lags
-    /// behind a longer path or a growing queue) plus 4 RTTVar and the ACK
-    /// interval; a first transmission never reported lost is usually only
-    /// waiting in a busy receiver's socket buffer (no loss at all on
-    /// loopback), so it gets UDT4's shortest EXP time on top. Either way
+    /// last left than an ACK takes to report its arrival
+    /// ([`head_wait`](Self::head_wait); a timer fires it when no packet
+    /// comes, [`head_loss_deadline`](Self::head_loss_deadline)). Either way
     /// the EXP timer, which only fires once the window has filled and the
     /// peer falls silent and then resends everything unacknowledged, is
     /// not needed.
@@ -284,14 +281,9 @@ impl Connection {
             self.rack.settled(now)
         };
         let window = super::rack::reordering_window(self.delivery.min_rtt(), self.rtt.rtt());
-        // The first packet no ACK (full or light) covers yet.
-        let head = self.delivery.first_unacked();
-        // Not the head if a NAK proved it arrived since the last ACK (one
-        // that named it missing withdrew any earlier proof).
-        let head_sent = self
-            .delivery
-            .last_sent(head)
-            .filter(|_| !self.delivery.is_proved_delivered(head));
+        let candidate = self.head_candidate();
+        let head = candidate.map_or_else(|| self.delivery.first_unacked(), |(h, _, _)| h);
+        let head_sent = candidate.map(|(_, sent, r)| (sent, r));
         let mut presumed = 0u64;
         // A peer that repeats its loss reports will report a lost
         // retransmission or a lost NAK's packet again: the evidence rules
@@ -322,11 +314,7 @@ impl Connection {
         }
         if let Some((sent, retransmitted)) = head_sent {
             let overtaken = newest.is_some_and(|n| n >= sent + window);
-            let mut wait = 2 * self.rtt.rtt() + 4 * self.rtt.rtt_var() + crate::time::SYN_INTERVAL;
-            if !retransmitted {
-                wait += crate::time::MIN_EXP_INTERVAL;
-            }
-            let timed_out = now.saturating_duration_since(sent) > wait;
+            let timed_out = now.saturating_duration_since(sent) > self.head_wait(retransmitted);
             if (overtaken || timed_out) && self.sender.requeue(head) {
                 presumed += 1;
                 if overtaken && !retransmitted {
@@ -348,6 +336,63 @@ impl Connection {
             }
         }
         self.counters.packets_presumed_lost += presumed;
+    }
+
+    /// The first packet no ACK (full or light) covers yet, when it left
+    /// last and whether that was a retransmission; `None` when nothing is
+    /// outstanding, or a NAK proved it arrived since the last ACK (one that
+    /// named it missing withdrew any earlier proof).
+    fn head_candidate(&self) -> Option<(SeqNumber, Instant, bool)> {
+        let head = self.delivery.first_unacked();
+        self.delivery
+            .last_sent(head)
+            .filter(|_| !self.delivery.is_proved_delivered(head))
+            .map(|(sent, retransmitted)| (head, sent, retransmitted))
+    }
+
+    /// How long the head may stay missing after it left before it is
+    /// resent without evidence: longer than an ACK takes to report its
+    /// arrival. Twice the smoothed RTT (it starts at UDT4's 100 ms
+    /// placeholder and lags behind a longer path or a growing queue) plus
+    /// 4 RTTVar and the ACK interval; a first transmission never reported
+    /// lost is usually only waiting in a busy receiver's socket buffer (no
+    /// loss at all on loopback), so it gets UDT4's shortest EXP time on top.
+    fn head_wait(&self, retransmitted: bool) -> Duration {
+        let wait = 2 * self.rtt.rtt() + 4 * self.rtt.rtt_var() + crate::time::SYN_INTERVAL;
+        if retransmitted {
+            wait
+        } else {
+            wait + crate::time::MIN_EXP_INTERVAL
+        }
+    }
+
+    /// When the head is due for its timed resend (see
+    /// [`head_wait`](Self::head_wait)), if it is outstanding, not queued
+    /// already, and the peer was heard from since it left (a live peer
+    /// that processes our packets and still misses it; a silent one is the
+    /// EXP timer's). A UDT4 receiver sends nothing at all while its
+    /// confirmed first missing packet stays missing, and a sender whose
+    /// window is full sends nothing either: without this timer the rule
+    /// waited for a packet that never came, and the EXP timer resent
+    /// everything unacknowledged instead.
+    pub(super) fn head_loss_deadline(&self) -> Option<Instant> {
+        let (head, sent, retransmitted) = self.head_candidate()?;
+        if self.sender.unacked() == 0
+            || self.last_heard <= sent
+            || self.sender.is_queued(head)
+            || self.head_timer_spent == Some((head, sent))
+        {
+            return None;
+        }
+        // The rule needs strictly more than the wait.
+        Some(sent + self.head_wait(retransmitted) + Duration::from_micros(1))
+    }
+
+    /// The loss-detection timer fired: judge the head (and what the
+    /// evidence allows) as if a NAK had come.
+    pub(super) fn on_loss_detection_timer(&mut self, now: Instant) {
+        self.head_timer_spent = self.head_candidate().map(|(head, sent, _)| (head, sent));
+        self.detect_losses(now, false);
     }
 
     /// `head` was a first transmission whose NAK was lost (the ACKs name it

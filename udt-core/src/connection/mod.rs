@@ -169,6 +169,9 @@ pub struct Connection {
     /// list again and again (our periodic NAK), so lost retransmissions
     /// get reported; a UDT4 receiver reports each gap once, alone.
     peer_repeats_naks: bool,
+    /// The head (and when it left) the loss-detection timer last fired
+    /// for without a resend: its deadline is not armed again for it.
+    head_timer_spent: Option<(crate::seq::SeqNumber, Instant)>,
     /// Send and receive buffer sizes, following the measured BDP up to
     /// the configured memory cap.
     send_sizer: BufferSizer,
@@ -280,6 +283,7 @@ impl Connection {
             delivery: DeliveryTracker::new(params.send_isn, now),
             rack: Rack::new(),
             peer_repeats_naks: false,
+            head_timer_spent: None,
             send_sizer,
             recv_sizer,
             control: VecDeque::with_capacity(32),

@@ -773,6 +773,38 @@ fn a_hole_the_acks_keep_naming_is_resent_without_a_second_nak() {
     assert_eq!(s.conn.stats().packets_retransmitted, 2);
 }
 
+#[test]
+fn a_hole_is_resent_on_time_although_the_peer_fell_silent() {
+    // As above, but the ACK at 300 ms is the last thing heard: a UDT4
+    // receiver sends nothing at all once the sender confirmed the ACK
+    // naming its stuck first missing packet, and a sender whose window is
+    // full sends nothing that would draw a NAK. The head is resent when
+    // its wait is over (2 RTT + 4 RTTVar + the ACK interval after it
+    // left: 415 ms), by a timer, not at the EXP timeout (610 ms), which
+    // would resend everything unacknowledged.
+    let mut s = Script::new(Config::default());
+    let payload = [0x5A; 100];
+    for _ in 0..3 {
+        assert_eq!(s.conn.write(&payload), Ok(100));
+    }
+    s.conn.handle_timeout(s.t0);
+    while s.conn.poll_transmit(s.t0, &mut s.buf).is_some() {}
+    s.feed(ms(5), &nak_in(&[(ISN, ISN)]));
+    assert_eq!(retransmissions_at(&mut s, ms(5)), 1);
+    s.feed(ms(300), &ack_in(1, ISN));
+    assert_eq!(retransmissions_at(&mut s, ms(300)), 0);
+    assert_eq!(
+        s.conn.timer_deadline(Timer::LossDetection),
+        Some(s.at(ms(415) + us(1)))
+    );
+    assert_eq!(retransmissions_at(&mut s, ms(415)), 0);
+    assert_eq!(retransmissions_at(&mut s, ms(416)), 1);
+    assert_eq!(s.conn.stats().packets_presumed_lost, 1);
+    // Resent, and nothing heard since: a silent peer is the EXP timer's.
+    assert_eq!(s.conn.timer_deadline(Timer::LossDetection), None);
+    assert_eq!(s.conn.stats().timeouts, 0, "EXP did not fire");
+}
+
 /// A light ACK from the peer.
 pub(super) fn light_ack_in(ack: SeqNumber) -> Vec<u8> {
     let mut d = Vec::new();
