@@ -370,14 +370,17 @@ impl Connection {
     /// [`head_wait`](Self::head_wait)), if it is outstanding, not queued
     /// already, and the peer was heard from since it left (a live peer
     /// that processes our packets and still misses it; a silent one is the
-    /// EXP timer's). A UDT4 receiver sends nothing at all while its
+    /// EXP timer's). Not for a peer that repeats its loss reports: ours
+    /// never falls silent while it misses data (its periodic NAK), and the
+    /// packets it sends run the rule anyway. A UDT4 receiver sends nothing at all while its
     /// confirmed first missing packet stays missing, and a sender whose
     /// window is full sends nothing either: without this timer the rule
     /// waited for a packet that never came, and the EXP timer resent
     /// everything unacknowledged instead.
     pub(super) fn head_loss_deadline(&self) -> Option<Instant> {
         let (head, sent, retransmitted) = self.head_candidate()?;
-        if self.sender.unacked() == 0
+        if self.peer_repeats_naks
+            || self.sender.unacked() == 0
             || self.last_heard <= sent
             || self.sender.is_queued(head)
             || self.head_timer_spent == Some((head, sent))
