@@ -319,13 +319,13 @@ impl Connection {
                 presumed += 1;
                 if overtaken && !retransmitted {
                     presumed += self.resend_rest_of_lost_nak(head);
-                    // The cumulative ACK stood still on a packet whose NAK
-                    // was lost, and jumps once it is repaired: until this
+                }
+                if overtaken {
+                    // The cumulative ACK stood still on a lost packet for a
+                    // round trip and jumps once it is repaired: until this
                     // flight is delivered, rate samples show that stall (a
                     // window full of packets no ACK can release yet), not
-                    // the path. (Not for a lost retransmission at the head:
-                    // at 5 % loss those come every few round trips, and a
-                    // model that never ages kept a queue overflowing.)
+                    // the path.
                     self.delivery.mark_app_limited(self.sender.pipe());
                 }
                 log::debug!(
