@@ -1553,6 +1553,248 @@ fn close_into_a_udt4_reader_that_never_reads_fails_after_linger() {
 }
 
 // ---------------------------------------------------------------------------
+// A libudt0 receiver's ACKs during a stall, observed packet by packet: a
+// hand-made UDT4 caller on a raw UDP socket, so that nothing of ours
+// decides what is sent or confirmed.
+
+/// The control packets a UDT4 receiver sends a raw caller.
+#[derive(Debug, Default)]
+struct Heard {
+    /// (ACK seq no, ACK number) of full and medium ACKs.
+    acks: Vec<(u32, u32)>,
+    /// ACK numbers of light ACKs.
+    light: Vec<u32>,
+    /// NAK bodies' first ranges.
+    naks: Vec<(u32, u32)>,
+}
+
+/// A raw UDT4 caller: one UDP socket speaking the wire format by hand.
+struct RawCaller {
+    sock: UdpSocket,
+    server: SocketAddr,
+    peer: udt_core::SocketId,
+    buf: Vec<u8>,
+}
+
+/// Raw caller's MSS: small packets, so that bursts of a hundred fit any
+/// socket buffer on the way.
+const RAW_MSS: u32 = 576;
+const RAW_ISN: u32 = 1000;
+const RAW_ID: u32 = 0x0bad_cafe;
+
+impl RawCaller {
+    fn connect(server: SocketAddr) -> RawCaller {
+        use udt_core::packet::{Control, Handshake, Packet, PeerIp, ReqType};
+        let sock = UdpSocket::bind(localhost()).expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .expect("timeout");
+        let mut hs = Handshake {
+            version: 4,
+            socket_type: 1,
+            isn: udt_core::SeqNumber::new(RAW_ISN),
+            mss: RAW_MSS,
+            flow_window: 8192,
+            req_type: ReqType::Caller,
+            socket_id: udt_core::SocketId(RAW_ID),
+            cookie: 0,
+            peer_ip: PeerIp::from_addr(server.ip()),
+        };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            hs.encode(0, udt_core::SocketId(0), &mut out);
+            sock.send_to(&out, server).expect("send handshake");
+            let until = Instant::now() + Duration::from_millis(250);
+            while Instant::now() < until {
+                let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(Packet::Control(c)) = udt_core::packet::decode(&buf[..n]) else {
+                    continue;
+                };
+                let Control::Handshake(reply) = c.control else {
+                    continue;
+                };
+                match reply.req_type {
+                    ReqType::Caller if hs.req_type == ReqType::Caller => {
+                        hs.cookie = reply.cookie;
+                        hs.req_type = ReqType::Response;
+                        break;
+                    }
+                    ReqType::Response => {
+                        assert_eq!(reply.mss, RAW_MSS, "{reply:?}");
+                        return RawCaller {
+                            sock,
+                            server,
+                            peer: reply.socket_id,
+                            buf,
+                        };
+                    }
+                    other => panic!("unexpected handshake reply {other:?}"),
+                }
+            }
+        }
+        panic!("no handshake with the UDT4 listener at {server}");
+    }
+
+    /// Sends data packets `ISN + n` for each `n`, full size.
+    fn send_data(&mut self, ns: impl IntoIterator<Item = u32>) {
+        use udt_core::packet::{DataHeader, PacketPosition};
+        let payload = vec![0x5a; RAW_MSS as usize - 44];
+        let mut out = Vec::new();
+        for n in ns {
+            let header = DataHeader {
+                seq: udt_core::SeqNumber::new(RAW_ISN + n),
+                position: PacketPosition::Only,
+                in_order: false,
+                msg: udt_core::MsgNumber::FIRST,
+                timestamp: 0,
+                dest: self.peer,
+            };
+            udt_core::packet::encode_data(&header, &payload, &mut out);
+            self.sock.send_to(&out, self.server).expect("send data");
+        }
+    }
+
+    /// Confirms the ACK numbered `ack_seq` (ACK2).
+    fn ack2(&mut self, ack_seq: u32) {
+        use udt_core::packet::{Control, ControlPacket};
+        let mut out = Vec::new();
+        ControlPacket {
+            timestamp: 0,
+            dest: self.peer,
+            control: Control::Ack2(udt_core::AckSeqNumber::new(ack_seq)),
+        }
+        .encode(&mut out);
+        self.sock.send_to(&out, self.server).expect("send ACK2");
+    }
+
+    /// Everything the receiver sends during `span`, ACK numbers relative to
+    /// the ISN.
+    fn listen(&mut self, span: Duration) -> Heard {
+        self.listen_until(span, |_| false)
+    }
+
+    /// As [`listen`](Self::listen), but returns as soon as `done` holds.
+    fn listen_until(&mut self, span: Duration, done: impl Fn(&Heard) -> bool) -> Heard {
+        use udt_core::packet::{Control, Packet};
+        let mut heard = Heard::default();
+        let until = Instant::now() + span;
+        while Instant::now() < until && !done(&heard) {
+            let Ok((n, _)) = self.sock.recv_from(&mut self.buf) else {
+                continue;
+            };
+            let Ok(Packet::Control(c)) = udt_core::packet::decode(&self.buf[..n]) else {
+                continue;
+            };
+            match c.control {
+                Control::Ack(a) => heard
+                    .acks
+                    .push((a.ack_seq.value(), a.ack.value() - RAW_ISN)),
+                Control::LightAck { ack } => heard.light.push(ack.value() - RAW_ISN),
+                Control::Nak(ranges) => {
+                    if let Some(Ok((f, l))) = ranges.iter().next() {
+                        heard.naks.push((f.value() - RAW_ISN, l.value() - RAW_ISN));
+                    }
+                }
+                _ => {}
+            }
+        }
+        heard
+    }
+}
+
+/// The stall script against the receiver listening at `addr`: 0 and
+/// 2..=9 arrive, 1 is missing; the ACK naming 1 is left unconfirmed
+/// while 130 packets arrive, then confirmed with ACK2 and 130 more
+/// arrive; then 1 is repaired. Returns what the receiver sent after each
+/// burst (unconfirmed, confirmed).
+fn stall_script(addr: SocketAddr) -> (Heard, Heard) {
+    let mut raw = RawCaller::connect(addr);
+    raw.send_data([0]);
+    raw.send_data(2..10);
+    let first = raw.listen_until(Duration::from_secs(2), |h| !h.acks.is_empty());
+    assert_eq!(first.naks, vec![(1, 1)], "{first:?}");
+    let &(ack_seq, ack) = first.acks.first().expect("an ACK naming the hole");
+    assert_eq!(ack, 1, "{first:?}");
+    // A burst of 130 packets within one ACK period (light ACKs come every
+    // 64 packets).
+    raw.send_data(10..140);
+    let unconfirmed = raw.listen(Duration::from_millis(40));
+    raw.ack2(ack_seq);
+    raw.listen(Duration::from_millis(20));
+    raw.send_data(140..270);
+    // Shorter than RTT + 4 RTTVar, after which an unconfirmed ACK would be
+    // repeated.
+    let confirmed = raw.listen(Duration::from_millis(150));
+    // The repair moves the number: the next ACK covers everything.
+    raw.send_data([1]);
+    let repaired = raw.listen_until(Duration::from_secs(2), |h| {
+        h.acks.iter().any(|&(_, a)| a == 270)
+    });
+    assert!(repaired.acks.iter().any(|&(_, a)| a == 270), "{repaired:?}");
+    (unconfirmed, confirmed)
+}
+
+/// What the simulator's UDT4-like receiver (`Config::stall_light_acks =
+/// false`) and the sender's loss detection assume: while the first
+/// missing packet stays the one named by an ACK the sender confirmed, a
+/// libudt0 receiver sends no ACK of any kind, light ones included, however
+/// many packets arrive; before the confirmation it repeats the number in
+/// light ACKs (udt4-protocol.md §6.4).
+#[test]
+fn udt4_receiver_sends_no_ack_while_its_confirmed_first_loss_stays_missing() {
+    let _serial = serial();
+    harness::init_logging();
+    let (mut server, addr) = harness::udt4_stream_receiver(1 << 30, PEER_LIMIT);
+    let (unconfirmed, confirmed) = stall_script(addr);
+    server.kill();
+    assert!(!unconfirmed.light.is_empty(), "{unconfirmed:?}");
+    assert!(unconfirmed.light.iter().all(|&a| a == 1), "{unconfirmed:?}");
+    assert!(unconfirmed.naks.is_empty(), "{unconfirmed:?}");
+    assert!(
+        confirmed.acks.is_empty() && confirmed.light.is_empty() && confirmed.naks.is_empty(),
+        "{confirmed:?}"
+    );
+}
+
+/// The same script against our receiver: configured as the simulator's
+/// UDT4-like receiver it answers exactly as libudt0 does; by default it
+/// keeps repeating light ACKs during the stall (docs/divergences.md).
+#[test]
+fn our_udt4_like_receiver_is_as_silent_as_libudt0_during_a_stall() {
+    let _serial = serial();
+    harness::init_logging();
+    let udt4_like = udt_core::sim::scenario::udt4_like_receiver();
+    for (config, silent) in [(udt4_like, true), (Config::default(), false)] {
+        let ep = endpoint(localhost(), config);
+        let listener = ep.listen(8).expect("listen");
+        let addr = ep.local_addr();
+        let acceptor = thread::spawn(move || {
+            let stream = listener
+                .accept_timeout(Duration::from_secs(10))
+                .expect("accept the raw caller");
+            thread::sleep(Duration::from_secs(1));
+            drop(stream);
+        });
+        let (unconfirmed, confirmed) = stall_script(addr);
+        assert!(!unconfirmed.light.is_empty(), "{unconfirmed:?}");
+        assert!(unconfirmed.light.iter().all(|&a| a == 1), "{unconfirmed:?}");
+        assert!(confirmed.acks.is_empty(), "{confirmed:?}");
+        if silent {
+            assert!(
+                confirmed.light.is_empty() && confirmed.naks.is_empty(),
+                "{confirmed:?}"
+            );
+        } else {
+            assert_eq!(confirmed.light, vec![1, 1], "{confirmed:?}");
+        }
+        acceptor.join().expect("acceptor");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The harness itself.
 
 #[test]

@@ -119,6 +119,16 @@ pub struct Config {
     /// receiver does (used to test a sender against UDT4 receivers in the
     /// simulator).
     pub periodic_nak: bool,
+    /// Whether this side, as a receiver, keeps sending light ACKs (every
+    /// 64 data packets) while its ACK number is one the sender already
+    /// confirmed with ACK2: its first missing packet is stuck, and the light
+    /// ACK only repeats it. Default `true`: the repeats keep a stalled
+    /// sender's loss detection informed (docs/divergences.md). A libudt0
+    /// receiver sends nothing at all then, light or full, until the ACK
+    /// number moves or the sender stops confirming (udt4-protocol.md §6.4);
+    /// `false` does the same (used to test a sender against UDT4 receivers
+    /// in the simulator).
+    pub stall_light_acks: bool,
 }
 
 impl Config {
@@ -213,6 +223,7 @@ impl Default for Config {
             congestion: CcAlgorithm::DEFAULT.factory(),
             security: crate::secure::Security::Plain,
             periodic_nak: true,
+            stall_light_acks: true,
         }
     }
 }

@@ -322,6 +322,36 @@ impl DeliveryTracker {
             .is_some_and(|r| r.flags & DELIVERED != 0)
     }
 
+    /// The rest of a lost NAK's range after `head`, a first transmission
+    /// whose own NAK never came (the ACKs name it missing, later packets
+    /// arrived): the last of the packets after it that only the silence of
+    /// later NAKs "proved" delivered, up to two before the next packet a
+    /// NAK reported lost. That NAK was sent when its packet's predecessor
+    /// was the newest arrival, so the lost NAK's range ends before it.
+    /// `None` when there is nothing after `head` to suspect, or when more
+    /// than `max` packets lie in between: a long run is what a path with
+    /// sparse losses delivers in full, and resending it would be mostly
+    /// duplicates.
+    pub(crate) fn unreported_run_after(&self, head: SeqNumber, max: usize) -> Option<SeqNumber> {
+        let start = usize::try_from(head.offset_from(self.first)).ok()? + 1;
+        for i in 0..=max + 1 {
+            let idx = start + i;
+            // Beyond what NAKs have examined nothing is known either way.
+            if idx >= self.proved_upto {
+                return None;
+            }
+            let record = self.records.get(idx)?;
+            if record.flags & (SENT | DELIVERED | RETRANSMITTED) == SENT | DELIVERED {
+                continue;
+            }
+            // The next reported loss (or a packet never sent): the lost
+            // range ends at least two before it, since its predecessor
+            // arrived.
+            return (i >= 2).then(|| self.first.add((idx - 2) as u32));
+        }
+        None
+    }
+
     /// True when `seq` was retransmitted at or after `since`: a loss report
     /// for it that arrives now was sent before that retransmission could
     /// have arrived, so it is no news.

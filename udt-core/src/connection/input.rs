@@ -13,6 +13,12 @@ use crate::error::ConnectionError;
 use crate::packet::{self, Ack, Control, DataHeader, Handshake, LossRanges, Packet, ReqType};
 use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber};
 
+/// The most packets after a lost NAK's head that are resent with it
+/// ([`Connection::resend_rest_of_lost_nak`]): the gaps a queue overflowing
+/// under paced traffic leaves are a few packets long, while at 1 % random
+/// loss a lost NAK's neighbours are about a hundred packets away.
+const MAX_LOST_NAK_RUN: usize = 8;
+
 /// The largest RTT sample believed from an ACK: beyond it the value is
 /// garbage (or hostile) and would stall the timers.
 const MAX_RTT_SAMPLE: Duration = Duration::from_secs(60);
@@ -255,12 +261,9 @@ impl Connection {
     ///
     /// The head: the same rule (covering a first transmission whose NAK was
     /// lost); without such evidence, a packet still missing longer after it
-    /// last left than an ACK takes to report its arrival. That wait: twice
-    /// the smoothed RTT (it starts at UDT4's 100 ms placeholder and lags
-    /// behind a longer path or a growing queue) plus 4 RTTVar and the ACK
-    /// interval; a first transmission never reported lost is usually only
-    /// waiting in a busy receiver's socket buffer (no loss at all on
-    /// loopback), so it gets UDT4's shortest EXP time on top. Either way
+    /// last left than an ACK takes to report its arrival
+    /// ([`head_wait`](Self::head_wait); a timer fires it when no packet
+    /// comes, [`head_loss_deadline`](Self::head_loss_deadline)). Either way
     /// the EXP timer, which only fires once the window has filled and the
     /// peer falls silent and then resends everything unacknowledged, is
     /// not needed.
@@ -278,14 +281,9 @@ impl Connection {
             self.rack.settled(now)
         };
         let window = super::rack::reordering_window(self.delivery.min_rtt(), self.rtt.rtt());
-        // The first packet no ACK (full or light) covers yet.
-        let head = self.delivery.first_unacked();
-        // Not the head if a NAK proved it arrived since the last ACK (one
-        // that named it missing withdrew any earlier proof).
-        let head_sent = self
-            .delivery
-            .last_sent(head)
-            .filter(|_| !self.delivery.is_proved_delivered(head));
+        let candidate = self.head_candidate();
+        let head = candidate.map_or_else(|| self.delivery.first_unacked(), |(h, _, _)| h);
+        let head_sent = candidate.map(|(_, sent, r)| (sent, r));
         let mut presumed = 0u64;
         // A peer that repeats its loss reports will report a lost
         // retransmission or a lost NAK's packet again: the evidence rules
@@ -316,13 +314,20 @@ impl Connection {
         }
         if let Some((sent, retransmitted)) = head_sent {
             let overtaken = newest.is_some_and(|n| n >= sent + window);
-            let mut wait = 2 * self.rtt.rtt() + 4 * self.rtt.rtt_var() + crate::time::SYN_INTERVAL;
-            if !retransmitted {
-                wait += crate::time::MIN_EXP_INTERVAL;
-            }
-            let timed_out = now.saturating_duration_since(sent) > wait;
+            let timed_out = now.saturating_duration_since(sent) > self.head_wait(retransmitted);
             if (overtaken || timed_out) && self.sender.requeue(head) {
                 presumed += 1;
+                if overtaken && !retransmitted {
+                    presumed += self.resend_rest_of_lost_nak(head);
+                }
+                if overtaken {
+                    // The cumulative ACK stood still on a lost packet for a
+                    // round trip and jumps once it is repaired: until this
+                    // flight is delivered, rate samples show that stall (a
+                    // window full of packets no ACK can release yet), not
+                    // the path.
+                    self.delivery.mark_app_limited(self.sender.pipe());
+                }
                 log::debug!(
                     "{} resends {head:?}: still missing {:?} after it left",
                     self.local_id,
@@ -331,6 +336,93 @@ impl Connection {
             }
         }
         self.counters.packets_presumed_lost += presumed;
+    }
+
+    /// The first packet no ACK (full or light) covers yet, when it left
+    /// last and whether that was a retransmission; `None` when nothing is
+    /// outstanding, or a NAK proved it arrived since the last ACK (one that
+    /// named it missing withdrew any earlier proof).
+    fn head_candidate(&self) -> Option<(SeqNumber, Instant, bool)> {
+        let head = self.delivery.first_unacked();
+        self.delivery
+            .last_sent(head)
+            .filter(|_| !self.delivery.is_proved_delivered(head))
+            .map(|(sent, retransmitted)| (head, sent, retransmitted))
+    }
+
+    /// How long the head may stay missing after it left before it is
+    /// resent without evidence: longer than an ACK takes to report its
+    /// arrival. Twice the smoothed RTT (it starts at UDT4's 100 ms
+    /// placeholder and lags behind a longer path or a growing queue) plus
+    /// 4 RTTVar and the ACK interval; a first transmission never reported
+    /// lost is usually only waiting in a busy receiver's socket buffer (no
+    /// loss at all on loopback), so it gets UDT4's shortest EXP time on top.
+    fn head_wait(&self, retransmitted: bool) -> Duration {
+        let wait = 2 * self.rtt.rtt() + 4 * self.rtt.rtt_var() + crate::time::SYN_INTERVAL;
+        if retransmitted {
+            wait
+        } else {
+            wait + crate::time::MIN_EXP_INTERVAL
+        }
+    }
+
+    /// When the head is due for its timed resend (see
+    /// [`head_wait`](Self::head_wait)), if it is outstanding, not queued
+    /// already, and the peer was heard from since it left (a live peer
+    /// that processes our packets and still misses it; a silent one is the
+    /// EXP timer's). Not for a peer that repeats its loss reports: ours
+    /// never falls silent while it misses data (its periodic NAK), and the
+    /// packets it sends run the rule anyway. A UDT4 receiver sends nothing at all while its
+    /// confirmed first missing packet stays missing, and a sender whose
+    /// window is full sends nothing either: without this timer the rule
+    /// waited for a packet that never came, and the EXP timer resent
+    /// everything unacknowledged instead.
+    pub(super) fn head_loss_deadline(&self) -> Option<Instant> {
+        let (head, sent, retransmitted) = self.head_candidate()?;
+        if self.peer_repeats_naks
+            || self.sender.unacked() == 0
+            || self.last_heard <= sent
+            || self.sender.is_queued(head)
+            || self.head_timer_spent == Some((head, sent))
+        {
+            return None;
+        }
+        // The rule needs strictly more than the wait.
+        Some(sent + self.head_wait(retransmitted) + Duration::from_micros(1))
+    }
+
+    /// The loss-detection timer fired: judge the head (and what the
+    /// evidence allows) as if a NAK had come.
+    pub(super) fn on_loss_detection_timer(&mut self, now: Instant) {
+        self.head_timer_spent = self.head_candidate().map(|(head, sent, _)| (head, sent));
+        self.detect_losses(now, false);
+    }
+
+    /// `head` was a first transmission whose NAK was lost (the ACKs name it
+    /// missing, later packets arrived, no NAK reported it). The same NAK
+    /// may have reported the packets right after it: when the next
+    /// reported loss is near (`MAX_LOST_NAK_RUN`), resends those too,
+    /// instead of learning of each from the ACKs one round trip after the
+    /// other. Returns how many it resent. (After Startup's overshoot into a
+    /// UDT4 receiver, NAKs of neighbouring gaps lost on the way back left
+    /// the window stuck for a round trip per packet, simulator S3 seed 1.)
+    fn resend_rest_of_lost_nak(&mut self, head: SeqNumber) -> u64 {
+        let Some(last) = self.delivery.unreported_run_after(head, MAX_LOST_NAK_RUN) else {
+            return 0;
+        };
+        let mut resent = 0;
+        let mut seq = head.next();
+        while !seq.is_after(last) {
+            if self.delivery.last_sent(seq).is_some_and(|(_, r)| !r) && self.sender.requeue(seq) {
+                resent += 1;
+            }
+            seq = seq.next();
+        }
+        log::debug!(
+            "{} resends {head:?}..={last:?}: the rest of a lost NAK's range",
+            self.local_id
+        );
+        resent
     }
 
     /// Gives the controller the delivery-rate sample of an ACK that

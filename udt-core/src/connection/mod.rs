@@ -169,6 +169,9 @@ pub struct Connection {
     /// list again and again (our periodic NAK), so lost retransmissions
     /// get reported; a UDT4 receiver reports each gap once, alone.
     peer_repeats_naks: bool,
+    /// The head (and when it left) the loss-detection timer last fired
+    /// for without a resend: its deadline is not armed again for it.
+    head_timer_spent: Option<(crate::seq::SeqNumber, Instant)>,
     /// Send and receive buffer sizes, following the measured BDP up to
     /// the configured memory cap.
     send_sizer: BufferSizer,
@@ -250,7 +253,13 @@ impl Connection {
             params.peer_flow_window.max(2),
             now,
         );
-        let receiver = Receiver::new(recv_capacity, payload_size, params.recv_isn, now);
+        let receiver = Receiver::new(
+            recv_capacity,
+            payload_size,
+            params.recv_isn,
+            now,
+            config.stall_light_acks,
+        );
         let send_sizer = BufferSizer::new(send_capacity, config.buffer_cap_packets(send_capacity));
         let recv_sizer = BufferSizer::new(recv_capacity, config.buffer_cap_packets(recv_capacity));
         let mut conn = Connection {
@@ -275,6 +284,7 @@ impl Connection {
             delivery: DeliveryTracker::new(params.send_isn, now),
             rack: Rack::new(),
             peer_repeats_naks: false,
+            head_timer_spent: None,
             send_sizer,
             recv_sizer,
             control: VecDeque::with_capacity(32),

@@ -311,3 +311,66 @@ fn no_guesses_beyond_a_head_that_a_nak_proved_arrived() {
     assert_eq!(retransmitted(&resent), vec![further], "{resent:?}");
     assert_eq!(s.conn.stats().packets_presumed_lost, 0);
 }
+
+/// 2 is reported and retransmitted (`with_a_retransmission`); then the NAK
+/// of the gap `5..=lost_to` is lost, and the next one reports `reported`
+/// alone (so `reported - 1` arrived). A later NAK proves a packet sent
+/// well after all of them arrived, and the full ACK names 5. Returns the
+/// retransmissions that follow.
+fn after_a_lost_nak_of_5_to(lost_to: u32, reported: u32) -> Vec<u32> {
+    let (mut s, sent) = with_a_retransmission(&[]);
+    assert!(lost_to < reported - 1);
+    s.feed(ms(31), &nak_in(&[(seq(reported), seq(reported))]));
+    let more = drive(&mut s, ms(31), ms(50));
+    assert_eq!(retransmitted(&more), vec![reported], "{more:?}");
+    let late = sent
+        .iter()
+        .find(|p| !p.retransmitted && p.at > first_sent(&sent, 16) + ms(6))
+        .expect("a packet sent later");
+    s.feed(ms(50), &nak_before(late.n));
+    s.feed(ms(51), &ack_in(1, seq(5)));
+    let resent = retransmitted(&drive(&mut s, ms(51), ms(60)));
+    assert_eq!(resent.last(), Some(&(late.n - 1)), "{resent:?}");
+    resent[..resent.len() - 1].to_vec()
+}
+
+#[test]
+fn samples_behind_a_head_found_lost_are_not_taken_for_the_path() {
+    // The ACKs named 5 for a round trip while later packets arrived: the
+    // cumulative ACK stands still until 5's repair, then jumps. The rate
+    // samples of that flight are marked limited, so that a stall (many of
+    // them in a row after Startup's overshoot) cannot drag the model's
+    // bandwidth down.
+    let (mut s, sent) = with_a_retransmission(&[]);
+    let late = sent
+        .iter()
+        .find(|p| !p.retransmitted && p.at > first_sent(&sent, 16) + ms(6))
+        .expect("a packet sent later");
+    s.feed(ms(50), &nak_before(late.n));
+    assert!(!s.conn.delivery.is_app_limited());
+    s.feed(ms(51), &ack_in(1, seq(5)));
+    assert!(s.conn.delivery.is_app_limited());
+}
+
+#[test]
+fn the_rest_of_a_lost_naks_range_is_resent_with_its_head() {
+    // 5 and 6 were lost, and so was the NAK reporting them; 7 arrived
+    // (the NAK of 8 was sent on 9's arrival, with 7 the newest). Once the
+    // ACK names 5, 6 is just as unreported: both leave at once, instead
+    // of 6 waiting a round trip for the ACK to name it. 7 does not.
+    assert_eq!(after_a_lost_nak_of_5_to(6, 8), vec![5, 6]);
+}
+
+#[test]
+fn a_lost_naks_head_alone_when_the_next_reported_loss_is_far() {
+    // The next reported loss is 11 packets on (more than
+    // `MAX_LOST_NAK_RUN` between): on a path with sparse losses the
+    // packets in between arrived, and resending them all would be
+    // duplicates. Only the head leaves; the ACK names the rest if it must.
+    assert_eq!(after_a_lost_nak_of_5_to(6, 16), vec![5]);
+    // One packet closer, the run is short enough: all of it leaves.
+    assert_eq!(
+        after_a_lost_nak_of_5_to(6, 15),
+        (5..=13).collect::<Vec<_>>()
+    );
+}

@@ -65,6 +65,9 @@ pub(super) struct Receiver {
     nak_list_queued: bool,
     /// The window we advertised in the last ACK, to decide on window updates.
     last_advertised: u32,
+    /// Light ACKs also while the ACK number is the confirmed one
+    /// (`Config::stall_light_acks`; UDT4 sends none then).
+    stall_light_acks: bool,
 }
 
 /// A gap detected on arrival: `[first, last]` is missing, `added` of it
@@ -101,8 +104,15 @@ pub(super) enum DataOutcome {
 
 impl Receiver {
     /// A receiver expecting `isn` first, with a buffer of `capacity`
-    /// packets of `payload_size` bytes.
-    pub(super) fn new(capacity: u32, payload_size: usize, isn: SeqNumber, now: Instant) -> Self {
+    /// packets of `payload_size` bytes; `stall_light_acks` as
+    /// `Config::stall_light_acks`.
+    pub(super) fn new(
+        capacity: u32,
+        payload_size: usize,
+        isn: SeqNumber,
+        now: Instant,
+        stall_light_acks: bool,
+    ) -> Self {
         Receiver {
             buffer: RecvBuffer::new(capacity, payload_size, isn),
             loss: LossList::new(capacity),
@@ -119,6 +129,7 @@ impl Receiver {
             last_nak_time: now,
             nak_list_queued: false,
             last_advertised: u32::MAX,
+            stall_light_acks,
         }
     }
 
@@ -233,7 +244,13 @@ impl Receiver {
         let mut light_ack = None;
         if self.packets_since_ack >= LIGHT_ACK_INTERVAL {
             self.packets_since_ack = 0;
-            light_ack = Some(self.ack_number());
+            // UDT4 sends no ACK of any kind whose number the sender has
+            // confirmed already: while the first missing packet is stuck,
+            // it falls silent one round trip after the ACK naming it.
+            let ack = self.ack_number();
+            if self.stall_light_acks || ack != self.last_ack_ack {
+                light_ack = Some(ack);
+            }
         }
         DataOutcome::Accepted {
             dropped_message,

@@ -326,6 +326,81 @@ fn light_ack_every_64_packets() {
     s.expect_control(t, &[light_ack(t, ISN.add(128))]);
 }
 
+/// Feeds 64 full data packets `ISN + from ..` at `t`, skipping `ISN + 1`
+/// (the stuck first missing packet of the stall tests).
+fn feed_64_after_the_hole(s: &mut Script, t: Duration, from: u32) {
+    for i in from..from + 64 {
+        s.feed(t, &data_in(ISN.add(i), FULL));
+    }
+}
+
+/// The stall of udt4-protocol.md §6.4: `ISN + 1` is missing, the ACK naming
+/// it left at 10 ms and the sender confirmed it. Returns the script after
+/// the 64 packets that follow the confirmation arrived, with the control
+/// packets they caused still queued.
+fn stall_confirmed(config: Config) -> Script {
+    let mut s = Script::new(config);
+    s.feed(ms(1), &data_in(ISN, FULL));
+    s.feed(ms(1), &data_in(ISN.add(2), FULL));
+    s.expect_control(ms(1), &[nak(ms(1), &[(ISN.add(1), ISN.add(1))])]);
+    s.expect_control(
+        ms(10),
+        &[ack(
+            ms(10),
+            1,
+            ISN.add(1),
+            (RTT0, VAR0),
+            window(1),
+            Some(INITIAL_RATES),
+        )],
+    );
+    // Before the confirmation the light ACK repeats the number (the ACK
+    // may have been lost): 64 packets since the ACK, the hole still open.
+    feed_64_after_the_hole(&mut s, ms(12), 3);
+    s.expect_control(ms(12), &[light_ack(ms(12), ISN.add(1))]);
+    s.feed(ms(20), &ack2_in(1));
+    feed_64_after_the_hole(&mut s, ms(21), 67);
+    s
+}
+
+#[test]
+fn a_udt4_like_receiver_falls_silent_while_its_confirmed_first_loss_stays_missing() {
+    let config = Config {
+        stall_light_acks: false,
+        periodic_nak: false,
+        ..Config::default()
+    };
+    let mut s = stall_confirmed(config);
+    // Confirmed and still stuck: no light ACK, no ACK at all, however
+    // many packets arrive, until the number moves.
+    s.expect_control(ms(21), &[]);
+    feed_64_after_the_hole(&mut s, ms(30), 131);
+    s.expect_control(ms(30), &[]);
+    assert_eq!(s.conn.timer_deadline(Timer::Ack), None);
+    s.expect_control(ms(400), &[]);
+    // The hole is repaired: the ACK number moves, and the ACK timer (its
+    // period long over) acknowledges everything at once.
+    s.feed(ms(401), &data_in(ISN.add(1), FULL));
+    s.conn.handle_timeout(s.at(ms(401)));
+    let t = s.conn.poll_transmit_control(s.at(ms(401)), &mut s.buf);
+    assert!(t.is_some(), "no ACK once the hole was repaired");
+    match packet::decode(&s.buf) {
+        Ok(packet::Packet::Control(c)) => match c.control {
+            Control::Ack(a) => assert_eq!(a.ack, ISN.add(195)),
+            other => panic!("expected an ACK, got {other:?}"),
+        },
+        other => panic!("expected an ACK, got {other:?}"),
+    }
+}
+
+#[test]
+fn our_receiver_keeps_repeating_light_acks_while_its_first_loss_stays_missing() {
+    let mut s = stall_confirmed(Config::default());
+    s.expect_control(ms(21), &[light_ack(ms(21), ISN.add(1))]);
+    feed_64_after_the_hole(&mut s, ms(30), 131);
+    s.expect_control(ms(30), &[light_ack(ms(30), ISN.add(1))]);
+}
+
 #[test]
 fn immediate_nak_on_a_sequence_gap() {
     let mut s = Script::new(Config::default());
@@ -696,6 +771,38 @@ fn a_hole_the_acks_keep_naming_is_resent_without_a_second_nak() {
     assert_eq!(retransmissions_at(&mut s, ms(421)), 0);
     assert_eq!(s.conn.stats().timeouts, 0, "EXP did not fire");
     assert_eq!(s.conn.stats().packets_retransmitted, 2);
+}
+
+#[test]
+fn a_hole_is_resent_on_time_although_the_peer_fell_silent() {
+    // As above, but the ACK at 300 ms is the last thing heard: a UDT4
+    // receiver sends nothing at all once the sender confirmed the ACK
+    // naming its stuck first missing packet, and a sender whose window is
+    // full sends nothing that would draw a NAK. The head is resent when
+    // its wait is over (2 RTT + 4 RTTVar + the ACK interval after it
+    // left: 415 ms), by a timer, not at the EXP timeout (610 ms), which
+    // would resend everything unacknowledged.
+    let mut s = Script::new(Config::default());
+    let payload = [0x5A; 100];
+    for _ in 0..3 {
+        assert_eq!(s.conn.write(&payload), Ok(100));
+    }
+    s.conn.handle_timeout(s.t0);
+    while s.conn.poll_transmit(s.t0, &mut s.buf).is_some() {}
+    s.feed(ms(5), &nak_in(&[(ISN, ISN)]));
+    assert_eq!(retransmissions_at(&mut s, ms(5)), 1);
+    s.feed(ms(300), &ack_in(1, ISN));
+    assert_eq!(retransmissions_at(&mut s, ms(300)), 0);
+    assert_eq!(
+        s.conn.timer_deadline(Timer::LossDetection),
+        Some(s.at(ms(415) + us(1)))
+    );
+    assert_eq!(retransmissions_at(&mut s, ms(415)), 0);
+    assert_eq!(retransmissions_at(&mut s, ms(416)), 1);
+    assert_eq!(s.conn.stats().packets_presumed_lost, 1);
+    // Resent, and nothing heard since: a silent peer is the EXP timer's.
+    assert_eq!(s.conn.timer_deadline(Timer::LossDetection), None);
+    assert_eq!(s.conn.stats().timeouts, 0, "EXP did not fire");
 }
 
 /// A light ACK from the peer.

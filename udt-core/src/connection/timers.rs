@@ -21,6 +21,10 @@ pub enum Timer {
     /// UDT draft §4 "EXP timer": retransmission timeout with backoff while
     /// data is unacknowledged.
     Exp,
+    /// The sender's own loss detection (congestion-control.md §7.5): the
+    /// first unacknowledged packet has been missing longer than an ACK
+    /// takes to report it, even if the peer has fallen silent.
+    LossDetection,
     /// Keep-alive: something must reach the peer at least this often so it
     /// does not declare us dead.
     KeepAlive,
@@ -33,10 +37,11 @@ pub enum Timer {
 
 impl Timer {
     /// Every timer, in the order `handle_timeout` fires them.
-    pub const ALL: [Timer; 6] = [
+    pub const ALL: [Timer; 7] = [
         Timer::Idle,
         Timer::Linger,
         Timer::Exp,
+        Timer::LossDetection,
         Timer::Nak,
         Timer::Ack,
         Timer::KeepAlive,
@@ -75,6 +80,7 @@ impl Connection {
                     Some(self.exp_base + self.exp_interval())
                 }
             }
+            Timer::LossDetection => self.head_loss_deadline(),
             Timer::KeepAlive => Some(self.keepalive_due()),
             Timer::Idle => Some(self.last_heard + self.config.peer_idle_timeout),
             Timer::Linger => match self.state {
@@ -141,6 +147,7 @@ impl Connection {
             Timer::Ack => self.send_ack(now),
             Timer::Nak => self.on_nak_timer(now),
             Timer::Exp => self.on_exp(now),
+            Timer::LossDetection => self.on_loss_detection_timer(now),
             Timer::KeepAlive => self.queue_keepalive(now),
             Timer::Idle => {
                 log::info!(

@@ -275,14 +275,16 @@ pub fn config_for(cc: CcAlgorithm) -> Config {
 
 /// A receiver configuration that reports losses the way Debian's libudt0
 /// (UDT 4.11) does: one NAK per gap when it appears and never again (no
-/// periodic NAK), and fixed 8192-packet buffers (UDT4's default, never
-/// growing with the path). Everything else a UDT4 receiver does the same
-/// way as ours (ACK cadence, estimators; docs/divergences.md), so a sender
-/// that keeps up with this receiver in the simulator should keep up with
-/// libudt0.
+/// periodic NAK), no ACK at all, not even a light one, while its first
+/// missing packet stays the one the sender confirmed, and fixed
+/// 8192-packet buffers (UDT4's default, never growing with the path).
+/// Everything else a UDT4 receiver does the same way as ours (ACK cadence,
+/// estimators; docs/divergences.md), so a sender that keeps up with this
+/// receiver in the simulator should keep up with libudt0.
 pub fn udt4_like_receiver() -> Config {
     Config {
         periodic_nak: false,
+        stall_light_acks: false,
         // A cap below the configured sizes keeps the buffers fixed.
         memory_cap: 0,
         ..Config::default()

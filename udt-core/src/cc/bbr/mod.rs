@@ -50,6 +50,10 @@ use crate::time::SYN_INTERVAL;
 /// Round trips the bandwidth filter remembers.
 pub const BW_WINDOW_ROUNDS: usize = 10;
 
+/// Round trips without an accepted bandwidth sample that age the filter as
+/// much as one with a sample (see `BbrCc::bw_round`).
+const UNMEASURED_ROUNDS_PER_TICK: u32 = 2;
+
 /// How long a minimum RTT stays valid without being seen again; after it,
 /// ProbeRtt looks for it.
 pub const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
@@ -170,6 +174,18 @@ pub struct BbrCc {
     srtt: Duration,
     /// Round trips counted so far.
     round: u64,
+    /// The bandwidth filter's clock: one tick per round trip that gave it
+    /// a sample, and one per two that did not. A round whose samples were
+    /// all rejected (application- or receiver-limited, or stuck behind a
+    /// hole under repair) says less about the path, so it ages what the
+    /// filter knows at half the pace; not at all would keep an estimate
+    /// that no longer holds (measured: a flow at 5 % loss into a UDT4
+    /// receiver kept its queue overflowing).
+    bw_round: u64,
+    /// The current round gave the bandwidth filter a sample.
+    round_measured: bool,
+    /// Rounds in a row that gave the filter no sample.
+    unmeasured_rounds: u32,
     /// A round ends when a packet sent after this many deliveries is acked.
     next_round_delivered: u64,
     /// The latest sample ended a round.
@@ -226,6 +242,9 @@ impl BbrCc {
             min_rtt: MinRtt::new(),
             srtt: Duration::from_millis(100),
             round: 0,
+            bw_round: 0,
+            round_measured: false,
+            unmeasured_rounds: 0,
             next_round_delivered: 0,
             round_start: false,
             round_lost_base: 0,
@@ -261,7 +280,7 @@ impl BbrCc {
     /// (the filtered maximum, lowered by a congestion bound), or `None`
     /// before the first sample.
     pub fn bandwidth(&self) -> Option<f64> {
-        let max = self.max_bw.get(self.round);
+        let max = self.max_bw.get(self.bw_round);
         (max > 0.0).then(|| max.min(self.bw_lo).max(MIN_BW))
     }
 
@@ -293,7 +312,7 @@ impl BbrCc {
     /// feedback loop, for the window and for the length of a probe phase.
     fn rtt(&self) -> Duration {
         let rtt = self.min_rtt.get().unwrap_or(self.srtt);
-        let bw = self.max_bw.get(self.round).min(self.bw_lo);
+        let bw = self.max_bw.get(self.bw_round).min(self.bw_lo);
         let ack_interval = if bw > 0.0 {
             SYN_INTERVAL.min(Duration::from_secs_f64(LIGHT_ACK_PACKETS / bw))
         } else {
@@ -367,7 +386,7 @@ impl BbrCc {
             self.round,
             self.mode_name(),
             lost + delivered,
-            self.max_bw.get(self.round),
+            self.max_bw.get(self.bw_round),
             self.bw_lo,
             self.rtt(),
             self.pacing_rate,
@@ -432,7 +451,7 @@ impl BbrCc {
 
     /// Startup: is the bandwidth still growing?
     fn check_full_bw(&mut self) {
-        let bw = self.max_bw.get(self.round);
+        let bw = self.max_bw.get(self.bw_round);
         if bw >= self.full_bw * FULL_BW_GROWTH {
             self.full_bw = bw;
             self.full_bw_rounds = 0;
@@ -649,6 +668,17 @@ impl CongestionControl for BbrCc {
                 self.end_round(ctx);
                 self.next_round_delivered = ctx.delivered;
                 self.round += 1;
+                if self.round_measured {
+                    self.bw_round += 1;
+                    self.unmeasured_rounds = 0;
+                } else {
+                    self.unmeasured_rounds += 1;
+                    if self.unmeasured_rounds >= UNMEASURED_ROUNDS_PER_TICK {
+                        self.bw_round += 1;
+                        self.unmeasured_rounds = 0;
+                    }
+                }
+                self.round_measured = false;
                 self.round_start = true;
                 self.bw_latest_prev = self.bw_latest;
                 self.bw_latest = 0.0;
@@ -692,7 +722,7 @@ impl CongestionControl for BbrCc {
                 // its intervals too irregular): exactly when repaired holes
                 // compress ACKs. Such a sample may keep the estimate, not
                 // raise it.
-                rate = rate.min(self.max_bw.get(self.round));
+                rate = rate.min(self.max_bw.get(self.bw_round));
             }
             // An interval shorter than the minimum RTT means compressed
             // ACKs, not a faster path; an application-limited sample only
@@ -701,8 +731,9 @@ impl CongestionControl for BbrCc {
             if plausible {
                 self.bw_latest = self.bw_latest.max(rate);
             }
-            if plausible && (!rs.is_app_limited || rate >= self.max_bw.get(self.round)) {
-                self.max_bw.update(self.round, rate);
+            if plausible && (!rs.is_app_limited || rate >= self.max_bw.get(self.bw_round)) {
+                self.max_bw.update(self.bw_round, rate);
+                self.round_measured = true;
             }
         }
         self.update_mode(ctx, sample, rtt_expired);
@@ -796,7 +827,7 @@ impl BbrCc {
         if !slow || capacity <= 0.0 {
             return speed;
         }
-        let step = self.max_bw.get(self.round) * PROBE_BW_GAINS[0];
+        let step = self.max_bw.get(self.bw_round) * PROBE_BW_GAINS[0];
         speed.max(step.min(capacity))
     }
 }

@@ -423,3 +423,68 @@ fn receiver_speed_reports_are_read_as_their_lower_bound() {
     assert_eq!(speed_lower_bound(0), 0.0);
     assert!(speed_lower_bound(u32::MAX) > 0.0);
 }
+
+#[test]
+fn rounds_of_limited_samples_age_the_bandwidth_at_half_pace() {
+    // A UDT4 receiver's cumulative ACK can stand still behind lost NAKs
+    // for many round trips in a row, each delivering a handful of packets;
+    // the sender marks those samples limited. They must not make the
+    // filter forget the bandwidth it measured within its 10 rounds (it
+    // did, and the flow took seconds to climb back from a tenth of the
+    // link), nor keep it forever.
+    let mut path = Path::new(10_000.0, 50, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    for _ in 0..60 {
+        path.round(&mut cc);
+    }
+    let before = cc.bandwidth().expect("measured");
+    assert!(before > 9_000.0, "bandwidth {before}");
+    let limited = |cc: &mut BbrCc, path: &mut Path| {
+        let prior = path.delivered;
+        path.now += path.rtt;
+        path.delivered += 20;
+        let sample = AckSample {
+            newly_acked: 20,
+            rate: Some(RateSample {
+                delivered: 20,
+                interval: path.rtt,
+                prior_delivered: prior,
+                tx_in_flight: 500,
+                lost: 0,
+                loss_events: 0,
+                sent: 20,
+                is_app_limited: true,
+            }),
+            rtt: Some(path.rtt),
+        };
+        cc.on_ack_sample(&path.ctx(480.0), &sample);
+    };
+    // Ten such rounds in a row (a chain of lost NAKs after Startup's
+    // overshoot) age the filter by five: the estimate holds.
+    for _ in 0..BW_WINDOW_ROUNDS {
+        limited(&mut cc, &mut path);
+    }
+    let after = cc.bandwidth().expect("still measured");
+    assert!(after >= 0.95 * before, "{before} -> {after}");
+    // But not forever: twice the window more of them, and what was
+    // measured has expired.
+    for _ in 0..2 * BW_WINDOW_ROUNDS {
+        limited(&mut cc, &mut path);
+    }
+    assert!(
+        cc.bandwidth().is_none_or(|b| b < 0.5 * before),
+        "{:?}",
+        cc.bandwidth()
+    );
+    // Measured rounds still age it: a path that really slowed down shows
+    // within the window.
+    let mut slow = Path {
+        capacity: 2_000.0,
+        ..path
+    };
+    for _ in 0..3 * BW_WINDOW_ROUNDS {
+        slow.round(&mut cc);
+    }
+    let slowed = cc.bandwidth().expect("measured");
+    assert!(slowed < 2_500.0, "bandwidth {slowed}");
+}
