@@ -66,6 +66,14 @@ fn first_sent(sent: &[Sent], n: u32) -> Duration {
         .expect("sent")
 }
 
+/// The first packet sent for the first time more than 6 ms after 16 (its
+/// arrival proves that 5, sent long before, is lost).
+fn sent_well_after_16(sent: &[Sent]) -> &Sent {
+    sent.iter()
+        .find(|p| !p.retransmitted && p.at > first_sent(sent, 16) + ms(6))
+        .expect("a packet sent later")
+}
+
 /// A connection with plenty of data written and packets 0..=15 sent in
 /// the first millisecond (the first window); the peer then reports 2 lost
 /// at 20 ms, and the sender retransmits it and sends new data until 30 ms.
@@ -137,10 +145,7 @@ fn a_first_missing_packet_whose_nak_was_lost_is_resent_once_a_later_packet_arriv
     // Before, a first transmission never reported lost waited 2 RTT + 4
     // RTTVar + 10 ms + 300 ms (710 ms with the initial estimates).
     let (mut s, sent) = with_a_retransmission(&[]);
-    let late = sent
-        .iter()
-        .find(|p| !p.retransmitted && p.at > first_sent(&sent, 16) + ms(6))
-        .expect("a packet sent later");
+    let late = sent_well_after_16(&sent);
     s.feed(ms(50), &nak_before(late.n));
     s.feed(ms(51), &ack_in(1, seq(5)));
     let resent = drive(&mut s, ms(51), ms(52));
@@ -323,10 +328,7 @@ fn after_a_lost_nak_of_5_to(lost_to: u32, reported: u32) -> Vec<u32> {
     s.feed(ms(31), &nak_in(&[(seq(reported), seq(reported))]));
     let more = drive(&mut s, ms(31), ms(50));
     assert_eq!(retransmitted(&more), vec![reported], "{more:?}");
-    let late = sent
-        .iter()
-        .find(|p| !p.retransmitted && p.at > first_sent(&sent, 16) + ms(6))
-        .expect("a packet sent later");
+    let late = sent_well_after_16(&sent);
     s.feed(ms(50), &nak_before(late.n));
     s.feed(ms(51), &ack_in(1, seq(5)));
     let resent = retransmitted(&drive(&mut s, ms(51), ms(60)));
@@ -342,10 +344,7 @@ fn samples_behind_a_head_found_lost_are_not_taken_for_the_path() {
     // them in a row after Startup's overshoot) cannot drag the model's
     // bandwidth down.
     let (mut s, sent) = with_a_retransmission(&[]);
-    let late = sent
-        .iter()
-        .find(|p| !p.retransmitted && p.at > first_sent(&sent, 16) + ms(6))
-        .expect("a packet sent later");
+    let late = sent_well_after_16(&sent);
     s.feed(ms(50), &nak_before(late.n));
     assert!(!s.conn.delivery.is_app_limited());
     s.feed(ms(51), &ack_in(1, seq(5)));

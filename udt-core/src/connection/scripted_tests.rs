@@ -741,13 +741,9 @@ pub(super) fn ack_in(ack_seq: u32, ack: SeqNumber) -> Vec<u8> {
     d
 }
 
-#[test]
-fn a_hole_the_acks_keep_naming_is_resent_without_a_second_nak() {
-    // A UDT4 receiver reports a loss once: when the retransmission is lost
-    // too, its ACKs (full while unconfirmed, light every 64 packets) keep
-    // naming the same first missing packet and nothing else says so. The
-    // sender resends that packet once an ACK could have reported it,
-    // instead of waiting for the EXP timer (which needs the peer silent).
+/// Three packets sent at once; a NAK at 5 ms reports the first lost and
+/// it is resent then (the set-up of the tests of a lost retransmission).
+fn first_packet_resent_at_5ms() -> Script {
     let mut s = Script::new(Config::default());
     let payload = [0x5A; 100];
     for _ in 0..3 {
@@ -757,6 +753,17 @@ fn a_hole_the_acks_keep_naming_is_resent_without_a_second_nak() {
     while s.conn.poll_transmit(s.t0, &mut s.buf).is_some() {}
     s.feed(ms(5), &nak_in(&[(ISN, ISN)]));
     assert_eq!(retransmissions_at(&mut s, ms(5)), 1);
+    s
+}
+
+#[test]
+fn a_hole_the_acks_keep_naming_is_resent_without_a_second_nak() {
+    // A UDT4 receiver reports a loss once: when the retransmission is lost
+    // too, its ACKs (full while unconfirmed, light every 64 packets) keep
+    // naming the same first missing packet and nothing else says so. The
+    // sender resends that packet once an ACK could have reported it,
+    // instead of waiting for the EXP timer (which needs the peer silent).
+    let mut s = first_packet_resent_at_5ms();
     // The RTT is UDT4's initial 100 ms (variance 50 ms): an ACK 295 ms
     // after the retransmission may still predate its arrival (the smoothed
     // RTT may lag a longer path).
@@ -782,15 +789,7 @@ fn a_hole_is_resent_on_time_although_the_peer_fell_silent() {
     // its wait is over (2 RTT + 4 RTTVar + the ACK interval after it
     // left: 415 ms), by a timer, not at the EXP timeout (610 ms), which
     // would resend everything unacknowledged.
-    let mut s = Script::new(Config::default());
-    let payload = [0x5A; 100];
-    for _ in 0..3 {
-        assert_eq!(s.conn.write(&payload), Ok(100));
-    }
-    s.conn.handle_timeout(s.t0);
-    while s.conn.poll_transmit(s.t0, &mut s.buf).is_some() {}
-    s.feed(ms(5), &nak_in(&[(ISN, ISN)]));
-    assert_eq!(retransmissions_at(&mut s, ms(5)), 1);
+    let mut s = first_packet_resent_at_5ms();
     s.feed(ms(300), &ack_in(1, ISN));
     assert_eq!(retransmissions_at(&mut s, ms(300)), 0);
     assert_eq!(
