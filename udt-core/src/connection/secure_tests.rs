@@ -199,17 +199,33 @@ fn another_version_of_secure_mode_is_refused_on_both_sides() {
     let init = handshake_ext::parse_datagram(&buf).expect("init");
     assert_eq!(init.kind, ExtKind::Init);
     buf[VERSION_AT] = handshake_ext::VERSION + 1;
+    final_request_refused(
+        (&mut listener, &mut caller),
+        (a, t0),
+        &buf,
+        RefuseReason::Version,
+        ConnectError::SecureVersion,
+    );
+}
+
+/// The listener refuses the caller's final request `request` for
+/// `reason`, and the caller, reading the refusal, fails with `error`.
+fn final_request_refused(
+    (listener, caller): (&mut Listener, &mut Caller),
+    (a, t0): (SocketAddr, Instant),
+    request: &[u8],
+    reason: RefuseReason,
+    error: ConnectError,
+) {
+    let mut out = Vec::new();
     assert_eq!(
-        listener.handle_datagram(t0, a, &buf, &mut out),
+        listener.handle_datagram(t0, a, request, &mut out),
         ListenerOutput::Reply
     );
     let ext = handshake_ext::parse_datagram(&out).expect("refusal");
-    assert_eq!(
-        (ext.kind, ext.reason),
-        (ExtKind::Refuse, RefuseReason::Version)
-    );
+    assert_eq!((ext.kind, ext.reason), (ExtKind::Refuse, reason));
     caller.handle_datagram(t0, a, &out);
-    assert_eq!(caller.poll_result(), Some(Err(ConnectError::SecureVersion)));
+    assert_eq!(caller.poll_result(), Some(Err(error)));
 }
 
 #[test]
@@ -271,19 +287,12 @@ fn stripping_the_init_is_refused_by_the_listener() {
     caller.handle_datagram(t0, a, &out);
     assert!(caller.poll_transmit(t0, &mut buf).is_some());
     assert_eq!(buf.len(), PLAIN_LEN);
-    assert_eq!(
-        listener.handle_datagram(t0, a, &buf, &mut out),
-        ListenerOutput::Reply
-    );
-    let ext = handshake_ext::parse_datagram(&out).expect("refusal");
-    assert_eq!(
-        (ext.kind, ext.reason),
-        (ExtKind::Refuse, RefuseReason::PlainRefused)
-    );
-    caller.handle_datagram(t0, a, &out);
-    assert_eq!(
-        caller.poll_result(),
-        Some(Err(ConnectError::SecureRequired))
+    final_request_refused(
+        (&mut listener, &mut caller),
+        (a, t0),
+        &buf,
+        RefuseReason::PlainRefused,
+        ConnectError::SecureRequired,
     );
 }
 
