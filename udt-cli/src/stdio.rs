@@ -27,13 +27,15 @@ pub struct RawStdout {
 }
 
 /// Opens standard output for bulk writes; anything written before through
-/// `io::stdout()` is flushed first, so the order of the bytes holds.
+/// `io::stdout()` is flushed first, so the order of the bytes holds, and a
+/// pipe on it is widened ([`widen_pipe`]).
 ///
 /// # Errors
 /// The flush of `io::stdout()`, or duplicating its file descriptor (for
 /// example when the process has no descriptor left).
 pub fn raw_stdout() -> io::Result<RawStdout> {
     io::stdout().flush()?;
+    widen_pipe(STDOUT);
     #[cfg(unix)]
     {
         use std::os::fd::AsFd;

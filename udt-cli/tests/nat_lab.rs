@@ -432,16 +432,23 @@ fn endpoint_independent_nats_behind_home_router_firewalls_punch_direct() {
     }
 }
 
-#[test]
-fn one_side_without_nat_punches() {
-    if !lab_available() {
-        return;
-    }
+/// A lab with A behind a masquerading, firewalled NAT, B on the public
+/// side and the broker running: returns the lab and the two hosts.
+fn one_side_behind_masquerade() -> (Lab, String, String) {
     let mut lab = Lab::new();
     let na = lab.nat("na", "198.18.0.2", "192.0.2", NatKind::Masquerade, true);
     let a = lab.lan_host("ha", &na, "192.0.2.10", "192.0.2.1");
     let b = lab.public_host("pb", "198.18.0.20");
     lab.broker();
+    (lab, a, b)
+}
+
+#[test]
+fn one_side_without_nat_punches() {
+    if !lab_available() {
+        return;
+    }
+    let (mut lab, a, b) = one_side_behind_masquerade();
     let (oa, ob) = transfer(&mut lab, &a, &b, "open", 1 << 20);
     // The public side's check may reach A's NAT before A's own and make
     // conntrack remap A's flow: B then learns A peer-reflexively.
@@ -606,11 +613,7 @@ fn files_through_a_nat_are_encrypted_by_default_and_a_wrong_code_fails_fast() {
     if !lab_available() {
         return;
     }
-    let mut lab = Lab::new();
-    let na = lab.nat("na", "198.18.0.2", "192.0.2", NatKind::Masquerade, true);
-    let a = lab.lan_host("ha", &na, "192.0.2.10", "192.0.2.1");
-    let b = lab.public_host("pb", "198.18.0.20");
-    lab.broker();
+    let (mut lab, a, b) = one_side_behind_masquerade();
     let code = "8-amber-falcon-river";
     let (oa, ob, input, out) = files_through_nats(&mut lab, (&a, &b), (code, code), "right");
     let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();

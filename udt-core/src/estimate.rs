@@ -441,10 +441,7 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    #[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use crate::time::test_epoch as epoch;
 
     fn us(t0: Instant, n: u64) -> Instant {
         t0 + Duration::from_micros(n)

@@ -202,10 +202,7 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    #[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use crate::time::test_epoch as epoch;
 
     fn h(n: u32) -> ConnectionHandle {
         ConnectionHandle(n)

@@ -462,10 +462,7 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    #[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use crate::time::test_epoch as epoch;
 
     fn bytes(n: usize, salt: u8) -> Vec<u8> {
         (0..n)

@@ -159,7 +159,6 @@ pub fn listen(args: &PipeArgs) -> Result<PipeSummary, CliError> {
     let addr =
         net::listen_addr_dual(&args.addr).map_err(|e| CliError::io("bad listen address", e))?;
     let mut out = stdio::raw_stdout().map_err(|e| CliError::io("cannot use stdout", e))?;
-    stdio::widen_pipe(stdio::STDOUT);
     let summary = if args.msg {
         let (ep, listener) =
             net::listen_messages(addr, &args.net).map_err(|e| CliError::io("cannot listen", e))?;

@@ -607,7 +607,6 @@ pub fn run(args: &PunchArgs, output: Output) -> Result<PunchSummary, CliError> {
                 File::create(p).map_err(|e| CliError::io(&format!("{}", p.display()), e))?,
             )),
             None => {
-                stdio::widen_pipe(stdio::STDOUT);
                 Box::new(stdio::raw_stdout().map_err(|e| CliError::io("cannot use stdout", e))?)
             }
         };

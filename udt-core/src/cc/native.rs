@@ -340,10 +340,7 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    #[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use crate::time::test_epoch as epoch;
 
     const ISN: u32 = 1000;
 

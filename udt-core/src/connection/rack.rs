@@ -156,10 +156,7 @@ pub(super) enum Verdict {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use crate::time::test_epoch as epoch;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -21,10 +21,7 @@ use crate::Config;
 
 const PLAIN_LEN: usize = HEADER_SIZE + Handshake::BODY_SIZE;
 
-#[allow(clippy::disallowed_methods)] // one real Instant as the tests' epoch
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::time::test_epoch as epoch;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

@@ -12,10 +12,7 @@ use crate::handshake::{ConnectParams, Rendezvous};
 use crate::packet::{decode, Control, ControlPacket, Handshake, Packet, PeerIp, ReqType};
 use crate::seq::{SeqNumber, SocketId};
 
-#[allow(clippy::disallowed_methods)] // one real Instant as the tests' epoch
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::time::test_epoch as epoch;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

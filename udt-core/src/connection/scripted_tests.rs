@@ -44,10 +44,7 @@ pub(super) fn us(n: u64) -> Duration {
     Duration::from_micros(n)
 }
 
-#[allow(clippy::disallowed_methods)] // one real Instant as the script's epoch
-pub(super) fn epoch() -> Instant {
-    Instant::now()
-}
+pub(super) use crate::time::test_epoch as epoch;
 
 /// A connection under test and its virtual clock.
 pub(super) struct Script {

@@ -23,10 +23,7 @@ fn config(security: Security) -> Config {
     }
 }
 
-#[allow(clippy::disallowed_methods)] // one real Instant as the tests' epoch
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::time::test_epoch as epoch;
 
 struct Run {
     /// Every datagram the caller sent, in order.

@@ -8,10 +8,7 @@ use super::*;
 use crate::packet::{Control, ControlPacket, PeerIp, ReqType};
 use crate::seq::SeqNumber;
 
-#[allow(clippy::disallowed_methods)] // one real Instant as the tests' epoch
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::time::test_epoch as epoch;
 
 const PEER: SocketId = SocketId(0x2222);
 

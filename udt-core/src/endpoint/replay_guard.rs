@@ -63,10 +63,7 @@ impl ReplayGuard {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods)] // one real Instant as the epoch
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use crate::time::test_epoch as epoch;
 
     #[test]
     fn remembers_for_the_cookie_lifetime_and_is_bounded() {

@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::packet::{DataHeader, Handshake, PacketPosition, ReqType};
 
-#[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::time::test_epoch as epoch;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("test address")

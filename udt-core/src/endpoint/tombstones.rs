@@ -148,10 +148,7 @@ impl Tombstones {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use crate::time::test_epoch as epoch;
 
     #[test]
     fn tombstones_expire_and_stay_bounded() {

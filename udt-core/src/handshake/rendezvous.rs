@@ -274,16 +274,7 @@ impl Rendezvous {
                     Ok(init) => self.attempt.extension = init,
                     Err(e) => return self.attempt.finish(Err(e)),
                 }
-                if let (
-                    true,
-                    Some(
-                        ext @ Extension {
-                            kind: ExtKind::Resp,
-                            ..
-                        },
-                    ),
-                ) = (addressed, ext)
-                {
+                if let Some(ext) = ext.filter(|e| addressed && e.kind == ExtKind::Resp) {
                     match secure.finish(peer_body, ext) {
                         Ok(params) => self.complete(hs, Some(params), None),
                         Err(e) => self.fail_auth(now, hs.socket_id, e),
@@ -294,16 +285,7 @@ impl Rendezvous {
                 send_now |= addressed && kind == Some(ExtKind::Offer);
             }
             Role::Responder => {
-                if let (
-                    true,
-                    Some(
-                        ext @ Extension {
-                            kind: ExtKind::Init,
-                            ..
-                        },
-                    ),
-                ) = (addressed, ext)
-                {
+                if let Some(ext) = ext.filter(|e| addressed && e.kind == ExtKind::Init) {
                     match secure.respond(peer_body, ext, &body) {
                         Ok(params) => {
                             self.attempt.extension = params.response_ext.clone();

@@ -7,10 +7,7 @@ use crate::rng::Rng;
 use crate::seq::MsgNumber;
 use std::net::Ipv4Addr;
 
-#[allow(clippy::disallowed_methods)] // one real Instant as the tests' epoch
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::time::test_epoch as epoch;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

@@ -30,6 +30,7 @@
 //! [`MAX_CANDIDATES`] candidates per peer; a registration not refreshed
 //! within [`BrokerConfig::registration_ttl`] is forgotten.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -325,18 +326,18 @@ impl Broker {
             self.error(from, req, 400, "session code and token required");
             return;
         };
-        let code = match req.get(attr::SESSION) {
-            Some(code) => code.to_vec(),
+        let code: Cow<'_, [u8]> = match req.get(attr::SESSION) {
+            Some(code) => Cow::Borrowed(code),
             // No session named: the first peer asks us to pick a free one.
             None => match self.allocate(from, &token) {
-                Some(code) => code,
+                Some(code) => Cow::Owned(code),
                 None => {
                     self.refuse(from, req, "no free session name");
                     return;
                 }
             },
         };
-        let code = code.as_slice();
+        let code = &*code;
         if !(1..=MAX_CODE).contains(&code.len()) {
             self.counters.malformed += 1;
             self.error(from, req, 400, "session code and token required");

@@ -191,10 +191,7 @@ impl RelayTable {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods)] // one real Instant as an epoch
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use crate::time::test_epoch as epoch;
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().expect("socket address")

@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-#[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::time::test_epoch as epoch;
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().expect("socket address")

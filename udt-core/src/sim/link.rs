@@ -335,10 +335,7 @@ impl Bottleneck {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use crate::time::test_epoch as epoch;
 
     #[test]
     fn bottleneck_serializes_exactly_and_drops_tail() {

@@ -168,10 +168,7 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, 1], port))
 }
 
-#[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::time::test_epoch as epoch;
 
 /// A pinger at node 0 sending to a sink at node 1 over `ab` (and `ba`
 /// back).

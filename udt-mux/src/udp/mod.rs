@@ -378,7 +378,8 @@ impl<R: Copy> SendBatch<R> {
     /// Forgets everything queued; returns how many datagrams that was.
     pub(crate) fn discard(&mut self) -> usize {
         self.limit = self.capacity;
-        self.clear_refs();
+        self.refs.iter_mut().for_each(|r| *r = None);
+        self.deferred = 0;
         std::mem::take(&mut self.len)
     }
 
@@ -391,22 +392,7 @@ impl<R: Copy> SendBatch<R> {
     /// outlive the connection's lock; a datagram whose payload `payload`
     /// no longer has is dropped (its message expired meanwhile).
     pub(crate) fn attach<'a>(&mut self, payload: impl Fn(R) -> Option<&'a [u8]>) {
-        let mut i = 0;
-        while i < self.len && self.deferred > 0 {
-            match self.refs[i].take() {
-                None => i += 1,
-                Some(r) => {
-                    self.deferred -= 1;
-                    match payload(r) {
-                        Some(p) => {
-                            self.bufs[i].extend_from_slice(p);
-                            i += 1;
-                        }
-                        None => self.remove(i),
-                    }
-                }
-            }
-        }
+        self.resolve(payload, |batch, i, p| batch.bufs[i].extend_from_slice(p));
     }
 
     /// Sends everything queued, the deferred payloads gathered straight
@@ -420,23 +406,7 @@ impl<R: Copy> SendBatch<R> {
     ) -> Flushed {
         #[cfg(target_os = "linux")]
         {
-            let mut i = 0;
-            while i < self.len {
-                match self.refs[i].take() {
-                    None => {
-                        self.sys.set_tail(i, &[]);
-                        i += 1;
-                    }
-                    Some(r) => match payload(r) {
-                        Some(p) => {
-                            self.sys.set_tail(i, p);
-                            i += 1;
-                        }
-                        None => self.remove(i),
-                    },
-                }
-            }
-            self.deferred = 0;
+            self.resolve(payload, |batch, i, p| batch.sys.set_tail(i, p));
             self.send(port, blocking, true)
         }
         #[cfg(not(target_os = "linux"))]
@@ -444,6 +414,31 @@ impl<R: Copy> SendBatch<R> {
             self.attach(payload);
             self.flush(port, blocking)
         }
+    }
+
+    /// Hands `put` every slot with its payload (empty for a slot that has
+    /// none to gather) and forgets the references; a slot whose payload
+    /// `payload` no longer has is taken out of the batch.
+    fn resolve<'a>(
+        &mut self,
+        payload: impl Fn(R) -> Option<&'a [u8]>,
+        mut put: impl FnMut(&mut Self, usize, &'a [u8]),
+    ) {
+        let mut i = 0;
+        while i < self.len {
+            match self.refs[i].take().map(&payload) {
+                None => {
+                    put(self, i, &[]);
+                    i += 1;
+                }
+                Some(Some(p)) => {
+                    put(self, i, p);
+                    i += 1;
+                }
+                Some(None) => self.remove(i),
+            }
+        }
+        self.deferred = 0;
     }
 
     /// Takes slot `i` out of the batch, keeping the order of the others.
@@ -460,13 +455,6 @@ impl<R: Copy> SendBatch<R> {
         self.refs[self.len] = None;
     }
 
-    fn clear_refs(&mut self) {
-        if self.deferred > 0 {
-            self.refs.iter_mut().for_each(|r| *r = None);
-            self.deferred = 0;
-        }
-    }
-
     /// Sends everything queued and empties the batch. `blocking` waits for
     /// room in a full kernel buffer; otherwise such datagrams are dropped
     /// and counted as errors.
@@ -474,15 +462,7 @@ impl<R: Copy> SendBatch<R> {
         if self.deferred > 0 {
             // A header without its payload must never leave: a caller bug.
             debug_assert!(false, "flush with payloads not gathered");
-            let mut i = 0;
-            while i < self.len {
-                if self.refs[i].take().is_some() {
-                    self.remove(i);
-                } else {
-                    i += 1;
-                }
-            }
-            self.deferred = 0;
+            self.resolve(|_| None, |_, _, _| {});
         }
         self.send(port, blocking, false)
     }

@@ -1,10 +1,7 @@
 use super::*;
 use crate::cc::RateSample;
 
-#[allow(clippy::disallowed_methods)] // tests need one real Instant as an epoch
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::time::test_epoch as epoch;
 
 fn ctx(now: Instant) -> CcContext {
     CcContext {
