@@ -281,10 +281,15 @@ fn transfer_polled(
                 }
             }
         }
+        let (mut resent, mut timeouts) = (0u64, 0u64);
         for s in done {
             s.set_nonblocking(false);
+            let stats = s.stats();
+            resent += stats.packets_retransmitted;
+            timeouts += stats.timeouts;
             s.close().expect("close");
         }
+        (resent, timeouts)
     });
     let reader = thread::spawn(move || {
         let poller = Poller::new();
@@ -328,8 +333,10 @@ fn transfer_polled(
         }
         (got.iter().sum(), rates)
     });
-    writer.join().expect("writer");
-    reader.join().expect("reader")
+    let (resent, timeouts) = writer.join().expect("writer");
+    let (total, rates) = reader.join().expect("reader");
+    println!("senders: {resent} packets retransmitted, {timeouts} timeouts");
+    (total, rates)
 }
 
 fn main() {

@@ -247,6 +247,15 @@ impl Connection {
                     return Some((TransmitKind::Retransmit, (!inline).then_some((seq, len))));
                 }
                 Packed::New { seq, len } => {
+                    if self.sender.unacked() == 1 {
+                        // The only packet outstanding: the retransmission
+                        // timeout counts from now (RFC 6298 (5.1); UDT4's
+                        // `send` resets its EXP base when the buffer was
+                        // empty), not from the last packet heard, which on
+                        // a connection quiet for 300 ms or more would time
+                        // this packet out as it leaves.
+                        self.exp_base = self.exp_base.max(now);
+                    }
                     self.on_data_sent(now, seq, len);
                     return Some((TransmitKind::Data, (!inline).then_some((seq, len))));
                 }

@@ -545,6 +545,26 @@ fn exp_backs_off_and_retransmits_unacknowledged_data() {
 }
 
 #[test]
+fn the_first_packet_after_a_quiet_spell_starts_the_timeout_afresh() {
+    // Connected at 0, nothing heard from the peer since; the application
+    // writes at 500 ms. The EXP interval (310 ms here) counts from the
+    // packet, not from the last packet heard (0), which would have resent
+    // it at once and counted a timeout on a healthy connection (a thousand
+    // connections opened before their transfers began saw ~650 of them).
+    let mut s = Script::new(Config::default());
+    s.expect(ms(500), &[]);
+    let payload = [0x33; 100];
+    assert_eq!(s.conn.write(&payload), Ok(100));
+    s.expect(ms(500), &[data_out(ms(500), ISN, &payload)]);
+    assert_eq!(s.conn.timer_deadline(Timer::Exp), Some(s.at(ms(810))));
+    s.expect(ms(809), &[]);
+    assert_eq!(s.conn.stats().timeouts, 0);
+    // A real silence still times it out, one interval after it left.
+    s.expect(ms(810), &[data_out(ms(810), ISN, &payload)]);
+    assert_eq!(s.conn.stats().timeouts, 1);
+}
+
+#[test]
 fn ack2_gives_an_rtt_sample() {
     let mut s = Script::new(Config::default());
     s.feed(ms(1), &data_in(ISN, FULL));
