@@ -339,9 +339,6 @@ pub enum Conn {
     Udt {
         /// The stream.
         stream: UdtStream,
-        /// The send buffer's capacity in bytes, as free when the stream was
-        /// new: what is not free later is not yet acknowledged.
-        send_buffer_bytes: u64,
     },
     /// A TCP stream.
     Tcp(TcpStream),
@@ -361,21 +358,14 @@ impl fmt::Debug for Conn {
 impl Conn {
     /// Wraps a new UDT stream (its send buffer still empty).
     pub(crate) fn udt(stream: UdtStream) -> Conn {
-        Conn::Udt {
-            send_buffer_bytes: stream.stats().send_buffer_free_bytes as u64,
-            stream,
-        }
+        Conn::Udt { stream }
     }
 
-    /// Bytes written but not yet acknowledged by the peer: an upper bound
-    /// (the send buffer counts in whole packets). 0 over TCP, which does
-    /// not tell.
+    /// Bytes written but not yet acknowledged by the peer. 0 over TCP,
+    /// which does not tell.
     pub fn unacknowledged_bytes(&self) -> u64 {
         match self {
-            Conn::Udt {
-                stream,
-                send_buffer_bytes,
-            } => send_buffer_bytes.saturating_sub(stream.stats().send_buffer_free_bytes as u64),
+            Conn::Udt { stream } => stream.stats().send_buffer_held_bytes as u64,
             Conn::Tcp(_) => 0,
         }
     }
@@ -443,12 +433,8 @@ impl Conn {
     /// The transport's.
     pub fn try_clone(&self) -> io::Result<Conn> {
         Ok(match self {
-            Conn::Udt {
-                stream,
-                send_buffer_bytes,
-            } => Conn::Udt {
+            Conn::Udt { stream } => Conn::Udt {
                 stream: stream.try_clone()?,
-                send_buffer_bytes: *send_buffer_bytes,
             },
             Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
         })

@@ -120,6 +120,8 @@ pub struct SendBuffer {
     sent: u32,
     /// The number the next write will use.
     next_msg: MsgNumber,
+    /// Payload bytes held (written and not yet acknowledged).
+    held_bytes: usize,
 }
 
 impl SendBuffer {
@@ -138,6 +140,7 @@ impl SendBuffer {
             first_unacked: first_seq,
             sent: 0,
             next_msg: MsgNumber::FIRST,
+            held_bytes: 0,
         }
     }
 
@@ -216,6 +219,19 @@ impl SendBuffer {
     /// Blocks that can still be written.
     pub fn free_packets(&self) -> u32 {
         self.capacity.saturating_sub(self.slots.len() as u32)
+    }
+
+    /// Payload bytes written and not yet acknowledged, sent or not.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Payload bytes written and not yet sent.
+    pub fn unsent_bytes(&self) -> usize {
+        self.slots
+            .range(self.sent as usize..)
+            .map(|s| s.len as usize)
+            .sum()
     }
 
     /// Bytes that can still be written in stream mode
@@ -315,6 +331,7 @@ impl SendBuffer {
         let n = (off as u32).min(self.sent);
         for _ in 0..n {
             if let Some(slot) = self.slots.pop_front() {
+                self.held_bytes = self.held_bytes.saturating_sub(slot.len as usize);
                 self.pool.release(slot.data);
             }
         }
@@ -424,6 +441,7 @@ impl SendBuffer {
                 return;
             };
             let len = self.pool.store(idx, chunk) as u32;
+            self.held_bytes += len as usize;
             self.slots.push_back(SendSlot {
                 msg,
                 position,
@@ -494,6 +512,31 @@ mod tests {
         assert_eq!(got, want);
         b.grow(u32::MAX);
         assert_eq!(b.capacity(), MAX_CAPACITY_PACKETS);
+    }
+
+    #[test]
+    fn held_and_unsent_bytes_follow_writes_sends_and_acks_across_growth() {
+        // What the CLI's progress bar takes for "not yet acknowledged": it
+        // used to be the capacity at the start less the free space now,
+        // which reads zero once the buffer has grown with the path.
+        let t = epoch();
+        let mut b = SendBuffer::new(4, 10, SeqNumber::new(0));
+        assert_eq!(b.write_stream(&bytes(35, 1), t), 35);
+        assert_eq!((b.held_bytes(), b.unsent_bytes()), (35, 35));
+        b.grow(8);
+        assert_eq!(b.write_stream(&bytes(100, 2), t), 40);
+        assert_eq!((b.held_bytes(), b.unsent_bytes()), (75, 75));
+        for _ in 0..5 {
+            assert!(b.take_next().is_some());
+        }
+        // Sent: 10 + 10 + 10 + 5 (the first write's short block) + 10.
+        assert_eq!((b.held_bytes(), b.unsent_bytes()), (75, 30));
+        assert_eq!(b.ack(SeqNumber::new(4)), 4);
+        assert_eq!((b.held_bytes(), b.unsent_bytes()), (40, 30));
+        while b.take_next().is_some() {}
+        assert_eq!(b.ack(SeqNumber::new(8)), 4);
+        assert_eq!((b.held_bytes(), b.unsent_bytes()), (0, 0));
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -157,6 +157,10 @@ pub struct Stats {
     pub packets_in_flight: u32,
     /// Bytes the application may still write before the send buffer is full.
     pub send_buffer_free_bytes: usize,
+    /// Bytes written and not yet acknowledged by the peer, sent or not.
+    /// (Not the capacity less the free bytes: the capacity grows with the
+    /// path.)
+    pub send_buffer_held_bytes: usize,
     /// The send buffer's capacity now, packets (it grows with the measured
     /// bandwidth-delay product up to the memory cap).
     pub send_buffer_packets: u32,

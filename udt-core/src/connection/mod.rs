@@ -483,6 +483,7 @@ impl Connection {
         s.congestion_window = self.sender.cwnd();
         s.packets_in_flight = self.sender.in_flight();
         s.send_buffer_free_bytes = self.sender.buffer().free_bytes();
+        s.send_buffer_held_bytes = self.sender.buffer().held_bytes();
         s.send_buffer_packets = self.sender.buffer().capacity();
         s.recv_buffer_packets = self.receiver.buffer().capacity();
         s.peer_unread_packets = self.sender.peer_unread();
@@ -732,8 +733,7 @@ impl Connection {
                      and {} packets the peer has not read",
                     self.local_id,
                     self.sender.unacked(),
-                    self.sender.buffer().capacity() as usize * self.payload_size
-                        - self.sender.buffer().free_bytes(),
+                    self.sender.buffer().unsent_bytes(),
                     self.sender.peer_unread()
                 );
                 self.state = State::Closing {
