@@ -281,14 +281,17 @@ fn transfer_polled(
                 }
             }
         }
-        let (mut resent, mut timeouts) = (0u64, 0u64);
+        let (mut resent, mut timeouts, mut reported, mut presumed) = (0u64, 0u64, 0u64, 0u64);
         for s in done {
             s.set_nonblocking(false);
             let stats = s.stats();
             resent += stats.packets_retransmitted;
             timeouts += stats.timeouts;
+            reported += stats.packets_reported_lost;
+            presumed += stats.packets_presumed_lost;
             s.close().expect("close");
         }
+        println!("senders: {reported} packets reported lost by NAKs, {presumed} presumed lost");
         (resent, timeouts)
     });
     let reader = thread::spawn(move || {
@@ -304,6 +307,7 @@ fn transfer_polled(
         let mut got = vec![0u64; accepted.len()];
         let mut rates = vec![0.0; accepted.len()];
         let mut open = accepted.len();
+        let mut closed_stats = Vec::new();
         let mut events = Vec::new();
         while open > 0 {
             next_events(&poller, &mut events);
@@ -315,6 +319,7 @@ fn transfer_polled(
                 loop {
                     match s.read(&mut buf) {
                         Ok(0) => {
+                            closed_stats.push(s.stats());
                             poller.deregister(Token(i)).expect("deregister");
                             accepted[i] = None;
                             rates[i] = got[i] as f64 / start.elapsed().as_secs_f64();
@@ -331,6 +336,18 @@ fn transfer_polled(
         for &g in &got {
             assert_eq!(g, bytes, "short transfer");
         }
+        println!(
+            "receivers: {} naks sent, {} packets lost, {} duplicates",
+            closed_stats
+                .iter()
+                .map(|s: &udt::proto::Stats| s.naks_sent)
+                .sum::<u64>(),
+            closed_stats.iter().map(|s| s.packets_lost).sum::<u64>(),
+            closed_stats
+                .iter()
+                .map(|s| s.dropped.duplicate)
+                .sum::<u64>()
+        );
         (got.iter().sum(), rates)
     });
     let (resent, timeouts) = writer.join().expect("writer");
