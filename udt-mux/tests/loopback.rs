@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{bind, bind_at, config, init, pattern, spawn};
+use common::{bind, bind_at, config, init, pattern, spawn, Relay};
 use udt_mux::{Config, ConnectError, Endpoint, UdtStream};
 
 /// Reads exactly `want.len()` bytes and checks them.
@@ -215,6 +215,30 @@ fn pair(cfg: Config) -> (Endpoint, UdtStream, Endpoint, UdtStream) {
     let stream = client.connect(server.local_addr()).unwrap();
     let (accepted, _) = listener.accept().unwrap();
     (server, accepted, client, stream)
+}
+
+#[test]
+fn data_after_a_quiet_spell_is_not_timed_out_as_it_leaves() {
+    // 100 ms each way, so no answer can come back within 200 ms of a
+    // packet. The quiet spell (600 ms, before any keep-alive) is the
+    // scenario, not a wait for an event: the client last heard the server
+    // at the handshake. The first data packet's retransmission timeout
+    // (310 ms here) must count from the packet, not from the handshake,
+    // or it expires the moment the packet leaves.
+    init();
+    let server = bind(config());
+    let listener = server.listen(4).unwrap();
+    let relay = Relay::start(server.local_addr(), Duration::from_millis(100), 0.0, 7);
+    let client = bind(config());
+    let mut stream = client.connect(relay.front).unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let data = pattern(7, 20_000);
+    stream.write_all(&data).unwrap();
+    expect_bytes(&mut accepted, &data);
+    let stats = stream.stats();
+    assert_eq!(stats.timeouts, 0, "{stats:?}");
+    assert_eq!(stats.packets_retransmitted, 0, "{stats:?}");
 }
 
 #[test]
