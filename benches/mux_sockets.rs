@@ -282,6 +282,7 @@ fn transfer_polled(
             }
         }
         let (mut resent, mut timeouts, mut reported, mut presumed) = (0u64, 0u64, 0u64, 0u64);
+        let mut limits = udt::proto::SendLimits::default();
         for s in done {
             s.set_nonblocking(false);
             let stats = s.stats();
@@ -289,9 +290,20 @@ fn transfer_polled(
             timeouts += stats.timeouts;
             reported += stats.packets_reported_lost;
             presumed += stats.packets_presumed_lost;
+            let l = stats.send_limits;
+            limits.app += l.app;
+            limits.flow_window += l.flow_window;
+            limits.congestion_window += l.congestion_window;
+            limits.pacing += l.pacing;
+            limits.driver += l.driver;
             s.close().expect("close");
         }
         println!("senders: {reported} packets reported lost by NAKs, {presumed} presumed lost");
+        let [app, flow, cwnd, pacing, driver] = limits.shares().map(|x| x * 100.0);
+        println!(
+            "senders waited for: the application {app:.0} %, the flow window {flow:.0} %, \
+             the congestion window {cwnd:.0} %, pacing {pacing:.0} %, the driver {driver:.0} %"
+        );
         (resent, timeouts)
     });
     let reader = thread::spawn(move || {

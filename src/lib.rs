@@ -81,7 +81,7 @@ pub mod proto {
     pub use udt_core::endpoint;
     pub use udt_core::handshake;
     pub use udt_core::packet;
-    pub use udt_core::stats::{DropStats, Stats};
+    pub use udt_core::stats::{DropStats, SendLimits, Stats};
     pub use udt_core::{
         AckSeqNumber, Config, Connection, ConnectionError, Event, MsgNumber, ReadError, SeqNumber,
         SocketId, SocketType, State, Transmit, TransmitKind, WriteError,

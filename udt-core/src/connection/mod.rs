@@ -192,6 +192,11 @@ pub struct Connection {
     shutdowns_repeated: u32,
     readable_pending: bool,
     writable_pending: bool,
+    /// The application wrote while nothing was waiting to be sent, since
+    /// time was last observed: `write` takes no time, so the interval up to
+    /// the next observation is the application's (it had nothing to send
+    /// until then), not the state the write left behind.
+    wrote_while_idle: bool,
     closed_pending: bool,
     /// Secure mode: the packet keys, counters and replay window; `None`
     /// for plain UDT4.
@@ -297,6 +302,7 @@ impl Connection {
             shutdowns_repeated: 0,
             readable_pending: false,
             writable_pending: false,
+            wrote_while_idle: false,
             closed_pending: false,
             seal,
             peer_identity,
@@ -600,6 +606,7 @@ impl Connection {
         if data.is_empty() {
             return Ok(0);
         }
+        self.wrote_while_idle |= !self.sender.has_work();
         let n = self.sender.write_stream(data, self.last_now);
         if n == 0 {
             return Err(WriteError::WouldBlock);
@@ -800,6 +807,7 @@ impl Connection {
             }
             self.last_now = now;
         }
+        self.wrote_while_idle = false;
     }
 
     /// Adds the time since the last call to the state that kept the sender
@@ -811,7 +819,12 @@ impl Connection {
         let from = self.last_now;
         let elapsed = now.saturating_duration_since(from);
         let limits = &mut self.counters.send_limits;
-        match self.sender.limit(from) {
+        let limit = if self.wrote_while_idle {
+            SendLimit::App
+        } else {
+            self.sender.limit(from)
+        };
+        match limit {
             SendLimit::App => limits.app += elapsed,
             SendLimit::FlowWindow => limits.flow_window += elapsed,
             SendLimit::CongestionWindow => limits.congestion_window += elapsed,

@@ -249,6 +249,23 @@ fn send_limits_account_each_state() {
 }
 
 #[test]
+fn the_time_before_a_write_is_the_applications() {
+    // As above, but nothing observes the time before the write: `write`
+    // takes no time, and the 10 ms before it were spent waiting for the
+    // application, not for the driver (which the state after the write,
+    // data waiting and its slot passed, would claim).
+    let config = Config::default().with_congestion(crate::cc::CcAlgorithm::Udt);
+    let mut s = Script::with_peer_window(config, 4);
+    let data = vec![0x5Au8; FULL * 10];
+    assert_eq!(s.conn.write(&data), Ok(data.len()));
+    let sent = drive(&mut s, ms(10), ms(11));
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    let limits = s.conn.stats().send_limits;
+    assert_eq!(limits.app, ms(10), "{limits:?}");
+    assert!(limits.driver <= ms(1), "{limits:?}");
+}
+
+#[test]
 fn a_peer_that_repeats_its_loss_reports_is_left_to_report_them() {
     // As in the first test, but the peer repeats its list of losses (our
     // receiver's periodic NAK): it will report 2 and 5 again if their
