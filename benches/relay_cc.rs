@@ -150,6 +150,43 @@ fn drops(relay: &Relay, forward_is_upstream: bool, before: Option<u64>) -> Strin
     )
 }
 
+/// Runs `f` while sampling the relay's queue drops in the data direction
+/// every [`DROP_TICK`]; returns its result and the drops per tick, so
+/// the details show when the bottleneck overflowed (Startup's overshoot,
+/// or later).
+fn with_drop_timeline<T: Send>(relay: &Relay, f: impl FnOnce() -> T + Send) -> (T, String) {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let done = &done;
+        let sampler = scope.spawn(move || {
+            let mut ticks = Vec::new();
+            let mut last = 0;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(DROP_TICK);
+                let now = relay.stats().to_upstream.dropped_queue;
+                ticks.push(now - last);
+                last = now;
+            }
+            // Trailing quiet ticks say nothing.
+            while ticks.last() == Some(&0) {
+                ticks.pop();
+            }
+            ticks
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        let out = f();
+        done.store(true, Ordering::Relaxed);
+        let timeline = sampler.join().expect("drop sampler");
+        (out, timeline)
+    })
+}
+
+/// The interval of the drop timeline.
+const DROP_TICK: Duration = Duration::from_millis(250);
+
 /// Our sender's view of one transfer: how much it resent, and what kept
 /// it from sending (as shares of the connection's time).
 fn sender_summary(s: &udt_core::stats::Stats) -> String {
@@ -165,6 +202,19 @@ fn sender_summary(s: &udt_core::stats::Stats) -> String {
         l[2] * 100.0,
         l[3] * 100.0,
         l[4] * 100.0
+    )
+}
+
+/// The drop timeline as a note for the details.
+fn timeline_note(timeline: &str) -> String {
+    format!(
+        "; queue drops per {} ms: {}",
+        DROP_TICK.as_millis(),
+        if timeline.is_empty() {
+            "none"
+        } else {
+            timeline
+        }
     )
 }
 
@@ -262,13 +312,15 @@ impl Transfer {
             Transfer::OursToUdt4(cc) => {
                 let (mut server, addr) = udt4_stream_receiver(bytes, LIMIT);
                 let relay = relay_to(addr, s, seed);
-                let (queue_ms, stats) = ours_send(relay.local_addr(), bytes, cc, base);
+                let to = relay.local_addr();
+                let ((queue_ms, stats), timeline) =
+                    with_drop_timeline(&relay, || ours_send(to, bytes, cc, base));
                 let t = udt4_stream_elapsed(&mut server, bytes, LIMIT);
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms,
                     sender: Some(stats),
-                    drops: drops(&relay, true, before),
+                    drops: drops(&relay, true, before) + &timeline_note(&timeline),
                 }
             }
             Transfer::Udt4ToOurs => {
@@ -291,13 +343,14 @@ impl Transfer {
                 let relay = relay_to(ep.local_addr(), s, seed);
                 let to = relay.local_addr();
                 let sender = std::thread::spawn(move || ours_send(to, bytes, cc, base));
-                let t = ours_receive(&listener, bytes, LIMIT);
+                let (t, timeline) =
+                    with_drop_timeline(&relay, || ours_receive(&listener, bytes, LIMIT));
                 let (queue_ms, stats) = sender.join().expect("sender thread");
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms,
                     sender: Some(stats),
-                    drops: drops(&relay, true, before),
+                    drops: drops(&relay, true, before) + &timeline_note(&timeline),
                 }
             }
         }

@@ -167,22 +167,68 @@ fn one_loss_does_not_end_startup_but_a_lossy_round_does() {
     assert!(!cc.has_filled_pipe(), "startup ended on random loss");
     // A round losing 20 % is congestion: Startup ends there.
     let mut cc = started(BbrProfile::Fair, &path);
-    let c = path.ctx(100.0);
-    let heavy = AckSample {
-        newly_acked: 80,
+    let heavy = |lost: u64| AckSample {
+        newly_acked: 100 - lost as u32,
         rate: Some(RateSample {
-            delivered: 80,
+            delivered: 100 - lost,
             interval: Duration::from_millis(20),
             prior_delivered: 0,
             tx_in_flight: 100,
-            lost: 20,
-            loss_events: 20,
+            lost,
+            loss_events: lost,
             sent: 100,
             is_app_limited: false,
         }),
         rtt: Some(Duration::from_millis(20)),
     };
-    cc.on_ack_sample(&c, &heavy);
+    let c = CcContext {
+        lost: path.lost + 20,
+        ..path.ctx(100.0)
+    };
+    cc.on_ack_sample(&c, &heavy(20));
+    assert!(cc.has_filled_pipe());
+    assert_eq!(cc.mode_name(), "drain");
+}
+
+#[test]
+fn startup_needs_a_few_losses_in_its_round_to_end_on_loss() {
+    // Five losses in a hundred is well above 2 %, but five packets are
+    // what a stall behind one lost retransmission can gather into a
+    // sample's window early in Startup (real sockets into libudt0, 1 %
+    // loss: Startup ended at 1 300 of 25 000 packets/s). Six in the round
+    // are needed, as BBRv3 does.
+    let path = Path::new(100_000.0, 20, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    let sample = |lost: u64| AckSample {
+        newly_acked: 100 - lost as u32,
+        rate: Some(RateSample {
+            delivered: 100 - lost,
+            interval: Duration::from_millis(20),
+            prior_delivered: 0,
+            tx_in_flight: 100,
+            lost,
+            loss_events: lost,
+            sent: 100,
+            is_app_limited: false,
+        }),
+        rtt: Some(Duration::from_millis(20)),
+    };
+    // The first sample ends round 0 with its five losses.
+    let c = CcContext {
+        lost: 5,
+        delivered: 95,
+        ..path.ctx(100.0)
+    };
+    cc.on_ack_sample(&c, &sample(5));
+    assert!(!cc.has_filled_pipe(), "five losses ended startup");
+    // Six more in the next round (its sample sent before the round's
+    // end, so not ending it).
+    let c = CcContext {
+        lost: 11,
+        delivered: 189,
+        ..path.ctx(100.0)
+    };
+    cc.on_ack_sample(&c, &sample(6));
     assert!(cc.has_filled_pipe());
     assert_eq!(cc.mode_name(), "drain");
 }
@@ -484,4 +530,72 @@ fn rounds_of_limited_samples_age_the_bandwidth_at_half_pace() {
     }
     let slowed = cc.bandwidth().expect("measured");
     assert!(slowed < 2_500.0, "bandwidth {slowed}");
+}
+
+/// A Startup sample of `delivered` packets over 20 ms, no loss, with RTT
+/// `rtt_ms`, that does not end a round.
+fn startup_sample(rtt_ms: u64) -> AckSample {
+    AckSample {
+        newly_acked: 10,
+        rate: Some(RateSample {
+            delivered: 10,
+            interval: Duration::from_millis(20),
+            prior_delivered: 0,
+            tx_in_flight: 10,
+            lost: 0,
+            loss_events: 0,
+            sent: 10,
+            is_app_limited: false,
+        }),
+        rtt: Some(Duration::from_millis(rtt_ms)),
+    }
+}
+
+#[test]
+fn startup_ends_when_eight_rtt_samples_in_a_row_show_a_queue() {
+    // Minimum RTT 50 ms: a queue shows above 50 + 12.5 + 10 ms (a quarter
+    // of the RTT and one ACK interval).
+    let path = Path::new(10_000.0, 50, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    let mut c = path.ctx(10.0);
+    c.delivered = 10;
+    cc.on_ack_sample(&c, &startup_sample(50));
+    assert_eq!(cc.min_rtt(), Some(Duration::from_millis(50)));
+    for _ in 0..7 {
+        cc.on_ack_sample(&c, &startup_sample(80));
+    }
+    assert!(!cc.has_filled_pipe(), "seven samples ended startup");
+    // One sample below the threshold starts the count again (a hiccup
+    // of either host is not a queue).
+    cc.on_ack_sample(&c, &startup_sample(72));
+    for _ in 0..7 {
+        cc.on_ack_sample(&c, &startup_sample(80));
+    }
+    assert!(!cc.has_filled_pipe(), "the count did not start again");
+    cc.on_ack_sample(&c, &startup_sample(80));
+    assert!(cc.has_filled_pipe());
+    // Drained at once: 10 packets in flight are below the BDP.
+    assert_eq!(cc.mode_name(), "probe-bw");
+}
+
+#[test]
+fn startups_window_is_twice_the_bdp_under_random_loss() {
+    // 1 % random loss through a queue of one BDP: the window that allows
+    // for hole repairs once the pipe is full must not apply in Startup,
+    // where the window is twice the BDP already; on top of it the flight
+    // overflowed the queue by a BDP (simulator S3: 1 660 drops).
+    let mut path = Path::new(10_000.0, 50, 0.01);
+    let mut cc = started(BbrProfile::Fair, &path);
+    let bdp = 10_000.0 * 0.050;
+    let mut largest: f64 = 0.0;
+    for _ in 0..30 {
+        path.round(&mut cc);
+        if cc.has_filled_pipe() {
+            break;
+        }
+        largest = largest.max(cc.congestion_window());
+    }
+    assert!(path.lost > 0, "the path lost something");
+    assert!(largest > 1.5 * bdp, "startup stopped early: {largest}");
+    assert!(largest <= 2.0 * bdp * 1.05, "window {largest}");
 }
