@@ -129,6 +129,10 @@ const STARTUP_QUEUE_SAMPLES: u32 = 8;
 /// up to 10 ms).
 const STARTUP_QUEUE_SHARE: f64 = 0.25;
 
+/// A Startup round counts towards the bandwidth plateau only when it
+/// delivered at least this share of the window (`BbrCc::check_full_bw`).
+const MIN_PLATEAU_ROUND_SHARE: f64 = 0.25;
+
 /// Startup ends on loss only when its current round lost at least this
 /// many packets (BBRv3's `StartupFullLossCnt`).
 const STARTUP_MIN_ROUND_LOSSES: u64 = 6;
@@ -208,6 +212,8 @@ pub struct BbrCc {
     round_delivered_base: u64,
     /// Packets reported lost in the last round that ended.
     last_round_lost: u64,
+    /// Packets delivered in the last round that ended.
+    last_round_delivered: u64,
     /// The last round in which any loss was reported.
     last_loss_round: Option<u64>,
     /// The current ProbeBw cycle saw congestion: keep the bounds.
@@ -267,6 +273,7 @@ impl BbrCc {
             round_lost_base: 0,
             round_delivered_base: 0,
             last_round_lost: 0,
+            last_round_delivered: 0,
             last_loss_round: None,
             congested_in_cycle: false,
             congestion_delivered: None,
@@ -398,6 +405,7 @@ impl BbrCc {
         self.round_lost_base = ctx.lost;
         self.round_delivered_base = ctx.delivered;
         self.last_round_lost = lost;
+        self.last_round_delivered = delivered;
         if lost > 0 {
             self.last_loss_round = Some(self.round);
         }
@@ -470,11 +478,22 @@ impl BbrCc {
     }
 
     /// Startup: is the bandwidth still growing?
+    ///
+    /// A round that delivered less than a quarter of the window says
+    /// nothing either way: the flow did not fill what it was allowed (a
+    /// stall behind a lost retransmission into a receiver that reports
+    /// each loss once, or a sender short of CPU), where a full pipe
+    /// delivers at least the BDP, half the window, each round. Counting
+    /// such rounds ended Startup on real sockets into libudt0 at 556 of
+    /// 25 000 packets/s (S3), and ProbeBw then took seconds to climb.
     fn check_full_bw(&mut self) {
         let bw = self.max_bw.get(self.bw_round);
         if bw >= self.full_bw * FULL_BW_GROWTH {
             self.full_bw = bw;
             self.full_bw_rounds = 0;
+            return;
+        }
+        if (self.last_round_delivered as f64) < self.cwnd * MIN_PLATEAU_ROUND_SHARE {
             return;
         }
         self.full_bw_rounds += 1;

@@ -599,3 +599,46 @@ fn startups_window_is_twice_the_bdp_under_random_loss() {
     assert!(largest > 1.5 * bdp, "startup stopped early: {largest}");
     assert!(largest <= 2.0 * bdp * 1.05, "window {largest}");
 }
+
+#[test]
+fn startup_rounds_that_did_not_fill_the_window_are_no_plateau() {
+    // The bandwidth stays at 500 packets/s (window about 20). Rounds that
+    // deliver 2 packets are a stalled flow, not a full pipe: however many,
+    // Startup goes on. Three that deliver half the window end it.
+    let path = Path::new(10_000.0, 20, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    let mut delivered = 0u64;
+    let mut round = |cc: &mut BbrCc, count: u64| {
+        let prior = delivered;
+        delivered += count;
+        let c = CcContext {
+            delivered,
+            ..path.ctx(count as f64)
+        };
+        let sample = AckSample {
+            newly_acked: count as u32,
+            rate: Some(RateSample {
+                delivered: 10,
+                interval: Duration::from_millis(20),
+                prior_delivered: prior,
+                tx_in_flight: 10,
+                lost: 0,
+                loss_events: 0,
+                sent: 10,
+                is_app_limited: false,
+            }),
+            rtt: Some(Duration::from_millis(20)),
+        };
+        cc.on_ack_sample(&c, &sample);
+    };
+    round(&mut cc, 10);
+    for _ in 0..6 {
+        round(&mut cc, 2);
+    }
+    assert!(!cc.has_filled_pipe(), "stalled rounds ended startup");
+    let window = cc.congestion_window();
+    for _ in 0..3 {
+        round(&mut cc, (window / 2.0) as u64);
+    }
+    assert!(cc.has_filled_pipe(), "window {window}");
+}
