@@ -120,6 +120,26 @@ fn started(profile: BbrProfile, path: &Path) -> BbrCc {
     cc
 }
 
+/// A sample of `sent` packets sent after `prior` deliveries, `lost` of
+/// them lost (each its own loss event) and the rest delivered over
+/// `interval_ms`, with an RTT sample of `rtt_ms`.
+fn sample(sent: u64, lost: u64, prior: u64, interval_ms: u64, rtt_ms: u64) -> AckSample {
+    AckSample {
+        newly_acked: (sent - lost) as u32,
+        rate: Some(RateSample {
+            delivered: sent - lost,
+            interval: Duration::from_millis(interval_ms),
+            prior_delivered: prior,
+            tx_in_flight: sent as u32,
+            lost,
+            loss_events: lost,
+            sent,
+            is_app_limited: false,
+        }),
+        rtt: Some(Duration::from_millis(rtt_ms)),
+    }
+}
+
 #[test]
 fn startup_doubles_then_finds_the_bandwidth_and_drains() {
     let mut path = Path::new(10_000.0, 50, 0.0);
@@ -167,25 +187,11 @@ fn one_loss_does_not_end_startup_but_a_lossy_round_does() {
     assert!(!cc.has_filled_pipe(), "startup ended on random loss");
     // A round losing 20 % is congestion: Startup ends there.
     let mut cc = started(BbrProfile::Fair, &path);
-    let heavy = |lost: u64| AckSample {
-        newly_acked: 100 - lost as u32,
-        rate: Some(RateSample {
-            delivered: 100 - lost,
-            interval: Duration::from_millis(20),
-            prior_delivered: 0,
-            tx_in_flight: 100,
-            lost,
-            loss_events: lost,
-            sent: 100,
-            is_app_limited: false,
-        }),
-        rtt: Some(Duration::from_millis(20)),
-    };
     let c = CcContext {
         lost: path.lost + 20,
         ..path.ctx(100.0)
     };
-    cc.on_ack_sample(&c, &heavy(20));
+    cc.on_ack_sample(&c, &sample(100, 20, 0, 20, 20));
     assert!(cc.has_filled_pipe());
     assert_eq!(cc.mode_name(), "drain");
 }
@@ -199,27 +205,13 @@ fn startup_needs_a_few_losses_in_its_round_to_end_on_loss() {
     // are needed, as BBRv3 does.
     let path = Path::new(100_000.0, 20, 0.0);
     let mut cc = started(BbrProfile::Fair, &path);
-    let sample = |lost: u64, sent: u64| AckSample {
-        newly_acked: (sent - lost) as u32,
-        rate: Some(RateSample {
-            delivered: sent - lost,
-            interval: Duration::from_millis(20),
-            prior_delivered: 0,
-            tx_in_flight: sent as u32,
-            lost,
-            loss_events: lost,
-            sent,
-            is_app_limited: false,
-        }),
-        rtt: Some(Duration::from_millis(20)),
-    };
     // The first sample ends round 0 with its five losses.
     let c = CcContext {
         lost: 5,
         delivered: 35,
         ..path.ctx(40.0)
     };
-    cc.on_ack_sample(&c, &sample(5, 40));
+    cc.on_ack_sample(&c, &sample(40, 5, 0, 20, 20));
     assert!(!cc.has_filled_pipe(), "five losses ended startup");
     // Seven in a hundred in the next round (its sample sent before the
     // round's end, so not ending it).
@@ -228,7 +220,7 @@ fn startup_needs_a_few_losses_in_its_round_to_end_on_loss() {
         delivered: 128,
         ..path.ctx(100.0)
     };
-    cc.on_ack_sample(&c, &sample(7, 100));
+    cc.on_ack_sample(&c, &sample(100, 7, 0, 20, 20));
     assert!(cc.has_filled_pipe());
     assert_eq!(cc.mode_name(), "drain");
 }
@@ -532,23 +524,10 @@ fn rounds_of_limited_samples_age_the_bandwidth_at_half_pace() {
     assert!(slowed < 2_500.0, "bandwidth {slowed}");
 }
 
-/// A Startup sample of `delivered` packets over 20 ms, no loss, with RTT
-/// `rtt_ms`, that does not end a round.
+/// A Startup sample of 10 packets over 20 ms, no loss, with RTT `rtt_ms`,
+/// that does not end a round.
 fn startup_sample(rtt_ms: u64) -> AckSample {
-    AckSample {
-        newly_acked: 10,
-        rate: Some(RateSample {
-            delivered: 10,
-            interval: Duration::from_millis(20),
-            prior_delivered: 0,
-            tx_in_flight: 10,
-            lost: 0,
-            loss_events: 0,
-            sent: 10,
-            is_app_limited: false,
-        }),
-        rtt: Some(Duration::from_millis(rtt_ms)),
-    }
+    sample(10, 0, 0, 20, rtt_ms)
 }
 
 #[test]
@@ -615,20 +594,8 @@ fn startup_rounds_that_did_not_fill_the_window_are_no_plateau() {
             delivered,
             ..path.ctx(count as f64)
         };
-        let sample = AckSample {
-            newly_acked: count as u32,
-            rate: Some(RateSample {
-                delivered: 10,
-                interval: Duration::from_millis(20),
-                prior_delivered: prior,
-                tx_in_flight: 10,
-                lost: 0,
-                loss_events: 0,
-                sent: 10,
-                is_app_limited: false,
-            }),
-            rtt: Some(Duration::from_millis(20)),
-        };
+        let mut sample = sample(10, 0, prior, 20, 20);
+        sample.newly_acked = count as u32;
         cc.on_ack_sample(&c, &sample);
     };
     round(&mut cc, 10);
@@ -652,27 +619,13 @@ fn startup_weighs_loss_at_three_standard_deviations() {
     // simulator, which then ended at a tenth of the link. Startup goes
     // on; ProbeBw would cut.
     let path = Path::new(100_000.0, 50, 0.0);
-    let sample = AckSample {
-        newly_acked: 163,
-        rate: Some(RateSample {
-            delivered: 182,
-            interval: Duration::from_millis(67),
-            prior_delivered: 0,
-            tx_in_flight: 189,
-            lost: 8,
-            loss_events: 8,
-            sent: 171,
-            is_app_limited: false,
-        }),
-        rtt: Some(Duration::from_millis(50)),
-    };
     let c = CcContext {
         lost: 8,
-        delivered: 182,
-        ..path.ctx(189.0)
+        delivered: 163,
+        ..path.ctx(171.0)
     };
     let mut cc = started(BbrProfile::Fair, &path);
-    cc.on_ack_sample(&c, &sample);
+    cc.on_ack_sample(&c, &sample(171, 8, 0, 67, 50));
     assert!(!cc.has_filled_pipe(), "noise ended startup");
     assert!(!cc.is_congestion(8, 171));
     // The same sample once the pipe is full is congestion.
