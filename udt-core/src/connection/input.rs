@@ -411,10 +411,18 @@ impl Connection {
     /// placeholder and lags behind a longer path or a growing queue) plus
     /// 4 RTTVar and the ACK interval; a first transmission never reported
     /// lost is usually only waiting in a busy receiver's socket buffer (no
-    /// loss at all on loopback), so it gets UDT4's shortest EXP time on top.
+    /// loss at all on loopback), so it gets UDT4's shortest EXP time on top
+    /// while the sender still sends: the packets after it will prove or
+    /// report what arrived. Not once the sender can send nothing (its
+    /// window full, or nothing left to write) to a peer that reports each
+    /// loss once: no new packet will draw a NAK then, and the EXP timer
+    /// came first (real S2 into libudt0: the head's NAK lost, the window
+    /// full, 300 ms of silence and the whole window resent). Resending too
+    /// early costs one duplicate.
     fn head_wait(&self, retransmitted: bool) -> Duration {
         let wait = 2 * self.rtt.rtt() + 4 * self.rtt.rtt_var() + crate::time::SYN_INTERVAL;
-        if retransmitted {
+        let stalled = !self.peer_repeats_naks && !self.sender.has_work();
+        if retransmitted || stalled {
             wait
         } else {
             wait + crate::time::MIN_EXP_INTERVAL

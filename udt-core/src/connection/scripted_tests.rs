@@ -817,6 +817,33 @@ fn a_hole_is_resent_on_time_although_the_peer_fell_silent() {
     );
 }
 
+#[test]
+fn an_unreported_head_is_resent_early_once_the_sender_can_send_nothing() {
+    // The first window (16 packets) is out and nothing came back: the
+    // sender can send nothing more. The first was lost and so was its
+    // NAK; the peer's ACK at 300 ms names it and then, confirmed, the peer
+    // falls silent. No new packet will draw a NAK, so the head is resent
+    // after 2 RTT + 4 RTTVar + the ACK interval (410 ms), not UDT4's
+    // 300 ms later (710 ms, after the EXP timer at 610 ms had resent the
+    // whole window).
+    let mut s = Script::new(Config::default());
+    let data = vec![0x5Au8; FULL * 100];
+    assert_eq!(s.conn.write(&data), Ok(data.len()));
+    for step in 0..100 {
+        assert_eq!(retransmissions_at(&mut s, us(50 * step)), 0);
+    }
+    assert_eq!(s.conn.stats().packets_sent, 16);
+    s.feed(ms(300), &ack_in(1, ISN));
+    assert_eq!(
+        s.conn.timer_deadline(Timer::LossDetection),
+        Some(s.at(ms(410) + us(1)))
+    );
+    assert_eq!(retransmissions_at(&mut s, ms(410)), 0);
+    assert_eq!(retransmissions_at(&mut s, ms(411)), 1);
+    assert_eq!(s.conn.stats().packets_presumed_lost, 1);
+    assert_eq!(s.conn.stats().timeouts, 0, "EXP did not fire");
+}
+
 /// A light ACK from the peer.
 pub(super) fn light_ack_in(ack: SeqNumber) -> Vec<u8> {
     let mut d = Vec::new();
