@@ -16,7 +16,11 @@
 //! - `UDT_BENCH_HIGH_MBPS`: the high-BDP path's rate, for a machine whose
 //!   relay cannot sustain 1 Gbit/s (default 1000);
 //! - `UDT_BENCH_SMOKE=1`: one tiny path and transfer, to check the
-//!   benchmark itself works.
+//!   benchmark itself works;
+//! - `UDT_BENCH_TRANSFERS`: which of `udt4-udt4`, `ours-udt4`,
+//!   `udt4-ours`, `ours-ours` to run, comma-separated (default all four;
+//!   libudt0 as a sender takes minutes on the lossy paths; without
+//!   `udt4-udt4` the ratio column is left empty).
 //!
 //! Goodput is measured at the receiver, from the accepted connection to the
 //! last byte, so it includes the ramp-up; the transfer sizes are chosen so
@@ -146,6 +150,43 @@ fn drops(relay: &Relay, forward_is_upstream: bool, before: Option<u64>) -> Strin
     )
 }
 
+/// Runs `f` while sampling the relay's queue drops in the data direction
+/// every [`DROP_TICK`]; returns its result and the drops per tick, so
+/// the details show when the bottleneck overflowed (Startup's overshoot,
+/// or later).
+fn with_drop_timeline<T: Send>(relay: &Relay, f: impl FnOnce() -> T + Send) -> (T, String) {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let done = &done;
+        let sampler = scope.spawn(move || {
+            let mut ticks = Vec::new();
+            let mut last = 0;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(DROP_TICK);
+                let now = relay.stats().to_upstream.dropped_queue;
+                ticks.push(now - last);
+                last = now;
+            }
+            // Trailing quiet ticks say nothing.
+            while ticks.last() == Some(&0) {
+                ticks.pop();
+            }
+            ticks
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        let out = f();
+        done.store(true, Ordering::Relaxed);
+        let timeline = sampler.join().expect("drop sampler");
+        (out, timeline)
+    })
+}
+
+/// The interval of the drop timeline.
+const DROP_TICK: Duration = Duration::from_millis(250);
+
 /// Our sender's view of one transfer: how much it resent, and what kept
 /// it from sending (as shares of the connection's time).
 fn sender_summary(s: &udt_core::stats::Stats) -> String {
@@ -161,6 +202,19 @@ fn sender_summary(s: &udt_core::stats::Stats) -> String {
         l[2] * 100.0,
         l[3] * 100.0,
         l[4] * 100.0
+    )
+}
+
+/// The drop timeline as a note for the details.
+fn timeline_note(timeline: &str) -> String {
+    format!(
+        "; queue drops per {} ms: {}",
+        DROP_TICK.as_millis(),
+        if timeline.is_empty() {
+            "none"
+        } else {
+            timeline
+        }
     )
 }
 
@@ -258,13 +312,15 @@ impl Transfer {
             Transfer::OursToUdt4(cc) => {
                 let (mut server, addr) = udt4_stream_receiver(bytes, LIMIT);
                 let relay = relay_to(addr, s, seed);
-                let (queue_ms, stats) = ours_send(relay.local_addr(), bytes, cc, base);
+                let to = relay.local_addr();
+                let ((queue_ms, stats), timeline) =
+                    with_drop_timeline(&relay, || ours_send(to, bytes, cc, base));
                 let t = udt4_stream_elapsed(&mut server, bytes, LIMIT);
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms,
                     sender: Some(stats),
-                    drops: drops(&relay, true, before),
+                    drops: drops(&relay, true, before) + &timeline_note(&timeline),
                 }
             }
             Transfer::Udt4ToOurs => {
@@ -287,13 +343,14 @@ impl Transfer {
                 let relay = relay_to(ep.local_addr(), s, seed);
                 let to = relay.local_addr();
                 let sender = std::thread::spawn(move || ours_send(to, bytes, cc, base));
-                let t = ours_receive(&listener, bytes, LIMIT);
+                let (t, timeline) =
+                    with_drop_timeline(&relay, || ours_receive(&listener, bytes, LIMIT));
                 let (queue_ms, stats) = sender.join().expect("sender thread");
                 Outcome {
                     mbps: mbps(bytes, t),
                     queue_ms,
                     sender: Some(stats),
-                    drops: drops(&relay, true, before),
+                    drops: drops(&relay, true, before) + &timeline_note(&timeline),
                 }
             }
         }
@@ -345,6 +402,8 @@ fn paths() -> Vec<(Scenario, u64)> {
 }
 
 fn main() {
+    // RUST_LOG=udt_core=debug shows our sender's loss detection and timeouts.
+    let _ = env_logger::builder().format_timestamp_micros().try_init();
     let smoke = env_or("UDT_BENCH_SMOKE", 0u32) != 0;
     let reps: u64 = if smoke {
         1
@@ -358,13 +417,22 @@ fn main() {
         .collect();
     // Build the peers before timing anything.
     let _ = harness::peers_dir();
-    let mut transfers = vec![Transfer::Udt4ToUdt4];
-    for &cc in &ccs {
-        transfers.push(Transfer::OursToUdt4(cc));
+    let chosen = std::env::var("UDT_BENCH_TRANSFERS")
+        .unwrap_or_else(|_| "udt4-udt4,ours-udt4,udt4-ours,ours-ours".into());
+    let wants = |name: &str| chosen.split(',').any(|n| n.trim() == name);
+    let with_reference = wants("udt4-udt4");
+    let mut transfers = Vec::new();
+    if with_reference {
+        transfers.push(Transfer::Udt4ToUdt4);
     }
-    transfers.push(Transfer::Udt4ToOurs);
-    for &cc in &ccs {
-        transfers.push(Transfer::OursToOurs(cc));
+    if wants("ours-udt4") {
+        transfers.extend(ccs.iter().map(|&cc| Transfer::OursToUdt4(cc)));
+    }
+    if wants("udt4-ours") {
+        transfers.push(Transfer::Udt4ToOurs);
+    }
+    if wants("ours-ours") {
+        transfers.extend(ccs.iter().map(|&cc| Transfer::OursToOurs(cc)));
     }
     println!(
         "stream goodput through udt-relay, median of {reps} (Mbit/s, measured at the receiver)"
@@ -405,16 +473,21 @@ fn main() {
         let mut reference = None;
         for ((t, g), q) in transfers.iter().zip(goodput).zip(queue) {
             let median = percentile(g, 0.5).unwrap_or(0.0);
-            let base = *reference.get_or_insert(median);
+            // The first row is libudt0 -> libudt0 unless it was left out.
+            let base = *reference.get_or_insert(if with_reference { median } else { f64::NAN });
             let queue = match (percentile(q.clone(), 0.5), percentile(q, 0.99)) {
                 (Some(p50), Some(p99)) => format!("{p50:.1} / {p99:.1}"),
                 _ => "-".into(),
             };
+            let ratio = if base.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.2}x", median / base.max(1e-9))
+            };
             println!(
-                "| {} | {median:.1} | {:.0} % | {:.2}x | {queue} |",
+                "| {} | {median:.1} | {:.0} % | {ratio} | {queue} |",
                 t.name(),
                 median / s.rate_mbps as f64 * 100.0,
-                median / base.max(1e-9),
             );
         }
         println!();

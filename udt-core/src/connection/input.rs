@@ -19,6 +19,25 @@ use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber};
 /// loss a lost NAK's neighbours are about a hundred packets away.
 const MAX_LOST_NAK_RUN: usize = 8;
 
+/// The most times the head's timed wait doubles while the peer stays
+/// silent (`Connection::head_loss_deadline`): 64 waits of about 2·RTT, by
+/// then the EXP timer's own backoff is longer.
+const MAX_SILENT_BACKOFF_STEPS: u32 = 6;
+
+/// The head of the send window as the sender's loss detection sees it
+/// ([`Connection::head_candidate`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Head {
+    /// The first packet no ACK covers.
+    pub(super) seq: SeqNumber,
+    /// When it last left, or when a doubted NAK proved it arrived.
+    pub(super) since: Instant,
+    /// Its last transmission was a retransmission.
+    pub(super) retransmitted: bool,
+    /// A NAK proved it arrived after an ACK had named it missing.
+    pub(super) proof_doubted: bool,
+}
+
 /// The largest RTT sample believed from an ACK: beyond it the value is
 /// garbage (or hostile) and would stall the timers.
 const MAX_RTT_SAMPLE: Duration = Duration::from_secs(60);
@@ -74,6 +93,7 @@ impl Connection {
             self.last_heard = now;
             self.exp_base = now;
             self.exp_count = 1;
+            self.silent_head_resends = 0;
         }
         // Anything from the peer proves it finished connecting.
         self.sender.release_hold(now);
@@ -282,8 +302,7 @@ impl Connection {
         };
         let window = super::rack::reordering_window(self.delivery.min_rtt(), self.rtt.rtt());
         let candidate = self.head_candidate();
-        let head = candidate.map_or_else(|| self.delivery.first_unacked(), |(h, _, _)| h);
-        let head_sent = candidate.map(|(_, sent, r)| (sent, r));
+        let head = candidate.map_or_else(|| self.delivery.first_unacked(), |h| h.seq);
         let mut presumed = 0u64;
         // A peer that repeats its loss reports will report a lost
         // retransmission or a lost NAK's packet again: the evidence rules
@@ -302,7 +321,7 @@ impl Connection {
                 }
                 // Beyond the head only when the ACKs show the head's own
                 // retransmission, sent no later than this one, lost.
-                let head_lost_first = head_sent.is_some_and(|(h, r)| r && h <= sent);
+                let head_lost_first = candidate.is_some_and(|h| h.retransmitted && h.since <= sent);
                 if seq != head && !head_lost_first {
                     return Verdict::Wait;
                 }
@@ -312,12 +331,21 @@ impl Connection {
                 Verdict::Judged
             });
         }
-        if let Some((sent, retransmitted)) = head_sent {
-            let overtaken = newest.is_some_and(|n| n >= sent + window);
-            let timed_out = now.saturating_duration_since(sent) > self.head_wait(retransmitted);
+        if let Some(h) = candidate {
+            // A NAK's proof the ACK contradicts: the receiver had the
+            // head by the time it sent that NAK, so it would have sent an
+            // ACK beyond it within one ACK interval.
+            let margin = if h.proof_doubted {
+                window + crate::time::SYN_INTERVAL
+            } else {
+                window
+            };
+            let overtaken = newest.is_some_and(|n| n >= h.since + margin);
+            let timed_out = now.saturating_duration_since(h.since)
+                > self.head_wait(h.retransmitted || h.proof_doubted);
             if (overtaken || timed_out) && self.sender.requeue(head) {
                 presumed += 1;
-                if overtaken && !retransmitted {
+                if overtaken && !h.retransmitted {
                     presumed += self.resend_rest_of_lost_nak(head);
                 }
                 if overtaken {
@@ -329,25 +357,52 @@ impl Connection {
                     self.delivery.mark_app_limited(self.sender.pipe());
                 }
                 log::debug!(
-                    "{} resends {head:?}: still missing {:?} after it left",
+                    "{} resends {head:?}: still missing {:?} after {}",
                     self.local_id,
-                    now.saturating_duration_since(sent)
+                    now.saturating_duration_since(h.since),
+                    if h.proof_doubted {
+                        "a NAK proved it arrived"
+                    } else {
+                        "it left"
+                    }
                 );
             }
         }
         self.counters.packets_presumed_lost += presumed;
     }
 
-    /// The first packet no ACK (full or light) covers yet, when it left
-    /// last and whether that was a retransmission; `None` when nothing is
-    /// outstanding, or a NAK proved it arrived since the last ACK (one that
-    /// named it missing withdrew any earlier proof).
-    fn head_candidate(&self) -> Option<(SeqNumber, Instant, bool)> {
-        let head = self.delivery.first_unacked();
-        self.delivery
-            .last_sent(head)
-            .filter(|_| !self.delivery.is_proved_delivered(head))
-            .map(|(sent, retransmitted)| (head, sent, retransmitted))
+    /// The first packet no ACK (full or light) covers yet, and since when
+    /// it is judged; `None` when nothing is outstanding, or a NAK proved it
+    /// arrived before any ACK named it (an ACK naming it withdraws an
+    /// earlier proof).
+    ///
+    /// A proof that came after an ACK named it missing is doubted rather
+    /// than believed: the NAK that reported it was lost, and a later one
+    /// "proved" it because it reported a gap beyond. A UDT4 receiver sends
+    /// no ACK at all once the sender confirmed the one naming its first
+    /// missing packet, so believing the proof left nothing but the EXP
+    /// timer to find the head lost (simulator S5-udt4, seed 1: 3 500 and
+    /// 5 200 packets sent beyond such a head, then a timeout resending them
+    /// all). Such a head is judged from the time of the proof, as a
+    /// retransmission would be.
+    pub(super) fn head_candidate(&self) -> Option<Head> {
+        let seq = self.delivery.first_unacked();
+        let (sent, retransmitted) = self.delivery.last_sent(seq)?;
+        if !self.delivery.is_proved_delivered(seq) {
+            return Some(Head {
+                seq,
+                since: sent,
+                retransmitted,
+                proof_doubted: false,
+            });
+        }
+        let (proved, at) = self.head_proved_after_ack?;
+        (proved == seq).then_some(Head {
+            seq,
+            since: at.max(sent),
+            retransmitted,
+            proof_doubted: true,
+        })
     }
 
     /// How long the head may stay missing after it left before it is
@@ -356,10 +411,18 @@ impl Connection {
     /// placeholder and lags behind a longer path or a growing queue) plus
     /// 4 RTTVar and the ACK interval; a first transmission never reported
     /// lost is usually only waiting in a busy receiver's socket buffer (no
-    /// loss at all on loopback), so it gets UDT4's shortest EXP time on top.
+    /// loss at all on loopback), so it gets UDT4's shortest EXP time on top
+    /// while the sender still sends: the packets after it will prove or
+    /// report what arrived. Not once the sender can send nothing (its
+    /// window full, or nothing left to write) to a peer that reports each
+    /// loss once: no new packet will draw a NAK then, and the EXP timer
+    /// came first (real S2 into libudt0: the head's NAK lost, the window
+    /// full, 300 ms of silence and the whole window resent). Resending too
+    /// early costs one duplicate.
     fn head_wait(&self, retransmitted: bool) -> Duration {
         let wait = 2 * self.rtt.rtt() + 4 * self.rtt.rtt_var() + crate::time::SYN_INTERVAL;
-        if retransmitted {
+        let stalled = !self.peer_repeats_naks && !self.sender.has_work();
+        if retransmitted || stalled {
             wait
         } else {
             wait + crate::time::MIN_EXP_INTERVAL
@@ -367,35 +430,56 @@ impl Connection {
     }
 
     /// When the head is due for its timed resend (see
-    /// [`head_wait`](Self::head_wait)), if it is outstanding, not queued
-    /// already, and the peer was heard from since it left (a live peer
-    /// that processes our packets and still misses it; a silent one is the
-    /// EXP timer's). Not for a peer that repeats its loss reports: ours
-    /// never falls silent while it misses data (its periodic NAK), and the
-    /// packets it sends run the rule anyway. A UDT4 receiver sends nothing at all while its
-    /// confirmed first missing packet stays missing, and a sender whose
-    /// window is full sends nothing either: without this timer the rule
-    /// waited for a packet that never came, and the EXP timer resent
-    /// everything unacknowledged instead.
+    /// [`head_wait`](Self::head_wait)), if it is outstanding and not queued
+    /// already. Not for a peer that repeats its loss reports: ours never
+    /// falls silent while it misses data (its periodic NAK), and the
+    /// packets it sends run the rule anyway. A UDT4 receiver sends nothing
+    /// at all while its confirmed first missing packet stays missing, and a
+    /// sender whose window is full sends nothing either: without this timer
+    /// the rule waited for a packet that never came, and the EXP timer
+    /// resent everything unacknowledged instead.
+    ///
+    /// The peer need not have been heard from since the head left if the
+    /// head is a retransmission: when it is lost with the window full, the
+    /// UDT4 receiver has nothing to answer, and only a resend of the head
+    /// breaks the silence. Waiting for the EXP timer there cost 300 ms and
+    /// a resend of the whole window, most of it duplicates (simulator
+    /// S5-udt4, seed 1: two such timeouts in the first two seconds). Each
+    /// resend while the peer stays silent doubles the wait, and once the
+    /// EXP timer fired the head is its own again: a peer that is gone gets
+    /// a single packet or two before UDT4's backoff, not a stream.
     pub(super) fn head_loss_deadline(&self) -> Option<Instant> {
-        let (head, sent, retransmitted) = self.head_candidate()?;
+        let h = self.head_candidate()?;
+        // Silent since the head left: a first transmission no NAK reported
+        // stays the EXP timer's (nothing says the peer is there), and so
+        // does everything once the EXP timer fired (the peer was silent
+        // for a whole EXP interval: UDT4's backoff takes over).
+        let silent = self.last_heard <= h.since
+            && (self.exp_count > 1 || !(h.retransmitted || h.proof_doubted));
         if self.peer_repeats_naks
+            || silent
             || self.sender.unacked() == 0
-            || self.last_heard <= sent
-            || self.sender.is_queued(head)
-            || self.head_timer_spent == Some((head, sent))
+            || self.sender.is_queued(h.seq)
+            || self.head_timer_spent == Some((h.seq, h.since))
         {
             return None;
         }
+        let backoff = 1u32 << self.silent_head_resends.min(MAX_SILENT_BACKOFF_STEPS);
+        let wait = self.head_wait(h.retransmitted || h.proof_doubted) * backoff;
         // The rule needs strictly more than the wait.
-        Some(sent + self.head_wait(retransmitted) + Duration::from_micros(1))
+        Some(h.since + wait + Duration::from_micros(1))
     }
 
     /// The loss-detection timer fired: judge the head (and what the
     /// evidence allows) as if a NAK had come.
     pub(super) fn on_loss_detection_timer(&mut self, now: Instant) {
-        self.head_timer_spent = self.head_candidate().map(|(head, sent, _)| (head, sent));
+        self.head_timer_spent = self.head_candidate().map(|h| (h.seq, h.since));
+        let before = self.counters.packets_presumed_lost;
         self.detect_losses(now, false);
+        if self.counters.packets_presumed_lost > before {
+            // Hearing from the peer resets it (`on_datagram`).
+            self.silent_head_resends = self.silent_head_resends.saturating_add(1);
+        }
     }
 
     /// `head` was a first transmission whose NAK was lost (the ACKs name it
@@ -547,6 +631,15 @@ impl Connection {
             .delivery
             .on_nak(now, ranges, |seq| sender.is_queued(seq));
         self.sender.set_sacked(self.delivery.sacked());
+        // An ACK named the head missing before this NAK proved it arrived
+        // (a proof given before any ACK named it would have been withdrawn
+        // by that ACK): doubt it (`head_candidate`).
+        let head = self.delivery.first_unacked();
+        if self.delivery.is_proved_delivered(head)
+            && self.head_proved_after_ack.is_none_or(|(h, _)| h != head)
+        {
+            self.head_proved_after_ack = Some((head, now));
+        }
         let mut changed = false;
         if let Some(sample) = sample {
             let ctx = self.cc_context(now);

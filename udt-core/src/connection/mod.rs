@@ -172,6 +172,12 @@ pub struct Connection {
     /// The head (and when it left) the loss-detection timer last fired
     /// for without a resend: its deadline is not armed again for it.
     head_timer_spent: Option<(crate::seq::SeqNumber, Instant)>,
+    /// Timed head resends since the peer was last heard from: each one
+    /// doubles the wait for the next (`Connection::head_loss_deadline`).
+    silent_head_resends: u32,
+    /// The head a NAK proved arrived after an ACK had named it missing,
+    /// and when (`Connection::head_candidate`).
+    head_proved_after_ack: Option<(crate::seq::SeqNumber, Instant)>,
     /// Send and receive buffer sizes, following the measured BDP up to
     /// the configured memory cap.
     send_sizer: BufferSizer,
@@ -290,6 +296,8 @@ impl Connection {
             rack: Rack::new(),
             peer_repeats_naks: false,
             head_timer_spent: None,
+            silent_head_resends: 0,
+            head_proved_after_ack: None,
             send_sizer,
             recv_sizer,
             control: VecDeque::with_capacity(32),

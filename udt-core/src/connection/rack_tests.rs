@@ -334,6 +334,42 @@ fn no_guesses_beyond_a_head_that_a_nak_proved_arrived() {
     assert_eq!(s.conn.stats().packets_presumed_lost, 0);
 }
 
+#[test]
+fn a_nak_proof_of_a_head_the_ack_named_missing_is_doubted() {
+    // 5 was lost and so was its NAK; 2's retransmission arrived, so the
+    // full ACK at 25 ms names 5. Only then does a NAK of a later gap
+    // "prove" 5 arrived. A UDT4 receiver sends no further ACK while 5 is
+    // missing (the sender confirmed the one naming it): before, the proof
+    // stood, nothing judged 5, and the EXP timer resent the whole window
+    // (simulator S5-udt4: 3 500 packets sent past such a head). Now the
+    // head is judged from the time of the proof: once a packet sent an
+    // ACK interval and a reordering window after it has arrived, 5 is lost.
+    let (mut s, sent) = with_a_retransmission(&[]);
+    s.feed(ms(25), &ack_in(1, seq(5)));
+    let late = sent_well_after_16(&sent);
+    s.feed(ms(50), &nak_before(late.n));
+    let newer = drive(&mut s, ms(50), ms(80));
+    assert_eq!(retransmitted(&newer), vec![late.n - 1], "{newer:?}");
+    // Sent 16 ms after the proof (window 5 ms, ACK interval 10 ms).
+    let after = newer
+        .iter()
+        .find(|p| !p.retransmitted && p.at > ms(66))
+        .expect("a packet sent after the proof")
+        .n;
+    s.feed(ms(80), &nak_before(after));
+    let fresh = drive(&mut s, ms(80), ms(100));
+    assert_eq!(retransmitted(&fresh), vec![after - 1], "{fresh:?}");
+    assert_eq!(s.conn.stats().packets_presumed_lost, 0);
+    // A NAK 21 ms later: that evidence has settled.
+    let further = fresh.iter().find(|p| !p.retransmitted).expect("new data").n;
+    s.feed(ms(101), &nak_before(further + 1));
+    let resent = retransmitted(&drive(&mut s, ms(101), ms(102)));
+    assert_eq!(resent.first(), Some(&5), "{resent:?}");
+    assert!(resent.contains(&further), "{resent:?}");
+    assert!(s.conn.stats().packets_presumed_lost >= 1);
+    assert_eq!(s.conn.stats().timeouts, 0);
+}
+
 /// 2 is reported and retransmitted (`with_a_retransmission`); then the NAK
 /// of the gap `5..=lost_to` is lost, and the next one reports `reported`
 /// alone (so `reported - 1` arrived). A later NAK proves a packet sent

@@ -816,8 +816,51 @@ fn a_hole_is_resent_on_time_although_the_peer_fell_silent() {
     assert_eq!(retransmissions_at(&mut s, ms(415)), 0);
     assert_eq!(retransmissions_at(&mut s, ms(416)), 1);
     assert_eq!(s.conn.stats().packets_presumed_lost, 1);
-    // Resent, and nothing heard since: a silent peer is the EXP timer's.
-    assert_eq!(s.conn.timer_deadline(Timer::LossDetection), None);
+    assert_eq!(s.conn.stats().timeouts, 0, "EXP did not fire");
+    // That resend may be lost as well, with the peer still silent:
+    // nothing but another resend of the head can make it speak. It is due
+    // after twice the wait (820 ms), then four times, and so on, rather
+    // than never (the EXP timer, resending the whole window: measured
+    // into libudt0 at 5 % loss, up to six such timeouts per transfer,
+    // each 300 ms and a window of duplicates).
+    assert_eq!(
+        s.conn.timer_deadline(Timer::LossDetection),
+        Some(s.at(ms(416 + 2 * 410) + us(1)))
+    );
+    // Hearing from the peer again (here an ACK still naming it) ends the
+    // backoff: the next wait is the plain one.
+    s.feed(ms(500), &ack_in(2, ISN));
+    assert_eq!(retransmissions_at(&mut s, ms(500)), 0);
+    assert_eq!(
+        s.conn.timer_deadline(Timer::LossDetection),
+        Some(s.at(ms(416 + 410) + us(1)))
+    );
+}
+
+#[test]
+fn an_unreported_head_is_resent_early_once_the_sender_can_send_nothing() {
+    // The first window (16 packets) is out and nothing came back: the
+    // sender can send nothing more. The first was lost and so was its
+    // NAK; the peer's ACK at 300 ms names it and then, confirmed, the peer
+    // falls silent. No new packet will draw a NAK, so the head is resent
+    // after 2 RTT + 4 RTTVar + the ACK interval (410 ms), not UDT4's
+    // 300 ms later (710 ms, after the EXP timer at 610 ms had resent the
+    // whole window).
+    let mut s = Script::new(Config::default());
+    let data = vec![0x5Au8; FULL * 100];
+    assert_eq!(s.conn.write(&data), Ok(data.len()));
+    for step in 0..100 {
+        assert_eq!(retransmissions_at(&mut s, us(50 * step)), 0);
+    }
+    assert_eq!(s.conn.stats().packets_sent, 16);
+    s.feed(ms(300), &ack_in(1, ISN));
+    assert_eq!(
+        s.conn.timer_deadline(Timer::LossDetection),
+        Some(s.at(ms(410) + us(1)))
+    );
+    assert_eq!(retransmissions_at(&mut s, ms(410)), 0);
+    assert_eq!(retransmissions_at(&mut s, ms(411)), 1);
+    assert_eq!(s.conn.stats().packets_presumed_lost, 1);
     assert_eq!(s.conn.stats().timeouts, 0, "EXP did not fire");
 }
 

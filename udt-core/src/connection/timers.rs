@@ -210,6 +210,18 @@ impl Connection {
     /// The EXP timer (UDT4 `checkTimers`, §7): a retransmission timeout if
     /// data is outstanding, and one more backoff step either way.
     fn on_exp(&mut self, now: Instant) {
+        // What the sender's own loss detection saw when the EXP timer had
+        // to step in (each such timeout resends the whole window).
+        log::debug!(
+            "{} EXP: head {:?} (proof doubted, since), peer heard {:?} ago, {} in flight of {} unacknowledged, window {:.0}",
+            self.local_id,
+            self.head_candidate()
+                .map(|h| (h.seq, h.proof_doubted, now.saturating_duration_since(h.since))),
+            now.saturating_duration_since(self.last_heard),
+            self.sender.pipe(),
+            self.sender.unacked(),
+            self.sender.cwnd(),
+        );
         if self.sender.on_timeout(now) {
             self.counters.timeouts += 1;
             let ctx = self.cc_context(now);
