@@ -319,7 +319,8 @@ fn transfer_polled(
         let mut got = vec![0u64; accepted.len()];
         let mut rates = vec![0.0; accepted.len()];
         let mut open = accepted.len();
-        let mut closed_stats = Vec::new();
+        // NAKs sent, packets lost, duplicates, over the receivers.
+        let (mut naks, mut lost, mut duplicates) = (0u64, 0u64, 0u64);
         let mut events = Vec::new();
         while open > 0 {
             next_events(&poller, &mut events);
@@ -331,7 +332,10 @@ fn transfer_polled(
                 loop {
                     match s.read(&mut buf) {
                         Ok(0) => {
-                            closed_stats.push(s.stats());
+                            let stats = s.stats();
+                            naks += stats.naks_sent;
+                            lost += stats.packets_lost;
+                            duplicates += stats.dropped.duplicate;
                             poller.deregister(Token(i)).expect("deregister");
                             accepted[i] = None;
                             rates[i] = got[i] as f64 / start.elapsed().as_secs_f64();
@@ -348,18 +352,7 @@ fn transfer_polled(
         for &g in &got {
             assert_eq!(g, bytes, "short transfer");
         }
-        println!(
-            "receivers: {} naks sent, {} packets lost, {} duplicates",
-            closed_stats
-                .iter()
-                .map(|s: &udt::proto::Stats| s.naks_sent)
-                .sum::<u64>(),
-            closed_stats.iter().map(|s| s.packets_lost).sum::<u64>(),
-            closed_stats
-                .iter()
-                .map(|s| s.dropped.duplicate)
-                .sum::<u64>()
-        );
+        println!("receivers: {naks} naks sent, {lost} packets lost, {duplicates} duplicates");
         (got.iter().sum(), rates)
     });
     let (resent, timeouts) = writer.join().expect("writer");

@@ -179,20 +179,8 @@ fn another_version_of_secure_mode_is_refused_on_both_sides() {
 
     // A caller of another version: the listener refuses its Init with a
     // reason that our caller reports as such.
-    let t0 = epoch();
-    let a: SocketAddr = "192.0.2.1:9000".parse().expect("addr");
     let cfg = config(psk);
-    let mut listener = Listener::new(&cfg, [7; 16], t0);
-    let mut caller = Caller::new(&cfg, SocketId(9), a, SeqNumber::new(5), t0);
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    assert!(caller.poll_transmit(t0, &mut buf).is_some());
-    assert_eq!(
-        listener.handle_datagram(t0, a, &buf, &mut out),
-        ListenerOutput::Reply
-    );
-    caller.handle_datagram(t0, a, &out);
-    assert!(caller.poll_transmit(t0, &mut buf).is_some());
+    let (mut listener, mut caller, mut buf, (a, t0)) = at_the_final_request(&cfg, &cfg);
     let init = handshake_ext::parse_datagram(&buf).expect("init");
     assert_eq!(init.kind, ExtKind::Init);
     buf[VERSION_AT] = handshake_ext::VERSION + 1;
@@ -203,6 +191,29 @@ fn another_version_of_secure_mode_is_refused_on_both_sides() {
         RefuseReason::Version,
         ConnectError::SecureVersion,
     );
+}
+
+/// A listener with `listener_cfg` and a caller with `caller_cfg` after the
+/// first exchange: the caller's final request, not yet delivered, and the
+/// caller's address and the time.
+fn at_the_final_request(
+    listener_cfg: &Config,
+    caller_cfg: &Config,
+) -> (Listener, Caller, Vec<u8>, (SocketAddr, Instant)) {
+    let t0 = epoch();
+    let a: SocketAddr = "192.0.2.1:9000".parse().expect("addr");
+    let mut listener = Listener::new(listener_cfg, [7; 16], t0);
+    let mut caller = Caller::new(caller_cfg, SocketId(9), a, SeqNumber::new(5), t0);
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    assert!(caller.poll_transmit(t0, &mut buf).is_some());
+    assert_eq!(
+        listener.handle_datagram(t0, a, &buf, &mut out),
+        ListenerOutput::Reply
+    );
+    caller.handle_datagram(t0, a, &out);
+    assert!(caller.poll_transmit(t0, &mut buf).is_some());
+    (listener, caller, buf, (a, t0))
 }
 
 /// The listener refuses the caller's final request `request` for
@@ -263,26 +274,10 @@ fn a_response_replayed_from_an_earlier_handshake_is_refused() {
 fn stripping_the_init_is_refused_by_the_listener() {
     // A plain final request (what stripping the extension leaves) to a
     // secure listener: refused with a reason a caller of ours reports.
-    let t0 = epoch();
-    let a: SocketAddr = "192.0.2.1:9000".parse().expect("addr");
-    let lc = config(Security::PreSharedKey([2; 32]));
-    let mut listener = Listener::new(&lc, [7; 16], t0);
-    let mut caller = Caller::new(
+    let (mut listener, mut caller, buf, (a, t0)) = at_the_final_request(
+        &config(Security::PreSharedKey([2; 32])),
         &config(Security::Plain),
-        SocketId(9),
-        a,
-        SeqNumber::new(5),
-        t0,
     );
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    assert!(caller.poll_transmit(t0, &mut buf).is_some());
-    assert_eq!(
-        listener.handle_datagram(t0, a, &buf, &mut out),
-        ListenerOutput::Reply
-    );
-    caller.handle_datagram(t0, a, &out);
-    assert!(caller.poll_transmit(t0, &mut buf).is_some());
     assert_eq!(buf.len(), PLAIN_LEN);
     final_request_refused(
         (&mut listener, &mut caller),
