@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-packet work (issue 13): the wire codec, the
-//! loss list and the send schedule. Run with
+//! loss list, the receive buffer and the send schedule. Run with
 //! `cargo bench -p udt-core --bench wire` (add a filter such as `codec/`).
 //!
 //! Each figure is per operation, and the codec ones also per byte, so a
@@ -15,6 +15,7 @@ use udt_core::loss_list::LossList;
 use udt_core::packet::{
     self, encode_nak, Ack, AckRates, Control, ControlPacket, DataHeader, Packet, PacketPosition,
 };
+use udt_core::recv_buffer::RecvBuffer;
 use udt_core::sched::{ConnectionHandle, SendSchedule};
 use udt_core::{AckSeqNumber, MsgNumber, SeqNumber, SocketId};
 
@@ -146,6 +147,55 @@ fn loss_list(c: &mut Criterion) {
     g.finish();
 }
 
+fn recv_buffer(c: &mut Criterion) {
+    let mut g = c.benchmark_group("recv_buffer");
+    // A stream receiver's steady state: 64 packets of 256 KiB writes (a
+    // message of 180 packets each, as a UDT4 sender frames a stream) stored
+    // in order, then read out in 64 KiB reads. Per packet.
+    const BATCH: u32 = 64;
+    const MESSAGE: u32 = 180;
+    let payload = vec![0x5Au8; PAYLOAD];
+    let mut out = vec![0u8; 64 << 10];
+    g.throughput(Throughput::Elements(u64::from(BATCH)));
+    for (name, stream_only) in [
+        ("insert_read_64_messages", false),
+        ("insert_read_64_stream_only", true),
+    ] {
+        let buffer = RecvBuffer::new(8192, PAYLOAD, SeqNumber::new(0));
+        let mut rb = if stream_only {
+            buffer.stream_only()
+        } else {
+            buffer
+        };
+        let mut seq = 0u32;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for _ in 0..BATCH {
+                    let i = seq % MESSAGE;
+                    let position = match i {
+                        0 => PacketPosition::First,
+                        _ if i == MESSAGE - 1 => PacketPosition::Last,
+                        _ => PacketPosition::Middle,
+                    };
+                    let msg = MsgNumber::new((seq / MESSAGE + 1) & 0x1FFF_FFFF);
+                    black_box(rb.insert(
+                        SeqNumber::new(seq & SeqNumber::MAX),
+                        position,
+                        true,
+                        msg,
+                        &payload,
+                    ))
+                    .ok();
+                    seq = seq.wrapping_add(1);
+                }
+                while rb.read(&mut out) > 0 {}
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+}
+
 #[allow(clippy::disallowed_methods)] // a benchmark needs one real Instant as its epoch
 fn epoch() -> Instant {
     Instant::now()
@@ -178,5 +228,5 @@ fn send_schedule(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, loss_list, send_schedule);
+criterion_group!(benches, codec, loss_list, recv_buffer, send_schedule);
 criterion_main!(benches);

@@ -269,6 +269,7 @@ impl Connection {
             payload_size,
             params.recv_isn,
             now,
+            params.socket_type == SocketType::Stream,
             config.stall_light_acks,
         );
         let send_sizer = BufferSizer::new(send_capacity, config.buffer_cap_packets(send_capacity));

@@ -104,17 +104,20 @@ pub(super) enum DataOutcome {
 
 impl Receiver {
     /// A receiver expecting `isn` first, with a buffer of `capacity`
-    /// packets of `payload_size` bytes; `stall_light_acks` as
-    /// `Config::stall_light_acks`.
+    /// packets of `payload_size` bytes, read as a byte stream only when
+    /// `stream` (a stream connection never assembles messages);
+    /// `stall_light_acks` as `Config::stall_light_acks`.
     pub(super) fn new(
         capacity: u32,
         payload_size: usize,
         isn: SeqNumber,
         now: Instant,
+        stream: bool,
         stall_light_acks: bool,
     ) -> Self {
+        let buffer = RecvBuffer::new(capacity, payload_size, isn);
         Receiver {
-            buffer: RecvBuffer::new(capacity, payload_size, isn),
+            buffer: if stream { buffer.stream_only() } else { buffer },
             loss: LossList::new(capacity),
             current: isn.prev(),
             last_ack: isn,

@@ -466,6 +466,14 @@ fn check_invariants(rb: &RecvBuffer, ctx: &str) {
     assert_eq!(rb.contig_bytes, bytes, "{ctx}: readable bytes");
     assert_eq!(rb.pool.in_use(), data, "{ctx}: payload slots leaked");
     assert!(rb.pool.allocated() <= rb.capacity, "{ctx}");
+    if !rb.messages {
+        // A stream-only buffer keeps no chains, no message read point
+        // beyond `base` and no completed messages.
+        assert_eq!(cursor, 0, "{ctx}: stream-only cursor moved");
+        assert!(rb.ready.is_empty(), "{ctx}: stream-only ready queue");
+        assert_front_is_not_garbage(rb, ctx);
+        return;
+    }
     // Chain ends point at each other.
     let mut i = 0;
     while i < rb.slots.len() {
@@ -496,7 +504,11 @@ fn check_invariants(rb: &RecvBuffer, ctx: &str) {
     if let Some(&(s, m)) = rb.ready.front() {
         assert!(rb.valid_entry(s, m).is_some(), "{ctx}: stale ready head");
     }
-    // The front is never a released-able garbage slot after a call.
+    assert_front_is_not_garbage(rb, ctx);
+}
+
+/// The front is never a releasable garbage slot after a call.
+fn assert_front_is_not_garbage(rb: &RecvBuffer, ctx: &str) {
     assert!(
         !matches!(
             rb.slots.front().map(|s| s.state),
@@ -509,13 +521,20 @@ fn check_invariants(rb: &RecvBuffer, ctx: &str) {
 /// Hostile input: arbitrary sequence numbers, framing, message numbers
 /// and drop ranges, mixed stream and message reads. Nothing may panic and
 /// every invariant must hold after every call.
+///
+/// The odd seeds use a stream-only buffer, which must keep the same stream
+/// invariants and never deliver a message.
 #[test]
 fn hostile_random_inputs_keep_invariants() {
     for seed in 0..200u64 {
         let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9));
         let cap = 1 + rng.below(24) as u32;
         let isn = s(SeqNumber::MAX - rng.below(40) as u32);
+        let stream_only = seed % 2 == 1;
         let mut rb = RecvBuffer::new(cap, 3, isn);
+        if stream_only {
+            rb = rb.stream_only();
+        }
         let positions = [First, Middle, Last, Only];
         let mut out = Vec::new();
         for step in 0..2000 {
@@ -560,6 +579,7 @@ fn hostile_random_inputs_keep_invariants() {
                 _ => {
                     let has = rb.has_message();
                     assert_eq!(has, rb.read_message(&mut out), "{ctx}");
+                    assert!(!(stream_only && has), "{ctx}: a stream-only message");
                 }
             }
             check_invariants(&rb, &ctx);
@@ -573,12 +593,13 @@ fn hostile_random_inputs_keep_invariants() {
 #[test]
 fn model_stream_random_arrival() {
     for seed in 0..30u64 {
-        run_stream_model(seed);
+        run_stream_model(seed, false);
+        run_stream_model(seed, true);
     }
 }
 
 #[allow(clippy::disallowed_methods)] // the send buffer needs an epoch
-fn run_stream_model(seed: u64) {
+fn run_stream_model(seed: u64, stream_only: bool) {
     let now = std::time::Instant::now();
     let mut rng = Rng::new(seed);
     let ps = 1 + rng.below(20) as usize;
@@ -606,6 +627,9 @@ fn run_stream_model(seed: u64) {
         })
         .collect();
     let mut rb = RecvBuffer::new(cap, ps, isn);
+    if stream_only {
+        rb = rb.stream_only();
+    }
     let mut arrived = vec![false; packets.len()];
     let mut contig = 0usize; // model: packets before this arrived
     let mut contig_bytes = 0usize;
