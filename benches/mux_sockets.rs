@@ -15,6 +15,7 @@
 //! connections are held open and idle before sending, default 0: the CPU
 //! both ends use meanwhile is printed as a share of one core),
 //! `UDT_BENCH_INTERVAL_US` (`EndpointConfig::batch_interval` in µs),
+//! `UDT_BENCH_READ_PAUSE_US` (`EndpointConfig::read_pause` in µs),
 //! `UDT_BENCH_ZEROCOPY=0` (`EndpointConfig::zero_copy_send` off),
 //! `UDT_BENCH_BUFFER` (send and receive buffers of that many packets, fixed,
 //! default the connection's 8192 growing with the BDP). Prints one
@@ -92,6 +93,9 @@ fn run(case: &Case) {
     if let Some(mib) = setting("UDT_BENCH_RCVBUF").and_then(|v| v.parse::<usize>().ok()) {
         options.udp_recv_buffer = Some(mib << 20);
     }
+    if let Some(us) = setting("UDT_BENCH_READ_PAUSE_US").and_then(|v| v.parse::<u64>().ok()) {
+        options.read_pause = Duration::from_micros(us);
+    }
     let config = connection_config();
     let server = Endpoint::bind_with("127.0.0.1:0", config.clone(), options.clone())
         .expect("bind the server");
@@ -101,6 +105,7 @@ fn run(case: &Case) {
     client_options.offload = case.offload;
     client_options.batch_size = options.batch_size;
     client_options.batch_interval = options.batch_interval;
+    client_options.read_pause = options.read_pause;
     client_options.zero_copy_send = options.zero_copy_send;
     client_options.udp_recv_buffer = options.udp_recv_buffer;
     let clients: Vec<Endpoint> = (0..case.peers.clamp(1, case.conns))

@@ -139,6 +139,7 @@ mod mux;
 mod notify;
 mod options;
 mod poller;
+mod read_pause;
 mod recv_aux;
 mod recv_queue;
 mod registry;

@@ -9,12 +9,13 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::mux::MuxShared;
+use crate::read_pause::ReadPause;
 use crate::router::Router;
 use crate::udp::RecvBatch;
 
@@ -29,6 +30,7 @@ pub(crate) struct AuxRecvThread {
     events: Events,
     input: RecvBatch,
     router: Router,
+    pause: ReadPause,
 }
 
 impl AuxRecvThread {
@@ -41,9 +43,11 @@ impl AuxRecvThread {
         let fd: RawFd = mux.port_at(socket).raw_fd();
         poll.registry()
             .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
+        let pause = ReadPause::new(mux.options().read_pause);
         let router = Router::new(mux, socket);
         let input = router.recv_batch();
         Ok(AuxRecvThread {
+            pause,
             poll,
             events: Events::with_capacity(4),
             input,
@@ -69,6 +73,11 @@ impl AuxRecvThread {
             }
             more_to_read = self.router.read_socket(&mut self.input);
             self.router.flush();
+            let read = self.router.last_read();
+            if let Some(pause) = self.pause.after_read(Instant::now(), read, !more_to_read) {
+                std::thread::sleep(pause);
+                more_to_read = true;
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::mux::MuxShared;
 use crate::notify::{RecvCmd, SendCmd};
+use crate::read_pause::ReadPause;
 use crate::router::{Input, Router};
 use crate::udp::RecvBatch;
 
@@ -38,6 +39,7 @@ pub(crate) struct RecvThread {
     router: Router,
     /// The last read stopped on its budget, not on an empty socket.
     more_to_read: bool,
+    pause: ReadPause,
 }
 
 impl RecvThread {
@@ -53,9 +55,11 @@ impl RecvThread {
         let fd: RawFd = mux.port().raw_fd();
         poll.registry()
             .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
+        let pause = ReadPause::new(mux.options().read_pause);
         let router = Router::new(mux, 0);
         let input = router.recv_batch();
         Ok(RecvThread {
+            pause,
             poll,
             events: Events::with_capacity(8),
             rx,
@@ -96,6 +100,15 @@ impl RecvThread {
             self.run_commands();
             self.router.fire_timers();
             self.router.flush();
+            let drained = !self.more_to_read;
+            if let Some(pause) =
+                self.pause
+                    .after_read(Instant::now(), self.router.last_read(), drained)
+            {
+                // Read again after the pause, whatever `poll` would say.
+                std::thread::sleep(pause);
+                self.more_to_read = true;
+            }
         }
         self.router.mux.notify().send_command(SendCmd::Stop);
         self.router.mux.mark_stopped();

@@ -62,6 +62,8 @@ pub(crate) struct Router {
     scratch: Vec<u8>,
     /// Connections whose waiters are woken at the next flush.
     deferred: Vec<Arc<ConnShared>>,
+    /// Datagrams the last [`read_socket`](Self::read_socket) read.
+    last_read: usize,
 }
 
 impl Router {
@@ -77,6 +79,7 @@ impl Router {
             out,
             scratch: Vec::with_capacity(128),
             deferred: Vec::with_capacity(64),
+            last_read: 0,
         }
     }
 
@@ -96,9 +99,11 @@ impl Router {
         let mux = self.mux.clone();
         let port = mux.port_at(self.socket);
         let counters = mux.counters();
+        self.last_read = 0;
         for _ in 0..READ_ROUNDS {
             match input.recv(port) {
                 Ok(n) => {
+                    self.last_read += n;
                     Counters::add(&counters.recv_calls, 1);
                     Counters::add(&counters.datagrams_received, n as u64);
                     Counters::add(&counters.datagrams_coalesced, input.coalesced() as u64);
@@ -116,6 +121,11 @@ impl Router {
         }
         true
     }
+    /// Datagrams the last [`read_socket`](Self::read_socket) read.
+    pub(crate) fn last_read(&self) -> usize {
+        self.last_read
+    }
+
     /// Routes the datagrams of one receive. Consecutive datagrams from one
     /// peer to one socket ID (the run a fast flow delivers) are routed once
     /// and fed to their connection under one lock: the core's verdict for
