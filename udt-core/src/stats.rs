@@ -166,6 +166,10 @@ pub struct Stats {
     pub send_buffer_packets: u32,
     /// The receive buffer's capacity now, packets (likewise).
     pub recv_buffer_packets: u32,
+    /// Payload bytes delivered straight into a buffer the application lent
+    /// while it waited (`Connection::lend_read_sink`), one copy fewer than
+    /// through the receive buffer.
+    pub bytes_received_direct: u64,
     /// Packets the peer's application had not read yet, by the peer's
     /// newest full or medium ACK: 0 once it reported its receive buffer
     /// drained (or before it reported anything). After an orderly close that

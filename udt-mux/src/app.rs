@@ -85,6 +85,84 @@ impl ConnShared {
         }
     }
 
+    /// A blocking stream read appending at most `max` bytes to `out`. While
+    /// it waits, `out` (with room for `max` more bytes reserved) is lent to
+    /// the connection, so data arriving in order goes straight into it from
+    /// the receive thread: one copy instead of two (into the receive buffer,
+    /// then out of it). Every way out of the wait takes it back first, so
+    /// `out` never loses what it held.
+    ///
+    /// # Errors
+    /// As a read: `WouldBlock` in non-blocking mode, `TimedOut` after the
+    /// read timeout, `ConnectionAborted` once the endpoint is aborted,
+    /// `NotConnected`, and the connection's own failures.
+    pub(crate) fn read_lending(&self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let mut g = self.inner.lock();
+        let deadline = g.read_timeout.map(|d| Instant::now() + d);
+        let mut last_try = false;
+        // `out`'s length when it was lent, while it is.
+        let mut lent_at: Option<usize> = None;
+        loop {
+            let mut got = 0;
+            if let Some(at) = lent_at.take() {
+                if let Some(back) = g.phase.connection().and_then(|c| c.take_read_sink()) {
+                    *out = back;
+                    got = out.len().saturating_sub(at);
+                }
+            }
+            if g.aborted || self.notify.is_aborted() {
+                return Err(error::aborted());
+            }
+            let result = if got > 0 {
+                Some(Ok(got))
+            } else if g.read_shut {
+                Some(Ok(0))
+            } else {
+                match g.phase.connection() {
+                    None => Some(Err(error::not_connected())),
+                    Some(c) => match c.read_to_vec(out, max) {
+                        Ok(n) => Some(Ok(n)),
+                        Err(udt_core::ReadError::WouldBlock) => None,
+                        Err(e) => Some(Err(error::read_error(e))),
+                    },
+                }
+            };
+            let wake = g.settle(&self.notify);
+            if let Some(result) = result {
+                drop(g);
+                self.report(wake);
+                return result;
+            }
+            if !wake.is_empty() {
+                MutexGuard::unlocked(&mut g, || self.report(wake));
+                continue;
+            }
+            if g.nonblocking {
+                return Err(error::would_block("read"));
+            }
+            if last_try {
+                return Err(error::timed_out("read timed out"));
+            }
+            // Lend `out` for the wait; the loop's head takes it back.
+            out.reserve(max);
+            if let Some(c) = g.phase.connection() {
+                let at = out.len();
+                match c.lend_read_sink(std::mem::take(out), max) {
+                    Ok(()) => lent_at = Some(at),
+                    Err(back) => *out = back,
+                }
+            }
+            match deadline {
+                Some(d) => {
+                    if self.cond.wait_until(&mut g, d).timed_out() {
+                        last_try = true;
+                    }
+                }
+                None => self.cond.wait(&mut g),
+            }
+        }
+    }
+
     /// Runs `f` on the connection under the lock and settles.
     ///
     /// # Errors

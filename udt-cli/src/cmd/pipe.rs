@@ -215,17 +215,18 @@ pub fn listen(args: &PipeArgs) -> Result<PipeSummary, CliError> {
             args.output.status(format_args!("udt: connection from {p}"));
         }
         let start = Instant::now();
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = Vec::with_capacity(CHUNK);
         let mut bytes = 0u64;
         loop {
-            let n = match conn.read(&mut buf) {
+            buf.clear();
+            let n = match conn.read_append(&mut buf, CHUNK) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(CliError::io("the connection broke", e)),
             };
             bytes += n as u64;
-            if !write_out(&mut out, &buf[..n])? {
+            if !write_out(&mut out, &buf)? {
                 break;
             }
         }

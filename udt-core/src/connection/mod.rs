@@ -501,6 +501,7 @@ impl Connection {
         s.send_buffer_held_bytes = self.sender.buffer().held_bytes();
         s.send_buffer_packets = self.sender.buffer().capacity();
         s.recv_buffer_packets = self.receiver.buffer().capacity();
+        s.bytes_received_direct = self.receiver.buffer().direct_bytes();
         s.peer_unread_packets = self.sender.peer_unread();
         s
     }
@@ -685,6 +686,57 @@ impl Connection {
             State::Closed(e) => Err(ReadError::Closed(e)),
             _ => Err(ReadError::WouldBlock),
         }
+    }
+
+    /// Reads stream data in order, appending at most `max` bytes to `out`
+    /// (whose spare room is not zeroed first); returns how many, and
+    /// `Ok(0)` at the end of the stream as [`read`](Self::read) does.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    pub fn read_to_vec(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, ReadError> {
+        if self.socket_type != SocketType::Stream {
+            return Err(ReadError::WrongMode);
+        }
+        if max == 0 {
+            return Ok(0);
+        }
+        self.refuse_corrupted()?;
+        let n = self.receiver.read_to_vec(out, max);
+        if n > 0 {
+            return Ok(n);
+        }
+        match self.state {
+            State::Closed(ConnectionError::PeerClosed) => Ok(0),
+            State::Closed(e) => Err(ReadError::Closed(e)),
+            _ => Err(ReadError::WouldBlock),
+        }
+    }
+
+    /// Lends the application's `buf` while it waits for stream data: data
+    /// that arrives in order with nothing buffered before it is appended
+    /// to `buf` (at most `room` bytes) instead of going through the receive
+    /// buffer, one copy fewer. Readable as any data ([`read`](Self::read)
+    /// takes it first); [`take_read_sink`](Self::take_read_sink) gives
+    /// `buf` back with it. A driver lends right before it sleeps waiting
+    /// for data and takes it back when woken, under the same lock as every
+    /// input.
+    ///
+    /// # Errors
+    /// Gives `buf` back unchanged on a message connection or when a buffer
+    /// is already lent.
+    pub fn lend_read_sink(&mut self, buf: Vec<u8>, room: usize) -> Result<(), Vec<u8>> {
+        if self.socket_type != SocketType::Stream {
+            return Err(buf);
+        }
+        self.receiver.lend_sink(buf, room)
+    }
+
+    /// Takes back the buffer lent with [`lend_read_sink`](Self::lend_read_sink),
+    /// with the data delivered into it appended (less what a
+    /// [`read`](Self::read) took meanwhile); `None` when nothing is lent.
+    pub fn take_read_sink(&mut self) -> Option<Vec<u8>> {
+        self.receiver.take_sink()
     }
 
     /// Receives one whole message into `out` (cleared first); returns its length.

@@ -271,6 +271,25 @@ impl Receiver {
         n
     }
 
+    /// Stream read appending at most `max` bytes to `out`; returns how many.
+    pub(super) fn read_to_vec(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
+        let n = self.buffer.read_to_vec(out, max);
+        if n > 0 {
+            self.after_read();
+        }
+        n
+    }
+
+    /// See [`RecvBuffer::lend_sink`].
+    pub(super) fn lend_sink(&mut self, buf: Vec<u8>, room: usize) -> Result<(), Vec<u8>> {
+        self.buffer.lend_sink(buf, room)
+    }
+
+    /// See [`RecvBuffer::take_sink`].
+    pub(super) fn take_sink(&mut self) -> Option<Vec<u8>> {
+        self.buffer.take_sink()
+    }
+
     /// Reads one whole message into `out`; returns false when none is ready.
     pub(super) fn read_message(&mut self, out: &mut Vec<u8>) -> bool {
         let read = self.buffer.read_message(out);

@@ -103,6 +103,25 @@ struct RecvSlot {
     other_end: SeqNumber,
 }
 
+/// A lent application buffer (see [`RecvBuffer::lend_sink`]).
+#[derive(Debug)]
+struct Sink {
+    buf: Vec<u8>,
+    /// Its length when lent: what it held before is the application's.
+    start: usize,
+    /// Delivered bytes a [`RecvBuffer::read`] already copied out.
+    consumed: usize,
+    /// Its length may grow to this much.
+    limit: usize,
+}
+
+impl Sink {
+    /// Delivered bytes not yet read.
+    fn unread(&self) -> &[u8] {
+        self.buf.get(self.start + self.consumed..).unwrap_or(&[])
+    }
+}
+
 /// How many windows of a remembered drop remainder one call may apply.
 const PENDING_ROUNDS: usize = 4;
 
@@ -161,6 +180,12 @@ pub struct RecvBuffer {
     /// ([`stream_only`](Self::stream_only)): chains, `cursor` and `ready`
     /// are not kept.
     messages: bool,
+    /// The application's memory, lent while it waits for data
+    /// ([`lend_sink`](Self::lend_sink)): in-order packets that find nothing
+    /// buffered before them are appended to it instead of the pool.
+    sink: Option<Sink>,
+    /// Payload bytes delivered straight into a sink so far.
+    direct_bytes: u64,
     /// Slots visited by drop requests, for the tests of their cost.
     #[cfg(test)]
     drop_walk: u64,
@@ -196,6 +221,8 @@ impl RecvBuffer {
             pending_drop: None,
             window_limit: None,
             messages: true,
+            sink: None,
+            direct_bytes: 0,
             #[cfg(test)]
             drop_walk: 0,
         }
@@ -211,6 +238,79 @@ impl RecvBuffer {
     pub fn stream_only(mut self) -> Self {
         self.messages = false;
         self
+    }
+
+    /// Lends the application's `buf` while it waits for data: until
+    /// [`take_sink`](Self::take_sink), every packet that arrives in order
+    /// with nothing buffered before it has its payload appended to `buf`
+    /// (at most `room` bytes in all) instead of being stored, so the bytes
+    /// are copied once on their way to the application instead of twice.
+    /// They count as read at once: the window does not shrink. What `buf`
+    /// held before stays in front of them.
+    ///
+    /// # Errors
+    /// Gives `buf` back unchanged on a buffer that also assembles messages
+    /// (not [`stream_only`](Self::stream_only)) or with a sink already lent.
+    pub fn lend_sink(&mut self, buf: Vec<u8>, room: usize) -> Result<(), Vec<u8>> {
+        if self.messages || self.sink.is_some() {
+            return Err(buf);
+        }
+        let start = buf.len();
+        self.sink = Some(Sink {
+            buf,
+            start,
+            consumed: 0,
+            limit: start.saturating_add(room),
+        });
+        Ok(())
+    }
+
+    /// Takes the lent buffer back, with the bytes delivered into it since
+    /// appended (less any a [`read`](Self::read) took meanwhile); `None`
+    /// when nothing is lent.
+    pub fn take_sink(&mut self) -> Option<Vec<u8>> {
+        let mut sink = self.sink.take()?;
+        if sink.consumed > 0 {
+            sink.buf.drain(sink.start..sink.start + sink.consumed);
+        }
+        Some(sink.buf)
+    }
+
+    /// Payload bytes delivered straight into a lent buffer so far.
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct_bytes
+    }
+
+    /// Appends the packet to the lent buffer if it may go there: stream
+    /// only, the next packet expected (`off` 0) with nothing buffered or
+    /// dropped ahead, and room left. Returns whether it did.
+    fn deliver_direct(&mut self, off: i32, payload: &[u8]) -> bool {
+        let cut = &payload[..payload.len().min(self.pool.payload_size())];
+        let room = match &self.sink {
+            Some(s) => s.limit.saturating_sub(s.buf.len()),
+            None => return false,
+        };
+        if self.messages
+            || off != 0
+            || self.contig != self.base
+            || self.pending_drop.is_some()
+            || cut.len() > room
+        {
+            return false;
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            sink.buf.extend_from_slice(cut);
+        }
+        self.direct_bytes += cut.len() as u64;
+        // The packet's slot (empty, since `contig` is at `base`) is passed
+        // as if it had been stored and read.
+        self.slots.pop_front();
+        self.base = self.base.next();
+        self.contig = self.base;
+        self.cursor = self.base;
+        self.read_offset = 0;
+        self.normalize();
+        true
     }
 
     /// The capacity in packets.
@@ -305,6 +405,9 @@ impl RecvBuffer {
             Some((SlotState::Dropped, _)) => return Err(InsertError::Dropped),
             None => return Err(InsertError::OutOfWindow),
         }
+        if self.deliver_direct(off, payload) {
+            return Ok(());
+        }
         // At most `capacity` slots hold data and the pool has that many, so
         // this only fails if an internal invariant broke; refuse the packet.
         let data = self.pool.alloc().ok_or(InsertError::OutOfWindow)?;
@@ -346,23 +449,42 @@ impl RecvBuffer {
     /// Dropped and consumed slots are skipped.
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
         let mut n = 0;
+        self.read_with(buf.len(), |piece| {
+            if let Some(dst) = buf.get_mut(n..n + piece.len()) {
+                dst.copy_from_slice(piece);
+            }
+            n += piece.len();
+        })
+    }
+
+    /// The work of the stream reads: hands `emit` at most `max` contiguous
+    /// bytes, piece by piece, in order, and releases what was read.
+    fn read_with(&mut self, max: usize, mut emit: impl FnMut(&[u8])) -> usize {
+        // Bytes delivered into a lent buffer came before anything stored.
+        let mut n = 0;
+        if let Some(sink) = self.sink.as_mut() {
+            let unread = sink.unread();
+            n = unread.len().min(max);
+            if n > 0 {
+                emit(unread.get(..n).unwrap_or(&[]));
+                sink.consumed += n;
+            }
+        }
         let mut moved = false;
-        while n < buf.len() && self.base != self.contig {
+        while n < max && self.base != self.contig {
             let Some(front) = self.slots.front().copied() else {
                 break;
             };
             if front.state == SlotState::Data {
                 let bytes = self.pool.bytes(front.data, front.len as usize);
                 let unread = bytes.get(self.read_offset..).unwrap_or(&[]);
-                let k = unread.len().min(buf.len() - n);
-                if let (Some(dst), Some(src)) = (buf.get_mut(n..n + k), unread.get(..k)) {
-                    dst.copy_from_slice(src);
-                }
+                let k = unread.len().min(max - n);
+                emit(unread.get(..k).unwrap_or(&[]));
                 n += k;
                 self.read_offset += k;
                 self.contig_bytes = self.contig_bytes.saturating_sub(k);
                 if self.read_offset < front.len as usize {
-                    break; // `buf` is full
+                    break; // `max` reached
                 }
             }
             self.pop_front();
@@ -376,12 +498,19 @@ impl RecvBuffer {
 
     /// Bytes a stream [`read`](Self::read) could return now.
     pub fn readable_bytes(&self) -> usize {
-        self.contig_bytes
+        self.contig_bytes + self.sink.as_ref().map_or(0, |s| s.unread().len())
     }
 
     /// True when [`readable_bytes`](Self::readable_bytes) is not zero.
     pub fn is_readable(&self) -> bool {
-        self.contig_bytes > 0
+        self.readable_bytes() > 0
+    }
+
+    /// Stream read into a vector: appends at most `max` contiguous bytes to
+    /// `out` (no zeroing of its spare room first) and returns how many, as
+    /// [`read`](Self::read) does.
+    pub fn read_to_vec(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
+        self.read_with(max, |piece| out.extend_from_slice(piece))
     }
 
     /// Message read: clears `out`, appends one whole message and returns

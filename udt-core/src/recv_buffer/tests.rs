@@ -576,6 +576,13 @@ fn hostile_random_inputs_keep_invariants() {
                     let n = rb.read(&mut buf);
                     assert_eq!(n, before.min(buf.len()), "{ctx}: short read");
                 }
+                8 if stream_only => {
+                    // Lend a buffer, or take it back with what came.
+                    if rb.take_sink().is_none() {
+                        let room = rng.below(10) as usize;
+                        assert!(rb.lend_sink(vec![1, 2], room).is_ok(), "{ctx}");
+                    }
+                }
                 _ => {
                     let has = rb.has_message();
                     assert_eq!(has, rb.read_message(&mut out), "{ctx}");
@@ -592,14 +599,19 @@ fn hostile_random_inputs_keep_invariants() {
 /// come out exact and the counters must match a naive model.
 #[test]
 fn model_stream_random_arrival() {
+    let mut direct = 0;
     for seed in 0..30u64 {
-        run_stream_model(seed, false);
-        run_stream_model(seed, true);
+        run_stream_model(seed, false, false);
+        run_stream_model(seed, true, false);
+        direct += run_stream_model(seed, true, true);
     }
+    assert!(direct > 0, "nothing went straight into a lent buffer");
 }
 
+/// With `sinks`, the reader also lends buffers (with something already in
+/// them) and takes them back, and reads into vectors.
 #[allow(clippy::disallowed_methods)] // the send buffer needs an epoch
-fn run_stream_model(seed: u64, stream_only: bool) {
+fn run_stream_model(seed: u64, stream_only: bool, sinks: bool) -> u64 {
     let now = std::time::Instant::now();
     let mut rng = Rng::new(seed);
     let ps = 1 + rng.below(20) as usize;
@@ -630,6 +642,9 @@ fn run_stream_model(seed: u64, stream_only: bool) {
     if stream_only {
         rb = rb.stream_only();
     }
+    // The prefix of the buffer lent now, if one is.
+    let mut lent: Option<Vec<u8>> = None;
+    let mut direct_at_lend = 0;
     let mut arrived = vec![false; packets.len()];
     let mut contig = 0usize; // model: packets before this arrived
     let mut contig_bytes = 0usize;
@@ -639,16 +654,44 @@ fn run_stream_model(seed: u64, stream_only: bool) {
         steps += 1;
         assert!(steps < 200_000, "seed={seed}: stalled");
         if contig == packets.len() || rng.chance(0.3) {
-            let mut buf = vec![0u8; rng.below(ps as u64 * 3) as usize];
-            let n = rb.read(&mut buf);
-            got.extend_from_slice(&buf[..n]);
+            if let Some(prefix) = lent.take() {
+                if contig == packets.len() || rng.chance(0.5) {
+                    let back = rb.take_sink().expect("the lent buffer");
+                    assert_eq!(&back[..prefix.len()], &prefix[..], "seed={seed}: prefix");
+                    got.extend_from_slice(&back[prefix.len()..]);
+                } else {
+                    lent = Some(prefix);
+                }
+            } else if sinks && contig < packets.len() && rng.chance(0.4) {
+                let prefix: Vec<u8> = (0..rng.below(3)).map(|_| rng.next_u32() as u8).collect();
+                let room = rng.below(ps as u64 * 4) as usize;
+                rb.lend_sink(prefix.clone(), room)
+                    .expect("a stream-only buffer lends");
+                direct_at_lend = rb.direct_bytes();
+                lent = Some(prefix);
+            } else if sinks && rng.chance(0.5) {
+                let max = rng.below(ps as u64 * 3) as usize;
+                let before = got.len();
+                let n = rb.read_to_vec(&mut got, max);
+                assert_eq!(got.len(), before + n, "seed={seed}: read_to_vec");
+            } else {
+                let mut buf = vec![0u8; rng.below(ps as u64 * 3) as usize];
+                let n = rb.read(&mut buf);
+                got.extend_from_slice(&buf[..n]);
+            }
         } else {
             // A packet from slightly beyond the window, or a duplicate.
             let span = (cap as usize + 4).min(packets.len() - contig);
             let i = contig + rng.below(span as u64) as usize;
             let (seq, pos, msg, ref data) = packets[i];
-            // Model base: packets whose bytes have all been read are released.
-            let base = ends.partition_point(|&e| e <= got.len());
+            // Model base: packets whose bytes have all been read (or
+            // delivered into a lent buffer) are released.
+            let in_sink = if lent.is_some() {
+                (rb.direct_bytes() - direct_at_lend) as usize
+            } else {
+                0
+            };
+            let base = ends.partition_point(|&e| e <= got.len() + in_sink);
             let in_window = i >= base && i < base + cap as usize;
             match rb.insert(seq, pos, false, msg, data) {
                 Ok(()) => {
@@ -672,6 +715,58 @@ fn run_stream_model(seed: u64, stream_only: bool) {
     }
     assert_eq!(got, sent, "seed={seed}");
     assert!(rb.allocated_slots() <= cap, "seed={seed}");
+    rb.direct_bytes()
+}
+
+#[test]
+fn a_lent_buffer_takes_what_arrives_in_order_and_keeps_the_byte_order() {
+    let mut rb = RecvBuffer::new(16, 4, s(0)).stream_only();
+    rb.lend_sink(b"xy".to_vec(), 10).unwrap();
+    assert_eq!(
+        rb.lend_sink(Vec::new(), 1),
+        Err(Vec::new()),
+        "one at a time"
+    );
+    rb.insert(s(0), First, true, m(1), b"abcd").unwrap();
+    rb.insert(s(2), Middle, true, m(1), b"ijkl").unwrap(); // early: stored
+    assert_eq!(rb.readable_bytes(), 4);
+    rb.insert(s(1), Middle, true, m(1), b"efgh").unwrap(); // fills the hole: lent buffer
+    assert_eq!(rb.contiguous_end(), s(3));
+    assert_eq!(rb.readable_bytes(), 12);
+    // Something is buffered now: later packets are stored behind it.
+    rb.insert(s(3), Last, true, m(1), b"mnop").unwrap();
+    assert_eq!(
+        rb.insert(s(1), Middle, true, m(1), b"efgh"),
+        Err(InsertError::OutOfWindow)
+    );
+    assert_eq!(rb.direct_bytes(), 8);
+    assert_eq!(rb.take_sink().unwrap(), b"xyabcdefgh");
+    assert_eq!(rb.take_sink(), None);
+    assert_eq!(read_all(&mut rb), b"ijklmnop");
+    // The window never shrank for the bytes that went straight out.
+    assert_eq!(rb.available_packets(), 15);
+}
+
+#[test]
+fn a_lent_buffer_is_bounded_and_a_read_meanwhile_takes_its_bytes_first() {
+    let mut rb = RecvBuffer::new(16, 4, s(0)).stream_only();
+    rb.lend_sink(Vec::new(), 6).unwrap();
+    rb.insert(s(0), Only, true, m(1), b"abcd").unwrap();
+    rb.insert(s(1), Only, true, m(2), b"efgh").unwrap(); // no room: stored
+    rb.insert(s(2), Only, true, m(3), b"ij").unwrap(); // fits, but must wait behind s(1)
+    assert_eq!(rb.direct_bytes(), 4);
+    let mut three = [0u8; 3];
+    assert_eq!(rb.read(&mut three), 3);
+    assert_eq!(&three, b"abc");
+    assert_eq!(
+        rb.take_sink().unwrap(),
+        b"d",
+        "what was read is not given twice"
+    );
+    assert_eq!(read_all(&mut rb), b"efghij");
+    // A buffer that also assembles messages never lends.
+    let mut msgs = RecvBuffer::new(16, 4, s(0));
+    assert_eq!(msgs.lend_sink(b"q".to_vec(), 8), Err(b"q".to_vec()));
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
