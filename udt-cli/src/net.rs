@@ -502,23 +502,13 @@ impl Conn {
     }
 }
 
-impl Conn {
-    /// Reads like `Read::read`, appending at most `max` bytes to `out`;
-    /// over UDT the bytes are copied once on their way in
-    /// (`UdtStream::read_append`).
-    ///
-    /// # Errors
-    /// As `Read::read`.
-    pub fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+impl crate::proto::ReadAppend for Conn {
+    /// Over UDT the bytes are copied once on their way in
+    /// (`UdtStream::read_append`); over TCP as `Read::read`.
+    fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         match self {
             Conn::Udt { stream: s, .. } => s.read_append(out, max),
-            Conn::Tcp(s) => {
-                let start = out.len();
-                out.resize(start + max, 0);
-                let r = s.read(&mut out[start..]);
-                out.truncate(start + *r.as_ref().unwrap_or(&0));
-                r
-            }
+            Conn::Tcp(s) => s.read_append(out, max),
         }
     }
 }

@@ -185,6 +185,29 @@ impl Read for Watched {
     }
 }
 
+impl crate::proto::ReadAppend for Watched {
+    /// As `read`, appending to `out` (one copy fewer over UDT).
+    fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        if signals::interrupted() {
+            return Err(interrupted_error());
+        }
+        loop {
+            match self.conn.read_append(out, max) {
+                Ok(n) => {
+                    self.progressed();
+                    return Ok(n);
+                }
+                Err(e) if is_slice_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                    if let Some(e) = self.check(false) {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 impl Write for Watched {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if signals::interrupted() {

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::net::{self, Conn, LinkStats, Listener, NetOptions, Transport};
+use crate::proto::ReadAppend;
 use crate::stdio;
 use crate::ui::{self, CliError, Output};
 use udt_mux::{ConnectionError, Stats};

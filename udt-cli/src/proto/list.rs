@@ -7,11 +7,9 @@
 //! Bound: `list bytes + 48 × entries` for the list, plus `4 × entries`
 //! while it is checked.
 
-use std::io::Read;
-
 use super::names::{self, printable, Limits, RelPath};
 use super::send::unexpected;
-use super::wire::{self, EntryKind, EntryMeta, Frame, FrameReader};
+use super::wire::{self, EntryKind, EntryMeta, Frame, FrameReader, ReadAppend};
 use super::{Observer, TransferError};
 
 /// No parent: a top-level entry.
@@ -94,7 +92,7 @@ impl FileList {
     /// # Errors
     /// `Refused` for a list that breaks a rule or a limit; `Peer` when the
     /// sender sends an error instead; `Protocol`/`Network` for the stream.
-    pub(crate) fn read<R: Read>(
+    pub(crate) fn read<R: ReadAppend>(
         frames: &mut FrameReader<R>,
         limits: &Limits,
         observer: &mut dyn Observer,
@@ -226,7 +224,7 @@ impl FileList {
 }
 
 /// Reads the greeting: the number of entries and bytes announced.
-fn read_hello<R: Read>(frames: &mut FrameReader<R>) -> Result<(u64, u64), TransferError> {
+fn read_hello<R: ReadAppend>(frames: &mut FrameReader<R>) -> Result<(u64, u64), TransferError> {
     match frames.next_frame()? {
         Frame::Hello {
             version,

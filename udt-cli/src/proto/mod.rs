@@ -40,6 +40,7 @@ pub use names::{Limits, NameError, RelPath};
 #[cfg(unix)]
 pub use recv::{receive, RecvOptions, RecvReport};
 pub use send::{scan, scan_filtered, send_files, send_files_resuming, LocalEntry, SendReport};
+pub use wire::ReadAppend;
 
 /// Exit codes of the `udt` program; also the `class` of an `Error` frame so
 /// both ends of a failed transfer exit with the same meaning.

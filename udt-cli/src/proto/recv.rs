@@ -21,7 +21,7 @@ use super::list::FileList;
 use super::names::{printable, Limits};
 use super::outdir::{self, Dir, Found};
 use super::send::{system_time, unexpected};
-use super::wire::{self, EntryKind, EntryMeta, Frame, FrameReader, HASH_LEN};
+use super::wire::{self, EntryKind, EntryMeta, Frame, FrameReader, ReadAppend, HASH_LEN};
 use super::{Observer, TransferError};
 
 /// How a receiver treats its output directory.
@@ -131,7 +131,7 @@ pub fn receive<R, W>(
     observer: &mut dyn Observer,
 ) -> Result<RecvReport, TransferError>
 where
-    R: Read,
+    R: ReadAppend,
     W: Write + ?Sized,
 {
     let mut frames = FrameReader::new(reader);
@@ -167,7 +167,7 @@ where
     result
 }
 
-fn receive_inner<R: Read, W: Write + ?Sized>(
+fn receive_inner<R: ReadAppend, W: Write + ?Sized>(
     frames: &mut FrameReader<R>,
     writer: &mut W,
     opts: &RecvOptions,
@@ -541,7 +541,7 @@ impl Tree {
     }
 
     /// Receives every file the sender sends, in list order, until `Done`.
-    fn receive_files<R: Read>(
+    fn receive_files<R: ReadAppend>(
         &mut self,
         frames: &mut FrameReader<R>,
         list: &FileList,
@@ -607,7 +607,7 @@ impl Tree {
     /// complete file here that differs from the sender's: left alone and
     /// counted in `differing`.
     #[allow(clippy::too_many_arguments)]
-    fn receive_file<R: Read>(
+    fn receive_file<R: ReadAppend>(
         &mut self,
         frames: &mut FrameReader<R>,
         list: &FileList,

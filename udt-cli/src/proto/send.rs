@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::glob;
 use super::names::{Limits, RelPath};
-use super::wire::{self, DataFrame, EntryKind, EntryMeta, Frame, FrameReader, HASH_LEN};
+use super::wire::{
+    self, DataFrame, EntryKind, EntryMeta, Frame, FrameReader, ReadAppend, HASH_LEN,
+};
 use super::{Observer, TransferError};
 
 /// Bytes read from a file per `Data` frame.
@@ -246,7 +248,7 @@ pub fn send_files<R, W>(
     observer: &mut dyn Observer,
 ) -> Result<SendReport, TransferError>
 where
-    R: Read + Send + 'static,
+    R: ReadAppend + Send + 'static,
     W: Write + ?Sized,
 {
     send_files_resuming(reader, writer, entries, false, observer)
@@ -267,7 +269,7 @@ pub fn send_files_resuming<R, W>(
     observer: &mut dyn Observer,
 ) -> Result<SendReport, TransferError>
 where
-    R: Read + Send + 'static,
+    R: ReadAppend + Send + 'static,
     W: Write + ?Sized,
 {
     let mut report = SendReport::default();

@@ -39,6 +39,8 @@ fn pipe() -> (PipeWriter, PipeReader) {
     (PipeWriter(p.clone()), PipeReader(p))
 }
 
+impl wire::ReadAppend for PipeReader {}
+
 impl Read for PipeReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut s = self.0.state.lock().unwrap();

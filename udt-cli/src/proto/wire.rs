@@ -197,6 +197,27 @@ impl From<io::Error> for WireError {
     }
 }
 
+/// A byte stream that can append what it reads to a vector: over UDT
+/// (`UdtStream::read_append`) the bytes are then copied once on their way
+/// in instead of twice. The default reads into zeroed room, as `Read` does.
+pub trait ReadAppend: Read {
+    /// Appends at most `max` bytes to `out` and returns how many (`Ok(0)`
+    /// at the end of the stream).
+    ///
+    /// # Errors
+    /// As `Read::read`.
+    fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let start = out.len();
+        out.resize(start + max, 0);
+        let r = self.read(&mut out[start..]);
+        out.truncate(start + *r.as_ref().unwrap_or(&0));
+        r
+    }
+}
+
+impl ReadAppend for &[u8] {}
+impl ReadAppend for std::net::TcpStream {}
+
 /// Reads frames from a byte stream into one reused buffer.
 #[derive(Debug)]
 pub struct FrameReader<R> {
@@ -204,7 +225,7 @@ pub struct FrameReader<R> {
     buf: Vec<u8>,
 }
 
-impl<R: Read> FrameReader<R> {
+impl<R: ReadAppend> FrameReader<R> {
     /// Wraps `inner`; the buffer grows once to at most [`MAX_DATA`].
     pub fn new(inner: R) -> Self {
         FrameReader {
@@ -243,13 +264,25 @@ impl<R: Read> FrameReader<R> {
             )));
         }
         // Bounded by `max` above: grows to at most MAX_DATA bytes, once,
-        // and is never shrunk or re-zeroed afterwards.
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
+        // and is filled by appending (never zeroed).
+        self.buf.clear();
+        self.buf.reserve(len);
+        while self.buf.len() < len {
+            let want = len - self.buf.len();
+            match self.inner.read_append(&mut self.buf, want) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the stream ended inside a frame",
+                    )
+                    .into())
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        let payload = &mut self.buf[..len];
-        self.inner.read_exact(payload)?;
-        decode(kind, payload)
+        decode(kind, &self.buf[..len])
     }
 }
 
