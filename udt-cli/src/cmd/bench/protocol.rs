@@ -2,13 +2,14 @@
 //! header that opens every bench connection, the framing of stream mode,
 //! the layout of a bench message, and the server's JSON report line.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::net::Conn;
 use crate::proto::exit;
+use crate::proto::ReadAppend;
 use crate::ui::CliError;
 
 const MAGIC: [u8; 8] = *b"UDTBENCH";
@@ -213,7 +214,9 @@ pub(super) fn read_chunks(
     mut keep_going: impl FnMut() -> bool,
 ) -> Result<(), CliError> {
     let broke = |e| CliError::io("the bench connection broke", e);
-    let mut buf = vec![0u8; 256 * 1024];
+    // Appended to, never zeroed: over UDT the bytes are copied once on
+    // their way in (`ReadAppend`), as `udt recv` reads them.
+    let mut buf = Vec::with_capacity(256 * 1024);
     loop {
         let mut lb = [0u8; 4];
         conn.read_exact(&mut lb).map_err(broke)?;
@@ -229,8 +232,16 @@ pub(super) fn read_chunks(
             if !keep_going() {
                 return Err(CliError::interrupted("interrupted"));
             }
-            let n = left.min(buf.len());
-            conn.read_exact(&mut buf[..n]).map_err(broke)?;
+            buf.clear();
+            let n = conn
+                .read_append(&mut buf, left.min(256 * 1024))
+                .map_err(broke)?;
+            if n == 0 {
+                return Err(broke(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the stream ended inside a chunk",
+                )));
+            }
             left -= n;
             counted(n as u64);
         }
