@@ -17,6 +17,8 @@
 //! `UDT_BENCH_INTERVAL_US` (`EndpointConfig::batch_interval` in µs),
 //! `UDT_BENCH_READ_PAUSE_US` (`EndpointConfig::read_pause` in µs),
 //! `UDT_BENCH_ZEROCOPY=0` (`EndpointConfig::zero_copy_send` off),
+//! `UDT_BENCH_RCVPKTS` (`Config::recv_buffer_packets`: the receive buffer's
+//! starting size, still growing with the BDP),
 //! `UDT_BENCH_BUFFER` (send and receive buffers of that many packets, fixed,
 //! default the connection's 8192 growing with the BDP). Prints one
 //! line per case. `UDT_BENCH_DRIVER=poll` moves the data with two
@@ -65,6 +67,9 @@ fn connection_config() -> Config {
     }
     if let Some(packets) = setting("UDT_BENCH_SNDBUF").and_then(|v| v.parse::<u32>().ok()) {
         config.send_buffer_packets = packets;
+    }
+    if let Some(packets) = setting("UDT_BENCH_RCVPKTS").and_then(|v| v.parse::<u32>().ok()) {
+        config.recv_buffer_packets = packets;
     }
     config
 }
