@@ -13,6 +13,11 @@ use crate::conn::{ConnInner, ConnShared, Wake};
 use crate::error;
 use crate::notify::SendCmd;
 
+/// The most a waiting [`read_lending`](ConnShared::read_lending) reserves
+/// in the caller's vector for data to arrive straight into; more than that
+/// waits in the receive buffer for the next call.
+const MAX_LENT_ROOM: usize = 16 << 20;
+
 impl ConnShared {
     /// Acts on a settle made by an application thread; call with no lock
     /// held.
@@ -143,11 +148,13 @@ impl ConnShared {
             if last_try {
                 return Err(error::timed_out("read timed out"));
             }
-            // Lend `out` for the wait; the loop's head takes it back.
-            out.reserve(max);
+            // Lend `out` for the wait; the loop's head takes it back. The
+            // room is bounded: a huge `max` must not allocate that much.
+            let room = max.min(MAX_LENT_ROOM);
+            out.reserve(room);
             if let Some(c) = g.phase.connection() {
                 let at = out.len();
-                match c.lend_read_sink(std::mem::take(out), max) {
+                match c.lend_read_sink(std::mem::take(out), room) {
                     Ok(()) => lent_at = Some(at),
                     Err(back) => *out = back,
                 }

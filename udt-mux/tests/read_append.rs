@@ -88,3 +88,26 @@ fn a_timeout_or_nonblocking_read_gives_the_vector_back_intact() {
     }
     assert_eq!(out, b"mine and yours");
 }
+
+#[test]
+fn a_huge_limit_reads_what_there_is_without_reserving_it() {
+    init();
+    let (_a, mut client, _b, server) = pair();
+    let mut out = Vec::new();
+    // Nothing sent yet: the call waits, lending `out`, and times out.
+    server.set_read_timeout(Some(Duration::from_millis(20)));
+    assert!(server.read_append(&mut out, usize::MAX).is_err());
+    assert!(out.capacity() <= 32 << 20, "reserved {} bytes", out.capacity());
+    server.set_read_timeout(None);
+    client.write_all(b"small").expect("write");
+    let mut got = 0;
+    while got < 5 {
+        got += server.read_append(&mut out, usize::MAX).expect("read");
+    }
+    assert_eq!(out, b"small");
+    assert!(
+        out.capacity() <= 32 << 20,
+        "reserved {} bytes",
+        out.capacity()
+    );
+}

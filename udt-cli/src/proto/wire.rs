@@ -207,8 +207,10 @@ pub trait ReadAppend: Read {
     /// # Errors
     /// As `Read::read`.
     fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        // At most 1 MiB at a time: reading fewer than `max` is allowed,
+        // zeroing a huge `max` first is not.
         let start = out.len();
-        out.resize(start + max, 0);
+        out.resize(start + max.min(1 << 20), 0);
         let r = self.read(&mut out[start..]);
         out.truncate(start + *r.as_ref().unwrap_or(&0));
         r
