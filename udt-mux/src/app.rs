@@ -8,10 +8,86 @@ use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
 use udt_core::connection::Connection;
+use udt_core::ReadError;
 
 use crate::conn::{ConnInner, ConnShared, Wake};
 use crate::error;
 use crate::notify::SendCmd;
+
+/// One blocking call's work, for [`ConnShared::wait_for`]. All under the
+/// connection's lock.
+trait Attempt<T> {
+    /// At the top of every round, before anything may return: take back
+    /// what [`before_wait`](Self::before_wait) lent.
+    fn reclaim(&mut self, _g: &mut ConnInner) {}
+    /// The call itself; `None` when it would block.
+    fn attempt(&mut self, g: &mut ConnInner, now: Instant) -> Option<io::Result<T>>;
+    /// Right before sleeping on the condition variable.
+    fn before_wait(&mut self, _g: &mut ConnInner) {}
+}
+
+/// A plain attempt: nothing lent while waiting.
+struct JustTry<F>(F);
+
+impl<T, F: FnMut(&mut ConnInner, Instant) -> Option<io::Result<T>>> Attempt<T> for JustTry<F> {
+    fn attempt(&mut self, g: &mut ConnInner, now: Instant) -> Option<io::Result<T>> {
+        (self.0)(g, now)
+    }
+}
+
+/// A stream read that lends its vector while it waits
+/// ([`ConnShared::read_lending`]).
+struct Lending<'a> {
+    out: &'a mut Vec<u8>,
+    max: usize,
+    /// `out`'s length when it was lent, while it is.
+    lent_at: Option<usize>,
+    /// Bytes the last reclaim brought back.
+    got: usize,
+}
+
+impl Attempt<usize> for Lending<'_> {
+    fn reclaim(&mut self, g: &mut ConnInner) {
+        self.got = 0;
+        let Some(at) = self.lent_at.take() else {
+            return;
+        };
+        if let Some(back) = g.phase.connection().and_then(|c| c.take_read_sink()) {
+            *self.out = back;
+            self.got = self.out.len().saturating_sub(at);
+        }
+    }
+
+    fn attempt(&mut self, g: &mut ConnInner, _now: Instant) -> Option<io::Result<usize>> {
+        if self.got > 0 {
+            return Some(Ok(self.got));
+        }
+        if g.read_shut {
+            return Some(Ok(0));
+        }
+        let Some(c) = g.phase.connection() else {
+            return Some(Err(error::not_connected()));
+        };
+        match c.read_to_vec(self.out, self.max) {
+            Ok(n) => Some(Ok(n)),
+            Err(ReadError::WouldBlock) => None,
+            Err(e) => Some(Err(error::read_error(e))),
+        }
+    }
+
+    fn before_wait(&mut self, g: &mut ConnInner) {
+        // The room is bounded: a huge `max` must not allocate that much.
+        let room = self.max.min(MAX_LENT_ROOM);
+        self.out.reserve(room);
+        if let Some(c) = g.phase.connection() {
+            let at = self.out.len();
+            match c.lend_read_sink(std::mem::take(self.out), room) {
+                Ok(()) => self.lent_at = Some(at),
+                Err(back) => *self.out = back,
+            }
+        }
+    }
+}
 
 /// The most a waiting [`read_lending`](ConnShared::read_lending) reserves
 /// in the caller's vector for data to arrive straight into; more than that
@@ -43,21 +119,33 @@ impl ConnShared {
         &self,
         timeout: impl Fn(&ConnInner) -> Option<Duration>,
         what: &'static str,
-        mut op: impl FnMut(&mut ConnInner, Instant) -> Option<io::Result<T>>,
+        op: impl FnMut(&mut ConnInner, Instant) -> Option<io::Result<T>>,
+    ) -> io::Result<T> {
+        self.wait_for(timeout, what, &mut JustTry(op))
+    }
+
+    /// The loop of every blocking call: under the lock, `attempt`, settle,
+    /// and wait on the condition variable while it would block.
+    fn wait_for<T>(
+        &self,
+        timeout: impl Fn(&ConnInner) -> Option<Duration>,
+        what: &'static str,
+        attempt: &mut impl Attempt<T>,
     ) -> io::Result<T> {
         let mut g = self.inner.lock();
         let deadline = timeout(&g).map(|d| Instant::now() + d);
         let mut last_try = false;
         loop {
+            attempt.reclaim(&mut g);
             if g.aborted || self.notify.is_aborted() {
                 return Err(error::aborted());
             }
             let now = g.clock(Instant::now());
-            let result = op(&mut g, now);
-            // Settle even when `op` would block: it may have changed the
-            // core all the same (`close` queues the shutdown, or starts the
-            // linger timer, and then waits), and the threads must hear of
-            // it now, not at the next unrelated timer.
+            let result = attempt.attempt(&mut g, now);
+            // Settle even when the attempt would block: it may have changed
+            // the core all the same (`close` queues the shutdown, or starts
+            // the linger timer, and then waits), and the threads must hear
+            // of it now, not at the next unrelated timer.
             let wake = g.settle(&self.notify);
             if let Some(result) = result {
                 drop(g);
@@ -78,6 +166,7 @@ impl ConnShared {
             if last_try {
                 return Err(error::timed_out(what));
             }
+            attempt.before_wait(&mut g);
             match deadline {
                 Some(d) => {
                     if self.cond.wait_until(&mut g, d).timed_out() {
@@ -91,83 +180,24 @@ impl ConnShared {
     }
 
     /// A blocking stream read appending at most `max` bytes to `out`. While
-    /// it waits, `out` (with room for `max` more bytes reserved) is lent to
-    /// the connection, so data arriving in order goes straight into it from
-    /// the receive thread: one copy instead of two (into the receive buffer,
-    /// then out of it). Every way out of the wait takes it back first, so
-    /// `out` never loses what it held.
+    /// it waits, `out` (with room for up to `max` more bytes reserved) is
+    /// lent to the connection, so data arriving in order goes straight into
+    /// it from the receive thread: one copy instead of two (into the receive
+    /// buffer, then out of it). Every way out of the wait takes it back
+    /// first, so `out` never loses what it held.
     ///
     /// # Errors
     /// As a read: `WouldBlock` in non-blocking mode, `TimedOut` after the
     /// read timeout, `ConnectionAborted` once the endpoint is aborted,
     /// `NotConnected`, and the connection's own failures.
     pub(crate) fn read_lending(&self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        let mut g = self.inner.lock();
-        let deadline = g.read_timeout.map(|d| Instant::now() + d);
-        let mut last_try = false;
-        // `out`'s length when it was lent, while it is.
-        let mut lent_at: Option<usize> = None;
-        loop {
-            let mut got = 0;
-            if let Some(at) = lent_at.take() {
-                if let Some(back) = g.phase.connection().and_then(|c| c.take_read_sink()) {
-                    *out = back;
-                    got = out.len().saturating_sub(at);
-                }
-            }
-            if g.aborted || self.notify.is_aborted() {
-                return Err(error::aborted());
-            }
-            let result = if got > 0 {
-                Some(Ok(got))
-            } else if g.read_shut {
-                Some(Ok(0))
-            } else {
-                match g.phase.connection() {
-                    None => Some(Err(error::not_connected())),
-                    Some(c) => match c.read_to_vec(out, max) {
-                        Ok(n) => Some(Ok(n)),
-                        Err(udt_core::ReadError::WouldBlock) => None,
-                        Err(e) => Some(Err(error::read_error(e))),
-                    },
-                }
-            };
-            let wake = g.settle(&self.notify);
-            if let Some(result) = result {
-                drop(g);
-                self.report(wake);
-                return result;
-            }
-            if !wake.is_empty() {
-                MutexGuard::unlocked(&mut g, || self.report(wake));
-                continue;
-            }
-            if g.nonblocking {
-                return Err(error::would_block("read"));
-            }
-            if last_try {
-                return Err(error::timed_out("read timed out"));
-            }
-            // Lend `out` for the wait; the loop's head takes it back. The
-            // room is bounded: a huge `max` must not allocate that much.
-            let room = max.min(MAX_LENT_ROOM);
-            out.reserve(room);
-            if let Some(c) = g.phase.connection() {
-                let at = out.len();
-                match c.lend_read_sink(std::mem::take(out), room) {
-                    Ok(()) => lent_at = Some(at),
-                    Err(back) => *out = back,
-                }
-            }
-            match deadline {
-                Some(d) => {
-                    if self.cond.wait_until(&mut g, d).timed_out() {
-                        last_try = true;
-                    }
-                }
-                None => self.cond.wait(&mut g),
-            }
-        }
+        let mut lending = Lending {
+            out,
+            max,
+            lent_at: None,
+            got: 0,
+        };
+        self.wait_for(|g| g.read_timeout, "read timed out", &mut lending)
     }
 
     /// Runs `f` on the connection under the lock and settles.

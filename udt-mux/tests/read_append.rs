@@ -97,7 +97,11 @@ fn a_huge_limit_reads_what_there_is_without_reserving_it() {
     // Nothing sent yet: the call waits, lending `out`, and times out.
     server.set_read_timeout(Some(Duration::from_millis(20)));
     assert!(server.read_append(&mut out, usize::MAX).is_err());
-    assert!(out.capacity() <= 32 << 20, "reserved {} bytes", out.capacity());
+    assert!(
+        out.capacity() <= 32 << 20,
+        "reserved {} bytes",
+        out.capacity()
+    );
     server.set_read_timeout(None);
     client.write_all(b"small").expect("write");
     let mut got = 0;

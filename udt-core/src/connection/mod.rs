@@ -670,14 +670,25 @@ impl Connection {
     /// data has been read, including a shutdown with data still missing
     /// ([`ConnectionError::PeerAborted`]): the stream is truncated.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
+        let asked = !buf.is_empty();
+        self.read_stream(asked, |r| r.read(buf))
+    }
+
+    /// The checks and outcomes of the stream reads around `take`, which
+    /// moves the bytes; `asked` false (nothing wanted) returns 0 at once.
+    fn read_stream(
+        &mut self,
+        asked: bool,
+        take: impl FnOnce(&mut Receiver) -> usize,
+    ) -> Result<usize, ReadError> {
         if self.socket_type != SocketType::Stream {
             return Err(ReadError::WrongMode);
         }
-        if buf.is_empty() {
+        if !asked {
             return Ok(0);
         }
         self.refuse_corrupted()?;
-        let n = self.receiver.read(buf);
+        let n = take(&mut self.receiver);
         if n > 0 {
             return Ok(n);
         }
@@ -695,22 +706,7 @@ impl Connection {
     /// # Errors
     /// As [`read`](Self::read).
     pub fn read_to_vec(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, ReadError> {
-        if self.socket_type != SocketType::Stream {
-            return Err(ReadError::WrongMode);
-        }
-        if max == 0 {
-            return Ok(0);
-        }
-        self.refuse_corrupted()?;
-        let n = self.receiver.read_to_vec(out, max);
-        if n > 0 {
-            return Ok(n);
-        }
-        match self.state {
-            State::Closed(ConnectionError::PeerClosed) => Ok(0),
-            State::Closed(e) => Err(ReadError::Closed(e)),
-            _ => Err(ReadError::WouldBlock),
-        }
+        self.read_stream(max > 0, |r| r.read_to_vec(out, max))
     }
 
     /// Lends the application's `buf` while it waits for stream data: data
