@@ -7,7 +7,8 @@
 //!
 //! It waits in mio's `poll` over the socket and a `Waker`; the poll timeout
 //! is the earliest timer deadline (mio rounds it up to whole milliseconds,
-//! harmless at the 10 ms SYN scale). Bad input is counted and dropped:
+//! harmless at the 10 ms SYN scale). While datagrams arrive one by one and
+//! fast, it pauses briefly between reads instead (`read_pause.rs`). Bad input is counted and dropped:
 //! nothing a peer sends can stop this thread.
 
 use std::io;
