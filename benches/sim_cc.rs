@@ -96,6 +96,11 @@ fn scenarios() -> Vec<(Scenario, String, bool)> {
         udt4(Scenario::s2()),
         udt4(Scenario::s3()),
         udt4(Scenario::s5()),
+        ours(Scenario::s3().batched()),
+        ours(Scenario::s4().batched()),
+        ours(Scenario::high_bdp().batched()),
+        udt4(Scenario::s3().batched()),
+        udt4(Scenario::s4().batched()),
     ]
 }
 

@@ -819,13 +819,23 @@ impl CongestionControl for BbrCc {
             // per round. And a report far below the sample is not a
             // measurement of this flight: a receiver just starting, or one
             // that saw an idle gap, reports a few packets per second.
-            let speed = speed_lower_bound(ctx.recv_speed);
+            let reported = speed_lower_bound(ctx.recv_speed);
+            // A receiver that reads datagrams in batches (recvmmsg, UDP
+            // GRO: libudt0 and ours on real sockets) times a whole batch
+            // at one instant and reports ~1 000 000 packets/s. No receiver
+            // can see packets arrive much faster than they were sent, so
+            // such a report is no measurement; the sample is then bounded
+            // by what its own flight could deliver instead.
+            let implausible = reported > IMPLAUSIBLE_SPEED_FACTOR * self.pacing_rate.max(MIN_BW);
+            let speed = if implausible { 0.0 } else { reported };
             if speed > 0.0 {
                 self.seen_recv_speed = true;
             }
             let exempt = !self.filled_pipe && rs.lost == 0;
             if exempt {
                 // Clean Startup sample: taken as it is.
+            } else if implausible {
+                rate = rate.min(rs.flight_delivery_rate());
             } else if speed > 0.0 {
                 if speed * 4.0 >= rate {
                     rate = rate.min(self.speed_ceiling(ctx, speed));
@@ -961,6 +971,10 @@ impl BbrCc {
         speed.max(step.min(capacity))
     }
 }
+
+/// A receiver's arrival speed above this many times our pacing rate is no
+/// measurement: it timed a batch of datagrams read at once (7.2).
+const IMPLAUSIBLE_SPEED_FACTOR: f64 = 4.0;
 
 /// Arrival intervals behind a receiver's speed report (UDT4 takes the
 /// median-filtered mean of its last 16, udt4-protocol.md §6.4).

@@ -99,6 +99,7 @@ impl Path {
             newly_acked: delivered as u32,
             rate: Some(RateSample {
                 delivered,
+                flight: sent as u64,
                 interval: Duration::from_secs_f64(rtt),
                 prior_delivered: prior,
                 tx_in_flight: sent as u32,
@@ -128,6 +129,7 @@ fn sample(sent: u64, lost: u64, prior: u64, interval_ms: u64, rtt_ms: u64) -> Ac
         newly_acked: (sent - lost) as u32,
         rate: Some(RateSample {
             delivered: sent - lost,
+            flight: sent,
             interval: Duration::from_millis(interval_ms),
             prior_delivered: prior,
             tx_in_flight: sent as u32,
@@ -262,6 +264,7 @@ fn congestion_cuts_the_bounds_and_a_quiet_cycle_lifts_them() {
         newly_acked: 180,
         rate: Some(RateSample {
             delivered: 180,
+            flight: 200,
             interval: Duration::from_millis(20),
             prior_delivered: path.delivered,
             tx_in_flight: 200,
@@ -394,6 +397,7 @@ fn outputs_stay_finite_and_positive_on_hostile_samples() {
     let hostile = [
         RateSample {
             delivered: u64::MAX / 2,
+            flight: u64::MAX,
             interval: Duration::from_nanos(1),
             prior_delivered: 0,
             tx_in_flight: u32::MAX,
@@ -404,6 +408,7 @@ fn outputs_stay_finite_and_positive_on_hostile_samples() {
         },
         RateSample {
             delivered: 0,
+            flight: 0,
             interval: Duration::from_secs(3600),
             prior_delivered: u64::MAX,
             tx_in_flight: 0,
@@ -482,6 +487,7 @@ fn rounds_of_limited_samples_age_the_bandwidth_at_half_pace() {
             newly_acked: 20,
             rate: Some(RateSample {
                 delivered: 20,
+                flight: 20,
                 interval: path.rtt,
                 prior_delivered: prior,
                 tx_in_flight: 500,
