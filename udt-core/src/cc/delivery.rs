@@ -788,6 +788,38 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_knows_its_flight_apart_from_earlier_credit() {
+        // 0..=23 sent 1 ms apart; 2 is lost and the NAK of its gap (the
+        // arrival of 3) proves 0, 1 and 3 at 23 ms, before 23 leaves. The
+        // ACK that covers the repaired hole at 44 ms credits 2 and 4..=23:
+        // 21 packets, but the flight of the sampled packet (23) is the 20
+        // sent after 3, the packet the previous sample came from.
+        let t0 = epoch();
+        let mut d = DeliveryTracker::new(seq(0), t0);
+        for i in 0..23u32 {
+            d.on_sent(ms(t0, u64::from(i)), seq(i), i + 1, i + 1);
+        }
+        let body = nak(&[(2, 2)]);
+        let ranges = LossRanges::new(&body).expect("valid body");
+        let s = d
+            .on_nak(ms(t0, 23), &ranges, |q| q == seq(2))
+            .expect("news");
+        assert_eq!(s.newly_acked, 3);
+        d.on_sent(ms(t0, 23), seq(23), 21, 24);
+        let s = d.on_ack(ms(t0, 44), seq(24)).expect("news");
+        assert_eq!(s.newly_acked, 21);
+        let rate = s.rate.expect("rate");
+        assert_eq!((rate.delivered, rate.flight), (21, 20));
+        // Send interval 20 ms (3 to 23), ACK interval 21 ms.
+        assert_eq!(rate.interval, Duration::from_millis(21));
+        assert!((rate.delivery_rate() - 1000.0).abs() < 1e-6);
+        assert!((rate.flight_delivery_rate() - 20.0 / 0.021).abs() < 1e-6);
+        // Losses reported in the interval are not the flight's deliveries.
+        let lossy = RateSample { lost: 5, ..rate };
+        assert!((lossy.flight_delivery_rate() - 15.0 / 0.021).abs() < 1e-6);
+    }
+
+    #[test]
     fn a_nak_reporting_a_proved_packet_withdraws_the_proof() {
         let t0 = epoch();
         let mut d = DeliveryTracker::new(seq(0), t0);

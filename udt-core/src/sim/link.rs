@@ -88,8 +88,8 @@ pub struct ReadBatching {
     pub stall_every: Duration,
     /// The chance that a window holds a stall.
     pub stall_chance: f64,
-    /// The longest stall; each is drawn uniformly up to it, at a uniform
-    /// place in its window. Nothing is read during a stall: what arrives
+    /// The longest stall (at most `stall_every`); each is drawn uniformly
+    /// up to it, at a uniform place where it fits in its window. Nothing is read during a stall: what arrives
     /// is handed over when it ends.
     pub longest_stall: Duration,
 }
@@ -118,8 +118,11 @@ impl ReadBatching {
                 break;
             }
             let longest = self.longest_stall.as_nanos().min(every) as u64;
-            let length = u128::from(rng.below(longest + 1));
-            let start = window * every + u128::from(rng.below(every as u64));
+            // Within its window, so that no later window's reads come
+            // before this stall's end (order is kept).
+            let length = rng.below(longest + 1);
+            let start = window * every + u128::from(rng.below(every as u64 - length + 1));
+            let length = u128::from(length);
             if t < start || t >= start + length {
                 break;
             }
@@ -547,6 +550,92 @@ mod tests {
         assert!(
             hi <= Duration::from_micros(1300) && hi > Duration::from_micros(1290),
             "{hi:?}"
+        );
+    }
+
+    #[test]
+    fn batched_reads_hand_over_at_read_instants_in_order() {
+        let t0 = epoch();
+        let every_ms = ReadBatching {
+            period: Duration::from_millis(1),
+            stall_every: Duration::ZERO,
+            stall_chance: 0.0,
+            longest_stall: Duration::ZERO,
+        };
+        let mut link = Link::new(
+            LinkConfig {
+                read_batching: Some(every_ms),
+                ..LinkConfig::ideal(Duration::from_millis(5))
+            },
+            0,
+            1,
+        );
+        // Offered 0.25 ms apart from t0: arrivals at 5.00, 5.25, ... ms are
+        // read at 5, 6, 6, 6, 6, 7, ... ms.
+        let reads: Vec<Duration> = (0..9u64)
+            .map(|i| {
+                let Verdict::Deliver { at, .. } =
+                    link.offer(t0 + Duration::from_micros(250 * i), 1)
+                else {
+                    panic!("ideal link dropped");
+                };
+                at - t0
+            })
+            .collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            reads,
+            vec![
+                ms(5),
+                ms(6),
+                ms(6),
+                ms(6),
+                ms(6),
+                ms(7),
+                ms(7),
+                ms(7),
+                ms(7)
+            ]
+        );
+    }
+
+    #[test]
+    fn read_stalls_postpone_reads_and_keep_arrival_order() {
+        let t0 = epoch();
+        let stalls = ReadBatching {
+            period: Duration::from_millis(1),
+            stall_every: Duration::from_millis(20),
+            stall_chance: 1.0,
+            longest_stall: Duration::from_millis(8),
+        };
+        let mut link = Link::new(
+            LinkConfig {
+                read_batching: Some(stalls),
+                ..LinkConfig::ideal(Duration::from_millis(5))
+            },
+            0,
+            9,
+        );
+        let mut last = Duration::ZERO;
+        let mut longest_wait = Duration::ZERO;
+        for i in 0..10_000u64 {
+            let sent = Duration::from_micros(50 * i);
+            let Verdict::Deliver { at, .. } = link.offer(t0 + sent, 1) else {
+                panic!("ideal link dropped");
+            };
+            let read = at - t0;
+            let arrived = sent + Duration::from_millis(5);
+            assert!(read >= arrived, "read {read:?} before arrival {arrived:?}");
+            assert!(read >= last, "read {read:?} before an earlier one {last:?}");
+            last = read;
+            longest_wait = longest_wait.max(read - arrived);
+        }
+        // Some arrival waited out most of a stall, none much longer than
+        // one (and a period).
+        assert!(longest_wait > Duration::from_millis(4), "{longest_wait:?}");
+        assert!(
+            longest_wait <= Duration::from_millis(18),
+            "{longest_wait:?}"
         );
     }
 

@@ -639,3 +639,80 @@ fn startup_weighs_loss_at_three_standard_deviations() {
     cc.mode = Mode::ProbeBw;
     assert!(cc.is_congestion(8, 171));
 }
+
+/// A sample of `delivered` packets in 50 ms whose flight sent `flight`,
+/// `lost` of them lost, with the receiver reporting `recv_speed`.
+fn credited_sample(
+    path: &Path,
+    recv_speed: u32,
+    delivered: u64,
+    flight: u64,
+    lost: u64,
+) -> (CcContext, AckSample) {
+    let c = CcContext {
+        recv_speed,
+        lost: path.lost + lost,
+        ..path.ctx(flight as f64)
+    };
+    let s = AckSample {
+        newly_acked: delivered as u32,
+        rate: Some(RateSample {
+            delivered,
+            flight,
+            interval: Duration::from_millis(50),
+            prior_delivered: path.delivered,
+            tx_in_flight: flight as u32,
+            lost,
+            loss_events: lost,
+            sent: flight,
+            is_app_limited: false,
+        }),
+        rtt: Some(Duration::from_millis(50)),
+    };
+    (c, s)
+}
+
+#[test]
+fn an_implausible_receiver_speed_lets_no_earlier_flight_raise_the_model() {
+    // Real receivers read datagrams in batches and report ~1 000 000
+    // packets/s, which capped nothing: a cumulative ACK that jumped over a
+    // repaired hole (credit for packets of earlier flights) then raised
+    // the model above the link, and the relay's queue overflowed every
+    // few seconds.
+    let mut path = Path::new(10_000.0, 50, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    for _ in 0..40 {
+        path.round(&mut cc);
+    }
+    assert_eq!(cc.mode_name(), "probe-bw");
+    let before = cc.bandwidth().expect("measured");
+    assert!(before < 10_500.0, "{before}");
+    // 600 credited in 50 ms (12 000 packets/s) where the flight sent 500
+    // and lost 5 of them: at most 495 are its own.
+    let (c, s) = credited_sample(&path, 1_000_000, 600, 500, 5);
+    cc.on_ack_sample(&c, &s);
+    let after = cc.bandwidth().expect("measured");
+    assert!(after <= before.max(9_900.0), "{before} -> {after}");
+    // A flight that did send more (a probe of a faster path) still raises
+    // it, whatever the receiver reports.
+    let (c, s) = credited_sample(&path, 1_000_000, 600, 700, 5);
+    cc.on_ack_sample(&c, &s);
+    let probed = cc.bandwidth().expect("measured");
+    assert!(probed >= 11_900.0, "{after} -> {probed}");
+}
+
+#[test]
+fn a_plausible_receiver_speed_still_caps_the_samples() {
+    // The same credited sample, but the receiver measured the path: its
+    // speed (the lower bound of 10 000 packets/s) is the cap, as before.
+    let mut path = Path::new(10_000.0, 50, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    for _ in 0..40 {
+        path.round(&mut cc);
+    }
+    let before = cc.bandwidth().expect("measured");
+    let (c, s) = credited_sample(&path, 10_000, 600, 700, 5);
+    cc.on_ack_sample(&c, &s);
+    let bw = cc.bandwidth().expect("measured");
+    assert!(bw <= before.max(10_000.0), "{before} -> {bw}");
+}
