@@ -14,6 +14,8 @@
 //! The rows named `S2-udt4`, `S3-udt4` and `S5-udt4` run those paths into a
 //! receiver that reports each loss once, as libudt0 does
 //! (`scenario::udt4_like_receiver`): our sender into a UDT4 receiver.
+//! The rows named `…-batched` run their paths with receivers that read in
+//! batches as on real sockets (`Scenario::batched`).
 
 use std::time::{Duration, Instant};
 
