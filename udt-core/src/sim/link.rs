@@ -89,8 +89,8 @@ pub struct ReadBatching {
     /// The chance that a window holds a stall.
     pub stall_chance: f64,
     /// The longest stall (at most `stall_every`); each is drawn uniformly
-    /// up to it, at a uniform place where it fits in its window. Nothing is read during a stall: what arrives
-    /// is handed over when it ends.
+    /// up to it, at a uniform place where it fits in its window. Nothing
+    /// is read during a stall: what arrives is handed over when it ends.
     pub longest_stall: Duration,
 }
 
@@ -105,7 +105,7 @@ impl ReadBatching {
         if period > 0 {
             t = t.div_ceil(period) * period;
         }
-        let every = self.stall_every.as_nanos();
+        let every = self.stall_every.as_nanos().min(u128::from(u64::MAX));
         if every == 0 || self.stall_chance <= 0.0 {
             return nanos(t);
         }
