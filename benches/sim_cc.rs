@@ -14,6 +14,8 @@
 //! The rows named `S2-udt4`, `S3-udt4` and `S5-udt4` run those paths into a
 //! receiver that reports each loss once, as libudt0 does
 //! (`scenario::udt4_like_receiver`): our sender into a UDT4 receiver.
+//! The rows named `…-batched` run their paths with receivers that read in
+//! batches as on real sockets (`Scenario::batched`).
 
 use std::time::{Duration, Instant};
 
@@ -96,6 +98,11 @@ fn scenarios() -> Vec<(Scenario, String, bool)> {
         udt4(Scenario::s2()),
         udt4(Scenario::s3()),
         udt4(Scenario::s5()),
+        ours(Scenario::s3().batched()),
+        ours(Scenario::s4().batched()),
+        ours(Scenario::high_bdp().batched()),
+        udt4(Scenario::s3().batched()),
+        udt4(Scenario::s4().batched()),
     ]
 }
 

@@ -39,6 +39,12 @@ const MAX_TRACKED: i32 = 1 << 26;
 pub struct RateSample {
     /// Packets delivered (acknowledged) during the interval.
     pub delivered: u64,
+    /// Packets sent in the sampled packet's flight: after the packet the
+    /// previous sample came from, up to the sampled one, retransmissions
+    /// included (the packets the send interval covers). Without SACK a
+    /// cumulative ACK that jumps over a repaired hole credits packets of
+    /// earlier flights too, which `delivered` counts and this does not.
+    pub flight: u64,
     /// The longer of the time the sampled flight took to send and the time
     /// its ACKs took to arrive.
     pub interval: Duration,
@@ -73,6 +79,23 @@ impl RateSample {
         } else {
             0.0
         }
+    }
+
+    /// The delivery rate counting no more than the sampled flight could
+    /// have delivered: its packets sent less those reported lost in the
+    /// interval (packets/s, 0 for an empty interval). Where the cumulative
+    /// ACK jumped over a repaired hole, `delivered` includes packets of
+    /// earlier flights that arrived long before, behind it; their credit
+    /// belongs to no interval, and counting it here read as 2-4 % above
+    /// the link on every sample, enough for a maximum filter to keep a
+    /// queue growing (docs/congestion-control.md 7.2).
+    pub fn flight_delivery_rate(&self) -> f64 {
+        let secs = self.interval.as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        let own = self.flight.saturating_sub(self.lost).max(1);
+        self.delivered.min(own) as f64 / secs
     }
 }
 
@@ -109,6 +132,9 @@ struct Record {
     delivered_ns: u64,
     /// The send time of the packet the latest ACK then was sampled from.
     first_sent_ns: u64,
+    /// The connection's sent count when that packet was sent: the packets
+    /// sent after it, up to this one, are this packet's flight.
+    first_sent: u64,
     /// The connection's lost count then.
     lost: u64,
     /// The connection's loss-event count then.
@@ -127,6 +153,7 @@ const UNSENT: Record = Record {
     delivered: 0,
     delivered_ns: 0,
     first_sent_ns: 0,
+    first_sent: 0,
     lost: 0,
     loss_events: 0,
     sent: 0,
@@ -154,6 +181,8 @@ pub(crate) struct DeliveryTracker {
     delivered_ns: u64,
     /// Send time of the packet the latest rate sample came from.
     first_sent_ns: u64,
+    /// The sent count just after that packet was sent.
+    first_sent: u64,
     /// Packets reported lost so far.
     lost: u64,
     /// Loss events (runs of lost packets) reported so far.
@@ -184,6 +213,7 @@ impl DeliveryTracker {
             delivered: 0,
             delivered_ns: 0,
             first_sent_ns: 0,
+            first_sent: 0,
             lost: 0,
             loss_events: 0,
             sent: 0,
@@ -258,6 +288,7 @@ impl DeliveryTracker {
             // clock is merely stalled behind a hole, and restarting it
             // would credit the whole stall to a short interval.)
             self.first_sent_ns = now_ns;
+            self.first_sent = self.sent - 1;
             self.delivered_ns = now_ns;
         }
         let mut record = Record {
@@ -265,6 +296,7 @@ impl DeliveryTracker {
             delivered: self.delivered,
             delivered_ns: self.delivered_ns,
             first_sent_ns: self.first_sent_ns,
+            first_sent: self.first_sent,
             lost: self.lost,
             loss_events: self.loss_events,
             sent: self.sent,
@@ -512,11 +544,13 @@ impl DeliveryTracker {
         }
         let rate = newest.record.and_then(|p| {
             self.first_sent_ns = p.sent_ns;
+            self.first_sent = p.sent;
             let send_elapsed = p.sent_ns.saturating_sub(p.first_sent_ns);
             let ack_elapsed = now_ns.saturating_sub(p.delivered_ns);
             let interval = send_elapsed.max(ack_elapsed);
             (interval > 0).then(|| RateSample {
                 delivered: self.delivered - p.delivered,
+                flight: p.sent.saturating_sub(p.first_sent).max(1),
                 interval: Duration::from_nanos(interval),
                 prior_delivered: p.delivered,
                 tx_in_flight: p.tx_in_flight,
@@ -751,6 +785,38 @@ mod tests {
         assert_eq!(s.newly_acked, 3);
         assert_eq!(d.sacked(), 0);
         assert_eq!(d.delivered(), 10);
+    }
+
+    #[test]
+    fn a_sample_knows_its_flight_apart_from_earlier_credit() {
+        // 0..=23 sent 1 ms apart; 2 is lost and the NAK of its gap (the
+        // arrival of 3) proves 0, 1 and 3 at 23 ms, before 23 leaves. The
+        // ACK that covers the repaired hole at 44 ms credits 2 and 4..=23:
+        // 21 packets, but the flight of the sampled packet (23) is the 20
+        // sent after 3, the packet the previous sample came from.
+        let t0 = epoch();
+        let mut d = DeliveryTracker::new(seq(0), t0);
+        for i in 0..23u32 {
+            d.on_sent(ms(t0, u64::from(i)), seq(i), i + 1, i + 1);
+        }
+        let body = nak(&[(2, 2)]);
+        let ranges = LossRanges::new(&body).expect("valid body");
+        let s = d
+            .on_nak(ms(t0, 23), &ranges, |q| q == seq(2))
+            .expect("news");
+        assert_eq!(s.newly_acked, 3);
+        d.on_sent(ms(t0, 23), seq(23), 21, 24);
+        let s = d.on_ack(ms(t0, 44), seq(24)).expect("news");
+        assert_eq!(s.newly_acked, 21);
+        let rate = s.rate.expect("rate");
+        assert_eq!((rate.delivered, rate.flight), (21, 20));
+        // Send interval 20 ms (3 to 23), ACK interval 21 ms.
+        assert_eq!(rate.interval, Duration::from_millis(21));
+        assert!((rate.delivery_rate() - 1000.0).abs() < 1e-6);
+        assert!((rate.flight_delivery_rate() - 20.0 / 0.021).abs() < 1e-6);
+        // Losses reported in the interval are not the flight's deliveries.
+        let lossy = RateSample { lost: 5, ..rate };
+        assert!((lossy.flight_delivery_rate() - 15.0 / 0.021).abs() < 1e-6);
     }
 
     #[test]

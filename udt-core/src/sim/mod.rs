@@ -28,7 +28,7 @@ mod udt_node;
 mod wakeup;
 
 pub use histogram::DelayHistogram;
-pub use link::{LinkConfig, LinkStats, DEFAULT_DELAY, MAX_DATAGRAM};
+pub use link::{LinkConfig, LinkStats, ReadBatching, DEFAULT_DELAY, MAX_DATAGRAM};
 pub use loss::Loss;
 pub use udt_node::UdtNode;
 

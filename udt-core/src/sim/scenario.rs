@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::harness::{check_pattern, fill_pattern};
-use super::{DelayHistogram, LinkConfig, LinkStats, Loss, Sim, UdtNode};
+use super::{DelayHistogram, LinkConfig, LinkStats, Loss, ReadBatching, Sim, UdtNode};
 use crate::cc::CcAlgorithm;
 use crate::config::Config;
 use crate::error::{ReadError, WriteError};
@@ -45,7 +45,22 @@ pub struct Scenario {
     /// When each bulk flow starts sending, from the start of the run; one
     /// entry per flow.
     pub flow_starts: Vec<Duration>,
+    /// How both endpoints read their datagrams: `None` at the instant each
+    /// arrives, or in bursts as on real sockets ([`Scenario::batched`]).
+    pub read_batching: Option<ReadBatching>,
 }
+
+/// Reads as this machine's receivers do them on real sockets
+/// (docs/congestion-control.md 11.6): every millisecond (UDP GRO hands
+/// over ~44 datagrams of S3 at once), and in a tenth of the 100 ms windows
+/// after a stall of up to 8 ms (the receiving thread waiting for a core
+/// it shares with the relay and the sender).
+pub const REAL_SOCKET_READS: ReadBatching = ReadBatching {
+    period: Duration::from_millis(1),
+    stall_every: Duration::from_millis(100),
+    stall_chance: 0.1,
+    longest_stall: Duration::from_millis(8),
+};
 
 impl Scenario {
     fn single(name: &'static str, rate_mbps: u64, one_way_ms: u64, loss: Loss) -> Scenario {
@@ -58,6 +73,26 @@ impl Scenario {
             jitter: Duration::ZERO,
             reorder: 0.0,
             flow_starts: vec![Duration::ZERO],
+            read_batching: None,
+        }
+    }
+
+    /// This path with both ends reading in bursts as on real sockets
+    /// ([`REAL_SOCKET_READS`]), named `NAME-batched`.
+    pub fn batched(self) -> Scenario {
+        let name = match self.name {
+            "S2" => "S2-batched",
+            "S3" => "S3-batched",
+            "S4" => "S4-batched",
+            "S5" => "S5-batched",
+            "high-bdp" => "high-bdp-batched",
+            "bursty" => "bursty-batched",
+            _ => "batched",
+        };
+        Scenario {
+            name,
+            read_batching: Some(REAL_SOCKET_READS),
+            ..self
         }
     }
 
@@ -175,6 +210,7 @@ impl Scenario {
             loss: self.loss,
             bandwidth_bps: Some(bps),
             queue_bytes: queue_bytes.max(2 * 1500),
+            read_batching: self.read_batching,
             ..LinkConfig::default()
         }
     }

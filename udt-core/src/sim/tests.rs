@@ -228,6 +228,7 @@ fn messy_link() -> LinkConfig {
         queue_bytes: 20_000,
         mtu: 1500,
         blackhole: false,
+        read_batching: None,
     }
 }
 

@@ -99,6 +99,7 @@ impl Path {
             newly_acked: delivered as u32,
             rate: Some(RateSample {
                 delivered,
+                flight: sent as u64,
                 interval: Duration::from_secs_f64(rtt),
                 prior_delivered: prior,
                 tx_in_flight: sent as u32,
@@ -128,6 +129,7 @@ fn sample(sent: u64, lost: u64, prior: u64, interval_ms: u64, rtt_ms: u64) -> Ac
         newly_acked: (sent - lost) as u32,
         rate: Some(RateSample {
             delivered: sent - lost,
+            flight: sent,
             interval: Duration::from_millis(interval_ms),
             prior_delivered: prior,
             tx_in_flight: sent as u32,
@@ -262,6 +264,7 @@ fn congestion_cuts_the_bounds_and_a_quiet_cycle_lifts_them() {
         newly_acked: 180,
         rate: Some(RateSample {
             delivered: 180,
+            flight: 200,
             interval: Duration::from_millis(20),
             prior_delivered: path.delivered,
             tx_in_flight: 200,
@@ -394,6 +397,7 @@ fn outputs_stay_finite_and_positive_on_hostile_samples() {
     let hostile = [
         RateSample {
             delivered: u64::MAX / 2,
+            flight: u64::MAX,
             interval: Duration::from_nanos(1),
             prior_delivered: 0,
             tx_in_flight: u32::MAX,
@@ -404,6 +408,7 @@ fn outputs_stay_finite_and_positive_on_hostile_samples() {
         },
         RateSample {
             delivered: 0,
+            flight: 0,
             interval: Duration::from_secs(3600),
             prior_delivered: u64::MAX,
             tx_in_flight: 0,
@@ -482,6 +487,7 @@ fn rounds_of_limited_samples_age_the_bandwidth_at_half_pace() {
             newly_acked: 20,
             rate: Some(RateSample {
                 delivered: 20,
+                flight: 20,
                 interval: path.rtt,
                 prior_delivered: prior,
                 tx_in_flight: 500,
@@ -632,4 +638,81 @@ fn startup_weighs_loss_at_three_standard_deviations() {
     cc.filled_pipe = true;
     cc.mode = Mode::ProbeBw;
     assert!(cc.is_congestion(8, 171));
+}
+
+/// A sample of `delivered` packets in 50 ms whose flight sent `flight`,
+/// `lost` of them lost, with the receiver reporting `recv_speed`.
+fn credited_sample(
+    path: &Path,
+    recv_speed: u32,
+    delivered: u64,
+    flight: u64,
+    lost: u64,
+) -> (CcContext, AckSample) {
+    let c = CcContext {
+        recv_speed,
+        lost: path.lost + lost,
+        ..path.ctx(flight as f64)
+    };
+    let s = AckSample {
+        newly_acked: delivered as u32,
+        rate: Some(RateSample {
+            delivered,
+            flight,
+            interval: Duration::from_millis(50),
+            prior_delivered: path.delivered,
+            tx_in_flight: flight as u32,
+            lost,
+            loss_events: lost,
+            sent: flight,
+            is_app_limited: false,
+        }),
+        rtt: Some(Duration::from_millis(50)),
+    };
+    (c, s)
+}
+
+#[test]
+fn an_implausible_receiver_speed_lets_no_earlier_flight_raise_the_model() {
+    // Real receivers read datagrams in batches and report ~1 000 000
+    // packets/s, which capped nothing: a cumulative ACK that jumped over a
+    // repaired hole (credit for packets of earlier flights) then raised
+    // the model above the link, and the relay's queue overflowed every
+    // few seconds.
+    let mut path = Path::new(10_000.0, 50, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    for _ in 0..40 {
+        path.round(&mut cc);
+    }
+    assert_eq!(cc.mode_name(), "probe-bw");
+    let before = cc.bandwidth().expect("measured");
+    assert!(before < 10_500.0, "{before}");
+    // 600 credited in 50 ms (12 000 packets/s) where the flight sent 500
+    // and lost 5 of them: at most 495 are its own.
+    let (c, s) = credited_sample(&path, 1_000_000, 600, 500, 5);
+    cc.on_ack_sample(&c, &s);
+    let after = cc.bandwidth().expect("measured");
+    assert!(after <= before.max(9_900.0), "{before} -> {after}");
+    // A flight that did send more (a probe of a faster path) still raises
+    // it, whatever the receiver reports.
+    let (c, s) = credited_sample(&path, 1_000_000, 600, 700, 5);
+    cc.on_ack_sample(&c, &s);
+    let probed = cc.bandwidth().expect("measured");
+    assert!(probed >= 11_900.0, "{after} -> {probed}");
+}
+
+#[test]
+fn a_plausible_receiver_speed_still_caps_the_samples() {
+    // The same credited sample, but the receiver measured the path: its
+    // speed (the lower bound of 10 000 packets/s) is the cap, as before.
+    let mut path = Path::new(10_000.0, 50, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    for _ in 0..40 {
+        path.round(&mut cc);
+    }
+    let before = cc.bandwidth().expect("measured");
+    let (c, s) = credited_sample(&path, 10_000, 600, 700, 5);
+    cc.on_ack_sample(&c, &s);
+    let bw = cc.bandwidth().expect("measured");
+    assert!(bw <= before.max(10_000.0), "{before} -> {bw}");
 }
