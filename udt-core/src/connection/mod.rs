@@ -159,6 +159,9 @@ pub struct Connection {
     state: State,
     sender: Sender,
     receiver: Receiver,
+    /// When the next datagram reached the host, if the driver said
+    /// ([`note_arrival`](Self::note_arrival)).
+    arrival_hint: Option<Instant>,
     rtt: RttEstimator,
     cc: Box<dyn CongestionControl>,
     /// Per-packet delivery records for the controller's rate samples.
@@ -292,6 +295,7 @@ impl Connection {
             state: State::Connected,
             sender,
             receiver,
+            arrival_hint: None,
             rtt: RttEstimator::new(),
             delivery: DeliveryTracker::new(params.send_isn, now),
             rack: Rack::new(),

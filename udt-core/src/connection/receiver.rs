@@ -203,15 +203,18 @@ impl Receiver {
 
     /// A data packet arrived (UDT4 `processData`, udt4-protocol.md §6.2):
     /// stores it, detects a gap before it and counts it for the light ACK.
+    /// `arrived` is when the packet reached the host (a kernel receive
+    /// timestamp when the driver has one, else the time it was handed
+    /// over), for the arrival speed and the packet pairs.
     pub(super) fn on_data(
         &mut self,
-        now: Instant,
+        arrived: Instant,
         header: &DataHeader,
         payload: &[u8],
         payload_size: usize,
     ) -> DataOutcome {
         let seq = header.seq;
-        self.arrivals.on_data(now, seq);
+        self.arrivals.on_data(arrived, seq);
         if payload.len() > payload_size {
             return DataOutcome::Oversized;
         }

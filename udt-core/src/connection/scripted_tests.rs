@@ -600,6 +600,44 @@ fn ack2_gives_an_rtt_sample() {
 }
 
 #[test]
+fn arrival_times_from_the_driver_set_the_reported_rates() {
+    // The same 20 packets handed over at one instant (a receive batch),
+    // but with the kernel's arrival times, 40 µs apart: the full ACK
+    // reports 25 000 packets/s, not the 10^6 of packets 1 µs apart (one
+    // packet pair is too few to move the capacity's median from 1000).
+    let config = Config {
+        recv_buffer_packets: 40,
+        ..Config::default()
+    };
+    let mut s = Script::new(config);
+    let t0 = s.t0;
+    for i in 0..20u32 {
+        s.conn.note_arrival(t0 + us(500 + 40 * u64::from(i)));
+        s.feed(ms(2), &data_in(ISN.add(i), FULL));
+    }
+    let rates = AckRates {
+        recv_rate: 25_000,
+        link_capacity: 1000,
+    };
+    let ack1 = ack(ms(10), 1, ISN.add(20), (RTT0, VAR0), 19, Some(rates));
+    s.expect(ms(10), &[ack1]);
+    // A time after the handover, or a second old, is not believed: the
+    // handover times (100 µs apart) count instead of one constant instant.
+    for bad in [ms(60_000), ms(0)] {
+        let mut s = Script::new(Config::default());
+        let t0 = s.t0;
+        for i in 0..20u32 {
+            s.conn.note_arrival(t0 + bad);
+            s.feed(
+                ms(2_000) + us(100 * u64::from(i)),
+                &data_in(ISN.add(i), FULL),
+            );
+        }
+        assert_eq!(s.conn.stats().local_recv_rate_pps, 10_000, "hint {bad:?}");
+    }
+}
+
+#[test]
 fn window_update_ack_after_the_application_reads() {
     let config = Config {
         recv_buffer_packets: 40,

@@ -15,11 +15,12 @@
 use super::segment::{self, Run};
 use super::*;
 
-/// Room for one control message with an `int` (`CMSG_SPACE(4)` is 24 on
-/// 64-bit Linux), aligned like `cmsghdr`.
+/// Room for the control messages of one datagram: an `int` (`UDP_GRO`,
+/// `CMSG_SPACE(4)` is 24 on 64-bit Linux) and a `timespec`
+/// (`SCM_TIMESTAMPNS`, `CMSG_SPACE(16)` is 32), aligned like `cmsghdr`.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-struct CmsgBuf([u8; 32]);
+struct CmsgBuf([u8; 64]);
 
 /// The `mmsghdr`/`iovec`/address/control arrays of one batch call.
 /// Pointers in them are rewritten before every call, so the buffers they
@@ -59,7 +60,7 @@ impl MmsgScratch {
             iovs: vec![zero_iov; 2 * count],
             tails: vec![zero_iov; count],
             names: vec![zero_name; count],
-            ctrl: vec![CmsgBuf([0; 32]); count],
+            ctrl: vec![CmsgBuf([0; 64]); count],
             runs: vec![Run::default(); count],
             lens: vec![0; count],
             first: vec![0; count + 1],
@@ -111,6 +112,25 @@ pub(super) fn offload_support(socket: &Socket) -> (bool, bool) {
     (gso, gro)
 }
 
+/// Asks the kernel to stamp every received datagram with its arrival time
+/// (`SO_TIMESTAMPNS`, wall clock, nanoseconds); true if it agreed. A
+/// receive batch is handed to the connections at one instant, and their
+/// arrival-speed and packet-pair estimates need the datagrams' own times.
+pub(super) fn enable_timestamps(socket: &Socket) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one int from `on`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
+}
+
 /// Which kernel buffer [`force_buffer_size`] sets.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum BufferKind {
@@ -153,7 +173,7 @@ pub(super) fn force_buffer_size(socket: &Socket, kind: BufferKind, bytes: usize)
 /// Writes one control message (`level`, `kind`, `data`) into `buf` and
 /// points `hdr` at it.
 fn set_cmsg(hdr: &mut libc::msghdr, buf: &mut CmsgBuf, kind: libc::c_int, data: &[u8]) {
-    // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic; `buf` is 32 bytes,
+    // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic; `buf` is 64 bytes,
     // enough for a header and up to 8 bytes of data, and aligned for
     // `cmsghdr`; CMSG_FIRSTHDR returns a pointer into it because
     // msg_controllen is at least a header's size.
@@ -318,10 +338,12 @@ pub(super) fn send_all(
     }
 }
 
-/// The GRO segment size the kernel attached to a received message, or 0.
-fn gro_segment(hdr: &libc::msghdr) -> usize {
+/// What the kernel attached to a received message: the GRO segment size
+/// (0: none) and the arrival time (since the Unix epoch), if stamped.
+fn control_of(hdr: &libc::msghdr) -> (usize, Option<Duration>) {
+    let (mut segment, mut stamp) = (0, None);
     if hdr.msg_control.is_null() || hdr.msg_controllen < std::mem::size_of::<libc::cmsghdr>() {
-        return 0;
+        return (segment, stamp);
     }
     // SAFETY: the kernel wrote `msg_controllen` bytes of control messages
     // into the buffer `msg_control` points at; CMSG_FIRSTHDR/NXTHDR stay
@@ -329,14 +351,21 @@ fn gro_segment(hdr: &libc::msghdr) -> usize {
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+            let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
+            if level == libc::SOL_UDP && kind == libc::UDP_GRO {
                 let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::c_int);
-                return usize::try_from(size).unwrap_or(0);
+                segment = usize::try_from(size).unwrap_or(0);
+            } else if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
+                if let (Ok(secs), Ok(nanos)) = (u64::try_from(ts.tv_sec), u32::try_from(ts.tv_nsec))
+                {
+                    stamp = (nanos < 1_000_000_000).then(|| Duration::new(secs, nanos));
+                }
             }
             cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
         }
     }
-    0
+    (segment, stamp)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -350,6 +379,7 @@ pub(super) fn recv_batch(
     froms: &mut [Option<SocketAddr>],
     truncated: &mut [bool],
     segments: &mut [usize],
+    stamps: &mut [Option<Duration>],
 ) -> io::Result<usize> {
     let count = count
         .min(sys.hdrs.len())
@@ -357,15 +387,18 @@ pub(super) fn recv_batch(
         .min(lens.len())
         .min(froms.len())
         .min(truncated.len())
-        .min(segments.len());
+        .min(segments.len())
+        .min(stamps.len());
     let base = storage.as_mut_ptr();
     let gro = port.gro();
-    let space = if gro {
-        // SAFETY: pure arithmetic.
-        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize }
-    } else {
-        0
-    };
+    // SAFETY: pure arithmetic.
+    let space = unsafe {
+        let gro_space = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        let stamp_space = libc::CMSG_SPACE(std::mem::size_of::<libc::timespec>() as u32) as usize;
+        usize::from(gro) * gro_space + usize::from(port.stamps()) * stamp_space
+    }
+    .min(std::mem::size_of::<CmsgBuf>());
+    let with_control = space > 0;
     for i in 0..count {
         sys.iovs[i] = libc::iovec {
             // SAFETY: i * slot + slot <= storage.len() by the bound on
@@ -378,7 +411,7 @@ pub(super) fn recv_batch(
         hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_iov = &mut sys.iovs[i];
         hdr.msg_iovlen = 1;
-        if gro {
+        if with_control {
             hdr.msg_control = sys.ctrl[i].0.as_mut_ptr().cast();
             hdr.msg_controllen = space;
         } else {
@@ -414,7 +447,12 @@ pub(super) fn recv_batch(
         let hdr = &sys.hdrs[i];
         lens[i] = hdr.msg_len as usize;
         truncated[i] = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        segments[i] = if gro { gro_segment(&hdr.msg_hdr) } else { 0 };
+        (segments[i], stamps[i]) = if with_control {
+            let (segment, stamp) = control_of(&hdr.msg_hdr);
+            (if gro { segment } else { 0 }, stamp)
+        } else {
+            (0, None)
+        };
         // SAFETY: the kernel wrote a socket address of `msg_namelen`
         // bytes into names[i]; SockAddr only reads within that length.
         let addr = unsafe { SockAddr::new(sys.names[i], hdr.msg_hdr.msg_namelen) };

@@ -18,6 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use udt_core::PayloadRef;
@@ -53,6 +54,8 @@ pub(crate) struct UdpPort {
     gso: AtomicBool,
     /// UDP GRO is on: received buffers may hold several datagrams.
     gro: bool,
+    /// The kernel stamps received datagrams with their arrival time.
+    stamps: bool,
 }
 
 impl UdpPort {
@@ -143,6 +146,10 @@ impl UdpPort {
             "bound {local}: send buffer {send_buffer} B, receive buffer {recv_buffer} B, \
              GSO {gso}, GRO {gro}"
         );
+        #[cfg(target_os = "linux")]
+        let stamps = linux::enable_timestamps(&socket);
+        #[cfg(not(target_os = "linux"))]
+        let stamps = false;
         Ok(UdpPort {
             socket,
             local,
@@ -150,6 +157,7 @@ impl UdpPort {
             recv_buffer,
             gso: AtomicBool::new(gso),
             gro,
+            stamps,
         })
     }
 
@@ -176,6 +184,11 @@ impl UdpPort {
     /// True when receives may return coalesced datagrams (UDP GRO).
     pub(crate) fn gro(&self) -> bool {
         self.gro
+    }
+
+    /// True when received datagrams carry the kernel's arrival time.
+    pub(crate) fn stamps(&self) -> bool {
+        self.stamps
     }
 
     /// Stops using GSO after the kernel refused a super-datagram.
@@ -520,6 +533,9 @@ pub(crate) struct Datagram<'a> {
 pub(crate) struct DatagramMut<'a> {
     pub(crate) from: SocketAddr,
     pub(crate) data: &'a mut [u8],
+    /// When it reached the host (wall clock since the Unix epoch), if the
+    /// kernel stamped it; the datagrams of one GRO slot share a stamp.
+    pub(crate) arrived: Option<Duration>,
 }
 
 /// One datagram of the last receive: where it lies in the storage.
@@ -548,6 +564,8 @@ pub(crate) struct RecvBatch {
     truncated: Vec<bool>,
     /// GRO segment size per slot (0: one datagram).
     segments: Vec<usize>,
+    /// The kernel's arrival time per slot, if stamped.
+    stamps: Vec<Option<Duration>>,
     /// The datagrams of the last receive, in order.
     pieces: Vec<Piece>,
     /// Datagrams of the last receive that came coalesced.
@@ -587,6 +605,7 @@ impl RecvBatch {
             froms: vec![None; count],
             truncated: vec![false; count],
             segments: vec![0; count],
+            stamps: vec![None; count],
             // Room for every slot full of minimal segments would be large;
             // a typical batch fits, and a larger one grows this once.
             pieces: Vec::with_capacity(count * 4),
@@ -616,6 +635,7 @@ impl RecvBatch {
             &mut self.froms,
             &mut self.truncated,
             &mut self.segments,
+            &mut self.stamps,
         )?;
         #[cfg(not(target_os = "linux"))]
         let n = portable::recv_batch(
@@ -667,8 +687,13 @@ impl RecvBatch {
             return None;
         }
         let from = (*self.froms.get(p.msg)?)?;
+        let arrived = self.stamps.get(p.msg).copied().flatten();
         let data = self.storage.get_mut(p.start..p.start + p.len)?;
-        Some(DatagramMut { from, data })
+        Some(DatagramMut {
+            from,
+            data,
+            arrived,
+        })
     }
 
     /// The `i`-th datagram of the last [`recv`](Self::recv).

@@ -403,3 +403,36 @@ fn attached_payloads_make_a_batch_that_outlives_its_source() {
     let (seen, _) = receive_all(&mut input, &b, 40);
     assert_eq!(seen, want);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn received_datagrams_carry_their_arrival_time() {
+    let a = port();
+    let b = port();
+    assert!(b.stamps(), "the kernel stamps arrivals");
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    let before = wall();
+    a.send_now(&[1u8; 20], b.local_addr()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20)); // an age to see, not synchronisation
+    a.send_now(&[2u8; 20], b.local_addr()).unwrap();
+    let mut input = RecvBatch::new(4, 64, &b);
+    let mut stamps = Vec::new();
+    while stamps.len() < 2 {
+        let n = input.recv(&b).unwrap();
+        for i in 0..n {
+            stamps.push(input.get_mut(i).unwrap().arrived.expect("stamped"));
+        }
+    }
+    let after = wall();
+    // Both read in one call, yet each has its own time, in order, 20 ms
+    // or more apart, within the test's span.
+    assert!(before <= stamps[0] && stamps[1] <= after, "{stamps:?}");
+    assert!(
+        stamps[1] - stamps[0] >= std::time::Duration::from_millis(20),
+        "{stamps:?}"
+    );
+}
