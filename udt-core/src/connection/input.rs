@@ -52,9 +52,9 @@ const MAX_SHUTDOWN_REPEATS: u32 = 16;
 
 impl Connection {
     pub(super) fn on_datagram(&mut self, now: Instant, datagram: &[u8]) {
-        // The hint is this datagram's only. A kernel timestamp is believed
-        // if it is not in the future and less than a second old (a clock
-        // step in between would make it nonsense).
+        // A kernel timestamp is believed if it is not in the future and
+        // less than a second old (a clock step in between would make it
+        // nonsense).
         let arrived = self
             .arrival_hint
             .take()

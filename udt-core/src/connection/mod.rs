@@ -515,20 +515,20 @@ impl Connection {
     /// Processes one datagram the driver routed to this connection.
     /// Malformed or unexpected packets are counted and dropped.
     pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, datagram: &[u8]) {
-        if !self.accept_source(now, remote) {
-            return;
+        if self.accept_source(now, remote) {
+            if self.seal.is_some() {
+                // Borrowed: a secure packet is opened in a copy (a driver
+                // that owns its buffers saves it with `handle_datagram_mut`).
+                let mut copy = std::mem::take(&mut self.open_buf);
+                copy.clear();
+                copy.extend_from_slice(datagram);
+                self.on_secure_datagram(now, &mut copy);
+                self.open_buf = copy;
+            } else {
+                self.on_datagram(now, datagram);
+            }
         }
-        if self.seal.is_some() {
-            // Borrowed: a secure packet is opened in a copy (a driver that
-            // owns its buffers saves it with `handle_datagram_mut`).
-            let mut copy = std::mem::take(&mut self.open_buf);
-            copy.clear();
-            copy.extend_from_slice(datagram);
-            self.on_secure_datagram(now, &mut copy);
-            self.open_buf = copy;
-            return;
-        }
-        self.on_datagram(now, datagram);
+        self.end_datagram();
     }
 
     /// As [`handle_datagram`](Self::handle_datagram), for a driver that
@@ -537,14 +537,22 @@ impl Connection {
     /// contents are unspecified afterwards (a plain connection leaves
     /// them as they were).
     pub fn handle_datagram_mut(&mut self, now: Instant, remote: SocketAddr, datagram: &mut [u8]) {
-        if !self.accept_source(now, remote) {
-            return;
+        if self.accept_source(now, remote) {
+            if self.seal.is_some() {
+                self.on_secure_datagram(now, datagram);
+            } else {
+                self.on_datagram(now, datagram);
+            }
         }
-        if self.seal.is_some() {
-            self.on_secure_datagram(now, datagram);
-            return;
-        }
-        self.on_datagram(now, datagram);
+        self.end_datagram();
+    }
+
+    /// The driver's arrival time ([`note_arrival`](Self::note_arrival)) was
+    /// this datagram's, whether it reached the packet handling or was
+    /// dropped on the way (a wrong source, a packet that does not open):
+    /// it must never date the next one.
+    fn end_datagram(&mut self) {
+        self.arrival_hint = None;
     }
 
     /// Notes the time; false (and counted) when `remote` is not the peer.

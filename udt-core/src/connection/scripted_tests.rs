@@ -635,6 +635,19 @@ fn arrival_times_from_the_driver_set_the_reported_rates() {
         }
         assert_eq!(s.conn.stats().local_recv_rate_pps, 10_000, "hint {bad:?}");
     }
+    // A time given for a datagram that was dropped (a wrong source) does
+    // not date the next one.
+    let mut s = Script::new(Config::default());
+    let t0 = s.t0;
+    let stranger: std::net::SocketAddr = "192.0.2.99:9".parse().unwrap();
+    for i in 0..20u32 {
+        let at = ms(2_000) + us(100 * u64::from(i));
+        s.conn.note_arrival(t0 + ms(1_500));
+        s.conn
+            .handle_datagram(t0 + at, stranger, &data_in(ISN.add(i), FULL));
+        s.feed(at, &data_in(ISN.add(i), FULL));
+    }
+    assert_eq!(s.conn.stats().local_recv_rate_pps, 10_000, "a stale time");
 }
 
 #[test]
