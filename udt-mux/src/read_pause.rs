@@ -67,6 +67,20 @@ impl ReadPause {
         });
         (drained && datagrams < FEW && fast).then_some(self.pause)
     }
+
+    /// For a receive thread after a read that found `datagrams` and emptied
+    /// the socket (`drained`): sleeps the pause if [`after_read`](Self::after_read)
+    /// asks for one, and returns whether it did (the next read must then
+    /// not wait in `poll`).
+    pub(crate) fn rest(&mut self, datagrams: usize, drained: bool) -> bool {
+        match self.after_read(Instant::now(), datagrams, drained) {
+            Some(pause) => {
+                std::thread::sleep(pause);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -73,11 +73,7 @@ impl AuxRecvThread {
             }
             more_to_read = self.router.read_socket(&mut self.input);
             self.router.flush();
-            let read = self.router.last_read();
-            if let Some(pause) = self.pause.after_read(Instant::now(), read, !more_to_read) {
-                std::thread::sleep(pause);
-                more_to_read = true;
-            }
+            more_to_read |= self.pause.rest(self.router.last_read(), !more_to_read);
         }
     }
 }

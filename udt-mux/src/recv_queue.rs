@@ -101,15 +101,9 @@ impl RecvThread {
             self.run_commands();
             self.router.fire_timers();
             self.router.flush();
+            // After a pause, read again whatever `poll` would say.
             let drained = !self.more_to_read;
-            if let Some(pause) =
-                self.pause
-                    .after_read(Instant::now(), self.router.last_read(), drained)
-            {
-                // Read again after the pause, whatever `poll` would say.
-                std::thread::sleep(pause);
-                self.more_to_read = true;
-            }
+            self.more_to_read |= self.pause.rest(self.router.last_read(), drained);
         }
         self.router.mux.notify().send_command(SendCmd::Stop);
         self.router.mux.mark_stopped();

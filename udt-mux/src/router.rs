@@ -13,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use udt_core::endpoint::{DatagramEvent, Progress};
 use udt_core::packet;
@@ -265,13 +265,11 @@ impl Router {
                     // One lock for the whole run: the first change of
                     // phase (if any) is what the settle below acts on.
                     let mut progress = Progress::Unchanged;
-                    let wall = wall_clock();
                     for i in range {
                         if let Some(d) = batch.get_mut(i) {
-                            // The kernel's stamp, as an instant on our
-                            // clock: its age by the wall clock, back from now.
-                            if let (Some(stamp), Some(c)) = (d.arrived, g.phase.connection()) {
-                                let age = wall.saturating_sub(stamp);
+                            // The kernel's stamp on our clock: its age at
+                            // the read, back from the read's instant.
+                            if let (Some(age), Some(c)) = (d.age, g.phase.connection()) {
                                 c.note_arrival(now.checked_sub(age).unwrap_or(now));
                             }
                             let p = g.phase.handle_datagram_mut(now, d.from, d.data);
@@ -471,12 +469,4 @@ impl Router {
             conn.wake_waiters();
         }
     }
-}
-
-/// The wall clock since the Unix epoch (what kernel receive stamps count);
-/// zero if the clock is before it.
-fn wall_clock() -> Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
 }

@@ -533,9 +533,9 @@ pub(crate) struct Datagram<'a> {
 pub(crate) struct DatagramMut<'a> {
     pub(crate) from: SocketAddr,
     pub(crate) data: &'a mut [u8],
-    /// When it reached the host (wall clock since the Unix epoch), if the
-    /// kernel stamped it; the datagrams of one GRO slot share a stamp.
-    pub(crate) arrived: Option<Duration>,
+    /// How long before the read it reached the host, if the kernel stamped
+    /// it; the datagrams of one GRO slot share a stamp.
+    pub(crate) age: Option<Duration>,
 }
 
 /// One datagram of the last receive: where it lies in the storage.
@@ -564,8 +564,13 @@ pub(crate) struct RecvBatch {
     truncated: Vec<bool>,
     /// GRO segment size per slot (0: one datagram).
     segments: Vec<usize>,
-    /// The kernel's arrival time per slot, if stamped.
+    /// The kernel's arrival time per slot (wall clock since the Unix
+    /// epoch), if stamped.
     stamps: Vec<Option<Duration>>,
+    /// The wall clock when the last receive returned, to turn stamps into
+    /// ages: taken once per call, right after it, as the router takes its
+    /// instant.
+    read_wall: Duration,
     /// The datagrams of the last receive, in order.
     pieces: Vec<Piece>,
     /// Datagrams of the last receive that came coalesced.
@@ -606,6 +611,7 @@ impl RecvBatch {
             truncated: vec![false; count],
             segments: vec![0; count],
             stamps: vec![None; count],
+            read_wall: Duration::ZERO,
             // Room for every slot full of minimal segments would be large;
             // a typical batch fits, and a larger one grows this once.
             pieces: Vec::with_capacity(count * 4),
@@ -637,6 +643,11 @@ impl RecvBatch {
             &mut self.segments,
             &mut self.stamps,
         )?;
+        if port.stamps() {
+            self.read_wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO);
+        }
         #[cfg(not(target_os = "linux"))]
         let n = portable::recv_batch(
             port,
@@ -687,13 +698,14 @@ impl RecvBatch {
             return None;
         }
         let from = (*self.froms.get(p.msg)?)?;
-        let arrived = self.stamps.get(p.msg).copied().flatten();
+        let age = self
+            .stamps
+            .get(p.msg)
+            .copied()
+            .flatten()
+            .map(|stamp| self.read_wall.saturating_sub(stamp));
         let data = self.storage.get_mut(p.start..p.start + p.len)?;
-        Some(DatagramMut {
-            from,
-            data,
-            arrived,
-        })
+        Some(DatagramMut { from, data, age })
     }
 
     /// The `i`-th datagram of the last [`recv`](Self::recv).
