@@ -98,18 +98,35 @@ pub(super) fn offload_support(socket: &Socket) -> (bool, bool) {
             &mut len,
         )
     } == 0;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads one int from `on`.
-    let gro = unsafe {
+    let gro = set_int_option(socket, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+    (gso, gro)
+}
+
+/// Sets the `int` socket option `name` at `level` to `value`.
+///
+/// # Errors
+/// The `setsockopt` error (an option the kernel lacks or refuses).
+fn set_int_option(
+    socket: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt reads one int from `value`.
+    let rc = unsafe {
         libc::setsockopt(
-            fd,
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&on as *const libc::c_int).cast(),
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
-    } == 0;
-    (gso, gro)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Asks the kernel to stamp every received datagram with its arrival time
@@ -117,18 +134,7 @@ pub(super) fn offload_support(socket: &Socket) -> (bool, bool) {
 /// receive batch is handed to the connections at one instant, and their
 /// arrival-speed and packet-pair estimates need the datagrams' own times.
 pub(super) fn enable_timestamps(socket: &Socket) -> bool {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads one int from `on`.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    rc == 0
+    set_int_option(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).is_ok()
 }
 
 /// Which kernel buffer [`force_buffer_size`] sets.
@@ -153,21 +159,7 @@ pub(super) fn force_buffer_size(socket: &Socket, kind: BufferKind, bytes: usize)
         BufferKind::Receive => libc::SO_RCVBUFFORCE,
     };
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt reads one int from `value`.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    set_int_option(socket, libc::SOL_SOCKET, option, value)
 }
 
 /// Writes one control message (`level`, `kind`, `data`) into `buf` and
