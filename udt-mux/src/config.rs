@@ -54,8 +54,26 @@ pub struct EndpointConfig {
     /// 16: `docs/performance.md`). The kernel caps the request at
     /// `net.core.rmem_max` unless the process may pass the cap
     /// (`CAP_NET_ADMIN`, e.g. root), in which case it is forced; it is memory
-    /// only while datagrams wait in it.
+    /// only while datagrams wait in it. This is the size for an endpoint
+    /// without connections: it grows with them
+    /// ([`udp_recv_buffer_per_connection`](Self::udp_recv_buffer_per_connection)).
     pub udp_recv_buffer: Option<usize>,
+    /// Bytes of `SO_RCVBUF` added to [`udp_recv_buffer`](Self::udp_recv_buffer)
+    /// for every connection a socket serves, up to
+    /// [`udp_recv_buffer_max`](Self::udp_recv_buffer_max); the buffer grows
+    /// (in steps of at least a quarter) as connections are made and is never
+    /// shrunk. The socket holds the bursts of all its connections at once: a
+    /// thousand connections into one loopback port overflowed 16 MiB when the
+    /// receive thread lost its core for a moment, and each overflow cost the
+    /// connections retransmissions and timeouts (`docs/performance.md`).
+    /// `0` keeps the buffer at its first size; ignored when
+    /// `udp_recv_buffer` is `None`. Default 64 KiB.
+    pub udp_recv_buffer_per_connection: usize,
+    /// The largest `SO_RCVBUF` the growth above asks for, in bytes (a bound
+    /// on the kernel memory datagrams waiting for one socket may take,
+    /// whatever the number of connections). Never below `udp_recv_buffer`.
+    /// Default 128 MiB.
+    pub udp_recv_buffer_max: usize,
     /// For an IPv6 address: `Some(true)` accepts IPv6 only, `Some(false)`
     /// also accepts IPv4 (dual stack, peers appear as `::ffff:a.b.c.d`),
     /// `None` keeps the system default (`net.ipv6.bindv6only`). Ignored for
@@ -131,6 +149,8 @@ impl Default for EndpointConfig {
         EndpointConfig {
             udp_send_buffer: Some(4 << 20),
             udp_recv_buffer: Some(16 << 20),
+            udp_recv_buffer_per_connection: 64 << 10,
+            udp_recv_buffer_max: 128 << 20,
             only_v6: None,
             max_datagram: 65_507,
             batch_size: 64,
@@ -174,6 +194,16 @@ impl EndpointConfig {
     /// The number of sockets actually used: 1 to 64.
     pub(crate) fn effective_sockets(&self) -> usize {
         self.sockets.clamp(1, MAX_SOCKETS)
+    }
+
+    /// The `SO_RCVBUF` to ask for a socket serving `conns` connections:
+    /// `udp_recv_buffer` plus `udp_recv_buffer_per_connection` for each, at
+    /// most `udp_recv_buffer_max` (never below `udp_recv_buffer`). `None`
+    /// when the system default is kept.
+    pub(crate) fn recv_buffer_for(&self, conns: usize) -> Option<usize> {
+        let base = self.udp_recv_buffer?;
+        let grown = base.saturating_add(self.udp_recv_buffer_per_connection.saturating_mul(conns));
+        Some(grown.min(self.udp_recv_buffer_max).max(base))
     }
 
     /// Checks that a connection of `config` fits this endpoint: the
@@ -286,5 +316,37 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_receive_buffer_grows_with_the_connections_up_to_its_maximum() {
+        let options = EndpointConfig {
+            udp_recv_buffer: Some(16 << 20),
+            udp_recv_buffer_per_connection: 64 << 10,
+            udp_recv_buffer_max: 128 << 20,
+            ..EndpointConfig::default()
+        };
+        assert_eq!(options.recv_buffer_for(0), Some(16 << 20));
+        assert_eq!(
+            options.recv_buffer_for(1000),
+            Some((16 << 20) + 1000 * (64 << 10))
+        );
+        assert_eq!(options.recv_buffer_for(100_000), Some(128 << 20));
+        // No growth, a maximum below the base, the system default.
+        let fixed = EndpointConfig {
+            udp_recv_buffer_per_connection: 0,
+            ..options.clone()
+        };
+        assert_eq!(fixed.recv_buffer_for(1000), Some(16 << 20));
+        let low_max = EndpointConfig {
+            udp_recv_buffer_max: 1 << 20,
+            ..options.clone()
+        };
+        assert_eq!(low_max.recv_buffer_for(1000), Some(16 << 20));
+        let system = EndpointConfig {
+            udp_recv_buffer: None,
+            ..options
+        };
+        assert_eq!(system.recv_buffer_for(1000), None);
     }
 }

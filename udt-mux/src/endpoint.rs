@@ -409,7 +409,7 @@ impl Endpoint {
         };
         let config = Arc::new(config);
         let now = Instant::now();
-        let conn = {
+        let (conn, live) = {
             let mut reg = mux.registry();
             let (handle, socket) = match setup {
                 Setup::Caller => reg.endpoint.connect(now, peer, config),
@@ -419,8 +419,9 @@ impl Endpoint {
             };
             let conn = ConnShared::new(mux.notify().clone(), handle, socket, 1, false, now);
             reg.insert(conn.clone());
-            conn
+            (conn, reg.live())
         };
+        mux.fit_recv_buffers(live);
         // The receive thread sends the first request and arms the retries.
         mux.notify().touch(conn.handle);
         // The handshake machine times out by itself; the extra margin only

@@ -128,6 +128,18 @@ impl MuxShared {
         self.notify.abort();
     }
 
+    /// Grows every socket's receive buffer for `live` connections
+    /// ([`EndpointConfig::udp_recv_buffer_per_connection`]): the steering
+    /// spreads them evenly, so each socket holds its share's bursts.
+    pub(crate) fn fit_recv_buffers(&self, live: usize) {
+        let share = live.div_ceil(self.ports.len());
+        if let Some(bytes) = self.options.recv_buffer_for(share) {
+            for port in &self.ports {
+                port.grow_recv_buffer(bytes, self.options.udp_recv_buffer_max);
+            }
+        }
+    }
+
     /// True once the threads have exited.
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
@@ -148,7 +160,7 @@ impl MuxShared {
         EndpointStats {
             local_addr: Some(self.port().local_addr()),
             udp_send_buffer: self.port().send_buffer,
-            udp_recv_buffer: self.port().recv_buffer,
+            udp_recv_buffer: self.port().recv_buffer(),
             connections,
             datagrams_received: get(&c.datagrams_received),
             bytes_received: get(&c.bytes_received),

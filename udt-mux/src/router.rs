@@ -207,6 +207,9 @@ impl Router {
                 // released: `accept` may take the handle at once.
                 let conn = ConnShared::new(mux.notify().clone(), handle, *socket, 0, true, now);
                 reg.insert(conn.clone());
+                // A few system calls per thousand connections (the buffer
+                // grows in steps), so under the lock is fine.
+                mux.fit_recv_buffers(reg.live());
                 if let Some(l) = reg.listener.as_ref() {
                     l.signal.set_ready(true);
                 }

@@ -17,7 +17,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -45,8 +45,10 @@ pub(crate) struct UdpPort {
     local: SocketAddr,
     /// `SO_SNDBUF` as the kernel reports it after our request.
     pub(crate) send_buffer: usize,
-    /// `SO_RCVBUF` as the kernel reports it after our request.
-    pub(crate) recv_buffer: usize,
+    /// `SO_RCVBUF` as the kernel reports it after our newest request.
+    recv_buffer: AtomicUsize,
+    /// The newest `SO_RCVBUF` request (0: none, the system default).
+    recv_asked: AtomicUsize,
     /// UDP GSO is used for runs of equal datagrams. Cleared for good the
     /// first time the kernel refuses a super-datagram (a device without
     /// checksum offload answers `EIO`, a path MTU below the segment
@@ -154,11 +156,48 @@ impl UdpPort {
             socket,
             local,
             send_buffer,
-            recv_buffer,
+            recv_buffer: AtomicUsize::new(recv_buffer),
+            recv_asked: AtomicUsize::new(cfg.udp_recv_buffer.unwrap_or(0)),
             gso: AtomicBool::new(gso),
             gro,
             stamps,
         })
+    }
+
+    /// `SO_RCVBUF` as the kernel reported it after our newest request
+    /// (Linux reports twice the bytes asked: it counts its bookkeeping).
+    pub(crate) fn recv_buffer(&self) -> usize {
+        self.recv_buffer.load(Ordering::Relaxed)
+    }
+
+    /// Asks for a receive buffer of `bytes` when that is more than the
+    /// newest request, rounded up to a quarter more than that request (so a
+    /// thousand new connections make a dozen system calls, not a thousand),
+    /// at most `max`. Never shrinks the buffer; a refusal is logged and the
+    /// granted size kept. Called by whichever thread registers a connection;
+    /// concurrent calls at worst ask twice.
+    pub(crate) fn grow_recv_buffer(&self, bytes: usize, max: usize) {
+        let asked = self.recv_asked.load(Ordering::Relaxed);
+        if asked == 0 || bytes <= asked {
+            return;
+        }
+        let size = bytes
+            .max(asked.saturating_add(asked / 4))
+            .min(max.max(asked));
+        if size <= asked {
+            return;
+        }
+        self.recv_asked.store(size, Ordering::Relaxed);
+        if let Err(e) = self.socket.set_recv_buffer_size(size) {
+            log::warn!("SO_RCVBUF {size} refused on {}: {e}", self.local);
+        }
+        force_past_cap(&self.socket, BufferSide::Receive, size);
+        let granted = self.socket.recv_buffer_size().unwrap_or(0);
+        self.recv_buffer.store(granted, Ordering::Relaxed);
+        log::debug!(
+            "receive buffer of {} grown for its connections: asked {size} B, granted {granted} B",
+            self.local
+        );
     }
 
     /// The address the socket is bound to (with the port the OS chose).
