@@ -17,6 +17,8 @@
 //! `UDT_BENCH_INTERVAL_US` (`EndpointConfig::batch_interval` in µs),
 //! `UDT_BENCH_READ_PAUSE_US` (`EndpointConfig::read_pause` in µs),
 //! `UDT_BENCH_ZEROCOPY=0` (`EndpointConfig::zero_copy_send` off),
+//! `UDT_BENCH_CLIENT_SOCKETS` (`EndpointConfig::sockets` of every client
+//! endpoint, default 1: with more, each sends through a thread per socket),
 //! `UDT_BENCH_RCVPKTS` (`Config::recv_buffer_packets`: the receive buffer's
 //! starting size, still growing with the BDP),
 //! `UDT_BENCH_BUFFER` (send and receive buffers of that many packets, fixed,
@@ -111,6 +113,9 @@ fn run(case: &Case) {
     let addr = server.local_addr();
     let mut client_options = EndpointConfig::default();
     client_options.offload = case.offload;
+    if let Some(n) = setting("UDT_BENCH_CLIENT_SOCKETS").and_then(|v| v.parse().ok()) {
+        client_options.sockets = n;
+    }
     client_options.batch_size = options.batch_size;
     client_options.batch_interval = options.batch_interval;
     client_options.read_pause = options.read_pause;

@@ -138,9 +138,12 @@ pub struct EndpointConfig {
     /// plainly. Default `true`.
     pub offload: bool,
     /// UDP sockets bound to the one port (`SO_REUSEPORT`), each with its
-    /// own receive thread, between 1 and 64. With more than one, a classic
-    /// BPF program steers every datagram of a connection to one socket by
-    /// its destination socket ID (Linux 4.5+). Default 1.
+    /// own receive thread and its own send thread, between 1 and 64. With
+    /// more than one, a classic BPF program steers every datagram of a
+    /// connection to one socket by its destination socket ID (Linux 4.5+),
+    /// and the connections are shared among the send threads (each sends
+    /// through its own socket of the port), so an endpoint sending on many
+    /// connections uses as many cores as it has sockets. Default 1.
     pub sockets: usize,
 }
 

@@ -491,7 +491,7 @@ fn start(addr: SocketAddr, config: Config, options: EndpointConfig) -> io::Resul
         aux_wakers.push(mio::Waker::new(p.registry(), AUX_WAKER)?);
         aux_polls.push(p);
     }
-    let (notify, inboxes) = Notifier::new(waker);
+    let (notify, inboxes) = Notifier::new(waker, sockets);
     let shared = Arc::new(MuxShared::new(
         port,
         more,
@@ -506,10 +506,22 @@ fn start(addr: SocketAddr, config: Config, options: EndpointConfig) -> io::Resul
     for (i, p) in aux_polls.into_iter().enumerate() {
         aux.push(AuxRecvThread::new(shared.clone(), i + 1, p)?);
     }
-    let send = SendThread::new(shared.clone(), inboxes.send);
-    std::thread::Builder::new()
-        .name(format!("udt-send {local}"))
-        .spawn(move || send.run())?;
+    for (i, rx) in inboxes.send.into_iter().enumerate() {
+        let send = SendThread::new(shared.clone(), rx, i);
+        let name = if i == 0 {
+            format!("udt-send {local}")
+        } else {
+            format!("udt-send{i} {local}")
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || send.run())
+        {
+            // The send threads already running stop on `Stop`.
+            shared.notify().send_command(SendCmd::Stop);
+            return Err(e);
+        }
+    }
     if let Err(e) = std::thread::Builder::new()
         .name(format!("udt-recv {local}"))
         .spawn(move || recv.run())

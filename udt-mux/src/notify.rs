@@ -41,17 +41,20 @@ pub(crate) enum RecvCmd {
     Touch(ConnectionHandle),
 }
 
-/// The receiving ends, handed to the threads when they start.
+/// The receiving ends, handed to the threads when they start: one per send
+/// thread, one for the (primary) receive thread.
 #[derive(Debug)]
 pub(crate) struct Inboxes<C> {
-    pub(crate) send: Receiver<SendCmd<C>>,
+    pub(crate) send: Vec<Receiver<SendCmd<C>>>,
     pub(crate) recv: Receiver<RecvCmd>,
 }
 
 /// Cross-thread signals of one multiplexer.
 #[derive(Debug)]
 pub(crate) struct Notifier<C> {
-    send_tx: Sender<SendCmd<C>>,
+    /// One channel per send thread; a connection belongs to the thread of
+    /// its handle's index modulo their number ([`send_thread_of`]).
+    send_tx: Vec<Sender<SendCmd<C>>>,
     recv_tx: Sender<RecvCmd>,
     waker: mio::Waker,
     /// A wake of the receive thread is in flight: coalesces wake-ups.
@@ -61,9 +64,12 @@ pub(crate) struct Notifier<C> {
 }
 
 impl<C> Notifier<C> {
-    /// Creates the channels; `waker` interrupts the receive thread's poll.
-    pub(crate) fn new(waker: mio::Waker) -> (Notifier<C>, Inboxes<C>) {
-        let (send_tx, send) = crossbeam_channel::unbounded();
+    /// Creates the channels of `send_threads` send threads (at least one)
+    /// and the receive thread; `waker` interrupts the receive thread's poll.
+    pub(crate) fn new(waker: mio::Waker, send_threads: usize) -> (Notifier<C>, Inboxes<C>) {
+        let (send_tx, send) = (0..send_threads.max(1))
+            .map(|_| crossbeam_channel::unbounded())
+            .unzip();
         let (recv_tx, recv) = crossbeam_channel::unbounded();
         let n = Notifier {
             send_tx,
@@ -81,10 +87,22 @@ impl<C> Notifier<C> {
         self.generation.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Sends a command to the send thread.
+    /// Sends a command to the send thread of its connection (`Stop` to
+    /// every send thread).
     pub(crate) fn send_command(&self, cmd: SendCmd<C>) {
-        // Only fails once the send thread has exited: nothing to do then.
-        let _ = self.send_tx.send(cmd);
+        // Sending only fails once that thread has exited: nothing to do then.
+        let h = match &cmd {
+            SendCmd::Register(h, _) | SendCmd::Reschedule(h) | SendCmd::Deregister(h) => *h,
+            SendCmd::Stop => {
+                for tx in &self.send_tx {
+                    let _ = tx.send(SendCmd::Stop);
+                }
+                return;
+            }
+        };
+        if let Some(tx) = self.send_tx.get(send_thread_of(h, self.send_tx.len())) {
+            let _ = tx.send(cmd);
+        }
     }
 
     /// Asks the receive thread to look at a connection.
@@ -119,4 +137,11 @@ impl<C> Notifier<C> {
         self.aborted.store(true, Ordering::SeqCst);
         self.wake_recv();
     }
+}
+
+/// The send thread (of `threads`) that schedules and sends the packets of
+/// connection `h`. Handles are dense slot indexes, so connections spread
+/// evenly; a connection keeps its thread for life.
+pub(crate) fn send_thread_of(h: ConnectionHandle, threads: usize) -> usize {
+    h.index() % threads.max(1)
 }

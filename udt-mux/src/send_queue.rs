@@ -53,10 +53,18 @@ pub(crate) struct SendThread {
     floor: Instant,
     /// [`EndpointConfig::zero_copy_send`](crate::EndpointConfig::zero_copy_send).
     gather: bool,
+    /// The socket of the port this thread sends through (its index).
+    socket: usize,
 }
 
 impl SendThread {
-    pub(crate) fn new(mux: Arc<MuxShared>, rx: Receiver<SendCmd<Arc<ConnShared>>>) -> SendThread {
+    /// The send thread of socket `socket`: it schedules the connections
+    /// whose commands arrive on `rx` and sends through that socket.
+    pub(crate) fn new(
+        mux: Arc<MuxShared>,
+        rx: Receiver<SendCmd<Arc<ConnShared>>>,
+        socket: usize,
+    ) -> SendThread {
         let batch = SendBatch::new(mux.options().effective_batch(), mux.config().mss as usize);
         let precise = mux.options().precise_wait;
         // Longer intervals would be lateness the pacer no longer carries
@@ -74,6 +82,7 @@ impl SendThread {
             quantum,
             floor: Instant::now(),
             gather,
+            socket,
         }
     }
 
@@ -244,9 +253,11 @@ impl SendThread {
                     // copied into the batch) before its lock is released.
                     let deferred = self.batch.deferred();
                     if deferred >= GATHER_MIN && !self.mux.is_aborted() {
-                        let f = self
-                            .batch
-                            .flush_gathered(self.mux.port(), true, |p| c.payload(p));
+                        let f =
+                            self.batch
+                                .flush_gathered(self.mux.port_at(self.socket), true, |p| {
+                                    c.payload(p)
+                                });
                         self.mux.counters().on_flush(f);
                     } else if deferred > 0 {
                         self.batch.attach(|p| c.payload(p));
@@ -297,7 +308,7 @@ impl SendThread {
             return;
         }
         if !self.batch.is_empty() {
-            let f = self.batch.flush(self.mux.port(), true);
+            let f = self.batch.flush(self.mux.port_at(self.socket), true);
             self.mux.counters().on_flush(f);
         }
     }
