@@ -94,6 +94,11 @@ MANY = [
         "1 connection, 2 GiB",
     ),
     (
+        "1000 connections x 2 MiB, 1 client endpoint with 2 sockets",
+        {"UDT_BENCH_CONNS": "1000", "UDT_BENCH_PEERS": "1", "UDT_BENCH_MIB": "2", "UDT_BENCH_CLIENT_SOCKETS": "2"},
+        "1 connection, 2 GiB",
+    ),
+    (
         "1000 connections x 2 MiB, 2 client endpoints",
         {"UDT_BENCH_CONNS": "1000", "UDT_BENCH_PEERS": "2", "UDT_BENCH_MIB": "2"},
         "1 connection, 2 GiB",
