@@ -281,6 +281,44 @@ fn our_receiver_reports_its_drain_in_the_acks_it_repeats() {
 }
 
 #[test]
+fn an_older_ack_arriving_last_does_not_bring_back_unread_data() {
+    // The peer reported one packet unread (ACK 1), its reader drained the
+    // buffer, and its next ACK (2) said so; the network delivers 2 first.
+    // Before the fix the stale free space of ACK 1 won, the sender
+    // confirmed ACK 2 (so the peer stopped repeating) and its close
+    // lingered for the whole linger time.
+    let mut s = one_packet_sent(Some(Duration::from_secs(180)));
+    s.feed(ms(5), &ack_in(2, ISN.next(), DRAINED));
+    s.expect(ms(5), &[ack2_out(ms(5), 2)]);
+    s.feed(ms(6), &ack_in(1, ISN.next(), DRAINED - 1));
+    // Confirming the old ACK is harmless; what counts is the room.
+    s.expect(ms(6), &[ack2_out(ms(6), 1)]);
+    assert_eq!(s.conn.stats().peer_unread_packets, 0);
+    s.conn.close(s.at(ms(7)));
+    s.expect(ms(7), &[shutdown_out(ms(7))]);
+    assert_eq!(
+        s.conn.state(),
+        State::Closed(ConnectionError::LocallyClosed)
+    );
+}
+
+#[test]
+fn ack_sequence_numbers_order_acks_across_the_wrap() {
+    // The newest of two ACKs with the same number is the later one by ACK
+    // sequence number, also where that number wraps at 2^31.
+    let last = SeqNumber::MAX;
+    let mut s = one_packet_sent(Some(Duration::from_secs(180)));
+    s.feed(ms(5), &ack_in(last, ISN.next(), DRAINED - 1));
+    s.expect(ms(5), &[]);
+    s.feed(ms(6), &ack_in(0, ISN.next(), DRAINED));
+    s.expect(ms(6), &[ack2_out(ms(6), 0)]);
+    assert_eq!(s.conn.stats().peer_unread_packets, 0);
+    // The one before the wrap, delivered late, is older.
+    s.feed(ms(7), &ack_in(last - 1, ISN.next(), DRAINED - 2));
+    assert_eq!(s.conn.stats().peer_unread_packets, 0);
+}
+
+#[test]
 fn a_repeated_ack_cannot_raise_the_drain_target() {
     // A stray or forged repeat of an old ACK number with an absurd free
     // space must not make every later close wait for it.

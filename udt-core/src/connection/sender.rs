@@ -14,7 +14,7 @@ use crate::estimate::RateSmoother;
 use crate::loss_list::LossList;
 use crate::packet::{self, Ack, DataHeader, LossRanges};
 use crate::send_buffer::{Block, SendBuffer, SendBufferError};
-use crate::seq::{MsgNumber, SeqNumber, SocketId};
+use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber, SocketId};
 
 /// How far behind schedule the pacer may fall and still catch up with a
 /// burst. UDT4's Debian build sends "immediately when behind by at least one
@@ -30,6 +30,9 @@ pub(super) struct Sender {
     /// Everything before this was acknowledged by a full, medium or light
     /// ACK (UDT4 `m_iSndLastAck`); the flow window counts from here.
     last_ack: SeqNumber,
+    /// The ACK sequence number of the newest full ACK taken for the flow
+    /// window and the peer's free space (`None` before the first).
+    last_ack_seq: Option<AckSeqNumber>,
     /// Everything before this was released from the buffer (UDT4 `m_iSndLastDataAck`).
     last_data_ack: SeqNumber,
     /// The largest sequence number sent (UDT4 `m_iSndCurrSeqNo`).
@@ -204,6 +207,7 @@ impl Sender {
             buffer: SendBuffer::new(capacity, payload_size, isn),
             loss: LossList::new(capacity),
             last_ack: isn,
+            last_ack_seq: None,
             last_data_ack: isn,
             current: isn.prev(),
             flow_window,
@@ -482,10 +486,22 @@ impl Sender {
             return AckOutcome::Invalid;
         }
         self.note_receiver_position(now, seq);
-        if !seq.is_before(self.last_ack) {
+        // Of ACKs naming the same number, only the newest (by its ACK
+        // sequence number) says how much room the peer has now: the
+        // network, or a receiver sending ACKs from two threads as ours
+        // does, may deliver an older one last, and its stale free space
+        // would hold a close until its linger time (1000 connections from
+        // an endpoint with two sockets: a close lingering for a minute on
+        // "3 packets unread" its peer had long read).
+        let newest = seq.is_after(self.last_ack)
+            || self
+                .last_ack_seq
+                .is_none_or(|s| ack_seq_is_newer(ack.ack_seq, s));
+        if !seq.is_before(self.last_ack) && newest {
             self.flow_window = ack.available_buffer;
             self.peer_reader.available = ack.available_buffer;
             self.last_ack = seq;
+            self.last_ack_seq = Some(ack.ack_seq);
         }
         if let Some(rates) = ack.rates {
             // The raw arrival speed counts even when the ACK repeats an
@@ -741,4 +757,12 @@ fn encode_block(
         packet::encode_data_header(&header, buf);
     }
     block.payload.len() as u64
+}
+
+/// True when ACK sequence number `a` was sent after `b`: they count up by
+/// one per ACK and wrap at 2^31, so "after" is less than half the circle
+/// ahead.
+fn ack_seq_is_newer(a: AckSeqNumber, b: AckSeqNumber) -> bool {
+    let ahead = a.value().wrapping_sub(b.value()) & SeqNumber::MAX;
+    ahead != 0 && ahead < (SeqNumber::MAX >> 1) + 1
 }
