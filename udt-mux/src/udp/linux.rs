@@ -32,6 +32,9 @@ pub(super) struct MmsgScratch {
     /// Per datagram: the gathered payload after its buffer (empty: none).
     tails: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_storage>,
+    /// Per message sent: the address of its run (one per run, not per
+    /// datagram: a run's datagrams share it).
+    send_names: Vec<SockAddr>,
     ctrl: Vec<CmsgBuf>,
     runs: Vec<Run>,
     lens: Vec<usize>,
@@ -60,6 +63,7 @@ impl MmsgScratch {
             iovs: vec![zero_iov; 2 * count],
             tails: vec![zero_iov; count],
             names: vec![zero_name; count],
+            send_names: vec![SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))); count],
             ctrl: vec![CmsgBuf([0; 64]); count],
             runs: vec![Run::default(); count],
             lens: vec![0; count],
@@ -188,12 +192,11 @@ fn plan(
     sys: &mut MmsgScratch,
     bufs: &[Vec<u8>],
     tails: bool,
-    dests: &[SockAddr],
     peers: &[SocketAddr],
     pos: usize,
     gso: bool,
 ) -> usize {
-    let n = bufs.len().min(dests.len()).min(sys.tails.len());
+    let n = bufs.len().min(peers.len()).min(sys.tails.len());
     // Datagram i's iovecs start at first[i]; its run's iovecs are
     // contiguous, so a run's msghdr points at its first datagram's.
     let mut k = 0;
@@ -220,9 +223,10 @@ fn plan(
             break;
         }
         sys.runs[h] = run;
+        sys.send_names[h] = SockAddr::from(peers[i]);
         let hdr = &mut sys.hdrs[h].msg_hdr;
-        hdr.msg_name = dests[i].as_ptr() as *mut libc::c_void;
-        hdr.msg_namelen = dests[i].len();
+        hdr.msg_name = sys.send_names[h].as_ptr() as *mut libc::c_void;
+        hdr.msg_namelen = sys.send_names[h].len();
         hdr.msg_iov = &mut sys.iovs[sys.first[i]];
         hdr.msg_iovlen = sys.first[i + run.count] - sys.first[i];
         hdr.msg_flags = 0;
@@ -259,16 +263,15 @@ pub(super) fn send_all(
     sys: &mut MmsgScratch,
     bufs: &[Vec<u8>],
     tails: bool,
-    dests: &[SockAddr],
     peers: &[SocketAddr],
     blocking: bool,
     out: &mut Flushed,
 ) {
-    let n = bufs.len().min(dests.len()).min(peers.len());
+    let n = bufs.len().min(peers.len());
     let flags = if blocking { 0 } else { libc::MSG_DONTWAIT };
     let mut pos = 0;
     'plan: while pos < n {
-        let count = plan(sys, bufs, tails, dests, peers, pos, port.gso());
+        let count = plan(sys, bufs, tails, peers, pos, port.gso());
         if count == 0 {
             return;
         }
@@ -276,7 +279,7 @@ pub(super) fn send_all(
         while start < count {
             // SAFETY: hdrs[start..count] are initialised by `plan`; each
             // points to iovecs, an address and a control buffer that live
-            // (unmoved) until the call returns, because `bufs`, `dests` and
+            // (unmoved) until the call returns, because `bufs`, `peers` and
             // `sys` are borrowed for the whole function.
             let rc = unsafe {
                 libc::sendmmsg(
@@ -306,7 +309,7 @@ pub(super) fn send_all(
                 }
                 // The first run failed (unreachable, no buffer space...):
                 // drop it and go on with the rest.
-                log::trace!("send to {:?} failed: {e}", dests[run.first].as_socket());
+                log::trace!("send to {} failed: {e}", peers[run.first]);
                 out.errors += run.count as u64;
                 start += 1;
                 continue;

@@ -318,7 +318,8 @@ pub(crate) struct SendBatch<R = PayloadRef> {
     /// `capacity + 1` buffers: the spare lets a packet pair stay together
     /// (see [`keep_pair`](Self::keep_pair)).
     bufs: Vec<Vec<u8>>,
-    dests: Vec<SockAddr>,
+    /// Per slot: where it goes (turned into a `sockaddr` once per run
+    /// when sent, not per datagram).
     peers: Vec<SocketAddr>,
     /// Per slot: the payload that follows the header in `bufs`, if any
     /// (a [`PayloadRef`] of the connection; any token in tests).
@@ -350,7 +351,6 @@ impl<R: Copy> SendBatch<R> {
         let slots = capacity + 1;
         SendBatch {
             bufs: (0..slots).map(|_| Vec::with_capacity(datagram)).collect(),
-            dests: Vec::with_capacity(slots),
             peers: Vec::with_capacity(slots),
             refs: vec![None; slots],
             deferred: 0,
@@ -404,12 +404,9 @@ impl<R: Copy> SendBatch<R> {
         if self.len < self.limit {
             self.refs[self.len] = payload;
             self.deferred += usize::from(payload.is_some());
-            let addr = SockAddr::from(dest);
-            if self.dests.len() > self.len {
-                self.dests[self.len] = addr;
+            if self.peers.len() > self.len {
                 self.peers[self.len] = dest;
             } else {
-                self.dests.push(addr);
                 self.peers.push(dest);
             }
             self.len += 1;
@@ -500,7 +497,6 @@ impl<R: Copy> SendBatch<R> {
         }
         log::trace!("a gathered datagram's payload left the send buffer: not sent");
         self.bufs[i..self.len].rotate_left(1);
-        self.dests[i..self.len].rotate_left(1);
         self.peers[i..self.len].rotate_left(1);
         self.refs[i..self.len].rotate_left(1);
         self.len -= 1;
@@ -534,7 +530,6 @@ impl<R: Copy> SendBatch<R> {
                 &mut self.sys,
                 &self.bufs[..self.len],
                 tails,
-                &self.dests[..self.len],
                 &self.peers[..self.len],
                 blocking,
                 &mut out,
@@ -547,7 +542,7 @@ impl<R: Copy> SendBatch<R> {
             portable::send_all(
                 port,
                 &self.bufs[..self.len],
-                &self.dests[..self.len],
+                &self.peers[..self.len],
                 blocking,
                 &mut out,
             );

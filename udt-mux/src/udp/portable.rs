@@ -8,11 +8,12 @@ use super::*;
 pub(super) fn send_all(
     port: &UdpPort,
     bufs: &[Vec<u8>],
-    dests: &[SockAddr],
+    peers: &[SocketAddr],
     blocking: bool,
     out: &mut Flushed,
 ) {
-    for (buf, dest) in bufs.iter().zip(dests) {
+    for (buf, peer) in bufs.iter().zip(peers) {
+        let dest = &SockAddr::from(*peer);
         loop {
             out.calls += 1;
             match send_one(port, buf, dest, blocking) {
