@@ -83,6 +83,10 @@ const CWND_GAIN: f64 = 2.0;
 /// The eight ProbeBw phases: probe up, drain the probe, cruise.
 const PROBE_BW_GAINS: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
 
+/// ProbeBw's drain phase lasts until the packets in flight are down to the
+/// BDP, but at most this many round trips.
+const DRAIN_PHASE_MAX_RTTS: u32 = 3;
+
 /// Startup ends when the bandwidth grew less than this factor ...
 const FULL_BW_GROWTH: f64 = 1.25;
 
@@ -373,6 +377,23 @@ impl BbrCc {
         })
     }
 
+    /// The least Startup paces at once an RTT is known: its gain times
+    /// the initial window per minimum RTT, the draft's initial pacing rate
+    /// (`BBRInitPacingRate`) with the first measured RTT in place of the
+    /// handshake's, which UDT does not time.
+    ///
+    /// A first sample may cover a single packet: on real sockets into
+    /// libudt0 (S3) the first ACK came right after the first packet
+    /// arrived, the sample read 1 packet in 50 ms (20 packets/s), and
+    /// pacing at 2.77 times that sent 3 packets in the next round trip
+    /// instead of the 32 the window allowed: a round lost, at the start
+    /// of a doubling that needs every one.
+    fn startup_pacing_floor(&self) -> f64 {
+        self.min_rtt.get().map_or(0.0, |rtt| {
+            STARTUP_PACING_GAIN * INITIAL_CONGESTION_WINDOW / rtt.as_secs_f64().max(1e-6)
+        })
+    }
+
     fn enter_drain(&mut self) {
         self.mode = Mode::Drain;
         self.pacing_gain = DRAIN_PACING_GAIN;
@@ -585,7 +606,7 @@ impl BbrCc {
             (full_length && (had_loss || inflight >= self.pacing_gain * bdp))
                 || elapsed > 2 * min_rtt
         } else if self.pacing_gain < 1.0 {
-            full_length || inflight <= bdp
+            inflight <= bdp || elapsed > DRAIN_PHASE_MAX_RTTS * min_rtt
         } else {
             full_length
         };
@@ -653,7 +674,10 @@ impl BbrCc {
     /// Computes the pacing rate and window from the model.
     fn set_outputs(&mut self, ctx: &CcContext, newly_acked: u32) {
         let bw = self.model_bw();
-        let rate = self.pacing_gain * bw * PACING_MARGIN;
+        let mut rate = self.pacing_gain * bw * PACING_MARGIN;
+        if !self.filled_pipe {
+            rate = rate.max(self.startup_pacing_floor());
+        }
         self.pacing_rate = if self.filled_pipe || !self.paced_by_samples {
             // (The first sample replaces the initial guess, up or down.)
             self.paced_by_samples = self.bandwidth().is_some();
