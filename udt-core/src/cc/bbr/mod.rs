@@ -84,7 +84,8 @@ const CWND_GAIN: f64 = 2.0;
 const PROBE_BW_GAINS: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
 
 /// ProbeBw's drain phase lasts until the packets in flight are down to the
-/// BDP, but at most this many round trips.
+/// BDP and the ACK allowance (the queue is empty), but at most this many
+/// round trips.
 const DRAIN_PHASE_MAX_RTTS: u32 = 3;
 
 /// Startup ends when the bandwidth grew less than this factor ...
@@ -377,21 +378,11 @@ impl BbrCc {
         })
     }
 
-    /// The least Startup paces at once an RTT is known: its gain times
-    /// the initial window per minimum RTT, the draft's initial pacing rate
-    /// (`BBRInitPacingRate`) with the first measured RTT in place of the
-    /// handshake's, which UDT does not time.
-    ///
-    /// A first sample may cover a single packet: on real sockets into
-    /// libudt0 (S3) the first ACK came right after the first packet
-    /// arrived, the sample read 1 packet in 50 ms (20 packets/s), and
-    /// pacing at 2.77 times that sent 3 packets in the next round trip
-    /// instead of the 32 the window allowed: a round lost, at the start
-    /// of a doubling that needs every one.
-    fn startup_pacing_floor(&self) -> f64 {
-        self.min_rtt.get().map_or(0.0, |rtt| {
-            STARTUP_PACING_GAIN * INITIAL_CONGESTION_WINDOW / rtt.as_secs_f64().max(1e-6)
-        })
+    /// What the window allows beyond the BDP at bandwidth `bw` once the
+    /// pipe is full: packets delivered and not yet acknowledged (one
+    /// light-ACK interval, and a millisecond of the bandwidth).
+    fn ack_allowance(&self, bw: f64) -> f64 {
+        ACK_ALLOWANCE + bw * SYN_INTERVAL.as_secs_f64() / 10.0
     }
 
     fn enter_drain(&mut self) {
@@ -606,7 +597,17 @@ impl BbrCc {
             (full_length && (had_loss || inflight >= self.pacing_gain * bdp))
                 || elapsed > 2 * min_rtt
         } else if self.pacing_gain < 1.0 {
-            inflight <= bdp || elapsed > DRAIN_PHASE_MAX_RTTS * min_rtt
+            // Drain until the queue is gone (the flight is down to what
+            // the cruise window allows), as the draft's ProbeBW_DOWN does,
+            // not for one round trip: an estimate a few percent above the
+            // link (ACK timing noise that the maximum filter collects,
+            // batched reads on real sockets) builds a standing queue that
+            // one round at 0.75 does not empty, and the next probe then
+            // overflows it (real S3: the relay's queue overflowed every
+            // 3-5 s). At most a few round trips, should the flight never
+            // come down (a misjudged pipe).
+            inflight <= bdp + self.ack_allowance(self.model_bw())
+                || elapsed > DRAIN_PHASE_MAX_RTTS * min_rtt
         } else {
             full_length
         };
@@ -674,10 +675,7 @@ impl BbrCc {
     /// Computes the pacing rate and window from the model.
     fn set_outputs(&mut self, ctx: &CcContext, newly_acked: u32) {
         let bw = self.model_bw();
-        let mut rate = self.pacing_gain * bw * PACING_MARGIN;
-        if !self.filled_pipe {
-            rate = rate.max(self.startup_pacing_floor());
-        }
+        let rate = self.pacing_gain * bw * PACING_MARGIN;
         self.pacing_rate = if self.filled_pipe || !self.paced_by_samples {
             // (The first sample replaces the initial guess, up or down.)
             self.paced_by_samples = self.bandwidth().is_some();
@@ -700,11 +698,7 @@ impl BbrCc {
         // keeping whatever shares they had.
         let mut target = match self.mode {
             Mode::Startup | Mode::Drain => self.cwnd_gain * bdp,
-            _ => {
-                self.pacing_gain.max(1.0) * bdp
-                    + ACK_ALLOWANCE
-                    + bw * SYN_INTERVAL.as_secs_f64() / 10.0
-            }
+            _ => self.pacing_gain.max(1.0) * bdp + self.ack_allowance(bw),
         };
         // UDT's ACK is cumulative, and a NAK proves only the packets sent
         // before the one that revealed the gap: what is sent after it stays
