@@ -302,9 +302,15 @@ impl Timeline {
         self.next = s.elapsed + Duration::from_secs(1);
         let l = &s.send_limits;
         let p = &self.last.send_limits;
-        let total = (l.total().saturating_sub(p.total())).as_secs_f64().max(1e-9);
+        let total = (l.total().saturating_sub(p.total()))
+            .as_secs_f64()
+            .max(1e-9);
         let share = |a: Duration, b: Duration| a.saturating_sub(b).as_secs_f64() / total * 100.0;
-        let secs = s.elapsed.saturating_sub(self.last.elapsed).as_secs_f64().max(1e-9);
+        let secs = s
+            .elapsed
+            .saturating_sub(self.last.elapsed)
+            .as_secs_f64()
+            .max(1e-9);
         let pace = 1.0 / s.send_period.as_secs_f64().max(1e-9);
         eprintln!(
             "t {:.1} s: sent {:.0}/s resent {:.0}/s presumed {} pace {:.0}/s cwnd {:.0} flight {} flow {} rtt {:.1} ms recv-rate {} timeouts {}; limits app {:.0} flow {:.0} cwnd {:.0} pacing {:.0} driver {:.0} %",

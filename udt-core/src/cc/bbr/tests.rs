@@ -763,7 +763,10 @@ fn probe_bw_drains_until_the_flight_is_down_to_the_bdp() {
     assert_eq!(cc.cycle_index, 1);
     let queued = 1.5 * bdp;
     let n = samples_until_phase(&mut cc, &mut path, queued, 2, 12);
-    assert!(n >= 10, "left the drain phase after {n} x 10 ms with a queue");
+    assert!(
+        n >= 10,
+        "left the drain phase after {n} x 10 ms with a queue"
+    );
     assert!(cc.pacing_rate().unwrap_or(0.0) < cc.model_bw());
     // Once the flight is down to the BDP the phase ends.
     let n = samples_until_phase(&mut cc, &mut path, bdp * 0.95, 2, 3);
