@@ -20,7 +20,8 @@
 //! - `UDT_BENCH_TRANSFERS`: which of `udt4-udt4`, `ours-udt4`,
 //!   `udt4-ours`, `ours-ours` to run, comma-separated (default all four;
 //!   libudt0 as a sender takes minutes on the lossy paths; without
-//!   `udt4-udt4` the ratio column is left empty).
+//!   `udt4-udt4` the ratio column is left empty);
+//! - `UDT_BENCH_TIMELINE=1`: our sender's state once a second on stderr.
 //!
 //! Goodput is measured at the receiver, from the accepted connection to the
 //! last byte, so it includes the ramp-up; the transfer sizes are chosen so
@@ -243,12 +244,16 @@ fn ours_send(
         let sampler = scope.spawn(move || {
             let start = Instant::now();
             let mut queue = Vec::new();
+            let mut timeline = Timeline::from_env();
             while !done.load(Ordering::Relaxed) {
+                let stats = stream.stats();
                 // The smoothed RTT starts at UDT4's 100 ms placeholder and
                 // needs a few dozen ACKs to forget it: skip the first second.
                 if start.elapsed() >= SETTLE {
-                    let rtt = stream.stats().rtt;
-                    queue.push(rtt.saturating_sub(base_rtt).as_secs_f64() * 1e3);
+                    queue.push(stats.rtt.saturating_sub(base_rtt).as_secs_f64() * 1e3);
+                }
+                if let Some(t) = timeline.as_mut() {
+                    t.sample(&stats);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -271,6 +276,63 @@ fn ours_send(
     // The peer may close first once it has everything; that is fine here.
     let _ = stream.close();
     (samples, stats)
+}
+
+/// `UDT_BENCH_TIMELINE=1`: our sender's state once a second on stderr
+/// (packets sent and resent in that second, the pacing rate, the windows,
+/// and what limited the sender in that second), to see where a transfer
+/// loses its time.
+struct Timeline {
+    last: udt_core::stats::Stats,
+    next: Duration,
+}
+
+impl Timeline {
+    fn from_env() -> Option<Self> {
+        (env_or("UDT_BENCH_TIMELINE", 0u32) != 0).then(|| Timeline {
+            last: udt_core::stats::Stats::default(),
+            next: Duration::from_secs(1),
+        })
+    }
+
+    fn sample(&mut self, s: &udt_core::stats::Stats) {
+        if s.elapsed < self.next {
+            return;
+        }
+        self.next = s.elapsed + Duration::from_secs(1);
+        let l = &s.send_limits;
+        let p = &self.last.send_limits;
+        let total = (l.total().saturating_sub(p.total()))
+            .as_secs_f64()
+            .max(1e-9);
+        let share = |a: Duration, b: Duration| a.saturating_sub(b).as_secs_f64() / total * 100.0;
+        let secs = s
+            .elapsed
+            .saturating_sub(self.last.elapsed)
+            .as_secs_f64()
+            .max(1e-9);
+        let pace = 1.0 / s.send_period.as_secs_f64().max(1e-9);
+        eprintln!(
+            "t {:.1} s: sent {:.0}/s resent {:.0}/s presumed {} pace {:.0}/s cwnd {:.0} flight {} flow {} rtt {:.1} ms recv-rate {} timeouts {}; limits app {:.0} flow {:.0} cwnd {:.0} pacing {:.0} driver {:.0} %",
+            s.elapsed.as_secs_f64(),
+            (s.packets_sent - self.last.packets_sent) as f64 / secs,
+            (s.packets_retransmitted - self.last.packets_retransmitted) as f64 / secs,
+            s.packets_presumed_lost - self.last.packets_presumed_lost,
+            pace,
+            s.congestion_window,
+            s.packets_in_flight,
+            s.flow_window,
+            s.rtt.as_secs_f64() * 1e3,
+            s.recv_rate_pps,
+            s.timeouts,
+            share(l.app, p.app),
+            share(l.flow_window, p.flow_window),
+            share(l.congestion_window, p.congestion_window),
+            share(l.pacing, p.pacing),
+            share(l.driver, p.driver),
+        );
+        self.last = *s;
+    }
 }
 
 /// The four combinations of sender and receiver.

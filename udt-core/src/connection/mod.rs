@@ -628,7 +628,9 @@ impl Connection {
         if data.is_empty() {
             return Ok(0);
         }
-        self.wrote_while_idle |= !self.sender.has_work();
+        // Idle, not merely unable to send: a write while a window holds
+        // the sender leaves that time to the window.
+        self.wrote_while_idle |= self.sender.is_idle();
         let n = self.sender.write_stream(data, self.last_now);
         if n == 0 {
             return Err(WriteError::WouldBlock);

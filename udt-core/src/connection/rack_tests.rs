@@ -266,6 +266,26 @@ fn the_time_before_a_write_is_the_applications() {
 }
 
 #[test]
+fn a_write_while_the_window_is_full_leaves_the_time_to_the_window() {
+    // The application tops the buffer up while the flow window holds the
+    // sender (as a writer woken by freed space does): the time until the
+    // next observation was the window's, not the application's. Counting
+    // it as the application's showed 2-5 % "app" in every second of real
+    // S4 transfers whose writer never let the buffer run dry.
+    let config = Config::default().with_congestion(crate::cc::CcAlgorithm::Udt);
+    let mut s = Script::with_peer_window(config, 4);
+    let data = vec![0x5Au8; FULL * 10];
+    assert_eq!(s.conn.write(&data), Ok(data.len()));
+    let sent = drive(&mut s, ms(10), ms(11));
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert_eq!(s.conn.write(&data), Ok(data.len()));
+    s.conn.handle_timeout(s.t0 + ms(20));
+    let limits = s.conn.stats().send_limits;
+    assert_eq!(limits.app, ms(10), "{limits:?}");
+    assert!(limits.flow_window >= ms(9), "{limits:?}");
+}
+
+#[test]
 fn a_peer_that_repeats_its_loss_reports_is_left_to_report_them() {
     // As in the first test, but the peer repeats its list of losses (our
     // receiver's periodic NAK): it will report 2 and 5 again if their

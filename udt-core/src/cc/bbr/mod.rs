@@ -83,6 +83,11 @@ const CWND_GAIN: f64 = 2.0;
 /// The eight ProbeBw phases: probe up, drain the probe, cruise.
 const PROBE_BW_GAINS: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
 
+/// ProbeBw's drain phase lasts until the packets in flight are down to the
+/// BDP and the ACK allowance (the queue is empty), but at most this many
+/// round trips.
+const DRAIN_PHASE_MAX_RTTS: u32 = 3;
+
 /// Startup ends when the bandwidth grew less than this factor ...
 const FULL_BW_GROWTH: f64 = 1.25;
 
@@ -373,6 +378,13 @@ impl BbrCc {
         })
     }
 
+    /// What the window allows beyond the BDP at bandwidth `bw` once the
+    /// pipe is full: packets delivered and not yet acknowledged (one
+    /// light-ACK interval, and a millisecond of the bandwidth).
+    fn ack_allowance(&self, bw: f64) -> f64 {
+        ACK_ALLOWANCE + bw * SYN_INTERVAL.as_secs_f64() / 10.0
+    }
+
     fn enter_drain(&mut self) {
         self.mode = Mode::Drain;
         self.pacing_gain = DRAIN_PACING_GAIN;
@@ -585,7 +597,17 @@ impl BbrCc {
             (full_length && (had_loss || inflight >= self.pacing_gain * bdp))
                 || elapsed > 2 * min_rtt
         } else if self.pacing_gain < 1.0 {
-            full_length || inflight <= bdp
+            // Drain until the queue is gone (the flight is down to what
+            // the cruise window allows), as the draft's ProbeBW_DOWN does,
+            // not for one round trip: an estimate a few percent above the
+            // link (ACK timing noise that the maximum filter collects,
+            // batched reads on real sockets) builds a standing queue that
+            // one round at 0.75 does not empty, and the next probe then
+            // overflows it (real S3: the relay's queue overflowed every
+            // 3-5 s). At most a few round trips, should the flight never
+            // come down (a misjudged pipe).
+            inflight <= bdp + self.ack_allowance(self.model_bw())
+                || elapsed > DRAIN_PHASE_MAX_RTTS * min_rtt
         } else {
             full_length
         };
@@ -676,11 +698,7 @@ impl BbrCc {
         // keeping whatever shares they had.
         let mut target = match self.mode {
             Mode::Startup | Mode::Drain => self.cwnd_gain * bdp,
-            _ => {
-                self.pacing_gain.max(1.0) * bdp
-                    + ACK_ALLOWANCE
-                    + bw * SYN_INTERVAL.as_secs_f64() / 10.0
-            }
+            _ => self.pacing_gain.max(1.0) * bdp + self.ack_allowance(bw),
         };
         // UDT's ACK is cumulative, and a NAK proves only the packets sent
         // before the one that revealed the gap: what is sent after it stays

@@ -716,3 +716,63 @@ fn a_plausible_receiver_speed_still_caps_the_samples() {
     let bw = cc.bandwidth().expect("measured");
     assert!(bw <= before.max(10_000.0), "{before} -> {bw}");
 }
+
+/// Drives `cc` (in ProbeBw, on a 10 000 packets/s path of 50 ms) with one
+/// sample every 10 ms holding `in_flight` packets, until its phase is
+/// `phase` or `limit` samples passed; returns how many it took.
+fn samples_until_phase(
+    cc: &mut BbrCc,
+    path: &mut Path,
+    in_flight: f64,
+    phase: usize,
+    limit: u32,
+) -> u32 {
+    for n in 0..limit {
+        if cc.cycle_index == phase {
+            return n;
+        }
+        path.now += Duration::from_millis(10);
+        let c = CcContext {
+            delivered: path.delivered + 100,
+            ..path.ctx(in_flight)
+        };
+        // A round trip's worth delivered at the path's rate, so the
+        // model stays where it is.
+        cc.on_ack_sample(&c, &sample(500, 0, path.delivered, 50, 50));
+        path.delivered += 100;
+    }
+    limit
+}
+
+#[test]
+fn probe_bw_drains_until_the_flight_is_down_to_the_bdp() {
+    // A standing queue (an estimate a few percent above the link, as
+    // batched reads and ACK jitter give on real sockets) must be gone at
+    // the end of each drain phase, or the next probe overflows it: the
+    // phase lasts until the flight is down to the BDP, not one round
+    // trip (BBR's ProbeBW_DOWN), and at most three.
+    let mut path = Path::new(10_000.0, 50, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    for _ in 0..40 {
+        path.round(&mut cc);
+    }
+    assert_eq!(cc.mode_name(), "probe-bw");
+    let bdp = cc.bdp(cc.model_bw());
+    // Into the drain phase (index 1), with a queue of half a BDP.
+    samples_until_phase(&mut cc, &mut path, bdp, 1, 1000);
+    assert_eq!(cc.cycle_index, 1);
+    let queued = 1.5 * bdp;
+    let n = samples_until_phase(&mut cc, &mut path, queued, 2, 12);
+    assert!(
+        n >= 10,
+        "left the drain phase after {n} x 10 ms with a queue"
+    );
+    assert!(cc.pacing_rate().unwrap_or(0.0) < cc.model_bw());
+    // Once the flight is down to the BDP the phase ends.
+    let n = samples_until_phase(&mut cc, &mut path, bdp * 0.95, 2, 3);
+    assert_eq!(cc.cycle_index, 2, "still draining after {n} samples");
+    // And a flight that never comes down ends it after three round trips.
+    samples_until_phase(&mut cc, &mut path, bdp, 1, 1000);
+    let n = samples_until_phase(&mut cc, &mut path, queued, 2, 100);
+    assert!((14..=17).contains(&n), "drained for {n} x 10 ms");
+}
