@@ -20,6 +20,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use udt_core::PayloadRef;
 
@@ -47,8 +48,9 @@ pub(crate) struct UdpPort {
     pub(crate) send_buffer: usize,
     /// `SO_RCVBUF` as the kernel reports it after our newest request.
     recv_buffer: AtomicUsize,
-    /// The newest `SO_RCVBUF` request (0: none, the system default).
-    recv_asked: AtomicUsize,
+    /// The newest `SO_RCVBUF` request (0: none, the system default); held
+    /// while a larger one is made, so requests never go out of order.
+    recv_asked: Mutex<usize>,
     /// UDP GSO is used for runs of equal datagrams. Cleared for good the
     /// first time the kernel refuses a super-datagram (a device without
     /// checksum offload answers `EIO`, a path MTU below the segment
@@ -157,7 +159,7 @@ impl UdpPort {
             local,
             send_buffer,
             recv_buffer: AtomicUsize::new(recv_buffer),
-            recv_asked: AtomicUsize::new(cfg.udp_recv_buffer.unwrap_or(0)),
+            recv_asked: Mutex::new(cfg.udp_recv_buffer.unwrap_or(0)),
             gso: AtomicBool::new(gso),
             gro,
             stamps,
@@ -174,10 +176,10 @@ impl UdpPort {
     /// newest request, rounded up to a quarter more than that request (so a
     /// thousand new connections make a dozen system calls, not a thousand),
     /// at most `max`. Never shrinks the buffer; a refusal is logged and the
-    /// granted size kept. Called by whichever thread registers a connection;
-    /// concurrent calls at worst ask twice.
+    /// granted size kept. Called by whichever thread registers a connection.
     pub(crate) fn grow_recv_buffer(&self, bytes: usize, max: usize) {
-        let asked = self.recv_asked.load(Ordering::Relaxed);
+        let mut asked_guard = self.recv_asked.lock();
+        let asked = *asked_guard;
         if asked == 0 || bytes <= asked {
             return;
         }
@@ -187,7 +189,7 @@ impl UdpPort {
         if size <= asked {
             return;
         }
-        self.recv_asked.store(size, Ordering::Relaxed);
+        *asked_guard = size;
         if let Err(e) = self.socket.set_recv_buffer_size(size) {
             log::warn!("SO_RCVBUF {size} refused on {}: {e}", self.local);
         }
