@@ -319,6 +319,23 @@ fn ack_sequence_numbers_order_acks_across_the_wrap() {
 }
 
 #[test]
+fn an_ack_sequence_number_far_ahead_cannot_hold_a_close() {
+    // A stray or forged ACK with the current number, little room and a
+    // sequence number far ahead must not make the peer's real reports
+    // (older by number) count for nothing: more room is always news.
+    let mut s = one_packet_sent(Some(Duration::from_secs(180)));
+    s.feed(ms(5), &ack_in(1, ISN.next(), DRAINED - 1));
+    s.expect(ms(5), &[]);
+    s.feed(ms(6), &ack_in(1 << 29, ISN.next(), DRAINED - 5));
+    assert_eq!(s.conn.stats().peer_unread_packets, 5);
+    s.feed(ms(300), &ack_in(2, ISN.next(), DRAINED));
+    s.expect(ms(300), &[ack2_out(ms(300), 2)]);
+    assert_eq!(s.conn.stats().peer_unread_packets, 0);
+    s.conn.close(s.at(ms(301)));
+    s.expect(ms(301), &[shutdown_out(ms(301))]);
+}
+
+#[test]
 fn a_repeated_ack_cannot_raise_the_drain_target() {
     // A stray or forged repeat of an old ACK number with an absurd free
     // space must not make every later close wait for it.

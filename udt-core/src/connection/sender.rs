@@ -486,22 +486,28 @@ impl Sender {
             return AckOutcome::Invalid;
         }
         self.note_receiver_position(now, seq);
-        // Of ACKs naming the same number, only the newest (by its ACK
-        // sequence number) says how much room the peer has now: the
-        // network, or a receiver sending ACKs from two threads as ours
-        // does, may deliver an older one last, and its stale free space
-        // would hold a close until its linger time (1000 connections from
-        // an endpoint with two sockets: a close lingering for a minute on
-        // "3 packets unread" its peer had long read).
-        let newest = seq.is_after(self.last_ack)
-            || self
-                .last_ack_seq
-                .is_none_or(|s| ack_seq_is_newer(ack.ack_seq, s));
-        if !seq.is_before(self.last_ack) && newest {
+        // Of ACKs naming the same number, an older one (by its ACK
+        // sequence number) says less than the newest: the network, or a
+        // receiver sending ACKs from two threads as ours does, may deliver
+        // it last, and its stale free space held a close until its linger
+        // time (1000 connections from an endpoint with two sockets: a close
+        // lingering for a minute on "3 packets unread" its peer had long
+        // read). While the number stands still nothing new arrives in
+        // order, so the peer's free space only grows as its reader reads:
+        // more room is taken whatever its sequence number, so that one
+        // forged sequence number far ahead cannot freeze it either.
+        let advanced = seq.is_after(self.last_ack);
+        let newer = self
+            .last_ack_seq
+            .is_none_or(|s| ack_seq_is_newer(ack.ack_seq, s));
+        let more_room = ack.available_buffer >= self.peer_reader.available;
+        if !seq.is_before(self.last_ack) && (advanced || newer || more_room) {
             self.flow_window = ack.available_buffer;
             self.peer_reader.available = ack.available_buffer;
             self.last_ack = seq;
-            self.last_ack_seq = Some(ack.ack_seq);
+            if advanced || newer {
+                self.last_ack_seq = Some(ack.ack_seq);
+            }
         }
         if let Some(rates) = ack.rates {
             // The raw arrival speed counts even when the ACK repeats an
