@@ -83,31 +83,25 @@ def mux_sockets_binary():
 # many-connection scenarios, each its own process once per round (a case
 # that ran second in one process would find the first's memory already
 # faulted in).
+ONE = "1 connection, 2 GiB"
+
+
+def thousand(clients, peers, extra=None):
+    """The 1000 x 2 MiB scenario from `peers` client endpoints."""
+    env = {"UDT_BENCH_CONNS": "1000", "UDT_BENCH_PEERS": str(peers), "UDT_BENCH_MIB": "2"}
+    env.update(extra or {})
+    return (f"1000 connections x 2 MiB, {clients}", env, ONE)
+
+
 MANY = [
-    ("1 connection, 2 GiB", {"UDT_BENCH_CONNS": "1", "UDT_BENCH_MIB": "2048"}, None),
+    (ONE, {"UDT_BENCH_CONNS": "1", "UDT_BENCH_MIB": "2048"}, None),
     # The clients are load generators sharing the two cores with the
     # server: one client endpoint (two threads) as the one-connection row
     # has, and ten (twenty threads) as earlier sessions measured.
-    (
-        "1000 connections x 2 MiB, 1 client endpoint",
-        {"UDT_BENCH_CONNS": "1000", "UDT_BENCH_PEERS": "1", "UDT_BENCH_MIB": "2"},
-        "1 connection, 2 GiB",
-    ),
-    (
-        "1000 connections x 2 MiB, 1 client endpoint with 2 sockets",
-        {"UDT_BENCH_CONNS": "1000", "UDT_BENCH_PEERS": "1", "UDT_BENCH_MIB": "2", "UDT_BENCH_CLIENT_SOCKETS": "2"},
-        "1 connection, 2 GiB",
-    ),
-    (
-        "1000 connections x 2 MiB, 2 client endpoints",
-        {"UDT_BENCH_CONNS": "1000", "UDT_BENCH_PEERS": "2", "UDT_BENCH_MIB": "2"},
-        "1 connection, 2 GiB",
-    ),
-    (
-        "1000 connections x 2 MiB, 10 client endpoints",
-        {"UDT_BENCH_CONNS": "1000", "UDT_BENCH_PEERS": "10", "UDT_BENCH_MIB": "2"},
-        "1 connection, 2 GiB",
-    ),
+    thousand("1 client endpoint", 1),
+    thousand("1 client endpoint with 2 sockets", 1, {"UDT_BENCH_CLIENT_SOCKETS": "2"}),
+    thousand("2 client endpoints", 2),
+    thousand("10 client endpoints", 10),
     ("8 connections x 64 MiB, 1 socket", {"UDT_BENCH_CONNS": "8", "UDT_BENCH_MIB": "64"}, None),
     (
         "8 connections x 64 MiB, 2 sockets",

@@ -62,17 +62,8 @@ impl Attempt<usize> for Lending<'_> {
         if self.got > 0 {
             return Some(Ok(self.got));
         }
-        if g.read_shut {
-            return Some(Ok(0));
-        }
-        let Some(c) = g.phase.connection() else {
-            return Some(Err(error::not_connected()));
-        };
-        match c.read_to_vec(self.out, self.max) {
-            Ok(n) => Some(Ok(n)),
-            Err(ReadError::WouldBlock) => None,
-            Err(e) => Some(Err(error::read_error(e))),
-        }
+        let (out, max) = (&mut *self.out, self.max);
+        stream_read_attempt(g, |c| c.read_to_vec(out, max))
     }
 
     fn before_wait(&mut self, g: &mut ConnInner) {
@@ -86,6 +77,27 @@ impl Attempt<usize> for Lending<'_> {
                 Err(back) => *self.out = back,
             }
         }
+    }
+}
+
+/// One attempt of a stream read, `read` moving the bytes: the end of the
+/// stream after a local read shutdown, `NotConnected` without a
+/// connection, `None` while nothing is readable, and the connection's
+/// failures as I/O errors.
+pub(crate) fn stream_read_attempt(
+    g: &mut ConnInner,
+    read: impl FnOnce(&mut Connection) -> Result<usize, ReadError>,
+) -> Option<io::Result<usize>> {
+    if g.read_shut {
+        return Some(Ok(0));
+    }
+    let Some(c) = g.phase.connection() else {
+        return Some(Err(error::not_connected()));
+    };
+    match read(c) {
+        Ok(n) => Some(Ok(n)),
+        Err(ReadError::WouldBlock) => None,
+        Err(e) => Some(Err(error::read_error(e))),
     }
 }
 

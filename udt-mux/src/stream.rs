@@ -3,8 +3,9 @@
 
 use std::io::{self, Read, Write};
 
-use udt_core::{ReadError, WriteError};
+use udt_core::WriteError;
 
+use crate::app::stream_read_attempt;
 use crate::error;
 use crate::handle::UdtSocket;
 use crate::mode::StreamMode;
@@ -50,19 +51,7 @@ impl UdtSocket<StreamMode> {
         self.conn().blocking(
             |g| g.read_timeout,
             "read timed out",
-            |g, _now| {
-                if g.read_shut {
-                    return Some(Ok(0));
-                }
-                let Some(c) = g.phase.connection() else {
-                    return Some(Err(error::not_connected()));
-                };
-                match c.read(buf) {
-                    Ok(n) => Some(Ok(n)),
-                    Err(ReadError::WouldBlock) => None,
-                    Err(e) => Some(Err(error::read_error(e))),
-                }
-            },
+            |g, _now| stream_read_attempt(g, |c| c.read(buf)),
         )
     }
 

@@ -73,12 +73,7 @@ pub struct RateSample {
 impl RateSample {
     /// The delivery rate in packets per second (0 for an empty interval).
     pub fn delivery_rate(&self) -> f64 {
-        let secs = self.interval.as_secs_f64();
-        if secs > 0.0 {
-            self.delivered as f64 / secs
-        } else {
-            0.0
-        }
+        self.per_second(self.delivered)
     }
 
     /// The delivery rate counting no more than the sampled flight could
@@ -90,12 +85,19 @@ impl RateSample {
     /// the link on every sample, enough for a maximum filter to keep a
     /// queue growing (docs/congestion-control.md 7.2).
     pub fn flight_delivery_rate(&self) -> f64 {
-        let secs = self.interval.as_secs_f64();
-        if secs <= 0.0 {
-            return 0.0;
-        }
         let own = self.flight.saturating_sub(self.lost).max(1);
-        self.delivered.min(own) as f64 / secs
+        self.per_second(self.delivered.min(own))
+    }
+
+    /// `packets` over the sample's interval, per second (0 for an empty
+    /// interval).
+    fn per_second(&self, packets: u64) -> f64 {
+        let secs = self.interval.as_secs_f64();
+        if secs > 0.0 {
+            packets as f64 / secs
+        } else {
+            0.0
+        }
     }
 }
 

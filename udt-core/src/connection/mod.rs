@@ -733,12 +733,9 @@ impl Connection {
     /// input.
     ///
     /// # Errors
-    /// Gives `buf` back unchanged on a message connection or when a buffer
-    /// is already lent.
+    /// Gives `buf` back unchanged on a message connection (whose receive
+    /// buffer assembles messages) or when a buffer is already lent.
     pub fn lend_read_sink(&mut self, buf: Vec<u8>, room: usize) -> Result<(), Vec<u8>> {
-        if self.socket_type != SocketType::Stream {
-            return Err(buf);
-        }
         self.receiver.lend_sink(buf, room)
     }
 

@@ -285,22 +285,18 @@ impl RecvBuffer {
     /// only, the next packet expected (`off` 0) with nothing buffered or
     /// dropped ahead, and room left. Returns whether it did.
     fn deliver_direct(&mut self, off: i32, payload: &[u8]) -> bool {
-        let cut = &payload[..payload.len().min(self.pool.payload_size())];
-        let room = match &self.sink {
-            Some(s) => s.limit.saturating_sub(s.buf.len()),
-            None => return false,
-        };
-        if self.messages
-            || off != 0
-            || self.contig != self.base
-            || self.pending_drop.is_some()
-            || cut.len() > room
-        {
+        // (Only a stream-only buffer ever has a sink: `lend_sink`.)
+        if off != 0 || self.contig != self.base || self.pending_drop.is_some() {
             return false;
         }
-        if let Some(sink) = self.sink.as_mut() {
-            sink.buf.extend_from_slice(cut);
+        let cut = &payload[..payload.len().min(self.pool.payload_size())];
+        let Some(sink) = self.sink.as_mut() else {
+            return false;
+        };
+        if cut.len() > sink.limit.saturating_sub(sink.buf.len()) {
+            return false;
         }
+        sink.buf.extend_from_slice(cut);
         self.direct_bytes += cut.len() as u64;
         // The packet's slot (empty, since `contig` is at `base`) is passed
         // as if it had been stored and read.

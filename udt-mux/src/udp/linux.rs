@@ -442,9 +442,9 @@ pub(super) fn recv_batch(
         let hdr = &sys.hdrs[i];
         lens[i] = hdr.msg_len as usize;
         truncated[i] = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        // Without GRO the kernel attaches no segment size: 0.
         (segments[i], stamps[i]) = if with_control {
-            let (segment, stamp) = control_of(&hdr.msg_hdr);
-            (if gro { segment } else { 0 }, stamp)
+            control_of(&hdr.msg_hdr)
         } else {
             (0, None)
         };

@@ -98,16 +98,10 @@ impl UdpPort {
         // Buffer sizes are a request: the kernel silently caps them at
         // net.core.{w,r}mem_max, so read back what we got and say so.
         if let Some(size) = cfg.udp_send_buffer {
-            if let Err(e) = socket.set_send_buffer_size(size) {
-                log::warn!("SO_SNDBUF {size} refused: {e}");
-            }
-            force_past_cap(&socket, BufferSide::Send, size);
+            request_buffer(&socket, BufferSide::Send, size);
         }
         if let Some(size) = cfg.udp_recv_buffer {
-            if let Err(e) = socket.set_recv_buffer_size(size) {
-                log::warn!("SO_RCVBUF {size} refused: {e}");
-            }
-            force_past_cap(&socket, BufferSide::Receive, size);
+            request_buffer(&socket, BufferSide::Receive, size);
         }
         socket.bind(&SockAddr::from(addr))?;
         let local = socket
@@ -190,10 +184,7 @@ impl UdpPort {
             return;
         }
         *asked_guard = size;
-        if let Err(e) = self.socket.set_recv_buffer_size(size) {
-            log::warn!("SO_RCVBUF {size} refused on {}: {e}", self.local);
-        }
-        force_past_cap(&self.socket, BufferSide::Receive, size);
+        request_buffer(&self.socket, BufferSide::Receive, size);
         let granted = self.socket.recv_buffer_size().unwrap_or(0);
         self.recv_buffer.store(granted, Ordering::Relaxed);
         log::debug!(
@@ -250,6 +241,20 @@ impl UdpPort {
 enum BufferSide {
     Send,
     Receive,
+}
+
+/// Asks for a kernel buffer of `size` bytes on `side`, past the sysctl cap
+/// where the process may ([`force_past_cap`]); a refusal is logged and the
+/// kernel's size kept (the caller reads back what it granted).
+fn request_buffer(socket: &Socket, side: BufferSide, size: usize) {
+    let asked = match side {
+        BufferSide::Send => socket.set_send_buffer_size(size),
+        BufferSide::Receive => socket.set_recv_buffer_size(size),
+    };
+    if let Err(e) = asked {
+        log::warn!("{side:?} buffer of {size} B refused: {e}");
+    }
+    force_past_cap(socket, side, size);
 }
 
 /// When the kernel capped a buffer below `asked` (at
