@@ -248,18 +248,26 @@ fn send_limits_account_each_state() {
     assert!((shares[0] - 0.5).abs() < 1e-9);
 }
 
-#[test]
-fn the_time_before_a_write_is_the_applications() {
-    // As above, but nothing observes the time before the write: `write`
-    // takes no time, and the 10 ms before it were spent waiting for the
-    // application, not for the driver (which the state after the write,
-    // data waiting and its slot passed, would claim).
+/// A native-controller connection into a flow window of 4 with ten
+/// packets written at 0 ms, driven at 10 ms: the window's four leave.
+/// Returns the script and the data written.
+fn window_of_four_filled_at_10_ms() -> (Script, Vec<u8>) {
     let config = Config::default().with_congestion(crate::cc::CcAlgorithm::Udt);
     let mut s = Script::with_peer_window(config, 4);
     let data = vec![0x5Au8; FULL * 10];
     assert_eq!(s.conn.write(&data), Ok(data.len()));
     let sent = drive(&mut s, ms(10), ms(11));
     assert_eq!(sent.len(), 4, "{sent:?}");
+    (s, data)
+}
+
+#[test]
+fn the_time_before_a_write_is_the_applications() {
+    // As above, but nothing observes the time before the write: `write`
+    // takes no time, and the 10 ms before it were spent waiting for the
+    // application, not for the driver (which the state after the write,
+    // data waiting and its slot passed, would claim).
+    let (s, _) = window_of_four_filled_at_10_ms();
     let limits = s.conn.stats().send_limits;
     assert_eq!(limits.app, ms(10), "{limits:?}");
     assert!(limits.driver <= ms(1), "{limits:?}");
@@ -272,12 +280,7 @@ fn a_write_while_the_window_is_full_leaves_the_time_to_the_window() {
     // next observation was the window's, not the application's. Counting
     // it as the application's showed 2-5 % "app" in every second of real
     // S4 transfers whose writer never let the buffer run dry.
-    let config = Config::default().with_congestion(crate::cc::CcAlgorithm::Udt);
-    let mut s = Script::with_peer_window(config, 4);
-    let data = vec![0x5Au8; FULL * 10];
-    assert_eq!(s.conn.write(&data), Ok(data.len()));
-    let sent = drive(&mut s, ms(10), ms(11));
-    assert_eq!(sent.len(), 4, "{sent:?}");
+    let (mut s, data) = window_of_four_filled_at_10_ms();
     assert_eq!(s.conn.write(&data), Ok(data.len()));
     s.conn.handle_timeout(s.t0 + ms(20));
     let limits = s.conn.stats().send_limits;
