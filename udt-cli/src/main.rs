@@ -82,6 +82,11 @@ struct NetArgs {
     /// controller) [default: bbr].
     #[arg(long, value_name = "CC", value_parser = parse_cc, env = "UDT_CC", help_heading = "Transport")]
     cc: Option<udt_core::cc::CcAlgorithm>,
+    /// UDP sockets on this side's port (SO_REUSEPORT), each with its own
+    /// receive and send thread: a server of many connections uses that
+    /// many cores; a connection stays on one socket [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=udt_mux::MAX_SOCKETS as i64), env = "UDT_SOCKETS", help_heading = "Transport")]
+    sockets: Option<u32>,
 }
 
 /// Parses `--cc`.
@@ -127,6 +132,7 @@ fn net_options(net: &NetArgs, out: Option<&OutArgs>) -> NetOptions {
         connect_timeout: out.and_then(|o| o.connect.connect_timeout),
         linger: None,
         security: udt_mux::Security::Plain,
+        sockets: net.sockets.map(|n| n as usize),
     }
 }
 
@@ -395,7 +401,7 @@ measures the encrypted transport.")]
         #[arg(short = 'i', long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "1")]
         interval: Duration,
         /// Connections in parallel.
-        #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=128))]
+        #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(udt_cli::cmd::bench::MAX_PARALLEL)))]
         parallel: u32,
         /// Message mode with messages of SIZE bytes, echoed for latency.
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]

@@ -364,6 +364,54 @@ fn listen_and_connect_pipe_100_mib() {
     let _ = fs::remove_dir_all(&base);
 }
 
+/// UDP sockets bound to `port` on 127.0.0.1, from the kernel's table.
+fn udp_sockets_on(port: u16) -> usize {
+    let table = fs::read_to_string("/proc/net/udp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
+        .count()
+}
+
+/// `--sockets 3`: the listening port is three UDP sockets (each with its
+/// own threads), and a transfer through it arrives whole.
+#[test]
+fn listen_with_several_sockets_on_one_port() {
+    let base = scratch("sockets");
+    let output = base.join("out.bin");
+    let mut listen = udt();
+    listen
+        .args(["listen", "--sockets", "3", "127.0.0.1:0"])
+        .stdout(fs::File::create(&output).unwrap());
+    let mut listen = Proc::spawn("listen-sockets", listen);
+    let addr = listen.listening_addr(Duration::from_secs(20));
+    assert_eq!(udp_sockets_on(addr.port()), 3, "sockets on {addr}");
+    let mut connect = udt();
+    connect
+        .args(["connect", "--sockets", "2"])
+        .arg(addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut connect = Proc::spawn("connect-sockets", connect);
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    connect
+        .child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&data)
+        .unwrap();
+    assert_eq!(connect.code(T), 0, "{}", connect.stderr());
+    assert_eq!(listen.code(T), 0, "{}", listen.stderr());
+    assert!(
+        fs::read(&output).unwrap() == data,
+        "the transfer arrived altered"
+    );
+    let _ = fs::remove_dir_all(&base);
+}
+
 /// Message mode: each line of stdin is one message, printed as it comes.
 #[test]
 fn listen_and_connect_in_message_mode() {
@@ -474,6 +522,85 @@ fn bench_client_and_server() {
     assert!(
         lat["p50_us"].as_u64().unwrap() <= lat["p99_us"].as_u64().unwrap(),
         "{j}"
+    );
+}
+
+/// `udt bench -P 128`, the most the client takes, against a default
+/// server: every connection is served (the server used to admit 64 at
+/// once, so any `-P` above 64 was refused part-way).
+#[test]
+fn bench_serves_the_most_parallel_connections_a_client_may_ask_for() {
+    let _heavy = heavy();
+    let mut server = udt();
+    server
+        .args(["bench", "--server", "127.0.0.1:0", "--once"])
+        .stdout(Stdio::null());
+    let mut server = Proc::spawn("bench-server-128", server);
+    let addr = server.listening_addr(Duration::from_secs(20));
+    let mut client = udt();
+    client
+        .args(["bench", "--json", "--seconds", "1", "--parallel", "128"])
+        .arg(addr.to_string())
+        .stdout(Stdio::piped());
+    let mut client = Proc::spawn("bench-client-128", client);
+    assert_eq!(client.code(T), 0, "{}", client.stderr());
+    assert_eq!(server.code(T), 0, "{}", server.stderr());
+    let j = json_of(&mut client);
+    assert_eq!(j["parallel"], 128, "{j}");
+    assert_eq!(j["sent_bytes"], j["received_bytes"], "{j}");
+}
+
+/// `udt bench` interval lines count bytes delivered, not bytes queued: at
+/// 40 Mbit/s no half second shows more than the cap allows, although the
+/// first write fills megabytes of send buffer at once (counted as sent, the
+/// first interval read hundreds of Mbit/s and the last ones too little).
+#[test]
+fn bench_intervals_count_delivered_bytes() {
+    let _heavy = heavy();
+    let mut server = udt();
+    server
+        .args(["bench", "--server", "127.0.0.1:0", "--once"])
+        .stdout(Stdio::null());
+    let mut server = Proc::spawn("bench-server-rate", server);
+    let addr = server.listening_addr(Duration::from_secs(20));
+    let mut client = udt();
+    client
+        .args([
+            "bench",
+            "--json",
+            "--seconds",
+            "3",
+            "-i",
+            "0.5",
+            "-b",
+            "40M",
+        ])
+        .arg(addr.to_string())
+        .stdout(Stdio::piped());
+    let mut client = Proc::spawn("bench-client-rate", client);
+    assert_eq!(client.code(T), 0, "{}", client.stderr());
+    assert_eq!(server.code(T), 0, "{}", server.stderr());
+    let j = json_of(&mut client);
+    let intervals = j["intervals"].as_array().unwrap();
+    assert!(intervals.len() >= 4, "{j}");
+    let mut counted = 0;
+    for iv in intervals {
+        let mbps = iv["mbps"].as_f64().unwrap();
+        assert!(
+            mbps <= 60.0,
+            "an interval above the 40 Mbit/s cap: {iv} in {j}"
+        );
+        counted += iv["bytes"].as_u64().unwrap();
+    }
+    let received = j["received_bytes"].as_u64().unwrap();
+    assert!(
+        counted <= received,
+        "intervals count more than arrived: {j}"
+    );
+    // 3 s at 40 Mbit/s is 15 MB; the intervals must see most of it.
+    assert!(
+        counted >= 10_000_000,
+        "intervals missed delivered bytes: {j}"
     );
 }
 

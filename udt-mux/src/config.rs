@@ -12,8 +12,8 @@ const IP_UDP_HEADERS: u32 = 28;
 
 /// The most datagrams one `sendmmsg` call takes (Linux `UIO_MAXIOV`).
 const MAX_BATCH: usize = 1024;
-/// Sockets one endpoint may bind to its port.
-const MAX_SOCKETS: usize = 64;
+/// The most sockets one endpoint binds to its port ([`EndpointConfig::sockets`]).
+pub const MAX_SOCKETS: usize = 64;
 
 /// The smallest datagram slot: the smallest legal UDT packet.
 const MIN_DATAGRAM: usize = 64;

@@ -149,7 +149,7 @@ mod stream;
 mod udp;
 mod watch;
 
-pub use config::EndpointConfig;
+pub use config::{EndpointConfig, MAX_SOCKETS};
 pub use counters::EndpointStats;
 pub use endpoint::Endpoint;
 pub use error::{ConnectError, ListenError};

@@ -61,10 +61,20 @@ type Outcome = Result<(ServerReport, LinkStats, Option<Histogram<u64>>, Duration
 
 /// Shared per-connection counters the reporter samples.
 struct Shared {
-    /// Bytes written, per stream.
+    /// Bytes written (stream mode) or read (reverse), per stream.
     streams: Vec<AtomicU64>,
     stop: AtomicBool,
-    links: Mutex<Vec<Box<dyn Fn() -> LinkStats + Send>>>,
+    /// One probe per connection, for the link counters.
+    links: Mutex<Vec<Probe>>,
+}
+
+/// What the reporter asks of one connection once per interval.
+struct Probe {
+    /// The stream whose bytes [`Shared::streams`] counts.
+    index: usize,
+    /// Its link counters, and the bytes written to it that its peer has
+    /// not acknowledged yet (`None`: count every written byte).
+    sample: Box<dyn Fn() -> (LinkStats, Option<u64>) + Send>,
 }
 
 impl Shared {
@@ -298,7 +308,8 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
 }
 
 /// Samples the shared counters once a second until `deadline` (or a
-/// failure stops the test), printing each interval as it ends.
+/// failure stops the test), printing each interval as it ends: the bytes
+/// delivered in it (written and acknowledged, or read with `-R`).
 fn sample_intervals(
     shared: &Shared,
     start: Instant,
@@ -315,18 +326,26 @@ fn sample_intervals(
         let next = (tick + every).min(deadline);
         sleep_until(next, &shared.stop);
         let now = Instant::now();
-        let streams = shared.per_stream();
+        let samples: Vec<(usize, LinkStats, Option<u64>)> = shared
+            .links
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .map(|p| {
+                        let (stats, queued) = (p.sample)();
+                        (p.index, stats, queued)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let streams = delivered(shared.per_stream(), &samples, &last);
         let moved: Vec<u64> = streams
             .iter()
             .zip(&last)
             .map(|(now, before)| now - before)
             .collect();
         let bytes: u64 = moved.iter().sum();
-        let links: Vec<LinkStats> = shared
-            .links
-            .lock()
-            .map(|l| l.iter().map(|f| f()).collect())
-            .unwrap_or_default();
+        let links: Vec<LinkStats> = samples.into_iter().map(|(_, l, _)| l).collect();
         let rtt = mean(links.iter().filter_map(|l| l.rtt_ms));
         let retr_total: Option<u64> = links.iter().map(|l| l.packets_retransmitted).sum();
         let retr = retr_total.map(|t| t.saturating_sub(last_retr));
@@ -346,6 +365,27 @@ fn sample_intervals(
         tick = now;
     }
     intervals
+}
+
+/// Bytes delivered per stream: `written` minus what each stream's peer has
+/// not acknowledged yet (`samples`), never less than an earlier interval
+/// counted (`last`: the two counters are read moments apart). Counting
+/// writes alone put a whole send buffer (12 MB per UDT connection) into
+/// the first interval and left the last ones short.
+fn delivered(
+    mut written: Vec<u64>,
+    samples: &[(usize, LinkStats, Option<u64>)],
+    last: &[u64],
+) -> Vec<u64> {
+    for (index, _, queued) in samples {
+        if let (Some(w), Some(q)) = (written.get_mut(*index), queued) {
+            *w = w.saturating_sub(*q);
+        }
+    }
+    for (w, before) in written.iter_mut().zip(last) {
+        *w = (*w).max(*before);
+    }
+    written
 }
 
 /// Adds `h` into the accumulated histogram `acc`.
@@ -368,9 +408,17 @@ fn open_stream(
 ) -> Result<Conn, CliError> {
     let mut conn = Conn::connect(&args.target, &args.net)
         .map_err(|e| CliError::io(&format!("cannot connect to {}", args.target), e))?;
+    let reverse = args.reverse;
     if let Ok(probe) = conn.try_clone() {
         if let Ok(mut links) = shared.links.lock() {
-            links.push(Box::new(move || probe.stats()));
+            links.push(Probe {
+                index: index as usize,
+                sample: Box::new(move || {
+                    // Only a sender has bytes in flight to subtract.
+                    let queued = (!reverse).then(|| probe.unacknowledged_bytes());
+                    (probe.stats(), queued)
+                }),
+            });
         }
     }
     let header = Header {
@@ -462,7 +510,7 @@ fn open_messages(
         .ok_or_else(|| CliError::new(exit::NETWORK, "the control connection has no peer"))?;
     let data_target = SocketAddr::new(host.ip(), port).to_string();
     let mut sockets = Vec::new();
-    for _ in 0..args.parallel {
+    for i in 0..args.parallel as usize {
         let sock = net::connect_messages(&data_target, &args.net).map_err(|e| {
             CliError::io(
                 &format!("cannot connect the message socket to {data_target}"),
@@ -471,7 +519,10 @@ fn open_messages(
         })?;
         if let Ok(probe) = sock.try_clone() {
             if let Ok(mut links) = shared.links.lock() {
-                links.push(Box::new(move || net::message_stats(&probe)));
+                links.push(Probe {
+                    index: i,
+                    sample: Box::new(move || (net::message_stats(&probe), None)),
+                });
             }
         }
         sockets.push(sock);

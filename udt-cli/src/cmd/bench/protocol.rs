@@ -22,6 +22,11 @@ const FLAG_MSG: u8 = 1;
 const FLAG_REVERSE: u8 = 2;
 /// Longest acknowledgement line accepted.
 const MAX_ACK: usize = 4096;
+
+/// Most connections one test may use (`udt bench -P`). The server admits
+/// twice as many at once ([`super::server`]), so a whole test of this
+/// size fits beside the leftovers of one that just ended.
+pub const MAX_PARALLEL: u32 = 128;
 /// Bytes of an encoded [`Header`].
 pub(super) const HEADER_LEN: usize = 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8;
 /// Largest stream-mode chunk the server accepts.
@@ -103,7 +108,7 @@ impl Header {
             msg_size: u32_at(22),
             test_id: u64::from_be_bytes(id),
         };
-        if h.parallel == 0 || h.parallel > 128 || h.index >= h.parallel {
+        if h.parallel == 0 || h.parallel > MAX_PARALLEL || h.index >= h.parallel {
             return Err("bad parallel count".into());
         }
         if h.msg && h.reverse {
