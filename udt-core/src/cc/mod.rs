@@ -115,6 +115,15 @@ pub trait CongestionControl: Send + fmt::Debug {
     fn pacing_rate(&self) -> Option<f64> {
         None
     }
+    /// Packets the pacer may send back to back before it waits a period
+    /// for each of them (the BBR draft's send quantum). More than one
+    /// halves, or better, the times a driver visits a slow connection:
+    /// with a thousand connections of a few hundred packets per second
+    /// each, every visit costs the cache misses of a connection for one
+    /// packet. UDT4's controllers pace packet by packet: 1, the default.
+    fn send_quantum(&self) -> u32 {
+        1
+    }
     /// The congestion window in packets (UDT4 `m_dCWndSize`).
     fn congestion_window(&self) -> f64;
     /// What [`congestion_window`](Self::congestion_window) counts; UDT4's

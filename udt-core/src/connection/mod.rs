@@ -957,8 +957,12 @@ impl Connection {
         // A period over a second would starve the EXP and keep-alive logic.
         period_us = period_us.min(1e6);
         let period = Duration::from_nanos((period_us * 1000.0) as u64);
-        self.sender
-            .set_pacing(period, self.cc.congestion_window(), self.cc.window_basis());
+        self.sender.set_pacing(
+            period,
+            self.cc.send_quantum(),
+            self.cc.congestion_window(),
+            self.cc.window_basis(),
+        );
     }
 
     fn enter_closed(&mut self, now: Instant, reason: ConnectionError) {

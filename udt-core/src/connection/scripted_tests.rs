@@ -926,3 +926,46 @@ pub(super) fn light_ack_in(ack: SeqNumber) -> Vec<u8> {
     .encode(&mut d);
     d
 }
+
+/// The model-based controller's send quantum: packets leave two per pacing
+/// slot, and the slot then moves two periods on, so the rate is the
+/// period's. (The packet pair 16n, 16n+1 still leaves back to back, so its
+/// slot carries three.)
+#[test]
+fn bbr_sends_two_packets_per_pacing_slot() {
+    let mut s = Script::new(Config::default());
+    let data = vec![0x33u8; FULL * 16];
+    assert_eq!(s.conn.write(&data), Ok(data.len()));
+    let mut groups: Vec<(Duration, usize)> = Vec::new();
+    let mut at = ms(0);
+    while at < ms(5) {
+        let now = s.t0 + at;
+        s.conn.handle_timeout(now);
+        while let Some(t) = s.conn.poll_transmit(now, &mut s.buf) {
+            if t.kind == TransmitKind::Control {
+                continue;
+            }
+            match groups.last_mut() {
+                Some((when, n)) if *when == at => *n += 1,
+                _ => groups.push((at, 1)),
+            }
+        }
+        at += us(5);
+    }
+    let sizes: Vec<usize> = groups.iter().map(|g| g.1).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 16, "{groups:?}");
+    // Pairs, but for the slot of the packet pair (16n, 16n+1 and one
+    // more) and a last one left alone.
+    let body = &sizes[..sizes.len() - 1];
+    assert!(body.iter().all(|&n| n == 2 || n == 3), "{groups:?}");
+    assert!(body.iter().filter(|&&n| n == 3).count() <= 1, "{groups:?}");
+    // Two periods between slots (the poll's 5 µs granularity aside).
+    let period = s.conn.stats().send_period;
+    for w in groups.windows(2).skip(1) {
+        let gap = w[1].0 - w[0].0;
+        assert!(
+            gap + us(5) >= 2 * period && gap <= 2 * period + us(5),
+            "gap {gap:?}, period {period:?}: {groups:?}"
+        );
+    }
+}

@@ -48,6 +48,11 @@ pub(super) struct Sender {
     sacked: u32,
     /// Inter-packet period from the controller (after the bandwidth cap).
     period: Duration,
+    /// Packets that may leave back to back per pacing slot (the
+    /// controller's [`send_quantum`](crate::cc::CongestionControl::send_quantum)).
+    quantum: u32,
+    /// Packets sent since the slot last advanced.
+    burst: u32,
     /// When the next data packet may leave.
     next_slot: Instant,
     /// The first data packet is held back until the peer is heard from or
@@ -216,6 +221,8 @@ impl Sender {
             sacked: 0,
             period: Duration::from_micros(1),
             next_slot: now,
+            quantum: 1,
+            burst: 0,
             first_data_hold: false,
             rates: RateSmoother::new(),
             behind: None,
@@ -427,9 +434,16 @@ impl Sender {
 
     // ----- pacing -----
 
-    /// Installs the controller's period and window.
-    pub(super) fn set_pacing(&mut self, period: Duration, cwnd: f64, basis: WindowBasis) {
+    /// Installs the controller's period, send quantum and window.
+    pub(super) fn set_pacing(
+        &mut self,
+        period: Duration,
+        quantum: u32,
+        cwnd: f64,
+        basis: WindowBasis,
+    ) {
         self.period = period;
+        self.quantum = quantum.max(1);
         self.cwnd = cwnd;
         self.window_basis = basis;
     }
@@ -448,9 +462,15 @@ impl Sender {
         }
     }
 
-    /// Moves the pacing slot past the packet just sent.
+    /// Moves the pacing slot past the packet just sent, once a quantum of
+    /// packets has used it: then by a period per packet of the quantum, so
+    /// the average rate is the period's.
     fn advance_slot(&mut self, now: Instant) {
-        let next = self.next_slot + self.period;
+        self.burst += 1;
+        if self.burst < self.quantum {
+            return;
+        }
+        let next = self.next_slot + self.period * std::mem::take(&mut self.burst);
         let floor = now.checked_sub(BURST_CREDIT).unwrap_or(now);
         self.next_slot = next.max(floor);
     }

@@ -776,3 +776,19 @@ fn probe_bw_drains_until_the_flight_is_down_to_the_bdp() {
     let n = samples_until_phase(&mut cc, &mut path, queued, 2, 100);
     assert!((14..=17).contains(&n), "drained for {n} x 10 ms");
 }
+
+#[test]
+fn the_send_quantum_is_two_packets_from_the_drafts_1_2_mbit_s() {
+    let mut cc = BbrCc::new(BbrProfile::Fair);
+    cc.pacing_rate = PAIRED_QUANTUM_RATE / 2.0;
+    assert_eq!(cc.send_quantum(), 1);
+    cc.pacing_rate = PAIRED_QUANTUM_RATE;
+    assert_eq!(cc.send_quantum(), 2);
+    cc.pacing_rate = 1e6;
+    assert_eq!(cc.send_quantum(), SEND_QUANTUM);
+    // UDT4's controller paces packet by packet.
+    assert_eq!(
+        crate::cc::CcAlgorithm::Udt.factory().build().send_quantum(),
+        1
+    );
+}
