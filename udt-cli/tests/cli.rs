@@ -467,24 +467,31 @@ fn demo_runs_to_completion() {
     let _ = fs::remove_dir_all(&base);
 }
 
-#[test]
-fn bench_client_and_server() {
-    let _heavy = heavy();
+/// Runs `udt bench` with `client_args` against a `udt bench --server
+/// --once` of its own; both must exit 0. Returns the client's JSON.
+fn bench_once(name: &str, client_args: &[&str]) -> serde_json::Value {
     let mut server = udt();
     server
         .args(["bench", "--server", "127.0.0.1:0", "--once"])
         .stdout(Stdio::null());
-    let mut server = Proc::spawn("bench-server", server);
+    let mut server = Proc::spawn(&format!("{name}-server"), server);
     let addr = server.listening_addr(Duration::from_secs(20));
     let mut client = udt();
     client
-        .args(["bench", "--json", "--seconds", "2", "--parallel", "2"])
+        .args(["bench", "--json"])
+        .args(client_args)
         .arg(addr.to_string())
         .stdout(Stdio::piped());
-    let mut client = Proc::spawn("bench-client", client);
+    let mut client = Proc::spawn(&format!("{name}-client"), client);
     assert_eq!(client.code(T), 0, "{}", client.stderr());
     assert_eq!(server.code(T), 0, "{}", server.stderr());
-    let j = json_of(&mut client);
+    json_of(&mut client)
+}
+
+#[test]
+fn bench_client_and_server() {
+    let _heavy = heavy();
+    let j = bench_once("bench", &["--seconds", "2", "--parallel", "2"]);
     assert_eq!(j["sent_bytes"], j["received_bytes"], "{j}");
     assert!(j["received_mbps"].as_f64().unwrap() > 1.0, "{j}");
     assert!(j["intervals"].as_array().unwrap().len() >= 2, "{j}");
@@ -493,30 +500,10 @@ fn bench_client_and_server() {
     assert_eq!(j["encrypted"], false, "bench is plain by default: {j}");
 
     // Message mode with the latency histogram.
-    let mut server = udt();
-    server
-        .args(["bench", "--server", "127.0.0.1:0", "--once"])
-        .stdout(Stdio::null());
-    let mut server = Proc::spawn("bench-server-msg", server);
-    let addr = server.listening_addr(Duration::from_secs(20));
-    let mut client = udt();
-    client
-        .args([
-            "bench",
-            "--json",
-            "--seconds",
-            "1",
-            "--msg",
-            "1K",
-            "--rate",
-            "2000",
-        ])
-        .arg(addr.to_string())
-        .stdout(Stdio::piped());
-    let mut client = Proc::spawn("bench-client-msg", client);
-    assert_eq!(client.code(T), 0, "{}", client.stderr());
-    assert_eq!(server.code(T), 0, "{}", server.stderr());
-    let j = json_of(&mut client);
+    let j = bench_once(
+        "bench-msg",
+        &["--seconds", "1", "--msg", "1K", "--rate", "2000"],
+    );
     let lat = &j["latency"];
     assert!(lat["count"].as_u64().unwrap() > 500, "{j}");
     assert!(
@@ -531,21 +518,7 @@ fn bench_client_and_server() {
 #[test]
 fn bench_serves_the_most_parallel_connections_a_client_may_ask_for() {
     let _heavy = heavy();
-    let mut server = udt();
-    server
-        .args(["bench", "--server", "127.0.0.1:0", "--once"])
-        .stdout(Stdio::null());
-    let mut server = Proc::spawn("bench-server-128", server);
-    let addr = server.listening_addr(Duration::from_secs(20));
-    let mut client = udt();
-    client
-        .args(["bench", "--json", "--seconds", "1", "--parallel", "128"])
-        .arg(addr.to_string())
-        .stdout(Stdio::piped());
-    let mut client = Proc::spawn("bench-client-128", client);
-    assert_eq!(client.code(T), 0, "{}", client.stderr());
-    assert_eq!(server.code(T), 0, "{}", server.stderr());
-    let j = json_of(&mut client);
+    let j = bench_once("bench-128", &["--seconds", "1", "--parallel", "128"]);
     assert_eq!(j["parallel"], 128, "{j}");
     assert_eq!(j["sent_bytes"], j["received_bytes"], "{j}");
 }
@@ -557,30 +530,7 @@ fn bench_serves_the_most_parallel_connections_a_client_may_ask_for() {
 #[test]
 fn bench_intervals_count_delivered_bytes() {
     let _heavy = heavy();
-    let mut server = udt();
-    server
-        .args(["bench", "--server", "127.0.0.1:0", "--once"])
-        .stdout(Stdio::null());
-    let mut server = Proc::spawn("bench-server-rate", server);
-    let addr = server.listening_addr(Duration::from_secs(20));
-    let mut client = udt();
-    client
-        .args([
-            "bench",
-            "--json",
-            "--seconds",
-            "3",
-            "-i",
-            "0.5",
-            "-b",
-            "40M",
-        ])
-        .arg(addr.to_string())
-        .stdout(Stdio::piped());
-    let mut client = Proc::spawn("bench-client-rate", client);
-    assert_eq!(client.code(T), 0, "{}", client.stderr());
-    assert_eq!(server.code(T), 0, "{}", server.stderr());
-    let j = json_of(&mut client);
+    let j = bench_once("bench-rate", &["--seconds", "3", "-i", "0.5", "-b", "40M"]);
     let intervals = j["intervals"].as_array().unwrap();
     assert!(intervals.len() >= 4, "{j}");
     let mut counted = 0;
