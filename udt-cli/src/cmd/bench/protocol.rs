@@ -24,9 +24,10 @@ const FLAG_REVERSE: u8 = 2;
 const MAX_ACK: usize = 4096;
 
 /// Most connections one test may use (`udt bench -P`). The server admits
-/// twice as many at once ([`super::server`]), so a whole test of this
-/// size fits beside the leftovers of one that just ended.
+/// twice as many at once, so a whole test of this size fits beside the
+/// leftovers of one that just ended.
 pub const MAX_PARALLEL: u32 = 128;
+
 /// Bytes of an encoded [`Header`].
 pub(super) const HEADER_LEN: usize = 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8;
 /// Largest stream-mode chunk the server accepts.
