@@ -113,6 +113,12 @@ impl NetOptions {
     }
 }
 
+/// Connections that may wait to be accepted: a `udt bench -P 128` test
+/// opens all of its connections at once, and a busy server may accept them
+/// more slowly than their handshakes complete (at 64, the rest were
+/// refused).
+const LISTEN_BACKLOG: usize = 256;
+
 /// Link-level counters for the summaries; `None` where the transport
 /// cannot tell (TCP).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -588,7 +594,7 @@ impl Listener {
         match opts.transport {
             Transport::Udt => {
                 let ep = opts.bind_udt(addr).map_err(|e| bind_error(addr, e))?;
-                let l = ep.listen(64)?;
+                let l = ep.listen(LISTEN_BACKLOG)?;
                 Ok(Listener::Udt(ep, l))
             }
             Transport::Tcp => Ok(Listener::Tcp(
@@ -698,7 +704,7 @@ fn dual_stack_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_only_v6(false)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(128)?;
+    socket.listen(LISTEN_BACKLOG as i32)?;
     Ok(socket.into())
 }
 
@@ -855,6 +861,26 @@ mod tests {
                 c.finish().unwrap();
             }
         }
+    }
+
+    /// A whole `udt bench -P 128` connects before the server accepts
+    /// any: its listener holds them all (a backlog of 64 refused the rest).
+    #[test]
+    fn a_listener_holds_a_whole_bench_test_before_accepting() {
+        let opts = NetOptions::default();
+        let l = Listener::bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        let target = l.local_addr().to_string();
+        let n = crate::cmd::bench::MAX_PARALLEL as usize;
+        let conns: Vec<Conn> = (0..n)
+            .map(|i| {
+                Conn::connect(&target, &opts)
+                    .unwrap_or_else(|e| panic!("connection {i} of {n} refused: {e}"))
+            })
+            .collect();
+        for _ in 0..n {
+            l.accept().unwrap();
+        }
+        drop(conns);
     }
 
     #[test]
