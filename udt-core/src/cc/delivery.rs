@@ -441,7 +441,14 @@ impl DeliveryTracker {
             // Everything it covered was already proved delivered by NAKs.
             return None;
         }
-        Some(self.take_sample(now, newest))
+        // The first packet this ACK leaves outstanding, if it left once
+        // and nothing proved it delivered.
+        let first_left_waiting = self
+            .records
+            .front()
+            .filter(|r| r.flags & (SENT | RETRANSMITTED | DELIVERED) == SENT)
+            .map(|r| r.sent_ns);
+        Some(self.take_sample(now, newest, first_left_waiting))
     }
 
     /// A NAK arrived: `ranges` are missing at the receiver, and
@@ -532,12 +539,19 @@ impl DeliveryTracker {
         if newest.count == 0 {
             return None;
         }
-        Some(self.take_sample(now, newest))
+        Some(self.take_sample(now, newest, None))
     }
 
     /// Counts `newest.count` packets delivered at `now` and builds the
-    /// sample from the most recently sent of them.
-    fn take_sample(&mut self, now: Instant, newest: Newest) -> AckSample {
+    /// sample from the most recently sent of them. `first_left_waiting`:
+    /// the send time of the first packet an ACK left outstanding, if it is
+    /// a first transmission nothing proved delivered.
+    fn take_sample(
+        &mut self,
+        now: Instant,
+        newest: Newest,
+        first_left_waiting: Option<u64>,
+    ) -> AckSample {
         let now_ns = self.ns(now);
         self.delivered += u64::from(newest.count);
         self.delivered_ns = now_ns;
@@ -570,10 +584,21 @@ impl DeliveryTracker {
             self.min_rtt_ns = self.min_rtt_ns.min(ns.max(1));
         }
         // RFC 8985 §6.2 step 2: a retransmission acknowledged sooner than a
-        // round trip after it left was delivered as the original.
+        // round trip after it left was delivered as the original. A UDT
+        // ACK may also lag its packets by an ACK interval (10 ms), far more
+        // than a loopback or LAN round trip, so a later ACK can still be
+        // the original's: it is when the ACK stops at a packet that left
+        // before the retransmission and was never reported lost, which
+        // (the path delivers in order) would have arrived before it. Taken
+        // for the retransmission's, such an ACK made that packet look
+        // overtaken: presumed lost and resent, whose ACK then did the same
+        // to the next (1 376 resends, none lost, 64 connections on
+        // loopback).
         let trusted = newest.record.and_then(|r| {
-            let spurious =
-                r.flags & RETRANSMITTED != 0 && now_ns.saturating_sub(r.sent_ns) < self.min_rtt_ns;
+            let retransmitted = r.flags & RETRANSMITTED != 0;
+            let too_soon = now_ns.saturating_sub(r.sent_ns) < self.min_rtt_ns;
+            let overtook_an_earlier = first_left_waiting.is_some_and(|t| t < r.sent_ns);
+            let spurious = retransmitted && (too_soon || overtook_an_earlier);
             (!spurious).then_some(r.sent_ns)
         });
         if let Some(sent) = trusted.or(newest.clean_sent_ns) {
@@ -898,6 +923,32 @@ mod tests {
         d.on_ack(ms(t0, 61), seq(3)).expect("news");
         assert_eq!(d.newest_delivered_sent(), Some(ms(t0, 40)));
         assert_eq!(d.min_rtt(), Some(Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn an_ack_that_stops_before_a_retransmission_is_the_originals() {
+        // A 1 ms path whose ACKs lag by up to 10 ms: 1 is resent at 20 ms
+        // although it only waited for an ACK. The ACK at 25 ms covers 1 and
+        // 2 but not 3, which left before the resend: had the resend
+        // arrived, so had 3. The ACK was the original's, so the newest
+        // delivered send time stays at 2's, not the resend's.
+        let t0 = epoch();
+        let mut d = DeliveryTracker::new(seq(0), t0);
+        for n in 0..4 {
+            d.on_sent(ms(t0, u64::from(n)), seq(n), n + 1, n + 1);
+        }
+        d.on_ack(ms(t0, 1) + Duration::from_micros(500), seq(1))
+            .expect("news");
+        assert_eq!(d.newest_delivered_sent(), Some(ms(t0, 0)));
+        d.on_sent(ms(t0, 20), seq(1), 3, 3);
+        d.on_ack(ms(t0, 25), seq(3)).expect("news");
+        assert_eq!(d.newest_delivered_sent(), Some(ms(t0, 2)));
+        // Once the ACK covers everything sent before the resend, the resend
+        // may have arrived: it counts.
+        d.on_sent(ms(t0, 30), seq(3), 1, 1);
+        d.on_sent(ms(t0, 31), seq(4), 2, 2);
+        d.on_ack(ms(t0, 40), seq(4)).expect("news");
+        assert_eq!(d.newest_delivered_sent(), Some(ms(t0, 30)));
     }
 
     #[test]
