@@ -28,7 +28,8 @@
 //! receivers, non-blocking I/O) instead of one thread per connection and
 //! side, as a server holding a thousand connections would: aggregate MB/s, CPU
 //! seconds per GiB, Jain's fairness index over the connections' rates, and
-//! the port counters that show the batching.
+//! the port counters that show the batching. `RUST_LOG=udt_core=debug`
+//! logs each resend and why.
 
 use std::io::{Read, Write};
 use std::thread;
@@ -380,6 +381,8 @@ fn transfer_polled(
 }
 
 fn main() {
+    // RUST_LOG=udt_core=debug shows why packets were resent.
+    let _ = env_logger::try_init();
     let sockets: Vec<usize> = setting("UDT_BENCH_SOCKETS")
         .unwrap_or_else(|| "1,2".into())
         .split(',')
