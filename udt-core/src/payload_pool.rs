@@ -103,9 +103,11 @@ impl PayloadPool {
         let first = self.allocated;
         self.allocated += count;
         // Reserve for the whole pool now so that releasing never reallocates
-        // the free list on the per-packet path.
+        // the free list on the per-packet path; amortised, so a pool
+        // growing chunk by chunk to a new peak reallocates it a few times,
+        // not once per chunk.
         self.free
-            .reserve_exact((self.allocated as usize).saturating_sub(self.free.len()));
+            .reserve((self.allocated as usize).saturating_sub(self.free.len()));
         // Hand out `first`; keep the rest, lowest index on top of the stack.
         self.free.extend((first + 1..first + count).rev());
         Some(first)
