@@ -792,3 +792,34 @@ fn the_send_quantum_is_two_packets_from_the_drafts_1_2_mbit_s() {
         1
     );
 }
+
+#[test]
+fn a_first_sample_of_one_packet_does_not_stall_startup() {
+    // Real sockets into libudt0 (S3): the first ACK came right after the
+    // first packet arrived, so the first sample read 1 packet in 50 ms.
+    // Startup must still pace the initial window over the RTT it just
+    // measured, 2.77 x 16 packets per 50 ms, not 2.77 x 20 packets/s.
+    let path = Path::new(25_000.0, 50, 0.0);
+    let mut cc = started(BbrProfile::Fair, &path);
+    let c = CcContext {
+        delivered: 1,
+        ..path.ctx(15.0)
+    };
+    cc.on_ack_sample(&c, &sample(1, 0, 0, 50, 50));
+    assert_eq!(cc.bandwidth(), Some(20.0));
+    let floor = STARTUP_PACING_GAIN * INITIAL_CONGESTION_WINDOW / 0.050;
+    let rate = cc.pacing_rate().unwrap_or(0.0);
+    assert!(rate >= floor, "pacing {rate} below {floor}");
+    // The floor is Startup's only: the model still rules once it grows
+    // past it, and Startup never slows down.
+    let c = CcContext {
+        delivered: 1001,
+        ..path.ctx(1000.0)
+    };
+    cc.on_ack_sample(&c, &sample(1000, 0, 1, 50, 50));
+    let rate = cc.pacing_rate().unwrap_or(0.0);
+    assert!(
+        rate >= STARTUP_PACING_GAIN * 20_000.0 * 0.98,
+        "pacing {rate}"
+    );
+}
