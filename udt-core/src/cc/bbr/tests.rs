@@ -564,11 +564,11 @@ fn startup_ends_when_eight_rtt_samples_in_a_row_show_a_queue() {
 }
 
 #[test]
-fn startups_window_is_twice_the_bdp_under_random_loss() {
+fn startups_window_has_no_repair_allowance_under_random_loss() {
     // 1 % random loss through a queue of one BDP: the window that allows
     // for hole repairs once the pipe is full must not apply in Startup,
-    // where the window is twice the BDP already; on top of it the flight
-    // overflowed the queue by a BDP (simulator S3: 1 660 drops).
+    // whose window is its gain times the BDP already; on top of it the
+    // flight overflowed the queue by a BDP (simulator S3: 1 660 drops).
     let mut path = Path::new(10_000.0, 50, 0.01);
     let mut cc = started(BbrProfile::Fair, &path);
     let bdp = 10_000.0 * 0.050;
@@ -582,7 +582,12 @@ fn startups_window_is_twice_the_bdp_under_random_loss() {
     }
     assert!(path.lost > 0, "the path lost something");
     assert!(largest > 1.5 * bdp, "startup stopped early: {largest}");
-    assert!(largest <= 2.0 * bdp * 1.05, "window {largest}");
+    // The window may pass its target by one ACK's worth (here one sample
+    // per round trip); the repair allowance would add a whole BDP and more.
+    assert!(
+        largest < (STARTUP_CWND_GAIN + 0.5) * bdp,
+        "window {largest}"
+    );
 }
 
 #[test]
@@ -822,4 +827,54 @@ fn a_first_sample_of_one_packet_does_not_stall_startup() {
         rate >= STARTUP_PACING_GAIN * 20_000.0 * 0.98,
         "pacing {rate}"
     );
+}
+
+#[test]
+fn startup_doubles_its_window_although_the_samples_lag_the_flight() {
+    // UDT acknowledges every 10 ms: each round's flight comes back in ten
+    // ACKs, and their samples read the flight over a round trip plus the
+    // ACK delay (100 + 10 ms). Twice that BDP is 1.82 times the flight, so
+    // with the window at twice the BDP Startup grew 1.78x a round (the
+    // simulator's S4), not 2x.
+    let mut cc = BbrCc::new(BbrProfile::Fair);
+    let mut now = epoch();
+    cc.init(&ctx(now));
+    let mut delivered = 0u64;
+    for round in 0..8 {
+        let flight = cc.congestion_window().floor() as u64;
+        let round_start = delivered;
+        let per_ack = flight.div_ceil(10);
+        let mut acked = 0;
+        while acked < flight {
+            let n = per_ack.min(flight - acked);
+            acked += n;
+            delivered += n;
+            now += Duration::from_millis(10);
+            let sample = AckSample {
+                newly_acked: n as u32,
+                rate: Some(RateSample {
+                    delivered: flight,
+                    flight,
+                    interval: Duration::from_millis(110),
+                    prior_delivered: round_start,
+                    tx_in_flight: flight as u32,
+                    lost: 0,
+                    loss_events: 0,
+                    sent: flight,
+                    is_app_limited: false,
+                }),
+                rtt: Some(Duration::from_millis(100)),
+            };
+            let c = CcContext {
+                now,
+                in_flight: (flight - acked) as u32,
+                delivered,
+                ..ctx(now)
+            };
+            cc.on_ack_sample(&c, &sample);
+        }
+        assert_eq!(cc.mode_name(), "startup", "round {round}");
+        let grown = cc.congestion_window() / flight as f64;
+        assert!(grown >= 1.95, "round {round}: {flight} -> {grown:.2}x");
+    }
 }
