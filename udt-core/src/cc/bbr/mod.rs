@@ -80,16 +80,6 @@ const DRAIN_PACING_GAIN: f64 = 1.0 / STARTUP_PACING_GAIN;
 /// packets).
 const CWND_GAIN: f64 = 2.0;
 
-/// Startup's window as a multiple of the BDP found so far: its pacing
-/// gain, as BBRv1 uses its high gain for both. The bandwidth estimate lags
-/// the flight in Startup (a sample spans a round trip plus the receiver's
-/// ACK delay of up to 10 ms, and describes the previous round's flight),
-/// so twice the BDP it gives is less than twice what the pipe holds: with
-/// [`CWND_GAIN`] the window, not the pacing, bounded every round, and the
-/// simulator's S4 (500 Mbit/s, 100 ms) grew its flight 1.78x a round
-/// instead of 2x, twelve rounds to fill the pipe instead of ten.
-const STARTUP_CWND_GAIN: f64 = STARTUP_PACING_GAIN;
-
 /// The eight ProbeBw phases: probe up, drain the probe, cruise.
 const PROBE_BW_GAINS: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
 
@@ -324,7 +314,7 @@ impl BbrCc {
             probe_rtt_done: None,
             probe_rtt_round_done: false,
             pacing_gain: STARTUP_PACING_GAIN,
-            cwnd_gain: STARTUP_CWND_GAIN,
+            cwnd_gain: CWND_GAIN,
             pacing_rate: 0.0,
             cwnd: INITIAL_CONGESTION_WINDOW,
             timeouts_in_a_row: 0,
@@ -374,13 +364,32 @@ impl BbrCc {
     /// feedback loop, for the window and for the length of a probe phase.
     fn rtt(&self) -> Duration {
         let rtt = self.min_rtt.get().unwrap_or(self.srtt);
+        rtt.max(self.ack_interval())
+    }
+
+    /// The time between two ACKs at the model's bandwidth: a full ACK
+    /// every 10 ms, a light one every 64 packets.
+    fn ack_interval(&self) -> Duration {
         let bw = self.max_bw.get(self.bw_round).min(self.bw_lo);
-        let ack_interval = if bw > 0.0 {
+        if bw > 0.0 {
             SYN_INTERVAL.min(Duration::from_secs_f64(LIGHT_ACK_PACKETS / bw))
         } else {
             SYN_INTERVAL
-        };
-        rtt.max(ack_interval)
+        }
+    }
+
+    /// Startup's window: twice the flight the bandwidth found so far
+    /// stands for. A delivery-rate sample's interval spans the round trip
+    /// and the receiver's wait for its ACK timer, so the bandwidth reads
+    /// the flight over `rtt + ack_interval`, and twice its BDP (over the
+    /// round trip alone) is less than twice the flight: the window, not
+    /// the pacing, bounded each round, and the simulator's S4 (500 Mbit/s,
+    /// 100 ms, ACKs every 10 ms) grew 1.78x a round instead of 2x (twelve
+    /// rounds to fill the pipe instead of ten; the second did not grow).
+    /// BBR's answer is the window's allowance for aggregated ACKs
+    /// (`extra_acked`); a fixed ACK interval is UDT's whole aggregation.
+    fn startup_target(&self, bw: f64) -> f64 {
+        CWND_GAIN * bw * (self.rtt() + self.ack_interval()).as_secs_f64()
     }
 
     /// The bandwidth-delay product in packets at bandwidth `bw`.
@@ -454,7 +463,7 @@ impl BbrCc {
         } else {
             self.mode = Mode::Startup;
             self.pacing_gain = STARTUP_PACING_GAIN;
-            self.cwnd_gain = STARTUP_CWND_GAIN;
+            self.cwnd_gain = CWND_GAIN;
         }
     }
 
@@ -739,7 +748,8 @@ impl BbrCc {
         // converge to equal rates (as TCP Vegas flows do) instead of
         // keeping whatever shares they had.
         let mut target = match self.mode {
-            Mode::Startup | Mode::Drain => self.cwnd_gain * bdp,
+            Mode::Startup => self.startup_target(bw),
+            Mode::Drain => self.cwnd_gain * bdp,
             _ => self.pacing_gain.max(1.0) * bdp + self.ack_allowance(bw),
         };
         // UDT's ACK is cumulative, and a NAK proves only the packets sent
