@@ -152,8 +152,10 @@ fn with_a_retransmission(also_lost: &[u32]) -> (Script, Vec<Sent>) {
 
 /// [`with_a_retransmission`], driven from 20 ms only until `until`.
 fn with_a_retransmission_until(also_lost: &[u32], until: Duration) -> (Script, Vec<Sent>) {
-    let mut config = Config::default();
-    config.congestion = std::sync::Arc::new(TrickleFactory);
+    let config = Config {
+        congestion: std::sync::Arc::new(TrickleFactory),
+        ..Config::default()
+    };
     let mut s = Script::new(config);
     let data = vec![0x5Au8; FULL * 200];
     assert_eq!(s.conn.write(&data), Ok(data.len()));
