@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::scripted_tests::{ack_in, light_ack_in, ms, nak_in, Script, FULL, ISN};
 use super::*;
+use crate::cc::{AckSample, CcContext, CongestionControl, CongestionControlFactory, WindowBasis};
 use crate::seq::SeqNumber;
 
 /// One data packet that left: its number (from the ISN), when, and
@@ -74,17 +75,88 @@ fn sent_well_after_16(sent: &[Sent]) -> &Sent {
         .expect("a packet sent later")
 }
 
+/// A controller for these scripts: the first window of 16 packets at
+/// once, then after the first feedback one packet every [`Trickle::PERIOD`]
+/// (new data and retransmissions alike) within [`Trickle::WINDOW`] packets
+/// in flight.
+///
+/// The scripts need new data to leave at known times after a loss report
+/// (packets sent before and after a reordering window, an ACK interval
+/// after a proof), whatever a real controller's Startup does: its pacing
+/// after a first small sample decides how fast new packets follow, and a
+/// change to it (Startup's pacing floor, docs/congestion-control.md 7.1)
+/// made them all leave at once and then the window hold them, so that the
+/// scripts found none sent later. Loss detection does not depend on the
+/// controller.
+#[derive(Debug, Default)]
+struct Trickle {
+    heard: bool,
+}
+
+impl Trickle {
+    const PERIOD: Duration = Duration::from_micros(500);
+    const WINDOW: f64 = 1000.0;
+}
+
+impl CongestionControl for Trickle {
+    fn name(&self) -> &'static str {
+        "trickle"
+    }
+    fn init(&mut self, _ctx: &CcContext) {}
+    fn on_ack(&mut self, _ctx: &CcContext, _ack: SeqNumber) {
+        self.heard = true;
+    }
+    fn on_loss(&mut self, _ctx: &CcContext, _first_lost: SeqNumber, _count: u32) {
+        self.heard = true;
+    }
+    fn on_timeout(&mut self, _ctx: &CcContext) {}
+    fn on_ack_sample(&mut self, _ctx: &CcContext, _sample: &AckSample) {
+        self.heard = true;
+    }
+    fn send_period_us(&self) -> f64 {
+        if self.heard {
+            Self::PERIOD.as_secs_f64() * 1e6
+        } else {
+            1.0
+        }
+    }
+    fn congestion_window(&self) -> f64 {
+        if self.heard {
+            Self::WINDOW
+        } else {
+            16.0
+        }
+    }
+    fn window_basis(&self) -> WindowBasis {
+        WindowBasis::InFlight
+    }
+}
+
+#[derive(Debug)]
+struct TrickleFactory;
+
+impl CongestionControlFactory for TrickleFactory {
+    fn build(&self) -> Box<dyn CongestionControl> {
+        Box::new(Trickle::default())
+    }
+}
+
 /// A connection with plenty of data written and packets 0..=15 sent in
 /// the first millisecond (the first window); the peer then reports 2 lost
-/// at 20 ms, and the sender retransmits it and sends new data until 30 ms.
-/// Returns the script and what left between 20 and 30 ms.
+/// at 20 ms, and the sender retransmits it and sends new data until 30 ms
+/// (one packet every 0.5 ms, [`Trickle`]). Returns the script and what
+/// left between 20 and 30 ms.
 fn with_a_retransmission(also_lost: &[u32]) -> (Script, Vec<Sent>) {
     with_a_retransmission_until(also_lost, ms(30))
 }
 
 /// [`with_a_retransmission`], driven from 20 ms only until `until`.
 fn with_a_retransmission_until(also_lost: &[u32], until: Duration) -> (Script, Vec<Sent>) {
-    let mut s = Script::new(Config::default());
+    let config = Config {
+        congestion: std::sync::Arc::new(TrickleFactory),
+        ..Config::default()
+    };
+    let mut s = Script::new(config);
     let data = vec![0x5Au8; FULL * 200];
     assert_eq!(s.conn.write(&data), Ok(data.len()));
     let first = drive(&mut s, ms(0), ms(5));
