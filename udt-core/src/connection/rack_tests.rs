@@ -147,11 +147,6 @@ impl CongestionControlFactory for TrickleFactory {
 /// (one packet every 0.5 ms, [`Trickle`]). Returns the script and what
 /// left between 20 and 30 ms.
 fn with_a_retransmission(also_lost: &[u32]) -> (Script, Vec<Sent>) {
-    with_a_retransmission_until(also_lost, ms(30))
-}
-
-/// [`with_a_retransmission`], driven from 20 ms only until `until`.
-fn with_a_retransmission_until(also_lost: &[u32], until: Duration) -> (Script, Vec<Sent>) {
     let config = Config {
         congestion: std::sync::Arc::new(TrickleFactory),
         ..Config::default()
@@ -165,7 +160,7 @@ fn with_a_retransmission_until(also_lost: &[u32], until: Duration) -> (Script, V
     for &n in also_lost {
         s.feed(ms(20), &nak_in(&[(seq(n), seq(n))]));
     }
-    let sent = drive(&mut s, ms(20), until);
+    let sent = drive(&mut s, ms(20), ms(30));
     let mut expected = vec![2];
     expected.extend_from_slice(also_lost);
     assert_eq!(retransmitted(&sent), expected, "{sent:?}");
@@ -257,18 +252,15 @@ fn an_ack_covering_the_retransmission_stops_its_resend() {
 
 #[test]
 fn a_retransmission_sent_before_the_heads_repair_waits_for_it() {
-    // 2 is retransmitted at 20 ms and 5 at ~30 ms; 2's retransmission is
+    // 2 is retransmitted at 20 ms and 5 at 30 ms; 2's retransmission is
     // lost. Evidence at 50 ms shows 2 lost (the head) but not yet 5, so 2
     // leaves again at 51 ms. Later evidence makes 5's retransmission look
     // lost too, but the ACKs are stuck on 2's repair, which left after it:
     // they say nothing about 5, which most likely arrived. It waits until
     // the ACKs name it.
-    // (5's NAK at 25 ms: with pairs of packets per pacing slot, one at
-    // 30 ms puts 5's retransmission so late that the window after it
-    // ends past the last packet the congestion window lets out.)
-    let (mut s, mut sent) = with_a_retransmission_until(&[], ms(25));
-    s.feed(ms(25), &nak_in(&[(seq(5), seq(5))]));
-    let more = drive(&mut s, ms(25), ms(50));
+    let (mut s, mut sent) = with_a_retransmission(&[]);
+    s.feed(ms(30), &nak_in(&[(seq(5), seq(5))]));
+    let more = drive(&mut s, ms(30), ms(50));
     assert_eq!(retransmitted(&more), vec![5], "{more:?}");
     let five = more[0].at;
     sent.extend(more);
