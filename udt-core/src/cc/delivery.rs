@@ -347,6 +347,22 @@ impl DeliveryTracker {
         })
     }
 
+    /// The packets still outstanding (sent, and not proved delivered by a
+    /// NAK) whose last transmission left at or before `cutoff`, in
+    /// sequence order.
+    pub(crate) fn outstanding_sent_by(
+        &self,
+        cutoff: Instant,
+    ) -> impl Iterator<Item = SeqNumber> + '_ {
+        let cutoff_ns = self.ns(cutoff);
+        let first = self.first;
+        self.records
+            .iter()
+            .zip(0u32..)
+            .filter(move |(r, _)| r.flags & (SENT | DELIVERED) == SENT && r.sent_ns <= cutoff_ns)
+            .map(move |(_, i)| first.add(i))
+    }
+
     /// True when a NAK proved `seq` arrived (and no ACK has since named it
     /// missing).
     pub(crate) fn is_proved_delivered(&self, seq: SeqNumber) -> bool {

@@ -28,6 +28,18 @@ const MAX_LOST_NAK_RUN: usize = 8;
 /// then the EXP timer's own backoff is longer.
 const MAX_SILENT_BACKOFF_STEPS: u32 = 6;
 
+/// The most packets one head repair resends (`Connection::widen_head_repair`).
+const MAX_HEAD_REPAIR: u32 = 64;
+
+/// A head repair: the sequence number after its last packet, how many it
+/// resent, and when.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HeadRepair {
+    end: SeqNumber,
+    burst: u32,
+    at: Instant,
+}
+
 /// The head of the send window as the sender's loss detection sees it
 /// ([`Connection::head_candidate`]).
 #[derive(Clone, Copy, Debug)]
@@ -366,7 +378,7 @@ impl Connection {
             let timed_out = now.saturating_duration_since(h.since)
                 > self.head_wait(h.retransmitted || h.proof_doubted);
             if (overtaken || timed_out) && self.sender.requeue(head) {
-                presumed += 1;
+                presumed += 1 + self.widen_head_repair(now, head);
                 if overtaken && !h.retransmitted {
                     presumed += self.resend_rest_of_lost_nak(head);
                 }
@@ -391,6 +403,47 @@ impl Connection {
             }
         }
         self.counters.packets_presumed_lost += presumed;
+    }
+
+    /// Resends more packets with the head `head` when the last head repair
+    /// ended right before it: returns how many. A peer without SACK names
+    /// one missing packet per ACK, so a tail loss (the last packets all
+    /// lost: nothing after them arrived to draw a NAK) showed as a new
+    /// head after each repair, and the head rule repaired one packet per
+    /// round trip (700 packets in 16 s on loopback, `udt bench -P 64`
+    /// under load, the peer's ACKs keeping the EXP timer quiet). Each
+    /// repair that ends where the next head begins doubles the next (up to
+    /// [`MAX_HEAD_REPAIR`]), as slow start would, with the outstanding
+    /// packets that left before the last repair: a tail of n packets takes
+    /// about log2 n round trips. A lone lost head (the packets after it
+    /// arrived) is resent alone, as before: its repair's ACK moves past
+    /// them, so no head follows it at once.
+    fn widen_head_repair(&mut self, now: Instant, head: SeqNumber) -> u64 {
+        let (burst, since) = match self.head_repair {
+            Some(r) if r.end == head => ((r.burst * 2).min(MAX_HEAD_REPAIR), Some(r.at)),
+            _ => (1, None),
+        };
+        let mut end = head.next();
+        let mut queued = 0;
+        if let Some(since) = since {
+            let (delivery, sender) = (&self.delivery, &mut self.sender);
+            for seq in delivery
+                .outstanding_sent_by(since)
+                .filter(|s| s.is_after(head))
+                .take(burst as usize - 1)
+            {
+                if sender.requeue(seq) {
+                    queued += 1;
+                }
+                end = seq.next();
+            }
+        }
+        self.head_repair = Some(HeadRepair {
+            end,
+            burst,
+            at: now,
+        });
+        queued
     }
 
     /// The first packet no ACK (full or light) covers yet, and since when

@@ -178,6 +178,9 @@ pub struct Connection {
     /// Timed head resends since the peer was last heard from: each one
     /// doubles the wait for the next (`Connection::head_loss_deadline`).
     silent_head_resends: u32,
+    /// The last head repair and the packets resent with it
+    /// (`Connection::widen_head_repair`).
+    head_repair: Option<input::HeadRepair>,
     /// The head a NAK proved arrived after an ACK had named it missing,
     /// and when (`Connection::head_candidate`).
     head_proved_after_ack: Option<(crate::seq::SeqNumber, Instant)>,
@@ -302,6 +305,7 @@ impl Connection {
             peer_repeats_naks: false,
             head_timer_spent: None,
             silent_head_resends: 0,
+            head_repair: None,
             head_proved_after_ack: None,
             send_sizer,
             recv_sizer,

@@ -969,3 +969,63 @@ fn bbr_sends_two_packets_per_pacing_slot() {
         );
     }
 }
+
+/// A tail loss: the last 32 packets of a transfer are lost, so no later
+/// packet draws a NAK, and the peer answers every repair with an ACK
+/// naming the next missing packet (no SACK) while its repeated ACKs keep
+/// EXP quiet. Each repair that ends where the next head begins doubles the
+/// next: the tail in six round trips, not 32.
+#[test]
+fn a_lost_tail_is_repaired_in_doubling_bursts() {
+    let mut s = Script::new(Config::default());
+    let data = vec![0x44u8; FULL * 48];
+    assert_eq!(s.conn.write(&data), Ok(data.len()));
+    let resent = |s: &mut Script, from: Duration, to: Duration| {
+        let mut out = Vec::new();
+        let mut at = from;
+        while at < to {
+            let now = s.t0 + at;
+            s.conn.handle_timeout(now);
+            while let Some(t) = s.conn.poll_transmit(now, &mut s.buf) {
+                if t.kind == TransmitKind::Retransmit {
+                    let seq = u32::from_be_bytes([s.buf[0], s.buf[1], s.buf[2], s.buf[3]]);
+                    out.push(seq - ISN.value());
+                }
+            }
+            at += us(100);
+        }
+        out
+    };
+    // The first window arrives and is acknowledged; the rest leaves and
+    // is lost whole.
+    assert!(resent(&mut s, ms(0), ms(20)).is_empty());
+    s.feed(ms(20), &ack_in(1, ISN.add(16)));
+    assert!(resent(&mut s, ms(20), ms(100)).is_empty());
+    assert_eq!(s.conn.stats().packets_sent, 48);
+    // The peer is there but got nothing more; the head's own timer
+    // resends it.
+    let mut first = Vec::new();
+    for step in 1..6 {
+        s.feed(ms(100 * step), &light_ack_in(ISN.add(16)));
+        first.extend(resent(&mut s, ms(100 * step), ms(100 * step + 100)));
+    }
+    assert_eq!(first, vec![16]);
+    // Each repair arrives; the ACK names the packet after it.
+    let mut bursts = Vec::new();
+    for (i, ack) in [17u32, 19, 23, 31, 47].into_iter().enumerate() {
+        let at = ms(600 + 50 * i as u64);
+        s.feed(at, &ack_in(i as u32 + 2, ISN.add(ack)));
+        bursts.push(resent(&mut s, at, at + ms(50)));
+    }
+    assert_eq!(
+        bursts,
+        vec![
+            vec![17, 18],
+            (19..23).collect(),
+            (23..31).collect(),
+            (31..47).collect(),
+            vec![47],
+        ]
+    );
+    assert_eq!(s.conn.stats().timeouts, 0, "not by EXP");
+}
