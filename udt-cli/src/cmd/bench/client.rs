@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use udt_mux::MessageOptions;
 
-use crate::net::{self, Conn, LinkStats, NetOptions, Transport};
+use crate::net::{self, Conn, Connector, LinkStats, NetOptions, Transport};
 use crate::proto::exit;
 use crate::signals;
 use crate::ui::{self, CliError, Output};
@@ -66,6 +66,9 @@ struct Shared {
     stop: AtomicBool,
     /// One probe per connection, for the link counters.
     links: Mutex<Vec<Probe>>,
+    /// Every connection of the test goes through one local endpoint (one
+    /// port), as a multiplexed client would send.
+    connector: Connector,
 }
 
 /// What the reporter asks of one connection once per interval.
@@ -78,8 +81,9 @@ struct Probe {
 }
 
 impl Shared {
-    fn new(streams: u32) -> Shared {
+    fn new(streams: u32, net: &NetOptions) -> Shared {
         Shared {
+            connector: Connector::new(net),
             streams: (0..streams).map(|_| AtomicU64::new(0)).collect(),
             stop: AtomicBool::new(false),
             links: Mutex::new(Vec::new()),
@@ -120,7 +124,7 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
     }
     let output = args.output;
     let test_id = test_id();
-    let shared = Arc::new(Shared::new(args.parallel));
+    let shared = Arc::new(Shared::new(args.parallel, &args.net));
     let cpu0 = cpu_time();
     let mode = if args.msg_size.is_some() {
         "message"
@@ -406,7 +410,9 @@ fn open_stream(
     test_id: u64,
     shared: &Shared,
 ) -> Result<Conn, CliError> {
-    let mut conn = Conn::connect(&args.target, &args.net)
+    let mut conn = shared
+        .connector
+        .connect(&args.target)
         .map_err(|e| CliError::io(&format!("cannot connect to {}", args.target), e))?;
     let reverse = args.reverse;
     if let Ok(probe) = conn.try_clone() {
@@ -487,7 +493,9 @@ fn open_messages(
     test_id: u64,
     shared: &Arc<Shared>,
 ) -> Result<MessageSetup, CliError> {
-    let mut control = Conn::connect(&args.target, &args.net)
+    let mut control = shared
+        .connector
+        .connect(&args.target)
         .map_err(|e| CliError::io(&format!("cannot connect to {}", args.target), e))?;
     let header = Header {
         msg: true,
@@ -511,12 +519,15 @@ fn open_messages(
     let data_target = SocketAddr::new(host.ip(), port).to_string();
     let mut sockets = Vec::new();
     for i in 0..args.parallel as usize {
-        let sock = net::connect_messages(&data_target, &args.net).map_err(|e| {
-            CliError::io(
-                &format!("cannot connect the message socket to {data_target}"),
-                e,
-            )
-        })?;
+        let sock = shared
+            .connector
+            .connect_messages(&data_target)
+            .map_err(|e| {
+                CliError::io(
+                    &format!("cannot connect the message socket to {data_target}"),
+                    e,
+                )
+            })?;
         if let Ok(probe) = sock.try_clone() {
             if let Ok(mut links) = shared.links.lock() {
                 links.push(Probe {
