@@ -5,42 +5,12 @@
 
 use std::time::Duration;
 
-use super::scripted_tests::{ack_in, light_ack_in, ms, nak_in, Script, FULL, ISN};
+use super::scripted_tests::{
+    ack_in, drive, light_ack_in, ms, nak_in, retransmitted, Script, Sent, FULL, ISN,
+};
 use super::*;
 use crate::cc::{AckSample, CcContext, CongestionControl, CongestionControlFactory, WindowBasis};
 use crate::seq::SeqNumber;
-
-/// One data packet that left: its number (from the ISN), when, and
-/// whether it was a retransmission.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Sent {
-    n: u32,
-    at: Duration,
-    retransmitted: bool,
-}
-
-/// Polls the connection every 50 µs over `[from, to)` and returns the data
-/// packets that left, in order.
-fn drive(s: &mut Script, from: Duration, to: Duration) -> Vec<Sent> {
-    let mut out = Vec::new();
-    let mut at = from;
-    while at < to {
-        let now = s.t0 + at;
-        s.conn.handle_timeout(now);
-        while let Some(t) = s.conn.poll_transmit(now, &mut s.buf) {
-            if t.kind != TransmitKind::Control {
-                let seq = u32::from_be_bytes([s.buf[0], s.buf[1], s.buf[2], s.buf[3]]);
-                out.push(Sent {
-                    n: seq - ISN.value(),
-                    at,
-                    retransmitted: t.kind == TransmitKind::Retransmit,
-                });
-            }
-        }
-        at += Duration::from_micros(50);
-    }
-    out
-}
 
 fn seq(n: u32) -> SeqNumber {
     ISN.add(n)
@@ -51,13 +21,6 @@ fn seq(n: u32) -> SeqNumber {
 /// NAK reported.
 fn nak_before(n: u32) -> Vec<u8> {
     nak_in(&[(seq(n - 1), seq(n - 1))])
-}
-
-fn retransmitted(sent: &[Sent]) -> Vec<u32> {
-    sent.iter()
-        .filter(|s| s.retransmitted)
-        .map(|s| s.n)
-        .collect()
 }
 
 fn first_sent(sent: &[Sent], n: u32) -> Duration {

@@ -915,6 +915,46 @@ fn an_unreported_head_is_resent_early_once_the_sender_can_send_nothing() {
     assert_eq!(s.conn.stats().timeouts, 0, "EXP did not fire");
 }
 
+/// One data packet that left: its number (from the ISN), when, and
+/// whether it was a retransmission.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Sent {
+    pub(super) n: u32,
+    pub(super) at: Duration,
+    pub(super) retransmitted: bool,
+}
+
+/// Polls the connection every 50 µs over `[from, to)` and returns the data
+/// packets that left, in order.
+pub(super) fn drive(s: &mut Script, from: Duration, to: Duration) -> Vec<Sent> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < to {
+        let now = s.t0 + at;
+        s.conn.handle_timeout(now);
+        while let Some(t) = s.conn.poll_transmit(now, &mut s.buf) {
+            if t.kind != TransmitKind::Control {
+                let seq = u32::from_be_bytes([s.buf[0], s.buf[1], s.buf[2], s.buf[3]]);
+                out.push(Sent {
+                    n: seq - ISN.value(),
+                    at,
+                    retransmitted: t.kind == TransmitKind::Retransmit,
+                });
+            }
+        }
+        at += Duration::from_micros(50);
+    }
+    out
+}
+
+/// The numbers of the retransmissions among `sent`, in order.
+pub(super) fn retransmitted(sent: &[Sent]) -> Vec<u32> {
+    sent.iter()
+        .filter(|s| s.retransmitted)
+        .map(|s| s.n)
+        .collect()
+}
+
 /// A light ACK from the peer.
 pub(super) fn light_ack_in(ack: SeqNumber) -> Vec<u8> {
     let mut d = Vec::new();
@@ -980,22 +1020,7 @@ fn a_lost_tail_is_repaired_in_doubling_bursts() {
     let mut s = Script::new(Config::default());
     let data = vec![0x44u8; FULL * 48];
     assert_eq!(s.conn.write(&data), Ok(data.len()));
-    let resent = |s: &mut Script, from: Duration, to: Duration| {
-        let mut out = Vec::new();
-        let mut at = from;
-        while at < to {
-            let now = s.t0 + at;
-            s.conn.handle_timeout(now);
-            while let Some(t) = s.conn.poll_transmit(now, &mut s.buf) {
-                if t.kind == TransmitKind::Retransmit {
-                    let seq = u32::from_be_bytes([s.buf[0], s.buf[1], s.buf[2], s.buf[3]]);
-                    out.push(seq - ISN.value());
-                }
-            }
-            at += us(100);
-        }
-        out
-    };
+    let resent = |s: &mut Script, from: Duration, to: Duration| retransmitted(&drive(s, from, to));
     // The first window arrives and is acknowledged; the rest leaves and
     // is lost whole.
     assert!(resent(&mut s, ms(0), ms(20)).is_empty());
