@@ -121,6 +121,15 @@ fn started(profile: BbrProfile, path: &Path) -> BbrCc {
     cc
 }
 
+/// A fair controller after forty rounds on `path` (past Startup).
+fn cruising(path: &mut Path) -> BbrCc {
+    let mut cc = started(BbrProfile::Fair, path);
+    for _ in 0..40 {
+        path.round(&mut cc);
+    }
+    cc
+}
+
 /// A sample of `sent` packets sent after `prior` deliveries, `lost` of
 /// them lost (each its own loss event) and the rest delivered over
 /// `interval_ms`, with an RTT sample of `rtt_ms`.
@@ -252,10 +261,7 @@ fn fair_backs_off_under_heavy_loss_bulk_does_not() {
 #[test]
 fn congestion_cuts_the_bounds_and_a_quiet_cycle_lifts_them() {
     let mut path = Path::new(10_000.0, 20, 0.0);
-    let mut cc = started(BbrProfile::Fair, &path);
-    for _ in 0..40 {
-        path.round(&mut cc);
-    }
+    let mut cc = cruising(&mut path);
     assert_eq!(cc.mode_name(), "probe-bw");
     let before = cc.bandwidth().expect("measured");
     // A round with 10 % loss (another flow filled the queue).
@@ -692,10 +698,7 @@ fn an_implausible_receiver_speed_lets_no_earlier_flight_raise_the_model() {
     // the model above the link, and the relay's queue overflowed every
     // few seconds.
     let mut path = Path::new(10_000.0, 50, 0.0);
-    let mut cc = started(BbrProfile::Fair, &path);
-    for _ in 0..40 {
-        path.round(&mut cc);
-    }
+    let mut cc = cruising(&mut path);
     assert_eq!(cc.mode_name(), "probe-bw");
     let before = cc.bandwidth().expect("measured");
     assert!(before < 10_500.0, "{before}");
@@ -718,10 +721,7 @@ fn a_plausible_receiver_speed_still_caps_the_samples() {
     // The same credited sample, but the receiver measured the path: its
     // speed (the lower bound of 10 000 packets/s) is the cap, as before.
     let mut path = Path::new(10_000.0, 50, 0.0);
-    let mut cc = started(BbrProfile::Fair, &path);
-    for _ in 0..40 {
-        path.round(&mut cc);
-    }
+    let mut cc = cruising(&mut path);
     let before = cc.bandwidth().expect("measured");
     let (c, s) = credited_sample(&path, 10_000, 600, 700, 5);
     cc.on_ack_sample(&c, &s);
@@ -764,10 +764,7 @@ fn probe_bw_drains_until_the_flight_is_down_to_the_bdp() {
     // phase lasts until the flight is down to the BDP, not one round
     // trip (BBR's ProbeBW_DOWN), and at most three.
     let mut path = Path::new(10_000.0, 50, 0.0);
-    let mut cc = started(BbrProfile::Fair, &path);
-    for _ in 0..40 {
-        path.round(&mut cc);
-    }
+    let mut cc = cruising(&mut path);
     assert_eq!(cc.mode_name(), "probe-bw");
     let bdp = cc.bdp(cc.model_bw());
     // Into the drain phase (index 1), with a queue of half a BDP.
