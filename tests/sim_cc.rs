@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{init_logs, stream_transfer, Pair};
 use udt_core::cc::CcAlgorithm;
 use udt_core::sim::scenario::{self, config_for, RunSpec, Scenario, ScenarioReport};
-use udt_core::sim::seed_from_env_or;
+use udt_core::sim::{seed_from_env_or, Loss};
 use udt_core::Config;
 
 fn secs(s: u64) -> Duration {
@@ -349,4 +349,24 @@ fn byte_exact_transfer_with_close_on_a_lossy_long_path() {
         r.sender.send_buffer_packets
     );
     assert!(r.goodput_mbps() > 150.0, "{:.1} Mbit/s", r.goodput_mbps());
+}
+
+#[test]
+fn high_bdp_without_loss_grows_the_receive_window() {
+    // No loss holds the receiver's window edge still, so the sender that
+    // the window holds back arrives a round trip behind the newest edge:
+    // judged against that edge, the 8192-packet default never grew (47 %
+    // of the link).
+    let s = Scenario {
+        loss: Loss::None,
+        ..Scenario::high_bdp()
+    };
+    let r = run(&s, CcAlgorithm::Bbr, 12, 6);
+    assert!(r.efficiency() >= 0.9, "{:.3}", r.efficiency());
+    let limits = &r.flows[0].sender.send_limits;
+    assert!(
+        limits.flow_window < secs(1),
+        "held by the receive window for {:?}",
+        limits.flow_window
+    );
 }

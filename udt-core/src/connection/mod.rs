@@ -30,6 +30,7 @@ use crate::send_buffer::SendBufferError;
 use crate::seq::SocketId;
 use crate::stats::Stats;
 
+mod advertised;
 #[cfg(test)]
 mod close_tests;
 mod input;

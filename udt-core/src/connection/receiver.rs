@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::advertised::AdvertisedWindows;
 use crate::ack_window::AckWindow;
 use crate::estimate::{ArrivalWindow, RttEstimator};
 use crate::loss_list::LossList;
@@ -65,6 +66,9 @@ pub(super) struct Receiver {
     nak_list_queued: bool,
     /// The window we advertised in the last ACK, to decide on window updates.
     last_advertised: u32,
+    /// The windows advertised in the last round trip, to tell whether the
+    /// window holds the sender back.
+    advertised: AdvertisedWindows,
     /// Light ACKs also while the ACK number is the confirmed one
     /// (`Config::stall_light_acks`; UDT4 sends none then).
     stall_light_acks: bool,
@@ -132,6 +136,7 @@ impl Receiver {
             last_nak_time: now,
             nak_list_queued: false,
             last_advertised: u32::MAX,
+            advertised: AdvertisedWindows::default(),
             stall_light_acks,
         }
     }
@@ -143,16 +148,18 @@ impl Receiver {
         &self.buffer
     }
 
-    /// True when the sender has used (nearly) all the window we last
-    /// advertised: data arrived within an eighth of its far edge. Only then
-    /// can a larger buffer raise the rate.
-    pub(super) fn is_window_limited(&self) -> bool {
-        if self.last_advertised == u32::MAX {
+    /// True when the sender has used (nearly) all the window that held it
+    /// back: data arrived within an eighth of the far edge of the window
+    /// advertised a round trip (`rtt`) before `now`, which is what the
+    /// packets arriving now were sent under. Only then can a larger buffer
+    /// raise the rate. (Comparing with the newest window instead missed a
+    /// window-limited sender on long paths: see `advertised`.)
+    pub(super) fn is_window_limited(&mut self, now: Instant, rtt: Duration) -> bool {
+        let Some(held_to) = self.advertised.in_force(now, rtt) else {
             return false;
-        }
-        let edge = self.last_ack.add(self.last_advertised);
-        let margin = (self.last_advertised / 8).max(2);
-        !self.current.next().is_before(edge.sub(margin))
+        };
+        let margin = (held_to.window / 8).max(2);
+        !self.current.next().is_before(held_to.edge().sub(margin))
     }
 
     /// Grows the receive buffer (and so the advertised window, and the loss
@@ -160,6 +167,9 @@ impl Receiver {
     pub(super) fn grow_buffer(&mut self, packets: u32) {
         self.buffer.grow(packets);
         self.loss.grow(packets);
+        // The smaller windows before no longer tell whether this one holds
+        // the sender back: judge it on its own advertisements.
+        self.advertised.clear();
     }
 
     /// The data arrival speed, packets/s (0 until measurable).
@@ -395,6 +405,7 @@ impl Receiver {
         let full = now.saturating_duration_since(self.last_full_ack_time) >= SYN_INTERVAL;
         let available = self.buffer.available_packets().max(MIN_ADVERTISED_WINDOW);
         self.last_advertised = available;
+        self.advertised.record(now, ack, available);
         let rates = full.then(|| AckRates {
             recv_rate: self.arrivals.recv_speed(),
             link_capacity: self.arrivals.link_capacity(),

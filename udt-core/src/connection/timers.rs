@@ -183,8 +183,8 @@ impl Connection {
         // The receive buffer, and with it the window the ACK advertises,
         // follows the bandwidth-delay product of the data arriving.
         let speed = self.receiver.recv_speed();
-        if speed > 0 && self.receiver.is_window_limited() {
-            let rtt = self.rtt.rtt();
+        let rtt = self.rtt.rtt();
+        if speed > 0 && self.receiver.is_window_limited(now, rtt) {
             if let Some(packets) = self.recv_sizer.observe(f64::from(speed), rtt, now) {
                 log::debug!(
                     "{} receive buffer grows to {packets} packets",
