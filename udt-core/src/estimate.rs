@@ -47,6 +47,8 @@ const MICROS_PER_SEC: u64 = 1_000_000;
 pub struct RttEstimator {
     rtt_us: u32,
     var_us: u32,
+    /// A sample (or a cached value) replaced the initial guess.
+    measured: bool,
 }
 
 impl RttEstimator {
@@ -55,14 +57,31 @@ impl RttEstimator {
         RttEstimator {
             rtt_us: INITIAL_RTT_US,
             var_us: INITIAL_RTT_VAR_US,
+            measured: false,
         }
     }
 
     /// Folds one sample in: `var = (3·var + |s − rtt|)/4`, then
     /// `rtt = (7·rtt + s)/8` (integer µs, UDT4 core.cpp processCtrl cases 2
     /// and 6). Samples above 60 s are clamped to 60 s.
+    ///
+    /// Unlike UDT4, the first sample replaces the initial guess (RTT = s,
+    /// variance s/2, as RFC 6298 starts): folded into 100 ms ± 50 ms with
+    /// weights of 1/8, a 1 ms path still read 59 ms ± 69 ms after a
+    /// 16 MiB transfer, and a receiver repeats an unconfirmed ACK only
+    /// after RTT + 4·RTTVar — 335 ms, which our sender's close waits for
+    /// (docs/interop.md). The values an ACK carries are then ours, not
+    /// the ones a UDT4 receiver would compute; UDT4 senders fold them in
+    /// like any other.
     pub fn update(&mut self, sample: Duration) {
         let s = u64::from(micros_clamped(sample));
+        if !self.measured {
+            self.measured = true;
+            // At most MAX_RTT_US, so it fits back into u32.
+            self.rtt_us = s as u32;
+            self.var_us = (s / 2) as u32;
+            return;
+        }
         let rtt = u64::from(self.rtt_us);
         let var = u64::from(self.var_us);
         // Both results are weighted means of values <= MAX_RTT_US, so they
@@ -96,6 +115,7 @@ impl RttEstimator {
     pub fn set(&mut self, rtt: Duration, var: Duration) {
         self.rtt_us = micros_clamped(rtt);
         self.var_us = micros_clamped(var);
+        self.measured = true;
     }
 }
 
@@ -458,15 +478,31 @@ mod tests {
     }
 
     #[test]
+    fn the_first_sample_replaces_the_initial_guess() {
+        // Folded into 100 ms ± 50 ms, samples of 1 ms needed dozens of
+        // ACK2s to be believed (59 ms ± 69 ms after a 16 MiB transfer).
+        let mut r = RttEstimator::new();
+        r.update(Duration::from_millis(1));
+        assert_eq!((r.rtt_us(), r.rtt_var_us()), (1_000, 500));
+        r.update(Duration::from_millis(1));
+        assert_eq!((r.rtt_us(), r.rtt_var_us()), (1_000, 375));
+        // A cached value counts as measured.
+        let mut c = RttEstimator::new();
+        c.set(Duration::from_millis(40), Duration::from_millis(4));
+        c.update(Duration::from_millis(48));
+        assert_eq!((c.rtt_us(), c.rtt_var_us()), (41_000, 5_000));
+    }
+
+    #[test]
     fn rtt_ewma_matches_integer_formula() {
         let mut r = RttEstimator::new();
-        r.update(Duration::from_micros(20_000));
-        // var = (150000 + 80000)/4 = 57500; rtt = (700000 + 20000)/8 = 90000.
-        assert_eq!(r.rtt_var_us(), 57_500);
-        assert_eq!(r.rtt_us(), 90_000);
-        // Variance uses the old RTT: |95000 - 90000| = 5000.
+        // The first sample replaces the initial 100 ms ± 50 ms.
+        r.update(Duration::from_micros(90_000));
+        assert_eq!((r.rtt_us(), r.rtt_var_us()), (90_000, 45_000));
+        // Then UDT4's EWMA; the variance uses the old RTT:
+        // |95000 - 90000| = 5000.
         r.update(Duration::from_micros(95_000));
-        assert_eq!(r.rtt_var_us(), (3 * 57_500 + 5_000) / 4);
+        assert_eq!(r.rtt_var_us(), (3 * 45_000 + 5_000) / 4);
         assert_eq!(r.rtt_us(), (7 * 90_000 + 95_000) / 8);
         // Truncating division, as UDT4's shifts.
         r.set(Duration::from_micros(7), Duration::from_micros(3));
@@ -480,7 +516,9 @@ mod tests {
         // Integer EWMA stays within a few µs of the exact real-valued one.
         let mut rng = Rng::new(0x5EED);
         let mut r = RttEstimator::new();
-        let (mut rtt, mut var) = (100_000.0_f64, 50_000.0_f64);
+        let first = 1_000 + rng.below(200_000);
+        r.update(Duration::from_micros(first));
+        let (mut rtt, mut var) = (first as f64, (first / 2) as f64);
         for i in 0..10_000 {
             let s = 1_000 + rng.below(200_000);
             r.update(Duration::from_micros(s));

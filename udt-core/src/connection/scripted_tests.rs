@@ -577,8 +577,8 @@ fn ack2_gives_an_rtt_sample() {
         Some(INITIAL_RATES),
     );
     s.expect(ms(10), &[first]);
-    // The ACK2 for ACK 1 arrives 20 ms after it: one sample of 20 ms.
-    // var = (3·50 + |20 − 100|)/4 = 57.5 ms, rtt = (7·100 + 20)/8 = 90 ms.
+    // The ACK2 for ACK 1 arrives 20 ms after it: one sample of 20 ms,
+    // the first, which replaces the initial 100 ms ± 50 ms (20 ms ± 10).
     s.feed(ms(30), &ack2_in(1));
     // It also confirms ACK number ISN+1: nothing to acknowledge now.
     s.expect(ms(30), &[]);
@@ -592,7 +592,7 @@ fn ack2_gives_an_rtt_sample() {
             ms(32),
             2,
             ISN.add(2),
-            (90_000, 57_500),
+            (20_000, 10_000),
             window(2),
             Some(INITIAL_RATES),
         )],
