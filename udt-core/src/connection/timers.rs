@@ -184,7 +184,10 @@ impl Connection {
         // follows the bandwidth-delay product of the data arriving.
         let speed = self.receiver.recv_speed();
         let rtt = self.rtt.rtt();
-        if speed > 0 && self.receiver.is_window_limited(now, rtt) {
+        // Asked at every ACK, not only once the speed is known: the
+        // question also forgets the advertisements older than a round trip.
+        let limited = self.receiver.is_window_limited(now, rtt);
+        if speed > 0 && limited {
             if let Some(packets) = self.recv_sizer.observe(f64::from(speed), rtt, now) {
                 log::debug!(
                     "{} receive buffer grows to {packets} packets",
