@@ -172,3 +172,25 @@ fn a_close_ends_as_soon_as_the_reader_has_read_everything() {
         eof.elapsed
     );
 }
+
+#[test]
+fn a_lan_transfer_is_not_held_by_the_peers_unmeasured_rtt() {
+    // A receiver's ACKs carry 100 ms ± 50 ms until an ACK2 gave it a
+    // sample. Our sender took that as its own first RTT sample and then
+    // moved off it at 1/8 per ACK: on a 0.5 ms path its RTT still read
+    // tens of milliseconds when Startup's overshoot had to be repaired,
+    // and the receiver's NAKs of a packet resent "less than an RTT ago"
+    // were taken as stale: 1 MiB took 121 ms, 70 of them without a
+    // packet sent.
+    init_logs();
+    let l = link(1000, Duration::from_micros(250), Loss::None);
+    let mut p = Pair::new(1, l.clone(), l, Config::default());
+    let (a, b) = p.connect();
+    let r = stream_bytes(&mut p.sim, (p.a, a), (p.b, b), 1 << 20, LIMIT);
+    assert!(r.sender.rtt < Duration::from_millis(10), "{:?}", r.sender.rtt);
+    assert!(
+        r.elapsed < Duration::from_millis(80),
+        "1 MiB over 1 Gbit/s took {:?}",
+        r.elapsed
+    );
+}

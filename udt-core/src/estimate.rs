@@ -90,6 +90,13 @@ impl RttEstimator {
         self.rtt_us = ((7 * rtt + s) / 8) as u32;
     }
 
+    /// True for the pair of values an estimator holds before its first
+    /// sample (100 ms, 50 ms): what a UDT receiver reports in its ACKs
+    /// until an ACK2 gave it a measurement.
+    pub fn is_initial_report(rtt_us: u32, var_us: u32) -> bool {
+        rtt_us == INITIAL_RTT_US && var_us == INITIAL_RTT_VAR_US
+    }
+
     /// The smoothed RTT.
     pub fn rtt(&self) -> Duration {
         Duration::from_micros(u64::from(self.rtt_us))

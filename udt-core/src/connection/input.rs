@@ -651,7 +651,14 @@ impl Connection {
         }
         if outcome == AckOutcome::Advanced {
             self.writable_pending = true;
-            if ack.rtt_us > 0 {
+            // The receiver's estimate before it measured anything is no
+            // sample: taken as the first one, it held ours near 100 ms for
+            // dozens of ACKs on a 1 ms path (our first sample replaces the
+            // initial guess), and a NAK of a packet resent less than that
+            // "RTT" ago counts as stale.
+            if ack.rtt_us > 0
+                && !crate::estimate::RttEstimator::is_initial_report(ack.rtt_us, ack.rtt_var_us)
+            {
                 let sample = Duration::from_micros(u64::from(ack.rtt_us)).min(MAX_RTT_SAMPLE);
                 self.rtt.update(sample);
             }
