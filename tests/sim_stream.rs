@@ -187,7 +187,11 @@ fn a_lan_transfer_is_not_held_by_the_peers_unmeasured_rtt() {
     let mut p = Pair::new(1, l.clone(), l, Config::default());
     let (a, b) = p.connect();
     let r = stream_bytes(&mut p.sim, (p.a, a), (p.b, b), 1 << 20, LIMIT);
-    assert!(r.sender.rtt < Duration::from_millis(10), "{:?}", r.sender.rtt);
+    assert!(
+        r.sender.rtt < Duration::from_millis(10),
+        "{:?}",
+        r.sender.rtt
+    );
     assert!(
         r.elapsed < Duration::from_millis(80),
         "1 MiB over 1 Gbit/s took {:?}",
