@@ -5,9 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    init_logs, link, stream_bytes, stream_transfer, stream_transfer_in_writes_of, Pair, MIB_64,
-};
+use common::{init_logs, link, stream_bytes, stream_transfer, Pair, MIB_64};
 use udt_core::sim::{LinkConfig, Loss};
 use udt_core::{Config, SeqNumber};
 
@@ -125,26 +123,6 @@ fn timestamps_wrap_during_transfer() {
         .is_some_and(|c| !c.is_closed()));
     let r = stream_transfer(&mut p.sim, (p.a, a_id), (p.b, b_id), MIB_64, LIMIT);
     assert!(r.sender.elapsed > Duration::from_micros(u32::MAX as u64));
-}
-
-#[test]
-fn small_writes_travel_in_full_packets() {
-    // An application writing 100 bytes at a time into a busy connection:
-    // each write used to become a packet of its own (UDT4's framing), 14
-    // times the packets the bytes need, each paying the headers and the
-    // per-packet work. A write now fills the last unsent packet first.
-    init_logs();
-    let l = link(100, Duration::from_millis(10), Loss::None);
-    let mut p = Pair::new(5, l.clone(), l, Config::default());
-    let (a_id, b_id) = p.connect();
-    let total = 2 << 20;
-    let r = stream_transfer_in_writes_of(&mut p.sim, (p.a, a_id), (p.b, b_id), total, 100, LIMIT);
-    let full_packets = total.div_ceil(1456);
-    let first = r.sender.packets_sent - r.sender.packets_retransmitted;
-    assert!(
-        first <= full_packets + full_packets / 20,
-        "{first} packets for {full_packets} packets' worth of bytes"
-    );
 }
 
 #[test]

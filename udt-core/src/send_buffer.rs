@@ -173,56 +173,15 @@ impl SendBuffer {
     /// block), are not in order (`o = 0`) and have no TTL (udt4-protocol.md
     /// §2.1). Every block is full except the call's last, so a 3000-byte
     /// write with 1456-byte payloads becomes 1456 + 1456 + 88.
-    ///
-    /// Unlike UDT4, a write first fills the last block of the previous one
-    /// while that block has not been sent: a stream has no message
-    /// boundaries for the receiver to keep (UDT4's stream reader ignores
-    /// them too), and without this every write left a short packet behind
-    /// it — a 64 KiB write 45 full packets and one of 16 bytes, 2 % of the
-    /// packets carrying nothing, and a pipe read whatever the writer had
-    /// put in: the datagrams, and the per-packet work, of full ones.
     pub fn write_stream(&mut self, data: &[u8], now: Instant) -> usize {
-        let topped = self.top_up_tail(data);
-        let rest = data.get(topped..).unwrap_or(&[]);
-        let n = rest.len().min(self.free_bytes());
-        match rest.get(..n) {
+        let n = data.len().min(self.free_bytes());
+        match data.get(..n) {
             Some(accepted) if n > 0 => {
                 self.push_message(accepted, false, now, None);
-                topped + n
-            }
-            _ => topped,
-        }
-    }
-
-    /// Appends the start of `data` to the last block if it has not been
-    /// sent and has room (a stream write's short last block); returns how
-    /// many bytes it took.
-    fn top_up_tail(&mut self, data: &[u8]) -> usize {
-        if self.slots.len() <= self.sent as usize {
-            return 0;
-        }
-        let payload_size = self.pool.payload_size();
-        let Some(tail) = self.slots.back_mut() else {
-            return 0;
-        };
-        let len = tail.len as usize;
-        let n = payload_size.saturating_sub(len).min(data.len());
-        if n == 0 || tail.ttl.is_some() || tail.in_order {
-            return 0;
-        }
-        let copied = match (
-            self.pool.bytes_mut(tail.data).get_mut(len..len + n),
-            data.get(..n),
-        ) {
-            (Some(dst), Some(src)) => {
-                dst.copy_from_slice(src);
                 n
             }
             _ => 0,
-        };
-        tail.len += copied as u32;
-        self.held_bytes += copied;
-        copied
+        }
     }
 
     /// Message-mode write: stores the whole message or nothing.
@@ -565,14 +524,13 @@ mod tests {
         assert_eq!(b.write_stream(&bytes(35, 1), t), 35);
         assert_eq!((b.held_bytes(), b.unsent_bytes()), (35, 35));
         b.grow(8);
-        // 5 fill the first write's short block, 40 take the new room.
-        assert_eq!(b.write_stream(&bytes(100, 2), t), 45);
-        assert_eq!((b.held_bytes(), b.unsent_bytes()), (80, 80));
+        assert_eq!(b.write_stream(&bytes(100, 2), t), 40);
+        assert_eq!((b.held_bytes(), b.unsent_bytes()), (75, 75));
         for _ in 0..5 {
             assert!(b.take_next().is_some());
         }
-        // Sent: five full blocks.
-        assert_eq!((b.held_bytes(), b.unsent_bytes()), (80, 30));
+        // Sent: 10 + 10 + 10 + 5 (the first write's short block) + 10.
+        assert_eq!((b.held_bytes(), b.unsent_bytes()), (75, 30));
         assert_eq!(b.ack(SeqNumber::new(4)), 4);
         assert_eq!((b.held_bytes(), b.unsent_bytes()), (40, 30));
         while b.take_next().is_some() {}
@@ -582,42 +540,13 @@ mod tests {
     }
 
     #[test]
-    fn stream_writes_fill_the_last_unsent_block_first() {
+    fn stream_writes_follow_udt4_framing() {
         let t = epoch();
         let mut b = SendBuffer::new(16, 1456, SeqNumber::new(0x3039));
         assert_eq!(b.write_stream(b"abc", t), 3);
         let data = bytes(3000, 7);
         assert_eq!(b.write_stream(&data, t), 3000);
-        // "abc" and the first 1453 bytes share a full block; the rest is
-        // the second write's message.
-        let k = b.take_next().unwrap();
-        assert_eq!(
-            (k.seq.value(), k.msg.value(), k.position),
-            (0x3039, 1, PacketPosition::Only)
-        );
-        assert_eq!(&k.payload[..3], b"abc");
-        assert_eq!(&k.payload[3..], &data[..1453]);
-        let rest: Vec<_> = std::iter::from_fn(|| {
-            b.take_next()
-                .map(|k| (k.msg.value(), k.position, k.payload.to_vec()))
-        })
-        .collect();
-        use PacketPosition::*;
-        assert_eq!(
-            rest,
-            [
-                (2, First, data[1453..2909].to_vec()),
-                (2, Last, data[2909..].to_vec())
-            ]
-        );
-        assert_eq!(b.next_seq().value(), 0x3039 + 3);
-    }
 
-    #[test]
-    fn stream_writes_follow_udt4_framing_once_the_last_block_left() {
-        let t = epoch();
-        let mut b = SendBuffer::new(16, 1456, SeqNumber::new(0x3039));
-        assert_eq!(b.write_stream(b"abc", t), 3);
         let k = b.take_next().unwrap();
         assert_eq!(
             (k.seq.value(), k.msg.value(), k.position),
@@ -625,8 +554,6 @@ mod tests {
         );
         assert_eq!(k.payload, b"abc");
         assert!(!k.in_order && k.ttl.is_none());
-        let data = bytes(3000, 7);
-        assert_eq!(b.write_stream(&data, t), 3000);
 
         let mut got = Vec::new();
         let mut lens = Vec::new();
@@ -651,9 +578,6 @@ mod tests {
         assert_eq!(b.free_bytes(), 30);
         assert_eq!(b.write_stream(&bytes(25, 0), t), 25);
         assert_eq!(b.free_packets(), 0, "a short last block still takes a slot");
-        // ... and the next writes' start until it is full.
-        assert_eq!(b.write_stream(b"x", t), 1);
-        assert_eq!(b.write_stream(&bytes(10, 1), t), 4);
         assert_eq!(b.write_stream(b"x", t), 0);
         assert_eq!(b.write_stream(b"", t), 0);
 
@@ -892,13 +816,12 @@ mod tests {
         let ps = 1 + rng.below(16) as usize;
         let isn = SeqNumber::new(SeqNumber::MAX - rng.below(200) as u32);
         let mut b = SendBuffer::new(cap, ps, isn);
-        // Model: blocks from first_unacked on, and whether a stream write
-        // made each (its short last block takes the next write's start).
-        let mut model: VecDeque<(u32, PacketPosition, Vec<u8>, bool)> = VecDeque::new();
+        // Model: blocks from first_unacked on.
+        let mut model: VecDeque<(u32, PacketPosition, Vec<u8>)> = VecDeque::new();
         let mut base = isn;
         let mut sent = 0usize;
         let mut msg = MsgNumber::FIRST;
-        let frame = |data: &[u8], msg: MsgNumber, stream: bool, model: &mut VecDeque<_>| {
+        let frame = |data: &[u8], msg: MsgNumber, model: &mut VecDeque<_>| {
             let n = data.len().div_ceil(ps);
             for (i, c) in data.chunks(ps).enumerate() {
                 let p = match (i == 0, i + 1 == n) {
@@ -907,7 +830,7 @@ mod tests {
                     (false, true) => PacketPosition::Last,
                     _ => PacketPosition::Middle,
                 };
-                model.push_back((msg.value(), p, c.to_vec(), stream));
+                model.push_back((msg.value(), p, c.to_vec()));
             }
         };
         for step in 0..3000 {
@@ -915,18 +838,11 @@ mod tests {
             match rng.below(6) {
                 0 => {
                     let data = bytes(rng.below(ps as u64 * 6) as usize, step as u8);
-                    let mut topped = 0;
-                    if model.len() > sent {
-                        if let Some(last) = model.back_mut().filter(|l| l.3 && l.2.len() < ps) {
-                            topped = (ps - last.2.len()).min(data.len());
-                            last.2.extend_from_slice(&data[..topped]);
-                        }
-                    }
                     let free = (cap as usize - model.len()) * ps;
                     let n = b.write_stream(&data, t);
-                    assert_eq!(n, topped + (data.len() - topped).min(free), "{ctx}");
-                    if n > topped {
-                        frame(&data[topped..n], msg, true, &mut model);
+                    assert_eq!(n, data.len().min(free), "{ctx}");
+                    if n > 0 {
+                        frame(&data[..n], msg, &mut model);
                         msg = msg.next();
                     }
                 }
@@ -942,7 +858,7 @@ mod tests {
                         assert_eq!(r, Err(SendBufferError::Full), "{ctx}");
                     } else {
                         assert_eq!(r, Ok(()), "{ctx}");
-                        frame(&data, msg, false, &mut model);
+                        frame(&data, msg, &mut model);
                         msg = msg.next();
                     }
                 }
@@ -952,7 +868,7 @@ mod tests {
                         .map(|k| (k.seq, k.msg.value(), k.position, k.payload.to_vec()));
                     let want = model
                         .get(sent)
-                        .map(|(m, p, d, _)| (base.add(sent as u32), *m, *p, d.clone()));
+                        .map(|(m, p, d)| (base.add(sent as u32), *m, *p, d.clone()));
                     assert_eq!(got, want, "{ctx}");
                     if want.is_some() {
                         sent += 1;
@@ -979,7 +895,7 @@ mod tests {
                     let want = usize::try_from(off)
                         .ok()
                         .and_then(|o| model.get(o))
-                        .map(|(m, _, d, _)| (*m, d.clone()));
+                        .map(|(m, _, d)| (*m, d.clone()));
                     assert_eq!(got, want, "{ctx}");
                 }
                 _ => {

@@ -184,28 +184,8 @@ pub fn stream_transfer(
     total: u64,
     limit: Duration,
 ) -> TransferReport {
-    transfer(sim, from, to, total, limit, true, MAX_WRITE)
+    transfer(sim, from, to, total, limit, true)
 }
-
-/// Like [`stream_transfer`], with writes of at most `write_len` bytes (an
-/// application writing small pieces).
-///
-/// # Panics
-/// As [`stream_transfer`], and when `write_len` is 0.
-pub fn stream_transfer_in_writes_of(
-    sim: &mut Sim<UdtNode>,
-    from: (NodeId, SocketId),
-    to: (NodeId, SocketId),
-    total: u64,
-    write_len: usize,
-    limit: Duration,
-) -> TransferReport {
-    assert!(write_len > 0, "writes of 0 bytes move nothing");
-    transfer(sim, from, to, total, limit, true, write_len)
-}
-
-/// The harness's largest write.
-const MAX_WRITE: usize = 256 * 1024;
 
 /// Like [`stream_transfer`] but leaves the connection open: it returns
 /// once the receiver has read and checked all `total` bytes.
@@ -219,7 +199,7 @@ pub fn stream_bytes(
     total: u64,
     limit: Duration,
 ) -> TransferReport {
-    transfer(sim, from, to, total, limit, false, MAX_WRITE)
+    transfer(sim, from, to, total, limit, false)
 }
 
 fn transfer(
@@ -229,7 +209,6 @@ fn transfer(
     total: u64,
     limit: Duration,
     close: bool,
-    write_len: usize,
 ) -> TransferReport {
     let seed = sim.seed();
     let start = sim.now();
@@ -238,8 +217,8 @@ fn transfer(
     let mut read = 0u64;
     let mut closed = false;
     let mut eof = false;
-    let mut chunk = vec![0u8; write_len];
-    let mut rbuf = vec![0u8; MAX_WRITE];
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut rbuf = vec![0u8; 256 * 1024];
     let mut failure: Option<String> = None;
     let result = sim.run_until(
         |sim| {
