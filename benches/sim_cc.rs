@@ -156,7 +156,7 @@ fn main() {
                     scenario::run(&s, &flows, udt_core::Config::default(), spec)
                 } else if udt4_receiver {
                     let flows = [scenario::config_for(cc)];
-                    scenario::run(&s, &flows, scenario::udt4_like_receiver(), spec)
+                    scenario::run_into_udt4(&s, &flows, spec)
                 } else {
                     scenario::run_with(&s, cc, spec)
                 };

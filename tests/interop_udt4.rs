@@ -137,6 +137,66 @@ fn stream_ours_client_sends_256mib_to_udt4_server() {
     );
 }
 
+/// A UDT4 receiver runs a connection's timers, its 10 ms ACK timer
+/// included, only when one of the connection's datagrams arrives, or on a
+/// sweep every 100 ms (udt4-protocol.md §7). A sender that sends a burst
+/// and waits therefore hears the ACK of its tail only at the sweep: on
+/// loopback our Startup's rounds took ~104 ms each, the bandwidth read
+/// ~640 packets/s and Startup ended there (512 MiB took 2-43 s instead of
+/// ~1.2). Now a quiet line with data in flight gets a keep-alive an ACK
+/// period after it fell quiet, so libudt0's ACK leaves then. Here: writes
+/// of 16 full packets, each acknowledged before the next; without the
+/// nudge each waited ~100 ms for its ACK.
+#[test]
+fn our_sender_into_udt4_is_not_held_by_its_timer_sweep() {
+    let _serial = serial();
+    harness::init_logging();
+    let seed = 12;
+    let writes = 7u64;
+    // Whole packets: a short one ends a message for UDT4, which then
+    // acknowledges at once (`processData`), hiding the wait.
+    let each = 16 * 1456u64;
+    let total = writes * each;
+    let mut server = Peer::spawn(
+        "stream_server",
+        &args(&[
+            ("bind", s("127.0.0.1:0")),
+            ("expect", s(total)),
+            ("seed", s(seed)),
+        ]),
+        PEER_LIMIT,
+    );
+    let addr = server.ready_addr();
+    let ep = endpoint(localhost(), Config::default());
+    let mut stream = ep.connect(addr).expect("connect to the UDT4 server");
+    let mut pattern = vec![0u8; total as usize];
+    harness::Pattern::new(seed).fill(&mut pattern);
+    let mut waits = Vec::new();
+    for chunk in pattern.chunks(each as usize) {
+        let start = Instant::now();
+        stream.write_all(chunk).expect("write");
+        let deadline = start + Duration::from_secs(10);
+        while stream.stats().send_buffer_held_bytes > 0 {
+            assert!(Instant::now() < deadline, "not acknowledged in 10 s");
+            thread::sleep(Duration::from_micros(500));
+        }
+        waits.push(start.elapsed());
+    }
+    let nudges = stream.stats().ack_nudges_sent;
+    waits.sort();
+    let median = waits[waits.len() / 2];
+    eprintln!("ours -> UDT4: {each} bytes acknowledged after {waits:?} (median {median:?}), {nudges} ACK nudges");
+    assert!(
+        median < Duration::from_millis(60),
+        "libudt0 acknowledged 16 full packets after {median:?} (median of {waits:?})"
+    );
+    stream.close().expect("orderly close");
+    let r = server.expect_line("RESULT", PEER_LIMIT);
+    assert_stream_result(&r, total, seed);
+    assert_eq!(r.hex("fnv"), pattern_fnv(seed, total));
+    server.expect_success(Duration::from_secs(10));
+}
+
 #[test]
 fn stream_udt4_server_sends_256mib_to_ours_client() {
     let _serial = serial();

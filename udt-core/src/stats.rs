@@ -125,8 +125,12 @@ pub struct Stats {
     pub naks_sent: u64,
     /// NAK packets received.
     pub naks_received: u64,
-    /// Keep-alives sent.
+    /// Keep-alives sent because nothing else had been sent for a while.
     pub keepalives_sent: u64,
+    /// Keep-alives sent to let the peer's ACK timer run: data was in
+    /// flight and nothing had been heard or sent for an ACK period (a UDT4
+    /// receiver checks its timers only when a datagram arrives).
+    pub ack_nudges_sent: u64,
     /// Retransmission (EXP) timeouts with data outstanding.
     pub timeouts: u64,
     /// Messages this side dropped because their TTL expired before delivery.

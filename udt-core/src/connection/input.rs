@@ -118,6 +118,7 @@ impl Connection {
             self.exp_base = now;
             self.exp_count = 1;
             self.silent_head_resends = 0;
+            self.ack_nudged = false;
         }
         // Anything from the peer proves it finished connecting.
         self.sender.release_hold(now);

@@ -194,6 +194,9 @@ pub struct Connection {
     last_heard: Instant,
     /// Last time any packet left for the peer.
     last_send_time: Instant,
+    /// An ACK nudge went out since the peer was last heard from
+    /// (`Connection::ack_nudge_due`): one per silence.
+    ack_nudged: bool,
     /// Where the keep-alive grid starts; `None`: no grid (see
     /// [`align_soft_timers`](Self::align_soft_timers)).
     timer_origin: Option<Instant>,
@@ -312,6 +315,7 @@ impl Connection {
             recv_sizer,
             control: VecDeque::with_capacity(32),
             last_heard: now,
+            ack_nudged: false,
             last_send_time: now,
             timer_origin: None,
             exp_base: now,

@@ -505,6 +505,12 @@ fn exp_backs_off_and_retransmits_unacknowledged_data() {
     let payload = [0x5A; 100];
     assert_eq!(s.conn.write(&payload), Ok(100));
     s.expect(ms(0), &[data_out(ms(0), ISN, &payload)]);
+    // One ACK period and 2.5 ms of quiet later, a keep-alive nudges the
+    // peer's timers (a UDT4 receiver runs them only when something
+    // arrives); once, since the peer stays silent.
+    s.expect(us(12_499), &[]);
+    s.expect(us(12_500), &[keepalive(us(12_500))]);
+    assert_eq!(s.conn.stats().ack_nudges_sent, 1);
     // The n-th expiry comes n·(RTT + 4·RTTVar + SYN) = n·310 ms after the
     // previous one (UDT4 checkTimers; at least n·300 ms), and each resends
     // everything unacknowledged.
@@ -557,6 +563,8 @@ fn the_first_packet_after_a_quiet_spell_starts_the_timeout_afresh() {
     assert_eq!(s.conn.write(&payload), Ok(100));
     s.expect(ms(500), &[data_out(ms(500), ISN, &payload)]);
     assert_eq!(s.conn.timer_deadline(Timer::Exp), Some(s.at(ms(810))));
+    // (The ACK nudge of a quiet line, once.)
+    s.expect(us(512_500), &[keepalive(us(512_500))]);
     s.expect(ms(809), &[]);
     assert_eq!(s.conn.stats().timeouts, 0);
     // A real silence still times it out, one interval after it left.
@@ -1053,4 +1061,64 @@ fn a_lost_tail_is_repaired_in_doubling_bursts() {
         ]
     );
     assert_eq!(s.conn.stats().timeouts, 0, "not by EXP");
+}
+
+/// A control packet from the peer.
+fn control_in(control: Control<'_>) -> Vec<u8> {
+    let mut d = Vec::new();
+    ControlPacket {
+        timestamp: 0,
+        dest: LOCAL,
+        control,
+    }
+    .encode(&mut d);
+    d
+}
+
+#[test]
+fn a_quiet_line_with_data_in_flight_nudges_the_peer_once_per_silence() {
+    // A UDT4 receiver runs its ACK timer only when one of our datagrams
+    // arrives, or on a sweep every 100 ms: a sender that sent all it may
+    // and waits quietly hears the ACK that late unless it sends something.
+    // With nothing in flight there is nothing to nudge for.
+    let mut s = Script::new(Config::default());
+    assert_eq!(s.conn.timer_deadline(Timer::AckNudge), None);
+    s.expect(ms(5), &[]);
+    let payload = [0x44; 100];
+    assert_eq!(s.conn.write(&payload), Ok(100));
+    s.expect(ms(5), &[data_out(ms(5), ISN, &payload)]);
+    // An ACK period and a 2.5 ms margin after the line fell quiet.
+    assert_eq!(
+        s.conn.timer_deadline(Timer::AckNudge),
+        Some(s.at(us(17_500)))
+    );
+    s.expect(us(17_499), &[]);
+    s.expect(us(17_500), &[keepalive(us(17_500))]);
+    // Once per silence: a peer that stays silent is the EXP timer's.
+    assert_eq!(s.conn.timer_deadline(Timer::AckNudge), None);
+    s.expect(ms(100), &[]);
+    // Hearing from the peer re-arms it.
+    s.feed(ms(130), &control_in(Control::KeepAlive));
+    assert_eq!(
+        s.conn.timer_deadline(Timer::AckNudge),
+        Some(s.at(us(142_500)))
+    );
+    s.expect(us(142_500), &[keepalive(us(142_500))]);
+    // An ACK of everything (its peer has read it all): nothing in flight.
+    let ack_all = control_in(Control::Ack(Ack {
+        ack_seq: AckSeqNumber::new(1),
+        ack: ISN.next(),
+        rtt_us: RTT0,
+        rtt_var_us: VAR0,
+        available_buffer: 8191,
+        rates: None,
+    }));
+    s.feed(ms(150), &ack_all);
+    s.expect(
+        ms(150),
+        &[control(ms(150), Control::Ack2(AckSeqNumber::new(1)))],
+    );
+    assert_eq!(s.conn.timer_deadline(Timer::AckNudge), None);
+    assert_eq!(s.conn.stats().ack_nudges_sent, 2);
+    assert_eq!(s.conn.stats().keepalives_sent, 0);
 }

@@ -28,6 +28,11 @@ pub enum Timer {
     /// Keep-alive: something must reach the peer at least this often so it
     /// does not declare us dead.
     KeepAlive,
+    /// Data is in flight and the line has been quiet both ways for an ACK
+    /// period: a keep-alive lets a UDT4 receiver's timers run, so its ACK
+    /// leaves now rather than at its next 100 ms sweep
+    /// ([`ack_nudge_due`](Connection::ack_nudge_due)).
+    AckNudge,
     /// The peer has been silent for the configured idle timeout: it is dead.
     Idle,
     /// Close gave up waiting for the peer to acknowledge the last data, or
@@ -37,7 +42,7 @@ pub enum Timer {
 
 impl Timer {
     /// Every timer, in the order `handle_timeout` fires them.
-    pub const ALL: [Timer; 7] = [
+    pub const ALL: [Timer; 8] = [
         Timer::Idle,
         Timer::Linger,
         Timer::Exp,
@@ -45,6 +50,7 @@ impl Timer {
         Timer::Nak,
         Timer::Ack,
         Timer::KeepAlive,
+        Timer::AckNudge,
     ];
 }
 
@@ -52,6 +58,14 @@ impl Timer {
 /// expiry, about every 0.3 s; once a second keeps idle connections cheap
 /// and is still far below any peer's dead-peer detection).
 pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How late past an ACK period an ACK may be before the sender nudges
+/// the receiver: room for the jitter of a receiver whose timer does run on
+/// its own. Not the RTT variation: into libudt0 that starts at tens of
+/// milliseconds (its receiver folds its first samples into UDT4's initial
+/// 100 ms at 1/8), and a nudge 45-60 ms late left Startup's rounds too
+/// slow to grow the window.
+const ACK_NUDGE_MARGIN: Duration = Duration::from_micros(2_500);
 
 /// Grid points per keep-alive interval (`Connection::align_soft_timers`).
 const KEEPALIVE_GRID_STEPS: u32 = 4;
@@ -82,6 +96,7 @@ impl Connection {
             }
             Timer::LossDetection => self.head_loss_deadline(),
             Timer::KeepAlive => Some(self.keepalive_due()),
+            Timer::AckNudge => self.ack_nudge_due(),
             Timer::Idle => Some(self.last_heard + self.config.peer_idle_timeout),
             Timer::Linger => match self.state {
                 State::Closing { deadline } => deadline,
@@ -131,6 +146,35 @@ impl Connection {
             .unwrap_or(earliest)
     }
 
+    /// When to nudge the peer for an ACK: an ACK period (and a margin)
+    /// after the later of the last datagram heard and the last one sent,
+    /// while data is unacknowledged and no nudge went out since the peer
+    /// was last heard from; `None` otherwise.
+    ///
+    /// A UDT4 receiver checks a connection's timers only when a datagram
+    /// of that connection arrives, and otherwise once every 100 ms
+    /// (udt4-protocol.md §7, "timer check cadence"). A sender that sent
+    /// its whole window within one ACK period and then waits for the ACK
+    /// sends nothing that would arrive after the receiver's ACK timer
+    /// expired, so the ACK waited for the sweep: on loopback into libudt0,
+    /// Startup's rounds of 32 packets took 104 ms each instead of ~10, the
+    /// bandwidth plateaued at ~640 packets/s and Startup ended there. Any
+    /// datagram will do; a keep-alive changes no state at either end.
+    /// Against a receiver whose ACK timer runs on its own (ours) the ACK
+    /// comes first and the nudge is never due. One nudge per silence: it
+    /// arrives after the receiver's ACK timer expired (the later of what we
+    /// heard and sent last is no earlier than that ACK left), so if no ACK
+    /// follows, the receiver had nothing new to acknowledge, and a silent
+    /// or dead peer is the EXP timer's business, not a stream of
+    /// keep-alives.
+    pub(crate) fn ack_nudge_due(&self) -> Option<Instant> {
+        if self.ack_nudged || self.sender.unacked() == 0 {
+            return None;
+        }
+        let quiet_since = self.last_heard.max(self.last_send_time);
+        Some(quiet_since + SYN_INTERVAL + ACK_NUDGE_MARGIN)
+    }
+
     /// Fires every timer that is due at `now`.
     pub(crate) fn fire_due_timers(&mut self, now: Instant) {
         for timer in Timer::ALL {
@@ -149,6 +193,7 @@ impl Connection {
             Timer::Exp => self.on_exp(now),
             Timer::LossDetection => self.on_loss_detection_timer(now),
             Timer::KeepAlive => self.queue_keepalive(now),
+            Timer::AckNudge => self.queue_ack_nudge(now),
             Timer::Idle => {
                 log::info!(
                     "{} peer {} silent for {:?}: connection timed out",
@@ -251,6 +296,20 @@ impl Connection {
         // driver drains the queue.
         self.last_send_time = now;
         self.counters.keepalives_sent += 1;
+        self.queue_control(ControlItem::KeepAlive);
+    }
+
+    /// The ACK nudge: a keep-alive, without the keep-alive timer's trim
+    /// (data is in flight).
+    fn queue_ack_nudge(&mut self, now: Instant) {
+        log::trace!(
+            "{} no ACK for {:?}: nudging the peer",
+            self.local_id,
+            now.saturating_duration_since(self.last_heard)
+        );
+        self.last_send_time = now;
+        self.ack_nudged = true;
+        self.counters.ack_nudges_sent += 1;
         self.queue_control(ControlItem::KeepAlive);
     }
 }

@@ -314,9 +314,9 @@ pub fn config_for(cc: CcAlgorithm) -> Config {
 /// periodic NAK), no ACK at all, not even a light one, while its first
 /// missing packet stays the one the sender confirmed, and fixed
 /// 8192-packet buffers (UDT4's default, never growing with the path).
-/// Everything else a UDT4 receiver does the same way as ours (ACK cadence,
-/// estimators; docs/divergences.md), so a sender that keeps up with this
-/// receiver in the simulator should keep up with libudt0.
+/// Everything else a UDT4 receiver does the same way as ours (estimators;
+/// docs/divergences.md) but the cadence of its timers, which is the node's
+/// ([`UdtNode::with_udt4_timer_cadence`], used by [`run_into_udt4`]).
 pub fn udt4_like_receiver() -> Config {
     Config {
         periodic_nak: false,
@@ -351,6 +351,29 @@ pub fn run(
     receiver: Config,
     spec: RunSpec,
 ) -> ScenarioReport {
+    run_between(scenario, flows, receiver, false, spec)
+}
+
+/// Runs `scenario` as [`run`] does, into receivers that behave as UDT4's
+/// (Debian's libudt0) do: [`udt4_like_receiver`]'s loss reports and fixed
+/// buffers, and timers that run only when a datagram arrives or on a
+/// 100 ms sweep ([`UdtNode::with_udt4_timer_cadence`]). A sender that
+/// keeps up with this receiver in the simulator should keep up with
+/// libudt0.
+///
+/// # Panics
+/// As [`run`].
+pub fn run_into_udt4(scenario: &Scenario, flows: &[Config], spec: RunSpec) -> ScenarioReport {
+    run_between(scenario, flows, udt4_like_receiver(), true, spec)
+}
+
+fn run_between(
+    scenario: &Scenario,
+    flows: &[Config],
+    receiver: Config,
+    udt4_timers: bool,
+    spec: RunSpec,
+) -> ScenarioReport {
     assert_eq!(
         flows.len(),
         scenario.flow_starts.len(),
@@ -361,7 +384,11 @@ pub fn run(
     let a_addr: SocketAddr = "192.0.2.1:9000".parse().expect("literal address");
     let b_addr: SocketAddr = "198.51.100.7:9000".parse().expect("literal address");
     let a = sim.add_node(a_addr, UdtNode::new(a_addr, Config::default(), seed ^ 0xA));
-    let b = sim.add_node(b_addr, UdtNode::new(b_addr, receiver, seed ^ 0xB));
+    let mut receiver_node = UdtNode::new(b_addr, receiver, seed ^ 0xB);
+    if udt4_timers {
+        receiver_node = receiver_node.with_udt4_timer_cadence();
+    }
+    let b = sim.add_node(b_addr, receiver_node);
     sim.link(a, b, scenario.link(), scenario.link());
     let now = sim.now();
     sim.node_mut(b).listen(now);

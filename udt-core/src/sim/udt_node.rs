@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Endpoint as SimEndpoint;
 use crate::config::Config;
@@ -32,7 +32,17 @@ pub struct UdtNode {
     /// The endpoint's answers waiting to go out.
     replies: VecDeque<(SocketAddr, Vec<u8>)>,
     scratch: Vec<u8>,
+    /// UDT4's timer cadence ([`with_udt4_timer_cadence`](Self::with_udt4_timer_cadence)):
+    /// the sweep period, or `None` for timers run at their deadlines.
+    timer_sweep: Option<Duration>,
+    /// Per handle, when its connection's timers were last checked (UDT4
+    /// cadence only).
+    last_check: Vec<Option<Instant>>,
 }
+
+/// How often UDT4's receive worker runs the timers of a connection none of
+/// whose datagrams arrived meanwhile (udt4-protocol.md §7).
+pub const UDT4_TIMER_SWEEP: Duration = Duration::from_millis(100);
 
 impl UdtNode {
     /// A node with the given configuration; `seed` drives its socket IDs,
@@ -47,7 +57,41 @@ impl UdtNode {
             sched: SendSchedule::new(),
             replies: VecDeque::new(),
             scratch: Vec::with_capacity(128),
+            timer_sweep: None,
+            last_check: Vec::new(),
         }
+    }
+
+    /// This node runs a connection's timers as UDT4 does: when a datagram
+    /// of that connection arrives, and otherwise on a sweep every
+    /// [`UDT4_TIMER_SWEEP`], not at their deadlines. So a UDT4 receiver's
+    /// ACK, due every 10 ms, leaves only when something arrives after it
+    /// fell due, or at the next sweep. Handshakes keep their deadlines.
+    pub fn with_udt4_timer_cadence(mut self) -> Self {
+        self.timer_sweep = Some(UDT4_TIMER_SWEEP);
+        self
+    }
+
+    /// When connection `h`'s timers, next due at `due`, will run under
+    /// UDT4's cadence: at the first sweep at or after `due`.
+    fn swept_at(&self, h: usize, due: Instant, sweep: Duration) -> Instant {
+        let Some(last) = self.last_check.get(h).copied().flatten() else {
+            return due;
+        };
+        let Some(wait) = due.checked_duration_since(last) else {
+            return last + sweep;
+        };
+        let sweeps = wait.as_nanos().div_ceil(sweep.as_nanos().max(1)).max(1);
+        let sweeps = u32::try_from(sweeps).unwrap_or(u32::MAX);
+        last + sweep.saturating_mul(sweeps)
+    }
+
+    /// Records that connection `h`'s timers were checked at `now`.
+    fn mark_checked(&mut self, h: usize, now: Instant) {
+        if self.last_check.len() <= h {
+            self.last_check.resize(h + 1, None);
+        }
+        self.last_check[h] = Some(now);
     }
 
     /// This node's address.
@@ -211,7 +255,17 @@ impl SimEndpoint for UdtNode {
                 let Some(socket) = self.sockets.get_mut(h.index()).and_then(Option::as_mut) else {
                     return;
                 };
-                let progress = socket.handle_datagram(now, from, datagram);
+                let mut progress = socket.handle_datagram(now, from, datagram);
+                if self.timer_sweep.is_some() && !socket.is_connecting() {
+                    // UDT4 checks the connection's timers after every
+                    // datagram it processes for it.
+                    if progress != Progress::Failed
+                        && socket.poll_timeout().is_some_and(|t| t <= now)
+                    {
+                        progress = socket.handle_timeout(now);
+                    }
+                    self.mark_checked(h.index(), now);
+                }
                 self.settle(now, h, progress);
             }
             DatagramEvent::Accepted { handle, socket } => {
@@ -226,10 +280,23 @@ impl SimEndpoint for UdtNode {
     fn handle_timeout(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
         for i in 0..self.sockets.len() {
-            let Some(socket) = self.sockets[i].as_mut() else {
+            let Some(socket) = self.sockets[i].as_ref() else {
                 continue;
             };
-            if socket.poll_timeout().is_some_and(|t| t <= now) {
+            let Some(due) = socket.poll_timeout() else {
+                continue;
+            };
+            let swept = match self.timer_sweep {
+                Some(sweep) if !socket.is_connecting() => Some(self.swept_at(i, due, sweep)),
+                _ => None,
+            };
+            if swept.unwrap_or(due) > now {
+                continue;
+            }
+            if swept.is_some() {
+                self.mark_checked(i, now);
+            }
+            if let Some(socket) = self.sockets[i].as_mut() {
                 let progress = socket.handle_timeout(now);
                 self.settle(now, ConnectionHandle(i as u32), progress);
             }
@@ -274,8 +341,17 @@ impl SimEndpoint for UdtNode {
             }
         };
         consider(self.endpoint.poll_timeout());
-        for socket in self.sockets.iter().flatten() {
-            consider(socket.poll_timeout());
+        for (i, socket) in self.sockets.iter().enumerate() {
+            let Some(socket) = socket else {
+                continue;
+            };
+            let due = socket.poll_timeout();
+            match (self.timer_sweep, due) {
+                (Some(sweep), Some(due)) if !socket.is_connecting() => {
+                    consider(Some(self.swept_at(i, due, sweep)));
+                }
+                _ => consider(due),
+            }
         }
         at
     }
