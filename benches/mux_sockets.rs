@@ -301,6 +301,7 @@ fn transfer_polled(
             }
         }
         let (mut resent, mut timeouts, mut reported, mut presumed) = (0u64, 0u64, 0u64, 0u64);
+        let mut nudges = 0u64;
         let mut limits = udt::proto::SendLimits::default();
         for s in done {
             s.set_nonblocking(false);
@@ -309,6 +310,7 @@ fn transfer_polled(
             timeouts += stats.timeouts;
             reported += stats.packets_reported_lost;
             presumed += stats.packets_presumed_lost;
+            nudges += stats.ack_nudges_sent;
             let l = stats.send_limits;
             limits.app += l.app;
             limits.flow_window += l.flow_window;
@@ -317,7 +319,10 @@ fn transfer_polled(
             limits.driver += l.driver;
             s.close().expect("close");
         }
-        println!("senders: {reported} packets reported lost by NAKs, {presumed} presumed lost");
+        println!(
+            "senders: {reported} packets reported lost by NAKs, {presumed} presumed lost, \
+             {nudges} ACK nudges"
+        );
         let [app, flow, cwnd, pacing, driver] = limits.shares().map(|x| x * 100.0);
         println!(
             "senders waited for: the application {app:.0} %, the flow window {flow:.0} %, \
