@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use super::scripted_tests::{
-    ack, data_in, data_out, keepalive, ms, ts, window, Script, FULL, INITIAL_RATES, ISN, LOCAL,
-    PEER, RTT0, VAR0,
+    ack, control_in, data_in, data_out, keepalive, ms, ts, window, Script, FULL, INITIAL_RATES,
+    ISN, LOCAL, PEER, RTT0, VAR0,
 };
 use super::*;
 use crate::packet::{self, Ack, Control, ControlPacket, DataHeader, PacketPosition};
@@ -34,18 +34,6 @@ fn ack_in(ack_seq: u32, ack: SeqNumber, available_buffer: u32) -> Vec<u8> {
             available_buffer,
             rates: None,
         }),
-    }
-    .encode(&mut d);
-    d
-}
-
-/// A control packet from the peer.
-fn control_in(control: Control<'_>) -> Vec<u8> {
-    let mut d = Vec::new();
-    ControlPacket {
-        timestamp: 0,
-        dest: LOCAL,
-        control,
     }
     .encode(&mut d);
     d

@@ -1064,7 +1064,7 @@ fn a_lost_tail_is_repaired_in_doubling_bursts() {
 }
 
 /// A control packet from the peer.
-fn control_in(control: Control<'_>) -> Vec<u8> {
+pub(super) fn control_in(control: Control<'_>) -> Vec<u8> {
     let mut d = Vec::new();
     ControlPacket {
         timestamp: 0,
