@@ -29,9 +29,9 @@ pub enum Timer {
     /// does not declare us dead.
     KeepAlive,
     /// Data is in flight and the line has been quiet both ways for an ACK
-    /// period: a keep-alive lets a UDT4 receiver's timers run, so its ACK
-    /// leaves now rather than at its next 100 ms sweep
-    /// ([`ack_nudge_due`](Connection::ack_nudge_due)).
+    /// period (and 2.5 ms): one keep-alive lets a UDT4 receiver's timers
+    /// run, so its ACK leaves now rather than at its next 100 ms sweep.
+    /// Once per silence; counted in [`Stats::ack_nudges_sent`](crate::stats::Stats::ack_nudges_sent).
     AckNudge,
     /// The peer has been silent for the configured idle timeout: it is dead.
     Idle,
