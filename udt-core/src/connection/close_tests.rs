@@ -10,34 +10,15 @@
 use std::time::Duration;
 
 use super::scripted_tests::{
-    ack, control_in, data_in, data_out, keepalive, ms, ts, window, Script, FULL, INITIAL_RATES,
-    ISN, LOCAL, PEER, RTT0, VAR0,
+    ack, ack_in_with_window as ack_in, control_in, data_in, data_out, keepalive, ms, ts, window,
+    Script, FULL, INITIAL_RATES, ISN, PEER, RTT0, VAR0,
 };
 use super::*;
-use crate::packet::{self, Ack, Control, ControlPacket, DataHeader, PacketPosition};
+use crate::packet::{self, Control, DataHeader, PacketPosition};
 use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber};
 
 /// What an empty default UDT4 receiver advertises.
 const DRAINED: u32 = 8191;
-
-/// A full or medium ACK from the peer (no rate fields).
-fn ack_in(ack_seq: u32, ack: SeqNumber, available_buffer: u32) -> Vec<u8> {
-    let mut d = Vec::new();
-    ControlPacket {
-        timestamp: 0,
-        dest: LOCAL,
-        control: Control::Ack(Ack {
-            ack_seq: AckSeqNumber::new(ack_seq),
-            ack,
-            rtt_us: RTT0,
-            rtt_var_us: VAR0,
-            available_buffer,
-            rates: None,
-        }),
-    }
-    .encode(&mut d);
-    d
-}
 
 fn ack2_out(at: Duration, ack_seq: u32) -> Vec<u8> {
     super::scripted_tests::control(at, Control::Ack2(AckSeqNumber::new(ack_seq)))

@@ -523,23 +523,9 @@ fn exp_backs_off_and_retransmits_unacknowledged_data() {
     }
     assert_eq!(at, ms(1860));
     // An ACK of everything stops the timer: only keep-alives remain.
-    let mut d = Vec::new();
-    ControlPacket {
-        timestamp: 0,
-        dest: LOCAL,
-        control: Control::Ack(Ack {
-            ack_seq: AckSeqNumber::new(1),
-            ack: ISN.next(),
-            rtt_us: RTT0,
-            rtt_var_us: VAR0,
-            // Empty: the peer has read everything (8192 − 1), so
-            // the ACK is confirmed at once (see `Sender::withholds_ack2`).
-            available_buffer: 8191,
-            rates: None,
-        }),
-    }
-    .encode(&mut d);
-    s.feed(ms(1900), &d);
+    // Empty: the peer has read everything (8192 − 1), so the ACK is
+    // confirmed at once (see `Sender::withholds_ack2`).
+    s.feed(ms(1900), &ack_in_with_window(1, ISN.next(), 8191));
     s.expect(
         ms(1900),
         &[control(ms(1900), Control::Ack2(AckSeqNumber::new(1)))],
@@ -1063,6 +1049,19 @@ fn a_lost_tail_is_repaired_in_doubling_bursts() {
     assert_eq!(s.conn.stats().timeouts, 0, "not by EXP");
 }
 
+/// A full or medium ACK from the peer (no rate fields) still carrying the
+/// initial RTT, reporting `available_buffer` packets free.
+pub(super) fn ack_in_with_window(ack_seq: u32, ack: SeqNumber, available_buffer: u32) -> Vec<u8> {
+    control_in(Control::Ack(Ack {
+        ack_seq: AckSeqNumber::new(ack_seq),
+        ack,
+        rtt_us: RTT0,
+        rtt_var_us: VAR0,
+        available_buffer,
+        rates: None,
+    }))
+}
+
 /// A control packet from the peer.
 pub(super) fn control_in(control: Control<'_>) -> Vec<u8> {
     let mut d = Vec::new();
@@ -1105,15 +1104,7 @@ fn a_quiet_line_with_data_in_flight_nudges_the_peer_once_per_silence() {
     );
     s.expect(us(142_500), &[keepalive(us(142_500))]);
     // An ACK of everything (its peer has read it all): nothing in flight.
-    let ack_all = control_in(Control::Ack(Ack {
-        ack_seq: AckSeqNumber::new(1),
-        ack: ISN.next(),
-        rtt_us: RTT0,
-        rtt_var_us: VAR0,
-        available_buffer: 8191,
-        rates: None,
-    }));
-    s.feed(ms(150), &ack_all);
+    s.feed(ms(150), &ack_in_with_window(1, ISN.next(), 8191));
     s.expect(
         ms(150),
         &[control(ms(150), Control::Ack2(AckSeqNumber::new(1)))],

@@ -292,10 +292,14 @@ impl Connection {
     fn queue_keepalive(&mut self, now: Instant) {
         self.sender.trim();
         self.receiver.trim();
-        // Mark the time now so the timer does not fire again before the
-        // driver drains the queue.
-        self.last_send_time = now;
         self.counters.keepalives_sent += 1;
+        self.queue_keepalive_packet(now);
+    }
+
+    /// Queues a keep-alive, marking the time now so that neither timer
+    /// that sends one fires again before the driver drains the queue.
+    fn queue_keepalive_packet(&mut self, now: Instant) {
+        self.last_send_time = now;
         self.queue_control(ControlItem::KeepAlive);
     }
 
@@ -307,9 +311,8 @@ impl Connection {
             self.local_id,
             now.saturating_duration_since(self.last_heard)
         );
-        self.last_send_time = now;
         self.ack_nudged = true;
         self.counters.ack_nudges_sent += 1;
-        self.queue_control(ControlItem::KeepAlive);
+        self.queue_keepalive_packet(now);
     }
 }

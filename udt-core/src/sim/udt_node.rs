@@ -72,6 +72,18 @@ impl UdtNode {
         self
     }
 
+    /// When socket `h`'s timers will next run: at their deadline, or under
+    /// UDT4's cadence at the first sweep at or after it (handshakes keep
+    /// their deadlines); `None` when none is armed.
+    fn timers_run_at(&self, h: usize) -> Option<Instant> {
+        let socket = self.sockets.get(h)?.as_ref()?;
+        let due = socket.poll_timeout()?;
+        match self.timer_sweep {
+            Some(sweep) if !socket.is_connecting() => Some(self.swept_at(h, due, sweep)),
+            _ => Some(due),
+        }
+    }
+
     /// When connection `h`'s timers, next due at `due`, will run under
     /// UDT4's cadence: at the first sweep at or after `due`.
     fn swept_at(&self, h: usize, due: Instant, sweep: Duration) -> Instant {
@@ -280,24 +292,15 @@ impl SimEndpoint for UdtNode {
     fn handle_timeout(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
         for i in 0..self.sockets.len() {
-            let Some(socket) = self.sockets[i].as_ref() else {
+            if self.timers_run_at(i).is_none_or(|at| at > now) {
                 continue;
-            };
-            let Some(due) = socket.poll_timeout() else {
-                continue;
-            };
-            let swept = match self.timer_sweep {
-                Some(sweep) if !socket.is_connecting() => Some(self.swept_at(i, due, sweep)),
-                _ => None,
-            };
-            if swept.unwrap_or(due) > now {
-                continue;
-            }
-            if swept.is_some() {
-                self.mark_checked(i, now);
             }
             if let Some(socket) = self.sockets[i].as_mut() {
+                let swept = self.timer_sweep.is_some() && !socket.is_connecting();
                 let progress = socket.handle_timeout(now);
+                if swept {
+                    self.mark_checked(i, now);
+                }
                 self.settle(now, ConnectionHandle(i as u32), progress);
             }
         }
@@ -341,17 +344,8 @@ impl SimEndpoint for UdtNode {
             }
         };
         consider(self.endpoint.poll_timeout());
-        for (i, socket) in self.sockets.iter().enumerate() {
-            let Some(socket) = socket else {
-                continue;
-            };
-            let due = socket.poll_timeout();
-            match (self.timer_sweep, due) {
-                (Some(sweep), Some(due)) if !socket.is_connecting() => {
-                    consider(Some(self.swept_at(i, due, sweep)));
-                }
-                _ => consider(due),
-            }
+        for i in 0..self.sockets.len() {
+            consider(self.timers_run_at(i));
         }
         at
     }
