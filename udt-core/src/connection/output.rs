@@ -98,8 +98,7 @@ impl Connection {
         inline: bool,
     ) -> Option<(Transmit, Option<PayloadRef>)> {
         self.observe_time(now);
-        let (kind, gathered) = if let Some(item) = self.control.pop_front() {
-            self.encode_control(now, item, buf);
+        let (kind, gathered) = if self.encode_next_control(now, buf) {
             (TransmitKind::Control, None)
         } else {
             self.poll_data(now, buf, inline)?
@@ -130,8 +129,9 @@ impl Connection {
     /// still returns both kinds, control first.
     pub fn poll_transmit_control(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         self.observe_time(now);
-        let item = self.control.pop_front()?;
-        self.encode_control(now, item, buf);
+        if !self.encode_next_control(now, buf) {
+            return None;
+        }
         if !self.seal_outgoing(now, buf) {
             return None;
         }
@@ -154,21 +154,37 @@ impl Connection {
         true
     }
 
-    fn encode_control(&mut self, now: Instant, item: ControlItem, buf: &mut Vec<u8>) {
+    /// Encodes the next queued control packet that still has something to
+    /// say into `buf`; false when the queue holds none.
+    fn encode_next_control(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
+        while let Some(item) = self.control.pop_front() {
+            if self.encode_control(now, item, buf) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Encodes `item` into `buf`; false when it turned out to have nothing
+    /// to say (a periodic NAK whose losses were all repaired meanwhile).
+    fn encode_control(&mut self, now: Instant, item: ControlItem, buf: &mut Vec<u8>) -> bool {
         let timestamp = wire_timestamp(self.start, now);
         let dest = self.peer_id;
         let control = match item {
             ControlItem::Nak(first, last) => {
                 packet::encode_nak(timestamp, dest, std::iter::once((first, last)), 2, buf);
                 self.counters.naks_sent += 1;
-                return;
+                return true;
             }
             ControlItem::NakList => {
                 let max_words = (self.payload_size / 4).max(2);
-                self.receiver
+                let any = self
+                    .receiver
                     .encode_nak_list(timestamp, dest, max_words, buf);
-                self.counters.naks_sent += 1;
-                return;
+                if any {
+                    self.counters.naks_sent += 1;
+                }
+                return any;
             }
             ControlItem::Ack(ack) => Control::Ack(ack),
             ControlItem::LightAck(ack) => Control::LightAck { ack },
@@ -184,7 +200,7 @@ impl Connection {
                 // Tell the peer where our data ends, so it can tell an
                 // orderly end from a truncated stream (issue 10 item 2).
                 packet::set_shutdown_end(buf, self.sender.buffer().end_seq());
-                return;
+                return true;
             }
             ControlItem::MsgDrop { msg, first, last } => {
                 Control::MsgDropRequest { msg, first, last }
@@ -201,7 +217,7 @@ impl Connection {
                 if hs.req_type == crate::packet::ReqType::Response {
                     buf.extend_from_slice(&self.response_ext);
                 }
-                return;
+                return true;
             }
         };
         Packet::Control(ControlPacket {
@@ -210,6 +226,7 @@ impl Connection {
             control,
         })
         .encode(buf);
+        true
     }
 
     /// The paced data path (UDT4 `packData`, §6.1). Without `inline`, the

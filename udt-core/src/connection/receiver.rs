@@ -60,10 +60,16 @@ pub(super) struct Receiver {
     /// ACK at once: a short packet arrived (UDT4 sets the ACK timer to
     /// now), or the application reopened a nearly closed window.
     ack_now: bool,
-    /// When the whole loss list was last reported.
+    /// When the periodic NAK timer last fired.
     last_nak_time: Instant,
-    /// A periodic NAK of the whole loss list is queued (at most one at a time).
-    nak_list_queued: bool,
+    /// The largest sequence number received when the periodic NAK timer
+    /// last fired. Every loss up to it was found (and reported by an
+    /// immediate NAK) before that firing, so at least a period ago; a loss
+    /// after it was reported less than a period ago and is not repeated yet.
+    nak_watermark: SeqNumber,
+    /// A periodic NAK is queued (at most one at a time), of the losses up to
+    /// this sequence number.
+    nak_list_queued: Option<SeqNumber>,
     /// The window we advertised in the last ACK, to decide on window updates.
     last_advertised: u32,
     /// The windows advertised in the last round trip, to tell whether the
@@ -134,7 +140,8 @@ impl Receiver {
             packets_since_ack: 0,
             ack_now: false,
             last_nak_time: now,
-            nak_list_queued: false,
+            nak_watermark: isn.prev(),
+            nak_list_queued: None,
             last_advertised: u32::MAX,
             advertised: AdvertisedWindows::default(),
             stall_light_acks,
@@ -244,6 +251,15 @@ impl Receiver {
         let mut gap = None;
         if seq.is_after(self.current.next()) {
             let (first, last) = (self.current.next(), seq.prev());
+            if self.loss.is_empty() {
+                // The first loss after a spell without any: its immediate
+                // NAK reports the whole list, so the period starts afresh
+                // and its end repeats this loss. (Counted from the timer's
+                // last firing, long ago, the period would end at once and
+                // report the loss twice within a round trip.)
+                self.last_nak_time = arrived;
+                self.nak_watermark = seq;
+            }
             let added = self.loss.insert(first, last);
             gap = Some(Gap { first, last, added });
         }
@@ -461,12 +477,21 @@ impl Receiver {
         (resend_after(rtt) + drain.min(MAX_NAK_DRAIN)).max(MIN_NAK_INTERVAL)
     }
 
-    /// The periodic NAK timer fired: returns true when a NAK of the whole
-    /// loss list should be queued (there are losses and none is queued).
+    /// The periodic NAK timer fired: returns true when a NAK should be
+    /// queued, of the losses found before the previous firing (none is
+    /// queued yet and there are such losses).
+    ///
+    /// Losses found since then were reported by their immediate NAK less
+    /// than a period ago. Repeating them too would report a loss twice
+    /// within a round trip, and a UDT4 sender counts every NAK of a
+    /// congestion period towards a further rate decrease (`CUDTCC::onLoss`)
+    /// and sends the packet again for each.
     pub(super) fn on_nak_timer(&mut self, now: Instant) -> bool {
         self.last_nak_time = now;
-        if !self.nak_list_queued && !self.loss.is_empty() {
-            self.nak_list_queued = true;
+        let upto = std::mem::replace(&mut self.nak_watermark, self.current);
+        let due = self.loss.first().is_some_and(|first| !first.is_after(upto));
+        if self.nak_list_queued.is_none() && due {
+            self.nak_list_queued = Some(upto);
             return true;
         }
         false
@@ -475,20 +500,30 @@ impl Receiver {
     /// The periodic NAK [`on_nak_timer`](Self::on_nak_timer) asked for
     /// could not be queued: the next period asks again.
     pub(super) fn nak_list_dropped(&mut self) {
-        self.nak_list_queued = false;
+        self.nak_list_queued = None;
     }
 
-    /// Encodes the queued periodic NAK: as much of the loss list as fits in
-    /// `max_words` words.
+    /// Encodes the queued periodic NAK: as much of the losses it is due for
+    /// as fits in `max_words` words. Returns false, with `buf` to be
+    /// discarded, when none of them is still missing (the retransmissions
+    /// arrived meanwhile): an empty NAK must not be sent, since UDT4 reads
+    /// its first entry regardless.
     pub(super) fn encode_nak_list(
         &mut self,
         timestamp: u32,
         dest: SocketId,
         max_words: usize,
         buf: &mut Vec<u8>,
-    ) {
-        self.nak_list_queued = false;
-        packet::encode_nak(timestamp, dest, self.loss.ranges(), max_words, buf);
+    ) -> bool {
+        let Some(upto) = self.nak_list_queued.take() else {
+            return false;
+        };
+        let due = self
+            .loss
+            .ranges()
+            .take_while(|&(first, _)| !first.is_after(upto))
+            .map(|(first, last)| (first, last.min_of(upto)));
+        packet::encode_nak(timestamp, dest, due, max_words, buf) > 0
     }
 }
 
