@@ -316,13 +316,23 @@ fn a_lone_flow_fills_the_link_without_keeping_the_queue_full() {
 #[test]
 fn two_flows_converge_to_equal_shares() {
     let s = Scenario::two_flows();
-    let r = run(&s, CcAlgorithm::Bbr, 8, 2);
+    let r = run(&s, CcAlgorithm::Bbr, 14, 2);
     // The second flow starts at 2 s; from 4 s on the two are within 20 %.
     let bin = Duration::from_millis(100);
-    let a = r.flows[0].goodput_between(bin, secs(4), secs(8));
-    let b = r.flows[1].goodput_between(bin, secs(4), secs(8));
+    let a = r.flows[0].goodput_between(bin, secs(4), secs(14));
+    let b = r.flows[1].goodput_between(bin, secs(4), secs(14));
     assert!(a.min(b) >= 0.8 * a.max(b), "shares {a:.1} and {b:.1}");
     assert!(a + b >= 90.0, "together {:.1} Mbit/s", a + b);
+    // The newcomer took the queue it joined for path delay, so its window
+    // reads larger; both look for the minimum RTT again 5 s after they last
+    // saw it (BBRv2/v3's interval) and the split evens out. (With BBRv1's
+    // 10 s it stayed 44 / 54 here until 12 s.)
+    let a = r.flows[0].goodput_between(bin, secs(8), secs(14));
+    let b = r.flows[1].goodput_between(bin, secs(8), secs(14));
+    assert!(
+        a.min(b) >= 0.9 * a.max(b),
+        "shares after ProbeRtt {a:.1} and {b:.1}"
+    );
     assert!(r.queue_delay.percentile(0.99) < Duration::from_millis(45));
 }
 

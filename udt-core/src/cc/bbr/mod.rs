@@ -17,8 +17,8 @@
 //!   shorter than the time between two ACKs): one at 1.25× (probe for more
 //!   bandwidth), one at 0.75× (drain what the probe queued), six at 1×.
 //! * **ProbeRtt**: when the minimum RTT has not been seen for
-//!   [`MIN_RTT_WINDOW`], the window drops to half the BDP for 200 ms and a
-//!   round trip, so that the queue empties and the true RTT shows.
+//!   [`PROBE_RTT_INTERVAL`], the window drops to half the BDP for 200 ms and
+//!   a round trip, so that the queue empties and the true RTT shows.
 //!
 //! Loss is judged as a rate per round trip, not per event: a round whose
 //! loss-event rate is clearly above the profile's threshold (2 % for
@@ -54,9 +54,16 @@ pub const BW_WINDOW_ROUNDS: usize = 10;
 /// much as one with a sample (see `BbrCc::bw_round`).
 const UNMEASURED_ROUNDS_PER_TICK: u32 = 2;
 
-/// How long a minimum RTT stays valid without being seen again; after it,
-/// ProbeRtt looks for it.
+/// How long the model's minimum RTT stays valid without being seen again;
+/// after it, the minimum of the last [`PROBE_RTT_INTERVAL`] replaces it.
 pub const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long the minimum RTT may go without being seen again (within the
+/// filter's tolerance) before ProbeRtt looks for it: BBRv2/v3's 5 s, half
+/// of [`MIN_RTT_WINDOW`]. Flows that joined a standing queue took it for
+/// path delay; the sooner they all drain together, the sooner their shares
+/// even out (BBRv1 probed every 10 s).
+pub const PROBE_RTT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long ProbeRtt holds the small window (at least one round trip too).
 const PROBE_RTT_DURATION: Duration = Duration::from_millis(200);
@@ -212,7 +219,12 @@ pub struct BbrCc {
     bw_latest_prev: f64,
     /// Bound on the packets in flight after congestion (∞ when unset).
     inflight_hi: f64,
+    /// The model's minimum RTT, over [`MIN_RTT_WINDOW`].
     min_rtt: MinRtt,
+    /// The minimum RTT over [`PROBE_RTT_INTERVAL`] (BBRv3's
+    /// `probe_rtt_min_delay`): when it goes stale, ProbeRtt; it feeds
+    /// `min_rtt`.
+    probe_rtt_min: MinRtt,
     /// The connection's smoothed RTT, used until a sample exists.
     srtt: Duration,
     /// Round trips counted so far.
@@ -289,6 +301,7 @@ impl BbrCc {
             bw_latest_prev: 0.0,
             inflight_hi: f64::INFINITY,
             min_rtt: MinRtt::new(),
+            probe_rtt_min: MinRtt::new(),
             srtt: Duration::from_millis(100),
             round: 0,
             bw_round: 0,
@@ -457,7 +470,10 @@ impl BbrCc {
     }
 
     fn exit_probe_rtt(&mut self, now: Instant) {
-        self.min_rtt.confirm(now);
+        // The probe's own window restarts; the model's minimum keeps its
+        // stamp, so that a path that became longer is taken once the
+        // model's window ran out.
+        self.probe_rtt_min.confirm(now);
         if self.filled_pipe {
             self.enter_probe_bw(now);
         } else {
@@ -814,12 +830,24 @@ impl CongestionControl for BbrCc {
             }
         }
         let rtt_expired = self
-            .min_rtt
+            .probe_rtt_min
             .stamp()
-            .is_some_and(|t| ctx.now.saturating_duration_since(t) > MIN_RTT_WINDOW);
+            .is_some_and(|t| ctx.now.saturating_duration_since(t) > PROBE_RTT_INTERVAL);
         if let Some(rtt) = sample.rtt {
             let tolerance = self.min_rtt.get().map_or(Duration::ZERO, |m| m / 32);
-            self.min_rtt.update(ctx.now, rtt, MIN_RTT_WINDOW, tolerance);
+            self.probe_rtt_min
+                .update(ctx.now, rtt, PROBE_RTT_INTERVAL, tolerance);
+            // A model minimum gone stale is replaced by the smallest RTT of
+            // the last probe interval (one ProbeRtt at least), not by
+            // whatever this sample's queue was.
+            let stale = self
+                .min_rtt
+                .stamp()
+                .is_some_and(|t| ctx.now.saturating_duration_since(t) > MIN_RTT_WINDOW);
+            let recent = self.probe_rtt_min.get().unwrap_or(rtt);
+            let taken = if stale { recent.min(rtt) } else { rtt };
+            self.min_rtt
+                .update(ctx.now, taken, MIN_RTT_WINDOW, tolerance);
             if self.mode == Mode::Startup && !self.filled_pipe {
                 self.check_startup_queue(rtt);
             }

@@ -314,28 +314,52 @@ fn congestion_cuts_the_bounds_and_a_quiet_cycle_lifts_them() {
 }
 
 #[test]
-fn probe_rtt_after_ten_seconds_without_a_new_minimum() {
+fn probe_rtt_after_five_seconds_and_a_longer_path_taken_after_ten() {
     let mut path = Path::new(5_000.0, 40, 0.0);
     let mut cc = started(BbrProfile::Fair, &path);
     for _ in 0..20 {
         path.round(&mut cc);
     }
     assert_eq!(cc.min_rtt(), Some(Duration::from_millis(40)));
-    // The route changes: 25 % longer. The old minimum stays for its
-    // window, then ProbeRtt takes the new one.
+    // The route changes: 25 % longer. ProbeRtt looks for the old minimum
+    // after the probe interval; the model keeps it for its own window, then
+    // takes the longer one.
     path.rtt = Duration::from_millis(50);
-    let mut saw_probe_rtt = false;
+    let changed = path.now;
+    let mut probes = Vec::new();
     let mut min_cwnd_in_probe = f64::MAX;
-    let end = path.now + Duration::from_secs(12);
+    let mut taken = None;
+    let end = changed + Duration::from_secs(12);
     while path.now < end {
+        let before = cc.mode_name();
         path.round(&mut cc);
         if cc.mode_name() == "probe-rtt" {
-            saw_probe_rtt = true;
+            if before != "probe-rtt" {
+                probes.push(path.now - changed);
+            }
             min_cwnd_in_probe = min_cwnd_in_probe.min(cc.congestion_window());
         }
+        if taken.is_none() && cc.min_rtt() == Some(Duration::from_millis(50)) {
+            taken = Some(path.now - changed);
+        }
     }
-    assert!(saw_probe_rtt, "never probed the RTT");
-    assert_eq!(cc.min_rtt(), Some(Duration::from_millis(50)));
+    // One probe, an interval after the last sample at the old minimum (the
+    // rounds before the change kept confirming it); after it the samples
+    // at the new path's RTT confirm the probe window's minimum, so no more.
+    assert_eq!(probes.len(), 1, "probes at {probes:?}");
+    let interval = PROBE_RTT_INTERVAL.as_secs_f64();
+    assert!(
+        (interval..interval + 0.5).contains(&probes[0].as_secs_f64()),
+        "first probe at {probes:?}"
+    );
+    let taken = taken
+        .expect("the longer path was never taken")
+        .as_secs_f64();
+    let window = MIN_RTT_WINDOW.as_secs_f64();
+    assert!(
+        (window..window + 0.5).contains(&taken),
+        "taken after {taken} s"
+    );
     let bdp = 5_000.0 * 0.050;
     assert!(min_cwnd_in_probe <= 0.6 * bdp, "window {min_cwnd_in_probe}");
     assert_ne!(cc.mode_name(), "probe-rtt", "stuck in probe-rtt");
