@@ -300,6 +300,7 @@ fn transfer_polled(
                 }
             }
         }
+        let written = start.elapsed();
         let (mut resent, mut timeouts, mut reported, mut presumed) = (0u64, 0u64, 0u64, 0u64);
         let mut nudges = 0u64;
         let mut limits = udt::proto::SendLimits::default();
@@ -319,6 +320,11 @@ fn transfer_polled(
             limits.driver += l.driver;
             s.close().expect("close");
         }
+        println!(
+            "writer: everything written after {:.3} s, every connection closed after {:.3} s",
+            written.as_secs_f64(),
+            start.elapsed().as_secs_f64()
+        );
         println!(
             "senders: {reported} packets reported lost by NAKs, {presumed} presumed lost, \
              {nudges} ACK nudges"
@@ -343,6 +349,7 @@ fn transfer_polled(
         let mut got = vec![0u64; accepted.len()];
         let mut rates = vec![0.0; accepted.len()];
         let mut open = accepted.len();
+        let mut first_end = None;
         // NAKs sent, packets lost, duplicates, over the receivers.
         let (mut naks, mut lost, mut duplicates) = (0u64, 0u64, 0u64);
         let mut events = Vec::new();
@@ -363,6 +370,7 @@ fn transfer_polled(
                             poller.deregister(Token(i)).expect("deregister");
                             accepted[i] = None;
                             rates[i] = got[i] as f64 / start.elapsed().as_secs_f64();
+                            first_end.get_or_insert(start.elapsed());
                             open -= 1;
                             break;
                         }
@@ -377,6 +385,11 @@ fn transfer_polled(
             assert_eq!(g, bytes, "short transfer");
         }
         println!("receivers: {naks} naks sent, {lost} packets lost, {duplicates} duplicates");
+        println!(
+            "reader: first end of stream after {:.3} s, the last after {:.3} s",
+            first_end.unwrap_or_default().as_secs_f64(),
+            start.elapsed().as_secs_f64()
+        );
         (got.iter().sum(), rates)
     });
     let (resent, timeouts) = writer.join().expect("writer");
