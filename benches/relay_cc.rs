@@ -21,7 +21,13 @@
 //!   `udt4-ours`, `ours-ours` to run, comma-separated (default all four;
 //!   libudt0 as a sender takes minutes on the lossy paths; without
 //!   `udt4-udt4` the ratio column is left empty);
-//! - `UDT_BENCH_TIMELINE=1`: our sender's state once a second on stderr.
+//! - `UDT_BENCH_TIMELINE=1`: our sender's state once a second on stderr;
+//! - `UDT_BENCH_TWO_FLOWS=1`: instead of the table, two of our flows (the
+//!   first controller of `UDT_BENCH_CC`) through one bottleneck of the
+//!   simulator's `two-flows` path, the second joining after 2 s, for
+//!   `UDT_BENCH_SECONDS` (default 20; seeds 1..=`UDT_BENCH_REPS`): each
+//!   flow's goodput per second and the slower flow's share of the faster
+//!   one's over windows after the join.
 //!
 //! Goodput is measured at the receiver, from the accepted connection to the
 //! last byte, so it includes the ramp-up; the transfer sizes are chosen so
@@ -33,9 +39,9 @@
 #[path = "../tests/interop/harness.rs"]
 mod harness;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use harness::{ours_receive, udt4_stream_elapsed, udt4_stream_receiver, udt4_stream_sender};
@@ -463,9 +469,131 @@ fn paths() -> Vec<(Scenario, u64)> {
     }
 }
 
+/// When the second flow of [`two_flows`] joins.
+const JOIN: Duration = Duration::from_secs(2);
+
+/// One flow of [`two_flows`]: from `start` until `end` (both measured from
+/// `t0`) our sender with `cc` writes as fast as it may to `to`.
+fn timed_sender(to: SocketAddr, cc: CcAlgorithm, t0: Instant, start: Duration, end: Duration) {
+    std::thread::sleep(start.saturating_sub(t0.elapsed()));
+    // The receiver counts what arrived by the end; what is still queued
+    // then does not matter, so the close is abortive.
+    let mut config = Config::default().with_congestion(cc);
+    config.linger = None;
+    let ep = Endpoint::bind_with(localhost(), config, udt::EndpointConfig::default())
+        .expect("bind an endpoint");
+    let mut stream = ep.connect(to).expect("connect");
+    let buf = vec![0x5Au8; 1 << 16];
+    while t0.elapsed() < end {
+        stream.write_all(&buf).expect("write");
+    }
+    let _ = stream.close();
+}
+
+/// Two of our flows through one bottleneck (issue 9: fair to itself): the
+/// receiver counts each flow's bytes, sampled once a second.
+fn two_flows(cc: CcAlgorithm, seconds: u64, seed: u64) -> [Vec<f64>; 2] {
+    let s = Scenario::two_flows();
+    let server = Endpoint::bind_with(
+        localhost(),
+        Config::default(),
+        udt::EndpointConfig::default(),
+    )
+    .expect("bind the server");
+    let listener = server.listen(2).expect("listen");
+    let relay = relay_to(server.local_addr(), &s, seed);
+    let to = relay.local_addr();
+    let end = Duration::from_secs(seconds);
+    let counts = [AtomicU64::new(0), AtomicU64::new(0)];
+    let t0 = Instant::now();
+    let mut bins = [Vec::new(), Vec::new()];
+    std::thread::scope(|scope| {
+        let counts = &counts;
+        scope.spawn(move || timed_sender(to, cc, t0, Duration::ZERO, end));
+        scope.spawn(move || timed_sender(to, cc, t0, JOIN, end));
+        // The first connection accepted is the first flow's. Accepted on
+        // their own thread: the second arrives only after the join, and the
+        // samples below must start at once.
+        let listener = &listener;
+        scope.spawn(move || {
+            std::thread::scope(|readers| {
+                for count in counts {
+                    let (mut stream, _) = listener.accept_timeout(LIMIT).expect("accept");
+                    stream.set_read_timeout(Some(LIMIT));
+                    readers.spawn(move || {
+                        let mut buf = vec![0u8; 1 << 16];
+                        while let Ok(n) = stream.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            count.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    });
+                }
+            });
+        });
+        let mut last = [0u64; 2];
+        for second in 1..=seconds {
+            std::thread::sleep(
+                (t0 + Duration::from_secs(second)).saturating_duration_since(Instant::now()),
+            );
+            for (i, c) in counts.iter().enumerate() {
+                let now = c.load(Ordering::Relaxed);
+                bins[i].push((now - last[i]) as f64 * 8.0 / 1e6);
+                last[i] = now;
+            }
+        }
+    });
+    bins
+}
+
+/// The slower flow's goodput as a share of the faster one's, over the
+/// seconds `from..to` of `bins`.
+fn share(bins: &[Vec<f64>; 2], from: usize, to: usize) -> f64 {
+    let sum = |b: &Vec<f64>| {
+        b.get(from..to.min(b.len()))
+            .map_or(0.0, |w| w.iter().sum::<f64>())
+    };
+    let (a, b) = (sum(&bins[0]), sum(&bins[1]));
+    a.min(b) / a.max(b).max(1e-9)
+}
+
+fn run_two_flows(cc: CcAlgorithm, reps: u64) {
+    let seconds: u64 = env_or("UDT_BENCH_SECONDS", 20u64).max(8);
+    let join = JOIN.as_secs() as usize;
+    let windows = [(join + 2, join + 6), (join + 6, seconds as usize)];
+    println!(
+        "two flows of ours ({cc}) through one 100 Mbit/s bottleneck, 20 ms RTT, 50 ms queue; the second joins at {join} s"
+    );
+    for seed in 1..=reps {
+        let bins = two_flows(cc, seconds, seed);
+        let show = |b: &Vec<f64>| {
+            b.iter()
+                .map(|v| format!("{v:.0}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!("seed {seed}: first  {}", show(&bins[0]));
+        println!("seed {seed}: second {}", show(&bins[1]));
+        let shares: Vec<String> = windows
+            .iter()
+            .map(|&(from, to)| format!("{from}-{to} s {:.2}", share(&bins, from, to)))
+            .collect();
+        println!("seed {seed}: slower / faster flow: {}", shares.join(", "));
+    }
+}
+
 fn main() {
     // RUST_LOG=udt_core=debug shows our sender's loss detection and timeouts.
     let _ = env_logger::builder().format_timestamp_micros().try_init();
+    if env_or("UDT_BENCH_TWO_FLOWS", 0u32) != 0 {
+        let cc = std::env::var("UDT_BENCH_CC")
+            .ok()
+            .and_then(|v| v.split(',').next().and_then(|n| n.parse().ok()))
+            .unwrap_or(CcAlgorithm::Bbr);
+        run_two_flows(cc, env_or("UDT_BENCH_REPS", 2u64).max(1));
+        return;
+    }
     let smoke = env_or("UDT_BENCH_SMOKE", 0u32) != 0;
     let reps: u64 = if smoke {
         1
