@@ -423,8 +423,10 @@ fn naks_sent_between(s: &mut Script, from: Duration, to: Duration) -> Vec<Durati
         .collect()
 }
 
-/// As [`naks_sent_between`], with the losses each NAK reports.
+/// When a NAK left, and the losses it reported.
 type SentNak = (Duration, Vec<(SeqNumber, SeqNumber)>);
+
+/// As [`naks_sent_between`], with the losses each NAK reports.
 fn nak_lists_sent_between(s: &mut Script, from: Duration, to: Duration) -> Vec<SentNak> {
     let mut naks = Vec::new();
     let mut t = from;
