@@ -294,10 +294,20 @@ fn reordering_costs_no_more_than_the_loss() {
     let reordered = run(&Scenario::reordering(), CcAlgorithm::Bbr, 6, 2);
     let plain = run(&Scenario::s3(), CcAlgorithm::Bbr, 6, 2);
     assert!(
-        reordered.total_goodput_mbps() >= 0.9 * plain.total_goodput_mbps(),
+        reordered.total_goodput_mbps() >= 0.97 * plain.total_goodput_mbps(),
         "reordered {:.1}, plain {:.1}",
         reordered.total_goodput_mbps(),
         plain.total_goodput_mbps()
+    );
+    // The receiver's reordering window holds the NAK of an overtaken
+    // packet until it arrives: no spurious retransmission (before it,
+    // 1.95 % were resent against 1.06 % on the plain path).
+    let resent = |r: &ScenarioReport| r.flows[0].sender.retransmit_ratio();
+    assert!(
+        resent(&reordered) <= resent(&plain) + 0.002,
+        "resent {:.4} of the reordered path, {:.4} of the plain one",
+        resent(&reordered),
+        resent(&plain)
     );
 }
 

@@ -1,6 +1,10 @@
 //! The simulator's paths (`udt_core::sim::scenario`) on a real
 //! `udt-relay`, and two of our flows through one of them: shared by the
-//! `relay_cc` benchmark and the `relay_fairness` test.
+//! `relay_cc` benchmark and the `relay_fairness` and `relay_reordering`
+//! tests.
+
+// Each of those crates uses a part of this module.
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -50,13 +54,18 @@ pub fn impairment(s: &Scenario) -> Impairment {
 
 /// A relay with `s`'s path in front of `server`.
 pub fn relay_to(server: SocketAddr, s: &Scenario, seed: u64) -> Relay {
+    relay_with(server, impairment(s), seed)
+}
+
+/// A relay with `impairment` both ways in front of `server`.
+pub fn relay_with(server: SocketAddr, impairment: Impairment, seed: u64) -> Relay {
     let config = RelayConfig {
         seed,
         max_pending: 1 << 17,
         socket_buffer: 16 << 20,
         ..RelayConfig::new(server)
     }
-    .with_both(impairment(s));
+    .with_both(impairment);
     Relay::start(config).expect("start the relay")
 }
 

@@ -317,6 +317,20 @@ impl LossList {
     pub fn ranges(&self) -> impl Iterator<Item = (SeqNumber, SeqNumber)> + '_ {
         self.ranges.iter().copied()
     }
+
+    /// The missing ranges inside `[first, last]`, clipped to it, in order.
+    pub fn ranges_within(
+        &self,
+        first: SeqNumber,
+        last: SeqNumber,
+    ) -> impl Iterator<Item = (SeqNumber, SeqNumber)> + '_ {
+        self.ranges
+            .iter()
+            .copied()
+            .skip_while(move |&(_, l)| l.is_before(first))
+            .take_while(move |&(f, _)| !f.is_after(last))
+            .map(move |(f, l)| (f.max_of(first), l.min_of(last)))
+    }
 }
 
 #[cfg(test)]

@@ -180,9 +180,13 @@ impl Connection {
     fn on_data(&mut self, now: Instant, arrived: Instant, header: &DataHeader, payload: &[u8]) {
         let ctx = self.cc_context(now);
         self.cc.on_packet_received(&ctx, header.seq);
-        let outcome = self
-            .receiver
-            .on_data(arrived, header, payload, self.payload_size);
+        let outcome = self.receiver.on_data(
+            arrived,
+            header,
+            payload,
+            self.payload_size,
+            self.rtt.is_measured().then(|| self.rtt.rtt()),
+        );
         let (gap, light_ack) = match outcome {
             DataOutcome::Oversized => {
                 self.counters.dropped.malformed += 1;
@@ -226,7 +230,9 @@ impl Connection {
         };
         if let Some(gap) = gap {
             self.counters.packets_lost += u64::from(gap.added);
-            self.queue_control(ControlItem::Nak(gap.first, gap.last));
+            if gap.report_now {
+                self.queue_control(ControlItem::Nak(gap.first, gap.last));
+            }
         }
         if let Some(ack) = light_ack {
             self.queue_control(ControlItem::LightAck(ack));

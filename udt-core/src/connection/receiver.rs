@@ -6,6 +6,7 @@
 //! when they are due; it reports what happened so the connection can queue
 //! the control packets and keep its counters.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::advertised::AdvertisedWindows;
@@ -35,6 +36,23 @@ const MIN_NAK_INTERVAL: Duration = Duration::from_millis(20);
 /// The longest time allowed for receiving the lost packets in the periodic
 /// NAK interval.
 const MAX_NAK_DRAIN: Duration = Duration::from_secs(1);
+
+/// The most recent gaps remembered for the reordering window (their age is
+/// bounded by a round trip too).
+const RECENT_GAPS: usize = 1024;
+
+/// Packets that must have been overtaken before the reordering window
+/// opens: one could be a retransmission the sender decided on by itself.
+const REORDER_EVIDENCE: u32 = 3;
+
+/// A gap found by a later packet: when, and whether its NAK has left.
+#[derive(Clone, Copy, Debug)]
+struct RecentGap {
+    first: SeqNumber,
+    last: SeqNumber,
+    found: Instant,
+    reported: bool,
+}
 
 /// Receiver-side state.
 #[derive(Debug)]
@@ -70,6 +88,22 @@ pub(super) struct Receiver {
     /// A periodic NAK is queued (at most one at a time), of the losses up to
     /// this sequence number.
     nak_list_queued: Option<SeqNumber>,
+    /// Gaps found within about the last round trip, oldest first: the
+    /// evidence of reordering, and the NAKs the reordering window holds.
+    recent_gaps: VecDeque<RecentGap>,
+    /// How long a new gap waits before its NAK, in case the missing packets
+    /// were only overtaken (RACK's reordering window, RFC 8985 6.2). Zero,
+    /// UDT4's immediate NAK, until [`REORDER_EVIDENCE`] missing packets
+    /// arrived too soon after their gap was found to be retransmissions
+    /// (within a quarter of the RTT); then the largest such delay and a
+    /// quarter, never more than a quarter of the current RTT.
+    reorder_window: Duration,
+    /// Overtaken packets seen so far.
+    reorder_events: u32,
+    /// The largest delay of an overtaken packet seen so far.
+    reorder_delay: Duration,
+    /// The connection's smoothed RTT at the last data packet, once measured.
+    rtt_hint: Option<Duration>,
     /// The window we advertised in the last ACK, to decide on window updates.
     last_advertised: u32,
     /// The windows advertised in the last round trip, to tell whether the
@@ -87,6 +121,9 @@ pub(super) struct Gap {
     pub(super) first: SeqNumber,
     pub(super) last: SeqNumber,
     pub(super) added: u32,
+    /// NAK it now; otherwise the reordering window holds it
+    /// ([`Receiver::take_due_naks`]).
+    pub(super) report_now: bool,
 }
 
 /// What a data packet did.
@@ -142,6 +179,11 @@ impl Receiver {
             last_nak_time: now,
             nak_watermark: isn.prev(),
             nak_list_queued: None,
+            recent_gaps: VecDeque::new(),
+            reorder_window: Duration::ZERO,
+            reorder_events: 0,
+            reorder_delay: Duration::ZERO,
+            rtt_hint: None,
             last_advertised: u32::MAX,
             advertised: AdvertisedWindows::default(),
             stall_light_acks,
@@ -222,15 +264,19 @@ impl Receiver {
     /// stores it, detects a gap before it and counts it for the light ACK.
     /// `arrived` is when the packet reached the host (a kernel receive
     /// timestamp when the driver has one, else the time it was handed
-    /// over), for the arrival speed and the packet pairs.
+    /// over), for the arrival speed, the packet pairs and the reordering
+    /// window; `rtt` is the connection's smoothed round-trip time once
+    /// measured.
     pub(super) fn on_data(
         &mut self,
         arrived: Instant,
         header: &DataHeader,
         payload: &[u8],
         payload_size: usize,
+        rtt: Option<Duration>,
     ) -> DataOutcome {
         let seq = header.seq;
+        self.rtt_hint = rtt;
         self.arrivals.on_data(arrived, seq);
         if payload.len() > payload_size {
             return DataOutcome::Oversized;
@@ -247,7 +293,8 @@ impl Receiver {
                 Err(InsertError::Dropped) => true,
             };
         // Gap detection: everything between the largest sequence number
-        // seen and this one is missing; report it at once.
+        // seen and this one is missing; report it at once, or once the
+        // reordering window passed.
         let mut gap = None;
         if seq.is_after(self.current.next()) {
             let (first, last) = (self.current.next(), seq.prev());
@@ -261,12 +308,26 @@ impl Receiver {
                 self.nak_watermark = seq;
             }
             let added = self.loss.insert(first, last);
-            gap = Some(Gap { first, last, added });
+            let wait = !self.window().is_zero();
+            let remembered = self.remember_gap(RecentGap {
+                first,
+                last,
+                found: arrived,
+                reported: !wait,
+            });
+            gap = Some(Gap {
+                first,
+                last,
+                added,
+                report_now: !wait || !remembered,
+            });
         }
         if seq.is_after(self.current) {
             self.current = seq;
-        } else {
-            self.loss.remove(seq);
+        } else if self.loss.remove(seq) {
+            if let Some(rtt) = rtt {
+                self.note_late_arrival(seq, arrived, rtt);
+            }
         }
         // A short packet usually ends a message: acknowledge at once.
         if payload.len() < payload_size {
@@ -289,6 +350,95 @@ impl Receiver {
             gap,
             light_ack,
         }
+    }
+
+    /// Remembers a new gap (dropping those older than a round trip whose
+    /// NAK has left); false when there is no room for one whose NAK waits,
+    /// which must then be sent at once.
+    fn remember_gap(&mut self, gap: RecentGap) -> bool {
+        while self.recent_gaps.len() >= RECENT_GAPS {
+            match self.recent_gaps.iter().position(|g| g.reported) {
+                Some(i) => {
+                    self.recent_gaps.remove(i);
+                }
+                None => return false,
+            }
+        }
+        self.recent_gaps.push_back(gap);
+        true
+    }
+
+    /// The reordering window now: never more than a quarter of the RTT.
+    fn window(&self) -> Duration {
+        match self.rtt_hint {
+            Some(rtt) => self.reorder_window.min(rtt / 4),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// A missing packet arrived at `arrived`. If that was sooner after its
+    /// gap was found than a quarter of a round trip, it is hardly a
+    /// retransmission our NAK asked for (that takes a round trip): it was
+    /// overtaken, and the reordering window widens to cover that delay.
+    fn note_late_arrival(&mut self, seq: SeqNumber, arrived: Instant, rtt: Duration) {
+        // Gaps older than a round trip can no longer tell reordering from
+        // a retransmission.
+        while let Some(g) = self.recent_gaps.front() {
+            if g.reported && arrived.saturating_duration_since(g.found) > rtt {
+                self.recent_gaps.pop_front();
+            } else {
+                break;
+            }
+        }
+        let Some(gap) = self
+            .recent_gaps
+            .iter()
+            .rev()
+            .find(|g| !seq.is_before(g.first) && !seq.is_after(g.last))
+        else {
+            return;
+        };
+        let delay = arrived.saturating_duration_since(gap.found);
+        if delay >= rtt / 4 {
+            return;
+        }
+        self.reorder_events = self.reorder_events.saturating_add(1);
+        self.reorder_delay = self.reorder_delay.max(delay);
+        if self.reorder_events < REORDER_EVIDENCE {
+            return;
+        }
+        let window = self.reorder_delay + self.reorder_delay / 4;
+        if window > self.reorder_window {
+            log::debug!("reordering: a packet {delay:?} late, NAKs now wait up to {window:?}");
+            self.reorder_window = window;
+        }
+    }
+
+    /// When the oldest NAK the reordering window holds is due.
+    pub(super) fn delayed_nak_deadline(&self) -> Option<Instant> {
+        self.recent_gaps
+            .iter()
+            .find(|g| !g.reported)
+            .map(|g| g.found + self.window())
+    }
+
+    /// The NAKs the reordering window held that are due at `now`: what is
+    /// still missing of each gap found a window ago (nothing for a gap the
+    /// overtaken packets filled meanwhile).
+    pub(super) fn take_due_naks(&mut self, now: Instant) -> Vec<(SeqNumber, SeqNumber)> {
+        let mut naks = Vec::new();
+        let window = self.window();
+        for gap in self.recent_gaps.iter_mut() {
+            if gap.reported {
+                continue;
+            }
+            if gap.found + window > now {
+                break;
+            }
+            gap.reported = true;
+            naks.extend(self.loss.ranges_within(gap.first, gap.last));
+        }
+        naks
     }
 
     /// Stream read; returns how many bytes were copied.

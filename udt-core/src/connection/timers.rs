@@ -85,8 +85,14 @@ impl Connection {
                     .min(SYN_INTERVAL);
                 self.receiver.ack_deadline(self.last_now, &self.rtt, period)
             }
-            Timer::Nak if self.config.periodic_nak => self.receiver.nak_deadline(&self.rtt),
-            Timer::Nak => None,
+            Timer::Nak => {
+                let delayed = self.receiver.delayed_nak_deadline();
+                let periodic = self.periodic_nak_deadline();
+                match (delayed, periodic) {
+                    (Some(d), Some(p)) => Some(d.min(p)),
+                    (d, p) => d.or(p),
+                }
+            }
             Timer::Exp => {
                 if self.sender.unacked() == 0 {
                     None
@@ -247,8 +253,25 @@ impl Connection {
         }
     }
 
-    /// Periodic NAK of the whole loss list.
+    /// When the periodic NAK is due, if it is on and anything is missing.
+    fn periodic_nak_deadline(&self) -> Option<Instant> {
+        if self.config.periodic_nak {
+            self.receiver.nak_deadline(&self.rtt)
+        } else {
+            None
+        }
+    }
+
+    /// The NAKs the reordering window held, and the periodic NAK, each if
+    /// due.
     fn on_nak_timer(&mut self, now: Instant) {
+        for (first, last) in self.receiver.take_due_naks(now) {
+            // A NAK lost to a full queue is repeated by the periodic one.
+            self.queue_control(ControlItem::Nak(first, last));
+        }
+        if self.periodic_nak_deadline().is_none_or(|due| due > now) {
+            return;
+        }
         if self.receiver.on_nak_timer(now) && !self.queue_control(ControlItem::NakList) {
             // Dropped with the queue full: the next period must try again.
             self.receiver.nak_list_dropped();
