@@ -57,7 +57,7 @@ fn transfer(impairment: udt_relay::Impairment, bytes: u64) -> (f64, f64) {
 }
 
 #[test]
-fn jitter_that_reorders_packets_does_not_collapse_the_transfer() {
+fn jitter_that_reorders_packets_costs_little_goodput() {
     // The simulator's two-flows path (100 Mbit/s, 20 ms RTT, 50 ms queue),
     // one flow, without and with 1 ms of jitter.
     let plain = paths::impairment(&Scenario::two_flows());
@@ -75,11 +75,8 @@ fn jitter_that_reorders_packets_does_not_collapse_the_transfer() {
     );
     // Before the receiver's reordering window: about 2 Mbit/s, every
     // overtaken packet NAKed, resent and taken for loss by the controller.
-    // Still short of the plain path: the first round's packets are
-    // NAKed before the window opens, and Startup can end on them
-    // (docs/congestion-control.md 7.4).
     assert!(
-        mbps >= 0.3 * base,
+        mbps >= 0.7 * base,
         "{mbps:.1} Mbit/s with jitter, {base:.1} without"
     );
     assert!(resent <= 0.03, "{:.2} % resent", resent * 100.0);

@@ -97,11 +97,6 @@ impl RttEstimator {
         rtt_us == INITIAL_RTT_US && var_us == INITIAL_RTT_VAR_US
     }
 
-    /// Whether a sample (or a cached value) replaced the initial guess.
-    pub fn is_measured(&self) -> bool {
-        self.measured
-    }
-
     /// The smoothed RTT.
     pub fn rtt(&self) -> Duration {
         Duration::from_micros(u64::from(self.rtt_us))

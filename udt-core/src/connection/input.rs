@@ -180,13 +180,9 @@ impl Connection {
     fn on_data(&mut self, now: Instant, arrived: Instant, header: &DataHeader, payload: &[u8]) {
         let ctx = self.cc_context(now);
         self.cc.on_packet_received(&ctx, header.seq);
-        let outcome = self.receiver.on_data(
-            arrived,
-            header,
-            payload,
-            self.payload_size,
-            self.rtt.is_measured().then(|| self.rtt.rtt()),
-        );
+        let outcome =
+            self.receiver
+                .on_data(arrived, header, payload, self.payload_size, self.rtt.rtt());
         let (gap, light_ack) = match outcome {
             DataOutcome::Oversized => {
                 self.counters.dropped.malformed += 1;

@@ -41,10 +41,6 @@ const MAX_NAK_DRAIN: Duration = Duration::from_secs(1);
 /// bounded by a round trip too).
 const RECENT_GAPS: usize = 1024;
 
-/// Packets that must have been overtaken before the reordering window
-/// opens: one could be a retransmission the sender decided on by itself.
-const REORDER_EVIDENCE: u32 = 3;
-
 /// A gap found by a later packet: when, and whether its NAK has left.
 #[derive(Clone, Copy, Debug)]
 struct RecentGap {
@@ -52,6 +48,10 @@ struct RecentGap {
     last: SeqNumber,
     found: Instant,
     reported: bool,
+    /// The sender's timestamp on the packet that revealed the gap: a
+    /// missing packet stamped no later was sent before it (or with it) and
+    /// overtaken; a retransmission is stamped when it is resent, later.
+    revealed_at: u32,
 }
 
 /// Receiver-side state.
@@ -93,17 +93,13 @@ pub(super) struct Receiver {
     recent_gaps: VecDeque<RecentGap>,
     /// How long a new gap waits before its NAK, in case the missing packets
     /// were only overtaken (RACK's reordering window, RFC 8985 6.2). Zero,
-    /// UDT4's immediate NAK, until [`REORDER_EVIDENCE`] missing packets
-    /// arrived too soon after their gap was found to be retransmissions
-    /// (within a quarter of the RTT); then the largest such delay and a
-    /// quarter, never more than a quarter of the current RTT.
+    /// UDT4's immediate NAK, until a missing packet arrives that the sender
+    /// stamped before the packet that revealed its gap (it was overtaken,
+    /// not resent); then the largest such delay and a quarter, never more
+    /// than a quarter of the current RTT.
     reorder_window: Duration,
-    /// Overtaken packets seen so far.
-    reorder_events: u32,
-    /// The largest delay of an overtaken packet seen so far.
-    reorder_delay: Duration,
-    /// The connection's smoothed RTT at the last data packet, once measured.
-    rtt_hint: Option<Duration>,
+    /// The connection's smoothed RTT at the last data packet.
+    rtt_hint: Duration,
     /// The window we advertised in the last ACK, to decide on window updates.
     last_advertised: u32,
     /// The windows advertised in the last round trip, to tell whether the
@@ -181,9 +177,7 @@ impl Receiver {
             nak_list_queued: None,
             recent_gaps: VecDeque::new(),
             reorder_window: Duration::ZERO,
-            reorder_events: 0,
-            reorder_delay: Duration::ZERO,
-            rtt_hint: None,
+            rtt_hint: Duration::ZERO,
             last_advertised: u32::MAX,
             advertised: AdvertisedWindows::default(),
             stall_light_acks,
@@ -265,15 +259,14 @@ impl Receiver {
     /// `arrived` is when the packet reached the host (a kernel receive
     /// timestamp when the driver has one, else the time it was handed
     /// over), for the arrival speed, the packet pairs and the reordering
-    /// window; `rtt` is the connection's smoothed round-trip time once
-    /// measured.
+    /// window; `rtt` is the connection's smoothed round-trip time.
     pub(super) fn on_data(
         &mut self,
         arrived: Instant,
         header: &DataHeader,
         payload: &[u8],
         payload_size: usize,
-        rtt: Option<Duration>,
+        rtt: Duration,
     ) -> DataOutcome {
         let seq = header.seq;
         self.rtt_hint = rtt;
@@ -314,6 +307,7 @@ impl Receiver {
                 last,
                 found: arrived,
                 reported: !wait,
+                revealed_at: header.timestamp,
             });
             gap = Some(Gap {
                 first,
@@ -325,9 +319,7 @@ impl Receiver {
         if seq.is_after(self.current) {
             self.current = seq;
         } else if self.loss.remove(seq) {
-            if let Some(rtt) = rtt {
-                self.note_late_arrival(seq, arrived, rtt);
-            }
+            self.note_late_arrival(seq, arrived, header.timestamp, rtt);
         }
         // A short packet usually ends a message: acknowledge at once.
         if payload.len() < payload_size {
@@ -370,17 +362,14 @@ impl Receiver {
 
     /// The reordering window now: never more than a quarter of the RTT.
     fn window(&self) -> Duration {
-        match self.rtt_hint {
-            Some(rtt) => self.reorder_window.min(rtt / 4),
-            None => Duration::ZERO,
-        }
+        self.reorder_window.min(self.rtt_hint / 4)
     }
 
-    /// A missing packet arrived at `arrived`. If that was sooner after its
-    /// gap was found than a quarter of a round trip, it is hardly a
-    /// retransmission our NAK asked for (that takes a round trip): it was
-    /// overtaken, and the reordering window widens to cover that delay.
-    fn note_late_arrival(&mut self, seq: SeqNumber, arrived: Instant, rtt: Duration) {
+    /// A missing packet stamped `sent` by the sender arrived at `arrived`.
+    /// Stamped before the packet that revealed its gap, it was sent first
+    /// and overtaken on the way (a retransmission carries the time it was
+    /// resent): the reordering window widens to cover the delay.
+    fn note_late_arrival(&mut self, seq: SeqNumber, arrived: Instant, sent: u32, rtt: Duration) {
         // Gaps older than a round trip can no longer tell reordering from
         // a retransmission.
         while let Some(g) = self.recent_gaps.front() {
@@ -398,16 +387,16 @@ impl Receiver {
         else {
             return;
         };
+        // Stamped no later than the packet that revealed the gap: sent
+        // before it or in the same batch (one stamp for a whole batch),
+        // so not resent after the gap was reported. The timestamps wrap
+        // after 71 minutes: compare by difference.
+        let sent_first = (gap.revealed_at.wrapping_sub(sent) as i32) >= 0;
+        if !sent_first {
+            return;
+        }
         let delay = arrived.saturating_duration_since(gap.found);
-        if delay >= rtt / 4 {
-            return;
-        }
-        self.reorder_events = self.reorder_events.saturating_add(1);
-        self.reorder_delay = self.reorder_delay.max(delay);
-        if self.reorder_events < REORDER_EVIDENCE {
-            return;
-        }
-        let window = self.reorder_delay + self.reorder_delay / 4;
+        let window = delay + delay / 4;
         if window > self.reorder_window {
             log::debug!("reordering: a packet {delay:?} late, NAKs now wait up to {window:?}");
             self.reorder_window = window;

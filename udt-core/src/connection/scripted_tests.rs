@@ -533,61 +533,59 @@ fn receiver_with_a_20ms_rtt() -> Script {
     s
 }
 
-/// Three gaps from `ISN + 1` on, 10 ms apart from `from`, each filled
-/// `late` after it was found; returns when each gap's NAK left.
-fn three_filled_gaps(s: &mut Script, from: Duration, late: Duration) -> Vec<Duration> {
-    let mut naks = Vec::new();
-    for k in 0..3u32 {
-        let t = from + ms(10 * u64::from(k));
-        s.feed(t, &data_in(ISN.add(2 * k + 2), FULL));
-        naks.extend(naks_sent_between(s, t, t));
-        s.feed(t + late, &data_in(ISN.add(2 * k + 1), FULL));
-        naks.extend(naks_sent_between(s, t + ms(1), t + ms(9)));
-    }
+/// A data packet from the peer stamped `sent` (the sender's clock, µs).
+fn data_in_sent(seq: SeqNumber, sent: u32) -> Vec<u8> {
+    let mut d = data_in(seq, FULL);
+    d[8..12].copy_from_slice(&sent.to_be_bytes());
+    d
+}
+
+/// A gap at `ISN + 1` revealed at 40 ms by `ISN + 2` (stamped 40 000 µs),
+/// and `ISN + 1` arriving at 41 ms stamped `sent`; returns when NAKs left
+/// from 40 to 49 ms.
+fn one_filled_gap(s: &mut Script, sent: u32) -> Vec<Duration> {
+    s.feed(ms(40), &data_in_sent(ISN.add(2), 40_000));
+    let mut naks = naks_sent_between(s, ms(40), ms(40));
+    s.feed(ms(41), &data_in_sent(ISN.add(1), sent));
+    naks.extend(naks_sent_between(s, ms(41), ms(49)));
     naks
 }
 
-/// Packets overtaken by later ones (a path that reorders) open the
-/// receiver's reordering window: after three, a new gap's NAK waits the
-/// largest delay seen and a quarter, and is not sent at all when the
-/// overtaken packet arrives within it. Before, every reordered packet cost
-/// a NAK and a spurious retransmission, and the model-based controller took
-/// them for loss: through udt-relay with 1 ms of jitter (no loss) a
-/// 300 Mbit/s path carried 2 Mbit/s.
+/// A packet overtaken by a later one (the sender stamped it earlier than
+/// the packet that revealed its gap) opens the receiver's reordering
+/// window: a new gap's NAK waits that delay and a quarter, and is not sent
+/// at all when the overtaken packet arrives within it. Before, every
+/// reordered packet cost a NAK and a spurious retransmission, and the
+/// model-based controller took them for loss: through udt-relay with 1 ms
+/// of jitter (no loss) a 300 Mbit/s path carried 2 Mbit/s.
 #[test]
-fn overtaken_packets_open_a_reordering_window_that_holds_the_nak() {
+fn an_overtaken_packet_opens_a_reordering_window_that_holds_the_nak() {
     let mut s = receiver_with_a_20ms_rtt();
-    // Each overtaken by 1 ms, under a quarter of the RTT: NAKed at once
-    // while the evidence gathers.
-    assert_eq!(
-        three_filled_gaps(&mut s, ms(40), ms(1)),
-        vec![ms(40), ms(50), ms(60)]
-    );
-    // The window is now 1.25 ms: a packet 0.5 ms late costs no NAK.
-    s.feed(ms(70), &data_in(ISN.add(8), FULL));
-    assert_eq!(naks_sent_between(&mut s, ms(70), ms(70)), vec![]);
-    s.feed(us(70_500), &data_in(ISN.add(7), FULL));
-    assert_eq!(naks_sent_between(&mut s, ms(71), ms(89)), vec![]);
+    // Stamped 0.1 ms before the packet that revealed its gap, 1 ms late:
+    // NAKed at once (no window yet), and the window is now 1.25 ms.
+    assert_eq!(one_filled_gap(&mut s, 39_900), vec![ms(40)]);
+    // A packet 0.5 ms late costs no NAK.
+    s.feed(ms(50), &data_in_sent(ISN.add(4), 50_000));
+    assert_eq!(naks_sent_between(&mut s, ms(50), ms(50)), vec![]);
+    s.feed(us(50_500), &data_in_sent(ISN.add(3), 49_900));
+    assert_eq!(naks_sent_between(&mut s, ms(51), ms(59)), vec![]);
     // A packet really missing is NAKed once the window passed.
-    s.feed(ms(90), &data_in(ISN.add(10), FULL));
+    s.feed(ms(60), &data_in_sent(ISN.add(6), 60_000));
     assert_eq!(
-        nak_lists_sent_between(&mut s, ms(90), ms(99)),
-        vec![(ms(92), vec![(ISN.add(9), ISN.add(9))])]
+        nak_lists_sent_between(&mut s, ms(60), ms(69)),
+        vec![(ms(62), vec![(ISN.add(5), ISN.add(5))])]
     );
 }
 
-/// A missing packet that arrives a quarter of the RTT or more after its
-/// gap was found may be a retransmission: no reordering window, every NAK
-/// leaves at once, as UDT4's.
+/// A missing packet stamped after the packet that revealed its gap was
+/// resent, however soon it arrives: no reordering window, every NAK leaves
+/// at once, as UDT4's.
 #[test]
-fn late_packets_that_may_be_retransmissions_leave_naks_immediate() {
+fn a_retransmission_leaves_naks_immediate() {
     let mut s = receiver_with_a_20ms_rtt();
-    assert_eq!(
-        three_filled_gaps(&mut s, ms(40), ms(6)),
-        vec![ms(40), ms(50), ms(60)]
-    );
-    s.feed(ms(70), &data_in(ISN.add(8), FULL));
-    assert_eq!(naks_sent_between(&mut s, ms(70), ms(70)), vec![ms(70)]);
+    assert_eq!(one_filled_gap(&mut s, 40_500), vec![ms(40)]);
+    s.feed(ms(50), &data_in_sent(ISN.add(4), 50_000));
+    assert_eq!(naks_sent_between(&mut s, ms(50), ms(50)), vec![ms(50)]);
 }
 
 #[test]
