@@ -91,6 +91,9 @@ pub(super) struct Receiver {
     /// Gaps found within about the last round trip, oldest first: the
     /// evidence of reordering, and the NAKs the reordering window holds.
     recent_gaps: VecDeque<RecentGap>,
+    /// How many of `recent_gaps` still wait for their NAK (the timer asks
+    /// often; most of the time none does).
+    held_naks: usize,
     /// How long a new gap waits before its NAK, in case the missing packets
     /// were only overtaken (RACK's reordering window, RFC 8985 6.2). Zero,
     /// UDT4's immediate NAK, until a missing packet arrives that the sender
@@ -176,6 +179,7 @@ impl Receiver {
             nak_watermark: isn.prev(),
             nak_list_queued: None,
             recent_gaps: VecDeque::new(),
+            held_naks: 0,
             reorder_window: Duration::ZERO,
             rtt_hint: Duration::ZERO,
             last_advertised: u32::MAX,
@@ -356,6 +360,9 @@ impl Receiver {
                 None => return false,
             }
         }
+        if !gap.reported {
+            self.held_naks += 1;
+        }
         self.recent_gaps.push_back(gap);
         true
     }
@@ -405,6 +412,9 @@ impl Receiver {
 
     /// When the oldest NAK the reordering window holds is due.
     pub(super) fn delayed_nak_deadline(&self) -> Option<Instant> {
+        if self.held_naks == 0 {
+            return None;
+        }
         self.recent_gaps
             .iter()
             .find(|g| !g.reported)
@@ -416,6 +426,9 @@ impl Receiver {
     /// overtaken packets filled meanwhile).
     pub(super) fn take_due_naks(&mut self, now: Instant) -> Vec<(SeqNumber, SeqNumber)> {
         let mut naks = Vec::new();
+        if self.held_naks == 0 {
+            return naks;
+        }
         let window = self.window();
         for gap in self.recent_gaps.iter_mut() {
             if gap.reported {
@@ -425,6 +438,7 @@ impl Receiver {
                 break;
             }
             gap.reported = true;
+            self.held_naks = self.held_naks.saturating_sub(1);
             naks.extend(self.loss.ranges_within(gap.first, gap.last));
         }
         naks
