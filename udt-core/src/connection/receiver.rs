@@ -99,7 +99,8 @@ pub(super) struct Receiver {
     /// UDT4's immediate NAK, until a missing packet arrives that the sender
     /// stamped before the packet that revealed its gap (it was overtaken,
     /// not resent); then the largest such delay and a quarter, never more
-    /// than a quarter of the current RTT.
+    /// than a quarter of the current RTT. It does not shrink again (RACK's
+    /// decays): a path that stopped reordering keeps its NAKs that late.
     reorder_window: Duration,
     /// The connection's smoothed RTT at the last data packet.
     rtt_hint: Duration,
@@ -373,9 +374,9 @@ impl Receiver {
     }
 
     /// A missing packet stamped `sent` by the sender arrived at `arrived`.
-    /// Stamped before the packet that revealed its gap, it was sent first
-    /// and overtaken on the way (a retransmission carries the time it was
-    /// resent): the reordering window widens to cover the delay.
+    /// Stamped no later than the packet that revealed its gap, it was sent
+    /// first and overtaken on the way (a retransmission carries the time it
+    /// was resent): the reordering window widens to cover the delay.
     fn note_late_arrival(&mut self, seq: SeqNumber, arrived: Instant, sent: u32, rtt: Duration) {
         // Gaps older than a round trip can no longer tell reordering from
         // a retransmission.
