@@ -15,8 +15,9 @@
 
 #[path = "../tests/interop/harness.rs"]
 mod harness;
+#[path = "../tests/relay/paths.rs"]
+mod paths;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -44,14 +45,8 @@ fn endpoint() -> Endpoint {
 /// Our sender: one reused buffer, then an orderly close.
 fn ours_send(to: SocketAddr, bytes: u64) {
     let ep = endpoint();
-    let mut stream = ep.connect(to).expect("connect");
-    let buf = vec![0x5Au8; 1 << 16];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        stream.write_all(&buf[..n]).expect("write");
-        left -= n as u64;
-    }
+    let stream = ep.connect(to).expect("connect");
+    paths::write_bytes(&stream, bytes);
     // The peer may close first once it has everything; that is fine here.
     let _ = stream.close();
 }

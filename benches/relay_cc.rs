@@ -41,7 +41,6 @@ mod harness;
 #[path = "../tests/relay/paths.rs"]
 mod paths;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -228,14 +227,7 @@ fn ours_send(
             }
             queue
         });
-        let buf = vec![0x5Au8; 1 << 16];
-        let mut left = bytes;
-        let mut writer = stream;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            writer.write_all(&buf[..n]).expect("write");
-            left -= n as u64;
-        }
+        paths::write_bytes(stream, bytes);
         done.store(true, Ordering::Relaxed);
         samples = sampler.join().expect("sampler thread");
     });

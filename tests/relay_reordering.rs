@@ -6,7 +6,7 @@
 #[path = "relay/paths.rs"]
 mod paths;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use udt::{Endpoint, EndpointConfig};
@@ -26,14 +26,8 @@ fn transfer(impairment: udt_relay::Impairment, bytes: u64) -> (f64, f64) {
         let config = Config::default().with_congestion(CcAlgorithm::Bbr);
         let ep = Endpoint::bind_with("127.0.0.1:0", config, EndpointConfig::default())
             .expect("bind the client");
-        let mut stream = ep.connect(to).expect("connect");
-        let buf = vec![0x5Au8; 1 << 16];
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            stream.write_all(&buf[..n]).expect("write");
-            left -= n as u64;
-        }
+        let stream = ep.connect(to).expect("connect");
+        paths::write_bytes(&stream, bytes);
         let _ = stream.wait_acknowledged(Some(Duration::from_secs(60)));
         let stats = stream.stats();
         let _ = stream.close();

@@ -1,7 +1,7 @@
 //! The simulator's paths (`udt_core::sim::scenario`) on a real
 //! `udt-relay`, and two of our flows through one of them: shared by the
-//! `relay_cc` benchmark and the `relay_fairness` and `relay_reordering`
-//! tests.
+//! `relay_cc` and `interop_throughput` benchmarks and the
+//! `relay_fairness` and `relay_reordering` tests.
 
 // Each of those crates uses a part of this module.
 #![allow(dead_code)]
@@ -20,6 +20,17 @@ use udt_relay::{Impairment, Loss, Relay, RelayConfig};
 
 /// How long the receiver of [`two_flows`] waits for a connection or data.
 const ACCEPT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Writes `bytes` of a fixed pattern to `stream`, 64 KiB at a time.
+pub fn write_bytes(mut stream: impl Write, bytes: u64) {
+    let buf = vec![0x5Au8; 1 << 16];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        stream.write_all(&buf[..n]).expect("write");
+        left -= n as u64;
+    }
+}
 
 fn localhost() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
