@@ -3,11 +3,12 @@
 //! own, so at 100 Mbit/s packets 0.12 ms apart overtake each other all the
 //! time.
 
+#[path = "interop/harness.rs"]
+mod harness;
 #[path = "relay/paths.rs"]
 mod paths;
 
-use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use udt::{Endpoint, EndpointConfig};
 use udt_core::cc::CcAlgorithm;
@@ -33,19 +34,8 @@ fn transfer(impairment: udt_relay::Impairment, bytes: u64) -> (f64, f64) {
         let _ = stream.close();
         stats.retransmit_ratio()
     });
-    let (mut stream, _) = listener
-        .accept_timeout(Duration::from_secs(30))
-        .expect("accept");
-    stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let start = Instant::now();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut got = 0u64;
-    while got < bytes {
-        let n = stream.read(&mut buf).expect("read");
-        assert!(n > 0, "the stream ended after {got} of {bytes} bytes");
-        got += n as u64;
-    }
-    let mbps = got as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e6;
+    let elapsed = harness::ours_receive(&listener, bytes, Duration::from_secs(60));
+    let mbps = bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e6;
     let resent = sender.join().expect("sender");
     (mbps, resent)
 }

@@ -102,8 +102,6 @@ pub(super) struct Receiver {
     /// than a quarter of the current RTT. It does not shrink again (RACK's
     /// decays): a path that stopped reordering keeps its NAKs that late.
     reorder_window: Duration,
-    /// The connection's smoothed RTT at the last data packet.
-    rtt_hint: Duration,
     /// The window we advertised in the last ACK, to decide on window updates.
     last_advertised: u32,
     /// The windows advertised in the last round trip, to tell whether the
@@ -182,7 +180,6 @@ impl Receiver {
             recent_gaps: VecDeque::new(),
             held_naks: 0,
             reorder_window: Duration::ZERO,
-            rtt_hint: Duration::ZERO,
             last_advertised: u32::MAX,
             advertised: AdvertisedWindows::default(),
             stall_light_acks,
@@ -274,7 +271,6 @@ impl Receiver {
         rtt: Duration,
     ) -> DataOutcome {
         let seq = header.seq;
-        self.rtt_hint = rtt;
         self.arrivals.on_data(arrived, seq);
         if payload.len() > payload_size {
             return DataOutcome::Oversized;
@@ -306,7 +302,7 @@ impl Receiver {
                 self.nak_watermark = seq;
             }
             let added = self.loss.insert(first, last);
-            let wait = !self.window().is_zero();
+            let wait = !self.window(rtt).is_zero();
             let remembered = self.remember_gap(RecentGap {
                 first,
                 last,
@@ -368,9 +364,10 @@ impl Receiver {
         true
     }
 
-    /// The reordering window now: never more than a quarter of the RTT.
-    fn window(&self) -> Duration {
-        self.reorder_window.min(self.rtt_hint / 4)
+    /// The reordering window for a smoothed RTT of `rtt`: never more than
+    /// a quarter of it.
+    fn window(&self, rtt: Duration) -> Duration {
+        self.reorder_window.min(rtt / 4)
     }
 
     /// A missing packet stamped `sent` by the sender arrived at `arrived`.
@@ -412,25 +409,29 @@ impl Receiver {
     }
 
     /// When the oldest NAK the reordering window holds is due.
-    pub(super) fn delayed_nak_deadline(&self) -> Option<Instant> {
+    pub(super) fn delayed_nak_deadline(&self, rtt: Duration) -> Option<Instant> {
         if self.held_naks == 0 {
             return None;
         }
         self.recent_gaps
             .iter()
             .find(|g| !g.reported)
-            .map(|g| g.found + self.window())
+            .map(|g| g.found + self.window(rtt))
     }
 
     /// The NAKs the reordering window held that are due at `now`: what is
     /// still missing of each gap found a window ago (nothing for a gap the
     /// overtaken packets filled meanwhile).
-    pub(super) fn take_due_naks(&mut self, now: Instant) -> Vec<(SeqNumber, SeqNumber)> {
+    pub(super) fn take_due_naks(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+    ) -> Vec<(SeqNumber, SeqNumber)> {
         let mut naks = Vec::new();
         if self.held_naks == 0 {
             return naks;
         }
-        let window = self.window();
+        let window = self.window(rtt);
         for gap in self.recent_gaps.iter_mut() {
             if gap.reported {
                 continue;

@@ -85,14 +85,12 @@ impl Connection {
                     .min(SYN_INTERVAL);
                 self.receiver.ack_deadline(self.last_now, &self.rtt, period)
             }
-            Timer::Nak => {
-                let delayed = self.receiver.delayed_nak_deadline();
-                let periodic = self.periodic_nak_deadline();
-                match (delayed, periodic) {
-                    (Some(d), Some(p)) => Some(d.min(p)),
-                    (d, p) => d.or(p),
-                }
-            }
+            Timer::Nak => self
+                .receiver
+                .delayed_nak_deadline(self.rtt.rtt())
+                .into_iter()
+                .chain(self.periodic_nak_deadline())
+                .min(),
             Timer::Exp => {
                 if self.sender.unacked() == 0 {
                     None
@@ -265,7 +263,7 @@ impl Connection {
     /// The NAKs the reordering window held, and the periodic NAK, each if
     /// due.
     fn on_nak_timer(&mut self, now: Instant) {
-        for (first, last) in self.receiver.take_due_naks(now) {
+        for (first, last) in self.receiver.take_due_naks(now, self.rtt.rtt()) {
             // A NAK lost to a full queue is repeated by the periodic one.
             self.queue_control(ControlItem::Nak(first, last));
         }
