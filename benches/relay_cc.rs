@@ -246,13 +246,21 @@ fn ours_send(
 struct Timeline {
     last: udt_core::stats::Stats,
     next: Duration,
+    every: Duration,
 }
 
 impl Timeline {
     fn from_env() -> Option<Self> {
-        (env_or("UDT_BENCH_TIMELINE", 0u32) != 0).then(|| Timeline {
+        // 1 means once a second; a larger value is the interval in ms.
+        let every = match env_or("UDT_BENCH_TIMELINE", 0u64) {
+            0 => return None,
+            1 => Duration::from_secs(1),
+            ms => Duration::from_millis(ms),
+        };
+        Some(Timeline {
             last: udt_core::stats::Stats::default(),
-            next: Duration::from_secs(1),
+            next: every,
+            every,
         })
     }
 
@@ -260,7 +268,7 @@ impl Timeline {
         if s.elapsed < self.next {
             return;
         }
-        self.next = s.elapsed + Duration::from_secs(1);
+        self.next = s.elapsed + self.every;
         let l = &s.send_limits;
         let p = &self.last.send_limits;
         let total = (l.total().saturating_sub(p.total()))
@@ -274,7 +282,7 @@ impl Timeline {
             .max(1e-9);
         let pace = 1.0 / s.send_period.as_secs_f64().max(1e-9);
         eprintln!(
-            "t {:.1} s: sent {:.0}/s resent {:.0}/s presumed {} pace {:.0}/s cwnd {:.0} flight {} flow {} rtt {:.1} ms recv-rate {} timeouts {}; limits app {:.0} flow {:.0} cwnd {:.0} pacing {:.0} driver {:.0} %",
+            "t {:.2} s: sent {:.0}/s resent {:.0}/s presumed {} pace {:.0}/s cwnd {:.0} flight {} flow {} rtt {:.1} ms recv-rate {} timeouts {}; limits app {:.0} flow {:.0} cwnd {:.0} pacing {:.0} driver {:.0} %",
             s.elapsed.as_secs_f64(),
             (s.packets_sent - self.last.packets_sent) as f64 / secs,
             (s.packets_retransmitted - self.last.packets_retransmitted) as f64 / secs,
