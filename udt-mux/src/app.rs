@@ -10,7 +10,7 @@ use parking_lot::MutexGuard;
 use udt_core::connection::Connection;
 use udt_core::ReadError;
 
-use crate::conn::{ConnInner, ConnShared, Wake};
+use crate::conn::{ConnInner, ConnShared, WaitFor, Wake};
 use crate::error;
 use crate::notify::SendCmd;
 
@@ -118,28 +118,33 @@ impl ConnShared {
         }
         if wake.notify {
             self.wake_waiters();
+        } else if wake.watch {
+            self.watchers.notify();
         }
     }
 
     /// Runs `op` under the lock, waiting on the condition variable while it
-    /// returns `None` ("would block"), at most `timeout`.
+    /// returns `None` ("would block"), at most `timeout`; `wait` says what
+    /// it waits for, so that only events that may help wake it.
     ///
     /// # Errors
     /// What `op` returns; `WouldBlock` in non-blocking mode; `TimedOut`
     /// after the timeout; `ConnectionAborted` once the endpoint is aborted.
     pub(crate) fn blocking<T>(
         &self,
+        wait: WaitFor,
         timeout: impl Fn(&ConnInner) -> Option<Duration>,
         what: &'static str,
         op: impl FnMut(&mut ConnInner, Instant) -> Option<io::Result<T>>,
     ) -> io::Result<T> {
-        self.wait_for(timeout, what, &mut JustTry(op))
+        self.wait_for(wait, timeout, what, &mut JustTry(op))
     }
 
     /// The loop of every blocking call: under the lock, `attempt`, settle,
     /// and wait on the condition variable while it would block.
     fn wait_for<T>(
         &self,
+        wait: WaitFor,
         timeout: impl Fn(&ConnInner) -> Option<Duration>,
         what: &'static str,
         attempt: &mut impl Attempt<T>,
@@ -179,6 +184,7 @@ impl ConnShared {
                 return Err(error::timed_out(what));
             }
             attempt.before_wait(&mut g);
+            g.start_waiting(wait);
             match deadline {
                 Some(d) => {
                     if self.cond.wait_until(&mut g, d).timed_out() {
@@ -188,6 +194,7 @@ impl ConnShared {
                 }
                 None => self.cond.wait(&mut g),
             }
+            g.done_waiting(wait);
         }
     }
 
@@ -209,7 +216,12 @@ impl ConnShared {
             lent_at: None,
             got: 0,
         };
-        self.wait_for(|g| g.read_timeout, "read timed out", &mut lending)
+        self.wait_for(
+            WaitFor::Read,
+            |g| g.read_timeout,
+            "read timed out",
+            &mut lending,
+        )
     }
 
     /// Runs `f` on the connection under the lock and settles.
@@ -328,6 +340,7 @@ mod tests {
         wait_idle(&conn);
         stream.set_nonblocking(true);
         let r = conn.blocking(
+            WaitFor::State,
             |_| None,
             "closing",
             |g, now| {
@@ -348,10 +361,57 @@ mod tests {
     }
 
     #[test]
+    fn a_call_waiting_for_the_last_acknowledgement_is_not_woken_by_each_ack() {
+        // 4 MiB at 100 Mbit/s: a third of a second of ACKs.
+        let mut config = Config::default();
+        config.max_bandwidth = Some(100_000_000 / 8);
+        let bind = |config| Endpoint::bind_with("127.0.0.1:0", config, EndpointConfig::default());
+        let server = bind(Config::default()).unwrap();
+        let client = bind(config).unwrap();
+        let listener = server.listen(1).unwrap();
+        let mut stream = client.connect(server.local_addr()).unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        let total = 4usize << 20;
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 << 10];
+            let mut got = 0;
+            while got < total {
+                got += accepted.read(&mut buf).unwrap();
+            }
+            accepted
+        });
+        stream.write_all(&vec![7u8; total]).unwrap();
+        let conn = stream.conn().clone();
+        let acks_before = stream.stats().acks_received;
+        // As `wait_acknowledged`, counting how often it is woken to look.
+        let mut looks = 0;
+        conn.blocking(
+            WaitFor::State,
+            |_| Some(Duration::from_secs(10)),
+            "unacknowledged",
+            |g, _now| {
+                looks += 1;
+                g.phase
+                    .connection()?
+                    .is_send_buffer_empty()
+                    .then_some(Ok(()))
+            },
+        )
+        .unwrap();
+        let acks = stream.stats().acks_received - acks_before;
+        // Each ACK that freed memory was a `Writable` event; none could help
+        // this call but the one that emptied the buffer.
+        assert!(acks >= 20, "only {acks} ACKs: the test shows nothing");
+        assert!(looks <= 5, "woken {looks} times for {acks} ACKs");
+        reader.join().unwrap();
+    }
+
+    #[test]
     fn close_waits_until_the_send_thread_sent_the_shutdown() {
         let (_server, _client, _listener, stream, mut accepted) = pair();
         let conn = stream.conn().clone();
         let r = conn.blocking(
+            WaitFor::State,
             |_| Some(Duration::from_secs(5)),
             "closing",
             |g, now| {

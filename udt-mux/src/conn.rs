@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use udt_core::connection::State;
+use udt_core::connection::{Event, State};
 use udt_core::endpoint::Socket;
 use udt_core::sched::ConnectionHandle;
 use udt_core::{Config, ConnectionError, SocketId};
@@ -38,6 +38,10 @@ pub(crate) struct Wake {
     pub(crate) touch: bool,
     /// Application waiters and pollers must re-check.
     pub(crate) notify: bool,
+    /// Only pollers must re-check: the connection's events can help none
+    /// of the calls blocked on it (a close waiting for the last
+    /// acknowledgement is not woken by every ACK before it).
+    pub(crate) watch: bool,
     /// The receive thread's new timer key ([`ConnInner::settle_timers`] only).
     pub(crate) timer: Option<Instant>,
     /// The connection can be removed from the registry now.
@@ -48,7 +52,34 @@ impl Wake {
     /// True when there is nothing to tell anyone (the receive thread's own
     /// `timer` and `reapable` results aside, which it reads directly).
     pub(crate) fn is_empty(&self) -> bool {
-        self.reschedule.is_none() && !self.touch && !self.notify
+        self.reschedule.is_none() && !self.touch && !self.notify && !self.watch
+    }
+}
+
+/// What a blocked application call waits for, so that a settle wakes only
+/// the calls an event of the connection can help: with a thread per
+/// connection, waking every blocked `close` on each of its ACKs cost a
+/// tenth of the throughput of a thousand connections (docs/performance.md,
+/// twelfth session).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitFor {
+    /// Something to read: data, a message, the end of the stream.
+    Read,
+    /// Room in the send buffer.
+    Write,
+    /// A change of state: the handshake over, every byte acknowledged, the
+    /// connection closed. Such changes that come without a core event (the
+    /// handshake's progress, the shutdown leaving) always wake.
+    State,
+}
+
+impl WaitFor {
+    fn index(self) -> usize {
+        match self {
+            WaitFor::Read => 0,
+            WaitFor::Write => 1,
+            WaitFor::State => 2,
+        }
     }
 }
 
@@ -87,6 +118,9 @@ pub(crate) struct ConnInner {
     /// waits until this clears (set and cleared by the send thread, under
     /// this lock, followed by a notification).
     pub(crate) final_unsent: bool,
+    /// Application calls blocked on the condition variable, by what they
+    /// wait for ([`WaitFor::index`]).
+    waiting: [u32; 3],
 }
 
 impl ConnInner {
@@ -115,6 +149,21 @@ impl ConnInner {
         self.phase.connection_ref().is_some_and(
             |c| matches!(c.state(), State::Closed(e) if e != ConnectionError::PeerClosed),
         )
+    }
+
+    /// Counts a call about to wait for `what` (until [`done_waiting`](Self::done_waiting)).
+    pub(crate) fn start_waiting(&mut self, what: WaitFor) {
+        self.waiting[what.index()] += 1;
+    }
+
+    /// Uncounts a call that stopped waiting for `what`.
+    pub(crate) fn done_waiting(&mut self, what: WaitFor) {
+        let n = &mut self.waiting[what.index()];
+        *n = n.saturating_sub(1);
+    }
+
+    fn is_waiting(&self, what: WaitFor) -> bool {
+        self.waiting[what.index()] > 0
     }
 
     /// After a core call on an application thread: what changed that the
@@ -149,8 +198,25 @@ impl ConnInner {
     fn settle_common(&mut self, notify: &Notify, always_key: bool) -> Wake {
         let mut wake = Wake::default();
         if let Some(c) = self.phase.connection() {
-            while c.poll_event().is_some() {
+            let (mut readable, mut writable, mut closed) = (false, false, false);
+            while let Some(event) = c.poll_event() {
+                match event {
+                    Event::Readable => readable = true,
+                    Event::Writable => writable = true,
+                    Event::Closed(_) => closed = true,
+                }
+            }
+            // Room helps a blocked write; a drained buffer also a `close`
+            // or `wait_acknowledged`; the end helps everyone.
+            let drained = writable && c.is_send_buffer_empty();
+            let helps = closed
+                || (readable && self.is_waiting(WaitFor::Read))
+                || (writable && self.is_waiting(WaitFor::Write))
+                || (drained && self.is_waiting(WaitFor::State));
+            if helps {
                 wake.notify = true;
+            } else if readable || writable {
+                wake.watch = true;
             }
         }
         let next = self.phase.next_send_time();
@@ -233,6 +299,9 @@ pub(crate) struct ConnShared {
     pub(crate) watchers: Watchers,
     /// The receive thread will notify waiters at its next flush.
     pub(crate) notify_deferred: AtomicBool,
+    /// That deferred notification is for blocked calls too, not only for
+    /// pollers ([`Wake::watch`]).
+    pub(crate) notify_deferred_waiters: AtomicBool,
 }
 
 impl ConnShared {
@@ -270,10 +339,12 @@ impl ConnShared {
                 write_timeout: None,
                 read_shut: false,
                 final_unsent: false,
+                waiting: [0; 3],
             }),
             cond: Condvar::new(),
             watchers: Watchers::default(),
             notify_deferred: AtomicBool::new(false),
+            notify_deferred_waiters: AtomicBool::new(false),
         })
     }
 

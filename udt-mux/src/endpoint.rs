@@ -12,7 +12,7 @@ use udt_core::{Config, SocketType};
 
 use crate::accept::AcceptSignal;
 use crate::config::EndpointConfig;
-use crate::conn::ConnShared;
+use crate::conn::{ConnShared, WaitFor};
 use crate::counters::EndpointStats;
 use crate::error::{self, ConnectError, ListenError};
 use crate::handle::UdtSocket;
@@ -427,6 +427,7 @@ impl Endpoint {
         // The handshake machine times out by itself; the extra margin only
         // guards against a stalled endpoint.
         let outcome = conn.blocking(
+            WaitFor::State,
             |_| Some(timeout + Duration::from_secs(2)),
             "handshake did not finish",
             |g, _now| {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use udt_core::stats::Stats;
 use udt_core::{PeerIdentity, SocketId};
 
-use crate::conn::{close_result, ConnShared};
+use crate::conn::{close_result, ConnShared, WaitFor};
 use crate::error;
 use crate::mode::Mode;
 use crate::mux::MuxRef;
@@ -180,6 +180,7 @@ impl<M: Mode> UdtSocket<M> {
     /// connection's error if it ended first.
     pub fn wait_acknowledged(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.conn.blocking(
+            WaitFor::State,
             |_| timeout,
             "data still unacknowledged",
             |g, _now| {
@@ -220,6 +221,7 @@ impl<M: Mode> UdtSocket<M> {
         // this is only a safety net against a stalled endpoint.
         let limit = linger + self.conn.config.peer_idle_timeout + Duration::from_secs(1);
         self.conn.blocking(
+            WaitFor::State,
             |_| Some(limit),
             "the close did not finish in time",
             |g, now| {

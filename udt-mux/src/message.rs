@@ -7,6 +7,7 @@ use std::io;
 use bytes::Bytes;
 use udt_core::{ConnectionError, ReadError, WriteError};
 
+use crate::conn::WaitFor;
 use crate::error;
 use crate::handle::UdtSocket;
 use crate::mode::MessageMode;
@@ -68,6 +69,7 @@ impl UdtSocket<MessageMode> {
     pub fn send_msg_with(&self, msg: &[u8], options: MessageOptions) -> io::Result<()> {
         let (ttl, in_order) = (options.time_to_live(), options.is_ordered());
         self.conn().blocking(
+            WaitFor::Write,
             |g| g.write_timeout,
             "send timed out: the send buffer stayed full",
             |g, now| {
@@ -93,6 +95,7 @@ impl UdtSocket<MessageMode> {
     /// the connection's error when it ended any other way.
     pub fn recv_msg_into(&self, out: &mut Vec<u8>) -> io::Result<Option<usize>> {
         self.conn().blocking(
+            WaitFor::Read,
             |g| g.read_timeout,
             "receive timed out",
             |g, _now| {

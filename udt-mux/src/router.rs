@@ -365,7 +365,11 @@ impl Router {
                 .notify()
                 .send_command(SendCmd::Reschedule(conn.handle));
         }
-        if wake.notify
+        if wake.notify {
+            conn.notify_deferred_waiters
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        if (wake.notify || wake.watch)
             && !conn
                 .notify_deferred
                 .swap(true, std::sync::atomic::Ordering::AcqRel)
@@ -469,7 +473,14 @@ impl Router {
         for conn in self.deferred.drain(..) {
             conn.notify_deferred
                 .store(false, std::sync::atomic::Ordering::Release);
-            conn.wake_waiters();
+            if conn
+                .notify_deferred_waiters
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                conn.wake_waiters();
+            } else {
+                conn.watchers.notify();
+            }
         }
     }
 }

@@ -298,6 +298,8 @@ impl SendThread {
         }
         if wake.notify {
             conn.wake_waiters();
+        } else if wake.watch {
+            conn.watchers.notify();
         }
     }
 

@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use udt_core::WriteError;
 
 use crate::app::stream_read_attempt;
+use crate::conn::WaitFor;
 use crate::error;
 use crate::handle::UdtSocket;
 use crate::mode::StreamMode;
@@ -49,6 +50,7 @@ pub type UdtStream = UdtSocket<StreamMode>;
 impl UdtSocket<StreamMode> {
     fn read_inner(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.conn().blocking(
+            WaitFor::Read,
             |g| g.read_timeout,
             "read timed out",
             |g, _now| stream_read_attempt(g, |c| c.read(buf)),
@@ -57,6 +59,7 @@ impl UdtSocket<StreamMode> {
 
     fn write_inner(&self, data: &[u8]) -> io::Result<usize> {
         self.conn().blocking(
+            WaitFor::Write,
             |g| g.write_timeout,
             "write timed out: the send buffer stayed full",
             |g, _now| {
