@@ -213,6 +213,10 @@ pub struct Connection {
     /// the next observation is the application's (it had nothing to send
     /// until then), not the state the write left behind.
     wrote_while_idle: bool,
+    /// How long the driver has kept the sender waiting since its last data
+    /// packet: time a pacing slot had passed with the window open and data
+    /// queued (`SendLimits::driver`, since the last send).
+    driver_late: Duration,
     closed_pending: bool,
     /// Secure mode: the packet keys, counters and replay window; `None`
     /// for plain UDT4.
@@ -325,6 +329,7 @@ impl Connection {
             readable_pending: false,
             writable_pending: false,
             wrote_while_idle: false,
+            driver_late: Duration::ZERO,
             closed_pending: false,
             seal,
             peer_identity,
@@ -905,11 +910,16 @@ impl Connection {
             SendLimit::App => limits.app += elapsed,
             SendLimit::FlowWindow => limits.flow_window += elapsed,
             SendLimit::CongestionWindow => limits.congestion_window += elapsed,
-            SendLimit::Driver => limits.driver += elapsed,
+            SendLimit::Driver => {
+                limits.driver += elapsed;
+                self.driver_late += elapsed;
+            }
             SendLimit::Pacing => {
                 let slot = self.sender.next_slot().min(now);
                 limits.pacing += slot.saturating_duration_since(from);
-                limits.driver += now.saturating_duration_since(slot);
+                let late = now.saturating_duration_since(slot);
+                limits.driver += late;
+                self.driver_late += late;
             }
         }
     }

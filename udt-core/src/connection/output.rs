@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::sender::Packed;
+use super::sender::{Packed, BURST_CREDIT};
 use super::{Connection, State, CONTROL_QUEUE_LIMIT};
 use crate::packet::{self, Ack, Control, ControlPacket, Handshake, Packet};
 use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber};
@@ -288,7 +288,16 @@ impl Connection {
         self.delivery
             .on_sent(now, seq, pipe, self.sender.in_flight());
         self.sender.set_sacked(self.delivery.sacked());
-        if self.sender.is_idle() || self.sender.is_flow_window_limited() {
+        // A driver that let the pacer fall behind by more than its burst
+        // credit (a send thread kept off the CPU) sent less than the model
+        // allowed: like an application that ran dry, that flight shows this
+        // host, not the path. Taken for the path, one stall of a few
+        // milliseconds lowered the model to the rate the late driver
+        // achieved, pacing at that rate kept the driver's every wake-up
+        // late, and a loopback transfer into libudt0 crawled at 800
+        // packets/s for minutes (docs/congestion-control.md 11.15).
+        let driver_late = std::mem::take(&mut self.driver_late) > BURST_CREDIT;
+        if self.sender.is_idle() || self.sender.is_flow_window_limited() || driver_late {
             // The application has nothing more for now, or the receiver's
             // window stops us: rate samples until this flight is delivered
             // show the application or the receiver, not the path.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::scripted_tests::{
-    ack_in, drive, light_ack_in, ms, nak_in, retransmitted, Script, Sent, FULL, ISN,
+    ack_in, drive, light_ack_in, ms, nak_in, retransmitted, us, Script, Sent, FULL, ISN,
 };
 use super::*;
 use crate::cc::{AckSample, CcContext, CongestionControl, CongestionControlFactory, WindowBasis};
@@ -459,6 +459,31 @@ fn samples_behind_a_head_found_lost_are_not_taken_for_the_path() {
     s.feed(ms(50), &nak_before(late.n));
     assert!(!s.conn.delivery.is_app_limited());
     s.feed(ms(51), &ack_in(1, seq(5)));
+    assert!(s.conn.delivery.is_app_limited());
+}
+
+#[test]
+fn a_flight_the_driver_sent_late_is_not_taken_for_the_path() {
+    // After the first feedback the controller paces a packet every 0.5 ms.
+    // Polled every 50 µs, the sender keeps to it and its samples are the
+    // path's; a driver kept away for 10 ms (a send thread off the CPU)
+    // sends the next packet far behind its slot, and that flight's samples
+    // show the host: taken for the path, they lowered the model to the late
+    // driver's rate, which kept every later wake-up late.
+    let config = Config {
+        congestion: std::sync::Arc::new(TrickleFactory),
+        ..Config::default()
+    };
+    let mut s = Script::new(config);
+    let data = vec![0x5Au8; FULL * 200];
+    assert_eq!(s.conn.write(&data), Ok(data.len()));
+    assert_eq!(drive(&mut s, ms(0), ms(5)).len(), 16);
+    s.feed(ms(20), &ack_in(1, seq(16)));
+    let on_time = drive(&mut s, ms(20), ms(25));
+    assert!(on_time.len() >= 9, "{on_time:?}");
+    assert!(!s.conn.delivery.is_app_limited());
+    let late = drive(&mut s, ms(35), ms(35) + us(1));
+    assert!(!late.is_empty(), "nothing left at 35 ms");
     assert!(s.conn.delivery.is_app_limited());
 }
 

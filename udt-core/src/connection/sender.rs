@@ -20,7 +20,7 @@ use crate::seq::{AckSeqNumber, MsgNumber, SeqNumber, SocketId};
 /// burst. UDT4's Debian build sends "immediately when behind by at least one
 /// interval" (udt4-protocol.md §6.1); an unbounded catch-up would turn a
 /// stalled driver into a line-rate burst, so the credit is capped.
-const BURST_CREDIT: Duration = Duration::from_millis(1);
+pub(super) const BURST_CREDIT: Duration = Duration::from_millis(1);
 
 /// Sender-side state.
 #[derive(Debug)]
