@@ -104,12 +104,8 @@ impl CongestionControlFactory for TrickleFactory {
     }
 }
 
-/// A connection with plenty of data written and packets 0..=15 sent in
-/// the first millisecond (the first window); the peer then reports 2 lost
-/// at 20 ms, and the sender retransmits it and sends new data until 30 ms
-/// (one packet every 0.5 ms, [`Trickle`]). Returns the script and what
-/// left between 20 and 30 ms.
-fn with_a_retransmission(also_lost: &[u32]) -> (Script, Vec<Sent>) {
+/// A connection paced by [`Trickle`] with 200 full packets written.
+fn trickling_with_200_packets_written() -> Script {
     let config = Config {
         congestion: std::sync::Arc::new(TrickleFactory),
         ..Config::default()
@@ -117,6 +113,16 @@ fn with_a_retransmission(also_lost: &[u32]) -> (Script, Vec<Sent>) {
     let mut s = Script::new(config);
     let data = vec![0x5Au8; FULL * 200];
     assert_eq!(s.conn.write(&data), Ok(data.len()));
+    s
+}
+
+/// A connection with plenty of data written and packets 0..=15 sent in
+/// the first millisecond (the first window); the peer then reports 2 lost
+/// at 20 ms, and the sender retransmits it and sends new data until 30 ms
+/// (one packet every 0.5 ms, [`Trickle`]). Returns the script and what
+/// left between 20 and 30 ms.
+fn with_a_retransmission(also_lost: &[u32]) -> (Script, Vec<Sent>) {
+    let mut s = trickling_with_200_packets_written();
     let first = drive(&mut s, ms(0), ms(5));
     assert_eq!(first.len(), 16, "{first:?}");
     s.feed(ms(20), &nak_in(&[(seq(2), seq(2))]));
@@ -470,13 +476,7 @@ fn a_flight_the_driver_sent_late_is_not_taken_for_the_path() {
     // sends the next packet far behind its slot, and that flight's samples
     // show the host: taken for the path, they lowered the model to the late
     // driver's rate, which kept every later wake-up late.
-    let config = Config {
-        congestion: std::sync::Arc::new(TrickleFactory),
-        ..Config::default()
-    };
-    let mut s = Script::new(config);
-    let data = vec![0x5Au8; FULL * 200];
-    assert_eq!(s.conn.write(&data), Ok(data.len()));
+    let mut s = trickling_with_200_packets_written();
     assert_eq!(drive(&mut s, ms(0), ms(5)).len(), 16);
     s.feed(ms(20), &ack_in(1, seq(16)));
     let on_time = drive(&mut s, ms(20), ms(25));
