@@ -66,6 +66,17 @@ pub struct LossList {
     capacity: u32,
 }
 
+/// The stored ranges at positions `[i, j)` overlap the query `[a, b]`
+/// (offsets from `base`, the list's first number).
+#[derive(Clone, Copy)]
+struct Overlap {
+    base: SeqNumber,
+    a: i64,
+    b: i64,
+    i: usize,
+    j: usize,
+}
+
 /// Signed distance from `base` to `seq`, widened so that range arithmetic
 /// around it cannot overflow.
 fn off(base: SeqNumber, seq: SeqNumber) -> i64 {
@@ -181,18 +192,9 @@ impl LossList {
     /// depend on the width of the range, so a forged message-drop request
     /// cannot stall the receiver (udt4-protocol.md §11).
     pub fn remove_range(&mut self, first: SeqNumber, last: SeqNumber) -> u32 {
-        let Some(base) = self.first() else {
+        let Some(Overlap { base, a, b, i, j }) = self.overlap(first, last) else {
             return 0;
         };
-        let Some((a, b)) = offsets(base, first, last) else {
-            return 0;
-        };
-        // Ranges [i, j) overlap [a, b].
-        let i = self.ranges.partition_point(|&(_, l)| off(base, l) < a);
-        let j = self.ranges.partition_point(|&(f, _)| off(base, f) <= b);
-        if i >= j {
-            return 0;
-        }
         let mut removed = 0i64;
         for &(f, l) in self.ranges.range(i..j) {
             removed += off(base, l).min(b) - off(base, f).max(a) + 1;
@@ -215,6 +217,16 @@ impl LossList {
         let removed = removed as u32;
         self.len -= removed;
         removed
+    }
+
+    /// Where the stored ranges overlap `[first, last]` (two binary
+    /// searches); `None` when none does or the range is reversed.
+    fn overlap(&self, first: SeqNumber, last: SeqNumber) -> Option<Overlap> {
+        let base = self.first()?;
+        let (a, b) = offsets(base, first, last)?;
+        let i = self.ranges.partition_point(|&(_, l)| off(base, l) < a);
+        let j = self.ranges.partition_point(|&(f, _)| off(base, f) <= b);
+        (i < j).then_some(Overlap { base, a, b, i, j })
     }
 
     /// Replaces the ranges at `[i, j)` with the given pieces, in order,
@@ -324,12 +336,16 @@ impl LossList {
         first: SeqNumber,
         last: SeqNumber,
     ) -> impl Iterator<Item = (SeqNumber, SeqNumber)> + '_ {
-        self.ranges
-            .iter()
-            .copied()
-            .skip_while(move |&(_, l)| l.is_before(first))
-            .take_while(move |&(f, _)| !f.is_after(last))
-            .map(move |(f, l)| (f.max_of(first), l.min_of(last)))
+        self.overlap(first, last)
+            .into_iter()
+            .flat_map(move |Overlap { base, a, b, i, j }| {
+                self.ranges.range(i..j).map(move |&(f, l)| {
+                    (
+                        seq_at(base, off(base, f).max(a)),
+                        seq_at(base, off(base, l).min(b)),
+                    )
+                })
+            })
     }
 }
 
@@ -643,6 +659,33 @@ mod tests {
         );
         assert!(!list.contains(base.sub(1)));
         assert!(!list.contains(base.add(1000)));
+    }
+
+    #[test]
+    fn ranges_within_clips_to_the_query_across_the_wrap() {
+        let base = s(SeqNumber::MAX - 2);
+        let mut list = LossList::new(1000);
+        list.insert(base, base.add(1));
+        list.insert(base.add(3), base.add(6));
+        list.insert(base.add(10), base.add(10));
+        let within = |a: u32, b: u32| {
+            list.ranges_within(base.add(a), base.add(b))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            within(1, 4),
+            vec![(base.add(1), base.add(1)), (base.add(3), base.add(4))]
+        );
+        assert_eq!(
+            within(5, 10),
+            vec![(base.add(5), base.add(6)), (base.add(10), base.add(10))]
+        );
+        assert!(within(7, 9).is_empty());
+        assert!(within(4, 3).is_empty(), "a reversed query is empty");
+        assert!(list
+            .ranges_within(base.sub(5), base.sub(1))
+            .next()
+            .is_none());
     }
 
     #[test]

@@ -297,7 +297,11 @@ mod tests {
 
     /// A connected pair on loopback, with its endpoints and listener.
     fn pair() -> (Endpoint, Endpoint, UdtListener, UdtStream, UdtStream) {
-        let mut config = Config::default();
+        pair_with(Config::default())
+    }
+
+    /// As [`pair`], both ends with `config` (and a 5 s linger).
+    fn pair_with(mut config: Config) -> (Endpoint, Endpoint, UdtListener, UdtStream, UdtStream) {
         config.linger = Some(Duration::from_secs(5));
         let bind = |config| Endpoint::bind_with("127.0.0.1:0", config, EndpointConfig::default());
         let server = bind(config.clone()).unwrap();
@@ -365,12 +369,7 @@ mod tests {
         // 4 MiB at 100 Mbit/s: a third of a second of ACKs.
         let mut config = Config::default();
         config.max_bandwidth = Some(100_000_000 / 8);
-        let bind = |config| Endpoint::bind_with("127.0.0.1:0", config, EndpointConfig::default());
-        let server = bind(Config::default()).unwrap();
-        let client = bind(config).unwrap();
-        let listener = server.listen(1).unwrap();
-        let mut stream = client.connect(server.local_addr()).unwrap();
-        let (mut accepted, _) = listener.accept().unwrap();
+        let (_server, _client, _listener, mut stream, mut accepted) = pair_with(config);
         let total = 4usize << 20;
         let reader = std::thread::spawn(move || {
             let mut buf = vec![0u8; 256 << 10];

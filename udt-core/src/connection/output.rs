@@ -288,19 +288,16 @@ impl Connection {
         self.delivery
             .on_sent(now, seq, pipe, self.sender.in_flight());
         self.sender.set_sacked(self.delivery.sacked());
-        // A driver that let the pacer fall behind by more than its burst
-        // credit (a send thread kept off the CPU) sent less than the model
-        // allowed: like an application that ran dry, that flight shows this
-        // host, not the path. Taken for the path, one stall of a few
-        // milliseconds lowered the model to the rate the late driver
-        // achieved, pacing at that rate kept the driver's every wake-up
-        // late, and a loopback transfer into libudt0 crawled at 800
-        // packets/s for minutes (docs/congestion-control.md 11.15).
+        // Rate samples until this flight is delivered show this host or
+        // the receiver, not the path, when the application has nothing more
+        // for now, the receiver's window stops us, or the driver let the
+        // pacer fall behind by more than its burst credit (a send thread
+        // kept off the CPU). Taken for the path, such a stall of a few
+        // milliseconds lowered the model to the late driver's rate, pacing
+        // at it kept every later wake-up late, and a loopback transfer into
+        // libudt0 crawled at 800 packets/s (docs/congestion-control.md 11.15).
         let driver_late = std::mem::take(&mut self.driver_late) > BURST_CREDIT;
         if self.sender.is_idle() || self.sender.is_flow_window_limited() || driver_late {
-            // The application has nothing more for now, or the receiver's
-            // window stops us: rate samples until this flight is delivered
-            // show the application or the receiver, not the path.
             self.delivery.mark_app_limited(pipe);
         }
         let ctx = self.cc_context(now);
