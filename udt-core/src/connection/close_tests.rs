@@ -331,7 +331,16 @@ fn an_orderly_close_acknowledges_what_arrived_before_the_shutdown() {
     s.expect(
         ms(2),
         &[
-            ack(ms(2), 1, ISN.next(), (RTT0, VAR0), window(1), None),
+            // A connection's first ACKs carry the rates
+            // (`Config::early_rate_reports`).
+            ack(
+                ms(2),
+                1,
+                ISN.next(),
+                (RTT0, VAR0),
+                window(1),
+                Some(INITIAL_RATES),
+            ),
             shutdown,
         ],
     );

@@ -285,6 +285,7 @@ impl Connection {
             now,
             params.socket_type == SocketType::Stream,
             config.stall_light_acks,
+            config.early_rate_reports,
         );
         let send_sizer = BufferSizer::new(send_capacity, config.buffer_cap_packets(send_capacity));
         let recv_sizer = BufferSizer::new(recv_capacity, config.buffer_cap_packets(recv_capacity));

@@ -22,6 +22,22 @@ use crate::time::SYN_INTERVAL;
 /// `m_iSelfClockInterval`).
 const LIGHT_ACK_INTERVAL: u32 = 64;
 
+/// ACKs that carry the arrival speed and link capacity at the start of a
+/// connection, one at each self-clock point instead of a light ACK and not
+/// only once per SYN.
+///
+/// Why: a UDT4 sender averages these two fields into 7/8 moving averages
+/// that start at 16 and 1 packets/s, and when it leaves slow start it takes
+/// its sending period from that average (udt4-protocol.md §6.5, §7). On a
+/// short path it leaves after four to six SYNs, so at one report per SYN its
+/// average is still a half or less of what we measured, and it kept that
+/// pace: libudt0 sent into our receiver at ~5.7 µs per packet instead of
+/// ~3 µs. After 32 reports the starting value weighs (7/8)^32 ≈ 1.4 %.
+/// Its own receiver hides this by reporting ~1 000 000 packets/s, read-batch
+/// time (docs/performance.md). The cost is the ACK2s the extra reports draw:
+/// 32 per connection.
+const EARLY_RATE_REPORTS: u32 = 32;
+
 /// A window advertised below this many packets is "nearly closed": once the
 /// application frees this many, an ACK reopens it at once instead of
 /// leaving the sender to discover it on its EXP timer (docs/divergences.md).
@@ -73,6 +89,8 @@ pub(super) struct Receiver {
     last_ack_time: Instant,
     /// When the last full ACK (with rate fields) left.
     last_full_ack_time: Instant,
+    /// ACKs sent with the rate fields, counted up to [`EARLY_RATE_REPORTS`].
+    rate_reports: u32,
     /// Data packets since the last ACK, for the light-ACK self-clock.
     packets_since_ack: u32,
     /// ACK at once: a short packet arrived (UDT4 sets the ACK timer to
@@ -151,7 +169,8 @@ impl Receiver {
     /// A receiver expecting `isn` first, with a buffer of `capacity`
     /// packets of `payload_size` bytes, read as a byte stream only when
     /// `stream` (a stream connection never assembles messages);
-    /// `stall_light_acks` as `Config::stall_light_acks`.
+    /// `stall_light_acks` and `early_rate_reports` as the `Config` fields
+    /// of those names.
     pub(super) fn new(
         capacity: u32,
         payload_size: usize,
@@ -159,6 +178,7 @@ impl Receiver {
         now: Instant,
         stream: bool,
         stall_light_acks: bool,
+        early_rate_reports: bool,
     ) -> Self {
         let buffer = RecvBuffer::new(capacity, payload_size, isn);
         Receiver {
@@ -172,6 +192,11 @@ impl Receiver {
             arrivals: ArrivalWindow::new(),
             last_ack_time: now,
             last_full_ack_time: now,
+            rate_reports: if early_rate_reports {
+                0
+            } else {
+                EARLY_RATE_REPORTS
+            },
             packets_since_ack: 0,
             ack_now: false,
             last_nak_time: now,
@@ -330,12 +355,18 @@ impl Receiver {
         let mut light_ack = None;
         if self.packets_since_ack >= LIGHT_ACK_INTERVAL {
             self.packets_since_ack = 0;
-            // UDT4 sends no ACK of any kind whose number the sender has
-            // confirmed already: while the first missing packet is stuck,
-            // it falls silent one round trip after the ACK naming it.
-            let ack = self.ack_number();
-            if self.stall_light_acks || ack != self.last_ack_ack {
-                light_ack = Some(ack);
+            if self.early_rate_reports() {
+                // A full ACK instead, at the next timer poll.
+                self.ack_now = true;
+            } else {
+                // UDT4 sends no ACK of any kind whose number the sender has
+                // confirmed already: while the first missing packet is
+                // stuck, it falls silent one round trip after the ACK
+                // naming it.
+                let ack = self.ack_number();
+                if self.stall_light_acks || ack != self.last_ack_ack {
+                    light_ack = Some(ack);
+                }
             }
         }
         DataOutcome::Accepted {
@@ -529,6 +560,12 @@ impl Receiver {
 
     // ----- ACK -----
 
+    /// Whether ACKs still carry the rates at every self-clock point
+    /// ([`EARLY_RATE_REPORTS`]).
+    fn early_rate_reports(&self) -> bool {
+        self.rate_reports < EARLY_RATE_REPORTS
+    }
+
     /// When the next full or medium ACK is due, or `None` while the sender
     /// has confirmed everything. `period` is the ACK period (one SYN, or
     /// shorter if the congestion controller asks); `now` the latest time seen.
@@ -573,7 +610,8 @@ impl Receiver {
         }
         let ack_seq = self.next_ack_seq;
         self.next_ack_seq = ack_seq.next();
-        let full = now.saturating_duration_since(self.last_full_ack_time) >= SYN_INTERVAL;
+        let full = now.saturating_duration_since(self.last_full_ack_time) >= SYN_INTERVAL
+            || self.early_rate_reports();
         let available = self.buffer.available_packets().max(MIN_ADVERTISED_WINDOW);
         self.last_advertised = available;
         self.advertised.record(now, ack, available);
@@ -585,6 +623,7 @@ impl Receiver {
         self.last_ack_time = now;
         if full {
             self.last_full_ack_time = now;
+            self.rate_reports = self.rate_reports.saturating_add(1);
         }
         self.packets_since_ack = 0;
         Some(Ack {

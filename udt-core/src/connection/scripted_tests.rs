@@ -305,9 +305,78 @@ fn full_ack_every_syn() {
     );
 }
 
+/// Our default but with UDT4's ACK cadence from the first packet: rates
+/// once per SYN, a light ACK at every self-clock point
+/// (`Config::early_rate_reports` off), for the tests of that cadence.
+pub(super) fn udt4_ack_cadence() -> Config {
+    Config {
+        early_rate_reports: false,
+        ..Config::default()
+    }
+}
+
+/// The control packets the connection sends at `at`, its timers run first.
+fn controls_at(s: &mut Script, at: Duration) -> Vec<Vec<u8>> {
+    let now = s.at(at);
+    s.conn.handle_timeout(now);
+    let mut out = Vec::new();
+    while s.conn.poll_transmit_control(now, &mut s.buf).is_some() {
+        out.push(s.buf.clone());
+    }
+    out
+}
+
+/// The first 32 ACKs carry the arrival speed at every self-clock point
+/// instead of a light ACK, though less than a SYN passes: a UDT4 sender
+/// averages the speed from 16 packets/s and paces at that average once it
+/// leaves slow start, a few SYNs into a short path. Then UDT4's cadence.
+#[test]
+fn the_first_acks_report_the_arrival_speed_at_every_self_clock_point() {
+    let mut s = Script::new(Config::default());
+    let mut rates = Vec::new();
+    // 40 self-clock points, one packet every 2 µs: 5.1 ms, within one SYN.
+    for i in 0..40 * 64u32 {
+        let at = us(1000 + 2 * u64::from(i));
+        s.feed(at, &data_in(ISN.add(i), FULL));
+        for d in controls_at(&mut s, at) {
+            match packet::decode(&d) {
+                Ok(packet::Packet::Control(ControlPacket {
+                    control: Control::Ack(a),
+                    ..
+                })) => {
+                    assert_eq!(a.ack, ISN.add(i + 1), "at the packet that called for it");
+                    rates.push(a.rates);
+                    // Confirmed as a sender does, so ACKs keep their number.
+                    s.feed(at, &ack2_in(a.ack_seq.value()));
+                }
+                Ok(packet::Packet::Control(ControlPacket {
+                    control: Control::LightAck { ack },
+                    ..
+                })) => {
+                    assert_eq!(ack, ISN.add(i + 1));
+                    rates.push(None);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(rates.len(), 40, "one ACK per 64 packets");
+    for (k, r) in rates.iter().enumerate().take(32) {
+        let r = r.unwrap_or_else(|| panic!("ACK {k} carries no rates"));
+        if k > 0 {
+            // 2 µs between arrivals (UDT4's ceil(1e6 / 2)).
+            assert_eq!(r.recv_rate, 500_000, "ACK {k}");
+        }
+    }
+    assert!(
+        rates[32..].iter().all(Option::is_none),
+        "light ACKs again: {rates:?}"
+    );
+}
+
 #[test]
 fn light_ack_every_64_packets() {
-    let mut s = Script::new(Config::default());
+    let mut s = Script::new(udt4_ack_cadence());
     let t = ms(1);
     for i in 0..63 {
         s.feed(t, &data_in(ISN.add(i), FULL));
@@ -365,7 +434,7 @@ fn a_udt4_like_receiver_falls_silent_while_its_confirmed_first_loss_stays_missin
     let config = Config {
         stall_light_acks: false,
         periodic_nak: false,
-        ..Config::default()
+        ..udt4_ack_cadence()
     };
     let mut s = stall_confirmed(config);
     // Confirmed and still stuck: no light ACK, no ACK at all, however
@@ -392,7 +461,7 @@ fn a_udt4_like_receiver_falls_silent_while_its_confirmed_first_loss_stays_missin
 
 #[test]
 fn our_receiver_keeps_repeating_light_acks_while_its_first_loss_stays_missing() {
-    let mut s = stall_confirmed(Config::default());
+    let mut s = stall_confirmed(udt4_ack_cadence());
     s.expect_control(ms(21), &[light_ack(ms(21), ISN.add(1))]);
     feed_64_after_the_hole(&mut s, ms(30), 131);
     s.expect_control(ms(30), &[light_ack(ms(30), ISN.add(1))]);
@@ -771,7 +840,7 @@ fn arrival_times_from_the_driver_set_the_reported_rates() {
 fn window_update_ack_after_the_application_reads() {
     let config = Config {
         recv_buffer_packets: 40,
-        ..Config::default()
+        ..udt4_ack_cadence()
     };
     let mut s = Script::new(config);
     for i in 0..20 {
@@ -812,7 +881,7 @@ fn window_update_ack_after_the_application_reads() {
 /// sent again on that connection.
 #[test]
 fn periodic_nak_survives_a_full_control_queue() {
-    let mut s = Script::new(Config::default());
+    let mut s = Script::new(udt4_ack_cadence());
     s.feed(ms(1), &data_in(ISN, FULL));
     // Every other packet missing, and a driver that does not drain: the
     // immediate NAKs fill the control queue and the rest are dropped.

@@ -321,6 +321,7 @@ pub fn udt4_like_receiver() -> Config {
     Config {
         periodic_nak: false,
         stall_light_acks: false,
+        early_rate_reports: false,
         // A cap below the configured sizes keeps the buffers fixed.
         memory_cap: 0,
         ..Config::default()
