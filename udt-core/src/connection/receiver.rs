@@ -355,8 +355,10 @@ impl Receiver {
         let mut light_ack = None;
         if self.packets_since_ack >= LIGHT_ACK_INTERVAL {
             self.packets_since_ack = 0;
-            if self.early_rate_reports() {
-                // A full ACK instead, at the next timer poll.
+            if self.early_rate_reports() && self.ack_number() != self.last_ack {
+                // A full ACK instead, at the next timer poll. (One whose
+                // number did not move would wait for RTT + 4·RTTVar; the
+                // light ACK below repeats it now, as after the start.)
                 self.ack_now = true;
             } else {
                 // UDT4 sends no ACK of any kind whose number the sender has

@@ -434,7 +434,7 @@ fn a_udt4_like_receiver_falls_silent_while_its_confirmed_first_loss_stays_missin
     let config = Config {
         stall_light_acks: false,
         periodic_nak: false,
-        ..udt4_ack_cadence()
+        ..Config::default()
     };
     let mut s = stall_confirmed(config);
     // Confirmed and still stuck: no light ACK, no ACK at all, however
@@ -461,7 +461,7 @@ fn a_udt4_like_receiver_falls_silent_while_its_confirmed_first_loss_stays_missin
 
 #[test]
 fn our_receiver_keeps_repeating_light_acks_while_its_first_loss_stays_missing() {
-    let mut s = stall_confirmed(udt4_ack_cadence());
+    let mut s = stall_confirmed(Config::default());
     s.expect_control(ms(21), &[light_ack(ms(21), ISN.add(1))]);
     feed_64_after_the_hole(&mut s, ms(30), 131);
     s.expect_control(ms(30), &[light_ack(ms(30), ISN.add(1))]);
