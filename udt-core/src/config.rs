@@ -130,15 +130,16 @@ pub struct Config {
     /// in the simulator).
     pub stall_light_acks: bool,
     /// Whether this side, as a receiver, puts its arrival speed and link
-    /// capacity into the first 32 ACKs of a connection, at every self-clock
-    /// point (64 data packets) instead of a light ACK (unless its number has
-    /// not moved since the last ACK), and not only once per SYN. Default
-    /// `true`: a UDT4 sender averages these fields from 16 packets/s with a 7/8
-    /// weight and takes its sending period from that average when it leaves
-    /// slow start, which on a short path comes after a handful of SYNs; with
-    /// one report per SYN it kept half the pace we measured (docs/interop.md).
-    /// `false` reports once per SYN from the start, as a libudt0 receiver does
-    /// (used to model UDT4 receivers in the simulator).
+    /// capacity into the first 32 ACKs of a connection (until the first gap in
+    /// the sequence), at every self-clock point (64 data packets) instead of a
+    /// light ACK (unless its number has not moved since the last ACK), and not
+    /// only once per SYN. Default `true`: a UDT4 sender averages these fields
+    /// from 16 packets/s with a 7/8 weight and takes its sending period from
+    /// that average when it leaves slow start, which on a short path comes
+    /// after a handful of SYNs; with one report per SYN it kept half the pace
+    /// we measured (docs/interop.md). `false` reports once per SYN from the
+    /// start, as a libudt0 receiver does (used to model UDT4 receivers in the
+    /// simulator).
     pub early_rate_reports: bool,
 }
 

@@ -23,8 +23,8 @@ use crate::time::SYN_INTERVAL;
 const LIGHT_ACK_INTERVAL: u32 = 64;
 
 /// ACKs that carry the arrival speed and link capacity at the start of a
-/// connection, one at each self-clock point instead of a light ACK and not
-/// only once per SYN.
+/// connection (until the first gap), one at each self-clock point instead of
+/// a light ACK and not only once per SYN.
 ///
 /// Why: a UDT4 sender averages these two fields into 7/8 moving averages
 /// that start at 16 and 1 packets/s, and when it leaves slow start it takes
@@ -327,6 +327,13 @@ impl Receiver {
                 self.nak_watermark = seq;
             }
             let added = self.loss.insert(first, last);
+            // The early rate reports end at the first gap: a UDT4 sender
+            // leaves slow start on its first loss report with the average
+            // it has then, and speeds measured over arrivals with holes and
+            // late packets in them are noisy (a late packet splits one
+            // interval in two), so more of them would only give our own
+            // sender's bandwidth cap more chances to read high.
+            self.rate_reports = EARLY_RATE_REPORTS;
             let wait = !self.window(rtt).is_zero();
             let remembered = self.remember_gap(RecentGap {
                 first,

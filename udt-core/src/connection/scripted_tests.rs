@@ -374,6 +374,38 @@ fn the_first_acks_report_the_arrival_speed_at_every_self_clock_point() {
     );
 }
 
+/// The early reports end at the first gap: a UDT4 sender leaves slow start
+/// on its first loss report, and speeds measured across holes and late
+/// packets are noisy.
+#[test]
+fn the_early_rate_reports_end_at_the_first_gap() {
+    let mut s = Script::new(Config::default());
+    let mut kinds = Vec::new();
+    // 64 packets, one every 2 µs, ISN + 10 missing: a NAK, then the
+    // self-clock point's light ACK naming the hole.
+    for i in (0..65u32).filter(|&i| i != 10) {
+        let at = us(1000 + 2 * u64::from(i));
+        s.feed(at, &data_in(ISN.add(i), FULL));
+        for d in controls_at(&mut s, at) {
+            match packet::decode(&d) {
+                Ok(packet::Packet::Control(ControlPacket { control, .. })) => {
+                    kinds.push(match control {
+                        Control::Nak(_) => "nak".to_string(),
+                        Control::LightAck { ack } => format!("light {}", ack.value()),
+                        Control::Ack(a) => format!("ack {}", a.ack.value()),
+                        other => format!("{other:?}"),
+                    });
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        kinds,
+        ["nak".to_string(), format!("light {}", ISN.add(10).value())]
+    );
+}
+
 #[test]
 fn light_ack_every_64_packets() {
     let mut s = Script::new(udt4_ack_cadence());
