@@ -114,6 +114,14 @@ impl Script {
     /// As [`expect`](Self::expect), through `poll_transmit_control`.
     #[track_caller]
     pub(super) fn expect_control(&mut self, at: Duration, expected: &[Vec<u8>]) {
+        let out = self.controls(at);
+        assert_same(at, &out, expected);
+    }
+
+    /// At `at`, the timers due fire and the control packets the connection
+    /// wants to send are drained through `poll_transmit_control`.
+    #[track_caller]
+    pub(super) fn controls(&mut self, at: Duration) -> Vec<Vec<u8>> {
         let now = self.t0 + at;
         self.conn.handle_timeout(now);
         let mut out = Vec::new();
@@ -125,7 +133,7 @@ impl Script {
                 "poll_transmit_control never returns None"
             );
         }
-        assert_same(at, &out, expected);
+        out
     }
 }
 
@@ -315,17 +323,6 @@ pub(super) fn udt4_ack_cadence() -> Config {
     }
 }
 
-/// The control packets the connection sends at `at`, its timers run first.
-fn controls_at(s: &mut Script, at: Duration) -> Vec<Vec<u8>> {
-    let now = s.at(at);
-    s.conn.handle_timeout(now);
-    let mut out = Vec::new();
-    while s.conn.poll_transmit_control(now, &mut s.buf).is_some() {
-        out.push(s.buf.clone());
-    }
-    out
-}
-
 /// The first 32 ACKs carry the arrival speed at every self-clock point
 /// instead of a light ACK, though less than a SYN passes: a UDT4 sender
 /// averages the speed from 16 packets/s and paces at that average once it
@@ -338,7 +335,7 @@ fn the_first_acks_report_the_arrival_speed_at_every_self_clock_point() {
     for i in 0..40 * 64u32 {
         let at = us(1000 + 2 * u64::from(i));
         s.feed(at, &data_in(ISN.add(i), FULL));
-        for d in controls_at(&mut s, at) {
+        for d in s.controls(at) {
             match packet::decode(&d) {
                 Ok(packet::Packet::Control(ControlPacket {
                     control: Control::Ack(a),
@@ -386,7 +383,7 @@ fn the_early_rate_reports_end_at_the_first_gap() {
     for i in (0..65u32).filter(|&i| i != 10) {
         let at = us(1000 + 2 * u64::from(i));
         s.feed(at, &data_in(ISN.add(i), FULL));
-        for d in controls_at(&mut s, at) {
+        for d in s.controls(at) {
             match packet::decode(&d) {
                 Ok(packet::Packet::Control(ControlPacket { control, .. })) => {
                     kinds.push(match control {
