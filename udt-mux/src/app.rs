@@ -116,10 +116,8 @@ impl ConnShared {
         if wake.touch {
             self.notify.touch(self.handle);
         }
-        if wake.notify {
-            self.wake_waiters();
-        } else if wake.watch {
-            self.watchers.notify();
+        if wake.notify || wake.watch {
+            self.wake_waiters_or_watchers(wake.notify);
         }
     }
 

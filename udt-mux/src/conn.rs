@@ -73,16 +73,6 @@ pub(crate) enum WaitFor {
     State,
 }
 
-impl WaitFor {
-    fn index(self) -> usize {
-        match self {
-            WaitFor::Read => 0,
-            WaitFor::Write => 1,
-            WaitFor::State => 2,
-        }
-    }
-}
-
 /// Mutable per-connection state, behind [`ConnShared::inner`].
 #[derive(Debug)]
 pub(crate) struct ConnInner {
@@ -119,7 +109,7 @@ pub(crate) struct ConnInner {
     /// this lock, followed by a notification).
     pub(crate) final_unsent: bool,
     /// Application calls blocked on the condition variable, by what they
-    /// wait for ([`WaitFor::index`]).
+    /// wait for (indexed by the [`WaitFor`] discriminant).
     waiting: [u32; 3],
 }
 
@@ -153,17 +143,17 @@ impl ConnInner {
 
     /// Counts a call about to wait for `what` (until [`done_waiting`](Self::done_waiting)).
     pub(crate) fn start_waiting(&mut self, what: WaitFor) {
-        self.waiting[what.index()] += 1;
+        self.waiting[what as usize] += 1;
     }
 
     /// Uncounts a call that stopped waiting for `what`.
     pub(crate) fn done_waiting(&mut self, what: WaitFor) {
-        let n = &mut self.waiting[what.index()];
+        let n = &mut self.waiting[what as usize];
         *n = n.saturating_sub(1);
     }
 
     fn is_waiting(&self, what: WaitFor) -> bool {
-        self.waiting[what.index()] > 0
+        self.waiting[what as usize] > 0
     }
 
     /// After a core call on an application thread: what changed that the
@@ -353,6 +343,16 @@ impl ConnShared {
     pub(crate) fn wake_waiters(&self) {
         self.cond.notify_all();
         self.watchers.notify();
+    }
+
+    /// Tells blocked calls and pollers (`waiters`), or pollers only: the
+    /// delivery of [`Wake::notify`] and [`Wake::watch`].
+    pub(crate) fn wake_waiters_or_watchers(&self, waiters: bool) {
+        if waiters {
+            self.wake_waiters();
+        } else {
+            self.watchers.notify();
+        }
     }
 
     /// Reads the connection without changing it.

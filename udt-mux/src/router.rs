@@ -473,14 +473,10 @@ impl Router {
         for conn in self.deferred.drain(..) {
             conn.notify_deferred
                 .store(false, std::sync::atomic::Ordering::Release);
-            if conn
-                .notify_deferred_waiters
-                .swap(false, std::sync::atomic::Ordering::AcqRel)
-            {
-                conn.wake_waiters();
-            } else {
-                conn.watchers.notify();
-            }
+            conn.wake_waiters_or_watchers(
+                conn.notify_deferred_waiters
+                    .swap(false, std::sync::atomic::Ordering::AcqRel),
+            );
         }
     }
 }

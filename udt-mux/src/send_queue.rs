@@ -296,10 +296,8 @@ impl SendThread {
         if wake.touch {
             conn.notify.touch(conn.handle);
         }
-        if wake.notify {
-            conn.wake_waiters();
-        } else if wake.watch {
-            conn.watchers.notify();
+        if wake.notify || wake.watch {
+            conn.wake_waiters_or_watchers(wake.notify);
         }
     }
 

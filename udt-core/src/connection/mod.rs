@@ -213,10 +213,10 @@ pub struct Connection {
     /// the next observation is the application's (it had nothing to send
     /// until then), not the state the write left behind.
     wrote_while_idle: bool,
-    /// How long the driver has kept the sender waiting since its last data
-    /// packet: time a pacing slot had passed with the window open and data
-    /// queued (`SendLimits::driver`, since the last send).
-    driver_late: Duration,
+    /// `SendLimits::driver` when the last data packet left: the growth
+    /// since is how long the driver has kept the sender waiting (a pacing
+    /// slot passed with the window open and data queued).
+    driver_at_last_send: Duration,
     closed_pending: bool,
     /// Secure mode: the packet keys, counters and replay window; `None`
     /// for plain UDT4.
@@ -330,7 +330,7 @@ impl Connection {
             readable_pending: false,
             writable_pending: false,
             wrote_while_idle: false,
-            driver_late: Duration::ZERO,
+            driver_at_last_send: Duration::ZERO,
             closed_pending: false,
             seal,
             peer_identity,
@@ -911,16 +911,11 @@ impl Connection {
             SendLimit::App => limits.app += elapsed,
             SendLimit::FlowWindow => limits.flow_window += elapsed,
             SendLimit::CongestionWindow => limits.congestion_window += elapsed,
-            SendLimit::Driver => {
-                limits.driver += elapsed;
-                self.driver_late += elapsed;
-            }
+            SendLimit::Driver => limits.driver += elapsed,
             SendLimit::Pacing => {
                 let slot = self.sender.next_slot().min(now);
                 limits.pacing += slot.saturating_duration_since(from);
-                let late = now.saturating_duration_since(slot);
-                limits.driver += late;
-                self.driver_late += late;
+                limits.driver += now.saturating_duration_since(slot);
             }
         }
     }

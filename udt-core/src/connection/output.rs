@@ -296,7 +296,10 @@ impl Connection {
         // milliseconds lowered the model to the late driver's rate, pacing
         // at it kept every later wake-up late, and a loopback transfer into
         // libudt0 crawled at 800 packets/s (docs/congestion-control.md 11.15).
-        let driver_late = std::mem::take(&mut self.driver_late) > BURST_CREDIT;
+        let driver = self.counters.send_limits.driver;
+        let driver_late = driver
+            .saturating_sub(std::mem::replace(&mut self.driver_at_last_send, driver))
+            > BURST_CREDIT;
         if self.sender.is_idle() || self.sender.is_flow_window_limited() || driver_late {
             self.delivery.mark_app_limited(pipe);
         }
