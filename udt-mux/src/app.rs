@@ -404,6 +404,60 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_reader_is_woken_at_once_only_by_the_end_of_a_write() {
+        // A three-packet write, taken from the sender's core and fed to the
+        // receiver's by hand, so that each packet's wake-up can be seen.
+        let (_server, _client, _listener, stream, accepted) = pair();
+        let payload = stream.conn().config.payload_size();
+        let mut packets = Vec::new();
+        {
+            let mut g = stream.conn().inner.lock();
+            let mut now = g.clock(Instant::now());
+            let c = g.phase.connection().unwrap();
+            assert_eq!(c.write(&vec![5u8; 3 * payload]).unwrap(), 3 * payload);
+            // The pacer spaces them: step the clock until all three left.
+            for _ in 0..1000 {
+                if packets.len() == 3 {
+                    break;
+                }
+                let mut buf = Vec::new();
+                match c.poll_transmit(now, &mut buf) {
+                    Some(t) if t.kind == udt_core::connection::TransmitKind::Data => {
+                        buf.truncate(t.size);
+                        packets.push(buf);
+                    }
+                    Some(_) => {}
+                    None => now += Duration::from_millis(1),
+                }
+            }
+        }
+        assert_eq!(packets.len(), 3, "the write left as three packets");
+        let from = stream.local_addr();
+        let conn = accepted.conn();
+        let mut g = conn.inner.lock();
+        g.start_waiting(WaitFor::Read);
+        let mut wakes = Vec::new();
+        for p in &packets {
+            let now = g.clock(Instant::now());
+            g.phase.connection().unwrap().handle_datagram(now, from, p);
+            let wake = g.settle(&conn.notify);
+            wakes.push((wake.notify, wake.hold));
+        }
+        g.done_waiting(WaitFor::Read);
+        // First and middle: the reader is owed a wake-up that may wait for
+        // the end of the read pass; the last packet wakes it with the batch.
+        assert_eq!(wakes, [(true, true), (true, true), (true, false)]);
+        drop(g);
+        let mut buf = vec![0u8; 4 * payload];
+        let mut got = 0;
+        let mut reader = accepted;
+        while got < 3 * payload {
+            got += reader.read(&mut buf).unwrap();
+        }
+        assert!(buf[..got].iter().all(|&b| b == 5));
+    }
+
+    #[test]
     fn close_waits_until_the_send_thread_sent_the_shutdown() {
         let (_server, _client, _listener, stream, mut accepted) = pair();
         let conn = stream.conn().clone();

@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,12 @@ pub(crate) struct Wake {
     /// of the calls blocked on it (a close waiting for the last
     /// acknowledgement is not woken by every ACK before it).
     pub(crate) watch: bool,
+    /// The only news for `notify` or `watch` is data in the middle of one
+    /// of the peer's long writes (`Connection::take_reader_due` false): a
+    /// receive thread may deliver it when its read pass ends rather than
+    /// after the batch, so that a bulk reader takes more per wake-up.
+    /// Everyone else delivers it at once.
+    pub(crate) hold: bool,
     /// The receive thread's new timer key ([`ConnInner::settle_timers`] only).
     pub(crate) timer: Option<Instant>,
     /// The connection can be removed from the registry now.
@@ -199,14 +205,24 @@ impl ConnInner {
             // Room helps a blocked write; a drained buffer also a `close`
             // or `wait_acknowledged`; the end helps everyone.
             let drained = writable && c.is_send_buffer_empty();
-            let helps = closed
-                || (readable && self.is_waiting(WaitFor::Read))
+            // Data that ends none of the peer's writes may wait a moment:
+            // with a thousand bulk flows each batch brings a packet or two
+            // per connection, and waking a reader for each cost half the
+            // throughput (docs/performance.md, fourteenth session).
+            let due = readable && c.take_reader_due();
+            let reading = readable && self.is_waiting(WaitFor::Read);
+            let helps_now = closed
+                || (reading && due)
                 || (writable && self.is_waiting(WaitFor::Write))
                 || (drained && self.is_waiting(WaitFor::State));
-            if helps {
+            if helps_now {
                 wake.notify = true;
+            } else if reading {
+                wake.notify = true;
+                wake.hold = true;
             } else if readable || writable {
                 wake.watch = true;
+                wake.hold = !writable && !due;
             }
         }
         let next = self.phase.next_send_time();
@@ -287,11 +303,39 @@ pub(crate) struct ConnShared {
     /// reports an event.
     pub(crate) cond: Condvar,
     pub(crate) watchers: Watchers,
-    /// The receive thread will notify waiters at its next flush.
-    pub(crate) notify_deferred: AtomicBool,
-    /// That deferred notification is for blocked calls too, not only for
-    /// pollers ([`Wake::watch`]).
-    pub(crate) notify_deferred_waiters: AtomicBool,
+    /// A wake-up a receive thread owes, delivered when its batch is
+    /// flushed.
+    pub(crate) batch_wake: OwedWake,
+    /// A wake-up a receive thread owes for data in the middle of a long
+    /// write ([`Wake::hold`]), delivered when its read pass ends.
+    pub(crate) pass_wake: OwedWake,
+}
+
+/// A wake-up a receive thread owes a connection's waiters or pollers and
+/// delivers later; the mark keeps the connection on the thread's list once.
+#[derive(Debug, Default)]
+pub(crate) struct OwedWake {
+    queued: AtomicBool,
+    /// For blocked calls too, not only for pollers ([`Wake::watch`]).
+    waiters: AtomicBool,
+}
+
+impl OwedWake {
+    /// Records the wake-up (`waiters`: for blocked calls too); true when
+    /// the connection must be put on the list (it is not on one yet).
+    pub(crate) fn owe(&self, waiters: bool) -> bool {
+        if waiters {
+            self.waiters.store(true, Ordering::Release);
+        }
+        !self.queued.swap(true, Ordering::AcqRel)
+    }
+
+    /// Clears the record for its delivery; true when blocked calls are to
+    /// be woken too.
+    pub(crate) fn take(&self) -> bool {
+        self.queued.store(false, Ordering::Release);
+        self.waiters.swap(false, Ordering::AcqRel)
+    }
 }
 
 impl ConnShared {
@@ -333,8 +377,8 @@ impl ConnShared {
             }),
             cond: Condvar::new(),
             watchers: Watchers::default(),
-            notify_deferred: AtomicBool::new(false),
-            notify_deferred_waiters: AtomicBool::new(false),
+            batch_wake: OwedWake::default(),
+            pass_wake: OwedWake::default(),
         })
     }
 

@@ -72,7 +72,7 @@ impl AuxRecvThread {
                 }
             }
             more_to_read = self.router.read_socket(&mut self.input);
-            self.router.flush();
+            self.router.flush_pass();
             more_to_read |= self.pause.rest(self.router.last_read(), !more_to_read);
         }
     }

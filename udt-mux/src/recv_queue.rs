@@ -100,7 +100,7 @@ impl RecvThread {
             self.read_socket();
             self.run_commands();
             self.router.fire_timers();
-            self.router.flush();
+            self.router.flush_pass();
             // After a pause, read again whatever `poll` would say.
             let drained = !self.more_to_read;
             self.more_to_read |= self.pause.rest(self.router.last_read(), drained);

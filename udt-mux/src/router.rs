@@ -62,6 +62,9 @@ pub(crate) struct Router {
     scratch: Vec<u8>,
     /// Connections whose waiters are woken at the next flush.
     deferred: Vec<Arc<ConnShared>>,
+    /// Connections whose waiters are woken when the read pass ends
+    /// ([`Wake::hold`], [`flush_pass`](Self::flush_pass)).
+    held: Vec<Arc<ConnShared>>,
     /// Datagrams the last [`read_socket`](Self::read_socket) read.
     last_read: usize,
 }
@@ -79,6 +82,7 @@ impl Router {
             out,
             scratch: Vec::with_capacity(128),
             deferred: Vec::with_capacity(64),
+            held: Vec::with_capacity(64),
             last_read: 0,
         }
     }
@@ -333,6 +337,7 @@ impl Router {
             };
             if progress != Progress::Unchanged {
                 wake.notify = true;
+                wake.hold = false;
             }
             (wake, established)
         };
@@ -355,7 +360,8 @@ impl Router {
 
     /// Acts on a settle of the receive thread. Application wake-ups wait
     /// until the batch is flushed: a reader is woken once per batch, not
-    /// once per packet.
+    /// once per packet; one the data of a long write only helps waits until
+    /// the read pass ends.
     fn act(&mut self, conn: &Arc<ConnShared>, wake: Wake) {
         if wake.touch {
             conn.notify.touch(conn.handle);
@@ -365,16 +371,15 @@ impl Router {
                 .notify()
                 .send_command(SendCmd::Reschedule(conn.handle));
         }
-        if wake.notify {
-            conn.notify_deferred_waiters
-                .store(true, std::sync::atomic::Ordering::Release);
-        }
-        if (wake.notify || wake.watch)
-            && !conn
-                .notify_deferred
-                .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            self.deferred.push(conn.clone());
+        if wake.notify || wake.watch {
+            let (owed, list) = if wake.hold {
+                (&conn.pass_wake, &mut self.held)
+            } else {
+                (&conn.batch_wake, &mut self.deferred)
+            };
+            if owed.owe(wake.notify) {
+                list.push(conn.clone());
+            }
         }
     }
 
@@ -471,12 +476,18 @@ impl Router {
             self.mux.counters().on_flush(f);
         }
         for conn in self.deferred.drain(..) {
-            conn.notify_deferred
-                .store(false, std::sync::atomic::Ordering::Release);
-            conn.wake_waiters_or_watchers(
-                conn.notify_deferred_waiters
-                    .swap(false, std::sync::atomic::Ordering::AcqRel),
-            );
+            conn.wake_waiters_or_watchers(conn.batch_wake.take());
+        }
+    }
+
+    /// Flushes, and delivers the wake-ups held for the end of the read
+    /// pass: call once the socket was read dry (or the pass's budget
+    /// used), the timers fired and the commands run. A hold therefore
+    /// lasts at most one pass of [`READ_ROUNDS`] batches.
+    pub(crate) fn flush_pass(&mut self) {
+        self.flush();
+        for conn in self.held.drain(..) {
+            conn.wake_waiters_or_watchers(conn.pass_wake.take());
         }
     }
 }

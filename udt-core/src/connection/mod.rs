@@ -761,6 +761,20 @@ impl Connection {
         self.receiver.take_sink()
     }
 
+    /// True (once) when the data that became readable since the last call
+    /// completes what a waiting reader most likely waits for: the end of
+    /// one of the peer's writes (each write is one message with its last
+    /// packet marked, in stream mode too, by UDT4 as by us), a whole
+    /// message, a lent read sink filled to its room, or a quarter of the
+    /// receive window waiting to be read. False for data in
+    /// the middle of a long write: a driver may hold a bulk reader's
+    /// wake-up for a moment so that it takes more per wake-up, and wake a
+    /// request-response reader at once. [`Event::Readable`] is reported
+    /// either way.
+    pub fn take_reader_due(&mut self) -> bool {
+        self.receiver.take_reader_due()
+    }
+
     /// Receives one whole message into `out` (cleared first); returns its length.
     ///
     /// # Errors

@@ -514,6 +514,11 @@ impl Receiver {
         self.buffer.take_sink()
     }
 
+    /// See [`RecvBuffer::take_reader_due`].
+    pub(super) fn take_reader_due(&mut self) -> bool {
+        self.buffer.take_reader_due()
+    }
+
     /// Reads one whole message into `out`; returns false when none is ready.
     pub(super) fn read_message(&mut self, out: &mut Vec<u8>) -> bool {
         let read = self.buffer.read_message(out);

@@ -186,6 +186,10 @@ pub struct RecvBuffer {
     sink: Option<Sink>,
     /// Payload bytes delivered straight into a sink so far.
     direct_bytes: u64,
+    /// Data that became readable since the last
+    /// [`take_reader_due`](Self::take_reader_due) ends one of the sender's
+    /// writes, completes a message, or filled the lent sink.
+    reader_due: bool,
     /// Slots visited by drop requests, for the tests of their cost.
     #[cfg(test)]
     drop_walk: u64,
@@ -223,6 +227,7 @@ impl RecvBuffer {
             messages: true,
             sink: None,
             direct_bytes: 0,
+            reader_due: false,
             #[cfg(test)]
             drop_walk: 0,
         }
@@ -281,10 +286,23 @@ impl RecvBuffer {
         self.direct_bytes
     }
 
+    /// True (once) when data that became readable since the last call
+    /// would complete what a waiting reader is likely waiting for: it
+    /// includes the last packet of one of the sender's writes (every write
+    /// is one message, First..Last, in stream mode too: UDT4 marks its
+    /// sends the same way), completes an out-of-order message, left the
+    /// lent sink without room for another packet, or brought the unread
+    /// data to a quarter of the window. Data in the middle of a
+    /// long write answers false: a driver may let a reader of a bulk stream
+    /// wait for more of it instead of waking it for every packet.
+    pub fn take_reader_due(&mut self) -> bool {
+        std::mem::take(&mut self.reader_due)
+    }
+
     /// Appends the packet to the lent buffer if it may go there: stream
     /// only, the next packet expected (`off` 0) with nothing buffered or
     /// dropped ahead, and room left. Returns whether it did.
-    fn deliver_direct(&mut self, off: i32, payload: &[u8]) -> bool {
+    fn deliver_direct(&mut self, off: i32, position: PacketPosition, payload: &[u8]) -> bool {
         // (Only a stream-only buffer ever has a sink: `lend_sink`.)
         if off != 0 || self.contig != self.base || self.pending_drop.is_some() {
             return false;
@@ -297,6 +315,8 @@ impl RecvBuffer {
             return false;
         }
         sink.buf.extend_from_slice(cut);
+        let full = sink.limit.saturating_sub(sink.buf.len()) < self.pool.payload_size();
+        self.reader_due |= full || position.is_last();
         self.direct_bytes += cut.len() as u64;
         // The packet's slot (empty, since `contig` is at `base`) is passed
         // as if it had been stored and read.
@@ -401,7 +421,7 @@ impl RecvBuffer {
             Some((SlotState::Dropped, _)) => return Err(InsertError::Dropped),
             None => return Err(InsertError::OutOfWindow),
         }
-        if self.deliver_direct(off, payload) {
+        if self.deliver_direct(off, position, payload) {
             return Ok(());
         }
         // At most `capacity` slots hold data and the pool has that many, so
@@ -592,6 +612,9 @@ impl RecvBuffer {
     pub fn drop_message(&mut self, msg: MsgNumber, first: SeqNumber, last: SeqNumber) -> u32 {
         let n = self.apply_drop(msg, first, last);
         self.normalize();
+        // What it skipped may have been all a waiting reader had to wait
+        // for (rare: a message sender's TTL expired).
+        self.reader_due |= n > 0;
         n
     }
 
@@ -685,6 +708,7 @@ impl RecvBuffer {
             self.ready = ready;
         }
         self.ready.push_back((seq, msg));
+        self.reader_due = true;
     }
 
     /// `(start, end)` indices of the complete message whose chain starts at
@@ -829,12 +853,16 @@ impl RecvBuffer {
                     if s.state == SlotState::Data {
                         let already = if idx == 0 { self.read_offset } else { 0 };
                         self.contig_bytes += (s.len as usize).saturating_sub(already);
+                        self.reader_due |= s.position.is_last();
                     }
                     self.contig = self.contig.next();
                 }
                 _ => break,
             }
         }
+        // A reader that waits on while a quarter of the window fills up
+        // would soon close the flow window on its sender.
+        self.reader_due |= self.offset(self.contig) >= (self.window() / 4).max(1) as usize;
     }
 
     /// Moves `cursor` past slots that can never start a deliverable message:

@@ -1071,3 +1071,69 @@ fn a_narrowed_window_stays_narrow_while_the_capacity_grows() {
     rb.grow(512);
     assert_eq!(rb.available_packets(), 511, "an unlimited window grows");
 }
+
+#[test]
+fn a_reader_is_due_at_the_end_of_a_write_not_in_its_middle() {
+    // Stream mode, 64 slots (a quarter is 16: never reached here).
+    let mut rb = RecvBuffer::new(64, 4, s(0)).stream_only();
+    assert!(!rb.take_reader_due(), "nothing arrived");
+    rb.insert(s(0), First, true, m(1), b"abcd").unwrap();
+    rb.insert(s(1), Middle, true, m(1), b"efgh").unwrap();
+    assert!(rb.is_readable());
+    assert!(!rb.take_reader_due(), "the middle of a write");
+    // The end of the write, but behind a hole: not readable yet.
+    rb.insert(s(3), Last, true, m(1), b"mnop").unwrap();
+    assert!(!rb.take_reader_due(), "not contiguous");
+    rb.insert(s(2), Middle, true, m(1), b"ijkl").unwrap();
+    assert!(
+        rb.take_reader_due(),
+        "the hole filled up to the write's end"
+    );
+    assert!(!rb.take_reader_due(), "reported once");
+    // A small write is one packet, First and Last at once.
+    rb.insert(s(4), Only, true, m(2), b"q").unwrap();
+    assert!(rb.take_reader_due());
+    assert_eq!(read_all(&mut rb), b"abcdefghijklmnopq");
+}
+
+#[test]
+fn a_reader_is_due_when_its_lent_buffer_is_full_or_a_quarter_of_the_window_waits() {
+    let mut rb = RecvBuffer::new(64, 4, s(0)).stream_only();
+    // Room for two packets and a half: due once a third would not fit.
+    rb.lend_sink(Vec::new(), 10).unwrap();
+    rb.insert(s(0), First, true, m(1), b"abcd").unwrap();
+    assert!(!rb.take_reader_due());
+    rb.insert(s(1), Middle, true, m(1), b"efgh").unwrap();
+    assert!(
+        rb.take_reader_due(),
+        "the lent buffer has no room for another packet"
+    );
+    assert_eq!(rb.take_sink().unwrap(), b"abcdefgh");
+    // Nothing lent: the middle of a write piles up unread until a quarter
+    // of the window (16 of 64 slots) waits, then the reader is due.
+    for i in 2..17 {
+        rb.insert(s(i), Middle, true, m(1), b"wxyz").unwrap();
+        assert!(!rb.take_reader_due(), "{i}");
+    }
+    rb.insert(s(17), Middle, true, m(1), b"wxyz").unwrap();
+    assert!(rb.take_reader_due(), "16 packets unread");
+}
+
+#[test]
+fn a_message_reader_is_due_when_a_message_completes() {
+    let mut rb = RecvBuffer::new(64, 4, s(0));
+    // An out-of-order message completes behind a hole: readable, and due.
+    rb.insert(s(1), First, false, m(2), b"ab").unwrap();
+    assert!(!rb.take_reader_due());
+    rb.insert(s(2), Last, false, m(2), b"cd").unwrap();
+    assert!(rb.has_message());
+    assert!(rb.take_reader_due());
+    // An in-order message completes when everything before it arrived.
+    rb.insert(s(0), Only, true, m(1), b"z").unwrap();
+    assert!(rb.take_reader_due());
+    // A drop request that skips what a reader waits behind makes it due.
+    rb.insert(s(4), Only, true, m(4), b"y").unwrap();
+    assert!(!rb.take_reader_due(), "behind the hole at 3");
+    assert_eq!(rb.drop_message(m(3), s(3), s(3)), 1);
+    assert!(rb.take_reader_due());
+}
