@@ -186,9 +186,9 @@ pub struct RecvBuffer {
     sink: Option<Sink>,
     /// Payload bytes delivered straight into a sink so far.
     direct_bytes: u64,
-    /// Data that became readable since the last
-    /// [`take_reader_due`](Self::take_reader_due) ends one of the sender's
-    /// writes, completes a message, or filled the lent sink.
+    /// Since the last [`take_reader_due`](Self::take_reader_due), data
+    /// became readable that a waiting reader should not wait past (see
+    /// there).
     reader_due: bool,
     /// Slots visited by drop requests, for the tests of their cost.
     #[cfg(test)]
