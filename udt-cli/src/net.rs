@@ -113,11 +113,12 @@ impl NetOptions {
     }
 }
 
-/// Connections that may wait to be accepted: a `udt bench -P 128` test
+/// Connections that may wait to be accepted: a `udt bench -P 1024` test
 /// opens all of its connections at once, and a busy server may accept them
-/// more slowly than their handshakes complete (at 64, the rest were
-/// refused).
-const LISTEN_BACKLOG: usize = 256;
+/// more slowly than their handshakes complete (at 64, the rest of a
+/// `-P 128` were refused). A connection nobody accepted yet holds a narrow
+/// window and no buffers (~40 kB), and each took a cookie round trip.
+const LISTEN_BACKLOG: usize = 1024;
 
 /// Link-level counters for the summaries; `None` where the transport
 /// cannot tell (TCP).
@@ -926,8 +927,9 @@ mod tests {
         }
     }
 
-    /// A whole `udt bench -P 128` connects before the server accepts
-    /// any: its listener holds them all (a backlog of 64 refused the rest).
+    /// A whole `udt bench -P 1024` connects before the server accepts
+    /// any: its listener holds them all (a backlog of 64 refused the rest
+    /// of a `-P 128`).
     #[test]
     fn a_listener_holds_a_whole_bench_test_before_accepting() {
         let opts = NetOptions::default();

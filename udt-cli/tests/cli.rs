@@ -512,15 +512,40 @@ fn bench_client_and_server() {
     );
 }
 
-/// `udt bench -P 128`, the most the client takes, against a default
+/// `udt bench -P 1024`, the most the client takes, against a default
 /// server: every connection is served (the server used to admit 64 at
-/// once, so any `-P` above 64 was refused part-way).
+/// once, so any `-P` above 64 was refused part-way), each one moves data,
+/// and the client's buffers are sized for the test, not 12 MB each.
 #[test]
 fn bench_serves_the_most_parallel_connections_a_client_may_ask_for() {
     let _heavy = heavy();
-    let j = bench_once("bench-128", &["--seconds", "1", "--parallel", "128"]);
-    assert_eq!(j["parallel"], 128, "{j}");
+    let j = bench_once("bench-1024", &["--seconds", "3", "--parallel", "1024"]);
+    assert_eq!(j["parallel"], 1024, "{j}");
     assert_eq!(j["sent_bytes"], j["received_bytes"], "{j}");
+    // Every stream moved data (summed over the interval lines).
+    let mut per_stream = vec![0u64; 1024];
+    for iv in j["intervals"].as_array().unwrap() {
+        let streams = iv["streams"].as_array().unwrap();
+        assert_eq!(streams.len(), 1024, "{iv}");
+        for (sum, b) in per_stream.iter_mut().zip(streams) {
+            *sum += b.as_u64().unwrap();
+        }
+    }
+    let idle = per_stream.iter().filter(|&&b| b == 0).count();
+    assert_eq!(idle, 0, "{idle} of 1024 streams moved nothing");
+}
+
+/// A reverse test is bounded by the server's send buffers: more than 128
+/// connections is a usage error, before anything connects.
+#[test]
+fn bench_refuses_a_reverse_test_the_server_could_not_buffer() {
+    let out = udt()
+        .args(["bench", "127.0.0.1:9", "-R", "-P", "129"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 128"), "{err}");
 }
 
 /// `udt bench` interval lines count bytes delivered, not bytes queued: at

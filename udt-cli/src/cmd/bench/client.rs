@@ -2,7 +2,7 @@
 //! server, samples it every second, and gathers the server's reports into
 //! a [`BenchSummary`].
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -20,7 +20,7 @@ use crate::ui::{self, CliError, Output};
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
     chunk, duration_ms, msg_sent_ns, put_msg_header, read_chunks, Ack, Header, ServerReport,
-    END_OF_CHUNKS, MAX_MSG, MSG_HEADER,
+    END_OF_CHUNKS, MAX_MSG, MAX_PARALLEL_REVERSE, MSG_HEADER,
 };
 use super::report::{
     mean, print_interval, print_interval_header, print_summary, BenchSummary, Interval, Latency,
@@ -104,6 +104,27 @@ impl Shared {
     }
 }
 
+/// Packets of send and receive buffer all of a test's connections may
+/// hold together when `--buffer` is not given: a writer keeps its send
+/// buffer full, and a thousand default buffers (8 192 packets, 12 MB each)
+/// would take 12 GB. Up to 64 connections keep the default.
+const BUFFER_BUDGET_PACKETS: u32 = 1 << 19;
+
+/// The network options of a test: `--buffer` if given, else buffers sized
+/// so that the test's connections share [`BUFFER_BUDGET_PACKETS`] (at least
+/// 256 packets each, ample on a path whose round trip is short enough for
+/// that many connections to matter).
+fn test_net(args: &ClientArgs) -> NetOptions {
+    let mut net = args.net.clone();
+    if net.buffer_packets.is_none() {
+        let share = BUFFER_BUDGET_PACKETS / args.parallel.max(1);
+        if share < 8192 {
+            net.buffer_packets = Some(share.max(256));
+        }
+    }
+    net
+}
+
 /// Runs the bench client.
 ///
 /// # Errors
@@ -124,7 +145,13 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
     }
     let output = args.output;
     let test_id = test_id();
-    let shared = Arc::new(Shared::new(args.parallel, &args.net));
+    if args.reverse && args.parallel > MAX_PARALLEL_REVERSE {
+        return Err(CliError::usage(format!(
+            "-R (reverse) takes at most {MAX_PARALLEL_REVERSE} connections: the server's send \
+             buffers are sized for any test, not for this one"
+        )));
+    }
+    let shared = Arc::new(Shared::new(args.parallel, &test_net(args)));
     let cpu0 = cpu_time();
     let mode = if args.msg_size.is_some() {
         "message"
@@ -450,8 +477,22 @@ fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Shared) 
     let broke = |e| CliError::io("the bench connection broke", e);
     let chunk = chunk(CHUNK as u32);
     while Instant::now() < deadline && !shared.stop.load(Ordering::Relaxed) {
-        conn.write_all(&chunk).map_err(broke)?;
-        shared.add(index, CHUNK as u64);
+        // Counted as the send buffer takes it, not per chunk: with the small
+        // buffers of a thousand connections a chunk waits seconds for room,
+        // and its first bytes were delivered long before it was all queued.
+        // (The chunk's 4-byte length is not counted, as the server counts.)
+        let mut at = 0;
+        while at < chunk.len() {
+            let n = match conn.write(&chunk[at..]) {
+                Ok(0) => return Err(broke(io::ErrorKind::WriteZero.into())),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(broke(e)),
+            };
+            let payload = (at + n).saturating_sub(4) - at.saturating_sub(4);
+            at += n;
+            shared.add(index, payload as u64);
+        }
     }
     conn.write_all(&END_OF_CHUNKS).map_err(broke)?;
     let report = ServerReport::read_from(&mut conn)?;

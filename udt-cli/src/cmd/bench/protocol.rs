@@ -23,10 +23,17 @@ const FLAG_REVERSE: u8 = 2;
 /// Longest acknowledgement line accepted.
 const MAX_ACK: usize = 4096;
 
-/// Most connections one test may use (`udt bench -P`). The server admits
+/// Most connections one test may use (`udt bench -P`): a thousand
+/// connections on one port, and then some. The server admits
 /// twice as many at once, so a whole test of this size fits beside the
 /// leftovers of one that just ended.
-pub const MAX_PARALLEL: u32 = 128;
+pub const MAX_PARALLEL: u32 = 1024;
+
+/// Most connections of a reverse test (`-R`): there the server sends, and
+/// its send buffers are sized when it starts, for any test (8 192 packets,
+/// 12 MB, each by default), so a thousand connections could queue 12 GB.
+/// A client sizes its own buffers for the test (`client.rs`).
+pub const MAX_PARALLEL_REVERSE: u32 = 128;
 
 /// Bytes of an encoded [`Header`].
 pub(super) const HEADER_LEN: usize = 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8;
@@ -114,6 +121,11 @@ impl Header {
         }
         if h.msg && h.reverse {
             return Err("reverse mode (-R) is for stream mode only".into());
+        }
+        if h.reverse && h.parallel > MAX_PARALLEL_REVERSE {
+            return Err(format!(
+                "reverse mode (-R) takes at most {MAX_PARALLEL_REVERSE} connections"
+            ));
         }
         if h.msg && !(MSG_HEADER as u32..=MAX_MSG).contains(&h.msg_size) {
             return Err("message size out of range".into());
@@ -360,6 +372,29 @@ mod tests {
         let mut unknown = rev.encode();
         unknown[9] |= 0x80;
         assert!(Header::decode(&unknown).is_err());
+        // The most connections: a forward test up to MAX_PARALLEL, a
+        // reverse one (the server's buffers) up to MAX_PARALLEL_REVERSE.
+        let most = Header {
+            parallel: MAX_PARALLEL,
+            index: MAX_PARALLEL - 1,
+            ..h
+        };
+        assert_eq!(Header::decode(&most.encode()), Ok(most));
+        let too_many = Header {
+            parallel: MAX_PARALLEL + 1,
+            ..most
+        };
+        assert!(Header::decode(&too_many.encode()).is_err());
+        let rev_most = Header {
+            parallel: MAX_PARALLEL_REVERSE,
+            ..rev
+        };
+        assert_eq!(Header::decode(&rev_most.encode()), Ok(rev_most));
+        let rev_too_many = Header {
+            parallel: MAX_PARALLEL_REVERSE + 1,
+            ..rev
+        };
+        assert!(Header::decode(&rev_too_many.encode()).is_err());
     }
 
     #[test]
