@@ -458,6 +458,32 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_held_for_the_rest_of_a_write_is_woken_when_the_read_round_ends() {
+        // One 400 KB write at 8 Mbit/s arrives over ~0.4 s, far under a
+        // quarter of the window: only the end of a read round can wake the
+        // reader before the write's last packet does.
+        let mut config = Config::default();
+        config.max_bandwidth = Some(8_000_000 / 8);
+        let (_server, _client, _listener, mut stream, mut accepted) = pair_with(config);
+        let total = 400 << 10;
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; total];
+            let first = accepted.read(&mut buf).unwrap();
+            let mut got = first;
+            while got < total {
+                got += accepted.read(&mut buf[got..]).unwrap();
+            }
+            first
+        });
+        stream.write_all(&vec![3u8; total]).unwrap();
+        let first = reader.join().unwrap();
+        assert!(
+            first < total / 2,
+            "the first read waited for {first} of the write's {total} bytes"
+        );
+    }
+
+    #[test]
     fn close_waits_until_the_send_thread_sent_the_shutdown() {
         let (_server, _client, _listener, stream, mut accepted) = pair();
         let conn = stream.conn().clone();
