@@ -484,6 +484,56 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_writer_is_not_woken_for_each_small_acknowledgement() {
+        // 8 Mbit/s: ~690 packets a second, so each 10 ms ACK frees about
+        // seven packets of a fixed 256-packet send buffer.
+        let mut config = Config::default();
+        config.max_bandwidth = Some(8_000_000 / 8);
+        config.send_buffer_packets = 256;
+        config.memory_cap = 2 * 256 * u64::from(config.mss);
+        let payload = config.payload_size();
+        let (_server, _client, _listener, stream, mut accepted) = pair_with(config);
+        let total = 600 * payload;
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            let mut got = 0;
+            while got < total {
+                got += accepted.read(&mut buf).unwrap();
+            }
+            accepted
+        });
+        let data = vec![9u8; total];
+        let conn = stream.conn().clone();
+        let acks_before = stream.stats().acks_received;
+        // As a blocking `write_all`, counting how often it is woken to try.
+        let (mut written, mut looks) = (0, 0);
+        conn.blocking(
+            WaitFor::Write,
+            |_| Some(Duration::from_secs(20)),
+            "write",
+            |g, _now| {
+                looks += 1;
+                let c = g.phase.connection()?;
+                while written < total {
+                    match c.write(&data[written..]) {
+                        Ok(n) => written += n,
+                        Err(udt_core::WriteError::WouldBlock) => return None,
+                        Err(e) => return Some(Err(io::Error::other(e.to_string()))),
+                    }
+                }
+                Some(Ok(()))
+            },
+        )
+        .unwrap();
+        let acks = stream.stats().acks_received - acks_before;
+        // ~350 packets freed after the first fill: at 64 packets a
+        // wake-up, six or so; one per ACK before.
+        assert!(acks >= 30, "only {acks} ACKs: the test shows nothing");
+        assert!(looks <= 12, "woken {looks} times for {acks} ACKs");
+        reader.join().unwrap();
+    }
+
+    #[test]
     fn close_waits_until_the_send_thread_sent_the_shutdown() {
         let (_server, _client, _listener, stream, mut accepted) = pair();
         let conn = stream.conn().clone();

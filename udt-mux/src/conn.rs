@@ -210,10 +210,12 @@ impl ConnInner {
             // per connection, and waking a reader for each cost half the
             // throughput (docs/performance.md, fourteenth session).
             let due = readable && c.take_reader_due();
+            // A blocked writer likewise waits for room worth a wake-up.
+            let write_due = writable && c.writer_due();
             let reading = readable && self.is_waiting(WaitFor::Read);
             let helps_now = closed
                 || (reading && due)
-                || (writable && self.is_waiting(WaitFor::Write))
+                || (write_due && self.is_waiting(WaitFor::Write))
                 || (drained && self.is_waiting(WaitFor::State));
             if helps_now {
                 wake.notify = true;

@@ -102,6 +102,13 @@ pub enum State {
     Closed(ConnectionError),
 }
 
+/// Room, in packets, that makes a blocked writer worth waking
+/// ([`Connection::writer_due`]): what one light ACK frees (one per 64
+/// packets received), so a fast flow's writer is woken as before, once per
+/// light ACK, and a slow flow's, whose timer ACKs free a few packets each,
+/// once per ~90 kB instead of per ACK.
+pub const WRITER_WAKE_PACKETS: u32 = 64;
+
 /// Something the application may want to react to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -491,6 +498,21 @@ impl Connection {
     /// connection is closed (so the write would fail at once).
     pub fn is_writable(&self) -> bool {
         !matches!(self.state, State::Connected) || self.sender.buffer().free_packets() > 0
+    }
+
+    /// True when a writer blocked on a full send buffer is worth waking:
+    /// [`WRITER_WAKE_PACKETS`] packets of room (a quarter of a smaller
+    /// buffer) are free, or the connection is no longer open. Each
+    /// acknowledgement frees what it covers, a packet or two on a slow
+    /// flow, and a writer woken for each would copy a few kilobytes per
+    /// wake-up (Linux likewise wakes a socket's writers only once part of
+    /// its send buffer is free). [`Event::Writable`] is reported either
+    /// way, and the room only grows while nobody writes, so the wake-up
+    /// comes.
+    pub fn writer_due(&self) -> bool {
+        let buffer = self.sender.buffer();
+        !matches!(self.state, State::Connected)
+            || buffer.free_packets() >= WRITER_WAKE_PACKETS.min(buffer.capacity() / 4).max(1)
     }
 
     /// Bytes that can be written right now without `WouldBlock`.
