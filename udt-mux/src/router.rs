@@ -360,8 +360,9 @@ impl Router {
 
     /// Acts on a settle of the receive thread. Application wake-ups wait
     /// until the batch is flushed: a reader is woken once per batch, not
-    /// once per packet; one the data of a long write only helps waits until
-    /// the read pass ends.
+    /// once per packet; a wake-up asked for only by data in the middle of
+    /// one of the peer's long writes ([`Wake::hold`]) waits until the read
+    /// pass ends.
     fn act(&mut self, conn: &Arc<ConnShared>, wake: Wake) {
         if wake.touch {
             conn.notify.touch(conn.handle);
