@@ -35,6 +35,36 @@ impl<T, F: FnMut(&mut ConnInner, Instant) -> Option<io::Result<T>>> Attempt<T> f
     }
 }
 
+/// A stream read into a slice ([`ConnShared::read_into`]): while it
+/// waits, the connection knows how much it asks for.
+struct SliceRead<'a> {
+    buf: &'a mut [u8],
+    /// The want was told to the connection and must be withdrawn.
+    told: bool,
+}
+
+impl Attempt<usize> for SliceRead<'_> {
+    fn reclaim(&mut self, g: &mut ConnInner) {
+        if std::mem::take(&mut self.told) {
+            if let Some(c) = g.phase.connection() {
+                c.set_read_want(0);
+            }
+        }
+    }
+
+    fn attempt(&mut self, g: &mut ConnInner, _now: Instant) -> Option<io::Result<usize>> {
+        let buf = &mut *self.buf;
+        stream_read_attempt(g, |c| c.read(buf))
+    }
+
+    fn before_wait(&mut self, g: &mut ConnInner) {
+        if let Some(c) = g.phase.connection() {
+            c.set_read_want(self.buf.len());
+            self.told = true;
+        }
+    }
+}
+
 /// A stream read that lends its vector while it waits
 /// ([`ConnShared::read_lending`]).
 struct Lending<'a> {
@@ -222,6 +252,22 @@ impl ConnShared {
         )
     }
 
+    /// A blocking stream read into `buf`. While it waits, the connection
+    /// is told how much it asks for, so that data filling the request
+    /// wakes it with the receive thread's batch even in the middle of one
+    /// of the peer's writes (`Connection::set_read_want`).
+    ///
+    /// # Errors
+    /// As [`read_lending`](Self::read_lending).
+    pub(crate) fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.wait_for(
+            WaitFor::Read,
+            |g| g.read_timeout,
+            "read timed out",
+            &mut SliceRead { buf, told: false },
+        )
+    }
+
     /// Runs `f` on the connection under the lock and settles.
     ///
     /// # Errors
@@ -403,58 +449,92 @@ mod tests {
         reader.join().unwrap();
     }
 
-    #[test]
-    fn a_blocked_reader_is_woken_at_once_only_by_the_end_of_a_write() {
-        // A three-packet write, taken from the sender's core and fed to the
-        // receiver's by hand, so that each packet's wake-up can be seen.
-        let (_server, _client, _listener, stream, accepted) = pair();
+    /// The packets of one three-packet write, taken from the sender's core
+    /// (so that they can be fed to the receiver's by hand).
+    fn packets_of_a_write(stream: &UdtStream, fill: u8) -> Vec<Vec<u8>> {
         let payload = stream.conn().config.payload_size();
         let mut packets = Vec::new();
-        {
-            let mut g = stream.conn().inner.lock();
-            let mut now = g.clock(Instant::now());
-            let c = g.phase.connection().unwrap();
-            assert_eq!(c.write(&vec![5u8; 3 * payload]).unwrap(), 3 * payload);
-            // The pacer spaces them: step the clock until all three left.
-            for _ in 0..1000 {
-                if packets.len() == 3 {
-                    break;
+        let mut g = stream.conn().inner.lock();
+        let mut now = g.clock(Instant::now());
+        let c = g.phase.connection().unwrap();
+        assert_eq!(c.write(&vec![fill; 3 * payload]).unwrap(), 3 * payload);
+        // The pacer spaces them: step the clock until all three left.
+        for _ in 0..1000 {
+            if packets.len() == 3 {
+                break;
+            }
+            let mut buf = Vec::new();
+            match c.poll_transmit(now, &mut buf) {
+                Some(t) if t.kind == udt_core::connection::TransmitKind::Data => {
+                    buf.truncate(t.size);
+                    packets.push(buf);
                 }
-                let mut buf = Vec::new();
-                match c.poll_transmit(now, &mut buf) {
-                    Some(t) if t.kind == udt_core::connection::TransmitKind::Data => {
-                        buf.truncate(t.size);
-                        packets.push(buf);
-                    }
-                    Some(_) => {}
-                    None => now += Duration::from_millis(1),
-                }
+                Some(_) => {}
+                None => now += Duration::from_millis(1),
             }
         }
         assert_eq!(packets.len(), 3, "the write left as three packets");
-        let from = stream.local_addr();
-        let conn = accepted.conn();
+        packets
+    }
+
+    /// Feeds `packets` to the receiving end with a reader waiting; each
+    /// settle's `(notify, hold)`.
+    fn wakes_of(
+        conn: &ConnShared,
+        from: std::net::SocketAddr,
+        packets: &[Vec<u8>],
+    ) -> Vec<(bool, bool)> {
         let mut g = conn.inner.lock();
         g.start_waiting(WaitFor::Read);
         let mut wakes = Vec::new();
-        for p in &packets {
+        for p in packets {
             let now = g.clock(Instant::now());
             g.phase.connection().unwrap().handle_datagram(now, from, p);
             let wake = g.settle(&conn.notify);
             wakes.push((wake.notify, wake.hold));
         }
         g.done_waiting(WaitFor::Read);
+        wakes
+    }
+
+    #[test]
+    fn a_blocked_reader_is_woken_at_once_only_by_the_end_of_a_write() {
+        let (_server, _client, _listener, stream, accepted) = pair();
+        let payload = stream.conn().config.payload_size();
+        let from = stream.local_addr();
+        let conn = accepted.conn();
         // First and middle: the reader is owed a wake-up that may wait for
         // the end of the read pass; the last packet wakes it with the batch.
-        assert_eq!(wakes, [(true, true), (true, true), (true, false)]);
-        drop(g);
+        let first = packets_of_a_write(&stream, 5);
+        assert_eq!(
+            wakes_of(conn, from, &first),
+            [(true, true), (true, true), (true, false)]
+        );
         let mut buf = vec![0u8; 4 * payload];
+        let mut reader = &accepted;
         let mut got = 0;
-        let mut reader = accepted;
         while got < 3 * payload {
-            got += reader.read(&mut buf).unwrap();
+            got += reader.read(&mut buf[got..]).unwrap();
         }
         assert!(buf[..got].iter().all(|&b| b == 5));
+        // A reader asking for two packets (as a plain `read` of that size
+        // tells the connection while it waits) is due at the second.
+        let second = packets_of_a_write(&stream, 6);
+        conn.inner
+            .lock()
+            .phase
+            .connection()
+            .unwrap()
+            .set_read_want(2 * payload);
+        assert_eq!(
+            wakes_of(conn, from, &second),
+            [(true, true), (true, false), (true, false)]
+        );
+        let mut got = 0;
+        while got < 3 * payload {
+            got += reader.read(&mut buf[got..]).unwrap();
+        }
+        assert!(buf[..got].iter().all(|&b| b == 6));
     }
 
     #[test]

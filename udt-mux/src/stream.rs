@@ -5,7 +5,6 @@ use std::io::{self, Read, Write};
 
 use udt_core::WriteError;
 
-use crate::app::stream_read_attempt;
 use crate::conn::WaitFor;
 use crate::error;
 use crate::handle::UdtSocket;
@@ -49,12 +48,7 @@ pub type UdtStream = UdtSocket<StreamMode>;
 
 impl UdtSocket<StreamMode> {
     fn read_inner(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.conn().blocking(
-            WaitFor::Read,
-            |g| g.read_timeout,
-            "read timed out",
-            |g, _now| stream_read_attempt(g, |c| c.read(buf)),
-        )
+        self.conn().read_into(buf)
     }
 
     fn write_inner(&self, data: &[u8]) -> io::Result<usize> {

@@ -787,14 +787,24 @@ impl Connection {
     /// completes what a waiting reader most likely waits for: the end of
     /// one of the peer's writes (each write is one message with its last
     /// packet marked, in stream mode too, by UDT4 as by us), a whole
-    /// message, a lent read sink filled to its room, or a quarter of the
-    /// receive window waiting to be read. False for data in
+    /// message, a lent read sink filled to its room, a waiting reader's
+    /// whole request ([`set_read_want`](Self::set_read_want)), or a quarter
+    /// of the receive window waiting to be read. False for data in
     /// the middle of a long write: a driver may hold a bulk reader's
     /// wake-up for a moment so that it takes more per wake-up, and wake a
     /// request-response reader at once. [`Event::Readable`] is reported
     /// either way.
     pub fn take_reader_due(&mut self) -> bool {
         self.receiver.take_reader_due()
+    }
+
+    /// Says how many bytes a reader waiting without a lent sink
+    /// ([`lend_read_sink`](Self::lend_read_sink)) asks for, 0 once it no
+    /// longer waits: data that makes that much readable is due to it
+    /// ([`take_reader_due`](Self::take_reader_due)) even in the middle of a
+    /// write.
+    pub fn set_read_want(&mut self, bytes: usize) {
+        self.receiver.set_read_want(bytes);
     }
 
     /// Receives one whole message into `out` (cleared first); returns its length.

@@ -519,6 +519,11 @@ impl Receiver {
         self.buffer.take_reader_due()
     }
 
+    /// See [`RecvBuffer::set_read_want`].
+    pub(super) fn set_read_want(&mut self, bytes: usize) {
+        self.buffer.set_read_want(bytes);
+    }
+
     /// Reads one whole message into `out`; returns false when none is ready.
     pub(super) fn read_message(&mut self, out: &mut Vec<u8>) -> bool {
         let read = self.buffer.read_message(out);

@@ -190,6 +190,9 @@ pub struct RecvBuffer {
     /// became readable that a waiting reader should not wait past (see
     /// there).
     reader_due: bool,
+    /// Bytes a reader waiting without a lent sink asks for (0: none), see
+    /// [`set_read_want`](Self::set_read_want).
+    want: usize,
     /// Slots visited by drop requests, for the tests of their cost.
     #[cfg(test)]
     drop_walk: u64,
@@ -228,6 +231,7 @@ impl RecvBuffer {
             sink: None,
             direct_bytes: 0,
             reader_due: false,
+            want: 0,
             #[cfg(test)]
             drop_walk: 0,
         }
@@ -291,12 +295,21 @@ impl RecvBuffer {
     /// includes the last packet of one of the sender's writes (every write
     /// is one message, First..Last, in stream mode too: UDT4 marks its
     /// sends the same way), completes an out-of-order message, left the
-    /// lent sink without room for another packet, or brought the unread
-    /// data to a quarter of the window. Data in the middle of a
+    /// lent sink without room for another packet, brought the unread data
+    /// to a quarter of the window, or to what a reader without a sink asks
+    /// for ([`set_read_want`](Self::set_read_want)). Data in the middle of a
     /// long write answers false: a driver may let a reader of a bulk stream
     /// wait for more of it instead of waking it for every packet.
     pub fn take_reader_due(&mut self) -> bool {
         std::mem::take(&mut self.reader_due)
+    }
+
+    /// Tells the buffer how many bytes a reader that waits without lending
+    /// a sink asks for (0 once it stopped waiting): data that makes that
+    /// much readable also makes it due ([`take_reader_due`](Self::take_reader_due)),
+    /// as a full sink does.
+    pub fn set_read_want(&mut self, bytes: usize) {
+        self.want = bytes;
     }
 
     /// Appends the packet to the lent buffer if it may go there: stream
@@ -863,6 +876,8 @@ impl RecvBuffer {
         // A reader that waits on while a quarter of the window fills up
         // would soon close the flow window on its sender.
         self.reader_due |= self.offset(self.contig) >= (self.window() / 4).max(1) as usize;
+        // Enough for the waiting reader's whole request.
+        self.reader_due |= self.want != 0 && self.contig_bytes >= self.want;
     }
 
     /// Moves `cursor` past slots that can never start a deliverable message:

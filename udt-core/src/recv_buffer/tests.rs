@@ -1137,3 +1137,17 @@ fn a_message_reader_is_due_when_a_message_completes() {
     assert_eq!(rb.drop_message(m(3), s(3), s(3)), 1);
     assert!(rb.take_reader_due());
 }
+
+#[test]
+fn a_reader_without_a_sink_is_due_once_its_request_is_readable() {
+    let mut rb = RecvBuffer::new(64, 4, s(0)).stream_only();
+    rb.set_read_want(6);
+    rb.insert(s(0), First, true, m(1), b"abcd").unwrap();
+    assert!(!rb.take_reader_due(), "4 of the 6 bytes asked for");
+    rb.insert(s(1), Middle, true, m(1), b"efgh").unwrap();
+    assert!(rb.take_reader_due(), "8 readable, 6 asked for");
+    // No reader waiting: the middle of the write is not due again.
+    rb.set_read_want(0);
+    rb.insert(s(2), Middle, true, m(1), b"ijkl").unwrap();
+    assert!(!rb.take_reader_due());
+}
