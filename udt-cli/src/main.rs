@@ -400,7 +400,7 @@ measures the encrypted transport.")]
         /// Seconds between interval lines.
         #[arg(short = 'i', long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "1")]
         interval: Duration,
-        /// Connections in parallel (at most 1024, 128 with -R).
+        /// Connections in parallel (at most 1024).
         #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(udt_cli::cmd::bench::MAX_PARALLEL)))]
         parallel: u32,
         /// Message mode with messages of SIZE bytes, echoed for latency.

@@ -459,6 +459,19 @@ impl Conn {
         }
     }
 
+    /// Sets the send buffer to `packets` packets over UDT (see
+    /// `UdtSocket::set_send_buffer`); over TCP the kernel sizes it and this
+    /// does nothing.
+    ///
+    /// # Errors
+    /// The connection's, over UDT.
+    pub fn set_send_buffer(&self, packets: u32) -> io::Result<()> {
+        match self {
+            Conn::Udt { stream } => stream.set_send_buffer(packets),
+            Conn::Tcp(_) => Ok(()),
+        }
+    }
+
     /// Sets how long a read may wait (`None`: forever).
     pub fn set_read_timeout(&self, t: Option<Duration>) {
         match self {

@@ -160,6 +160,20 @@ impl SendBuffer {
         }
     }
 
+    /// Sets the capacity to `capacity_packets`, clamped to at least the
+    /// blocks held now (and 1) and at most [`MAX_CAPACITY_PACKETS`]: the
+    /// one way to lower it. Lowering frees nothing at once; it bounds what
+    /// later writes may queue.
+    pub fn resize(&mut self, capacity_packets: u32) {
+        let held = u32::try_from(self.slots.len()).unwrap_or(MAX_CAPACITY_PACKETS);
+        let capacity = capacity_packets.max(held).clamp(1, MAX_CAPACITY_PACKETS);
+        if capacity > self.capacity {
+            self.grow(capacity);
+        } else {
+            self.capacity = capacity;
+        }
+    }
+
     /// The payload bytes one block holds.
     pub fn payload_size(&self) -> usize {
         self.pool.payload_size()
@@ -511,6 +525,23 @@ mod tests {
         want.extend_from_slice(&bytes(100, 2)[..20]);
         assert_eq!(got, want);
         b.grow(u32::MAX);
+        assert_eq!(b.capacity(), MAX_CAPACITY_PACKETS);
+    }
+
+    #[test]
+    fn resize_lowers_the_capacity_but_never_below_what_is_held() {
+        let t = epoch();
+        let mut b = SendBuffer::new(8, 10, SeqNumber::new(0));
+        assert_eq!(b.write_stream(&bytes(30, 1), t), 30); // three blocks
+        b.resize(2);
+        assert_eq!((b.capacity(), b.free_packets()), (3, 0), "three are held");
+        assert_eq!(b.write_stream(&bytes(10, 2), t), 0);
+        b.resize(5);
+        assert_eq!((b.capacity(), b.free_packets()), (5, 2));
+        assert_eq!(b.write_stream(&bytes(100, 3), t), 20);
+        b.resize(0);
+        assert_eq!(b.capacity(), 5);
+        b.resize(u32::MAX);
         assert_eq!(b.capacity(), MAX_CAPACITY_PACKETS);
     }
 

@@ -145,6 +145,21 @@ impl<M: Mode> UdtSocket<M> {
         Ok(UdtSocket::from_conn(self.conn.clone(), self.mux.clone()))
     }
 
+    /// Sets the send buffer to `packets` packets (of the connection's
+    /// payload size): what writes may queue from now on, never below what
+    /// is queued already. A starting size, as `Config::send_buffer_packets`
+    /// is: it still grows with the path's bandwidth-delay product up to
+    /// `Config::memory_cap`. For a server that learns only after `accept`
+    /// how many connections share its memory.
+    ///
+    /// # Errors
+    /// `ConnectionAborted` after an abort, `NotConnected` before the
+    /// handshake finished.
+    pub fn set_send_buffer(&self, packets: u32) -> io::Result<()> {
+        self.conn
+            .with_connection(|c, _now| c.set_send_buffer_packets(packets))
+    }
+
     /// Bytes that can be queued right now without blocking.
     pub fn send_buffer_free(&self) -> usize {
         self.conn

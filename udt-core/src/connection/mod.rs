@@ -515,6 +515,19 @@ impl Connection {
             || buffer.free_packets() >= WRITER_WAKE_PACKETS.min(buffer.capacity() / 4).max(1)
     }
 
+    /// Sets the send buffer to `packets` packets: what writes may queue
+    /// from now on, never below what it holds already. Like
+    /// [`Config::send_buffer_packets`] it is a starting size, which still
+    /// grows with the path's bandwidth-delay product up to the memory cap.
+    /// A server that learns only after `accept` how many connections a
+    /// client will use sizes each this way.
+    pub fn set_send_buffer_packets(&mut self, packets: u32) {
+        let capacity = self.sender.resize_buffer(packets);
+        self.send_sizer = BufferSizer::new(capacity, self.config.buffer_cap_packets(capacity));
+        // More room may let a blocked writer go on.
+        self.writable_pending = true;
+    }
+
     /// Bytes that can be written right now without `WouldBlock`.
     pub fn send_buffer_free(&self) -> usize {
         self.sender.buffer().free_bytes()

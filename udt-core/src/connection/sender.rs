@@ -300,6 +300,15 @@ impl Sender {
         self.loss.grow(packets);
     }
 
+    /// Sets the send buffer's capacity (see [`SendBuffer::resize`]); the
+    /// loss list keeps its span, which only bounds it. Returns the capacity.
+    pub(super) fn resize_buffer(&mut self, packets: u32) -> u32 {
+        self.buffer.resize(packets);
+        let capacity = self.buffer.capacity();
+        self.loss.grow(capacity);
+        capacity
+    }
+
     /// Records how many packets beyond the last ACK are known delivered.
     pub(super) fn set_sacked(&mut self, sacked: u32) {
         self.sacked = sacked;

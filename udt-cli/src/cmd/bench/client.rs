@@ -19,8 +19,8 @@ use crate::ui::{self, CliError, Output};
 
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
-    chunk, duration_ms, msg_sent_ns, put_msg_header, read_chunks, Ack, Header, ServerReport,
-    END_OF_CHUNKS, MAX_MSG, MAX_PARALLEL_REVERSE, MSG_HEADER,
+    buffer_share, chunk, duration_ms, msg_sent_ns, put_msg_header, read_chunks, Ack, Header,
+    ServerReport, END_OF_CHUNKS, MAX_MSG, MSG_HEADER,
 };
 use super::report::{
     mean, print_interval, print_interval_header, print_summary, BenchSummary, Interval, Latency,
@@ -104,23 +104,12 @@ impl Shared {
     }
 }
 
-/// Packets of send and receive buffer all of a test's connections may
-/// hold together when `--buffer` is not given: a writer keeps its send
-/// buffer full, and a thousand default buffers (8 192 packets, 12 MB each)
-/// would take 12 GB. Up to 64 connections keep the default.
-const BUFFER_BUDGET_PACKETS: u32 = 1 << 19;
-
 /// The network options of a test: `--buffer` if given, else buffers sized
-/// so that the test's connections share [`BUFFER_BUDGET_PACKETS`] (at least
-/// 256 packets each, ample on a path whose round trip is short enough for
-/// that many connections to matter).
+/// for the test's connections ([`buffer_share`]).
 fn test_net(args: &ClientArgs) -> NetOptions {
     let mut net = args.net.clone();
     if net.buffer_packets.is_none() {
-        let share = BUFFER_BUDGET_PACKETS / args.parallel.max(1);
-        if share < 8192 {
-            net.buffer_packets = Some(share.max(256));
-        }
+        net.buffer_packets = buffer_share(args.parallel);
     }
     net
 }
@@ -145,12 +134,6 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
     }
     let output = args.output;
     let test_id = test_id();
-    if args.reverse && args.parallel > MAX_PARALLEL_REVERSE {
-        return Err(CliError::usage(format!(
-            "-R (reverse) takes at most {MAX_PARALLEL_REVERSE} connections: the server's send \
-             buffers are sized for any test, not for this one"
-        )));
-    }
     let shared = Arc::new(Shared::new(args.parallel, &test_net(args)));
     let cpu0 = cpu_time();
     let mode = if args.msg_size.is_some() {

@@ -26,7 +26,7 @@ mod server;
 
 pub use client::{client, ClientArgs};
 pub use cpu::{cpu_percent, cpu_time};
-pub use protocol::{ServerReport, MAX_PARALLEL, MAX_PARALLEL_REVERSE};
+pub use protocol::{ServerReport, MAX_PARALLEL};
 pub use report::{BenchSummary, Interval, Latency};
 pub use server::{server, ServerArgs};
 

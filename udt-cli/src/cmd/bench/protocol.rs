@@ -29,11 +29,21 @@ const MAX_ACK: usize = 4096;
 /// leftovers of one that just ended.
 pub const MAX_PARALLEL: u32 = 1024;
 
-/// Most connections of a reverse test (`-R`): there the server sends, and
-/// its send buffers are sized when it starts, for any test (8 192 packets,
-/// 12 MB, each by default), so a thousand connections could queue 12 GB.
-/// A client sizes its own buffers for the test (`client.rs`).
-pub const MAX_PARALLEL_REVERSE: u32 = 128;
+/// Packets of buffer all of a test's connections may hold together on the
+/// sending side when its `--buffer` is not given: a writer keeps its send
+/// buffer full, and a thousand default buffers (8 192 packets, 12 MB each)
+/// would take 12 GB.
+const BUFFER_BUDGET_PACKETS: u32 = 1 << 19;
+
+/// The buffer, in packets, of each of a test's `parallel` connections on
+/// the side that sends (the client, or the server with `-R`) when none was
+/// given: an equal share of [`BUFFER_BUDGET_PACKETS`], at least 256 (ample
+/// on a path whose round trip is short enough for that many connections to
+/// matter); `None` (the default 8 192) up to 64 connections.
+pub(super) fn buffer_share(parallel: u32) -> Option<u32> {
+    let share = BUFFER_BUDGET_PACKETS / parallel.max(1);
+    (share < 8192).then_some(share.max(256))
+}
 
 /// Bytes of an encoded [`Header`].
 pub(super) const HEADER_LEN: usize = 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8;
@@ -121,11 +131,6 @@ impl Header {
         }
         if h.msg && h.reverse {
             return Err("reverse mode (-R) is for stream mode only".into());
-        }
-        if h.reverse && h.parallel > MAX_PARALLEL_REVERSE {
-            return Err(format!(
-                "reverse mode (-R) takes at most {MAX_PARALLEL_REVERSE} connections"
-            ));
         }
         if h.msg && !(MSG_HEADER as u32..=MAX_MSG).contains(&h.msg_size) {
             return Err("message size out of range".into());
@@ -372,8 +377,7 @@ mod tests {
         let mut unknown = rev.encode();
         unknown[9] |= 0x80;
         assert!(Header::decode(&unknown).is_err());
-        // The most connections: a forward test up to MAX_PARALLEL, a
-        // reverse one (the server's buffers) up to MAX_PARALLEL_REVERSE.
+        // The most connections, in either direction.
         let most = Header {
             parallel: MAX_PARALLEL,
             index: MAX_PARALLEL - 1,
@@ -386,15 +390,21 @@ mod tests {
         };
         assert!(Header::decode(&too_many.encode()).is_err());
         let rev_most = Header {
-            parallel: MAX_PARALLEL_REVERSE,
+            parallel: MAX_PARALLEL,
+            index: 0,
             ..rev
         };
         assert_eq!(Header::decode(&rev_most.encode()), Ok(rev_most));
-        let rev_too_many = Header {
-            parallel: MAX_PARALLEL_REVERSE + 1,
-            ..rev
-        };
-        assert!(Header::decode(&rev_too_many.encode()).is_err());
+    }
+
+    #[test]
+    fn many_connections_share_a_bounded_buffer() {
+        assert_eq!(buffer_share(1), None);
+        assert_eq!(buffer_share(64), None, "the default up to 64");
+        assert_eq!(buffer_share(65), Some(8065));
+        assert_eq!(buffer_share(128), Some(4096));
+        assert_eq!(buffer_share(1024), Some(512));
+        assert_eq!(buffer_share(4096), Some(256), "never below 256");
     }
 
     #[test]

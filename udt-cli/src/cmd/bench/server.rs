@@ -18,8 +18,8 @@ use crate::ui::{CliError, Output};
 
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
-    chunk, is_file_hello, read_chunks, Ack, Header, ServerReport, END_OF_CHUNKS, HEADER_LEN,
-    MAX_PARALLEL, MSG_HEADER,
+    buffer_share, chunk, is_file_hello, read_chunks, Ack, Header, ServerReport, END_OF_CHUNKS,
+    HEADER_LEN, MAX_PARALLEL, MSG_HEADER,
 };
 use super::report::{print_server_interval, print_server_result};
 use crate::proto::wire;
@@ -253,6 +253,14 @@ fn serve_test(
     if header.msg {
         serve_messages(conn, header, net_opts, &mut report)?;
     } else if header.reverse {
+        // This side sends: the test's connections share a bounded buffer,
+        // as a client's do, unless this server was given its own.
+        if net_opts.buffer_packets.is_none() {
+            if let Some(packets) = buffer_share(header.parallel) {
+                conn.set_send_buffer(packets)
+                    .map_err(|e| CliError::io("sizing the send buffer", e))?;
+            }
+        }
         send_chunks(conn, header, &mut report, output)?;
         let link = conn.stats();
         report.rtt_ms = link.rtt_ms;
