@@ -522,17 +522,21 @@ fn bench_serves_the_most_parallel_connections_a_client_may_ask_for() {
     let j = bench_once("bench-1024", &["--seconds", "3", "--parallel", "1024"]);
     assert_eq!(j["parallel"], 1024, "{j}");
     assert_eq!(j["sent_bytes"], j["received_bytes"], "{j}");
-    // Every stream moved data (summed over the interval lines).
-    let mut per_stream = vec![0u64; 1024];
+    assert_eq!(idle_streams(&j, 1024), 0, "streams that moved nothing: {j}");
+}
+
+/// How many of a bench's `n` streams moved nothing over all its interval
+/// lines.
+fn idle_streams(j: &serde_json::Value, n: usize) -> usize {
+    let mut per_stream = vec![0u64; n];
     for iv in j["intervals"].as_array().unwrap() {
         let streams = iv["streams"].as_array().unwrap();
-        assert_eq!(streams.len(), 1024, "{iv}");
+        assert_eq!(streams.len(), n, "{iv}");
         for (sum, b) in per_stream.iter_mut().zip(streams) {
             *sum += b.as_u64().unwrap();
         }
     }
-    let idle = per_stream.iter().filter(|&&b| b == 0).count();
-    assert_eq!(idle, 0, "{idle} of 1024 streams moved nothing");
+    per_stream.iter().filter(|&&b| b == 0).count()
 }
 
 /// A reverse test of many connections: the server sends on each with a
@@ -545,14 +549,7 @@ fn bench_reverse_with_many_connections() {
     assert_eq!(j["parallel"], 256, "{j}");
     assert_eq!(j["reverse"], true, "{j}");
     assert_eq!(j["sent_bytes"], j["received_bytes"], "{j}");
-    let mut per_stream = vec![0u64; 256];
-    for iv in j["intervals"].as_array().unwrap() {
-        for (sum, b) in per_stream.iter_mut().zip(iv["streams"].as_array().unwrap()) {
-            *sum += b.as_u64().unwrap();
-        }
-    }
-    let idle = per_stream.iter().filter(|&&b| b == 0).count();
-    assert_eq!(idle, 0, "{idle} of 256 streams moved nothing");
+    assert_eq!(idle_streams(&j, 256), 0, "streams that moved nothing: {j}");
 }
 
 /// `udt bench` interval lines count bytes delivered, not bytes queued: at
