@@ -321,7 +321,7 @@ fn send_chunks(
         if signals::interrupted() {
             return Err(CliError::interrupted("interrupted"));
         }
-        conn.write_all(&data).map_err(broke)?;
+        conn.write_all(data).map_err(broke)?;
         report.bytes += u64::from(REVERSE_CHUNK);
         // Delivered, not merely queued: the send buffer holds megabytes.
         let written = report.bytes;
