@@ -356,6 +356,22 @@ mod tests {
         (server, client, listener, stream, accepted)
     }
 
+    /// Reads `total` bytes from `stream` on a thread of its own, which
+    /// gives the stream back.
+    fn drain_on_a_thread(
+        mut stream: UdtStream,
+        total: usize,
+    ) -> std::thread::JoinHandle<UdtStream> {
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 << 10];
+            let mut got = 0;
+            while got < total {
+                got += stream.read(&mut buf).unwrap();
+            }
+            stream
+        })
+    }
+
     /// Waits (bounded) until the send thread has nothing of `conn` left.
     fn wait_idle(conn: &ConnShared) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -413,16 +429,9 @@ mod tests {
         // 4 MiB at 100 Mbit/s: a third of a second of ACKs.
         let mut config = Config::default();
         config.max_bandwidth = Some(100_000_000 / 8);
-        let (_server, _client, _listener, mut stream, mut accepted) = pair_with(config);
+        let (_server, _client, _listener, mut stream, accepted) = pair_with(config);
         let total = 4usize << 20;
-        let reader = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 256 << 10];
-            let mut got = 0;
-            while got < total {
-                got += accepted.read(&mut buf).unwrap();
-            }
-            accepted
-        });
+        let reader = drain_on_a_thread(accepted, total);
         stream.write_all(&vec![7u8; total]).unwrap();
         let conn = stream.conn().clone();
         let acks_before = stream.stats().acks_received;
@@ -510,13 +519,10 @@ mod tests {
             wakes_of(conn, from, &first),
             [(true, true), (true, true), (true, false)]
         );
-        let mut buf = vec![0u8; 4 * payload];
+        let mut buf = vec![0u8; 3 * payload];
         let mut reader = &accepted;
-        let mut got = 0;
-        while got < 3 * payload {
-            got += reader.read(&mut buf[got..]).unwrap();
-        }
-        assert!(buf[..got].iter().all(|&b| b == 5));
+        reader.read_exact(&mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 5));
         // A reader asking for two packets (as a plain `read` of that size
         // tells the connection while it waits) is due at the second.
         let second = packets_of_a_write(&stream, 6);
@@ -530,11 +536,8 @@ mod tests {
             wakes_of(conn, from, &second),
             [(true, true), (true, false), (true, false)]
         );
-        let mut got = 0;
-        while got < 3 * payload {
-            got += reader.read(&mut buf[got..]).unwrap();
-        }
-        assert!(buf[..got].iter().all(|&b| b == 6));
+        reader.read_exact(&mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 6));
     }
 
     #[test]
@@ -572,16 +575,9 @@ mod tests {
         config.send_buffer_packets = 256;
         config.memory_cap = 2 * 256 * u64::from(config.mss);
         let payload = config.payload_size();
-        let (_server, _client, _listener, stream, mut accepted) = pair_with(config);
+        let (_server, _client, _listener, stream, accepted) = pair_with(config);
         let total = 600 * payload;
-        let reader = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 << 10];
-            let mut got = 0;
-            while got < total {
-                got += accepted.read(&mut buf).unwrap();
-            }
-            accepted
-        });
+        let reader = drain_on_a_thread(accepted, total);
         let data = vec![9u8; total];
         let conn = stream.conn().clone();
         let acks_before = stream.stats().acks_received;
