@@ -610,6 +610,56 @@ mod tests {
     }
 
     #[test]
+    fn a_poller_is_not_told_writable_for_each_small_acknowledgement() {
+        // As the blocked writer above, through a `Poller` and non-blocking
+        // writes: each wait that reports writable is one pass of the writer.
+        let mut config = Config::default();
+        config.max_bandwidth = Some(8_000_000 / 8);
+        config.send_buffer_packets = 256;
+        config.memory_cap = 2 * 256 * u64::from(config.mss);
+        let payload = config.payload_size();
+        let (_server, _client, _listener, mut stream, accepted) = pair_with(config);
+        let total = 600 * payload;
+        let reader = drain_on_a_thread(accepted, total);
+        let data = vec![9u8; total];
+        let acks_before = stream.stats().acks_received;
+        stream.set_nonblocking(true);
+        let poller = crate::Poller::new();
+        poller
+            .register(&stream, crate::Token(0), crate::Interest::WRITABLE)
+            .unwrap();
+        let (mut written, mut looks) = (0, 0);
+        let mut events = Vec::new();
+        while written < total {
+            let n = poller
+                .wait(&mut events, Some(Duration::from_secs(20)))
+                .unwrap();
+            assert_eq!(n, 1, "no room for 20 s");
+            assert!(events[0].writable, "{:?}", events[0]);
+            looks += 1;
+            loop {
+                match stream.write(&data[written..]) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("write: {e}"),
+                }
+                if written == total {
+                    break;
+                }
+            }
+        }
+        let acks = stream.stats().acks_received - acks_before;
+        // ~350 packets freed after the first fill: at 64 packets a report,
+        // six or so; one per ACK when any free packet counted.
+        assert!(acks >= 30, "only {acks} ACKs: the test shows nothing");
+        assert!(
+            looks <= 12,
+            "reported writable {looks} times for {acks} ACKs"
+        );
+        reader.join().unwrap();
+    }
+
+    #[test]
     fn close_waits_until_the_send_thread_sent_the_shutdown() {
         let (_server, _client, _listener, stream, mut accepted) = pair();
         let conn = stream.conn().clone();

@@ -222,9 +222,11 @@ impl ConnInner {
             } else if reading {
                 wake.notify = true;
                 wake.hold = true;
-            } else if readable || writable {
+            } else if readable || write_due {
+                // Pollers see writable only with room worth a write (the
+                // poller's readiness is `writer_due` too).
                 wake.watch = true;
-                wake.hold = !writable && !due;
+                wake.hold = !write_due && !due;
             }
         }
         let next = self.phase.next_send_time();

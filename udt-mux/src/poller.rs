@@ -61,7 +61,11 @@ pub struct PollEvent {
     /// A read, `recv_msg` or `accept` would not block (also true at end of
     /// stream and after an error, as with epoll: the call then reports it).
     pub readable: bool,
-    /// A write or `send_msg` would not block.
+    /// A write or `send_msg` has room worth writing (`WRITER_WAKE_PACKETS`
+    /// of udt-core, 64 packets, or a quarter of a smaller send buffer), or
+    /// the connection is no longer open (the call then reports why). A
+    /// write may succeed with less room; it is just not reported, as Linux
+    /// does not report a TCP socket writable for a few free bytes.
     pub writable: bool,
     /// The connection ended in order: the peer closed it, or we did.
     pub hang_up: bool,
@@ -153,7 +157,11 @@ impl Source {
                 }
                 let c = g.phase.connection_ref()?;
                 ev.readable = c.is_readable() || g.read_shut;
-                ev.writable = c.is_writable();
+                // As for a blocked writer: room worth a write, not the
+                // packet or two a slow flow's ACK frees (Linux reports a
+                // TCP socket writable likewise only once part of its send
+                // buffer is free).
+                ev.writable = c.writer_due();
                 if let State::Closed(e) = c.state() {
                     match e {
                         ConnectionError::PeerClosed | ConnectionError::LocallyClosed => {

@@ -494,15 +494,10 @@ impl Connection {
         self.receiver.set_window_limit(packets);
     }
 
-    /// True when a write of at least one packet would be accepted, or the
-    /// connection is closed (so the write would fail at once).
-    pub fn is_writable(&self) -> bool {
-        !matches!(self.state, State::Connected) || self.sender.buffer().free_packets() > 0
-    }
-
-    /// True when a writer blocked on a full send buffer is worth waking:
-    /// [`WRITER_WAKE_PACKETS`] packets of room (a quarter of a smaller
-    /// buffer) are free, or the connection is no longer open. Each
+    /// True when a writer blocked on a full send buffer is worth waking,
+    /// and what a poller reports as writable: [`WRITER_WAKE_PACKETS`]
+    /// packets of room (a quarter of a smaller buffer) are free, or the
+    /// connection is no longer open. Each
     /// acknowledgement frees what it covers, a packet or two on a slow
     /// flow, and a writer woken for each would copy a few kilobytes per
     /// wake-up (Linux likewise wakes a socket's writers only once part of
