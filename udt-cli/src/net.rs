@@ -374,6 +374,14 @@ impl Conn {
         Conn::Udt { stream }
     }
 
+    /// The UDT stream underneath, if this is one (for a `Poller`).
+    pub fn udt_stream(&self) -> Option<&UdtStream> {
+        match self {
+            Conn::Udt { stream } => Some(stream),
+            Conn::Tcp(_) => None,
+        }
+    }
+
     /// Bytes written but not yet acknowledged by the peer (UDT: held in
     /// the send buffer; TCP: the kernel's send queue, `SIOCOUTQ`, 0 where
     /// it will not tell). Written bytes minus these are the bytes

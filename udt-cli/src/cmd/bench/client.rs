@@ -19,15 +19,19 @@ use crate::ui::{self, CliError, Output};
 
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
-    buffer_share, chunk, duration_ms, msg_sent_ns, put_msg_header, read_chunks, Ack, Header,
-    ServerReport, END_OF_CHUNKS, MAX_MSG, MSG_HEADER,
+    buffer_share, chunk, chunk_error, duration_ms, msg_sent_ns, put_msg_header, read_chunks, Ack,
+    Header, ServerReport, END_OF_CHUNKS, MAX_MSG, MSG_HEADER,
 };
+use super::pump::Pump;
 use super::report::{
     mean, print_interval, print_interval_header, print_summary, BenchSummary, Interval, Latency,
 };
 
 /// Bytes per chunk the client writes in stream mode.
 const CHUNK: usize = 1 << 20;
+
+/// How long a reverse stream may go without a byte from the server.
+const RECEIVE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How long the server has to answer a header.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,9 +73,8 @@ struct Shared {
     /// Every connection of the test goes through one local endpoint (one
     /// port), as a multiplexed client would send.
     connector: Connector,
-    /// The chunk every stream writes, made once: a copy per stream was
-    /// 1 GB of fresh memory for `-P 1024`.
-    chunk: OnceLock<Vec<u8>>,
+    /// Moves the data of the test's UDT streams on one thread.
+    pump: Pump,
 }
 
 /// What the reporter asks of one connection once per interval.
@@ -90,13 +93,20 @@ impl Shared {
             streams: (0..streams).map(|_| AtomicU64::new(0)).collect(),
             stop: AtomicBool::new(false),
             links: Mutex::new(Vec::new()),
-            chunk: OnceLock::new(),
+            pump: Pump::default(),
         }
     }
 
-    /// The chunk the streams write.
-    fn chunk(&self) -> &[u8] {
-        self.chunk.get_or_init(|| chunk(CHUNK as u32))
+    /// The chunk every stream writes, made once: a copy per stream was 1 GB
+    /// of fresh memory for `-P 1024`.
+    fn chunk() -> &'static [u8] {
+        static CHUNK_DATA: OnceLock<Vec<u8>> = OnceLock::new();
+        CHUNK_DATA.get_or_init(|| chunk(CHUNK as u32))
+    }
+
+    /// False once a failure elsewhere stopped the test.
+    fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
     }
 
     fn add(&self, stream: usize, n: u64) {
@@ -464,29 +474,44 @@ fn open_stream(
 
 /// Sends chunks on stream `index` until `deadline`, then reads the
 /// server's report.
-fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Shared) -> Outcome {
+fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Arc<Shared>) -> Outcome {
     let started = Instant::now();
     let broke = |e| CliError::io("the bench connection broke", e);
-    let chunk = shared.chunk();
-    while Instant::now() < deadline && !shared.stop.load(Ordering::Relaxed) {
-        // Counted as the send buffer takes it, not per chunk: with the small
-        // buffers of a thousand connections a chunk waits seconds for room,
-        // and its first bytes were delivered long before it was all queued.
-        // (The chunk's 4-byte length is not counted, as the server counts.)
-        let mut at = 0;
-        while at < chunk.len() {
-            let n = match conn.write(&chunk[at..]) {
-                Ok(0) => return Err(broke(io::ErrorKind::WriteZero.into())),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(broke(e)),
-            };
-            let payload = (at + n).saturating_sub(4) - at.saturating_sub(4);
-            at += n;
-            shared.add(index, payload as u64);
+    let chunk = Shared::chunk();
+    if let Some(stream) = conn.udt_stream() {
+        let (counts, checks) = (shared.clone(), shared.clone());
+        shared
+            .pump
+            .send(
+                stream,
+                chunk,
+                deadline,
+                move |n| counts.add(index, n),
+                move || checks.running(),
+            )
+            .map_err(chunk_error)?;
+    } else {
+        while Instant::now() < deadline && shared.running() {
+            // Counted as the send buffer takes it, not per chunk: with the
+            // small buffers of a thousand connections a chunk waits seconds
+            // for room, and its first bytes were delivered long before it
+            // was all queued. (The chunk's 4-byte length is not counted, as
+            // the server counts.)
+            let mut at = 0;
+            while at < chunk.len() {
+                let n = match conn.write(&chunk[at..]) {
+                    Ok(0) => return Err(broke(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(broke(e)),
+                };
+                let payload = (at + n).saturating_sub(4) - at.saturating_sub(4);
+                at += n;
+                shared.add(index, payload as u64);
+            }
         }
+        conn.write_all(&END_OF_CHUNKS).map_err(broke)?;
     }
-    conn.write_all(&END_OF_CHUNKS).map_err(broke)?;
     let report = ServerReport::read_from(&mut conn)?;
     let sent_time = started.elapsed();
     let link = conn.stats();
@@ -497,14 +522,23 @@ fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Shared) 
 /// Reverse mode: counts what the server sends on stream `index` until its
 /// zero length, then reads its report. The receiving time (first byte
 /// expected to the end) stands in for the sending time.
-fn receive_stream(mut conn: Conn, index: usize, shared: &Shared) -> Outcome {
+fn receive_stream(mut conn: Conn, index: usize, shared: &Arc<Shared>) -> Outcome {
     let started = Instant::now();
-    conn.set_read_timeout(Some(Duration::from_secs(30)));
-    read_chunks(
-        &mut conn,
-        |n| shared.add(index, n),
-        || !shared.stop.load(Ordering::Relaxed),
-    )?;
+    conn.set_read_timeout(Some(RECEIVE_PATIENCE));
+    if let Some(stream) = conn.udt_stream() {
+        let (counts, checks) = (shared.clone(), shared.clone());
+        shared
+            .pump
+            .receive(
+                stream,
+                RECEIVE_PATIENCE,
+                move |n| counts.add(index, n),
+                move || checks.running(),
+            )
+            .map_err(chunk_error)?;
+    } else {
+        read_chunks(&mut conn, |n| shared.add(index, n), || shared.running())?;
+    }
     let received_time = started.elapsed();
     let report = ServerReport::read_from(&mut conn)?;
     let link = conn.stats();

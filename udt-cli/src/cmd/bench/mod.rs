@@ -13,14 +13,16 @@
 //! control stream.
 //!
 //! One job per module: `protocol` (the wire format both ends share),
-//! `server`, `client`, `report` (results and how they are printed) and
-//! `cpu` (process CPU time). The modules depend on each other in that
-//! order only: `client` and `server` use `protocol`, `report` and `cpu`;
-//! `report` uses `protocol`.
+//! `pump` (the chunks of every UDT stream of a process, moved on one thread
+//! through a `Poller`), `server`, `client`, `report` (results and how they
+//! are printed) and `cpu` (process CPU time). The modules depend on each
+//! other in that order only: `client` and `server` use `protocol`, `pump`,
+//! `report` and `cpu`; `pump` and `report` use `protocol`.
 
 mod client;
 mod cpu;
 mod protocol;
+mod pump;
 mod report;
 mod server;
 
@@ -47,11 +49,15 @@ mod tests {
         let addr = listener.local_addr();
         let quiet = Output::quiet();
         let server_net = net.clone();
+        let pump = std::sync::Arc::new(pump::Pump::default());
         thread::spawn(move || {
             for _ in 0..4 {
                 let conn = listener.accept().unwrap();
                 let n = server_net.clone();
-                thread::spawn(move || serve_conn(conn, &n, quiet, &server::Budget::default()));
+                let pump = pump.clone();
+                thread::spawn(move || {
+                    serve_conn(conn, &n, quiet, &server::Budget::default(), &pump)
+                });
             }
         });
         let base = ClientArgs {

@@ -271,6 +271,16 @@ pub(super) fn read_chunks(
     }
 }
 
+/// The error [`read_chunks`] gives for what its I/O failed with, for
+/// chunks moved another way (the bench's pump), either way.
+pub(super) fn chunk_error(e: io::Error) -> CliError {
+    match e.kind() {
+        io::ErrorKind::InvalidData => CliError::new(exit::PROTOCOL, "bench chunk too large"),
+        io::ErrorKind::Interrupted => CliError::interrupted("interrupted"),
+        _ => CliError::io("the bench connection broke", e),
+    }
+}
+
 /// A duration as the header's millisecond field (saturating).
 pub(super) fn duration_ms(d: Duration) -> u32 {
     d.as_millis().min(u128::from(u32::MAX)) as u32

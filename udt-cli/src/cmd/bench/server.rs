@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,9 +18,10 @@ use crate::ui::{CliError, Output};
 
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
-    buffer_share, chunk, is_file_hello, read_chunks, Ack, Header, ServerReport, END_OF_CHUNKS,
-    HEADER_LEN, MAX_PARALLEL, MSG_HEADER,
+    buffer_share, chunk, chunk_error, is_file_hello, read_chunks, Ack, Header, ServerReport,
+    END_OF_CHUNKS, HEADER_LEN, MAX_PARALLEL, MSG_HEADER,
 };
+use super::pump::Pump;
 use super::report::{print_server_interval, print_server_result};
 use crate::proto::wire;
 use crate::signals;
@@ -99,6 +100,8 @@ pub fn server(args: &ServerArgs) -> Result<(), CliError> {
     ));
     let (done_tx, done_rx) = mpsc::channel::<(u64, u32)>();
     let budget = Arc::new(Budget::default());
+    // One thread moves the chunks of every UDT stream.
+    let pump = Arc::new(Pump::default());
     // --once: parts seen per test until it is complete; bounded.
     let mut pending: HashMap<u64, u32> = HashMap::new();
     loop {
@@ -133,13 +136,14 @@ pub fn server(args: &ServerArgs) -> Result<(), CliError> {
             continue;
         }
         let (net, done, conn_budget) = (args.net.clone(), done_tx.clone(), budget.clone());
+        let pump = pump.clone();
         let output = args.output;
         let spawned = thread::Builder::new()
             .name("bench-conn".into())
             .spawn(move || {
                 let budget = conn_budget;
                 let peer = conn.peer_addr();
-                match serve_conn(conn, &net, output, &budget) {
+                match serve_conn(conn, &net, output, &budget, &pump) {
                     Ok(Some(h)) => {
                         let _ = done.send((h.test_id, h.parallel));
                     }
@@ -177,6 +181,7 @@ pub(super) fn serve_conn(
     net_opts: &NetOptions,
     output: Output,
     budget: &Budget,
+    pump: &Pump,
 ) -> Result<Option<Header>, CliError> {
     let mut hb = [0u8; HEADER_LEN];
     conn.set_read_timeout(Some(Duration::from_secs(10)));
@@ -219,7 +224,7 @@ pub(super) fn serve_conn(
             return Err(CliError::new(exit::NETWORK, "busy: refused a message test"));
         }
     }
-    let result = serve_test(&mut conn, &header, net_opts, output);
+    let result = serve_test(&mut conn, &header, net_opts, output, pump);
     if header.msg {
         budget.message_tests.fetch_sub(1, Ordering::SeqCst);
         budget
@@ -243,6 +248,7 @@ fn serve_test(
     header: &Header,
     net_opts: &NetOptions,
     output: Output,
+    pump: &Pump,
 ) -> Result<(), CliError> {
     conn.write_all(&Ack::default().to_line())
         .map_err(|e| CliError::io("answering the bench header", e))?;
@@ -261,12 +267,12 @@ fn serve_test(
                     .map_err(|e| CliError::io("sizing the send buffer", e))?;
             }
         }
-        send_chunks(conn, header, &mut report, output)?;
+        send_chunks(conn, header, &mut report, output, pump)?;
         let link = conn.stats();
         report.rtt_ms = link.rtt_ms;
         report.packets_retransmitted = link.packets_retransmitted;
     } else {
-        receive_chunks(conn, &mut report, output)?;
+        receive_chunks(conn, &mut report, output, pump)?;
         let link = conn.stats();
         report.packets_lost = link.packets_lost;
         report.packets_received = link.packets_received;
@@ -283,32 +289,53 @@ fn serve_test(
 
 /// The stream-mode half of the server: length-prefixed chunks until a
 /// zero length, counted into `report`, with an interval line every second
-/// (human output).
+/// (human output). A UDT stream's chunks go through the pump.
 fn receive_chunks(
     conn: &mut Conn,
     report: &mut ServerReport,
     output: Output,
+    pump: &Pump,
 ) -> Result<(), CliError> {
-    conn.set_read_timeout(Some(Duration::from_secs(30)));
+    conn.set_read_timeout(Some(RECEIVE_PATIENCE));
     let mut interval = ServerIntervals::new(conn, output);
-    read_chunks(
-        conn,
-        |n| {
-            report.bytes += n;
-            let total = report.bytes;
+    let Some(stream) = conn.udt_stream() else {
+        return read_chunks(
+            conn,
+            |n| {
+                report.bytes += n;
+                let total = report.bytes;
+                interval.tick(|| total);
+            },
+            || true,
+        );
+    };
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counted = bytes.clone();
+    let moved = pump.receive(
+        stream,
+        RECEIVE_PATIENCE,
+        move |n| {
+            let total = counted.fetch_add(n, Ordering::Relaxed) + n;
             interval.tick(|| total);
         },
-        || true,
-    )
+        || !signals::interrupted(),
+    );
+    report.bytes = bytes.load(Ordering::Relaxed);
+    moved.map_err(chunk_error)
 }
 
+/// How long a stream may go without a byte from the client.
+const RECEIVE_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Reverse mode (`-R`): sends chunks for the test's duration, with an
-/// interval line every second, then the zero length.
+/// interval line every second, then the zero length. A UDT stream's chunks
+/// go through the pump.
 fn send_chunks(
     conn: &mut Conn,
     header: &Header,
     report: &mut ServerReport,
     output: Output,
+    pump: &Pump,
 ) -> Result<(), CliError> {
     let broke = |e| CliError::io("the bench connection broke", e);
     let deadline = Instant::now() + Duration::from_millis(u64::from(header.duration_ms));
@@ -317,13 +344,30 @@ fn send_chunks(
     static DATA: OnceLock<Vec<u8>> = OnceLock::new();
     let data = DATA.get_or_init(|| chunk(REVERSE_CHUNK));
     let mut interval = ServerIntervals::new(conn, output);
+    if let Some(stream) = conn.udt_stream() {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (counted, held) = (bytes.clone(), conn.try_clone().map_err(broke)?);
+        let moved = pump.send(
+            stream,
+            data,
+            deadline,
+            move |n| {
+                let written = counted.fetch_add(n, Ordering::Relaxed) + n;
+                // Delivered, not merely queued: the send buffer holds
+                // megabytes.
+                interval.tick(|| written.saturating_sub(held.unacknowledged_bytes()));
+            },
+            || !signals::interrupted(),
+        );
+        report.bytes = bytes.load(Ordering::Relaxed);
+        return moved.map_err(chunk_error);
+    }
     while Instant::now() < deadline {
         if signals::interrupted() {
             return Err(CliError::interrupted("interrupted"));
         }
         conn.write_all(data).map_err(broke)?;
         report.bytes += u64::from(REVERSE_CHUNK);
-        // Delivered, not merely queued: the send buffer holds megabytes.
         let written = report.bytes;
         interval.tick(|| written.saturating_sub(conn.unacknowledged_bytes()));
     }

@@ -1,0 +1,537 @@
+//! The data phase of every UDT stream of a bench process on one thread.
+//!
+//! A test of a thousand connections with a thread per connection and side
+//! spends its two cores switching between two thousand threads: each wakes
+//! to copy a few kilobytes when its connection has room or data, and
+//! clears a fresh stack and buffer of its own. A server holding many
+//! connections drives them from one thread with a [`Poller`] instead, as
+//! `benches/mux_sockets.rs` measures (about twice the aggregate of a thread
+//! each), and so does the bench: each connection's thread still opens it
+//! and reads the report at the end, but hands the chunks in between to the
+//! pump and sleeps until it is done. TCP connections keep their threads
+//! (the mux's poller does not watch kernel sockets).
+//!
+//! A job sends chunks until its deadline and then the zero length, or
+//! reads chunks until the zero length and not a byte further (the report
+//! follows it on the same stream).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use udt_mux::{Interest, PollEvent, Poller, Token, UdtStream};
+
+use super::protocol::{END_OF_CHUNKS, MAX_CHUNK};
+
+/// Longest the pump sleeps without an event before it asks every job
+/// whether to stop (another stream failed, Ctrl-C).
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Most bytes one job moves per event before the pump turns to the next
+/// ready one: a connection that always has room must not starve the rest
+/// (the poller is level-triggered, so it is reported again).
+const TURN_BYTES: usize = 4 << 20;
+
+/// Bytes read per call on the receiving side, as `read_chunks` reads.
+const READ_PIECE: usize = 256 * 1024;
+
+/// What a job does with its stream.
+enum Work {
+    /// Writes `data` (one whole chunk, its length first) again and again
+    /// until `deadline` passes at a chunk boundary, then the zero length.
+    Send {
+        data: &'static [u8],
+        /// Bytes of the current chunk written.
+        at: usize,
+        deadline: Instant,
+        /// Bytes of the zero length written, once the deadline passed.
+        ending: Option<usize>,
+    },
+    /// Reads chunks until the zero length.
+    Receive {
+        /// The next chunk's length as far as it arrived.
+        length: [u8; 4],
+        length_got: usize,
+        /// Bytes of the current chunk still to read.
+        left: usize,
+    },
+}
+
+/// One stream's data phase.
+pub(super) struct Job {
+    stream: UdtStream,
+    work: Work,
+    /// Told the chunk bytes moved by each call (not the lengths).
+    progress: Box<dyn FnMut(u64) + Send>,
+    /// Asked between calls and while the stream waits; false stops the job
+    /// with `Interrupted`.
+    keep_going: Box<dyn Fn() -> bool + Send>,
+    /// How long the job may wait without moving a byte (`None`: as long
+    /// as the connection lives), as a thread's read timeout would.
+    patience: Option<Duration>,
+    last_moved: Instant,
+    done: mpsc::SyncSender<io::Result<()>>,
+}
+
+impl Job {
+    /// Moves as much as the stream takes now, at most [`TURN_BYTES`];
+    /// true when the data phase is over.
+    fn step(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
+        let mut moved = 0;
+        while moved < TURN_BYTES {
+            if !(self.keep_going)() {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let n = match &mut self.work {
+                Work::Send {
+                    data,
+                    at,
+                    deadline,
+                    ending,
+                } => {
+                    if ending.is_none() && *at == 0 && Instant::now() >= *deadline {
+                        *ending = Some(0);
+                    }
+                    if let Some(end) = ending {
+                        let Some(n) = write_some(&self.stream, &END_OF_CHUNKS[*end..])? else {
+                            return Ok(false);
+                        };
+                        *end += n;
+                        if *end == END_OF_CHUNKS.len() {
+                            return Ok(true);
+                        }
+                        continue;
+                    }
+                    let Some(n) = write_some(&self.stream, &data[*at..])? else {
+                        return Ok(false);
+                    };
+                    // The chunk's 4-byte length is not counted, as the
+                    // server counts.
+                    let payload = (*at + n).saturating_sub(4) - at.saturating_sub(4);
+                    *at = (*at + n) % data.len();
+                    (self.progress)(payload as u64);
+                    n
+                }
+                Work::Receive {
+                    length,
+                    length_got,
+                    left,
+                } => {
+                    if *left == 0 {
+                        let Some(n) = read_some(&self.stream, &mut length[*length_got..])? else {
+                            return Ok(false);
+                        };
+                        *length_got += n;
+                        if *length_got < length.len() {
+                            continue;
+                        }
+                        *length_got = 0;
+                        let len = u32::from_be_bytes(*length);
+                        if len == 0 {
+                            return Ok(true);
+                        }
+                        if len > MAX_CHUNK {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "bench chunk too large",
+                            ));
+                        }
+                        *left = len as usize;
+                        continue;
+                    }
+                    buf.clear();
+                    let n = match self.stream.read_append(buf, (*left).min(READ_PIECE)) {
+                        Ok(0) => return Err(ended_inside_a_chunk()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    *left -= n;
+                    (self.progress)(n as u64);
+                    n
+                }
+            };
+            moved += n;
+            self.last_moved = Instant::now();
+        }
+        Ok(false)
+    }
+}
+
+impl Job {
+    /// Why a job that waits should end now: `Interrupted` when told to
+    /// stop, `TimedOut` when it moved nothing for its patience.
+    fn overdue(&self) -> Option<io::ErrorKind> {
+        if !(self.keep_going)() {
+            return Some(io::ErrorKind::Interrupted);
+        }
+        self.patience
+            .is_some_and(|p| self.last_moved.elapsed() > p)
+            .then_some(io::ErrorKind::TimedOut)
+    }
+}
+
+/// One non-blocking write: `None` when the stream has no room.
+fn write_some(mut stream: &UdtStream, data: &[u8]) -> io::Result<Option<usize>> {
+    loop {
+        return match stream.write(data) {
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+    }
+}
+
+/// One non-blocking read into `into`: `None` when nothing is there.
+fn read_some(mut stream: &UdtStream, into: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        return match stream.read(into) {
+            Ok(0) => Err(ended_inside_a_chunk()),
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+    }
+}
+
+fn ended_inside_a_chunk() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the stream ended before its zero length",
+    )
+}
+
+/// A job's progress report, stop check and patience.
+type JobCalls = (
+    Box<dyn FnMut(u64) + Send>,
+    Box<dyn Fn() -> bool + Send>,
+    Option<Duration>,
+);
+
+/// The pump: its thread starts with the first job and runs for the life
+/// of the process (a server) or of the test (a client's `Pump` is dropped
+/// with it).
+#[derive(Default)]
+pub(super) struct Pump {
+    inner: OnceLock<Running>,
+}
+
+struct Running {
+    poller: Arc<Poller>,
+    jobs: mpsc::Sender<(usize, Job)>,
+    next_token: AtomicUsize,
+}
+
+impl Pump {
+    /// Sends `data` (a whole chunk, length first) on `stream` until
+    /// `deadline`, then the zero length; blocks until done.
+    ///
+    /// # Errors
+    /// The stream's write errors; `Interrupted` when `keep_going` said
+    /// stop.
+    pub(super) fn send(
+        &self,
+        stream: &UdtStream,
+        data: &'static [u8],
+        deadline: Instant,
+        progress: impl FnMut(u64) + Send + 'static,
+        keep_going: impl Fn() -> bool + Send + 'static,
+    ) -> io::Result<()> {
+        let work = Work::Send {
+            data,
+            at: 0,
+            deadline,
+            ending: None,
+        };
+        let job = (Box::new(progress) as _, Box::new(keep_going) as _, None);
+        self.run(stream, work, job)
+    }
+
+    /// Reads chunks from `stream` until the zero length (and nothing after
+    /// it), telling `progress` the chunk bytes as they arrive; blocks until
+    /// done, or once nothing arrived for `patience`.
+    ///
+    /// # Errors
+    /// The stream's read errors, `UnexpectedEof` before the zero length,
+    /// `InvalidData` for a chunk over the largest, `TimedOut` after
+    /// `patience` without a byte, `Interrupted` when `keep_going` said
+    /// stop.
+    pub(super) fn receive(
+        &self,
+        stream: &UdtStream,
+        patience: Duration,
+        progress: impl FnMut(u64) + Send + 'static,
+        keep_going: impl Fn() -> bool + Send + 'static,
+    ) -> io::Result<()> {
+        let work = Work::Receive {
+            length: [0; 4],
+            length_got: 0,
+            left: 0,
+        };
+        let job = (
+            Box::new(progress) as _,
+            Box::new(keep_going) as _,
+            Some(patience),
+        );
+        self.run(stream, work, job)
+    }
+
+    fn run(&self, stream: &UdtStream, work: Work, calls: JobCalls) -> io::Result<()> {
+        let (progress, keep_going, patience) = calls;
+        let running = match self.inner.get() {
+            Some(r) => r,
+            None => {
+                let started = Running::start()?;
+                self.inner.get_or_init(|| started)
+            }
+        };
+        let interest = match work {
+            Work::Send { .. } => Interest::WRITABLE,
+            Work::Receive { .. } => Interest::READABLE,
+        };
+        let (done, finished) = mpsc::sync_channel(1);
+        let job = Job {
+            stream: stream.try_clone()?,
+            work,
+            progress,
+            keep_going,
+            patience,
+            last_moved: Instant::now(),
+            done,
+        };
+        let token = running.next_token.fetch_add(1, Ordering::Relaxed);
+        // Watched before the pump has the job: an event it cannot match
+        // yet is reported again (level-triggered) once the job is there.
+        running.poller.register(stream, Token(token), interest)?;
+        job.stream.set_nonblocking(true);
+        if running.jobs.send((token, job)).is_err() {
+            let _ = running.poller.deregister(Token(token));
+            stream.set_nonblocking(false);
+            return Err(pump_gone());
+        }
+        finished.recv().map_err(|_| pump_gone())?
+    }
+}
+
+fn pump_gone() -> io::Error {
+    io::Error::other("the bench's I/O thread stopped")
+}
+
+impl Running {
+    fn start() -> io::Result<Running> {
+        let poller = Arc::new(Poller::new());
+        let (tx, rx) = mpsc::channel();
+        let theirs = poller.clone();
+        thread::Builder::new()
+            .name("bench-pump".into())
+            .spawn(move || pump(&theirs, &rx))?;
+        Ok(Running {
+            poller,
+            jobs: tx,
+            next_token: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// The pump's thread: moves every job's data as its stream allows, until
+/// the last sender of jobs is gone and no job is left.
+fn pump(poller: &Poller, incoming: &mpsc::Receiver<(usize, Job)>) {
+    let mut jobs: HashMap<usize, Job> = HashMap::new();
+    let mut events: Vec<PollEvent> = Vec::new();
+    let mut buf = Vec::with_capacity(READ_PIECE);
+    let mut last_check = Instant::now();
+    loop {
+        let mut open = true;
+        loop {
+            match incoming.try_recv() {
+                Ok((token, job)) => {
+                    jobs.insert(token, job);
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if !open && jobs.is_empty() {
+            return;
+        }
+        if poller.wait(&mut events, Some(STOP_CHECK)).is_err() {
+            events.clear();
+        }
+        for ev in &events {
+            let token = ev.token.0;
+            let Some(job) = jobs.get_mut(&token) else {
+                continue;
+            };
+            // A hang-up or error shows in the next call's result.
+            let outcome = job.step(&mut buf);
+            if !matches!(outcome, Ok(false)) {
+                finish(poller, &mut jobs, token, outcome.map(|_| ()));
+            }
+        }
+        if last_check.elapsed() >= STOP_CHECK {
+            last_check = Instant::now();
+            let stopped: Vec<(usize, io::ErrorKind)> = jobs
+                .iter()
+                .filter_map(|(t, j)| j.overdue().map(|why| (*t, why)))
+                .collect();
+            for (token, why) in stopped {
+                finish(poller, &mut jobs, token, Err(why.into()));
+            }
+        }
+    }
+}
+
+/// Ends the job of `token`: the stream blocks again and goes back to its
+/// thread with the outcome.
+fn finish(poller: &Poller, jobs: &mut HashMap<usize, Job>, token: usize, outcome: io::Result<()>) {
+    let _ = poller.deregister(Token(token));
+    if let Some(job) = jobs.remove(&token) {
+        job.stream.set_nonblocking(false);
+        // The pump's handles (the stream's, any in the job's calls) go
+        // before the thread resumes and closes the connection.
+        let done = job.done.clone();
+        drop(job);
+        let _ = done.send(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use udt_mux::{Endpoint, UdtStream};
+
+    use super::Pump;
+    use crate::cmd::bench::protocol::{chunk, read_chunks, END_OF_CHUNKS};
+    use crate::net::Conn;
+
+    /// A connected pair of UDT streams on loopback (the endpoints must
+    /// outlive them).
+    fn pair() -> (Endpoint, Endpoint, UdtStream, UdtStream) {
+        let server = Endpoint::bind("127.0.0.1:0").unwrap();
+        let listener = server.listen(4).unwrap();
+        let client = Endpoint::bind("127.0.0.1:0").unwrap();
+        let ours = client.connect(server.local_addr()).unwrap();
+        let (theirs, _) = listener.accept().unwrap();
+        (server, client, ours, theirs)
+    }
+
+    fn leak(data: Vec<u8>) -> &'static [u8] {
+        Box::leak(data.into_boxed_slice())
+    }
+
+    #[test]
+    fn a_receive_job_stops_at_the_zero_length_and_leaves_what_follows() {
+        let (_a, _b, reader, mut writer) = pair();
+        let piece = chunk(100_000);
+        let sender = thread::spawn(move || {
+            for _ in 0..5 {
+                writer.write_all(&piece).unwrap();
+            }
+            writer.write_all(&END_OF_CHUNKS).unwrap();
+            writer.write_all(b"the report").unwrap();
+            writer
+        });
+        let total = Arc::new(AtomicU64::new(0));
+        let counted = total.clone();
+        let pump = Pump::default();
+        pump.receive(
+            &reader,
+            Duration::from_secs(30),
+            move |n| {
+                counted.fetch_add(n, Ordering::Relaxed);
+            },
+            || true,
+        )
+        .unwrap();
+        assert_eq!(total.load(Ordering::Relaxed), 500_000);
+        // Blocking again, and the bytes after the zero length still there.
+        let mut rest = [0u8; 10];
+        (&reader).read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"the report");
+        drop(sender.join().unwrap());
+    }
+
+    #[test]
+    fn a_send_job_writes_whole_chunks_until_its_deadline_then_the_zero_length() {
+        let (_a, _b, writer, reader) = pair();
+        let data = leak(chunk(64 * 1024));
+        let counter = thread::spawn(move || {
+            let mut conn = Conn::udt(reader);
+            let mut got = 0;
+            read_chunks(&mut conn, |n| got += n, || true).unwrap();
+            let mut tail = [0u8; 4];
+            conn.read_exact(&mut tail).unwrap();
+            (got, tail)
+        });
+        let sent = Arc::new(AtomicU64::new(0));
+        let counted = sent.clone();
+        let started = Instant::now();
+        Pump::default()
+            .send(
+                &writer,
+                data,
+                started + Duration::from_millis(300),
+                move |n| {
+                    counted.fetch_add(n, Ordering::Relaxed);
+                },
+                || true,
+            )
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        (&writer).write_all(b"tail").unwrap();
+        let (got, tail) = counter.join().unwrap();
+        let sent = sent.load(Ordering::Relaxed);
+        assert!(sent > 0);
+        assert_eq!(sent % (64 * 1024), 0, "whole chunks only: {sent}");
+        assert_eq!(got, sent);
+        assert_eq!(&tail, b"tail");
+    }
+
+    #[test]
+    fn a_job_ends_when_told_to_stop_or_when_nothing_arrives_for_its_patience() {
+        let (_a, _b, reader, _quiet) = pair();
+        let pump = Pump::default();
+        let started = Instant::now();
+        let err = pump
+            .receive(&reader, Duration::from_millis(200), |_| {}, || true)
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let stopper = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            flag.store(true, Ordering::Relaxed);
+        });
+        let err = pump
+            .receive(
+                &reader,
+                Duration::from_secs(30),
+                |_| {},
+                move || !stop.load(Ordering::Relaxed),
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
+        stopper.join().unwrap();
+        // The stream blocks again after the pump let it go.
+        reader.set_read_timeout(Some(Duration::from_millis(50)));
+        let mut byte = [0u8; 1];
+        let err = (&reader).read(&mut byte).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    }
+}
