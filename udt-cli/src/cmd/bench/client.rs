@@ -22,7 +22,7 @@ use super::protocol::{
     buffer_share, chunk, chunk_error, duration_ms, msg_sent_ns, put_msg_header, read_chunks, Ack,
     Header, ServerReport, END_OF_CHUNKS, MAX_MSG, MSG_HEADER,
 };
-use super::pump::Pump;
+use super::pump::{self, Pump};
 use super::report::{
     mean, print_interval, print_interval_header, print_summary, BenchSummary, Interval, Latency,
 };
@@ -102,6 +102,11 @@ impl Shared {
     fn chunk() -> &'static [u8] {
         static CHUNK_DATA: OnceLock<Vec<u8>> = OnceLock::new();
         CHUNK_DATA.get_or_init(|| chunk(CHUNK as u32))
+    }
+
+    /// True when the test's UDT streams move their chunks through the pump.
+    fn pumped(&self) -> bool {
+        pump::for_test_of(self.streams.len() as u32)
     }
 
     /// False once a failure elsewhere stopped the test.
@@ -478,7 +483,7 @@ fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Arc<Shar
     let started = Instant::now();
     let broke = |e| CliError::io("the bench connection broke", e);
     let chunk = Shared::chunk();
-    if let Some(stream) = conn.udt_stream() {
+    if let Some(stream) = conn.udt_stream().filter(|_| shared.pumped()) {
         let (counts, checks) = (shared.clone(), shared.clone());
         shared
             .pump
@@ -525,7 +530,7 @@ fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Arc<Shar
 fn receive_stream(mut conn: Conn, index: usize, shared: &Arc<Shared>) -> Outcome {
     let started = Instant::now();
     conn.set_read_timeout(Some(RECEIVE_PATIENCE));
-    if let Some(stream) = conn.udt_stream() {
+    if let Some(stream) = conn.udt_stream().filter(|_| shared.pumped()) {
         let (counts, checks) = (shared.clone(), shared.clone());
         shared
             .pump

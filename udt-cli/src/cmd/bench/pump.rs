@@ -6,7 +6,8 @@
 //! clears a fresh stack and buffer of its own. A server holding many
 //! connections drives them from one thread with a [`Poller`] instead, as
 //! `benches/mux_sockets.rs` measures (about twice the aggregate of a thread
-//! each), and so does the bench: each connection's thread still opens it
+//! each), and so does the bench for a test of more than
+//! [`THREADS_UP_TO`] connections: each connection's thread still opens it
 //! and reads the report at the end, but hands the chunks in between to the
 //! pump and sleeps until it is done. TCP connections keep their threads
 //! (the mux's poller does not watch kernel sockets).
@@ -25,6 +26,19 @@ use std::time::{Duration, Instant};
 use udt_mux::{Interest, PollEvent, Poller, Token, UdtStream};
 
 use super::protocol::{END_OF_CHUNKS, MAX_CHUNK};
+
+/// Tests of more connections than this move their UDT chunks through the
+/// pump; smaller ones keep a thread per connection, which copies on every
+/// core: `-P 8` moved 12-13 Gbit/s through one pump thread against
+/// 15.5 with eight writers (alternating runs on two cores), while
+/// `-P 1024` gained 1.1-1.4x from the pump. The same line as the bench's
+/// buffer share (`protocol::buffer_share`).
+const THREADS_UP_TO: u32 = 64;
+
+/// Whether a test of `parallel` connections uses the pump.
+pub(super) fn for_test_of(parallel: u32) -> bool {
+    parallel > THREADS_UP_TO
+}
 
 /// Longest the pump sleeps without an event before it asks every job
 /// whether to stop (another stream failed, Ctrl-C).
@@ -215,13 +229,31 @@ type JobCalls = (
     Option<Duration>,
 );
 
-/// The pump: its thread starts with the first job and runs for the life
-/// of the process (a server) or of the test (a client's `Pump` is dropped
-/// with it).
-#[derive(Default)]
+/// The pump: a thread per core at most (a lane), each with its own
+/// `Poller`, that take the jobs in turn. One thread would copy every byte
+/// of the test: on a machine with many cores, `-P 8` wrote from eight
+/// threads before. A lane's thread starts with its first job and runs for
+/// the life of the process (a server) or of the test (a client's `Pump` is
+/// dropped with it).
 pub(super) struct Pump {
-    inner: OnceLock<Running>,
+    lanes: Vec<OnceLock<Running>>,
+    next_lane: AtomicUsize,
 }
+
+impl Default for Pump {
+    fn default() -> Pump {
+        let cores = thread::available_parallelism().map_or(1, |n| n.get());
+        Pump {
+            lanes: (0..cores.clamp(1, MAX_LANES))
+                .map(|_| OnceLock::new())
+                .collect(),
+            next_lane: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Most pump threads, whatever the core count.
+const MAX_LANES: usize = 16;
 
 struct Running {
     poller: Arc<Poller>,
@@ -285,11 +317,15 @@ impl Pump {
 
     fn run(&self, stream: &UdtStream, work: Work, calls: JobCalls) -> io::Result<()> {
         let (progress, keep_going, patience) = calls;
-        let running = match self.inner.get() {
+        let lane = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        let Some(lane) = self.lanes.get(lane) else {
+            return Err(pump_gone());
+        };
+        let running = match lane.get() {
             Some(r) => r,
             None => {
                 let started = Running::start()?;
-                self.inner.get_or_init(|| started)
+                lane.get_or_init(|| started)
             }
         };
         let interest = match work {

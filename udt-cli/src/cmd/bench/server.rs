@@ -21,7 +21,7 @@ use super::protocol::{
     buffer_share, chunk, chunk_error, is_file_hello, read_chunks, Ack, Header, ServerReport,
     END_OF_CHUNKS, HEADER_LEN, MAX_PARALLEL, MSG_HEADER,
 };
-use super::pump::Pump;
+use super::pump::{self, Pump};
 use super::report::{print_server_interval, print_server_result};
 use crate::proto::wire;
 use crate::signals;
@@ -267,11 +267,13 @@ fn serve_test(
                     .map_err(|e| CliError::io("sizing the send buffer", e))?;
             }
         }
+        let pump = pump::for_test_of(header.parallel).then_some(pump);
         send_chunks(conn, header, &mut report, output, pump)?;
         let link = conn.stats();
         report.rtt_ms = link.rtt_ms;
         report.packets_retransmitted = link.packets_retransmitted;
     } else {
+        let pump = pump::for_test_of(header.parallel).then_some(pump);
         receive_chunks(conn, &mut report, output, pump)?;
         let link = conn.stats();
         report.packets_lost = link.packets_lost;
@@ -289,16 +291,16 @@ fn serve_test(
 
 /// The stream-mode half of the server: length-prefixed chunks until a
 /// zero length, counted into `report`, with an interval line every second
-/// (human output). A UDT stream's chunks go through the pump.
+/// (human output). A UDT stream's chunks go through `pump` if given.
 fn receive_chunks(
     conn: &mut Conn,
     report: &mut ServerReport,
     output: Output,
-    pump: &Pump,
+    pump: Option<&Pump>,
 ) -> Result<(), CliError> {
     conn.set_read_timeout(Some(RECEIVE_PATIENCE));
     let mut interval = ServerIntervals::new(conn, output);
-    let Some(stream) = conn.udt_stream() else {
+    let (Some(stream), Some(pump)) = (conn.udt_stream(), pump) else {
         return read_chunks(
             conn,
             |n| {
@@ -329,13 +331,13 @@ const RECEIVE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Reverse mode (`-R`): sends chunks for the test's duration, with an
 /// interval line every second, then the zero length. A UDT stream's chunks
-/// go through the pump.
+/// go through `pump` if given.
 fn send_chunks(
     conn: &mut Conn,
     header: &Header,
     report: &mut ServerReport,
     output: Output,
-    pump: &Pump,
+    pump: Option<&Pump>,
 ) -> Result<(), CliError> {
     let broke = |e| CliError::io("the bench connection broke", e);
     let deadline = Instant::now() + Duration::from_millis(u64::from(header.duration_ms));
@@ -344,7 +346,7 @@ fn send_chunks(
     static DATA: OnceLock<Vec<u8>> = OnceLock::new();
     let data = DATA.get_or_init(|| chunk(REVERSE_CHUNK));
     let mut interval = ServerIntervals::new(conn, output);
-    if let Some(stream) = conn.udt_stream() {
+    if let (Some(stream), Some(pump)) = (conn.udt_stream(), pump) {
         let bytes = Arc::new(AtomicU64::new(0));
         let (counted, held) = (bytes.clone(), conn.try_clone().map_err(broke)?);
         let moved = pump.send(
