@@ -73,7 +73,8 @@ struct Shared {
     /// Every connection of the test goes through one local endpoint (one
     /// port), as a multiplexed client would send.
     connector: Connector,
-    /// Moves the data of the test's UDT streams on one thread.
+    /// Moves the chunks of the test's UDT streams when it has many
+    /// ([`pump::for_test_of`]).
     pump: Pump,
 }
 

@@ -1,4 +1,5 @@
-//! The data phase of every UDT stream of a bench process on one thread.
+//! The data phase of a bench process's UDT streams on a few threads (one
+//! per core at most), each with a [`Poller`].
 //!
 //! A test of a thousand connections with a thread per connection and side
 //! spends its two cores switching between two thousand threads: each wakes
@@ -75,7 +76,7 @@ enum Work {
 }
 
 /// One stream's data phase.
-pub(super) struct Job {
+struct Job {
     stream: UdtStream,
     work: Work,
     /// Told the chunk bytes moved by each call (not the lengths).
@@ -174,9 +175,7 @@ impl Job {
         }
         Ok(false)
     }
-}
 
-impl Job {
     /// Why a job that waits should end now: `Interrupted` when told to
     /// stop, `TimedOut` when it moved nothing for its patience.
     fn overdue(&self) -> Option<io::ErrorKind> {

@@ -100,7 +100,7 @@ pub fn server(args: &ServerArgs) -> Result<(), CliError> {
     ));
     let (done_tx, done_rx) = mpsc::channel::<(u64, u32)>();
     let budget = Arc::new(Budget::default());
-    // One thread moves the chunks of every UDT stream.
+    // Moves the chunks of the UDT streams of tests of many connections.
     let pump = Arc::new(Pump::default());
     // --once: parts seen per test until it is complete; bounded.
     let mut pending: HashMap<u64, u32> = HashMap::new();
@@ -256,6 +256,7 @@ fn serve_test(
     let cpu0 = cpu_time();
     let start = Instant::now();
     let mut report = ServerReport::default();
+    let pump = pump::for_test_of(header.parallel).then_some(pump);
     if header.msg {
         serve_messages(conn, header, net_opts, &mut report)?;
     } else if header.reverse {
@@ -267,13 +268,11 @@ fn serve_test(
                     .map_err(|e| CliError::io("sizing the send buffer", e))?;
             }
         }
-        let pump = pump::for_test_of(header.parallel).then_some(pump);
         send_chunks(conn, header, &mut report, output, pump)?;
         let link = conn.stats();
         report.rtt_ms = link.rtt_ms;
         report.packets_retransmitted = link.packets_retransmitted;
     } else {
-        let pump = pump::for_test_of(header.parallel).then_some(pump);
         receive_chunks(conn, &mut report, output, pump)?;
         let link = conn.stats();
         report.packets_lost = link.packets_lost;
@@ -370,6 +369,7 @@ fn send_chunks(
         }
         conn.write_all(data).map_err(broke)?;
         report.bytes += u64::from(REVERSE_CHUNK);
+        // Delivered, not merely queued, as above.
         let written = report.bytes;
         interval.tick(|| written.saturating_sub(conn.unacknowledged_bytes()));
     }
