@@ -566,19 +566,32 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_blocked_writer_is_not_woken_for_each_small_acknowledgement() {
-        // 8 Mbit/s: ~690 packets a second, so each 10 ms ACK frees about
-        // seven packets of a fixed 256-packet send buffer.
+    /// A flow of 8 Mbit/s (~690 packets a second) through a fixed
+    /// 256-packet send buffer, so that each 10 ms ACK frees about seven
+    /// packets, with 600 packets to write and a thread reading them: the
+    /// endpoints and listener (kept alive), the writing stream, the
+    /// reader, and the data.
+    #[allow(clippy::type_complexity)]
+    fn a_slow_flow_through_a_small_buffer() -> (
+        (Endpoint, Endpoint, UdtListener),
+        UdtStream,
+        std::thread::JoinHandle<UdtStream>,
+        Vec<u8>,
+    ) {
         let mut config = Config::default();
         config.max_bandwidth = Some(8_000_000 / 8);
         config.send_buffer_packets = 256;
         config.memory_cap = 2 * 256 * u64::from(config.mss);
-        let payload = config.payload_size();
-        let (_server, _client, _listener, stream, accepted) = pair_with(config);
-        let total = 600 * payload;
+        let total = 600 * config.payload_size();
+        let (server, client, listener, stream, accepted) = pair_with(config);
         let reader = drain_on_a_thread(accepted, total);
-        let data = vec![9u8; total];
+        ((server, client, listener), stream, reader, vec![9u8; total])
+    }
+
+    #[test]
+    fn a_blocked_writer_is_not_woken_for_each_small_acknowledgement() {
+        let (_ends, stream, reader, data) = a_slow_flow_through_a_small_buffer();
+        let total = data.len();
         let conn = stream.conn().clone();
         let acks_before = stream.stats().acks_received;
         // As a blocking `write_all`, counting how often it is woken to try.
@@ -613,15 +626,8 @@ mod tests {
     fn a_poller_is_not_told_writable_for_each_small_acknowledgement() {
         // As the blocked writer above, through a `Poller` and non-blocking
         // writes: each wait that reports writable is one pass of the writer.
-        let mut config = Config::default();
-        config.max_bandwidth = Some(8_000_000 / 8);
-        config.send_buffer_packets = 256;
-        config.memory_cap = 2 * 256 * u64::from(config.mss);
-        let payload = config.payload_size();
-        let (_server, _client, _listener, mut stream, accepted) = pair_with(config);
-        let total = 600 * payload;
-        let reader = drain_on_a_thread(accepted, total);
-        let data = vec![9u8; total];
+        let (_ends, mut stream, reader, data) = a_slow_flow_through_a_small_buffer();
+        let total = data.len();
         let acks_before = stream.stats().acks_received;
         stream.set_nonblocking(true);
         let poller = crate::Poller::new();

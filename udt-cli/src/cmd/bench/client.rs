@@ -110,6 +110,19 @@ impl Shared {
         pump::for_test_of(self.streams.len() as u32)
     }
 
+    /// What the pump calls for stream `index`: its byte count, and whether
+    /// the test goes on.
+    fn pump_calls(
+        self: &Arc<Self>,
+        index: usize,
+    ) -> (
+        impl FnMut(u64) + Send + 'static,
+        impl Fn() -> bool + Send + 'static,
+    ) {
+        let (counts, checks) = (self.clone(), self.clone());
+        (move |n| counts.add(index, n), move || checks.running())
+    }
+
     /// False once a failure elsewhere stopped the test.
     fn running(&self) -> bool {
         !self.stop.load(Ordering::Relaxed)
@@ -485,16 +498,10 @@ fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Arc<Shar
     let broke = |e| CliError::io("the bench connection broke", e);
     let chunk = Shared::chunk();
     if let Some(stream) = conn.udt_stream().filter(|_| shared.pumped()) {
-        let (counts, checks) = (shared.clone(), shared.clone());
+        let (counted, keep_going) = shared.pump_calls(index);
         shared
             .pump
-            .send(
-                stream,
-                chunk,
-                deadline,
-                move |n| counts.add(index, n),
-                move || checks.running(),
-            )
+            .send(stream, chunk, deadline, counted, keep_going)
             .map_err(chunk_error)?;
     } else {
         while Instant::now() < deadline && shared.running() {
@@ -532,15 +539,10 @@ fn receive_stream(mut conn: Conn, index: usize, shared: &Arc<Shared>) -> Outcome
     let started = Instant::now();
     conn.set_read_timeout(Some(RECEIVE_PATIENCE));
     if let Some(stream) = conn.udt_stream().filter(|_| shared.pumped()) {
-        let (counts, checks) = (shared.clone(), shared.clone());
+        let (counted, keep_going) = shared.pump_calls(index);
         shared
             .pump
-            .receive(
-                stream,
-                RECEIVE_PATIENCE,
-                move |n| counts.add(index, n),
-                move || checks.running(),
-            )
+            .receive(stream, RECEIVE_PATIENCE, counted, keep_going)
             .map_err(chunk_error)?;
     } else {
         read_chunks(&mut conn, |n| shared.add(index, n), || shared.running())?;
