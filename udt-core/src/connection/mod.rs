@@ -215,6 +215,11 @@ pub struct Connection {
     shutdowns_repeated: u32,
     readable_pending: bool,
     writable_pending: bool,
+    /// Packets of room the last message that did not fit needs (0: none):
+    /// until that much is free, [`writer_due`](Self::writer_due) holds, so
+    /// that a writer of large messages is not woken (nor a poller told) to
+    /// fail again. A message that fits clears it.
+    message_waiting_packets: u32,
     /// The application wrote while nothing was waiting to be sent, since
     /// time was last observed: `write` takes no time, so the interval up to
     /// the next observation is the application's (it had nothing to send
@@ -336,6 +341,7 @@ impl Connection {
             shutdowns_repeated: 0,
             readable_pending: false,
             writable_pending: false,
+            message_waiting_packets: 0,
             wrote_while_idle: false,
             driver_at_last_send: Duration::ZERO,
             closed_pending: false,
@@ -496,8 +502,9 @@ impl Connection {
 
     /// True when a writer blocked on a full send buffer is worth waking,
     /// and what a poller reports as writable: [`WRITER_WAKE_PACKETS`]
-    /// packets of room (a quarter of a smaller buffer) are free, or the
-    /// connection is no longer open. Each
+    /// packets of room (a quarter of a smaller buffer), or room for the
+    /// last message that did not fit, are free, or the connection is no
+    /// longer open. Each
     /// acknowledgement frees what it covers, a packet or two on a slow
     /// flow, and a writer woken for each would copy a few kilobytes per
     /// wake-up (Linux likewise wakes a socket's writers only once part of
@@ -506,8 +513,11 @@ impl Connection {
     /// comes.
     pub fn writer_due(&self) -> bool {
         let buffer = self.sender.buffer();
-        !matches!(self.state, State::Connected)
-            || buffer.free_packets() >= WRITER_WAKE_PACKETS.min(buffer.capacity() / 4).max(1)
+        let worth = WRITER_WAKE_PACKETS.min(buffer.capacity() / 4).max(1);
+        let needed = worth
+            .max(self.message_waiting_packets)
+            .min(buffer.capacity().max(1));
+        !matches!(self.state, State::Connected) || buffer.free_packets() >= needed
     }
 
     /// Sets the send buffer to `packets` packets: what writes may queue
@@ -702,8 +712,16 @@ impl Connection {
         }
         self.check_writable()?;
         match self.sender.write_message(msg, ttl, in_order, now) {
-            Ok(()) => Ok(()),
-            Err(SendBufferError::Full) => Err(WriteError::WouldBlock),
+            Ok(()) => {
+                self.message_waiting_packets = 0;
+                Ok(())
+            }
+            Err(SendBufferError::Full) => {
+                let payload_size = self.sender.buffer().payload_size().max(1);
+                let packets = msg.len().div_ceil(payload_size);
+                self.message_waiting_packets = u32::try_from(packets).unwrap_or(u32::MAX);
+                Err(WriteError::WouldBlock)
+            }
             Err(SendBufferError::MessageTooLarge) => Err(WriteError::MessageTooLarge {
                 size: msg.len(),
                 max: self.config.send_buffer_packets as usize * self.payload_size,

@@ -61,6 +61,15 @@ impl Script {
 
     /// As [`new`](Self::new), with the peer's handshake flow window.
     pub(super) fn with_peer_window(config: Config, peer_flow_window: u32) -> Self {
+        Self::build(config, peer_flow_window, SocketType::Stream)
+    }
+
+    /// As [`new`](Self::new), a message connection.
+    pub(super) fn message(config: Config) -> Self {
+        Self::build(config, 8192, SocketType::Message)
+    }
+
+    fn build(config: Config, peer_flow_window: u32, socket_type: SocketType) -> Self {
         let t0 = epoch();
         let params = ConnectParams {
             local_socket_id: LOCAL,
@@ -70,7 +79,7 @@ impl Script {
             recv_isn: ISN,
             mss: 1500,
             peer_flow_window,
-            socket_type: SocketType::Stream,
+            socket_type,
             rendezvous: false,
             self_ip: None,
             response: None,
@@ -1333,4 +1342,49 @@ fn a_quiet_line_with_data_in_flight_nudges_the_peer_once_per_silence() {
     assert_eq!(s.conn.timer_deadline(Timer::AckNudge), None);
     assert_eq!(s.conn.stats().ack_nudges_sent, 2);
     assert_eq!(s.conn.stats().keepalives_sent, 0);
+}
+
+#[test]
+fn a_writer_of_a_message_that_did_not_fit_is_due_only_once_it_fits() {
+    // A fixed 32-packet send buffer: room worth a wake-up is 8 packets.
+    let mut config = Config::default();
+    config.send_buffer_packets = 32;
+    config.memory_cap = 2 * 32 * u64::from(config.mss);
+    let mut s = Script::message(config);
+    let now = s.at(ms(0));
+    for _ in 0..32 {
+        s.conn.send_msg(now, &[1u8; FULL], None, false).unwrap();
+    }
+    let big = vec![2u8; 20 * FULL];
+    assert!(matches!(
+        s.conn.send_msg(now, &big, None, false),
+        Err(WriteError::WouldBlock)
+    ));
+    assert!(!s.conn.writer_due());
+    // Paced out over the first 20 ms (the initial window is 16).
+    let mut sent = 0;
+    for t in 0..20_000 {
+        let at = s.at(us(t));
+        while s.conn.poll_transmit(at, &mut s.buf).is_some() {
+            sent += 1;
+        }
+    }
+    assert!(
+        sent >= 16,
+        "only {sent} packets left: the test shows nothing"
+    );
+    // Ten packets free: room worth a stream write, not this message.
+    s.feed(ms(21), &ack_in(1, ISN.add(10)));
+    assert_eq!(s.conn.send_buffer_free() / FULL, 10);
+    assert!(!s.conn.writer_due(), "due with room for 10 of 20 packets");
+    // Twenty: the message fits, and the writer is due.
+    s.feed(ms(22), &ack_in(2, ISN.add(16)));
+    for t in 22_000..40_000 {
+        let at = s.at(us(t));
+        while s.conn.poll_transmit(at, &mut s.buf).is_some() {}
+    }
+    s.feed(ms(41), &ack_in(3, ISN.add(20)));
+    assert!(s.conn.writer_due());
+    s.conn.send_msg(s.at(ms(41)), &big, None, false).unwrap();
+    assert!(!s.conn.writer_due(), "the buffer is full again");
 }
