@@ -62,8 +62,9 @@ pub struct PollEvent {
     /// stream and after an error, as with epoll: the call then reports it).
     pub readable: bool,
     /// A write or `send_msg` has room worth writing (`WRITER_WAKE_PACKETS`
-    /// of udt-core, 64 packets, or a quarter of a smaller send buffer), or
-    /// the connection is no longer open (the call then reports why). A
+    /// of udt-core, 64 packets, or a quarter of a smaller send buffer, and
+    /// at least the room of the last message that did not fit), or the
+    /// connection is no longer open (the call then reports why). A
     /// write may succeed with less room; it is just not reported, as Linux
     /// does not report a TCP socket writable for a few free bytes.
     pub writable: bool,
