@@ -539,6 +539,35 @@ fn idle_streams(j: &serde_json::Value, n: usize) -> usize {
     per_stream.iter().filter(|&&b| b == 0).count()
 }
 
+/// A test of many connections (moved by the bench's pump) whose server is
+/// killed part-way ends with an error once the connections' peer-idle time
+/// (10 s) passes, not a hang: the pump hands each failed stream back.
+#[test]
+fn bench_of_many_connections_fails_soon_after_its_server_dies() {
+    let _heavy = heavy();
+    let mut server = udt();
+    server
+        .args(["bench", "--server", "127.0.0.1:0", "--once"])
+        .stdout(Stdio::piped());
+    let mut server = Proc::spawn("bench-dies-server", server);
+    let addr = server.listening_addr(Duration::from_secs(20));
+    let mut client = udt();
+    client
+        .args(["bench", "--json", "--seconds", "60", "--parallel", "100"])
+        .arg(addr.to_string())
+        .stdout(Stdio::piped());
+    let mut client = Proc::spawn("bench-dies-client", client);
+    // The server's first interval line: the data phase has begun.
+    let line = server.first_stdout_line(Duration::from_secs(30));
+    assert!(line.contains("MiB") || line.contains("KiB"), "{line}");
+    server.kill();
+    let killed = Instant::now();
+    assert_eq!(client.code(T), 3, "{}", client.stderr());
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(25), "the client took {took:?}");
+    assert!(client.stderr().contains("broke"), "{}", client.stderr());
+}
+
 /// A reverse test of many connections: the server sends on each with a
 /// buffer sized for the test (it learns the count only after `accept`),
 /// and every stream delivers.

@@ -165,6 +165,22 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Waits for the first line on its stdout (piped) and returns it; a
+    /// thread reads and drops the rest, so the process never blocks on a
+    /// full pipe.
+    pub fn first_stdout_line(&mut self, within: Duration) -> String {
+        let out = self.child.stdout.take().expect("stdout piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        rx.recv_timeout(within)
+            .unwrap_or_else(|_| panic!("{}: no stdout line within {within:?}", self.name))
+    }
+
     /// Reads all of its stdout (when piped).
     pub fn stdout_string(&mut self) -> String {
         let mut s = String::new();

@@ -123,6 +123,15 @@ impl Shared {
         (move |n| counts.add(index, n), move || checks.running())
     }
 
+    /// Stops the test at once when `outcome` is a failure: the interval
+    /// lines end and the other streams stop (a test whose server died ran
+    /// on to its full `-t` after every connection had timed out).
+    fn failed_if(&self, outcome: &Outcome) {
+        if outcome.is_err() {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// False once a failure elsewhere stopped the test.
     fn running(&self) -> bool {
         !self.stop.load(Ordering::Relaxed)
@@ -214,7 +223,9 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
                 }
             };
             if let Ok((epoch, deadline)) = go_rx.recv() {
-                let _ = tx.send(run_messages(setup, &a, size, epoch, deadline, &s));
+                let outcome = run_messages(setup, &a, size, epoch, deadline, &s);
+                s.failed_if(&outcome);
+                let _ = tx.send(outcome);
             }
         }));
     } else {
@@ -239,6 +250,7 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
                     } else {
                         run_stream(conn, index as usize, deadline, &s)
                     };
+                    s.failed_if(&outcome);
                     let _ = tx.send(outcome);
                 }
             }));
