@@ -470,19 +470,8 @@ fn demo_runs_to_completion() {
 /// Runs `udt bench` with `client_args` against a `udt bench --server
 /// --once` of its own; both must exit 0. Returns the client's JSON.
 fn bench_once(name: &str, client_args: &[&str]) -> serde_json::Value {
-    let mut server = udt();
-    server
-        .args(["bench", "--server", "127.0.0.1:0", "--once"])
-        .stdout(Stdio::null());
-    let mut server = Proc::spawn(&format!("{name}-server"), server);
-    let addr = server.listening_addr(Duration::from_secs(20));
-    let mut client = udt();
-    client
-        .args(["bench", "--json"])
-        .args(client_args)
-        .arg(addr.to_string())
-        .stdout(Stdio::piped());
-    let mut client = Proc::spawn(&format!("{name}-client"), client);
+    let args: Vec<&str> = ["--json"].iter().chain(client_args).copied().collect();
+    let (mut server, mut client) = start_bench(name, Stdio::null(), &args);
     assert_eq!(client.code(T), 0, "{}", client.stderr());
     assert_eq!(server.code(T), 0, "{}", server.stderr());
     json_of(&mut client)
@@ -545,18 +534,11 @@ fn idle_streams(j: &serde_json::Value, n: usize) -> usize {
 #[test]
 fn bench_of_many_connections_fails_soon_after_its_server_dies() {
     let _heavy = heavy();
-    let mut server = udt();
-    server
-        .args(["bench", "--server", "127.0.0.1:0", "--once"])
-        .stdout(Stdio::piped());
-    let mut server = Proc::spawn("bench-dies-server", server);
-    let addr = server.listening_addr(Duration::from_secs(20));
-    let mut client = udt();
-    client
-        .args(["bench", "--json", "--seconds", "60", "--parallel", "100"])
-        .arg(addr.to_string())
-        .stdout(Stdio::piped());
-    let mut client = Proc::spawn("bench-dies-client", client);
+    let (mut server, mut client) = start_bench(
+        "bench-dies",
+        Stdio::piped(),
+        &["--json", "--seconds", "60", "--parallel", "100"],
+    );
     // The server's first interval line: the data phase has begun.
     let line = server.first_stdout_line(Duration::from_secs(30));
     assert!(line.contains("MiB") || line.contains("KiB"), "{line}");

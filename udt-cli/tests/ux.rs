@@ -334,18 +334,8 @@ fn json_schema_of_every_command() {
     }
 
     // bench: results and the same two keys.
-    let mut server = udt();
-    server
-        .args(["bench", "-s", "127.0.0.1:0", "--once"])
-        .stdout(Stdio::piped());
-    let mut server = Proc::spawn("bench-server", server);
-    let addr = server.listening_addr(Duration::from_secs(20));
-    let mut client = udt();
-    client
-        .args(["bench", "--json", "-t", "2", "-P", "2"])
-        .arg(addr.to_string())
-        .stdout(Stdio::piped());
-    let mut client = Proc::spawn("bench-client", client);
+    let (mut server, mut client) =
+        start_bench("bench", Stdio::null(), &["--json", "-t", "2", "-P", "2"]);
     assert_eq!(client.code(T), 0, "{}", client.stderr());
     assert_eq!(server.code(T), 0, "{}", server.stderr());
     let j = json_of(&mut client);

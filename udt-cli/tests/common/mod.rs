@@ -349,3 +349,24 @@ pub fn test_net() -> udt_cli::net::NetOptions {
         ..udt_cli::net::NetOptions::default()
     }
 }
+
+/// Starts a `udt bench --server --once` of its own, its stdout to
+/// `server_stdout`, and a `udt bench` client with `client_args` against
+/// it, its stdout piped: (server, client). A server's piped stdout must be
+/// read (`first_stdout_line`): it prints a line per stream per second, and
+/// a full pipe would stop it.
+pub fn start_bench(name: &str, server_stdout: Stdio, client_args: &[&str]) -> (Proc, Proc) {
+    let mut server = udt();
+    server
+        .args(["bench", "--server", "127.0.0.1:0", "--once"])
+        .stdout(server_stdout);
+    let server = Proc::spawn(&format!("{name}-server"), server);
+    let addr = server.listening_addr(Duration::from_secs(20));
+    let mut client = udt();
+    client
+        .arg("bench")
+        .args(client_args)
+        .arg(addr.to_string())
+        .stdout(Stdio::piped());
+    (server, Proc::spawn(&format!("{name}-client"), client))
+}
