@@ -334,8 +334,9 @@ fn json_schema_of_every_command() {
     }
 
     // bench: results and the same two keys.
+    // The server's stdout is read below (two streams for 2 s fit the pipe).
     let (mut server, mut client) =
-        start_bench("bench", Stdio::null(), &["--json", "-t", "2", "-P", "2"]);
+        start_bench("bench", Stdio::piped(), &["--json", "-t", "2", "-P", "2"]);
     assert_eq!(client.code(T), 0, "{}", client.stderr());
     assert_eq!(server.code(T), 0, "{}", server.stderr());
     let j = json_of(&mut client);

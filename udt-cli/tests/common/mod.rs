@@ -353,8 +353,8 @@ pub fn test_net() -> udt_cli::net::NetOptions {
 /// Starts a `udt bench --server --once` of its own, its stdout to
 /// `server_stdout`, and a `udt bench` client with `client_args` against
 /// it, its stdout piped: (server, client). A server's piped stdout must be
-/// read (`first_stdout_line`): it prints a line per stream per second, and
-/// a full pipe would stop it.
+/// read as it goes (`first_stdout_line`) unless the test is small: it
+/// prints a line per stream per second, and a full pipe would stop it.
 pub fn start_bench(name: &str, server_stdout: Stdio, client_args: &[&str]) -> (Proc, Proc) {
     let mut server = udt();
     server
