@@ -174,6 +174,11 @@ impl SendBuffer {
         }
     }
 
+    /// The blocks a message of `len` bytes takes.
+    pub fn blocks_for(&self, len: usize) -> usize {
+        len.div_ceil(self.pool.payload_size())
+    }
+
     /// The payload bytes one block holds.
     pub fn payload_size(&self) -> usize {
         self.pool.payload_size()
@@ -219,7 +224,7 @@ impl SendBuffer {
         if data.is_empty() {
             return Ok(());
         }
-        let packets = data.len().div_ceil(self.pool.payload_size());
+        let packets = self.blocks_for(data.len());
         if packets > self.capacity as usize {
             return Err(SendBufferError::MessageTooLarge);
         }
@@ -437,7 +442,7 @@ impl SendBuffer {
         ttl: Option<Duration>,
     ) {
         let payload_size = self.pool.payload_size();
-        let packets = data.len().div_ceil(payload_size);
+        let packets = self.blocks_for(data.len());
         let msg = self.next_msg;
         self.next_msg = msg.next();
         self.reserve_slots(packets);

@@ -504,13 +504,12 @@ impl Connection {
     /// and what a poller reports as writable: [`WRITER_WAKE_PACKETS`]
     /// packets of room (a quarter of a smaller buffer), or room for the
     /// last message that did not fit, are free, or the connection is no
-    /// longer open. Each
-    /// acknowledgement frees what it covers, a packet or two on a slow
-    /// flow, and a writer woken for each would copy a few kilobytes per
-    /// wake-up (Linux likewise wakes a socket's writers only once part of
-    /// its send buffer is free). [`Event::Writable`] is reported either
-    /// way, and the room only grows while nobody writes, so the wake-up
-    /// comes.
+    /// longer open. Each acknowledgement frees what it covers, a packet or
+    /// two on a slow flow, and a writer woken for each would copy a few
+    /// kilobytes per wake-up (Linux likewise wakes a socket's writers only
+    /// once part of its send buffer is free). [`Event::Writable`] is
+    /// reported either way, and the room only grows while nobody writes,
+    /// so the wake-up comes.
     pub fn writer_due(&self) -> bool {
         let buffer = self.sender.buffer();
         let worth = WRITER_WAKE_PACKETS.min(buffer.capacity() / 4).max(1);
@@ -717,8 +716,7 @@ impl Connection {
                 Ok(())
             }
             Err(SendBufferError::Full) => {
-                let payload_size = self.sender.buffer().payload_size().max(1);
-                let packets = msg.len().div_ceil(payload_size);
+                let packets = self.sender.buffer().blocks_for(msg.len());
                 self.message_waiting_packets = u32::try_from(packets).unwrap_or(u32::MAX);
                 Err(WriteError::WouldBlock)
             }

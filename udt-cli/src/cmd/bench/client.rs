@@ -19,8 +19,8 @@ use crate::ui::{self, CliError, Output};
 
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
-    buffer_share, chunk, chunk_error, duration_ms, msg_sent_ns, put_msg_header, read_chunks, Ack,
-    Header, ServerReport, END_OF_CHUNKS, MAX_MSG, MSG_HEADER,
+    buffer_share, chunk, chunk_error, chunk_payload, duration_ms, msg_sent_ns, put_msg_header,
+    read_chunks, Ack, Header, ServerReport, END_OF_CHUNKS, MAX_MSG, MSG_HEADER, RECEIVE_PATIENCE,
 };
 use super::pump::{self, Pump};
 use super::report::{
@@ -29,9 +29,6 @@ use super::report::{
 
 /// Bytes per chunk the client writes in stream mode.
 const CHUNK: usize = 1 << 20;
-
-/// How long a reverse stream may go without a byte from the server.
-const RECEIVE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How long the server has to answer a header.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -520,8 +517,7 @@ fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Arc<Shar
             // Counted as the send buffer takes it, not per chunk: with the
             // small buffers of a thousand connections a chunk waits seconds
             // for room, and its first bytes were delivered long before it
-            // was all queued. (The chunk's 4-byte length is not counted, as
-            // the server counts.)
+            // was all queued.
             let mut at = 0;
             while at < chunk.len() {
                 let n = match conn.write(&chunk[at..]) {
@@ -530,9 +526,8 @@ fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Arc<Shar
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(broke(e)),
                 };
-                let payload = (at + n).saturating_sub(4) - at.saturating_sub(4);
+                shared.add(index, chunk_payload(at, n));
                 at += n;
-                shared.add(index, payload as u64);
             }
         }
         conn.write_all(&END_OF_CHUNKS).map_err(broke)?;

@@ -41,8 +41,26 @@ const BUFFER_BUDGET_PACKETS: u32 = 1 << 19;
 /// on a path whose round trip is short enough for that many connections to
 /// matter); `None` (the default 8 192) up to 64 connections.
 pub(super) fn buffer_share(parallel: u32) -> Option<u32> {
-    let share = BUFFER_BUDGET_PACKETS / parallel.max(1);
-    (share < 8192).then_some(share.max(256))
+    (parallel > MANY_CONNECTIONS).then(|| (BUFFER_BUDGET_PACKETS / parallel).max(256))
+}
+
+/// Tests of more connections than this are "many": the sending side
+/// shares [`BUFFER_BUDGET_PACKETS`] among them (at 64 each share would be
+/// the default 8 192), and both sides move their UDT chunks through the
+/// pump instead of a thread each (`pump::for_test_of`).
+pub(super) const MANY_CONNECTIONS: u32 = 64;
+
+/// How long a stream may go without a byte from its peer while it
+/// receives chunks.
+pub(super) const RECEIVE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Most bytes one read of chunk data asks for.
+pub(super) const READ_PIECE: usize = 256 * 1024;
+
+/// The chunk payload among bytes `[at, at + n)` of a chunk on the wire
+/// (its 4-byte length is not counted, as the server counts).
+pub(super) fn chunk_payload(at: usize, n: usize) -> u64 {
+    ((at + n).saturating_sub(4) - at.saturating_sub(4)) as u64
 }
 
 /// Bytes of an encoded [`Header`].
@@ -236,10 +254,9 @@ pub(super) fn read_chunks(
     mut counted: impl FnMut(u64),
     mut keep_going: impl FnMut() -> bool,
 ) -> Result<(), CliError> {
-    let broke = |e| CliError::io("the bench connection broke", e);
     // Appended to, never zeroed: over UDT the bytes are copied once on
     // their way in (`ReadAppend`), as `udt recv` reads them.
-    let mut buf = Vec::with_capacity(256 * 1024);
+    let mut buf = Vec::with_capacity(READ_PIECE);
     loop {
         let mut lb = [0u8; 4];
         conn.read_exact(&mut lb).map_err(broke)?;
@@ -248,16 +265,16 @@ pub(super) fn read_chunks(
             return Ok(());
         }
         if len > MAX_CHUNK {
-            return Err(CliError::new(exit::PROTOCOL, "bench chunk too large"));
+            return Err(chunk_too_large());
         }
         let mut left = len as usize;
         while left > 0 {
             if !keep_going() {
-                return Err(CliError::interrupted("interrupted"));
+                return Err(chunks_stopped());
             }
             buf.clear();
             let n = conn
-                .read_append(&mut buf, left.min(256 * 1024))
+                .read_append(&mut buf, left.min(READ_PIECE))
                 .map_err(broke)?;
             if n == 0 {
                 return Err(broke(io::Error::new(
@@ -271,13 +288,29 @@ pub(super) fn read_chunks(
     }
 }
 
+/// A stream's I/O failure while it moves chunks.
+fn broke(e: io::Error) -> CliError {
+    CliError::io("the bench connection broke", e)
+}
+
+/// A chunk length over [`MAX_CHUNK`].
+fn chunk_too_large() -> CliError {
+    CliError::new(exit::PROTOCOL, "bench chunk too large")
+}
+
+/// The test stopped while chunks moved.
+fn chunks_stopped() -> CliError {
+    CliError::interrupted("interrupted")
+}
+
 /// The error [`read_chunks`] gives for what its I/O failed with, for
-/// chunks moved another way (the bench's pump), either way.
+/// chunks moved another way (the bench's pump, which reports a chunk too
+/// large as `InvalidData` and a stop as `Interrupted`), either way.
 pub(super) fn chunk_error(e: io::Error) -> CliError {
     match e.kind() {
-        io::ErrorKind::InvalidData => CliError::new(exit::PROTOCOL, "bench chunk too large"),
-        io::ErrorKind::Interrupted => CliError::interrupted("interrupted"),
-        _ => CliError::io("the bench connection broke", e),
+        io::ErrorKind::InvalidData => chunk_too_large(),
+        io::ErrorKind::Interrupted => chunks_stopped(),
+        _ => broke(e),
     }
 }
 

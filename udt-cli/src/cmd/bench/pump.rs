@@ -8,7 +8,7 @@
 //! connections drives them from one thread with a [`Poller`] instead, as
 //! `benches/mux_sockets.rs` measures (about twice the aggregate of a thread
 //! each), and so does the bench for a test of more than
-//! [`THREADS_UP_TO`] connections: each connection's thread still opens it
+//! [`MANY_CONNECTIONS`] connections: each connection's thread still opens it
 //! and reads the report at the end, but hands the chunks in between to the
 //! pump and sleeps until it is done. TCP connections keep their threads
 //! (the mux's poller does not watch kernel sockets).
@@ -26,19 +26,15 @@ use std::time::{Duration, Instant};
 
 use udt_mux::{Interest, PollEvent, Poller, Token, UdtStream};
 
-use super::protocol::{END_OF_CHUNKS, MAX_CHUNK};
+use super::protocol::{chunk_payload, END_OF_CHUNKS, MANY_CONNECTIONS, MAX_CHUNK, READ_PIECE};
 
-/// Tests of more connections than this move their UDT chunks through the
-/// pump; smaller ones keep a thread per connection, which copies on every
-/// core: `-P 8` moved 12-13 Gbit/s through one pump thread against
-/// 15.5 with eight writers (alternating runs on two cores), while
-/// `-P 1024` gained 1.1-1.4x from the pump. The same line as the bench's
-/// buffer share (`protocol::buffer_share`).
-const THREADS_UP_TO: u32 = 64;
-
-/// Whether a test of `parallel` connections uses the pump.
+/// Whether a test of `parallel` connections uses the pump: only a test of
+/// many ([`MANY_CONNECTIONS`]). Smaller ones keep a thread per connection,
+/// which copies on every core: `-P 8` moved 12-13 Gbit/s through one pump
+/// thread against 15.5 with eight writers (alternating runs on two cores),
+/// while `-P 1024` gained 1.1-1.4x from the pump.
 pub(super) fn for_test_of(parallel: u32) -> bool {
-    parallel > THREADS_UP_TO
+    parallel > MANY_CONNECTIONS
 }
 
 /// Longest the pump sleeps without an event before it asks every job
@@ -49,9 +45,6 @@ const STOP_CHECK: Duration = Duration::from_millis(100);
 /// ready one: a connection that always has room must not starve the rest
 /// (the poller is level-triggered, so it is reported again).
 const TURN_BYTES: usize = 4 << 20;
-
-/// Bytes read per call on the receiving side, as `read_chunks` reads.
-const READ_PIECE: usize = 256 * 1024;
 
 /// What a job does with its stream.
 enum Work {
@@ -123,11 +116,9 @@ impl Job {
                     let Some(n) = write_some(&self.stream, &data[*at..])? else {
                         return Ok(false);
                     };
-                    // The chunk's 4-byte length is not counted, as the
-                    // server counts.
-                    let payload = (*at + n).saturating_sub(4) - at.saturating_sub(4);
+                    let payload = chunk_payload(*at, n);
                     *at = (*at + n) % data.len();
-                    (self.progress)(payload as u64);
+                    (self.progress)(payload);
                     n
                 }
                 Work::Receive {

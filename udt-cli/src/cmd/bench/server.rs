@@ -19,7 +19,7 @@ use crate::ui::{CliError, Output};
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
     buffer_share, chunk, chunk_error, is_file_hello, read_chunks, Ack, Header, ServerReport,
-    END_OF_CHUNKS, HEADER_LEN, MAX_PARALLEL, MSG_HEADER,
+    END_OF_CHUNKS, HEADER_LEN, MAX_PARALLEL, MSG_HEADER, RECEIVE_PATIENCE,
 };
 use super::pump::{self, Pump};
 use super::report::{print_server_interval, print_server_result};
@@ -324,9 +324,6 @@ fn receive_chunks(
     report.bytes = bytes.load(Ordering::Relaxed);
     moved.map_err(chunk_error)
 }
-
-/// How long a stream may go without a byte from the client.
-const RECEIVE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Reverse mode (`-R`): sends chunks for the test's duration, with an
 /// interval line every second, then the zero length. A UDT stream's chunks
