@@ -2,7 +2,7 @@
 //! server, samples it every second, and gathers the server's reports into
 //! a [`BenchSummary`].
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
@@ -20,7 +20,8 @@ use crate::ui::{self, CliError, Output};
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
     buffer_share, chunk, chunk_error, chunk_payload, duration_ms, msg_sent_ns, put_msg_header,
-    read_chunks, Ack, Header, ServerReport, END_OF_CHUNKS, MAX_MSG, MSG_HEADER, RECEIVE_PATIENCE,
+    read_chunks, write_patiently, Ack, Header, ServerReport, END_OF_CHUNKS, MAX_MSG, MSG_HEADER,
+    STALL_PATIENCE,
 };
 use super::pump::{self, Pump};
 use super::report::{
@@ -510,7 +511,7 @@ fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Arc<Shar
         let (counted, keep_going) = shared.pump_calls(index);
         shared
             .pump
-            .send(stream, chunk, deadline, counted, keep_going)
+            .send(stream, chunk, deadline, STALL_PATIENCE, counted, keep_going)
             .map_err(chunk_error)?;
     } else {
         while Instant::now() < deadline && shared.running() {
@@ -518,19 +519,12 @@ fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Arc<Shar
             // small buffers of a thousand connections a chunk waits seconds
             // for room, and its first bytes were delivered long before it
             // was all queued.
-            let mut at = 0;
-            while at < chunk.len() {
-                let n = match conn.write(&chunk[at..]) {
-                    Ok(0) => return Err(broke(io::ErrorKind::WriteZero.into())),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(broke(e)),
-                };
+            write_patiently(&mut conn, chunk, STALL_PATIENCE, |at, n| {
                 shared.add(index, chunk_payload(at, n));
-                at += n;
-            }
+            })
+            .map_err(broke)?;
         }
-        conn.write_all(&END_OF_CHUNKS).map_err(broke)?;
+        write_patiently(&mut conn, &END_OF_CHUNKS, STALL_PATIENCE, |_, _| {}).map_err(broke)?;
     }
     let report = ServerReport::read_from(&mut conn)?;
     let sent_time = started.elapsed();
@@ -544,12 +538,12 @@ fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Arc<Shar
 /// expected to the end) stands in for the sending time.
 fn receive_stream(mut conn: Conn, index: usize, shared: &Arc<Shared>) -> Outcome {
     let started = Instant::now();
-    conn.set_read_timeout(Some(RECEIVE_PATIENCE));
+    conn.set_read_timeout(Some(STALL_PATIENCE));
     if let Some(stream) = conn.udt_stream().filter(|_| shared.pumped()) {
         let (counted, keep_going) = shared.pump_calls(index);
         shared
             .pump
-            .receive(stream, RECEIVE_PATIENCE, counted, keep_going)
+            .receive(stream, STALL_PATIENCE, counted, keep_going)
             .map_err(chunk_error)?;
     } else {
         read_chunks(&mut conn, |n| shared.add(index, n), || shared.running())?;

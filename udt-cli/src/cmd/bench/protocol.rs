@@ -2,8 +2,8 @@
 //! header that opens every bench connection, the framing of stream mode,
 //! the layout of a bench message, and the server's JSON report line.
 
-use std::io::{self, BufRead, BufReader, Read};
-use std::time::Duration;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -50,9 +50,109 @@ pub(super) fn buffer_share(parallel: u32) -> Option<u32> {
 /// pump instead of a thread each (`pump::for_test_of`).
 pub(super) const MANY_CONNECTIONS: u32 = 64;
 
-/// How long a stream may go without a byte from its peer while it
-/// receives chunks.
-pub(super) const RECEIVE_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a stream in its data phase may go without its peer moving a
+/// byte: sending nothing to a receiver, or, to a sender, taking nothing
+/// (no byte written and none acknowledged). A peer that stays connected
+/// but stops reading must not hold a connection and its buffers forever.
+pub(super) const STALL_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Tells a stalled peer from a slow one: progress is a byte moved, or, for
+/// a sender, a change in the bytes still unacknowledged. A blocked writer
+/// waits for room worth a write (64 packets), which a peer reading slowly
+/// frees only over seconds, while its acknowledgements go on.
+pub(super) struct Stall {
+    patience: Duration,
+    last_progress: Instant,
+    unacknowledged: u64,
+}
+
+impl Stall {
+    /// A stall of `patience`, timed from now.
+    pub(super) fn new(patience: Duration) -> Stall {
+        Stall {
+            patience,
+            last_progress: Instant::now(),
+            unacknowledged: 0,
+        }
+    }
+
+    /// How long it waits.
+    pub(super) fn patience(&self) -> Duration {
+        self.patience
+    }
+
+    /// Bytes moved just now.
+    pub(super) fn moved(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
+    /// True once nothing moved for the patience, given the bytes written
+    /// but not yet acknowledged now (0 for a receiver).
+    pub(super) fn stalled(&mut self, unacknowledged: u64) -> bool {
+        if unacknowledged != self.unacknowledged {
+            self.unacknowledged = unacknowledged;
+            self.moved();
+        }
+        self.last_progress.elapsed() > self.patience
+    }
+}
+
+/// The error of a stream whose peer moved nothing for `patience`.
+pub(super) fn stalled(patience: Duration) -> io::Error {
+    let secs = patience.as_secs_f64();
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the peer moved nothing for {secs} s"),
+    )
+}
+
+/// How often a patient writer looks at its peer's acknowledgements.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// Writes all of `data` to `conn` (blocking), telling `wrote` each
+/// write's offset and length, and giving up only once the peer took
+/// nothing for `patience` ([`Stall`]). Leaves `conn`'s write timeout at
+/// the check interval.
+///
+/// # Errors
+/// `TimedOut` for a stalled peer, and the connection's write errors.
+pub(super) fn write_patiently(
+    conn: &mut Conn,
+    data: &[u8],
+    patience: Duration,
+    mut wrote: impl FnMut(usize, usize),
+) -> io::Result<()> {
+    conn.set_write_timeout(Some(STALL_CHECK.min(patience)));
+    let mut stall = Stall::new(patience);
+    let mut at = 0;
+    while at < data.len() {
+        match conn.write(&data[at..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                wrote(at, n);
+                at += n;
+                stall.moved();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => {
+                if stall.stalled(conn.unacknowledged_bytes()) {
+                    return Err(stalled(patience));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A blocking call's timeout: `TimedOut`, or `WouldBlock` where the
+/// platform reports a socket timeout so (TCP on Unix).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
 
 /// Most bytes one read of chunk data asks for.
 pub(super) const READ_PIECE: usize = 256 * 1024;
@@ -385,6 +485,42 @@ impl ServerReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes to `conn` until [`write_patiently`] gives up on a peer that
+    /// never reads; returns the error and how long the stall took.
+    fn write_to_a_peer_that_never_reads(mut conn: Conn) -> (io::Error, Duration) {
+        let data = vec![7u8; 1 << 20];
+        let mut last_write = Instant::now();
+        loop {
+            if let Err(e) = write_patiently(&mut conn, &data, Duration::from_millis(500), |_, _| {
+                last_write = Instant::now();
+            }) {
+                return (e, last_write.elapsed());
+            }
+        }
+    }
+
+    #[test]
+    fn a_patient_write_gives_up_on_a_udt_peer_that_takes_nothing() {
+        let server = udt_mux::Endpoint::bind("127.0.0.1:0").unwrap();
+        let listener = server.listen(1).unwrap();
+        let client = udt_mux::Endpoint::bind("127.0.0.1:0").unwrap();
+        let ours = client.connect(server.local_addr()).unwrap();
+        let (_never_reads, _) = listener.accept().unwrap();
+        let (err, stalled_for) = write_to_a_peer_that_never_reads(Conn::udt(ours));
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(stalled_for >= Duration::from_millis(500), "{stalled_for:?}");
+    }
+
+    #[test]
+    fn a_patient_write_gives_up_on_a_tcp_peer_that_takes_nothing() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_never_reads, _) = listener.accept().unwrap();
+        let (err, stalled_for) = write_to_a_peer_that_never_reads(Conn::Tcp(ours));
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(stalled_for >= Duration::from_millis(500), "{stalled_for:?}");
+    }
 
     #[test]
     fn header_roundtrips_and_rejects_garbage() {

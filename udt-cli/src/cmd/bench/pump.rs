@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use udt_mux::{Interest, PollEvent, Poller, Token, UdtStream};
 
-use super::protocol::{chunk_payload, END_OF_CHUNKS, MANY_CONNECTIONS, MAX_CHUNK, READ_PIECE};
+use super::protocol::{
+    chunk_payload, stalled, Stall, END_OF_CHUNKS, MANY_CONNECTIONS, MAX_CHUNK, READ_PIECE,
+};
 
 /// Whether a test of `parallel` connections uses the pump: only a test of
 /// many ([`MANY_CONNECTIONS`]). Smaller ones keep a thread per connection,
@@ -77,10 +79,9 @@ struct Job {
     /// Asked between calls and while the stream waits; false stops the job
     /// with `Interrupted`.
     keep_going: Box<dyn Fn() -> bool + Send>,
-    /// How long the job may wait without moving a byte (`None`: as long
-    /// as the connection lives), as a thread's read timeout would.
-    patience: Option<Duration>,
-    last_moved: Instant,
+    /// Ends the job once its peer moved nothing for the patience, as a
+    /// thread's read or write timeout would.
+    stall: Stall,
     done: mpsc::SyncSender<io::Result<()>>,
 }
 
@@ -162,20 +163,25 @@ impl Job {
                 }
             };
             moved += n;
-            self.last_moved = Instant::now();
+            self.stall.moved();
         }
         Ok(false)
     }
 
     /// Why a job that waits should end now: `Interrupted` when told to
-    /// stop, `TimedOut` when it moved nothing for its patience.
-    fn overdue(&self) -> Option<io::ErrorKind> {
+    /// stop, `TimedOut` when its peer moved nothing for its patience (a
+    /// sender's peer also moves its acknowledgements).
+    fn overdue(&mut self) -> Option<io::Error> {
         if !(self.keep_going)() {
-            return Some(io::ErrorKind::Interrupted);
+            return Some(io::ErrorKind::Interrupted.into());
         }
-        self.patience
-            .is_some_and(|p| self.last_moved.elapsed() > p)
-            .then_some(io::ErrorKind::TimedOut)
+        let unacknowledged = match self.work {
+            Work::Send { .. } => self.stream.stats().send_buffer_held_bytes as u64,
+            Work::Receive { .. } => 0,
+        };
+        self.stall
+            .stalled(unacknowledged)
+            .then(|| stalled(self.stall.patience()))
     }
 }
 
@@ -216,7 +222,7 @@ fn ended_inside_a_chunk() -> io::Error {
 type JobCalls = (
     Box<dyn FnMut(u64) + Send>,
     Box<dyn Fn() -> bool + Send>,
-    Option<Duration>,
+    Duration,
 );
 
 /// The pump: a thread per core at most (a lane), each with its own
@@ -253,16 +259,19 @@ struct Running {
 
 impl Pump {
     /// Sends `data` (a whole chunk, length first) on `stream` until
-    /// `deadline`, then the zero length; blocks until done.
+    /// `deadline`, then the zero length; blocks until done, or until the
+    /// peer took nothing (no byte written, none acknowledged) for
+    /// `patience`.
     ///
     /// # Errors
-    /// The stream's write errors; `Interrupted` when `keep_going` said
-    /// stop.
+    /// The stream's write errors; `TimedOut` after `patience` without
+    /// progress; `Interrupted` when `keep_going` said stop.
     pub(super) fn send(
         &self,
         stream: &UdtStream,
         data: &'static [u8],
         deadline: Instant,
+        patience: Duration,
         progress: impl FnMut(u64) + Send + 'static,
         keep_going: impl Fn() -> bool + Send + 'static,
     ) -> io::Result<()> {
@@ -272,7 +281,7 @@ impl Pump {
             deadline,
             ending: None,
         };
-        let job = (Box::new(progress) as _, Box::new(keep_going) as _, None);
+        let job = (Box::new(progress) as _, Box::new(keep_going) as _, patience);
         self.run(stream, work, job)
     }
 
@@ -297,11 +306,7 @@ impl Pump {
             length_got: 0,
             left: 0,
         };
-        let job = (
-            Box::new(progress) as _,
-            Box::new(keep_going) as _,
-            Some(patience),
-        );
+        let job = (Box::new(progress) as _, Box::new(keep_going) as _, patience);
         self.run(stream, work, job)
     }
 
@@ -328,8 +333,7 @@ impl Pump {
             work,
             progress,
             keep_going,
-            patience,
-            last_moved: Instant::now(),
+            stall: Stall::new(patience),
             done,
         };
         let token = running.next_token.fetch_add(1, Ordering::Relaxed);
@@ -406,12 +410,12 @@ fn pump(poller: &Poller, incoming: &mpsc::Receiver<(usize, Job)>) {
         }
         if last_check.elapsed() >= STOP_CHECK {
             last_check = Instant::now();
-            let stopped: Vec<(usize, io::ErrorKind)> = jobs
-                .iter()
+            let stopped: Vec<(usize, io::Error)> = jobs
+                .iter_mut()
                 .filter_map(|(t, j)| j.overdue().map(|why| (*t, why)))
                 .collect();
             for (token, why) in stopped {
-                finish(poller, &mut jobs, token, Err(why.into()));
+                finish(poller, &mut jobs, token, Err(why));
             }
         }
     }
@@ -512,6 +516,7 @@ mod tests {
                 &writer,
                 data,
                 started + Duration::from_millis(300),
+                Duration::from_secs(30),
                 move |n| {
                     counted.fetch_add(n, Ordering::Relaxed);
                 },
@@ -526,6 +531,61 @@ mod tests {
         assert_eq!(sent % (64 * 1024), 0, "whole chunks only: {sent}");
         assert_eq!(got, sent);
         assert_eq!(&tail, b"tail");
+    }
+
+    #[test]
+    fn a_send_job_ends_when_its_peer_takes_nothing_for_its_patience() {
+        let (_a, _b, writer, _never_reads) = pair();
+        writer.set_send_buffer(64).unwrap();
+        let data = leak(chunk(64 * 1024));
+        let started = Instant::now();
+        let err = Pump::default()
+            .send(
+                &writer,
+                data,
+                started + Duration::from_secs(60),
+                Duration::from_millis(300),
+                |_| {},
+                || true,
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(30), "{err}");
+    }
+
+    #[test]
+    fn a_send_job_waits_on_a_peer_that_reads_slowly() {
+        // Room worth a write (64 packets) comes back only every two
+        // seconds or so, but reads are acknowledged every few dozen
+        // milliseconds (a few hundred at worst, when the sender learns
+        // late that the window opened): that is progress, and the job
+        // must not take the peer for stalled.
+        let (_a, _b, writer, reader) = pair();
+        let data = leak(chunk(64 * 1024));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, check) = (stop.clone(), stop.clone());
+        let slow = thread::spawn(move || {
+            let mut piece = [0u8; 500];
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(3) {
+                (&reader).read_exact(&mut piece).unwrap();
+                thread::sleep(Duration::from_millis(10));
+            }
+            flag.store(true, Ordering::Relaxed);
+            reader
+        });
+        let err = Pump::default()
+            .send(
+                &writer,
+                data,
+                Instant::now() + Duration::from_secs(60),
+                Duration::from_millis(1000),
+                |_| {},
+                move || !check.load(Ordering::Relaxed),
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "{err}");
+        drop(slow.join().unwrap());
     }
 
     #[test]

@@ -18,8 +18,8 @@ use crate::ui::{CliError, Output};
 
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
-    buffer_share, chunk, chunk_error, is_file_hello, read_chunks, Ack, Header, ServerReport,
-    END_OF_CHUNKS, HEADER_LEN, MAX_PARALLEL, MSG_HEADER, RECEIVE_PATIENCE,
+    buffer_share, chunk, chunk_error, is_file_hello, read_chunks, write_patiently, Ack, Header,
+    ServerReport, END_OF_CHUNKS, HEADER_LEN, MAX_PARALLEL, MSG_HEADER, STALL_PATIENCE,
 };
 use super::pump::{self, Pump};
 use super::report::{print_server_interval, print_server_result};
@@ -297,7 +297,7 @@ fn receive_chunks(
     output: Output,
     pump: Option<&Pump>,
 ) -> Result<(), CliError> {
-    conn.set_read_timeout(Some(RECEIVE_PATIENCE));
+    conn.set_read_timeout(Some(STALL_PATIENCE));
     let mut interval = ServerIntervals::new(conn, output);
     let (Some(stream), Some(pump)) = (conn.udt_stream(), pump) else {
         return read_chunks(
@@ -314,7 +314,7 @@ fn receive_chunks(
     let counted = bytes.clone();
     let moved = pump.receive(
         stream,
-        RECEIVE_PATIENCE,
+        STALL_PATIENCE,
         move |n| {
             let total = counted.fetch_add(n, Ordering::Relaxed) + n;
             interval.tick(|| total);
@@ -349,6 +349,7 @@ fn send_chunks(
             stream,
             data,
             deadline,
+            STALL_PATIENCE,
             move |n| {
                 let written = counted.fetch_add(n, Ordering::Relaxed) + n;
                 // Delivered, not merely queued: the send buffer holds
@@ -364,13 +365,13 @@ fn send_chunks(
         if signals::interrupted() {
             return Err(CliError::interrupted("interrupted"));
         }
-        conn.write_all(data).map_err(broke)?;
+        write_patiently(conn, data, STALL_PATIENCE, |_, _| {}).map_err(broke)?;
         report.bytes += u64::from(REVERSE_CHUNK);
         // Delivered, not merely queued, as above.
         let written = report.bytes;
         interval.tick(|| written.saturating_sub(conn.unacknowledged_bytes()));
     }
-    conn.write_all(&END_OF_CHUNKS).map_err(broke)
+    write_patiently(conn, &END_OF_CHUNKS, STALL_PATIENCE, |_, _| {}).map_err(broke)
 }
 
 /// Bytes per chunk the server writes in reverse mode: small enough for
