@@ -42,7 +42,8 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 /// A child process killed (by its own PID) when dropped, with its stderr
-/// collected by a thread.
+/// (and its stdout, when piped) collected by threads, so that it never
+/// blocks on a full pipe while a test waits for it to exit.
 pub struct Proc {
     pub child: Child,
     pub name: String,
@@ -51,6 +52,10 @@ pub struct Proc {
     /// The thread collecting stderr: it ends at end of file, once the
     /// process has exited; `wait` joins it so `stderr()` is then complete.
     stderr_reader: Option<thread::JoinHandle<()>>,
+    /// The thread collecting a piped stdout: its lines as they come, and
+    /// all of it once the process has exited.
+    stdout_lines: Option<mpsc::Receiver<String>>,
+    stdout_reader: Option<thread::JoinHandle<Vec<u8>>>,
 }
 
 impl Proc {
@@ -75,12 +80,21 @@ impl Proc {
                 let _ = tx.send(line);
             }
         });
+        let (stdout_lines, stdout_reader) = match child.stdout.take() {
+            Some(out) => {
+                let (tx, rx) = mpsc::channel();
+                (Some(rx), Some(thread::spawn(move || collect_stdout(out, &tx))))
+            }
+            None => (None, None),
+        };
         Proc {
             child,
             name: name.to_owned(),
             stderr_lines: rx,
             stderr_all: all,
             stderr_reader: Some(reader),
+            stdout_lines,
+            stdout_reader,
         }
     }
 
@@ -165,30 +179,44 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    /// Waits for the first line on its stdout (piped) and returns it; a
-    /// thread reads and drops the rest, so the process never blocks on a
-    /// full pipe.
+    /// Waits for the next line on its stdout (piped) and returns it.
     pub fn first_stdout_line(&mut self, within: Duration) -> String {
-        let out = self.child.stdout.take().expect("stdout piped");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        rx.recv_timeout(within)
+        self.stdout_lines
+            .as_ref()
+            .expect("stdout piped")
+            .recv_timeout(within)
             .unwrap_or_else(|_| panic!("{}: no stdout line within {within:?}", self.name))
     }
 
-    /// Reads all of its stdout (when piped).
+    /// All of its stdout (when piped), once it has closed it (exited).
     pub fn stdout_string(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(out) = self.child.stdout.as_mut() {
-            let _ = out.read_to_string(&mut s);
-        }
-        s
+        let out = self
+            .stdout_reader
+            .take()
+            .map(|r| r.join().unwrap_or_default())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// Reads `out` to its end, sending each complete line on `lines` as it
+/// comes; returns every byte.
+fn collect_stdout(mut out: impl Read, lines: &mpsc::Sender<String>) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut line_start = 0;
+    let mut buf = [0u8; 64 * 1024];
+    while let Ok(n) = out.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+        while let Some(end) = all[line_start..].iter().position(|&b| b == b'\n') {
+            let line = &all[line_start..line_start + end];
+            let _ = lines.send(String::from_utf8_lossy(line).into_owned());
+            line_start += end + 1;
+        }
+    }
+    all
 }
 
 impl Drop for Proc {
