@@ -561,6 +561,13 @@ fn bench_reverse_with_many_connections() {
     assert_eq!(j["reverse"], true, "{j}");
     assert_eq!(j["sent_bytes"], j["received_bytes"], "{j}");
     assert_eq!(idle_streams(&j, 256), 0, "streams that moved nothing: {j}");
+    // Each stream's result: the client received, the server sent and
+    // reported its own counters.
+    let streams = j["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 256, "{j}");
+    let per_stream: u64 = streams.iter().map(|s| s["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(j["received_bytes"].as_u64(), Some(per_stream), "{j}");
+    assert!(streams.iter().all(|s| s["timeouts"].is_u64()), "{j}");
 }
 
 /// `udt bench` interval lines count bytes delivered, not bytes queued: at

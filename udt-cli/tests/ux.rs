@@ -334,7 +334,7 @@ fn json_schema_of_every_command() {
     }
 
     // bench: results and the same two keys.
-    // The server's stdout is read below (two streams for 2 s fit the pipe).
+    // The server's stdout is read below.
     let (mut server, mut client) =
         start_bench("bench", Stdio::piped(), &["--json", "-t", "2", "-P", "2"]);
     assert_eq!(client.code(T), 0, "{}", client.stderr());
@@ -360,8 +360,19 @@ fn json_schema_of_every_command() {
         "cpu_client_percent",
         "cpu_server_percent",
         "latency",
+        "streams",
     ] {
         assert!(j.get(key).is_some(), "bench: no {key} in {j}");
+    }
+    // Each stream's result, in order, adding up to the receiver's bytes.
+    let streams = j["streams"].as_array().unwrap();
+    let ids: Vec<u64> = streams.iter().map(|s| s["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2], "{j}");
+    let per_stream: u64 = streams.iter().map(|s| s["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(j["received_bytes"].as_u64(), Some(per_stream), "{j}");
+    for s in streams {
+        assert!(s["seconds"].as_f64().unwrap() > 1.0, "{j}");
+        assert!(s["timeouts"].is_u64(), "{j}");
     }
     let iv = &j["intervals"][0];
     assert_eq!(iv["streams"].as_array().map(Vec::len), Some(2), "{j}");

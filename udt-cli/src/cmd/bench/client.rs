@@ -26,6 +26,7 @@ use super::protocol::{
 use super::pump::{self, Pump};
 use super::report::{
     mean, print_interval, print_interval_header, print_summary, BenchSummary, Interval, Latency,
+    StreamResult,
 };
 
 /// Bytes per chunk the client writes in stream mode.
@@ -200,7 +201,8 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
     ));
     // Connect every stream first and hear each server answer: a missing
     // or wrong server fails here, before any interval line.
-    let (tx, rx) = mpsc::channel::<Outcome>();
+    // Each outcome comes with its stream's index.
+    let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), CliError>>();
     let mut handles = Vec::new();
     let mut go = Vec::new();
@@ -223,7 +225,7 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
             if let Ok((epoch, deadline)) = go_rx.recv() {
                 let outcome = run_messages(setup, &a, size, epoch, deadline, &s);
                 s.failed_if(&outcome);
-                let _ = tx.send(outcome);
+                let _ = tx.send((0, outcome));
             }
         }));
     } else {
@@ -249,7 +251,7 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
                         run_stream(conn, index as usize, deadline, &s)
                     };
                     s.failed_if(&outcome);
-                    let _ = tx.send(outcome);
+                    let _ = tx.send((index as usize, outcome));
                 }
             }));
         }
@@ -284,14 +286,16 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
 
     let mut server = Vec::new();
     let mut links = Vec::new();
+    let mut times = Vec::new();
     let mut hist: Option<Histogram<u64>> = None;
     let mut sent_time = Duration::ZERO;
     let mut first_error = None;
-    for outcome in rx {
+    for (index, outcome) in rx {
         match outcome {
             Ok((report, link, h, t)) => {
                 server.push(report);
                 links.push(link);
+                times.push((index, t));
                 sent_time = sent_time.max(t);
                 if let Some(h) = h {
                     merge_histogram(&mut hist, h);
@@ -343,6 +347,11 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
             server.iter().map(|r| r.packets_lost).sum(),
         )
     };
+    let streams = if args.parallel > 1 && args.msg_size.is_none() {
+        stream_results(&shared, &server, &links, &times, args.reverse)
+    } else {
+        Vec::new()
+    };
     let summary = BenchSummary {
         command: "bench",
         ok: true,
@@ -364,9 +373,53 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
         cpu_client_percent: ui::round3(cpu_percent(cpu0, elapsed)),
         cpu_server_percent: ui::round3(server.iter().map(|r| r.cpu_percent).fold(0.0, f64::max)),
         latency: hist.as_ref().map(Latency::of),
+        streams,
     };
     print_summary(&summary, &output);
     Ok(summary)
+}
+
+/// Each stream's result from its outcome (`server`, `links` and `times`
+/// in the order the streams ended, `times` naming each stream), in stream
+/// order: the receiving side's bytes and seconds, the sending side's
+/// counters.
+fn stream_results(
+    shared: &Shared,
+    server: &[ServerReport],
+    links: &[LinkStats],
+    times: &[(usize, Duration)],
+    reverse: bool,
+) -> Vec<StreamResult> {
+    let ours = shared.per_stream();
+    let mut streams: Vec<StreamResult> = server
+        .iter()
+        .zip(links)
+        .zip(times)
+        .map(|((report, link), &(index, t))| {
+            let id = index as u32 + 1;
+            if reverse {
+                StreamResult {
+                    id,
+                    bytes: ours.get(index).copied().unwrap_or(0),
+                    seconds: ui::round3(t.as_secs_f64()),
+                    rtt_ms: report.rtt_ms.map(ui::round3),
+                    retransmitted: report.packets_retransmitted,
+                    timeouts: report.timeouts,
+                }
+            } else {
+                StreamResult {
+                    id,
+                    bytes: report.bytes,
+                    seconds: ui::round3(report.seconds),
+                    rtt_ms: link.rtt_ms.map(ui::round3),
+                    retransmitted: link.packets_retransmitted,
+                    timeouts: link.timeouts,
+                }
+            }
+        })
+        .collect();
+    streams.sort_by_key(|r| r.id);
+    streams
 }
 
 /// Samples the shared counters once a second until `deadline` (or a

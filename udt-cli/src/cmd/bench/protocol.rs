@@ -453,6 +453,9 @@ pub struct ServerReport {
     /// Reverse mode: data packets the server retransmitted.
     #[serde(default)]
     pub packets_retransmitted: Option<u64>,
+    /// Reverse mode: the server's retransmission timeouts.
+    #[serde(default)]
+    pub timeouts: Option<u64>,
 }
 
 impl ServerReport {

@@ -32,6 +32,24 @@ pub struct Interval {
     pub streams: Vec<u64>,
 }
 
+/// One stream's result at the end of a test of several (stream mode): a
+/// stream far slower than the rest shows here, where the sums hide it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamResult {
+    /// The stream's number, from 1 as in the interval lines.
+    pub id: u32,
+    /// Bytes the receiving side received on it.
+    pub bytes: u64,
+    /// Seconds the receiving side measured on it.
+    pub seconds: f64,
+    /// The sending side's smoothed RTT at the end, ms.
+    pub rtt_ms: Option<f64>,
+    /// Data packets the sending side retransmitted.
+    pub retransmitted: Option<u64>,
+    /// The sending side's retransmission timeouts.
+    pub timeouts: Option<u64>,
+}
+
 /// Latency percentiles in microseconds.
 #[derive(Clone, Debug, Serialize)]
 pub struct Latency {
@@ -108,6 +126,9 @@ pub struct BenchSummary {
     pub cpu_server_percent: f64,
     /// Message round trips (message mode).
     pub latency: Option<Latency>,
+    /// Each stream's result, in stream order (stream mode with
+    /// `--parallel` above 1; empty otherwise).
+    pub streams: Vec<StreamResult>,
 }
 
 /// The mean of `values`, if there are any.
@@ -186,6 +207,20 @@ pub(super) fn print_summary(s: &BenchSummary, output: &Output) {
         s.cpu_client_percent,
         s.cpu_server_percent
     );
+    let slowest = s
+        .streams
+        .iter()
+        .max_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let fastest = s.streams.iter().map(|r| r.seconds).min_by(f64::total_cmp);
+    if let (Some(slow), Some(fast)) = (slowest, fastest) {
+        println!(
+            "  streams: {fast:.2}-{:.2} s (slowest: stream {}, retransmitted {}, timeouts {})",
+            slow.seconds,
+            slow.id,
+            opt(slow.retransmitted),
+            opt(slow.timeouts)
+        );
+    }
     if let Some(l) = &s.latency {
         println!(
             "  latency (round trip, {} messages): p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",

@@ -272,6 +272,7 @@ fn serve_test(
         let link = conn.stats();
         report.rtt_ms = link.rtt_ms;
         report.packets_retransmitted = link.packets_retransmitted;
+        report.timeouts = link.timeouts;
     } else {
         receive_chunks(conn, &mut report, output, pump)?;
         let link = conn.stats();
