@@ -83,7 +83,10 @@ impl Proc {
         let (stdout_lines, stdout_reader) = match child.stdout.take() {
             Some(out) => {
                 let (tx, rx) = mpsc::channel();
-                (Some(rx), Some(thread::spawn(move || collect_stdout(out, &tx))))
+                (
+                    Some(rx),
+                    Some(thread::spawn(move || collect_stdout(out, &tx))),
+                )
             }
             None => (None, None),
         };

@@ -57,13 +57,14 @@ pub(super) const MANY_CONNECTIONS: u32 = 64;
 pub(super) const STALL_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Tells a stalled peer from a slow one: progress is a byte moved, or, for
-/// a sender, a change in the bytes still unacknowledged. A blocked writer
-/// waits for room worth a write (64 packets), which a peer reading slowly
-/// frees only over seconds, while its acknowledgements go on.
+/// a sender, a change in its send buffer (bytes unacknowledged, or free,
+/// which acknowledgements change). A blocked writer waits for room worth a
+/// write (64 packets), which a peer reading slowly frees only over
+/// seconds, while its acknowledgements go on.
 pub(super) struct Stall {
     patience: Duration,
     last_progress: Instant,
-    unacknowledged: u64,
+    buffer: u64,
 }
 
 impl Stall {
@@ -72,7 +73,7 @@ impl Stall {
         Stall {
             patience,
             last_progress: Instant::now(),
-            unacknowledged: 0,
+            buffer: 0,
         }
     }
 
@@ -86,11 +87,11 @@ impl Stall {
         self.last_progress = Instant::now();
     }
 
-    /// True once nothing moved for the patience, given the bytes written
-    /// but not yet acknowledged now (0 for a receiver).
-    pub(super) fn stalled(&mut self, unacknowledged: u64) -> bool {
-        if unacknowledged != self.unacknowledged {
-            self.unacknowledged = unacknowledged;
+    /// True once nothing moved for the patience, given the send buffer's
+    /// bytes unacknowledged (or free) now; 0 for a receiver.
+    pub(super) fn stalled(&mut self, buffer: u64) -> bool {
+        if buffer != self.buffer {
+            self.buffer = buffer;
             self.moved();
         }
         self.last_progress.elapsed() > self.patience

@@ -175,12 +175,15 @@ impl Job {
         if !(self.keep_going)() {
             return Some(io::ErrorKind::Interrupted.into());
         }
-        let unacknowledged = match self.work {
-            Work::Send { .. } => self.stream.stats().send_buffer_held_bytes as u64,
+        // Free room: a cheap look (a thousand jobs are asked ten times a
+        // second), and acknowledgements change it as they do the bytes
+        // held.
+        let buffer = match self.work {
+            Work::Send { .. } => self.stream.send_buffer_free() as u64,
             Work::Receive { .. } => 0,
         };
         self.stall
-            .stalled(unacknowledged)
+            .stalled(buffer)
             .then(|| stalled(self.stall.patience()))
     }
 }
