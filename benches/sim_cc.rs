@@ -90,6 +90,7 @@ fn scenarios() -> Vec<(Scenario, String, bool)> {
         ours(Scenario::s5()),
         ours(Scenario::high_bdp()),
         ours(Scenario::lan()),
+        ours(Scenario::lan_shallow()),
         ours(Scenario::bursty()),
         ours(Scenario::reordering()),
         ours(Scenario::clean_queue()),

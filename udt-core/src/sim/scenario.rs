@@ -186,6 +186,19 @@ impl Scenario {
         .with_one_way_delay(Duration::from_micros(500))
     }
 
+    /// A short LAN path behind a shallow queue: 1 Gbit/s, 100 µs one way,
+    /// a bottleneck queue of 0.8 ms (64 packets), as behind a switch port
+    /// slower than the sender's. The model-based controller's open limit
+    /// (docs/congestion-control.md 7.4): its window and its pacer's burst
+    /// credit each hold about as much as the queue.
+    pub fn lan_shallow() -> Scenario {
+        Scenario {
+            queue: Duration::from_micros(768),
+            ..Self::single("lan-shallow", 1000, 0, Loss::None)
+        }
+        .with_one_way_delay(Duration::from_micros(100))
+    }
+
     fn with_one_way_delay(self, one_way_delay: Duration) -> Scenario {
         Scenario {
             one_way_delay,
