@@ -300,15 +300,35 @@ fn reordering_costs_no_more_than_the_loss() {
         plain.total_goodput_mbps()
     );
     // The receiver's reordering window holds the NAK of an overtaken
-    // packet until it arrives: no spurious retransmission (before it,
-    // 1.95 % were resent against 1.06 % on the plain path).
-    let resent = |r: &ScenarioReport| r.flows[0].sender.retransmit_ratio();
+    // packet until it arrives: no spurious retransmission. Counted as the
+    // resends beyond what the link lost or dropped, not against the plain
+    // path's resend ratio: a change of Startup's overshoot moves the
+    // queue's drops in one run and not the other (before the window, 1.95 %
+    // were resent against 1.06 % on the plain path: 0.9 % spurious).
+    let sender = &reordered.flows[0].sender;
+    let link = &reordered.link;
+    let spurious = sender
+        .packets_retransmitted
+        .saturating_sub(link.lost + link.queue_dropped);
     assert!(
-        resent(&reordered) <= resent(&plain) + 0.002,
-        "resent {:.4} of the reordered path, {:.4} of the plain one",
-        resent(&reordered),
-        resent(&plain)
+        spurious as f64 <= 0.002 * sender.packets_sent as f64,
+        "{spurious} resends beyond the link's {} lost and {} dropped, of {} sent",
+        link.lost,
+        link.queue_dropped,
+        sender.packets_sent
     );
+}
+
+/// A LAN path of 200 µs behind a 64-packet queue: the window's ACK
+/// opened it while the sender waited, and the pacer's millisecond of
+/// catch-up sent a whole window into the queue at once (2.5 % lost, 42 %
+/// of the link). The model-based controller now bounds that burst.
+#[test]
+fn a_short_path_behind_a_shallow_queue_is_not_flooded_by_bursts() {
+    let r = run(&Scenario::lan_shallow(), CcAlgorithm::Bbr, 6, 2);
+    assert!(r.efficiency() >= 0.55, "{:.3}", r.efficiency());
+    let resent = r.flows[0].sender.retransmit_ratio();
+    assert!(resent < 0.01, "{resent:.4}");
 }
 
 #[test]

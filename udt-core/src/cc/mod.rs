@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::seq::SeqNumber;
 
-mod bbr;
+pub(crate) mod bbr;
 mod choice;
 mod delivery;
 mod native;
@@ -123,6 +123,15 @@ pub trait CongestionControl: Send + fmt::Debug {
     /// packet. UDT4's controllers pace packet by packet: 1, the default.
     fn send_quantum(&self) -> u32 {
         1
+    }
+    /// Packets the pacer may send back to back once the windows open (or
+    /// data arrives) after the sender waited for them; `None`, the default,
+    /// keeps UDT4's catch-up: time spent waiting counts as lateness, up to
+    /// the pacer's burst credit (a millisecond of packets). A controller
+    /// that paces at the bottleneck's rate wants a few: a window's worth
+    /// at once overflows a bottleneck queue shallower than it.
+    fn idle_burst(&self) -> Option<u32> {
+        None
     }
     /// The congestion window in packets (UDT4 `m_dCWndSize`).
     fn congestion_window(&self) -> f64;

@@ -1044,7 +1044,7 @@ impl Connection {
         let period = Duration::from_nanos((period_us * 1000.0) as u64);
         self.sender.set_pacing(
             period,
-            self.cc.send_quantum(),
+            (self.cc.send_quantum(), self.cc.idle_burst()),
             self.cc.congestion_window(),
             self.cc.window_basis(),
         );

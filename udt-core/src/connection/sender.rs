@@ -55,6 +55,14 @@ pub(super) struct Sender {
     burst: u32,
     /// When the next data packet may leave.
     next_slot: Instant,
+    /// The last [`pack`](Self::pack) left nothing it could send (the
+    /// windows were full, or the application had written nothing more):
+    /// the time since then is no lateness of the driver's.
+    idle: bool,
+    /// Packets that may then leave back to back (the controller's
+    /// [`idle_burst`](crate::cc::CongestionControl::idle_burst)); `None`:
+    /// the catch-up of a late driver, up to [`BURST_CREDIT`], as UDT4.
+    idle_burst: Option<u32>,
     /// The first data packet is held back until the peer is heard from or
     /// the hold expires (see `FIRST_DATA_HOLD` in the connection).
     first_data_hold: bool,
@@ -224,6 +232,8 @@ impl Sender {
             quantum: 1,
             burst: 0,
             first_data_hold: false,
+            idle: false,
+            idle_burst: None,
             rates: RateSmoother::new(),
             behind: None,
             peer_reader: PeerReader::new(flow_window),
@@ -443,16 +453,18 @@ impl Sender {
 
     // ----- pacing -----
 
-    /// Installs the controller's period, send quantum and window.
+    /// Installs the controller's period, send quantum, burst after a wait
+    /// and window.
     pub(super) fn set_pacing(
         &mut self,
         period: Duration,
-        quantum: u32,
+        (quantum, idle_burst): (u32, Option<u32>),
         cwnd: f64,
         basis: WindowBasis,
     ) {
         self.period = period;
         self.quantum = quantum.max(1);
+        self.idle_burst = idle_burst;
         self.cwnd = cwnd;
         self.window_basis = basis;
     }
@@ -720,6 +732,26 @@ impl Sender {
         if now < self.next_slot {
             return None;
         }
+        if let (true, Some(burst)) = (self.idle, self.idle_burst) {
+            let floor = now.checked_sub(self.period * burst).unwrap_or(now);
+            self.next_slot = self.next_slot.max(floor);
+        }
+        let packed = self.pack_due(now, timestamp, dest, buf, inline);
+        // Drivers stop asking once nothing is left to send, so the packet
+        // that filled the window (or emptied the buffer) is the mark.
+        self.idle = packed.is_none() || !self.has_work();
+        packed
+    }
+
+    /// [`pack`](Self::pack) once the pacer allows.
+    fn pack_due(
+        &mut self,
+        now: Instant,
+        timestamp: u32,
+        dest: SocketId,
+        buf: &mut Vec<u8>,
+        inline: bool,
+    ) -> Option<Packed> {
         while let Some(seq) = self.loss.pop_first() {
             if seq.is_before(self.last_data_ack) {
                 continue;
@@ -800,4 +832,54 @@ fn encode_block(
 fn ack_seq_is_newer(a: AckSeqNumber, b: AckSeqNumber) -> bool {
     let ahead = a.value().wrapping_sub(b.value()) & SeqNumber::MAX;
     ahead != 0 && ahead < (SeqNumber::MAX >> 1) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::test_epoch;
+
+    /// A sender whose window of 100 packets filled at its pacing of one
+    /// packet per 5 µs, then waited 10 ms for the ACK that opens it again;
+    /// returns how many packets leave at that ACK's instant.
+    fn burst_after_a_wait(idle_burst: Option<u32>) -> usize {
+        let t0 = test_epoch();
+        let isn = SeqNumber::new(5000);
+        let mut s = Sender::new(1024, 1456, isn, 8192, t0);
+        s.set_pacing(
+            Duration::from_micros(5),
+            (1, idle_burst),
+            100.0,
+            WindowBasis::InFlight,
+        );
+        let data = vec![7u8; 1456 * 300];
+        assert_eq!(s.write_stream(&data, t0), data.len());
+        let mut buf = Vec::new();
+        let mut sent = 0;
+        let mut at = t0;
+        while at < t0 + Duration::from_millis(10) {
+            while s.pack(at, 0, SocketId(1), &mut buf, false).is_some() {
+                sent += 1;
+            }
+            at += Duration::from_micros(5);
+        }
+        assert_eq!(sent, 100, "the window");
+        assert!(s.on_light_ack(isn.add(100)));
+        let mut at_once = 0;
+        while s.pack(at, 0, SocketId(1), &mut buf, false).is_some() {
+            at_once += 1;
+        }
+        at_once
+    }
+
+    #[test]
+    fn a_window_that_opens_after_a_wait_leaves_in_the_controllers_burst() {
+        // UDT4's catch-up: the wait counts as lateness, a millisecond of
+        // packets (200 here), so the whole window leaves at once.
+        assert_eq!(burst_after_a_wait(None), 100);
+        // A controller's bound: 32 packets of credit, the slot at the
+        // instant itself, and a packet pair (16n, 16n+1) sharing a slot.
+        let bounded = burst_after_a_wait(Some(32));
+        assert!((33..=36).contains(&bounded), "{bounded}");
+    }
 }
