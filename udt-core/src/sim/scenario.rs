@@ -188,9 +188,8 @@ impl Scenario {
 
     /// A short LAN path behind a shallow queue: 1 Gbit/s, 100 µs one way,
     /// a bottleneck queue of 0.8 ms (64 packets), as behind a switch port
-    /// slower than the sender's. The model-based controller's open limit
-    /// (docs/congestion-control.md 7.4): its window and its pacer's burst
-    /// credit each hold about as much as the queue.
+    /// slower than the sender's: a burst of a window's worth overflows it
+    /// (docs/congestion-control.md 7.4).
     pub fn lan_shallow() -> Scenario {
         Scenario {
             queue: Duration::from_micros(768),

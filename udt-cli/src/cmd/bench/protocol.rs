@@ -491,17 +491,21 @@ mod tests {
     use super::*;
 
     /// Writes to `conn` until [`write_patiently`] gives up on a peer that
-    /// never reads; returns the error and how long the stall took.
-    fn write_to_a_peer_that_never_reads(mut conn: Conn) -> (io::Error, Duration) {
+    /// never reads: with `TimedOut`, and only after its patience without
+    /// a byte taken.
+    fn gives_up_on_a_peer_that_never_reads(mut conn: Conn) {
         let data = vec![7u8; 1 << 20];
         let mut last_write = Instant::now();
-        loop {
+        let err = loop {
             if let Err(e) = write_patiently(&mut conn, &data, Duration::from_millis(500), |_, _| {
                 last_write = Instant::now();
             }) {
-                return (e, last_write.elapsed());
+                break e;
             }
-        }
+        };
+        let stalled_for = last_write.elapsed();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(stalled_for >= Duration::from_millis(500), "{stalled_for:?}");
     }
 
     #[test]
@@ -511,9 +515,7 @@ mod tests {
         let client = udt_mux::Endpoint::bind("127.0.0.1:0").unwrap();
         let ours = client.connect(server.local_addr()).unwrap();
         let (_never_reads, _) = listener.accept().unwrap();
-        let (err, stalled_for) = write_to_a_peer_that_never_reads(Conn::udt(ours));
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
-        assert!(stalled_for >= Duration::from_millis(500), "{stalled_for:?}");
+        gives_up_on_a_peer_that_never_reads(Conn::udt(ours));
     }
 
     #[test]
@@ -521,9 +523,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (_never_reads, _) = listener.accept().unwrap();
-        let (err, stalled_for) = write_to_a_peer_that_never_reads(Conn::Tcp(ours));
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
-        assert!(stalled_for >= Duration::from_millis(500), "{stalled_for:?}");
+        gives_up_on_a_peer_that_never_reads(Conn::Tcp(ours));
     }
 
     #[test]
