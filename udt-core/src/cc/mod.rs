@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::seq::SeqNumber;
 
-pub(crate) mod bbr;
+mod bbr;
 mod choice;
 mod delivery;
 mod native;

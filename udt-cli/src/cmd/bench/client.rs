@@ -19,9 +19,9 @@ use crate::ui::{self, CliError, Output};
 
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
-    buffer_share, chunk, chunk_error, chunk_payload, duration_ms, msg_sent_ns, put_msg_header,
-    read_chunks, write_patiently, Ack, Header, ServerReport, END_OF_CHUNKS, MAX_MSG, MSG_HEADER,
-    STALL_PATIENCE,
+    broke, buffer_share, chunk, chunk_error, chunk_payload, duration_ms, msg_sent_ns,
+    put_msg_header, read_chunks, write_patiently, Ack, Header, ServerReport, END_OF_CHUNKS,
+    MAX_MSG, MSG_HEADER, STALL_PATIENCE,
 };
 use super::pump::{self, Pump};
 use super::report::{
@@ -284,22 +284,21 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
 
     let intervals = sample_intervals(&shared, start, deadline, args.interval, &output);
 
-    let mut server = Vec::new();
-    let mut links = Vec::new();
-    let mut times = Vec::new();
+    let mut ended = Vec::new();
     let mut hist: Option<Histogram<u64>> = None;
-    let mut sent_time = Duration::ZERO;
     let mut first_error = None;
     for (index, outcome) in rx {
         match outcome {
-            Ok((report, link, h, t)) => {
-                server.push(report);
-                links.push(link);
-                times.push((index, t));
-                sent_time = sent_time.max(t);
+            Ok((report, link, h, time)) => {
                 if let Some(h) = h {
                     merge_histogram(&mut hist, h);
                 }
+                ended.push(Ended {
+                    index,
+                    report,
+                    link,
+                    time,
+                });
             }
             Err(e) => {
                 shared.stop.store(true, Ordering::SeqCst);
@@ -317,9 +316,12 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
         return Err(CliError::interrupted("interrupted"));
     }
     let elapsed = start.elapsed();
+    let server = || ended.iter().map(|e| &e.report);
+    let links = || ended.iter().map(|e| &e.link);
+    let sent_time = ended.iter().map(|e| e.time).max().unwrap_or_default();
     let ours: u64 = shared.per_stream().iter().sum();
-    let theirs: u64 = server.iter().map(|r| r.bytes).sum();
-    let server_seconds = server.iter().map(|r| r.seconds).fold(0.0, f64::max);
+    let theirs: u64 = server().map(|r| r.bytes).sum();
+    let server_seconds = server().map(|r| r.seconds).fold(0.0, f64::max);
     let our_seconds = sent_time.as_secs_f64();
     // Who sent and who received: the client, unless -R.
     let ((sent_bytes, sent_seconds), (received_bytes, received_seconds)) = if args.reverse {
@@ -336,19 +338,19 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
     };
     let (rtt_ms, retransmitted, lost) = if args.reverse {
         (
-            mean(server.iter().filter_map(|r| r.rtt_ms)),
-            server.iter().map(|r| r.packets_retransmitted).sum(),
-            links.iter().map(|l| l.packets_lost).sum(),
+            mean(server().filter_map(|r| r.rtt_ms)),
+            server().map(|r| r.packets_retransmitted).sum(),
+            links().map(|l| l.packets_lost).sum(),
         )
     } else {
         (
-            mean(links.iter().filter_map(|l| l.rtt_ms)),
-            links.iter().map(|l| l.packets_retransmitted).sum(),
-            server.iter().map(|r| r.packets_lost).sum(),
+            mean(links().filter_map(|l| l.rtt_ms)),
+            links().map(|l| l.packets_retransmitted).sum(),
+            server().map(|r| r.packets_lost).sum(),
         )
     };
     let streams = if args.parallel > 1 && args.msg_size.is_none() {
-        stream_results(&shared, &server, &links, &times, args.reverse)
+        stream_results(&shared, &ended, args.reverse)
     } else {
         Vec::new()
     };
@@ -371,7 +373,7 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
         retransmitted,
         lost,
         cpu_client_percent: ui::round3(cpu_percent(cpu0, elapsed)),
-        cpu_server_percent: ui::round3(server.iter().map(|r| r.cpu_percent).fold(0.0, f64::max)),
+        cpu_server_percent: ui::round3(server().map(|r| r.cpu_percent).fold(0.0, f64::max)),
         latency: hist.as_ref().map(Latency::of),
         streams,
     };
@@ -379,44 +381,50 @@ pub fn client(args: &ClientArgs) -> Result<BenchSummary, CliError> {
     Ok(summary)
 }
 
-/// Each stream's result from its outcome (`server`, `links` and `times`
-/// in the order the streams ended, `times` naming each stream), in stream
-/// order: the receiving side's bytes and seconds, the sending side's
-/// counters.
-fn stream_results(
-    shared: &Shared,
-    server: &[ServerReport],
-    links: &[LinkStats],
-    times: &[(usize, Duration)],
-    reverse: bool,
-) -> Vec<StreamResult> {
+/// A stream that ended well: its index, the server's report, its link
+/// counters and its sending (or, with `-R`, receiving) time.
+struct Ended {
+    index: usize,
+    report: ServerReport,
+    link: LinkStats,
+    time: Duration,
+}
+
+/// Each stream's result, in stream order: the receiving side's bytes and
+/// seconds, the sending side's counters.
+fn stream_results(shared: &Shared, ended: &[Ended], reverse: bool) -> Vec<StreamResult> {
     let ours = shared.per_stream();
-    let mut streams: Vec<StreamResult> = server
+    let mut streams: Vec<StreamResult> = ended
         .iter()
-        .zip(links)
-        .zip(times)
-        .map(|((report, link), &(index, t))| {
-            let id = index as u32 + 1;
-            if reverse {
-                StreamResult {
-                    id,
-                    bytes: ours.get(index).copied().unwrap_or(0),
-                    seconds: ui::round3(t.as_secs_f64()),
-                    rtt_ms: report.rtt_ms.map(ui::round3),
-                    retransmitted: report.packets_retransmitted,
-                    timeouts: report.timeouts,
+        .map(
+            |Ended {
+                 index,
+                 report,
+                 link,
+                 time,
+             }| {
+                let id = *index as u32 + 1;
+                if reverse {
+                    StreamResult {
+                        id,
+                        bytes: ours.get(*index).copied().unwrap_or(0),
+                        seconds: ui::round3(time.as_secs_f64()),
+                        rtt_ms: report.rtt_ms.map(ui::round3),
+                        retransmitted: report.packets_retransmitted,
+                        timeouts: report.timeouts,
+                    }
+                } else {
+                    StreamResult {
+                        id,
+                        bytes: report.bytes,
+                        seconds: ui::round3(report.seconds),
+                        rtt_ms: link.rtt_ms.map(ui::round3),
+                        retransmitted: link.packets_retransmitted,
+                        timeouts: link.timeouts,
+                    }
                 }
-            } else {
-                StreamResult {
-                    id,
-                    bytes: report.bytes,
-                    seconds: ui::round3(report.seconds),
-                    rtt_ms: link.rtt_ms.map(ui::round3),
-                    retransmitted: link.packets_retransmitted,
-                    timeouts: link.timeouts,
-                }
-            }
-        })
+            },
+        )
         .collect();
     streams.sort_by_key(|r| r.id);
     streams
@@ -547,8 +555,7 @@ fn open_stream(
         msg_size: 0,
         test_id,
     };
-    conn.write_all(&header.encode())
-        .map_err(|e| CliError::io("the bench connection broke", e))?;
+    conn.write_all(&header.encode()).map_err(broke)?;
     conn.set_read_timeout(Some(ANSWER_TIMEOUT));
     Ack::read_from(&mut conn)?;
     Ok(conn)
@@ -558,7 +565,6 @@ fn open_stream(
 /// server's report.
 fn run_stream(mut conn: Conn, index: usize, deadline: Instant, shared: &Arc<Shared>) -> Outcome {
     let started = Instant::now();
-    let broke = |e| CliError::io("the bench connection broke", e);
     let chunk = Shared::chunk();
     if let Some(stream) = conn.udt_stream().filter(|_| shared.pumped()) {
         let (counted, keep_going) = shared.pump_calls(index);

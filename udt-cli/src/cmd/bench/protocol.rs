@@ -99,7 +99,7 @@ impl Stall {
 }
 
 /// The error of a stream whose peer moved nothing for `patience`.
-pub(super) fn stalled(patience: Duration) -> io::Error {
+pub(super) fn stall_error(patience: Duration) -> io::Error {
     let secs = patience.as_secs_f64();
     io::Error::new(
         io::ErrorKind::TimedOut,
@@ -137,7 +137,7 @@ pub(super) fn write_patiently(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if is_timeout(&e) => {
                 if stall.stalled(conn.unacknowledged_bytes()) {
-                    return Err(stalled(patience));
+                    return Err(stall_error(patience));
                 }
             }
             Err(e) => return Err(e),
@@ -390,7 +390,7 @@ pub(super) fn read_chunks(
 }
 
 /// A stream's I/O failure while it moves chunks.
-fn broke(e: io::Error) -> CliError {
+pub(super) fn broke(e: io::Error) -> CliError {
     CliError::io("the bench connection broke", e)
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use udt_mux::{Interest, PollEvent, Poller, Token, UdtStream};
 
 use super::protocol::{
-    chunk_payload, stalled, Stall, END_OF_CHUNKS, MANY_CONNECTIONS, MAX_CHUNK, READ_PIECE,
+    chunk_payload, stall_error, Stall, END_OF_CHUNKS, MANY_CONNECTIONS, MAX_CHUNK, READ_PIECE,
 };
 
 /// Whether a test of `parallel` connections uses the pump: only a test of
@@ -184,7 +184,7 @@ impl Job {
         };
         self.stall
             .stalled(buffer)
-            .then(|| stalled(self.stall.patience()))
+            .then(|| stall_error(self.stall.patience()))
     }
 }
 

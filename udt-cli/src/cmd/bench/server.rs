@@ -18,8 +18,8 @@ use crate::ui::{CliError, Output};
 
 use super::cpu::{cpu_percent, cpu_time};
 use super::protocol::{
-    buffer_share, chunk, chunk_error, is_file_hello, read_chunks, write_patiently, Ack, Header,
-    ServerReport, END_OF_CHUNKS, HEADER_LEN, MAX_PARALLEL, MSG_HEADER, STALL_PATIENCE,
+    broke, buffer_share, chunk, chunk_error, is_file_hello, read_chunks, write_patiently, Ack,
+    Header, ServerReport, END_OF_CHUNKS, HEADER_LEN, MAX_PARALLEL, MSG_HEADER, STALL_PATIENCE,
 };
 use super::pump::{self, Pump};
 use super::report::{print_server_interval, print_server_result};
@@ -336,7 +336,6 @@ fn send_chunks(
     output: Output,
     pump: Option<&Pump>,
 ) -> Result<(), CliError> {
-    let broke = |e| CliError::io("the bench connection broke", e);
     let deadline = Instant::now() + Duration::from_millis(u64::from(header.duration_ms));
     // One copy for all of a server's reverse streams (a thousand copies
     // were 256 MB of fresh memory).

@@ -124,7 +124,7 @@ const MIN_CWND: f64 = 4.0;
 /// (415 → 650 Mbit/s in the simulator, 4 packets gave 662) and most of a
 /// loopback's batching, which 4 packets cut by ~10 %
 /// (docs/congestion-control.md 7.4).
-pub(crate) const IDLE_BURST_PACKETS: u32 = 32;
+const IDLE_BURST_PACKETS: u32 = 32;
 
 /// Pace 1 % below the estimate so that a queue built by an overestimate
 /// drains by itself.
